@@ -1,0 +1,107 @@
+//! The command-line definition and the glue from parsed flags to each subsystem.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
+use c10k_serve::ServeConfig;
+
+/// c10k: an application server whose concurrency model is a flag, and the tools to measure it.
+#[derive(Debug, Parser)]
+#[command(name = "c10k", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Log level filter (error, warn, info, debug, trace, or a tracing directive).
+    #[arg(long, global = true, env = "C10K_LOG", default_value = "info")]
+    log_level: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the application server (the built-in app) under a chosen worker class.
+    #[command(after_long_help = SERVE_AFTER_HELP)]
+    Serve(ServeArgs),
+}
+
+const SERVE_AFTER_HELP: &str = "\
+Worker classes (how many requests one worker runs at once):
+  sync     1: a request holds the worker from start to finish (gunicorn sync, Flask's default).
+  thread   one OS thread per connection, up to --worker-connections (Flask threaded=True).
+  gthread  --threads: a fixed thread pool; idle keep-alive connections hold no thread.
+  async    up to --worker-connections: waits yield to an event loop (gevent, monkey-patched).
+
+Every flag can also be set as C10K_<FLAG> (C10K_WORKERS=4) or in the --config TOML file
+(workers = 4); the command line wins over the environment, which wins over the file.";
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Read settings from this TOML file (keys are the long flag names).
+    #[arg(long, env = "C10K_CONFIG", help_heading = "Config")]
+    config: Option<PathBuf>,
+
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long, help_heading = "Config")]
+    check_config: bool,
+
+    #[command(flatten)]
+    settings: ServeConfig,
+}
+
+/// Why the command line was refused; exits 2 like clap's own usage errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(String);
+
+pub struct Parsed {
+    cli: Cli,
+    matches: ArgMatches,
+}
+
+pub fn parse() -> anyhow::Result<Parsed> {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    Ok(Parsed { cli, matches })
+}
+
+pub fn run(parsed: Parsed) -> anyhow::Result<()> {
+    let Parsed { cli, matches } = parsed;
+    init_logging(&cli.log_level)?;
+    match cli.command {
+        Command::Serve(args) => {
+            let sub = matches
+                .subcommand_matches("serve")
+                .context("serve matches missing")?;
+            let config = ServeConfig::resolve(sub, args.config.as_deref())
+                .map_err(|e| UsageError(e.to_string()))?;
+            if args.check_config {
+                print!("{}", config.to_toml());
+                return Ok(());
+            }
+            c10k_serve::run(config)
+        }
+    }
+}
+
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.downcast_ref::<UsageError>().is_some() {
+        2
+    } else {
+        1
+    }
+}
+
+fn init_logging(filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| UsageError(format!("--log-level {filter:?}: {e}")))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    Ok(())
+}

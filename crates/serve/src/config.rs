@@ -1,0 +1,379 @@
+//! Every setting of `c10k serve`, defined once.
+//!
+//! As gunicorn's `Setting` does, one definition serves three sources: the command line
+//! (`--workers 4`), environment variables (`C10K_WORKERS=4`) and a TOML file (`workers = 4`, given
+//! with `--config`). Precedence is command line, then environment, then file, then default. The
+//! struct derives clap's `Args` for the first two and serde for the file, so a setting cannot exist
+//! in one source and be missing from another.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, FromArgMatches, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+/// How a worker process runs requests; see `c10k serve --help` and the README.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerClass {
+    /// One request at a time per worker; the connection closes after each response.
+    Sync,
+    /// A new OS thread per connection, capped by --worker-connections.
+    Thread,
+    /// A fixed pool of --threads threads per worker; idle keep-alive connections hold no thread.
+    Gthread,
+    /// An event loop per worker; waits yield, so one worker runs thousands of requests at once.
+    Async,
+}
+
+impl fmt::Display for WorkerClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self
+            .to_possible_value()
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default();
+        f.write_str(&name)
+    }
+}
+
+/// An address to listen on: `HOST:PORT`, `[::1]:PORT` or `unix:/path/to.sock`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BindAddr {
+    Tcp(std::net::SocketAddr),
+    Unix(PathBuf),
+}
+
+impl FromStr for BindAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<BindAddr, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("unix: needs a path, e.g. unix:/run/c10k.sock".into());
+            }
+            return Ok(BindAddr::Unix(PathBuf::from(path)));
+        }
+        s.parse().map(BindAddr::Tcp).map_err(|_| {
+            format!("{s:?} is not HOST:PORT (e.g. 127.0.0.1:8000, [::1]:8000) or unix:/path")
+        })
+    }
+}
+
+impl fmt::Display for BindAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BindAddr::Tcp(a) => write!(f, "{a}"),
+            BindAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl Serialize for BindAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for BindAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<BindAddr, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+fn seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("{s:?} must be a number of seconds ≥ 0"));
+    }
+    Ok(v)
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a whole number ≥ 1")),
+    }
+}
+
+/// Settings of `c10k serve`. Durations are in seconds, fractions allowed.
+#[derive(Clone, Debug, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ServeConfig {
+    /// Address to listen on: HOST:PORT or unix:/path. Repeat for several.
+    #[arg(short, long = "bind", env = "C10K_BIND", value_delimiter = ',',
+          default_value = "127.0.0.1:8000", help_heading = "Listening")]
+    pub bind: Vec<BindAddr>,
+
+    /// Listen queue length (capped by net.core.somaxconn; a warning says so).
+    #[arg(long, env = "C10K_BACKLOG", default_value_t = 2048, help_heading = "Listening")]
+    pub backlog: u32,
+
+    /// One listening socket per worker (SO_REUSEPORT) instead of one shared socket.
+    #[arg(long, env = "C10K_REUSE_PORT", help_heading = "Listening")]
+    pub reuse_port: bool,
+
+    /// Concurrency model of each worker process.
+    #[arg(short = 'k', long, env = "C10K_WORKER_CLASS", value_enum,
+          default_value_t = WorkerClass::Async, help_heading = "Workers")]
+    pub worker_class: WorkerClass,
+
+    /// Worker processes under the master.
+    #[arg(short, long, env = "C10K_WORKERS", default_value_t = 1,
+          value_parser = at_least_one, help_heading = "Workers")]
+    pub workers: usize,
+
+    /// Threads per worker: the gthread pool size, or the async runtime's threads.
+    #[arg(long, env = "C10K_THREADS", default_value_t = 1,
+          value_parser = at_least_one, help_heading = "Workers")]
+    pub threads: usize,
+
+    /// Most open connections per worker; more wait in the kernel's listen queue.
+    #[arg(long, env = "C10K_WORKER_CONNECTIONS", default_value_t = 10_000,
+          value_parser = at_least_one, help_heading = "Workers")]
+    pub worker_connections: usize,
+
+    /// Seconds an idle keep-alive connection stays open; 0 disables keep-alive.
+    #[arg(long, env = "C10K_KEEPALIVE", default_value_t = 5.0, value_parser = seconds,
+          help_heading = "Timeouts")]
+    pub keepalive: f64,
+
+    /// Seconds a client has to send a complete request head before it gets 408.
+    #[arg(long, env = "C10K_HEADER_TIMEOUT", default_value_t = 10.0, value_parser = seconds,
+          help_heading = "Timeouts")]
+    pub header_timeout: f64,
+
+    /// Seconds one request may run before it is answered 504 (the same meaning under every
+    /// worker class). Off by default.
+    #[arg(long, env = "C10K_REQUEST_TIMEOUT", value_parser = seconds, help_heading = "Timeouts")]
+    pub request_timeout: Option<f64>,
+
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "C10K_GRACEFUL_TIMEOUT", default_value_t = 30.0, value_parser = seconds,
+          help_heading = "Timeouts")]
+    pub graceful_timeout: f64,
+
+    /// Largest request body in bytes (413 above it).
+    #[arg(long, env = "C10K_LIMIT_REQUEST_BODY", default_value_t = 10 * 1024 * 1024,
+          help_heading = "Limits")]
+    pub limit_request_body: u64,
+
+    /// Longest request line in bytes (414 above it).
+    #[arg(long, env = "C10K_LIMIT_REQUEST_LINE", default_value_t = 8190,
+          value_parser = at_least_one, help_heading = "Limits")]
+    pub limit_request_line: usize,
+
+    /// Most header fields in a request (431 above it).
+    #[arg(long, env = "C10K_LIMIT_REQUEST_FIELDS", default_value_t = 100,
+          value_parser = at_least_one, help_heading = "Limits")]
+    pub limit_request_fields: usize,
+
+    /// Largest request head (request line plus headers) in bytes (431 above it).
+    #[arg(long, env = "C10K_LIMIT_REQUEST_HEAD", default_value_t = 32 * 1024,
+          value_parser = at_least_one, help_heading = "Limits")]
+    pub limit_request_head: usize,
+
+    /// Longest ?delay= the built-in application accepts, in seconds (400 above it).
+    #[arg(long, env = "C10K_MAX_DELAY", default_value_t = 60.0, value_parser = seconds,
+          help_heading = "Application")]
+    pub max_delay: f64,
+}
+
+impl Default for ServeConfig {
+    fn default() -> ServeConfig {
+        // The clap defaults are the single source of truth.
+        let cmd = ServeConfig::augment_args(clap::Command::new("serve"));
+        let matches = cmd
+            .try_get_matches_from(["serve"])
+            .unwrap_or_else(|e| panic!("clap defaults of ServeConfig must parse: {e}"));
+        ServeConfig::from_arg_matches(&matches)
+            .unwrap_or_else(|e| panic!("clap defaults of ServeConfig must build: {e}"))
+    }
+}
+
+/// A setting that cannot be used, with the flag or key it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("{flag}: {message}")]
+    Invalid { flag: &'static str, message: String },
+}
+
+impl ServeConfig {
+    /// Builds the effective config from parsed command-line/env matches and an optional TOML
+    /// file: a value given on the command line or in the environment beats the file.
+    pub fn resolve(matches: &ArgMatches, file: Option<&Path>) -> Result<ServeConfig, ConfigError> {
+        let cli = ServeConfig::from_arg_matches(matches).map_err(|e| ConfigError::Invalid {
+            flag: "serve",
+            message: e.to_string(),
+        })?;
+        let Some(path) = file else {
+            cli.validate()?;
+            return Ok(cli);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let file_err = |message: String| ConfigError::File {
+            path: path.to_owned(),
+            message,
+        };
+        let from_file: toml::Table = text.parse().map_err(|e| file_err(format!("{e}")))?;
+        let mut merged = toml::Table::try_from(&cli).map_err(|e| file_err(e.to_string()))?;
+        let known = ServeConfig::augment_args(clap::Command::new("serve"));
+        for (key, value) in from_file {
+            // gunicorn config files use snake_case; accept it beside kebab-case.
+            let key = key.replace('_', "-");
+            let id = key.replace('-', "_");
+            if !known.get_arguments().any(|a| a.get_id() == id.as_str()) {
+                return Err(file_err(format!("unknown key {key:?}")));
+            }
+            let explicit = matches!(
+                matches.value_source(&id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            );
+            if !explicit {
+                merged.insert(key, value);
+            }
+        }
+        let config: ServeConfig = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| file_err(e.message().to_owned()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the types alone cannot (values read from a file skip clap's parsers).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |flag, message: &str| {
+            Err(ConfigError::Invalid {
+                flag,
+                message: message.to_owned(),
+            })
+        };
+        if self.bind.is_empty() {
+            return bad("--bind", "at least one address is needed");
+        }
+        for (flag, n) in [
+            ("--workers", self.workers),
+            ("--threads", self.threads),
+            ("--worker-connections", self.worker_connections),
+            ("--limit-request-line", self.limit_request_line),
+            ("--limit-request-fields", self.limit_request_fields),
+            ("--limit-request-head", self.limit_request_head),
+        ] {
+            if n == 0 {
+                return bad(flag, "must be at least 1");
+            }
+        }
+        for (flag, s) in [
+            ("--keepalive", self.keepalive),
+            ("--header-timeout", self.header_timeout),
+            ("--graceful-timeout", self.graceful_timeout),
+            ("--max-delay", self.max_delay),
+            ("--request-timeout", self.request_timeout.unwrap_or(0.0)),
+        ] {
+            if !s.is_finite() || s < 0.0 {
+                return bad(flag, "must be a number of seconds ≥ 0");
+            }
+        }
+        if self.backlog == 0 {
+            return bad("--backlog", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, for `--check-config` and the start-up log.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    pub fn limits(&self) -> crate::proto::Limits {
+        crate::proto::Limits {
+            max_request_line: self.limit_request_line,
+            max_head: self.limit_request_head,
+            max_headers: self.limit_request_fields,
+            max_body: self.limit_request_body,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeConfig,
+    }
+
+    fn matches(args: &[&str]) -> ArgMatches {
+        let mut argv = vec!["serve"];
+        argv.extend_from_slice(args);
+        Cli::command().try_get_matches_from(argv).unwrap()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = ServeConfig::default();
+        assert_eq!(c.worker_class, WorkerClass::Async);
+        assert_eq!(c.backlog, 2048);
+        assert_eq!(c.bind, vec!["127.0.0.1:8000".parse().unwrap()]);
+    }
+
+    #[test]
+    fn file_fills_what_cli_left_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c10k.toml");
+        std::fs::write(&path, "workers = 3\nworker_class = \"gthread\"\nbacklog = 64\n").unwrap();
+        let c = ServeConfig::resolve(&matches(&["--backlog", "128"]), Some(&path)).unwrap();
+        assert_eq!(c.workers, 3);
+        assert_eq!(c.worker_class, WorkerClass::Gthread);
+        assert_eq!(c.backlog, 128, "command line beats the file");
+    }
+
+    #[test]
+    fn unknown_key_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c10k.toml");
+        std::fs::write(&path, "wrokers = 3\n").unwrap();
+        let e = ServeConfig::resolve(&matches(&[]), Some(&path)).unwrap_err();
+        assert!(e.to_string().contains("wrokers"), "{e}");
+
+        std::fs::write(&path, "workers = -1\n").unwrap();
+        let e = ServeConfig::resolve(&matches(&[]), Some(&path)).unwrap_err();
+        assert!(e.to_string().contains("c10k.toml"), "{e}");
+
+        std::fs::write(&path, "worker-class = \"fork\"\n").unwrap();
+        let e = ServeConfig::resolve(&matches(&[]), Some(&path)).unwrap_err();
+        assert!(e.to_string().contains("fork"), "{e}");
+    }
+
+    #[test]
+    fn cli_rejects_bad_values() {
+        for args in [
+            &["--workers", "0"][..],
+            &["--worker-class", "fork"],
+            &["--keepalive", "-1"],
+            &["--bind", "nonsense"],
+        ] {
+            let mut argv = vec!["serve"];
+            argv.extend_from_slice(args);
+            assert!(Cli::command().try_get_matches_from(argv).is_err(), "{args:?}");
+        }
+    }
+}

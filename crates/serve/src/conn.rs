@@ -1,0 +1,56 @@
+//! What every connection driver shares: per-connection settings and the timeout answer.
+
+use std::time::Duration;
+
+use c10k_app::{Request, Response};
+
+use crate::config::ServeConfig;
+use crate::proto::Limits;
+
+/// Settings a connection driver needs, derived once from [`ServeConfig`].
+#[derive(Clone, Debug)]
+pub(crate) struct ConnSettings {
+    pub limits: Limits,
+    /// Idle time allowed between requests; `None` disables keep-alive.
+    pub keepalive: Option<Duration>,
+    pub header_timeout: Duration,
+    pub request_timeout: Option<Duration>,
+    /// Initial read buffer; it grows on demand up to the head and body limits.
+    pub read_buffer: usize,
+    /// How long and how much to read after refusing a request, before closing.
+    pub linger: Duration,
+    pub linger_bytes: usize,
+}
+
+impl ConnSettings {
+    pub fn from_config(c: &ServeConfig) -> ConnSettings {
+        ConnSettings {
+            limits: c.limits(),
+            keepalive: (c.keepalive > 0.0).then(|| Duration::from_secs_f64(c.keepalive)),
+            header_timeout: Duration::from_secs_f64(c.header_timeout),
+            request_timeout: c.request_timeout.map(Duration::from_secs_f64),
+            read_buffer: 2048,
+            linger: Duration::from_secs(1),
+            linger_bytes: 256 * 1024,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lingering {
+    Yes,
+    No,
+}
+
+pub(crate) fn log_timeout(req: &Request, elapsed: Duration) {
+    tracing::warn!(
+        method = %req.method,
+        path = %req.path,
+        elapsed_ms = elapsed.as_millis() as u64,
+        "request exceeded --request-timeout; answered 504"
+    );
+}
+
+pub(crate) fn timeout_response() -> Response {
+    Response::error(504, "request exceeded --request-timeout")
+}

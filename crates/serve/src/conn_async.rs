@@ -1,0 +1,163 @@
+//! Drives one connection on the tokio runtime over the shared codec.
+//!
+//! Requests on a connection run one after another (HTTP/1.1 has no multiplexing); all responses
+//! to the requests already buffered are written with one `write` call, which is what makes
+//! pipelined clients fast.
+
+use std::io;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use c10k_app::{Ctx, Handler, Method, Response, Wait};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::conn::{ConnSettings, Lingering};
+use crate::proto::{encode_response, Decoder, HttpError, Persist, CONTINUE};
+use crate::shutdown::Phase;
+
+/// Serves requests on `io` until the client closes, a timeout fires, or the server stops.
+pub(crate) async fn serve<S, H>(
+    mut io: S,
+    handler: &H,
+    settings: &ConnSettings,
+    mut stop: watch::Receiver<Phase>,
+) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: Handler,
+{
+    let mut buf = BytesMut::with_capacity(settings.read_buffer);
+    let mut out = Vec::new();
+    let mut decoder = Decoder::new(settings.limits.clone());
+    let mut head_started: Option<Instant> = None;
+    loop {
+        let mut close = None;
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(incoming)) => {
+                    head_started = None;
+                    let head_only = incoming.request.method == Method::Head;
+                    let resp = call(handler, &incoming.request, settings).await;
+                    let keep = incoming.keep_alive
+                        && settings.keepalive.is_some()
+                        && *stop.borrow() == Phase::Running;
+                    let persist = if keep { Persist::KeepAlive } else { Persist::Close };
+                    encode_response(&mut out, &resp, incoming.minor_version, persist, head_only);
+                    if !keep {
+                        close = Some(Lingering::No);
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(err) => {
+                    tracing::debug!(status = err.status, reason = %err.reason, "refused request");
+                    encode_response(&mut out, &err.response(), 1, Persist::Close, false);
+                    close = Some(Lingering::Yes);
+                    break;
+                }
+            }
+        }
+        if !out.is_empty() {
+            io.write_all(&out).await?;
+            out.clear();
+        }
+        if let Some(lingering) = close {
+            return finish(io, lingering, settings).await;
+        }
+        if decoder.take_continue() {
+            io.write_all(CONTINUE).await?;
+        }
+
+        let idle = decoder.is_idle() && buf.is_empty();
+        if idle && *stop.borrow() != Phase::Running {
+            return Ok(());
+        }
+        let timeout = if idle {
+            match settings.keepalive {
+                Some(t) => t,
+                None => settings.header_timeout,
+            }
+        } else if decoder.is_idle() {
+            // Part of a request head has arrived: the head must complete by its deadline.
+            let started = *head_started.get_or_insert_with(Instant::now);
+            settings
+                .header_timeout
+                .saturating_sub(started.elapsed())
+        } else {
+            // Reading a body: each read must make progress within the header timeout.
+            settings.header_timeout
+        };
+        if buf.capacity() - buf.len() < 512 {
+            buf.reserve(settings.read_buffer.max(buf.len()));
+        }
+        let read = tokio::select! {
+            r = tokio::time::timeout(timeout, io.read_buf(&mut buf)) => r,
+            changed = stop.changed(), if idle => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                continue;
+            }
+        };
+        match read {
+            Ok(Ok(0)) => return Ok(()),
+            Ok(Ok(_)) => {
+                if idle {
+                    head_started = Some(Instant::now());
+                }
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_elapsed) if idle => return Ok(()),
+            Err(_elapsed) => {
+                let err = HttpError {
+                    status: 408,
+                    reason: "request not received in time (--header-timeout)".into(),
+                };
+                encode_response(&mut out, &err.response(), 1, Persist::Close, false);
+                io.write_all(&out).await?;
+                return finish(io, Lingering::No, settings).await;
+            }
+        }
+    }
+}
+
+async fn call<H: Handler>(handler: &H, req: &c10k_app::Request, s: &ConnSettings) -> Response {
+    match s.request_timeout {
+        None => handler.call(req, Ctx::new(Wait::Yield)).await,
+        Some(limit) => {
+            let ctx = Ctx::new(Wait::Yield).with_deadline(Some(Instant::now() + limit));
+            let started = Instant::now();
+            match tokio::time::timeout(limit, handler.call(req, ctx)).await {
+                Ok(resp) => resp,
+                Err(_) => {
+                    crate::conn::log_timeout(req, started.elapsed());
+                    crate::conn::timeout_response()
+                }
+            }
+        }
+    }
+}
+
+/// Closes the connection. After refusing a request the client may still be sending; reading
+/// what it sends for a moment before closing keeps the kernel from answering with a RST that
+/// would destroy our error response in flight (nginx's lingering close).
+async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
+    mut io: S,
+    lingering: Lingering,
+    settings: &ConnSettings,
+) -> io::Result<()> {
+    io.shutdown().await?;
+    if lingering == Lingering::Yes {
+        let mut sink = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + settings.linger;
+        let mut drained = 0usize;
+        while drained < settings.linger_bytes {
+            match tokio::time::timeout_at(deadline, io.read(&mut sink)).await {
+                Ok(Ok(n)) if n > 0 => drained += n,
+                _ => break,
+            }
+        }
+    }
+    Ok(())
+}

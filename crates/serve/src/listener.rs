@@ -1,0 +1,173 @@
+//! Listening sockets, set up with `socket2` so every option is applied before `listen(2)`.
+//!
+//! Listeners are plain std sockets: the blocking worker classes accept on them directly and the
+//! async class wraps them in tokio. They are created once by the master and inherited by worker
+//! processes as file descriptors.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixListener;
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::config::BindAddr;
+
+/// A bound, listening socket.
+#[derive(Debug)]
+pub enum Listener {
+    Tcp(std::net::TcpListener),
+    Unix(UnixListener),
+}
+
+impl Listener {
+    /// Binds `addr` with `backlog`. `SO_REUSEADDR` is always set on TCP so a restart does not
+    /// wait out TIME_WAIT; `reuse_port` adds `SO_REUSEPORT`.
+    pub fn bind(addr: &BindAddr, backlog: u32, reuse_port: bool) -> io::Result<Listener> {
+        let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+        match addr {
+            BindAddr::Tcp(sa) => {
+                let socket = Socket::new(Domain::for_address(*sa), Type::STREAM, None)?;
+                socket.set_reuse_address(true)?;
+                if reuse_port {
+                    socket.set_reuse_port(true)?;
+                }
+                if sa.is_ipv6() {
+                    socket.set_only_v6(true)?;
+                }
+                socket.set_nodelay(true)?;
+                socket.bind(&SockAddr::from(*sa))?;
+                socket.listen(backlog)?;
+                Ok(Listener::Tcp(socket.into()))
+            }
+            BindAddr::Unix(path) => {
+                // A stale socket file from a previous run would make bind fail; remove it only
+                // when nothing answers on it.
+                if path.exists() && std::os::unix::net::UnixStream::connect(path).is_err() {
+                    let _ = std::fs::remove_file(path);
+                }
+                let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+                socket.bind(&SockAddr::unix(path)?)?;
+                socket.listen(backlog)?;
+                Ok(Listener::Unix(socket.into()))
+            }
+        }
+    }
+
+    /// The address actually bound (the port chosen for `:0`).
+    pub fn local_addr(&self) -> io::Result<BindAddr> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().map(BindAddr::Tcp),
+            Listener::Unix(l) => {
+                let addr = l.local_addr()?;
+                let path = addr
+                    .as_pathname()
+                    .map(ToOwned::to_owned)
+                    .unwrap_or_default();
+                Ok(BindAddr::Unix(path))
+            }
+        }
+    }
+
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.set_nonblocking(on),
+            Listener::Unix(l) => l.set_nonblocking(on),
+        }
+    }
+
+    pub fn try_clone(&self) -> io::Result<Listener> {
+        Ok(match self {
+            Listener::Tcp(l) => Listener::Tcp(l.try_clone()?),
+            Listener::Unix(l) => Listener::Unix(l.try_clone()?),
+        })
+    }
+
+    pub fn into_fd(self) -> OwnedFd {
+        match self {
+            Listener::Tcp(l) => l.into(),
+            Listener::Unix(l) => l.into(),
+        }
+    }
+
+    /// Wraps an inherited listening descriptor, telling TCP from unix by its address family.
+    ///
+    /// # Safety
+    /// `fd` must be an open listening socket that nothing else owns.
+    pub unsafe fn from_raw_fd(fd: RawFd) -> io::Result<Listener> {
+        // SAFETY: the caller hands over ownership of an open socket.
+        let socket = unsafe { Socket::from_raw_fd(fd) };
+        let family = socket.local_addr()?.family();
+        if family == libc::AF_UNIX as libc::sa_family_t {
+            Ok(Listener::Unix(socket.into()))
+        } else {
+            Ok(Listener::Tcp(socket.into()))
+        }
+    }
+
+    pub fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l) => l.as_raw_fd(),
+        }
+    }
+
+    pub fn into_raw_fd(self) -> RawFd {
+        self.into_fd().into_raw_fd()
+    }
+}
+
+/// The kernel's cap on any listen queue, if readable.
+pub fn somaxconn() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The warning to log when `backlog` will be silently capped by the kernel (uWSGI's "listen
+/// queue full" story in the seed starts here).
+pub fn backlog_warning(backlog: u32, somaxconn: Option<u32>) -> Option<String> {
+    let cap = somaxconn?;
+    (backlog > cap).then(|| {
+        format!(
+            "--backlog {backlog} is capped to {cap} by net.core.somaxconn; \
+             connections beyond {cap} queued will be refused or dropped. \
+             Raise it with: sysctl -w net.core.somaxconn={backlog}"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binds_port_zero_and_reports_it() {
+        let l = Listener::bind(&"127.0.0.1:0".parse().unwrap(), 16, false).unwrap();
+        match l.local_addr().unwrap() {
+            BindAddr::Tcp(a) => assert_ne!(a.port(), 0),
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    #[test]
+    fn unix_socket_and_fd_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let l = Listener::bind(&BindAddr::Unix(path.clone()), 16, false).unwrap();
+        let fd = l.into_raw_fd();
+        // SAFETY: fd was just released by into_raw_fd.
+        let back = unsafe { Listener::from_raw_fd(fd) }.unwrap();
+        assert!(matches!(back, Listener::Unix(_)));
+        assert_eq!(back.local_addr().unwrap(), BindAddr::Unix(path));
+    }
+
+    #[test]
+    fn warns_only_above_somaxconn() {
+        assert!(backlog_warning(2048, Some(4096)).is_none());
+        let w = backlog_warning(8192, Some(4096)).unwrap();
+        assert!(w.contains("somaxconn"));
+        assert!(backlog_warning(8192, None).is_none());
+    }
+}

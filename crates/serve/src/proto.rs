@@ -1,0 +1,770 @@
+//! A sans-I/O HTTP/1.1 server codec on `httparse`.
+//!
+//! [`Decoder`] takes the bytes a connection has buffered and yields complete requests (head and
+//! whole body), in order, so pipelined requests fall out naturally; [`encode_response`] appends a
+//! response to an output buffer. Neither touches a socket: the blocking and async connection
+//! drivers share this code, and its behaviour on hostile input is tested without I/O.
+//!
+//! Framing follows RFC 9112 strictly where leniency enables request smuggling: a request with both
+//! `Transfer-Encoding` and `Content-Length`, differing `Content-Length` values, or a
+//! `Transfer-Encoding` other than a final `chunked` is refused and the connection closed.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::time::SystemTime;
+
+use bytes::{Buf, Bytes, BytesMut};
+use c10k_app::{Method, Request, Response};
+
+/// Request limits, each answered with its own status (nginx's and gunicorn's defaults).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Longest request line (method, target, version) in bytes → 414.
+    pub max_request_line: usize,
+    /// Largest request head (request line and all headers) in bytes → 431.
+    pub max_head: usize,
+    /// Most header fields → 431.
+    pub max_headers: usize,
+    /// Largest body in bytes → 413.
+    pub max_body: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_request_line: 8190,
+            max_head: 32 * 1024,
+            max_headers: 100,
+            max_body: 10 * 1024 * 1024,
+        }
+    }
+}
+
+/// A request the server refuses, with the status and the reason sent to the client. The
+/// connection is closed after the answer: framing can no longer be trusted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{status} {reason}")]
+pub struct HttpError {
+    pub status: u16,
+    pub reason: Cow<'static, str>,
+}
+
+impl HttpError {
+    fn new(status: u16, reason: impl Into<Cow<'static, str>>) -> HttpError {
+        HttpError {
+            status,
+            reason: reason.into(),
+        }
+    }
+
+    fn bad(reason: impl Into<Cow<'static, str>>) -> HttpError {
+        HttpError::new(400, reason)
+    }
+
+    /// The response sent for this error.
+    pub fn response(&self) -> Response {
+        Response::error(self.status, &self.reason)
+    }
+}
+
+/// A complete request plus what the connection needs to know about it.
+#[derive(Debug)]
+pub struct Incoming {
+    pub request: Request,
+    /// Minor HTTP version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    /// Whether the client allows the connection to stay open after this request.
+    pub keep_alive: bool,
+}
+
+#[derive(Debug)]
+struct Head {
+    request: Request,
+    minor_version: u8,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Waiting for a complete request head.
+    Head,
+    /// Head parsed; `len` body bytes expected after it.
+    Sized { head: Box<Head>, len: usize },
+    /// Head parsed; decoding a chunked body into `body`.
+    Chunked {
+        head: Box<Head>,
+        body: BytesMut,
+        chunk: ChunkState,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ChunkState {
+    /// Expecting a chunk-size line.
+    Size,
+    /// `left` bytes of chunk data, then CRLF.
+    Data { left: usize },
+    /// Expecting trailer fields up to an empty line.
+    Trailers,
+}
+
+/// Longest chunk-size line (size plus extensions) accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Longest trailer section accepted.
+const MAX_TRAILERS: usize = 8192;
+
+/// Turns buffered bytes into complete requests. One per connection.
+#[derive(Debug)]
+pub struct Decoder {
+    limits: Limits,
+    state: State,
+    continue_sent: bool,
+}
+
+impl Decoder {
+    pub fn new(limits: Limits) -> Decoder {
+        Decoder {
+            limits,
+            state: State::Head,
+            continue_sent: false,
+        }
+    }
+
+    /// True when nothing of a request has been consumed: between requests.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.state, State::Head)
+    }
+
+    /// True once, when a head with `Expect: 100-continue` was parsed and its body has not fully
+    /// arrived: the driver should send `100 Continue` before reading more.
+    pub fn take_continue(&mut self) -> bool {
+        let expects = match &self.state {
+            State::Sized { head, .. } | State::Chunked { head, .. } => head.expect_continue,
+            State::Head => false,
+        };
+        if expects && !self.continue_sent {
+            self.continue_sent = true;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Consumes bytes from `buf` and returns the next complete request, `Ok(None)` when more
+    /// bytes are needed, or the error to answer with.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Incoming>, HttpError> {
+        loop {
+            match &mut self.state {
+                State::Head => {
+                    let Some(head) = self.parse_head(buf)? else {
+                        return Ok(None);
+                    };
+                    self.continue_sent = false;
+                    let (head, framing) = head;
+                    self.state = match framing {
+                        Framing::Sized(len) => State::Sized { head, len },
+                        Framing::Chunked => State::Chunked {
+                            head,
+                            body: BytesMut::new(),
+                            chunk: ChunkState::Size,
+                        },
+                    };
+                }
+                State::Sized { len, .. } => {
+                    if buf.len() < *len {
+                        return Ok(None);
+                    }
+                    let body = buf.split_to(*len).freeze();
+                    return Ok(Some(self.finish(body)));
+                }
+                State::Chunked { body, chunk, .. } => {
+                    if !decode_chunked(buf, body, chunk, self.limits.max_body)? {
+                        return Ok(None);
+                    }
+                    let body = std::mem::take(body).freeze();
+                    return Ok(Some(self.finish(body)));
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, body: Bytes) -> Incoming {
+        let (State::Sized { head, .. } | State::Chunked { head, .. }) =
+            std::mem::replace(&mut self.state, State::Head)
+        else {
+            unreachable!("finish is only called with a parsed head")
+        };
+        let Head {
+            mut request,
+            minor_version,
+            keep_alive,
+            ..
+        } = *head;
+        request.body = body;
+        Incoming {
+            request,
+            minor_version,
+            keep_alive,
+        }
+    }
+
+    fn parse_head(&self, buf: &mut BytesMut) -> Result<Option<(Box<Head>, Framing)>, HttpError> {
+        let limits = &self.limits;
+        // Skip stray CRLFs between requests (RFC 9112 §2.2) before measuring anything.
+        let blank = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+        if blank > 0 {
+            buf.advance(blank);
+        }
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        let line_end = memchr::memchr(b'\n', buf);
+        if line_end.unwrap_or(buf.len()) > limits.max_request_line {
+            return Err(HttpError::new(
+                414,
+                format!(
+                    "request line longer than {} bytes",
+                    limits.max_request_line
+                ),
+            ));
+        }
+        // The usual limit fits on the stack; only a raised one allocates.
+        let mut stack = [httparse::EMPTY_HEADER; 128];
+        let mut heap;
+        let headers: &mut [httparse::Header<'_>] = if limits.max_headers <= stack.len() {
+            &mut stack[..limits.max_headers]
+        } else {
+            heap = vec![httparse::EMPTY_HEADER; limits.max_headers];
+            &mut heap
+        };
+        let mut req = httparse::Request::new(headers);
+        let status = req.parse(buf).map_err(|e| match e {
+            httparse::Error::TooManyHeaders => HttpError::new(
+                431,
+                format!("more than {} header fields", limits.max_headers),
+            ),
+            httparse::Error::Version => version_error(buf),
+            httparse::Error::Token => HttpError::bad("invalid method"),
+            httparse::Error::HeaderName => HttpError::bad("invalid header name"),
+            httparse::Error::HeaderValue => HttpError::bad("invalid header value"),
+            httparse::Error::NewLine => HttpError::bad("invalid line ending"),
+            httparse::Error::Status => HttpError::bad("malformed request"),
+        })?;
+        let head_len = match status {
+            httparse::Status::Complete(n) => n,
+            httparse::Status::Partial => {
+                if buf.len() > limits.max_head {
+                    return Err(head_too_large(limits));
+                }
+                return Ok(None);
+            }
+        };
+        if head_len > limits.max_head {
+            return Err(head_too_large(limits));
+        }
+        let (head, framing) = interpret(&req, limits)?;
+        buf.advance(head_len);
+        Ok(Some((Box::new(head), framing)))
+    }
+}
+
+fn head_too_large(limits: &Limits) -> HttpError {
+    HttpError::new(
+        431,
+        format!("request head larger than {} bytes", limits.max_head),
+    )
+}
+
+/// httparse only knows HTTP/1.0 and 1.1; tell a well-formed other version (505) from garbage.
+fn version_error(buf: &[u8]) -> HttpError {
+    let line_end = memchr::memchr(b'\n', buf).unwrap_or(buf.len());
+    let line = &buf[..line_end];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
+    let looks_like = version.len() == 8
+        && version.starts_with(b"HTTP/")
+        && version[5].is_ascii_digit()
+        && version[6] == b'.'
+        && version[7].is_ascii_digit();
+    if looks_like {
+        HttpError::new(505, "only HTTP/1.0 and HTTP/1.1 are supported")
+    } else {
+        HttpError::bad("invalid HTTP version")
+    }
+}
+
+enum Framing {
+    Sized(usize),
+    Chunked,
+}
+
+fn interpret(req: &httparse::Request<'_, '_>, limits: &Limits) -> Result<(Head, Framing), HttpError> {
+    let method = Method::from_token(req.method.unwrap_or(""));
+    let minor_version = req.version.unwrap_or(1);
+    let target = req.path.unwrap_or("");
+    let (path, query) = split_target(target, &method)?;
+
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut transfer_encoding = false;
+    let mut conn_close = false;
+    let mut conn_keep_alive = false;
+    let mut expect_continue = false;
+    let mut content_type = None;
+    let mut hosts = 0;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let n = parse_content_length(h.value)?;
+            if content_length.is_some_and(|m| m != n) {
+                return Err(HttpError::bad("conflicting Content-Length headers"));
+            }
+            content_length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            transfer_encoding = true;
+            // Only a final "chunked" is understood; anything else cannot be framed.
+            let value = std::str::from_utf8(h.value)
+                .map_err(|_| HttpError::bad("invalid Transfer-Encoding"))?;
+            for coding in value.split(',').map(str::trim) {
+                if chunked {
+                    return Err(HttpError::bad("chunked must be the last transfer coding"));
+                }
+                if coding.eq_ignore_ascii_case("chunked") {
+                    chunked = true;
+                } else {
+                    return Err(HttpError::new(
+                        501,
+                        format!("transfer coding {coding:?} is not implemented"),
+                    ));
+                }
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    conn_close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    conn_keep_alive = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("expect") {
+            if h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                expect_continue = minor_version == 1;
+            } else {
+                return Err(HttpError::new(417, "only Expect: 100-continue is supported"));
+            }
+        } else if name.eq_ignore_ascii_case("content-type") {
+            content_type = Some(String::from_utf8_lossy(h.value).into_owned());
+        } else if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+        }
+    }
+    if minor_version == 1 && hosts != 1 {
+        return Err(HttpError::bad(if hosts == 0 {
+            "HTTP/1.1 request without Host header"
+        } else {
+            "more than one Host header"
+        }));
+    }
+    if transfer_encoding {
+        if content_length.is_some() {
+            return Err(HttpError::bad(
+                "both Transfer-Encoding and Content-Length (possible request smuggling)",
+            ));
+        }
+        if minor_version == 0 {
+            return Err(HttpError::bad("Transfer-Encoding in an HTTP/1.0 request"));
+        }
+        if !chunked {
+            return Err(HttpError::bad("Transfer-Encoding without chunked"));
+        }
+    }
+    let framing = if chunked {
+        Framing::Chunked
+    } else {
+        let len = content_length.unwrap_or(0);
+        if len > limits.max_body {
+            return Err(body_too_large(limits));
+        }
+        Framing::Sized(len as usize)
+    };
+    let keep_alive = if minor_version == 1 {
+        !conn_close
+    } else {
+        conn_keep_alive && !conn_close
+    };
+    let request = Request {
+        method,
+        path,
+        query,
+        content_type,
+        body: Bytes::new(),
+    };
+    Ok((
+        Head {
+            request,
+            minor_version,
+            keep_alive,
+            expect_continue,
+        },
+        framing,
+    ))
+}
+
+fn body_too_large(limits: &Limits) -> HttpError {
+    HttpError::new(
+        413,
+        format!(
+            "request body larger than {} bytes (--limit-request-body)",
+            limits.max_body
+        ),
+    )
+}
+
+/// Splits a request target into path and query. Origin form (`/a?b`), absolute form
+/// (`http://host/a?b`, RFC 9112 §3.2.2: servers must accept it) and asterisk form (`OPTIONS *`).
+fn split_target(target: &str, method: &Method) -> Result<(String, Option<String>), HttpError> {
+    let origin = if target.starts_with('/') {
+        target
+    } else if target == "*" {
+        if *method != Method::Options {
+            return Err(HttpError::bad("asterisk target is only valid for OPTIONS"));
+        }
+        "*"
+    } else if let Some(rest) = strip_prefix_ignore_case(target, "http://")
+        .or_else(|| strip_prefix_ignore_case(target, "https://"))
+    {
+        match rest.find(['/', '?']) {
+            Some(i) if rest.as_bytes()[i] == b'/' => &rest[i..],
+            Some(_) | None => "/",
+        }
+    } else if *method == Method::Other("CONNECT".into()) {
+        return Err(HttpError::new(405, "CONNECT is not supported"));
+    } else {
+        return Err(HttpError::bad("request target must start with /"));
+    };
+    // Absolute form with a query but no path ("http://h?x") keeps its query.
+    let query_src = if origin == "/" && !target.starts_with('/') {
+        target.split_once('?').map(|(_, q)| q)
+    } else {
+        None
+    };
+    Ok(match origin.split_once('?') {
+        Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+        None => (origin.to_owned(), query_src.map(str::to_owned)),
+    })
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
+}
+
+/// `Content-Length` must be 1*DIGIT; signs, spaces inside, lists and overflow are refused.
+fn parse_content_length(value: &[u8]) -> Result<u64, HttpError> {
+    let value = value.trim_ascii();
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return Err(HttpError::bad("invalid Content-Length"));
+    }
+    let mut n = 0u64;
+    for &d in value {
+        n = n * 10 + u64::from(d - b'0');
+    }
+    Ok(n)
+}
+
+/// Decodes as much of a chunked body as `buf` holds. Returns true when the body is complete.
+fn decode_chunked(
+    buf: &mut BytesMut,
+    body: &mut BytesMut,
+    state: &mut ChunkState,
+    max_body: u64,
+) -> Result<bool, HttpError> {
+    loop {
+        match *state {
+            ChunkState::Size => {
+                let Some(nl) = memchr::memchr(b'\n', buf) else {
+                    if buf.len() > MAX_CHUNK_LINE {
+                        return Err(HttpError::bad("chunk size line too long"));
+                    }
+                    return Ok(false);
+                };
+                if nl > MAX_CHUNK_LINE {
+                    return Err(HttpError::bad("chunk size line too long"));
+                }
+                let line = buf.split_to(nl + 1);
+                let line = line
+                    .strip_suffix(b"\r\n")
+                    .ok_or_else(|| HttpError::bad("chunk size line must end in CRLF"))?;
+                // Extensions after ';' are allowed and ignored.
+                let size = match memchr::memchr(b';', line) {
+                    Some(i) => &line[..i],
+                    None => line,
+                };
+                let size = size.trim_ascii_end();
+                if size.is_empty() || size.len() > 15 || !size.iter().all(u8::is_ascii_hexdigit)
+                {
+                    return Err(HttpError::bad("invalid chunk size"));
+                }
+                let size = size.iter().fold(0u64, |n, &d| {
+                    n * 16 + u64::from((d as char).to_digit(16).unwrap_or(0))
+                });
+                if body.len() as u64 + size > max_body {
+                    return Err(HttpError::new(
+                        413,
+                        format!(
+                            "request body larger than {max_body} bytes (--limit-request-body)"
+                        ),
+                    ));
+                }
+                *state = if size == 0 {
+                    ChunkState::Trailers
+                } else {
+                    ChunkState::Data { left: size as usize }
+                };
+            }
+            ChunkState::Data { left } => {
+                if left > 0 {
+                    let take = left.min(buf.len());
+                    if take == 0 {
+                        return Ok(false);
+                    }
+                    body.extend_from_slice(&buf.split_to(take));
+                    *state = ChunkState::Data { left: left - take };
+                    continue;
+                }
+                if buf.len() < 2 {
+                    return Ok(false);
+                }
+                if &buf[..2] != b"\r\n" {
+                    return Err(HttpError::bad("chunk data not followed by CRLF"));
+                }
+                buf.advance(2);
+                *state = ChunkState::Size;
+            }
+            ChunkState::Trailers => {
+                // Trailer fields are read and dropped; the section ends with an empty line.
+                let Some(nl) = memchr::memchr(b'\n', buf) else {
+                    if buf.len() > MAX_TRAILERS {
+                        return Err(HttpError::new(431, "trailer section too large"));
+                    }
+                    return Ok(false);
+                };
+                let line = buf.split_to(nl + 1);
+                if line.as_ref() == b"\r\n" {
+                    return Ok(true);
+                }
+                if !line.ends_with(b"\r\n") || memchr::memchr(b':', &line).is_none() {
+                    return Err(HttpError::bad("malformed trailer field"));
+                }
+            }
+        }
+    }
+}
+
+/// Whether the connection stays open after this response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Persist {
+    KeepAlive,
+    Close,
+}
+
+/// Appends `resp` to `out`. `head_only` drops the body (HEAD requests) but keeps its length.
+pub fn encode_response(
+    out: &mut Vec<u8>,
+    resp: &Response,
+    minor_version: u8,
+    persist: Persist,
+    head_only: bool,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let mut num = itoa::Buffer::new();
+    out.extend_from_slice(num.format(resp.status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason_phrase(resp.status).as_bytes());
+    out.extend_from_slice(b"\r\nServer: c10k\r\nDate: ");
+    with_date(|d| out.extend_from_slice(d));
+    out.extend_from_slice(b"\r\nContent-Type: ");
+    out.extend_from_slice(resp.content_type.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Length: ");
+    out.extend_from_slice(num.format(resp.body.len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    match (persist, minor_version) {
+        (Persist::Close, _) => out.extend_from_slice(b"Connection: close\r\n"),
+        (Persist::KeepAlive, 0) => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+        (Persist::KeepAlive, _) => {}
+    }
+    for (name, value) in &resp.headers {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        // Header values come from the application; never let one inject a line break.
+        out.extend(value.bytes().filter(|&b| b != b'\r' && b != b'\n'));
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head_only {
+        out.extend_from_slice(&resp.body);
+    }
+}
+
+/// `100 Continue` interim response.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+thread_local! {
+    static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+}
+
+/// Calls `f` with the current IMF-fixdate, formatted at most once per second per thread.
+fn with_date(f: impl FnOnce(&[u8])) {
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    DATE.with(|cell| {
+        let mut cache = cell.borrow_mut();
+        if cache.0 != secs {
+            let s = httpdate::fmt_http_date(now);
+            if s.len() == 29 {
+                cache.1.copy_from_slice(s.as_bytes());
+                cache.0 = secs;
+            }
+        }
+        f(&cache.1);
+    });
+}
+
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        417 => "Expectation Failed",
+        422 => "Unprocessable Content",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(input: &[u8]) -> (Vec<Incoming>, Result<(), HttpError>, BytesMut) {
+        let mut d = Decoder::new(Limits::default());
+        let mut buf = BytesMut::from(input);
+        let mut out = Vec::new();
+        loop {
+            match d.decode(&mut buf) {
+                Ok(Some(r)) => out.push(r),
+                Ok(None) => return (out, Ok(()), buf),
+                Err(e) => return (out, Err(e), buf),
+            }
+        }
+    }
+
+    #[test]
+    fn pipelined_requests_come_out_in_order() {
+        let (reqs, res, rest) = decode_all(
+            b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b?q=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /c HT",
+        );
+        res.unwrap();
+        assert_eq!(reqs.len(), 2);
+        assert_eq!(reqs[0].request.path, "/a");
+        assert_eq!(reqs[1].request.path, "/b");
+        assert_eq!(reqs[1].request.query.as_deref(), Some("q=1"));
+        assert_eq!(&reqs[1].request.body[..], b"abc");
+        assert_eq!(&rest[..], b"GET /c HT");
+    }
+
+    #[test]
+    fn byte_at_a_time_chunked() {
+        let input: &[u8] =
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n";
+        let mut d = Decoder::new(Limits::default());
+        let mut buf = BytesMut::new();
+        let mut got = None;
+        for &b in input {
+            buf.extend_from_slice(&[b]);
+            if let Some(r) = d.decode(&mut buf).unwrap() {
+                got = Some(r);
+            }
+        }
+        let r = got.expect("request decoded");
+        assert_eq!(&r.request.body[..], b"abcde");
+        assert!(buf.is_empty());
+        assert!(d.is_idle());
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        let ka = |raw: &[u8]| decode_all(raw).0.remove(0).keep_alive;
+        assert!(ka(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(!ka(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+        assert!(!ka(b"GET / HTTP/1.0\r\n\r\n"));
+        assert!(ka(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
+    }
+
+    #[test]
+    fn statuses_for_bad_input() {
+        let status = |raw: &[u8]| decode_all(raw).1.unwrap_err().status;
+        assert_eq!(status(b"GET / HTTP/2.0\r\n\r\n"), 505);
+        assert_eq!(status(b"GET / FOO\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.1\r\n\r\n"), 400); // no Host
+        let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(9000));
+        assert_eq!(status(long.as_bytes()), 414);
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n"),
+            413
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            501
+        );
+    }
+
+    #[test]
+    fn absolute_form() {
+        let (reqs, res, _) = decode_all(b"GET http://example.com/p?x=1 HTTP/1.1\r\nHost: example.com\r\n\r\n");
+        res.unwrap();
+        assert_eq!(reqs[0].request.path, "/p");
+        assert_eq!(reqs[0].request.query.as_deref(), Some("x=1"));
+    }
+
+    #[test]
+    fn encodes_head_without_body() {
+        let mut out = Vec::new();
+        let resp = Response::text(200, "hello\n");
+        encode_response(&mut out, &resp, 1, Persist::KeepAlive, true);
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(s.contains("Content-Length: 6\r\n"));
+        assert!(s.ends_with("\r\n\r\n"));
+    }
+}

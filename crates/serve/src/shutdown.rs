@@ -1,0 +1,52 @@
+//! The stop signal every worker watches. One `watch` channel serves both worlds: async code
+//! awaits `changed()`, blocking threads read the current phase between requests.
+
+use tokio::sync::watch;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Running,
+    /// Stop accepting; finish in-flight requests; close idle connections at once.
+    Graceful,
+    /// Stop now (SIGQUIT, or the graceful timeout ran out).
+    Immediate,
+}
+
+#[derive(Clone, Debug)]
+pub struct Shutdown {
+    tx: std::sync::Arc<watch::Sender<Phase>>,
+}
+
+impl Shutdown {
+    pub fn new() -> Shutdown {
+        Shutdown {
+            tx: std::sync::Arc::new(watch::channel(Phase::Running).0),
+        }
+    }
+
+    /// Moves to `phase` unless already at or past it.
+    pub fn trigger(&self, phase: Phase) {
+        self.tx.send_if_modified(|p| {
+            if phase > *p {
+                *p = phase;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    pub fn phase(&self) -> Phase {
+        *self.tx.borrow()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Phase> {
+        self.tx.subscribe()
+    }
+}
+
+impl Default for Shutdown {
+    fn default() -> Shutdown {
+        Shutdown::new()
+    }
+}

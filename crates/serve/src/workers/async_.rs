@@ -1,0 +1,174 @@
+//! The `async` worker class: one tokio event loop per worker process (current-thread with
+//! `--threads 1`, multi-thread otherwise). A connection is a task, a wait yields, so one worker
+//! runs as many requests at once as it has connections (up to `--worker-connections`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use c10k_app::Handler;
+use tokio::sync::{watch, Semaphore};
+
+use crate::config::ServeConfig;
+use crate::conn::ConnSettings;
+use crate::listener::Listener;
+use crate::shutdown::{Phase, Shutdown};
+
+pub(super) fn run<H: Handler>(
+    listeners: Vec<Listener>,
+    config: &ServeConfig,
+    handler: Arc<H>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let mut builder = if config.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(config.threads);
+        b
+    };
+    let rt = builder
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let settings = Arc::new(ConnSettings::from_config(config));
+    let max_conns = config.worker_connections;
+    let graceful = Duration::from_secs_f64(config.graceful_timeout);
+    rt.block_on(async move {
+        let permits = Arc::new(Semaphore::new(max_conns));
+        for l in listeners {
+            let acceptor = Acceptor::new(l)?;
+            tokio::spawn(accept_loop(
+                acceptor,
+                handler.clone(),
+                settings.clone(),
+                permits.clone(),
+                shutdown.subscribe(),
+            ));
+        }
+        let mut stop = shutdown.subscribe();
+        // An error means the sender is gone, which only happens at exit: stop either way.
+        let _ = stop.wait_for(|p| *p != Phase::Running).await;
+        if *stop.borrow() == Phase::Graceful {
+            // Every open connection holds a permit; all permits back means all connections done.
+            let all = u32::try_from(max_conns).unwrap_or(u32::MAX);
+            tokio::select! {
+                _ = permits.acquire_many(all) => {}
+                _ = tokio::time::sleep(graceful) => {
+                    tracing::warn!(
+                        open = max_conns - permits.available_permits(),
+                        "--graceful-timeout passed; closing connections still open"
+                    );
+                }
+                _ = stop.wait_for(|p| *p == Phase::Immediate) => {}
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    // Whatever is still running is cut off here.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    Ok(())
+}
+
+enum Acceptor {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+impl Acceptor {
+    fn new(l: Listener) -> anyhow::Result<Acceptor> {
+        l.set_nonblocking(true)?;
+        Ok(match l {
+            Listener::Tcp(l) => Acceptor::Tcp(tokio::net::TcpListener::from_std(l)?),
+            Listener::Unix(l) => Acceptor::Unix(tokio::net::UnixListener::from_std(l)?),
+        })
+    }
+}
+
+async fn accept_loop<H: Handler>(
+    acceptor: Acceptor,
+    handler: Arc<H>,
+    settings: Arc<ConnSettings>,
+    permits: Arc<Semaphore>,
+    mut stop: watch::Receiver<Phase>,
+) {
+    loop {
+        // Take a connection slot before accepting: when all are taken, new connections wait in
+        // the kernel's listen queue instead of costing memory here.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = stop.wait_for(|p| *p != Phase::Running) => return,
+        };
+        let accepted = tokio::select! {
+            r = accept(&acceptor) => r,
+            _ = stop.wait_for(|p| *p != Phase::Running) => return,
+        };
+        let io = match accepted {
+            Ok(io) => io,
+            Err(e) => {
+                accept_error(&e).await;
+                continue;
+            }
+        };
+        let handler = handler.clone();
+        let settings = settings.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let result = match io {
+                Io::Tcp(s) => crate::conn_async::serve(s, &*handler, &settings, stop).await,
+                Io::Unix(s) => crate::conn_async::serve(s, &*handler, &settings, stop).await,
+            };
+            if let Err(e) = result {
+                log_io_error(&e);
+            }
+            drop(permit);
+        });
+    }
+}
+
+enum Io {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(acceptor: &Acceptor) -> std::io::Result<Io> {
+    match acceptor {
+        Acceptor::Tcp(l) => {
+            let (s, _) = l.accept().await?;
+            // Responses go out in one write; no reason to let Nagle hold the last segment.
+            let _ = s.set_nodelay(true);
+            Ok(Io::Tcp(s))
+        }
+        Acceptor::Unix(l) => Ok(Io::Unix(l.accept().await?.0)),
+    }
+}
+
+/// Accept errors are the process's, not the client's: out of descriptors or memory. Log and
+/// back off rather than spin.
+async fn accept_error(e: &std::io::Error) {
+    match e.raw_os_error() {
+        Some(libc::ECONNABORTED) | Some(libc::EINTR) => {}
+        Some(libc::EMFILE) | Some(libc::ENFILE) => {
+            tracing::error!("accept: {e}; out of file descriptors, pausing accepts for 100 ms");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        _ => {
+            tracing::error!("accept: {e}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// A peer resetting or vanishing is normal traffic, not an error of ours.
+pub(crate) fn log_io_error(e: &std::io::Error) {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        ConnectionReset | BrokenPipe | ConnectionAborted | UnexpectedEof => {
+            tracing::debug!("connection: {e}")
+        }
+        _ => tracing::warn!("connection: {e}"),
+    }
+}
