@@ -103,7 +103,9 @@ fn at_least_one(s: &str) -> Result<usize, String> {
 
 /// Settings of `c10k serve`. Durations are in seconds, fractions allowed.
 #[derive(Clone, Debug, Args, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+// Unknown file keys are refused in `resolve` against clap's argument list (serde's
+// deny_unknown_fields cannot be combined with flattened groups of settings).
+#[serde(rename_all = "kebab-case", default)]
 pub struct ServeConfig {
     /// Address to listen on: HOST:PORT or unix:/path. Repeat for several.
     #[arg(short, long = "bind", env = "C10K_BIND", value_delimiter = ',',

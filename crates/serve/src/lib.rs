@@ -16,6 +16,7 @@ pub mod proto;
 pub mod shutdown;
 pub mod sys;
 
+mod app_factory;
 mod conn;
 mod conn_async;
 mod workers;

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use c10k_app::{App, AppConfig, Handler};
+use c10k_app::Handler;
 
 use crate::config::{BindAddr, ServeConfig, WorkerClass};
 use crate::listener::{self, Listener};
@@ -77,10 +77,7 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
     if let Some(w) = listener::backlog_warning(config.backlog, listener::somaxconn()) {
         tracing::warn!("{w}");
     }
-    let app = Arc::new(App::new(AppConfig {
-        max_delay: std::time::Duration::from_secs_f64(config.max_delay),
-        ..AppConfig::default()
-    }));
+    let app = Arc::new(crate::app_factory::build_app(&config, 0)?);
     let server = Server::bind(config.clone())?;
     for addr in server.local_addrs() {
         let scheme = match addr {
