@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use c10k_serve::ServeConfig;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// c10k: an application server whose concurrency model is a flag, and the tools to measure it.
 #[derive(Debug, Parser)]
@@ -71,6 +71,8 @@ pub fn parse() -> anyhow::Result<Parsed> {
 pub fn run(parsed: Parsed) -> anyhow::Result<()> {
     let Parsed { cli, matches } = parsed;
     init_logging(&cli.log_level)?;
+    // Worker processes are this binary started again by the master: they read the level here.
+    std::env::set_var("C10K_LOG", &cli.log_level);
     match cli.command {
         Command::Serve(args) => {
             let sub = matches

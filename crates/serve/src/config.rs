@@ -108,12 +108,23 @@ fn at_least_one(s: &str) -> Result<usize, String> {
 #[serde(rename_all = "kebab-case", default)]
 pub struct ServeConfig {
     /// Address to listen on: HOST:PORT or unix:/path. Repeat for several.
-    #[arg(short, long = "bind", env = "C10K_BIND", value_delimiter = ',',
-          default_value = "127.0.0.1:8000", help_heading = "Listening")]
+    #[arg(
+        short,
+        long = "bind",
+        env = "C10K_BIND",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:8000",
+        help_heading = "Listening"
+    )]
     pub bind: Vec<BindAddr>,
 
     /// Listen queue length (capped by net.core.somaxconn; a warning says so).
-    #[arg(long, env = "C10K_BACKLOG", default_value_t = 2048, help_heading = "Listening")]
+    #[arg(
+        long,
+        env = "C10K_BACKLOG",
+        default_value_t = 2048,
+        help_heading = "Listening"
+    )]
     pub backlog: u32,
 
     /// One listening socket per worker (SO_REUSEPORT) instead of one shared socket.
@@ -134,6 +145,29 @@ pub struct ServeConfig {
     #[arg(long, env = "C10K_THREADS", default_value_t = 1,
           value_parser = at_least_one, help_heading = "Workers")]
     pub threads: usize,
+
+    /// Retire a worker after this many requests (0 = never); the master starts a fresh one.
+    #[arg(
+        long,
+        env = "C10K_MAX_REQUESTS",
+        default_value_t = 0,
+        help_heading = "Workers"
+    )]
+    pub max_requests: u64,
+
+    /// Add up to this many requests, at random per worker, to --max-requests.
+    #[arg(
+        long,
+        env = "C10K_MAX_REQUESTS_JITTER",
+        default_value_t = 0,
+        help_heading = "Workers"
+    )]
+    pub max_requests_jitter: u64,
+
+    /// Seconds a worker may go without a heartbeat before the master kills and replaces it.
+    #[arg(short, long, env = "C10K_TIMEOUT", default_value_t = 30.0, value_parser = seconds,
+          help_heading = "Timeouts")]
+    pub timeout: f64,
 
     /// Most open connections per worker; more wait in the kernel's listen queue.
     #[arg(long, env = "C10K_WORKER_CONNECTIONS", default_value_t = 10_000,
@@ -284,6 +318,7 @@ impl ServeConfig {
             ("--keepalive", self.keepalive),
             ("--header-timeout", self.header_timeout),
             ("--graceful-timeout", self.graceful_timeout),
+            ("--timeout", self.timeout),
             ("--max-delay", self.max_delay),
             ("--request-timeout", self.request_timeout.unwrap_or(0.0)),
         ] {
@@ -341,7 +376,11 @@ mod tests {
     fn file_fills_what_cli_left_default() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c10k.toml");
-        std::fs::write(&path, "workers = 3\nworker_class = \"gthread\"\nbacklog = 64\n").unwrap();
+        std::fs::write(
+            &path,
+            "workers = 3\nworker_class = \"gthread\"\nbacklog = 64\n",
+        )
+        .unwrap();
         let c = ServeConfig::resolve(&matches(&["--backlog", "128"]), Some(&path)).unwrap();
         assert_eq!(c.workers, 3);
         assert_eq!(c.worker_class, WorkerClass::Gthread);
@@ -375,7 +414,10 @@ mod tests {
         ] {
             let mut argv = vec!["serve"];
             argv.extend_from_slice(args);
-            assert!(Cli::command().try_get_matches_from(argv).is_err(), "{args:?}");
+            assert!(
+                Cli::command().try_get_matches_from(argv).is_err(),
+                "{args:?}"
+            );
         }
     }
 }

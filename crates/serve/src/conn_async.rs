@@ -22,6 +22,7 @@ pub(crate) async fn serve<S, H>(
     handler: &H,
     settings: &ConnSettings,
     mut stop: watch::Receiver<Phase>,
+    on_request: &(dyn Fn() + Sync),
 ) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -39,10 +40,15 @@ where
                     head_started = None;
                     let head_only = incoming.request.method == Method::Head;
                     let resp = call(handler, &incoming.request, settings).await;
+                    on_request();
                     let keep = incoming.keep_alive
                         && settings.keepalive.is_some()
                         && *stop.borrow() == Phase::Running;
-                    let persist = if keep { Persist::KeepAlive } else { Persist::Close };
+                    let persist = if keep {
+                        Persist::KeepAlive
+                    } else {
+                        Persist::Close
+                    };
                     encode_response(&mut out, &resp, incoming.minor_version, persist, head_only);
                     if !keep {
                         close = Some(Lingering::No);
@@ -70,7 +76,7 @@ where
         }
 
         let idle = decoder.is_idle() && buf.is_empty();
-        if idle && *stop.borrow() != Phase::Running {
+        if idle && *stop.borrow() >= Phase::Graceful {
             return Ok(());
         }
         let timeout = if idle {
@@ -81,9 +87,7 @@ where
         } else if decoder.is_idle() {
             // Part of a request head has arrived: the head must complete by its deadline.
             let started = *head_started.get_or_insert_with(Instant::now);
-            settings
-                .header_timeout
-                .saturating_sub(started.elapsed())
+            settings.header_timeout.saturating_sub(started.elapsed())
         } else {
             // Reading a body: each read must make progress within the header timeout.
             settings.header_timeout

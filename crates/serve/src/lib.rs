@@ -13,12 +13,15 @@
 pub mod config;
 pub mod listener;
 pub mod proto;
+pub mod scoreboard;
 pub mod shutdown;
 pub mod sys;
 
 mod app_factory;
 mod conn;
 mod conn_async;
+mod conn_blocking;
+mod master;
 mod workers;
 
 pub use config::{BindAddr, ServeConfig, WorkerClass};
