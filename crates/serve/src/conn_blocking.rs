@@ -118,7 +118,11 @@ pub(crate) fn serve<S: BlockingStream, H: Handler>(
             out.clear();
             idle_since = Instant::now();
         }
-        if let Some(lingering) = close {
+        if let Some(mut lingering) = close {
+            if !buf.is_empty() {
+                // Pipelined requests we will not answer: read them off before closing.
+                lingering = Lingering::Yes;
+            }
             finish(&mut stream, lingering, settings);
             return Ok(Outcome::Closed);
         }
