@@ -5,7 +5,7 @@ mod util;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use util::{concurrent_gets, connect, get, Reader, Server, CLASSES};
+use util::{concurrent_gets, connect, get, Reader, Server};
 
 /// `--threads` for a class: gthread gets a pool of 4; sync must keep 1 (more would make it
 /// gthread, as in gunicorn).
