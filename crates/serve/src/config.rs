@@ -83,6 +83,43 @@ impl<'de> Deserialize<'de> for BindAddr {
     }
 }
 
+/// Where the admin (status) listener binds: an address, or `off`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminAddr(pub Option<BindAddr>);
+
+impl FromStr for AdminAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<AdminAddr, String> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(AdminAddr(None));
+        }
+        s.parse().map(|a| AdminAddr(Some(a)))
+    }
+}
+
+impl fmt::Display for AdminAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(a) => write!(f, "{a}"),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+impl Serialize for AdminAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for AdminAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<AdminAddr, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 fn seconds(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
@@ -221,6 +258,31 @@ pub struct ServeConfig {
     #[arg(allow_negative_numbers = true, long, env = "C10K_MAX_DELAY", default_value_t = 60.0, value_parser = seconds,
           help_heading = "Application")]
     pub max_delay: f64,
+
+    /// Admin listener for `c10k status` (/status, /processlist, /metrics): HOST:PORT,
+    /// unix:/path, or off. Served by the master, never on a --bind address.
+    #[arg(
+        long,
+        env = "C10K_ADMIN",
+        default_value = "127.0.0.1:9191",
+        help_heading = "Status"
+    )]
+    pub admin: AdminAddr,
+
+    /// Write an access log (Apache combined format plus the request time in µs) to FILE, or
+    /// to standard output with `-`. Off by default.
+    #[arg(
+        long,
+        env = "C10K_ACCESS_LOG",
+        value_name = "FILE|-",
+        help_heading = "Status"
+    )]
+    pub access_log: Option<String>,
+
+    /// Do not record per-request figures (processlist entries, status classes, bytes,
+    /// durations); only requests and connections are counted. For measuring their cost.
+    #[arg(long, env = "C10K_NO_REQUEST_TRACKING", help_heading = "Status")]
+    pub no_request_tracking: bool,
 }
 
 impl Default for ServeConfig {
@@ -332,6 +394,17 @@ impl ServeConfig {
         if self.backlog == 0 {
             return bad("--backlog", "must be at least 1");
         }
+        if let Some(addr) = &self.admin.0 {
+            if self.bind.contains(addr) {
+                return bad("--admin", "must not be one of the --bind addresses");
+            }
+        }
+        if self.access_log.as_deref() == Some("") {
+            return bad(
+                "--access-log",
+                "needs a file name, or - for standard output",
+            );
+        }
         Ok(())
     }
 
@@ -373,6 +446,24 @@ mod tests {
         assert_eq!(c.worker_class, WorkerClass::Async);
         assert_eq!(c.backlog, 2048);
         assert_eq!(c.bind, vec!["127.0.0.1:8000".parse().unwrap()]);
+        assert_eq!(
+            c.admin.to_string(),
+            "127.0.0.1:9191",
+            "admin on loopback by default"
+        );
+        assert!(c.access_log.is_none());
+    }
+
+    #[test]
+    fn admin_off_and_not_on_the_public_bind() {
+        let m = matches(&["--admin", "off"]);
+        let c = ServeConfig::resolve(&m, None).unwrap();
+        assert_eq!(c.admin, AdminAddr(None));
+        let m = matches(&["--bind", "127.0.0.1:8000", "--admin", "127.0.0.1:8000"]);
+        let e = ServeConfig::resolve(&m, None).unwrap_err();
+        assert!(e.to_string().contains("--admin"), "{e}");
+        let back: ServeConfig = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back.admin, AdminAddr(None));
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub(crate) struct ConnSettings {
     /// How long and how much to read after refusing a request, before closing.
     pub linger: Duration,
     pub linger_bytes: usize,
+    /// Keep the headers the access log prints.
+    pub log_fields: bool,
 }
 
 impl ConnSettings {
@@ -32,6 +34,7 @@ impl ConnSettings {
             read_buffer: 2048,
             linger: Duration::from_secs(1),
             linger_bytes: 256 * 1024,
+            log_fields: c.access_log.is_some(),
         }
     }
 }

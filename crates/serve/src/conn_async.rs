@@ -15,10 +15,12 @@ use tokio::sync::watch;
 use crate::conn::{ConnSettings, Lingering};
 use crate::proto::{encode_response, Decoder, HttpError, Persist, CONTINUE};
 use crate::shutdown::Phase;
+use crate::track::ConnTrack;
 
 /// Serves requests on `io` until the client closes, a timeout fires, or the server stops.
 pub(crate) async fn serve<S, H>(
     mut io: S,
+    track: &mut ConnTrack,
     handler: &H,
     settings: &ConnSettings,
     mut stop: watch::Receiver<Phase>,
@@ -30,7 +32,7 @@ where
 {
     let mut buf = BytesMut::with_capacity(settings.read_buffer);
     let mut out = Vec::new();
-    let mut decoder = Decoder::new(settings.limits.clone());
+    let mut decoder = Decoder::new(settings.limits.clone()).capture_log_fields(settings.log_fields);
     let mut head_started: Option<Instant> = None;
     loop {
         let mut close = None;
@@ -39,8 +41,10 @@ where
                 Ok(Some(incoming)) => {
                     head_started = None;
                     let head_only = incoming.request.method == Method::Head;
+                    track.begin(&incoming.request);
                     let resp = call(handler, &incoming.request, settings).await;
                     on_request();
+                    track.end(&incoming, resp.status, resp.body.len());
                     let keep = incoming.keep_alive
                         && settings.keepalive.is_some()
                         && *stop.borrow() == Phase::Running;
@@ -65,8 +69,10 @@ where
             }
         }
         if !out.is_empty() {
+            track.writing(out.len());
             io.write_all(&out).await?;
             out.clear();
+            track.waiting(!buf.is_empty());
         }
         if let Some(mut lingering) = close {
             if !buf.is_empty() {
@@ -110,7 +116,8 @@ where
         };
         match read {
             Ok(Ok(0)) => return Ok(()),
-            Ok(Ok(_)) => {
+            Ok(Ok(n)) => {
+                track.read(n);
                 if idle {
                     head_started = Some(Instant::now());
                 }

@@ -16,6 +16,7 @@ use c10k_app::{Ctx, Handler, Method, Response, Wait};
 use crate::conn::{ConnSettings, Lingering};
 use crate::proto::{encode_response, Decoder, HttpError, Persist, CONTINUE};
 use crate::shutdown::{Phase, Shutdown};
+use crate::track::ConnTrack;
 
 /// How often a blocked read wakes to look at the stop phase.
 const POLL: Duration = Duration::from_millis(200);
@@ -63,9 +64,12 @@ pub(crate) enum Outcome<S> {
     Idle(S),
 }
 
-/// Serves `stream`. `on_request` is called once per answered request (scoreboard, max-requests).
+/// Serves `stream`. `on_request` is called once per answered request (scoreboard, max-requests);
+/// `track` follows the connection's state for the processlist.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn serve<S: BlockingStream, H: Handler>(
     mut stream: S,
+    track: &mut ConnTrack,
     handler: &H,
     settings: &ConnSettings,
     shutdown: &Shutdown,
@@ -74,7 +78,7 @@ pub(crate) fn serve<S: BlockingStream, H: Handler>(
 ) -> io::Result<Outcome<S>> {
     let mut buf = BytesMut::with_capacity(settings.read_buffer);
     let mut out = Vec::new();
-    let mut decoder = Decoder::new(settings.limits.clone());
+    let mut decoder = Decoder::new(settings.limits.clone()).capture_log_fields(settings.log_fields);
     let mut head_started: Option<Instant> = None;
     let mut idle_since = Instant::now();
     let mut last_read = Instant::now();
@@ -87,8 +91,10 @@ pub(crate) fn serve<S: BlockingStream, H: Handler>(
                 Ok(Some(incoming)) => {
                     head_started = None;
                     let head_only = incoming.request.method == Method::Head;
+                    track.begin(&incoming.request);
                     let resp = call(handler, &incoming.request, settings);
                     on_request();
+                    track.end(&incoming, resp.status, resp.body.len());
                     let keep = mode != Mode::OneRequest
                         && incoming.keep_alive
                         && settings.keepalive.is_some()
@@ -114,9 +120,11 @@ pub(crate) fn serve<S: BlockingStream, H: Handler>(
             }
         }
         if !out.is_empty() {
+            track.writing(out.len());
             stream.write_all(&out)?;
             out.clear();
             idle_since = Instant::now();
+            track.waiting(!buf.is_empty());
         }
         if let Some(mut lingering) = close {
             if !buf.is_empty() {
@@ -165,7 +173,8 @@ pub(crate) fn serve<S: BlockingStream, H: Handler>(
         must_read = false;
         match read_buf(&mut stream, &mut buf) {
             Ok(0) => return Ok(Outcome::Closed),
-            Ok(_) => {
+            Ok(n) => {
+                track.read(n);
                 last_read = Instant::now();
                 if idle {
                     head_started = Some(last_read);
@@ -182,6 +191,7 @@ pub(crate) fn serve<S: BlockingStream, H: Handler>(
 /// Continues serving a connection that [`Mode::UntilIdle`] handed back and that is now readable.
 pub(crate) fn resume<S: BlockingStream, H: Handler>(
     stream: S,
+    track: &mut ConnTrack,
     handler: &H,
     settings: &ConnSettings,
     shutdown: &Shutdown,
@@ -189,6 +199,7 @@ pub(crate) fn resume<S: BlockingStream, H: Handler>(
 ) -> io::Result<Outcome<S>> {
     serve(
         stream,
+        track,
         handler,
         settings,
         shutdown,

@@ -9,6 +9,8 @@
 //! - [`listener`]: sockets bound with `socket2` (backlog, `SO_REUSEADDR`, unix sockets).
 //! - `conn_*`: drive one connection over the codec, blocking or async.
 //! - `workers`: the worker classes; [`Server::serve`] runs the configured one in this process.
+//! - [`scoreboard`] and `track`: what every worker is doing, in shared memory; `admin`: the
+//!   master's status listener that reads it (`/status`, `/processlist`, `/metrics`).
 
 pub mod config;
 pub mod listener;
@@ -17,13 +19,15 @@ pub mod scoreboard;
 pub mod shutdown;
 pub mod sys;
 
+mod admin;
 mod app_factory;
 mod conn;
 mod conn_async;
 mod conn_blocking;
 mod master;
+mod track;
 mod workers;
 
-pub use config::{BindAddr, ServeConfig, WorkerClass};
+pub use config::{AdminAddr, BindAddr, ServeConfig, WorkerClass};
 pub use shutdown::{Phase, Shutdown};
 pub use workers::{run, Server};

@@ -75,6 +75,15 @@ pub struct Incoming {
     pub minor_version: u8,
     /// Whether the client allows the connection to stay open after this request.
     pub keep_alive: bool,
+    /// The headers an access log wants, when the decoder was asked to keep them.
+    pub log: Option<Box<LogFields>>,
+}
+
+/// Request headers the access log prints (Apache's combined format) and the app does not need.
+#[derive(Debug, Default, Clone)]
+pub struct LogFields {
+    pub referer: Option<String>,
+    pub user_agent: Option<String>,
 }
 
 #[derive(Debug)]
@@ -83,6 +92,7 @@ struct Head {
     minor_version: u8,
     keep_alive: bool,
     expect_continue: bool,
+    log: Option<Box<LogFields>>,
 }
 
 #[derive(Debug)]
@@ -120,6 +130,7 @@ pub struct Decoder {
     limits: Limits,
     state: State,
     continue_sent: bool,
+    capture_log: bool,
 }
 
 impl Decoder {
@@ -128,7 +139,14 @@ impl Decoder {
             limits,
             state: State::Head,
             continue_sent: false,
+            capture_log: false,
         }
+    }
+
+    /// Also keep the `Referer` and `User-Agent` headers, for an access log.
+    pub fn capture_log_fields(mut self, on: bool) -> Decoder {
+        self.capture_log = on;
+        self
     }
 
     /// True when nothing of a request has been consumed: between requests.
@@ -199,6 +217,7 @@ impl Decoder {
             mut request,
             minor_version,
             keep_alive,
+            log,
             ..
         } = *head;
         request.body = body;
@@ -206,6 +225,7 @@ impl Decoder {
             request,
             minor_version,
             keep_alive,
+            log,
         }
     }
 
@@ -263,7 +283,7 @@ impl Decoder {
         if head_len > limits.max_head {
             return Err(head_too_large(limits));
         }
-        let (head, framing) = interpret(&req, limits)?;
+        let (head, framing) = interpret(&req, limits, self.capture_log)?;
         buf.advance(head_len);
         Ok(Some((Box::new(head), framing)))
     }
@@ -302,6 +322,7 @@ enum Framing {
 fn interpret(
     req: &httparse::Request<'_, '_>,
     limits: &Limits,
+    capture_log: bool,
 ) -> Result<(Head, Framing), HttpError> {
     let method = Method::from_token(req.method.unwrap_or(""));
     let minor_version = req.version.unwrap_or(1);
@@ -316,6 +337,7 @@ fn interpret(
     let mut expect_continue = false;
     let mut content_type = None;
     let mut hosts = 0;
+    let mut log = capture_log.then(Box::<LogFields>::default);
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
@@ -364,6 +386,12 @@ fn interpret(
             content_type = Some(String::from_utf8_lossy(h.value).into_owned());
         } else if name.eq_ignore_ascii_case("host") {
             hosts += 1;
+        } else if let Some(log) = log.as_mut() {
+            if name.eq_ignore_ascii_case("referer") {
+                log.referer = Some(String::from_utf8_lossy(h.value).into_owned());
+            } else if name.eq_ignore_ascii_case("user-agent") {
+                log.user_agent = Some(String::from_utf8_lossy(h.value).into_owned());
+            }
         }
     }
     if minor_version == 1 && hosts != 1 {
@@ -413,6 +441,7 @@ fn interpret(
             minor_version,
             keep_alive,
             expect_continue,
+            log,
         },
         framing,
     ))

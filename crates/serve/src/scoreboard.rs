@@ -5,9 +5,21 @@
 //! worker and passes the descriptor down; each worker owns one slot and writes only to it with
 //! relaxed atomic stores. The master reads every slot: heartbeats for `--timeout`, readiness for
 //! boot failures, counters for status.
+//!
+//! Beside the slots, each worker has a [`Stats`] block (requests by status class, bytes, a
+//! fixed-bucket histogram of request durations) and a table of [`ENTRIES_PER_SLOT`] connection
+//! entries: the processlist. A connection claims a free entry with one compare-and-swap on its
+//! state word when it opens and frees it when it closes; in between, only its own thread writes
+//! it, so the request path never takes a lock. Text fields (method, path, client) are published
+//! under a per-entry sequence counter (a seqlock), so the master never shows a torn path. When
+//! the table is full the connection is served and counted, just not listed. The memfd is sized
+//! for every slot, but pages are only touched when used: the master reads entries only up to the
+//! highest index a worker ever claimed.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    fence, AtomicU32, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use memmap2::MmapRaw;
@@ -16,7 +28,23 @@ use memmap2::MmapRaw;
 pub const MAX_SLOTS: usize = 256;
 const SLOT_SIZE: usize = 128;
 const HEADER: usize = 128;
-const MAGIC: u64 = 0x6331_306b_5342_0001; // "c10kSB" v1
+const MAGIC: u64 = 0x6331_306b_5342_0002; // "c10kSB" v2
+const STATS_SIZE: usize = 256;
+/// Connection entries per worker slot (the processlist); more connections are served unlisted.
+pub const ENTRIES_PER_SLOT: usize = 256;
+const ENTRY_SIZE: usize = 192;
+/// Bytes of the request path kept in an entry; longer paths are cut.
+pub const PATH_BYTES: usize = 96;
+const STATS_AT: usize = HEADER + MAX_SLOTS * SLOT_SIZE;
+const ENTRIES_AT: usize = STATS_AT + MAX_SLOTS * STATS_SIZE;
+const TOTAL: usize = ENTRIES_AT + MAX_SLOTS * ENTRIES_PER_SLOT * ENTRY_SIZE;
+
+/// Upper bounds, in microseconds, of the request-duration histogram buckets (Prometheus' default
+/// buckets from 1 ms to 10 s); one more bucket counts everything slower.
+pub const BUCKETS_US: [u64; 14] = [
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000, 10_000_000, 30_000_000,
+];
 
 /// One worker's slot. All fields are atomics living in the shared mapping.
 #[repr(C, align(64))]
@@ -45,6 +73,300 @@ impl Slot {
     }
 }
 
+/// A worker's request counters, written by its connections, read by the master.
+#[repr(C, align(64))]
+pub struct Stats {
+    /// Connections accepted.
+    pub accepted: AtomicU64,
+    /// Responses by status class: 1xx, 2xx, 3xx, 4xx, 5xx.
+    pub status: [AtomicU64; 5],
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Connections served but not listed because the entry table was full.
+    pub unlisted: AtomicU64,
+    /// Sum of request durations in microseconds (the histogram's `_sum`).
+    pub duration_us: AtomicU64,
+    /// Non-cumulative bucket counts: `buckets[i]` counts durations ≤ `BUCKETS_US[i]` and above
+    /// the bucket before; the last counts everything slower.
+    pub buckets: [AtomicU64; BUCKETS_US.len() + 1],
+    /// One past the highest entry index ever claimed: the master reads no further.
+    pub entries_hwm: AtomicU32,
+    /// Where the next claim starts looking.
+    hint: AtomicU32,
+}
+
+const _: () = assert!(std::mem::size_of::<Stats>() <= STATS_SIZE);
+
+impl Stats {
+    /// Records one answered request.
+    pub fn record(&self, status: u16, duration_us: u64) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.status[class].fetch_add(1, Relaxed);
+        self.duration_us.fetch_add(duration_us, Relaxed);
+        let bucket = BUCKETS_US
+            .iter()
+            .position(|&b| duration_us <= b)
+            .unwrap_or(BUCKETS_US.len());
+        self.buckets[bucket].fetch_add(1, Relaxed);
+    }
+
+    fn clear(&self) {
+        for c in [
+            &self.accepted,
+            &self.bytes_in,
+            &self.bytes_out,
+            &self.unlisted,
+            &self.duration_us,
+        ]
+        .into_iter()
+        .chain(self.status.iter())
+        .chain(self.buckets.iter())
+        {
+            c.store(0, Relaxed);
+        }
+        // Entries are left alone: a previous worker's connections are gone, and `reset` frees
+        // whatever it left claimed.
+        self.hint.store(0, Relaxed);
+    }
+
+    /// A plain copy of the counters.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            accepted: self.accepted.load(Relaxed),
+            status: std::array::from_fn(|i| self.status[i].load(Relaxed)),
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            unlisted: self.unlisted.load(Relaxed),
+            duration_us: self.duration_us.load(Relaxed),
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Relaxed)),
+        }
+    }
+}
+
+/// Counters copied out of [`Stats`]; they add up across workers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub accepted: u64,
+    pub status: [u64; 5],
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub unlisted: u64,
+    pub duration_us: u64,
+    pub buckets: [u64; BUCKETS_US.len() + 1],
+}
+
+impl StatsSnapshot {
+    pub fn add(&mut self, o: &StatsSnapshot) {
+        self.accepted += o.accepted;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+        self.unlisted += o.unlisted;
+        self.duration_us += o.duration_us;
+        for (a, b) in self.status.iter_mut().zip(o.status) {
+            *a += b;
+        }
+        for (a, b) in self.buckets.iter_mut().zip(o.buckets) {
+            *a += b;
+        }
+    }
+
+    /// Requests answered (the histogram's `_count`).
+    pub fn requests(&self) -> u64 {
+        self.status.iter().sum()
+    }
+}
+
+/// What a listed connection is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ConnState {
+    /// Waiting for (the rest of) a request.
+    Reading = 1,
+    /// The application is running the request.
+    Handling = 2,
+    /// Sending the response.
+    Writing = 3,
+    /// Between requests on a keep-alive connection.
+    KeepAlive = 4,
+}
+
+impl ConnState {
+    fn from_u32(v: u32) -> Option<ConnState> {
+        Some(match v {
+            1 => ConnState::Reading,
+            2 => ConnState::Handling,
+            3 => ConnState::Writing,
+            4 => ConnState::KeepAlive,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnState::Reading => "reading",
+            ConnState::Handling => "handling",
+            ConnState::Writing => "writing",
+            ConnState::KeepAlive => "keepalive",
+        }
+    }
+}
+
+const FREE: u32 = 0;
+
+/// One connection of the processlist. Only the connection that claimed it writes to it.
+#[repr(C, align(64))]
+pub struct Entry {
+    /// `FREE` or a [`ConnState`].
+    state: AtomicU32,
+    /// Odd while the text fields are being written.
+    seq: AtomicU32,
+    /// Unix µs when the current state began.
+    since_us: AtomicU64,
+    /// Unix µs when the current (or last) request began.
+    started_us: AtomicU64,
+    /// Requests served on this connection.
+    requests: AtomicU64,
+    /// Client: 16 address bytes (IPv4 mapped into IPv6), then port (2 bytes), then family.
+    peer: [AtomicU64; 3],
+    method: AtomicU64,
+    path_len: AtomicU64,
+    path: [AtomicU64; PATH_BYTES / 8],
+}
+
+const _: () = assert!(std::mem::size_of::<Entry>() <= ENTRY_SIZE);
+
+impl Entry {
+    pub fn set_state(&self, state: ConnState, now_us: u64) {
+        self.since_us.store(now_us, Relaxed);
+        self.state.store(state as u32, Release);
+    }
+
+    /// A request begins: publish its method and target (`path?query`, cut at [`PATH_BYTES`]).
+    pub fn begin_request(&self, method: &str, path: &str, query: Option<&str>, now_us: u64) {
+        let mut target = [0u8; PATH_BYTES];
+        let mut len = 0;
+        let q = query.map(|q| ["?", q]).unwrap_or(["", ""]);
+        for part in [path, q[0], q[1]] {
+            let n = part.len().min(PATH_BYTES - len);
+            target[len..len + n].copy_from_slice(&part.as_bytes()[..n]);
+            len += n;
+        }
+        let seq = self.seq.load(Relaxed);
+        self.seq.store(seq.wrapping_add(1), Relaxed);
+        fence(Release);
+        self.method.store(pack8(method.as_bytes()), Relaxed);
+        let bytes = &target[..len];
+        self.path_len.store(bytes.len() as u64, Relaxed);
+        for (word, chunk) in self.path.iter().zip(bytes.chunks(8)) {
+            word.store(pack8(chunk), Relaxed);
+        }
+        self.seq.store(seq.wrapping_add(2), Release);
+        self.requests.fetch_add(1, Relaxed);
+        self.started_us.store(now_us, Relaxed);
+        self.set_state(ConnState::Handling, now_us);
+    }
+
+    fn set_peer(&self, peer: Option<std::net::SocketAddr>) {
+        let mut raw = [0u8; 24];
+        match peer {
+            Some(std::net::SocketAddr::V4(a)) => {
+                raw[..16].copy_from_slice(&a.ip().to_ipv6_mapped().octets());
+                raw[16..18].copy_from_slice(&a.port().to_le_bytes());
+                raw[18] = 4;
+            }
+            Some(std::net::SocketAddr::V6(a)) => {
+                raw[..16].copy_from_slice(&a.ip().octets());
+                raw[16..18].copy_from_slice(&a.port().to_le_bytes());
+                raw[18] = 6;
+            }
+            None => {}
+        }
+        for (word, chunk) in self.peer.iter().zip(raw.chunks(8)) {
+            word.store(pack8(chunk), Relaxed);
+        }
+    }
+
+    /// A consistent copy, or `None` when the entry is free (or kept changing while read).
+    pub fn snapshot(&self) -> Option<EntrySnapshot> {
+        for _ in 0..4 {
+            let state = ConnState::from_u32(self.state.load(Acquire))?;
+            let seq = self.seq.load(Acquire);
+            if seq % 2 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let method = unpack8(self.method.load(Relaxed));
+            let len = (self.path_len.load(Relaxed) as usize).min(PATH_BYTES);
+            let mut path = Vec::with_capacity(len);
+            for w in &self.path {
+                path.extend_from_slice(&w.load(Relaxed).to_le_bytes());
+            }
+            path.truncate(len);
+            let mut peer = [0u8; 24];
+            for (chunk, w) in peer.chunks_mut(8).zip(&self.peer) {
+                chunk.copy_from_slice(&w.load(Relaxed).to_le_bytes());
+            }
+            let since_us = self.since_us.load(Relaxed);
+            let started_us = self.started_us.load(Relaxed);
+            let requests = self.requests.load(Relaxed);
+            fence(Acquire);
+            if self.seq.load(Relaxed) != seq {
+                continue;
+            }
+            let ip: [u8; 16] = peer[..16].try_into().unwrap_or([0; 16]);
+            let port = u16::from_le_bytes([peer[16], peer[17]]);
+            let v6 = std::net::Ipv6Addr::from(ip);
+            let client = match peer[18] {
+                4 => v6
+                    .to_ipv4_mapped()
+                    .map(|v4| std::net::SocketAddr::from((v4, port))),
+                6 => Some(std::net::SocketAddr::from((v6, port))),
+                _ => None,
+            };
+            return Some(EntrySnapshot {
+                state,
+                since_us,
+                started_us,
+                requests,
+                client,
+                method: String::from_utf8_lossy(trim_nul(&method)).into_owned(),
+                path: String::from_utf8_lossy(&path).into_owned(),
+            });
+        }
+        None
+    }
+}
+
+/// A listed connection as the master sees it.
+#[derive(Clone, Debug)]
+pub struct EntrySnapshot {
+    pub state: ConnState,
+    pub since_us: u64,
+    pub started_us: u64,
+    /// Requests begun on this connection; 0 while the first is still being read.
+    pub requests: u64,
+    /// `None` for unix-socket clients.
+    pub client: Option<std::net::SocketAddr>,
+    pub method: String,
+    pub path: String,
+}
+
+fn pack8(bytes: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = bytes.len().min(8);
+    b[..n].copy_from_slice(&bytes[..n]);
+    u64::from_le_bytes(b)
+}
+
+fn unpack8(w: u64) -> [u8; 8] {
+    w.to_le_bytes()
+}
+
+fn trim_nul(b: &[u8]) -> &[u8] {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    &b[..end]
+}
+
 pub struct Scoreboard {
     map: MmapRaw,
     fd: OwnedFd,
@@ -66,7 +388,7 @@ impl Scoreboard {
         }
         // SAFETY: fd is a fresh descriptor we own.
         let fd = crate::sys::move_fd_high(unsafe { OwnedFd::from_raw_fd(fd) })?;
-        let len = HEADER + MAX_SLOTS * SLOT_SIZE;
+        let len = TOTAL;
         let file = std::fs::File::from(fd.try_clone()?);
         file.set_len(len as u64)?;
         let sb = Scoreboard::map(fd)?;
@@ -94,7 +416,7 @@ impl Scoreboard {
     fn map(fd: OwnedFd) -> std::io::Result<Scoreboard> {
         let file = std::fs::File::from(fd.try_clone()?);
         let len = file.metadata()?.len() as usize;
-        if len < HEADER + MAX_SLOTS * SLOT_SIZE {
+        if len < TOTAL {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 "scoreboard too small",
@@ -118,6 +440,78 @@ impl Scoreboard {
         unsafe { &*(self.map.as_mut_ptr().add(HEADER + index * SLOT_SIZE) as *const Slot) }
     }
 
+    /// The request counters of worker `index`.
+    pub fn stats(&self, index: usize) -> &Stats {
+        assert!(index < MAX_SLOTS, "scoreboard slot {index} out of range");
+        // SAFETY: in bounds (checked above and in `map`), 64-byte aligned, all fields atomics.
+        unsafe { &*(self.map.as_mut_ptr().add(STATS_AT + index * STATS_SIZE) as *const Stats) }
+    }
+
+    /// Entry `i` of worker `index`'s processlist.
+    pub fn entry(&self, index: usize, i: usize) -> &Entry {
+        assert!(
+            index < MAX_SLOTS && i < ENTRIES_PER_SLOT,
+            "scoreboard entry {index}/{i} out of range"
+        );
+        let at = ENTRIES_AT + (index * ENTRIES_PER_SLOT + i) * ENTRY_SIZE;
+        // SAFETY: in bounds (checked above and in `map`), 64-byte aligned (ENTRY_SIZE and every
+        // offset are multiples of 64), all fields atomics.
+        unsafe { &*(self.map.as_mut_ptr().add(at) as *const Entry) }
+    }
+
+    /// Claims a free entry of worker `index` for a new connection, or `None` when all are
+    /// taken. Lock-free: one compare-and-swap per entry tried, starting at a hint.
+    pub fn claim(
+        &self,
+        index: usize,
+        peer: Option<std::net::SocketAddr>,
+        now_us: u64,
+    ) -> Option<usize> {
+        let stats = self.stats(index);
+        let start = stats.hint.load(Relaxed) as usize % ENTRIES_PER_SLOT;
+        for k in 0..ENTRIES_PER_SLOT {
+            let i = (start + k) % ENTRIES_PER_SLOT;
+            let e = self.entry(index, i);
+            if e.state.load(Relaxed) != FREE {
+                continue;
+            }
+            if e.state
+                .compare_exchange(FREE, ConnState::Reading as u32, Acquire, Relaxed)
+                .is_ok()
+            {
+                stats.hint.store((i + 1) as u32, Relaxed);
+                stats.entries_hwm.fetch_max((i + 1) as u32, Relaxed);
+                e.requests.store(0, Relaxed);
+                e.path_len.store(0, Relaxed);
+                e.method.store(0, Relaxed);
+                e.started_us.store(now_us, Relaxed);
+                e.set_peer(peer);
+                e.set_state(ConnState::Reading, now_us);
+                return Some(i);
+            }
+        }
+        stats.unlisted.fetch_add(1, Relaxed);
+        None
+    }
+
+    /// Frees entry `i` of worker `index` when its connection closes.
+    pub fn release(&self, index: usize, i: usize) {
+        self.entry(index, i).state.store(FREE, Release);
+        // Prefer low entries, so the table a reader scans stays as short as the concurrency.
+        let stats = self.stats(index);
+        if (i as u32) < stats.hint.load(Relaxed) {
+            stats.hint.store(i as u32, Relaxed);
+        }
+    }
+
+    /// Every listed connection of worker `index`, with its entry index.
+    pub fn entries(&self, index: usize) -> Vec<(usize, EntrySnapshot)> {
+        let hwm = (self.stats(index).entries_hwm.load(Relaxed) as usize).min(ENTRIES_PER_SLOT);
+        (0..hwm)
+            .filter_map(|i| self.entry(index, i).snapshot().map(|e| (i, e)))
+            .collect()
+    }
+
     pub fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
@@ -133,7 +527,20 @@ impl Scoreboard {
         s.started_ms.store(now_ms(), Relaxed);
         s.heartbeat_ms.store(now_ms(), Relaxed);
         s.generation.fetch_add(1, Relaxed);
+        self.stats(index).clear();
+        // A dead worker cannot free its entries; its successor starts with an empty table.
+        let hwm = self.stats(index).entries_hwm.swap(0, Relaxed) as usize;
+        for i in 0..hwm.min(ENTRIES_PER_SLOT) {
+            self.entry(index, i).state.store(FREE, Relaxed);
+        }
     }
+}
+
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 pub fn now_ms() -> u64 {
@@ -159,5 +566,65 @@ mod tests {
         assert_eq!(a.slot(3).pid.load(Relaxed), 42);
         assert_eq!(a.slot(3).requests.load(Relaxed), 7);
         assert_eq!(a.slot(3).generation.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn entries_claim_publish_release() {
+        let sb = Scoreboard::create().unwrap();
+        sb.reset(1, 7);
+        let peer = "10.1.2.3:4567".parse().ok();
+        let i = sb.claim(1, peer, 100).unwrap();
+        let long = format!("/{}", "x".repeat(200));
+        sb.entry(1, i).begin_request("GET", &long, Some("a=1"), 200);
+        let list = sb.entries(1);
+        assert_eq!(list.len(), 1);
+        let e = &list[0].1;
+        assert_eq!(e.state, ConnState::Handling);
+        assert_eq!(e.method, "GET");
+        assert_eq!(e.path.len(), PATH_BYTES);
+        assert!(long.starts_with(&e.path));
+        assert_eq!(e.client, peer);
+        assert_eq!((e.started_us, e.requests), (200, 1));
+        let j = sb.claim(1, "[::1]:9".parse().ok(), 300).unwrap();
+        assert_ne!(i, j);
+        sb.entry(1, j)
+            .begin_request("POST", "/echo", Some("a=1"), 300);
+        assert_eq!(sb.entries(1)[1].1.path, "/echo?a=1");
+        sb.release(1, i);
+        assert_eq!(sb.entries(1).len(), 1);
+        assert_eq!(sb.entries(1)[0].1.client, "[::1]:9".parse().ok());
+        sb.release(1, j);
+        assert!(sb.entries(1).is_empty());
+    }
+
+    #[test]
+    fn full_table_counts_unlisted() {
+        let sb = Scoreboard::create().unwrap();
+        sb.reset(0, 1);
+        for _ in 0..ENTRIES_PER_SLOT {
+            assert!(sb.claim(0, None, 1).is_some());
+        }
+        assert!(sb.claim(0, None, 1).is_none());
+        assert_eq!(sb.stats(0).unlisted.load(Relaxed), 1);
+        // A respawn frees what the dead worker held.
+        sb.reset(0, 2);
+        assert!(sb.entries(0).is_empty());
+        assert!(sb.claim(0, None, 1).is_some());
+    }
+
+    #[test]
+    fn histogram_buckets() {
+        let sb = Scoreboard::create().unwrap();
+        let st = sb.stats(2);
+        st.record(200, 500);
+        st.record(404, 1_000);
+        st.record(503, 1_001);
+        st.record(200, 99_000_000);
+        let s = st.snapshot();
+        assert_eq!(s.status, [0, 2, 0, 1, 1]);
+        assert_eq!(s.buckets[0], 2);
+        assert_eq!(s.buckets[1], 1);
+        assert_eq!(s.buckets[BUCKETS_US.len()], 1);
+        assert_eq!(s.requests(), 4);
     }
 }

@@ -9,7 +9,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-
 /// A running `c10k serve` (master and workers). Killed on drop.
 pub struct Server {
     pub child: Child,
@@ -24,6 +23,8 @@ impl Server {
         cmd.args(["serve", "--bind", "127.0.0.1:0"])
             .args(args)
             .env("C10K_LOG", "info")
+            // Parallel tests must not race for the default admin port; --admin still wins.
+            .env("C10K_ADMIN", "127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

@@ -123,8 +123,8 @@ async fn accept_loop<H: Handler>(
             r = accept(&acceptor) => r,
             _ = stop.wait_for(|p| *p != Phase::Running) => return,
         };
-        let io = match accepted {
-            Ok(io) => io,
+        let (io, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 accept_error(&e).await;
                 continue;
@@ -136,18 +136,21 @@ async fn accept_loop<H: Handler>(
         let life = life.clone();
         life.slot().connections.fetch_add(1, Relaxed);
         tokio::spawn(async move {
+            let mut track = life.open(peer);
             let on_request = || life.on_request();
+            let t = &mut track;
             let result = match io {
                 Io::Tcp(s) => {
-                    crate::conn_async::serve(s, &*handler, &settings, stop, &on_request).await
+                    crate::conn_async::serve(s, t, &*handler, &settings, stop, &on_request).await
                 }
                 Io::Unix(s) => {
-                    crate::conn_async::serve(s, &*handler, &settings, stop, &on_request).await
+                    crate::conn_async::serve(s, t, &*handler, &settings, stop, &on_request).await
                 }
             };
             if let Err(e) = result {
                 log_io_error(&e);
             }
+            drop(track);
             life.slot().connections.fetch_sub(1, Relaxed);
             drop(permit);
         });
@@ -159,15 +162,15 @@ enum Io {
     Unix(tokio::net::UnixStream),
 }
 
-async fn accept(acceptor: &Acceptor) -> std::io::Result<Io> {
+async fn accept(acceptor: &Acceptor) -> std::io::Result<(Io, Option<std::net::SocketAddr>)> {
     match acceptor {
         Acceptor::Tcp(l) => {
-            let (s, _) = l.accept().await?;
+            let (s, peer) = l.accept().await?;
             // Responses go out in one write; no reason to let Nagle hold the last segment.
             let _ = s.set_nodelay(true);
-            Ok(Io::Tcp(s))
+            Ok((Io::Tcp(s), Some(peer)))
         }
-        Acceptor::Unix(l) => Ok(Io::Unix(l.accept().await?.0)),
+        Acceptor::Unix(l) => Ok((Io::Unix(l.accept().await?.0), None)),
     }
 }
 

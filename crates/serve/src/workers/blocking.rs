@@ -2,7 +2,7 @@
 //! stream type.
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
@@ -97,7 +97,7 @@ impl Acceptor {
 
     /// Waits up to `wait` for a connection. `Ok(None)`: none arrived (or another worker process
     /// took it first — the listen socket is shared, so a wake-up can be lost to a sibling).
-    pub fn accept(&mut self, wait: Duration) -> io::Result<Option<Conn>> {
+    pub fn accept(&mut self, wait: Duration) -> io::Result<Option<(Conn, Option<SocketAddr>)>> {
         for p in &mut self.pollfds {
             p.revents = 0;
         }
@@ -122,27 +122,31 @@ impl Acceptor {
             if p.revents == 0 {
                 continue;
             }
-            let accepted = match &self.listeners[i] {
-                Listener::Tcp(l) => l.accept().map(|(s, _)| {
-                    let _ = s.set_nodelay(true);
-                    Conn::Tcp(s)
-                }),
-                Listener::Unix(l) => l.accept().map(|(s, _)| Conn::Unix(s)),
-            };
-            match accepted {
-                Ok(conn) => {
+            match accept_one(&self.listeners[i]) {
+                Ok((conn, peer)) => {
                     // Accepted sockets inherit O_NONBLOCK on some systems; the drivers block.
                     match &conn {
                         Conn::Tcp(s) => s.set_nonblocking(false)?,
                         Conn::Unix(s) => s.set_nonblocking(false)?,
                     }
-                    return Ok(Some(conn));
+                    return Ok(Some((conn, peer)));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
             }
         }
         Ok(None)
+    }
+}
+
+/// Accepts one connection (non-blocking listener) with its peer address (`None` on unix).
+pub(crate) fn accept_one(l: &Listener) -> io::Result<(Conn, Option<SocketAddr>)> {
+    match l {
+        Listener::Tcp(l) => l.accept().map(|(s, peer)| {
+            let _ = s.set_nodelay(true);
+            (Conn::Tcp(s), Some(peer))
+        }),
+        Listener::Unix(l) => l.accept().map(|(s, _)| (Conn::Unix(s), None)),
     }
 }
 

@@ -16,13 +16,20 @@ use c10k_app::Handler;
 use crossbeam_channel as chan;
 use polling::{Event, Events, Poller};
 
-use super::blocking::{accept_error, Conn};
+use super::blocking::{accept_error, accept_one, Conn};
 use super::life::{Gauge, Life};
 use crate::config::ServeConfig;
 use crate::conn::ConnSettings;
 use crate::conn_blocking::{self, Outcome};
 use crate::listener::Listener;
 use crate::shutdown::Phase;
+use crate::track::ConnTrack;
+
+/// A connection and its processlist entry, which travel together between reactor and pool.
+struct Tracked {
+    conn: Conn,
+    track: ConnTrack,
+}
 
 pub(super) fn run<H: Handler>(
     listeners: Vec<Listener>,
@@ -35,9 +42,9 @@ pub(super) fn run<H: Handler>(
     let open = Arc::new(Gauge::default());
     // Ready connections wait here for a pool thread; the queue is as long as the connection cap,
     // so the reactor never blocks on it.
-    let (work_tx, work_rx) = chan::bounded::<Conn>(config.worker_connections);
+    let (work_tx, work_rx) = chan::bounded::<Tracked>(config.worker_connections);
     // Connections handed back idle by the pool.
-    let (idle_tx, idle_rx) = chan::unbounded::<Conn>();
+    let (idle_tx, idle_rx) = chan::unbounded::<Tracked>();
 
     let mut pool = Vec::with_capacity(config.threads);
     for i in 0..config.threads {
@@ -52,11 +59,12 @@ pub(super) fn run<H: Handler>(
         let t = std::thread::Builder::new()
             .name(format!("c10k-gthread-{i}"))
             .spawn(move || {
-                for conn in work_rx.iter() {
+                for Tracked { conn, mut track } in work_rx.iter() {
                     life.slot().busy.fetch_add(1, Relaxed);
                     let mut on_request = || life.on_request();
                     let result = conn_blocking::resume(
                         conn,
+                        &mut track,
                         &*handler,
                         &settings,
                         &life.shutdown,
@@ -65,7 +73,7 @@ pub(super) fn run<H: Handler>(
                     life.slot().busy.fetch_sub(1, Relaxed);
                     match result {
                         Ok(Outcome::Idle(conn)) => {
-                            if idle_tx.send(conn).is_ok() {
+                            if idle_tx.send(Tracked { conn, track }).is_ok() {
                                 let _ = poller.notify();
                             } else {
                                 closed(&life, &open);
@@ -132,7 +140,7 @@ struct Reactor<'a> {
     listeners: Vec<Listener>,
     listening: bool,
     /// Idle or new connections waiting to become readable, with the time they may wait.
-    parked: HashMap<usize, (Conn, Instant)>,
+    parked: HashMap<usize, (Tracked, Instant)>,
     next_key: usize,
     settings: &'a ConnSettings,
     life: &'a Life,
@@ -143,8 +151,8 @@ struct Reactor<'a> {
 impl Reactor<'_> {
     fn run(
         &mut self,
-        work: &chan::Sender<Conn>,
-        idle: &chan::Receiver<Conn>,
+        work: &chan::Sender<Tracked>,
+        idle: &chan::Receiver<Tracked>,
     ) -> anyhow::Result<()> {
         for l in &self.listeners {
             l.set_nonblocking(true)?;
@@ -184,7 +192,7 @@ impl Reactor<'_> {
                 if ev.key < n_listeners {
                     self.accept_from(ev.key, first_request);
                 } else if let Some((conn, _)) = self.parked.remove(&ev.key) {
-                    let _ = self.poller.delete(&conn);
+                    let _ = self.poller.delete(&conn.conn);
                     // The queue holds up to the connection cap, so this never blocks.
                     if let Err(chan::SendError(conn)) = work.send(conn) {
                         drop(conn);
@@ -229,15 +237,8 @@ impl Reactor<'_> {
             if self.open.get() >= self.max_conns {
                 return;
             }
-            let accepted = match &self.listeners[index] {
-                Listener::Tcp(l) => l.accept().map(|(s, _)| {
-                    let _ = s.set_nodelay(true);
-                    Conn::Tcp(s)
-                }),
-                Listener::Unix(l) => l.accept().map(|(s, _)| Conn::Unix(s)),
-            };
-            match accepted {
-                Ok(conn) => {
+            match accept_one(&self.listeners[index]) {
+                Ok((conn, peer)) => {
                     let blocking = match &conn {
                         Conn::Tcp(s) => s.set_nonblocking(false),
                         Conn::Unix(s) => s.set_nonblocking(false),
@@ -247,6 +248,8 @@ impl Reactor<'_> {
                     }
                     self.open.inc();
                     self.life.slot().connections.fetch_add(1, Relaxed);
+                    let track = self.life.open(peer);
+                    let conn = Tracked { conn, track };
                     if let Err(e) = self.park(conn, Instant::now() + first_request) {
                         tracing::error!("cannot watch a new connection: {e:#}");
                     }
@@ -260,12 +263,12 @@ impl Reactor<'_> {
         }
     }
 
-    fn park(&mut self, conn: Conn, deadline: Instant) -> anyhow::Result<()> {
+    fn park(&mut self, conn: Tracked, deadline: Instant) -> anyhow::Result<()> {
         let key = self.listeners.len() + self.next_key;
         self.next_key = self.next_key.wrapping_add(1) % (usize::MAX / 2);
         // SAFETY: the connection is deleted from the poller before it is dropped (in the event
         // loop, `expire` and `close_parked`).
-        if let Err(e) = unsafe { self.poller.add(&conn, Event::readable(key)) } {
+        if let Err(e) = unsafe { self.poller.add(&conn.conn, Event::readable(key)) } {
             drop(conn);
             closed(self.life, self.open);
             return Err(e.into());
@@ -283,7 +286,7 @@ impl Reactor<'_> {
             .collect();
         for key in expired {
             if let Some((conn, _)) = self.parked.remove(&key) {
-                let _ = self.poller.delete(&conn);
+                let _ = self.poller.delete(&conn.conn);
                 drop(conn);
                 closed(self.life, self.open);
             }
@@ -292,7 +295,7 @@ impl Reactor<'_> {
 
     fn close_parked(&mut self) {
         for (_, (conn, _)) in self.parked.drain() {
-            let _ = self.poller.delete(&conn);
+            let _ = self.poller.delete(&conn.conn);
             drop(conn);
             closed(self.life, self.open);
         }

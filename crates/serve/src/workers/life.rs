@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::scoreboard::{Scoreboard, Slot};
 use crate::shutdown::{Phase, Shutdown};
+use crate::track::{ConnTrack, Tracker};
 
 #[derive(Debug)]
 pub(crate) struct Life {
@@ -14,6 +15,7 @@ pub(crate) struct Life {
     slot: usize,
     /// Retire after this many requests (`--max-requests` plus jitter); 0 = never.
     max_requests: u64,
+    tracker: Arc<Tracker>,
 }
 
 impl Life {
@@ -22,13 +24,20 @@ impl Life {
         scoreboard: Arc<Scoreboard>,
         slot: usize,
         max_requests: u64,
+        tracker: Tracker,
     ) -> Life {
         Life {
             shutdown,
             scoreboard,
             slot,
             max_requests,
+            tracker: Arc::new(tracker),
         }
+    }
+
+    /// A connection was accepted: count it and give it a processlist entry.
+    pub fn open(&self, peer: Option<std::net::SocketAddr>) -> ConnTrack {
+        self.tracker.open(peer)
     }
 
     pub fn slot(&self) -> &Slot {

@@ -84,11 +84,13 @@ impl Server {
         slot: usize,
     ) -> anyhow::Result<()> {
         let config = &self.config;
+        let tracker = crate::track::Tracker::new(scoreboard.clone(), slot, config)?;
         let life = Arc::new(Life::new(
             self.shutdown.clone(),
             scoreboard,
             slot,
             max_requests_with_jitter(config, slot),
+            tracker,
         ));
         match config.worker_class {
             WorkerClass::Sync => sync::run(self.listeners, config, handler, life),
@@ -153,8 +155,26 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
         config.to_toml().trim_end().replace('\n', ", ")
     );
+    let admin = match &config.admin.0 {
+        Some(addr) => {
+            let admin = crate::admin::Admin::bind(addr).with_context(|| {
+                format!("cannot listen on {addr} (--admin; another port, or --admin off)")
+            })?;
+            let scheme = match addr {
+                BindAddr::Tcp(_) => "http://",
+                BindAddr::Unix(_) => "",
+            };
+            let shown = admin
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            tracing::info!("Admin listening at: {scheme}{shown} (/status /processlist /metrics)");
+            Some(admin)
+        }
+        None => None,
+    };
     // The master starts no thread before its workers exist (see `master`).
-    master::Master::new(config, server.listeners)?.run()?;
+    master::Master::new(config, server.listeners, admin)?.run()?;
     tracing::info!("stopped");
     Ok(())
 }

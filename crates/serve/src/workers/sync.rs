@@ -26,19 +26,22 @@ pub(super) fn run<H: Handler>(
     while life.phase() == Phase::Running {
         life.beat();
         match acceptor.accept(super::POLL) {
-            Ok(Some(conn)) => {
+            Ok(Some((conn, peer))) => {
                 let slot = life.slot();
                 slot.connections
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut track = life.open(peer);
                 let mut on_request = || life.on_request();
                 let result = conn_blocking::serve(
                     conn,
+                    &mut track,
                     &*handler,
                     &settings,
                     &life.shutdown,
                     Mode::OneRequest,
                     &mut on_request,
                 );
+                drop(track);
                 slot.connections
                     .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 if let Err(e) = result {

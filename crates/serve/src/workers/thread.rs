@@ -35,8 +35,8 @@ pub(super) fn run<H: Handler>(
         if !open.wait_below(config.worker_connections, super::POLL) {
             continue;
         }
-        let conn = match acceptor.accept(super::POLL) {
-            Ok(Some(conn)) => conn,
+        let (conn, peer) = match acceptor.accept(super::POLL) {
+            Ok(Some(accepted)) => accepted,
             Ok(None) => continue,
             Err(e) => {
                 accept_error(&e);
@@ -45,6 +45,7 @@ pub(super) fn run<H: Handler>(
         };
         open.inc();
         life.slot().connections.fetch_add(1, Relaxed);
+        let mut track = life.open(peer);
         let (handler, settings, life2, open2) = (
             handler.clone(),
             settings.clone(),
@@ -58,6 +59,7 @@ pub(super) fn run<H: Handler>(
                 let mut on_request = || life2.on_request();
                 let result = conn_blocking::serve(
                     conn,
+                    &mut track,
                     &*handler,
                     &settings,
                     &life2.shutdown,
@@ -67,6 +69,7 @@ pub(super) fn run<H: Handler>(
                 if let Err(e) = result {
                     super::async_::log_io_error(&e);
                 }
+                drop(track);
                 life2.slot().connections.fetch_sub(1, Relaxed);
                 open2.dec();
             });

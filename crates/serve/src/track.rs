@@ -1,0 +1,346 @@
+//! A worker's record of its connections and requests: the scoreboard entry and counters the
+//! master's `/status`, `/processlist` and `/metrics` read, and the opt-in access log.
+//!
+//! Every connection driver calls the same few methods of [`ConnTrack`] as a connection moves
+//! between reading, handling, writing and keep-alive idle. Each is a handful of relaxed atomic
+//! stores into this worker's own scoreboard slot — no lock, no allocation — so the request path
+//! costs about the same with tracking on as off (`scripts/scoreboard-cost.sh` measures it).
+
+use std::fs::File;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use anyhow::Context;
+use c10k_app::Request;
+
+use crate::config::ServeConfig;
+use crate::proto::Incoming;
+use crate::scoreboard::{now_us, ConnState, Scoreboard, Stats};
+
+/// One worker's tracking: its scoreboard slot, whether per-request figures are kept, and the
+/// access log.
+#[derive(Debug)]
+pub(crate) struct Tracker {
+    scoreboard: Arc<Scoreboard>,
+    slot: usize,
+    on: bool,
+    access_log: Option<AccessLog>,
+}
+
+impl Tracker {
+    pub fn new(
+        scoreboard: Arc<Scoreboard>,
+        slot: usize,
+        config: &ServeConfig,
+    ) -> anyhow::Result<Tracker> {
+        let access_log = match config.access_log.as_deref() {
+            None => None,
+            Some(target) => Some(AccessLog::open(target)?),
+        };
+        Ok(Tracker {
+            scoreboard,
+            slot,
+            on: !config.no_request_tracking,
+            access_log,
+        })
+    }
+
+    fn stats(&self) -> &Stats {
+        self.scoreboard.stats(self.slot)
+    }
+
+    /// A connection was accepted from `peer` (`None`: a unix socket).
+    pub fn open(self: &Arc<Tracker>, peer: Option<SocketAddr>) -> ConnTrack {
+        self.stats().accepted.fetch_add(1, Relaxed);
+        let entry = if self.on {
+            self.scoreboard.claim(self.slot, peer, now_us())
+        } else {
+            None
+        };
+        ConnTrack {
+            tracker: self.clone(),
+            entry,
+            peer,
+            state: ConnState::Reading,
+            started_us: 0,
+        }
+    }
+}
+
+/// One connection's link to its scoreboard entry; frees the entry when dropped.
+#[derive(Debug)]
+pub(crate) struct ConnTrack {
+    tracker: Arc<Tracker>,
+    /// The processlist entry, when tracking is on and the table had room.
+    entry: Option<usize>,
+    peer: Option<SocketAddr>,
+    state: ConnState,
+    /// Unix µs when the current request was decoded.
+    started_us: u64,
+}
+
+impl ConnTrack {
+    fn set_state(&mut self, state: ConnState, now: u64) {
+        if self.state == state {
+            return;
+        }
+        self.state = state;
+        if let Some(i) = self.entry {
+            let t = &self.tracker;
+            t.scoreboard.entry(t.slot, i).set_state(state, now);
+        }
+    }
+
+    /// `n` bytes arrived.
+    pub fn read(&mut self, n: usize) {
+        if !self.tracker.on {
+            return;
+        }
+        self.tracker.stats().bytes_in.fetch_add(n as u64, Relaxed);
+        if self.state == ConnState::KeepAlive {
+            self.set_state(ConnState::Reading, now_us());
+        }
+    }
+
+    /// A complete request was decoded and goes to the application.
+    pub fn begin(&mut self, req: &Request) {
+        let t = &self.tracker;
+        if !t.on && t.access_log.is_none() {
+            return;
+        }
+        let now = now_us();
+        self.started_us = now;
+        if let Some(i) = self.entry {
+            let e = t.scoreboard.entry(t.slot, i);
+            e.begin_request(req.method.as_str(), &req.path, req.query.as_deref(), now);
+        }
+        self.state = ConnState::Handling;
+    }
+
+    /// The application answered `status` with a body of `body_len` bytes.
+    pub fn end(&mut self, incoming: &Incoming, status: u16, body_len: usize) {
+        let t = &self.tracker;
+        if !t.on && t.access_log.is_none() {
+            return;
+        }
+        let now = now_us();
+        let micros = now.saturating_sub(self.started_us);
+        if t.on {
+            t.stats().record(status, micros);
+        }
+        if let Some(log) = &t.access_log {
+            log.write(self.peer, incoming, status, body_len, now, micros);
+        }
+    }
+
+    /// `n` response bytes are about to be written.
+    pub fn writing(&mut self, n: usize) {
+        if !self.tracker.on {
+            return;
+        }
+        self.tracker.stats().bytes_out.fetch_add(n as u64, Relaxed);
+        self.set_state(ConnState::Writing, now_us());
+    }
+
+    /// The responses are written; the connection waits for more (`partial`: some of the next
+    /// request is already buffered).
+    pub fn waiting(&mut self, partial: bool) {
+        if self.entry.is_none() {
+            return;
+        }
+        let state = if partial {
+            ConnState::Reading
+        } else {
+            ConnState::KeepAlive
+        };
+        self.set_state(state, now_us());
+    }
+}
+
+impl Drop for ConnTrack {
+    fn drop(&mut self) {
+        if let Some(i) = self.entry {
+            self.tracker.scoreboard.release(self.tracker.slot, i);
+        }
+    }
+}
+
+/// The access log: one line per request in Apache's combined format plus `%D` (the request time
+/// in microseconds). Every line goes out in one `write(2)` on an `O_APPEND` file, so the lines
+/// of all threads and worker processes interleave whole without a lock.
+#[derive(Debug)]
+struct AccessLog {
+    file: File,
+}
+
+impl AccessLog {
+    fn open(target: &str) -> anyhow::Result<AccessLog> {
+        let file = if target == "-" {
+            // Standard output, shared with the other workers; duplicated so it closes safely.
+            use std::os::fd::AsFd;
+            let fd = std::io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .context("cannot use standard output for --access-log -")?;
+            File::from(fd)
+        } else {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(target)
+                .with_context(|| format!("cannot open --access-log {target}"))?
+        };
+        Ok(AccessLog { file })
+    }
+
+    fn write(
+        &self,
+        peer: Option<SocketAddr>,
+        incoming: &Incoming,
+        status: u16,
+        body_len: usize,
+        now_us: u64,
+        micros: u64,
+    ) {
+        let line = combined_line(peer, incoming, status, body_len, now_us, micros);
+        // A full disk or a closed pipe must not fail requests.
+        let _ = (&self.file).write_all(line.as_bytes());
+    }
+}
+
+/// `%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i" %D`, times in UTC.
+fn combined_line(
+    peer: Option<SocketAddr>,
+    incoming: &Incoming,
+    status: u16,
+    body_len: usize,
+    now_us: u64,
+    micros: u64,
+) -> String {
+    use std::fmt::Write as _;
+    let req = &incoming.request;
+    let mut line = String::with_capacity(160);
+    match peer {
+        Some(p) => {
+            let _ = write!(line, "{}", p.ip());
+        }
+        None => line.push_str("unix"),
+    }
+    line.push_str(" - - [");
+    clf_time(&mut line, now_us / 1_000_000);
+    line.push_str("] \"");
+    line.push_str(req.method.as_str());
+    line.push(' ');
+    escape_into(&mut line, &req.path);
+    if let Some(q) = &req.query {
+        line.push('?');
+        escape_into(&mut line, q);
+    }
+    let _ = write!(line, " HTTP/1.{}\" {status} ", incoming.minor_version);
+    if body_len == 0 {
+        line.push('-');
+    } else {
+        let _ = write!(line, "{body_len}");
+    }
+    let log = incoming.log.as_deref();
+    for value in [
+        log.and_then(|l| l.referer.as_deref()),
+        log.and_then(|l| l.user_agent.as_deref()),
+    ] {
+        line.push_str(" \"");
+        match value {
+            Some(v) => escape_into(&mut line, v),
+            None => line.push('-'),
+        }
+        line.push('"');
+    }
+    let _ = writeln!(line, " {micros}");
+    line
+}
+
+/// Apache escapes quotes, backslashes and control characters in logged strings.
+fn escape_into(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                use std::fmt::Write as _;
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+/// `10/Oct/2000:13:55:36 +0000` for Unix seconds `secs`.
+fn clf_time(out: &mut String, secs: u64) {
+    use std::fmt::Write as _;
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    let _ = write!(
+        out,
+        "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
+        MONTHS[(m - 1) as usize],
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    );
+}
+
+/// Howard Hinnant's days-to-civil: (year, month 1..=12, day 1..=31).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Decoder, Limits};
+    use bytes::BytesMut;
+
+    #[test]
+    fn combined_format() {
+        let mut buf = BytesMut::from(
+            &b"GET /a%20b?x=\"1\" HTTP/1.1\r\nHost: h\r\nUser-Agent: ab/2.3\r\n\r\n"[..],
+        );
+        let mut d = Decoder::new(Limits::default()).capture_log_fields(true);
+        let inc = d.decode(&mut buf).unwrap().unwrap();
+        let peer = "192.0.2.7:5555".parse().ok();
+        // 2000-10-10T13:55:36Z
+        let line = combined_line(peer, &inc, 200, 6, 971_186_136_000_000, 1234);
+        assert_eq!(
+            line,
+            "192.0.2.7 - - [10/Oct/2000:13:55:36 +0000] \"GET /a%20b?x=\\\"1\\\" HTTP/1.1\" \
+             200 6 \"-\" \"ab/2.3\" 1234\n"
+        );
+        let line = combined_line(None, &inc, 404, 0, 0, 1);
+        assert!(
+            line.starts_with("unix - - [01/Jan/1970:00:00:00 +0000]"),
+            "{line}"
+        );
+        assert!(line.contains(" 404 - "), "{line}");
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(20_788), (2026, 12, 1));
+    }
+}
