@@ -14,6 +14,10 @@ pub struct Cli {
     #[arg(long, global = true, env = "C10K_LOG", default_value = "info")]
     log_level: String,
 
+    /// Log line format: text, or json (one object per line, for log shippers).
+    #[arg(long, global = true, env = "C10K_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -23,6 +27,55 @@ enum Command {
     /// Run the application server (the built-in app) under a chosen worker class.
     #[command(after_long_help = SERVE_AFTER_HELP)]
     Serve(ServeArgs),
+    /// Show what a running server is doing, from its admin listener (SHOW PROCESSLIST/STATUS).
+    Status(StatusArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+struct StatusArgs {
+    /// The server's admin address (its --admin): HOST:PORT or unix:/path.
+    #[arg(
+        long,
+        global = true,
+        env = "C10K_ADMIN",
+        default_value = "127.0.0.1:9191"
+    )]
+    admin: c10k_serve::BindAddr,
+
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    view: StatusView,
+}
+
+#[derive(Debug, Subcommand)]
+enum StatusView {
+    /// Every open connection and in-flight request across all workers (SHOW PROCESSLIST).
+    Processlist,
+    /// Connection, queue, request and byte counters (SHOW STATUS).
+    Counters {
+        /// Only counters whose name matches this SQL LIKE pattern (% and _ wildcards,
+        /// case-insensitive), e.g. '%connect%'.
+        #[arg(long)]
+        like: Option<String>,
+    },
+    /// A summary and the processlist, refreshed like top until Ctrl-C.
+    Watch {
+        /// Seconds between refreshes.
+        #[arg(long, short = 'n', default_value = "1")]
+        interval: f64,
+        /// Stop after this many refreshes.
+        #[arg(long)]
+        count: Option<u64>,
+    },
 }
 
 const SERVE_AFTER_HELP: &str = "\
@@ -70,9 +123,12 @@ pub fn parse() -> anyhow::Result<Parsed> {
 
 pub fn run(parsed: Parsed) -> anyhow::Result<()> {
     let Parsed { cli, matches } = parsed;
-    init_logging(&cli.log_level)?;
+    init_logging(&cli.log_level, cli.log_format)?;
     // Worker processes are this binary started again by the master: they read the level here.
     std::env::set_var("C10K_LOG", &cli.log_level);
+    if cli.log_format == LogFormat::Json {
+        std::env::set_var("C10K_LOG_FORMAT", "json");
+    }
     match cli.command {
         Command::Serve(args) => {
             let sub = matches
@@ -86,7 +142,27 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
             }
             c10k_serve::run(config)
         }
+        Command::Status(args) => run_status(args),
     }
+}
+
+fn run_status(args: StatusArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let out = match args.view {
+        StatusView::Processlist => crate::status::processlist(&args.admin, args.json)?,
+        StatusView::Counters { like } => {
+            crate::status::counters(&args.admin, like.as_deref(), args.json)?
+        }
+        StatusView::Watch { interval, count } => {
+            if !interval.is_finite() || interval <= 0.0 {
+                return Err(UsageError("--interval must be a number of seconds > 0".into()).into());
+            }
+            let every = std::time::Duration::from_secs_f64(interval);
+            return crate::status::watch(&args.admin, every, count, args.json);
+        }
+    };
+    std::io::stdout().lock().write_all(out.as_bytes())?;
+    Ok(())
 }
 
 pub fn exit_code(err: &anyhow::Error) -> u8 {
@@ -97,13 +173,16 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     }
 }
 
-fn init_logging(filter: &str) -> anyhow::Result<()> {
+fn init_logging(filter: &str, format: LogFormat) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .map_err(|e| UsageError(format!("--log-level {filter:?}: {e}")))?;
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Text => fmt.init(),
+        LogFormat::Json => fmt.json().init(),
+    }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The `c10k` binary: parse the command line, run it, map the outcome to an exit code.
 
 mod cli;
+mod status;
 
 use std::process::ExitCode;
 

@@ -395,7 +395,9 @@ impl ServeConfig {
             return bad("--backlog", "must be at least 1");
         }
         if let Some(addr) = &self.admin.0 {
-            if self.bind.contains(addr) {
+            // Port 0 means "any free port": two of those never collide.
+            let any_port = matches!(addr, BindAddr::Tcp(a) if a.port() == 0);
+            if !any_port && self.bind.contains(addr) {
                 return bad("--admin", "must not be one of the --bind addresses");
             }
         }
