@@ -240,7 +240,7 @@ impl Master {
                 .last_sample
                 .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
             {
-                self.sample_queues(true);
+                self.sample_queues();
             }
             if let Some(mut admin) = self.admin.take() {
                 admin.progress(|method, path| self.route(method, path));
@@ -267,9 +267,9 @@ impl Master {
         }
     }
 
-    /// Reads every listener's accept queue; with `log`, warns about full ones (uWSGI's
-    /// "listen queue of socket ... full"), at most every 10 s per listener.
-    fn sample_queues(&mut self, log: bool) {
+    /// Reads every listener's accept queue and warns about full ones (uWSGI's "listen queue of
+    /// socket ... full"), at most every 10 s per listener.
+    fn sample_queues(&mut self) {
         let b = &mut self.books;
         let now = Instant::now();
         b.last_sample = Some(now);
@@ -296,9 +296,6 @@ impl Master {
                 }
             })
             .collect();
-        if !log {
-            return;
-        }
         for (i, l) in b.queues.iter().enumerate() {
             let recently =
                 b.warned[i].is_some_and(|t| now.duration_since(t) < Duration::from_secs(10));
@@ -343,8 +340,8 @@ impl Master {
     }
 
     fn report(&mut self) -> Report {
-        // Queue figures fresh for the asker; warnings stay with the once-a-second sampling.
-        self.sample_queues(false);
+        // Queue figures fresh for the asker (and the once-a-second sampling goes on as well).
+        self.sample_queues();
         let now_ms = scoreboard::now_ms();
         let now_us = scoreboard::now_us();
         let b = &self.books;

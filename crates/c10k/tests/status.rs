@@ -1,0 +1,386 @@
+//! `c10k status` and the admin listener end to end: a real server on 127.0.0.1:0 with its admin
+//! listener on another free loopback port, read through the CLI and over HTTP.
+
+mod util;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use util::{connect, get, Reader, Server};
+
+/// The admin address from the `Admin listening at: http://ADDR` log line.
+fn admin_addr(s: &Server) -> SocketAddr {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = s.log();
+        if let Some(rest) = log.split("Admin listening at: http://").nth(1) {
+            if let Some(addr) = rest.split_whitespace().next().and_then(|a| a.parse().ok()) {
+                return addr;
+            }
+        }
+        assert!(Instant::now() < deadline, "no admin line:\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `c10k ARGS` and returns its standard output; panics on failure.
+fn c10k(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args(args)
+        .env_remove("C10K_ADMIN")
+        .output()
+        .expect("run c10k");
+    assert!(
+        out.status.success(),
+        "c10k {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+fn admin_json(admin: SocketAddr, path: &str) -> Value {
+    let r = get(admin, path).expect("admin request");
+    assert_eq!(r.status, 200, "{path}: {}", r.text());
+    serde_json::from_slice(&r.body).expect("admin JSON")
+}
+
+fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn processlist_shows_a_request_on_each_worker() {
+    // sync: one request per worker at a time, so two concurrent requests land on both workers.
+    let s = Server::start(&["-k", "sync", "-w", "2", "--admin", "127.0.0.1:0"]);
+    let admin = admin_addr(&s);
+    let admin_s = admin.to_string();
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            let addr = s.addr;
+            std::thread::spawn(move || get(addr, "/?delay=1").map(|r| r.status).unwrap_or(0))
+        })
+        .collect();
+    let delayed = |v: &Value| -> Vec<Value> {
+        v["processlist"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["path"] == "/?delay=1")
+            .cloned()
+            .collect()
+    };
+    let mut first = Vec::new();
+    wait_until(Duration::from_secs(5), "two requests in flight", || {
+        // The flag before the subcommand.
+        let out = c10k(&["status", "--admin", &admin_s, "--json", "processlist"]);
+        first = delayed(&serde_json::from_str(&out).unwrap());
+        first.len() == 2
+    });
+    let workers: std::collections::HashSet<_> = first.iter().map(|p| p["pid"].clone()).collect();
+    assert_eq!(workers.len(), 2, "one request on each worker: {first:?}");
+    for p in &first {
+        assert_eq!(p["state"], "handling");
+        assert_eq!(p["method"], "GET");
+        assert!(p["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // The flag after the subcommand, and the table.
+    let table = c10k(&["status", "processlist", "--admin", &admin_s]);
+    assert!(table.contains("| Id "), "{table}");
+    assert!(table.contains("/?delay=1"), "{table}");
+    assert!(table.contains("handling"), "{table}");
+    let later = delayed(&admin_json(admin, "/processlist"));
+    assert_eq!(later.len(), 2, "{later:?}");
+    for p in &later {
+        let before = first
+            .iter()
+            .find(|f| f["id"] == p["id"])
+            .expect("same entry");
+        assert!(
+            p["time"].as_f64().unwrap() > before["time"].as_f64().unwrap() + 0.2,
+            "elapsed grows: {before} then {p}"
+        );
+    }
+    for c in clients {
+        assert_eq!(c.join().unwrap(), 200);
+    }
+    wait_until(Duration::from_secs(3), "finished requests to leave", || {
+        delayed(&admin_json(admin, "/processlist")).is_empty()
+    });
+}
+
+/// Parses Prometheus text with a real parser; returns (name + sorted labels) → value.
+fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
+    let mut out = HashMap::new();
+    for s in scrape.samples {
+        let mut labels: Vec<_> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        labels.sort();
+        let key = if labels.is_empty() {
+            s.metric.clone()
+        } else {
+            format!("{}{{{}}}", s.metric, labels.join(","))
+        };
+        let value = match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Histogram(buckets) => {
+                for b in &buckets {
+                    out.insert(format!("{}{{le={}}}", s.metric, b.less_than), b.count);
+                }
+                buckets.last().map(|b| b.count).unwrap_or(0.0)
+            }
+            prometheus_parse::Value::Summary(_) => continue,
+        };
+        out.insert(key, value);
+    }
+    out
+}
+
+#[test]
+fn counters_count_every_request_and_metrics_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let access = dir.path().join("access.log");
+    let access_s = access.to_str().unwrap().to_owned();
+    let s = Server::start(&[
+        "-w",
+        "2",
+        "--admin",
+        "127.0.0.1:0",
+        "--access-log",
+        &access_s,
+    ]);
+    let admin = admin_addr(&s);
+    let before = admin_json(admin, "/status")["counters"].clone();
+    let mut c = Reader::new(connect(s.addr));
+    for _ in 0..1000 {
+        c.send(b"GET / HTTP/1.1\r\nHost: t\r\nUser-Agent: status-test\r\n\r\n")
+            .unwrap();
+        assert_eq!(c.response().unwrap().status, 200);
+    }
+    drop(c);
+    let status = admin_json(admin, "/status");
+    let after = &status["counters"];
+    let delta = |k: &str| after[k].as_u64().unwrap() - before[k].as_u64().unwrap();
+    assert_eq!(delta("requests"), 1000, "{after}");
+    assert_eq!(delta("requests_2xx"), 1000, "{after}");
+    assert_eq!(delta("connections_accepted"), 1);
+    assert!(delta("bytes_in") >= 1000 * 40 && delta("bytes_out") >= 1000 * 100);
+    assert_eq!(status["pool"], Value::Null);
+    assert_eq!(status["journal"], Value::Null);
+    assert_eq!(status["workers"].as_array().unwrap().len(), 2);
+    let per_worker: u64 = status["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(per_worker, after["requests"].as_u64().unwrap());
+
+    let r = get(admin, "/metrics").unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+    let m = parse_metrics(&r.text());
+    let n = |k: &str| after[k].as_u64().unwrap() as f64;
+    assert_eq!(m["c10k_requests_total{code=2xx}"], n("requests_2xx"));
+    assert_eq!(m["c10k_requests_total{code=4xx}"], n("requests_4xx"));
+    assert_eq!(
+        m["c10k_connections_accepted_total"],
+        n("connections_accepted")
+    );
+    assert_eq!(m["c10k_received_bytes_total"], n("bytes_in"));
+    assert_eq!(m["c10k_workers"], 2.0);
+    let answered: u64 = (1..=5)
+        .map(|c| after[format!("requests_{c}xx")].as_u64().unwrap())
+        .sum();
+    assert_eq!(m["c10k_request_duration_seconds_count"], answered as f64);
+    assert_eq!(
+        m["c10k_request_duration_seconds"], answered as f64,
+        "+Inf bucket"
+    );
+    assert!(m["c10k_request_duration_seconds{le=0.001}"] <= answered as f64);
+    let listener = format!("c10k_listen_queue_max{{listener={}}}", s.addr);
+    assert_eq!(m[&listener], 2048.0, "{m:?}");
+
+    // SHOW STATUS LIKE '%connect%'.
+    let admin_s = admin.to_string();
+    let out = c10k(&[
+        "status",
+        "counters",
+        "--like",
+        "%CONNECT%",
+        "--admin",
+        &admin_s,
+    ]);
+    assert!(out.contains("| connections_accepted "), "{out}");
+    assert!(out.contains("| Variable_name"), "{out}");
+    assert!(!out.contains("requests_2xx"), "{out}");
+    let out = c10k(&[
+        "status",
+        "--json",
+        "counters",
+        "--like",
+        "requests\\_2%",
+        "--admin",
+        &admin_s,
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v.as_object().unwrap().len(), 1, "{v}");
+    assert!(v["requests_2xx"].as_u64().unwrap() >= 1000);
+
+    // The access log: combined format plus µs, one line per request.
+    let log = std::fs::read_to_string(&access).unwrap();
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("status-test"))
+        .expect("logged");
+    assert!(
+        line.starts_with("127.0.0.1 - - [")
+            && line.contains("] \"GET / HTTP/1.1\" 200 6 \"-\" \"status-test\" "),
+        "{line}"
+    );
+    assert!(log.lines().filter(|l| l.contains("status-test")).count() == 1000);
+
+    // watch, bounded.
+    let out = c10k(&[
+        "status",
+        "watch",
+        "--count",
+        "2",
+        "--interval",
+        "0.1",
+        "--admin",
+        &admin_s,
+    ]);
+    assert_eq!(
+        out.matches("rows in set").count()
+            + out.matches("Empty set").count()
+            + out.matches("1 row in set").count(),
+        2,
+        "{out}"
+    );
+    assert!(out.contains("queue 0/2048"), "{out}");
+}
+
+#[test]
+fn admin_is_loopback_by_default_and_never_on_the_public_port() {
+    let out = c10k(&["serve", "--check-config"]);
+    assert!(out.contains("admin = \"127.0.0.1:9191\""), "{out}");
+    let s = Server::start(&["--admin", "127.0.0.1:0"]);
+    let admin = admin_addr(&s);
+    assert!(admin.ip().is_loopback());
+    for path in ["/status", "/processlist", "/metrics"] {
+        assert_eq!(
+            get(s.addr, path).unwrap().status,
+            404,
+            "{path} on the public port"
+        );
+        assert_eq!(
+            get(admin, path).unwrap().status,
+            200,
+            "{path} on the admin port"
+        );
+    }
+    assert_eq!(get(admin, "/nope").unwrap().status, 404);
+    // --log-format json: every log line, master's and worker's, is a JSON object.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--admin",
+            "off",
+            "--log-format",
+            "json",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    while !lines.iter().any(|l: &String| l.contains("Booting worker")) {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(l) => lines.push(l),
+            Err(_) => break,
+        }
+    }
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    assert!(
+        lines.iter().any(|l| l.contains("Listening at")),
+        "{lines:?}"
+    );
+    for line in &lines {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["fields"]["message"].is_string(), "{line}");
+    }
+    // --admin off: no admin line, and the CLI says what it could not reach.
+    let off = Server::start(&["--admin", "off"]);
+    assert!(!off.log().contains("Admin listening"));
+    let out = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args(["status", "counters", "--admin", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--admin"));
+}
+
+#[test]
+fn full_listen_queue_shows_in_figures_and_log() {
+    let s = Server::start(&[
+        "-k",
+        "sync",
+        "-w",
+        "1",
+        "--backlog",
+        "2",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let admin = admin_addr(&s);
+    // Hold the only worker, then connect more clients than the queue holds.
+    let addr = s.addr;
+    std::thread::spawn(move || get(addr, "/?delay=3"));
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..8 {
+        std::thread::spawn(move || {
+            let _ = get(addr, "/");
+        });
+    }
+    let mut seen = Value::Null;
+    wait_until(Duration::from_secs(3), "a full queue in /status", || {
+        seen = admin_json(admin, "/status")["listeners"][0].clone();
+        seen["queue_full"] == true
+    });
+    assert_eq!(seen["queue_max"], 2, "{seen}");
+    assert!(seen["queue"].as_u64().unwrap() >= 2, "{seen}");
+    let metrics = get(admin, "/metrics").unwrap().text();
+    assert!(
+        metrics.contains(&format!("c10k_listen_queue{{listener=\"{addr}\"}} ")),
+        "{metrics}"
+    );
+    s.wait_log("listen queue of socket", Duration::from_secs(3));
+    assert!(s.log().contains(&format!("{addr} full")), "{}", s.log());
+}
