@@ -22,6 +22,9 @@ if [ "$(nproc)" -lt 2 ]; then echo "needs 2 CPUs to pin server and load generato
 
 cargo build --release -q -p c10k
 bin=target/release/c10k
+# The tracking calls of one keep-alive request in a tight loop (last of two rounds): "on off" ns.
+read -r micro_on micro_off < <(cargo test --release -q -p c10k-serve --lib tracking_cost -- \
+  --ignored --nocapture 2>/dev/null | awk '/tracking on:/ {on=$3} /tracking off:/ {off=$3} END {print on, off}')
 cleanup() { for p in "${on_pid:-}" "${off_pid:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
@@ -97,5 +100,6 @@ mkdir -p "$out"
   echo
   echo "- throughput on / off: ratio of medians **$ratio**, median of per-round ratios **$pair_med** (${pair[*]})"
   echo "- worker CPU per request on / off: **$cpu_ratio** (tracking costs $cost % CPU per request; target ≤ 2 %)"
+  echo "- the tracking calls of one request, timed in a loop (\`track::tests::tracking_cost_per_request\`): $micro_on ns on, $micro_off ns off = $(awk -v a="$micro_on" -v b="$micro_off" -v c="$off_cpu_med" 'BEGIN {printf "%.1f", (a - b) / (c * 1000) * 100}') % of the untracked worker's CPU per request"
   echo "- the tracked server counted $tracked 2xx responses; other processes were compiling on these 2 CPUs during the run (load average $(cut -d' ' -f1-3 /proc/loadavg)), so single rounds swing widely."
 } | tee "$out/results.md"

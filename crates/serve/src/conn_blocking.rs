@@ -110,7 +110,12 @@ pub(crate) fn serve<S: BlockingStream, H: Handler>(
                         break;
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    if !buf.is_empty() || !decoder.is_idle() {
+                        track.partial();
+                    }
+                    break;
+                }
                 Err(err) => {
                     tracing::debug!(status = err.status, reason = %err.reason, "refused request");
                     encode_response(&mut out, &err.response(), 1, Persist::Close, false);

@@ -329,7 +329,7 @@ impl Master {
     }
 
     fn processlist(&self) -> Vec<admin::Process> {
-        let now = scoreboard::now_us();
+        let now = scoreboard::mono_us();
         let mut list = Vec::new();
         for (slot, pid) in self.live() {
             for (i, e) in self.scoreboard.entries(slot) {
@@ -343,7 +343,6 @@ impl Master {
         // Queue figures fresh for the asker (and the once-a-second sampling goes on as well).
         self.sample_queues();
         let now_ms = scoreboard::now_ms();
-        let now_us = scoreboard::now_us();
         let b = &self.books;
         let mut totals = b.retired;
         let mut requests = b.retired_requests;
@@ -392,7 +391,6 @@ impl Master {
                 heartbeat_age_ms: now_ms.saturating_sub(s.heartbeat_ms.load(Relaxed)),
             });
         }
-        let _ = now_us;
         let refused = match (b.overflows_at_start, b.overflows_seen) {
             (Some(start), Some(now)) => Some(now.saturating_sub(start)),
             _ => None,

@@ -220,9 +220,9 @@ pub struct Entry {
     state: AtomicU32,
     /// Odd while the text fields are being written.
     seq: AtomicU32,
-    /// Unix µs when the current state began.
+    /// [`mono_us`] when the current state began.
     since_us: AtomicU64,
-    /// Unix µs when the current (or last) request began.
+    /// [`mono_us`] when the current (or last) request began.
     started_us: AtomicU64,
     /// Requests served on this connection.
     requests: AtomicU64,
@@ -261,7 +261,9 @@ impl Entry {
             word.store(pack8(chunk), Relaxed);
         }
         self.seq.store(seq.wrapping_add(2), Release);
-        self.requests.fetch_add(1, Relaxed);
+        // Only this connection writes the entry: no read-modify-write needed.
+        self.requests
+            .store(self.requests.load(Relaxed) + 1, Relaxed);
         self.started_us.store(now_us, Relaxed);
         self.set_state(ConnState::Handling, now_us);
     }
@@ -536,6 +538,20 @@ impl Scoreboard {
     }
 }
 
+/// Microseconds of `CLOCK_MONOTONIC`: one clock for every process on the machine, so a worker's
+/// timestamps and the master's "now" compare directly. (`Instant` hides its value; the clock read
+/// costs the same.)
+pub fn mono_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+}
+
+/// Microseconds since the Unix epoch.
 pub fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
