@@ -363,7 +363,10 @@ fn full_listen_queue_shows_in_figures_and_log() {
     // Hold the only worker, then connect more clients than the queue holds.
     let addr = s.addr;
     std::thread::spawn(move || get(addr, "/?delay=3"));
-    std::thread::sleep(Duration::from_millis(200));
+    wait_until(Duration::from_secs(5), "the worker to be busy", || {
+        let list = admin_json(admin, "/processlist");
+        list["processlist"][0]["state"] == "handling"
+    });
     for _ in 0..8 {
         std::thread::spawn(move || {
             let _ = get(addr, "/");

@@ -136,6 +136,14 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
     if let Some(w) = listener::backlog_warning(config.backlog, listener::somaxconn()) {
         tracing::warn!("{w}");
     }
+    if let Some(path) = config.access_log.as_deref().filter(|p| *p != "-") {
+        // Every worker opens it; fail here, once and clearly, rather than in each of them.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open --access-log {path}"))?;
+    }
     let server = Server::bind(config.clone())?;
     for addr in server.local_addrs() {
         let scheme = match addr {
