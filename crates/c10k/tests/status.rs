@@ -387,3 +387,123 @@ fn full_listen_queue_shows_in_figures_and_log() {
     s.wait_log("listen queue of socket", Duration::from_secs(3));
     assert!(s.log().contains(&format!("{addr} full")), "{}", s.log());
 }
+
+/// `--threads` for a class: gthread gets a pool; sync must keep 1.
+fn threads(class: &str) -> &'static str {
+    if class == "gthread" {
+        "4"
+    } else {
+        "1"
+    }
+}
+
+/// Runs a test body once per worker class, each in its own test.
+macro_rules! per_class {
+    ($name:ident, |$class:ident| $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            fn run($class: &str) $body
+            #[test] fn sync() { run("sync") }
+            #[test] fn thread() { run("thread") }
+            #[test] fn gthread() { run("gthread") }
+            #[test] fn r#async() { run("async") }
+        }
+    };
+}
+
+per_class!(processlist_states, |class| {
+    let s = Server::start(&[
+        "-k",
+        class,
+        "--threads",
+        threads(class),
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let admin = admin_addr(&s);
+    let find = |path: &str| -> Option<Value> {
+        admin_json(admin, "/processlist")["processlist"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["path"] == path)
+            .cloned()
+    };
+    // An idle keep-alive connection (sync closes after each answer instead).
+    let mut idle = Reader::new(connect(s.addr));
+    idle.send(b"GET /?idle=1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(idle.response().unwrap().status, 200);
+    let mut slow = Reader::new(connect(s.addr));
+    slow.send(b"GET /?delay=0.6 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut busy = None;
+    wait_until(
+        Duration::from_secs(5),
+        "the slow request in the list",
+        || {
+            busy = find("/?delay=0.6");
+            busy.is_some()
+        },
+    );
+    let busy = busy.unwrap();
+    assert_eq!(busy["state"], "handling", "{busy}");
+    assert_eq!(busy["requests"], 1, "{busy}");
+    if class == "sync" {
+        assert!(find("/?idle=1").is_none(), "sync keeps no idle connection");
+    } else {
+        let idle_row = find("/?idle=1").expect("the idle connection is listed");
+        assert_eq!(idle_row["state"], "keepalive", "{idle_row}");
+    }
+    assert_eq!(slow.response().unwrap().status, 200);
+    wait_until(
+        Duration::from_secs(3),
+        "the slow request to finish",
+        || match find("/?delay=0.6") {
+            None => class == "sync",
+            Some(p) => p["state"] == "keepalive",
+        },
+    );
+    drop(idle);
+    drop(slow);
+    wait_until(
+        Duration::from_secs(5),
+        "closed connections to leave",
+        || {
+            admin_json(admin, "/processlist")["processlist"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        },
+    );
+    let c = admin_json(admin, "/status")["counters"].clone();
+    assert!(c["requests_2xx"].as_u64().unwrap() >= 2, "{c}");
+    assert_eq!(c["connections_active"], 0, "{c}");
+});
+
+#[test]
+fn counters_survive_a_worker_respawn() {
+    let s = Server::start(&["-w", "1", "--admin", "127.0.0.1:0"]);
+    let admin = admin_addr(&s);
+    for _ in 0..20 {
+        assert_eq!(get(s.addr, "/").unwrap().status, 200);
+    }
+    let before = admin_json(admin, "/status");
+    let served = before["counters"]["requests"].as_u64().unwrap();
+    assert!(served >= 20);
+    let pid = before["workers"][0]["pid"].as_u64().unwrap() as i32;
+    // SAFETY: kill has no memory-safety preconditions; the pid is our server's worker.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    s.wait_for_workers(2);
+    let after = admin_json(admin, "/status");
+    assert_ne!(after["workers"][0]["pid"].as_u64().unwrap() as i32, pid);
+    assert_eq!(after["workers"][0]["respawns"], 1, "{after}");
+    assert_eq!(after["counters"]["worker_respawns"], 1, "{after}");
+    let now = after["counters"]["requests"].as_u64().unwrap();
+    assert!(
+        now > served,
+        "totals keep what the dead worker served: {served} then {now}"
+    );
+    assert!(after["counters"]["requests_2xx"].as_u64().unwrap() >= 20);
+}
