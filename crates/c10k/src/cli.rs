@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use c10k_serve::ServeConfig;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// c10k: an application server whose concurrency model is a flag, and the tools to measure it.
 #[derive(Debug, Parser)]
