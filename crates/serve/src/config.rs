@@ -195,6 +195,11 @@ pub struct ServeConfig {
     #[arg(long, env = "C10K_MAX_DELAY", default_value_t = 60.0, value_parser = seconds,
           help_heading = "Application")]
     pub max_delay: f64,
+
+    /// The write path (`/messages`, `/ids`): data dir, database, journal and flusher settings.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub store: c10k_store::StoreConfig,
 }
 
 impl Default for ServeConfig {

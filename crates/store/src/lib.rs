@@ -218,8 +218,12 @@ impl Store {
         let handle = rt.handle().clone();
         let url = config.database_url();
         let acquire = Duration::from_secs_f64(config.db_acquire_timeout);
-        let db = Db::connect_lazy(&url, config.pool_size(), acquire)
-            .map_err(|e| StoreError::open(format!("--database {url}"), e))?;
+        // sqlx starts its pool's maintenance task on the current runtime: enter ours.
+        let db = {
+            let _rt = handle.enter();
+            Db::connect_lazy(&url, config.pool_size(), acquire)
+        }
+        .map_err(|e| StoreError::open(format!("--database {url}"), e))?;
 
         // Schema, then the instance id.
         let (instance, lease, lease_floor) = match config.instance_id {
