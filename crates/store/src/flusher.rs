@@ -95,7 +95,8 @@ impl Flusher {
                             // The journal keeps the rows; the next start flushes them.
                             return;
                         }
-                        tokio::time::sleep(backoff).await;
+                        // Woken early by `close`, which wants the flusher to stop.
+                        let _ = tokio::time::timeout(backoff, self.wake.notified()).await;
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                         continue;
                     }
