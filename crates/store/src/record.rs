@@ -186,6 +186,35 @@ mod tests {
         }
     }
 
+    /// The fuzz target's property (`fuzz/fuzz_targets/record_reader.rs`) on pseudo-random
+    /// input, so CI checks it without a nightly toolchain: never a panic, offsets only move
+    /// forward and stay in bounds.
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut valid = Vec::new();
+        encode(&msg(7), &mut valid);
+        for round in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 300) as usize;
+            let mut buf: Vec<u8> = (0..len).map(|i| (x >> (i % 57)) as u8).collect();
+            if round % 3 == 0 {
+                // Mostly-valid input reaches the deeper branches.
+                buf = valid.clone();
+                let i = (x as usize) % buf.len();
+                buf[i] = (x >> 8) as u8;
+                buf.truncate(((x >> 16) as usize) % (buf.len() + 1));
+            }
+            let mut off = 0;
+            while let Ok(Some((_, next))) = read_record(&buf, off) {
+                assert!(next > off && next <= buf.len());
+                off = next;
+            }
+        }
+    }
+
     #[test]
     fn validation_reasons() {
         assert!(validate_field("room", "", MAX_ROOM).is_err());
