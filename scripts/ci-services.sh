@@ -44,9 +44,13 @@ install_missing() {
     log "installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
     # policy-rc.d keeps the packages from starting the system services we do not use.
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    local ours=
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+      printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+      ours=1
+    fi
     apt-get install -y -qq "${need[@]}" >&2 || { apt-get update -qq >&2 && apt-get install -y -qq "${need[@]}" >&2; }
-    rm -f /usr/sbin/policy-rc.d
+    [[ -z $ours ]] || rm -f /usr/sbin/policy-rc.d
   fi
 }
 
