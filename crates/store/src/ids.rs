@@ -11,10 +11,12 @@
 //! Wrapping them would leave us owning the hard parts anyway; the core is ~40 lines under one
 //! mutex, which measures well above the layout's own limit of 4,096 ids per millisecond.
 //!
-//! The high-water mark: before the generator issues an id whose timestamp passes the persisted
-//! mark, it writes `timestamp + HIGH_WATER_STEP` to a small file and syncs it. After a crash the
-//! next start waits until the clock passes that mark (at most one step), after a clean close it
-//! waits for nothing because [`IdGenerator::persist_exact`] wrote the last timestamp itself.
+//! The high-water mark: no id is issued with a timestamp past the mark persisted in a small
+//! file. A background thread keeps the mark 250–500 ms ahead of the clock
+//! ([`IdGenerator::extend_high_water`]), so requests do not wait for its fsync; if it falls
+//! behind, the request that crosses the mark persists the next one itself. After a crash the next
+//! start waits until the clock passes the mark (at most ~0.5 s); after a clean close it waits for
+//! nothing, because [`IdGenerator::persist_exact`] wrote the last timestamp itself.
 
 use std::fs;
 use std::io::Write;
@@ -33,7 +35,7 @@ const TIME_SHIFT: u32 = INSTANCE_BITS + SEQUENCE_BITS;
 /// Largest backwards clock step that is waited out; a larger one is refused.
 pub const MAX_BACKWARD_WAIT: Duration = Duration::from_millis(5);
 /// How far ahead of the issued timestamps the persisted high-water mark runs.
-const HIGH_WATER_STEP_MS: u64 = 250;
+pub const HIGH_WATER_STEP_MS: u64 = 250;
 
 /// Wall-clock milliseconds since the Unix epoch. A trait so tests can move time backwards.
 pub trait Clock: Send + Sync + 'static {
@@ -106,6 +108,11 @@ pub struct IdGenerator {
     clock: Box<dyn Clock>,
     state: Mutex<State>,
     state_file: Option<PathBuf>,
+    /// The mark last written to `state_file` (same unit as `State::last`). Its lock serialises
+    /// file writes; lock order is `state` then `disk`.
+    disk: Mutex<u64>,
+    /// Set by [`IdGenerator::persist_exact`] (closing): the background extension stops writing.
+    frozen: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for IdGenerator {
@@ -177,6 +184,8 @@ impl IdGenerator {
                 high_water: floor,
             }),
             state_file,
+            disk: Mutex::new(floor),
+            frozen: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -240,21 +249,56 @@ impl IdGenerator {
         Ok(unix - EPOCH_MS)
     }
 
+    /// The slow path: the background extension (see [`IdGenerator::extend_high_water`]) fell
+    /// behind, so the request that crosses the mark persists the next one itself.
     fn persist_high_water(&self, st: &mut State) -> Result<(), IdError> {
-        let mark = st.last + HIGH_WATER_STEP_MS;
+        st.high_water = self.write_mark(st.last + HIGH_WATER_STEP_MS, false)?;
+        Ok(())
+    }
+
+    /// Persists `mark` or the higher mark already on disk (the file never goes down, so a racing
+    /// writer cannot leave it below what was issued). Returns the mark now on disk.
+    fn write_mark(&self, mark: u64, background: bool) -> Result<u64, IdError> {
+        let mut disk = self.disk.lock().unwrap_or_else(|p| p.into_inner());
+        if background && self.frozen.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(*disk);
+        }
+        let mark = mark.max(*disk);
         if let Some(path) = &self.state_file {
             write_synced(path, mark + EPOCH_MS)?;
         }
-        st.high_water = mark;
+        *disk = mark;
+        Ok(mark)
+    }
+
+    /// Keeps the persisted mark ahead of the clock so requests never wait for its fsync. The
+    /// store calls this from a background thread every `HIGH_WATER_STEP_MS / 4`.
+    pub fn extend_high_water(&self) -> Result<(), IdError> {
+        let (last, high_water) = {
+            let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            (st.last, st.high_water)
+        };
+        let now = self.clock.now_ms().saturating_sub(EPOCH_MS).max(last);
+        if high_water >= now + HIGH_WATER_STEP_MS {
+            return Ok(());
+        }
+        let mark = self.write_mark(now + 2 * HIGH_WATER_STEP_MS, true)?;
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.high_water = st.high_water.max(mark);
         Ok(())
     }
 
     /// Writes the exact last issued timestamp, so a clean restart does not wait for the mark.
     pub fn persist_exact(&self) -> Result<(), IdError> {
-        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut disk = self.disk.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(path) = &self.state_file {
             write_synced(path, st.last + EPOCH_MS)?;
         }
+        *disk = st.last;
+        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Ids issued after this (there should be none) persist a mark again first.
+        st.high_water = st.last;
         Ok(())
     }
 
@@ -410,6 +454,32 @@ mod tests {
         // Once the clock catches up, ids flow again and stay above the old ones.
         clock.set(before + 1);
         assert!(ids.next_id().unwrap() > b);
+    }
+
+    #[test]
+    fn background_extension_keeps_the_mark_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ids.hw");
+        let clock = ManualClock::at(T0);
+        let ids = IdGenerator::open(2, clock.clone(), &file, 0).unwrap();
+        ids.extend_high_water().unwrap();
+        let on_disk: u64 = fs::read_to_string(&file).unwrap().trim().parse().unwrap();
+        assert!(on_disk >= T0 + HIGH_WATER_STEP_MS);
+        // Issuing below the mark writes nothing: the file is unchanged.
+        let id = ids.next_id().unwrap();
+        assert!(decode(id).unix_ms < on_disk);
+        let again: u64 = fs::read_to_string(&file).unwrap().trim().parse().unwrap();
+        assert_eq!(again, on_disk);
+        // Past the mark, the slow path persists before issuing.
+        clock.set(on_disk + 10);
+        let id = ids.next_id().unwrap();
+        let after: u64 = fs::read_to_string(&file).unwrap().trim().parse().unwrap();
+        assert!(after > decode(id).unix_ms);
+        // Once closed, the background extension no longer moves the mark.
+        ids.persist_exact().unwrap();
+        ids.extend_high_water().unwrap();
+        let closed: u64 = fs::read_to_string(&file).unwrap().trim().parse().unwrap();
+        assert_eq!(closed, decode(id).unix_ms);
     }
 
     #[test]

@@ -203,12 +203,15 @@ impl Store {
     pub fn open(config: &StoreConfig, slot: usize) -> Result<Store, StoreError> {
         config.validate()?;
         let journal_dir = config.data_dir.join(format!("journal-{slot}"));
-        std::fs::create_dir_all(&journal_dir).map_err(|e| {
-            StoreError::open(
-                format!("--data-dir: cannot create {}", journal_dir.display()),
-                e,
-            )
-        })?;
+        // Sync the data dir too: the journal directory's own entry must survive a power cut.
+        std::fs::create_dir_all(&journal_dir)
+            .and_then(|()| std::fs::File::open(&config.data_dir)?.sync_all())
+            .map_err(|e| {
+                StoreError::open(
+                    format!("--data-dir: cannot create {}", journal_dir.display()),
+                    e,
+                )
+            })?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name(format!("c10k-store-{slot}"))
@@ -363,6 +366,7 @@ impl Store {
         if let Some(lease) = &lease {
             handle.spawn(renew_lease(db.clone(), lease.clone(), ids.clone()));
         }
+        handle.spawn(extend_high_water(ids.clone()));
 
         Ok(Store {
             config: config.clone(),
@@ -657,6 +661,20 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// Keeps the ids' persisted high-water mark ahead of the clock, off the request path.
+async fn extend_high_water(ids: Arc<IdGenerator>) {
+    let every = Duration::from_millis(ids::HIGH_WATER_STEP_MS / 4);
+    loop {
+        let ids2 = ids.clone();
+        match tokio::task::spawn_blocking(move || ids2.extend_high_water()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot extend the id high-water mark"),
+            Err(_) => return,
+        }
+        tokio::time::sleep(every).await;
     }
 }
 
