@@ -361,3 +361,40 @@ fn direct_mode_inserts_before_answering() {
         );
     }
 }
+
+/// Several worker processes on one data dir: each slot has its own journal and instance id
+/// (`--instance-id` + slot), and all of them flush into the one database (for SQLite, one file
+/// with several writers).
+#[test]
+fn worker_slots_share_a_database_with_separate_journals() {
+    for (k, backend) in backends().into_iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), &backend, 980 + 4 * k as u16);
+        let stores: Vec<Arc<Store>> = (0..3)
+            .map(|slot| Arc::new(Store::open(&cfg, slot).unwrap()))
+            .collect();
+        let ids_of: Vec<u16> = stores.iter().map(|s| s.instance_id()).collect();
+        let base = 980 + 4 * k as u16;
+        assert_eq!(ids_of, vec![base, base + 1, base + 2], "{}", backend.name);
+        assert_ne!(stores[0].journal_dir(), stores[1].journal_dir());
+        let threads: Vec<_> = stores
+            .iter()
+            .cloned()
+            .map(|s| {
+                std::thread::spawn(move || {
+                    (0..200)
+                        .map(|i| post(&s, "slots", i).unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let ids: Vec<u64> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        for s in &stores {
+            assert!(s.wait_flushed(Duration::from_secs(30)), "{}", backend.name);
+        }
+        assert_each_once(&stores[0], &ids, backend.name);
+    }
+}
