@@ -310,6 +310,41 @@ mod tests {
         }
     }
 
+    #[test]
+    fn backlog_past_max_lag_is_503_with_retry_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cfg = StoreConfig::in_dir(dir.path());
+        cfg.database = Some(format!("postgres://u:p@127.0.0.1:{port}/db")); // nobody listens
+        cfg.instance_id = Some(1);
+        cfg.max_lag = 2;
+        cfg.db_acquire_timeout = 0.3;
+        let app = App::with_store(
+            AppConfig::default(),
+            Arc::new(Store::open(&cfg, 0).unwrap()),
+        );
+        let body = r#"{"room":"r","user":"u","text":"t"}"#;
+        assert_eq!(
+            post(&app, body).status,
+            201,
+            "acknowledged from the journal"
+        );
+        assert_eq!(post(&app, body).status, 201);
+        let resp = post(&app, body);
+        assert_eq!(resp.status, 503);
+        assert!(resp
+            .headers
+            .iter()
+            .any(|(n, v)| *n == "Retry-After" && v == "1"));
+        assert!(std::str::from_utf8(&resp.body)
+            .unwrap()
+            .contains("--max-lag"));
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn works_under_yield_too() {
         let dir = tempfile::tempdir().unwrap();

@@ -97,6 +97,9 @@ impl Flusher {
                         }
                         // Woken early by `close`, which wants the flusher to stop.
                         let _ = tokio::time::timeout(backoff, self.wake.notified()).await;
+                        if self.stop.load(Ordering::SeqCst) {
+                            return;
+                        }
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                         continue;
                     }

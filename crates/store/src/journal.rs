@@ -448,6 +448,43 @@ mod tests {
     }
 
     #[test]
+    fn segments_rotate_and_durability_none_skips_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = Arc::new(Shared::default());
+        let w = Writer::create(
+            dir.path(),
+            1,
+            200, // a few records per segment
+            Sync::None,
+            shared.clone(),
+            Arc::new(tokio::sync::Notify::new()),
+            1000,
+        )
+        .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let h = std::thread::spawn(move || w.run(rx));
+        for i in 1..=20 {
+            pollster::block_on(append(&tx, msg(i))).unwrap().unwrap();
+        }
+        drop(tx);
+        h.join().unwrap();
+        assert_eq!(shared.fsyncs.load(Ordering::SeqCst), 0);
+        let segs = segments(dir.path()).unwrap();
+        assert!(segs.len() > 3, "{segs:?}");
+        let rec = recover(dir.path()).unwrap();
+        let ids: Vec<u64> = rec.pending.iter().map(|p| p.msg.id).collect();
+        assert_eq!(ids, (1..=20).collect::<Vec<_>>());
+        // Flushed up to record 10: the segments before its one go away, the rest replay.
+        let tenth = rec.pending[9].end;
+        write_checkpoint(dir.path(), tenth).unwrap();
+        delete_flushed(dir.path(), tenth, u64::MAX).unwrap();
+        assert_eq!(segments(dir.path()).unwrap()[0], tenth.segment);
+        let rec = recover(dir.path()).unwrap();
+        let ids: Vec<u64> = rec.pending.iter().map(|p| p.msg.id).collect();
+        assert_eq!(ids, (11..=20).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn corrupt_crc_is_cut() {
         let dir = tempfile::tempdir().unwrap();
         let mut buf = Vec::new();
