@@ -77,7 +77,7 @@ pub struct StoreConfig {
     pub data_dir: PathBuf,
 
     /// Database URL: sqlite://PATH, mysql://USER:PASS@HOST:PORT/DB or postgres://... [default:
-    /// sqlite://<data-dir>/c10k.db]
+    /// sqlite://DATA_DIR/c10k.db]
     #[arg(long, env = "C10K_DATABASE", value_parser = database, help_heading = "Write path")]
     pub database: Option<String>,
 

@@ -1,6 +1,6 @@
 //! The database sinks: SQLite, MariaDB/MySQL and PostgreSQL through sqlx pools, one code path.
 //!
-//! The three pools are variants of one enum and each operation is written once: [`on_pool!`]
+//! The three pools are variants of one enum and each operation is written once: `on_pool!`
 //! expands the same sqlx calls for every variant, and only the SQL text differs where the dialects
 //! do (upsert syntax, placeholders, auto-increment). A batch is one statement: a multi-row
 //! `INSERT ... VALUES` on SQLite and MariaDB, `INSERT ... SELECT FROM UNNEST($1, ...)` on
