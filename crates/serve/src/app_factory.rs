@@ -23,7 +23,7 @@ pub(crate) fn build_app(config: &ServeConfig, slot: usize) -> anyhow::Result<App
     let store = Store::open(&config.store, slot).with_context(|| {
         format!(
             "opening the write path (worker {slot}, database {})",
-            config.store.database_url()
+            config.store.database_url_redacted()
         )
     })?;
     Ok(App::with_store(app_config, Arc::new(store)))

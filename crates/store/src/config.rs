@@ -60,6 +60,20 @@ fn database(s: &str) -> Result<String, String> {
     }
 }
 
+/// `scheme://user:secret@host/db` → `scheme://user:***@host/db`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((auth, host)) => match auth.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 /// Largest `--flush-batch`: 5 bound values per row stays under every dialect's parameter limit.
 pub const MAX_FLUSH_BATCH: usize = 5000;
 
@@ -168,6 +182,11 @@ impl StoreConfig {
         }
     }
 
+    /// The database URL with any password replaced by `***`, for logs and error messages.
+    pub fn database_url_redacted(&self) -> String {
+        redact(&self.database_url())
+    }
+
     pub fn pool_size(&self) -> u32 {
         self.db_pool_size.unwrap_or_else(|| {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -227,6 +246,13 @@ mod tests {
             format!("{from_clap:?}"),
             format!("{:?}", StoreConfig::default())
         );
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact("mysql://u:s3cret@h:1/db"), "mysql://u:***@h:1/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite://./x.db"), "sqlite://./x.db");
     }
 
     #[test]

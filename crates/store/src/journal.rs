@@ -6,6 +6,9 @@
 //! waiting at that moment, writes them with one `write`, makes them durable with one
 //! `fdatasync`, and only then answers them all. While one fsync runs the next group gathers, so
 //! the fsync rate stays at what the disk sustains while the write rate grows with concurrency.
+//! The thread also issues the group's ids (one id-generator call per group), so the journal, the
+//! in-memory rows and the flush order are all in id order: a reader paging with `after=ID` never
+//! sees a row appear behind one it has already read (within one worker process).
 //!
 //! On disk a journal is a directory of segment files `0000000000000001.log`, ... each a sequence
 //! of records (see [`crate::record`]), plus a `checkpoint` file naming the segment and offset up
@@ -63,9 +66,20 @@ pub enum Sync {
     None,
 }
 
-pub type Reply = tokio::sync::oneshot::Sender<io::Result<()>>;
+/// Why an append failed; cloned to every writer of the failed group.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("journal write failed: {0}")]
+    Io(String),
+    #[error("id generator: {0}")]
+    Ids(String),
+}
+
+/// The answer to one append: the id the writer gave the record.
+pub type Reply = tokio::sync::oneshot::Sender<Result<u64, AppendError>>;
 
 pub struct Append {
+    /// The row; the writer fills in `id` and `ts` when it has an id generator.
     pub msg: Message,
     pub reply: Reply,
 }
@@ -198,6 +212,18 @@ pub struct Writer {
     /// Woken after each group so the flusher can start a full batch early.
     flush_wake: Arc<tokio::sync::Notify>,
     flush_batch: usize,
+    /// Ids are issued here, per group, so the journal (and what readers see) is in id order.
+    ids: Option<Arc<crate::ids::IdGenerator>>,
+}
+
+/// The writer's settings.
+#[derive(Clone, Copy, Debug)]
+pub struct WriterOptions {
+    /// A segment past this size is closed and the next one started.
+    pub segment_bytes: u64,
+    pub sync: Sync,
+    /// Pending rows at which the flusher is woken before its interval.
+    pub flush_batch: usize,
 }
 
 /// Most records one group takes, so one fsync never holds a huge write.
@@ -207,11 +233,10 @@ impl Writer {
     pub fn create(
         dir: &Path,
         segment: u64,
-        segment_bytes: u64,
-        sync: Sync,
+        opts: WriterOptions,
         shared: Arc<Shared>,
         flush_wake: Arc<tokio::sync::Notify>,
-        flush_batch: usize,
+        ids: Option<Arc<crate::ids::IdGenerator>>,
     ) -> io::Result<Writer> {
         let file = open_segment(dir, segment)?;
         shared.active_segment.store(segment, Ordering::SeqCst);
@@ -220,11 +245,12 @@ impl Writer {
             file,
             segment,
             size: 0,
-            segment_bytes,
-            sync,
+            segment_bytes: opts.segment_bytes,
+            sync: opts.sync,
             shared,
             flush_wake,
-            flush_batch,
+            flush_batch: opts.flush_batch,
+            ids,
         })
     }
 
@@ -243,8 +269,8 @@ impl Writer {
             let result = self.commit(&mut group, &mut buf);
             for a in group.drain(..) {
                 let r = match &result {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                    Ok(()) => Ok(a.msg.id),
+                    Err(e) => Err(e.clone()),
                 };
                 let _ = a.reply.send(r);
             }
@@ -254,14 +280,23 @@ impl Writer {
         }
     }
 
-    fn commit(&mut self, group: &mut [Append], buf: &mut Vec<u8>) -> io::Result<()> {
+    fn commit(&mut self, group: &mut [Append], buf: &mut Vec<u8>) -> Result<(), AppendError> {
         if self.shared.broken.load(Ordering::SeqCst) {
-            return Err(io::Error::other(
-                "journal is unusable after an earlier write error",
+            return Err(AppendError::Io(
+                "journal is unusable after an earlier write error".into(),
             ));
         }
         if self.size >= self.segment_bytes {
-            self.rotate()?;
+            self.rotate().map_err(|e| AppendError::Io(e.to_string()))?;
+        }
+        if let Some(ids) = &self.ids {
+            let fresh = ids
+                .next_ids(group.len())
+                .map_err(|e| AppendError::Ids(e.to_string()))?;
+            for (a, id) in group.iter_mut().zip(fresh) {
+                a.msg.id = id;
+                a.msg.ts = crate::ids::decode(id).unix_ms;
+            }
         }
         buf.clear();
         let mut ends = Vec::with_capacity(group.len());
@@ -275,7 +310,7 @@ impl Writer {
                 self.shared.broken.store(true, Ordering::SeqCst);
             }
             tracing::error!(error = %e, "journal write failed");
-            return Err(e);
+            return Err(AppendError::Io(e.to_string()));
         }
         self.size += buf.len() as u64;
         let n = group.len();
@@ -361,11 +396,14 @@ mod tests {
         let w = Writer::create(
             dir,
             rec.next_segment,
-            1 << 20,
-            sync,
+            WriterOptions {
+                segment_bytes: 1 << 20,
+                sync,
+                flush_batch: 1000,
+            },
             shared.clone(),
             Arc::new(tokio::sync::Notify::new()),
-            1000,
+            None,
         )
         .unwrap();
         let (tx, rx) = mpsc::channel();
@@ -376,7 +414,7 @@ mod tests {
     fn append(
         tx: &mpsc::Sender<Append>,
         m: Message,
-    ) -> tokio::sync::oneshot::Receiver<io::Result<()>> {
+    ) -> tokio::sync::oneshot::Receiver<Result<u64, AppendError>> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         tx.send(Append { msg: m, reply }).unwrap();
         rx
@@ -454,11 +492,14 @@ mod tests {
         let w = Writer::create(
             dir.path(),
             1,
-            200, // a few records per segment
-            Sync::None,
+            WriterOptions {
+                segment_bytes: 200, // a few records per segment
+                sync: Sync::None,
+                flush_batch: 1000,
+            },
             shared.clone(),
             Arc::new(tokio::sync::Notify::new()),
-            1000,
+            None,
         )
         .unwrap();
         let (tx, rx) = mpsc::channel();

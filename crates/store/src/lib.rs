@@ -5,10 +5,10 @@
 //! database bit by bit. Done naively that loses every buffered write on a crash. Here a
 //! `POST /messages` is answered only once its record is **durable in a local journal**:
 //!
-//! 1. [`ids`] issues a 64-bit time-ordered id (no auto-increment lock in the database);
-//! 2. [`journal`] appends the record and fsyncs it with every other record waiting at that moment
-//!    (group commit), then the request gets `201`;
-//! 3. [`flusher`] writes the rows to the database in batches, idempotently on the id, and only
+//! 1. [`journal`] takes the record with every other record waiting at that moment, gives each a
+//!    64-bit time-ordered id from [`ids`] (no auto-increment lock in the database), appends them
+//!    and fsyncs once (group commit); then the requests get `201`;
+//! 2. [`flusher`] writes the rows to the database in batches, idempotently on the id, and only
 //!    then forgets them.
 //!
 //! # What is guaranteed
@@ -77,6 +77,8 @@ pub enum StoreError {
     Backlog { backlog: usize, max_lag: u64 },
     #[error("id generator: {0}")]
     Ids(#[from] IdError),
+    #[error("id generator: {0}")]
+    IdsUnavailable(String),
     #[error("the lease on instance id {0} was lost; refusing to issue ids")]
     LeaseLost(u16),
     #[error("journal write failed: {0}")]
@@ -109,7 +111,10 @@ impl StoreError {
     /// Seconds a client should wait before retrying, where retrying makes sense.
     pub fn retry_after(&self) -> Option<u32> {
         match self {
-            StoreError::Backlog { .. } | StoreError::Db(_) | StoreError::Ids(_) => Some(1),
+            StoreError::Backlog { .. }
+            | StoreError::Db(_)
+            | StoreError::Ids(_)
+            | StoreError::IdsUnavailable(_) => Some(1),
             _ => None,
         }
     }
@@ -220,13 +225,14 @@ impl Store {
             .map_err(|e| StoreError::open("cannot start the store runtime", e))?;
         let handle = rt.handle().clone();
         let url = config.database_url();
+        let shown = config.database_url_redacted();
         let acquire = Duration::from_secs_f64(config.db_acquire_timeout);
         // sqlx starts its pool's maintenance task on the current runtime: enter ours.
         let db = {
             let _rt = handle.enter();
             Db::connect_lazy(&url, config.pool_size(), acquire)
         }
-        .map_err(|e| StoreError::open(format!("--database {url}"), e))?;
+        .map_err(|e| StoreError::open(format!("--database {shown}"), e))?;
 
         // Schema, then the instance id.
         let (instance, lease, lease_floor) = match config.instance_id {
@@ -244,7 +250,7 @@ impl Store {
                 // The database may be down: the flusher creates the schema when it is back.
                 let db2 = db.clone();
                 if let Some(Err(e)) = run_blocking(&handle, async move { db2.migrate().await }) {
-                    tracing::warn!(error = %e, database = %url, "database unreachable at start; writes go to the journal");
+                    tracing::warn!(error = %e, database = %shown, "database unreachable at start; writes go to the journal");
                 }
                 (id as u16, None, 0)
             }
@@ -271,7 +277,7 @@ impl Store {
                 .ok_or(StoreError::Closed)?
                 .map_err(|e| {
                     StoreError::open(
-                        format!("cannot lease an instance id from {url} (or set --instance-id)"),
+                        format!("cannot lease an instance id from {shown} (or set --instance-id)"),
                         e,
                     )
                 })?;
@@ -327,11 +333,14 @@ impl Store {
         let writer = journal::Writer::create(
             &journal_dir,
             recovered.next_segment,
-            SEGMENT_BYTES,
-            sync,
+            journal::WriterOptions {
+                segment_bytes: SEGMENT_BYTES,
+                sync,
+                flush_batch: config.flush_batch,
+            },
             shared.clone(),
             flush_wake.clone(),
-            config.flush_batch,
+            Some(ids.clone()),
         )
         .map_err(|e| {
             StoreError::open(
@@ -454,13 +463,13 @@ impl Store {
 
     async fn append(&self, room: &str, user: &str, text: &str) -> Result<Message, StoreError> {
         self.check_lease()?;
-        let id = self.ids.next_id()?;
-        let msg = Message {
-            id,
+        // The writer thread assigns the id when it takes the group, so journal order is id order.
+        let mut msg = Message {
+            id: 0,
             room: room.to_owned(),
             user: user.to_owned(),
             text: text.to_owned(),
-            ts: ids::decode(id).unix_ms,
+            ts: 0,
         };
         let (reply, rx) = oneshot::channel();
         {
@@ -473,8 +482,15 @@ impl Store {
             .map_err(|_| StoreError::Closed)?;
         }
         match rx.await {
-            Ok(Ok(())) => Ok(msg),
-            Ok(Err(e)) => Err(StoreError::Journal(e)),
+            Ok(Ok(id)) => {
+                msg.id = id;
+                msg.ts = ids::decode(id).unix_ms;
+                Ok(msg)
+            }
+            Ok(Err(journal::AppendError::Io(e))) => {
+                Err(StoreError::Journal(std::io::Error::other(e)))
+            }
+            Ok(Err(journal::AppendError::Ids(e))) => Err(StoreError::IdsUnavailable(e)),
             Err(_) => Err(StoreError::Closed),
         }
     }
@@ -519,9 +535,12 @@ impl Store {
                 .pending
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
+            // Rows are in id order (the writer issues ids in journal order): skip to `after` by
+            // binary search, then scan.
+            let from = pending.partition_point(|p| p.msg.id <= after);
             pending
-                .iter()
-                .filter(|p| p.msg.room == room && p.msg.id > after)
+                .range(from..)
+                .filter(|p| p.msg.room == room)
                 .take(limit as usize)
                 .map(|p| p.msg.clone())
                 .collect()
