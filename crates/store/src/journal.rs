@@ -28,6 +28,53 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use crate::record::{self, Message};
 
+/// An exclusive lock on a journal directory, held for the life of the store: two processes
+/// appending to one journal would interleave records. `flock` locks vanish with the process, so a
+/// `kill -9`ed worker never leaves a stale lock behind.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    /// Takes the lock, waiting up to `wait` for a previous holder (a worker being replaced that is
+    /// still finishing its last requests) to let go.
+    pub fn acquire(dir: &Path, wait: std::time::Duration) -> io::Result<DirLock> {
+        use std::os::fd::AsRawFd;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("LOCK"))?;
+        let start = std::time::Instant::now();
+        let mut logged = false;
+        loop {
+            // SAFETY: flock on a descriptor we own; no memory is passed.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(DirLock { _file: file });
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::WouldBlock {
+                return Err(err);
+            }
+            if start.elapsed() >= wait {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "{} is in use by another live process (two servers on one --data-dir?)",
+                        dir.display()
+                    ),
+                ));
+            }
+            if !logged {
+                tracing::info!(dir = %dir.display(), "journal is locked by another process; waiting for it to exit");
+                logged = true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
 /// Where a record ends: the checkpoint unit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Position {
@@ -523,6 +570,16 @@ mod tests {
         let rec = recover(dir.path()).unwrap();
         let ids: Vec<u64> = rec.pending.iter().map(|p| p.msg.id).collect();
         assert_eq!(ids, (11..=20).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_journal_dir_has_one_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = DirLock::acquire(dir.path(), std::time::Duration::ZERO).unwrap();
+        let e = DirLock::acquire(dir.path(), std::time::Duration::from_millis(100)).unwrap_err();
+        assert!(e.to_string().contains("in use"), "{e}");
+        drop(held);
+        DirLock::acquire(dir.path(), std::time::Duration::ZERO).unwrap();
     }
 
     #[test]

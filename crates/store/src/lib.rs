@@ -65,6 +65,8 @@ const LEASE_RENEW: Duration = Duration::from_secs(10);
 /// How long [`Store::close`] lets the flusher drain before leaving the rest to the next start.
 const CLOSE_DRAIN: Duration = Duration::from_secs(5);
 const SEGMENT_BYTES: u64 = 64 << 20;
+/// How long a new worker waits for the worker it replaces to release the slot's journal.
+const JOURNAL_LOCK_WAIT: Duration = Duration::from_secs(60);
 /// Most ids one `GET /ids` may ask for.
 pub const MAX_IDS_PER_CALL: usize = 10_000;
 
@@ -157,6 +159,7 @@ struct Lease {
 /// The write path of one worker process. Share it in an `Arc`; every method may be called from
 /// any thread, and the `async` ones may be awaited under any executor (`block_on` or tokio).
 pub struct Store {
+    _dir_lock: journal::DirLock,
     config: StoreConfig,
     journal_dir: PathBuf,
     ids: Arc<IdGenerator>,
@@ -298,6 +301,9 @@ impl Store {
             }
         };
 
+        let dir_lock = journal::DirLock::acquire(&journal_dir, JOURNAL_LOCK_WAIT).map_err(|e| {
+            StoreError::open(format!("cannot lock the journal of worker {slot}"), e)
+        })?;
         let recovered = journal::recover(&journal_dir).map_err(|e| {
             StoreError::open(
                 format!("cannot read the journal in {}", journal_dir.display()),
@@ -378,6 +384,7 @@ impl Store {
         handle.spawn(extend_high_water(ids.clone()));
 
         Ok(Store {
+            _dir_lock: dir_lock,
             config: config.clone(),
             journal_dir,
             ids,
