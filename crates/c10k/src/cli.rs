@@ -71,6 +71,8 @@ pub fn parse() -> anyhow::Result<Parsed> {
 pub fn run(parsed: Parsed) -> anyhow::Result<()> {
     let Parsed { cli, matches } = parsed;
     init_logging(&cli.log_level)?;
+    // Worker processes are this binary started again by the master: they read the level here.
+    std::env::set_var("C10K_LOG", &cli.log_level);
     match cli.command {
         Command::Serve(args) => {
             let sub = matches

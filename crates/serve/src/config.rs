@@ -120,6 +120,7 @@ pub struct ServeConfig {
 
     /// Listen queue length (capped by net.core.somaxconn; a warning says so).
     #[arg(
+        allow_negative_numbers = true,
         long,
         env = "C10K_BACKLOG",
         default_value_t = 2048,
@@ -137,62 +138,87 @@ pub struct ServeConfig {
     pub worker_class: WorkerClass,
 
     /// Worker processes under the master.
-    #[arg(short, long, env = "C10K_WORKERS", default_value_t = 1,
+    #[arg(allow_negative_numbers = true, short, long, env = "C10K_WORKERS", default_value_t = 1,
           value_parser = at_least_one, help_heading = "Workers")]
     pub workers: usize,
 
     /// Threads per worker: the gthread pool size, or the async runtime's threads.
-    #[arg(long, env = "C10K_THREADS", default_value_t = 1,
+    #[arg(allow_negative_numbers = true, long, env = "C10K_THREADS", default_value_t = 1,
           value_parser = at_least_one, help_heading = "Workers")]
     pub threads: usize,
 
+    /// Retire a worker after this many requests (0 = never); the master starts a fresh one.
+    #[arg(
+        allow_negative_numbers = true,
+        long,
+        env = "C10K_MAX_REQUESTS",
+        default_value_t = 0,
+        help_heading = "Workers"
+    )]
+    pub max_requests: u64,
+
+    /// Add up to this many requests, at random per worker, to --max-requests.
+    #[arg(
+        allow_negative_numbers = true,
+        long,
+        env = "C10K_MAX_REQUESTS_JITTER",
+        default_value_t = 0,
+        help_heading = "Workers"
+    )]
+    pub max_requests_jitter: u64,
+
+    /// Seconds a worker may go without a heartbeat before the master kills and replaces it.
+    #[arg(allow_negative_numbers = true, short, long, env = "C10K_TIMEOUT", default_value_t = 30.0, value_parser = seconds,
+          help_heading = "Timeouts")]
+    pub timeout: f64,
+
     /// Most open connections per worker; more wait in the kernel's listen queue.
-    #[arg(long, env = "C10K_WORKER_CONNECTIONS", default_value_t = 10_000,
+    #[arg(allow_negative_numbers = true, long, env = "C10K_WORKER_CONNECTIONS", default_value_t = 10_000,
           value_parser = at_least_one, help_heading = "Workers")]
     pub worker_connections: usize,
 
     /// Seconds an idle keep-alive connection stays open; 0 disables keep-alive.
-    #[arg(long, env = "C10K_KEEPALIVE", default_value_t = 5.0, value_parser = seconds,
+    #[arg(allow_negative_numbers = true, long, env = "C10K_KEEPALIVE", default_value_t = 5.0, value_parser = seconds,
           help_heading = "Timeouts")]
     pub keepalive: f64,
 
     /// Seconds a client has to send a complete request head before it gets 408.
-    #[arg(long, env = "C10K_HEADER_TIMEOUT", default_value_t = 10.0, value_parser = seconds,
+    #[arg(allow_negative_numbers = true, long, env = "C10K_HEADER_TIMEOUT", default_value_t = 10.0, value_parser = seconds,
           help_heading = "Timeouts")]
     pub header_timeout: f64,
 
     /// Seconds one request may run before it is answered 504 (the same meaning under every
     /// worker class). Off by default.
-    #[arg(long, env = "C10K_REQUEST_TIMEOUT", value_parser = seconds, help_heading = "Timeouts")]
+    #[arg(allow_negative_numbers = true, long, env = "C10K_REQUEST_TIMEOUT", value_parser = seconds, help_heading = "Timeouts")]
     pub request_timeout: Option<f64>,
 
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
-    #[arg(long, env = "C10K_GRACEFUL_TIMEOUT", default_value_t = 30.0, value_parser = seconds,
+    #[arg(allow_negative_numbers = true, long, env = "C10K_GRACEFUL_TIMEOUT", default_value_t = 30.0, value_parser = seconds,
           help_heading = "Timeouts")]
     pub graceful_timeout: f64,
 
     /// Largest request body in bytes (413 above it).
-    #[arg(long, env = "C10K_LIMIT_REQUEST_BODY", default_value_t = 10 * 1024 * 1024,
+    #[arg(allow_negative_numbers = true, long, env = "C10K_LIMIT_REQUEST_BODY", default_value_t = 10 * 1024 * 1024,
           help_heading = "Limits")]
     pub limit_request_body: u64,
 
     /// Longest request line in bytes (414 above it).
-    #[arg(long, env = "C10K_LIMIT_REQUEST_LINE", default_value_t = 8190,
+    #[arg(allow_negative_numbers = true, long, env = "C10K_LIMIT_REQUEST_LINE", default_value_t = 8190,
           value_parser = at_least_one, help_heading = "Limits")]
     pub limit_request_line: usize,
 
     /// Most header fields in a request (431 above it).
-    #[arg(long, env = "C10K_LIMIT_REQUEST_FIELDS", default_value_t = 100,
+    #[arg(allow_negative_numbers = true, long, env = "C10K_LIMIT_REQUEST_FIELDS", default_value_t = 100,
           value_parser = at_least_one, help_heading = "Limits")]
     pub limit_request_fields: usize,
 
     /// Largest request head (request line plus headers) in bytes (431 above it).
-    #[arg(long, env = "C10K_LIMIT_REQUEST_HEAD", default_value_t = 32 * 1024,
+    #[arg(allow_negative_numbers = true, long, env = "C10K_LIMIT_REQUEST_HEAD", default_value_t = 32 * 1024,
           value_parser = at_least_one, help_heading = "Limits")]
     pub limit_request_head: usize,
 
     /// Longest ?delay= the built-in application accepts, in seconds (400 above it).
-    #[arg(long, env = "C10K_MAX_DELAY", default_value_t = 60.0, value_parser = seconds,
+    #[arg(allow_negative_numbers = true, long, env = "C10K_MAX_DELAY", default_value_t = 60.0, value_parser = seconds,
           help_heading = "Application")]
     pub max_delay: f64,
 
@@ -300,6 +326,7 @@ impl ServeConfig {
             ("--keepalive", self.keepalive),
             ("--header-timeout", self.header_timeout),
             ("--graceful-timeout", self.graceful_timeout),
+            ("--timeout", self.timeout),
             ("--max-delay", self.max_delay),
             ("--request-timeout", self.request_timeout.unwrap_or(0.0)),
         ] {

@@ -22,6 +22,7 @@ pub(crate) async fn serve<S, H>(
     handler: &H,
     settings: &ConnSettings,
     mut stop: watch::Receiver<Phase>,
+    on_request: &(dyn Fn() + Sync),
 ) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -39,6 +40,7 @@ where
                     head_started = None;
                     let head_only = incoming.request.method == Method::Head;
                     let resp = call(handler, &incoming.request, settings).await;
+                    on_request();
                     let keep = incoming.keep_alive
                         && settings.keepalive.is_some()
                         && *stop.borrow() == Phase::Running;
@@ -66,7 +68,11 @@ where
             io.write_all(&out).await?;
             out.clear();
         }
-        if let Some(lingering) = close {
+        if let Some(mut lingering) = close {
+            if !buf.is_empty() {
+                // Pipelined requests we will not answer: read them off before closing.
+                lingering = Lingering::Yes;
+            }
             return finish(io, lingering, settings).await;
         }
         if decoder.take_continue() {
@@ -74,7 +80,7 @@ where
         }
 
         let idle = decoder.is_idle() && buf.is_empty();
-        if idle && *stop.borrow() != Phase::Running {
+        if idle && *stop.borrow() >= Phase::Graceful {
             return Ok(());
         }
         let timeout = if idle {
@@ -125,18 +131,19 @@ where
 }
 
 async fn call<H: Handler>(handler: &H, req: &c10k_app::Request, s: &ConnSettings) -> Response {
-    match s.request_timeout {
-        None => handler.call(req, Ctx::new(Wait::Yield)).await,
-        Some(limit) => {
-            let ctx = Ctx::new(Wait::Yield).with_deadline(Some(Instant::now() + limit));
-            let started = Instant::now();
-            match tokio::time::timeout(limit, handler.call(req, ctx)).await {
-                Ok(resp) => resp,
-                Err(_) => {
-                    crate::conn::log_timeout(req, started.elapsed());
-                    crate::conn::timeout_response()
-                }
-            }
+    let Some(limit) = s.request_timeout else {
+        return handler.call(req, Ctx::new(Wait::Yield)).await;
+    };
+    let started = Instant::now();
+    let ctx = Ctx::new(Wait::Yield).with_deadline(Some(started + limit));
+    // Either the application notices its deadline in a wait, or the timer cuts it off.
+    let resp = tokio::time::timeout(limit, handler.call(req, ctx)).await;
+    let elapsed = started.elapsed();
+    match resp {
+        Ok(resp) if elapsed < limit => resp,
+        _ => {
+            crate::conn::log_timeout(req, elapsed);
+            crate::conn::timeout_response()
         }
     }
 }

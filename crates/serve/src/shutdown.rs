@@ -6,6 +6,10 @@ use tokio::sync::watch;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Phase {
     Running,
+    /// Retiring (rolling restart, --max-requests): stop accepting; each keep-alive connection
+    /// is closed after its next response or when its keep-alive time runs out, so no client has
+    /// its connection closed under a request it is about to send.
+    Draining,
     /// Stop accepting; finish in-flight requests; close idle connections at once.
     Graceful,
     /// Stop now (SIGQUIT, or the graceful timeout ran out).

@@ -7,19 +7,23 @@ use std::time::Duration;
 
 use anyhow::Context;
 use c10k_app::Handler;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::config::ServeConfig;
 use crate::conn::ConnSettings;
 use crate::listener::Listener;
-use crate::shutdown::{Phase, Shutdown};
+use crate::shutdown::Phase;
+
+use super::life::Life;
+use std::sync::atomic::Ordering::Relaxed;
 
 pub(super) fn run<H: Handler>(
     listeners: Vec<Listener>,
     config: &ServeConfig,
     handler: Arc<H>,
-    shutdown: Shutdown,
+    life: Arc<Life>,
 ) -> anyhow::Result<()> {
+    let shutdown = life.shutdown.clone();
     let mut builder = if config.threads == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -43,13 +47,25 @@ pub(super) fn run<H: Handler>(
                 handler.clone(),
                 settings.clone(),
                 permits.clone(),
-                shutdown.subscribe(),
+                life.clone(),
             ));
         }
+        // The heartbeat runs on the event loop itself: a request that blocks the loop (CPU work,
+        // a blocking call) stops it, and the master's --timeout catches the stuck worker.
+        let beat_life = life.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(super::POLL);
+            loop {
+                tick.tick().await;
+                beat_life.beat();
+            }
+        });
+        life.ready();
         let mut stop = shutdown.subscribe();
         // An error means the sender is gone, which only happens at exit: stop either way.
         let _ = stop.wait_for(|p| *p != Phase::Running).await;
-        if *stop.borrow() == Phase::Graceful {
+        let phase = *stop.borrow();
+        if matches!(phase, Phase::Draining | Phase::Graceful) {
             // Every open connection holds a permit; all permits back means all connections done.
             let all = u32::try_from(max_conns).unwrap_or(u32::MAX);
             tokio::select! {
@@ -90,8 +106,9 @@ async fn accept_loop<H: Handler>(
     handler: Arc<H>,
     settings: Arc<ConnSettings>,
     permits: Arc<Semaphore>,
-    mut stop: watch::Receiver<Phase>,
+    life: Arc<Life>,
 ) {
+    let mut stop = life.shutdown.subscribe();
     loop {
         // Take a connection slot before accepting: when all are taken, new connections wait in
         // the kernel's listen queue instead of costing memory here.
@@ -116,14 +133,22 @@ async fn accept_loop<H: Handler>(
         let handler = handler.clone();
         let settings = settings.clone();
         let stop = stop.clone();
+        let life = life.clone();
+        life.slot().connections.fetch_add(1, Relaxed);
         tokio::spawn(async move {
+            let on_request = || life.on_request();
             let result = match io {
-                Io::Tcp(s) => crate::conn_async::serve(s, &*handler, &settings, stop).await,
-                Io::Unix(s) => crate::conn_async::serve(s, &*handler, &settings, stop).await,
+                Io::Tcp(s) => {
+                    crate::conn_async::serve(s, &*handler, &settings, stop, &on_request).await
+                }
+                Io::Unix(s) => {
+                    crate::conn_async::serve(s, &*handler, &settings, stop, &on_request).await
+                }
             };
             if let Err(e) = result {
                 log_io_error(&e);
             }
+            life.slot().connections.fetch_sub(1, Relaxed);
             drop(permit);
         });
     }

@@ -11,9 +11,21 @@ use c10k_app::Handler;
 
 use crate::config::{BindAddr, ServeConfig, WorkerClass};
 use crate::listener::{self, Listener};
+use crate::master;
+use crate::scoreboard::Scoreboard;
 use crate::shutdown::{Phase, Shutdown};
 
 mod async_;
+mod blocking;
+mod gthread;
+mod life;
+mod sync;
+mod thread;
+
+use life::Life;
+
+/// How often blocking loops wake to beat their heart and look at the stop phase.
+const POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// A bound server, ready to serve a [`Handler`] in this process.
 #[derive(Debug)]
@@ -60,16 +72,61 @@ impl Server {
 
     /// Runs the configured worker class in this process until shut down.
     pub fn serve<H: Handler>(self, handler: Arc<H>) -> anyhow::Result<()> {
-        match self.config.worker_class {
-            WorkerClass::Async => async_::run(self.listeners, &self.config, handler, self.shutdown),
-            other => anyhow::bail!("--worker-class {other} is not available yet"),
+        let scoreboard = Arc::new(Scoreboard::create().context("cannot create the scoreboard")?);
+        scoreboard.reset(0, std::process::id());
+        self.serve_in_slot(handler, scoreboard, 0)
+    }
+
+    pub(crate) fn serve_in_slot<H: Handler>(
+        self,
+        handler: Arc<H>,
+        scoreboard: Arc<Scoreboard>,
+        slot: usize,
+    ) -> anyhow::Result<()> {
+        let config = &self.config;
+        let life = Arc::new(Life::new(
+            self.shutdown.clone(),
+            scoreboard,
+            slot,
+            max_requests_with_jitter(config, slot),
+        ));
+        match config.worker_class {
+            WorkerClass::Sync => sync::run(self.listeners, config, handler, life),
+            WorkerClass::Thread => thread::run(self.listeners, config, handler, life),
+            WorkerClass::Gthread => gthread::run(self.listeners, config, handler, life),
+            WorkerClass::Async => async_::run(self.listeners, config, handler, life),
         }
     }
+}
+
+/// `--max-requests` plus a per-worker random share of `--max-requests-jitter`, so workers do not
+/// all retire at the same moment.
+fn max_requests_with_jitter(config: &ServeConfig, slot: usize) -> u64 {
+    if config.max_requests == 0 {
+        return 0;
+    }
+    let jitter = if config.max_requests_jitter == 0 {
+        0
+    } else {
+        // No RNG needed for spreading: the clock's nanoseconds and the pid and slot differ enough.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u64)
+            .unwrap_or(0)
+            ^ (u64::from(std::process::id()) << 16)
+            ^ slot as u64;
+        seed % (config.max_requests_jitter + 1)
+    };
+    config.max_requests + jitter
 }
 
 /// `c10k serve`: raises limits, binds, logs the effective configuration, and serves the built-in
 /// application until SIGTERM/SIGINT (graceful) or SIGQUIT (immediate).
 pub fn run(config: ServeConfig) -> anyhow::Result<()> {
+    if std::env::var_os(master::ENV_SLOT).is_some() {
+        return run_worker_process();
+    }
+    let config = effective_class(config);
     match crate::sys::raise_nofile_limit() {
         Ok((soft, hard)) => tracing::info!(soft, hard, "open files limit (RLIMIT_NOFILE)"),
         Err(e) => tracing::warn!("cannot read or raise RLIMIT_NOFILE: {e}"),
@@ -77,7 +134,6 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
     if let Some(w) = listener::backlog_warning(config.backlog, listener::somaxconn()) {
         tracing::warn!("{w}");
     }
-    let app = Arc::new(crate::app_factory::build_app(&config, 0)?);
     let server = Server::bind(config.clone())?;
     for addr in server.local_addrs() {
         let scheme = match addr {
@@ -97,28 +153,78 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
         config.to_toml().trim_end().replace('\n', ", ")
     );
-    spawn_signal_thread(server.shutdown_handle())?;
-    server.serve(app)?;
+    // The master starts no thread before its workers exist (see `master`).
+    master::Master::new(config, server.listeners)?.run()?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Turns SIGTERM/SIGINT into a graceful stop (a second one into an immediate stop) and SIGQUIT
-/// into an immediate stop. The handler only records the signal; this thread acts on it.
+/// gunicorn runs `sync` with more than one thread as `gthread`; so do we, and say so.
+fn effective_class(mut config: ServeConfig) -> ServeConfig {
+    if config.worker_class == WorkerClass::Sync && config.threads > 1 {
+        tracing::warn!(
+            threads = config.threads,
+            "--worker-class sync runs one request at a time; with --threads > 1 using gthread"
+        );
+        config.worker_class = WorkerClass::Gthread;
+    }
+    config
+}
+
+/// The life of a worker process started by the master: take over the inherited listeners and
+/// scoreboard, build the application, serve until told to stop.
+fn run_worker_process() -> anyhow::Result<()> {
+    let slot: usize = env_number(master::ENV_SLOT)?;
+    let n: usize = env_number(master::ENV_LISTEN_FDS)?;
+    let sb_fd: i32 = env_number(master::ENV_SCOREBOARD_FD)?;
+    let text = std::env::var(master::ENV_CONFIG).context("worker started without its config")?;
+    let config: ServeConfig = toml::from_str(&text).context("worker config from the master")?;
+    let mut listeners = Vec::with_capacity(n);
+    for i in 0..n {
+        // SAFETY: the master placed listening sockets at 3..3+n for this process alone.
+        listeners
+            .push(unsafe { Listener::from_raw_fd(3 + i as i32) }.context("inherited listener")?);
+    }
+    // SAFETY: the master placed the scoreboard at this descriptor for this process alone.
+    let scoreboard = Arc::new(unsafe { Scoreboard::from_raw_fd(sb_fd) }.context("scoreboard")?);
+    let server = Server::from_listeners(listeners, config);
+    spawn_signal_thread(server.shutdown_handle())?;
+    let app = match crate::app_factory::build_app(&server.config, slot) {
+        Ok(app) => Arc::new(app),
+        Err(e) => {
+            tracing::error!(slot, "worker failed to boot: {e:#}");
+            std::process::exit(master::BOOT_ERROR);
+        }
+    };
+    server.serve_in_slot(app, scoreboard, slot)
+}
+
+fn env_number<T: std::str::FromStr>(name: &str) -> anyhow::Result<T> {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("worker started without a valid {name}"))
+}
+
+/// A worker's signals, as gunicorn's: SIGTERM stops gracefully, SIGINT/SIGQUIT stop at once,
+/// SIGHUP retires the worker (finish, then exit so the master starts a fresh one). The handler
+/// only records the signal; this thread acts on it.
 fn spawn_signal_thread(shutdown: Shutdown) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGQUIT])
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP])
         .context("cannot install signal handlers")?;
     std::thread::Builder::new()
         .name("c10k-signals".into())
         .spawn(move || {
             for sig in signals.forever() {
-                let next = match (sig, shutdown.phase()) {
-                    (SIGQUIT, _) | (_, Phase::Graceful | Phase::Immediate) => Phase::Immediate,
-                    _ => Phase::Graceful,
-                };
-                tracing::info!(signal = sig, "stopping: {next:?}");
-                shutdown.trigger(next);
+                match sig {
+                    SIGINT | SIGQUIT => {
+                        tracing::info!(signal = sig, "worker stopping now");
+                        std::process::exit(0);
+                    }
+                    SIGHUP => shutdown.trigger(Phase::Draining),
+                    _ => shutdown.trigger(Phase::Graceful),
+                }
             }
         })
         .context("cannot start the signal thread")?;

@@ -1,0 +1,578 @@
+//! `c10k serve` end to end: a real server process on 127.0.0.1:0 under every worker class.
+
+mod util;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use util::{concurrent_gets, connect, get, Reader, Server};
+
+/// `--threads` for a class: gthread gets a pool of 4; sync must keep 1 (more would make it
+/// gthread, as in gunicorn).
+fn threads(class: &str) -> &'static str {
+    if class == "gthread" {
+        "4"
+    } else {
+        "1"
+    }
+}
+
+/// Runs a test body once per worker class, each in its own test.
+macro_rules! per_class {
+    ($name:ident, |$class:ident| $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            fn run($class: &str) $body
+            #[test] fn sync() { run("sync") }
+            #[test] fn thread() { run("thread") }
+            #[test] fn gthread() { run("gthread") }
+            #[test] fn r#async() { run("async") }
+        }
+    };
+}
+
+per_class!(routes, |class| {
+    let s = Server::start(&["-k", class, "--threads", threads(class)]);
+    let r = get(s.addr, "/").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "hello\n"));
+    let r = get(s.addr, "/?delay=0.05").unwrap();
+    assert_eq!(r.status, 200);
+    let r = get(s.addr, "/?delay=nope").unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("delay"), "{}", r.text());
+    let r = get(s.addr, "/?delay=3600").unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("--max-delay"), "{}", r.text());
+    let r = get(s.addr, "/cpu?ms=3").unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.text().starts_with("burned 3 ms"));
+    let r = get(s.addr, "/missing").unwrap();
+    assert_eq!(r.status, 404);
+
+    let mut c = Reader::new(connect(s.addr));
+    c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: text/x-test\r\nContent-Length: 11\r\nConnection: close\r\n\r\nhello world")
+        .unwrap();
+    let r = c.response().unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "hello world");
+    assert_eq!(r.header("content-type"), Some("text/x-test"));
+});
+
+per_class!(keepalive_and_pipelining, |class| {
+    let s = Server::start(&["-k", class, "--threads", threads(class)]);
+    let mut c = Reader::new(connect(s.addr));
+    // Two requests in one write: two responses, in order.
+    c.send(b"GET /?delay=0.05 HTTP/1.1\r\nHost: t\r\n\r\nGET /missing HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let first = c.response().unwrap();
+    assert_eq!(first.status, 200);
+    if class == "sync" {
+        // sync answers one request per connection, like gunicorn's, and says so.
+        assert_eq!(first.header("connection"), Some("close"));
+        assert!(c.closed());
+        return;
+    }
+    assert_eq!(first.header("connection"), None);
+    assert_eq!(c.response().unwrap().status, 404);
+    // The same connection is reused for a third request.
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(c.response().unwrap().text(), "hello\n");
+    // Connection: close is honoured.
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let last = c.response().unwrap();
+    assert_eq!(last.header("connection"), Some("close"));
+    assert!(c.closed());
+});
+
+per_class!(http10, |class| {
+    let s = Server::start(&["-k", class, "--threads", threads(class)]);
+    let mut c = Reader::new(connect(s.addr));
+    c.send(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let r = c.response().unwrap();
+    assert_eq!(r.status, 200);
+    assert!(c.closed(), "HTTP/1.0 without keep-alive closes");
+    if class != "sync" {
+        let mut c = Reader::new(connect(s.addr));
+        c.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap();
+        assert_eq!(
+            c.response().unwrap().header("connection"),
+            Some("keep-alive")
+        );
+        c.send(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        assert_eq!(c.response().unwrap().status, 200);
+    }
+});
+
+per_class!(limits, |class| {
+    let s = Server::start(&[
+        "-k",
+        class,
+        "--threads",
+        threads(class),
+        "--limit-request-body",
+        "100",
+        "--limit-request-line",
+        "200",
+        "--limit-request-fields",
+        "10",
+        "--limit-request-head",
+        "1000",
+    ]);
+    let status = |raw: Vec<u8>| {
+        let mut c = Reader::new(connect(s.addr));
+        c.send(&raw).unwrap();
+        c.response().unwrap()
+    };
+    let long_line = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(300));
+    let r = status(long_line.into_bytes());
+    assert_eq!(r.status, 414);
+    let many: String = (0..12).map(|i| format!("X-{i}: v\r\n")).collect();
+    let r = status(format!("GET / HTTP/1.1\r\nHost: t\r\n{many}\r\n").into_bytes());
+    assert_eq!(r.status, 431);
+    assert!(r.text().contains("header fields"), "{}", r.text());
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(1500)
+    );
+    assert_eq!(status(big.into_bytes()).status, 431);
+    let body = format!(
+        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 101\r\n\r\n{}",
+        "x".repeat(101)
+    );
+    let r = status(body.into_bytes());
+    assert_eq!(r.status, 413);
+    assert!(r.text().contains("--limit-request-body"));
+    // Chunked bodies are held to the same limit.
+    let chunked = format!(
+        "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n65\r\n{}\r\n0\r\n\r\n",
+        "x".repeat(101)
+    );
+    assert_eq!(status(chunked.into_bytes()).status, 413);
+    // Exactly at the limit is fine.
+    let ok = format!(
+        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{}",
+        "y".repeat(100)
+    );
+    assert_eq!(status(ok.into_bytes()).status, 200);
+});
+
+per_class!(slow_client_gets_408, |class| {
+    let s = Server::start(&[
+        "-k",
+        class,
+        "--threads",
+        threads(class),
+        "--header-timeout",
+        "0.5",
+    ]);
+    let mut slow = Reader::new(connect(s.addr));
+    slow.send(b"GET / HTTP/1.1\r\nHost: t\r\nX-Half").unwrap();
+    let start = Instant::now();
+    if class != "sync" {
+        // Other clients are served meanwhile (sync has one thread: the slow client holds it
+        // until the header timeout, which is exactly what bounds the damage).
+        let r = get(s.addr, "/").unwrap();
+        assert_eq!(r.status, 200);
+        assert!(start.elapsed() < Duration::from_millis(400));
+    }
+    let r = slow.response().unwrap();
+    assert_eq!(r.status, 408);
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_millis(400), "{waited:?}");
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+    assert!(slow.closed());
+});
+
+per_class!(corpus, |class| {
+    let s = Server::start(&[
+        "-k",
+        class,
+        "--threads",
+        threads(class),
+        "--limit-request-body",
+        "1000000",
+    ]);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/requests");
+    let mut checked = 0;
+    for kind in ["valid", "invalid"] {
+        let mut files: Vec<_> = std::fs::read_dir(dir.join(kind))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "http"))
+            .collect();
+        files.sort();
+        for path in files {
+            let raw = std::fs::read(&path).unwrap();
+            let expect = std::fs::read_to_string(path.with_extension("expect")).unwrap();
+            let want: u16 = expect
+                .lines()
+                .find_map(|l| l.strip_prefix("status = "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("{}: no status line", path.display()));
+            let mut c = connect(s.addr);
+            c.write_all(&raw).unwrap();
+            let _ = c.shutdown(std::net::Shutdown::Write);
+            // The server answers, then sees our EOF and closes: read everything.
+            let mut answer = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut c, &mut answer);
+            let answer = String::from_utf8_lossy(&answer);
+            let got: u16 = answer
+                .strip_prefix("HTTP/1.1 ")
+                .and_then(|r| r.get(..3))
+                .and_then(|code| code.parse().ok())
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{}: no response ({answer:?}); expected {want}",
+                        path.display()
+                    )
+                });
+            assert_eq!(
+                got,
+                want,
+                "{} ({}): {answer}",
+                path.display(),
+                expect.trim()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 40, "only {checked} corpus cases");
+    // No input crashed a worker: the first worker still serves.
+    assert_eq!(get(s.addr, "/").unwrap().status, 200);
+    assert_eq!(
+        s.worker_pids().len(),
+        1,
+        "a worker was replaced:\n{}",
+        s.log()
+    );
+});
+
+per_class!(sigterm_finishes_in_flight, |class| {
+    let mut s = Server::start(&["-k", class, "--threads", threads(class)]);
+    let addr = s.addr;
+    let in_flight = std::thread::spawn(move || get(addr, "/?delay=0.5"));
+    std::thread::sleep(Duration::from_millis(150));
+    s.signal(libc::SIGTERM);
+    let r = in_flight
+        .join()
+        .unwrap()
+        .expect("in-flight request completes");
+    assert_eq!((r.status, r.text().as_str()), (200, "hello\n"));
+    assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0), "{}", s.log());
+    assert!(
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
+        "new connections are refused after stop"
+    );
+});
+
+#[test]
+fn graceful_stop_closes_idle_keepalive_at_once() {
+    let mut s = Server::start(&["-k", "async", "--keepalive", "30"]);
+    let mut idle = Reader::new(connect(s.addr));
+    idle.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(idle.response().unwrap().status, 200);
+    let start = Instant::now();
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(idle.closed());
+}
+
+/// With W workers and T threads, C concurrent `delay=0.3` requests take about
+/// ceil(C / capacity) × 0.3 s, capacity being W (sync), W·T (gthread), C (thread, async).
+#[test]
+fn scheduling_matches_each_class_model() {
+    let delay = 0.3;
+    let c = 8;
+    for (class, workers, threads, rounds) in [
+        ("sync", 2, 1, 4),
+        ("gthread", 1, 4, 2),
+        ("thread", 1, 1, 1),
+        ("async", 1, 1, 1),
+    ] {
+        let w = workers.to_string();
+        let t = threads.to_string();
+        let s = Server::start(&["-k", class, "-w", &w, "--threads", &t]);
+        let (statuses, elapsed) = concurrent_gets(s.addr, "/?delay=0.3", c);
+        assert!(
+            statuses.iter().all(|&st| st == 200),
+            "{class}: {statuses:?}"
+        );
+        let expect = rounds as f64 * delay;
+        let secs = elapsed.as_secs_f64();
+        assert!(
+            secs >= expect - 0.05 && secs < expect + 0.25,
+            "{class} W={workers} T={threads}: {c} requests took {secs:.2}s, expected ≈{expect:.1}s"
+        );
+    }
+}
+
+per_class!(request_timeout_504, |class| {
+    let s = Server::start(&[
+        "-k",
+        class,
+        "--threads",
+        threads(class),
+        "--request-timeout",
+        "0.3",
+    ]);
+    let start = Instant::now();
+    let r = get(s.addr, "/?delay=5").unwrap();
+    assert_eq!(r.status, 504);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    // The same worker serves the next request.
+    assert_eq!(get(s.addr, "/").unwrap().status, 200);
+    assert_eq!(s.worker_pids().len(), 1);
+    s.wait_log("request exceeded --request-timeout", Duration::from_secs(3));
+    assert!(s.log().contains("path=/"), "{}", s.log());
+});
+
+per_class!(killed_worker_is_respawned, |class| {
+    let s = Server::start(&["-k", class, "-w", "2", "--threads", threads(class)]);
+    let pids = s.worker_pids();
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pids[0] as i32, libc::SIGKILL) };
+    s.wait_log("SIGKILL", Duration::from_secs(5));
+    s.wait_for_workers(3);
+    assert!(s.log().contains("OOM"), "{}", s.log());
+    for _ in 0..20 {
+        assert_eq!(get(s.addr, "/").unwrap().status, 200);
+    }
+});
+
+#[test]
+fn stuck_worker_is_killed_after_timeout() {
+    // The async worker's heartbeat runs on its event loop: a CPU-bound request stops it.
+    let s = Server::start(&["-k", "async", "--timeout", "1"]);
+    let addr = s.addr;
+    std::thread::spawn(move || get(addr, "/cpu?ms=5000"));
+    s.wait_log("WORKER TIMEOUT", Duration::from_secs(6));
+    s.wait_for_workers(2);
+    assert_eq!(get(s.addr, "/").unwrap().status, 200);
+}
+
+/// Keeps `clients` threads sending requests until `stop`, counting failures.
+fn steady_load(
+    addr: std::net::SocketAddr,
+    clients: usize,
+    keepalive: bool,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<(u32, u32)>> {
+    use std::sync::atomic::Ordering;
+    (0..clients)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (0u32, 0u32);
+                let mut conn: Option<Reader> = None;
+                while !stop.load(Ordering::Relaxed) {
+                    if !keepalive {
+                        match get(addr, "/?delay=0.01") {
+                            Ok(r) if r.status == 200 => ok += 1,
+                            _ => failed += 1,
+                        }
+                        continue;
+                    }
+                    let c = conn.get_or_insert_with(|| Reader::new(connect(addr)));
+                    let sent = c.send(b"GET /?delay=0.01 HTTP/1.1\r\nHost: t\r\n\r\n");
+                    match sent.and_then(|_| c.response()) {
+                        Ok(r) if r.status == 200 => {
+                            ok += 1;
+                            if r.header("connection") == Some("close") {
+                                conn = None;
+                            }
+                        }
+                        _ => {
+                            failed += 1;
+                            conn = None;
+                        }
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect()
+}
+
+fn finish_load(handles: Vec<std::thread::JoinHandle<(u32, u32)>>) -> (u32, u32) {
+    handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
+}
+
+per_class!(hup_rolls_workers_without_failures, |class| {
+    let s = Server::start(&[
+        "-k",
+        class,
+        "-w",
+        "2",
+        "--threads",
+        threads(class),
+        "--keepalive",
+        "1",
+    ]);
+    let before = s.worker_pids();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = steady_load(s.addr, 4, false, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    s.signal(libc::SIGHUP);
+    s.wait_log("rolling restart done", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = finish_load(load);
+    assert_eq!(failed, 0, "{ok} ok, {failed} failed\n{}", s.log());
+    assert!(ok > 20, "{ok}");
+    let after = s.worker_pids();
+    assert_eq!(after.len(), before.len() + 2, "{}", s.log());
+});
+
+per_class!(max_requests_rotates_workers, |class| {
+    let s = Server::start(&[
+        "-k",
+        class,
+        "-w",
+        "2",
+        "--threads",
+        "4",
+        "--max-requests",
+        "50",
+    ]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = steady_load(s.addr, 3, true, stop.clone());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.worker_pids().len() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "workers never rotated:\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = finish_load(load);
+    assert_eq!(failed, 0, "{ok} ok, {failed} failed\n{}", s.log());
+    assert!(s.log().contains("--max-requests reached"));
+});
+
+#[test]
+fn ttin_ttou_change_the_worker_count() {
+    let s = Server::start(&["-k", "async", "-w", "1"]);
+    s.signal(libc::SIGTTIN);
+    s.wait_for_workers(2);
+    s.signal(libc::SIGTTOU);
+    s.wait_log("retiring worker", Duration::from_secs(5));
+    assert_eq!(get(s.addr, "/").unwrap().status, 200);
+}
+
+#[test]
+fn worker_with_broken_inheritance_fails_clearly() {
+    // A worker process started without a usable config from its master says so and fails.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("C10K_WORKER_SLOT", "0")
+        .env("C10K_WORKER_CONFIG", "not toml [")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("worker started without"), "{err}");
+}
+
+#[test]
+fn bad_config_exits_2_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c10k.toml");
+    std::fs::write(&file, "wrokers = 2\n").unwrap();
+    let file = file.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["serve", "--workers", "-1"], "--workers"),
+        (vec!["serve", "--workers", "0"], "--workers"),
+        (vec!["serve", "--worker-class", "fork"], "fork"),
+        (vec!["serve", "--config", file], "wrokers"),
+        (vec!["serve", "--bind", "localhost"], "--bind"),
+        (vec!["serve", "--keepalive", "x"], "--keepalive"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_c10k"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn config_file_env_and_flags_combine() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c10k.toml");
+    std::fs::write(
+        &file,
+        "workers = 3\nworker_class = \"gthread\"\nthreads = 8\nbacklog = 64\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args([
+            "serve",
+            "--config",
+            file.to_str().unwrap(),
+            "--check-config",
+            "--backlog",
+            "128",
+        ])
+        .env("C10K_THREADS", "16")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("workers = 3"), "{text}");
+    assert!(text.contains("worker-class = \"gthread\""), "{text}");
+    assert!(text.contains("threads = 16"), "env beats file: {text}");
+    assert!(text.contains("backlog = 128"), "flag beats file: {text}");
+}
+
+#[test]
+fn unix_socket_bind() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c10k.sock");
+    let bind = format!("unix:{}", path.display());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args(["serve", "--bind", &bind])
+        .env("C10K_DATA_DIR", dir.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut answer = String::new();
+    while Instant::now() < deadline {
+        if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&path) {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+            let _ = std::io::Read::read_to_string(&mut s, &mut answer);
+            if answer.contains("hello") {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

@@ -1,0 +1,330 @@
+//! Test fixtures: a real `c10k serve` process on 127.0.0.1:0 and a minimal HTTP/1.1 client
+//! that speaks raw bytes, so tests see exactly what went over the wire.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running `c10k serve` (master and workers). Killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+    /// The write path's `--data-dir` (journals, SQLite), one per server so tests never share a
+    /// journal; removed after the server is killed.
+    pub data: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts `c10k serve --bind 127.0.0.1:0 ARGS` and waits until every worker answers.
+    pub fn start(args: &[&str]) -> Server {
+        let data = tempfile::tempdir().expect("data dir");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_c10k"));
+        cmd.args(["serve", "--bind", "127.0.0.1:0"])
+            .args(args)
+            .env("C10K_LOG", "info")
+            .env("C10K_DATA_DIR", data.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start c10k serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = log2.lock().unwrap();
+                l.push_str(&strip_ansi(&line));
+                l.push('\n');
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let addr = loop {
+            if let Some(addr) = find_addr(&log.lock().unwrap()) {
+                break addr;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("server exited early ({status}):\n{}", log.lock().unwrap());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no Listening line:\n{}",
+                log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let server = Server {
+            child,
+            addr,
+            log,
+            data,
+        };
+        let workers = arg_value(args, &["-w", "--workers"]).unwrap_or(1);
+        server.wait_for_workers(workers);
+        server
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` workers have reported ready (each logs its boot), then until a request
+    /// succeeds.
+    pub fn wait_for_workers(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.worker_pids().len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "workers did not boot:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        loop {
+            if let Ok(r) = get(self.addr, "/") {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server never answered:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Pids of every worker ever booted, in boot order.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.log()
+            .lines()
+            .filter_map(|l| l.split("Booting worker with pid: ").nth(1))
+            .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+            .collect()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits for the master to exit; returns its exit code (None if killed by a signal).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_log(&self, needle: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "log never said {needle:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // Workers follow the master (PR_SET_PDEATHSIG).
+            self.signal(libc::SIGQUIT);
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn arg_value(args: &[&str], names: &[&str]) -> Option<usize> {
+    args.windows(2)
+        .find(|w| names.contains(&w[0]))
+        .and_then(|w| w[1].parse().ok())
+}
+
+fn find_addr(log: &str) -> Option<SocketAddr> {
+    let rest = log.split("Listening at: http://").nth(1)?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A parsed response.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// One GET on a fresh connection.
+pub fn get(addr: SocketAddr, target: &str) -> std::io::Result<Resp> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(15)))?;
+    write!(
+        s,
+        "GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut r = Reader::new(s);
+    r.response()
+}
+
+/// Reads responses off a connection, one at a time.
+pub struct Reader {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Reader {
+    pub fn new(stream: TcpStream) -> Reader {
+        Reader {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Reads one complete response (Content-Length framed, as c10k always sends).
+    pub fn response(&mut self) -> std::io::Result<Resp> {
+        loop {
+            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                let mut lines = head.split("\r\n");
+                let status_line = lines.next().unwrap_or("");
+                let status: u16 = status_line
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
+                let headers: Vec<(String, String)> = lines
+                    .filter_map(|l| l.split_once(':'))
+                    .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+                    .collect();
+                if status == 100 {
+                    self.buf.drain(..end + 4);
+                    continue;
+                }
+                let len: usize = headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.parse().ok())
+                    .ok_or_else(|| bad("no Content-Length".into()))?;
+                while self.buf.len() < end + 4 + len {
+                    self.fill()?;
+                }
+                let body = self.buf[end + 4..end + 4 + len].to_vec();
+                self.buf.drain(..end + 4 + len);
+                return Ok(Resp {
+                    status,
+                    headers,
+                    body,
+                });
+            }
+            self.fill()?;
+        }
+    }
+
+    /// True if the server closed the connection (EOF) with nothing more to read.
+    pub fn closed(&mut self) -> bool {
+        use std::io::ErrorKind::{ConnectionReset, UnexpectedEof};
+        self.buf.is_empty()
+            && matches!(self.fill(), Err(e) if matches!(e.kind(), UnexpectedEof | ConnectionReset))
+    }
+
+    fn fill(&mut self) -> std::io::Result<()> {
+        let mut chunk = [0u8; 8192];
+        let n = self.stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed",
+            ));
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+}
+
+fn bad(msg: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Runs `n` GETs of `target` at once on fresh connections; returns (statuses, elapsed).
+pub fn concurrent_gets(addr: SocketAddr, target: &str, n: usize) -> (Vec<u16>, Duration) {
+    let start = Instant::now();
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            let target = target.to_owned();
+            std::thread::spawn(move || get(addr, &target).map(|r| r.status).unwrap_or(0))
+        })
+        .collect();
+    let statuses = handles.into_iter().map(|h| h.join().unwrap_or(0)).collect();
+    (statuses, start.elapsed())
+}

@@ -1,0 +1,447 @@
+//! The master process, after gunicorn's arbiter.
+//!
+//! Signal handlers only record the signal and wake the loop through a pipe; one single-threaded
+//! loop waits at most a second, acts on recorded signals, reaps dead workers, kills workers whose
+//! heartbeat stopped, and reconciles the number of workers with the target.
+//!
+//! Workers are started by re-executing this binary with the listening sockets at descriptors
+//! 3.. (the `LISTEN_FDS` convention) and the scoreboard after them, so no worker inherits a
+//! half-initialised runtime from a `fork` of a threaded process; the master never starts a thread
+//! or a runtime of its own.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU};
+
+use crate::config::ServeConfig;
+use crate::listener::Listener;
+use crate::scoreboard::{self, Scoreboard, MAX_SLOTS};
+use crate::sys::move_fd_high;
+
+/// Exit status of a worker whose application could not be built (gunicorn's WORKER_BOOT_ERROR).
+pub const BOOT_ERROR: i32 = 3;
+
+/// Environment a worker process finds its inheritance in.
+pub(crate) const ENV_SLOT: &str = "C10K_WORKER_SLOT";
+pub(crate) const ENV_CONFIG: &str = "C10K_WORKER_CONFIG";
+pub(crate) const ENV_SCOREBOARD_FD: &str = "C10K_SCOREBOARD_FD";
+pub(crate) const ENV_LISTEN_FDS: &str = "LISTEN_FDS";
+const FIRST_FD: RawFd = 3;
+
+#[derive(Debug)]
+struct Worker {
+    slot: usize,
+    started: Instant,
+    /// Told to finish and exit (rolling restart, TTOU); not respawned if beyond the target.
+    retiring: bool,
+    killed_for_timeout: bool,
+}
+
+struct Signals {
+    flags: Vec<(i32, Arc<AtomicBool>)>,
+    wake: UnixStream,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        let (read, write) = UnixStream::pair().context("cannot create the signal pipe")?;
+        read.set_nonblocking(true)?;
+        write.set_nonblocking(true)?;
+        let mut flags = Vec::new();
+        for sig in [SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGCHLD] {
+            let flag = Arc::new(AtomicBool::new(false));
+            signal_hook::flag::register(sig, flag.clone())
+                .with_context(|| format!("cannot install a handler for signal {sig}"))?;
+            signal_hook::low_level::pipe::register(sig, write.try_clone()?)
+                .with_context(|| format!("cannot install a wake-up for signal {sig}"))?;
+            flags.push((sig, flag));
+        }
+        Ok(Signals { flags, wake: read })
+    }
+
+    /// Waits up to `timeout` for a signal, then returns the ones recorded.
+    fn wait(&mut self, timeout: Duration) -> Vec<i32> {
+        let mut pfd = libc::pollfd {
+            fd: self.wake.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut pfd, 1, ms) };
+        let mut sink = [0u8; 64];
+        while matches!(self.wake.read(&mut sink), Ok(n) if n > 0) {}
+        self.flags
+            .iter()
+            .filter(|(_, f)| f.swap(false, Relaxed))
+            .map(|(s, _)| *s)
+            .collect()
+    }
+}
+
+pub(crate) struct Master {
+    config: ServeConfig,
+    /// Listening descriptors, moved above the range workers receive them in.
+    listen_fds: Vec<OwnedFd>,
+    scoreboard: Scoreboard,
+    workers: HashMap<i32, Worker>,
+    target: usize,
+    boot_failures: u32,
+    /// Slots still to restart in a rolling restart (SIGHUP), in order.
+    rolling: Vec<usize>,
+    /// When the current rolling restart began: workers started before it are replaced.
+    rolling_since: Option<Instant>,
+    signals: Signals,
+}
+
+impl Master {
+    pub fn new(config: ServeConfig, listeners: Vec<Listener>) -> anyhow::Result<Master> {
+        if config.workers > MAX_SLOTS {
+            anyhow::bail!(
+                "--workers {} is above the maximum of {MAX_SLOTS}",
+                config.workers
+            );
+        }
+        let mut listen_fds = Vec::new();
+        for l in listeners {
+            listen_fds.push(move_fd_high(l.into_fd()).context("cannot move a listener")?);
+        }
+        let scoreboard = Scoreboard::create().context("cannot create the scoreboard")?;
+        let signals = Signals::install()?;
+        Ok(Master {
+            target: config.workers,
+            config,
+            listen_fds,
+            scoreboard,
+            workers: HashMap::new(),
+            boot_failures: 0,
+            rolling: Vec::new(),
+            rolling_since: None,
+            signals,
+        })
+    }
+
+    /// Runs until stopped. Returns an error when workers cannot boot.
+    pub fn run(mut self) -> anyhow::Result<()> {
+        tracing::info!(pid = std::process::id(), "master started");
+        self.reconcile()?;
+        loop {
+            let signals = self.signals.wait(Duration::from_secs(1));
+            self.reap()?;
+            for sig in signals {
+                match sig {
+                    SIGTERM | SIGINT => {
+                        tracing::info!("signal {}: graceful stop", signal_name(sig));
+                        return self.stop(true);
+                    }
+                    SIGQUIT => {
+                        tracing::info!("SIGQUIT: fast stop");
+                        return self.stop(false);
+                    }
+                    SIGHUP => {
+                        tracing::info!("SIGHUP: rolling restart of all workers");
+                        let mut slots: Vec<usize> = self
+                            .workers
+                            .values()
+                            .filter(|w| !w.retiring)
+                            .map(|w| w.slot)
+                            .collect();
+                        slots.sort_unstable();
+                        self.rolling = slots;
+                        self.rolling_since = Some(Instant::now());
+                    }
+                    SIGTTIN => {
+                        if self.target < MAX_SLOTS {
+                            self.target += 1;
+                        }
+                        tracing::info!(workers = self.target, "SIGTTIN: one more worker");
+                    }
+                    SIGTTOU => {
+                        if self.target > 1 {
+                            self.target -= 1;
+                        }
+                        tracing::info!(workers = self.target, "SIGTTOU: one fewer worker");
+                    }
+                    _ => {}
+                }
+            }
+            self.murder_stuck();
+            self.advance_rolling();
+            self.reconcile()?;
+        }
+    }
+
+    /// Starts workers for empty slots below the target; retires workers in slots above it.
+    fn reconcile(&mut self) -> anyhow::Result<()> {
+        for slot in 0..self.target {
+            if !self.workers.values().any(|w| w.slot == slot) {
+                self.spawn(slot)?;
+            }
+        }
+        let extra: Vec<i32> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.slot >= self.target && !w.retiring)
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in extra {
+            self.retire(pid);
+        }
+        Ok(())
+    }
+
+    fn retire(&mut self, pid: i32) {
+        if let Some(w) = self.workers.get_mut(&pid) {
+            w.retiring = true;
+            tracing::info!(pid, slot = w.slot, "retiring worker");
+            signal(pid, libc::SIGHUP);
+        }
+    }
+
+    /// A rolling restart retires one worker at a time, and moves on once its replacement is up,
+    /// so all but one worker keep serving and the listen queue holds connections meanwhile.
+    fn advance_rolling(&mut self) {
+        let Some(&slot) = self.rolling.first() else {
+            if self.rolling_since.take().is_some() {
+                tracing::info!("rolling restart done");
+            }
+            return;
+        };
+        let in_slot: Vec<(i32, bool)> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.slot == slot)
+            .map(|(pid, w)| (*pid, w.retiring))
+            .collect();
+        match in_slot.as_slice() {
+            // The old worker is still in the slot: retire it (once).
+            [(pid, false)] if self.is_original(*pid) => self.retire(*pid),
+            // A fresh worker is in the slot and ready: this slot is done.
+            [(pid, false)] => {
+                let ready = self.scoreboard.slot(slot).ready.load(Relaxed) == 1;
+                if ready && self.scoreboard.slot(slot).pid.load(Relaxed) as i32 == *pid {
+                    self.rolling.remove(0);
+                }
+            }
+            [] if slot >= self.target => {
+                self.rolling.remove(0);
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether `pid` was running when the current rolling restart began.
+    fn is_original(&self, pid: i32) -> bool {
+        let since = self.rolling_since;
+        self.workers
+            .get(&pid)
+            .is_some_and(|w| !w.retiring && since.is_some_and(|t| w.started < t))
+    }
+
+    fn spawn(&mut self, slot: usize) -> anyhow::Result<()> {
+        let exe =
+            std::env::current_exe().context("cannot find this executable to start a worker")?;
+        let n = self.listen_fds.len();
+        let sources: Vec<RawFd> = self.listen_fds.iter().map(|f| f.as_raw_fd()).collect();
+        let scoreboard_fd = self.scoreboard.as_raw_fd();
+        let mut cmd = Command::new(exe);
+        cmd.arg("serve")
+            .env(ENV_SLOT, slot.to_string())
+            .env(ENV_CONFIG, self.config.to_toml())
+            .env(ENV_LISTEN_FDS, n.to_string())
+            .env(ENV_SCOREBOARD_FD, (FIRST_FD + n as RawFd).to_string());
+        // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
+        // functions (dup2, prctl) on descriptors that are open in the child.
+        unsafe {
+            cmd.pre_exec(move || {
+                for (i, &src) in sources.iter().enumerate() {
+                    if libc::dup2(src, FIRST_FD + i as RawFd) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if libc::dup2(scoreboard_fd, FIRST_FD + n as RawFd) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // If the master dies, its workers stop gracefully instead of living on.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().context("cannot start a worker process")?;
+        let pid = child.id() as i32;
+        // The child is reaped with waitpid in `reap`; the handle itself is not needed.
+        drop(child);
+        self.scoreboard.reset(slot, pid as u32);
+        tracing::info!(pid, slot, "Booting worker with pid: {pid}");
+        self.workers.insert(
+            pid,
+            Worker {
+                slot,
+                started: Instant::now(),
+                retiring: false,
+                killed_for_timeout: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Collects exited workers, says why each one died, and counts boot failures.
+    fn reap(&mut self) -> anyhow::Result<()> {
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid with WNOHANG on any child; status is ours.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid <= 0 {
+                return Ok(());
+            }
+            let Some(worker) = self.workers.remove(&pid) else {
+                continue;
+            };
+            let slot = worker.slot;
+            let ready = self.scoreboard.slot(slot).ready.load(Relaxed) == 1
+                && self.scoreboard.slot(slot).pid.load(Relaxed) as i32 == pid;
+            let served = self.scoreboard.slot(slot).requests.load(Relaxed);
+            if libc::WIFEXITED(status) {
+                let code = libc::WEXITSTATUS(status);
+                if code == 0 {
+                    tracing::info!(pid, slot, requests = served, "worker exited");
+                } else {
+                    tracing::error!(pid, slot, code, "worker exited with status {code}");
+                }
+                if code == BOOT_ERROR || (!ready && code != 0) {
+                    self.boot_failures += 1;
+                }
+            } else if libc::WIFSIGNALED(status) {
+                let sig = libc::WTERMSIG(status);
+                if worker.killed_for_timeout {
+                    tracing::error!(pid, slot, "worker killed after --timeout");
+                } else if sig == libc::SIGKILL {
+                    tracing::error!(
+                        pid,
+                        slot,
+                        "worker was sent SIGKILL! Perhaps out of memory (the OOM killer)?"
+                    );
+                } else {
+                    tracing::error!(pid, slot, "worker killed by signal {}", signal_name(sig));
+                }
+                if !ready {
+                    self.boot_failures += 1;
+                }
+            }
+            if ready {
+                self.boot_failures = 0;
+            }
+            if self.boot_failures >= 2 {
+                self.stop(false)?;
+                anyhow::bail!(
+                    "worker failed to boot twice in a row; stopping (see the worker's error above)"
+                );
+            }
+        }
+    }
+
+    /// Kills workers whose heartbeat is older than `--timeout`; `reap` then replaces them.
+    fn murder_stuck(&mut self) {
+        if self.config.timeout <= 0.0 {
+            return;
+        }
+        let limit_ms = (self.config.timeout * 1000.0) as u64;
+        let now = scoreboard::now_ms();
+        for (pid, w) in self.workers.iter_mut() {
+            if w.killed_for_timeout {
+                continue;
+            }
+            let slot = self.scoreboard.slot(w.slot);
+            let beat = slot.heartbeat_ms.load(Relaxed);
+            if now.saturating_sub(beat) > limit_ms {
+                tracing::error!(
+                    pid = *pid,
+                    slot = w.slot,
+                    silent_ms = now.saturating_sub(beat),
+                    "WORKER TIMEOUT: no heartbeat within --timeout; killing it"
+                );
+                w.killed_for_timeout = true;
+                signal(*pid, libc::SIGKILL);
+            }
+        }
+    }
+
+    /// Stops all workers: gracefully (SIGTERM, then SIGKILL after `--graceful-timeout`) or fast
+    /// (SIGQUIT, then SIGKILL after a second).
+    fn stop(&mut self, graceful: bool) -> anyhow::Result<()> {
+        let (sig, grace) = if graceful {
+            (
+                libc::SIGTERM,
+                Duration::from_secs_f64(self.config.graceful_timeout) + Duration::from_millis(500),
+            )
+        } else {
+            (libc::SIGQUIT, Duration::from_secs(1))
+        };
+        // Close our copies of the listeners: once workers stop accepting, new connections are
+        // refused instead of waiting in a queue nobody reads.
+        self.listen_fds.clear();
+        for pid in self.workers.keys() {
+            signal(*pid, sig);
+        }
+        let deadline = Instant::now() + grace;
+        while !self.workers.is_empty() && Instant::now() < deadline {
+            for s in self.signals.wait(Duration::from_millis(100)) {
+                if graceful && matches!(s, SIGINT | SIGQUIT | SIGTERM) && s != libc::SIGTERM {
+                    return self.stop(false);
+                }
+            }
+            self.reap_quietly();
+        }
+        for pid in self.workers.keys() {
+            tracing::warn!(pid, "worker did not stop in time; killing it");
+            signal(*pid, libc::SIGKILL);
+        }
+        while !self.workers.is_empty() {
+            self.reap_quietly();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        tracing::info!("all workers stopped");
+        Ok(())
+    }
+
+    fn reap_quietly(&mut self) {
+        loop {
+            let mut status = 0;
+            // SAFETY: as in `reap`.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid <= 0 {
+                return;
+            }
+            if let Some(w) = self.workers.remove(&pid) {
+                tracing::info!(pid, slot = w.slot, "worker stopped");
+            }
+        }
+    }
+}
+
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid, sig) };
+}
+
+fn signal_name(sig: i32) -> String {
+    match sig {
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGQUIT => "SIGQUIT".into(),
+        libc::SIGKILL => "SIGKILL".into(),
+        libc::SIGSEGV => "SIGSEGV".into(),
+        libc::SIGABRT => "SIGABRT".into(),
+        libc::SIGBUS => "SIGBUS".into(),
+        other => format!("signal {other}"),
+    }
+}

@@ -1,0 +1,162 @@
+//! What the blocking worker classes share: accepting with a bounded wait, and the accepted
+//! stream type.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use crate::conn_blocking::BlockingStream;
+use crate::listener::Listener;
+
+/// An accepted client connection.
+#[derive(Debug)]
+pub(crate) enum Conn {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => s.read(buf),
+            Conn::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => s.write(buf),
+            Conn::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsRawFd for Conn {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Conn::Tcp(s) => s.as_raw_fd(),
+            Conn::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+impl std::os::fd::AsFd for Conn {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Conn::Tcp(s) => s.as_fd(),
+            Conn::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
+impl BlockingStream for Conn {
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Conn::Tcp(s) => s.set_read_timeout(t),
+            Conn::Unix(s) => s.set_read_timeout(t),
+        }
+    }
+    fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Conn::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Conn::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        }
+    }
+}
+
+/// Accepts from several non-blocking listeners, waiting at most a given time so the caller can
+/// look at the stop phase and beat its heart in between.
+#[derive(Debug)]
+pub(crate) struct Acceptor {
+    listeners: Vec<Listener>,
+    pollfds: Vec<libc::pollfd>,
+}
+
+impl Acceptor {
+    pub fn new(listeners: Vec<Listener>) -> io::Result<Acceptor> {
+        for l in &listeners {
+            l.set_nonblocking(true)?;
+        }
+        let pollfds = listeners
+            .iter()
+            .map(|l| libc::pollfd {
+                fd: l.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        Ok(Acceptor { listeners, pollfds })
+    }
+
+    /// Waits up to `wait` for a connection. `Ok(None)`: none arrived (or another worker process
+    /// took it first — the listen socket is shared, so a wake-up can be lost to a sibling).
+    pub fn accept(&mut self, wait: Duration) -> io::Result<Option<Conn>> {
+        for p in &mut self.pollfds {
+            p.revents = 0;
+        }
+        let ms = wait.as_millis().min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: pollfds is a valid array of `len` pollfd structs.
+        let n = unsafe {
+            libc::poll(
+                self.pollfds.as_mut_ptr(),
+                self.pollfds.len() as libc::nfds_t,
+                ms,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(None)
+            } else {
+                Err(e)
+            };
+        }
+        for (i, p) in self.pollfds.iter().enumerate() {
+            if p.revents == 0 {
+                continue;
+            }
+            let accepted = match &self.listeners[i] {
+                Listener::Tcp(l) => l.accept().map(|(s, _)| {
+                    let _ = s.set_nodelay(true);
+                    Conn::Tcp(s)
+                }),
+                Listener::Unix(l) => l.accept().map(|(s, _)| Conn::Unix(s)),
+            };
+            match accepted {
+                Ok(conn) => {
+                    // Accepted sockets inherit O_NONBLOCK on some systems; the drivers block.
+                    match &conn {
+                        Conn::Tcp(s) => s.set_nonblocking(false)?,
+                        Conn::Unix(s) => s.set_nonblocking(false)?,
+                    }
+                    return Ok(Some(conn));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Logs an accept failure and backs off when the process is out of descriptors.
+pub(crate) fn accept_error(e: &io::Error) {
+    match e.raw_os_error() {
+        Some(libc::ECONNABORTED) | Some(libc::EINTR) => {}
+        Some(libc::EMFILE) | Some(libc::ENFILE) => {
+            tracing::error!("accept: {e}; out of file descriptors, pausing accepts for 100 ms");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        _ => {
+            tracing::error!("accept: {e}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! The `gthread` worker class: a fixed pool of `--threads` threads runs requests; one reactor
+//! thread (this worker's main thread) accepts connections and watches idle ones.
+//!
+//! A connection only occupies a pool thread while it has a request to serve. Between requests it
+//! goes back to the reactor's poller, so a thousand idle keep-alive clients cost a thousand
+//! sockets, not a thousand threads (the complaint in gunicorn #908/#2917 is that its gthread ties
+//! a thread to a keep-alive connection). One worker runs at most `--threads` requests at once.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use c10k_app::Handler;
+use crossbeam_channel as chan;
+use polling::{Event, Events, Poller};
+
+use super::blocking::{accept_error, Conn};
+use super::life::{Gauge, Life};
+use crate::config::ServeConfig;
+use crate::conn::ConnSettings;
+use crate::conn_blocking::{self, Outcome};
+use crate::listener::Listener;
+use crate::shutdown::Phase;
+
+pub(super) fn run<H: Handler>(
+    listeners: Vec<Listener>,
+    config: &ServeConfig,
+    handler: Arc<H>,
+    life: Arc<Life>,
+) -> anyhow::Result<()> {
+    let settings = Arc::new(ConnSettings::from_config(config));
+    let poller = Arc::new(Poller::new().context("cannot create the gthread poller")?);
+    let open = Arc::new(Gauge::default());
+    // Ready connections wait here for a pool thread; the queue is as long as the connection cap,
+    // so the reactor never blocks on it.
+    let (work_tx, work_rx) = chan::bounded::<Conn>(config.worker_connections);
+    // Connections handed back idle by the pool.
+    let (idle_tx, idle_rx) = chan::unbounded::<Conn>();
+
+    let mut pool = Vec::with_capacity(config.threads);
+    for i in 0..config.threads {
+        let (work_rx, idle_tx) = (work_rx.clone(), idle_tx.clone());
+        let (handler, settings, life, open, poller) = (
+            handler.clone(),
+            settings.clone(),
+            life.clone(),
+            open.clone(),
+            poller.clone(),
+        );
+        let t = std::thread::Builder::new()
+            .name(format!("c10k-gthread-{i}"))
+            .spawn(move || {
+                for conn in work_rx.iter() {
+                    life.slot().busy.fetch_add(1, Relaxed);
+                    let mut on_request = || life.on_request();
+                    let result = conn_blocking::resume(
+                        conn,
+                        &*handler,
+                        &settings,
+                        &life.shutdown,
+                        &mut on_request,
+                    );
+                    life.slot().busy.fetch_sub(1, Relaxed);
+                    match result {
+                        Ok(Outcome::Idle(conn)) => {
+                            if idle_tx.send(conn).is_ok() {
+                                let _ = poller.notify();
+                            } else {
+                                closed(&life, &open);
+                            }
+                        }
+                        Ok(Outcome::Closed) => closed(&life, &open),
+                        Err(e) => {
+                            super::async_::log_io_error(&e);
+                            closed(&life, &open);
+                        }
+                    }
+                }
+            })
+            .context("cannot start a gthread pool thread")?;
+        pool.push(t);
+    }
+    drop(idle_tx);
+
+    let mut reactor = Reactor {
+        poller: &poller,
+        listeners,
+        listening: false,
+        parked: HashMap::new(),
+        next_key: 0,
+        settings: &settings,
+        life: &life,
+        open: &open,
+        max_conns: config.worker_connections,
+    };
+    reactor.run(&work_tx, &idle_rx)?;
+
+    // Stop: in-flight requests get until the graceful deadline; parked ones are closed now.
+    let deadline = Instant::now() + Duration::from_secs_f64(config.graceful_timeout);
+    reactor.close_parked();
+    drop(work_tx);
+    loop {
+        // Connections the pool hands back idle during shutdown are closed.
+        while let Ok(conn) = idle_rx.try_recv() {
+            drop(conn);
+            closed(&life, &open);
+        }
+        if open.get() == 0 || Instant::now() >= deadline || life.phase() == Phase::Immediate {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if open.get() > 0 {
+        tracing::warn!(open = open.get(), "connections still open at exit");
+    } else {
+        for t in pool {
+            let _ = t.join();
+        }
+    }
+    Ok(())
+}
+
+fn closed(life: &Life, open: &Gauge) {
+    life.slot().connections.fetch_sub(1, Relaxed);
+    open.dec();
+}
+
+struct Reactor<'a> {
+    poller: &'a Poller,
+    listeners: Vec<Listener>,
+    listening: bool,
+    /// Idle or new connections waiting to become readable, with the time they may wait.
+    parked: HashMap<usize, (Conn, Instant)>,
+    next_key: usize,
+    settings: &'a ConnSettings,
+    life: &'a Life,
+    open: &'a Gauge,
+    max_conns: usize,
+}
+
+impl Reactor<'_> {
+    fn run(
+        &mut self,
+        work: &chan::Sender<Conn>,
+        idle: &chan::Receiver<Conn>,
+    ) -> anyhow::Result<()> {
+        for l in &self.listeners {
+            l.set_nonblocking(true)?;
+        }
+        let keepalive = self.settings.keepalive.unwrap_or(Duration::ZERO);
+        let first_request = self.settings.header_timeout;
+        let n_listeners = self.listeners.len();
+        let mut events = Events::new();
+        self.life.ready();
+        loop {
+            self.life.beat();
+            let phase = self.life.phase();
+            if phase >= Phase::Graceful {
+                return Ok(());
+            }
+            let want_listen = phase == Phase::Running && self.open.get() < self.max_conns;
+            self.set_listening(want_listen)?;
+            if phase == Phase::Draining && self.open.get() == 0 {
+                return Ok(());
+            }
+            while let Ok(conn) = idle.try_recv() {
+                self.park(conn, Instant::now() + keepalive)?;
+            }
+            let now = Instant::now();
+            let next_deadline = self.parked.values().map(|(_, d)| *d).min();
+            let wait = next_deadline
+                .map(|d| d.saturating_duration_since(now))
+                .unwrap_or(super::POLL)
+                .min(super::POLL);
+            events.clear();
+            match self.poller.wait(&mut events, Some(wait)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e).context("gthread poller"),
+            }
+            for ev in events.iter() {
+                if ev.key < n_listeners {
+                    self.accept_from(ev.key, first_request);
+                } else if let Some((conn, _)) = self.parked.remove(&ev.key) {
+                    let _ = self.poller.delete(&conn);
+                    // The queue holds up to the connection cap, so this never blocks.
+                    if let Err(chan::SendError(conn)) = work.send(conn) {
+                        drop(conn);
+                        closed(self.life, self.open);
+                    }
+                }
+            }
+            // A listener event is one-shot: re-arm it on the next round.
+            self.listening = false;
+            self.expire(Instant::now());
+        }
+    }
+
+    fn set_listening(&mut self, on: bool) -> anyhow::Result<()> {
+        if on == self.listening {
+            return Ok(());
+        }
+        for (key, l) in self.listeners.iter().enumerate() {
+            let fd = SourceFd(l.as_raw_fd());
+            let ev = if on {
+                Event::readable(key)
+            } else {
+                Event::none(key)
+            };
+            // SAFETY: listeners outlive the poller's use of them; they are removed in Drop.
+            match self.poller.modify(fd, ev) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && on => unsafe {
+                    self.poller.add(&fd, ev)?
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.listening = on;
+        Ok(())
+    }
+
+    fn accept_from(&mut self, index: usize, first_request: Duration) {
+        // Accept what is queued, up to the connection cap.
+        for _ in 0..64 {
+            if self.open.get() >= self.max_conns {
+                return;
+            }
+            let accepted = match &self.listeners[index] {
+                Listener::Tcp(l) => l.accept().map(|(s, _)| {
+                    let _ = s.set_nodelay(true);
+                    Conn::Tcp(s)
+                }),
+                Listener::Unix(l) => l.accept().map(|(s, _)| Conn::Unix(s)),
+            };
+            match accepted {
+                Ok(conn) => {
+                    let blocking = match &conn {
+                        Conn::Tcp(s) => s.set_nonblocking(false),
+                        Conn::Unix(s) => s.set_nonblocking(false),
+                    };
+                    if blocking.is_err() {
+                        continue;
+                    }
+                    self.open.inc();
+                    self.life.slot().connections.fetch_add(1, Relaxed);
+                    if let Err(e) = self.park(conn, Instant::now() + first_request) {
+                        tracing::error!("cannot watch a new connection: {e:#}");
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    accept_error(&e);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn park(&mut self, conn: Conn, deadline: Instant) -> anyhow::Result<()> {
+        let key = self.listeners.len() + self.next_key;
+        self.next_key = self.next_key.wrapping_add(1) % (usize::MAX / 2);
+        // SAFETY: the connection is deleted from the poller before it is dropped (in the event
+        // loop, `expire` and `close_parked`).
+        if let Err(e) = unsafe { self.poller.add(&conn, Event::readable(key)) } {
+            drop(conn);
+            closed(self.life, self.open);
+            return Err(e.into());
+        }
+        self.parked.insert(key, (conn, deadline));
+        Ok(())
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let expired: Vec<usize> = self
+            .parked
+            .iter()
+            .filter(|(_, (_, d))| *d <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in expired {
+            if let Some((conn, _)) = self.parked.remove(&key) {
+                let _ = self.poller.delete(&conn);
+                drop(conn);
+                closed(self.life, self.open);
+            }
+        }
+    }
+
+    fn close_parked(&mut self) {
+        for (_, (conn, _)) in self.parked.drain() {
+            let _ = self.poller.delete(&conn);
+            drop(conn);
+            closed(self.life, self.open);
+        }
+        for l in &self.listeners {
+            let _ = self.poller.delete(SourceFd(l.as_raw_fd()));
+        }
+    }
+}
+
+/// A raw descriptor as a `polling` source.
+#[derive(Clone, Copy)]
+struct SourceFd(std::os::fd::RawFd);
+
+impl std::os::fd::AsFd for SourceFd {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: the descriptor belongs to a listener that outlives this borrow.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.0) }
+    }
+}
+
+impl std::os::fd::AsRawFd for SourceFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0
+    }
+}
