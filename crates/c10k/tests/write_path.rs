@@ -22,9 +22,18 @@ fn free_addr() -> SocketAddr {
 }
 
 fn start(data: &Path, addr: SocketAddr, database: Option<&str>, instance: u16) -> Child {
+    start_with(
+        data,
+        addr,
+        database,
+        &["--instance-id", &instance.to_string()],
+    )
+}
+
+fn start_with(data: &Path, addr: SocketAddr, database: Option<&str>, extra: &[&str]) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_c10k"));
-    cmd.args(["serve", "--bind", &addr.to_string(), "--instance-id"])
-        .arg(instance.to_string())
+    cmd.args(["serve", "--bind", &addr.to_string()])
+        .args(extra)
         .arg("--data-dir")
         .arg(data)
         .env("C10K_LOG", "warn")
@@ -185,6 +194,69 @@ fn kill_9_under_load_loses_no_acknowledged_message() {
             "{name}: {} acknowledged before kill -9, all back after restart",
             acked.len()
         );
+        kill_group(&mut server);
+    }
+}
+
+/// Every worker class, two worker processes each with an instance id leased from the (SQLite)
+/// database: writes are acknowledged with unique ids and all of them are readable once flushed.
+#[test]
+fn write_path_under_every_worker_class() {
+    for class in ["sync", "thread", "gthread", "async"] {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = free_addr();
+        let mut server = start_with(
+            dir.path(),
+            addr,
+            None,
+            &["-k", class, "-w", "2", "--threads", "4"],
+        );
+        let ids: Arc<Mutex<Vec<u64>>> = Arc::default();
+        let clients: Vec<_> = (0..8)
+            .map(|c| {
+                let ids = ids.clone();
+                std::thread::spawn(move || {
+                    for i in 0..10 {
+                        let body = format!(r#"{{"room":"classes","user":"c{c}","text":"{i}"}}"#);
+                        let (status, resp) = request(addr, "POST", "/messages", &body).unwrap();
+                        assert_eq!(status, 201, "{resp}");
+                        ids.lock().unwrap().push(field_u64(&resp, "id").unwrap());
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().unwrap();
+        }
+        let mut ids = ids.lock().unwrap().clone();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 80, "{class}: duplicate ids");
+        let (status, body) = request(addr, "GET", "/ids?count=5", "").unwrap();
+        assert_eq!(status, 200, "{class}: {body}");
+        // Rows taken by the other worker process show up once flushed.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, body) =
+                request(addr, "GET", "/messages?room=classes&limit=1000", "").unwrap();
+            assert_eq!(status, 200, "{class}: {body}");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let got: Vec<u64> = v["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_u64().unwrap())
+                .collect();
+            if got == ids {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{class}: {} of 80 messages readable",
+                got.len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         kill_group(&mut server);
     }
 }
