@@ -317,7 +317,10 @@ impl App {
             },
         };
         let spins = burn_cpu(Duration::from_millis(ms), &ctx)?;
-        Ok(Response::text(200, format!("burned {ms} ms ({spins} rounds)\n")))
+        Ok(Response::text(
+            200,
+            format!("burned {ms} ms ({spins} rounds)\n"),
+        ))
     }
 }
 
@@ -336,7 +339,8 @@ fn echo(req: &Request) -> Response {
 }
 
 fn method_not_allowed(allow: &'static str) -> Response {
-    Response::error(405, format_args!("method not allowed; use {allow}")).with_header("Allow", allow)
+    Response::error(405, format_args!("method not allowed; use {allow}"))
+        .with_header("Allow", allow)
 }
 
 /// Parses a non-negative number of seconds (`0.25`, `1`), at most `max`.
@@ -423,8 +427,8 @@ mod tests {
 
     #[test]
     fn deadline_turns_a_long_sleep_into_504() {
-        let ctx = Ctx::new(Wait::Block)
-            .with_deadline(Some(Instant::now() + Duration::from_millis(30)));
+        let ctx =
+            Ctx::new(Wait::Block).with_deadline(Some(Instant::now() + Duration::from_millis(30)));
         let start = Instant::now();
         let resp = pollster::block_on(app().handle(&Request::new(Method::Get, "/?delay=5"), ctx));
         assert_eq!(resp.status, 504);
@@ -468,6 +472,9 @@ mod tests {
             app().handle(&Request::new(Method::Delete, "/"), Ctx::new(Wait::Block)),
         );
         assert_eq!(resp.status, 405);
-        assert!(resp.headers.iter().any(|(n, v)| *n == "Allow" && v == "GET, HEAD"));
+        assert!(resp
+            .headers
+            .iter()
+            .any(|(n, v)| *n == "Allow" && v == "GET, HEAD"));
     }
 }

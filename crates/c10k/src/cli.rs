@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use c10k_serve::ServeConfig;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// c10k: an application server whose concurrency model is a flag, and the tools to measure it.
 #[derive(Debug, Parser)]
@@ -23,6 +23,8 @@ enum Command {
     /// Run the application server (the built-in app) under a chosen worker class.
     #[command(after_long_help = SERVE_AFTER_HELP)]
     Serve(ServeArgs),
+    /// Load-test an HTTP server: ApacheBench's flags and report, faster than wrk.
+    Bench(Box<c10k_bench::BenchArgs>),
 }
 
 const SERVE_AFTER_HELP: &str = "\
@@ -84,11 +86,14 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
             }
             c10k_serve::run(config)
         }
+        Command::Bench(args) => c10k_bench::cli::run(*args),
     }
 }
 
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    if err.downcast_ref::<UsageError>().is_some() {
+    if err.downcast_ref::<UsageError>().is_some()
+        || err.downcast_ref::<c10k_bench::UsageError>().is_some()
+    {
         2
     } else {
         1

@@ -108,12 +108,23 @@ fn at_least_one(s: &str) -> Result<usize, String> {
 #[serde(rename_all = "kebab-case", default)]
 pub struct ServeConfig {
     /// Address to listen on: HOST:PORT or unix:/path. Repeat for several.
-    #[arg(short, long = "bind", env = "C10K_BIND", value_delimiter = ',',
-          default_value = "127.0.0.1:8000", help_heading = "Listening")]
+    #[arg(
+        short,
+        long = "bind",
+        env = "C10K_BIND",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:8000",
+        help_heading = "Listening"
+    )]
     pub bind: Vec<BindAddr>,
 
     /// Listen queue length (capped by net.core.somaxconn; a warning says so).
-    #[arg(long, env = "C10K_BACKLOG", default_value_t = 2048, help_heading = "Listening")]
+    #[arg(
+        long,
+        env = "C10K_BACKLOG",
+        default_value_t = 2048,
+        help_heading = "Listening"
+    )]
     pub backlog: u32,
 
     /// One listening socket per worker (SO_REUSEPORT) instead of one shared socket.
@@ -341,7 +352,11 @@ mod tests {
     fn file_fills_what_cli_left_default() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c10k.toml");
-        std::fs::write(&path, "workers = 3\nworker_class = \"gthread\"\nbacklog = 64\n").unwrap();
+        std::fs::write(
+            &path,
+            "workers = 3\nworker_class = \"gthread\"\nbacklog = 64\n",
+        )
+        .unwrap();
         let c = ServeConfig::resolve(&matches(&["--backlog", "128"]), Some(&path)).unwrap();
         assert_eq!(c.workers, 3);
         assert_eq!(c.worker_class, WorkerClass::Gthread);
@@ -375,7 +390,10 @@ mod tests {
         ] {
             let mut argv = vec!["serve"];
             argv.extend_from_slice(args);
-            assert!(Cli::command().try_get_matches_from(argv).is_err(), "{args:?}");
+            assert!(
+                Cli::command().try_get_matches_from(argv).is_err(),
+                "{args:?}"
+            );
         }
     }
 }

@@ -42,7 +42,11 @@ where
                     let keep = incoming.keep_alive
                         && settings.keepalive.is_some()
                         && *stop.borrow() == Phase::Running;
-                    let persist = if keep { Persist::KeepAlive } else { Persist::Close };
+                    let persist = if keep {
+                        Persist::KeepAlive
+                    } else {
+                        Persist::Close
+                    };
                     encode_response(&mut out, &resp, incoming.minor_version, persist, head_only);
                     if !keep {
                         close = Some(Lingering::No);
@@ -81,9 +85,7 @@ where
         } else if decoder.is_idle() {
             // Part of a request head has arrived: the head must complete by its deadline.
             let started = *head_started.get_or_insert_with(Instant::now);
-            settings
-                .header_timeout
-                .saturating_sub(started.elapsed())
+            settings.header_timeout.saturating_sub(started.elapsed())
         } else {
             // Reading a body: each read must make progress within the header timeout.
             settings.header_timeout

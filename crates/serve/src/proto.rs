@@ -212,7 +212,10 @@ impl Decoder {
     fn parse_head(&self, buf: &mut BytesMut) -> Result<Option<(Box<Head>, Framing)>, HttpError> {
         let limits = &self.limits;
         // Skip stray CRLFs between requests (RFC 9112 §2.2) before measuring anything.
-        let blank = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+        let blank = buf
+            .iter()
+            .take_while(|&&b| b == b'\r' || b == b'\n')
+            .count();
         if blank > 0 {
             buf.advance(blank);
         }
@@ -223,10 +226,7 @@ impl Decoder {
         if line_end.unwrap_or(buf.len()) > limits.max_request_line {
             return Err(HttpError::new(
                 414,
-                format!(
-                    "request line longer than {} bytes",
-                    limits.max_request_line
-                ),
+                format!("request line longer than {} bytes", limits.max_request_line),
             ));
         }
         // The usual limit fits on the stack; only a raised one allocates.
@@ -299,7 +299,10 @@ enum Framing {
     Chunked,
 }
 
-fn interpret(req: &httparse::Request<'_, '_>, limits: &Limits) -> Result<(Head, Framing), HttpError> {
+fn interpret(
+    req: &httparse::Request<'_, '_>,
+    limits: &Limits,
+) -> Result<(Head, Framing), HttpError> {
     let method = Method::from_token(req.method.unwrap_or(""));
     let minor_version = req.version.unwrap_or(1);
     let target = req.path.unwrap_or("");
@@ -352,7 +355,10 @@ fn interpret(req: &httparse::Request<'_, '_>, limits: &Limits) -> Result<(Head, 
             if h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
                 expect_continue = minor_version == 1;
             } else {
-                return Err(HttpError::new(417, "only Expect: 100-continue is supported"));
+                return Err(HttpError::new(
+                    417,
+                    "only Expect: 100-continue is supported",
+                ));
             }
         } else if name.eq_ignore_ascii_case("content-type") {
             content_type = Some(String::from_utf8_lossy(h.value).into_owned());
@@ -458,7 +464,8 @@ fn split_target(target: &str, method: &Method) -> Result<(String, Option<String>
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
 }
 
 /// `Content-Length` must be 1*DIGIT; signs, spaces inside, lists and overflow are refused.
@@ -503,8 +510,7 @@ fn decode_chunked(
                     None => line,
                 };
                 let size = size.trim_ascii_end();
-                if size.is_empty() || size.len() > 15 || !size.iter().all(u8::is_ascii_hexdigit)
-                {
+                if size.is_empty() || size.len() > 15 || !size.iter().all(u8::is_ascii_hexdigit) {
                     return Err(HttpError::bad("invalid chunk size"));
                 }
                 let size = size.iter().fold(0u64, |n, &d| {
@@ -513,15 +519,15 @@ fn decode_chunked(
                 if body.len() as u64 + size > max_body {
                     return Err(HttpError::new(
                         413,
-                        format!(
-                            "request body larger than {max_body} bytes (--limit-request-body)"
-                        ),
+                        format!("request body larger than {max_body} bytes (--limit-request-body)"),
                     ));
                 }
                 *state = if size == 0 {
                     ChunkState::Trailers
                 } else {
-                    ChunkState::Data { left: size as usize }
+                    ChunkState::Data {
+                        left: size as usize,
+                    }
                 };
             }
             ChunkState::Data { left } => {
@@ -722,7 +728,9 @@ mod tests {
     fn keep_alive_rules() {
         let ka = |raw: &[u8]| decode_all(raw).0.remove(0).keep_alive;
         assert!(ka(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
-        assert!(!ka(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+        assert!(!ka(
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        ));
         assert!(!ka(b"GET / HTTP/1.0\r\n\r\n"));
         assert!(ka(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
     }
@@ -751,7 +759,8 @@ mod tests {
 
     #[test]
     fn absolute_form() {
-        let (reqs, res, _) = decode_all(b"GET http://example.com/p?x=1 HTTP/1.1\r\nHost: example.com\r\n\r\n");
+        let (reqs, res, _) =
+            decode_all(b"GET http://example.com/p?x=1 HTTP/1.1\r\nHost: example.com\r\n\r\n");
         res.unwrap();
         assert_eq!(reqs[0].request.path, "/p");
         assert_eq!(reqs[0].request.query.as_deref(), Some("x=1"));
