@@ -407,6 +407,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         return worker();
     }
     let plan = args.to_plan()?;
+    {
+        // Refuse what the fd limit or port range cannot hold before printing anything.
+        let mut share = plan.clone();
+        share.concurrency = plan.concurrency.div_ceil(args.processes);
+        crate::sys::check_limits(&share)?;
+    }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let text = !args.json && !args.csv;
