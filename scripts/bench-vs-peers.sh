@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# c10k bench against its peers (wrk, ab -k, oha when installed), same machine, same run.
+# c10k bench against its peers (wrk and ab -k; oha is not packaged here), same machine, same run.
 #
 # Target: nginx, 1 worker, `return 200 "hello\n"`, pinned to cpu 0. Each generator is pinned
 # to cpu 1, uses one thread and the same keep-alive connection count, for the same time.
@@ -26,7 +26,9 @@ C10K=$PWD/target/release/c10k
 OUT=runs/$(date -u +%Y-%m-%d)-bench
 mkdir -p "$OUT"
 TMP=$(mktemp -d)
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PORT=$(free_port)
+PORT2=$(free_port)
 
 cat >"$TMP/nginx.conf" <<EOF
 worker_processes 1;
@@ -44,6 +46,12 @@ http {
   scgi_temp_path $TMP;
   server {
     listen 127.0.0.1:$PORT backlog=4096;
+    location / { return 200 "hello\n"; }
+  }
+  # The same, with an access log: the server's own count of the requests it answered.
+  server {
+    listen 127.0.0.1:$PORT2 backlog=4096;
+    access_log $TMP/access.log;
     location / { return 200 "hello\n"; }
   }
 }
@@ -78,20 +86,40 @@ run() {
 }
 
 echo "tool,rps,requests,user_s,sys_s,max_rss_kb" >"$OUT/raw.csv"
+one() {
+  case $1 in
+    wrk) run wrk wrk -t1 -c"$CONNS" -d"${SECS}s" "$URL" ;;
+    c10k) run c10k "$C10K" bench -q -k -c "$CONNS" --threads 1 --duration "${SECS}s" "$URL" ;;
+    ab) run ab ab -q -k -c "$CONNS" -t "$SECS" -n 100000000 "$URL" ;;
+    c10k-pipeline16) run c10k-pipeline16 "$C10K" bench -q -k -c "$CONNS" --threads 1 --pipeline 16 --duration "${SECS}s" "$URL" ;;
+  esac
+}
+TOOLS=(wrk c10k ab c10k-pipeline16)
 for r in $(seq "$REPEATS"); do
   echo "round $r/$REPEATS" >&2
-  run wrk wrk -t1 -c"$CONNS" -d"${SECS}s" "$URL"
-  run c10k "$C10K" bench -q -k -c "$CONNS" --threads 1 --duration "${SECS}s" "$URL"
-  run ab ab -q -k -c "$CONNS" -t "$SECS" -n 100000000 "$URL"
-  if command -v oha >/dev/null; then
-    # oha prints its own summary; count it through its JSON.
-    :
-  fi
-  run c10k-pipeline16 "$C10K" bench -q -k -c "$CONNS" --threads 1 --pipeline 16 --duration "${SECS}s" "$URL"
+  # Rotate the order each round so drift in the machine's load does not favour one tool.
+  for i in "${!TOOLS[@]}"; do
+    one "${TOOLS[$(( (i + r - 1) % ${#TOOLS[@]} ))]}"
+  done
 done
 # Peak RSS for a 1,000,000-request run.
 run c10k-1M "$C10K" bench -q -k -c "$CONNS" --threads 1 -n 1000000 "$URL"
 run ab-1M ab -q -k -c "$CONNS" -n 1000000 "$URL"
+
+# Accuracy: what each tool reports against what the server logged.
+served() { wc -l <"$TMP/access.log" | tr -d ' '; }
+: >"$TMP/access.log"
+taskset -c "$GEN_CPU" "$C10K" bench -q -k -c "$CONNS" --threads 1 -n 200000 "http://127.0.0.1:$PORT2/" >"$TMP/out"
+echo "c10k -n 200000,$(awk '/^Complete requests:/ {print $3}' "$TMP/out"),$(served)" >"$OUT/accuracy.csv"
+: >"$TMP/access.log"
+taskset -c "$GEN_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$PORT2/" >"$TMP/out"
+echo "wrk -d2s,$(awk '/requests in/ {print $1}' "$TMP/out"),$(served)" >>"$OUT/accuracy.csv"
+: >"$TMP/access.log"
+taskset -c "$GEN_CPU" "$C10K" bench -q -k -c "$CONNS" --threads 1 --duration 2s "http://127.0.0.1:$PORT2/" >"$TMP/out"
+echo "c10k --duration 2s,$(awk '/^Complete requests:/ {print $3}' "$TMP/out"),$(served)" >>"$OUT/accuracy.csv"
+: >"$TMP/access.log"
+taskset -c "$GEN_CPU" ab -q -k -c "$CONNS" -n 200000 "http://127.0.0.1:$PORT2/" >"$TMP/out"
+echo "ab -n 200000,$(awk '/^Complete requests:/ {print $3}' "$TMP/out"),$(served)" >>"$OUT/accuracy.csv"
 
 python3 - "$OUT" "$CONNS" "$SECS" "$REPEATS" <<'EOF' | tee "$OUT/results.md"
 import csv, statistics, sys, platform, subprocess
@@ -120,6 +148,17 @@ p = med("c10k-pipeline16", lambda r: float(r["rps"]))
 print()
 print(f"ratio c10k/wrk requests/s: **{c/w:.3f}**; c10k --pipeline 16 / wrk: **{p/w:.2f}**")
 print(f"ratio c10k/wrk CPU per request: {med('c10k', cpu_per_req)/med('wrk', cpu_per_req):.3f}")
+print()
+print()
+print("Server-side check (nginx access log lines vs the tool's own count of completed requests):")
+print()
+print("| run | tool reports | nginx logged |")
+print("|---|---:|---:|")
+for line in open(f"{out}/accuracy.csv"):
+    name, tool, served = line.strip().split(",")
+    print(f"| {name} | {tool} | {served} |")
+print()
+print("Load while measuring: " + open("/proc/loadavg").read().split()[0] + " (1-minute load average; this machine is shared).")
 print()
 print("Accuracy notes: wrk reports requests completed within its duration; ab and c10k bench report")
 print("`Complete requests / Time taken` (ab's formula). With the generator pinned to one cpu, all three")

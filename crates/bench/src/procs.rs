@@ -28,6 +28,10 @@ pub fn run(plan: &Plan, processes: usize, exe: &Path) -> anyhow::Result<Measurem
         p.concurrency = conns[i] as usize;
         p.requests = reqs.as_ref().map(|r| r[i]);
         p.threads = plan.threads.div_ceil(processes).max(1);
+        // Each process sends its connections' share of the rate.
+        p.rate = plan
+            .rate
+            .map(|r| r * conns[i] as f64 / plan.concurrency as f64);
         let mut child = Command::new(exe)
             .args(["bench", "--internal-worker"])
             .stdin(Stdio::piped())

@@ -50,7 +50,11 @@ pub fn show(plan: &Plan, shared: &Shared, finished: &AtomicBool, t0: Instant) {
         } else {
             done
         });
-        bar.set_message(format!("{done} done, {rate:.0} req/s, {failed} errors"));
+        bar.set_message(if by_time {
+            format!("{done} done, {rate:.0} req/s, {failed} errors")
+        } else {
+            format!("{rate:.0} req/s, {failed} errors")
+        });
     }
     bar.finish_and_clear();
 }
