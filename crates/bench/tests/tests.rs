@@ -540,3 +540,30 @@ fn merged_hdr_logs_equal_the_histogram_of_the_union() {
     assert_eq!(m.total.hist, union.total.hist);
     assert_eq!(m.total.sum, union.total.sum);
 }
+
+#[test]
+fn pipelined_requests_survive_servers_closing_connections() {
+    // Every 5th response says Connection: close; every 7th connection-level answer is a bare
+    // close after a response (an idle keep-alive close): the unanswered requests are resent.
+    let srv = RawServer::start(|i, _| {
+        if i % 5 == 4 {
+            (
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 6\r\n\r\nhello\n"
+                    .to_vec(),
+                Next::Close,
+            )
+        } else if i % 7 == 6 {
+            (OK.to_vec(), Next::Close)
+        } else {
+            (OK.to_vec(), Next::Keep)
+        }
+    });
+    let mut p = plan(&srv.url("/"), 200, 3);
+    p.pipeline = 8;
+    let m = measure(&p);
+    assert!(m.aborted.is_none(), "{:?}", m.aborted);
+    assert_eq!(m.completed, 200);
+    assert_eq!(m.responses, 200, "{:?}", m.errors);
+    assert_eq!(m.errors.failed(), 0);
+    assert!(m.connections_opened > 40);
+}
