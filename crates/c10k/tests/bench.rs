@@ -318,3 +318,69 @@ fn aborted_run_exits_1_like_ab() {
         "{err}"
     );
 }
+
+/// Numbers vary from run to run; the layout (labels, order, units) must not.
+fn normalise(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        // ab's mean-versus-median warnings depend on the timings.
+        let t = line.trim_start();
+        if [
+            "ERROR: The median",
+            "WARNING: The median",
+            "deviation apart",
+            "These results",
+        ]
+        .iter()
+        .any(|p| t.starts_with(p))
+        {
+            continue;
+        }
+        let mut l = String::new();
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c.is_ascii_digit() {
+                while chars
+                    .peek()
+                    .is_some_and(|c| c.is_ascii_digit() || *c == '.')
+                {
+                    chars.next();
+                }
+                while l.ends_with(' ') || l.ends_with('\t') {
+                    l.pop();
+                }
+                l.push_str(" N");
+            } else {
+                l.push(c);
+            }
+        }
+        out.push_str(&l);
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn golden_live_report_layout() {
+    let srv = Serve::start();
+    let o = bench(&[
+        "-n",
+        "100",
+        "-c",
+        "2",
+        "-k",
+        &srv.url("/"),
+        &srv.url("/nope"),
+    ]);
+    assert!(o.status.success());
+    let text = normalise(&stdout(&o));
+    let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/bench-report.txt");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(golden, &text).unwrap();
+    }
+    let want = std::fs::read_to_string(golden).unwrap();
+    assert_eq!(
+        text, want,
+        "rerun with UPDATE_GOLDEN=1 after an intended change"
+    );
+}
