@@ -171,7 +171,10 @@ struct Conn {
     out: Vec<u8>,
     out_pos: usize,
     inflight: VecDeque<Inflight>,
+    /// When the first request on this connection was due (its latency counts from here).
     conn_start: u64,
+    /// When the connect actually began (the Connect time counts from here).
+    conn_began: u64,
     served: u64,
     /// Rate mode: when the next request is meant to go.
     next_intended: u64,
@@ -245,6 +248,7 @@ impl<'a> Worker<'a> {
                     out_pos: 0,
                     inflight: VecDeque::with_capacity(p.pipeline),
                     conn_start: 0,
+                    conn_began: 0,
                     served: 0,
                     next_intended: p
                         .rate_interval_ns
@@ -508,7 +512,8 @@ impl<'a> Worker<'a> {
             endwrite: 0,
             beginread: 0,
         });
-        c.last_progress = start.max(c.last_progress);
+        // The -s clock starts when the request goes out (not when it was due).
+        c.last_progress = c.last_progress.max(self.t0.elapsed().as_nanos() as u64);
         self.sync_busy(i);
     }
 
@@ -534,6 +539,7 @@ impl<'a> Worker<'a> {
         c.sock = Some(sock);
         c.st = St::Connecting;
         c.conn_start = start;
+        c.conn_began = now;
         c.last_progress = now;
         c.served = 0;
         self.sync_busy(i);
@@ -609,7 +615,7 @@ impl<'a> Worker<'a> {
                         let c = &mut self.conns[i];
                         c.st = St::Open;
                         let start = c.conn_start;
-                        let ctime = now.saturating_sub(start);
+                        let ctime = now.saturating_sub(c.conn_began);
                         self.queue_request(i, start, ctime);
                         // More pipelined requests, if any.
                         self.fill_more(i);
