@@ -567,3 +567,22 @@ fn pipelined_requests_survive_servers_closing_connections() {
     assert_eq!(m.errors.failed(), 0);
     assert!(m.connections_opened > 40);
 }
+
+#[test]
+fn proxy_gets_absolute_uris_and_proxy_auth() {
+    let proxy = RawServer::start(|_, _| (OK.to_vec(), Next::Keep));
+    let mut p = plan("http://example.invalid:8080/x?y=1", 3, 1);
+    p.keep_alive = true;
+    p.proxy = Some(proxy.addr.to_string());
+    p.proxy_auth = Some("u:p".into());
+    p.method = Some("DELETE".into());
+    let m = measure(&p);
+    assert_eq!(m.responses, 3);
+    let req = String::from_utf8(proxy.first_request.lock().unwrap().clone().unwrap()).unwrap();
+    assert!(
+        req.starts_with("DELETE http://example.invalid:8080/x?y=1 HTTP/1.1\r\n"),
+        "{req}"
+    );
+    assert!(req.contains("\r\nHost: example.invalid:8080\r\n"));
+    assert!(req.contains("\r\nProxy-Authorization: Basic dTpw\r\n"));
+}

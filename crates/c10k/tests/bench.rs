@@ -384,3 +384,33 @@ fn golden_live_report_layout() {
         "rerun with UPDATE_GOLDEN=1 after an intended change"
     );
 }
+
+#[test]
+fn timelimit_and_urls_file() {
+    let srv = Serve::start();
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("urls.txt");
+    std::fs::write(
+        &list,
+        format!("# targets\n{}\n\n{}\n", srv.url("/"), srv.url("/nope")),
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    let o = bench(&[
+        "--json",
+        "-t",
+        "0.3",
+        "-c",
+        "2",
+        "-k",
+        "--urls-file",
+        list.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ok = v["status_codes"]["200"].as_u64().unwrap();
+    let missing = v["status_codes"]["404"].as_u64().unwrap();
+    assert!(ok > 10 && missing > 10, "{v}");
+    assert!(v["time_taken_s"].as_f64().unwrap() >= 0.29);
+}
