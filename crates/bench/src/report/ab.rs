@@ -1,5 +1,5 @@
 //! The text report: ab's layout and formulas line for line (so tools that parse ab's output
-//! parse ours), then siege's summary lines, then what both lack. Extra sections use labels ab
+//! parse ours), then siege's summary lines ([`super::siege`]), then what both lack. Extra sections use labels ab
 //! never prints, so an ab parser skips them.
 
 use std::io::{self, Write};
@@ -156,7 +156,7 @@ pub fn write_report(r: &Report, o: &TextOptions, out: &mut impl Write) -> io::Re
             }
         }
     }
-    write_siege(r, out)?;
+    super::siege::write_siege(r, out)?;
     write_extras(r, out)
 }
 
@@ -176,40 +176,6 @@ fn sane(out: &mut impl Write, what: &str, x: &TimesRow) -> io::Result<()> {
     } else {
         Ok(())
     }
-}
-
-/// siege's summary, in siege's layout.
-pub fn write_siege(r: &Report, out: &mut impl Write) -> io::Result<()> {
-    let s = &r.siege;
-    writeln!(out)?;
-    writeln!(out, "Transactions:\t\t{:12} hits", s.transactions)?;
-    writeln!(out, "Availability:\t\t{:12.2} %", s.availability)?;
-    writeln!(out, "Elapsed time:\t\t{:12.2} secs", s.elapsed_s)?;
-    writeln!(out, "Data transferred:\t{:12.2} MB", s.data_transferred_mb)?;
-    writeln!(out, "Response time:\t\t{:12.2} secs", s.response_time_s)?;
-    writeln!(
-        out,
-        "Transaction rate:\t{:12.2} trans/sec",
-        s.transaction_rate
-    )?;
-    writeln!(out, "Throughput:\t\t{:12.2} MB/sec", s.throughput_mb_s)?;
-    writeln!(out, "Concurrency:\t\t{:12.2}", s.concurrency)?;
-    writeln!(
-        out,
-        "Successful transactions:{:12}",
-        s.successful_transactions
-    )?;
-    writeln!(out, "Failed transactions:\t{:12}", s.failed_transactions)?;
-    writeln!(
-        out,
-        "Longest transaction:\t{:12.2}",
-        s.longest_transaction_s
-    )?;
-    writeln!(
-        out,
-        "Shortest transaction:\t{:12.2}",
-        s.shortest_transaction_s
-    )
 }
 
 /// Per-status and per-error counts, HDR percentiles, open-loop figures.

@@ -5,6 +5,7 @@
 
 pub mod ab;
 pub mod csv;
+pub mod siege;
 
 use std::collections::BTreeMap;
 
