@@ -158,7 +158,7 @@ pub struct BenchArgs {
     #[arg(long, hide = true)]
     pub internal_worker: bool,
 
-    /// http://hostname[:port]/path (several: round robin).
+    /// `http://hostname[:port]/path` (several: round robin).
     #[arg(value_name = "URL")]
     pub urls: Vec<String>,
 }
