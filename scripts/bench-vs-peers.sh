@@ -82,10 +82,10 @@ run() {
     *)    reqs=$(awk '/^Complete requests:/ {print $3}' "$TMP/out") ;;
   esac
   read -r user sys rss <"$TMP/time"
-  echo "$name,${rps:-0},${reqs:-0},$user,$sys,$rss" >>"$OUT/raw.csv"
+  echo "$name,${ROUND:-0},${rps:-0},${reqs:-0},$user,$sys,$rss" >>"$OUT/raw.csv"
 }
 
-echo "tool,rps,requests,user_s,sys_s,max_rss_kb" >"$OUT/raw.csv"
+echo "tool,round,rps,requests,user_s,sys_s,max_rss_kb" >"$OUT/raw.csv"
 one() {
   case $1 in
     wrk) run wrk wrk -t1 -c"$CONNS" -d"${SECS}s" "$URL" ;;
@@ -97,11 +97,13 @@ one() {
 TOOLS=(wrk c10k ab c10k-pipeline16)
 for r in $(seq "$REPEATS"); do
   echo "round $r/$REPEATS" >&2
+  ROUND=$r
   # Rotate the order each round so drift in the machine's load does not favour one tool.
   for i in "${!TOOLS[@]}"; do
     one "${TOOLS[$(( (i + r - 1) % ${#TOOLS[@]} ))]}"
   done
 done
+ROUND=0
 # Peak RSS for a 1,000,000-request run.
 run c10k-1M "$C10K" bench -q -k -c "$CONNS" --threads 1 -n 1000000 "$URL"
 run ab-1M ab -q -k -c "$CONNS" -n 1000000 "$URL"
@@ -146,7 +148,12 @@ w = med("wrk", lambda r: float(r["rps"]))
 c = med("c10k", lambda r: float(r["rps"]))
 p = med("c10k-pipeline16", lambda r: float(r["rps"]))
 print()
-print(f"ratio c10k/wrk requests/s: **{c/w:.3f}**; c10k --pipeline 16 / wrk: **{p/w:.2f}**")
+def paired(tool):
+    # Same-round ratios: both runs saw the same machine load, so drift cancels out.
+    rounds = {r["round"]: float(r["rps"]) for r in by["wrk"]}
+    return statistics.median(float(r["rps"]) / rounds[r["round"]] for r in by[tool] if rounds.get(r["round"]))
+print(f"ratio c10k/wrk requests/s: **{c/w:.3f}** (medians), {paired('c10k'):.3f} (median of same-round ratios)")
+print(f"c10k --pipeline 16 / wrk: **{p/w:.2f}** (medians), {paired('c10k-pipeline16'):.2f} (same-round)")
 print(f"ratio c10k/wrk CPU per request: {med('c10k', cpu_per_req)/med('wrk', cpu_per_req):.3f}")
 print()
 print()

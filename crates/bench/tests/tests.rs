@@ -333,16 +333,20 @@ fn duration_mode_runs_until_time() {
 #[test]
 fn rate_mode_holds_its_rate() {
     let srv = Serve::start();
-    let mut p = plan(&srv.url("/"), 1, 4);
+    let mut p = plan(&srv.url("/"), 1, 10);
     p.requests = None;
     p.duration = Some(Duration::from_secs(1));
     p.keep_alive = true;
-    p.rate = Some(400.0);
+    p.rate = Some(1000.0);
     let m = measure(&p);
     let r = Report::new(&p, &m);
-    // The schedule is fixed: 400 requests are due within the second.
+    // The schedule is fixed: 1000 requests are due within the second.
     let got = m.completed as f64;
-    assert!((got - 400.0).abs() <= 8.0, "{got} requests, want 400 ± 2 %");
+    assert!(
+        (got - 1000.0).abs() <= 20.0,
+        "{got} requests, want 1000 ± 2 %"
+    );
+    assert_eq!(m.errors.failed(), 0);
     assert!(r.rate.unwrap().send_delay_mean_ms < 5.0);
 }
 
