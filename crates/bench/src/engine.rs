@@ -583,7 +583,8 @@ impl<'a> Worker<'a> {
         self.connect_failures += 1;
         if !self.p.keep_going && self.connect_failures > 10 {
             self.shared.abort(format!(
-                "Test aborted after 10 failures\n\napr_socket_connect(): {e}"
+                "Test aborted after 10 failures\n\napr_socket_connect(): {e}{}",
+                limit_hint(e)
             ));
             return;
         }
@@ -978,6 +979,20 @@ impl<'a> Worker<'a> {
             now
         };
         self.arm(i, at);
+    }
+}
+
+/// Names the limit behind a connect error, when one is.
+fn limit_hint(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EADDRNOTAVAIL) => {
+            "\n(the local ephemeral ports are used up, the limit that binds: use -k, widen \
+             net.ipv4.ip_local_port_range, or spread connections with --source-ips)"
+        }
+        Some(libc::EMFILE) | Some(libc::ENFILE) => {
+            "\n(the open-file limit binds: raise RLIMIT_NOFILE or use --processes)"
+        }
+        _ => "",
     }
 }
 
