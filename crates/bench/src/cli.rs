@@ -201,7 +201,10 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         (s, 1.0)
     };
     let v: f64 = num.trim().parse().ok()?;
-    (v.is_finite() && v > 0.0).then(|| Duration::from_secs_f64(v * mult))
+    if v.is_nan() || v <= 0.0 {
+        return None;
+    }
+    Duration::try_from_secs_f64(v * mult).ok()
 }
 
 /// Parses `a-b` ranges and comma lists of addresses.
@@ -224,12 +227,11 @@ pub fn parse_source_ips(s: &str) -> Option<Vec<IpAddr>> {
 }
 
 fn positive_secs(flag: &str, v: f64) -> anyhow::Result<Duration> {
-    if v.is_finite() && v > 0.0 {
-        Ok(Duration::from_secs_f64(v))
-    } else {
-        Err(usage(format!(
+    match Duration::try_from_secs_f64(v) {
+        Ok(d) if v > 0.0 => Ok(d),
+        _ => Err(usage(format!(
             "{flag} {v}: must be a positive number of seconds"
-        )))
+        ))),
     }
 }
 
@@ -303,8 +305,10 @@ impl BenchArgs {
         }
         plan.pipeline = self.pipeline;
         if let Some(r) = self.rate {
-            if !(r.is_finite() && r > 0.0) {
-                return Err(usage(format!("--rate {r}: must be a positive number")));
+            if !(r.is_finite() && r >= 0.001) {
+                return Err(usage(format!(
+                    "--rate {r}: must be at least 0.001 requests per second"
+                )));
             }
             if self.pipeline > 1 {
                 return Err(usage("--rate cannot be combined with --pipeline"));
@@ -634,6 +638,8 @@ mod tests {
         assert_eq!(parse_duration("3"), Some(Duration::from_secs(3)));
         assert_eq!(parse_duration("x"), None);
         assert_eq!(parse_duration("-1s"), None);
+        assert_eq!(parse_duration("1e300h"), None);
+        assert_eq!(parse_duration("NaN"), None);
         let ips = parse_source_ips("127.0.0.1-127.0.0.3").unwrap();
         assert_eq!(ips.len(), 3);
         assert_eq!(ips[2], "127.0.0.3".parse::<IpAddr>().unwrap());

@@ -449,7 +449,7 @@ impl<'a> Worker<'a> {
                     }
                     let c = &mut self.conns[i];
                     let intended = c.next_intended;
-                    c.next_intended += iv;
+                    c.next_intended = c.next_intended.saturating_add(iv);
                     self.m.send_delay.record((now - intended) / 1000);
                     intended
                 }
@@ -522,7 +522,7 @@ impl<'a> Worker<'a> {
             Some(iv) => {
                 let c = &mut self.conns[i];
                 let intended = c.next_intended;
-                c.next_intended += iv;
+                c.next_intended = c.next_intended.saturating_add(iv);
                 self.m.send_delay.record((now - intended) / 1000);
                 intended
             }

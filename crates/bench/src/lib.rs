@@ -21,7 +21,9 @@
 //! ```
 //!
 //! [`run`] returns a [`Report`] (what `--json` prints, schema in `schema/report.schema.json`);
-//! [`measure`] returns the mergeable [`Measurement`] behind it.
+//! [`measure`] returns the mergeable [`Measurement`] behind it. Both raise the soft
+//! `RLIMIT_NOFILE` to the hard limit, and refuse a plan the limits cannot hold with a
+//! [`UsageError`] that names the limit.
 
 pub mod cli;
 pub mod engine;
@@ -89,7 +91,7 @@ pub fn measure(plan: &Plan, opts: &Options) -> anyhow::Result<Outcome> {
         keep_alive: plan.reuses_connections(),
         rate_interval_ns: plan
             .rate
-            .map(|r| ((plan.concurrency as f64 / r) * 1e9).max(1.0) as u64),
+            .map(|r| ((plan.concurrency as f64 / r) * 1e9).clamp(1.0, 1e18) as u64),
         concurrency: plan.concurrency,
         timeout_ns: plan.timeout.as_nanos().min(u64::MAX as u128) as u64,
         deadline_ns: plan

@@ -132,8 +132,10 @@ impl Plan {
             return Err(UsageError::new("--pipeline: must be between 1 and 1024"));
         }
         if let Some(r) = self.rate {
-            if !(r.is_finite() && r > 0.0) {
-                return Err(UsageError::new("--rate: must be a positive number"));
+            if !(r.is_finite() && r >= 0.001) {
+                return Err(UsageError::new(
+                    "--rate: must be at least 0.001 requests per second",
+                ));
             }
             if self.pipeline > 1 {
                 return Err(UsageError::new(

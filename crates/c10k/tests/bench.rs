@@ -189,6 +189,22 @@ fn bad_input_exits_2_naming_the_flag() {
         ),
         (vec!["--pipeline", "0", "http://127.0.0.1:1/"], "--pipeline"),
         (vec!["-Z", "http://127.0.0.1:1/"], "-Z"),
+        (vec!["-t", "1e300", "http://127.0.0.1:1/"], "-t"),
+        (vec!["-s", "NaN", "http://127.0.0.1:1/"], "-s"),
+        (
+            vec![
+                "--rate",
+                "1e-300",
+                "--duration",
+                "1s",
+                "http://127.0.0.1:1/",
+            ],
+            "--rate",
+        ),
+        (
+            vec!["-c", "30000", "-n", "30000", "http://127.0.0.1:1/"],
+            "RLIMIT_NOFILE",
+        ),
     ] {
         let o = bench(&args);
         let err = String::from_utf8_lossy(&o.stderr);
