@@ -574,7 +574,14 @@ fn worker() -> anyhow::Result<()> {
     let mut input = Vec::new();
     std::io::Read::read_to_end(&mut std::io::stdin(), &mut input)?;
     let plan: Plan = serde_json::from_slice(&input).context("reading the plan")?;
-    let o = crate::measure(&plan, &Options::default())?;
+    // Ctrl-C reaches the whole process group: stop early and hand back what was measured.
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, interrupt.clone());
+    let opts = Options {
+        progress: false,
+        interrupt: Some(interrupt),
+    };
+    let o = crate::measure(&plan, &opts)?;
     serde_json::to_writer(std::io::stdout().lock(), &o.measurement)?;
     Ok(())
 }
