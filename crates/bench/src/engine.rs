@@ -580,6 +580,7 @@ impl<'a> Worker<'a> {
     fn connect_failed(&mut self, i: usize, e: &io::Error) {
         self.m.errors.connect += 1;
         self.m.completed += 1;
+        self.last_end = self.now();
         self.connect_failures += 1;
         if !self.p.keep_going && self.connect_failures > 10 {
             self.shared.abort(format!(
@@ -695,6 +696,7 @@ impl<'a> Worker<'a> {
             self.give_back(n);
         } else {
             self.m.errors.write += 1;
+            self.last_end = self.t0.elapsed().as_nanos() as u64;
             self.m.completed += 1;
             let n = c.inflight.len().saturating_sub(1) as u64;
             self.give_back(n);
@@ -914,6 +916,7 @@ impl<'a> Worker<'a> {
         if n > 0 {
             *kind(&mut self.m.errors) += 1;
             self.m.completed += 1;
+            self.last_end = self.now();
             self.give_back(n - 1);
         }
         self.reopen_later(i);
@@ -933,6 +936,7 @@ impl<'a> Worker<'a> {
                 if c.st == St::Connecting {
                     self.m.errors.timeout += 1;
                     self.m.completed += 1;
+                    self.last_end = now;
                     self.reopen_later(i);
                 } else {
                     self.fail_front(i, |e| &mut e.timeout);

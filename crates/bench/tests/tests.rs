@@ -224,6 +224,7 @@ fn refused_connect_counts_with_r_and_aborts_without() {
     p.keep_going = true;
     let m = measure(&p);
     assert_eq!(m.errors.connect, 5);
+    assert!(m.elapsed_us > 0, "the run's time covers failures too");
     assert_eq!(m.completed, 5);
     assert_eq!(Report::new(&p, &m).failures.connect, 5);
 }
