@@ -450,7 +450,9 @@ impl<'a> Worker<'a> {
                     let c = &mut self.conns[i];
                     let intended = c.next_intended;
                     c.next_intended = c.next_intended.saturating_add(iv);
-                    self.m.send_delay.record((now - intended) / 1000);
+                    self.m
+                        .send_delay
+                        .record(now.saturating_sub(intended) / 1000);
                     intended
                 }
                 None => {
@@ -523,7 +525,9 @@ impl<'a> Worker<'a> {
                 let c = &mut self.conns[i];
                 let intended = c.next_intended;
                 c.next_intended = c.next_intended.saturating_add(iv);
-                self.m.send_delay.record((now - intended) / 1000);
+                self.m
+                    .send_delay
+                    .record(now.saturating_sub(intended) / 1000);
                 intended
             }
             None => now,
@@ -663,7 +667,8 @@ impl<'a> Worker<'a> {
         let Some(sock) = c.sock.as_mut() else { return };
         while c.out_pos < c.out.len() {
             match sock.write(&c.out[c.out_pos..]) {
-                Ok(0) => break,
+                // A socket never accepts zero bytes of a non-empty buffer; wait for writable.
+                Ok(0) => return,
                 Ok(n) => c.out_pos += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
