@@ -591,3 +591,66 @@ fn proxy_gets_absolute_uris_and_proxy_auth() {
     assert!(req.contains("\r\nHost: example.invalid:8080\r\n"));
     assert!(req.contains("\r\nProxy-Authorization: Basic dTpw\r\n"));
 }
+
+/// `tests/responses/{valid,invalid}/NNN-name.http` hold raw responses (`\r\n` written out);
+/// `.expect` lists the responses each must yield, one `STATUS BODY keep|close [eof]` a line.
+#[test]
+fn response_corpus_parses_at_every_split() {
+    use c10k_bench::parse::{Eof, ResponseParser};
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/responses");
+    let mut seen = 0;
+    for (dir, valid) in [("valid", true), ("invalid", false)] {
+        let mut files: Vec<_> = std::fs::read_dir(format!("{root}/{dir}"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "http"))
+            .collect();
+        files.sort();
+        for path in files {
+            seen += 1;
+            let raw = std::fs::read_to_string(&path)
+                .unwrap()
+                .replace("\\r\\n", "\r\n");
+            let bytes = raw.as_bytes();
+            let expect = std::fs::read_to_string(path.with_extension("expect")).unwrap_or_default();
+            for step in 1..=bytes.len() {
+                let mut p = ResponseParser::new();
+                let mut got = Vec::new();
+                let mut error = false;
+                let mut server = Some(String::new());
+                'feed: for piece in bytes.chunks(step) {
+                    let mut off = 0;
+                    while off < piece.len() {
+                        match p.feed(&piece[off..], false, &mut server) {
+                            Ok((n, done)) => {
+                                off += n;
+                                if let Some(d) = done {
+                                    let ka = if d.keep_alive { "keep" } else { "close" };
+                                    got.push(format!("{} {} {ka}", d.status, d.body));
+                                }
+                            }
+                            Err(_) => {
+                                error = true;
+                                break 'feed;
+                            }
+                        }
+                    }
+                }
+                if !error {
+                    if let Eof::Complete(d) = p.eof() {
+                        got.push(format!("{} {} close eof", d.status, d.body));
+                    }
+                }
+                let name = path.display();
+                if valid {
+                    assert!(!error, "{name} step {step}: parse error");
+                    let want: Vec<&str> = expect.lines().collect();
+                    assert_eq!(got, want, "{name} step {step}");
+                } else {
+                    assert!(error, "{name} step {step}: accepted {got:?}");
+                }
+            }
+        }
+    }
+    assert!(seen >= 15);
+}
