@@ -38,7 +38,7 @@ pub struct BenchArgs {
     /// Seconds to max. to spend on benchmarking (without -n: run until then).
     #[arg(short = 't', value_name = "timelimit")]
     pub timelimit: Option<f64>,
-    /// Seconds to max. wait for each response (default 30).
+    /// Seconds to max. wait for each response.
     #[arg(short = 's', value_name = "timeout", default_value_t = 30.0)]
     pub timeout: f64,
     /// Use HTTP KeepAlive feature.
@@ -158,8 +158,11 @@ pub struct BenchArgs {
     #[arg(long, hide = true)]
     pub internal_worker: bool,
 
-    /// `http://hostname[:port]/path` (several: round robin).
-    #[arg(value_name = "URL")]
+    /// The targets, used round robin.
+    #[arg(
+        value_name = "URL",
+        help = "http://hostname[:port]/path (several: round robin)"
+    )]
     pub urls: Vec<String>,
 }
 
