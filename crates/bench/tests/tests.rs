@@ -382,12 +382,20 @@ fn holds_2000_connections() {
 
 #[test]
 fn source_ips_spread_connections() {
-    let srv = Serve::start();
+    let srv = RawServer::start(|_, _| (OK.to_vec(), Next::Keep));
     let mut p = plan(&srv.url("/"), 40, 4);
     p.keep_alive = true;
     p.source_ips = c10k_bench::cli::parse_source_ips("127.0.0.1-127.0.0.4").unwrap();
     let m = measure(&p);
-    assert_eq!(m.statuses.get(&200), Some(&40));
+    assert_eq!(m.responses, 40);
+    let peers: Vec<String> = srv
+        .peers
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|ip| ip.to_string())
+        .collect();
+    assert_eq!(peers, ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"]);
 }
 
 #[test]

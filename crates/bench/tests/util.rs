@@ -69,6 +69,8 @@ pub struct RawServer {
     pub requests: Arc<AtomicU64>,
     pub connections: Arc<AtomicU64>,
     pub first_request: Arc<Mutex<Option<Vec<u8>>>>,
+    /// The distinct client addresses seen.
+    pub peers: Arc<Mutex<std::collections::BTreeSet<std::net::IpAddr>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -83,19 +85,22 @@ impl RawServer {
         let requests = Arc::new(AtomicU64::new(0));
         let connections = Arc::new(AtomicU64::new(0));
         let first_request = Arc::new(Mutex::new(None));
+        let peers = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
         let handler: Arc<Handler> = Arc::new(handler);
         {
-            let (stop, requests, connections, first) = (
+            let (stop, requests, connections, first, peers) = (
                 stop.clone(),
                 requests.clone(),
                 connections.clone(),
                 first_request.clone(),
+                peers.clone(),
             );
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     match listener.accept() {
-                        Ok((s, _)) => {
+                        Ok((s, peer)) => {
                             connections.fetch_add(1, Ordering::Relaxed);
+                            peers.lock().unwrap().insert(peer.ip());
                             let (stop, requests, first, handler) = (
                                 stop.clone(),
                                 requests.clone(),
@@ -116,6 +121,7 @@ impl RawServer {
             requests,
             connections,
             first_request,
+            peers,
             stop,
         }
     }
