@@ -23,6 +23,8 @@ enum Command {
     /// Run the application server (the built-in app) under a chosen worker class.
     #[command(after_long_help = SERVE_AFTER_HELP)]
     Serve(ServeArgs),
+    /// Load-test an HTTP server: ApacheBench's flags and report, faster than wrk.
+    Bench(Box<c10k_bench::BenchArgs>),
 }
 
 const SERVE_AFTER_HELP: &str = "\
@@ -86,11 +88,14 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
             }
             c10k_serve::run(config)
         }
+        Command::Bench(args) => c10k_bench::cli::run(*args),
     }
 }
 
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    if err.downcast_ref::<UsageError>().is_some() {
+    if err.downcast_ref::<UsageError>().is_some()
+        || err.downcast_ref::<c10k_bench::UsageError>().is_some()
+    {
         2
     } else {
         1
