@@ -160,7 +160,14 @@ per_class!(limits, |class| {
 });
 
 per_class!(slow_client_gets_408, |class| {
-    let s = Server::start(&["-k", class, "--threads", threads(class), "--header-timeout", "0.5"]);
+    let s = Server::start(&[
+        "-k",
+        class,
+        "--threads",
+        threads(class),
+        "--header-timeout",
+        "0.5",
+    ]);
     let mut slow = Reader::new(connect(s.addr));
     slow.send(b"GET / HTTP/1.1\r\nHost: t\r\nX-Half").unwrap();
     let start = Instant::now();
@@ -308,7 +315,14 @@ fn scheduling_matches_each_class_model() {
 }
 
 per_class!(request_timeout_504, |class| {
-    let s = Server::start(&["-k", class, "--threads", threads(class), "--request-timeout", "0.3"]);
+    let s = Server::start(&[
+        "-k",
+        class,
+        "--threads",
+        threads(class),
+        "--request-timeout",
+        "0.3",
+    ]);
     let start = Instant::now();
     let r = get(s.addr, "/?delay=5").unwrap();
     assert_eq!(r.status, 504);
@@ -399,7 +413,16 @@ fn finish_load(handles: Vec<std::thread::JoinHandle<(u32, u32)>>) -> (u32, u32) 
 }
 
 per_class!(hup_rolls_workers_without_failures, |class| {
-    let s = Server::start(&["-k", class, "-w", "2", "--threads", threads(class), "--keepalive", "1"]);
+    let s = Server::start(&[
+        "-k",
+        class,
+        "-w",
+        "2",
+        "--threads",
+        threads(class),
+        "--keepalive",
+        "1",
+    ]);
     let before = s.worker_pids();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = steady_load(s.addr, 4, false, stop.clone());

@@ -9,7 +9,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-
 /// A running `c10k serve` (master and workers). Killed on drop.
 pub struct Server {
     pub child: Child,
