@@ -25,6 +25,9 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Load-test an HTTP server: ApacheBench's flags and report, faster than wrk.
     Bench(Box<c10k_bench::BenchArgs>),
+    /// Reproduce the seed's results table on this machine: every worker class × workload ×
+    /// concurrency, direct and behind nginx, with plots.
+    Lab(c10k_lab::LabArgs),
 }
 
 const SERVE_AFTER_HELP: &str = "\
@@ -89,6 +92,13 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
             c10k_serve::run(config)
         }
         Command::Bench(args) => c10k_bench::cli::run(*args),
+        Command::Lab(args) => {
+            let exe = std::env::current_exe().context("cannot find the c10k binary")?;
+            c10k_lab::run(args, &exe).map_err(|e| match e.downcast::<c10k_lab::UsageError>() {
+                Ok(u) => UsageError(u.to_string()).into(),
+                Err(e) => e,
+            })
+        }
     }
 }
 
