@@ -24,6 +24,15 @@ fn palette(i: usize) -> RGBColor {
     COLORS[i % COLORS.len()]
 }
 
+/// Axis tick text: whole numbers above 10, one decimal below.
+fn tick(v: f64) -> String {
+    if v >= 10.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
 type Series = Vec<(String, Vec<(f64, f64)>)>;
 
 /// Per mode, the points (concurrency, f(row)) of measured cells of `workload`.
@@ -85,6 +94,10 @@ pub fn throughput(rows: &[Row], workload: &str) -> anyhow::Result<String> {
             .map_err(err)?;
         chart
             .configure_mesh()
+            .light_line_style(WHITE)
+            .bold_line_style(BLACK.mix(0.12))
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| tick(*y))
             .x_desc("concurrent clients")
             .y_desc("transactions / s")
             .draw()
@@ -134,6 +147,10 @@ pub fn latency(rows: &[Row], workload: &str) -> anyhow::Result<String> {
             .map_err(err)?;
         chart
             .configure_mesh()
+            .light_line_style(WHITE)
+            .bold_line_style(BLACK.mix(0.12))
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| tick(*y))
             .x_desc("concurrent clients")
             .y_desc("milliseconds")
             .draw()
