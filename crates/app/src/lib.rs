@@ -15,10 +15,13 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use c10k_store::Store;
 
+mod messages;
 mod query;
 
 pub use query::Query;
@@ -249,11 +252,28 @@ pub trait Handler: Send + Sync + 'static {
 #[derive(Debug)]
 pub struct App {
     config: AppConfig,
+    /// The write path behind `/messages` and `/ids`; without one those routes answer 503.
+    store: Option<Arc<Store>>,
 }
 
 impl App {
     pub fn new(config: AppConfig) -> App {
-        App { config }
+        App {
+            config,
+            store: None,
+        }
+    }
+
+    /// An application whose `/messages` and `/ids` routes use `store`.
+    pub fn with_store(config: AppConfig, store: Arc<Store>) -> App {
+        App {
+            config,
+            store: Some(store),
+        }
+    }
+
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.store.as_ref()
     }
 
     pub fn config(&self) -> &AppConfig {
@@ -274,6 +294,15 @@ impl App {
             "/echo" => match req.method {
                 Method::Post | Method::Put => Ok(echo(req)),
                 _ => Ok(method_not_allowed("POST, PUT")),
+            },
+            "/messages" => match req.method {
+                Method::Post => self.post_message(req, ctx).await,
+                Method::Get | Method::Head => self.list_messages(req, ctx).await,
+                _ => Ok(method_not_allowed("GET, HEAD, POST")),
+            },
+            "/ids" => match req.method {
+                Method::Get | Method::Head => Ok(self.ids(req)),
+                _ => Ok(method_not_allowed("GET, HEAD")),
             },
             path => Ok(Response::error(404, format_args!("no route for {path}"))),
         };

@@ -26,7 +26,12 @@ pub struct Cli {
 enum Command {
     /// Run the application server (the built-in app) under a chosen worker class.
     #[command(after_long_help = SERVE_AFTER_HELP)]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Load-test an HTTP server: ApacheBench's flags and report, faster than wrk.
+    Bench(Box<c10k_bench::BenchArgs>),
+    /// Reproduce the seed's results table on this machine: every worker class × workload ×
+    /// concurrency, direct and behind nginx, with plots.
+    Lab(c10k_lab::LabArgs),
     /// Show what a running server is doing, from its admin listener (SHOW PROCESSLIST/STATUS).
     Status(StatusArgs),
 }
@@ -142,6 +147,14 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
             }
             c10k_serve::run(config)
         }
+        Command::Bench(args) => c10k_bench::cli::run(*args),
+        Command::Lab(args) => {
+            let exe = std::env::current_exe().context("cannot find the c10k binary")?;
+            c10k_lab::run(args, &exe).map_err(|e| match e.downcast::<c10k_lab::UsageError>() {
+                Ok(u) => UsageError(u.to_string()).into(),
+                Err(e) => e,
+            })
+        }
         Command::Status(args) => run_status(args),
     }
 }
@@ -166,7 +179,9 @@ fn run_status(args: StatusArgs) -> anyhow::Result<()> {
 }
 
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    if err.downcast_ref::<UsageError>().is_some() {
+    if err.downcast_ref::<UsageError>().is_some()
+        || err.downcast_ref::<c10k_bench::UsageError>().is_some()
+    {
         2
     } else {
         1

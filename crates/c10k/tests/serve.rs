@@ -554,6 +554,7 @@ fn unix_socket_bind() {
     let bind = format!("unix:{}", path.display());
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_c10k"))
         .args(["serve", "--bind", &bind])
+        .env("C10K_DATA_DIR", dir.path())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();

@@ -336,6 +336,17 @@ fn admin_is_loopback_by_default_and_never_on_the_public_port() {
         let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert!(v["fields"]["message"].is_string(), "{line}");
     }
+    // A chosen admin address that is taken is an error naming the flag (a taken default only
+    // turns the admin listener off, with a warning).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_s = taken.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--admin", &taken_s])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--admin") && err.contains(&taken_s), "{err}");
     // --admin off: no admin line, and the CLI says what it could not reach.
     let off = Server::start(&["--admin", "off"]);
     assert!(!off.log().contains("Admin listening"));

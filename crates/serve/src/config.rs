@@ -283,6 +283,17 @@ pub struct ServeConfig {
     /// durations); only requests and connections are counted. For measuring their cost.
     #[arg(long, env = "C10K_NO_REQUEST_TRACKING", help_heading = "Status")]
     pub no_request_tracking: bool,
+
+    /// Whether `--admin` was chosen (command line, environment or file) rather than defaulted:
+    /// a taken default address only turns the admin listener off, with a warning, so a second
+    /// server on the machine still starts; a chosen address that cannot be bound is an error.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub admin_chosen: bool,
+    /// The write path (`/messages`, `/ids`): data dir, database, journal and flusher settings.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub store: c10k_store::StoreConfig,
 }
 
 impl Default for ServeConfig {
@@ -319,7 +330,13 @@ impl ServeConfig {
             flag: "serve",
             message: e.to_string(),
         })?;
+        let admin_on_cli = matches!(
+            matches.value_source("admin"),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        );
         let Some(path) = file else {
+            let mut cli = cli;
+            cli.admin_chosen = admin_on_cli;
             cli.validate()?;
             return Ok(cli);
         };
@@ -332,6 +349,7 @@ impl ServeConfig {
             message,
         };
         let from_file: toml::Table = text.parse().map_err(|e| file_err(format!("{e}")))?;
+        let admin_in_file = from_file.contains_key("admin");
         let mut merged = toml::Table::try_from(&cli).map_err(|e| file_err(e.to_string()))?;
         let known = ServeConfig::augment_args(clap::Command::new("serve"));
         for (key, value) in from_file {
@@ -349,9 +367,10 @@ impl ServeConfig {
                 merged.insert(key, value);
             }
         }
-        let config: ServeConfig = toml::Value::Table(merged)
+        let mut config: ServeConfig = toml::Value::Table(merged)
             .try_into()
             .map_err(|e: toml::de::Error| file_err(e.message().to_owned()))?;
+        config.admin_chosen = admin_on_cli || admin_in_file;
         config.validate()?;
         Ok(config)
     }
@@ -461,6 +480,12 @@ mod tests {
         let m = matches(&["--admin", "off"]);
         let c = ServeConfig::resolve(&m, None).unwrap();
         assert_eq!(c.admin, AdminAddr(None));
+        assert!(c.admin_chosen);
+        assert!(
+            !ServeConfig::resolve(&matches(&[]), None)
+                .unwrap()
+                .admin_chosen
+        );
         let m = matches(&["--bind", "127.0.0.1:8000", "--admin", "127.0.0.1:8000"]);
         let e = ServeConfig::resolve(&m, None).unwrap_err();
         assert!(e.to_string().contains("--admin"), "{e}");

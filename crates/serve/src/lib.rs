@@ -11,6 +11,34 @@
 //! - `workers`: the worker classes; [`Server::serve`] runs the configured one in this process.
 //! - [`scoreboard`] and `track`: what every worker is doing, in shared memory; `admin`: the
 //!   master's status listener that reads it (`/status`, `/processlist`, `/metrics`).
+//! - `master`: the supervising process `c10k serve` runs ([`run`]).
+//!
+//! Serving your own handler in-process:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use c10k_app::{Ctx, Handler, Request, Response};
+//!
+//! struct Hi;
+//! impl Handler for Hi {
+//!     fn call(&self, _req: &Request, ctx: Ctx) -> impl std::future::Future<Output = Response> + Send {
+//!         async move {
+//!             // Blocks the thread or yields to the event loop, per worker class.
+//!             let _ = ctx.sleep(std::time::Duration::from_millis(10)).await;
+//!             Response::text(200, "hi\n")
+//!         }
+//!     }
+//! }
+//!
+//! # fn main() -> anyhow::Result<()> {
+//! let mut config = c10k_serve::ServeConfig::default();
+//! config.bind = vec!["127.0.0.1:0".parse().map_err(anyhow::Error::msg)?];
+//! let server = c10k_serve::Server::bind(config)?;
+//! println!("listening on {:?}", server.local_addrs());
+//! server.serve(Arc::new(Hi))?;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod config;
 pub mod listener;

@@ -14,17 +14,22 @@ pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
     log: Arc<Mutex<String>>,
+    /// The write path's `--data-dir` (journals, SQLite), one per server so tests never share a
+    /// journal; removed after the server is killed.
+    pub data: tempfile::TempDir,
 }
 
 impl Server {
     /// Starts `c10k serve --bind 127.0.0.1:0 ARGS` and waits until every worker answers.
     pub fn start(args: &[&str]) -> Server {
+        let data = tempfile::tempdir().expect("data dir");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_c10k"));
         cmd.args(["serve", "--bind", "127.0.0.1:0"])
             .args(args)
             .env("C10K_LOG", "info")
             // Parallel tests must not race for the default admin port; --admin still wins.
             .env("C10K_ADMIN", "127.0.0.1:0")
+            .env("C10K_DATA_DIR", data.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -54,7 +59,12 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(20));
         };
-        let server = Server { child, addr, log };
+        let server = Server {
+            child,
+            addr,
+            log,
+            data,
+        };
         let workers = arg_value(args, &["-w", "--workers"]).unwrap_or(1);
         server.wait_for_workers(workers);
         server

@@ -165,9 +165,21 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
     );
     let admin = match &config.admin.0 {
         Some(addr) => {
-            let admin = crate::admin::Admin::bind(addr).with_context(|| {
-                format!("cannot listen on {addr} (--admin; another port, or --admin off)")
-            })?;
+            let admin = match crate::admin::Admin::bind(addr) {
+                Ok(admin) => admin,
+                Err(e) if !config.admin_chosen => {
+                    tracing::warn!(
+                        "admin listener off: cannot listen on the default {addr} ({e}); \
+                         choose one with --admin ADDR"
+                    );
+                    return serve_master(config, server, None);
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("cannot listen on {addr} (--admin; another port, or --admin off)")
+                    })
+                }
+            };
             let scheme = match addr {
                 BindAddr::Tcp(_) => "http://",
                 BindAddr::Unix(_) => "",
@@ -181,6 +193,14 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
         }
         None => None,
     };
+    serve_master(config, server, admin)
+}
+
+fn serve_master(
+    config: ServeConfig,
+    server: Server,
+    admin: Option<crate::admin::Admin>,
+) -> anyhow::Result<()> {
     // The master starts no thread before its workers exist (see `master`).
     master::Master::new(config, server.listeners, admin)?.run()?;
     tracing::info!("stopped");

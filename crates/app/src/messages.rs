@@ -1,0 +1,367 @@
+//! The write-path routes: `POST /messages`, `GET /messages`, `GET /ids`.
+//!
+//! The routes only parse and answer; every wait happens in [`c10k_store::Store`], whose futures
+//! complete through channels that any executor can await, so these handlers run unchanged under
+//! `Wait::Block` (`block_on` on a worker thread) and `Wait::Yield` (tokio).
+
+use std::sync::Arc;
+
+use c10k_store::{Message, Store, StoreError, MAX_IDS_PER_CALL};
+use serde_json::json;
+
+use crate::{App, Ctx, DeadlineExceeded, Request, Response};
+
+/// Most messages one `GET /messages` returns; the default when `limit` is absent.
+const MAX_LIMIT: u32 = 1000;
+const DEFAULT_LIMIT: u32 = 100;
+
+impl App {
+    fn store_or_503(&self) -> Result<&Arc<Store>, Response> {
+        self.store.as_ref().ok_or_else(|| {
+            Response::error(
+                503,
+                "the write path is not configured in this server (no store; see --database)",
+            )
+        })
+    }
+
+    pub(crate) async fn post_message(
+        &self,
+        req: &Request,
+        ctx: Ctx,
+    ) -> Result<Response, DeadlineExceeded> {
+        let store = match self.store_or_503() {
+            Ok(s) => s,
+            Err(resp) => return Ok(resp),
+        };
+        let (room, user, text) = match parse_post(&req.body) {
+            Ok(fields) => fields,
+            Err(why) => return Ok(Response::error(400, why)),
+        };
+        ctx.check_deadline()?;
+        match store.post(&room, &user, &text, ctx.deadline).await {
+            Ok(msg) => Ok(Response::json(201, &message_json(&msg))),
+            Err(e) => Ok(store_error(e)),
+        }
+    }
+
+    pub(crate) async fn list_messages(
+        &self,
+        req: &Request,
+        ctx: Ctx,
+    ) -> Result<Response, DeadlineExceeded> {
+        let store = match self.store_or_503() {
+            Ok(s) => s,
+            Err(resp) => return Ok(resp),
+        };
+        let q = req.query();
+        let Some(room) = q.get("room") else {
+            return Ok(Response::error(
+                400,
+                "room: missing; use /messages?room=R&after=ID&limit=N",
+            ));
+        };
+        if let Err(e) =
+            c10k_store::record::validate_field("room", &room, c10k_store::record::MAX_ROOM)
+        {
+            return Ok(Response::error(400, e));
+        }
+        let after = match q.get("after") {
+            None => 0,
+            Some(raw) => match raw.parse::<u64>() {
+                Ok(n) => n,
+                Err(_) => {
+                    return Ok(Response::error(
+                        400,
+                        format_args!("after: {raw:?} is not a message id (a whole number ≥ 0)"),
+                    ))
+                }
+            },
+        };
+        let limit = match q.get("limit") {
+            None => DEFAULT_LIMIT,
+            Some(raw) => match raw.parse::<u32>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+                _ => {
+                    return Ok(Response::error(
+                        400,
+                        format_args!("limit: {raw:?} is not a whole number in 1..={MAX_LIMIT}"),
+                    ))
+                }
+            },
+        };
+        ctx.check_deadline()?;
+        match store.list(&room, after, limit, ctx.deadline).await {
+            Ok(rows) => {
+                let rows: Vec<_> = rows.iter().map(message_json).collect();
+                Ok(Response::json(
+                    200,
+                    &json!({ "room": room, "messages": rows }),
+                ))
+            }
+            Err(e) => Ok(store_error(e)),
+        }
+    }
+
+    pub(crate) fn ids(&self, req: &Request) -> Response {
+        let store = match self.store_or_503() {
+            Ok(s) => s,
+            Err(resp) => return resp,
+        };
+        let count = match req.query().get("count") {
+            None => 1,
+            Some(raw) => match raw.parse::<usize>() {
+                Ok(n) if (1..=MAX_IDS_PER_CALL).contains(&n) => n,
+                _ => {
+                    return Response::error(
+                        400,
+                        format_args!(
+                            "count: {raw:?} is not a whole number in 1..={MAX_IDS_PER_CALL}"
+                        ),
+                    )
+                }
+            },
+        };
+        match store.ids(count) {
+            Ok(ids) => Response::json(200, &json!({ "ids": ids })),
+            Err(e) => store_error(e),
+        }
+    }
+}
+
+fn message_json(m: &Message) -> serde_json::Value {
+    json!({ "id": m.id, "room": m.room, "user": m.user, "text": m.text, "ts": m.ts })
+}
+
+fn store_error(e: StoreError) -> Response {
+    let resp = Response::error(e.status(), &e);
+    match e.retry_after() {
+        Some(secs) => resp.with_header("Retry-After", secs.to_string()),
+        None => resp,
+    }
+}
+
+/// Parses `{"room": ..., "user": ..., "text": ...}`; unknown keys are refused so a typo
+/// (`"txt"`) is not silently a missing field.
+fn parse_post(body: &[u8]) -> Result<(String, String, String), String> {
+    if body.is_empty() {
+        return Err(r#"body: expected JSON {"room": ..., "user": ..., "text": ...}"#.into());
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("body: not valid JSON: {e}"))?;
+    let serde_json::Value::Object(map) = value else {
+        return Err("body: expected a JSON object".into());
+    };
+    if let Some(k) = map
+        .keys()
+        .find(|k| !matches!(k.as_str(), "room" | "user" | "text"))
+    {
+        return Err(format!("{k}: unknown field; expected room, user, text"));
+    }
+    let field = |name: &str| -> Result<String, String> {
+        match map.get(name) {
+            Some(serde_json::Value::String(s)) => Ok(s.clone()),
+            Some(_) => Err(format!("{name}: must be a string")),
+            None => Err(format!("{name}: missing")),
+        }
+    };
+    Ok((field("room")?, field("user")?, field("text")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AppConfig, Method, Wait};
+    use c10k_store::StoreConfig;
+
+    fn app_with_store(dir: &std::path::Path) -> App {
+        let mut cfg = StoreConfig::in_dir(dir);
+        cfg.instance_id = Some(1);
+        cfg.flush_interval = 5;
+        let store = Store::open(&cfg, 0).unwrap();
+        App::with_store(AppConfig::default(), Arc::new(store))
+    }
+
+    fn call(app: &App, req: Request) -> Response {
+        pollster::block_on(app.handle(&req, Ctx::new(Wait::Block)))
+    }
+
+    fn post(app: &App, body: &str) -> Response {
+        call(
+            app,
+            Request::new(Method::Post, "/messages").with_body("application/json", body.to_owned()),
+        )
+    }
+
+    fn json_body(resp: &Response) -> serde_json::Value {
+        serde_json::from_slice(&resp.body).unwrap()
+    }
+
+    #[test]
+    fn without_a_store_the_routes_answer_503() {
+        let app = App::new(AppConfig::default());
+        for req in [
+            Request::new(Method::Get, "/ids"),
+            Request::new(Method::Get, "/messages?room=a"),
+            Request::new(Method::Post, "/messages").with_body("application/json", "{}"),
+        ] {
+            let resp = call(&app, req);
+            assert_eq!(resp.status, 503);
+            assert!(std::str::from_utf8(&resp.body)
+                .unwrap()
+                .contains("not configured"));
+        }
+    }
+
+    #[test]
+    fn post_then_read_your_writes_then_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_with_store(dir.path());
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let resp = post(
+                &app,
+                &format!(r#"{{"room":"r1","user":"ann","text":"hi {i}"}}"#),
+            );
+            assert_eq!(resp.status, 201, "{:?}", resp.body);
+            let v = json_body(&resp);
+            assert_eq!(v["room"], "r1");
+            assert_eq!(v["text"], format!("hi {i}"));
+            assert!(v["ts"].as_u64().unwrap() > 1_700_000_000_000);
+            ids.push(v["id"].as_u64().unwrap());
+        }
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        // Immediately visible, flushed or not.
+        let resp = call(&app, Request::new(Method::Get, "/messages?room=r1"));
+        assert_eq!(resp.status, 200);
+        let got: Vec<u64> = json_body(&resp)["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_u64().unwrap())
+            .collect();
+        assert_eq!(got, ids);
+        let resp = call(
+            &app,
+            Request::new(
+                Method::Get,
+                &format!("/messages?room=r1&after={}&limit=2", ids[1]),
+            ),
+        );
+        let got: Vec<u64> = json_body(&resp)["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_u64().unwrap())
+            .collect();
+        assert_eq!(got, ids[2..4]);
+
+        let resp = call(&app, Request::new(Method::Get, "/ids?count=3"));
+        assert_eq!(resp.status, 200);
+        assert_eq!(json_body(&resp)["ids"].as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn bad_input_gets_400_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_with_store(dir.path());
+        let long = "x".repeat(5000);
+        for (body, why) in [
+            ("", "body"),
+            ("nope", "not valid JSON"),
+            ("[1]", "JSON object"),
+            (r#"{"room":"a","user":"b"}"#, "text: missing"),
+            (
+                r#"{"room":"a","user":"b","text":1}"#,
+                "text: must be a string",
+            ),
+            (
+                r#"{"room":"a","user":"b","text":"c","x":1}"#,
+                "x: unknown field",
+            ),
+            (
+                r#"{"room":"","user":"b","text":"c"}"#,
+                "room: must not be empty",
+            ),
+            (
+                &format!(r#"{{"room":"a","user":"b","text":"{long}"}}"#),
+                "text: at most 4096",
+            ),
+        ] {
+            let resp = post(&app, body);
+            assert_eq!(resp.status, 400, "{body}");
+            let text = std::str::from_utf8(&resp.body).unwrap();
+            assert!(text.contains(why), "{body}: {text}");
+        }
+        for (target, why) in [
+            ("/messages", "room: missing"),
+            ("/messages?room=a&after=x", "after"),
+            ("/messages?room=a&limit=0", "limit"),
+            ("/messages?room=a&limit=100000", "limit"),
+            ("/ids?count=0", "count"),
+            ("/ids?count=10001", "count"),
+        ] {
+            let resp = call(&app, Request::new(Method::Get, target));
+            assert_eq!(resp.status, 400, "{target}");
+            assert!(
+                std::str::from_utf8(&resp.body).unwrap().contains(why),
+                "{target}"
+            );
+        }
+    }
+
+    #[test]
+    fn backlog_past_max_lag_is_503_with_retry_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cfg = StoreConfig::in_dir(dir.path());
+        cfg.database = Some(format!("postgres://u:p@127.0.0.1:{port}/db")); // nobody listens
+        cfg.instance_id = Some(1);
+        cfg.max_lag = 2;
+        cfg.db_acquire_timeout = 0.3;
+        let app = App::with_store(
+            AppConfig::default(),
+            Arc::new(Store::open(&cfg, 0).unwrap()),
+        );
+        let body = r#"{"room":"r","user":"u","text":"t"}"#;
+        assert_eq!(
+            post(&app, body).status,
+            201,
+            "acknowledged from the journal"
+        );
+        assert_eq!(post(&app, body).status, 201);
+        let resp = post(&app, body);
+        assert_eq!(resp.status, 503);
+        assert!(resp
+            .headers
+            .iter()
+            .any(|(n, v)| *n == "Retry-After" && v == "1"));
+        assert!(std::str::from_utf8(&resp.body)
+            .unwrap()
+            .contains("--max-lag"));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn works_under_yield_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_with_store(dir.path());
+        let req = Request::new(Method::Post, "/messages")
+            .with_body("application/json", r#"{"room":"y","user":"u","text":"t"}"#);
+        let (a, b) = tokio::join!(
+            app.handle(&req, Ctx::new(Wait::Yield)),
+            app.handle(&req, Ctx::new(Wait::Yield))
+        );
+        assert_eq!((a.status, b.status), (201, 201));
+        let resp = app
+            .handle(
+                &Request::new(Method::Get, "/messages?room=y"),
+                Ctx::new(Wait::Yield),
+            )
+            .await;
+        assert_eq!(json_body(&resp)["messages"].as_array().unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,666 @@
+//! `c10k bench`'s command line: ab's flags with ab's meanings, then long-only extras. Parsing
+//! (clap, then checks that name the flag) is kept apart from building the [`Plan`].
+
+use std::io::{IsTerminal, Write};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::{ArgAction, Args, Subcommand};
+
+use crate::report::ab::TextOptions;
+use crate::{hdrlog, report, stats, Measurement, Options, Plan, Report, UsageError};
+
+/// Load-test an HTTP server (ApacheBench's flags, report and formulas; faster than wrk).
+#[derive(Debug, Clone, Args)]
+#[command(
+    disable_help_flag = true,
+    disable_version_flag = true,
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:\n  c10k bench -n 10000 -c 50 -k http://127.0.0.1:8000/\n  \
+                  c10k bench -r -n 10 -c 5 'http://127.0.0.1:3000/?delay=1'\n  \
+                  c10k bench --duration 10s --rate 2000 -c 100 -k http://127.0.0.1:8000/\n  \
+                  c10k bench merge host1.hdr host2.hdr"
+)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: Option<BenchCommand>,
+
+    /// Number of requests to perform.
+    #[arg(short = 'n', value_name = "requests")]
+    pub requests: Option<u64>,
+    /// Number of multiple requests to make at a time.
+    #[arg(short = 'c', value_name = "concurrency", default_value_t = 1)]
+    pub concurrency: usize,
+    /// Seconds to max. to spend on benchmarking (without -n: run until then).
+    #[arg(short = 't', value_name = "timelimit")]
+    pub timelimit: Option<f64>,
+    /// Seconds to max. wait for each response.
+    #[arg(short = 's', value_name = "timeout", default_value_t = 30.0)]
+    pub timeout: f64,
+    /// Use HTTP KeepAlive feature.
+    #[arg(short = 'k')]
+    pub keepalive: bool,
+    /// Don't exit on socket receive errors.
+    #[arg(short = 'r')]
+    pub keep_going: bool,
+    /// Do not show progress.
+    #[arg(short = 'q')]
+    pub quiet: bool,
+    /// File containing data to POST. Remember also to set -T.
+    #[arg(short = 'p', value_name = "postfile")]
+    pub postfile: Option<PathBuf>,
+    /// File containing data to PUT. Remember also to set -T.
+    #[arg(short = 'u', value_name = "putfile")]
+    pub putfile: Option<PathBuf>,
+    /// Content-type header to use for POST/PUT data (default text/plain).
+    #[arg(short = 'T', value_name = "content-type")]
+    pub content_type: Option<String>,
+    /// Add arbitrary header line, eg. 'Accept-Encoding: gzip' (repeatable).
+    #[arg(short = 'H', value_name = "attribute", action = ArgAction::Append)]
+    pub headers: Vec<String>,
+    /// Add cookie, eg. 'Apache=1234' (repeatable).
+    #[arg(short = 'C', value_name = "attribute", action = ArgAction::Append)]
+    pub cookies: Vec<String>,
+    /// Add Basic WWW Authentication, the attributes are a colon separated username and password.
+    #[arg(short = 'A', value_name = "attribute")]
+    pub auth: Option<String>,
+    /// Add Basic Proxy Authentication, the attributes are a colon separated username and password.
+    #[arg(short = 'P', value_name = "attribute")]
+    pub proxy_auth: Option<String>,
+    /// Proxyserver and port number to use.
+    #[arg(short = 'X', value_name = "proxy:port")]
+    pub proxy: Option<String>,
+    /// Address to bind to when making outgoing connections.
+    #[arg(short = 'B', value_name = "address")]
+    pub local_address: Option<String>,
+    /// Method name.
+    #[arg(short = 'm', value_name = "method")]
+    pub method: Option<String>,
+    /// Use HEAD instead of GET.
+    #[arg(short = 'i')]
+    pub head: bool,
+    /// Accept variable document length (use this for dynamic pages).
+    #[arg(short = 'l')]
+    pub variable_length: bool,
+    /// Do not show percentiles served table.
+    #[arg(short = 'd')]
+    pub no_percentiles: bool,
+    /// Do not show confidence estimators and warnings.
+    #[arg(short = 'S')]
+    pub no_confidence: bool,
+    /// Output CSV file with percentages served.
+    #[arg(short = 'e', value_name = "filename")]
+    pub csv_file: Option<PathBuf>,
+    /// Output collected data to gnuplot format file.
+    #[arg(short = 'g', value_name = "filename")]
+    pub gnuplot_file: Option<PathBuf>,
+    /// How much troubleshooting info to print.
+    #[arg(short = 'v', value_name = "verbosity")]
+    pub verbosity: Option<u32>,
+    /// Print version number and exit.
+    #[arg(short = 'V')]
+    pub version: bool,
+    /// Display usage information (this message).
+    #[arg(short = 'h', action = ArgAction::Help)]
+    pub help: Option<bool>,
+
+    /// Run this long: 10s, 500ms, 2m (like -t, without -n runs until then).
+    #[arg(long, value_name = "DURATION", help_heading = "Beyond ab")]
+    pub duration: Option<String>,
+    /// Open loop: send R requests/second in total, latency from the intended send time.
+    #[arg(long, value_name = "R", help_heading = "Beyond ab")]
+    pub rate: Option<f64>,
+    /// Requests in flight per connection (HTTP/1.1 pipelining; implies keep-alive).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        help_heading = "Beyond ab"
+    )]
+    pub pipeline: usize,
+    /// Event-loop threads (default: number of cores).
+    #[arg(long, value_name = "N", help_heading = "Beyond ab")]
+    pub threads: Option<usize>,
+    /// Speak HTTP/1.0 (default HTTP/1.1).
+    #[arg(long = "http1.0", help_heading = "Beyond ab")]
+    pub http10: bool,
+    /// Connect over this unix socket (the URL still gives Host and path).
+    #[arg(long, value_name = "PATH", help_heading = "Beyond ab")]
+    pub unix: Option<PathBuf>,
+    /// Read more URLs from this file, one a line (used round robin with the others).
+    #[arg(long, value_name = "FILE", help_heading = "Beyond ab")]
+    pub urls_file: Option<PathBuf>,
+    /// Local addresses to spread connections over: 127.0.0.1-127.0.0.8 or a,b,c.
+    #[arg(long, value_name = "IPS", help_heading = "Beyond ab")]
+    pub source_ips: Option<String>,
+    /// Run N engine processes and merge their histograms (past the per-process fd limit).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        help_heading = "Beyond ab"
+    )]
+    pub processes: usize,
+    /// Print the report as JSON (schema: crates/bench/schema/report.schema.json).
+    #[arg(long, help_heading = "Beyond ab", conflicts_with = "csv")]
+    pub json: bool,
+    /// Print the headline figures as CSV.
+    #[arg(long, help_heading = "Beyond ab")]
+    pub csv: bool,
+    /// Write the latency histograms as an HdrHistogram log.
+    #[arg(long, value_name = "FILE", help_heading = "Beyond ab")]
+    pub hdr_out: Option<PathBuf>,
+    /// Internal: run as an engine process of --processes.
+    #[arg(long, hide = true)]
+    pub internal_worker: bool,
+
+    /// The targets, used round robin.
+    #[arg(
+        value_name = "URL",
+        help = "http://hostname[:port]/path (several: round robin)"
+    )]
+    pub urls: Vec<String>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum BenchCommand {
+    /// Merge HdrHistogram logs from several runs or load machines, exactly.
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MergeArgs {
+    /// Logs written by --hdr-out.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Write the merged log here.
+    #[arg(long, value_name = "FILE")]
+    pub hdr_out: Option<PathBuf>,
+    /// Print the merged figures as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    UsageError::new(msg).into()
+}
+
+/// Parses `10s`, `500ms`, `2m`, `1h` or plain seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num.trim().parse().ok()?;
+    if v.is_nan() || v <= 0.0 {
+        return None;
+    }
+    Duration::try_from_secs_f64(v * mult).ok()
+}
+
+/// Parses `a-b` ranges and comma lists of addresses.
+pub fn parse_source_ips(s: &str) -> Option<Vec<IpAddr>> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if let Some((a, b)) = part.split_once('-') {
+            let a: Ipv4Addr = a.trim().parse().ok()?;
+            let b: Ipv4Addr = b.trim().parse().ok()?;
+            let (a, b) = (u32::from(a), u32::from(b));
+            if b < a || b - a > 65_535 {
+                return None;
+            }
+            out.extend((a..=b).map(|x| IpAddr::V4(Ipv4Addr::from(x))));
+        } else {
+            out.push(part.parse().ok()?);
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+fn positive_secs(flag: &str, v: f64) -> anyhow::Result<Duration> {
+    match Duration::try_from_secs_f64(v) {
+        Ok(d) if v > 0.0 => Ok(d),
+        _ => Err(usage(format!(
+            "{flag} {v}: must be a positive number of seconds"
+        ))),
+    }
+}
+
+fn read_body(flag: &str, p: &PathBuf) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(p).map_err(|e| usage(format!("{flag} {}: {e}", p.display())))
+}
+
+impl BenchArgs {
+    /// Checks the flags and builds the plan; errors name the flag.
+    pub fn to_plan(&self) -> anyhow::Result<Plan> {
+        let mut urls = self.urls.clone();
+        if let Some(f) = &self.urls_file {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| usage(format!("--urls-file {}: {e}", f.display())))?;
+            urls.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(String::from),
+            );
+        }
+        if urls.is_empty() {
+            return Err(usage(
+                "URL: a URL is required (http://hostname[:port]/path)",
+            ));
+        }
+        let mut plan = Plan::new(urls[0].clone());
+        plan.urls = urls;
+        if self.requests == Some(0) {
+            return Err(usage("-n 0: Invalid number of requests"));
+        }
+        if self.concurrency == 0 {
+            return Err(usage("-c 0: Invalid Concurrency"));
+        }
+        let timelimit = self.timelimit.map(|t| positive_secs("-t", t)).transpose()?;
+        let duration = match &self.duration {
+            Some(d) => Some(parse_duration(d).ok_or_else(|| {
+                usage(format!(
+                    "--duration {d:?}: expected a time like 10s, 500ms or 2m"
+                ))
+            })?),
+            None => None,
+        };
+        plan.duration = match (timelimit, duration) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        plan.requests = match (self.requests, plan.duration) {
+            (Some(n), _) => Some(n),
+            (None, Some(_)) => None,
+            // ab's default: one request.
+            (None, None) => Some(1),
+        };
+        if let Some(n) = plan.requests {
+            if self.concurrency as u64 > n {
+                return Err(usage(
+                    "-c: Cannot use concurrency level greater than total number of requests",
+                ));
+            }
+        }
+        plan.concurrency = self.concurrency;
+        plan.timeout = positive_secs("-s", self.timeout)?;
+        plan.keep_alive = self.keepalive;
+        plan.keep_going = self.keep_going;
+        plan.http10 = self.http10;
+        if self.pipeline == 0 || self.pipeline > 1024 {
+            return Err(usage(format!(
+                "--pipeline {}: must be between 1 and 1024",
+                self.pipeline
+            )));
+        }
+        plan.pipeline = self.pipeline;
+        if let Some(r) = self.rate {
+            if !(r.is_finite() && r >= 0.001) {
+                return Err(usage(format!(
+                    "--rate {r}: must be at least 0.001 requests per second"
+                )));
+            }
+            if self.pipeline > 1 {
+                return Err(usage("--rate cannot be combined with --pipeline"));
+            }
+            plan.rate = Some(r);
+        }
+        plan.threads = match self.threads {
+            Some(0) => return Err(usage("--threads 0: must be at least 1")),
+            Some(t) => t,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        if self.processes == 0 {
+            return Err(usage("--processes 0: must be at least 1"));
+        }
+        if self.processes > self.concurrency {
+            return Err(usage("--processes: cannot exceed -c"));
+        }
+        match (&self.postfile, &self.putfile, self.head) {
+            (Some(_), Some(_), _) => return Err(usage("-p and -u: Cannot mix POST and PUT")),
+            (Some(_), _, true) | (_, Some(_), true) => {
+                return Err(usage("-i: Cannot mix HEAD with POST or PUT"))
+            }
+            (Some(p), None, false) => plan.body = Some(read_body("-p", p)?),
+            (None, Some(p), false) => {
+                plan.body = Some(read_body("-u", p)?);
+                plan.method = Some("PUT".into());
+            }
+            (None, None, _) => {}
+        }
+        plan.head = self.head;
+        if let Some(m) = &self.method {
+            if m.is_empty()
+                || !m
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_!#$%&'*+.^`|~".contains(&b))
+            {
+                return Err(usage(format!("-m {m:?}: not a valid method name")));
+            }
+            plan.method = Some(m.clone());
+        }
+        plan.content_type.clone_from(&self.content_type);
+        for h in &self.headers {
+            match h.split_once(':') {
+                Some((name, _)) if !name.trim().is_empty() && !h.contains(['\r', '\n']) => {}
+                _ => return Err(usage(format!("-H {h:?}: expected 'Name: value'"))),
+            }
+        }
+        plan.headers.clone_from(&self.headers);
+        plan.cookies.clone_from(&self.cookies);
+        for (flag, v) in [("-A", &self.auth), ("-P", &self.proxy_auth)] {
+            if let Some(a) = v {
+                if !a.contains(':') {
+                    return Err(usage(format!("{flag}: expected user:password")));
+                }
+            }
+        }
+        plan.basic_auth.clone_from(&self.auth);
+        plan.proxy_auth.clone_from(&self.proxy_auth);
+        plan.proxy.clone_from(&self.proxy);
+        plan.variable_length = self.variable_length;
+        plan.unix.clone_from(&self.unix);
+        let mut ips = Vec::new();
+        if let Some(b) = &self.local_address {
+            ips.push(
+                b.parse::<IpAddr>()
+                    .map_err(|_| usage(format!("-B {b:?}: not an IP address")))?,
+            );
+        }
+        if let Some(s) = &self.source_ips {
+            ips.extend(parse_source_ips(s).ok_or_else(|| {
+                usage(format!(
+                    "--source-ips {s:?}: expected 127.0.0.1-127.0.0.8 or a comma list"
+                ))
+            })?);
+        }
+        plan.source_ips = ips;
+        plan.record_samples = self.gnuplot_file.is_some();
+        if plan.record_samples && self.processes > 1 {
+            return Err(usage("-g cannot be combined with --processes"));
+        }
+        plan.verbosity = self.verbosity.unwrap_or(0);
+        crate::plan::Prepared::new(&plan)?;
+        Ok(plan)
+    }
+}
+
+/// Runs `c10k bench` with parsed flags.
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.version {
+        println!(
+            "This is c10k bench {}, ApacheBench 2.3 compatible",
+            env!("CARGO_PKG_VERSION")
+        );
+        return Ok(());
+    }
+    if let Some(BenchCommand::Merge(m)) = &args.command {
+        return merge(m);
+    }
+    if args.internal_worker {
+        return worker();
+    }
+    let plan = args.to_plan()?;
+    {
+        // Refuse what the fd limit or port range cannot hold before printing anything.
+        let mut share = plan.clone();
+        share.concurrency = plan.concurrency.div_ceil(args.processes);
+        crate::sys::check_limits(&share)?;
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let text = !args.json && !args.csv;
+    if text {
+        report::ab::write_banner(&mut out)?;
+        let host = crate::plan::Url::parse(&plan.urls[0])
+            .map(|u| u.host)
+            .unwrap_or_default();
+        write!(out, "Benchmarking {host} ")?;
+        if let Some(p) = &plan.proxy {
+            write!(out, "[through {p}] ")?;
+        }
+        write!(out, "(be patient)...")?;
+        out.flush()?;
+    }
+    let interrupt = Arc::new(AtomicBool::new(false));
+    // A first Ctrl-C ends the run and prints the report (as ab does); a second one exits.
+    let _ = signal_hook::flag::register_conditional_shutdown(
+        signal_hook::consts::SIGINT,
+        1,
+        interrupt.clone(),
+    );
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, interrupt.clone());
+    let start = SystemTime::now();
+    let (m, samples) = if args.processes > 1 {
+        let exe = std::env::current_exe().context("locating the c10k binary")?;
+        (crate::procs::run(&plan, args.processes, &exe)?, Vec::new())
+    } else {
+        let opts = Options {
+            progress: !args.quiet && std::io::stderr().is_terminal(),
+            interrupt: Some(interrupt),
+        };
+        let o = crate::measure(&plan, &opts)?;
+        (o.measurement, o.samples)
+    };
+    if let Some(why) = &m.aborted {
+        if text {
+            writeln!(out)?;
+        }
+        out.flush()?;
+        eprintln!("{why}");
+        eprintln!("Total of {} requests completed", m.completed);
+        if args.json {
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&Report::new(&plan, &m))?
+            )?;
+        }
+        anyhow::bail!("the run was aborted");
+    }
+    let r = Report::new(&plan, &m);
+    if text {
+        writeln!(out, "..done\n\n")?;
+        let o = TextOptions {
+            percentiles: !args.no_percentiles,
+            confidence: !args.no_confidence,
+        };
+        report::ab::write_report(&r, &o, &mut out)?;
+    } else if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
+    } else {
+        report::csv::write_csv(&r, &mut out)?;
+    }
+    out.flush()?;
+    if let Some(path) = &args.csv_file {
+        write_percentage_csv(path, &m)?;
+    }
+    if let Some(path) = &args.gnuplot_file {
+        write_gnuplot(path, samples)?;
+    }
+    if let Some(path) = &args.hdr_out {
+        let mut f =
+            std::fs::File::create(path).with_context(|| format!("--hdr-out {}", path.display()))?;
+        hdrlog::write_log(
+            &mut f,
+            &hdrlog::tagged(&m),
+            start,
+            Duration::from_micros(m.elapsed_us),
+        )?;
+    }
+    Ok(())
+}
+
+/// ab's `-e` file: the time within which each percentage of requests was served.
+fn write_percentage_csv(path: &PathBuf, m: &Measurement) -> anyhow::Result<()> {
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("-e {}", path.display()))?,
+    );
+    writeln!(f, "Percentage served,Time in ms")?;
+    for p in 0..=100 {
+        let us = stats::ab_csv_percentile(&m.total, p);
+        writeln!(f, "{p},{:.3}", us as f64 / 1000.0)?;
+    }
+    f.flush()?;
+    Ok(())
+}
+
+/// ab's `-g` file: one line per request, sorted by total time as ab sorts it.
+fn write_gnuplot(path: &PathBuf, mut samples: Vec<crate::Sample>) -> anyhow::Result<()> {
+    samples.sort_by_key(|s| s.total_us);
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("-g {}", path.display()))?,
+    );
+    writeln!(f, "starttime\tseconds\tctime\tdtime\tttime\twait")?;
+    for s in samples {
+        let secs = s.start_unix_us / 1_000_000;
+        writeln!(
+            f,
+            "{}\t{}\t{}\t{}\t{}\t{}",
+            ctime(secs),
+            secs,
+            stats::round_ms(s.ctime_us),
+            stats::round_ms(s.total_us.saturating_sub(s.ctime_us)),
+            stats::round_ms(s.total_us),
+            stats::round_ms(s.wait_us)
+        )?;
+    }
+    f.flush()?;
+    Ok(())
+}
+
+/// `Mon Nov 30 22:38:26 2026` (UTC), the shape of apr_ctime.
+fn ctime(unix: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = unix / 86_400;
+    let rem = unix % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{} {} {:2} {:02}:{:02}:{:02} {}",
+        DAYS[(days % 7) as usize],
+        MONTHS[(m - 1) as usize],
+        d,
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        y
+    )
+}
+
+/// `c10k bench --internal-worker`: one engine process of `--processes`.
+fn worker() -> anyhow::Result<()> {
+    let mut input = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin(), &mut input)?;
+    let plan: Plan = serde_json::from_slice(&input).context("reading the plan")?;
+    // Ctrl-C reaches the whole process group: stop early and hand back what was measured.
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, interrupt.clone());
+    let opts = Options {
+        progress: false,
+        interrupt: Some(interrupt),
+    };
+    let o = crate::measure(&plan, &opts)?;
+    serde_json::to_writer(std::io::stdout().lock(), &o.measurement)?;
+    Ok(())
+}
+
+/// `c10k bench merge FILE...`.
+fn merge(args: &MergeArgs) -> anyhow::Result<()> {
+    let merged = hdrlog::merge_files(&args.files)?;
+    let total = merged
+        .get("total")
+        .context("the logs hold no `total` histogram")?;
+    let q = |q: f64| total.value_at_quantile(q) as f64 / 1000.0;
+    let figures = serde_json::json!({
+        "files": args.files.len(),
+        "count": total.len(),
+        "min_ms": total.min() as f64 / 1000.0,
+        "mean_ms": total.mean() / 1000.0,
+        "stdev_ms": total.stdev() / 1000.0,
+        "p50_ms": q(0.5), "p75_ms": q(0.75), "p90_ms": q(0.9), "p95_ms": q(0.95),
+        "p99_ms": q(0.99), "p99_9_ms": q(0.999), "p99_99_ms": q(0.9999),
+        "max_ms": total.max() as f64 / 1000.0,
+    });
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&figures)?)?;
+    } else {
+        writeln!(
+            out,
+            "Merged {} logs: {} responses",
+            args.files.len(),
+            total.len()
+        )?;
+        writeln!(out)?;
+        writeln!(out, "Latency distribution (ms, HdrHistogram):")?;
+        for key in [
+            "min", "mean", "stdev", "p50", "p75", "p90", "p95", "p99", "p99_9", "p99_99", "max",
+        ] {
+            let v = figures[format!("{key}_ms")].as_f64().unwrap_or(0.0);
+            writeln!(out, "  {:<7}{v:12.3}", key.replace('_', "."))?;
+        }
+    }
+    if let Some(path) = &args.hdr_out {
+        let mut f =
+            std::fs::File::create(path).with_context(|| format!("--hdr-out {}", path.display()))?;
+        let now = SystemTime::now();
+        let _ = now.duration_since(UNIX_EPOCH);
+        hdrlog::write_log(&mut f, &merged, now, Duration::ZERO)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_ips() {
+        assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_duration("x"), None);
+        assert_eq!(parse_duration("-1s"), None);
+        assert_eq!(parse_duration("1e300h"), None);
+        assert_eq!(parse_duration("NaN"), None);
+        let ips = parse_source_ips("127.0.0.1-127.0.0.3").unwrap();
+        assert_eq!(ips.len(), 3);
+        assert_eq!(ips[2], "127.0.0.3".parse::<IpAddr>().unwrap());
+        assert_eq!(parse_source_ips("127.0.0.2,::1").unwrap().len(), 2);
+        assert!(parse_source_ips("127.0.0.3-127.0.0.1").is_none());
+        assert!(parse_source_ips("nope").is_none());
+    }
+
+    #[test]
+    fn ctime_formats_like_apr() {
+        assert_eq!(ctime(0), "Thu Jan  1 00:00:00 1970");
+        assert_eq!(ctime(1_796_078_306), "Mon Nov 30 22:38:26 2026");
+    }
+}

@@ -1,0 +1,442 @@
+//! What to run: a [`Plan`] is plain data (buildable from code, serializable so `--processes`
+//! can hand it to child processes), and [`Prepared`] is the plan turned into socket addresses and
+//! request bytes, built once before any connection opens so the hot path only copies bytes.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::UsageError;
+
+/// One load-generation run. Build it with [`Plan::new`] and set the public fields.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Plan {
+    /// `http://host[:port]/path?query` targets, used round robin. All must name the same
+    /// host and port (one connection serves any of them).
+    pub urls: Vec<String>,
+    /// Total requests (`-n`). `None`: run until `duration`.
+    pub requests: Option<u64>,
+    /// Stop after this long (`-t`, `--duration`).
+    pub duration: Option<Duration>,
+    /// Connections open at once (`-c`).
+    pub concurrency: usize,
+    /// Event-loop threads; connections are spread over them.
+    pub threads: usize,
+    /// Reuse connections (`-k`); without it every request opens a connection, as ab does.
+    pub keep_alive: bool,
+    /// Speak HTTP/1.0 instead of HTTP/1.1.
+    pub http10: bool,
+    /// Requests in flight per connection (HTTP/1.1 pipelining); implies keep-alive when > 1.
+    pub pipeline: usize,
+    /// Open loop: requests per second over all connections, latency measured from the
+    /// intended send time (coordinated omission corrected, wrk2's method).
+    pub rate: Option<f64>,
+    /// Request method; default GET, or POST/PUT when a body is given, HEAD with `head`.
+    pub method: Option<String>,
+    /// HEAD requests (`-i`).
+    pub head: bool,
+    /// Request body (`-p`/`-u`).
+    pub body: Option<Vec<u8>>,
+    /// Content-Type of the body (`-T`, default `text/plain`).
+    pub content_type: Option<String>,
+    /// Extra header lines `Name: value` (`-H`); replace the default of the same name.
+    pub headers: Vec<String>,
+    /// Cookies `name=value` (`-C`), joined into one Cookie header.
+    pub cookies: Vec<String>,
+    /// `user:password` for Basic auth (`-A`).
+    pub basic_auth: Option<String>,
+    /// `user:password` for proxy Basic auth (`-P`).
+    pub proxy_auth: Option<String>,
+    /// `host:port` of an HTTP proxy (`-X`): connect there, send absolute URIs.
+    pub proxy: Option<String>,
+    /// A request that sees no progress for this long fails (`-s`, default 30 s).
+    pub timeout: Duration,
+    /// Keep going on receive errors and timeouts instead of aborting (`-r`).
+    pub keep_going: bool,
+    /// Accept bodies of varying length (`-l`).
+    pub variable_length: bool,
+    /// Connect over this unix socket instead of TCP (the URL still gives Host and path).
+    pub unix: Option<PathBuf>,
+    /// Local addresses to bind before connecting, round robin over connections (`-B`,
+    /// `--source-ips`).
+    pub source_ips: Vec<IpAddr>,
+    /// Keep one record per request for `-g` (the only option whose memory grows with `-n`).
+    pub record_samples: bool,
+    /// ab's `-v`: 2 prints the request and warnings about non-2xx responses.
+    pub verbosity: u32,
+}
+
+impl Plan {
+    /// A plan for `url` with ab's defaults: one connection, one request, no keep-alive.
+    pub fn new(url: impl Into<String>) -> Plan {
+        Plan {
+            urls: vec![url.into()],
+            requests: Some(1),
+            duration: None,
+            concurrency: 1,
+            threads: 1,
+            keep_alive: false,
+            http10: false,
+            pipeline: 1,
+            rate: None,
+            method: None,
+            head: false,
+            body: None,
+            content_type: None,
+            headers: Vec::new(),
+            cookies: Vec::new(),
+            basic_auth: None,
+            proxy_auth: None,
+            proxy: None,
+            timeout: Duration::from_secs(30),
+            keep_going: false,
+            variable_length: false,
+            unix: None,
+            source_ips: Vec::new(),
+            record_samples: false,
+            verbosity: 0,
+        }
+    }
+
+    /// Checks the plan's own consistency (the CLI checks flags before building it).
+    pub fn validate(&self) -> Result<(), UsageError> {
+        if self.urls.is_empty() {
+            return Err(UsageError::new("a URL is required"));
+        }
+        if self.concurrency == 0 {
+            return Err(UsageError::new("-c: concurrency must be at least 1"));
+        }
+        if self.requests == Some(0) {
+            return Err(UsageError::new(
+                "-n: the number of requests must be at least 1",
+            ));
+        }
+        if self.requests.is_none() && self.duration.is_none() {
+            return Err(UsageError::new("-n or -t/--duration is required"));
+        }
+        if let Some(n) = self.requests {
+            if (self.concurrency as u64) > n {
+                return Err(UsageError::new(
+                    "-c: Cannot use concurrency level greater than total number of requests",
+                ));
+            }
+        }
+        if self.threads == 0 {
+            return Err(UsageError::new("--threads: must be at least 1"));
+        }
+        if self.pipeline == 0 || self.pipeline > 1024 {
+            return Err(UsageError::new("--pipeline: must be between 1 and 1024"));
+        }
+        if let Some(r) = self.rate {
+            if !(r.is_finite() && r >= 0.001) {
+                return Err(UsageError::new(
+                    "--rate: must be at least 0.001 requests per second",
+                ));
+            }
+            if self.pipeline > 1 {
+                return Err(UsageError::new(
+                    "--rate: cannot be combined with --pipeline",
+                ));
+            }
+        }
+        if self.timeout.is_zero() {
+            return Err(UsageError::new("-s: timeout must be positive"));
+        }
+        Ok(())
+    }
+
+    /// Whether connections are reused.
+    pub fn reuses_connections(&self) -> bool {
+        self.keep_alive || self.pipeline > 1
+    }
+}
+
+/// A parsed `http://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    pub host: String,
+    pub port: u16,
+    /// Path and query, at least `/`.
+    pub path: String,
+}
+
+impl Url {
+    pub fn parse(s: &str) -> Result<Url, UsageError> {
+        let bad = |why: &str| UsageError::new(format!("invalid URL {s:?}: {why}"));
+        let rest = if let Some(r) = s.strip_prefix("http://") {
+            r
+        } else if s.starts_with("https://") {
+            return Err(bad("https is not supported"));
+        } else {
+            return Err(bad("expected http://host[:port]/path"));
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => match rest.find('?') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, "/"),
+            },
+        };
+        let path = if path.starts_with('?') {
+            format!("/{path}")
+        } else {
+            path.to_string()
+        };
+        if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(bad("the path contains spaces or control characters"));
+        }
+        let (host, port) = if let Some(r) = authority.strip_prefix('[') {
+            let end = r.find(']').ok_or_else(|| bad("unclosed '['"))?;
+            let host = &r[..end];
+            let port = match &r[end + 1..] {
+                "" => 80,
+                p => p
+                    .strip_prefix(':')
+                    .and_then(|p| p.parse().ok())
+                    .ok_or_else(|| bad("bad port"))?,
+            };
+            (host.to_string(), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), p.parse().map_err(|_| bad("bad port"))?),
+                None => (authority.to_string(), 80),
+            }
+        };
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        Ok(Url { host, port, path })
+    }
+
+    fn host_header(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == 80 {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// Where connections go.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// A plan resolved to an address and request bytes, ready for the engine.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub target: Target,
+    pub url: Url,
+    /// The complete request (head and body) for each URL, round robin.
+    pub requests: Vec<Vec<u8>>,
+    /// HEAD requests: responses carry no body whatever their headers say.
+    pub head: bool,
+    pub body_len: u64,
+}
+
+impl Prepared {
+    pub fn new(plan: &Plan) -> Result<Prepared, UsageError> {
+        plan.validate()?;
+        let urls = plan
+            .urls
+            .iter()
+            .map(|u| Url::parse(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let first = urls[0].clone();
+        if let Some(other) = urls
+            .iter()
+            .find(|u| u.host != first.host || u.port != first.port)
+        {
+            return Err(UsageError::new(format!(
+                "all URLs must name the same host and port ({}:{} differs from {}:{})",
+                other.host, other.port, first.host, first.port
+            )));
+        }
+        let target = if let Some(p) = &plan.unix {
+            Target::Unix(p.clone())
+        } else {
+            let (host, port) = match &plan.proxy {
+                Some(p) => {
+                    let (h, port) = p
+                        .rsplit_once(':')
+                        .ok_or_else(|| UsageError::new(format!("-X {p:?}: expected proxy:port")))?;
+                    let port: u16 = port
+                        .parse()
+                        .map_err(|_| UsageError::new(format!("-X {p:?}: bad port")))?;
+                    (
+                        h.trim_start_matches('[').trim_end_matches(']').to_string(),
+                        port,
+                    )
+                }
+                None => (first.host.clone(), first.port),
+            };
+            let addr = (host.as_str(), port)
+                .to_socket_addrs()
+                .map_err(|e| UsageError::new(format!("cannot resolve {host}: {e}")))?
+                .next()
+                .ok_or_else(|| UsageError::new(format!("cannot resolve {host}")))?;
+            Target::Tcp(addr)
+        };
+        if !plan.source_ips.is_empty() {
+            if let Target::Tcp(addr) = &target {
+                if plan
+                    .source_ips
+                    .iter()
+                    .any(|ip| ip.is_ipv4() != addr.is_ipv4())
+                {
+                    return Err(UsageError::new(
+                        "-B/--source-ips: local addresses must be of the target's IP family",
+                    ));
+                }
+            }
+        }
+        let requests = urls.iter().map(|u| build_request(plan, u)).collect();
+        Ok(Prepared {
+            target,
+            url: first,
+            requests,
+            head: plan.head,
+            body_len: plan.body.as_ref().map_or(0, |b| b.len() as u64),
+        })
+    }
+}
+
+fn has_header(headers: &[String], name: &str) -> bool {
+    headers.iter().any(|h| {
+        h.split_once(':')
+            .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+    })
+}
+
+/// The request bytes for one URL, built once: what ab sends, with HTTP/1.1 by default.
+pub fn build_request(plan: &Plan, url: &Url) -> Vec<u8> {
+    let method = match (&plan.method, plan.head, &plan.body) {
+        (Some(m), _, _) => m.clone(),
+        (None, true, _) => "HEAD".to_string(),
+        (None, false, Some(_)) => "POST".to_string(),
+        (None, false, None) => "GET".to_string(),
+    };
+    let target = if plan.proxy.is_some() {
+        format!("http://{}{}", url.host_header(), url.path)
+    } else {
+        url.path.clone()
+    };
+    let version = if plan.http10 { "HTTP/1.0" } else { "HTTP/1.1" };
+    let mut r = format!("{method} {target} {version}\r\n");
+    let mut push = |name: &str, value: &str| {
+        if !has_header(&plan.headers, name) {
+            r.push_str(name);
+            r.push_str(": ");
+            r.push_str(value);
+            r.push_str("\r\n");
+        }
+    };
+    push("Host", &url.host_header());
+    push(
+        "User-Agent",
+        concat!("c10k-bench/", env!("CARGO_PKG_VERSION")),
+    );
+    push("Accept", "*/*");
+    match (plan.reuses_connections(), plan.http10) {
+        (true, true) => push("Connection", "Keep-Alive"),
+        (false, false) => push("Connection", "close"),
+        _ => {}
+    }
+    if !plan.cookies.is_empty() {
+        push("Cookie", &plan.cookies.join("; "));
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    if let Some(a) = &plan.basic_auth {
+        push("Authorization", &format!("Basic {}", b64.encode(a)));
+    }
+    if let Some(a) = &plan.proxy_auth {
+        push("Proxy-Authorization", &format!("Basic {}", b64.encode(a)));
+    }
+    if let Some(body) = &plan.body {
+        push("Content-Length", &body.len().to_string());
+        push(
+            "Content-Type",
+            plan.content_type.as_deref().unwrap_or("text/plain"),
+        );
+    }
+    for h in &plan.headers {
+        r.push_str(h.trim_end_matches(['\r', '\n']));
+        r.push_str("\r\n");
+    }
+    r.push_str("\r\n");
+    let mut bytes = r.into_bytes();
+    if let Some(body) = &plan.body {
+        bytes.extend_from_slice(body);
+    }
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let u = Url::parse("http://127.0.0.1:3000/?delay=1").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("127.0.0.1", 3000, "/?delay=1")
+        );
+        let u = Url::parse("http://example.com").unwrap();
+        assert_eq!((u.port, u.path.as_str()), (80, "/"));
+        let u = Url::parse("http://[::1]:81/x").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 81));
+        assert_eq!(Url::parse("http://h?q=1").unwrap().path, "/?q=1");
+        assert!(Url::parse("https://h/").is_err());
+        assert!(Url::parse("ftp://h/").is_err());
+        assert!(Url::parse("http://h:99999/").is_err());
+        assert!(Url::parse("http://:80/").is_err());
+    }
+
+    #[test]
+    fn builds_ab_like_requests() {
+        let mut p = Plan::new("http://h:8080/p");
+        let url = Url::parse("http://h:8080/p").unwrap();
+        let r = String::from_utf8(build_request(&p, &url)).unwrap();
+        assert!(r.starts_with("GET /p HTTP/1.1\r\nHost: h:8080\r\n"), "{r}");
+        assert!(r.contains("Connection: close\r\n"));
+        p.keep_alive = true;
+        p.http10 = true;
+        p.body = Some(b"abc".to_vec());
+        p.headers = vec!["Host: other".into(), "X-A: 1".into()];
+        p.basic_auth = Some("u:p".into());
+        p.cookies = vec!["a=1".into(), "b=2".into()];
+        let r = String::from_utf8(build_request(&p, &url)).unwrap();
+        assert!(r.starts_with("POST /p HTTP/1.0\r\n"), "{r}");
+        assert!(!r.contains("Host: h:8080"));
+        assert!(r.contains("Host: other\r\n"));
+        assert!(r.contains("Connection: Keep-Alive\r\n"));
+        assert!(r.contains("Authorization: Basic dTpw\r\n"));
+        assert!(r.contains("Cookie: a=1; b=2\r\n"));
+        assert!(r.contains("Content-Length: 3\r\nContent-Type: text/plain\r\n"));
+        assert!(r.ends_with("\r\n\r\nabc"));
+    }
+
+    #[test]
+    fn validates_like_ab() {
+        let mut p = Plan::new("http://h/");
+        p.requests = Some(5);
+        p.concurrency = 10;
+        assert!(p.validate().unwrap_err().to_string().contains("-c"));
+        p.requests = None;
+        assert!(p.validate().is_err());
+        p.duration = Some(Duration::from_secs(1));
+        assert!(p.validate().is_ok());
+    }
+}

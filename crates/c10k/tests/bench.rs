@@ -1,0 +1,440 @@
+//! `c10k bench` as users run it: the binary against the c10k server in-process on
+//! 127.0.0.1:0, compared with real `ab` when it is installed.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+const BIN: &str = env!("CARGO_BIN_EXE_c10k");
+
+struct Serve {
+    addr: SocketAddr,
+    stop: c10k_serve::Shutdown,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Serve {
+    fn start() -> Serve {
+        let cfg = c10k_serve::ServeConfig {
+            bind: vec!["127.0.0.1:0".parse().unwrap()],
+            ..Default::default()
+        };
+        let server = c10k_serve::Server::bind(cfg).expect("bind");
+        let addr = match server.local_addrs()[0].clone() {
+            c10k_serve::BindAddr::Tcp(a) => a,
+            other => panic!("unexpected {other}"),
+        };
+        let stop = server.shutdown_handle();
+        let thread = std::thread::spawn(move || {
+            let _ = server.serve(Arc::new(c10k_app::App::new(Default::default())));
+        });
+        Serve {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.stop.trigger(c10k_serve::Phase::Immediate);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("bench")
+        .args(args)
+        .output()
+        .expect("run c10k")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The labels of ab's report lines ("Requests per second", "Connect", "50%", ...).
+fn labels(text: &str) -> BTreeSet<String> {
+    let start = text.find("Server Software:").expect("report start");
+    text[start..]
+        .lines()
+        .take_while(|l| !l.starts_with("Transactions:"))
+        .filter_map(|l| {
+            let l = l.trim();
+            if l.is_empty() {
+                return None;
+            }
+            if let Some((label, _)) = l.split_once(':') {
+                return Some(label.to_string());
+            }
+            l.split_whitespace().next().map(String::from)
+        })
+        .collect()
+}
+
+#[test]
+fn report_has_every_line_ab_prints() {
+    let srv = Serve::start();
+    let url = srv.url("/");
+    let ours = bench(&["-n", "300", "-c", "5", "-k", &url]);
+    assert!(
+        ours.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ours.stderr)
+    );
+    let text = stdout(&ours);
+    assert!(text.contains("Complete requests:      300\n"), "{text}");
+    let ours_labels = labels(&text);
+    let ab = Command::new("ab")
+        .args(["-n", "300", "-c", "5", "-k", &url])
+        .output();
+    let want: BTreeSet<String> = match ab {
+        Ok(o) if o.status.success() => labels(&stdout(&o)),
+        _ => {
+            eprintln!("ab is not installed: comparing with ab's known labels");
+            [
+                "Server Software",
+                "Server Hostname",
+                "Server Port",
+                "Document Path",
+                "Document Length",
+                "Concurrency Level",
+                "Time taken for tests",
+                "Complete requests",
+                "Failed requests",
+                "Keep-Alive requests",
+                "Total transferred",
+                "HTML transferred",
+                "Requests per second",
+                "Time per request",
+                "Transfer rate",
+                "Connection Times (ms)",
+                "min",
+                "Connect",
+                "Processing",
+                "Waiting",
+                "Total",
+                "Percentage of the requests served within a certain time (ms)",
+                "50%",
+                "66%",
+                "75%",
+                "80%",
+                "90%",
+                "95%",
+                "98%",
+                "99%",
+                "100%",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+        }
+    };
+    let missing: Vec<_> = want.difference(&ours_labels).collect();
+    assert!(
+        missing.is_empty(),
+        "labels ab prints that we do not: {missing:?}\n{text}"
+    );
+    // Lines ab never prints must not look like ab's (a parser keyed on them would misread).
+    let extra: Vec<_> = ours_labels.difference(&want).collect();
+    assert!(
+        extra.iter().all(|l| l.starts_with("ERROR")
+            || l.starts_with("WARNING")
+            || l.starts_with("deviation")
+            || l.starts_with("These")),
+        "{extra:?}"
+    );
+    // Then siege's lines and the extras.
+    for label in [
+        "Transactions:",
+        "Availability:",
+        "Concurrency:",
+        "Longest transaction:",
+        "Status code distribution:",
+        "  [200] 300 responses",
+        "p99.99",
+    ] {
+        assert!(text.contains(label), "missing {label}\n{text}");
+    }
+}
+
+#[test]
+fn bad_input_exits_2_naming_the_flag() {
+    for (args, flag) in [
+        (vec!["-n", "5", "-c", "10", "http://127.0.0.1:1/"], "-c"),
+        (vec!["-n", "abc", "http://127.0.0.1:1/"], "-n"),
+        (vec!["-n", "0", "http://127.0.0.1:1/"], "-n"),
+        (
+            vec!["--rate", "0", "-n", "5", "http://127.0.0.1:1/"],
+            "--rate",
+        ),
+        (
+            vec!["--duration", "soon", "http://127.0.0.1:1/"],
+            "--duration",
+        ),
+        (vec!["-n", "5", "https://127.0.0.1:1/"], "https"),
+        (vec!["-n", "5"], "URL"),
+        (vec!["-H", "nocolon", "http://127.0.0.1:1/"], "-H"),
+        (
+            vec!["--source-ips", "1.2.3", "http://127.0.0.1:1/"],
+            "--source-ips",
+        ),
+        (vec!["--pipeline", "0", "http://127.0.0.1:1/"], "--pipeline"),
+        (vec!["-Z", "http://127.0.0.1:1/"], "-Z"),
+        (vec!["-t", "1e300", "http://127.0.0.1:1/"], "-t"),
+        (vec!["-s", "NaN", "http://127.0.0.1:1/"], "-s"),
+        (
+            vec![
+                "--rate",
+                "1e-300",
+                "--duration",
+                "1s",
+                "http://127.0.0.1:1/",
+            ],
+            "--rate",
+        ),
+        // Past the open-file limit or the port range, whichever binds on this machine.
+        (
+            vec![
+                "-k",
+                "-c",
+                "5000000",
+                "-n",
+                "5000000",
+                "http://127.0.0.1:1/",
+            ],
+            "the limit that binds",
+        ),
+    ] {
+        let o = bench(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(flag), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn help_and_version() {
+    let o = bench(&["-h"]);
+    assert!(o.status.success());
+    let help = stdout(&o);
+    assert!(
+        help.contains("-n <requests>") && help.contains("--pipeline"),
+        "{help}"
+    );
+    let o = bench(&["-V"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("ApacheBench 2.3 compatible"));
+}
+
+#[test]
+fn json_output_validates_against_the_schema() {
+    let srv = Serve::start();
+    let o = bench(&["--json", "-n", "50", "-c", "2", "-k", &srv.url("/")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is JSON");
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../bench/schema/report.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(v["complete_requests"], 50);
+    assert_eq!(v["status_codes"]["200"], 50);
+}
+
+#[test]
+fn csv_and_ab_files() {
+    let srv = Serve::start();
+    let dir = tempfile::tempdir().unwrap();
+    let e = dir.path().join("p.csv");
+    let g = dir.path().join("g.tsv");
+    let o = bench(&[
+        "--csv",
+        "-n",
+        "40",
+        "-c",
+        "2",
+        "-e",
+        e.to_str().unwrap(),
+        "-g",
+        g.to_str().unwrap(),
+        &srv.url("/"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    let mut lines = out.lines();
+    assert!(lines
+        .next()
+        .unwrap()
+        .starts_with("complete_requests,failed_requests"));
+    assert!(lines.next().unwrap().starts_with("40,0,0,"));
+    let csv = std::fs::read_to_string(e).unwrap();
+    assert_eq!(csv.lines().count(), 102);
+    assert!(csv.starts_with("Percentage served,Time in ms\n0,"));
+    let gp = std::fs::read_to_string(g).unwrap();
+    assert_eq!(gp.lines().count(), 41);
+    assert!(gp.starts_with("starttime\tseconds\tctime\tdtime\tttime\twait\n"));
+}
+
+#[test]
+fn processes_and_merge_are_exact() {
+    let srv = Serve::start();
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.hdr");
+    let b = dir.path().join("b.hdr");
+    let o = bench(&[
+        "--json",
+        "--processes",
+        "2",
+        "-n",
+        "301",
+        "-c",
+        "4",
+        "-k",
+        "--hdr-out",
+        a.to_str().unwrap(),
+        &srv.url("/"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["complete_requests"], 301);
+    assert_eq!(v["status_codes"]["200"], 301);
+    let o = bench(&[
+        "-q",
+        "-n",
+        "99",
+        "-c",
+        "3",
+        "--hdr-out",
+        b.to_str().unwrap(),
+        &srv.url("/"),
+    ]);
+    assert!(o.status.success());
+    let o = bench(&["merge", "--json", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["count"], 400);
+    assert_eq!(v["files"], 2);
+    let o = bench(&["merge", dir.path().join("missing").to_str().unwrap()]);
+    assert!(!o.status.success());
+}
+
+#[test]
+fn aborted_run_exits_1_like_ab() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let o = bench(&["-n", "3", &format!("http://127.0.0.1:{port}/")]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("apr_socket_connect()") && err.contains("Total of"),
+        "{err}"
+    );
+}
+
+/// Numbers vary from run to run; the layout (labels, order, units) must not.
+fn normalise(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        // ab's mean-versus-median warnings depend on the timings.
+        let t = line.trim_start();
+        if [
+            "ERROR: The median",
+            "WARNING: The median",
+            "deviation apart",
+            "These results",
+        ]
+        .iter()
+        .any(|p| t.starts_with(p))
+        {
+            continue;
+        }
+        let mut l = String::new();
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c.is_ascii_digit() {
+                while chars
+                    .peek()
+                    .is_some_and(|c| c.is_ascii_digit() || *c == '.')
+                {
+                    chars.next();
+                }
+                while l.ends_with(' ') || l.ends_with('\t') {
+                    l.pop();
+                }
+                l.push_str(" N");
+            } else {
+                l.push(c);
+            }
+        }
+        out.push_str(&l);
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn golden_live_report_layout() {
+    let srv = Serve::start();
+    let o = bench(&[
+        "-n",
+        "100",
+        "-c",
+        "2",
+        "-k",
+        &srv.url("/"),
+        &srv.url("/nope"),
+    ]);
+    assert!(o.status.success());
+    let text = normalise(&stdout(&o));
+    let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/bench-report.txt");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(golden, &text).unwrap();
+    }
+    let want = std::fs::read_to_string(golden).unwrap();
+    assert_eq!(
+        text, want,
+        "rerun with UPDATE_GOLDEN=1 after an intended change"
+    );
+}
+
+#[test]
+fn timelimit_and_urls_file() {
+    let srv = Serve::start();
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("urls.txt");
+    std::fs::write(
+        &list,
+        format!("# targets\n{}\n\n{}\n", srv.url("/"), srv.url("/nope")),
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    let o = bench(&[
+        "--json",
+        "-t",
+        "0.3",
+        "-c",
+        "2",
+        "-k",
+        "--urls-file",
+        list.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ok = v["status_codes"]["200"].as_u64().unwrap();
+    let missing = v["status_codes"]["404"].as_u64().unwrap();
+    assert!(ok > 10 && missing > 10, "{v}");
+    assert!(v["time_taken_s"].as_f64().unwrap() >= 0.29);
+}

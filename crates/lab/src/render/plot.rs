@@ -1,0 +1,183 @@
+//! SVG plots with plotters: transaction rate vs concurrency, and latency (p50 and p99) vs
+//! concurrency, one line per mode, log-scaled axes.
+
+use plotters::prelude::*;
+
+use crate::record::Row;
+
+const W: u32 = 900;
+const H: u32 = 520;
+
+fn palette(i: usize) -> RGBColor {
+    const COLORS: [RGBColor; 10] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(127, 127, 127),
+        RGBColor(188, 189, 34),
+        RGBColor(23, 190, 207),
+    ];
+    COLORS[i % COLORS.len()]
+}
+
+/// Axis tick text: whole numbers above 10, one decimal below.
+fn tick(v: f64) -> String {
+    if v >= 10.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+type Series = Vec<(String, Vec<(f64, f64)>)>;
+
+/// Per mode, the points (concurrency, f(row)) of measured cells of `workload`.
+fn series(rows: &[Row], workload: &str, f: impl Fn(&Row) -> f64) -> Series {
+    super::modes(rows)
+        .into_iter()
+        .map(|mode| {
+            let pts = rows
+                .iter()
+                .filter(|r| r.workload == workload && r.mode == mode && r.is_measured())
+                .map(|r| (r.concurrency as f64, f(r)))
+                .filter(|(_, y)| y.is_finite() && *y > 0.0)
+                .collect();
+            (mode, pts)
+        })
+        .filter(|(_, pts): &(String, Vec<(f64, f64)>)| !pts.is_empty())
+        .collect()
+}
+
+fn bounds(all: &[&Series]) -> ((f64, f64), (f64, f64)) {
+    let pts = all
+        .iter()
+        .flat_map(|s| s.iter())
+        .flat_map(|(_, p)| p.iter());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in pts {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if x0 > x1 {
+        return ((1.0, 10.0), (1.0, 10.0));
+    }
+    // Pad so points are not on the frame; log axes need strictly positive ranges.
+    ((x0 / 1.5, x1 * 1.5), (y0 / 2.0, y1 * 2.0))
+}
+
+fn err(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("plot: {e}")
+}
+
+pub fn throughput(rows: &[Row], workload: &str) -> anyhow::Result<String> {
+    let s = series(rows, workload, |r| r.transaction_rate);
+    let ((x0, x1), (y0, y1)) = bounds(&[&s]);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!("Transaction rate vs concurrency ({workload})"),
+                ("sans-serif", 20),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .light_line_style(WHITE)
+            .bold_line_style(BLACK.mix(0.12))
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| tick(*y))
+            .x_desc("concurrent clients")
+            .y_desc("transactions / s")
+            .draw()
+            .map_err(err)?;
+        for (i, (mode, pts)) in s.iter().enumerate() {
+            let c = palette(i);
+            chart
+                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
+                .map_err(err)?
+                .label(mode.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
+                });
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))
+                .map_err(err)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
+pub fn latency(rows: &[Row], workload: &str) -> anyhow::Result<String> {
+    let p50 = series(rows, workload, |r| r.p50_ms);
+    let p99 = series(rows, workload, |r| r.p99_ms);
+    let ((x0, x1), (y0, y1)) = bounds(&[&p50, &p99]);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!("Latency vs concurrency ({workload}): p50 thin, p99 thick"),
+                ("sans-serif", 20),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .light_line_style(WHITE)
+            .bold_line_style(BLACK.mix(0.12))
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| tick(*y))
+            .x_desc("concurrent clients")
+            .y_desc("milliseconds")
+            .draw()
+            .map_err(err)?;
+        for (i, (mode, pts)) in p99.iter().enumerate() {
+            let c = palette(i);
+            chart
+                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(3)))
+                .map_err(err)?
+                .label(mode.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3))
+                });
+            if let Some((_, low)) = p50.iter().find(|(m, _)| m == mode) {
+                chart
+                    .draw_series(LineSeries::new(low.clone(), c.stroke_width(1)))
+                    .map_err(err)?;
+            }
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}

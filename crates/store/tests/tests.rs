@@ -1,0 +1,466 @@
+//! Integration tests of the write path against real databases: SQLite always, MariaDB and
+//! PostgreSQL when `C10K_TEST_MYSQL_URL` / `C10K_TEST_POSTGRES_URL` are set (CI sets them with
+//! `scripts/ci-services.sh`).
+
+mod util;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use c10k_store::{Store, StoreError};
+use util::*;
+
+fn post(store: &Store, room: &str, i: usize) -> Result<u64, StoreError> {
+    pollster::block_on(store.post(room, "tester", &format!("message {i}"), None)).map(|m| m.id)
+}
+
+/// Many concurrent writers: every write acknowledged, fewer fsyncs than writes (group commit),
+/// everything in the database exactly once after the flush, journal segments cleaned up.
+#[test]
+fn concurrent_writes_group_commit_and_flush() {
+    for (k, backend) in backends().into_iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(open(&config(dir.path(), &backend, 900 + k as u16)));
+        let room = format!("gc-{}", std::process::id());
+        let threads: Vec<_> = (0..32)
+            .map(|t| {
+                let store = store.clone();
+                let room = room.clone();
+                std::thread::spawn(move || {
+                    (0..40)
+                        .map(|i| post(&store, &room, t * 100 + i).unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut ids: Vec<u64> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        let stats = store.stats();
+        assert_eq!(stats.appended, 32 * 40, "{}", backend.name);
+        assert!(
+            stats.fsyncs < stats.appended,
+            "{}: {} fsyncs for {} writes",
+            backend.name,
+            stats.fsyncs,
+            stats.appended
+        );
+        eprintln!(
+            "{}: {} writes, {} fsyncs",
+            backend.name, stats.appended, stats.fsyncs
+        );
+        assert!(
+            store.wait_flushed(Duration::from_secs(30)),
+            "{}: not flushed",
+            backend.name
+        );
+        assert_each_once(&store, &ids, backend.name);
+        // Reads see them all, in id order.
+        ids.sort_unstable();
+        let got: Vec<u64> = pollster::block_on(store.list(&room, 0, 1000, None))
+            .unwrap()
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        assert!(got == ids[..1000], "{}: GET /messages order", backend.name);
+    }
+}
+
+/// Read-your-writes: a row is visible before the flusher has written it.
+#[test]
+fn reads_merge_unflushed_rows() {
+    for (k, backend) in backends().into_iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path(), &backend, 910 + k as u16);
+        cfg.flush_interval = 60_000; // nothing gets flushed during the test
+        cfg.flush_batch = 5000;
+        let store = open(&cfg);
+        let room = format!("ryw-{}", std::process::id());
+        let ids: Vec<u64> = (0..10).map(|i| post(&store, &room, i).unwrap()).collect();
+        assert_eq!(store.stats().flushed, 0);
+        let got = pollster::block_on(store.list(&room, ids[4], 3, None)).unwrap();
+        assert_eq!(
+            got.iter().map(|m| m.id).collect::<Vec<_>>(),
+            ids[5..8],
+            "{}",
+            backend.name
+        );
+    }
+}
+
+/// The crash test's child: runs only when re-executed by `kill_9_mid_load_loses_nothing`,
+/// prints `ACK <id>` for every acknowledged write until it is killed.
+#[test]
+fn crash_child() {
+    let Ok(dir) = std::env::var("C10K_CRASH_DIR") else {
+        return;
+    };
+    let backend = Backend {
+        name: "child",
+        url: std::env::var("C10K_CRASH_URL").ok(),
+    };
+    let instance: u16 = std::env::var("C10K_CRASH_INSTANCE")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut cfg = config(std::path::Path::new(&dir), &backend, instance);
+    if std::env::var("C10K_CRASH_NO_FLUSH").is_ok() {
+        cfg.flush_interval = 600_000;
+        cfg.flush_batch = 5000;
+    } else {
+        cfg.flush_batch = 50;
+    }
+    let store = Arc::new(open(&cfg));
+    let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let (store, out) = (store.clone(), out.clone());
+            std::thread::spawn(move || {
+                for i in 0.. {
+                    match post(&store, "crash", t * 1_000_000 + i) {
+                        Ok(id) => {
+                            let mut o = out.lock().unwrap();
+                            let _ = writeln!(o, "ACK {id}");
+                            let _ = o.flush();
+                        }
+                        Err(e) => {
+                            eprintln!("child: {e}");
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+/// `kill -9` a process in the middle of writing, restart on the same journal: every id that was
+/// acknowledged is in the database exactly once — whether or not the flusher had got to it.
+#[test]
+fn kill_9_mid_load_loses_nothing() {
+    for (k, backend) in backends().into_iter().enumerate() {
+        for no_flush in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let instance = 920 + 2 * k as u16 + u16::from(no_flush);
+            let mut cmd = Command::new(std::env::current_exe().unwrap());
+            cmd.args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+                .env("C10K_CRASH_DIR", dir.path())
+                .env("C10K_CRASH_INSTANCE", instance.to_string())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null());
+            if let Some(url) = &backend.url {
+                cmd.env("C10K_CRASH_URL", url);
+            }
+            if no_flush {
+                cmd.env("C10K_CRASH_NO_FLUSH", "1");
+            }
+            let mut child = cmd.spawn().unwrap();
+            let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            let mut acked = Vec::new();
+            let start = Instant::now();
+            while acked.len() < 3000 && start.elapsed() < Duration::from_secs(60) {
+                match lines.next() {
+                    Some(Ok(line)) => {
+                        if let Some(id) = line.strip_prefix("ACK ") {
+                            acked.push(id.parse::<u64>().unwrap());
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            child.kill().unwrap(); // SIGKILL
+                                   // Acknowledgements printed before the kill still count.
+            for line in lines.map_while(Result::ok) {
+                if let Some(id) = line.strip_prefix("ACK ") {
+                    acked.push(id.parse::<u64>().unwrap());
+                }
+            }
+            let _ = child.wait();
+            assert!(
+                acked.len() >= 100,
+                "{}: child acknowledged only {}",
+                backend.name,
+                acked.len()
+            );
+
+            let store = open(&config(dir.path(), &backend, instance));
+            assert!(
+                store.wait_flushed(Duration::from_secs(60)),
+                "{}: replay did not drain",
+                backend.name
+            );
+            assert_each_once(&store, &acked, backend.name);
+            // New ids after the restart are above every acknowledged one.
+            let next = post(&store, "crash", 0).unwrap();
+            assert!(next > *acked.iter().max().unwrap());
+            eprintln!(
+                "{} (no_flush={no_flush}): {} acknowledged before kill -9, all present once",
+                backend.name,
+                acked.len()
+            );
+        }
+    }
+}
+
+/// Database unreachable: writes are still acknowledged from the journal until the backlog hits
+/// --max-lag, then refused with 503 + Retry-After.
+#[test]
+fn database_down_acknowledges_until_max_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend {
+        name: "closed-port",
+        url: Some(format!(
+            "postgres://nobody:x@127.0.0.1:{}/none",
+            closed_port()
+        )),
+    };
+    let mut cfg = config(dir.path(), &backend, 940);
+    cfg.max_lag = 50;
+    let store = open(&cfg);
+    for i in 0..50 {
+        post(&store, "down", i).unwrap_or_else(|e| panic!("write {i} refused: {e}"));
+    }
+    let e = post(&store, "down", 50).unwrap_err();
+    assert!(matches!(e, StoreError::Backlog { .. }), "{e}");
+    assert_eq!(e.status(), 503);
+    assert_eq!(e.retry_after(), Some(1));
+    assert!(e.to_string().contains("--max-lag"), "{e}");
+    assert!(wait_until(Duration::from_secs(5), || store
+        .stats()
+        .db_errors
+        > 0));
+}
+
+/// A real database goes away mid-run and comes back: writes keep being acknowledged, and the
+/// backlog drains to zero once it is back.
+#[test]
+fn database_outage_then_drain() {
+    for (k, backend) in real_backends().into_iter().enumerate() {
+        let url = backend.url.clone().unwrap();
+        let (_, upstream) = via(&url, "127.0.0.1:1".parse().unwrap());
+        let proxy = Proxy::start(upstream);
+        let (proxied, _) = via(&url, proxy.addr);
+        let b = Backend {
+            name: backend.name,
+            url: Some(proxied),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&config(dir.path(), &b, 950 + k as u16));
+        let mut ids: Vec<u64> = (0..20)
+            .map(|i| post(&store, "outage", i).unwrap())
+            .collect();
+        assert!(store.wait_flushed(Duration::from_secs(10)));
+
+        proxy.set_up(false);
+        ids.extend((20..220).map(|i| post(&store, "outage", i).unwrap()));
+        assert!(
+            wait_until(Duration::from_secs(10), || store.stats().db_errors > 0),
+            "{}: flusher saw no error while the database was down",
+            b.name
+        );
+        assert!(store.stats().backlog > 0);
+
+        proxy.set_up(true);
+        assert!(
+            store.wait_flushed(Duration::from_secs(30)),
+            "{}: backlog did not drain",
+            b.name
+        );
+        assert_each_once(&store, &ids, b.name);
+    }
+}
+
+/// Instance ids leased through the database: two live holders never share one; a released id
+/// can be taken again.
+#[test]
+fn instance_leases_are_exclusive() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared_db = backend
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}/shared.db", dir.path().display()));
+        let mk = |sub: &str| {
+            let mut c = c10k_store::StoreConfig::in_dir(dir.path().join(sub));
+            c.database = Some(shared_db.clone());
+            c
+        };
+        let a = Store::open(&mk("a"), 0).unwrap();
+        let b = Store::open(&mk("b"), 0).unwrap();
+        assert_ne!(a.instance_id(), b.instance_id(), "{}", backend.name);
+
+        // A second live holder cannot take `a`'s id, even asking for it directly.
+        let db = a.db().clone();
+        let a_id = a.instance_id();
+        let stolen = a
+            .block_on(async move {
+                let now = c10k_store::Clock::now_ms(&c10k_store::SystemClock);
+                db.lease("intruder", now, now + 60_000, a_id + 1).await
+            })
+            .unwrap()
+            .unwrap();
+        assert_ne!(stolen.map(|(id, _)| id), Some(a_id), "{}", backend.name);
+        if let Some((id, _)) = stolen {
+            // Give the intruder's id back so it does not linger in a shared database.
+            let db = a.db().clone();
+            a.block_on(async move { db.release(id, "intruder", 0).await })
+                .unwrap()
+                .unwrap();
+        }
+
+        // Once `a` closes, its id is free again.
+        a.close();
+        drop(a);
+        let c = Store::open(&mk("c"), 0).unwrap();
+        assert_eq!(c.instance_id(), a_id, "{}", backend.name);
+        drop((b, c));
+    }
+}
+
+#[test]
+fn ids_from_the_store_are_unique_and_increasing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&config(
+        dir.path(),
+        &Backend {
+            name: "sqlite",
+            url: None,
+        },
+        960,
+    ));
+    let ids = store.ids(10_000).unwrap();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    let more = store.ids(1).unwrap();
+    assert!(more[0] > ids[9_999]);
+}
+
+/// `--write-mode direct`: one auto-increment INSERT per request, committed before the answer.
+#[test]
+fn direct_mode_inserts_before_answering() {
+    for (k, backend) in backends().into_iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path(), &backend, 970 + k as u16);
+        cfg.write_mode = c10k_store::WriteMode::Direct;
+        let store = open(&cfg);
+        let room = format!("direct-{}", std::process::id());
+        let ids: Vec<u64> = (0..5).map(|i| post(&store, &room, i).unwrap()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{}", backend.name);
+        assert_eq!(store.stats().appended, 0, "no journal in direct mode");
+        let got = pollster::block_on(store.list(&room, 0, 10, None)).unwrap();
+        assert_eq!(
+            got.iter().map(|m| m.id).collect::<Vec<_>>(),
+            ids,
+            "{}",
+            backend.name
+        );
+    }
+}
+
+/// Several worker processes on one data dir: each slot has its own journal and instance id
+/// (`--instance-id` + slot), and all of them flush into the one database (for SQLite, one file
+/// with several writers).
+#[test]
+fn worker_slots_share_a_database_with_separate_journals() {
+    for (k, backend) in backends().into_iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), &backend, 980 + 4 * k as u16);
+        let stores: Vec<Arc<Store>> = (0..3)
+            .map(|slot| Arc::new(Store::open(&cfg, slot).unwrap()))
+            .collect();
+        let ids_of: Vec<u16> = stores.iter().map(|s| s.instance_id()).collect();
+        let base = 980 + 4 * k as u16;
+        assert_eq!(ids_of, vec![base, base + 1, base + 2], "{}", backend.name);
+        assert_ne!(stores[0].journal_dir(), stores[1].journal_dir());
+        let threads: Vec<_> = stores
+            .iter()
+            .cloned()
+            .map(|s| {
+                std::thread::spawn(move || {
+                    (0..200)
+                        .map(|i| post(&s, "slots", i).unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let ids: Vec<u64> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        for s in &stores {
+            assert!(s.wait_flushed(Duration::from_secs(30)), "{}", backend.name);
+        }
+        assert_each_once(&stores[0], &ids, backend.name);
+    }
+}
+
+/// Ids are issued by the journal writer in journal order, so the unflushed rows are in id order
+/// and `after=ID` paging over them misses nothing even with many concurrent writers.
+#[test]
+fn concurrent_unflushed_rows_page_correctly() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Backend {
+        name: "sqlite",
+        url: None,
+    };
+    let mut cfg = config(dir.path(), &sqlite, 965);
+    cfg.flush_interval = 600_000;
+    cfg.flush_batch = 5000;
+    let store = Arc::new(open(&cfg));
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                (0..50)
+                    .map(|i| post(&store, "order", t * 100 + i).unwrap())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut ids: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(store.stats().flushed, 0);
+    for after in [0, ids[0], ids[100], ids[399], ids[798], ids[799]] {
+        let got: Vec<u64> = pollster::block_on(store.list("order", after, 1000, None))
+            .unwrap()
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        let want: Vec<u64> = ids.iter().copied().filter(|&id| id > after).collect();
+        assert!(
+            got == want,
+            "after={after}: {} rows, want {}",
+            got.len(),
+            want.len()
+        );
+    }
+}
+
+/// Non-ASCII text (4-byte UTF-8 included) survives the journal and every database.
+#[test]
+fn unicode_round_trips_through_every_database() {
+    for (k, backend) in backends().into_iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&config(dir.path(), &backend, 995 + k as u16));
+        let room = format!("ünï-{}", std::process::id());
+        let text = "héllo 👋 世界\n\ttab";
+        let m = pollster::block_on(store.post(&room, "zoë", text, None)).unwrap();
+        assert!(store.wait_flushed(Duration::from_secs(10)));
+        let db = store.db().clone();
+        let r2 = room.clone();
+        let rows = store
+            .block_on(async move { db.room_after("c10k_messages", &r2, 0, 10).await })
+            .unwrap()
+            .unwrap();
+        assert_eq!(rows.len(), 1, "{}", backend.name);
+        assert_eq!(rows[0], m, "{}", backend.name);
+    }
+}
