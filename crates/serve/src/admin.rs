@@ -248,10 +248,10 @@ pub(crate) struct Report {
     /// Request durations, for `/metrics` (the JSON carries the counters only).
     #[serde(skip)]
     pub totals: StatsSnapshot,
-    /// The database pool of the write path; `null` until it exists.
-    pub pool: Option<serde_json::Value>,
-    /// The write path's journal; `null` until it exists.
-    pub journal: Option<serde_json::Value>,
+    /// The write path's database pools; `null` when the workers have no write path.
+    pub pool: Option<PoolReport>,
+    /// The write path's journals and flushers; `null` when the workers have no write path.
+    pub journal: Option<JournalReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -325,6 +325,67 @@ pub(crate) struct Counters {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub request_seconds_total: f64,
+    /// Write path, summed over workers; `null` without one.
+    pub pool_size: Option<u64>,
+    pub pool_idle: Option<u64>,
+    pub journal_appended: Option<u64>,
+    /// Rows written to the journal and not yet flushed to the database.
+    pub journal_unflushed: Option<u64>,
+    pub journal_flushed: Option<u64>,
+    pub journal_flushes: Option<u64>,
+    pub journal_db_errors: Option<u64>,
+}
+
+/// Pool figures, summed over workers (each worker has its own pool).
+#[derive(Debug, Serialize)]
+pub(crate) struct PoolReport {
+    pub size: u64,
+    pub idle: u64,
+    pub max: u64,
+    pub workers: usize,
+}
+
+/// Journal and flusher figures, summed over workers (each has its own journal).
+#[derive(Debug, Serialize)]
+pub(crate) struct JournalReport {
+    pub appended: u64,
+    pub unflushed: u64,
+    pub flushed: u64,
+    pub flushes: u64,
+    pub fsyncs: u64,
+    pub groups: u64,
+    pub segments_deleted: u64,
+    pub db_errors: u64,
+    /// Every worker's last database attempt succeeded.
+    pub db_up: bool,
+}
+
+impl JournalReport {
+    pub fn from_stores(stores: &[c10k_store::StoreStats]) -> Option<(PoolReport, JournalReport)> {
+        if stores.is_empty() {
+            return None;
+        }
+        let sum = |f: fn(&c10k_store::StoreStats) -> u64| stores.iter().map(f).sum::<u64>();
+        Some((
+            PoolReport {
+                size: sum(|s| u64::from(s.pool.size)),
+                idle: sum(|s| s.pool.idle as u64),
+                max: sum(|s| u64::from(s.pool.max)),
+                workers: stores.len(),
+            },
+            JournalReport {
+                appended: sum(|s| s.appended),
+                unflushed: sum(|s| s.backlog as u64),
+                flushed: sum(|s| s.flushed),
+                flushes: sum(|s| s.batches),
+                fsyncs: sum(|s| s.fsyncs),
+                groups: sum(|s| s.groups),
+                segments_deleted: sum(|s| s.segments_deleted),
+                db_errors: sum(|s| s.db_errors),
+                db_up: stores.iter().all(|s| s.db_up),
+            },
+        ))
+    }
 }
 
 /// One row of the processlist.
@@ -524,6 +585,73 @@ pub(crate) fn metrics(r: &Report) -> String {
         r.totals.duration_us as f64 / 1e6
     );
     let _ = writeln!(m, "c10k_request_duration_seconds_count {cumulative}");
+    if let (Some(p), Some(j)) = (&r.pool, &r.journal) {
+        for (name, kind, help, v) in [
+            (
+                "c10k_pool_connections",
+                "gauge",
+                "Database connections open, all workers' pools.",
+                p.size,
+            ),
+            (
+                "c10k_pool_idle_connections",
+                "gauge",
+                "Database connections idle.",
+                p.idle,
+            ),
+            (
+                "c10k_pool_max_connections",
+                "gauge",
+                "Pool size limit, summed over workers.",
+                p.max,
+            ),
+            (
+                "c10k_journal_appended_total",
+                "counter",
+                "Rows written to the journals.",
+                j.appended,
+            ),
+            (
+                "c10k_journal_unflushed_rows",
+                "gauge",
+                "Rows in the journals not yet in the database.",
+                j.unflushed,
+            ),
+            (
+                "c10k_journal_flushed_total",
+                "counter",
+                "Rows flushed to the database.",
+                j.flushed,
+            ),
+            (
+                "c10k_journal_flushes_total",
+                "counter",
+                "Batches flushed to the database.",
+                j.flushes,
+            ),
+            (
+                "c10k_journal_fsyncs_total",
+                "counter",
+                "Journal fsyncs.",
+                j.fsyncs,
+            ),
+            (
+                "c10k_journal_db_errors_total",
+                "counter",
+                "Failed database flushes.",
+                j.db_errors,
+            ),
+            (
+                "c10k_journal_db_up",
+                "gauge",
+                "1 while every worker's last database attempt succeeded.",
+                u64::from(j.db_up),
+            ),
+        ] {
+            family(&mut m, name, kind, help);
+            let _ = writeln!(m, "{name} {v}");
+        }
+    }
     family(
         &mut m,
         "c10k_worker_requests_total",

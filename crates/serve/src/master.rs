@@ -349,7 +349,9 @@ impl Master {
         let mut connections = 0u64;
         let mut active_total = 0u64;
         let mut workers = Vec::new();
+        let mut stores = Vec::new();
         for (slot, pid) in self.live() {
+            stores.extend(self.scoreboard.store(slot).snapshot());
             let s = self.scoreboard.slot(slot);
             let stats = self.scoreboard.stats(slot).snapshot();
             totals.add(&stats);
@@ -395,7 +397,18 @@ impl Master {
             (Some(start), Some(now)) => Some(now.saturating_sub(start)),
             _ => None,
         };
+        let (pool, journal) = match admin::JournalReport::from_stores(&stores) {
+            Some((p, j)) => (Some(p), Some(j)),
+            None => (None, None),
+        };
         let counters = admin::Counters {
+            pool_size: pool.as_ref().map(|p| p.size),
+            pool_idle: pool.as_ref().map(|p| p.idle),
+            journal_appended: journal.as_ref().map(|j| j.appended),
+            journal_unflushed: journal.as_ref().map(|j| j.unflushed),
+            journal_flushed: journal.as_ref().map(|j| j.flushed),
+            journal_flushes: journal.as_ref().map(|j| j.flushes),
+            journal_db_errors: journal.as_ref().map(|j| j.db_errors),
             uptime_seconds: b.started.elapsed().as_secs(),
             workers_running: workers.len(),
             worker_respawns: b.respawns,
@@ -438,8 +451,8 @@ impl Master {
             workers,
             counters,
             totals,
-            pool: None,
-            journal: None,
+            pool,
+            journal,
         }
     }
 

@@ -28,7 +28,7 @@ use memmap2::MmapRaw;
 pub const MAX_SLOTS: usize = 256;
 const SLOT_SIZE: usize = 128;
 const HEADER: usize = 128;
-const MAGIC: u64 = 0x6331_306b_5342_0002; // "c10kSB" v2
+const MAGIC: u64 = 0x6331_306b_5342_0003; // "c10kSB" v3
 const STATS_SIZE: usize = 256;
 /// Connection entries per worker slot (the processlist); more connections are served unlisted.
 pub const ENTRIES_PER_SLOT: usize = 256;
@@ -37,7 +37,9 @@ const ENTRY_SIZE: usize = 192;
 pub const PATH_BYTES: usize = 96;
 const STATS_AT: usize = HEADER + MAX_SLOTS * SLOT_SIZE;
 const ENTRIES_AT: usize = STATS_AT + MAX_SLOTS * STATS_SIZE;
-const TOTAL: usize = ENTRIES_AT + MAX_SLOTS * ENTRIES_PER_SLOT * ENTRY_SIZE;
+const STORE_AT: usize = ENTRIES_AT + MAX_SLOTS * ENTRIES_PER_SLOT * ENTRY_SIZE;
+const STORE_SIZE: usize = 128;
+const TOTAL: usize = STORE_AT + MAX_SLOTS * STORE_SIZE;
 
 /// Upper bounds, in microseconds, of the request-duration histogram buckets (Prometheus' default
 /// buckets from 1 ms to 10 s); one more bucket counts everything slower.
@@ -173,6 +175,65 @@ impl StatsSnapshot {
     /// Requests answered (the histogram's `_count`).
     pub fn requests(&self) -> u64 {
         self.status.iter().sum()
+    }
+}
+
+/// A worker's write-path figures (journal, flusher, database pool), copied in by the worker
+/// about twice a second; the application owns them, the master only reads the copy.
+#[repr(C, align(64))]
+pub struct StoreFigures {
+    /// 1 once the worker has published figures (it has a write path).
+    present: AtomicU64,
+    values: [AtomicU64; 12],
+}
+
+const _: () = assert!(std::mem::size_of::<StoreFigures>() <= STORE_SIZE);
+
+impl StoreFigures {
+    pub fn publish(&self, s: &c10k_store::StoreStats) {
+        let values = [
+            s.appended,
+            s.fsyncs,
+            s.groups,
+            s.flushed,
+            s.batches,
+            s.db_errors,
+            u64::from(s.db_up),
+            s.backlog as u64,
+            s.segments_deleted,
+            u64::from(s.pool.size),
+            s.pool.idle as u64,
+            u64::from(s.pool.max),
+        ];
+        for (a, v) in self.values.iter().zip(values) {
+            a.store(v, Relaxed);
+        }
+        self.present.store(1, Release);
+    }
+
+    /// The last figures published, or `None` for a worker without a write path.
+    pub fn snapshot(&self) -> Option<c10k_store::StoreStats> {
+        if self.present.load(Acquire) != 1 {
+            return None;
+        }
+        let v: [u64; 12] = std::array::from_fn(|i| self.values[i].load(Relaxed));
+        Some(c10k_store::StoreStats {
+            appended: v[0],
+            fsyncs: v[1],
+            groups: v[2],
+            flushed: v[3],
+            batches: v[4],
+            db_errors: v[5],
+            db_up: v[6] == 1,
+            backlog: v[7] as usize,
+            segments_deleted: v[8],
+            pool: c10k_store::PoolStats {
+                size: v[9] as u32,
+                idle: v[10] as usize,
+                max: v[11] as u32,
+            },
+            ..c10k_store::StoreStats::default()
+        })
     }
 }
 
@@ -449,6 +510,15 @@ impl Scoreboard {
         unsafe { &*(self.map.as_mut_ptr().add(STATS_AT + index * STATS_SIZE) as *const Stats) }
     }
 
+    /// The write-path figures of worker `index`.
+    pub fn store(&self, index: usize) -> &StoreFigures {
+        assert!(index < MAX_SLOTS, "scoreboard slot {index} out of range");
+        // SAFETY: in bounds (checked above and in `map`), 64-byte aligned, all fields atomics.
+        unsafe {
+            &*(self.map.as_mut_ptr().add(STORE_AT + index * STORE_SIZE) as *const StoreFigures)
+        }
+    }
+
     /// Entry `i` of worker `index`'s processlist.
     pub fn entry(&self, index: usize, i: usize) -> &Entry {
         assert!(
@@ -530,6 +600,7 @@ impl Scoreboard {
         s.heartbeat_ms.store(now_ms(), Relaxed);
         s.generation.fetch_add(1, Relaxed);
         self.stats(index).clear();
+        self.store(index).present.store(0, Relaxed);
         // A dead worker cannot free its entries; its successor starts with an empty table.
         let hwm = self.stats(index).entries_hwm.swap(0, Relaxed) as usize;
         for i in 0..hwm.min(ENTRIES_PER_SLOT) {

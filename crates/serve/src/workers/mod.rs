@@ -244,6 +244,17 @@ fn run_worker_process() -> anyhow::Result<()> {
             std::process::exit(master::BOOT_ERROR);
         }
     };
+    if let Some(store) = app.store().cloned() {
+        // The master shows pool and journal figures; it cannot ask the store, which lives here.
+        let sb = scoreboard.clone();
+        std::thread::Builder::new()
+            .name("c10k-store-figures".into())
+            .spawn(move || loop {
+                sb.store(slot).publish(&store.stats());
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            })
+            .context("cannot start the store figures thread")?;
+    }
     server.serve_in_slot(app, scoreboard, slot)
 }
 
