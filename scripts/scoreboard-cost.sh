@@ -25,7 +25,8 @@ bin=target/release/c10k
 # The tracking calls of one keep-alive request in a tight loop (last of two rounds): "on off" ns.
 read -r micro_on micro_off < <(cargo test --release -q -p c10k-serve --lib tracking_cost -- \
   --ignored --nocapture 2>/dev/null | awk '/tracking on:/ {on=$3} /tracking off:/ {off=$3} END {print on, off}')
-cleanup() { for p in "${on_pid:-}" "${off_pid:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done; wait 2>/dev/null || true; }
+tmp=$(mktemp -d)
+cleanup() { for p in "${on_pid:-}" "${off_pid:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -33,10 +34,10 @@ on_port=$(free_port); on_admin=$(free_port)
 off_port=$(free_port); off_admin=$(free_port)
 
 taskset -c 0 "$bin" serve --bind "127.0.0.1:$on_port" --admin "127.0.0.1:$on_admin" \
-  --workers 1 --worker-class async --log-level warn &
+  --workers 1 --worker-class async --log-level warn --data-dir "$tmp/on" &
 on_pid=$!
 taskset -c 0 "$bin" serve --bind "127.0.0.1:$off_port" --admin "127.0.0.1:$off_admin" \
-  --workers 1 --worker-class async --log-level warn --no-request-tracking &
+  --workers 1 --worker-class async --log-level warn --data-dir "$tmp/off" --no-request-tracking &
 off_pid=$!
 
 wait_up() { for _ in $(seq 100); do curl -sf "http://127.0.0.1:$1/" >/dev/null && return 0; sleep 0.1; done; echo "server on $1 never answered" >&2; exit 1; }

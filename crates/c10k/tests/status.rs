@@ -41,10 +41,20 @@ fn c10k(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
+/// GETs an admin JSON route and checks the answer against the committed schema.
 fn admin_json(admin: SocketAddr, path: &str) -> Value {
     let r = get(admin, path).expect("admin request");
     assert_eq!(r.status, 200, "{path}: {}", r.text());
-    serde_json::from_slice(&r.body).expect("admin JSON")
+    let v: Value = serde_json::from_slice(&r.body).expect("admin JSON");
+    let schema: Value =
+        serde_json::from_str(include_str!("../../serve/schema/status.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+    assert!(
+        errors.is_empty(),
+        "{path} against the schema: {errors:?}\n{v}"
+    );
+    v
 }
 
 fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
