@@ -106,7 +106,6 @@ pub struct Params {
     pub source_ips: Vec<std::net::IpAddr>,
     pub record_samples: bool,
     pub verbosity: u32,
-    pub requests: Option<u64>,
     pub threads: usize,
 }
 
@@ -466,7 +465,7 @@ impl<'a> Worker<'a> {
         }
         self.flush(i);
         if self.conns[i].inflight.is_empty() && self.out_of_work() {
-            self.close(i);
+            self.drop_socket(i);
         }
     }
 
@@ -964,10 +963,6 @@ impl<'a> Worker<'a> {
         c.out_pos = 0;
         c.inflight.clear();
         self.sync_busy(i);
-    }
-
-    fn close(&mut self, i: usize) {
-        self.drop_socket(i);
     }
 
     /// Closes the connection and starts a new one if there is work left.

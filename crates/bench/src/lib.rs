@@ -102,7 +102,6 @@ pub fn measure(plan: &Plan, opts: &Options) -> anyhow::Result<Outcome> {
         source_ips: plan.source_ips.clone(),
         record_samples: plan.record_samples,
         verbosity: plan.verbosity,
-        requests: plan.requests,
         threads,
         prepared,
     };
