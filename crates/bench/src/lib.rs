@@ -36,6 +36,7 @@ pub mod sys;
 
 mod procs;
 mod progress;
+mod timer;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
