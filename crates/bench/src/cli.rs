@@ -14,7 +14,7 @@ use clap::{ArgAction, Args, Subcommand};
 use crate::report::ab::TextOptions;
 use crate::{hdrlog, report, stats, Measurement, Options, Plan, Report, UsageError};
 
-/// Load-test an HTTP server (ApacheBench's flags, report and formulas; faster than wrk).
+/// Load-test an HTTP server (ApacheBench's flags, report and formulas; as fast as wrk).
 #[derive(Debug, Clone, Args)]
 #[command(
     disable_help_flag = true,
