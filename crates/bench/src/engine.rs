@@ -750,7 +750,10 @@ impl<'a> Worker<'a> {
                     if !self.feed(i, n, now) {
                         return;
                     }
-                    if self.conns[i].inflight.is_empty() {
+                    // Refill a pipeline once half of it has drained (with -k alone: when
+                    // the response arrived), so the server's queue for this connection
+                    // never runs dry while the next batch travels.
+                    if self.conns[i].inflight.len() <= self.p.pipeline / 2 {
                         self.kick(i);
                     }
                     if n < self.buf.len() && !closed {
