@@ -5,15 +5,16 @@
 # server RSS and RSS per connection. Also measures the memory of idle keep-alive connections.
 # Loopback only; stops by itself.
 #
-# usage: scripts/c10k.sh [CONNECTIONS] [DURATION_SECONDS] [CLASSES]
+# usage: scripts/c10k.sh [CONNECTIONS] [DURATION_SECONDS] [CLASSES] [SOURCE_ADDRESSES]
 #   e.g. scripts/c10k.sh 10000 10            (async and thread)
-#        scripts/c10k.sh 50000 10 async       (spreads over 127.0.0.1-4 and several processes)
+#        scripts/c10k.sh 50000 20 async 4     (spreads over 127.0.0.1-4 and several processes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 conns=${1:-10000}
 duration=${2:-10}
 classes=${3:-"async thread"}
+min_addrs=${4:-1}
 delay=1
 
 cargo build --release -q -p c10k
@@ -56,7 +57,7 @@ somaxconn=$(cat /proc/sys/net/core/somaxconn)
 per_proc=$((nofile - 64))
 procs=$(( (conns + per_proc - 1) / per_proc ))
 addrs=$(( (conns + ports - 1) / ports ))
-[ "$addrs" -lt 1 ] && addrs=1
+[ "$addrs" -lt "$min_addrs" ] && addrs=$min_addrs
 source_ips="127.0.0.1-127.0.0.$addrs"
 if [ "$procs" -gt 1 ]; then
   echo "  nofile ($nofile) binds: using $procs server workers and $procs bench processes"
@@ -82,7 +83,7 @@ results="$out/results-$conns.md"
 {
   echo "# $conns connections, /?delay=$delay, ${duration}s, keep-alive"
   echo
-  echo "Command: \`scripts/c10k.sh $conns $duration \"$classes\"\`  "
+  echo "Command: \`scripts/c10k.sh $conns $duration \"$classes\" $min_addrs\`  "
   echo "Machine: $(nproc) CPUs, kernel $(uname -r), nofile $nofile, ports $port_lo-$port_hi, somaxconn $somaxconn"
   echo
   echo "| class | workers | connections held (peak) | requests/s | limit (conns/delay) | failures | server RSS MiB (peak) | idle server RSS MiB | KiB per in-flight connection |"

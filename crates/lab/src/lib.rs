@@ -294,9 +294,17 @@ impl<'a> Lab<'a> {
             .as_ref()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "python3".into());
+        // {bindir}: where the Python's scripts are (a virtualenv's bin/, for `uwsgi`).
+        let bindir = self
+            .python
+            .as_ref()
+            .and_then(|p| p.parent())
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| ".".into());
         let line = template
             .replace("{port}", &port.to_string())
-            .replace("{python}", &python);
+            .replace("{python}", &python)
+            .replace("{bindir}", &bindir);
         let mut cmd = Command::new("sh");
         cmd.current_dir(dir).args(["-c", &format!("exec {line}")]);
         Process::spawn(cmd, &spec.label(), log, self.server_cpu)
