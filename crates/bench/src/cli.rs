@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::{ArgAction, Args, Subcommand};
@@ -14,7 +14,7 @@ use clap::{ArgAction, Args, Subcommand};
 use crate::report::ab::TextOptions;
 use crate::{hdrlog, report, stats, Measurement, Options, Plan, Report, UsageError};
 
-/// Load-test an HTTP server (ApacheBench's flags, report and formulas; faster than wrk).
+/// Load-test an HTTP server (ApacheBench's flags, report and formulas; as fast as wrk).
 #[derive(Debug, Clone, Args)]
 #[command(
     disable_help_flag = true,
@@ -629,9 +629,7 @@ fn merge(args: &MergeArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.hdr_out {
         let mut f =
             std::fs::File::create(path).with_context(|| format!("--hdr-out {}", path.display()))?;
-        let now = SystemTime::now();
-        let _ = now.duration_since(UNIX_EPOCH);
-        hdrlog::write_log(&mut f, &merged, now, Duration::ZERO)?;
+        hdrlog::write_log(&mut f, &merged, SystemTime::now(), Duration::ZERO)?;
     }
     Ok(())
 }

@@ -20,6 +20,10 @@ use mio::{Events, Interest, Poll, Token};
 use crate::parse::{Done, Eof, ResponseParser};
 use crate::plan::{Plan, Prepared, Target};
 use crate::stats::{Errors, Measurement};
+use crate::timer::PreciseTimer;
+
+/// The token of the rate-mode timer (connection tokens are their indices).
+const TIMER: Token = Token(usize::MAX);
 
 /// One request record for ab's `-g` file.
 #[derive(Debug, Clone, Copy)]
@@ -106,7 +110,6 @@ pub struct Params {
     pub source_ips: Vec<std::net::IpAddr>,
     pub record_samples: bool,
     pub verbosity: u32,
-    pub requests: Option<u64>,
     pub threads: usize,
 }
 
@@ -212,6 +215,8 @@ struct Worker<'a> {
     t0: Instant,
     unix_t0_us: u64,
     poll: Poll,
+    /// Rate mode: wakes the loop at the next intended send time, to the microsecond.
+    precise: Option<PreciseTimer>,
     conns: Vec<Conn>,
     buf: Vec<u8>,
     local_budget: u64,
@@ -260,13 +265,19 @@ impl<'a> Worker<'a> {
                 }
             })
             .collect();
+        let poll = Poll::new()?;
+        let precise = match p.rate_interval_ns {
+            Some(_) => Some(PreciseTimer::new(poll.registry(), TIMER)?),
+            None => None,
+        };
         Ok(Worker {
             p,
             shared,
             tp,
             t0,
             unix_t0_us,
-            poll: Poll::new()?,
+            precise,
+            poll,
             conns,
             buf: vec![0; 256 * 1024],
             local_budget: 0,
@@ -349,8 +360,12 @@ impl<'a> Worker<'a> {
                 break;
             }
             let mut wait = 100_000_000u64;
-            if let Some(std::cmp::Reverse((t, _))) = self.timers.peek() {
-                wait = wait.min(t.saturating_sub(now));
+            if let Some(&std::cmp::Reverse((t, _))) = self.timers.peek() {
+                match self.precise.as_mut().map(|p| p.arm(t, now)) {
+                    // The timerfd wakes us; poll's millisecond timeout only backs it up.
+                    Some(Ok(())) => wait = wait.min(t.saturating_sub(now) + 1_000_000),
+                    _ => wait = wait.min(t.saturating_sub(now)),
+                }
             }
             if let Some(d) = self.p.deadline_ns {
                 wait = wait.min(d.saturating_sub(now));
@@ -365,6 +380,12 @@ impl<'a> Worker<'a> {
                 }
             }
             for ev in events.iter() {
+                if ev.token() == TIMER {
+                    if let Some(p) = self.precise.as_mut() {
+                        p.fired();
+                    }
+                    continue;
+                }
                 let i = ev.token().0;
                 self.on_event(
                     i,
@@ -466,7 +487,7 @@ impl<'a> Worker<'a> {
         }
         self.flush(i);
         if self.conns[i].inflight.is_empty() && self.out_of_work() {
-            self.close(i);
+            self.drop_socket(i);
         }
     }
 
@@ -729,7 +750,10 @@ impl<'a> Worker<'a> {
                     if !self.feed(i, n, now) {
                         return;
                     }
-                    if self.conns[i].inflight.is_empty() {
+                    // Refill a pipeline once half of it has drained (with -k alone: when
+                    // the response arrived), so the server's queue for this connection
+                    // never runs dry while the next batch travels.
+                    if self.conns[i].inflight.len() <= self.p.pipeline / 2 {
                         self.kick(i);
                     }
                     if n < self.buf.len() && !closed {
@@ -964,10 +988,6 @@ impl<'a> Worker<'a> {
         c.out_pos = 0;
         c.inflight.clear();
         self.sync_busy(i);
-    }
-
-    fn close(&mut self, i: usize) {
-        self.drop_socket(i);
     }
 
     /// Closes the connection and starts a new one if there is work left.

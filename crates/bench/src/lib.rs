@@ -36,6 +36,7 @@ pub mod sys;
 
 mod procs;
 mod progress;
+mod timer;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -102,7 +103,6 @@ pub fn measure(plan: &Plan, opts: &Options) -> anyhow::Result<Outcome> {
         source_ips: plan.source_ips.clone(),
         record_samples: plan.record_samples,
         verbosity: plan.verbosity,
-        requests: plan.requests,
         threads,
         prepared,
     };

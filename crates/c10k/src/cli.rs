@@ -27,7 +27,7 @@ enum Command {
     /// Run the application server (the built-in app) under a chosen worker class.
     #[command(after_long_help = SERVE_AFTER_HELP)]
     Serve(Box<ServeArgs>),
-    /// Load-test an HTTP server: ApacheBench's flags and report, faster than wrk.
+    /// Load-test an HTTP server: ApacheBench's flags and report, as fast as wrk.
     Bench(Box<c10k_bench::BenchArgs>),
     /// Reproduce the seed's results table on this machine: every worker class × workload ×
     /// concurrency, direct and behind nginx, with plots.

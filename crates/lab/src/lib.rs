@@ -24,6 +24,9 @@ use record::{Machine, Row};
 use render::RunInfo;
 use servers::Process;
 
+/// Clients used to warm a server up before a cell is measured.
+const WARMUP_CLIENTS: usize = 4;
+
 /// The seed's `?delay` Flask app, for the Python peers.
 const FLASK_APP: &str = include_str!("../../../lab/peers/flask_app.py");
 
@@ -248,7 +251,16 @@ impl<'a> Lab<'a> {
             p
         };
         if !self.matrix.warmup.is_zero() {
-            c10k_bench::run(&plan(self.matrix.warmup)).context("warm-up")?;
+            // Warm up with a few clients only: requests a full-concurrency warm-up leaves queued
+            // in a slow server's listen queue would be served inside the measured window, for
+            // clients that are gone (a `sync` worker with 1000 queued 1 s requests is busy for
+            // minutes).
+            let mut warm = plan(self.matrix.warmup);
+            warm.concurrency = c.min(WARMUP_CLIENTS);
+            c10k_bench::run(&warm).context("warm-up")?;
+            // Let what the warm-up left in flight finish.
+            let probe = if front == "nginx" { target_port } else { port };
+            server.wait_ready(addr(probe), ready_path, Duration::from_secs(60))?;
         }
         let cpu_before = server.cpu_seconds();
         let report = c10k_bench::run(&plan(self.matrix.duration)).context("bench")?;
@@ -294,9 +306,17 @@ impl<'a> Lab<'a> {
             .as_ref()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "python3".into());
+        // {bindir}: where the Python's scripts are (a virtualenv's bin/, for `uwsgi`).
+        let bindir = self
+            .python
+            .as_ref()
+            .and_then(|p| p.parent())
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| ".".into());
         let line = template
             .replace("{port}", &port.to_string())
-            .replace("{python}", &python);
+            .replace("{python}", &python)
+            .replace("{bindir}", &bindir);
         let mut cmd = Command::new("sh");
         cmd.current_dir(dir).args(["-c", &format!("exec {line}")]);
         Process::spawn(cmd, &spec.label(), log, self.server_cpu)

@@ -22,7 +22,8 @@ pub struct ServerSpec {
     pub workers: usize,
     #[serde(default = "one")]
     pub threads: usize,
-    /// ...or an external command that listens on `{port}` (`{python}` is `--python`).
+    /// ...or an external command that listens on `{port}` (`{python}` is `--python`, `{bindir}`
+    /// the directory it is in).
     pub command: Option<String>,
     /// Python modules the command needs; the row is skipped with a reason when one is missing.
     #[serde(default)]
@@ -290,12 +291,12 @@ pub fn python_peers() -> Vec<ServerSpec> {
         ),
         peer(
             "sync + uWSGI (4 worker + 50 thread)",
-            "{python} -m pyuwsgi --http-socket 127.0.0.1:{port} --master --workers 4 --threads 50 --listen 1024 --disable-logging --module flask_app:app",
+            "{bindir}/uwsgi --http-socket 127.0.0.1:{port} --master --workers 4 --threads 50 --listen 1024 --disable-logging --module flask_app:app",
             &["pyuwsgi", "flask"],
         ),
         peer(
             "async + uWSGI (4 worker + gevent)",
-            "{python} -m pyuwsgi --http-socket 127.0.0.1:{port} --master --workers 4 --gevent 1000 --gevent-monkey-patch --listen 1024 --disable-logging --module flask_app:app",
+            "{bindir}/uwsgi --http-socket 127.0.0.1:{port} --master --workers 4 --gevent 1000 --gevent-monkey-patch --listen 1024 --disable-logging --module flask_app:app",
             &["pyuwsgi", "gevent", "flask"],
         ),
         peer(

@@ -8,7 +8,7 @@ use crate::record::Row;
 const W: u32 = 900;
 const H: u32 = 520;
 
-fn palette(i: usize) -> RGBColor {
+fn palette_fixed(i: usize) -> RGBColor {
     const COLORS: [RGBColor; 10] = [
         RGBColor(31, 119, 180),
         RGBColor(255, 127, 14),
@@ -31,6 +31,40 @@ fn tick(v: f64) -> String {
     } else {
         format!("{v:.1}")
     }
+}
+
+/// A colour per mode: the ten classic ones while they suffice, evenly spread hues beyond.
+fn color(i: usize, n: usize) -> RGBColor {
+    if n <= 10 {
+        return palette_fixed(i);
+    }
+    let (r, g, b) = HSLColor(i as f64 / n as f64, 0.75, 0.42).rgb();
+    RGBColor(r, g, b)
+}
+
+/// Width of the legend column to the right of the chart.
+const LEGEND_W: u32 = 330;
+
+/// Draws the legend (one coloured line and label per mode) in its own column.
+fn legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    modes: &[String],
+) -> anyhow::Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let n = modes.len();
+    for (i, mode) in modes.iter().enumerate() {
+        let y = 50 + i as i32 * 20;
+        let c = color(i, n);
+        area.draw(&PathElement::new(vec![(8, y), (30, y)], c.stroke_width(3)))
+            .map_err(err)?;
+        area.draw(&Circle::new((19, y), 3, c.filled()))
+            .map_err(err)?;
+        area.draw(&Text::new(mode.clone(), (38, y - 6), ("sans-serif", 12)))
+            .map_err(err)?;
+    }
+    Ok(())
 }
 
 type Series = Vec<(String, Vec<(f64, f64)>)>;
@@ -80,9 +114,12 @@ pub fn throughput(rows: &[Row], workload: &str) -> anyhow::Result<String> {
     let ((x0, x1), (y0, y1)) = bounds(&[&s]);
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (W + LEGEND_W, H)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let mut chart = ChartBuilder::on(&root)
+        let (plot_area, legend_area) = root.split_horizontally(W);
+        let names: Vec<String> = s.iter().map(|(m, _)| m.clone()).collect();
+        legend(&legend_area, &names)?;
+        let mut chart = ChartBuilder::on(&plot_area)
             .caption(
                 format!("Transaction rate vs concurrency ({workload})"),
                 ("sans-serif", 20),
@@ -102,26 +139,16 @@ pub fn throughput(rows: &[Row], workload: &str) -> anyhow::Result<String> {
             .y_desc("transactions / s")
             .draw()
             .map_err(err)?;
-        for (i, (mode, pts)) in s.iter().enumerate() {
-            let c = palette(i);
+        let n = s.len();
+        for (i, (_mode, pts)) in s.iter().enumerate() {
+            let c = color(i, n);
             chart
                 .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
-                .map_err(err)?
-                .label(mode.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
-                });
+                .map_err(err)?;
             chart
-                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 4, c.filled())))
                 .map_err(err)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
         root.present().map_err(err)?;
     }
     Ok(svg)
@@ -133,11 +160,14 @@ pub fn latency(rows: &[Row], workload: &str) -> anyhow::Result<String> {
     let ((x0, x1), (y0, y1)) = bounds(&[&p50, &p99]);
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (W + LEGEND_W, H)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let mut chart = ChartBuilder::on(&root)
+        let (plot_area, legend_area) = root.split_horizontally(W);
+        let names: Vec<String> = p99.iter().map(|(m, _)| m.clone()).collect();
+        legend(&legend_area, &names)?;
+        let mut chart = ChartBuilder::on(&plot_area)
             .caption(
-                format!("Latency vs concurrency ({workload}): p50 thin, p99 thick"),
+                format!("Latency vs concurrency ({workload}): p99 ●, p50 ○"),
                 ("sans-serif", 20),
             )
             .margin(12)
@@ -155,28 +185,24 @@ pub fn latency(rows: &[Row], workload: &str) -> anyhow::Result<String> {
             .y_desc("milliseconds")
             .draw()
             .map_err(err)?;
+        let n = p99.len();
         for (i, (mode, pts)) in p99.iter().enumerate() {
-            let c = palette(i);
+            let c = color(i, n);
             chart
-                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(3)))
-                .map_err(err)?
-                .label(mode.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3))
-                });
+                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
+                .map_err(err)?;
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 4, c.filled())))
+                .map_err(err)?;
             if let Some((_, low)) = p50.iter().find(|(m, _)| m == mode) {
                 chart
                     .draw_series(LineSeries::new(low.clone(), c.stroke_width(1)))
                     .map_err(err)?;
+                chart
+                    .draw_series(low.iter().map(|&p| Circle::new(p, 4, c.stroke_width(1))))
+                    .map_err(err)?;
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
         root.present().map_err(err)?;
     }
     Ok(svg)

@@ -7,7 +7,7 @@
 //! a thread to a keep-alive connection). One worker runs at most `--threads` requests at once.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,9 +46,11 @@ pub(super) fn run<H: Handler>(
     // Connections handed back idle by the pool.
     let (idle_tx, idle_rx) = chan::unbounded::<Tracked>();
 
+    // Connections handed to the pool and not back yet (queued or being served).
+    let assigned = Arc::new(AtomicUsize::new(0));
     let mut pool = Vec::with_capacity(config.threads);
     for i in 0..config.threads {
-        let (work_rx, idle_tx) = (work_rx.clone(), idle_tx.clone());
+        let (work_rx, idle_tx, assigned) = (work_rx.clone(), idle_tx.clone(), assigned.clone());
         let (handler, settings, life, open, poller) = (
             handler.clone(),
             settings.clone(),
@@ -71,6 +73,7 @@ pub(super) fn run<H: Handler>(
                         &mut on_request,
                     );
                     life.slot().busy.fetch_sub(1, Relaxed);
+                    assigned.fetch_sub(1, Relaxed);
                     match result {
                         Ok(Outcome::Idle(conn)) => {
                             if idle_tx.send(Tracked { conn, track }).is_ok() {
@@ -102,6 +105,10 @@ pub(super) fn run<H: Handler>(
         life: &life,
         open: &open,
         max_conns: config.worker_connections,
+        threads: config.threads,
+        assigned: &assigned,
+        fresh: 0,
+        fresh_queue: std::collections::VecDeque::new(),
     };
     reactor.run(&work_tx, &idle_rx)?;
 
@@ -140,13 +147,24 @@ struct Reactor<'a> {
     listeners: Vec<Listener>,
     listening: bool,
     /// Idle or new connections waiting to become readable, with the time they may wait.
-    parked: HashMap<usize, (Tracked, Instant)>,
+    parked: HashMap<usize, (Tracked, Instant, bool)>,
     next_key: usize,
     settings: &'a ConnSettings,
     life: &'a Life,
     open: &'a Gauge,
     max_conns: usize,
+    threads: usize,
+    assigned: &'a AtomicUsize,
+    /// Accepted connections that have not sent their first request yet, counted against the
+    /// threads for `FRESH_GRACE` only (so clients that connect and stay silent cannot stop the
+    /// worker from accepting).
+    fresh: usize,
+    /// (key, accepted at) of fresh connections, oldest first.
+    fresh_queue: std::collections::VecDeque<(usize, Instant)>,
 }
+
+/// How long a just-accepted connection counts as about to need a thread.
+const FRESH_GRACE: Duration = Duration::from_millis(100);
 
 impl Reactor<'_> {
     fn run(
@@ -168,16 +186,16 @@ impl Reactor<'_> {
             if phase >= Phase::Graceful {
                 return Ok(());
             }
-            let want_listen = phase == Phase::Running && self.open.get() < self.max_conns;
+            let want_listen = phase == Phase::Running && self.has_room();
             self.set_listening(want_listen)?;
             if phase == Phase::Draining && self.open.get() == 0 {
                 return Ok(());
             }
             while let Ok(conn) = idle.try_recv() {
-                self.park(conn, Instant::now() + keepalive)?;
+                self.park(conn, Instant::now() + keepalive, false)?;
             }
             let now = Instant::now();
-            let next_deadline = self.parked.values().map(|(_, d)| *d).min();
+            let next_deadline = self.parked.values().map(|(_, d, _)| *d).min();
             let wait = next_deadline
                 .map(|d| d.saturating_duration_since(now))
                 .unwrap_or(super::POLL)
@@ -191,10 +209,15 @@ impl Reactor<'_> {
             for ev in events.iter() {
                 if ev.key < n_listeners {
                     self.accept_from(ev.key, first_request);
-                } else if let Some((conn, _)) = self.parked.remove(&ev.key) {
+                } else if let Some((conn, _, fresh)) = self.parked.remove(&ev.key) {
                     let _ = self.poller.delete(&conn.conn);
+                    if fresh {
+                        self.fresh -= 1;
+                    }
+                    self.assigned.fetch_add(1, Relaxed);
                     // The queue holds up to the connection cap, so this never blocks.
                     if let Err(chan::SendError(conn)) = work.send(conn) {
+                        self.assigned.fetch_sub(1, Relaxed);
                         drop(conn);
                         closed(self.life, self.open);
                     }
@@ -232,9 +255,9 @@ impl Reactor<'_> {
     }
 
     fn accept_from(&mut self, index: usize, first_request: Duration) {
-        // Accept what is queued, up to the connection cap.
+        // Accept what is queued while this worker has room (see `has_room`).
         for _ in 0..64 {
-            if self.open.get() >= self.max_conns {
+            if !self.has_room() {
                 return;
             }
             match accept_one(&self.listeners[index]) {
@@ -250,7 +273,7 @@ impl Reactor<'_> {
                     self.life.slot().connections.fetch_add(1, Relaxed);
                     let track = self.life.open(peer);
                     let conn = Tracked { conn, track };
-                    if let Err(e) = self.park(conn, Instant::now() + first_request) {
+                    if let Err(e) = self.park(conn, Instant::now() + first_request, true) {
                         tracing::error!("cannot watch a new connection: {e:#}");
                     }
                 }
@@ -263,7 +286,29 @@ impl Reactor<'_> {
         }
     }
 
-    fn park(&mut self, conn: Tracked, deadline: Instant) -> anyhow::Result<()> {
+    /// Whether to accept another connection. Besides the connection cap, a worker whose threads
+    /// all have (or are about to have) a request leaves new connections in the shared listen
+    /// queue for a sibling with a free thread. Without this, whichever worker wakes first takes
+    /// a whole burst of connections and queues them behind its busy threads while other workers
+    /// idle (gunicorn's gthread does that).
+    fn has_room(&mut self) -> bool {
+        let now = Instant::now();
+        while let Some(&(key, at)) = self.fresh_queue.front() {
+            if now.duration_since(at) < FRESH_GRACE {
+                break;
+            }
+            self.fresh_queue.pop_front();
+            if let Some(entry) = self.parked.get_mut(&key) {
+                if entry.2 {
+                    entry.2 = false;
+                    self.fresh -= 1;
+                }
+            }
+        }
+        self.open.get() < self.max_conns && self.assigned.load(Relaxed) + self.fresh < self.threads
+    }
+
+    fn park(&mut self, conn: Tracked, deadline: Instant, fresh: bool) -> anyhow::Result<()> {
         let key = self.listeners.len() + self.next_key;
         self.next_key = self.next_key.wrapping_add(1) % (usize::MAX / 2);
         // SAFETY: the connection is deleted from the poller before it is dropped (in the event
@@ -273,7 +318,11 @@ impl Reactor<'_> {
             closed(self.life, self.open);
             return Err(e.into());
         }
-        self.parked.insert(key, (conn, deadline));
+        if fresh {
+            self.fresh += 1;
+            self.fresh_queue.push_back((key, Instant::now()));
+        }
+        self.parked.insert(key, (conn, deadline, fresh));
         Ok(())
     }
 
@@ -281,11 +330,14 @@ impl Reactor<'_> {
         let expired: Vec<usize> = self
             .parked
             .iter()
-            .filter(|(_, (_, d))| *d <= now)
+            .filter(|(_, (_, d, _))| *d <= now)
             .map(|(k, _)| *k)
             .collect();
         for key in expired {
-            if let Some((conn, _)) = self.parked.remove(&key) {
+            if let Some((conn, _, fresh)) = self.parked.remove(&key) {
+                if fresh {
+                    self.fresh -= 1;
+                }
                 let _ = self.poller.delete(&conn.conn);
                 drop(conn);
                 closed(self.life, self.open);
@@ -294,7 +346,9 @@ impl Reactor<'_> {
     }
 
     fn close_parked(&mut self) {
-        for (_, (conn, _)) in self.parked.drain() {
+        self.fresh = 0;
+        self.fresh_queue.clear();
+        for (_, (conn, _, _)) in self.parked.drain() {
             let _ = self.poller.delete(&conn.conn);
             drop(conn);
             closed(self.life, self.open);
