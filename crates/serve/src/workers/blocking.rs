@@ -122,28 +122,32 @@ impl Acceptor {
             if p.revents == 0 {
                 continue;
             }
-            let accepted = match &self.listeners[i] {
-                Listener::Tcp(l) => l.accept().map(|(s, _)| {
-                    let _ = s.set_nodelay(true);
-                    Conn::Tcp(s)
-                }),
-                Listener::Unix(l) => l.accept().map(|(s, _)| Conn::Unix(s)),
-            };
-            match accepted {
-                Ok(conn) => {
-                    // Accepted sockets inherit O_NONBLOCK on some systems; the drivers block.
-                    match &conn {
-                        Conn::Tcp(s) => s.set_nonblocking(false)?,
-                        Conn::Unix(s) => s.set_nonblocking(false)?,
-                    }
-                    return Ok(Some(conn));
-                }
+            match accept_blocking(&self.listeners[i]) {
+                Ok(conn) => return Ok(Some(conn)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
             }
         }
         Ok(None)
     }
+}
+
+/// Accepts one connection from a non-blocking listener, as a blocking stream with Nagle off.
+pub(crate) fn accept_blocking(listener: &Listener) -> io::Result<Conn> {
+    let conn = match listener {
+        Listener::Tcp(l) => {
+            let (s, _) = l.accept()?;
+            let _ = s.set_nodelay(true);
+            Conn::Tcp(s)
+        }
+        Listener::Unix(l) => Conn::Unix(l.accept()?.0),
+    };
+    // Accepted sockets inherit O_NONBLOCK on some systems; the drivers block.
+    match &conn {
+        Conn::Tcp(s) => s.set_nonblocking(false)?,
+        Conn::Unix(s) => s.set_nonblocking(false)?,
+    }
+    Ok(conn)
 }
 
 /// Logs an accept failure and backs off when the process is out of descriptors.

@@ -252,22 +252,8 @@ impl Reactor<'_> {
             if !self.has_room() {
                 return;
             }
-            let accepted = match &self.listeners[index] {
-                Listener::Tcp(l) => l.accept().map(|(s, _)| {
-                    let _ = s.set_nodelay(true);
-                    Conn::Tcp(s)
-                }),
-                Listener::Unix(l) => l.accept().map(|(s, _)| Conn::Unix(s)),
-            };
-            match accepted {
+            match super::blocking::accept_blocking(&self.listeners[index]) {
                 Ok(conn) => {
-                    let blocking = match &conn {
-                        Conn::Tcp(s) => s.set_nonblocking(false),
-                        Conn::Unix(s) => s.set_nonblocking(false),
-                    };
-                    if blocking.is_err() {
-                        continue;
-                    }
                     self.open.inc();
                     self.life.slot().connections.fetch_add(1, Relaxed);
                     if let Err(e) = self.park(conn, Instant::now() + first_request, true) {
