@@ -1,6 +1,7 @@
 //! SVG plots with plotters: transaction rate vs concurrency, and latency (p50 and p99) vs
 //! concurrency, one line per mode, log-scaled axes.
 
+use plotters::coord::combinators::LogCoord;
 use plotters::prelude::*;
 
 use crate::record::Row;
@@ -109,21 +110,29 @@ fn err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("plot: {e}")
 }
 
-pub fn throughput(rows: &[Row], workload: &str) -> anyhow::Result<String> {
-    let s = series(rows, workload, |r| r.transaction_rate);
-    let ((x0, x1), (y0, y1)) = bounds(&[&s]);
+/// One log-log chart with the legend beside it. `draw` adds the mode `i`'s series (colour `c`).
+fn chart_svg(
+    title: String,
+    y_desc: &str,
+    primary: &Series,
+    all: &[&Series],
+    mut draw: impl FnMut(
+        &mut ChartContext<'_, SVGBackend<'_>, LogCoords>,
+        usize,
+        &str,
+        RGBColor,
+    ) -> anyhow::Result<()>,
+) -> anyhow::Result<String> {
+    let ((x0, x1), (y0, y1)) = bounds(all);
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (W + LEGEND_W, H)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         let (plot_area, legend_area) = root.split_horizontally(W);
-        let names: Vec<String> = s.iter().map(|(m, _)| m.clone()).collect();
+        let names: Vec<String> = primary.iter().map(|(m, _)| m.clone()).collect();
         legend(&legend_area, &names)?;
         let mut chart = ChartBuilder::on(&plot_area)
-            .caption(
-                format!("Transaction rate vs concurrency ({workload})"),
-                ("sans-serif", 20),
-            )
+            .caption(title, ("sans-serif", 20))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(70)
@@ -136,74 +145,68 @@ pub fn throughput(rows: &[Row], workload: &str) -> anyhow::Result<String> {
             .x_label_formatter(&|x| format!("{x:.0}"))
             .y_label_formatter(&|y| tick(*y))
             .x_desc("concurrent clients")
-            .y_desc("transactions / s")
+            .y_desc(y_desc)
             .draw()
             .map_err(err)?;
-        let n = s.len();
-        for (i, (_mode, pts)) in s.iter().enumerate() {
-            let c = color(i, n);
-            chart
-                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
-                .map_err(err)?;
-            chart
-                .draw_series(pts.iter().map(|&p| Circle::new(p, 4, c.filled())))
-                .map_err(err)?;
+        let n = names.len();
+        for (i, mode) in names.iter().enumerate() {
+            draw(&mut chart, i, mode, color(i, n))?;
         }
         root.present().map_err(err)?;
     }
     Ok(svg)
 }
 
-pub fn latency(rows: &[Row], workload: &str) -> anyhow::Result<String> {
-    let p50 = series(rows, workload, |r| r.p50_ms);
-    let p99 = series(rows, workload, |r| r.p99_ms);
-    let ((x0, x1), (y0, y1)) = bounds(&[&p50, &p99]);
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (W + LEGEND_W, H)).into_drawing_area();
-        root.fill(&WHITE).map_err(err)?;
-        let (plot_area, legend_area) = root.split_horizontally(W);
-        let names: Vec<String> = p99.iter().map(|(m, _)| m.clone()).collect();
-        legend(&legend_area, &names)?;
-        let mut chart = ChartBuilder::on(&plot_area)
-            .caption(
-                format!("Latency vs concurrency ({workload}): p99 ●, p50 ○"),
-                ("sans-serif", 20),
-            )
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
-            .map_err(err)?;
-        chart
-            .configure_mesh()
-            .light_line_style(WHITE)
-            .bold_line_style(BLACK.mix(0.12))
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| tick(*y))
-            .x_desc("concurrent clients")
-            .y_desc("milliseconds")
-            .draw()
-            .map_err(err)?;
-        let n = p99.len();
-        for (i, (mode, pts)) in p99.iter().enumerate() {
-            let c = color(i, n);
-            chart
-                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
-                .map_err(err)?;
+type LogCoords = Cartesian2d<LogCoord<f64>, LogCoord<f64>>;
+
+fn points_of<'s>(series: &'s Series, mode: &str) -> Option<&'s Vec<(f64, f64)>> {
+    series.iter().find(|(m, _)| m == mode).map(|(_, p)| p)
+}
+
+pub fn throughput(rows: &[Row], workload: &str) -> anyhow::Result<String> {
+    let s = series(rows, workload, |r| r.transaction_rate);
+    chart_svg(
+        format!("Transaction rate vs concurrency ({workload})"),
+        "transactions / s",
+        &s,
+        &[&s],
+        |chart, _, mode, c| {
+            let pts = points_of(&s, mode).cloned().unwrap_or_default();
             chart
                 .draw_series(pts.iter().map(|&p| Circle::new(p, 4, c.filled())))
                 .map_err(err)?;
-            if let Some((_, low)) = p50.iter().find(|(m, _)| m == mode) {
-                chart
-                    .draw_series(LineSeries::new(low.clone(), c.stroke_width(1)))
-                    .map_err(err)?;
-                chart
-                    .draw_series(low.iter().map(|&p| Circle::new(p, 4, c.stroke_width(1))))
-                    .map_err(err)?;
-            }
-        }
-        root.present().map_err(err)?;
-    }
-    Ok(svg)
+            chart
+                .draw_series(LineSeries::new(pts, c.stroke_width(2)))
+                .map_err(err)?;
+            Ok(())
+        },
+    )
+}
+
+pub fn latency(rows: &[Row], workload: &str) -> anyhow::Result<String> {
+    let p50 = series(rows, workload, |r| r.p50_ms);
+    let p99 = series(rows, workload, |r| r.p99_ms);
+    chart_svg(
+        format!("Latency vs concurrency ({workload}): p99 ●, p50 ○"),
+        "milliseconds",
+        &p99,
+        &[&p50, &p99],
+        |chart, _, mode, c| {
+            let high = points_of(&p99, mode).cloned().unwrap_or_default();
+            chart
+                .draw_series(high.iter().map(|&p| Circle::new(p, 4, c.filled())))
+                .map_err(err)?;
+            chart
+                .draw_series(LineSeries::new(high, c.stroke_width(2)))
+                .map_err(err)?;
+            let low = points_of(&p50, mode).cloned().unwrap_or_default();
+            chart
+                .draw_series(low.iter().map(|&p| Circle::new(p, 4, c.stroke_width(1))))
+                .map_err(err)?;
+            chart
+                .draw_series(LineSeries::new(low, c.stroke_width(1)))
+                .map_err(err)?;
+            Ok(())
+        },
+    )
 }

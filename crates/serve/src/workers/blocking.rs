@@ -122,15 +122,8 @@ impl Acceptor {
             if p.revents == 0 {
                 continue;
             }
-            match accept_one(&self.listeners[i]) {
-                Ok((conn, peer)) => {
-                    // Accepted sockets inherit O_NONBLOCK on some systems; the drivers block.
-                    match &conn {
-                        Conn::Tcp(s) => s.set_nonblocking(false)?,
-                        Conn::Unix(s) => s.set_nonblocking(false)?,
-                    }
-                    return Ok(Some((conn, peer)));
-                }
+            match accept_blocking(&self.listeners[i]) {
+                Ok(accepted) => return Ok(Some(accepted)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
             }
@@ -139,15 +132,23 @@ impl Acceptor {
     }
 }
 
-/// Accepts one connection (non-blocking listener) with its peer address (`None` on unix).
-pub(crate) fn accept_one(l: &Listener) -> io::Result<(Conn, Option<SocketAddr>)> {
-    match l {
-        Listener::Tcp(l) => l.accept().map(|(s, peer)| {
+/// Accepts one connection from a non-blocking listener, as a blocking stream with Nagle off,
+/// with the client's address (`None` on a unix socket).
+pub(crate) fn accept_blocking(listener: &Listener) -> io::Result<(Conn, Option<SocketAddr>)> {
+    let (conn, peer) = match listener {
+        Listener::Tcp(l) => {
+            let (s, peer) = l.accept()?;
             let _ = s.set_nodelay(true);
             (Conn::Tcp(s), Some(peer))
-        }),
-        Listener::Unix(l) => l.accept().map(|(s, _)| (Conn::Unix(s), None)),
+        }
+        Listener::Unix(l) => (Conn::Unix(l.accept()?.0), None),
+    };
+    // Accepted sockets inherit O_NONBLOCK on some systems; the drivers block.
+    match &conn {
+        Conn::Tcp(s) => s.set_nonblocking(false)?,
+        Conn::Unix(s) => s.set_nonblocking(false)?,
     }
+    Ok((conn, peer))
 }
 
 /// Logs an accept failure and backs off when the process is out of descriptors.

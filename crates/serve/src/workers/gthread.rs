@@ -16,7 +16,7 @@ use c10k_app::Handler;
 use crossbeam_channel as chan;
 use polling::{Event, Events, Poller};
 
-use super::blocking::{accept_error, accept_one, Conn};
+use super::blocking::{accept_error, Conn};
 use super::life::{Gauge, Life};
 use crate::config::ServeConfig;
 use crate::conn::ConnSettings;
@@ -260,15 +260,8 @@ impl Reactor<'_> {
             if !self.has_room() {
                 return;
             }
-            match accept_one(&self.listeners[index]) {
+            match super::blocking::accept_blocking(&self.listeners[index]) {
                 Ok((conn, peer)) => {
-                    let blocking = match &conn {
-                        Conn::Tcp(s) => s.set_nonblocking(false),
-                        Conn::Unix(s) => s.set_nonblocking(false),
-                    };
-                    if blocking.is_err() {
-                        continue;
-                    }
                     self.open.inc();
                     self.life.slot().connections.fetch_add(1, Relaxed);
                     let track = self.life.open(peer);
