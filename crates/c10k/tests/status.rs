@@ -549,3 +549,68 @@ fn counters_survive_a_worker_respawn() {
     );
     assert!(after["counters"]["requests_2xx"].as_u64().unwrap() >= 20);
 }
+
+/// Issue 8 in CI: the async class holds 2,000 connections, each with a `delay=1` request in
+/// flight, with no failure, and the server itself reports them open.
+#[test]
+fn two_thousand_connections_held_and_reported() {
+    let s = Server::start(&[
+        "-k",
+        "async",
+        "--worker-connections",
+        "2100",
+        "--backlog",
+        "4096",
+    ]);
+    let admin = admin_addr(&s);
+    let url = format!("http://{}/?delay=1", s.addr);
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args([
+            "bench",
+            "-k",
+            "-r",
+            "-q",
+            "-c",
+            "2000",
+            "--duration",
+            "5s",
+            "-s",
+            "20",
+        ])
+        .args(["--threads", "1", "--json", &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start c10k bench");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut peak = 0u64;
+    loop {
+        let status = admin_json(admin, "/status");
+        let active = status["counters"]["connections_active"]
+            .as_u64()
+            .unwrap_or(0);
+        peak = peak.max(active);
+        if let Some(done) = bench.try_wait().expect("bench status") {
+            assert!(done.success(), "bench failed");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bench did not finish; peak {peak}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = bench.wait_with_output().expect("bench output");
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("bench JSON: {e}\n{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(report["failed_requests"], 0, "{report}");
+    assert_eq!(report["non_2xx"], 0, "{report}");
+    assert!(
+        report["complete_requests"].as_u64().unwrap_or(0) >= 2000,
+        "{report}"
+    );
+    assert!(
+        peak >= 2000,
+        "the server reported at most {peak} open connections"
+    );
+}

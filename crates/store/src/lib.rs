@@ -267,15 +267,30 @@ impl Store {
                 let db2 = db.clone();
                 let h2 = holder.clone();
                 let got = run_blocking(&handle, async move {
-                    db2.migrate().await?;
-                    let now = unix_ms();
-                    db2.lease(
-                        &h2,
-                        now,
-                        now + LEASE_TTL.as_millis() as u64,
-                        ids::MAX_INSTANCES,
-                    )
-                    .await
+                    // Workers start together: on SQLite their first schema writes can meet a
+                    // lock the busy timeout does not cover (WAL set-up). Retry those briefly.
+                    let mut backoff = Duration::from_millis(50);
+                    loop {
+                        let attempt = async {
+                            db2.migrate().await?;
+                            let now = unix_ms();
+                            db2.lease(
+                                &h2,
+                                now,
+                                now + LEASE_TTL.as_millis() as u64,
+                                ids::MAX_INSTANCES,
+                            )
+                            .await
+                        };
+                        match attempt.await {
+                            Err(e) if is_busy(&e) && backoff < Duration::from_secs(5) => {
+                                tracing::debug!(error = %e, "database busy at start; retrying");
+                                tokio::time::sleep(backoff).await;
+                                backoff *= 2;
+                            }
+                            other => break other,
+                        }
+                    }
                 })
                 .ok_or(StoreError::Closed)?
                 .map_err(|e| {
@@ -726,5 +741,16 @@ async fn renew_lease(db: Db, lease: Arc<Lease>, ids: Arc<IdGenerator>) {
                 tracing::warn!(error = %e, instance_id = lease.id, "cannot renew the instance id lease")
             }
         }
+    }
+}
+
+/// SQLite's "database is busy/locked" (result codes 5 and 6, any extended form): transient.
+fn is_busy(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => d
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|n| matches!(n & 0xff, 5 | 6)),
+        _ => false,
     }
 }
