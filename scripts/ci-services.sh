@@ -77,6 +77,10 @@ start_mariadb() {
         --auth-root-authentication-method=socket --skip-test-db >"$MY_DIR/install.log" 2>&1 ||
         { cat "$MY_DIR/install.log" >&2; exit 1; }
     fi
+    # Whatever is left of an earlier server that no longer answers (killed with the session
+    # that started it) would block the socket and the data dir's lock: clear it.
+    pkill -9 -f -- "--datadir=$MY_DIR/data" 2>/dev/null || true
+    rm -f "$MY_DIR/mysqld.sock" "$MY_DIR/mysqld.sock.lock" "$MY_DIR/mysqld.pid"
     log "starting MariaDB on 127.0.0.1:$MY_PORT"
     setsid "$sbin" --no-defaults --user=mysql --datadir="$MY_DIR/data" \
       --socket="$MY_DIR/mysqld.sock" --pid-file="$MY_DIR/mysqld.pid" \
@@ -105,9 +109,12 @@ start_postgres() {
     su postgres -s /bin/sh -c "$bin/initdb -D '$PG_DIR/data' -U postgres --auth=trust -E UTF8" \
       >"$PG_DIR/initdb.log" 2>&1 || { cat "$PG_DIR/initdb.log" >&2; exit 1; }
   fi
-  if su postgres -s /bin/sh -c "$bin/pg_ctl -D '$PG_DIR/data' status" >/dev/null 2>&1; then
+  # Running means answering on the port: a pid file of a killed (or zombie) server is not.
+  if "$bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" >/dev/null 2>&1; then
     log "PostgreSQL already running on 127.0.0.1:$PG_PORT"
   else
+    pkill -9 -f -- "-D $PG_DIR/data" 2>/dev/null || true
+    rm -f "$PG_DIR/data/postmaster.pid" "$PG_DIR"/.s.PGSQL.*
     log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
     su postgres -s /bin/sh -c "$bin/pg_ctl -D '$PG_DIR/data' -l '$PG_DIR/server.log' -w -t 30 \
       -o \"-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=200\" start" >&2 ||

@@ -227,8 +227,10 @@ impl IdGenerator {
             }
             if now == st.last {
                 if st.seq == SEQUENCE_MASK {
-                    // 4,096 ids this millisecond: wait for the next one.
-                    std::thread::yield_now();
+                    // 4,096 ids this millisecond: spin to the next one (under a millisecond;
+                    // yielding instead can lose the CPU for a whole time slice, and with it
+                    // whole milliseconds of ids).
+                    std::hint::spin_loop();
                     continue;
                 }
                 st.seq += 1;
