@@ -1,36 +1,12 @@
 //! `c10k serve` end to end: a real server process on 127.0.0.1:0 under every worker class.
 
+#[macro_use]
 mod util;
 
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use util::{concurrent_gets, connect, get, Reader, Server};
-
-/// `--threads` for a class: gthread gets a pool of 4; sync must keep 1 (more would make it
-/// gthread, as in gunicorn).
-fn threads(class: &str) -> &'static str {
-    if class == "gthread" {
-        "4"
-    } else {
-        "1"
-    }
-}
-
-/// Runs a test body once per worker class, each in its own test.
-macro_rules! per_class {
-    ($name:ident, |$class:ident| $body:block) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            fn run($class: &str) $body
-            #[test] fn sync() { run("sync") }
-            #[test] fn thread() { run("thread") }
-            #[test] fn gthread() { run("gthread") }
-            #[test] fn r#async() { run("async") }
-        }
-    };
-}
+use util::{concurrent_gets, connect, get, threads, Reader, Server};
 
 per_class!(routes, |class| {
     let s = Server::start(&["-k", class, "--threads", threads(class)]);

@@ -1,6 +1,7 @@
 //! `c10k status` and the admin listener end to end: a real server on 127.0.0.1:0 with its admin
 //! listener on another free loopback port, read through the CLI and over HTTP.
 
+#[macro_use]
 mod util;
 
 use std::collections::HashMap;
@@ -9,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use util::{connect, get, Reader, Server};
+use util::{connect, get, threads, Reader, Server};
 
 /// The admin address from the `Admin listening at: http://ADDR` log line.
 fn admin_addr(s: &Server) -> SocketAddr {
@@ -428,30 +429,6 @@ fn full_listen_queue_shows_in_figures_and_log() {
     );
     s.wait_log("listen queue of socket", Duration::from_secs(3));
     assert!(s.log().contains(&format!("{addr} full")), "{}", s.log());
-}
-
-/// `--threads` for a class: gthread gets a pool; sync must keep 1.
-fn threads(class: &str) -> &'static str {
-    if class == "gthread" {
-        "4"
-    } else {
-        "1"
-    }
-}
-
-/// Runs a test body once per worker class, each in its own test.
-macro_rules! per_class {
-    ($name:ident, |$class:ident| $body:block) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            fn run($class: &str) $body
-            #[test] fn sync() { run("sync") }
-            #[test] fn thread() { run("thread") }
-            #[test] fn gthread() { run("gthread") }
-            #[test] fn r#async() { run("async") }
-        }
-    };
 }
 
 per_class!(processlist_states, |class| {

@@ -3,6 +3,32 @@
 
 #![allow(dead_code)]
 
+/// `--threads` for a class: gthread gets a pool of 4; sync must keep 1 (more would make it
+/// gthread, as in gunicorn).
+pub fn threads(class: &str) -> &'static str {
+    if class == "gthread" {
+        "4"
+    } else {
+        "1"
+    }
+}
+
+/// Runs a test body once per worker class, each in its own test (needs `#[macro_use] mod util`).
+#[allow(unused_macros)]
+macro_rules! per_class {
+    ($name:ident, |$class:ident| $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            fn run($class: &str) $body
+            #[test] fn sync() { run("sync") }
+            #[test] fn thread() { run("thread") }
+            #[test] fn gthread() { run("gthread") }
+            #[test] fn r#async() { run("async") }
+        }
+    };
+}
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
