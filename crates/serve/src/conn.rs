@@ -57,3 +57,30 @@ pub(crate) fn log_timeout(req: &Request, elapsed: Duration) {
 pub(crate) fn timeout_response() -> Response {
     Response::error(504, "request exceeded --request-timeout")
 }
+
+/// Appends the response to one request, framed for the connection: it stays open when the
+/// client allows it and `may_keep` (keep-alive on, worker not stopping, class allows it).
+/// Returns whether it stays open.
+pub(crate) fn answer(
+    out: &mut Vec<u8>,
+    incoming: &crate::proto::Incoming,
+    resp: &Response,
+    may_keep: bool,
+) -> bool {
+    use crate::proto::{encode_response, Persist};
+    let keep = may_keep && incoming.keep_alive;
+    let persist = if keep {
+        Persist::KeepAlive
+    } else {
+        Persist::Close
+    };
+    let head_only = incoming.request.method == c10k_app::Method::Head;
+    encode_response(out, resp, incoming.minor_version, persist, head_only);
+    keep
+}
+
+/// Appends the answer to a request the codec refused; the connection closes after it.
+pub(crate) fn refuse(out: &mut Vec<u8>, err: &crate::proto::HttpError) {
+    tracing::debug!(status = err.status, reason = %err.reason, "refused request");
+    crate::proto::encode_response(out, &err.response(), 1, crate::proto::Persist::Close, false);
+}

@@ -8,7 +8,7 @@ use std::io;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use c10k_app::{Ctx, Handler, Method, Response, Wait};
+use c10k_app::{Ctx, Handler, Response, Wait};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -40,21 +40,12 @@ where
             match decoder.decode(&mut buf) {
                 Ok(Some(incoming)) => {
                     head_started = None;
-                    let head_only = incoming.request.method == Method::Head;
                     track.begin(&incoming.request);
                     let resp = call(handler, &incoming.request, settings).await;
                     on_request();
                     track.end(&incoming, resp.status, resp.body.len());
-                    let keep = incoming.keep_alive
-                        && settings.keepalive.is_some()
-                        && *stop.borrow() == Phase::Running;
-                    let persist = if keep {
-                        Persist::KeepAlive
-                    } else {
-                        Persist::Close
-                    };
-                    encode_response(&mut out, &resp, incoming.minor_version, persist, head_only);
-                    if !keep {
+                    let may_keep = settings.keepalive.is_some() && *stop.borrow() == Phase::Running;
+                    if !crate::conn::answer(&mut out, &incoming, &resp, may_keep) {
                         close = Some(Lingering::No);
                         break;
                     }
@@ -66,8 +57,7 @@ where
                     break;
                 }
                 Err(err) => {
-                    tracing::debug!(status = err.status, reason = %err.reason, "refused request");
-                    encode_response(&mut out, &err.response(), 1, Persist::Close, false);
+                    crate::conn::refuse(&mut out, &err);
                     close = Some(Lingering::Yes);
                     break;
                 }

@@ -11,7 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use c10k_app::{Ctx, Handler, Method, Response, Wait};
+use c10k_app::{Ctx, Handler, Response, Wait};
 
 use crate::conn::{ConnSettings, Lingering};
 use crate::proto::{encode_response, Decoder, HttpError, Persist, CONTINUE};
@@ -90,22 +90,14 @@ pub(crate) fn serve<S: BlockingStream, H: Handler>(
             match decoder.decode(&mut buf) {
                 Ok(Some(incoming)) => {
                     head_started = None;
-                    let head_only = incoming.request.method == Method::Head;
                     track.begin(&incoming.request);
                     let resp = call(handler, &incoming.request, settings);
                     on_request();
                     track.end(&incoming, resp.status, resp.body.len());
-                    let keep = mode != Mode::OneRequest
-                        && incoming.keep_alive
+                    let may_keep = mode != Mode::OneRequest
                         && settings.keepalive.is_some()
                         && shutdown.phase() == Phase::Running;
-                    let persist = if keep {
-                        Persist::KeepAlive
-                    } else {
-                        Persist::Close
-                    };
-                    encode_response(&mut out, &resp, incoming.minor_version, persist, head_only);
-                    if !keep {
+                    if !crate::conn::answer(&mut out, &incoming, &resp, may_keep) {
                         close = Some(Lingering::No);
                         break;
                     }
@@ -117,8 +109,7 @@ pub(crate) fn serve<S: BlockingStream, H: Handler>(
                     break;
                 }
                 Err(err) => {
-                    tracing::debug!(status = err.status, reason = %err.reason, "refused request");
-                    encode_response(&mut out, &err.response(), 1, Persist::Close, false);
+                    crate::conn::refuse(&mut out, &err);
                     close = Some(Lingering::Yes);
                     break;
                 }
