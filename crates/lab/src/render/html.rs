@@ -48,21 +48,15 @@ pub fn index(rows: &[Row], info: &RunInfo, plots: &[String]) -> String {
         );
         for r in rows.iter().filter(|r| r.workload == workload) {
             if r.is_measured() {
+                let cells: String = super::figures(r)
+                    .iter()
+                    .map(|f| format!("<td>{f}</td>"))
+                    .collect();
                 let _ = writeln!(
                     out,
-                    "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td>\
-                     <td>{:.1}</td><td>{:.1}</td><td>{}</td><td>{:.2}</td><td>{:.1}</td></tr>",
+                    "<tr><td>{}</td><td>{}</td>{cells}</tr>",
                     esc(&r.mode),
-                    r.concurrency,
-                    r.transaction_rate,
-                    r.requests_per_s,
-                    r.siege_concurrency,
-                    r.p50_ms,
-                    r.p99_ms,
-                    r.p99_9_ms,
-                    r.failures,
-                    r.server_cpu_s,
-                    r.server_peak_rss_mib
+                    r.concurrency
                 );
             } else {
                 let _ = writeln!(

@@ -54,6 +54,23 @@ pub fn render(dir: &Path, rows: &[Row], info: &RunInfo) -> anyhow::Result<Vec<St
     Ok(written)
 }
 
+/// The figures of a measured row, formatted as every table shows them, after mode and
+/// concurrency: transaction rate, requests/s, siege concurrency, p50, p99, p99.9, failures,
+/// server CPU, peak RSS.
+pub fn figures(r: &Row) -> [String; 9] {
+    [
+        format!("{:.1}", r.transaction_rate),
+        format!("{:.1}", r.requests_per_s),
+        format!("{:.1}", r.siege_concurrency),
+        format!("{:.1}", r.p50_ms),
+        format!("{:.1}", r.p99_ms),
+        format!("{:.1}", r.p99_9_ms),
+        r.failures.to_string(),
+        format!("{:.2}", r.server_cpu_s),
+        format!("{:.1}", r.server_peak_rss_mib),
+    ]
+}
+
 /// Workloads in first-seen order.
 pub fn workloads(rows: &[Row]) -> Vec<String> {
     let mut seen: Vec<String> = Vec::new();

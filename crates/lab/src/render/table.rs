@@ -57,18 +57,10 @@ pub fn summary(rows: &[Row], info: &RunInfo) -> String {
             if r.is_measured() {
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.2} | {:.1} |",
+                    "| {} | {} | {} |",
                     r.mode,
                     r.concurrency,
-                    r.transaction_rate,
-                    r.requests_per_s,
-                    r.siege_concurrency,
-                    r.p50_ms,
-                    r.p99_ms,
-                    r.p99_9_ms,
-                    r.failures,
-                    r.server_cpu_s,
-                    r.server_peak_rss_mib
+                    super::figures(r).join(" | ")
                 );
             } else {
                 let _ = writeln!(
