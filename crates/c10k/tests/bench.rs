@@ -2,52 +2,15 @@
 //! 127.0.0.1:0, compared with real `ab` when it is installed.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::process::{Command, Output};
-use std::sync::Arc;
 
 const BIN: &str = env!("CARGO_BIN_EXE_c10k");
 
-struct Serve {
-    addr: SocketAddr,
-    stop: c10k_serve::Shutdown,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Serve {
-    fn start() -> Serve {
-        let cfg = c10k_serve::ServeConfig {
-            bind: vec!["127.0.0.1:0".parse().unwrap()],
-            ..Default::default()
-        };
-        let server = c10k_serve::Server::bind(cfg).expect("bind");
-        let addr = match server.local_addrs()[0].clone() {
-            c10k_serve::BindAddr::Tcp(a) => a,
-            other => panic!("unexpected {other}"),
-        };
-        let stop = server.shutdown_handle();
-        let thread = std::thread::spawn(move || {
-            let _ = server.serve(Arc::new(c10k_app::App::new(Default::default())));
-        });
-        Serve {
-            addr,
-            stop,
-            thread: Some(thread),
-        }
-    }
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        self.stop.trigger(c10k_serve::Phase::Immediate);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
+// The in-process c10k server the bench crate's own tests use.
+#[allow(dead_code)]
+#[path = "../../bench/tests/util.rs"]
+mod bench_util;
+use bench_util::Serve;
 
 fn bench(args: &[&str]) -> Output {
     Command::new(BIN)
