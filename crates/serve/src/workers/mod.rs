@@ -40,9 +40,9 @@ impl Server {
     pub fn bind(config: ServeConfig) -> anyhow::Result<Server> {
         config.validate()?;
         let mut listeners = Vec::with_capacity(config.bind.len());
-        for addr in &config.bind {
-            let l = Listener::bind(addr, config.backlog, config.reuse_port)
-                .with_context(|| format!("cannot listen on {addr} (--bind)"))?;
+        for bind in &config.bind {
+            let l = Listener::bind(&bind.addr, config.backlog, config.reuse_port)
+                .with_context(|| format!("cannot listen on {bind} (--bind)"))?;
             listeners.push(l);
         }
         Ok(Server::from_listeners(listeners, config))
@@ -145,12 +145,19 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open --access-log {path}"))?;
     }
     let server = Server::bind(config.clone())?;
-    for addr in server.local_addrs() {
-        let scheme = match addr {
-            BindAddr::Tcp(_) => "http://",
-            BindAddr::Unix(_) => "",
+    for (i, addr) in server.local_addrs().into_iter().enumerate() {
+        let bind = crate::config::Bind {
+            protocol: config.protocol_of(i),
+            addr,
         };
-        tracing::info!("Listening at: {scheme}{addr} ({})", std::process::id());
+        let scheme = match &bind {
+            crate::config::Bind {
+                protocol: crate::config::Protocol::Http,
+                addr: BindAddr::Tcp(_),
+            } => "http://",
+            _ => "",
+        };
+        tracing::info!("Listening at: {scheme}{bind} ({})", std::process::id());
     }
     tracing::info!(
         worker_class = %config.worker_class,
