@@ -46,6 +46,7 @@ pub mod proto;
 pub mod scoreboard;
 pub mod shutdown;
 pub mod sys;
+pub mod uwsgi;
 
 mod admin;
 mod conn;
@@ -56,7 +57,7 @@ mod track;
 mod workers;
 
 pub use c10k_http::WorkerInfo;
-pub use config::{AdminAddr, BindAddr, ServeConfig, WorkerClass};
+pub use config::{AdminAddr, AllowFrom, Bind, BindAddr, Protocol, ServeConfig, WorkerClass};
 pub use scoreboard::WritePathFigures;
 pub use shutdown::{Phase, Shutdown};
 pub use workers::{is_worker_process, run, run_hosted, Hosted, Server};
