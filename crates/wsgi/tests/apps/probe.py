@@ -144,6 +144,8 @@ def dispatch(environ, start_response):
         return _text(start_response, sys.prefix)
     if path == "/boot":
         return _text(start_response, BOOTED)
+    if path == "/":
+        return _text(start_response, "probe")
     return _text(start_response, "not found: " + path, status="404 Not Found")
 
 
