@@ -12,11 +12,11 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use c10k_app::{Method, Response};
+use c10k_http::{Method, Request, Response};
 
 use crate::config::BindAddr;
 use crate::listener::Listener;
-use crate::proto::{encode_response, Decoder, Incoming, Limits, Persist};
+use crate::proto::{encode_response, Decoder, Limits, Persist};
 
 /// Admin connections open at once; the oldest is dropped beyond this.
 const MAX_PENDING: usize = 64;
@@ -128,7 +128,7 @@ impl Admin {
 
     /// Moves every admin connection as far as it goes without blocking. `route` answers a
     /// complete `GET`/`HEAD` request.
-    pub fn progress(&mut self, mut route: impl FnMut(&Incoming) -> Response) {
+    pub fn progress(&mut self, mut route: impl FnMut(&Request) -> Response) {
         for _ in 0..MAX_PENDING {
             let accepted = match &self.listener {
                 Listener::Tcp(l) => l
@@ -167,7 +167,7 @@ impl Admin {
 }
 
 /// One step of one connection; false when it is done (answered or failed).
-fn advance(p: &mut Pending, route: &mut impl FnMut(&Incoming) -> Response) -> bool {
+fn advance(p: &mut Pending, route: &mut impl FnMut(&Request) -> Response) -> bool {
     if let Phase::Reading(decoder, buf) = &mut p.phase {
         let mut chunk = [0u8; 2048];
         let mut eof = false;
@@ -191,19 +191,19 @@ fn advance(p: &mut Pending, route: &mut impl FnMut(&Incoming) -> Response) -> bo
         let mut out = Vec::new();
         match decoder.decode(buf) {
             Ok(Some(incoming)) => {
-                let head_only = incoming.request.method == Method::Head;
                 let resp = match incoming.request.method {
-                    Method::Get | Method::Head => route(&incoming),
+                    Method::Get | Method::Head => route(&incoming.request),
                     _ => Response::error(405, "only GET and HEAD are served here")
                         .with_header("Allow", "GET, HEAD"),
                 };
                 let resp = resp.with_header("Cache-Control", "no-store");
+                let meta = &incoming.meta;
                 encode_response(
                     &mut out,
                     &resp,
-                    incoming.minor_version,
+                    meta.minor_version,
                     Persist::Close,
-                    head_only,
+                    meta.head_only,
                 );
             }
             Ok(None) if eof => return false,

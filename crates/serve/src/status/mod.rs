@@ -20,7 +20,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use c10k_app::Response;
+use c10k_http::Response;
 
 pub(crate) use admin::Admin;
 pub use report::{Process, Processlist, Report};
@@ -119,7 +119,7 @@ impl Status {
             self.sample_queues(view.listen_fds);
         }
         if let Some(mut admin) = self.admin.take() {
-            admin.progress(|incoming| self.route(&incoming.request.path, view));
+            admin.progress(|req| self.route(&req.path, view));
             self.admin = Some(admin);
         }
     }
@@ -129,7 +129,7 @@ impl Status {
         match path {
             "/status" => json(&self.report(view)),
             "/processlist" => json(&processlist(view)),
-            "/metrics" => Response::new(
+            "/metrics" => Response::with_body(
                 200,
                 "text/plain; version=0.0.4; charset=utf-8",
                 metrics::render(&self.report(view)),
@@ -323,7 +323,7 @@ fn json(value: &impl serde::Serialize) -> Response {
     match serde_json::to_vec_pretty(value) {
         Ok(mut body) => {
             body.push(b'\n');
-            Response::new(200, "application/json", body)
+            Response::with_body(200, "application/json", body)
         }
         Err(e) => Response::error(500, format!("cannot render JSON: {e}")),
     }
