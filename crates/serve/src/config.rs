@@ -406,6 +406,13 @@ pub struct ServeConfig {
           help_heading = "Timeouts")]
     pub graceful_timeout: f64,
 
+    /// Seconds between SIGTERM and closing the listeners, during which readiness (/readyz,
+    /// --health-path) answers 503 and requests are still served, so a load balancer stops
+    /// sending first (Kubernetes' preStop convention). Then the graceful stop. 0 = none.
+    #[arg(allow_negative_numbers = true, long, env = "C10K_DRAIN_DELAY", default_value_t = 0.0, value_parser = seconds,
+          help_heading = "Timeouts")]
+    pub drain_delay: f64,
+
     /// Largest request body in bytes (413 above it).
     #[arg(allow_negative_numbers = true, long, env = "C10K_LIMIT_REQUEST_BODY", default_value_t = 10 * 1024 * 1024,
           help_heading = "Limits")]
@@ -451,12 +458,28 @@ pub struct ServeConfig {
     #[arg(long, env = "C10K_NO_REQUEST_TRACKING", help_heading = "Status")]
     pub no_request_tracking: bool,
 
+    /// Answer readiness on the public port at PATH (e.g. /healthz), before the application is
+    /// called: 200 `ready`, or 503 while booting, draining or at --max-lag. For load balancers
+    /// that only reach that port; the admin listener has /readyz and /livez.
+    #[arg(
+        long,
+        env = "C10K_HEALTH_PATH",
+        value_name = "PATH",
+        help_heading = "Status"
+    )]
+    pub health_path: Option<String>,
+
     /// Whether `--admin` was chosen (command line, environment or file) rather than defaulted:
     /// a taken default address only turns the admin listener off, with a warning, so a second
     /// server on the machine still starts; a chosen address that cannot be bound is an error.
     #[arg(skip)]
     #[serde(skip)]
     pub admin_chosen: bool,
+    /// Whether `--bind` was chosen rather than defaulted: under systemd socket activation, the
+    /// inherited sockets are matched to chosen addresses, or all used when none were chosen.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub bind_chosen: bool,
 }
 
 impl Default for ServeConfig {
@@ -603,6 +626,7 @@ impl ServeConfig {
     ) -> Result<ServeConfig, ConfigError> {
         let mut config: ServeConfig = layered(matches, file)?;
         config.admin_chosen = given(matches, "admin") || file.is_some_and(|f| f.contains("admin"));
+        config.bind_chosen = given(matches, "bind") || file.is_some_and(|f| f.contains("bind"));
         config.validate()?;
         Ok(config)
     }
@@ -636,6 +660,7 @@ impl ServeConfig {
             ("--graceful-timeout", self.graceful_timeout),
             ("--timeout", self.timeout),
             ("--request-timeout", self.request_timeout.unwrap_or(0.0)),
+            ("--drain-delay", self.drain_delay),
         ] {
             if !s.is_finite() || s < 0.0 {
                 return bad(flag, "must be a number of seconds ≥ 0");
@@ -643,6 +668,14 @@ impl ServeConfig {
         }
         if self.backlog == 0 {
             return bad("--backlog", "must be at least 1");
+        }
+        if let Some(p) = &self.health_path {
+            if !p.starts_with('/') || p.contains(['?', '#', ' ']) {
+                return bad(
+                    "--health-path",
+                    "must be a path starting with / (no query), e.g. /healthz",
+                );
+            }
         }
         if let Some(addr) = &self.admin.0 {
             // Port 0 means "any free port": two of those never collide.

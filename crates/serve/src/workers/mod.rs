@@ -88,6 +88,9 @@ impl Server {
     pub fn serve<H: Handler>(self, handler: Arc<H>) -> anyhow::Result<()> {
         let scoreboard = Arc::new(Scoreboard::create().context("cannot create the scoreboard")?);
         scoreboard.reset(0, std::process::id());
+        // No master here: this process is the whole server, booted once it serves.
+        scoreboard.header().target.store(1, Ordering::Relaxed);
+        scoreboard.header().booted.store(1, Ordering::Relaxed);
         self.serve_in_slot(handler, scoreboard, 0)
     }
 
@@ -99,6 +102,11 @@ impl Server {
     ) -> anyhow::Result<()> {
         let config = &self.config;
         let tracker = crate::track::Tracker::new(scoreboard.clone(), slot, config)?;
+        let handler = Arc::new(crate::status::HealthPath::new(
+            handler,
+            config.health_path.clone(),
+            scoreboard.clone(),
+        ));
         let life = Arc::new(Life::new(
             self.shutdown.clone(),
             scoreboard,
@@ -248,7 +256,15 @@ where
             .open(path)
             .with_context(|| format!("cannot open --access-log {path}"))?;
     }
-    let server = Server::bind(config.clone())?;
+    let mut config = config;
+    let inherited = crate::activation::inherited()?;
+    let server = if inherited.is_empty() {
+        Server::bind(config.clone())?
+    } else {
+        let listeners = crate::activation::take(&mut config, inherited)?;
+        config.validate()?;
+        Server::from_listeners(listeners, config.clone())
+    };
     for (i, addr) in server.local_addrs().into_iter().enumerate() {
         let bind = crate::config::Bind {
             protocol: config.protocol_of(i),
