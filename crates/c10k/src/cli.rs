@@ -99,7 +99,7 @@ struct ServeArgs {
     #[arg(long, env = "C10K_CONFIG", help_heading = "Config")]
     config: Option<PathBuf>,
 
-    /// Print the effective configuration as TOML and exit.
+    /// Print the effective configuration as TOML (the database password as ***) and exit.
     #[arg(long, help_heading = "Config")]
     check_config: bool,
 
@@ -142,7 +142,7 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
             let config = ServeConfig::resolve(sub, args.config.as_deref())
                 .map_err(|e| UsageError(e.to_string()))?;
             if args.check_config {
-                print!("{}", config.to_toml());
+                print!("{}", config.to_toml_redacted());
                 return Ok(());
             }
             c10k_serve::run(config)

@@ -7,6 +7,7 @@
 //! in one source and be missing from another.
 
 use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -55,10 +56,65 @@ impl FromStr for BindAddr {
             }
             return Ok(BindAddr::Unix(PathBuf::from(path)));
         }
-        s.parse().map(BindAddr::Tcp).map_err(|_| {
-            format!("{s:?} is not HOST:PORT (e.g. 127.0.0.1:8000, [::1]:8000) or unix:/path")
-        })
+        let bad = || {
+            format!(
+                "{s:?} is not HOST:PORT (e.g. 127.0.0.1:8000, localhost:8000, :8000 for every \
+                 interface, [::1]:8000) or unix:/path"
+            )
+        };
+        // gunicorn's spellings: an optional tcp:// prefix, ":PORT" for every interface, and a
+        // host name (resolved once, here; the first IPv4 address wins, as a browser would try).
+        let s = s.strip_prefix("tcp://").unwrap_or(s);
+        if let Ok(addr) = s.parse() {
+            return Ok(BindAddr::Tcp(addr));
+        }
+        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        if host.is_empty() {
+            return Ok(BindAddr::Tcp(SocketAddr::from(([0, 0, 0, 0], port))));
+        }
+        if host.contains([':', '[', ']', '/']) {
+            return Err(bad());
+        }
+        let addrs: Vec<SocketAddr> = (host, port)
+            .to_socket_addrs()
+            .map_err(|e| format!("{s:?}: cannot resolve {host:?} ({e})"))?
+            .collect();
+        addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(addrs.first())
+            .map(|a| BindAddr::Tcp(*a))
+            .ok_or_else(|| format!("{s:?}: {host:?} has no address"))
     }
+}
+
+/// `bind = "127.0.0.1:8000"` (gunicorn's config files hold a string) or a list of them.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<BindAddr>, D::Error> {
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Vec<BindAddr>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an address (\"127.0.0.1:8000\") or a list of them")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            v.parse().map(|a| vec![a]).map_err(E::custom)
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(a) = seq.next_element()? {
+                out.push(a);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(Visitor)
 }
 
 impl fmt::Display for BindAddr {
@@ -153,6 +209,7 @@ pub struct ServeConfig {
         default_value = "127.0.0.1:8000",
         help_heading = "Listening"
     )]
+    #[serde(deserialize_with = "one_or_many")]
     pub bind: Vec<BindAddr>,
 
     /// Listen queue length (capped by net.core.somaxconn; a warning says so).
@@ -348,30 +405,64 @@ impl ServeConfig {
             path: path.to_owned(),
             message,
         };
-        let from_file: toml::Table = text.parse().map_err(|e| file_err(format!("{e}")))?;
+        // Values keep their byte spans, so every error can name the key's line.
+        let from_file: std::collections::BTreeMap<String, toml::Spanned<toml::Value>> =
+            toml::from_str(&text).map_err(|e| file_err(e.to_string().trim_end().to_owned()))?;
+        let line_of = |span: std::ops::Range<usize>| {
+            1 + text.as_bytes()[..span.start.min(text.len())]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+        };
         let admin_in_file = from_file.contains_key("admin");
         let mut merged = toml::Table::try_from(&cli).map_err(|e| file_err(e.to_string()))?;
         let known = ServeConfig::augment_args(clap::Command::new("serve"));
-        for (key, value) in from_file {
+        // Key (kebab-case) → line, for the keys the file decided.
+        let mut lines = std::collections::HashMap::new();
+        let mut in_file_order: Vec<_> = from_file.into_iter().collect();
+        in_file_order.sort_by_key(|(_, v)| v.span().start);
+        for (key, value) in in_file_order {
+            let line = line_of(value.span());
             // gunicorn config files use snake_case; accept it beside kebab-case.
             let key = key.replace('_', "-");
             let id = key.replace('-', "_");
             if !known.get_arguments().any(|a| a.get_id() == id.as_str()) {
-                return Err(file_err(format!("unknown key {key:?}")));
+                return Err(file_err(format!("line {line}: unknown key `{key}`")));
             }
             let explicit = matches!(
                 matches.value_source(&id),
                 Some(ValueSource::CommandLine | ValueSource::EnvVariable)
             );
-            if !explicit {
-                merged.insert(key, value);
+            if explicit {
+                continue;
             }
+            let value = value.into_inner();
+            // Try the key alone, so a wrong type is blamed on its own key and line.
+            let mut alone = merged.clone();
+            alone.insert(key.clone(), value.clone());
+            if let Err(e) = toml::Value::Table(alone).try_into::<ServeConfig>() {
+                return Err(file_err(format!(
+                    "line {line}, key `{key}`: {value}: {}",
+                    e.message()
+                )));
+            }
+            merged.insert(key.clone(), value);
+            lines.insert(key, line);
         }
         let mut config: ServeConfig = toml::Value::Table(merged)
             .try_into()
             .map_err(|e: toml::de::Error| file_err(e.message().to_owned()))?;
         config.admin_chosen = admin_on_cli || admin_in_file;
-        config.validate()?;
+        config.validate().map_err(|e| match e {
+            ConfigError::Invalid { flag, message } => {
+                let key = flag.trim_start_matches('-');
+                match lines.get(key) {
+                    Some(line) => file_err(format!("line {line}, key `{key}`: {message}")),
+                    None => ConfigError::Invalid { flag, message },
+                }
+            }
+            other => other,
+        })?;
         Ok(config)
     }
 
@@ -429,9 +520,19 @@ impl ServeConfig {
         Ok(())
     }
 
-    /// The effective configuration as TOML, for `--check-config` and the start-up log.
+    /// The configuration as TOML, whole: what the master hands its workers.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// The configuration as TOML for people (`--check-config`, the debug log): the database
+    /// password is replaced by `***`.
+    pub fn to_toml_redacted(&self) -> String {
+        let mut shown = self.clone();
+        if let Some(url) = &shown.store.database {
+            shown.store.database = Some(c10k_store::config::redact(url));
+        }
+        shown.to_toml()
     }
 
     pub fn limits(&self) -> crate::proto::Limits {
@@ -494,6 +595,19 @@ mod tests {
     }
 
     #[test]
+    fn shown_config_hides_the_database_password() {
+        let m = matches(&["--database", "mysql://app:s3cret@127.0.0.1:3306/c10k"]);
+        let c = ServeConfig::resolve(&m, None).unwrap();
+        assert!(c.to_toml().contains("s3cret"), "workers get the real one");
+        let shown = c.to_toml_redacted();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("mysql://app:***@127.0.0.1:3306/c10k"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn file_fills_what_cli_left_default() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c10k.toml");
@@ -523,6 +637,55 @@ mod tests {
         std::fs::write(&path, "worker-class = \"fork\"\n").unwrap();
         let e = ServeConfig::resolve(&matches(&[]), Some(&path)).unwrap_err();
         assert!(e.to_string().contains("fork"), "{e}");
+    }
+
+    #[test]
+    fn gunicorn_bind_forms() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gunicorn.conf.toml");
+        std::fs::write(&path, "bind = \"127.0.0.1:8001\"\nworkers = 2\n").unwrap();
+        let c = ServeConfig::resolve(&matches(&[]), Some(&path)).unwrap();
+        assert_eq!(c.bind, vec!["127.0.0.1:8001".parse().unwrap()]);
+        let c = ServeConfig::resolve(&matches(&["--bind", ":8000"]), None).unwrap();
+        assert_eq!(c.bind, vec!["0.0.0.0:8000".parse().unwrap()]);
+        let c = ServeConfig::resolve(&matches(&["--bind", "localhost:8000"]), None).unwrap();
+        match &c.bind[..] {
+            [BindAddr::Tcp(a)] => assert!(a.ip().is_loopback() && a.port() == 8000, "{a}"),
+            other => panic!("{other:?}"),
+        }
+        let c = ServeConfig::resolve(&matches(&["--bind", "tcp://127.0.0.1:8002"]), None).unwrap();
+        assert_eq!(c.bind, vec!["127.0.0.1:8002".parse().unwrap()]);
+        let back: ServeConfig = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back.bind, c.bind, "workers read the list form back");
+        for bad in ["localhost", "host:port", ":99999", "[::1:8000"] {
+            assert!(bad.parse::<BindAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn file_errors_name_key_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c10k.toml");
+        for (text, line, key) in [
+            ("backlog = 64\nworkers = \"four\"\n", 2, "workers"),
+            ("# comment\n\nworkers = 0\n", 3, "workers"),
+            ("bind = \"nowhere\"\n", 1, "bind"),
+            ("threads = 2\nkeepalive = -1.0\n", 2, "keepalive"),
+            ("x = 1\nwrokers = 3\n", 1, "x"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = ServeConfig::resolve(&matches(&[]), Some(&path))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("c10k.toml"), "{text:?}: {e}");
+            assert!(e.contains(&format!("line {line}")), "{text:?}: {e}");
+            assert!(e.contains(&format!("`{key}`")), "{text:?}: {e}");
+        }
+        std::fs::write(&path, "workers = [\n").unwrap();
+        let e = ServeConfig::resolve(&matches(&[]), Some(&path))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("c10k.toml") && e.contains("line"), "{e}");
     }
 
     #[test]
