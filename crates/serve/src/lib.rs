@@ -46,6 +46,7 @@ pub mod proto;
 pub mod scoreboard;
 pub mod shutdown;
 pub mod sys;
+pub mod uwsgi;
 
 mod admin;
 mod app_factory;
@@ -56,6 +57,6 @@ mod master;
 mod track;
 mod workers;
 
-pub use config::{AdminAddr, BindAddr, ServeConfig, WorkerClass};
+pub use config::{AdminAddr, AllowFrom, Bind, BindAddr, Protocol, ServeConfig, WorkerClass};
 pub use shutdown::{Phase, Shutdown};
 pub use workers::{run, Server};

@@ -39,10 +39,18 @@ impl Server {
     /// Binds every `--bind` address of `config`.
     pub fn bind(config: ServeConfig) -> anyhow::Result<Server> {
         config.validate()?;
+        // The codec has landed ahead of the connection driver that speaks it.
+        if let Some(b) = config
+            .bind
+            .iter()
+            .find(|b| b.protocol == crate::config::Protocol::Uwsgi)
+        {
+            anyhow::bail!("--bind {b}: uwsgi listeners are not served by this build yet");
+        }
         let mut listeners = Vec::with_capacity(config.bind.len());
-        for addr in &config.bind {
-            let l = Listener::bind(addr, config.backlog, config.reuse_port)
-                .with_context(|| format!("cannot listen on {addr} (--bind)"))?;
+        for bind in &config.bind {
+            let l = Listener::bind(&bind.addr, config.backlog, config.reuse_port)
+                .with_context(|| format!("cannot listen on {bind} (--bind)"))?;
             listeners.push(l);
         }
         Ok(Server::from_listeners(listeners, config))
@@ -146,12 +154,19 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
     }
     tracing::info!("Starting c10k {}", env!("CARGO_PKG_VERSION"));
     let server = Server::bind(config.clone())?;
-    for addr in server.local_addrs() {
-        let scheme = match addr {
-            BindAddr::Tcp(_) => "http://",
-            BindAddr::Unix(_) => "",
+    for (i, addr) in server.local_addrs().into_iter().enumerate() {
+        let bind = crate::config::Bind {
+            protocol: config.protocol_of(i),
+            addr,
         };
-        tracing::info!("Listening at: {scheme}{addr} ({})", std::process::id());
+        let scheme = match &bind {
+            crate::config::Bind {
+                protocol: crate::config::Protocol::Http,
+                addr: BindAddr::Tcp(_),
+            } => "http://",
+            _ => "",
+        };
+        tracing::info!("Listening at: {scheme}{bind} ({})", std::process::id());
     }
     // gunicorn's short banner: version, listeners, class and workers. The whole configuration
     // is one `--check-config` (or `--log-level debug`) away, its password hidden in both.
