@@ -6,6 +6,7 @@
 //! struct derives clap's `Args` for the first two and serde for the file, so a setting cannot exist
 //! in one source and be missing from another.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -487,11 +488,6 @@ pub struct ServeConfig {
           value_parser = at_least_one, help_heading = "Limits")]
     pub limit_request_head: usize,
 
-    /// Longest ?delay= the built-in application accepts, in seconds (400 above it).
-    #[arg(allow_negative_numbers = true, long, env = "C10K_MAX_DELAY", default_value_t = 60.0, value_parser = seconds,
-          help_heading = "Application")]
-    pub max_delay: f64,
-
     /// Admin listener for `c10k status` (/status, /processlist, /metrics): HOST:PORT,
     /// unix:/path, or off. Served by the master, never on a --bind address.
     #[arg(
@@ -523,10 +519,6 @@ pub struct ServeConfig {
     #[arg(skip)]
     #[serde(skip)]
     pub admin_chosen: bool,
-    /// The write path (`/messages`, `/ids`): data dir, database, journal and flusher settings.
-    #[command(flatten)]
-    #[serde(flatten)]
-    pub store: c10k_store::StoreConfig,
 }
 
 impl Default for ServeConfig {
@@ -555,89 +547,174 @@ pub enum ConfigError {
     Invalid { flag: &'static str, message: String },
 }
 
-impl ServeConfig {
-    /// Builds the effective config from parsed command-line/env matches and an optional TOML
-    /// file: a value given on the command line or in the environment beats the file.
-    pub fn resolve(matches: &ArgMatches, file: Option<&Path>) -> Result<ServeConfig, ConfigError> {
-        let cli = ServeConfig::from_arg_matches(matches).map_err(|e| ConfigError::Invalid {
-            flag: "serve",
-            message: e.to_string(),
-        })?;
-        let admin_on_cli = matches!(
-            matches.value_source("admin"),
-            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-        );
-        let Some(path) = file else {
-            let mut cli = cli;
-            cli.admin_chosen = admin_on_cli;
-            cli.validate()?;
-            return Ok(cli);
-        };
+/// A `--config` TOML file, read once; its keys may belong to several settings structs (the
+/// server's and the application's), each taking its own with [`layered`].
+#[derive(Clone, Debug)]
+pub struct ConfigFile {
+    pub path: PathBuf,
+    table: toml::Table,
+    /// The line of each key (as written), so every error can name it.
+    lines: HashMap<String, usize>,
+}
+
+impl ConfigFile {
+    pub fn read(path: &Path) -> Result<ConfigFile, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        let file_err = |message: String| ConfigError::File {
-            path: path.to_owned(),
-            message,
-        };
-        // Values keep their byte spans, so every error can name the key's line.
-        let from_file: std::collections::BTreeMap<String, toml::Spanned<toml::Value>> =
-            toml::from_str(&text).map_err(|e| file_err(e.to_string().trim_end().to_owned()))?;
-        let line_of = |span: std::ops::Range<usize>| {
-            1 + text.as_bytes()[..span.start.min(text.len())]
+        // Values keep their byte spans: toml's own message names the line of a syntax error.
+        let spanned: std::collections::BTreeMap<String, toml::Spanned<toml::Value>> =
+            toml::from_str(&text).map_err(|e| ConfigError::File {
+                path: path.to_owned(),
+                message: e.to_string().trim_end().to_owned(),
+            })?;
+        let line_of = |at: usize| {
+            1 + text.as_bytes()[..at.min(text.len())]
                 .iter()
                 .filter(|&&b| b == b'\n')
                 .count()
         };
-        let admin_in_file = from_file.contains_key("admin");
-        let mut merged = toml::Table::try_from(&cli).map_err(|e| file_err(e.to_string()))?;
-        let known = ServeConfig::augment_args(clap::Command::new("serve"));
-        // Key (kebab-case) → line, for the keys the file decided.
-        let mut lines = std::collections::HashMap::new();
-        let mut in_file_order: Vec<_> = from_file.into_iter().collect();
-        in_file_order.sort_by_key(|(_, v)| v.span().start);
-        for (key, value) in in_file_order {
-            let line = line_of(value.span());
-            // gunicorn config files use snake_case; accept it beside kebab-case.
-            let key = key.replace('_', "-");
-            let id = key.replace('-', "_");
-            if !known.get_arguments().any(|a| a.get_id() == id.as_str()) {
-                return Err(file_err(format!("line {line}: unknown key `{key}`")));
-            }
-            let explicit = matches!(
-                matches.value_source(&id),
-                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-            );
-            if explicit {
-                continue;
-            }
-            let value = value.into_inner();
-            // Try the key alone, so a wrong type is blamed on its own key and line.
-            let mut alone = merged.clone();
-            alone.insert(key.clone(), value.clone());
-            if let Err(e) = toml::Value::Table(alone).try_into::<ServeConfig>() {
-                return Err(file_err(format!(
-                    "line {line}, key `{key}`: {value}: {}",
-                    e.message()
-                )));
-            }
-            merged.insert(key.clone(), value);
-            lines.insert(key, line);
+        let mut table = toml::Table::new();
+        let mut lines = HashMap::new();
+        for (key, value) in spanned {
+            lines.insert(key.clone(), line_of(value.span().start));
+            table.insert(key, value.into_inner());
         }
-        let mut config: ServeConfig = toml::Value::Table(merged)
-            .try_into()
-            .map_err(|e: toml::de::Error| file_err(e.message().to_owned()))?;
-        config.admin_chosen = admin_on_cli || admin_in_file;
-        config.validate().map_err(|e| match e {
-            ConfigError::Invalid { flag, message } => {
-                let key = flag.trim_start_matches('-');
-                match lines.get(key) {
-                    Some(line) => file_err(format!("line {line}, key `{key}`: {message}")),
-                    None => ConfigError::Invalid { flag, message },
-                }
+        Ok(ConfigFile {
+            path: path.to_owned(),
+            table,
+            lines,
+        })
+    }
+
+    /// "line 3, key `workers`": where a key of this file is.
+    fn place(&self, key: &str) -> String {
+        let shown = key.replace('_', "-");
+        match self.lines.get(key) {
+            Some(line) => format!("line {line}, key `{shown}`"),
+            None => format!("key `{shown}`"),
+        }
+    }
+
+    /// Names the file, line and key of a setting's error when the file set it (`flag` is
+    /// `--name`; a value given on the command line or in the environment is not the file's).
+    pub fn blame(&self, matches: &ArgMatches, err: ConfigError) -> ConfigError {
+        let ConfigError::Invalid { flag, message } = err else {
+            return err;
+        };
+        let id = key_id(flag.trim_start_matches('-'));
+        match self.table.keys().find(|k| key_id(k) == id) {
+            Some(key) if !given(matches, &id) => {
+                self.error(format!("{}: {message}", self.place(key)))
             }
-            other => other,
+            _ => ConfigError::Invalid { flag, message },
+        }
+    }
+
+    fn error(&self, message: String) -> ConfigError {
+        ConfigError::File {
+            path: self.path.clone(),
+            message,
+        }
+    }
+
+    /// Refuses a key that none of `known` (the settings structs' clap definitions) has, so a typo
+    /// is not silently ignored.
+    pub fn check_keys(&self, known: &[clap::Command]) -> Result<(), ConfigError> {
+        for key in self.table.keys() {
+            let id = key_id(key);
+            if !known
+                .iter()
+                .any(|c| c.get_arguments().any(|a| a.get_id() == id.as_str()))
+            {
+                return Err(self.error(format!("{}: unknown key", self.place(key))));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.table.keys().any(|k| key_id(k) == id)
+    }
+}
+
+/// gunicorn config files use snake_case; accept it beside kebab-case. The clap id is snake_case.
+fn key_id(key: &str) -> String {
+    key.replace('-', "_")
+}
+
+/// Builds settings struct `T` from command-line/env matches and an optional config file: a
+/// value given on the command line or in the environment beats the file, which beats the
+/// default. Keys of the file that are not `T`'s are left to other structs.
+pub fn layered<T>(matches: &ArgMatches, file: Option<&ConfigFile>) -> Result<T, ConfigError>
+where
+    T: Args + FromArgMatches + Serialize + serde::de::DeserializeOwned,
+{
+    let cli = T::from_arg_matches(matches).map_err(|e| ConfigError::Invalid {
+        flag: "serve",
+        message: e.to_string(),
+    })?;
+    let Some(file) = file else {
+        return Ok(cli);
+    };
+    let mut merged = toml::Table::try_from(&cli).map_err(|e| file.error(e.to_string()))?;
+    let known = T::augment_args(clap::Command::new("serve"));
+    let mut keys: Vec<&String> = file.table.keys().collect();
+    keys.sort_by_key(|k| file.lines.get(*k));
+    for key in keys {
+        let value = &file.table[key];
+        let id = key_id(key);
+        if !known.get_arguments().any(|a| a.get_id() == id.as_str()) {
+            continue;
+        }
+        if given(matches, &id) {
+            continue;
+        }
+        // Try the key alone first, so a wrong type is blamed on its own key and line.
+        let mut alone = merged.clone();
+        alone.insert(key.replace('_', "-"), value.clone());
+        if let Err(e) = toml::Value::Table(alone).try_into::<T>() {
+            return Err(file.error(format!("{}: {value}: {}", file.place(key), e.message())));
+        }
+        merged.insert(key.replace('_', "-"), value.clone());
+    }
+    toml::Value::Table(merged)
+        .try_into()
+        .map_err(|e: toml::de::Error| file.error(e.message().to_owned()))
+}
+
+/// Whether setting `id` was given on the command line or in the environment.
+pub fn given(matches: &ArgMatches, id: &str) -> bool {
+    matches!(
+        matches.value_source(id),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
+
+impl ServeConfig {
+    /// Builds the effective config from parsed command-line/env matches and an optional TOML
+    /// file (whose keys must all be the server's: see [`ServeConfig::resolve_from`] for a file
+    /// shared with an application's settings).
+    pub fn resolve(matches: &ArgMatches, file: Option<&Path>) -> Result<ServeConfig, ConfigError> {
+        let file = file.map(ConfigFile::read).transpose()?;
+        if let Some(file) = &file {
+            file.check_keys(&[ServeConfig::augment_args(clap::Command::new("serve"))])?;
+        }
+        ServeConfig::resolve_from(matches, file.as_ref())
+    }
+
+    /// As [`ServeConfig::resolve`], for a file already read and checked; keys that are not
+    /// the server's are ignored.
+    pub fn resolve_from(
+        matches: &ArgMatches,
+        file: Option<&ConfigFile>,
+    ) -> Result<ServeConfig, ConfigError> {
+        let mut config: ServeConfig = layered(matches, file)?;
+        config.admin_chosen = given(matches, "admin") || file.is_some_and(|f| f.contains("admin"));
+        config.validate().map_err(|e| match file {
+            Some(f) => f.blame(matches, e),
+            None => e,
         })?;
         Ok(config)
     }
@@ -670,7 +747,6 @@ impl ServeConfig {
             ("--header-timeout", self.header_timeout),
             ("--graceful-timeout", self.graceful_timeout),
             ("--timeout", self.timeout),
-            ("--max-delay", self.max_delay),
             ("--request-timeout", self.request_timeout.unwrap_or(0.0)),
         ] {
             if !s.is_finite() || s < 0.0 {
@@ -696,19 +772,9 @@ impl ServeConfig {
         Ok(())
     }
 
-    /// The configuration as TOML, whole: what the master hands its workers.
+    /// The effective configuration as TOML, for `--check-config` and the start-up log.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
-    }
-
-    /// The configuration as TOML for people (`--check-config`, the debug log): the database
-    /// password is replaced by `***`.
-    pub fn to_toml_redacted(&self) -> String {
-        let mut shown = self.clone();
-        if let Some(url) = &shown.store.database {
-            shown.store.database = Some(c10k_store::config::redact(url));
-        }
-        shown.to_toml()
     }
 
     /// The protocol of the `i`th listener (listeners are bound, and inherited by workers, in
@@ -791,19 +857,6 @@ mod tests {
     }
 
     #[test]
-    fn shown_config_hides_the_database_password() {
-        let m = matches(&["--database", "mysql://app:s3cret@127.0.0.1:3306/c10k"]);
-        let c = ServeConfig::resolve(&m, None).unwrap();
-        assert!(c.to_toml().contains("s3cret"), "workers get the real one");
-        let shown = c.to_toml_redacted();
-        assert!(!shown.contains("s3cret"), "{shown}");
-        assert!(
-            shown.contains("mysql://app:***@127.0.0.1:3306/c10k"),
-            "{shown}"
-        );
-    }
-
-    #[test]
     fn file_fills_what_cli_left_default() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c10k.toml");
@@ -833,58 +886,6 @@ mod tests {
         std::fs::write(&path, "worker-class = \"fork\"\n").unwrap();
         let e = ServeConfig::resolve(&matches(&[]), Some(&path)).unwrap_err();
         assert!(e.to_string().contains("fork"), "{e}");
-    }
-
-    #[test]
-    fn gunicorn_bind_forms() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("gunicorn.conf.toml");
-        std::fs::write(&path, "bind = \"127.0.0.1:8001\"\nworkers = 2\n").unwrap();
-        let c = ServeConfig::resolve(&matches(&[]), Some(&path)).unwrap();
-        assert_eq!(c.bind, vec!["127.0.0.1:8001".parse().unwrap()]);
-        let c = ServeConfig::resolve(&matches(&["--bind", ":8000"]), None).unwrap();
-        assert_eq!(c.bind, vec!["0.0.0.0:8000".parse().unwrap()]);
-        let c = ServeConfig::resolve(&matches(&["--bind", "localhost:8000"]), None).unwrap();
-        match &c.bind[..] {
-            [Bind {
-                addr: BindAddr::Tcp(a),
-                ..
-            }] => assert!(a.ip().is_loopback() && a.port() == 8000, "{a}"),
-            other => panic!("{other:?}"),
-        }
-        let c = ServeConfig::resolve(&matches(&["--bind", "tcp://127.0.0.1:8002"]), None).unwrap();
-        assert_eq!(c.bind, vec!["127.0.0.1:8002".parse().unwrap()]);
-        let back: ServeConfig = toml::from_str(&c.to_toml()).unwrap();
-        assert_eq!(back.bind, c.bind, "workers read the list form back");
-        for bad in ["localhost", "host:port", ":99999", "[::1:8000"] {
-            assert!(bad.parse::<BindAddr>().is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn file_errors_name_key_file_and_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c10k.toml");
-        for (text, line, key) in [
-            ("backlog = 64\nworkers = \"four\"\n", 2, "workers"),
-            ("# comment\n\nworkers = 0\n", 3, "workers"),
-            ("bind = \"nowhere\"\n", 1, "bind"),
-            ("threads = 2\nkeepalive = -1.0\n", 2, "keepalive"),
-            ("x = 1\nwrokers = 3\n", 1, "x"),
-        ] {
-            std::fs::write(&path, text).unwrap();
-            let e = ServeConfig::resolve(&matches(&[]), Some(&path))
-                .unwrap_err()
-                .to_string();
-            assert!(e.contains("c10k.toml"), "{text:?}: {e}");
-            assert!(e.contains(&format!("line {line}")), "{text:?}: {e}");
-            assert!(e.contains(&format!("`{key}`")), "{text:?}: {e}");
-        }
-        std::fs::write(&path, "workers = [\n").unwrap();
-        let e = ServeConfig::resolve(&matches(&[]), Some(&path))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("c10k.toml") && e.contains("line"), "{e}");
     }
 
     #[test]
@@ -927,6 +928,63 @@ mod tests {
         for bad in ["10.0.0.0/33", "::/129", "host", ""] {
             assert!(bad.parse::<AllowFrom>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn gunicorn_bind_forms() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gunicorn.conf.toml");
+        std::fs::write(&path, "bind = \"127.0.0.1:8001\"\nworkers = 2\n").unwrap();
+        let c = ServeConfig::resolve(&matches(&[]), Some(&path)).unwrap();
+        assert_eq!(c.bind, vec!["127.0.0.1:8001".parse().unwrap()]);
+        let c = ServeConfig::resolve(&matches(&["--bind", ":8000"]), None).unwrap();
+        assert_eq!(c.bind, vec!["0.0.0.0:8000".parse().unwrap()]);
+        let c = ServeConfig::resolve(&matches(&["--bind", "localhost:8000"]), None).unwrap();
+        match &c.bind[..] {
+            [Bind {
+                addr: BindAddr::Tcp(a),
+                ..
+            }] => assert!(a.ip().is_loopback() && a.port() == 8000, "{a}"),
+            other => panic!("{other:?}"),
+        }
+        let c = ServeConfig::resolve(&matches(&["--bind", "tcp://127.0.0.1:8002"]), None).unwrap();
+        assert_eq!(c.bind, vec!["127.0.0.1:8002".parse().unwrap()]);
+        let back: ServeConfig = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back.bind, c.bind, "workers read the list form back");
+        for bad in ["localhost", "host:port", ":99999", "[::1:8000"] {
+            assert!(bad.parse::<BindAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn file_errors_name_key_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c10k.toml");
+        for (text, line, key) in [
+            ("backlog = 64\nworkers = \"four\"\n", 2, "workers"),
+            ("# comment\n\nworkers = 0\n", 3, "workers"),
+            ("bind = \"nowhere\"\n", 1, "bind"),
+            ("threads = 2\nkeepalive = -1.0\n", 2, "keepalive"),
+            ("graceful_timeout = \"x\"\n", 1, "graceful-timeout"),
+            ("x = 1\nwrokers = 3\n", 1, "x"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = ServeConfig::resolve(&matches(&[]), Some(&path))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("c10k.toml"), "{text:?}: {e}");
+            assert!(e.contains(&format!("line {line}")), "{text:?}: {e}");
+            assert!(e.contains(&format!("`{key}`")), "{text:?}: {e}");
+        }
+        std::fs::write(&path, "workers = [\n").unwrap();
+        let e = ServeConfig::resolve(&matches(&[]), Some(&path))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("c10k.toml") && e.contains("line"), "{e}");
+        // A value the command line overrides is not the file's to blame.
+        std::fs::write(&path, "workers = 0\n").unwrap();
+        let c = ServeConfig::resolve(&matches(&["--workers", "2"]), Some(&path)).unwrap();
+        assert_eq!(c.workers, 2);
     }
 
     #[test]
