@@ -622,7 +622,9 @@ impl ConfigFile {
     /// Refuses a key that none of `known` (the settings structs' clap definitions) has, so a typo
     /// is not silently ignored.
     pub fn check_keys(&self, known: &[clap::Command]) -> Result<(), ConfigError> {
-        for key in self.table.keys() {
+        let mut keys: Vec<&String> = self.table.keys().collect();
+        keys.sort_by_key(|k| self.lines.get(*k));
+        for key in keys {
             let id = key_id(key);
             if !known
                 .iter()
