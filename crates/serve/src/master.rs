@@ -357,6 +357,10 @@ impl Master {
                 }
                 // If the master dies, its workers stop gracefully instead of living on.
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                // Ctrl-C at a terminal reaches the whole process group: the worker leaves it to
+                // the master, which drives the graceful stop. Ignored dispositions survive exec,
+                // so no INT can stop the worker before it is running either.
+                libc::signal(libc::SIGINT, libc::SIG_IGN);
                 Ok(())
             });
         }
@@ -485,7 +489,8 @@ impl Master {
         let deadline = Instant::now() + grace;
         while !self.workers.is_empty() && Instant::now() < deadline {
             for s in self.signals.wait(Duration::from_millis(100), &[]) {
-                if graceful && matches!(s, SIGINT | SIGQUIT | SIGTERM) && s != libc::SIGTERM {
+                if graceful && matches!(s, SIGINT | SIGQUIT) {
+                    tracing::info!("{} during the graceful stop: fast stop", signal_name(s));
                     return self.stop(false);
                 }
             }
