@@ -33,7 +33,7 @@ pub(crate) const MASK: &str = "***";
 /// `query` (without the `?`) with the value of every sensitive-looking key replaced by
 /// [`MASK`]; borrowed when nothing needed masking.
 pub(crate) fn query(query: &str) -> Cow<'_, str> {
-    if !query.split('&').any(|pair| masks(pair)) {
+    if !query.split('&').any(masks) {
         return Cow::Borrowed(query);
     }
     let mut out = String::with_capacity(query.len());
