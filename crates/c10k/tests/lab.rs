@@ -71,7 +71,7 @@ fn tiny_matrix_yields_every_row_with_a_rate() {
     );
     let summary = std::fs::read_to_string(run.join("summary.md")).unwrap();
     assert!(summary.contains("| Mode | concurrency | transaction rate (trans/sec)"));
-    assert!(summary.contains("nginx + async + c10k async (1 worker)"));
+    assert!(summary.contains("nginx + HTTP proxy + async + c10k async (1 worker)"));
 }
 
 #[test]

@@ -483,10 +483,11 @@ fn target_path_query(
             return Err(UwsgiError::malformed("neither PATH_INFO nor REQUEST_URI"));
         }
     };
-    let path = if path.is_empty() {
-        "/".to_owned()
-    } else {
+    // Applications route on a path that starts with '/' (the HTTP decoder guarantees it).
+    let path = if path.starts_with('/') {
         path
+    } else {
+        format!("/{path}")
     };
     let target = match uri {
         Some(u) => encode(u, Keep::Raw),

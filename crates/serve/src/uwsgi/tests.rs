@@ -395,6 +395,18 @@ fn modifier_30_strips_script_name() {
     // modifier1 0 leaves PATH_INFO alone.
     let r = decode_one(&packet(0, vars, b"")).unwrap();
     assert_eq!(r.path, "/app/x");
+    // What is left always starts with '/'.
+    let r = decode_one(&packet(
+        30,
+        &[
+            (b"REQUEST_METHOD", b"GET"),
+            (b"SCRIPT_NAME", b"/app/"),
+            (b"PATH_INFO", b"/app/x"),
+        ],
+        b"",
+    ))
+    .unwrap();
+    assert_eq!(r.path, "/x");
 }
 
 #[test]
