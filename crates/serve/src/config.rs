@@ -426,11 +426,6 @@ pub struct ServeConfig {
           value_parser = at_least_one, help_heading = "Limits")]
     pub limit_request_head: usize,
 
-    /// Longest ?delay= the built-in application accepts, in seconds (400 above it).
-    #[arg(allow_negative_numbers = true, long, env = "C10K_MAX_DELAY", default_value_t = 60.0, value_parser = seconds,
-          help_heading = "Application")]
-    pub max_delay: f64,
-
     /// Admin listener for `c10k status` (/status, /processlist, /metrics): HOST:PORT,
     /// unix:/path, or off. Served by the master, never on a --bind address.
     #[arg(
@@ -462,10 +457,6 @@ pub struct ServeConfig {
     #[arg(skip)]
     #[serde(skip)]
     pub admin_chosen: bool,
-    /// The write path (`/messages`, `/ids`): data dir, database, journal and flusher settings.
-    #[command(flatten)]
-    #[serde(flatten)]
-    pub store: c10k_store::StoreConfig,
 }
 
 impl Default for ServeConfig {
@@ -494,55 +485,124 @@ pub enum ConfigError {
     Invalid { flag: &'static str, message: String },
 }
 
-impl ServeConfig {
-    /// Builds the effective config from parsed command-line/env matches and an optional TOML
-    /// file: a value given on the command line or in the environment beats the file.
-    pub fn resolve(matches: &ArgMatches, file: Option<&Path>) -> Result<ServeConfig, ConfigError> {
-        let cli = ServeConfig::from_arg_matches(matches).map_err(|e| ConfigError::Invalid {
-            flag: "serve",
-            message: e.to_string(),
-        })?;
-        let admin_on_cli = matches!(
-            matches.value_source("admin"),
-            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-        );
-        let Some(path) = file else {
-            let mut cli = cli;
-            cli.admin_chosen = admin_on_cli;
-            cli.validate()?;
-            return Ok(cli);
-        };
+/// A `--config` TOML file, read once; its keys may belong to several settings structs (the
+/// server's and the application's), each taking its own with [`layered`].
+#[derive(Clone, Debug)]
+pub struct ConfigFile {
+    pub path: PathBuf,
+    table: toml::Table,
+}
+
+impl ConfigFile {
+    pub fn read(path: &Path) -> Result<ConfigFile, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        let file_err = |message: String| ConfigError::File {
+        let table: toml::Table = text.parse().map_err(|e| ConfigError::File {
             path: path.to_owned(),
+            message: format!("{e}"),
+        })?;
+        Ok(ConfigFile {
+            path: path.to_owned(),
+            table,
+        })
+    }
+
+    fn error(&self, message: String) -> ConfigError {
+        ConfigError::File {
+            path: self.path.clone(),
             message,
-        };
-        let from_file: toml::Table = text.parse().map_err(|e| file_err(format!("{e}")))?;
-        let admin_in_file = from_file.contains_key("admin");
-        let mut merged = toml::Table::try_from(&cli).map_err(|e| file_err(e.to_string()))?;
-        let known = ServeConfig::augment_args(clap::Command::new("serve"));
-        for (key, value) in from_file {
-            // gunicorn config files use snake_case; accept it beside kebab-case.
-            let key = key.replace('_', "-");
-            let id = key.replace('-', "_");
-            if !known.get_arguments().any(|a| a.get_id() == id.as_str()) {
-                return Err(file_err(format!("unknown key {key:?}")));
-            }
-            let explicit = matches!(
-                matches.value_source(&id),
-                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-            );
-            if !explicit {
-                merged.insert(key, value);
+        }
+    }
+
+    /// Refuses a key that none of `known` (the settings structs' clap definitions) has, so a typo
+    /// is not silently ignored.
+    pub fn check_keys(&self, known: &[clap::Command]) -> Result<(), ConfigError> {
+        for key in self.table.keys() {
+            let id = key_id(key);
+            if !known
+                .iter()
+                .any(|c| c.get_arguments().any(|a| a.get_id() == id.as_str()))
+            {
+                return Err(self.error(format!("unknown key {:?}", key.replace('_', "-"))));
             }
         }
-        let mut config: ServeConfig = toml::Value::Table(merged)
-            .try_into()
-            .map_err(|e: toml::de::Error| file_err(e.message().to_owned()))?;
-        config.admin_chosen = admin_on_cli || admin_in_file;
+        Ok(())
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.table.keys().any(|k| key_id(k) == id)
+    }
+}
+
+/// gunicorn config files use snake_case; accept it beside kebab-case. The clap id is snake_case.
+fn key_id(key: &str) -> String {
+    key.replace('-', "_")
+}
+
+/// Builds settings struct `T` from command-line/env matches and an optional config file: a
+/// value given on the command line or in the environment beats the file, which beats the
+/// default. Keys of the file that are not `T`'s are left to other structs.
+pub fn layered<T>(matches: &ArgMatches, file: Option<&ConfigFile>) -> Result<T, ConfigError>
+where
+    T: Args + FromArgMatches + Serialize + serde::de::DeserializeOwned,
+{
+    let cli = T::from_arg_matches(matches).map_err(|e| ConfigError::Invalid {
+        flag: "serve",
+        message: e.to_string(),
+    })?;
+    let Some(file) = file else {
+        return Ok(cli);
+    };
+    let mut merged = toml::Table::try_from(&cli).map_err(|e| file.error(e.to_string()))?;
+    let known = T::augment_args(clap::Command::new("serve"));
+    for (key, value) in &file.table {
+        let id = key_id(key);
+        if !known.get_arguments().any(|a| a.get_id() == id.as_str()) {
+            continue;
+        }
+        let explicit = matches!(
+            matches.value_source(&id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        );
+        if !explicit {
+            merged.insert(key.replace('_', "-"), value.clone());
+        }
+    }
+    toml::Value::Table(merged)
+        .try_into()
+        .map_err(|e: toml::de::Error| file.error(e.message().to_owned()))
+}
+
+/// Whether setting `id` was given on the command line or in the environment.
+pub fn given(matches: &ArgMatches, id: &str) -> bool {
+    matches!(
+        matches.value_source(id),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
+
+impl ServeConfig {
+    /// Builds the effective config from parsed command-line/env matches and an optional TOML
+    /// file (whose keys must all be the server's: see [`ServeConfig::resolve_from`] for a file
+    /// shared with an application's settings).
+    pub fn resolve(matches: &ArgMatches, file: Option<&Path>) -> Result<ServeConfig, ConfigError> {
+        let file = file.map(ConfigFile::read).transpose()?;
+        if let Some(file) = &file {
+            file.check_keys(&[ServeConfig::augment_args(clap::Command::new("serve"))])?;
+        }
+        ServeConfig::resolve_from(matches, file.as_ref())
+    }
+
+    /// As [`ServeConfig::resolve`], for a file already read and checked; keys that are not
+    /// the server's are ignored.
+    pub fn resolve_from(
+        matches: &ArgMatches,
+        file: Option<&ConfigFile>,
+    ) -> Result<ServeConfig, ConfigError> {
+        let mut config: ServeConfig = layered(matches, file)?;
+        config.admin_chosen = given(matches, "admin") || file.is_some_and(|f| f.contains("admin"));
         config.validate()?;
         Ok(config)
     }
@@ -575,7 +635,6 @@ impl ServeConfig {
             ("--header-timeout", self.header_timeout),
             ("--graceful-timeout", self.graceful_timeout),
             ("--timeout", self.timeout),
-            ("--max-delay", self.max_delay),
             ("--request-timeout", self.request_timeout.unwrap_or(0.0)),
         ] {
             if !s.is_finite() || s < 0.0 {
