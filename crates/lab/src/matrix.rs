@@ -426,7 +426,10 @@ mod tests {
             .into_iter()
             .find(|p| p.label().starts_with("sync + uWSGI"))
             .unwrap();
-        assert!(uwsgi.uwsgi_command.unwrap().contains("--socket 127.0.0.1:{port}"));
+        assert!(uwsgi
+            .uwsgi_command
+            .unwrap()
+            .contains("--socket 127.0.0.1:{port}"));
     }
 
     #[test]

@@ -313,6 +313,8 @@ pub(crate) struct Counters {
     pub connections_refused: Option<u64>,
     /// Connections served but not in the processlist (the entry table was full).
     pub connections_unlisted: u64,
+    /// uwsgi connections closed unanswered (malformed packet, or peer not allowed).
+    pub uwsgi_refused: u64,
     pub listen_queue: u64,
     pub listen_queue_max: u64,
     pub requests: u64,
@@ -500,6 +502,13 @@ pub(crate) fn metrics(r: &Report) -> String {
         "c10k_connections_unlisted_total {}",
         c.connections_unlisted
     );
+    family(
+        &mut m,
+        "c10k_uwsgi_refused_total",
+        "counter",
+        "uwsgi connections closed unanswered (malformed packet, or peer not in --uwsgi-allow-from).",
+    );
+    let _ = writeln!(m, "c10k_uwsgi_refused_total {}", c.uwsgi_refused);
     if let Some(refused) = c.connections_refused {
         family(&mut m, "c10k_listen_overflows_total", "counter", "Connections dropped on a full listen queue since start (kernel TcpExt ListenOverflows, whole network namespace).");
         let _ = writeln!(m, "c10k_listen_overflows_total {refused}");

@@ -52,6 +52,7 @@ mod admin;
 mod conn;
 mod conn_async;
 mod conn_blocking;
+mod conn_uwsgi;
 mod master;
 mod track;
 mod workers;

@@ -416,6 +416,7 @@ impl Master {
             connections_active: connections,
             connections_refused: refused,
             connections_unlisted: totals.unlisted,
+            uwsgi_refused: totals.uwsgi_refused,
             listen_queue: b.queues.iter().filter_map(|l| l.queue).map(u64::from).sum(),
             listen_queue_max: b
                 .queues
