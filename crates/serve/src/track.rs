@@ -101,6 +101,19 @@ impl ConnTrack {
         }
     }
 
+    /// The client behind a proxy, as the proxy reported it (uwsgi's `REMOTE_ADDR`): the access
+    /// log prints it instead of the proxy's address.
+    pub fn set_client(&mut self, peer: Option<SocketAddr>) {
+        if peer.is_some() {
+            self.peer = peer;
+        }
+    }
+
+    /// A uwsgi connection was closed unanswered (malformed packet, or a peer not allowed).
+    pub fn uwsgi_refused(&self) {
+        self.tracker.stats().uwsgi_refused.fetch_add(1, Relaxed);
+    }
+
     /// `n` bytes arrived.
     pub fn read(&mut self, n: usize) {
         if self.tracker.on {

@@ -273,6 +273,7 @@ impl Status {
             connections_active: connections,
             connections_refused: refused,
             connections_unlisted: totals.unlisted,
+            uwsgi_refused: totals.uwsgi_refused,
             listen_queue: self
                 .queues
                 .iter()

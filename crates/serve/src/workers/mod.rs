@@ -40,14 +40,6 @@ impl Server {
     /// Binds every `--bind` address of `config`.
     pub fn bind(config: ServeConfig) -> anyhow::Result<Server> {
         config.validate()?;
-        // The codec has landed ahead of the connection driver that speaks it.
-        if let Some(b) = config
-            .bind
-            .iter()
-            .find(|b| b.protocol == crate::config::Protocol::Uwsgi)
-        {
-            anyhow::bail!("--bind {b}: uwsgi listeners are not served by this build yet");
-        }
         let mut listeners = Vec::with_capacity(config.bind.len());
         for bind in &config.bind {
             let l = Listener::bind(&bind.addr, config.backlog, config.reuse_port)
