@@ -50,9 +50,11 @@ pub mod status;
 pub mod sys;
 pub mod uwsgi;
 
+mod activation;
 mod conn;
 mod conn_async;
 mod conn_blocking;
+mod conn_uwsgi;
 mod master;
 mod track;
 mod workers;

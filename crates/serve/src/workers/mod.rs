@@ -40,14 +40,6 @@ impl Server {
     /// Binds every `--bind` address of `config`.
     pub fn bind(config: ServeConfig) -> anyhow::Result<Server> {
         config.validate()?;
-        // The codec has landed ahead of the connection driver that speaks it.
-        if let Some(b) = config
-            .bind
-            .iter()
-            .find(|b| b.protocol == crate::config::Protocol::Uwsgi)
-        {
-            anyhow::bail!("--bind {b}: uwsgi listeners are not served by this build yet");
-        }
         let mut listeners = Vec::with_capacity(config.bind.len());
         for bind in &config.bind {
             let l = Listener::bind(&bind.addr, config.backlog, config.reuse_port)
@@ -88,6 +80,9 @@ impl Server {
     pub fn serve<H: Handler>(self, handler: Arc<H>) -> anyhow::Result<()> {
         let scoreboard = Arc::new(Scoreboard::create().context("cannot create the scoreboard")?);
         scoreboard.reset(0, std::process::id());
+        // No master here: this process is the whole server, booted once it serves.
+        scoreboard.header().target.store(1, Ordering::Relaxed);
+        scoreboard.header().booted.store(1, Ordering::Relaxed);
         self.serve_in_slot(handler, scoreboard, 0)
     }
 
@@ -99,6 +94,11 @@ impl Server {
     ) -> anyhow::Result<()> {
         let config = &self.config;
         let tracker = crate::track::Tracker::new(scoreboard.clone(), slot, config)?;
+        let handler = Arc::new(crate::status::HealthPath::new(
+            handler,
+            config.health_path.clone(),
+            scoreboard.clone(),
+        ));
         let life = Arc::new(Life::new(
             self.shutdown.clone(),
             scoreboard,
@@ -249,7 +249,15 @@ where
             .with_context(|| format!("cannot open --access-log {path}"))?;
     }
     tracing::info!("Starting c10k {}", env!("CARGO_PKG_VERSION"));
-    let server = Server::bind(config.clone())?;
+    let mut config = config;
+    let inherited = crate::activation::inherited()?;
+    let server = if inherited.is_empty() {
+        Server::bind(config.clone())?
+    } else {
+        let listeners = crate::activation::take(&mut config, inherited)?;
+        config.validate()?;
+        Server::from_listeners(listeners, config.clone())
+    };
     for (i, addr) in server.local_addrs().into_iter().enumerate() {
         let bind = crate::config::Bind {
             protocol: config.protocol_of(i),
@@ -273,7 +281,7 @@ where
     );
     let admin = match &config.admin.0 {
         Some(addr) => {
-            let admin = match crate::status::Admin::bind(addr) {
+            let admin = match crate::status::Admin::bind(addr, config.admin_token.clone()) {
                 Ok(admin) => admin,
                 Err(e) if !config.admin_chosen => {
                     tracing::warn!(
@@ -296,7 +304,10 @@ where
                 .local_addr()
                 .map(|a| a.to_string())
                 .unwrap_or_default();
-            tracing::info!("Admin listening at: {scheme}{shown} (/status /processlist /metrics)");
+            tracing::info!(
+                token = config.admin_token.is_some(),
+                "Admin listening at: {scheme}{shown} (/status /processlist /metrics /livez /readyz)"
+            );
             Some(admin)
         }
         None => None,
