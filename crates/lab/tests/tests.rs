@@ -99,11 +99,22 @@ fn plots_are_valid_svg_with_every_server_and_front() {
 #[test]
 fn single_level_runs_get_grouped_bars() {
     let dir = tempfile::tempdir().unwrap();
-    let rows: Vec<_> = c10k_lab::record::read_csv(&golden().join("raw.csv"))
+    let mut rows: Vec<_> = c10k_lab::record::read_csv(&golden().join("raw.csv"))
         .unwrap()
         .into_iter()
         .filter(|r| r.concurrency == 20)
         .collect();
+    // A third front: nginx speaking the uwsgi protocol.
+    let uwsgi: Vec<_> = rows
+        .iter()
+        .filter(|r| r.front == "nginx")
+        .map(|r| c10k_lab::record::Row {
+            front: "nginx-uwsgi".into(),
+            mode: format!("nginx + uwsgi protocol + {}", r.server),
+            ..r.clone()
+        })
+        .collect();
+    rows.extend(uwsgi);
     let info = machine();
     c10k_lab::render::render(dir.path(), &rows, &info).unwrap();
     let text = std::fs::read_to_string(dir.path().join("throughput-delay-0-05.svg")).unwrap();
@@ -113,25 +124,19 @@ fn single_level_runs_get_grouped_bars() {
         .filter(|n| n.has_tag_name("text"))
         .filter_map(|n| n.text().map(str::trim))
         .collect();
+    let count = |want: &str| labels.iter().filter(|l| **l == want).count();
     assert!(
         labels
             .iter()
             .any(|l| l.contains("at 20 concurrent clients")),
         "{labels:?}"
     );
-    // Each bar is labelled with its transaction rate: 20 (sync) and 360 (async), two fronts.
-    assert_eq!(
-        labels.iter().filter(|l| **l == "360").count(),
-        2,
-        "{labels:?}"
-    );
-    assert_eq!(
-        labels.iter().filter(|l| **l == "20.0").count(),
-        2,
-        "{labels:?}"
-    );
+    // Each bar is labelled with its transaction rate: 20 (sync) and 360 (async), 3 fronts.
+    assert_eq!(count("360"), 3, "{labels:?}");
+    assert_eq!(count("20.0"), 3, "{labels:?}");
+    assert_eq!(count("behind nginx, uwsgi protocol"), 1, "{labels:?}");
     let bars = doc.descendants().filter(|n| n.has_tag_name("rect")).count();
-    assert!(bars >= 2 * 4, "{bars} rectangles for 2 servers × 2 fronts");
+    assert!(bars >= 2 * 6, "{bars} rectangles for 2 servers × 3 fronts");
 }
 
 fn machine() -> c10k_lab::render::RunInfo {

@@ -57,19 +57,22 @@ fn palette(i: usize, n: usize) -> RGBColor {
     RGBColor(r, g, b)
 }
 
-/// A front (how the load reaches the server): direct, or behind nginx.
+/// A front (how the load reaches the server), from raw.csv's `front` column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Front {
     Direct,
     Nginx,
+    NginxUwsgi,
 }
+
+const FRONTS: [Front; 3] = [Front::Direct, Front::Nginx, Front::NginxUwsgi];
 
 impl Front {
     fn of(row: &Row) -> Front {
-        if row.front == "nginx" {
-            Front::Nginx
-        } else {
-            Front::Direct
+        match row.front.as_str() {
+            "nginx" => Front::Nginx,
+            "nginx-uwsgi" => Front::NginxUwsgi,
+            _ => Front::Direct,
         }
     }
 
@@ -77,6 +80,16 @@ impl Front {
         match self {
             Front::Direct => "direct",
             Front::Nginx => "behind nginx",
+            Front::NginxUwsgi => "behind nginx, uwsgi protocol",
+        }
+    }
+
+    /// Bar fill and outline.
+    fn bar_style(self, c: RGBColor) -> (ShapeStyle, ShapeStyle) {
+        match self {
+            Front::Direct => (c.filled(), c.stroke_width(1)),
+            Front::Nginx => (c.mix(0.3).filled(), c.stroke_width(2)),
+            Front::NginxUwsgi => (WHITE.filled(), c.stroke_width(2)),
         }
     }
 }
@@ -108,7 +121,7 @@ fn servers(rows: &[Row], workload: &str, f: &dyn Fn(&Row) -> f64) -> Vec<Server>
         .enumerate()
         .map(|(i, name)| {
             let mine: Vec<&&Row> = rows.iter().filter(|r| r.server == *name).collect();
-            let points = [Front::Direct, Front::Nginx]
+            let points = FRONTS
                 .into_iter()
                 .map(|front| {
                     let mut pts: Vec<(usize, f64)> = mine
@@ -267,24 +280,29 @@ fn grid_color() -> RGBAColor {
     BLACK.mix(0.13)
 }
 
-/// A line in the front's style: solid for direct, short dashes for behind nginx.
+/// A line in the front's style: solid (direct), short dashes (behind nginx), dots (behind
+/// nginx speaking uwsgi).
 fn front_line(area: &Area, pts: &[(i32, i32)], front: Front, c: RGBColor) -> anyhow::Result<()> {
+    let dashed = |size: i32, gap: i32| {
+        area.draw(&DashedPathElement::new(
+            pts.iter().copied(),
+            size,
+            gap,
+            c.stroke_width(3),
+        ))
+        .map_err(err)
+    };
     match front {
         Front::Direct => area
             .draw(&PathElement::new(pts.to_vec(), c.stroke_width(3)))
             .map_err(err),
-        Front::Nginx => area
-            .draw(&DashedPathElement::new(
-                pts.iter().copied(),
-                5,
-                4,
-                c.stroke_width(3),
-            ))
-            .map_err(err),
+        Front::Nginx => dashed(5, 4),
+        Front::NginxUwsgi => dashed(2, 3),
     }
 }
 
-/// The front's marker: a filled circle (direct) or a hollow square (behind nginx).
+/// The front's marker: a filled circle (direct), a hollow square (behind nginx), a hollow
+/// triangle (behind nginx, uwsgi protocol).
 fn front_marker(area: &Area, at: (i32, i32), front: Front, c: RGBColor) -> anyhow::Result<()> {
     match front {
         Front::Direct => area.draw(&Circle::new(at, 4, c.filled())).map_err(err),
@@ -293,6 +311,23 @@ fn front_marker(area: &Area, at: (i32, i32), front: Front, c: RGBColor) -> anyho
                 [(at.0 - 6, at.1 - 6), (at.0 + 6, at.1 + 6)],
                 c.stroke_width(2),
             ))
+            .map_err(err),
+        Front::NginxUwsgi => area
+            .draw(&Polygon::new(
+                vec![(at.0, at.1 - 8), (at.0 + 7, at.1 + 5), (at.0 - 7, at.1 + 5)],
+                c.mix(0.0).filled(),
+            ))
+            .and_then(|_| {
+                area.draw(&PathElement::new(
+                    vec![
+                        (at.0, at.1 - 8),
+                        (at.0 + 7, at.1 + 5),
+                        (at.0 - 7, at.1 + 5),
+                        (at.0, at.1 - 8),
+                    ],
+                    c.stroke_width(2),
+                ))
+            })
             .map_err(err),
     }
 }
@@ -482,10 +517,7 @@ fn bar_panel(
             let Some(&(_, v)) = pts.first() else { continue };
             let (b0, b1) = (top + i as i32 * BAR + 1, top + (i as i32 + 1) * BAR - 2);
             let end = x.px(v.min(range.1));
-            let (fill, stroke) = match front {
-                Front::Direct => (s.color.filled(), s.color.stroke_width(1)),
-                Front::Nginx => (s.color.mix(0.3).filled(), s.color.stroke_width(2)),
-            };
+            let (fill, stroke) = front.bar_style(s.color);
             area.draw(&Rectangle::new([(x0, b0), (end, b1)], fill))
                 .map_err(err)?;
             area.draw(&Rectangle::new([(x0, b0), (end, b1)], stroke))
@@ -515,12 +547,13 @@ fn legend(area: &Area, servers: &[Server], bars: bool, limits: bool) -> anyhow::
     let c = RGBColor(60, 60, 60);
     let mut x = 16;
     let y = 14;
-    for front in [Front::Direct, Front::Nginx] {
+    let shown: Vec<Front> = FRONTS
+        .into_iter()
+        .filter(|f| servers.iter().any(|s| s.points.iter().any(|(g, _)| g == f)))
+        .collect();
+    for &front in &shown {
         if bars {
-            let (fill, stroke) = match front {
-                Front::Direct => (c.filled(), c.stroke_width(1)),
-                Front::Nginx => (c.mix(0.3).filled(), c.stroke_width(2)),
-            };
+            let (fill, stroke) = front.bar_style(c);
             area.draw(&Rectangle::new([(x, y - 7), (x + 30, y + 7)], fill))
                 .map_err(err)?;
             area.draw(&Rectangle::new([(x, y - 7), (x + 30, y + 7)], stroke))
@@ -537,7 +570,8 @@ fn legend(area: &Area, servers: &[Server], bars: bool, limits: bool) -> anyhow::
             HPos::Left,
             VPos::Center,
         )?;
-        x += 190;
+        // About 7.5 px a character at this size, and a gap.
+        x += 50 + front.label().len() as i32 * 8 + 24;
     }
     if limits {
         let pts = if bars {
@@ -548,7 +582,7 @@ fn legend(area: &Area, servers: &[Server], bars: bool, limits: bool) -> anyhow::
         limit_line(area, &pts, c.mix(0.9))?;
         text(
             area,
-            "limit of the model: min(clients, workers × threads) / delay",
+            "limit of the model: min(clients, slots) / delay",
             (x + 50, y),
             FONT,
             HPos::Left,
