@@ -9,8 +9,8 @@ use pyo3::prelude::*;
 
 use crate::call::{self, AppState};
 use crate::environ::Template;
-use crate::pool::Pool;
 use crate::gevent::Hub;
+use crate::pool::Pool;
 use crate::stream::{InlineStream, PoolStream, Runner};
 use crate::{interp, loader, BootError, WsgiConfig};
 
@@ -220,7 +220,12 @@ impl Inner {
 
 impl Inner {
     /// In a greenlet on the hub, awaited on the event loop: the `gevent` class.
-    async fn call_hub(self: &Arc<Self>, hub: &Hub, req: Request, deadline: Option<Instant>) -> Response {
+    async fn call_hub(
+        self: &Arc<Self>,
+        hub: &Hub,
+        req: Request,
+        deadline: Option<Instant>,
+    ) -> Response {
         let Ok(_permit) = self.in_flight.acquire().await else {
             return Response::text(503, "Service Unavailable\n");
         };
@@ -249,6 +254,7 @@ impl Inner {
         let mut guard = KillOnDrop {
             hub,
             slot: &slot,
+            deadline,
             armed: true,
         };
         let answer = match deadline {
@@ -263,16 +269,19 @@ impl Inner {
     }
 }
 
-/// Kills a request's greenlet when its future is dropped or its deadline passes unanswered.
+/// Kills a request's greenlet when its future is dropped before the answer. At the deadline the
+/// greenlet's own `gevent.Timeout` does it (so the log shows where the view was waiting).
 struct KillOnDrop<'a> {
     hub: &'a Hub,
     slot: &'a Arc<crate::gevent::Slot>,
+    deadline: Option<Instant>,
     armed: bool,
 }
 
 impl Drop for KillOnDrop<'_> {
     fn drop(&mut self) {
-        if self.armed {
+        let timed_out = self.deadline.is_some_and(|d| Instant::now() >= d);
+        if self.armed && !timed_out {
             self.hub.kill(self.slot);
         }
     }

@@ -23,8 +23,8 @@ use futures_core::Stream;
 use tokio::sync::oneshot;
 
 use crate::call::{Next, PyBody};
-use crate::interp;
 use crate::gevent::Hub;
+use crate::interp;
 use crate::pool::{Job, Pool};
 
 /// Where a [`PoolStream`]'s Python steps run.

@@ -135,7 +135,10 @@ fn worker_info(config: &ServeConfig, slot: usize) -> WorkerInfo {
     WorkerInfo {
         slot,
         class,
-        wait: if matches!(config.worker_class, WorkerClass::Async | WorkerClass::Gevent) {
+        wait: if matches!(
+            config.worker_class,
+            WorkerClass::Async | WorkerClass::Gevent
+        ) {
             Wait::Yield
         } else {
             Wait::Block

@@ -58,10 +58,14 @@ def serve(fd, queue):
         except BlockingIOError:
             pass
         jobs, doomed = queue.take()
-        for g in doomed:
-            kill(g, block=False)
         for job in jobs:
             spawn(run, job)
+        for g in doomed:
+            # Raises GreenletExit in it at the next loop iteration; never blocks the hub.
+            try:
+                kill(g)
+            except Exception:  # noqa: BLE001 - a dead greenlet needs no killing
+                pass
 
     watcher = hub.loop.io(fd, 1)
     watcher.start(ready)

@@ -197,13 +197,7 @@ impl Hub {
             let one = 1u64.to_ne_bytes();
             // SAFETY: writing 8 bytes from a live buffer to our eventfd. It can only fail with
             // EAGAIN when the counter is saturated, which means the hub is being woken anyway.
-            unsafe {
-                libc::write(
-                    self.shared.fd.as_raw_fd(),
-                    one.as_ptr().cast(),
-                    one.len(),
-                )
-            };
+            unsafe { libc::write(self.shared.fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
         }
     }
 }
@@ -311,7 +305,11 @@ impl HubJob {
             }
         }
         if let Some(slot) = &self.slot {
-            let g = slot.greenlet.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let g = slot
+                .greenlet
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
             drop(g);
         }
     }
