@@ -261,7 +261,8 @@ impl StoreFigures {
 }
 
 /// What a listed connection is doing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 #[repr(u32)]
 pub enum ConnState {
     /// Waiting for (the rest of) a request.

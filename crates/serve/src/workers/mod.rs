@@ -276,7 +276,7 @@ where
     );
     let admin = match &config.admin.0 {
         Some(addr) => {
-            let admin = match crate::admin::Admin::bind(addr) {
+            let admin = match crate::status::Admin::bind(addr) {
                 Ok(admin) => admin,
                 Err(e) if !config.admin_chosen => {
                     tracing::warn!(
@@ -310,7 +310,7 @@ where
 fn serve_master(
     config: ServeConfig,
     server: Server,
-    admin: Option<crate::admin::Admin>,
+    admin: Option<crate::status::Admin>,
 ) -> anyhow::Result<()> {
     // The master starts no thread before its workers exist (see `master`).
     master::Master::new(config, server.listeners, admin)?.run()?;
