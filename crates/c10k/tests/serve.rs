@@ -555,10 +555,10 @@ fn unix_socket_bind() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
-/// Issue 17.3: a body trickled a byte at a time used to hold its connection (and, under the
-/// blocking classes, its thread) for as long as each byte came within --header-timeout: a few
-/// such clients blocked a gthread server completely. With --body-timeout the server answers them
-/// 408 and probes are served again.
+// Issue 17.3: a body trickled a byte at a time used to hold its connection (and, under the
+// blocking classes, its thread) for as long as each byte came within --header-timeout: a few
+// such clients blocked a gthread server completely. With --body-timeout the server answers them
+// 408 and probes are served again.
 per_class!(trickled_bodies_are_cut_at_the_body_timeout, |class| {
     let s = Server::start(&[
         "-k",

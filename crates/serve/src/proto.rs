@@ -1014,9 +1014,19 @@ pub fn encode_response(
 /// by the split-equivalence tests and the fuzz target.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Decoded {
-    pub requests: Vec<(String, String, Version, Vec<(String, Vec<u8>)>, Vec<u8>)>,
+    pub requests: Vec<DecodedRequest>,
     /// `None`: more bytes were needed; `Some((status, reason))`: refused.
     pub refused: Option<(u16, String)>,
+}
+
+/// One decoded request, compared field by field.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DecodedRequest {
+    pub method: String,
+    pub target: String,
+    pub version: Version,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
 }
 
 /// Decodes `chunks` as they would arrive from a socket, one after another.
@@ -1035,13 +1045,13 @@ pub fn decode_chunks<'a>(limits: &Limits, chunks: impl IntoIterator<Item = &'a [
                     let r = inc.request;
                     let body = r.body.to_bytes().map(|b| b.to_vec()).unwrap_or_default();
                     let headers = r.headers.iter().map(|(n, v)| (n.to_owned(), v.to_vec()));
-                    out.requests.push((
-                        r.method.as_str().to_owned(),
-                        r.target,
-                        r.version,
-                        headers.collect(),
+                    out.requests.push(DecodedRequest {
+                        method: r.method.as_str().to_owned(),
+                        target: r.target,
+                        version: r.version,
+                        headers: headers.collect(),
                         body,
-                    ));
+                    });
                 }
                 Ok(None) => break,
                 Err(e) => {
