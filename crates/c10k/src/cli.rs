@@ -102,7 +102,7 @@ struct ServeArgs {
     #[arg(long, env = "C10K_CONFIG", help_heading = "Config")]
     config: Option<PathBuf>,
 
-    /// Print the effective configuration as TOML and exit.
+    /// Print the effective configuration as TOML (the database password as ***) and exit.
     #[arg(long, help_heading = "Config")]
     check_config: bool,
 
@@ -166,11 +166,13 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
                 .any(|id| given(sub, id) || file.as_ref().is_some_and(|f| f.contains(id)));
             app.validate().map_err(UsageError)?;
             if args.check_config {
-                print!("{}{}", config.to_toml(), app.to_toml(false));
+                // For people: the database password is shown as ***.
+                print!("{}{}", config.to_toml(), app.to_toml(true));
                 return Ok(());
             }
             if !c10k_serve::is_worker_process() {
-                tracing::info!(
+                // The banner stays short (gunicorn's); the whole configuration is at debug.
+                tracing::debug!(
                     "application: built-in; {}",
                     app.to_toml(true).trim_end().replace('\n', ", ")
                 );

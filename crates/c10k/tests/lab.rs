@@ -37,6 +37,15 @@ fn tiny_matrix_yields_every_row_with_a_rate() {
         .map(|e| e.unwrap().path())
         .find(|p| p.is_dir())
         .expect("a run directory");
+    assert!(
+        run.to_string_lossy().ends_with("-lab"),
+        "--help says DIR/<date-time>-lab/: {}",
+        run.display()
+    );
+    assert!(
+        stderr.contains(&format!("writing {}/", run.display())),
+        "the run directory is named before the first cell: {stderr}"
+    );
     for f in [
         "raw.csv",
         "machine.json",
@@ -87,4 +96,17 @@ fn bad_matrix_exits_2_naming_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--matrix") && err.contains("sleep"), "{err}");
+}
+
+/// `--help` names the directory a run writes, and the run writes exactly that name.
+#[test]
+fn help_names_the_run_directory() {
+    let out = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args(["lab", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("DIR/<date-time>-lab/"), "{help}");
+    let dir = c10k_lab::run_dir(std::path::Path::new("runs"), "2026-12-03-094500");
+    assert_eq!(dir, std::path::Path::new("runs/2026-12-03-094500-lab"));
 }

@@ -54,7 +54,8 @@ pub struct LabArgs {
     #[arg(long, conflicts_with = "matrix")]
     pub quick: bool,
 
-    /// Where runs go; each run makes DIR/<date-time>/.
+    /// Where runs go: each run writes DIR/<date-time>-lab/ (the path is printed before the
+    /// first cell). The default is ./runs under the current directory.
     #[arg(long, value_name = "DIR", default_value = "runs")]
     pub out: PathBuf,
 
@@ -102,7 +103,11 @@ pub fn run(args: LabArgs, exe: &Path) -> anyhow::Result<()> {
     if let Some(p) = &args.python {
         command.push_str(&format!(" --python {}", p.display()));
     }
-    let dir = args.out.join(format!("{}-lab", utc_stamp(true)));
+    let dir = run_dir(&args.out, &utc_stamp(true));
+    eprintln!(
+        "c10k lab: writing {}/ (--out DIR to choose another place)",
+        dir.display()
+    );
     let lab = Lab::new(&matrix, exe, args.python.clone())?;
     lab.run(&dir, command)?;
     println!("\nwrote {}", dir.display());
@@ -368,6 +373,12 @@ impl Drop for TempDir {
 }
 
 /// UTC time as `2026-11-30-231502` (for directory names) or `2026-11-30 23:15 UTC`.
+/// Where a run started at `stamp` writes: `DIR/<date-time>-lab`, as `--help` says (the suffix
+/// tells lab runs apart from the scripts' `runs/<date>-NAME/`).
+pub fn run_dir(out: &Path, stamp: &str) -> PathBuf {
+    out.join(format!("{stamp}-lab"))
+}
+
 fn utc_stamp(for_path: bool) -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -50,6 +50,7 @@ pub mod status;
 pub mod sys;
 pub mod uwsgi;
 
+mod activation;
 mod conn;
 mod conn_async;
 mod conn_blocking;
