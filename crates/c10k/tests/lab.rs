@@ -12,6 +12,7 @@ fn tiny_matrix_yields_every_row_with_a_rate() {
         workloads = ["delay=0.05"]
         concurrency = [1, 8]
         behind-nginx = true
+        behind-nginx-uwsgi = true
         duration = 1.0
         warmup = 0.2
         [[server]]
@@ -57,9 +58,13 @@ fn tiny_matrix_yields_every_row_with_a_rate() {
     }
     let rows = c10k_lab::record::read_csv(&run.join("raw.csv")).unwrap();
     let nginx = c10k_lab::servers::nginx_binary().is_some();
-    assert_eq!(rows.len(), 8, "2 servers × 2 fronts × 2 concurrency levels");
+    assert_eq!(
+        rows.len(),
+        12,
+        "2 servers × 3 fronts × 2 concurrency levels"
+    );
     for r in &rows {
-        if r.front == "nginx" && !nginx {
+        if r.front != "direct" && !nginx {
             assert!(r.skipped.contains("nginx is not installed"), "{r:?}");
             continue;
         }
@@ -80,7 +85,8 @@ fn tiny_matrix_yields_every_row_with_a_rate() {
     );
     let summary = std::fs::read_to_string(run.join("summary.md")).unwrap();
     assert!(summary.contains("| Mode | concurrency | transaction rate (trans/sec)"));
-    assert!(summary.contains("nginx + async + c10k async (1 worker)"));
+    assert!(summary.contains("nginx + HTTP proxy + async + c10k async (1 worker)"));
+    assert!(summary.contains("nginx + uwsgi protocol + async + c10k async (1 worker)"));
 }
 
 #[test]

@@ -43,6 +43,10 @@ pub(crate) struct ConnSettings {
     pub linger_bytes: usize,
     /// Keep what the access log prints.
     pub log_fields: bool,
+    /// Limits of a uwsgi listener's requests (the same body limit).
+    pub uwsgi: crate::uwsgi::UwsgiLimits,
+    /// `--uwsgi-allow-from`.
+    pub uwsgi_allow_from: Vec<crate::config::AllowFrom>,
 }
 
 impl ConnSettings {
@@ -57,6 +61,8 @@ impl ConnSettings {
             linger: Duration::from_secs(1),
             linger_bytes: 256 * 1024,
             log_fields: c.access_log.is_some(),
+            uwsgi: crate::uwsgi::UwsgiLimits::from_http(&c.limits()),
+            uwsgi_allow_from: c.uwsgi_allow_from.clone(),
         }
     }
 }
@@ -486,6 +492,11 @@ impl<'a> Machine<'a> {
             self.state = State::Closing(Lingering::No);
         }
     }
+}
+
+/// The length of a complete body, for the access log (a stream's is counted as it goes out).
+pub(crate) fn full_len(resp: &Response) -> usize {
+    resp.body.as_bytes().map_or(0, |b| b.len())
 }
 
 pub(crate) fn log_timeout(method: &str, path: &str, elapsed: Duration) {

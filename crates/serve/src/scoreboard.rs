@@ -101,6 +101,9 @@ pub struct Stats {
     pub bytes_out: AtomicU64,
     /// Connections served but not listed because the entry table was full.
     pub unlisted: AtomicU64,
+    /// uwsgi connections closed unanswered: a malformed packet, or a peer not in
+    /// `--uwsgi-allow-from`.
+    pub uwsgi_refused: AtomicU64,
     /// Sum of request durations in microseconds (the histogram's `_sum`).
     pub duration_us: AtomicU64,
     /// Non-cumulative bucket counts: `buckets[i]` counts durations ≤ `BUCKETS_US[i]` and above
@@ -133,6 +136,7 @@ impl Stats {
             &self.bytes_in,
             &self.bytes_out,
             &self.unlisted,
+            &self.uwsgi_refused,
             &self.duration_us,
         ]
         .into_iter()
@@ -154,6 +158,7 @@ impl Stats {
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             unlisted: self.unlisted.load(Relaxed),
+            uwsgi_refused: self.uwsgi_refused.load(Relaxed),
             duration_us: self.duration_us.load(Relaxed),
             buckets: std::array::from_fn(|i| self.buckets[i].load(Relaxed)),
         }
@@ -168,6 +173,7 @@ pub struct StatsSnapshot {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub unlisted: u64,
+    pub uwsgi_refused: u64,
     pub duration_us: u64,
     pub buckets: [u64; BUCKETS_US.len() + 1],
 }
@@ -178,6 +184,7 @@ impl StatsSnapshot {
         self.bytes_in += o.bytes_in;
         self.bytes_out += o.bytes_out;
         self.unlisted += o.unlisted;
+        self.uwsgi_refused += o.uwsgi_refused;
         self.duration_us += o.duration_us;
         for (a, b) in self.status.iter_mut().zip(o.status) {
             *a += b;

@@ -17,6 +17,7 @@ mod admin;
 mod health;
 mod metrics;
 mod probes;
+pub(crate) mod redact;
 pub mod report;
 
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -272,6 +273,7 @@ impl Status {
             connections_active: connections,
             connections_refused: refused,
             connections_unlisted: totals.unlisted,
+            uwsgi_refused: totals.uwsgi_refused,
             listen_queue: self
                 .queues
                 .iter()

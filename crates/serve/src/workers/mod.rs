@@ -40,14 +40,6 @@ impl Server {
     /// Binds every `--bind` address of `config`.
     pub fn bind(config: ServeConfig) -> anyhow::Result<Server> {
         config.validate()?;
-        // The codec has landed ahead of the connection driver that speaks it.
-        if let Some(b) = config
-            .bind
-            .iter()
-            .find(|b| b.protocol == crate::config::Protocol::Uwsgi)
-        {
-            anyhow::bail!("--bind {b}: uwsgi listeners are not served by this build yet");
-        }
         let mut listeners = Vec::with_capacity(config.bind.len());
         for bind in &config.bind {
             let l = Listener::bind(&bind.addr, config.backlog, config.reuse_port)
@@ -289,7 +281,7 @@ where
     );
     let admin = match &config.admin.0 {
         Some(addr) => {
-            let admin = match crate::status::Admin::bind(addr) {
+            let admin = match crate::status::Admin::bind(addr, config.admin_token.clone()) {
                 Ok(admin) => admin,
                 Err(e) if !config.admin_chosen => {
                     tracing::warn!(
@@ -312,7 +304,10 @@ where
                 .local_addr()
                 .map(|a| a.to_string())
                 .unwrap_or_default();
-            tracing::info!("Admin listening at: {scheme}{shown} (/status /processlist /metrics)");
+            tracing::info!(
+                token = config.admin_token.is_some(),
+                "Admin listening at: {scheme}{shown} (/status /processlist /metrics /livez /readyz)"
+            );
             Some(admin)
         }
         None => None,
