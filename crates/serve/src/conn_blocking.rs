@@ -1,5 +1,5 @@
-//! Drives one connection on a blocking OS thread over the shared codec (the `sync`, `thread` and
-//! `gthread` classes).
+//! Drives one connection on a blocking OS thread (the `sync`, `thread` and `gthread` classes): a
+//! thin I/O shell around [`crate::conn::Machine`], which holds every protocol decision.
 //!
 //! A blocked `read` cannot see a shutdown, so reads use a short socket timeout and re-check the
 //! stop phase in between; the cost is one wake-up per poll interval per idle connection.
@@ -13,10 +13,8 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use c10k_http::{BodyStream, Ctx, Handler, Request, Response, Wait};
 
-use crate::conn::{Answer, ConnSettings, Lingering};
-use crate::proto::{
-    encode_response, BodyFraming, ConnInfo, Decoder, HttpError, Incoming, Persist, CONTINUE,
-};
+use crate::conn::{Action, ConnSettings, Lingering, Machine};
+use crate::proto::{BodyFraming, ConnInfo};
 use crate::shutdown::{Phase, Shutdown};
 use crate::track::ConnTrack;
 
@@ -70,23 +68,26 @@ pub(crate) enum Mode {
     OneRequest,
     /// Serve until the client or a timeout closes the connection (the `thread` class).
     UntilClosed,
-    /// Serve while requests are buffered; hand the connection back when it goes idle, so an idle
-    /// keep-alive connection holds no thread (the `gthread` class).
-    UntilIdle,
+    /// Run what is ready (requests already read, answers, streams) and give the connection back
+    /// as soon as it must wait for the client: a pool thread never waits on a socket's reads,
+    /// so neither idle keep-alive connections nor clients that send slowly hold one (the
+    /// `gthread` class; its poller does the reading).
+    Pool,
 }
 
 /// What became of a connection.
 pub(crate) enum Outcome<S> {
     Closed,
-    /// Idle between requests (only in [`Mode::UntilIdle`]); wait for it to become readable.
-    Idle(S),
+    /// Waiting for the client (only in [`Mode::Pool`]): watch it until it is readable or
+    /// `deadline` passes.
+    Wait(S, Instant),
 }
 
-/// Serves `stream`. `on_request` is called once per answered request (scoreboard, max-requests);
-/// `track` follows the connection's state for the processlist.
+/// Serves `stream` from its start. `on_request` is called once per answered request (scoreboard,
+/// max-requests); `track` follows the connection's state for the processlist.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn serve<S: BlockingStream, H: Handler>(
-    mut stream: S,
+    stream: S,
     track: &mut ConnTrack,
     handler: &H,
     settings: &ConnSettings,
@@ -94,152 +95,139 @@ pub(crate) fn serve<S: BlockingStream, H: Handler>(
     mode: Mode,
     on_request: &mut dyn FnMut(),
 ) -> io::Result<Outcome<S>> {
-    let mut buf = BytesMut::with_capacity(settings.read_buffer);
-    let mut out = Vec::new();
-    let mut decoder = Decoder::new(settings.limits.clone())
-        .capture_log_fields(settings.log_fields)
-        .with_conn(stream.info());
-    let mut head_started: Option<Instant> = None;
-    let mut idle_since = Instant::now();
-    let mut last_read = Instant::now();
-    // A connection handed back to a thread became readable: read before judging it idle.
-    let mut must_read = mode == Mode::UntilIdle;
-    loop {
-        let mut close = None;
-        loop {
-            match decoder.decode(&mut buf) {
-                Ok(Some(Incoming { request, meta })) => {
-                    head_started = None;
-                    track.begin(&request);
-                    let resp = call(handler, request, settings);
-                    on_request();
-                    let may_keep = mode != Mode::OneRequest
-                        && settings.keepalive.is_some()
-                        && shutdown.phase() == Phase::Running;
-                    let (status, full_len) = (resp.status, crate::conn::full_len(&resp));
-                    let keep = match crate::conn::answer(&mut out, &meta, resp, may_keep) {
-                        Answer::Done { keep } => {
-                            track.end(&meta, status, full_len);
-                            keep
-                        }
-                        Answer::Stream {
-                            stream: body,
-                            framing,
-                            keep,
-                        } => {
-                            let sent = send_stream(&mut stream, body, framing, &mut out, track)?;
-                            track.end(&meta, status, sent.unwrap_or(0));
-                            keep && sent.is_some()
-                        }
-                    };
-                    if !keep {
-                        close = Some(Lingering::No);
-                        break;
-                    }
-                }
-                Ok(None) => {
-                    if !buf.is_empty() || !decoder.is_idle() {
-                        track.partial();
-                    }
-                    break;
-                }
-                Err(err) => {
-                    crate::conn::refuse(&mut out, &err);
-                    close = Some(Lingering::Yes);
-                    break;
-                }
-            }
-        }
-        if !out.is_empty() {
-            track.writing(out.len());
-            stream.write_all(&out)?;
-            out.clear();
-            idle_since = Instant::now();
-            track.waiting(!buf.is_empty());
-        }
-        if let Some(mut lingering) = close {
-            if !buf.is_empty() {
-                // Pipelined requests we will not answer: read them off before closing.
-                lingering = Lingering::Yes;
-            }
-            finish(&mut stream, lingering, settings);
-            return Ok(Outcome::Closed);
-        }
-        if decoder.take_continue() {
-            stream.write_all(CONTINUE)?;
-        }
+    let keep_alive_allowed = mode != Mode::OneRequest;
+    let info = stream.info();
+    let mut conn = Machine::new(settings, track, info, keep_alive_allowed, Instant::now());
+    drive(stream, &mut conn, None, handler, shutdown, mode, on_request)
+}
 
-        let idle = decoder.is_idle() && buf.is_empty();
-        if idle {
-            if shutdown.phase() >= Phase::Graceful {
-                return Ok(Outcome::Closed);
-            }
-            if mode == Mode::UntilIdle && !must_read {
-                return Ok(Outcome::Idle(stream));
-            }
-        }
-        // The time this read may take before the connection is given up.
-        let allowed = if idle {
-            settings
-                .keepalive
-                .unwrap_or(settings.header_timeout)
-                .saturating_sub(idle_since.elapsed())
-        } else if decoder.is_idle() {
-            let started = *head_started.get_or_insert_with(Instant::now);
-            settings.header_timeout.saturating_sub(started.elapsed())
-        } else {
-            settings.header_timeout.saturating_sub(last_read.elapsed())
+/// Executes `conn`'s actions on `stream`, starting with `first` (a request the poller already
+/// read) if there is one.
+pub(crate) fn drive<S, C, T, H>(
+    mut stream: S,
+    conn: &mut Machine<C, T>,
+    mut first: Option<Request>,
+    handler: &H,
+    shutdown: &Shutdown,
+    mode: Mode,
+    on_request: &mut dyn FnMut(),
+) -> io::Result<Outcome<S>>
+where
+    S: BlockingStream,
+    C: std::borrow::Borrow<ConnSettings>,
+    T: std::borrow::BorrowMut<ConnTrack>,
+    H: Handler,
+{
+    loop {
+        let stopping = shutdown.phase() >= Phase::Graceful;
+        let action = match first.take() {
+            Some(request) => Action::Handle(request),
+            None => conn.next(Instant::now(), stopping),
         };
-        if allowed.is_zero() {
-            if idle {
-                return Ok(Outcome::Closed);
+        match action {
+            Action::Write => {
+                stream.write_all(conn.output())?;
+                conn.written(Instant::now());
             }
-            request_timeout(&mut stream, &mut out, settings)?;
-            return Ok(Outcome::Closed);
-        }
-        stream.set_read_timeout(Some(allowed.min(POLL)))?;
-        if buf.capacity() - buf.len() < 512 {
-            buf.reserve(settings.read_buffer.max(buf.len()));
-        }
-        must_read = false;
-        match read_buf(&mut stream, &mut buf) {
-            Ok(0) => return Ok(Outcome::Closed),
-            Ok(n) => {
-                track.read(n);
-                last_read = Instant::now();
-                if idle {
-                    head_started = Some(last_read);
+            Action::Read { deadline, .. } if mode == Mode::Pool => {
+                return Ok(Outcome::Wait(stream, deadline));
+            }
+            Action::Read { deadline, .. } => {
+                // A blocked read cannot see a shutdown: wake at least every POLL to look.
+                let left = deadline.saturating_duration_since(Instant::now());
+                stream.set_read_timeout(Some(left.clamp(Duration::from_millis(1), POLL)))?;
+                match read_buf(&mut stream, conn.input()) {
+                    Ok(n) => conn.received(n, Instant::now()),
+                    // Not fatal: the machine re-checks the stop phase and the deadlines.
+                    Err(e) if is_timeout(&e) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
                 }
             }
-            // Not fatal: the loop re-checks the stop phase and the deadlines.
-            Err(e) if is_timeout(&e) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Action::Handle(request) => {
+                let resp = call(handler, request, conn.settings());
+                on_request();
+                let may_keep = shutdown.phase() == Phase::Running;
+                conn.respond(resp, may_keep);
+            }
+            Action::Pull => {
+                let item = match conn.stream() {
+                    Some(s) => {
+                        pollster::block_on(std::future::poll_fn(|cx| s.as_mut().poll_next(cx)))
+                    }
+                    None => None,
+                };
+                conn.pulled(item);
+            }
+            Action::Close(lingering) => {
+                finish(&mut stream, lingering, conn.settings());
+                return Ok(Outcome::Closed);
+            }
         }
     }
 }
 
-/// Continues serving a connection that [`Mode::UntilIdle`] handed back and that is now readable.
-pub(crate) fn resume<S: BlockingStream, H: Handler>(
-    stream: S,
-    track: &mut ConnTrack,
-    handler: &H,
-    settings: &ConnSettings,
-    shutdown: &Shutdown,
-    on_request: &mut dyn FnMut(),
-) -> io::Result<Outcome<S>> {
-    serve(
-        stream,
-        track,
-        handler,
-        settings,
-        shutdown,
-        Mode::UntilIdle,
-        on_request,
-    )
+/// Reads what `stream` has for `conn` without blocking (gthread's poller, on a readable event),
+/// then says what the connection needs: `Ok(None)`: more bytes (keep watching it until the
+/// deadline); `Ok(Some(first))`: a pool thread, with the request it must run if there is one.
+pub(crate) fn read_ready<S, C, T>(
+    stream: &S,
+    conn: &mut Machine<C, T>,
+    stopping: bool,
+) -> io::Result<Result<Option<Request>, Instant>>
+where
+    S: BlockingStream,
+    C: std::borrow::Borrow<ConnSettings>,
+    T: std::borrow::BorrowMut<ConnTrack>,
+{
+    // Bounded: a client that sends faster than we read still yields to the others.
+    let mut deadline = Instant::now();
+    for _ in 0..64 {
+        let got = match read_nonblocking(stream, conn.input()) {
+            Ok(n) => {
+                conn.received(n, Instant::now());
+                n > 0
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        match conn.next(Instant::now(), stopping) {
+            Action::Read { deadline: d, .. } if got => deadline = d,
+            Action::Read { deadline, .. } => return Ok(Err(deadline)),
+            Action::Handle(request) => return Ok(Ok(Some(request))),
+            // Something to write, or a close: the pool's work.
+            _ => return Ok(Ok(None)),
+        }
+    }
+    Ok(Err(deadline))
 }
 
-/// See `conn_async::send_stream`; here each chunk is awaited by blocking this thread.
+/// `recv(2)` with `MSG_DONTWAIT`: reads what is there without changing the socket's blocking
+/// mode, which the pool's threads rely on.
+fn read_nonblocking<S: AsRawFd>(stream: &S, buf: &mut BytesMut) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: `recv` writes at most `spare.len()` bytes into memory we own (the buffer's spare
+    // capacity); only the bytes it reports written are then marked initialised.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            spare.as_mut_ptr().cast(),
+            spare.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    // SAFETY: the kernel initialised `n` bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+/// See `conn_async::send_stream`; here each chunk is awaited by blocking this thread. (The
+/// uwsgi driver's; HTTP connections stream through `conn::Machine`.)
 pub(crate) fn send_stream<S: BlockingStream>(
     io: &mut S,
     mut stream: BodyStream,
@@ -300,21 +288,6 @@ pub(crate) fn call<H: Handler>(handler: &H, req: Request, s: &ConnSettings) -> R
         }
     }
     resp
-}
-
-fn request_timeout<S: BlockingStream>(
-    stream: &mut S,
-    out: &mut Vec<u8>,
-    settings: &ConnSettings,
-) -> io::Result<()> {
-    let err = HttpError {
-        status: 408,
-        reason: "request not received in time (--header-timeout)".into(),
-    };
-    encode_response(out, &err.response(), 1, Persist::Close, false);
-    stream.write_all(out)?;
-    finish(stream, Lingering::No, settings);
-    Ok(())
 }
 
 pub(crate) fn read_buf<S: Read>(stream: &mut S, buf: &mut BytesMut) -> io::Result<usize> {
