@@ -313,3 +313,70 @@ fn without_gevent_in_the_venv_boot_fails_with_how_to_install_it() {
     assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("pip install gevent"), "{err}");
 }
+
+/// gevent's own warning about `ssl` imported before patching (here by a `sitecustomize` that
+/// subclasses `ssl.SSLContext`, as some libraries do at import) reaches the log.
+#[test]
+fn gevents_warning_about_early_ssl_imports_is_logged() {
+    let Some(venv) = venv() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sitecustomize.py"),
+        "import ssl\n\nclass EarlyContext(ssl.SSLContext):\n    pass\n",
+    )
+    .unwrap();
+    let apps = apps();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "-k",
+            "gevent",
+        ])
+        .args(["--venv", &venv, "--chdir", &apps, "probe:app"])
+        .env("PYTHONPATH", dir.path())
+        .env("C10K_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut log = String::new();
+    let found = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                log.push_str(&line);
+                log.push('\n');
+                if line.contains("gevent: Monkey-patching ssl after ssl has already been imported")
+                {
+                    break true;
+                }
+                if line.contains("all workers booted") {
+                    break false;
+                }
+            }
+            Err(_) => break false,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(found, "no gevent warning in the log:\n{log}");
+}
