@@ -380,3 +380,43 @@ fn gevents_warning_about_early_ssl_imports_is_logged() {
     let _ = child.wait();
     assert!(found, "no gevent warning in the log:\n{log}");
 }
+
+/// A Django view waiting in MariaDB through PyMySQL (pure Python, so its socket is patched): 20
+/// concurrent `SELECT SLEEP(0.3)` on one gevent worker overlap (serial would be 6 s).
+#[test]
+fn django_views_on_mariadb_through_pymysql_run_concurrently() {
+    let Some(venv) = venv() else { return };
+    let Ok(url) = std::env::var("C10K_TEST_MYSQL_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must set C10K_TEST_MYSQL_URL"
+        );
+        eprintln!("skipped: C10K_TEST_MYSQL_URL is not set (eval \"$(scripts/ci-services.sh)\")");
+        return;
+    };
+    let dir = format!("{}/djangoproj", apps());
+    let db_url = format!("DJANGO_MYSQL_URL={url}");
+    let s = Server::start(&[
+        "-k",
+        "gevent",
+        "-w",
+        "1",
+        "--venv",
+        &venv,
+        "--chdir",
+        &dir,
+        "--env",
+        &db_url,
+        "djangoproj.wsgi:application",
+    ]);
+    let (answers, took) = concurrent(s.addr, "/db-sleep?s=0.3", 20);
+    for r in &answers {
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "slept\n"),
+            "{}",
+            s.log()
+        );
+    }
+    assert!(took < Duration::from_millis(3000), "{took:?}");
+}
