@@ -775,3 +775,143 @@ fn systemd_socket_activation_serves_the_inherited_socket() {
     );
     assert_eq!(text.matches("Listening at: http://").count(), 2, "{text}");
 }
+
+/// `GET path` on the admin listener with an `Authorization` header.
+fn get_with_auth(addr: SocketAddr, path: &str, auth: &str) -> u16 {
+    let mut c = Reader::new(connect(addr));
+    c.send(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    c.response().unwrap().status
+}
+
+#[test]
+fn admin_beyond_loopback_refuses_to_start_without_a_token() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--admin", "0.0.0.0:0"])
+        .env_remove("C10K_ADMIN_TOKEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    let status = status.expect("refused at once, not started");
+    assert!(!status.success());
+    assert!(
+        err.contains("--admin") && err.contains("--admin-token"),
+        "{err}"
+    );
+}
+
+#[test]
+fn admin_token_is_required_except_on_the_probes() {
+    let s = Server::start(&["--admin", "127.0.0.1:0", "--admin-token", "s3cret-t0ken"]);
+    let admin = admin_addr(&s);
+    assert!(
+        !s.log().contains("s3cret-t0ken"),
+        "the token is never logged"
+    );
+    for path in ["/status", "/processlist", "/metrics", "/"] {
+        let r = get(admin, path).unwrap();
+        assert_eq!(r.status, 401, "{path} without the token");
+        assert!(r.header("www-authenticate").is_some(), "{path}");
+        assert_eq!(get_with_auth(admin, path, "Bearer wrong"), 401);
+        assert_eq!(get_with_auth(admin, path, "Bearer s3cret-t0ke"), 401);
+        assert_eq!(get_with_auth(admin, path, "Basic s3cret-t0ken"), 401);
+        assert_eq!(
+            get_with_auth(admin, path, "Bearer s3cret-t0ken"),
+            200,
+            "{path}"
+        );
+    }
+    assert_eq!(get(admin, "/livez").unwrap().status, 200);
+    wait_until(Duration::from_secs(10), "readiness", || {
+        get(admin, "/readyz").unwrap().status == 200
+    });
+    let admin_s = admin.to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args(["status", "counters", "--admin", &admin_s])
+        .env_remove("C10K_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("401") && err.contains("--admin-token"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args([
+            "status", "counters", "--like", "requests", "--admin", &admin_s,
+        ])
+        .env("C10K_ADMIN_TOKEN", "s3cret-t0ken")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("| requests "));
+}
+
+#[test]
+fn secret_query_values_are_masked_in_processlist_and_access_log() {
+    for reveal in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let access = dir.path().join("access.log");
+        let access_s = access.to_str().unwrap().to_owned();
+        let mut args = vec!["--admin", "127.0.0.1:0", "--access-log", &access_s];
+        if reveal {
+            args.push("--log-query-values");
+        }
+        let s = Server::start(&args);
+        let admin = admin_addr(&s);
+        admin_json(admin, "/processlist");
+        let addr = s.addr;
+        let target = "/?delay=0.8&token=SECRET123&api_key=k3y&page=2";
+        let slow = std::thread::spawn(move || get(addr, target).map(|r| r.status));
+        let mut row = None;
+        wait_until(Duration::from_secs(5), "the request in the list", || {
+            row = admin_json(admin, "/processlist")["processlist"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["path"].as_str().is_some_and(|p| p.contains("delay=0.8")))
+                .cloned();
+            row.is_some()
+        });
+        assert_eq!(slow.join().unwrap().unwrap(), 200);
+        let path = row.unwrap()["path"].as_str().unwrap().to_owned();
+        let log = std::fs::read_to_string(&access).unwrap();
+        if reveal {
+            assert_eq!(path, target);
+            assert!(log.contains(target), "{log}");
+        } else {
+            assert_eq!(path, "/?delay=0.8&token=***&api_key=***&page=2");
+            assert!(
+                log.contains("\"GET /?delay=0.8&token=***&api_key=***&page=2 HTTP/1.1\""),
+                "{log}"
+            );
+            assert!(!log.contains("SECRET123") && !log.contains("k3y"), "{log}");
+        }
+    }
+}

@@ -510,6 +510,25 @@ pub struct ServeConfig {
     )]
     pub admin: AdminAddr,
 
+    /// Bearer token the admin listener requires (`Authorization: Bearer TOKEN`; 401 without
+    /// it), except on /livez and /readyz. Required when --admin is not a loopback address.
+    /// Never written to the log or to --check-config; prefer the environment variable.
+    #[arg(
+        long,
+        env = "C10K_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true,
+        help_heading = "Status"
+    )]
+    #[serde(skip_serializing)]
+    pub admin_token: Option<String>,
+
+    /// Show query values in /processlist and the access log as sent. By default the values of
+    /// sensitive-looking keys (token, key, secret, password, auth, session, sig, ...) are
+    /// shown as ***.
+    #[arg(long, env = "C10K_LOG_QUERY_VALUES", help_heading = "Status")]
+    pub log_query_values: bool,
+
     /// Write an access log (Apache combined format plus the request time in µs) to FILE, or
     /// to standard output with `-`. Off by default.
     #[arg(
@@ -743,6 +762,10 @@ impl ServeConfig {
         let mut config: ServeConfig = layered(matches, file)?;
         config.admin_chosen = given(matches, "admin") || file.is_some_and(|f| f.contains("admin"));
         config.bind_chosen = given(matches, "bind") || file.is_some_and(|f| f.contains("bind"));
+        if given(matches, "admin_token") {
+            // Not serialised, so the layering above lost it (a file's value came through).
+            config.admin_token = matches.get_one::<String>("admin_token").cloned();
+        }
         config.validate().map_err(|e| match file {
             Some(f) => f.blame(matches, e),
             None => e,
@@ -794,6 +817,25 @@ impl ServeConfig {
                     "--health-path",
                     "must be a path starting with / (no query), e.g. /healthz",
                 );
+            }
+        }
+        if self
+            .admin_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return bad("--admin-token", "must not be empty");
+        }
+        if let Some(BindAddr::Tcp(a)) = &self.admin.0 {
+            if !a.ip().is_loopback() && self.admin_token.is_none() {
+                return Err(ConfigError::Invalid {
+                    flag: "--admin",
+                    message: format!(
+                        "{a} is reachable from other machines: give --admin-token TOKEN (or \
+                         C10K_ADMIN_TOKEN) so only holders of the token can read it, or bind it \
+                         to loopback (127.0.0.1, [::1]) or a unix: socket"
+                    ),
+                });
             }
         }
         if let Some(addr) = &self.admin.0 {
@@ -876,6 +918,37 @@ mod tests {
             "admin on loopback by default"
         );
         assert!(c.access_log.is_none());
+    }
+
+    #[test]
+    fn admin_beyond_loopback_needs_a_token_that_is_never_shown() {
+        let e = ServeConfig::resolve(&matches(&["--admin", "0.0.0.0:9191"]), None).unwrap_err();
+        let e = e.to_string();
+        assert!(e.contains("--admin") && e.contains("--admin-token"), "{e}");
+        let c = ServeConfig::resolve(
+            &matches(&["--admin", "0.0.0.0:9191", "--admin-token", "s3cret-t0ken"]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some("s3cret-t0ken"));
+        assert!(!c.to_toml().contains("s3cret-t0ken"), "{}", c.to_toml());
+        for loopback in ["127.0.0.1:0", "[::1]:0", "unix:/tmp/c10k-admin.sock"] {
+            ServeConfig::resolve(&matches(&["--admin", loopback]), None).unwrap();
+        }
+        let e = ServeConfig::resolve(&matches(&["--admin-token", " "]), None).unwrap_err();
+        assert!(e.to_string().contains("--admin-token"), "{e}");
+        // From a file too, and the command line beats it.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c10k.toml");
+        std::fs::write(
+            &path,
+            "admin = \"0.0.0.0:9191\"\nadmin-token = \"from-file\"\n",
+        )
+        .unwrap();
+        let c = ServeConfig::resolve(&matches(&[]), Some(&path)).unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some("from-file"));
+        let c = ServeConfig::resolve(&matches(&["--admin-token", "cli"]), Some(&path)).unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some("cli"));
     }
 
     #[test]

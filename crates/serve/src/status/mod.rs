@@ -17,6 +17,7 @@ mod admin;
 mod health;
 mod metrics;
 mod probes;
+pub(crate) mod redact;
 pub mod report;
 
 use std::os::fd::{AsRawFd, OwnedFd};

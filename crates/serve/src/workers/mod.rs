@@ -281,7 +281,7 @@ where
     );
     let admin = match &config.admin.0 {
         Some(addr) => {
-            let admin = match crate::status::Admin::bind(addr) {
+            let admin = match crate::status::Admin::bind(addr, config.admin_token.clone()) {
                 Ok(admin) => admin,
                 Err(e) if !config.admin_chosen => {
                     tracing::warn!(
@@ -304,7 +304,10 @@ where
                 .local_addr()
                 .map(|a| a.to_string())
                 .unwrap_or_default();
-            tracing::info!("Admin listening at: {scheme}{shown} (/status /processlist /metrics)");
+            tracing::info!(
+                token = config.admin_token.is_some(),
+                "Admin listening at: {scheme}{shown} (/status /processlist /metrics /livez /readyz)"
+            );
             Some(admin)
         }
         None => None,
