@@ -705,3 +705,61 @@ fn unix_socket_bind() {
     let _ = child.wait();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+// Issue 17.3: a body trickled a byte at a time used to hold its connection (and, under the
+// blocking classes, its thread) for as long as each byte came within --header-timeout: a few
+// such clients blocked a gthread server completely. With --body-timeout the server answers them
+// 408 and probes are served again.
+per_class!(trickled_bodies_are_cut_at_the_body_timeout, |class| {
+    let s = Server::start(&[
+        "-k",
+        class,
+        "--threads",
+        threads(class),
+        "--body-timeout",
+        "1",
+        "--header-timeout",
+        "10",
+    ]);
+    let slow: Vec<_> = (0..4)
+        .map(|_| {
+            let addr = s.addr;
+            std::thread::spawn(move || {
+                let mut c = connect(addr);
+                c.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n")
+                    .unwrap();
+                let started = Instant::now();
+                // A byte every 200 ms for at most 8 s, until the server gives up on us.
+                while started.elapsed() < Duration::from_secs(8) {
+                    if c.write_all(b"x").is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                    c.set_nonblocking(true).unwrap();
+                    let mut peek = [0u8; 64];
+                    let answered = matches!(c.peek(&mut peek), Ok(n) if n > 0);
+                    c.set_nonblocking(false).unwrap();
+                    if answered {
+                        break;
+                    }
+                }
+                let mut r = Reader::new(c);
+                (r.response().map(|r| r.status).ok(), started.elapsed())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    let probe = get(s.addr, "/").expect("probe answered");
+    assert_eq!(probe.status, 200);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "probe waited {:?}",
+        start.elapsed()
+    );
+    for t in slow {
+        let (status, took) = t.join().unwrap();
+        assert_eq!(status, Some(408), "{class}: trickler got {status:?}");
+        assert!(took < Duration::from_secs(5), "{class}: 408 after {took:?}");
+    }
+});
