@@ -73,25 +73,15 @@ pub(super) fn run<H: Handler>(
                 {
                     life.slot().busy.fetch_add(1, Relaxed);
                     let mut on_request = || life.on_request();
-                    let result = match protocol {
-                        Protocol::Http => conn_blocking::resume(
-                            conn,
-                            &mut track,
-                            &*handler,
-                            &settings,
-                            &life.shutdown,
-                            &mut on_request,
-                        ),
-                        // One request per uwsgi connection: it never comes back idle.
-                        Protocol::Uwsgi => crate::conn_uwsgi::serve_blocking(
-                            conn,
-                            &mut track,
-                            &*handler,
-                            &settings,
-                            &mut on_request,
-                        )
-                        .map(|()| Outcome::Closed),
-                    };
+                    let result = conn_blocking::resume(
+                        conn,
+                        &mut track,
+                        &*handler,
+                        &settings,
+                        &life.shutdown,
+                        protocol,
+                        &mut on_request,
+                    );
                     life.slot().busy.fetch_sub(1, Relaxed);
                     match result {
                         Ok(Outcome::Idle(conn)) => {
@@ -351,7 +341,7 @@ impl Reactor<'_> {
                     let track = self.life.open(peer);
                     let protocol = self.protocols[index];
                     if protocol == Protocol::Uwsgi
-                        && !crate::conn_uwsgi::admit(self.settings, &track, peer)
+                        && !super::uwsgi_admits(self.settings, &track, peer)
                     {
                         continue;
                     }
