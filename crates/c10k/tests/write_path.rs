@@ -260,3 +260,122 @@ fn write_path_under_every_worker_class() {
         kill_group(&mut server);
     }
 }
+
+/// The instance id bits of a message id (see `c10k_store::ids`).
+fn instance_of(id: u64) -> u64 {
+    (id >> 12) & 1023
+}
+
+/// Workers that retire (`--max-requests 1`) and servers that stop give their instance id leases
+/// back: two worker slots keep using ids 0 and 1 however often they are replaced, and a server
+/// started after a graceful stop gets them again. Before, every replaced worker leaked its lease
+/// (the store figures thread kept the store alive), ids climbed with each recycle, and after
+/// ~1,024 recycles no worker could boot.
+#[test]
+fn recycled_and_stopped_workers_give_their_instance_ids_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/shared.db", dir.path().display());
+    let addr = free_addr();
+    let mut server = start_with(
+        &dir.path().join("a"),
+        addr,
+        Some(&db),
+        &["-w", "2", "--max-requests", "1"],
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..12 {
+        let body = format!(r#"{{"room":"recycle","user":"u","text":"{i}"}}"#);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let resp = loop {
+            match request(addr, "POST", "/messages", &body) {
+                Ok((201, resp)) => break resp,
+                other => {
+                    assert!(Instant::now() < deadline, "write {i}: {other:?}");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        };
+        seen.insert(instance_of(field_u64(&resp, "id").unwrap()));
+    }
+    assert!(
+        seen.iter().all(|&i| i < 2),
+        "instance ids climb as workers recycle: {seen:?}"
+    );
+    // A graceful stop: every worker releases its lease on the way out.
+    let pid = server.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "server did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let addr = free_addr();
+    let mut server = start_with(&dir.path().join("b"), addr, Some(&db), &["-w", "1"]);
+    let (status, resp) = request(
+        addr,
+        "POST",
+        "/messages",
+        r#"{"room":"recycle","user":"u","text":"after"}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{resp}");
+    let id = instance_of(field_u64(&resp, "id").unwrap());
+    assert_eq!(id, 0, "the stopped server's leases are still held");
+    kill_group(&mut server);
+}
+
+/// A second server on a data dir in use is refused at once — exit 1, naming `--data-dir` and the
+/// server holding it — instead of accepting connections its workers never answer while they wait
+/// for the first server's journal locks.
+#[test]
+fn a_second_server_on_the_same_data_dir_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let mut first = start(dir.path(), addr, None, 700);
+    let start_at = Instant::now();
+    let mut second = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args([
+            "serve",
+            "--bind",
+            &free_addr().to_string(),
+            "--instance-id",
+            "710",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("C10K_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if start_at.elapsed() > Duration::from_secs(10) {
+            kill_group(&mut second);
+            kill_group(&mut first);
+            panic!("the second server is still running after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    kill_group(&mut first);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("--data-dir"), "{err}");
+    assert!(
+        err.contains(&format!("pid {}", first.id())),
+        "names the first server: {err}"
+    );
+}

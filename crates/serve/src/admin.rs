@@ -358,6 +358,10 @@ pub(crate) struct JournalReport {
     pub db_errors: u64,
     /// Every worker's last database attempt succeeded.
     pub db_up: bool,
+    /// Damaged ranges found inside journal segments at start-up (skipped; the records after
+    /// them were replayed), and the records lost in them.
+    pub damaged: u64,
+    pub records_lost: u64,
 }
 
 impl JournalReport {
@@ -383,6 +387,8 @@ impl JournalReport {
                 segments_deleted: sum(|s| s.segments_deleted),
                 db_errors: sum(|s| s.db_errors),
                 db_up: stores.iter().all(|s| s.db_up),
+                damaged: sum(|s| s.journal_damaged),
+                records_lost: sum(|s| s.journal_records_lost),
             },
         ))
     }
@@ -640,6 +646,18 @@ pub(crate) fn metrics(r: &Report) -> String {
                 "counter",
                 "Failed database flushes.",
                 j.db_errors,
+            ),
+            (
+                "c10k_journal_damaged_ranges",
+                "gauge",
+                "Damaged ranges the workers' journals had at start-up (skipped, later records replayed).",
+                j.damaged,
+            ),
+            (
+                "c10k_journal_records_lost",
+                "gauge",
+                "Journal records lost to damage found at start-up.",
+                j.records_lost,
             ),
             (
                 "c10k_journal_db_up",

@@ -184,7 +184,7 @@ impl StatsSnapshot {
 pub struct StoreFigures {
     /// 1 once the worker has published figures (it has a write path).
     present: AtomicU64,
-    values: [AtomicU64; 12],
+    values: [AtomicU64; 14],
 }
 
 const _: () = assert!(std::mem::size_of::<StoreFigures>() <= STORE_SIZE);
@@ -204,6 +204,8 @@ impl StoreFigures {
             u64::from(s.pool.size),
             s.pool.idle as u64,
             u64::from(s.pool.max),
+            s.journal_damaged,
+            s.journal_records_lost,
         ];
         for (a, v) in self.values.iter().zip(values) {
             a.store(v, Relaxed);
@@ -216,7 +218,7 @@ impl StoreFigures {
         if self.present.load(Acquire) != 1 {
             return None;
         }
-        let v: [u64; 12] = std::array::from_fn(|i| self.values[i].load(Relaxed));
+        let v: [u64; 14] = std::array::from_fn(|i| self.values[i].load(Relaxed));
         Some(c10k_store::StoreStats {
             appended: v[0],
             fsyncs: v[1],
@@ -232,6 +234,8 @@ impl StoreFigures {
                 idle: v[10] as usize,
                 max: v[11] as u32,
             },
+            journal_damaged: v[12],
+            journal_records_lost: v[13],
             ..c10k_store::StoreStats::default()
         })
     }

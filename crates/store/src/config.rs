@@ -138,6 +138,16 @@ pub struct StoreConfig {
         help_heading = "Write path"
     )]
     pub db_acquire_timeout: f64,
+
+    /// How many instance ids leases hand out (`0..lease_ids`): all 1,024 the id layout has. Not a
+    /// flag; tests shrink it to exhaust the space quickly.
+    #[arg(skip = crate::ids::MAX_INSTANCES)]
+    #[serde(skip, default = "all_instance_ids")]
+    pub lease_ids: u16,
+}
+
+fn all_instance_ids() -> u16 {
+    crate::ids::MAX_INSTANCES
 }
 
 impl Default for StoreConfig {
@@ -153,6 +163,7 @@ impl Default for StoreConfig {
             instance_id: None,
             db_pool_size: None,
             db_acquire_timeout: 2.0,
+            lease_ids: crate::ids::MAX_INSTANCES,
         }
     }
 }
@@ -210,6 +221,9 @@ impl StoreConfig {
             if id >= crate::ids::MAX_INSTANCES {
                 return bad("--instance-id", "must be in 0..1024".into());
             }
+        }
+        if !(1..=crate::ids::MAX_INSTANCES).contains(&self.lease_ids) {
+            return bad("lease_ids", "must be in 1..=1024".into());
         }
         if self.db_pool_size == Some(0) {
             return bad("--db-pool-size", "must be at least 1".into());

@@ -129,6 +129,15 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
         return run_worker_process();
     }
     let config = effective_class(config);
+    // Two servers on one data dir would fight over every journal: refuse before binding, naming
+    // the one already there (its workers would otherwise wait for locks that are never freed).
+    if let Some((pid, parent)) = c10k_store::journal::data_dir_holder(&config.store.data_dir) {
+        anyhow::bail!(
+            "--data-dir {} is in use by another c10k server: pid {pid} (started by pid {parent}) \
+             holds its journal; stop that server or choose another --data-dir",
+            config.store.data_dir.display()
+        );
+    }
     match crate::sys::raise_nofile_limit() {
         Ok((soft, hard)) => tracing::info!(soft, hard, "open files limit (RLIMIT_NOFILE)"),
         Err(e) => tracing::warn!("cannot read or raise RLIMIT_NOFILE: {e}"),
@@ -244,18 +253,29 @@ fn run_worker_process() -> anyhow::Result<()> {
             std::process::exit(master::BOOT_ERROR);
         }
     };
-    if let Some(store) = app.store().cloned() {
+    if let Some(store) = app.store() {
         // The master shows pool and journal figures; it cannot ask the store, which lives here.
+        // A weak reference: this thread must not keep the store (and its lease) alive.
+        let store = Arc::downgrade(store);
         let sb = scoreboard.clone();
         std::thread::Builder::new()
             .name("c10k-store-figures".into())
-            .spawn(move || loop {
-                sb.store(slot).publish(&store.stats());
-                std::thread::sleep(std::time::Duration::from_millis(500));
+            .spawn(move || {
+                while let Some(store) = store.upgrade() {
+                    sb.store(slot).publish(&store.stats());
+                    drop(store);
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
             })
             .context("cannot start the store figures thread")?;
     }
-    server.serve_in_slot(app, scoreboard, slot)
+    let served = server.serve_in_slot(app.clone(), scoreboard, slot);
+    // A retiring or stopping worker gives its instance id lease back and lets the flusher drain,
+    // whoever still holds a reference to the application.
+    if let Some(store) = app.store() {
+        store.close();
+    }
+    served
 }
 
 fn env_number<T: std::str::FromStr>(name: &str) -> anyhow::Result<T> {
