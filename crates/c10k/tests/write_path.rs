@@ -379,3 +379,122 @@ fn a_second_server_on_the_same_data_dir_is_refused_at_once() {
         "names the first server: {err}"
     );
 }
+
+/// The built-in app owns its store and opens it on the first write-path request: a server that
+/// only answers `/` creates no `./c10k-data` (issue 11.2). Before the fix every `c10k serve`
+/// created it at start.
+#[test]
+fn serving_hello_creates_no_file_until_the_first_write() {
+    let cwd = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args(["serve", "--bind", &addr.to_string(), "--workers", "2"])
+        .args(["--instance-id", "900"])
+        .current_dir(cwd.path())
+        .env_remove("C10K_DATA_DIR")
+        .env_remove("C10K_DATABASE")
+        .env("C10K_ADMIN", "127.0.0.1:0")
+        .env("C10K_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while request(addr, "GET", "/", "").map(|r| r.0).ok() != Some(200) {
+        assert!(Instant::now() < deadline, "server did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..20 {
+        assert_eq!(request(addr, "GET", "/", "").unwrap().0, 200);
+    }
+    let listed: Vec<_> = std::fs::read_dir(cwd.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(listed.is_empty(), "serving / created {listed:?}");
+
+    let (status, body) = request(
+        addr,
+        "POST",
+        "/messages",
+        r#"{"room":"lazy","user":"u","text":"t"}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let data = cwd.path().join("c10k-data");
+    let journals = std::fs::read_dir(&data)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("journal-"))
+        })
+        .count();
+    assert!(
+        journals >= 1,
+        "the first write opened a journal in {data:?}"
+    );
+    kill_group(&mut child);
+}
+
+/// The database password appears nowhere: not in the start-up lines (effective config), not in
+/// `--check-config`, not in the errors of a database that cannot be reached.
+#[test]
+fn the_database_password_is_never_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_addr().port(); // nobody listens
+    let url = format!("mysql://c10k:S3cretPW@127.0.0.1:{port}/c10k");
+    let out = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args(["serve", "--check-config", "--database", &url])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(!shown.contains("S3cretPW"), "{shown}");
+    assert!(shown.contains("c10k:***@"), "{shown}");
+
+    let addr = free_addr();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args(["serve", "--bind", &addr.to_string(), "--instance-id", "720"])
+        .args(["--database", &url, "--db-acquire-timeout", "0.2"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("C10K_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while request(addr, "GET", "/", "").is_err() {
+        assert!(Instant::now() < deadline, "server did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A read goes to the (unreachable) database: its error is logged, the answer is generic.
+    let (status, body) = request(addr, "GET", "/messages?room=r", "").unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        !body.contains("S3cretPW") && !body.contains(&port.to_string()),
+        "{body}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    kill_group(&mut server);
+    let mut log = String::new();
+    server
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    server
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(
+        log.contains("c10k:***@"),
+        "the log names the database: {log}"
+    );
+    assert!(!log.contains("S3cretPW"), "{log}");
+}

@@ -9,19 +9,20 @@
 //! - [`listener`]: sockets bound with `socket2` (backlog, `SO_REUSEADDR`, unix sockets).
 //! - `conn_*`: drive one connection over the codec, blocking or async.
 //! - `workers`: the worker classes; [`Server::serve`] runs the configured one in this process.
-//! - [`scoreboard`] and `track`: what every worker is doing, in shared memory; `admin`: the
-//!   master's status listener that reads it (`/status`, `/processlist`, `/metrics`).
-//! - `master`: the supervising process `c10k serve` runs ([`run`]).
+//! - [`scoreboard`] and `track`: what every worker is doing, in shared memory; [`status`]: the
+//!   typed report the master gathers from it and serves on its admin listener (`/status`,
+//!   `/processlist`, `/metrics`), which `c10k status` reads back.
+//! - `master`: the supervising process `c10k serve` runs ([`run`]): the arbiter only.
 //!
 //! Serving your own handler in-process:
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use c10k_app::{Ctx, Handler, Request, Response};
+//! use c10k_http::{Ctx, Handler, Request, Response};
 //!
 //! struct Hi;
 //! impl Handler for Hi {
-//!     fn call(&self, _req: &Request, ctx: Ctx) -> impl std::future::Future<Output = Response> + Send {
+//!     fn call(&self, _req: Request, ctx: Ctx) -> impl std::future::Future<Output = Response> + Send {
 //!         async move {
 //!             // Blocks the thread or yields to the event loop, per worker class.
 //!             let _ = ctx.sleep(std::time::Duration::from_millis(10)).await;
@@ -45,10 +46,10 @@ pub mod listener;
 pub mod proto;
 pub mod scoreboard;
 pub mod shutdown;
+pub mod status;
 pub mod sys;
+pub mod uwsgi;
 
-mod admin;
-mod app_factory;
 mod conn;
 mod conn_async;
 mod conn_blocking;
@@ -56,6 +57,8 @@ mod master;
 mod track;
 mod workers;
 
-pub use config::{AdminAddr, BindAddr, ServeConfig, WorkerClass};
+pub use c10k_http::WorkerInfo;
+pub use config::{AdminAddr, AllowFrom, Bind, BindAddr, Protocol, ServeConfig, WorkerClass};
+pub use scoreboard::WritePathFigures;
 pub use shutdown::{Phase, Shutdown};
-pub use workers::{run, Server};
+pub use workers::{is_worker_process, run, run_hosted, Hosted, Server};

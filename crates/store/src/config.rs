@@ -77,8 +77,9 @@ pub fn redact(url: &str) -> String {
 /// Largest `--flush-batch`: 5 bound values per row stays under every dialect's parameter limit.
 pub const MAX_FLUSH_BATCH: usize = 5000;
 
-/// Settings of the write path (`POST /messages`, `GET /messages`, `GET /ids`).
-#[derive(Clone, Debug, Args, Serialize, Deserialize)]
+/// Settings of the write path (`POST /messages`, `GET /messages`, `GET /ids`). Its `Debug` hides
+/// the database password; so must every other way it is shown ([`redact`]).
+#[derive(Clone, Args, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", default)]
 pub struct StoreConfig {
     /// Directory for the journals, id state and the default SQLite database.
@@ -165,6 +166,24 @@ impl Default for StoreConfig {
             db_acquire_timeout: 2.0,
             lease_ids: crate::ids::MAX_INSTANCES,
         }
+    }
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("data_dir", &self.data_dir)
+            .field("database", &self.database.as_deref().map(redact))
+            .field("durability", &self.durability)
+            .field("write_mode", &self.write_mode)
+            .field("flush_batch", &self.flush_batch)
+            .field("flush_interval", &self.flush_interval)
+            .field("max_lag", &self.max_lag)
+            .field("instance_id", &self.instance_id)
+            .field("db_pool_size", &self.db_pool_size)
+            .field("db_acquire_timeout", &self.db_acquire_timeout)
+            .field("lease_ids", &self.lease_ids)
+            .finish()
     }
 }
 
@@ -264,6 +283,16 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
+        let c = StoreConfig {
+            database: Some("mysql://c10k:S3cretPW@127.0.0.1:3306/c10k".into()),
+            ..StoreConfig::default()
+        };
+        let shown = format!("{c:?} {c:#?} {}", c.database_url_redacted());
+        assert!(!shown.contains("S3cretPW"), "{shown}");
+        assert!(
+            shown.contains("mysql://c10k:***@127.0.0.1:3306/c10k"),
+            "{shown}"
+        );
         assert_eq!(redact("mysql://u:s3cret@h:1/db"), "mysql://u:***@h:1/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("sqlite://./x.db"), "sqlite://./x.db");

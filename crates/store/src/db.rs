@@ -70,7 +70,13 @@ impl Db {
     /// acknowledge writes into its journal) while the database is down.
     pub fn connect_lazy(url: &str, pool_size: u32, acquire_timeout: Duration) -> sqlx::Result<Db> {
         let dialect = Dialect::from_url(url).ok_or_else(|| {
-            sqlx::Error::Configuration(format!("unknown database URL scheme in {url:?}").into())
+            sqlx::Error::Configuration(
+                format!(
+                    "unknown database URL scheme in {:?}",
+                    crate::config::redact(url)
+                )
+                .into(),
+            )
         })?;
         Ok(match dialect {
             Dialect::Sqlite => {
