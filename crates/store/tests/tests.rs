@@ -637,3 +637,82 @@ fn a_flipped_byte_mid_segment_loses_only_the_damaged_record() {
         "the copy is the damaged segment as found"
     );
 }
+
+/// Runs one statement on `url` with a connection of its own (creating and dropping databases).
+fn admin(url: &str, sql: &str) {
+    use sqlx::{Connection, Executor};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        if url.starts_with("postgres") {
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            c.execute(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        } else {
+            let mut c = sqlx::MySqlConnection::connect(url).await.unwrap();
+            c.execute(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    });
+}
+
+/// Four workers starting at once on an empty PostgreSQL or MariaDB database all boot: the schema
+/// is created once, under a database lock. Before, they raced on `CREATE TABLE IF NOT EXISTS`
+/// (`duplicate key value violates unique constraint "pg_type_typname_nsp_index"`) and some boots
+/// failed. Needs `scripts/ci-services.sh` (which lets the test user create `c10k_*` databases).
+#[test]
+fn four_workers_boot_together_on_an_empty_database() {
+    for backend in real_backends() {
+        let url = backend.url.clone().unwrap();
+        let (base, _) = url.rsplit_once('/').unwrap();
+        for round in 0..3 {
+            let name = format!("c10k_fresh_{}_{round}", std::process::id());
+            admin(&url, &format!("CREATE DATABASE {name}"));
+            let fresh = format!("{base}/{name}");
+            let dir = tempfile::tempdir().unwrap();
+            let gate = Arc::new(std::sync::Barrier::new(4));
+            let threads: Vec<_> = (0..4)
+                .map(|slot| {
+                    let mut cfg = c10k_store::StoreConfig::in_dir(dir.path());
+                    cfg.database = Some(fresh.clone());
+                    cfg.db_pool_size = Some(2);
+                    let gate = gate.clone();
+                    std::thread::spawn(move || {
+                        gate.wait();
+                        Store::open(&cfg, slot).map_err(|e| format!("{e:#}"))
+                    })
+                })
+                .collect();
+            let opened: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            let mut ids = Vec::new();
+            let mut failed = Vec::new();
+            for store in opened {
+                match store {
+                    Ok(s) => {
+                        ids.push(s.instance_id());
+                        s.close();
+                    }
+                    Err(e) => failed.push(e),
+                }
+            }
+            let drop_sql = if backend.name == "postgres" {
+                format!("DROP DATABASE {name} WITH (FORCE)")
+            } else {
+                format!("DROP DATABASE {name}")
+            };
+            admin(&url, &drop_sql);
+            assert!(
+                failed.is_empty(),
+                "{} round {round}: {failed:?}",
+                backend.name
+            );
+            ids.sort_unstable();
+            ids.dedup();
+            assert_eq!(ids.len(), 4, "{}: instance ids {ids:?}", backend.name);
+        }
+    }
+}
