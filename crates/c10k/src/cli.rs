@@ -8,6 +8,7 @@ use c10k_serve::ServeConfig;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::builtin::AppArgs;
+use crate::python::PythonArgs;
 
 /// c10k: an application server whose concurrency model is a flag, and the tools to measure it.
 #[derive(Debug, Parser)]
@@ -56,6 +57,16 @@ struct StatusArgs {
     )]
     admin: c10k_serve::BindAddr,
 
+    /// The server's --admin-token, sent as `Authorization: Bearer TOKEN`.
+    #[arg(
+        long,
+        global = true,
+        env = "C10K_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
+
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -102,7 +113,7 @@ struct ServeArgs {
     #[arg(long, env = "C10K_CONFIG", help_heading = "Config")]
     config: Option<PathBuf>,
 
-    /// Print the effective configuration as TOML and exit.
+    /// Print the effective configuration as TOML (the database password as ***) and exit.
     #[arg(long, help_heading = "Config")]
     check_config: bool,
 
@@ -111,6 +122,9 @@ struct ServeArgs {
 
     #[command(flatten)]
     app: AppArgs,
+
+    #[command(flatten)]
+    python: PythonArgs,
 }
 
 /// Why the command line was refused; exits 2 like clap's own usage errors.
@@ -156,6 +170,7 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
                 file.check_keys(&[
                     ServeConfig::augment_args(clap::Command::new("serve")),
                     AppArgs::augment_args(clap::Command::new("serve")),
+                    PythonArgs::augment_args(clap::Command::new("serve")),
                 ])
                 .map_err(usage)?;
             }
@@ -165,14 +180,24 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
                 .iter()
                 .any(|id| given(sub, id) || file.as_ref().is_some_and(|f| f.contains(id)));
             app.validate().map_err(UsageError)?;
+            let mut python: PythonArgs = layered(sub, file.as_ref()).map_err(usage)?;
+            python.app_module = sub.get_one::<String>("app_module").cloned();
+            python.validate().map_err(UsageError)?;
             if args.check_config {
-                // The database password stays hidden here too: this output gets pasted.
+                // For people: the database password is shown as ***.
                 print!("{}{}", config.to_toml(), app.to_toml(true));
+                if python.spec().is_some() {
+                    print!("{}", python.to_toml());
+                }
                 return Ok(());
+            }
+            if let Some(spec) = python.spec() {
+                return serve_python(config, &python, spec);
             }
             if !c10k_serve::is_worker_process() {
                 crate::builtin::refuse_a_data_dir_in_use(&app)?;
-                tracing::info!(
+                // The banner stays short (gunicorn's); the whole configuration is at debug.
+                tracing::debug!(
                     "application: built-in; {}",
                     app.to_toml(true).trim_end().replace('\n', ", ")
                 );
@@ -191,19 +216,40 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
     }
 }
 
+#[cfg(feature = "python")]
+fn serve_python(config: ServeConfig, python: &PythonArgs, spec: &str) -> anyhow::Result<()> {
+    if !c10k_serve::is_worker_process() {
+        tracing::info!("application: Python WSGI {spec}");
+        tracing::debug!(
+            "Python settings: {}",
+            python.to_toml().trim_end().replace('\n', ", ")
+        );
+    }
+    c10k_serve::run_hosted(config, |info| crate::python::factory(python, info))
+}
+
+#[cfg(not(feature = "python"))]
+fn serve_python(_: ServeConfig, _: &PythonArgs, spec: &str) -> anyhow::Result<()> {
+    Err(UsageError(format!("cannot serve {spec}: {}", crate::python::NOT_BUILT)).into())
+}
+
 fn run_status(args: StatusArgs) -> anyhow::Result<()> {
     use std::io::Write;
+    let admin = crate::status::AdminClient {
+        addr: args.admin,
+        token: args.admin_token,
+    };
     let out = match args.view {
-        StatusView::Processlist => crate::status::processlist(&args.admin, args.json)?,
+        StatusView::Processlist => crate::status::processlist(&admin, args.json)?,
         StatusView::Counters { like } => {
-            crate::status::counters(&args.admin, like.as_deref(), args.json)?
+            crate::status::counters(&admin, like.as_deref(), args.json)?
         }
         StatusView::Watch { interval, count } => {
             if !interval.is_finite() || interval <= 0.0 {
                 return Err(UsageError("--interval must be a number of seconds > 0".into()).into());
             }
             let every = std::time::Duration::from_secs_f64(interval);
-            return crate::status::watch(&args.admin, every, count, args.json);
+            return crate::status::watch(&admin, every, count, args.json);
         }
     };
     std::io::stdout().lock().write_all(out.as_bytes())?;
@@ -211,7 +257,10 @@ fn run_status(args: StatusArgs) -> anyhow::Result<()> {
 }
 
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    if err.downcast_ref::<UsageError>().is_some()
+    if err.downcast_ref::<c10k_serve::BootFailed>().is_some() {
+        // gunicorn's WORKER_BOOT_ERROR: the application cannot start, restarting will not help.
+        3
+    } else if err.downcast_ref::<UsageError>().is_some()
         || err.downcast_ref::<c10k_bench::UsageError>().is_some()
     {
         2

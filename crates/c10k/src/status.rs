@@ -20,9 +20,21 @@ use serde_json::{Map, Value};
 /// How long one admin request may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Fetches `path` from the admin listener at `addr` and deserialises the JSON answer.
-pub fn fetch<T: DeserializeOwned>(addr: &BindAddr, path: &str) -> anyhow::Result<T> {
-    let request = format!("GET {path} HTTP/1.0\r\nHost: c10k-admin\r\n\r\n");
+/// Where the admin listener is, and the token it wants.
+pub struct AdminClient {
+    pub addr: BindAddr,
+    pub token: Option<String>,
+}
+
+/// Fetches `path` from the admin listener and deserialises the JSON answer.
+pub fn fetch<T: DeserializeOwned>(admin: &AdminClient, path: &str) -> anyhow::Result<T> {
+    let addr = &admin.addr;
+    let auth = admin
+        .token
+        .as_deref()
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.0\r\nHost: c10k-admin\r\n{auth}\r\n");
     let mut raw = Vec::new();
     let hint = || {
         format!(
@@ -53,6 +65,13 @@ pub fn fetch<T: DeserializeOwned>(addr: &BindAddr, path: &str) -> anyhow::Result
     let head = String::from_utf8_lossy(&raw[..end]);
     let status = head.split_whitespace().nth(1).unwrap_or("");
     let body = &raw[end + 4..];
+    if status == "401" {
+        bail!(
+            "{addr}{path} answered 401: {} (give the server's token with --admin-token or \
+             C10K_ADMIN_TOKEN)",
+            String::from_utf8_lossy(body).trim()
+        );
+    }
     if status != "200" {
         bail!(
             "{addr}{path} answered {status}: {}",
@@ -65,7 +84,7 @@ pub fn fetch<T: DeserializeOwned>(addr: &BindAddr, path: &str) -> anyhow::Result
 }
 
 /// `c10k status processlist`.
-pub fn processlist(addr: &BindAddr, json: bool) -> anyhow::Result<String> {
+pub fn processlist(addr: &AdminClient, json: bool) -> anyhow::Result<String> {
     let list: Processlist = fetch(addr, "/processlist")?;
     if json {
         return Ok(format!(
@@ -77,7 +96,7 @@ pub fn processlist(addr: &BindAddr, json: bool) -> anyhow::Result<String> {
 }
 
 /// `c10k status counters [--like PATTERN]`.
-pub fn counters(addr: &BindAddr, like: Option<&str>, json: bool) -> anyhow::Result<String> {
+pub fn counters(addr: &AdminClient, like: Option<&str>, json: bool) -> anyhow::Result<String> {
     let report: Report = fetch(addr, "/status")?;
     let counters = filter_counters(&report, like)?;
     if json {
@@ -96,7 +115,7 @@ pub fn counters(addr: &BindAddr, like: Option<&str>, json: bool) -> anyhow::Resu
 /// `c10k status watch`: redraws a summary and the processlist every `interval` until Ctrl-C
 /// (SIGINT ends the process) or `count` refreshes.
 pub fn watch(
-    addr: &BindAddr,
+    addr: &AdminClient,
     interval: Duration,
     count: Option<u64>,
     json: bool,

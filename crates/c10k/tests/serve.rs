@@ -244,6 +244,55 @@ per_class!(sigterm_finishes_in_flight, |class| {
     );
 });
 
+// Ctrl-C at a terminal signals the whole process group: the workers must leave SIGINT to the
+// master, whose graceful stop lets the in-flight request finish.
+per_class!(ctrl_c_finishes_in_flight, |class| {
+    let mut s = Server::start(&["-k", class, "--threads", threads(class), "-w", "2"]);
+    let addr = s.addr;
+    let in_flight = std::thread::spawn(move || get(addr, "/?delay=2"));
+    // Time for the request to reach a worker (accepted and handling).
+    std::thread::sleep(Duration::from_millis(500));
+    s.signal_group(libc::SIGINT);
+    let r = in_flight
+        .join()
+        .unwrap()
+        .expect("in-flight request completes");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "hello\n"),
+        "{}",
+        s.log()
+    );
+    assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0), "{}", s.log());
+    assert!(!s.log().contains("worker stopping now"), "{}", s.log());
+});
+
+#[test]
+fn second_ctrl_c_stops_fast_and_says_so() {
+    let mut s = Server::start(&["-k", "async"]);
+    let addr = s.addr;
+    let in_flight = std::thread::spawn(move || get(addr, "/?delay=20"));
+    // Time for the request to reach a worker (accepted and handling).
+    std::thread::sleep(Duration::from_millis(500));
+    s.signal_group(libc::SIGINT);
+    s.wait_log("SIGINT: graceful stop", Duration::from_secs(5));
+    let start = Instant::now();
+    s.signal_group(libc::SIGINT);
+    assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0), "{}", s.log());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    let log = s.log();
+    assert!(
+        log.contains("SIGINT during the graceful stop: fast stop"),
+        "{log}"
+    );
+    assert!(!log.contains("signal=3"), "signals are named: {log}");
+    assert!(in_flight.join().unwrap().is_err(), "the fast stop cut it");
+}
+
 #[test]
 fn graceful_stop_closes_idle_keepalive_at_once() {
     let mut s = Server::start(&["-k", "async", "--keepalive", "30"]);
@@ -288,6 +337,58 @@ fn scheduling_matches_each_class_model() {
         assert!(
             secs >= expect - 0.05 && secs < expect + 0.25,
             "{class} W={workers} T={threads}: {c} requests took {secs:.2}s, expected ≈{expect:.1}s"
+        );
+    }
+}
+
+/// Issue 12: clients without keep-alive, each sending 10 `delay` requests one after another and
+/// all starting at once (as `ab -c`), against gthread W×T with more threads than clients. Every
+/// request should take about `delay` and the run about 10 × `delay`. A worker whose threads were
+/// all taken used to stop watching the listener until its next 200 ms heartbeat tick, so new
+/// connections waited for the tick: 494 req/s with `ab -c 100` at 4×50 and `delay=0.1`, and a
+/// 200 ms median at 2×25 with 40 clients and `delay=0.05`. The bounds are loose (0.6 of the
+/// model's rate) so a loaded machine does not fail them; this is no benchmark
+/// (`scripts/worker-classes.sh` is).
+#[test]
+fn gthread_takes_new_connections_as_threads_free() {
+    let each = 10;
+    for (workers, threads, clients, delay) in [(4, 50, 100, 0.1), (2, 25, 40, 0.05)] {
+        let (w, t) = (workers.to_string(), threads.to_string());
+        let s = Server::start(&["-k", "gthread", "-w", &w, "--threads", &t]);
+        let (addr, target) = (s.addr, format!("/?delay={delay}"));
+        let start = std::sync::Arc::new(std::sync::Barrier::new(clients + 1));
+        let handles: Vec<_> = (0..clients)
+            .map(|_| {
+                let (start, target) = (start.clone(), target.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    (0..each)
+                        .map(|_| {
+                            let t = Instant::now();
+                            let status = get(addr, &target).map(|r| r.status).unwrap_or(0);
+                            (status, t.elapsed())
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        start.wait();
+        let began = Instant::now();
+        let mut results: Vec<(u16, Duration)> = handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("client thread"))
+            .collect();
+        let elapsed = began.elapsed();
+        let failed = results.iter().filter(|(st, _)| *st != 200).count();
+        assert_eq!(failed, 0, "{w}x{t}: {failed} of {} failed", results.len());
+        results.sort_by_key(|(_, d)| *d);
+        let median = results[results.len() / 2].1;
+        let ideal = Duration::from_secs_f64(each as f64 * delay);
+        assert!(
+            elapsed.as_secs_f64() < ideal.as_secs_f64() / 0.6,
+            "{w}x{t}, {clients} clients: {} requests took {elapsed:.2?} (median {median:.0?}), \
+             about {ideal:.1?} expected; new connections wait for a poll tick?",
+            results.len()
         );
     }
 }
@@ -474,11 +575,18 @@ fn bad_config_exits_2_naming_the_setting() {
     let file = dir.path().join("c10k.toml");
     std::fs::write(&file, "wrokers = 2\n").unwrap();
     let file = file.to_str().unwrap();
+    let typed = dir.path().join("typed.toml");
+    std::fs::write(&typed, "bind = \"127.0.0.1:0\"\nworkers = \"four\"\n").unwrap();
+    let typed = typed.to_str().unwrap();
     for (args, needle) in [
         (vec!["serve", "--workers", "-1"], "--workers"),
         (vec!["serve", "--workers", "0"], "--workers"),
         (vec!["serve", "--worker-class", "fork"], "fork"),
         (vec!["serve", "--config", file], "wrokers"),
+        (
+            vec!["serve", "--config", typed],
+            "typed.toml: line 2, key `workers`",
+        ),
         (vec!["serve", "--bind", "localhost"], "--bind"),
         (vec!["serve", "--keepalive", "x"], "--keepalive"),
     ] {
@@ -490,6 +598,49 @@ fn bad_config_exits_2_naming_the_setting() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");
     }
+}
+
+/// gunicorn's banner (version, listeners, class, workers) instead of the whole configuration;
+/// the full one at debug level and in --check-config, with the database password hidden.
+#[test]
+fn startup_banner_is_short_and_hides_secrets() {
+    let db = "mysql://app:s3cret@127.0.0.1:9/c10k";
+    let s = Server::start(&[
+        "-k",
+        "gthread",
+        "--threads",
+        "4",
+        "-w",
+        "2",
+        "--log-level",
+        "debug",
+        "--database",
+        db,
+        // Nothing listens there: without an id to lease, the workers boot at once.
+        "--instance-id",
+        "1",
+    ]);
+    let log = s.log();
+    assert!(log.contains("Starting c10k "), "{log}");
+    assert!(
+        log.contains("Using worker: gthread (2 workers × 4 threads)"),
+        "{log}"
+    );
+    assert!(log.contains("effective config:"), "at debug level: {log}");
+    assert!(!log.contains("s3cret"), "{log}");
+    for line in log.lines().filter(|l| l.contains("INFO")) {
+        assert!(line.len() < 200, "a long banner line: {line}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args(["serve", "--database", db, "--check-config"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("mysql://app:***@"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"), "{text}");
 }
 
 #[test]
@@ -554,3 +705,61 @@ fn unix_socket_bind() {
     let _ = child.wait();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+// Issue 17.3: a body trickled a byte at a time used to hold its connection (and, under the
+// blocking classes, its thread) for as long as each byte came within --header-timeout: a few
+// such clients blocked a gthread server completely. With --body-timeout the server answers them
+// 408 and probes are served again.
+per_class!(trickled_bodies_are_cut_at_the_body_timeout, |class| {
+    let s = Server::start(&[
+        "-k",
+        class,
+        "--threads",
+        threads(class),
+        "--body-timeout",
+        "1",
+        "--header-timeout",
+        "10",
+    ]);
+    let slow: Vec<_> = (0..4)
+        .map(|_| {
+            let addr = s.addr;
+            std::thread::spawn(move || {
+                let mut c = connect(addr);
+                c.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n")
+                    .unwrap();
+                let started = Instant::now();
+                // A byte every 200 ms for at most 8 s, until the server gives up on us.
+                while started.elapsed() < Duration::from_secs(8) {
+                    if c.write_all(b"x").is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                    c.set_nonblocking(true).unwrap();
+                    let mut peek = [0u8; 64];
+                    let answered = matches!(c.peek(&mut peek), Ok(n) if n > 0);
+                    c.set_nonblocking(false).unwrap();
+                    if answered {
+                        break;
+                    }
+                }
+                let mut r = Reader::new(c);
+                (r.response().map(|r| r.status).ok(), started.elapsed())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    let probe = get(s.addr, "/").expect("probe answered");
+    assert_eq!(probe.status, 200);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "probe waited {:?}",
+        start.elapsed()
+    );
+    for t in slow {
+        let (status, took) = t.join().unwrap();
+        assert_eq!(status, Some(408), "{class}: trickler got {status:?}");
+        assert!(took < Duration::from_secs(5), "{class}: 408 after {took:?}");
+    }
+});

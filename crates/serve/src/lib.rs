@@ -50,15 +50,18 @@ pub mod status;
 pub mod sys;
 pub mod uwsgi;
 
+mod activation;
 mod conn;
 mod conn_async;
 mod conn_blocking;
+mod conn_uwsgi;
 mod master;
 mod track;
 mod workers;
 
 pub use c10k_http::WorkerInfo;
 pub use config::{AdminAddr, AllowFrom, Bind, BindAddr, Protocol, ServeConfig, WorkerClass};
+pub use master::BootFailed;
 pub use scoreboard::WritePathFigures;
 pub use shutdown::{Phase, Shutdown};
 pub use workers::{is_worker_process, run, run_hosted, Hosted, Server};

@@ -35,6 +35,12 @@ use crate::sys::move_fd_high;
 /// Exit status of a worker whose application could not be built (gunicorn's WORKER_BOOT_ERROR).
 pub const BOOT_ERROR: i32 = 3;
 
+/// Workers could not start the application (twice in a row): the server stops instead of
+/// starting them again and again. `c10k serve` exits with [`BOOT_ERROR`] then.
+#[derive(Debug, thiserror::Error)]
+#[error("worker failed to boot twice in a row; stopping (see the worker's error above)")]
+pub struct BootFailed;
+
 /// Environment a worker process finds its inheritance in.
 pub(crate) const ENV_SLOT: &str = "C10K_WORKER_SLOT";
 pub(crate) const ENV_CONFIG: &str = "C10K_WORKER_CONFIG";
@@ -151,16 +157,27 @@ impl Master {
     pub fn run(mut self) -> anyhow::Result<()> {
         tracing::info!(pid = std::process::id(), "master started");
         self.reconcile()?;
+        // Set while `--drain-delay` runs: when the graceful stop begins.
+        let mut drain_until: Option<Instant> = None;
         loop {
             let mut timeout = Duration::from_secs(1);
             let (next, extra) = self.status.wake();
-            if let Some(d) = next {
+            for d in next.into_iter().chain(drain_until) {
                 timeout = timeout.min(d.saturating_duration_since(Instant::now()));
             }
             let signals = self.signals.wait(timeout, &extra);
             self.reap()?;
             for sig in signals {
                 match sig {
+                    SIGTERM if drain_until.is_none() && self.config.drain_delay > 0.0 => {
+                        let delay = Duration::from_secs_f64(self.config.drain_delay);
+                        tracing::info!(
+                            "SIGTERM: draining for {:.1}s (--drain-delay): readiness answers 503,                              requests are still served; then a graceful stop",
+                            delay.as_secs_f64()
+                        );
+                        self.scoreboard.header().draining.store(1, Relaxed);
+                        drain_until = Some(Instant::now() + delay);
+                    }
                     SIGTERM | SIGINT => {
                         tracing::info!("signal {}: graceful stop", signal_name(sig));
                         return self.stop(true);
@@ -196,9 +213,14 @@ impl Master {
                     _ => {}
                 }
             }
+            if drain_until.is_some_and(|t| Instant::now() >= t) {
+                tracing::info!("--drain-delay over: graceful stop");
+                return self.stop(true);
+            }
             self.murder_stuck();
             self.advance_rolling();
             self.reconcile()?;
+            self.publish_boot();
             let view = View {
                 config: &self.config,
                 scoreboard: &self.scoreboard,
@@ -207,6 +229,28 @@ impl Master {
                 listen_fds: &self.listen_fds,
             };
             self.status.tick(&view);
+        }
+    }
+
+    /// Tells every process (through the scoreboard header) the worker target and, once, that
+    /// the first generation of workers has booted: readiness waits for it.
+    fn publish_boot(&mut self) {
+        let header = self.scoreboard.header();
+        header.target.store(self.target as u32, Relaxed);
+        if header.booted.load(Relaxed) == 1 {
+            return;
+        }
+        let booted = (0..self.target).all(|slot| {
+            let s = self.scoreboard.slot(slot);
+            s.ready.load(Relaxed) == 1
+                && self
+                    .workers
+                    .get(&(s.pid.load(Relaxed) as i32))
+                    .is_some_and(|w| w.slot == slot)
+        });
+        if booted {
+            tracing::info!(workers = self.target, "all workers booted: ready");
+            header.booted.store(1, Relaxed);
         }
     }
 
@@ -301,6 +345,9 @@ impl Master {
             .env(ENV_SLOT, slot.to_string())
             .env(ENV_CONFIG, self.config.to_toml())
             .env(ENV_LISTEN_FDS, n.to_string())
+            // The systemd hand-over was the master's (see `activation`), not the worker's.
+            .env_remove("LISTEN_PID")
+            .env_remove("LISTEN_FDNAMES")
             .env(ENV_SCOREBOARD_FD, (FIRST_FD + n as RawFd).to_string());
         // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
         // functions (dup2, prctl) on descriptors that are open in the child.
@@ -316,6 +363,10 @@ impl Master {
                 }
                 // If the master dies, its workers stop gracefully instead of living on.
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                // Ctrl-C at a terminal reaches the whole process group: the worker leaves it to
+                // the master, which drives the graceful stop. Ignored dispositions survive exec,
+                // so no INT can stop the worker before it is running either.
+                libc::signal(libc::SIGINT, libc::SIG_IGN);
                 Ok(())
             });
         }
@@ -390,9 +441,7 @@ impl Master {
             }
             if self.boot_failures >= 2 {
                 self.stop(false)?;
-                anyhow::bail!(
-                    "worker failed to boot twice in a row; stopping (see the worker's error above)"
-                );
+                return Err(BootFailed.into());
             }
         }
     }
@@ -444,7 +493,8 @@ impl Master {
         let deadline = Instant::now() + grace;
         while !self.workers.is_empty() && Instant::now() < deadline {
             for s in self.signals.wait(Duration::from_millis(100), &[]) {
-                if graceful && matches!(s, SIGINT | SIGQUIT | SIGTERM) && s != libc::SIGTERM {
+                if graceful && matches!(s, SIGINT | SIGQUIT) {
+                    tracing::info!("{} during the graceful stop: fast stop", signal_name(s));
                     return self.stop(false);
                 }
             }

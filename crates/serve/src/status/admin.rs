@@ -6,6 +6,9 @@
 //! has arrived, answer, write what the socket takes). A client that is slow to send its request
 //! is dropped at a deadline, and at most [`MAX_PENDING`] are kept. The admin listener is never one
 //! of the `--bind` listeners, so the public port answers these paths with the application's 404.
+//!
+//! With `--admin-token`, every route but the probes (`/livez`, `/readyz`, which tell nothing but
+//! up or down) needs `Authorization: Bearer TOKEN`, compared in constant time; 401 otherwise.
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -32,6 +35,7 @@ fn limits() -> Limits {
         max_headers: 64,
         // The admin routes take no body.
         max_body: 0,
+        body_buffer: 0,
     }
 }
 
@@ -84,15 +88,17 @@ impl Write for Stream {
 pub(crate) struct Admin {
     listener: Listener,
     pending: Vec<Pending>,
+    token: Option<String>,
 }
 
 impl Admin {
-    pub fn bind(addr: &BindAddr) -> io::Result<Admin> {
+    pub fn bind(addr: &BindAddr, token: Option<String>) -> io::Result<Admin> {
         let listener = Listener::bind(addr, 64, false)?;
         listener.set_nonblocking(true)?;
         Ok(Admin {
             listener,
             pending: Vec::new(),
+            token,
         })
     }
 
@@ -161,9 +167,45 @@ impl Admin {
             }
         }
         let now = Instant::now();
+        let token = self.token.as_deref();
+        let mut route = |req: &Request| match token {
+            Some(t) if !OPEN.contains(&req.path.as_str()) && !authorized(req, t) => {
+                Response::error(401, "this admin listener needs Authorization: Bearer TOKEN")
+                    .with_header("WWW-Authenticate", "Bearer realm=\"c10k-admin\"")
+            }
+            _ => route(req),
+        };
         self.pending
             .retain_mut(|p| p.deadline > now && advance(p, &mut route));
     }
+}
+
+/// Routes answered without the token: they tell nothing but whether the server is up or ready,
+/// and probes (kubelet, balancers) often cannot send a header.
+const OPEN: [&str; 2] = ["/livez", "/readyz"];
+
+/// Whether `req` carries `Authorization: Bearer TOKEN` for `token`.
+fn authorized(req: &Request, token: &str) -> bool {
+    let Some(value) = req.headers.get("authorization") else {
+        return false;
+    };
+    let value: &[u8] = value;
+    let Some(space) = value.iter().position(|&b| b == b' ') else {
+        return false;
+    };
+    let (scheme, given) = (&value[..space], value[space..].trim_ascii());
+    scheme.eq_ignore_ascii_case(b"bearer") && same(given, token.as_bytes())
+}
+
+/// Equality whose time does not depend on where two byte strings first differ, so the token
+/// cannot be guessed a byte at a time from answer times (only the lengths show).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let (x, y) = (a.get(i).copied(), b.get(i).copied());
+        diff |= usize::from(x.unwrap_or(0) ^ y.unwrap_or(0));
+    }
+    std::hint::black_box(diff) == 0
 }
 
 /// One step of one connection; false when it is done (answered or failed).
@@ -225,4 +267,35 @@ fn advance(p: &mut Pending, route: &mut impl FnMut(&Request) -> Response) -> boo
         return false;
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_token_checked_whole() {
+        let with = |auth: Option<&str>| {
+            let mut req = Request::new(Method::Get, "/status");
+            if let Some(a) = auth {
+                req.headers.append("Authorization", a.to_owned());
+            }
+            authorized(&req, "s3cret")
+        };
+        assert!(with(Some("Bearer s3cret")));
+        assert!(with(Some("bearer  s3cret ")));
+        for bad in [
+            None,
+            Some("Bearer s3cre"),
+            Some("Bearer s3cret2"),
+            Some("Basic s3cret"),
+            Some("s3cret"),
+            Some("Bearer"),
+            Some(""),
+        ] {
+            assert!(!with(bad), "{bad:?}");
+        }
+        assert!(same(b"", b""));
+        assert!(!same(b"a", b""));
+    }
 }

@@ -129,6 +129,13 @@ const FAMILIES: &[Family] = &[
         samples: |r, s| s.value(r.counters.connections_unlisted),
     },
     Family {
+        name: "c10k_uwsgi_refused_total",
+        kind: Kind::Counter,
+        help: "uwsgi connections closed unanswered (malformed packet, or peer not in \
+               --uwsgi-allow-from).",
+        samples: |r, s| s.value(r.counters.uwsgi_refused),
+    },
+    Family {
         name: "c10k_listen_overflows_total",
         kind: Kind::Counter,
         help: "Connections dropped on a full listen queue since start (kernel TcpExt \

@@ -4,7 +4,9 @@
 //!   `c10k status`;
 //! - `metrics`: `/metrics`, the Prometheus text of a report, from one table of families;
 //! - `probes`: the Linux probes (accept queues, listen overflows, resident memory);
-//! - `admin`: the admin listener's connections, spoken through the project's HTTP codec.
+//! - `admin`: the admin listener's connections, spoken through the project's HTTP codec;
+//! - `health`: liveness and readiness (`/livez`, `/readyz`, and `--health-path` on the public
+//!   port), read from the scoreboard.
 //!
 //! This module owns the master's books for status (what exited workers served, the listen
 //! queues) and turns the scoreboard into a [`Report`]. The master only tells it what happens
@@ -12,8 +14,10 @@
 //! supervision itself stays in `master`.
 
 mod admin;
+mod health;
 mod metrics;
 mod probes;
+pub(crate) mod redact;
 pub mod report;
 
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -23,6 +27,7 @@ use std::time::{Duration, Instant};
 use c10k_http::Response;
 
 pub(crate) use admin::Admin;
+pub(crate) use health::HealthPath;
 pub use report::{Process, Processlist, Report};
 
 use crate::config::{BindAddr, ServeConfig};
@@ -134,8 +139,16 @@ impl Status {
                 "text/plain; version=0.0.4; charset=utf-8",
                 metrics::render(&self.report(view)),
             ),
-            "/" => Response::text(200, "c10k admin: /status /processlist /metrics\n"),
-            _ => Response::error(404, "not found; try /status, /processlist or /metrics"),
+            "/livez" => health::liveness_response(),
+            "/readyz" => health::readiness_response(view.scoreboard),
+            "/" => Response::text(
+                200,
+                "c10k admin: /status /processlist /metrics /livez /readyz\n",
+            ),
+            _ => Response::error(
+                404,
+                "not found; try /status, /processlist, /metrics, /livez or /readyz",
+            ),
         }
     }
 
@@ -260,6 +273,7 @@ impl Status {
             connections_active: connections,
             connections_refused: refused,
             connections_unlisted: totals.unlisted,
+            uwsgi_refused: totals.uwsgi_refused,
             listen_queue: self
                 .queues
                 .iter()

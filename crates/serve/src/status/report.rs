@@ -96,6 +96,9 @@ pub struct Counters {
     pub connections_refused: Option<u64>,
     /// Connections served but not in the processlist (the entry table was full).
     pub connections_unlisted: u64,
+    /// uwsgi connections closed unanswered (malformed packet, or peer not allowed).
+    #[serde(default)]
+    pub uwsgi_refused: u64,
     pub listen_queue: u64,
     pub listen_queue_max: u64,
     pub requests: u64,
