@@ -85,6 +85,9 @@ ADMIN=127.0.0.1:9191 # each host's own loopback: reachable only from inside its 
 # The write path's knobs the scenarios lean on.
 MAX_LAG=100000
 GRACEFUL=10
+# A quarter second between flushes: a host killed under load always leaves rows in its journal
+# that only the replay brings to the database (the default 20 ms leaves a handful or none).
+FLUSH_INTERVAL=250
 
 log() { echo "cluster: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -124,7 +127,7 @@ teardown() {
 on_exit() {
   local rc=$?
   trap - EXIT INT TERM
-  if ((rc != 0)) && [[ -n ${TMP:-} && -d ${TMP:-} && -n ${OUT:-} ]]; then
+  if ((rc != 0 || ${KEEP_LOGS:-0})) && [[ -n ${TMP:-} && -d ${TMP:-} && -n ${OUT:-} ]]; then
     # Keep what explains the failure: every server's log.
     local keep
     keep=$(dirname "$OUT")/cluster-logs
@@ -239,12 +242,12 @@ start_app() { # K
   local k=$1 args
   args=(serve --bind "$(app_ip "$k"):$APP_PORT" --admin $ADMIN --workers "$WORKERS"
     --worker-class async --data-dir "$TMP/app$k" --database "$DB_URL"
-    --graceful-timeout $GRACEFUL --max-lag $MAX_LAG)
+    --graceful-timeout $GRACEFUL --max-lag $MAX_LAG --flush-interval $FLUSH_INTERVAL)
   ((SERVE_HAS_DRAIN)) && args+=(--drain-delay 1)
   mkdir -p "$TMP/app$k"
   echo "--- start $(date -u +%T.%N)" >>"$TMP/app$k.log"
   # Its own session: a Ctrl-C at the terminal reaches this script, which then tears down.
-  in_ns "app$k" env C10K_LOG=warn setsid "$BIN" "${args[@]}" </dev/null >>"$TMP/app$k.log" 2>&1 &
+  in_ns "app$k" env C10K_LOG=info setsid "$BIN" "${args[@]}" </dev/null >>"$TMP/app$k.log" 2>&1 &
 }
 
 # The c10k master of host K: the c10k process in its namespace whose parent is not c10k.
@@ -485,7 +488,7 @@ steady() {
 }
 
 kill_host() {
-  local out ok=ok victim=1 killed_at restarted_at after
+  local out ok=ok victim=1 killed_at restarted_at after replayed
   load kill 24
   sleep_until $((LOAD_AT + 6))
   killed_at=$(date +%s.%N)
@@ -496,6 +499,11 @@ kill_host() {
   wait_app $victim
   restarted_at=$(date +%s.%N)
   wait_load
+  # What the restarted host found in its journals (each worker replays when it opens its
+  # store): rows acknowledged before the kill, never flushed.
+  replayed=$(
+    sed 's/\x1b\[[0-9;]*m//g' "$TMP/app$victim.log" |
+      awk '/^--- start/{n=0} /replaying unflushed journal rows/{if (match($0, /rows[=":]+[0-9]+/)) {s=substr($0, RSTART, RLENGTH); gsub(/[^0-9]/, "", s); n+=s}} END{print n+0}')
   after=$(per_host_since "$restarted_at")
   out=$(drain_and_check kill) || ok=broken
   # Only requests in flight on the killed host may fail: at most one per connection.
@@ -503,7 +511,7 @@ kill_host() {
   failures=$(python3 -c "import re,sys; f=dict(re.findall(r'(\w+)=(\S+)', sys.argv[1])); print(int(f['failed'])+int(f['non2xx']))" "$out")
   ((failures <= CONNS * CLIENTS)) || { ok=broken; out+=" BROKEN: $failures client failures, more than the requests in flight"; }
   [[ $after == *"$(app_ip $victim):$APP_PORT:"* ]] || { ok=broken; out+=" BROKEN: the restarted host got no traffic back"; }
-  report kill "$out down_s=$(python3 -c "print(round($restarted_at - $killed_at, 1))") after_restart=[${after% }]" $ok
+  report kill "$out replayed=$replayed down_s=$(python3 -c "print(round($restarted_at - $killed_at, 1))") after_restart=[${after% }]" $ok
 }
 
 db_cut() {
