@@ -13,214 +13,17 @@
 //! Nothing else in the application knows which worker class runs it, and no socket is needed: the
 //! tests call [`App::handle`] directly.
 
-use std::borrow::Cow;
-use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use c10k_store::Store;
+use c10k_http::{Ctx, DeadlineExceeded, Handler, Method, Request, Response};
+use c10k_store::{Store, StoreConfig, StoreStats};
 
 mod messages;
 mod query;
 
 pub use query::Query;
-
-/// The HTTP methods the application distinguishes; anything else is kept verbatim.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Method {
-    Get,
-    Head,
-    Post,
-    Put,
-    Delete,
-    Options,
-    Patch,
-    Other(String),
-}
-
-impl Method {
-    /// Maps a request-line token to a method (tokens are case-sensitive, RFC 9110 §9.1).
-    pub fn from_token(token: &str) -> Method {
-        match token {
-            "GET" => Method::Get,
-            "HEAD" => Method::Head,
-            "POST" => Method::Post,
-            "PUT" => Method::Put,
-            "DELETE" => Method::Delete,
-            "OPTIONS" => Method::Options,
-            "PATCH" => Method::Patch,
-            other => Method::Other(other.to_owned()),
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        match self {
-            Method::Get => "GET",
-            Method::Head => "HEAD",
-            Method::Post => "POST",
-            Method::Put => "PUT",
-            Method::Delete => "DELETE",
-            Method::Options => "OPTIONS",
-            Method::Patch => "PATCH",
-            Method::Other(s) => s,
-        }
-    }
-}
-
-impl fmt::Display for Method {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A complete request as the application sees it: the server has already read the whole body.
-#[derive(Clone, Debug)]
-pub struct Request {
-    pub method: Method,
-    /// The path part of the request target, still percent-encoded (`/messages`).
-    pub path: String,
-    /// The raw query string without the `?`, if any.
-    pub query: Option<String>,
-    /// The `Content-Type` header, if the client sent one.
-    pub content_type: Option<String>,
-    pub body: Bytes,
-}
-
-impl Request {
-    /// A body-less request for `target` (`/path?query`), handy in tests and tools.
-    pub fn new(method: Method, target: &str) -> Request {
-        let (path, query) = match target.split_once('?') {
-            Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
-            None => (target.to_owned(), None),
-        };
-        Request {
-            method,
-            path,
-            query,
-            content_type: None,
-            body: Bytes::new(),
-        }
-    }
-
-    pub fn with_body(mut self, content_type: &str, body: impl Into<Bytes>) -> Request {
-        self.content_type = Some(content_type.to_owned());
-        self.body = body.into();
-        self
-    }
-
-    pub fn query(&self) -> Query<'_> {
-        Query::new(self.query.as_deref().unwrap_or(""))
-    }
-}
-
-/// What the application answers. The server adds framing headers (`Content-Length`, `Date`,
-/// `Connection`, `Server`) and drops the body of a `HEAD` response.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Response {
-    pub status: u16,
-    pub content_type: Cow<'static, str>,
-    /// Extra headers beyond the framing ones (`Allow`, `Retry-After`, ...).
-    pub headers: Vec<(&'static str, String)>,
-    pub body: Bytes,
-}
-
-impl Response {
-    pub fn new(
-        status: u16,
-        content_type: impl Into<Cow<'static, str>>,
-        body: impl Into<Bytes>,
-    ) -> Response {
-        Response {
-            status,
-            content_type: content_type.into(),
-            headers: Vec::new(),
-            body: body.into(),
-        }
-    }
-
-    pub fn text(status: u16, body: impl Into<Bytes>) -> Response {
-        Response::new(status, "text/plain; charset=utf-8", body)
-    }
-
-    pub fn json(status: u16, value: &serde_json::Value) -> Response {
-        let mut body = value.to_string();
-        body.push('\n');
-        Response::new(status, "application/json", body)
-    }
-
-    /// An error answer whose body says why, as one line of text.
-    pub fn error(status: u16, reason: impl fmt::Display) -> Response {
-        Response::text(status, format!("{reason}\n"))
-    }
-
-    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
-        self.headers.push((name, value.into()));
-        self
-    }
-}
-
-/// How a wait inside the application behaves; see the crate documentation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Wait {
-    /// Block the OS thread (`sync`, `thread`, `gthread`).
-    Block,
-    /// Yield to the tokio event loop (`async`). Needs a tokio runtime with timers.
-    Yield,
-}
-
-/// The request has run past its deadline (`--request-timeout`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("request exceeded its time limit")]
-pub struct DeadlineExceeded;
-
-/// Per-request context: how to wait, and until when the request may run.
-#[derive(Clone, Copy, Debug)]
-pub struct Ctx {
-    pub wait: Wait,
-    pub deadline: Option<Instant>,
-}
-
-impl Ctx {
-    pub fn new(wait: Wait) -> Ctx {
-        Ctx {
-            wait,
-            deadline: None,
-        }
-    }
-
-    pub fn with_deadline(mut self, deadline: Option<Instant>) -> Ctx {
-        self.deadline = deadline;
-        self
-    }
-
-    /// Sleeps for `d`, blocking or yielding per [`Wait`]. A sleep that would end past the deadline
-    /// sleeps until the deadline and fails, so a blocked worker thread is freed on time under every
-    /// worker class (the same `--request-timeout` meaning everywhere).
-    pub async fn sleep(&self, d: Duration) -> Result<(), DeadlineExceeded> {
-        let now = Instant::now();
-        let (d, late) = match self.deadline {
-            Some(deadline) if now + d > deadline => (deadline.saturating_duration_since(now), true),
-            _ => (d, false),
-        };
-        match self.wait {
-            Wait::Block => std::thread::sleep(d),
-            Wait::Yield => tokio::time::sleep(d).await,
-        }
-        if late {
-            Err(DeadlineExceeded)
-        } else {
-            Ok(())
-        }
-    }
-
-    pub fn check_deadline(&self) -> Result<(), DeadlineExceeded> {
-        match self.deadline {
-            Some(deadline) if Instant::now() >= deadline => Err(DeadlineExceeded),
-            _ => Ok(()),
-        }
-    }
-}
 
 /// Limits and settings of the built-in application.
 #[derive(Clone, Debug)]
@@ -229,6 +32,12 @@ pub struct AppConfig {
     pub max_delay: Duration,
     /// Longest `/cpu?ms=` accepted.
     pub max_cpu: Duration,
+    /// The write path's settings; `None`: `/messages` and `/ids` answer 503.
+    pub store: Option<StoreConfig>,
+    /// Open the store when the application boots (the operator named `--data-dir` or
+    /// `--database`, so a problem with them should stop the start), instead of on the first
+    /// request that needs it.
+    pub open_store_at_boot: bool,
 }
 
 impl Default for AppConfig {
@@ -236,44 +45,68 @@ impl Default for AppConfig {
         AppConfig {
             max_delay: Duration::from_secs(60),
             max_cpu: Duration::from_secs(10),
+            store: None,
+            open_store_at_boot: false,
         }
     }
 }
 
-/// What a server calls for each request. `c10k serve` runs [`App`]; a Rust program can hand its
-/// own implementation to the server library instead. The returned future must honour
-/// [`Ctx::wait`]: under [`Wait::Block`] it is driven by `block_on` on a worker thread, so it must
-/// not need a tokio runtime context there.
-pub trait Handler: Send + Sync + 'static {
-    fn call(&self, req: &Request, ctx: Ctx) -> impl std::future::Future<Output = Response> + Send;
-}
-
 /// The built-in application. Cheap to share: workers hold it in an `Arc`.
+///
+/// It owns its write path: the journal, the id lease and the database pool are opened on the
+/// first `/messages` or `/ids` request (or at boot, see [`AppConfig::open_store_at_boot`]), so a
+/// server that only answers `/` creates no file and opens no database connection.
 #[derive(Debug)]
 pub struct App {
     config: AppConfig,
-    /// The write path behind `/messages` and `/ids`; without one those routes answer 503.
-    store: Option<Arc<Store>>,
+    /// The worker's stable index: its journal is `<data-dir>/journal-<slot>`.
+    slot: usize,
+    /// The write path behind `/messages` and `/ids`, once opened.
+    store: tokio::sync::OnceCell<Arc<Store>>,
 }
 
 impl App {
+    /// An application for worker slot 0 whose store (if configured) opens when first needed.
     pub fn new(config: AppConfig) -> App {
         App {
             config,
-            store: None,
+            slot: 0,
+            store: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The application of worker `slot`; opens the store now when the config asks for it.
+    pub fn boot(config: AppConfig, slot: usize) -> Result<App, c10k_store::StoreError> {
+        let app = App {
+            slot,
+            ..App::new(config)
+        };
+        if app.config.open_store_at_boot {
+            if let Some(cfg) = &app.config.store {
+                let store = Store::open(cfg, slot)?;
+                let _ = app.store.set(Arc::new(store));
+            }
+        }
+        Ok(app)
     }
 
     /// An application whose `/messages` and `/ids` routes use `store`.
     pub fn with_store(config: AppConfig, store: Arc<Store>) -> App {
         App {
             config,
-            store: Some(store),
+            slot: 0,
+            store: tokio::sync::OnceCell::new_with(Some(store)),
         }
     }
 
+    /// The store, if it has been opened.
     pub fn store(&self) -> Option<&Arc<Store>> {
-        self.store.as_ref()
+        self.store.get()
+    }
+
+    /// The write path's figures, once it is open (for the server's status report).
+    pub fn store_stats(&self) -> Option<StoreStats> {
+        self.store.get().map(|s| s.stats())
     }
 
     pub fn config(&self) -> &AppConfig {
@@ -301,7 +134,7 @@ impl App {
                 _ => Ok(method_not_allowed("GET, HEAD, POST")),
             },
             "/ids" => match req.method {
-                Method::Get | Method::Head => Ok(self.ids(req)),
+                Method::Get | Method::Head => Ok(self.ids(req).await),
                 _ => Ok(method_not_allowed("GET, HEAD")),
             },
             path => Ok(Response::error(404, format_args!("no route for {path}"))),
@@ -312,7 +145,7 @@ impl App {
     }
 
     async fn hello(&self, req: &Request, ctx: Ctx) -> Result<Response, DeadlineExceeded> {
-        let delay = match req.query().get("delay") {
+        let delay = match query(req).get("delay") {
             None => Duration::ZERO,
             Some(raw) => match parse_seconds(&raw, self.config.max_delay) {
                 Ok(d) => d,
@@ -327,7 +160,7 @@ impl App {
 
     fn cpu(&self, req: &Request, ctx: Ctx) -> Result<Response, DeadlineExceeded> {
         let max_ms = self.config.max_cpu.as_millis() as u64;
-        let ms = match req.query().get("ms") {
+        let ms = match query(req).get("ms") {
             None => return Ok(Response::error(400, "ms: missing; use /cpu?ms=N")),
             Some(raw) => match raw.parse::<u64>() {
                 Ok(ms) if ms <= max_ms => ms,
@@ -354,17 +187,37 @@ impl App {
 }
 
 impl Handler for App {
-    fn call(&self, req: &Request, ctx: Ctx) -> impl std::future::Future<Output = Response> + Send {
-        self.handle(req, ctx)
+    async fn call(&self, req: Request, ctx: Ctx) -> Response {
+        self.handle(&req, ctx).await
     }
 }
 
+/// The query string of `req`, parsed lazily.
+pub(crate) fn query(req: &Request) -> Query<'_> {
+    Query::new(req.query.as_deref().unwrap_or(""))
+}
+
+/// A JSON answer, one line.
+pub(crate) fn json(status: u16, value: &serde_json::Value) -> Response {
+    let mut body = value.to_string();
+    body.push('\n');
+    Response::with_body(status, "application/json", body)
+}
+
 fn echo(req: &Request) -> Response {
-    let content_type = match &req.content_type {
-        Some(ct) => Cow::Owned(ct.clone()),
-        None => Cow::Borrowed("application/octet-stream"),
+    let content_type = match req.content_type() {
+        Some(ct) => Bytes::copy_from_slice(ct.as_bytes()),
+        None => Bytes::from_static(b"application/octet-stream"),
     };
-    Response::new(200, content_type, req.body.clone())
+    match req.body.to_bytes() {
+        Ok(body) => Response::new(200)
+            .with_header("Content-Type", content_type)
+            .with_full_body(body),
+        Err(e) => {
+            tracing::error!("echo: cannot read the spooled request body back: {e}");
+            Response::error(500, "cannot read the request body")
+        }
+    }
 }
 
 fn method_not_allowed(allow: &'static str) -> Response {
@@ -411,6 +264,7 @@ fn burn_cpu(d: Duration, ctx: &Ctx) -> Result<u64, DeadlineExceeded> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use c10k_http::Wait;
 
     fn app() -> App {
         App::new(AppConfig::default())
@@ -421,7 +275,7 @@ mod tests {
     }
 
     fn body(resp: &Response) -> &str {
-        std::str::from_utf8(&resp.body).unwrap()
+        std::str::from_utf8(resp.body.as_bytes().unwrap()).unwrap()
     }
 
     #[test]
@@ -504,6 +358,6 @@ mod tests {
         assert!(resp
             .headers
             .iter()
-            .any(|(n, v)| *n == "Allow" && v == "GET, HEAD"));
+            .any(|(n, v)| n == "Allow" && &v[..] == b"GET, HEAD"));
     }
 }

@@ -9,20 +9,36 @@ use std::sync::Arc;
 use c10k_store::{Message, Store, StoreError, MAX_IDS_PER_CALL};
 use serde_json::json;
 
-use crate::{App, Ctx, DeadlineExceeded, Request, Response};
+use c10k_http::{Ctx, DeadlineExceeded, Request, Response};
+
+use crate::{json, query, App};
 
 /// Most messages one `GET /messages` returns; the default when `limit` is absent.
 const MAX_LIMIT: u32 = 1000;
 const DEFAULT_LIMIT: u32 = 100;
 
 impl App {
-    fn store_or_503(&self) -> Result<&Arc<Store>, Response> {
-        self.store.as_ref().ok_or_else(|| {
-            Response::error(
+    /// The store, opened now if this is the first request that needs it; or the answer to give
+    /// when there is none.
+    async fn store_or_503(&self) -> Result<&Arc<Store>, Response> {
+        if let Some(store) = self.store.get() {
+            return Ok(store);
+        }
+        let Some(config) = &self.config.store else {
+            return Err(Response::error(
                 503,
                 "the write path is not configured in this server (no store; see --database)",
-            )
-        })
+            ));
+        };
+        self.store
+            .get_or_try_init(|| open_store(config.clone(), self.slot))
+            .await
+            .map_err(|e| {
+                // The detail (paths, driver text) is for the operator, not the client.
+                tracing::error!(slot = self.slot, "cannot open the write path: {e}");
+                Response::error(503, "the write path cannot be opened; see the server log")
+                    .with_header("Retry-After", "1")
+            })
     }
 
     pub(crate) async fn post_message(
@@ -30,17 +46,24 @@ impl App {
         req: &Request,
         ctx: Ctx,
     ) -> Result<Response, DeadlineExceeded> {
-        let store = match self.store_or_503() {
+        let store = match self.store_or_503().await {
             Ok(s) => s,
             Err(resp) => return Ok(resp),
         };
-        let (room, user, text) = match parse_post(&req.body) {
+        let body = match req.body.to_bytes() {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("cannot read a spooled request body back: {e}");
+                return Ok(Response::error(500, "cannot read the request body"));
+            }
+        };
+        let (room, user, text) = match parse_post(&body) {
             Ok(fields) => fields,
             Err(why) => return Ok(Response::error(400, why)),
         };
         ctx.check_deadline()?;
         match store.post(&room, &user, &text, ctx.deadline).await {
-            Ok(msg) => Ok(Response::json(201, &message_json(&msg))),
+            Ok(msg) => Ok(json(201, &message_json(&msg))),
             Err(e) => Ok(store_error(e)),
         }
     }
@@ -50,11 +73,11 @@ impl App {
         req: &Request,
         ctx: Ctx,
     ) -> Result<Response, DeadlineExceeded> {
-        let store = match self.store_or_503() {
+        let store = match self.store_or_503().await {
             Ok(s) => s,
             Err(resp) => return Ok(resp),
         };
-        let q = req.query();
+        let q = query(req);
         let Some(room) = q.get("room") else {
             return Ok(Response::error(
                 400,
@@ -94,21 +117,18 @@ impl App {
         match store.list(&room, after, limit, ctx.deadline).await {
             Ok(rows) => {
                 let rows: Vec<_> = rows.iter().map(message_json).collect();
-                Ok(Response::json(
-                    200,
-                    &json!({ "room": room, "messages": rows }),
-                ))
+                Ok(json(200, &json!({ "room": room, "messages": rows })))
             }
             Err(e) => Ok(store_error(e)),
         }
     }
 
-    pub(crate) fn ids(&self, req: &Request) -> Response {
-        let store = match self.store_or_503() {
+    pub(crate) async fn ids(&self, req: &Request) -> Response {
+        let store = match self.store_or_503().await {
             Ok(s) => s,
             Err(resp) => return resp,
         };
-        let count = match req.query().get("count") {
+        let count = match query(req).get("count") {
             None => 1,
             Some(raw) => match raw.parse::<usize>() {
                 Ok(n) if (1..=MAX_IDS_PER_CALL).contains(&n) => n,
@@ -123,10 +143,31 @@ impl App {
             },
         };
         match store.ids(count) {
-            Ok(ids) => Response::json(200, &json!({ "ids": ids })),
+            Ok(ids) => json(200, &json!({ "ids": ids })),
             Err(e) => store_error(e),
         }
     }
+}
+
+/// Opens the store on a thread of its own (it connects, replays the journal and may wait for a
+/// lease), so an event loop is not blocked meanwhile; awaitable under any executor.
+async fn open_store(
+    config: c10k_store::StoreConfig,
+    slot: usize,
+) -> Result<Arc<Store>, StoreError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name(format!("c10k-store-open-{slot}"))
+        .spawn(move || {
+            let _ = tx.send(Store::open(&config, slot).map(Arc::new));
+        });
+    if let Err(e) = spawned {
+        return Err(StoreError::Open {
+            what: "cannot start a thread to open the store".into(),
+            source: Box::new(e),
+        });
+    }
+    rx.await.unwrap_or(Err(StoreError::Closed))
 }
 
 fn message_json(m: &Message) -> serde_json::Value {
@@ -171,7 +212,8 @@ fn parse_post(body: &[u8]) -> Result<(String, String, String), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AppConfig, Method, Wait};
+    use crate::AppConfig;
+    use c10k_http::{Method, Wait};
     use c10k_store::StoreConfig;
 
     fn app_with_store(dir: &std::path::Path) -> App {
@@ -194,7 +236,7 @@ mod tests {
     }
 
     fn json_body(resp: &Response) -> serde_json::Value {
-        serde_json::from_slice(&resp.body).unwrap()
+        serde_json::from_slice(resp.body.as_bytes().unwrap()).unwrap()
     }
 
     #[test]
@@ -207,10 +249,50 @@ mod tests {
         ] {
             let resp = call(&app, req);
             assert_eq!(resp.status, 503);
-            assert!(std::str::from_utf8(&resp.body)
+            assert!(std::str::from_utf8(resp.body.as_bytes().unwrap())
                 .unwrap()
                 .contains("not configured"));
         }
+    }
+
+    #[test]
+    fn the_store_opens_on_the_first_write_path_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut cfg = StoreConfig::in_dir(&data);
+        cfg.instance_id = Some(1);
+        let app = App::boot(
+            AppConfig {
+                store: Some(cfg),
+                ..AppConfig::default()
+            },
+            3,
+        )
+        .unwrap();
+        for target in ["/", "/cpu?ms=1", "/nope"] {
+            call(&app, Request::new(Method::Get, target));
+        }
+        assert!(!data.exists(), "serving / must not create the data dir");
+        assert!(app.store_stats().is_none());
+        let resp = call(&app, Request::new(Method::Get, "/ids?count=2"));
+        assert_eq!(resp.status, 200);
+        assert!(data.join("journal-3").is_dir(), "worker 3's journal");
+        assert!(app.store_stats().is_some());
+    }
+
+    #[test]
+    fn a_store_that_cannot_open_is_503_without_internals() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, "x").unwrap();
+        let app = App::new(AppConfig {
+            store: Some(StoreConfig::in_dir(&file)),
+            ..AppConfig::default()
+        });
+        let resp = call(&app, Request::new(Method::Get, "/ids"));
+        assert_eq!(resp.status, 503);
+        let text = std::str::from_utf8(resp.body.as_bytes().unwrap()).unwrap();
+        assert!(!text.contains("not-a-dir"), "{text}");
     }
 
     #[test]
@@ -290,7 +372,7 @@ mod tests {
         ] {
             let resp = post(&app, body);
             assert_eq!(resp.status, 400, "{body}");
-            let text = std::str::from_utf8(&resp.body).unwrap();
+            let text = std::str::from_utf8(resp.body.as_bytes().unwrap()).unwrap();
             assert!(text.contains(why), "{body}: {text}");
         }
         for (target, why) in [
@@ -304,7 +386,9 @@ mod tests {
             let resp = call(&app, Request::new(Method::Get, target));
             assert_eq!(resp.status, 400, "{target}");
             assert!(
-                std::str::from_utf8(&resp.body).unwrap().contains(why),
+                std::str::from_utf8(resp.body.as_bytes().unwrap())
+                    .unwrap()
+                    .contains(why),
                 "{target}"
             );
         }
@@ -339,8 +423,8 @@ mod tests {
         assert!(resp
             .headers
             .iter()
-            .any(|(n, v)| *n == "Retry-After" && v == "1"));
-        assert!(std::str::from_utf8(&resp.body)
+            .any(|(n, v)| n == "Retry-After" && &v[..] == b"1"));
+        assert!(std::str::from_utf8(resp.body.as_bytes().unwrap())
             .unwrap()
             .contains("--max-lag"));
     }

@@ -3,8 +3,11 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use c10k_serve::config::{given, layered, ConfigFile};
 use c10k_serve::ServeConfig;
-use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use crate::builtin::AppArgs;
 
 /// c10k: an application server whose concurrency model is a flag, and the tools to measure it.
 #[derive(Debug, Parser)]
@@ -105,6 +108,9 @@ struct ServeArgs {
 
     #[command(flatten)]
     settings: ServeConfig,
+
+    #[command(flatten)]
+    app: AppArgs,
 }
 
 /// Why the command line was refused; exits 2 like clap's own usage errors.
@@ -139,13 +145,37 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
             let sub = matches
                 .subcommand_matches("serve")
                 .context("serve matches missing")?;
-            let config = ServeConfig::resolve(sub, args.config.as_deref())
-                .map_err(|e| UsageError(e.to_string()))?;
+            let usage = |e: c10k_serve::config::ConfigError| UsageError(e.to_string());
+            let file = args
+                .config
+                .as_deref()
+                .map(ConfigFile::read)
+                .transpose()
+                .map_err(usage)?;
+            if let Some(file) = &file {
+                file.check_keys(&[
+                    ServeConfig::augment_args(clap::Command::new("serve")),
+                    AppArgs::augment_args(clap::Command::new("serve")),
+                ])
+                .map_err(usage)?;
+            }
+            let config = ServeConfig::resolve_from(sub, file.as_ref()).map_err(usage)?;
+            let mut app: AppArgs = layered(sub, file.as_ref()).map_err(usage)?;
+            app.store_chosen = ["data_dir", "database"]
+                .iter()
+                .any(|id| given(sub, id) || file.as_ref().is_some_and(|f| f.contains(id)));
+            app.validate().map_err(UsageError)?;
             if args.check_config {
-                print!("{}", config.to_toml());
+                print!("{}{}", config.to_toml(), app.to_toml(false));
                 return Ok(());
             }
-            c10k_serve::run(config)
+            if !c10k_serve::is_worker_process() {
+                tracing::info!(
+                    "application: built-in; {}",
+                    app.to_toml(true).trim_end().replace('\n', ", ")
+                );
+            }
+            c10k_serve::run_hosted(config, |info| crate::builtin::factory(&app, info))
         }
         Command::Bench(args) => c10k_bench::cli::run(*args),
         Command::Lab(args) => {

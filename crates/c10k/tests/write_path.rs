@@ -260,3 +260,60 @@ fn write_path_under_every_worker_class() {
         kill_group(&mut server);
     }
 }
+
+/// The built-in app owns its store and opens it on the first write-path request: a server that
+/// only answers `/` creates no `./c10k-data` (issue 11.2). Before the fix every `c10k serve`
+/// created it at start.
+#[test]
+fn serving_hello_creates_no_file_until_the_first_write() {
+    let cwd = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args(["serve", "--bind", &addr.to_string(), "--workers", "2"])
+        .args(["--instance-id", "900"])
+        .current_dir(cwd.path())
+        .env_remove("C10K_DATA_DIR")
+        .env_remove("C10K_DATABASE")
+        .env("C10K_ADMIN", "127.0.0.1:0")
+        .env("C10K_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while request(addr, "GET", "/", "").map(|r| r.0).ok() != Some(200) {
+        assert!(Instant::now() < deadline, "server did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..20 {
+        assert_eq!(request(addr, "GET", "/", "").unwrap().0, 200);
+    }
+    let listed: Vec<_> = std::fs::read_dir(cwd.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(listed.is_empty(), "serving / created {listed:?}");
+
+    let (status, body) = request(
+        addr,
+        "POST",
+        "/messages",
+        r#"{"room":"lazy","user":"u","text":"t"}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let data = cwd.path().join("c10k-data");
+    let journals = std::fs::read_dir(&data)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("journal-"))
+        })
+        .count();
+    assert!(
+        journals >= 1,
+        "the first write opened a journal in {data:?}"
+    );
+    kill_group(&mut child);
+}

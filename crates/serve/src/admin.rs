@@ -361,21 +361,24 @@ pub(crate) struct JournalReport {
 }
 
 impl JournalReport {
-    pub fn from_stores(stores: &[c10k_store::StoreStats]) -> Option<(PoolReport, JournalReport)> {
+    pub fn from_stores(
+        stores: &[crate::scoreboard::WritePathFigures],
+    ) -> Option<(PoolReport, JournalReport)> {
         if stores.is_empty() {
             return None;
         }
-        let sum = |f: fn(&c10k_store::StoreStats) -> u64| stores.iter().map(f).sum::<u64>();
+        let sum =
+            |f: fn(&crate::scoreboard::WritePathFigures) -> u64| stores.iter().map(f).sum::<u64>();
         Some((
             PoolReport {
-                size: sum(|s| u64::from(s.pool.size)),
-                idle: sum(|s| s.pool.idle as u64),
-                max: sum(|s| u64::from(s.pool.max)),
+                size: sum(|s| s.pool_size),
+                idle: sum(|s| s.pool_idle),
+                max: sum(|s| s.pool_max),
                 workers: stores.len(),
             },
             JournalReport {
                 appended: sum(|s| s.appended),
-                unflushed: sum(|s| s.backlog as u64),
+                unflushed: sum(|s| s.backlog),
                 flushed: sum(|s| s.flushed),
                 flushes: sum(|s| s.batches),
                 fsyncs: sum(|s| s.fsyncs),

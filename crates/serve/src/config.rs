@@ -83,6 +83,165 @@ impl<'de> Deserialize<'de> for BindAddr {
     }
 }
 
+/// The protocol a listener speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// HTTP/1.1 (and 1.0).
+    #[default]
+    Http,
+    /// nginx's binary uwsgi protocol (`uwsgi_pass`): one request per connection.
+    Uwsgi,
+}
+
+/// One `--bind` value: an address and the protocol spoken on it. `HOST:PORT` and
+/// `unix:/path` speak HTTP; `uwsgi://HOST:PORT` and `uwsgi+unix:/path` speak uwsgi, so HTTP and
+/// uwsgi listeners can sit side by side (`--bind 127.0.0.1:8000,uwsgi+unix:/run/c10k.sock`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bind {
+    pub protocol: Protocol,
+    pub addr: BindAddr,
+}
+
+impl Bind {
+    pub fn http(addr: BindAddr) -> Bind {
+        Bind {
+            protocol: Protocol::Http,
+            addr,
+        }
+    }
+
+    pub fn uwsgi(addr: BindAddr) -> Bind {
+        Bind {
+            protocol: Protocol::Uwsgi,
+            addr,
+        }
+    }
+}
+
+impl FromStr for Bind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Bind, String> {
+        if let Some(rest) = s.strip_prefix("uwsgi+unix:") {
+            if rest.is_empty() {
+                return Err("uwsgi+unix: needs a path, e.g. uwsgi+unix:/run/c10k.sock".into());
+            }
+            return Ok(Bind::uwsgi(BindAddr::Unix(PathBuf::from(rest))));
+        }
+        if let Some(rest) = s.strip_prefix("uwsgi://") {
+            return rest
+                .parse()
+                .map(|a| Bind::uwsgi(BindAddr::Tcp(a)))
+                .map_err(|_| {
+                    format!("{s:?}: uwsgi:// needs HOST:PORT, e.g. uwsgi://127.0.0.1:3031")
+                });
+        }
+        let http = s.strip_prefix("http://").unwrap_or(s);
+        http.parse().map(Bind::http).map_err(|e: String| {
+            format!("{e}; or uwsgi://HOST:PORT, uwsgi+unix:/path for nginx's uwsgi_pass")
+        })
+    }
+}
+
+impl fmt::Display for Bind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.protocol, &self.addr) {
+            (Protocol::Http, a) => write!(f, "{a}"),
+            (Protocol::Uwsgi, BindAddr::Tcp(a)) => write!(f, "uwsgi://{a}"),
+            (Protocol::Uwsgi, BindAddr::Unix(p)) => write!(f, "uwsgi+unix:{}", p.display()),
+        }
+    }
+}
+
+impl Serialize for Bind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Bind, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One `--uwsgi-allow-from` entry: an address, a network (`10.0.0.0/8`), or `*` for any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AllowFrom {
+    net: Option<(std::net::IpAddr, u8)>,
+}
+
+impl AllowFrom {
+    /// Whether `ip` is allowed (an IPv4-mapped IPv6 address counts as its IPv4 address).
+    pub fn allows(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let Some((net, prefix)) = self.net else {
+            return true;
+        };
+        match (net, ip.to_canonical()) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for AllowFrom {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<AllowFrom, String> {
+        let s = s.trim();
+        if s == "*" {
+            return Ok(AllowFrom { net: None });
+        }
+        let bad = || format!("{s:?} is not an address, ADDRESS/PREFIX or *");
+        let (ip, prefix) = match s.split_once('/') {
+            Some((ip, p)) => (ip, Some(p.parse::<u8>().map_err(|_| bad())?)),
+            None => (s, None),
+        };
+        let ip: std::net::IpAddr = ip.parse().map_err(|_| bad())?;
+        let ip = ip.to_canonical();
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        if prefix > max {
+            return Err(bad());
+        }
+        Ok(AllowFrom {
+            net: Some((ip, prefix)),
+        })
+    }
+}
+
+impl fmt::Display for AllowFrom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.net {
+            None => f.write_str("*"),
+            Some((ip, p)) if p == if ip.is_ipv4() { 32 } else { 128 } => write!(f, "{ip}"),
+            Some((ip, p)) => write!(f, "{ip}/{p}"),
+        }
+    }
+}
+
+impl Serialize for AllowFrom {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for AllowFrom {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<AllowFrom, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Where the admin (status) listener binds: an address, or `off`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdminAddr(pub Option<BindAddr>);
@@ -144,7 +303,8 @@ fn at_least_one(s: &str) -> Result<usize, String> {
 // deny_unknown_fields cannot be combined with flattened groups of settings).
 #[serde(rename_all = "kebab-case", default)]
 pub struct ServeConfig {
-    /// Address to listen on: HOST:PORT or unix:/path. Repeat for several.
+    /// Address to listen on: HOST:PORT or unix:/path (HTTP), uwsgi://HOST:PORT or
+    /// uwsgi+unix:/path (nginx's uwsgi_pass). Repeat for several.
     #[arg(
         short,
         long = "bind",
@@ -153,7 +313,19 @@ pub struct ServeConfig {
         default_value = "127.0.0.1:8000",
         help_heading = "Listening"
     )]
-    pub bind: Vec<BindAddr>,
+    pub bind: Vec<Bind>,
+
+    /// Peers allowed to connect to a uwsgi listener over TCP: addresses, ADDRESS/PREFIX
+    /// networks, or * for any (like gunicorn's --forwarded-allow-ips). Unix sockets are always
+    /// allowed. Others are closed and logged.
+    #[arg(
+        long,
+        env = "C10K_UWSGI_ALLOW_FROM",
+        value_delimiter = ',',
+        default_value = "127.0.0.1,::1",
+        help_heading = "Listening"
+    )]
+    pub uwsgi_allow_from: Vec<AllowFrom>,
 
     /// Listen queue length (capped by net.core.somaxconn; a warning says so).
     #[arg(
@@ -254,11 +426,6 @@ pub struct ServeConfig {
           value_parser = at_least_one, help_heading = "Limits")]
     pub limit_request_head: usize,
 
-    /// Longest ?delay= the built-in application accepts, in seconds (400 above it).
-    #[arg(allow_negative_numbers = true, long, env = "C10K_MAX_DELAY", default_value_t = 60.0, value_parser = seconds,
-          help_heading = "Application")]
-    pub max_delay: f64,
-
     /// Admin listener for `c10k status` (/status, /processlist, /metrics): HOST:PORT,
     /// unix:/path, or off. Served by the master, never on a --bind address.
     #[arg(
@@ -290,10 +457,6 @@ pub struct ServeConfig {
     #[arg(skip)]
     #[serde(skip)]
     pub admin_chosen: bool,
-    /// The write path (`/messages`, `/ids`): data dir, database, journal and flusher settings.
-    #[command(flatten)]
-    #[serde(flatten)]
-    pub store: c10k_store::StoreConfig,
 }
 
 impl Default for ServeConfig {
@@ -322,55 +485,124 @@ pub enum ConfigError {
     Invalid { flag: &'static str, message: String },
 }
 
-impl ServeConfig {
-    /// Builds the effective config from parsed command-line/env matches and an optional TOML
-    /// file: a value given on the command line or in the environment beats the file.
-    pub fn resolve(matches: &ArgMatches, file: Option<&Path>) -> Result<ServeConfig, ConfigError> {
-        let cli = ServeConfig::from_arg_matches(matches).map_err(|e| ConfigError::Invalid {
-            flag: "serve",
-            message: e.to_string(),
-        })?;
-        let admin_on_cli = matches!(
-            matches.value_source("admin"),
-            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-        );
-        let Some(path) = file else {
-            let mut cli = cli;
-            cli.admin_chosen = admin_on_cli;
-            cli.validate()?;
-            return Ok(cli);
-        };
+/// A `--config` TOML file, read once; its keys may belong to several settings structs (the
+/// server's and the application's), each taking its own with [`layered`].
+#[derive(Clone, Debug)]
+pub struct ConfigFile {
+    pub path: PathBuf,
+    table: toml::Table,
+}
+
+impl ConfigFile {
+    pub fn read(path: &Path) -> Result<ConfigFile, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        let file_err = |message: String| ConfigError::File {
+        let table: toml::Table = text.parse().map_err(|e| ConfigError::File {
             path: path.to_owned(),
+            message: format!("{e}"),
+        })?;
+        Ok(ConfigFile {
+            path: path.to_owned(),
+            table,
+        })
+    }
+
+    fn error(&self, message: String) -> ConfigError {
+        ConfigError::File {
+            path: self.path.clone(),
             message,
-        };
-        let from_file: toml::Table = text.parse().map_err(|e| file_err(format!("{e}")))?;
-        let admin_in_file = from_file.contains_key("admin");
-        let mut merged = toml::Table::try_from(&cli).map_err(|e| file_err(e.to_string()))?;
-        let known = ServeConfig::augment_args(clap::Command::new("serve"));
-        for (key, value) in from_file {
-            // gunicorn config files use snake_case; accept it beside kebab-case.
-            let key = key.replace('_', "-");
-            let id = key.replace('-', "_");
-            if !known.get_arguments().any(|a| a.get_id() == id.as_str()) {
-                return Err(file_err(format!("unknown key {key:?}")));
-            }
-            let explicit = matches!(
-                matches.value_source(&id),
-                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-            );
-            if !explicit {
-                merged.insert(key, value);
+        }
+    }
+
+    /// Refuses a key that none of `known` (the settings structs' clap definitions) has, so a typo
+    /// is not silently ignored.
+    pub fn check_keys(&self, known: &[clap::Command]) -> Result<(), ConfigError> {
+        for key in self.table.keys() {
+            let id = key_id(key);
+            if !known
+                .iter()
+                .any(|c| c.get_arguments().any(|a| a.get_id() == id.as_str()))
+            {
+                return Err(self.error(format!("unknown key {:?}", key.replace('_', "-"))));
             }
         }
-        let mut config: ServeConfig = toml::Value::Table(merged)
-            .try_into()
-            .map_err(|e: toml::de::Error| file_err(e.message().to_owned()))?;
-        config.admin_chosen = admin_on_cli || admin_in_file;
+        Ok(())
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.table.keys().any(|k| key_id(k) == id)
+    }
+}
+
+/// gunicorn config files use snake_case; accept it beside kebab-case. The clap id is snake_case.
+fn key_id(key: &str) -> String {
+    key.replace('-', "_")
+}
+
+/// Builds settings struct `T` from command-line/env matches and an optional config file: a
+/// value given on the command line or in the environment beats the file, which beats the
+/// default. Keys of the file that are not `T`'s are left to other structs.
+pub fn layered<T>(matches: &ArgMatches, file: Option<&ConfigFile>) -> Result<T, ConfigError>
+where
+    T: Args + FromArgMatches + Serialize + serde::de::DeserializeOwned,
+{
+    let cli = T::from_arg_matches(matches).map_err(|e| ConfigError::Invalid {
+        flag: "serve",
+        message: e.to_string(),
+    })?;
+    let Some(file) = file else {
+        return Ok(cli);
+    };
+    let mut merged = toml::Table::try_from(&cli).map_err(|e| file.error(e.to_string()))?;
+    let known = T::augment_args(clap::Command::new("serve"));
+    for (key, value) in &file.table {
+        let id = key_id(key);
+        if !known.get_arguments().any(|a| a.get_id() == id.as_str()) {
+            continue;
+        }
+        let explicit = matches!(
+            matches.value_source(&id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        );
+        if !explicit {
+            merged.insert(key.replace('_', "-"), value.clone());
+        }
+    }
+    toml::Value::Table(merged)
+        .try_into()
+        .map_err(|e: toml::de::Error| file.error(e.message().to_owned()))
+}
+
+/// Whether setting `id` was given on the command line or in the environment.
+pub fn given(matches: &ArgMatches, id: &str) -> bool {
+    matches!(
+        matches.value_source(id),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
+
+impl ServeConfig {
+    /// Builds the effective config from parsed command-line/env matches and an optional TOML
+    /// file (whose keys must all be the server's: see [`ServeConfig::resolve_from`] for a file
+    /// shared with an application's settings).
+    pub fn resolve(matches: &ArgMatches, file: Option<&Path>) -> Result<ServeConfig, ConfigError> {
+        let file = file.map(ConfigFile::read).transpose()?;
+        if let Some(file) = &file {
+            file.check_keys(&[ServeConfig::augment_args(clap::Command::new("serve"))])?;
+        }
+        ServeConfig::resolve_from(matches, file.as_ref())
+    }
+
+    /// As [`ServeConfig::resolve`], for a file already read and checked; keys that are not
+    /// the server's are ignored.
+    pub fn resolve_from(
+        matches: &ArgMatches,
+        file: Option<&ConfigFile>,
+    ) -> Result<ServeConfig, ConfigError> {
+        let mut config: ServeConfig = layered(matches, file)?;
+        config.admin_chosen = given(matches, "admin") || file.is_some_and(|f| f.contains("admin"));
         config.validate()?;
         Ok(config)
     }
@@ -403,7 +635,6 @@ impl ServeConfig {
             ("--header-timeout", self.header_timeout),
             ("--graceful-timeout", self.graceful_timeout),
             ("--timeout", self.timeout),
-            ("--max-delay", self.max_delay),
             ("--request-timeout", self.request_timeout.unwrap_or(0.0)),
         ] {
             if !s.is_finite() || s < 0.0 {
@@ -416,7 +647,7 @@ impl ServeConfig {
         if let Some(addr) = &self.admin.0 {
             // Port 0 means "any free port": two of those never collide.
             let any_port = matches!(addr, BindAddr::Tcp(a) if a.port() == 0);
-            if !any_port && self.bind.contains(addr) {
+            if !any_port && self.bind.iter().any(|b| &b.addr == addr) {
                 return bad("--admin", "must not be one of the --bind addresses");
             }
         }
@@ -432,6 +663,20 @@ impl ServeConfig {
     /// The effective configuration as TOML, for `--check-config` and the start-up log.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// The protocol of the `i`th listener (listeners are bound, and inherited by workers, in
+    /// `--bind` order).
+    pub fn protocol_of(&self, i: usize) -> Protocol {
+        self.bind.get(i).map(|b| b.protocol).unwrap_or_default()
+    }
+
+    /// Whether a uwsgi listener may serve a connection from `peer` (`None`: a unix socket).
+    pub fn uwsgi_allows(&self, peer: Option<std::net::SocketAddr>) -> bool {
+        match peer {
+            None => true,
+            Some(p) => self.uwsgi_allow_from.iter().any(|a| a.allows(p.ip())),
+        }
     }
 
     pub fn limits(&self) -> crate::proto::Limits {
@@ -467,6 +712,12 @@ mod tests {
         assert_eq!(c.worker_class, WorkerClass::Async);
         assert_eq!(c.backlog, 2048);
         assert_eq!(c.bind, vec!["127.0.0.1:8000".parse().unwrap()]);
+        assert_eq!(c.bind[0].protocol, Protocol::Http);
+        assert!(c.uwsgi_allows(Some("127.0.0.1:5".parse().unwrap())));
+        assert!(c.uwsgi_allows(Some("[::1]:5".parse().unwrap())));
+        assert!(c.uwsgi_allows(Some("[::ffff:127.0.0.1]:5".parse().unwrap())));
+        assert!(!c.uwsgi_allows(Some("192.0.2.1:5".parse().unwrap())));
+        assert!(c.uwsgi_allows(None), "unix sockets are always allowed");
         assert_eq!(
             c.admin.to_string(),
             "127.0.0.1:9191",
@@ -526,12 +777,56 @@ mod tests {
     }
 
     #[test]
+    fn uwsgi_binds_beside_http_ones_in_every_source() {
+        let m = matches(&[
+            "--bind",
+            "127.0.0.1:8000,uwsgi://127.0.0.1:3031,uwsgi+unix:/run/c10k.sock,unix:/tmp/h.sock",
+            "--uwsgi-allow-from",
+            "10.0.0.0/8,2001:db8::/32",
+        ]);
+        let c = ServeConfig::resolve(&m, None).unwrap();
+        let protocols: Vec<_> = c.bind.iter().map(|b| b.protocol).collect();
+        use Protocol::{Http, Uwsgi};
+        assert_eq!(protocols, [Http, Uwsgi, Uwsgi, Http]);
+        assert_eq!(c.bind[2].addr, BindAddr::Unix("/run/c10k.sock".into()));
+        assert_eq!(c.protocol_of(1), Uwsgi);
+        assert_eq!(c.protocol_of(9), Http);
+        assert!(c.uwsgi_allows(Some("10.1.2.3:1".parse().unwrap())));
+        assert!(!c.uwsgi_allows(Some("11.0.0.1:1".parse().unwrap())));
+        assert!(c.uwsgi_allows(Some("[2001:db8::5]:1".parse().unwrap())));
+        assert!(!c.uwsgi_allows(Some("127.0.0.1:1".parse().unwrap())));
+        // The same strings in a config file, and back through the worker's TOML.
+        let back: ServeConfig = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back.bind, c.bind);
+        assert_eq!(back.uwsgi_allow_from, c.uwsgi_allow_from);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c10k.toml");
+        std::fs::write(
+            &path,
+            "bind = [\"uwsgi://127.0.0.1:3031\"]\nuwsgi_allow_from = [\"*\"]\n",
+        )
+        .unwrap();
+        let c = ServeConfig::resolve(&matches(&[]), Some(&path)).unwrap();
+        assert_eq!(c.bind, vec![Bind::uwsgi("127.0.0.1:3031".parse().unwrap())]);
+        assert!(c.uwsgi_allows(Some("192.0.2.1:5".parse().unwrap())));
+        for bad in ["uwsgi://", "uwsgi://nohost", "uwsgi+unix:", "uwsgi:/x"] {
+            let e = bad.parse::<Bind>().unwrap_err();
+            assert!(!e.is_empty(), "{bad}");
+        }
+        for bad in ["10.0.0.0/33", "::/129", "host", ""] {
+            assert!(bad.parse::<AllowFrom>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn cli_rejects_bad_values() {
         for args in [
             &["--workers", "0"][..],
             &["--worker-class", "fork"],
             &["--keepalive", "-1"],
             &["--bind", "nonsense"],
+            &["--bind", "uwsgi://nonsense"],
+            &["--uwsgi-allow-from", "nonsense"],
         ] {
             let mut argv = vec!["serve"];
             argv.extend_from_slice(args);

@@ -1,11 +1,12 @@
-//! What every connection driver shares: per-connection settings and the timeout answer.
+//! What every connection driver shares: per-connection settings, the answer to a request
+//! (framed for the connection) and the timeout answer.
 
 use std::time::Duration;
 
-use c10k_app::{Request, Response};
+use c10k_http::{Body, BodyStream, Response};
 
 use crate::config::ServeConfig;
-use crate::proto::Limits;
+use crate::proto::{encode_head, BodyFraming, HttpError, Limits, Persist, RequestMeta};
 
 /// Settings a connection driver needs, derived once from [`ServeConfig`].
 #[derive(Clone, Debug)]
@@ -45,10 +46,10 @@ pub(crate) enum Lingering {
     No,
 }
 
-pub(crate) fn log_timeout(req: &Request, elapsed: Duration) {
+pub(crate) fn log_timeout(method: &str, path: &str, elapsed: Duration) {
     tracing::warn!(
-        method = %req.method,
-        path = %req.path,
+        method = %method,
+        path = %path,
         elapsed_ms = elapsed.as_millis() as u64,
         "request exceeded --request-timeout; answered 504"
     );
@@ -58,29 +59,53 @@ pub(crate) fn timeout_response() -> Response {
     Response::error(504, "request exceeded --request-timeout")
 }
 
+/// What is left to send of an answer after [`answer`] appended its head.
+pub(crate) enum Answer {
+    /// Everything is in the output buffer; `keep`: the connection stays open.
+    Done { keep: bool },
+    /// The body is a stream: write the buffer, then pull chunks through `framing`.
+    Stream {
+        stream: BodyStream,
+        framing: BodyFraming,
+        keep: bool,
+    },
+}
+
 /// Appends the response to one request, framed for the connection: it stays open when the
 /// client allows it and `may_keep` (keep-alive on, worker not stopping, class allows it).
-/// Returns whether it stays open.
 pub(crate) fn answer(
     out: &mut Vec<u8>,
-    incoming: &crate::proto::Incoming,
-    resp: &Response,
+    meta: &RequestMeta,
+    mut resp: Response,
     may_keep: bool,
-) -> bool {
-    use crate::proto::{encode_response, Persist};
-    let keep = may_keep && incoming.keep_alive;
+) -> Answer {
+    let keep = may_keep && meta.keep_alive;
     let persist = if keep {
         Persist::KeepAlive
     } else {
         Persist::Close
     };
-    let head_only = incoming.request.method == c10k_app::Method::Head;
-    encode_response(out, resp, incoming.minor_version, persist, head_only);
-    keep
+    let framing = encode_head(out, &resp, meta.minor_version, persist, meta.head_only);
+    let keep = keep && framing.keeps_alive();
+    match std::mem::replace(&mut resp.body, Body::empty()) {
+        Body::Stream(stream) if framing != BodyFraming::Empty => Answer::Stream {
+            stream,
+            framing,
+            keep,
+        },
+        // A HEAD answer's stream is dropped unread (that is how a stream learns it is done).
+        _ => Answer::Done { keep },
+    }
 }
 
 /// Appends the answer to a request the codec refused; the connection closes after it.
-pub(crate) fn refuse(out: &mut Vec<u8>, err: &crate::proto::HttpError) {
+pub(crate) fn refuse(out: &mut Vec<u8>, err: &HttpError) {
     tracing::debug!(status = err.status, reason = %err.reason, "refused request");
-    crate::proto::encode_response(out, &err.response(), 1, crate::proto::Persist::Close, false);
+    crate::proto::encode_response(out, &err.response(), 1, Persist::Close, false);
+}
+
+/// The length a full body will have on the wire, for the access log (a stream's is counted as
+/// it goes out).
+pub(crate) fn full_len(resp: &Response) -> usize {
+    resp.body.as_bytes().map_or(0, |b| b.len())
 }

@@ -8,12 +8,14 @@ use std::io;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use c10k_app::{Ctx, Handler, Response, Wait};
+use c10k_http::{BodyStream, Ctx, Handler, Request, Response, Wait};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
-use crate::conn::{ConnSettings, Lingering};
-use crate::proto::{encode_response, Decoder, HttpError, Persist, CONTINUE};
+use crate::conn::{Answer, ConnSettings, Lingering};
+use crate::proto::{
+    encode_response, BodyFraming, ConnInfo, Decoder, HttpError, Incoming, Persist, CONTINUE,
+};
 use crate::shutdown::Phase;
 use crate::track::ConnTrack;
 
@@ -25,6 +27,7 @@ pub(crate) async fn serve<S, H>(
     settings: &ConnSettings,
     mut stop: watch::Receiver<Phase>,
     on_request: &(dyn Fn() + Sync),
+    info: ConnInfo,
 ) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -32,20 +35,38 @@ where
 {
     let mut buf = BytesMut::with_capacity(settings.read_buffer);
     let mut out = Vec::new();
-    let mut decoder = Decoder::new(settings.limits.clone()).capture_log_fields(settings.log_fields);
+    let mut decoder = Decoder::new(settings.limits.clone())
+        .capture_log_fields(settings.log_fields)
+        .with_conn(info);
     let mut head_started: Option<Instant> = None;
     loop {
         let mut close = None;
         loop {
             match decoder.decode(&mut buf) {
-                Ok(Some(incoming)) => {
+                Ok(Some(Incoming { request, meta })) => {
                     head_started = None;
-                    track.begin(&incoming.request);
-                    let resp = call(handler, &incoming.request, settings).await;
+                    track.begin(&request);
+                    let resp = call(handler, request, settings).await;
                     on_request();
-                    track.end(&incoming, resp.status, resp.body.len());
                     let may_keep = settings.keepalive.is_some() && *stop.borrow() == Phase::Running;
-                    if !crate::conn::answer(&mut out, &incoming, &resp, may_keep) {
+                    let (status, full_len) = (resp.status, crate::conn::full_len(&resp));
+                    let keep = match crate::conn::answer(&mut out, &meta, resp, may_keep) {
+                        Answer::Done { keep } => {
+                            track.end(&meta, status, full_len);
+                            keep
+                        }
+                        Answer::Stream {
+                            stream,
+                            framing,
+                            keep,
+                        } => {
+                            let sent =
+                                send_stream(&mut io, stream, framing, &mut out, track).await?;
+                            track.end(&meta, status, sent.unwrap_or(0));
+                            keep && sent.is_some()
+                        }
+                    };
+                    if !keep {
                         close = Some(Lingering::No);
                         break;
                     }
@@ -132,10 +153,58 @@ where
     }
 }
 
-async fn call<H: Handler>(handler: &H, req: &c10k_app::Request, s: &ConnSettings) -> Response {
+/// Writes what is buffered, then the streamed body chunk by chunk as the stream yields it.
+/// `Ok(Some(bytes))`: the body went out whole; `Ok(None)`: the stream failed or broke its
+/// announced length, and the connection must close. The stream is dropped on every way out,
+/// a client that went away included.
+async fn send_stream<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    mut stream: BodyStream,
+    mut framing: BodyFraming,
+    out: &mut Vec<u8>,
+    track: &mut ConnTrack,
+) -> io::Result<Option<usize>> {
+    let mut sent = 0;
+    loop {
+        if !out.is_empty() {
+            track.writing(out.len());
+            io.write_all(out).await?;
+            out.clear();
+        }
+        match std::future::poll_fn(|cx| stream.as_mut().poll_next(cx)).await {
+            Some(Ok(chunk)) => {
+                if framing.chunk(out, &chunk).is_err() {
+                    tracing::warn!("response body longer than its Content-Length; closing");
+                    return Ok(None);
+                }
+                sent += chunk.len();
+            }
+            Some(Err(e)) => {
+                tracing::warn!("response body stream failed: {e}; closing the connection");
+                return Ok(None);
+            }
+            None => {
+                let whole = framing.end(out).is_ok();
+                if !out.is_empty() {
+                    track.writing(out.len());
+                    io.write_all(out).await?;
+                    out.clear();
+                }
+                if !whole {
+                    tracing::warn!("response body shorter than its Content-Length; closing");
+                    return Ok(None);
+                }
+                return Ok(Some(sent));
+            }
+        }
+    }
+}
+
+async fn call<H: Handler>(handler: &H, req: Request, s: &ConnSettings) -> Response {
     let Some(limit) = s.request_timeout else {
         return handler.call(req, Ctx::new(Wait::Yield)).await;
     };
+    let (method, path) = (req.method.as_str().to_owned(), req.path.clone());
     let started = Instant::now();
     let ctx = Ctx::new(Wait::Yield).with_deadline(Some(started + limit));
     // Either the application notices its deadline in a wait, or the timer cuts it off.
@@ -144,7 +213,7 @@ async fn call<H: Handler>(handler: &H, req: &c10k_app::Request, s: &ConnSettings
     match resp {
         Ok(resp) if elapsed < limit => resp,
         _ => {
-            crate::conn::log_timeout(req, elapsed);
+            crate::conn::log_timeout(&method, &path, elapsed);
             crate::conn::timeout_response()
         }
     }

@@ -11,10 +11,12 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use c10k_app::{Ctx, Handler, Response, Wait};
+use c10k_http::{BodyStream, Ctx, Handler, Request, Response, Wait};
 
-use crate::conn::{ConnSettings, Lingering};
-use crate::proto::{encode_response, Decoder, HttpError, Persist, CONTINUE};
+use crate::conn::{Answer, ConnSettings, Lingering};
+use crate::proto::{
+    encode_response, BodyFraming, ConnInfo, Decoder, HttpError, Incoming, Persist, CONTINUE,
+};
 use crate::shutdown::{Phase, Shutdown};
 use crate::track::ConnTrack;
 
@@ -25,6 +27,8 @@ const POLL: Duration = Duration::from_millis(200);
 pub(crate) trait BlockingStream: Read + Write + AsRawFd + Send + 'static {
     fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()>;
     fn shutdown_write(&self) -> io::Result<()>;
+    /// The connection's addresses and transport.
+    fn info(&self) -> ConnInfo;
 }
 
 impl BlockingStream for TcpStream {
@@ -34,6 +38,13 @@ impl BlockingStream for TcpStream {
     fn shutdown_write(&self) -> io::Result<()> {
         self.shutdown(SockShutdown::Write)
     }
+    fn info(&self) -> ConnInfo {
+        ConnInfo {
+            peer: self.peer_addr().ok(),
+            local: self.local_addr().ok(),
+            transport: c10k_http::Transport::Tcp,
+        }
+    }
 }
 
 impl BlockingStream for UnixStream {
@@ -42,6 +53,13 @@ impl BlockingStream for UnixStream {
     }
     fn shutdown_write(&self) -> io::Result<()> {
         self.shutdown(SockShutdown::Write)
+    }
+    fn info(&self) -> ConnInfo {
+        ConnInfo {
+            peer: None,
+            local: None,
+            transport: c10k_http::Transport::Unix,
+        }
     }
 }
 
@@ -78,7 +96,9 @@ pub(crate) fn serve<S: BlockingStream, H: Handler>(
 ) -> io::Result<Outcome<S>> {
     let mut buf = BytesMut::with_capacity(settings.read_buffer);
     let mut out = Vec::new();
-    let mut decoder = Decoder::new(settings.limits.clone()).capture_log_fields(settings.log_fields);
+    let mut decoder = Decoder::new(settings.limits.clone())
+        .capture_log_fields(settings.log_fields)
+        .with_conn(stream.info());
     let mut head_started: Option<Instant> = None;
     let mut idle_since = Instant::now();
     let mut last_read = Instant::now();
@@ -88,16 +108,31 @@ pub(crate) fn serve<S: BlockingStream, H: Handler>(
         let mut close = None;
         loop {
             match decoder.decode(&mut buf) {
-                Ok(Some(incoming)) => {
+                Ok(Some(Incoming { request, meta })) => {
                     head_started = None;
-                    track.begin(&incoming.request);
-                    let resp = call(handler, &incoming.request, settings);
+                    track.begin(&request);
+                    let resp = call(handler, request, settings);
                     on_request();
-                    track.end(&incoming, resp.status, resp.body.len());
                     let may_keep = mode != Mode::OneRequest
                         && settings.keepalive.is_some()
                         && shutdown.phase() == Phase::Running;
-                    if !crate::conn::answer(&mut out, &incoming, &resp, may_keep) {
+                    let (status, full_len) = (resp.status, crate::conn::full_len(&resp));
+                    let keep = match crate::conn::answer(&mut out, &meta, resp, may_keep) {
+                        Answer::Done { keep } => {
+                            track.end(&meta, status, full_len);
+                            keep
+                        }
+                        Answer::Stream {
+                            stream: body,
+                            framing,
+                            keep,
+                        } => {
+                            let sent = send_stream(&mut stream, body, framing, &mut out, track)?;
+                            track.end(&meta, status, sent.unwrap_or(0));
+                            keep && sent.is_some()
+                        }
+                    };
+                    if !keep {
                         close = Some(Lingering::No);
                         break;
                     }
@@ -204,16 +239,63 @@ pub(crate) fn resume<S: BlockingStream, H: Handler>(
     )
 }
 
-fn call<H: Handler>(handler: &H, req: &c10k_app::Request, s: &ConnSettings) -> Response {
+/// See `conn_async::send_stream`; here each chunk is awaited by blocking this thread.
+fn send_stream<S: BlockingStream>(
+    io: &mut S,
+    mut stream: BodyStream,
+    mut framing: BodyFraming,
+    out: &mut Vec<u8>,
+    track: &mut ConnTrack,
+) -> io::Result<Option<usize>> {
+    let mut sent = 0;
+    loop {
+        if !out.is_empty() {
+            track.writing(out.len());
+            io.write_all(out)?;
+            out.clear();
+        }
+        match pollster::block_on(std::future::poll_fn(|cx| stream.as_mut().poll_next(cx))) {
+            Some(Ok(chunk)) => {
+                if framing.chunk(out, &chunk).is_err() {
+                    tracing::warn!("response body longer than its Content-Length; closing");
+                    return Ok(None);
+                }
+                sent += chunk.len();
+            }
+            Some(Err(e)) => {
+                tracing::warn!("response body stream failed: {e}; closing the connection");
+                return Ok(None);
+            }
+            None => {
+                let whole = framing.end(out).is_ok();
+                if !out.is_empty() {
+                    track.writing(out.len());
+                    io.write_all(out)?;
+                    out.clear();
+                }
+                if !whole {
+                    tracing::warn!("response body shorter than its Content-Length; closing");
+                    return Ok(None);
+                }
+                return Ok(Some(sent));
+            }
+        }
+    }
+}
+
+fn call<H: Handler>(handler: &H, req: Request, s: &ConnSettings) -> Response {
     let started = Instant::now();
     let deadline = s.request_timeout.map(|t| started + t);
+    let names = s
+        .request_timeout
+        .map(|_| (req.method.as_str().to_owned(), req.path.clone()));
     let resp = pollster::block_on(handler.call(req, Ctx::new(Wait::Block).with_deadline(deadline)));
-    if let Some(limit) = s.request_timeout {
+    if let (Some(limit), Some((method, path))) = (s.request_timeout, names) {
         let elapsed = started.elapsed();
         if elapsed >= limit {
             // The handler could not be interrupted (it did not wait through Ctx); its answer is
             // late, so the client gets the same 504 as under the async class.
-            crate::conn::log_timeout(req, elapsed);
+            crate::conn::log_timeout(&method, &path, elapsed);
             return crate::conn::timeout_response();
         }
     }
@@ -276,5 +358,138 @@ fn finish<S: BlockingStream>(stream: &mut S, lingering: Lingering, settings: &Co
                 _ => break,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use c10k_http::BoxError;
+
+    use crate::config::ServeConfig;
+    use crate::scoreboard::Scoreboard;
+    use crate::track::Tracker;
+
+    /// A body stream that yields its items, then ends; records when it is dropped.
+    struct Chunks {
+        items: std::collections::VecDeque<Result<Bytes, BoxError>>,
+        dropped: Arc<AtomicBool>,
+    }
+
+    impl futures_core::Stream for Chunks {
+        type Item = Result<Bytes, BoxError>;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            std::task::Poll::Ready(self.items.pop_front())
+        }
+    }
+
+    impl Drop for Chunks {
+        fn drop(&mut self) {
+            self.dropped.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Answers `/ok` with a three-chunk stream and `/broken` with a stream that fails after one
+    /// chunk.
+    struct Streamer {
+        dropped: Arc<AtomicBool>,
+    }
+
+    impl Handler for Streamer {
+        async fn call(&self, req: Request, _ctx: Ctx) -> Response {
+            let mut items: std::collections::VecDeque<Result<Bytes, BoxError>> =
+                ["one ", "two ", "three"]
+                    .into_iter()
+                    .map(|s| Ok(Bytes::from_static(s.as_bytes())))
+                    .collect();
+            if req.path == "/broken" {
+                items.truncate(1);
+                items.push_back(Err("the app gave up".into()));
+            }
+            let chunks = Chunks {
+                items,
+                dropped: self.dropped.clone(),
+            };
+            Response::new(200).with_stream(Box::pin(chunks))
+        }
+    }
+
+    fn serve_pair(
+        requests: &'static [u8],
+    ) -> (Vec<u8>, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+        let (mut client, server) = UnixStream::pair().unwrap();
+        let dropped = Arc::new(AtomicBool::new(false));
+        let handler = Streamer {
+            dropped: dropped.clone(),
+        };
+        let t = std::thread::spawn(move || {
+            let sb = Arc::new(Scoreboard::create().unwrap());
+            sb.reset(0, 1);
+            let config = ServeConfig::default();
+            let tracker = Arc::new(Tracker::new(sb, 0, &config).unwrap());
+            let mut track = tracker.open(None);
+            let settings = ConnSettings::from_config(&config);
+            let _ = serve(
+                server,
+                &mut track,
+                &handler,
+                &settings,
+                &Shutdown::new(),
+                Mode::UntilClosed,
+                &mut || {},
+            );
+        });
+        client.write_all(requests).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut got = Vec::new();
+        let _ = client.read_to_end(&mut got);
+        (got, dropped, t)
+    }
+
+    #[test]
+    fn a_stream_is_chunked_and_the_connection_kept() {
+        let (got, dropped, t) = serve_pair(
+            b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\nGET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        t.join().unwrap();
+        let text = String::from_utf8(got).unwrap();
+        let body = "4\r\none \r\n4\r\ntwo \r\n5\r\nthree\r\n0\r\n\r\n";
+        assert_eq!(text.matches(body).count(), 2, "{text}");
+        assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
+        assert!(dropped.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_stream_that_fails_closes_the_connection_unterminated() {
+        let (got, dropped, t) = serve_pair(
+            b"GET /broken HTTP/1.1\r\nHost: x\r\n\r\nGET /ok HTTP/1.1\r\nHost: x\r\n\r\n",
+        );
+        t.join().unwrap();
+        let text = String::from_utf8(got).unwrap();
+        assert!(text.ends_with("4\r\none \r\n"), "{text:?}");
+        assert_eq!(
+            text.matches("HTTP/1.1").count(),
+            1,
+            "the pipelined request is not answered"
+        );
+        assert!(dropped.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn http_1_0_gets_a_close_delimited_stream() {
+        let (got, _, t) = serve_pair(b"GET /ok HTTP/1.0\r\n\r\n");
+        t.join().unwrap();
+        let text = String::from_utf8(got).unwrap();
+        assert!(text.contains("Connection: close\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\none two three"), "{text:?}");
     }
 }

@@ -17,11 +17,11 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use c10k_app::{Ctx, Handler, Request, Response};
+//! use c10k_http::{Ctx, Handler, Request, Response};
 //!
 //! struct Hi;
 //! impl Handler for Hi {
-//!     fn call(&self, _req: &Request, ctx: Ctx) -> impl std::future::Future<Output = Response> + Send {
+//!     fn call(&self, _req: Request, ctx: Ctx) -> impl std::future::Future<Output = Response> + Send {
 //!         async move {
 //!             // Blocks the thread or yields to the event loop, per worker class.
 //!             let _ = ctx.sleep(std::time::Duration::from_millis(10)).await;
@@ -46,9 +46,9 @@ pub mod proto;
 pub mod scoreboard;
 pub mod shutdown;
 pub mod sys;
+pub mod uwsgi;
 
 mod admin;
-mod app_factory;
 mod conn;
 mod conn_async;
 mod conn_blocking;
@@ -56,6 +56,8 @@ mod master;
 mod track;
 mod workers;
 
-pub use config::{AdminAddr, BindAddr, ServeConfig, WorkerClass};
+pub use c10k_http::WorkerInfo;
+pub use config::{AdminAddr, AllowFrom, Bind, BindAddr, Protocol, ServeConfig, WorkerClass};
+pub use scoreboard::WritePathFigures;
 pub use shutdown::{Phase, Shutdown};
-pub use workers::{run, Server};
+pub use workers::{is_worker_process, run, run_hosted, Hosted, Server};

@@ -530,7 +530,9 @@ impl Master {
         let sources: Vec<RawFd> = self.listen_fds.iter().map(|f| f.as_raw_fd()).collect();
         let scoreboard_fd = self.scoreboard.as_raw_fd();
         let mut cmd = Command::new(exe);
-        cmd.arg("serve")
+        // The worker runs the binary's own `main` again with the master's arguments, so the
+        // application's settings reach it as they reached the master (see `crate::run`).
+        cmd.args(std::env::args_os().skip(1))
             .env(ENV_SLOT, slot.to_string())
             .env(ENV_CONFIG, self.config.to_toml())
             .env(ENV_LISTEN_FDS, n.to_string())

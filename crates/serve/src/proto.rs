@@ -11,10 +11,13 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use bytes::{Buf, Bytes, BytesMut};
-use c10k_app::{Method, Request, Response};
+use c10k_http::{
+    Body, Headers, Method, Request, RequestBody, Response, Scheme, Transport, Version,
+};
 
 /// Request limits, each answered with its own status (nginx's and gunicorn's defaults).
 #[derive(Clone, Debug)]
@@ -67,21 +70,52 @@ impl HttpError {
     }
 }
 
+/// Where a connection's requests come from; stamped on every request decoded from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnInfo {
+    pub peer: Option<SocketAddr>,
+    pub local: Option<SocketAddr>,
+    pub transport: Transport,
+}
+
+impl Default for ConnInfo {
+    fn default() -> ConnInfo {
+        ConnInfo {
+            peer: None,
+            local: None,
+            transport: Transport::Tcp,
+        }
+    }
+}
+
 /// A complete request plus what the connection needs to know about it.
 #[derive(Debug)]
 pub struct Incoming {
     pub request: Request,
+    pub meta: RequestMeta,
+}
+
+/// What the connection keeps of a request once the request itself has gone to the application
+/// (by value): how to answer it and what to log.
+#[derive(Debug)]
+pub struct RequestMeta {
     /// Minor HTTP version: 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
     /// Whether the client allows the connection to stay open after this request.
     pub keep_alive: bool,
-    /// The headers an access log wants, when the decoder was asked to keep them.
+    /// A `HEAD` request: the response is sent without its body.
+    pub head_only: bool,
+    /// What an access log prints, when the decoder was asked to keep it.
     pub log: Option<Box<LogFields>>,
 }
 
-/// Request headers the access log prints (Apache's combined format) and the app does not need.
+/// What the access log prints (Apache's combined format), kept apart from the request because
+/// the request goes to the application by value.
 #[derive(Debug, Default, Clone)]
 pub struct LogFields {
+    pub method: String,
+    /// The path and query as sent.
+    pub target: String,
     pub referer: Option<String>,
     pub user_agent: Option<String>,
 }
@@ -131,6 +165,7 @@ pub struct Decoder {
     state: State,
     continue_sent: bool,
     capture_log: bool,
+    conn: ConnInfo,
 }
 
 impl Decoder {
@@ -140,7 +175,14 @@ impl Decoder {
             state: State::Head,
             continue_sent: false,
             capture_log: false,
+            conn: ConnInfo::default(),
         }
+    }
+
+    /// The connection's addresses and transport, copied into every request.
+    pub fn with_conn(mut self, conn: ConnInfo) -> Decoder {
+        self.conn = conn;
+        self
     }
 
     /// Also keep the `Referer` and `User-Agent` headers, for an access log.
@@ -220,12 +262,16 @@ impl Decoder {
             log,
             ..
         } = *head;
-        request.body = body;
+        request.body = RequestBody::Memory(body);
+        let head_only = request.method == Method::Head;
         Incoming {
             request,
-            minor_version,
-            keep_alive,
-            log,
+            meta: RequestMeta {
+                minor_version,
+                keep_alive,
+                head_only,
+                log,
+            },
         }
     }
 
@@ -265,7 +311,7 @@ impl Decoder {
                 format!("more than {} header fields", limits.max_headers),
             ),
             httparse::Error::Version => version_error(buf),
-            httparse::Error::Token => HttpError::bad("invalid method"),
+            httparse::Error::Token => token_error(buf),
             httparse::Error::HeaderName => HttpError::bad("invalid header name"),
             httparse::Error::HeaderValue => HttpError::bad("invalid header value"),
             httparse::Error::NewLine => HttpError::bad("invalid line ending"),
@@ -283,10 +329,27 @@ impl Decoder {
         if head_len > limits.max_head {
             return Err(head_too_large(limits));
         }
-        let (head, framing) = interpret(&req, limits, self.capture_log)?;
+        // One copy of the head holds every header value; the values are slices of it.
+        let raw = Bytes::copy_from_slice(&buf[..head_len]);
+        let (head, framing) = interpret(&req, &buf[..], &raw, limits, self.capture_log, self.conn)?;
         buf.advance(head_len);
         Ok(Some((Box::new(head), framing)))
     }
+}
+
+/// httparse says `Token` for a bad method and for a bad target alike; tell them apart.
+fn token_error(buf: &[u8]) -> HttpError {
+    let method_len = buf.iter().take_while(|&&b| is_tchar(b)).count();
+    if method_len > 0 && buf.get(method_len) == Some(&b' ') {
+        HttpError::bad("invalid request target")
+    } else {
+        HttpError::bad("invalid method")
+    }
+}
+
+/// RFC 9110 `tchar`: the characters of a method or header name.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn head_too_large(limits: &Limits) -> HttpError {
@@ -319,15 +382,29 @@ enum Framing {
     Chunked,
 }
 
+/// Builds the request from a parsed head. `buf` is what httparse parsed (its slices point into
+/// it) and `raw` a copy of the head, from which header values are sliced without another copy.
 fn interpret(
     req: &httparse::Request<'_, '_>,
+    buf: &[u8],
+    raw: &Bytes,
     limits: &Limits,
     capture_log: bool,
+    conn: ConnInfo,
 ) -> Result<(Head, Framing), HttpError> {
     let method = Method::from_token(req.method.unwrap_or(""));
     let minor_version = req.version.unwrap_or(1);
     let target = req.path.unwrap_or("");
     let (path, query) = split_target(target, &method)?;
+    let base = buf.as_ptr() as usize;
+    let value_of = |v: &[u8]| -> Bytes {
+        let start = (v.as_ptr() as usize).wrapping_sub(base);
+        match raw.get(start..start + v.len()) {
+            Some(_) => raw.slice(start..start + v.len()),
+            None => Bytes::copy_from_slice(v),
+        }
+    };
+    let mut headers = Headers::with_capacity(req.headers.len());
 
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
@@ -335,11 +412,17 @@ fn interpret(
     let mut conn_close = false;
     let mut conn_keep_alive = false;
     let mut expect_continue = false;
-    let mut content_type = None;
     let mut hosts = 0;
-    let mut log = capture_log.then(Box::<LogFields>::default);
+    let mut log = capture_log.then(|| {
+        Box::new(LogFields {
+            method: method.as_str().to_owned(),
+            target: target.to_owned(),
+            ..LogFields::default()
+        })
+    });
     for h in req.headers.iter() {
         let name = h.name;
+        headers.append(name, value_of(h.value));
         if name.eq_ignore_ascii_case("content-length") {
             let n = parse_content_length(h.value)?;
             if content_length.is_some_and(|m| m != n) {
@@ -382,10 +465,16 @@ fn interpret(
                     "only Expect: 100-continue is supported",
                 ));
             }
-        } else if name.eq_ignore_ascii_case("content-type") {
-            content_type = Some(String::from_utf8_lossy(h.value).into_owned());
         } else if name.eq_ignore_ascii_case("host") {
             hosts += 1;
+            // A host is a name or address and an optional port: whitespace or userinfo in it
+            // is an attempt to make this server and a proxy disagree on the target.
+            if h.value
+                .iter()
+                .any(|&b| b == b' ' || b == b'\t' || b == b'@')
+            {
+                return Err(HttpError::bad("invalid Host header"));
+            }
         } else if let Some(log) = log.as_mut() {
             if name.eq_ignore_ascii_case("referer") {
                 log.referer = Some(String::from_utf8_lossy(h.value).into_owned());
@@ -430,10 +519,20 @@ fn interpret(
     };
     let request = Request {
         method,
+        target: target.to_owned(),
         path,
         query,
-        content_type,
-        body: Bytes::new(),
+        version: if minor_version == 0 {
+            Version::Http10
+        } else {
+            Version::Http11
+        },
+        headers,
+        peer: conn.peer,
+        local: conn.local,
+        transport: conn.transport,
+        scheme: Scheme::Http,
+        body: RequestBody::empty(),
     };
     Ok((
         Head {
@@ -538,7 +637,12 @@ fn decode_chunked(
                     Some(i) => &line[..i],
                     None => line,
                 };
-                let size = size.trim_ascii_end();
+                // Whitespace is allowed before a ';' (BWS), never after the size alone.
+                let size = if size.len() < line.len() {
+                    size.trim_ascii_end()
+                } else {
+                    size
+                };
                 if size.is_empty() || size.len() > 15 || !size.iter().all(u8::is_ascii_hexdigit) {
                     return Err(HttpError::bad("invalid chunk size"));
                 }
@@ -605,7 +709,186 @@ pub enum Persist {
     Close,
 }
 
-/// Appends `resp` to `out`. `head_only` drops the body (HEAD requests) but keeps its length.
+/// How a streamed response body is delimited on the wire, decided by [`encode_head`]; it frames
+/// each chunk the driver pulls from the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body bytes are sent (`HEAD`, 204, 304).
+    Empty,
+    /// `Content-Length` as the handler set it: exactly `left` more bytes.
+    Length { left: u64 },
+    /// `Transfer-Encoding: chunked` (HTTP/1.1 clients).
+    Chunked,
+    /// Delimited by closing the connection (HTTP/1.0 clients).
+    Close,
+}
+
+/// A streamed body did not match the `Content-Length` its handler announced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the response body does not match its Content-Length")]
+pub struct LengthMismatch;
+
+impl BodyFraming {
+    /// Appends one chunk of body, framed. Empty chunks are skipped (in chunked coding an empty
+    /// chunk would end the body).
+    pub fn chunk(&mut self, out: &mut Vec<u8>, data: &[u8]) -> Result<(), LengthMismatch> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        match self {
+            BodyFraming::Empty => {}
+            BodyFraming::Length { left } => {
+                if data.len() as u64 > *left {
+                    return Err(LengthMismatch);
+                }
+                *left -= data.len() as u64;
+                out.extend_from_slice(data);
+            }
+            BodyFraming::Chunked => {
+                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                out.extend_from_slice(data);
+                out.extend_from_slice(b"\r\n");
+            }
+            BodyFraming::Close => out.extend_from_slice(data),
+        }
+        Ok(())
+    }
+
+    /// Ends the body: the last chunk in chunked coding; an error if fewer bytes came than
+    /// announced (the connection must then be closed).
+    pub fn end(&mut self, out: &mut Vec<u8>) -> Result<(), LengthMismatch> {
+        match self {
+            BodyFraming::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
+            BodyFraming::Length { left } if *left > 0 => return Err(LengthMismatch),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Whether the connection can carry another response after this body.
+    pub fn keeps_alive(&self) -> bool {
+        *self != BodyFraming::Close
+    }
+}
+
+/// Header fields the server writes itself: a handler's own copy is dropped, so a response never
+/// carries two framings (or an application-chosen `Connection`).
+fn is_framing_header(name: &str) -> bool {
+    [
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// Appends the status line and header fields of `resp`, framed for this connection, and
+/// returns how its body must be framed. A full body is appended too (unless `head_only`);
+/// a stream is left to the caller, chunk by chunk through the returned framing.
+///
+/// `persist` is what the connection wants; a close-delimited stream forces `Connection: close`
+/// — [`BodyFraming::keeps_alive`] says so afterwards.
+pub fn encode_head(
+    out: &mut Vec<u8>,
+    resp: &Response,
+    minor_version: u8,
+    persist: Persist,
+    head_only: bool,
+) -> BodyFraming {
+    let mut announced: Option<u64> = None;
+    let mut has_date = false;
+    let mut has_server = false;
+    for (name, value) in &resp.headers {
+        if name.eq_ignore_ascii_case("content-length") {
+            announced = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok());
+        } else if name.eq_ignore_ascii_case("date") {
+            has_date = true;
+        } else if name.eq_ignore_ascii_case("server") {
+            has_server = true;
+        }
+    }
+    let no_body = resp.status < 200 || resp.status == 204 || resp.status == 304;
+    // What the head says about the body, and how the body bytes go out.
+    let (length, framing) = match &resp.body {
+        Body::Full(b) => {
+            // A HEAD answer may announce the length of the body it would have sent.
+            let len = match announced {
+                Some(n) if head_only && b.is_empty() => n,
+                _ => b.len() as u64,
+            };
+            (Some(len), BodyFraming::Length { left: len })
+        }
+        Body::Stream(_) if no_body => (Some(0), BodyFraming::Empty),
+        Body::Stream(_) => match announced {
+            Some(n) => (Some(n), BodyFraming::Length { left: n }),
+            None if minor_version >= 1 => (None, BodyFraming::Chunked),
+            None => (None, BodyFraming::Close),
+        },
+    };
+    let persist = if framing == BodyFraming::Close && !head_only {
+        Persist::Close
+    } else {
+        persist
+    };
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let mut num = itoa::Buffer::new();
+    out.extend_from_slice(num.format(resp.status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason_phrase(resp.status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if !has_server {
+        out.extend_from_slice(b"Server: c10k\r\n");
+    }
+    if !has_date {
+        out.extend_from_slice(b"Date: ");
+        with_date(|d| out.extend_from_slice(d));
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in &resp.headers {
+        if is_framing_header(name) {
+            continue;
+        }
+        // Names and values come from the application; never let one inject a line break.
+        out.extend(
+            name.bytes()
+                .filter(|&b| b != b'\r' && b != b'\n' && b != b':'),
+        );
+        out.extend_from_slice(b": ");
+        out.extend(value.iter().filter(|&&b| b != b'\r' && b != b'\n'));
+        out.extend_from_slice(b"\r\n");
+    }
+    match length {
+        Some(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            out.extend_from_slice(num.format(n).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        None if framing == BodyFraming::Chunked && !head_only => {
+            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+        }
+        None => {}
+    }
+    match (persist, minor_version) {
+        (Persist::Close, _) => out.extend_from_slice(b"Connection: close\r\n"),
+        (Persist::KeepAlive, 0) => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+        (Persist::KeepAlive, _) => {}
+    }
+    out.extend_from_slice(b"\r\n");
+    if head_only {
+        return BodyFraming::Empty;
+    }
+    if let Body::Full(b) = &resp.body {
+        out.extend_from_slice(b);
+        return BodyFraming::Empty;
+    }
+    framing
+}
+
+/// Appends a response whose body is complete (a stream's body is left out: use [`encode_head`]).
 pub fn encode_response(
     out: &mut Vec<u8>,
     resp: &Response,
@@ -613,34 +896,7 @@ pub fn encode_response(
     persist: Persist,
     head_only: bool,
 ) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    let mut num = itoa::Buffer::new();
-    out.extend_from_slice(num.format(resp.status).as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(reason_phrase(resp.status).as_bytes());
-    out.extend_from_slice(b"\r\nServer: c10k\r\nDate: ");
-    with_date(|d| out.extend_from_slice(d));
-    out.extend_from_slice(b"\r\nContent-Type: ");
-    out.extend_from_slice(resp.content_type.as_bytes());
-    out.extend_from_slice(b"\r\nContent-Length: ");
-    out.extend_from_slice(num.format(resp.body.len()).as_bytes());
-    out.extend_from_slice(b"\r\n");
-    match (persist, minor_version) {
-        (Persist::Close, _) => out.extend_from_slice(b"Connection: close\r\n"),
-        (Persist::KeepAlive, 0) => out.extend_from_slice(b"Connection: keep-alive\r\n"),
-        (Persist::KeepAlive, _) => {}
-    }
-    for (name, value) in &resp.headers {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        // Header values come from the application; never let one inject a line break.
-        out.extend(value.bytes().filter(|&b| b != b'\r' && b != b'\n'));
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    if !head_only {
-        out.extend_from_slice(&resp.body);
-    }
+    encode_head(out, resp, minor_version, persist, head_only);
 }
 
 /// `100 Continue` interim response.
@@ -730,7 +986,7 @@ mod tests {
         assert_eq!(reqs[0].request.path, "/a");
         assert_eq!(reqs[1].request.path, "/b");
         assert_eq!(reqs[1].request.query.as_deref(), Some("q=1"));
-        assert_eq!(&reqs[1].request.body[..], b"abc");
+        assert_eq!(&reqs[1].request.body.to_bytes().unwrap()[..], b"abc");
         assert_eq!(&rest[..], b"GET /c HT");
     }
 
@@ -748,14 +1004,14 @@ mod tests {
             }
         }
         let r = got.expect("request decoded");
-        assert_eq!(&r.request.body[..], b"abcde");
+        assert_eq!(&r.request.body.to_bytes().unwrap()[..], b"abcde");
         assert!(buf.is_empty());
         assert!(d.is_idle());
     }
 
     #[test]
     fn keep_alive_rules() {
-        let ka = |raw: &[u8]| decode_all(raw).0.remove(0).keep_alive;
+        let ka = |raw: &[u8]| decode_all(raw).0.remove(0).meta.keep_alive;
         assert!(ka(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
         assert!(!ka(
             b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
@@ -793,6 +1049,150 @@ mod tests {
         res.unwrap();
         assert_eq!(reqs[0].request.path, "/p");
         assert_eq!(reqs[0].request.query.as_deref(), Some("x=1"));
+    }
+
+    #[test]
+    fn the_request_carries_every_header_version_and_addresses() {
+        let info = ConnInfo {
+            peer: "192.0.2.1:4000".parse().ok(),
+            local: "127.0.0.1:8000".parse().ok(),
+            transport: Transport::Tcp,
+        };
+        let mut d = Decoder::new(Limits::default()).with_conn(info);
+        let mut buf = BytesMut::from(
+            &b"GET /a%20b?x=1 HTTP/1.0\r\nHost: h\r\nCookie: a=1\r\nX-Latin: caf\xe9\r\ncookie: b=2\r\n\r\n"[..],
+        );
+        let r = d.decode(&mut buf).unwrap().unwrap().request;
+        assert_eq!(r.target, "/a%20b?x=1");
+        assert_eq!(r.path, "/a%20b");
+        assert_eq!(r.version, Version::Http10);
+        assert_eq!(r.peer, info.peer);
+        assert_eq!(r.local, info.local);
+        let names: Vec<_> = r.headers.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["Host", "Cookie", "X-Latin", "cookie"]);
+        let cookies: Vec<_> = r.headers.get_all("cookie").map(|v| &v[..]).collect();
+        assert_eq!(cookies, [&b"a=1"[..], &b"b=2"[..]]);
+        assert_eq!(&r.headers.get("x-latin").unwrap()[..], b"caf\xe9");
+    }
+
+    #[test]
+    fn smuggling_shaped_hosts_chunk_sizes_and_targets_are_named() {
+        let err = |raw: &[u8]| decode_all(raw).1.unwrap_err();
+        for host in ["a b", "user@evil", "a\tb"] {
+            let raw = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            let e = err(raw.as_bytes());
+            assert_eq!(
+                (e.status, e.reason.as_ref()),
+                (400, "invalid Host header"),
+                "{host}"
+            );
+        }
+        let chunked = |size: &str| {
+            format!(
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{size}\r\nabc\r\n0\r\n\r\n"
+            )
+        };
+        let e = err(chunked("3 ").as_bytes());
+        assert_eq!((e.status, e.reason.as_ref()), (400, "invalid chunk size"));
+        let (reqs, res, _) = decode_all(chunked("3 ;ext=1").as_bytes());
+        res.unwrap();
+        assert_eq!(&reqs[0].request.body.to_bytes().unwrap()[..], b"abc");
+        let e = err(b"GET /a\x01b HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(e.reason, "invalid request target");
+        let e = err(b"G(T / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(e.reason, "invalid method");
+    }
+
+    fn stream_of(chunks: &[&'static str]) -> Response {
+        struct Chunks(std::collections::VecDeque<Bytes>);
+        impl futures_core::Stream for Chunks {
+            type Item = Result<Bytes, c10k_http::BoxError>;
+            fn poll_next(
+                mut self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<Self::Item>> {
+                std::task::Poll::Ready(self.0.pop_front().map(Ok))
+            }
+        }
+        let chunks = chunks.iter().map(|c| Bytes::from_static(c.as_bytes()));
+        Response::new(200).with_stream(Box::pin(Chunks(chunks.collect())))
+    }
+
+    /// Encodes a streamed response the way a driver does: head, then every chunk, then the end.
+    fn encode_stream(resp: Response, minor: u8, head_only: bool) -> (String, BodyFraming) {
+        let mut out = Vec::new();
+        let mut framing = encode_head(&mut out, &resp, minor, Persist::KeepAlive, head_only);
+        let after_head = framing;
+        if let Body::Stream(mut s) = resp.body {
+            while let Some(Ok(c)) =
+                pollster::block_on(std::future::poll_fn(|cx| s.as_mut().poll_next(cx)))
+            {
+                framing.chunk(&mut out, &c).unwrap();
+            }
+            framing.end(&mut out).unwrap();
+        }
+        (String::from_utf8(out).unwrap(), after_head)
+    }
+
+    #[test]
+    fn streams_are_chunked_to_1_1_close_delimited_to_1_0_sized_when_known() {
+        let (s, f) = encode_stream(stream_of(&["hel", "", "lo"]), 1, false);
+        assert_eq!(f, BodyFraming::Chunked);
+        assert!(s.contains("Transfer-Encoding: chunked\r\n"), "{s}");
+        assert!(!s.contains("Content-Length"), "{s}");
+        assert!(
+            s.ends_with("\r\n\r\n3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n"),
+            "{s:?}"
+        );
+
+        let (s, f) = encode_stream(stream_of(&["hel", "lo"]), 0, false);
+        assert_eq!(f, BodyFraming::Close);
+        assert!(!f.keeps_alive());
+        assert!(s.contains("Connection: close\r\n"), "{s}");
+        assert!(s.ends_with("\r\n\r\nhello"), "{s:?}");
+
+        let sized = stream_of(&["hel", "lo"]).with_header("Content-Length", "5");
+        let (s, f) = encode_stream(sized, 1, false);
+        assert_eq!(f, BodyFraming::Length { left: 5 });
+        assert_eq!(s.matches("Content-Length").count(), 1, "{s}");
+        assert!(
+            s.contains("Content-Length: 5\r\n") && s.ends_with("\r\n\r\nhello"),
+            "{s}"
+        );
+
+        // HEAD: the head only, and the connection stays open even for HTTP/1.0 keep-alive.
+        let (s, f) = encode_stream(stream_of(&["hello"]), 1, true);
+        assert_eq!(f, BodyFraming::Empty);
+        assert!(s.ends_with("\r\n\r\n") && !s.contains("hello"), "{s}");
+    }
+
+    #[test]
+    fn a_stream_that_breaks_its_length_is_an_error() {
+        let mut out = Vec::new();
+        let mut f = BodyFraming::Length { left: 3 };
+        assert_eq!(f.chunk(&mut out, b"abcd"), Err(LengthMismatch));
+        let mut f = BodyFraming::Length { left: 3 };
+        f.chunk(&mut out, b"ab").unwrap();
+        assert_eq!(f.end(&mut out), Err(LengthMismatch));
+    }
+
+    #[test]
+    fn handler_framing_headers_are_replaced_and_line_breaks_dropped() {
+        let resp = Response::text(200, "hi")
+            .with_header("Content-Length", "99")
+            .with_header("Transfer-Encoding", "chunked")
+            .with_header("Connection", "upgrade")
+            .with_header("X-Evil", "a\r\nSet-Cookie: x=1");
+        let mut out = Vec::new();
+        encode_response(&mut out, &resp, 1, Persist::KeepAlive, false);
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.contains("Content-Length: 2\r\n"), "{s}");
+        assert!(
+            !s.contains("99") && !s.contains("chunked") && !s.contains("upgrade"),
+            "{s}"
+        );
+        assert!(s.contains("X-Evil: aSet-Cookie: x=1\r\n"), "{s}");
+        assert!(s.ends_with("\r\n\r\nhi"));
     }
 
     #[test]

@@ -178,8 +178,34 @@ impl StatsSnapshot {
     }
 }
 
-/// A worker's write-path figures (journal, flusher, database pool), copied in by the worker
-/// about twice a second; the application owns them, the master only reads the copy.
+/// An application's write-path figures (journal, flusher, database pool), as `/status` and
+/// `/metrics` report them. The server knows these names, not the store behind them: an
+/// application that has a write path converts its own figures into this (see
+/// [`crate::Hosted::with_figures`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WritePathFigures {
+    /// Records appended to the journal.
+    pub appended: u64,
+    pub fsyncs: u64,
+    /// Group commits (one fsync for many records).
+    pub groups: u64,
+    /// Rows written to the database.
+    pub flushed: u64,
+    /// Database statements (batches) written.
+    pub batches: u64,
+    pub db_errors: u64,
+    /// The last database attempt succeeded.
+    pub db_up: bool,
+    /// Acknowledged rows not yet in the database.
+    pub backlog: u64,
+    pub segments_deleted: u64,
+    pub pool_size: u64,
+    pub pool_idle: u64,
+    pub pool_max: u64,
+}
+
+/// A worker's write-path figures, copied in by the worker about twice a second; the application
+/// owns them, the master only reads the copy.
 #[repr(C, align(64))]
 pub struct StoreFigures {
     /// 1 once the worker has published figures (it has a write path).
@@ -190,7 +216,7 @@ pub struct StoreFigures {
 const _: () = assert!(std::mem::size_of::<StoreFigures>() <= STORE_SIZE);
 
 impl StoreFigures {
-    pub fn publish(&self, s: &c10k_store::StoreStats) {
+    pub fn publish(&self, s: &WritePathFigures) {
         let values = [
             s.appended,
             s.fsyncs,
@@ -199,11 +225,11 @@ impl StoreFigures {
             s.batches,
             s.db_errors,
             u64::from(s.db_up),
-            s.backlog as u64,
+            s.backlog,
             s.segments_deleted,
-            u64::from(s.pool.size),
-            s.pool.idle as u64,
-            u64::from(s.pool.max),
+            s.pool_size,
+            s.pool_idle,
+            s.pool_max,
         ];
         for (a, v) in self.values.iter().zip(values) {
             a.store(v, Relaxed);
@@ -212,12 +238,12 @@ impl StoreFigures {
     }
 
     /// The last figures published, or `None` for a worker without a write path.
-    pub fn snapshot(&self) -> Option<c10k_store::StoreStats> {
+    pub fn snapshot(&self) -> Option<WritePathFigures> {
         if self.present.load(Acquire) != 1 {
             return None;
         }
         let v: [u64; 12] = std::array::from_fn(|i| self.values[i].load(Relaxed));
-        Some(c10k_store::StoreStats {
+        Some(WritePathFigures {
             appended: v[0],
             fsyncs: v[1],
             groups: v[2],
@@ -225,14 +251,11 @@ impl StoreFigures {
             batches: v[4],
             db_errors: v[5],
             db_up: v[6] == 1,
-            backlog: v[7] as usize,
+            backlog: v[7],
             segments_deleted: v[8],
-            pool: c10k_store::PoolStats {
-                size: v[9] as u32,
-                idle: v[10] as usize,
-                max: v[11] as u32,
-            },
-            ..c10k_store::StoreStats::default()
+            pool_size: v[9],
+            pool_idle: v[10],
+            pool_max: v[11],
         })
     }
 }

@@ -15,10 +15,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use anyhow::Context;
-use c10k_app::Request;
+use c10k_http::Request;
 
 use crate::config::ServeConfig;
-use crate::proto::Incoming;
+use crate::proto::RequestMeta;
 use crate::scoreboard::{mono_us, now_us, ConnState, Scoreboard, Stats};
 
 /// One worker's tracking: its scoreboard slot, whether per-request figures are kept, and the
@@ -129,7 +129,7 @@ impl ConnTrack {
     }
 
     /// The application answered `status` with a body of `body_len` bytes.
-    pub fn end(&mut self, incoming: &Incoming, status: u16, body_len: usize) {
+    pub fn end(&mut self, meta: &RequestMeta, status: u16, body_len: usize) {
         let t = &self.tracker;
         if !t.on && t.access_log.is_none() {
             return;
@@ -141,7 +141,7 @@ impl ConnTrack {
             t.stats().record(status, micros);
         }
         if let Some(log) = &t.access_log {
-            log.write(self.peer, incoming, status, body_len, now_us(), micros);
+            log.write(self.peer, meta, status, body_len, now_us(), micros);
         }
     }
 
@@ -208,13 +208,13 @@ impl AccessLog {
     fn write(
         &self,
         peer: Option<SocketAddr>,
-        incoming: &Incoming,
+        meta: &RequestMeta,
         status: u16,
         body_len: usize,
         now_us: u64,
         micros: u64,
     ) {
-        let line = combined_line(peer, incoming, status, body_len, now_us, micros);
+        let line = combined_line(peer, meta, status, body_len, now_us, micros);
         // A full disk or a closed pipe must not fail requests.
         let _ = (&self.file).write_all(line.as_bytes());
     }
@@ -223,14 +223,14 @@ impl AccessLog {
 /// `%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i" %D`, times in UTC.
 fn combined_line(
     peer: Option<SocketAddr>,
-    incoming: &Incoming,
+    meta: &RequestMeta,
     status: u16,
     body_len: usize,
     now_us: u64,
     micros: u64,
 ) -> String {
     use std::fmt::Write as _;
-    let req = &incoming.request;
+    let log = meta.log.as_deref();
     let mut line = String::with_capacity(160);
     match peer {
         Some(p) => {
@@ -241,20 +241,20 @@ fn combined_line(
     line.push_str(" - - [");
     clf_time(&mut line, now_us / 1_000_000);
     line.push_str("] \"");
-    line.push_str(req.method.as_str());
-    line.push(' ');
-    escape_into(&mut line, &req.path);
-    if let Some(q) = &req.query {
-        line.push('?');
-        escape_into(&mut line, q);
+    match log {
+        Some(l) => {
+            escape_into(&mut line, &l.method);
+            line.push(' ');
+            escape_into(&mut line, &l.target);
+        }
+        None => line.push('-'),
     }
-    let _ = write!(line, " HTTP/1.{}\" {status} ", incoming.minor_version);
+    let _ = write!(line, " HTTP/1.{}\" {status} ", meta.minor_version);
     if body_len == 0 {
         line.push('-');
     } else {
         let _ = write!(line, "{body_len}");
     }
-    let log = incoming.log.as_deref();
     for value in [
         log.and_then(|l| l.referer.as_deref()),
         log.and_then(|l| l.user_agent.as_deref()),
@@ -333,13 +333,13 @@ mod tests {
         let inc = d.decode(&mut buf).unwrap().unwrap();
         let peer = "192.0.2.7:5555".parse().ok();
         // 2000-10-10T13:55:36Z
-        let line = combined_line(peer, &inc, 200, 6, 971_186_136_000_000, 1234);
+        let line = combined_line(peer, &inc.meta, 200, 6, 971_186_136_000_000, 1234);
         assert_eq!(
             line,
             "192.0.2.7 - - [10/Oct/2000:13:55:36 +0000] \"GET /a%20b?x=\\\"1\\\" HTTP/1.1\" \
              200 6 \"-\" \"ab/2.3\" 1234\n"
         );
-        let line = combined_line(None, &inc, 404, 0, 0, 1);
+        let line = combined_line(None, &inc.meta, 404, 0, 0, 1);
         assert!(
             line.starts_with("unix - - [01/Jan/1970:00:00:00 +0000]"),
             "{line}"
@@ -373,7 +373,7 @@ mod tests {
                 for _ in 0..n {
                     c.read(40);
                     c.begin(&inc.request);
-                    c.end(&inc, 200, 6);
+                    c.end(&inc.meta, 200, 6);
                     c.writing(120);
                     c.waiting(false);
                 }

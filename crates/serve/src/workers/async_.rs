@@ -6,12 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use c10k_app::Handler;
+use c10k_http::Handler;
 use tokio::sync::Semaphore;
+
+use c10k_http::Transport;
 
 use crate::config::ServeConfig;
 use crate::conn::ConnSettings;
 use crate::listener::Listener;
+use crate::proto::ConnInfo;
 use crate::shutdown::Phase;
 
 use super::life::Life;
@@ -141,10 +144,22 @@ async fn accept_loop<H: Handler>(
             let t = &mut track;
             let result = match io {
                 Io::Tcp(s) => {
-                    crate::conn_async::serve(s, t, &*handler, &settings, stop, &on_request).await
+                    let info = ConnInfo {
+                        peer,
+                        local: s.local_addr().ok(),
+                        transport: Transport::Tcp,
+                    };
+                    let h = &*handler;
+                    crate::conn_async::serve(s, t, h, &settings, stop, &on_request, info).await
                 }
                 Io::Unix(s) => {
-                    crate::conn_async::serve(s, t, &*handler, &settings, stop, &on_request).await
+                    let info = ConnInfo {
+                        peer: None,
+                        local: None,
+                        transport: Transport::Unix,
+                    };
+                    let h = &*handler;
+                    crate::conn_async::serve(s, t, h, &settings, stop, &on_request, info).await
                 }
             };
             if let Err(e) = result {

@@ -69,6 +69,12 @@ impl BlockingStream for Conn {
             Conn::Unix(s) => s.shutdown(std::net::Shutdown::Write),
         }
     }
+    fn info(&self) -> crate::proto::ConnInfo {
+        match self {
+            Conn::Tcp(s) => s.info(),
+            Conn::Unix(s) => s.info(),
+        }
+    }
 }
 
 /// Accepts from several non-blocking listeners, waiting at most a given time so the caller can

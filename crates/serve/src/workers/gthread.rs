@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use c10k_app::Handler;
+use c10k_http::Handler;
 use crossbeam_channel as chan;
 use polling::{Event, Events, Poller};
 

@@ -4,15 +4,16 @@
 //! A worker owns its listeners (inherited from the master, or bound here when running alone) and
 //! serves until the shared [`Shutdown`] moves past `Running`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
-use c10k_app::Handler;
+use c10k_http::{Handler, Wait, WorkerInfo};
 
 use crate::config::{BindAddr, ServeConfig, WorkerClass};
 use crate::listener::{self, Listener};
 use crate::master;
-use crate::scoreboard::Scoreboard;
+use crate::scoreboard::{Scoreboard, WritePathFigures};
 use crate::shutdown::{Phase, Shutdown};
 
 mod async_;
@@ -39,10 +40,18 @@ impl Server {
     /// Binds every `--bind` address of `config`.
     pub fn bind(config: ServeConfig) -> anyhow::Result<Server> {
         config.validate()?;
+        // The codec has landed ahead of the connection driver that speaks it.
+        if let Some(b) = config
+            .bind
+            .iter()
+            .find(|b| b.protocol == crate::config::Protocol::Uwsgi)
+        {
+            anyhow::bail!("--bind {b}: uwsgi listeners are not served by this build yet");
+        }
         let mut listeners = Vec::with_capacity(config.bind.len());
-        for addr in &config.bind {
-            let l = Listener::bind(addr, config.backlog, config.reuse_port)
-                .with_context(|| format!("cannot listen on {addr} (--bind)"))?;
+        for bind in &config.bind {
+            let l = Listener::bind(&bind.addr, config.backlog, config.reuse_port)
+                .with_context(|| format!("cannot listen on {bind} (--bind)"))?;
             listeners.push(l);
         }
         Ok(Server::from_listeners(listeners, config))
@@ -68,6 +77,11 @@ impl Server {
     /// A handle that stops the server: `trigger(Phase::Graceful)` from any thread.
     pub fn shutdown_handle(&self) -> Shutdown {
         self.shutdown.clone()
+    }
+
+    /// What this server tells an application factory about worker `slot`.
+    pub fn worker_info(&self, slot: usize) -> WorkerInfo {
+        worker_info(&self.config, slot)
     }
 
     /// Runs the configured worker class in this process until shut down.
@@ -101,6 +115,67 @@ impl Server {
     }
 }
 
+/// What an application factory learns about the worker it runs in.
+fn worker_info(config: &ServeConfig, slot: usize) -> WorkerInfo {
+    let (class, threads, max_in_flight) = match config.worker_class {
+        WorkerClass::Sync => ("sync", 1, 1),
+        WorkerClass::Thread => (
+            "thread",
+            config.worker_connections,
+            config.worker_connections,
+        ),
+        WorkerClass::Gthread => ("gthread", config.threads, config.threads),
+        WorkerClass::Async => ("async", config.threads, config.worker_connections),
+    };
+    WorkerInfo {
+        slot,
+        class,
+        wait: if config.worker_class == WorkerClass::Async {
+            Wait::Yield
+        } else {
+            Wait::Block
+        },
+        threads,
+        max_in_flight,
+        workers: config.workers,
+    }
+}
+
+/// What a worker process serves: the application's handler and, when the application has a
+/// write path, a way to read its figures for `/status` and `/metrics`.
+pub struct Hosted<H> {
+    pub handler: Arc<H>,
+    figures: Option<Box<dyn Fn() -> Option<WritePathFigures> + Send>>,
+}
+
+impl<H> Hosted<H> {
+    pub fn new(handler: Arc<H>) -> Hosted<H> {
+        Hosted {
+            handler,
+            figures: None,
+        }
+    }
+
+    /// `figures` is called about twice a second on a thread of the worker's; `None` means the
+    /// application has no write path (yet): an application that opens its store lazily starts
+    /// returning figures once it is open.
+    pub fn with_figures(
+        mut self,
+        figures: impl Fn() -> Option<WritePathFigures> + Send + 'static,
+    ) -> Hosted<H> {
+        self.figures = Some(Box::new(figures));
+        self
+    }
+}
+
+impl<H> std::fmt::Debug for Hosted<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hosted")
+            .field("figures", &self.figures.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// `--max-requests` plus a per-worker random share of `--max-requests-jitter`, so workers do not
 /// all retire at the same moment.
 fn max_requests_with_jitter(config: &ServeConfig, slot: usize) -> u64 {
@@ -122,11 +197,40 @@ fn max_requests_with_jitter(config: &ServeConfig, slot: usize) -> u64 {
     config.max_requests + jitter
 }
 
-/// `c10k serve`: raises limits, binds, logs the effective configuration, and serves the built-in
-/// application until SIGTERM/SIGINT (graceful) or SIGQUIT (immediate).
-pub fn run(config: ServeConfig) -> anyhow::Result<()> {
-    if std::env::var_os(master::ENV_SLOT).is_some() {
-        return run_worker_process();
+/// `c10k serve`: in the master, raises limits, binds, logs the effective configuration and
+/// supervises worker processes until SIGTERM/SIGINT (graceful) or SIGQUIT (immediate); in a
+/// worker process, calls `factory` once and serves what it returns.
+///
+/// # How the application reaches a worker
+///
+/// Worker processes are this same executable started again by the master, with **the same
+/// command-line arguments and environment** as the master, plus the inherited listening sockets
+/// (`LISTEN_FDS`), the scoreboard descriptor, the worker's slot and the master's effective
+/// [`ServeConfig`] (serialised as TOML in an environment variable). So a binary's `main` runs
+/// again in the worker, parses the same flags (application settings included: the built-in
+/// app's `--database`, a Python `APP_MODULE`, ...), builds the same factory and calls `run`
+/// again; `run` sees it is in a worker ([`is_worker_process`]) and calls `factory` there.
+/// `factory` is never called in the master, so whatever it builds (threads, a database pool, a
+/// Python interpreter) never crosses a `fork`.
+///
+/// The worker uses the master's `ServeConfig`, not the one its `main` parsed again: a config
+/// file edited after the master started does not make workers disagree with their master.
+pub fn run<H, F>(config: ServeConfig, factory: F) -> anyhow::Result<()>
+where
+    H: Handler,
+    F: FnOnce(&WorkerInfo) -> anyhow::Result<Arc<H>>,
+{
+    run_hosted(config, |info| factory(info).map(Hosted::new))
+}
+
+/// [`run`] for an application that also reports write-path figures ([`Hosted::with_figures`]).
+pub fn run_hosted<H, F>(config: ServeConfig, factory: F) -> anyhow::Result<()>
+where
+    H: Handler,
+    F: FnOnce(&WorkerInfo) -> anyhow::Result<Hosted<H>>,
+{
+    if is_worker_process() {
+        return run_worker_process(factory);
     }
     let config = effective_class(config);
     match crate::sys::raise_nofile_limit() {
@@ -145,12 +249,19 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open --access-log {path}"))?;
     }
     let server = Server::bind(config.clone())?;
-    for addr in server.local_addrs() {
-        let scheme = match addr {
-            BindAddr::Tcp(_) => "http://",
-            BindAddr::Unix(_) => "",
+    for (i, addr) in server.local_addrs().into_iter().enumerate() {
+        let bind = crate::config::Bind {
+            protocol: config.protocol_of(i),
+            addr,
         };
-        tracing::info!("Listening at: {scheme}{addr} ({})", std::process::id());
+        let scheme = match &bind {
+            crate::config::Bind {
+                protocol: crate::config::Protocol::Http,
+                addr: BindAddr::Tcp(_),
+            } => "http://",
+            _ => "",
+        };
+        tracing::info!("Listening at: {scheme}{bind} ({})", std::process::id());
     }
     tracing::info!(
         worker_class = %config.worker_class,
@@ -219,9 +330,18 @@ fn effective_class(mut config: ServeConfig) -> ServeConfig {
     config
 }
 
+/// Whether this process is a worker started by a master (see [`run`]).
+pub fn is_worker_process() -> bool {
+    std::env::var_os(master::ENV_SLOT).is_some()
+}
+
 /// The life of a worker process started by the master: take over the inherited listeners and
 /// scoreboard, build the application, serve until told to stop.
-fn run_worker_process() -> anyhow::Result<()> {
+fn run_worker_process<H, F>(factory: F) -> anyhow::Result<()>
+where
+    H: Handler,
+    F: FnOnce(&WorkerInfo) -> anyhow::Result<Hosted<H>>,
+{
     let slot: usize = env_number(master::ENV_SLOT)?;
     let n: usize = env_number(master::ENV_LISTEN_FDS)?;
     let sb_fd: i32 = env_number(master::ENV_SCOREBOARD_FD)?;
@@ -237,25 +357,42 @@ fn run_worker_process() -> anyhow::Result<()> {
     let scoreboard = Arc::new(unsafe { Scoreboard::from_raw_fd(sb_fd) }.context("scoreboard")?);
     let server = Server::from_listeners(listeners, config);
     spawn_signal_thread(server.shutdown_handle())?;
-    let app = match crate::app_factory::build_app(&server.config, slot) {
-        Ok(app) => Arc::new(app),
+    let hosted = match factory(&server.worker_info(slot)) {
+        Ok(hosted) => hosted,
         Err(e) => {
             tracing::error!(slot, "worker failed to boot: {e:#}");
             std::process::exit(master::BOOT_ERROR);
         }
     };
-    if let Some(store) = app.store().cloned() {
-        // The master shows pool and journal figures; it cannot ask the store, which lives here.
-        let sb = scoreboard.clone();
-        std::thread::Builder::new()
-            .name("c10k-store-figures".into())
-            .spawn(move || loop {
-                sb.store(slot).publish(&store.stats());
-                std::thread::sleep(std::time::Duration::from_millis(500));
-            })
-            .context("cannot start the store figures thread")?;
+    let Hosted { handler, figures } = hosted;
+    // The master shows the write path's figures; it cannot ask the application, which lives
+    // here. The thread stops (and drops what the closure holds) when serving ends.
+    let stop_figures = Arc::new(AtomicBool::new(false));
+    let figures_thread = match figures {
+        Some(figures) => {
+            let (sb, stop) = (scoreboard.clone(), stop_figures.clone());
+            let t = std::thread::Builder::new()
+                .name("c10k-figures".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Some(f) = figures() {
+                            sb.store(slot).publish(&f);
+                        }
+                        std::thread::park_timeout(std::time::Duration::from_millis(500));
+                    }
+                })
+                .context("cannot start the figures thread")?;
+            Some(t)
+        }
+        None => None,
+    };
+    let served = server.serve_in_slot(handler, scoreboard, slot);
+    stop_figures.store(true, Ordering::Relaxed);
+    if let Some(t) = figures_thread {
+        t.thread().unpark();
+        let _ = t.join();
     }
-    server.serve_in_slot(app, scoreboard, slot)
+    served
 }
 
 fn env_number<T: std::str::FromStr>(name: &str) -> anyhow::Result<T> {

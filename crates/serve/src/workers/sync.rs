@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use c10k_app::Handler;
+use c10k_http::Handler;
 
 use super::blocking::{accept_error, Acceptor};
 use super::life::Life;

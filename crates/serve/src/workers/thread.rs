@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use c10k_app::Handler;
+use c10k_http::Handler;
 
 use super::blocking::{accept_error, Acceptor};
 use super::life::{Gauge, Life};

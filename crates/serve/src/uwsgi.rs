@@ -1,0 +1,648 @@
+//! A sans-I/O codec for nginx's binary uwsgi protocol (`uwsgi_pass`), beside [`crate::proto`].
+//!
+//! A request packet is a 4-byte header — `modifier1`, the size of the vars block as a u16
+//! little-endian, `modifier2` — then the vars block (key/value pairs, each length a u16 LE), then
+//! the body, whose length is the `CONTENT_LENGTH` var. [`Decoder`] turns buffered bytes into the
+//! same [`c10k_http::Request`] the HTTP decoder produces, so an application cannot tell which
+//! protocol nginx spoke. [`encode_head`] writes the answer the way uWSGI does: an HTTP/1.1 status
+//! line, the headers and the body, never chunked (nginx does not de-chunk a uwsgi upstream).
+//!
+//! Design choices where the protocol is loose (checked against uWSGI's `core/protocol.c` and
+//! nginx's `ngx_http_uwsgi_module.c`):
+//!
+//! - One request per connection: nginx never keeps a uwsgi upstream connection alive, so the
+//!   response ends when the connection closes, which lets a stream of unknown length go out
+//!   close-delimited.
+//! - The vars block may use the whole u16 range (65,535 bytes, nginx's own limit: it refuses to
+//!   build a bigger packet). uWSGI's default `buffer-size` of 4,096 is the cause of the well-known
+//!   "invalid request block size" 502s behind nginx with large cookies; we accept what nginx sends.
+//! - A packet we cannot read (bad modifier1, a var running past the block, an empty key, no
+//!   `REQUEST_METHOD`, a header var that is not a token) is [`UwsgiError::Malformed`]: the driver
+//!   closes without an answer (what uWSGI does; nginx answers its client 502). A readable request
+//!   we refuse (body over `--limit-request-body`) is answered with a status, then closed.
+//! - A CGI var sent twice: the last one wins, as in uWSGI (a config with `include uwsgi_params;`
+//!   followed by its own `uwsgi_param HTTPS on;` sends the key twice), except `CONTENT_LENGTH`
+//!   with two different values, which is refused (the body's length would be ambiguous).
+//!   `HTTP_*` vars sent twice are kept in order as repeated header fields.
+//! - Paths: `PATH_INFO` (nginx's `$document_uri`, decoded and after rewrites) is what uWSGI and
+//!   WSGI route on, so the request's `path` is `PATH_INFO` percent-encoded again; the `target` is
+//!   `REQUEST_URI` as the client sent it. Without `PATH_INFO`, the path is `REQUEST_URI`'s.
+
+use std::borrow::Cow;
+use std::net::{IpAddr, SocketAddr};
+
+use bytes::{Buf, Bytes, BytesMut};
+use c10k_http::{
+    Body, Headers, Method, Request, RequestBody, Response, Scheme, Transport, Version,
+};
+
+/// modifier1 of a plain WSGI/HTTP request (what `uwsgi_pass` sends by default).
+pub const MODIFIER_WSGI: u8 = 0;
+/// modifier1 30: as 0, but `PATH_INFO` still starts with `SCRIPT_NAME`, which is stripped.
+pub const MODIFIER_STRIP_SCRIPT_NAME: u8 = 30;
+/// The largest vars block the u16 size field can describe (nginx refuses to build a bigger one).
+pub const MAX_VARS_BLOCK: usize = u16::MAX as usize;
+
+/// Limits on one uwsgi request.
+#[derive(Clone, Debug)]
+pub struct UwsgiLimits {
+    /// Largest vars block accepted; at most [`MAX_VARS_BLOCK`].
+    pub max_vars_block: usize,
+    /// Most key/value pairs in the vars block.
+    pub max_vars: usize,
+    /// Largest body (`CONTENT_LENGTH`) → 413.
+    pub max_body: u64,
+}
+
+impl Default for UwsgiLimits {
+    fn default() -> UwsgiLimits {
+        UwsgiLimits::from_http(&crate::proto::Limits::default())
+    }
+}
+
+impl UwsgiLimits {
+    /// The uwsgi limits that match the HTTP listener's: the same body limit, and room for as
+    /// many header vars as `--limit-request-fields` allows plus the CGI vars nginx adds
+    /// (`uwsgi_params` has 15, custom `uwsgi_param` lines add more).
+    pub fn from_http(l: &crate::proto::Limits) -> UwsgiLimits {
+        UwsgiLimits {
+            max_vars_block: MAX_VARS_BLOCK,
+            max_vars: l.max_headers + 64,
+            max_body: l.max_body,
+        }
+    }
+}
+
+/// Why a uwsgi request was not served.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UwsgiError {
+    /// Not a uwsgi request we can read: close the connection without an answer.
+    #[error("malformed uwsgi packet: {0}")]
+    Malformed(Cow<'static, str>),
+    /// A readable request we refuse: answer with this status and reason, then close.
+    #[error("{status} {reason}")]
+    Refused {
+        status: u16,
+        reason: Cow<'static, str>,
+    },
+}
+
+impl UwsgiError {
+    fn malformed(reason: impl Into<Cow<'static, str>>) -> UwsgiError {
+        UwsgiError::Malformed(reason.into())
+    }
+
+    /// The answer to send, if any.
+    pub fn response(&self) -> Option<Response> {
+        match self {
+            UwsgiError::Malformed(_) => None,
+            UwsgiError::Refused { status, reason } => Some(Response::error(*status, reason)),
+        }
+    }
+}
+
+/// What the connection itself says about a request; the vars may override the addresses.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnInfo {
+    pub transport: Transport,
+    /// The socket's peer (nginx's address, not the client's).
+    pub peer: Option<SocketAddr>,
+    /// The socket's local address.
+    pub local: Option<SocketAddr>,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Waiting for the 4-byte packet header.
+    Header,
+    /// Header read; waiting for the whole vars block.
+    Vars { modifier1: u8, size: usize },
+    /// Vars read; waiting for `len` body bytes.
+    Body { request: Box<Request>, len: usize },
+}
+
+/// Turns buffered bytes into complete requests. One per connection.
+#[derive(Debug)]
+pub struct Decoder {
+    limits: UwsgiLimits,
+    conn: ConnInfo,
+    state: State,
+}
+
+impl Decoder {
+    pub fn new(limits: UwsgiLimits, conn: ConnInfo) -> Decoder {
+        Decoder {
+            limits,
+            conn,
+            state: State::Header,
+        }
+    }
+
+    /// True when nothing of a request has been consumed.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.state, State::Header)
+    }
+
+    /// Consumes bytes from `buf` and returns the next complete request, `Ok(None)` when more
+    /// bytes are needed, or why the request cannot be served. Any split of the input gives the
+    /// same result as the whole input at once.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, UwsgiError> {
+        loop {
+            match &mut self.state {
+                State::Header => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    // Refuse a foreign modifier as soon as its byte arrives: a client speaking
+                    // HTTP to a uwsgi port ('G' = 71) is told off at once, not after 4 bytes.
+                    let modifier1 = buf[0];
+                    if modifier1 != MODIFIER_WSGI && modifier1 != MODIFIER_STRIP_SCRIPT_NAME {
+                        return Err(UwsgiError::malformed(format!(
+                            "modifier1 {modifier1} is not supported (only 0 and 30)"
+                        )));
+                    }
+                    if buf.len() < 4 {
+                        return Ok(None);
+                    }
+                    let size = usize::from(u16::from_le_bytes([buf[1], buf[2]]));
+                    if size > self.limits.max_vars_block {
+                        return Err(UwsgiError::malformed(format!(
+                            "vars block of {size} bytes (limit {})",
+                            self.limits.max_vars_block
+                        )));
+                    }
+                    buf.advance(4);
+                    self.state = State::Vars { modifier1, size };
+                }
+                State::Vars { modifier1, size } => {
+                    if buf.len() < *size {
+                        return Ok(None);
+                    }
+                    let modifier1 = *modifier1;
+                    let block = buf.split_to(*size).freeze();
+                    let (request, len) = build_request(&block, modifier1, &self.limits, &self.conn)
+                        .inspect_err(|_| self.state = State::Header)?;
+                    self.state = State::Body {
+                        request: Box::new(request),
+                        len,
+                    };
+                }
+                State::Body { len, .. } => {
+                    if buf.len() < *len {
+                        return Ok(None);
+                    }
+                    let body = buf.split_to(*len).freeze();
+                    let State::Body { request, .. } =
+                        std::mem::replace(&mut self.state, State::Header)
+                    else {
+                        unreachable!("matched State::Body above")
+                    };
+                    let mut request = *request;
+                    request.body = RequestBody::Memory(body);
+                    return Ok(Some(request));
+                }
+            }
+        }
+    }
+
+    /// How many body bytes are still missing, when a request's vars have been read (so a driver
+    /// can tell a truncated body from a truncated vars block in its log).
+    pub fn body_missing(&self, buffered: usize) -> Option<usize> {
+        match &self.state {
+            State::Body { len, .. } => Some(len.saturating_sub(buffered)),
+            _ => None,
+        }
+    }
+}
+
+/// Iterates over the key/value pairs of a vars block.
+struct Vars<'a> {
+    block: &'a [u8],
+}
+
+impl<'a> Iterator for Vars<'a> {
+    type Item = Result<(&'a [u8], &'a [u8]), UwsgiError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.block.is_empty() {
+            return None;
+        }
+        Some(self.pair())
+    }
+}
+
+impl<'a> Vars<'a> {
+    fn pair(&mut self) -> Result<(&'a [u8], &'a [u8]), UwsgiError> {
+        let key = self.string()?;
+        if key.is_empty() {
+            // uWSGI: "uwsgi key cannot be null".
+            return Err(UwsgiError::malformed("a var with an empty key"));
+        }
+        let value = self.string()?;
+        Ok((key, value))
+    }
+
+    fn string(&mut self) -> Result<&'a [u8], UwsgiError> {
+        let Some((len, rest)) = self.block.split_first_chunk::<2>() else {
+            return Err(UwsgiError::malformed(
+                "a var length runs past the vars block",
+            ));
+        };
+        let len = usize::from(u16::from_le_bytes(*len));
+        if rest.len() < len {
+            return Err(UwsgiError::malformed("a var runs past the vars block"));
+        }
+        let (s, rest) = rest.split_at(len);
+        self.block = rest;
+        Ok(s)
+    }
+}
+
+/// The vars the server interprets; the last of a repeated one wins (see the module docs).
+#[derive(Default)]
+struct Cgi<'a> {
+    method: Option<&'a [u8]>,
+    request_uri: Option<&'a [u8]>,
+    path_info: Option<&'a [u8]>,
+    query_string: Option<&'a [u8]>,
+    script_name: Option<&'a [u8]>,
+    protocol: Option<&'a [u8]>,
+    content_length: Option<&'a [u8]>,
+    remote_addr: Option<&'a [u8]>,
+    remote_port: Option<&'a [u8]>,
+    server_addr: Option<&'a [u8]>,
+    server_name: Option<&'a [u8]>,
+    server_port: Option<&'a [u8]>,
+    https: Option<&'a [u8]>,
+    request_scheme: Option<&'a [u8]>,
+    url_scheme: Option<&'a [u8]>,
+}
+
+/// Builds the request (without its body) and returns the body length to read.
+fn build_request(
+    block: &Bytes,
+    modifier1: u8,
+    limits: &UwsgiLimits,
+    conn: &ConnInfo,
+) -> Result<(Request, usize), UwsgiError> {
+    let mut cgi = Cgi::default();
+    let mut fields: Vec<(String, Bytes)> = Vec::new();
+    // Where the Content-Type field sits, and whether it came from CONTENT_TYPE (which beats
+    // the HTTP_CONTENT_TYPE nginx also sends, since uwsgi_params does not hide it).
+    let mut content_type: Option<(usize, bool)> = None;
+    let mut count = 0usize;
+    for pair in (Vars { block }) {
+        let (key, value) = pair?;
+        count += 1;
+        if count > limits.max_vars {
+            return Err(UwsgiError::malformed(format!(
+                "more than {} vars",
+                limits.max_vars
+            )));
+        }
+        let slot = match key {
+            b"REQUEST_METHOD" => &mut cgi.method,
+            b"REQUEST_URI" => &mut cgi.request_uri,
+            b"PATH_INFO" => &mut cgi.path_info,
+            b"QUERY_STRING" => &mut cgi.query_string,
+            b"SCRIPT_NAME" => &mut cgi.script_name,
+            b"SERVER_PROTOCOL" => &mut cgi.protocol,
+            b"REMOTE_ADDR" => &mut cgi.remote_addr,
+            b"REMOTE_PORT" => &mut cgi.remote_port,
+            b"SERVER_ADDR" => &mut cgi.server_addr,
+            b"SERVER_NAME" => &mut cgi.server_name,
+            b"SERVER_PORT" => &mut cgi.server_port,
+            b"HTTPS" => &mut cgi.https,
+            b"REQUEST_SCHEME" => &mut cgi.request_scheme,
+            b"UWSGI_SCHEME" | b"wsgi.url_scheme" => &mut cgi.url_scheme,
+            b"CONTENT_LENGTH" => {
+                if cgi
+                    .content_length
+                    .is_some_and(|old| old.trim_ascii() != value.trim_ascii())
+                {
+                    return Err(UwsgiError::malformed("two different CONTENT_LENGTH vars"));
+                }
+                let v = value.trim_ascii();
+                if cgi.content_length.is_none() && !v.is_empty() {
+                    // Checked to be a number below, once all vars are in.
+                    fields.push(("Content-Length".to_owned(), Bytes::copy_from_slice(v)));
+                }
+                &mut cgi.content_length
+            }
+            b"CONTENT_TYPE" | b"HTTP_CONTENT_TYPE" => {
+                let from_cgi = key == b"CONTENT_TYPE";
+                let value = field_value(value)?;
+                match content_type {
+                    // The CGI var wins over the header copy; a repeated CGI var's last wins.
+                    Some((i, cgi_set)) if from_cgi || !cgi_set => {
+                        fields[i].1 = value;
+                        content_type = Some((i, cgi_set || from_cgi));
+                    }
+                    Some(_) => {}
+                    None => {
+                        content_type = Some((fields.len(), from_cgi));
+                        fields.push(("Content-Type".to_owned(), value));
+                    }
+                }
+                continue;
+            }
+            // The body's length comes from CONTENT_LENGTH only (the protocol's framing).
+            b"HTTP_CONTENT_LENGTH" => continue,
+            _ => {
+                if let Some(name) = key.strip_prefix(b"HTTP_") {
+                    fields.push((header_name(name)?, field_value(value)?));
+                }
+                continue;
+            }
+        };
+        *slot = Some(value);
+    }
+
+    let method = cgi
+        .method
+        .filter(|m| !m.is_empty() && m.iter().all(|&b| is_tchar(b)))
+        .ok_or_else(|| UwsgiError::malformed("no valid REQUEST_METHOD"))?;
+    // Checked above: a token is ASCII.
+    let method = Method::from_token(std::str::from_utf8(method).unwrap_or_default());
+
+    let len = match cgi.content_length.map(<[u8]>::trim_ascii) {
+        None | Some(b"") => 0,
+        Some(v) => {
+            if v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+                return Err(UwsgiError::malformed("CONTENT_LENGTH is not a number"));
+            }
+            let n = v.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+            if n > limits.max_body {
+                return Err(UwsgiError::Refused {
+                    status: 413,
+                    reason: format!(
+                        "request body larger than {} bytes (--limit-request-body)",
+                        limits.max_body
+                    )
+                    .into(),
+                });
+            }
+            n as usize
+        }
+    };
+
+    let (target, path, query) = target_path_query(&cgi, modifier1)?;
+    let version = match cgi.protocol {
+        Some(b"HTTP/1.0") => Version::Http10,
+        // HTTP/1.1, and HTTP/2 or 3 spoken by nginx to its client: the response is the same.
+        _ => Version::Http11,
+    };
+    let scheme = scheme(&cgi);
+    // nginx's REMOTE_ADDR is the client; the socket's peer is nginx. A client nginx took on a
+    // unix socket has REMOTE_ADDR "unix:", which is no address: then the socket's peer stands.
+    let peer = match parse_ip(cgi.remote_addr) {
+        Some(ip) => Some(SocketAddr::new(ip, parse_port(cgi.remote_port))),
+        None => conn.peer,
+    };
+    let local = local_addr(&cgi, conn);
+    let mut headers = Headers::with_capacity(fields.len());
+    for (name, value) in fields {
+        headers.append(name, value);
+    }
+    let request = Request {
+        method,
+        target,
+        path,
+        query,
+        version,
+        headers,
+        peer,
+        local,
+        transport: conn.transport,
+        scheme,
+        body: RequestBody::empty(),
+    };
+    Ok((request, len))
+}
+
+/// `X_FORWARDED_FOR` → `X-Forwarded-For`; the name must be a token once `_` becomes `-`.
+fn header_name(var: &[u8]) -> Result<String, UwsgiError> {
+    if var.is_empty() || !var.iter().all(|&b| is_tchar(b)) {
+        return Err(UwsgiError::malformed(
+            "an HTTP_ var whose name is not a token",
+        ));
+    }
+    let mut name = String::with_capacity(var.len());
+    let mut start = true;
+    for &b in var {
+        let c = if b == b'_' { b'-' } else { b };
+        name.push(if start {
+            c.to_ascii_uppercase()
+        } else {
+            c.to_ascii_lowercase()
+        } as char);
+        start = c == b'-';
+    }
+    Ok(name)
+}
+
+/// A header value must not carry a line break or NUL (it may be re-serialised downstream).
+fn field_value(v: &[u8]) -> Result<Bytes, UwsgiError> {
+    if v.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+        return Err(UwsgiError::malformed(
+            "a header var with a line break or NUL",
+        ));
+    }
+    Ok(Bytes::copy_from_slice(v))
+}
+
+/// RFC 9110 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn target_path_query(
+    cgi: &Cgi<'_>,
+    modifier1: u8,
+) -> Result<(String, String, Option<String>), UwsgiError> {
+    let query = cgi
+        .query_string
+        .filter(|q| !q.is_empty())
+        .map(|q| encode(q, Keep::Raw));
+    let path_info = cgi.path_info.map(|p| {
+        let script = cgi.script_name.unwrap_or_default();
+        if modifier1 == MODIFIER_STRIP_SCRIPT_NAME && !script.is_empty() {
+            p.strip_prefix(script).unwrap_or(p)
+        } else {
+            p
+        }
+    });
+    let uri = cgi.request_uri.filter(|u| !u.is_empty());
+    let path = match (path_info, uri) {
+        (Some(p), _) => encode(p, Keep::Decoded),
+        (None, Some(u)) => {
+            let p = u.split(|&b| b == b'?').next().unwrap_or_default();
+            encode(p, Keep::Raw)
+        }
+        (None, None) => {
+            return Err(UwsgiError::malformed("neither PATH_INFO nor REQUEST_URI"));
+        }
+    };
+    let path = if path.is_empty() {
+        "/".to_owned()
+    } else {
+        path
+    };
+    let target = match uri {
+        Some(u) => encode(u, Keep::Raw),
+        None => match &query {
+            Some(q) => format!("{path}?{q}"),
+            None => path.clone(),
+        },
+    };
+    // The query as the target carries it when nginx sent no QUERY_STRING var at all.
+    let query = match (query, cgi.query_string) {
+        (Some(q), _) => Some(q),
+        (None, None) => target
+            .split_once('?')
+            .map(|(_, q)| q.to_owned())
+            .filter(|q| !q.is_empty()),
+        (None, Some(_)) => None,
+    };
+    Ok((target, path, query))
+}
+
+/// What [`encode`] leaves as it is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// Already percent-encoded text (`REQUEST_URI`, `QUERY_STRING`): only bytes that may not
+    /// appear in a target (controls, space, non-ASCII) are encoded.
+    Raw,
+    /// Decoded text (`PATH_INFO`): `%`, `?` and `#` are encoded too, so decoding gives it back.
+    Decoded,
+}
+
+fn encode(s: &[u8], keep: Keep) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(s.len());
+    for &b in s {
+        let escape = !b.is_ascii_graphic()
+            || b == b'"'
+            || (keep == Keep::Decoded && matches!(b, b'%' | b'?' | b'#'));
+        if escape {
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
+        } else {
+            out.push(b as char);
+        }
+    }
+    out
+}
+
+fn scheme(cgi: &Cgi<'_>) -> Scheme {
+    // uWSGI: UWSGI_SCHEME (wsgi.url_scheme) first, then HTTPS; REQUEST_SCHEME last.
+    let https = |v: &[u8]| v.eq_ignore_ascii_case(b"https");
+    if let Some(s) = cgi.url_scheme {
+        return if https(s) {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        };
+    }
+    if let Some(v) = cgi.https {
+        if v.eq_ignore_ascii_case(b"on") || v == b"1" {
+            return Scheme::Https;
+        }
+    }
+    match cgi.request_scheme {
+        Some(s) if https(s) => Scheme::Https,
+        _ => Scheme::Http,
+    }
+}
+
+fn parse_ip(v: Option<&[u8]>) -> Option<IpAddr> {
+    std::str::from_utf8(v?).ok()?.trim().parse().ok()
+}
+
+fn parse_port(v: Option<&[u8]>) -> u16 {
+    v.and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The address the client reached: `SERVER_ADDR` (or `SERVER_NAME` when it is an address
+/// literal) and `SERVER_PORT`. A name is no address; then the connection's own IP stands in on
+/// TCP, with nginx's `SERVER_PORT`; on a unix socket there is none.
+fn local_addr(cgi: &Cgi<'_>, conn: &ConnInfo) -> Option<SocketAddr> {
+    let ip = parse_ip(cgi.server_addr)
+        .or_else(|| parse_ip(cgi.server_name))
+        .or_else(|| conn.local.map(|a| a.ip()))?;
+    let port = match cgi.server_port {
+        Some(_) => parse_port(cgi.server_port),
+        None => conn.local.map_or(0, |a| a.port()),
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// How the body of an encoded response follows its head.
+pub enum BodyFollows {
+    /// Nothing more to write (a complete body was appended, or a HEAD answer).
+    Nothing,
+    /// Write the stream's chunks as they come, then close: the close ends the body.
+    Stream(c10k_http::BodyStream),
+}
+
+impl std::fmt::Debug for BodyFollows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BodyFollows::Nothing => "Nothing",
+            BodyFollows::Stream(_) => "Stream",
+        })
+    }
+}
+
+/// Appends the head of `resp` as uWSGI writes it (status line and the handler's headers; no
+/// `Connection`, `Transfer-Encoding` or `Keep-Alive`, which mean nothing on a connection that
+/// closes after one response) and a complete body. A complete body gets its `Content-Length`;
+/// a stream keeps the handler's own one if it set one, and is otherwise close-delimited.
+/// `head_only` (HEAD) drops the body but keeps its length.
+pub fn encode_head(out: &mut Vec<u8>, resp: Response, head_only: bool) -> BodyFollows {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let mut num = itoa::Buffer::new();
+    out.extend_from_slice(num.format(resp.status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(crate::proto::reason_phrase(resp.status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let full = matches!(resp.body, Body::Full(_));
+    for (name, value) in &resp.headers {
+        let hop = ["connection", "transfer-encoding", "keep-alive"]
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h));
+        if hop || (full && name.eq_ignore_ascii_case("content-length")) {
+            continue;
+        }
+        // Names and values come from the application; never let one inject a line break.
+        out.extend(name.bytes().filter(|&b| b != b'\r' && b != b'\n'));
+        out.extend_from_slice(b": ");
+        out.extend(value.iter().copied().filter(|&b| b != b'\r' && b != b'\n'));
+        out.extend_from_slice(b"\r\n");
+    }
+    match resp.body {
+        Body::Full(body) => {
+            out.extend_from_slice(b"Content-Length: ");
+            out.extend_from_slice(num.format(body.len()).as_bytes());
+            out.extend_from_slice(b"\r\n\r\n");
+            if !head_only {
+                out.extend_from_slice(&body);
+            }
+            BodyFollows::Nothing
+        }
+        Body::Stream(stream) => {
+            out.extend_from_slice(b"\r\n");
+            if head_only {
+                BodyFollows::Nothing
+            } else {
+                BodyFollows::Stream(stream)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,546 @@
+//! Unit tests of the uwsgi codec: packets as nginx builds them, every split, every refusal.
+
+use super::*;
+use std::net::Ipv4Addr;
+
+/// A uwsgi packet: header, vars block, body.
+pub(crate) fn packet(modifier1: u8, vars: &[(&[u8], &[u8])], body: &[u8]) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (k, v) in vars {
+        block.extend_from_slice(&(k.len() as u16).to_le_bytes());
+        block.extend_from_slice(k);
+        block.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        block.extend_from_slice(v);
+    }
+    let mut p = vec![modifier1];
+    p.extend_from_slice(&(block.len() as u16).to_le_bytes());
+    p.push(0);
+    p.extend_from_slice(&block);
+    p.extend_from_slice(body);
+    p
+}
+
+/// What nginx sends with `include uwsgi_params;` for `POST /a%20b/c?x=1&y=%2F` with a body.
+fn nginx_vars() -> Vec<(&'static [u8], &'static [u8])> {
+    vec![
+        (b"QUERY_STRING", b"x=1&y=%2F"),
+        (b"REQUEST_METHOD", b"POST"),
+        (b"CONTENT_TYPE", b"text/plain"),
+        (b"CONTENT_LENGTH", b"5"),
+        (b"REQUEST_URI", b"/a%20b/c?x=1&y=%2F"),
+        (b"PATH_INFO", b"/a b/c"),
+        (b"DOCUMENT_ROOT", b"/usr/share/nginx/html"),
+        (b"SERVER_PROTOCOL", b"HTTP/1.1"),
+        (b"REQUEST_SCHEME", b"http"),
+        (b"REMOTE_ADDR", b"192.0.2.7"),
+        (b"REMOTE_PORT", b"51234"),
+        (b"SERVER_PORT", b"8080"),
+        (b"SERVER_NAME", b"example.test"),
+        (b"HTTP_HOST", b"example.test:8080"),
+        (b"HTTP_USER_AGENT", b"curl/8.0"),
+        (b"HTTP_CONTENT_TYPE", b"text/plain"),
+        (b"HTTP_CONTENT_LENGTH", b"5"),
+        (b"HTTP_X_FORWARDED_FOR", b"198.51.100.1"),
+    ]
+}
+
+fn tcp_conn() -> ConnInfo {
+    ConnInfo {
+        transport: Transport::Tcp,
+        peer: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 40000))),
+        local: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 3031))),
+    }
+}
+
+fn decoder() -> Decoder {
+    Decoder::new(UwsgiLimits::default(), tcp_conn())
+}
+
+/// Everything a request carries, comparable (the body's bytes included).
+fn summary(r: &Request) -> String {
+    let headers: Vec<_> = r
+        .headers
+        .iter()
+        .map(|(n, v)| format!("{n}: {}", String::from_utf8_lossy(v)))
+        .collect();
+    format!(
+        "{} {} path={} query={:?} {:?} {:?} peer={:?} local={:?} {:?} {:?} body={:?}",
+        r.method,
+        r.target,
+        r.path,
+        r.query,
+        r.version,
+        headers,
+        r.peer,
+        r.local,
+        r.transport,
+        r.scheme,
+        r.body.to_bytes().unwrap()
+    )
+}
+
+/// Decodes `input` fed in the given pieces; returns what came out and what stayed buffered.
+fn decode_pieces(pieces: &[&[u8]]) -> (Vec<String>, Option<UwsgiError>) {
+    let mut d = decoder();
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    for piece in pieces {
+        buf.extend_from_slice(piece);
+        loop {
+            match d.decode(&mut buf) {
+                Ok(Some(r)) => out.push(summary(&r)),
+                Ok(None) => break,
+                Err(e) => return (out, Some(e)),
+            }
+        }
+    }
+    (out, None)
+}
+
+fn decode_one(input: &[u8]) -> Result<Request, UwsgiError> {
+    let mut d = decoder();
+    let mut buf = BytesMut::from(input);
+    match d.decode(&mut buf) {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => panic!("incomplete packet"),
+        Err(e) => Err(e),
+    }
+}
+
+#[test]
+fn maps_nginx_vars_to_the_request() {
+    let r = decode_one(&packet(0, &nginx_vars(), b"hello")).unwrap();
+    assert_eq!(r.method, Method::Post);
+    assert_eq!(r.target, "/a%20b/c?x=1&y=%2F");
+    assert_eq!(r.path, "/a%20b/c");
+    assert_eq!(r.query.as_deref(), Some("x=1&y=%2F"));
+    assert_eq!(r.version, Version::Http11);
+    assert_eq!(r.peer, Some("192.0.2.7:51234".parse().unwrap()));
+    // SERVER_NAME is a name, not an address: the socket's IP with nginx's port.
+    assert_eq!(r.local, Some("127.0.0.1:8080".parse().unwrap()));
+    assert_eq!(r.transport, Transport::Tcp);
+    assert_eq!(r.scheme, Scheme::Http);
+    assert_eq!(&r.body.to_bytes().unwrap()[..], b"hello");
+    let names: Vec<_> = r.headers.iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "Content-Type",
+            "Content-Length",
+            "Host",
+            "User-Agent",
+            "X-Forwarded-For"
+        ]
+    );
+    assert_eq!(r.content_type(), Some("text/plain"));
+    assert_eq!(r.host(), Some("example.test:8080"));
+    assert_eq!(r.headers.get_str("content-length"), Some("5"));
+}
+
+#[test]
+fn every_split_gives_the_one_shot_result() {
+    // Two packets back to back, so a split can also fall across a packet boundary.
+    let mut input = packet(0, &nginx_vars(), b"hello");
+    input.extend_from_slice(&packet(
+        30,
+        &[
+            (b"REQUEST_METHOD", b"GET"),
+            (b"SCRIPT_NAME", b"/app"),
+            (b"PATH_INFO", b"/app/x"),
+        ],
+        b"",
+    ));
+    let (whole, err) = decode_pieces(&[&input]);
+    assert!(err.is_none());
+    assert_eq!(whole.len(), 2);
+    for i in 0..=input.len() {
+        let (split, err) = decode_pieces(&[&input[..i], &input[i..]]);
+        assert!(err.is_none(), "split at {i}: {err:?}");
+        assert_eq!(split, whole, "split at {i}");
+    }
+    let bytes: Vec<&[u8]> = input.chunks(1).collect();
+    assert_eq!(decode_pieces(&bytes), (whole, None), "byte at a time");
+}
+
+#[test]
+fn every_split_of_a_refused_packet_is_refused_the_same() {
+    let input = packet(0, &[(b"REQUEST_METHOD", b"GET"), (b"", b"x")], b"");
+    let (_, whole) = decode_pieces(&[&input]);
+    let whole = whole.expect("refused");
+    for i in 0..=input.len() {
+        let (out, err) = decode_pieces(&[&input[..i], &input[i..]]);
+        assert!(out.is_empty());
+        assert_eq!(err.as_ref(), Some(&whole), "split at {i}");
+    }
+}
+
+#[test]
+fn bad_modifier1_is_refused_at_its_first_byte() {
+    for m in [1u8, 5, 17, 29, 31, 255] {
+        let input = packet(m, &[(b"REQUEST_METHOD", b"GET")], b"");
+        let err = decode_one(&input).unwrap_err();
+        assert!(matches!(err, UwsgiError::Malformed(_)), "{m}: {err}");
+        assert!(err.response().is_none(), "closed without an answer");
+    }
+    // Somebody speaking HTTP to the uwsgi port: refused on the 'G'.
+    let mut d = decoder();
+    let mut buf = BytesMut::from(&b"G"[..]);
+    assert!(matches!(d.decode(&mut buf), Err(UwsgiError::Malformed(_))));
+}
+
+#[test]
+fn oversize_vars_block_and_too_many_vars() {
+    // A block bigger than the limit is refused from its header alone.
+    let mut d = Decoder::new(
+        UwsgiLimits {
+            max_vars_block: 100,
+            ..UwsgiLimits::default()
+        },
+        tcp_conn(),
+    );
+    let big = "x".repeat(200);
+    let input = packet(0, &[(b"HTTP_X_BIG", big.as_bytes())], b"");
+    let mut buf = BytesMut::from(&input[..4]);
+    assert!(matches!(d.decode(&mut buf), Err(UwsgiError::Malformed(_))));
+
+    // The whole u16 range is accepted by default (nginx builds packets up to 65,535 bytes).
+    let cookie = "c".repeat(65_000);
+    let vars: Vec<(&[u8], &[u8])> = vec![
+        (b"REQUEST_METHOD", b"GET"),
+        (b"PATH_INFO", b"/"),
+        (b"HTTP_COOKIE", cookie.as_bytes()),
+    ];
+    let input = packet(0, &vars, b"");
+    assert!(input.len() - 4 <= MAX_VARS_BLOCK);
+    let r = decode_one(&input).unwrap();
+    assert_eq!(r.headers.get("cookie").map(|v| v.len()), Some(65_000));
+
+    // Too many vars.
+    let names: Vec<String> = (0..200).map(|i| format!("HTTP_X_{i}")).collect();
+    let mut vars: Vec<(&[u8], &[u8])> = vec![(b"REQUEST_METHOD", b"GET"), (b"PATH_INFO", b"/")];
+    vars.extend(names.iter().map(|n| (n.as_bytes(), &b"1"[..])));
+    let err = decode_one(&packet(0, &vars, b"")).unwrap_err();
+    assert!(err.to_string().contains("vars"), "{err}");
+    // At the limit is fine.
+    let limit = UwsgiLimits::default().max_vars;
+    vars.truncate(limit);
+    decode_one(&packet(0, &vars, b"")).unwrap();
+}
+
+#[test]
+fn truncated_body_waits_and_says_how_much_is_missing() {
+    let input = packet(
+        0,
+        &[
+            (b"REQUEST_METHOD", b"POST"),
+            (b"PATH_INFO", b"/echo"),
+            (b"CONTENT_LENGTH", b"10"),
+        ],
+        b"01234",
+    );
+    let mut d = decoder();
+    let mut buf = BytesMut::from(&input[..]);
+    assert!(matches!(d.decode(&mut buf), Ok(None)));
+    assert_eq!(d.body_missing(buf.len()), Some(5));
+    assert!(!d.is_idle());
+    buf.extend_from_slice(b"56789");
+    let r = d.decode(&mut buf).unwrap().unwrap();
+    assert_eq!(&r.body.to_bytes().unwrap()[..], b"0123456789");
+    assert!(d.is_idle());
+}
+
+#[test]
+fn duplicate_vars() {
+    // Repeated header vars are repeated fields, in order.
+    let r = decode_one(&packet(
+        0,
+        &[
+            (b"REQUEST_METHOD", b"GET"),
+            (b"PATH_INFO", b"/"),
+            (b"HTTP_COOKIE", b"a=1"),
+            (b"HTTP_COOKIE", b"b=2"),
+        ],
+        b"",
+    ))
+    .unwrap();
+    let cookies: Vec<_> = r.headers.get_all("cookie").collect();
+    assert_eq!(cookies, [&Bytes::from("a=1"), &Bytes::from("b=2")]);
+
+    // A repeated CGI var: the last wins (uwsgi_params, then the site's own uwsgi_param).
+    let r = decode_one(&packet(
+        0,
+        &[
+            (b"REQUEST_METHOD", b"GET"),
+            (b"PATH_INFO", b"/"),
+            (b"HTTPS", b""),
+            (b"HTTPS", b"on"),
+            (b"CONTENT_TYPE", b"a/b"),
+            (b"CONTENT_TYPE", b"c/d"),
+        ],
+        b"",
+    ))
+    .unwrap();
+    assert_eq!(r.scheme, Scheme::Https);
+    assert_eq!(r.content_type(), Some("c/d"));
+    assert_eq!(r.headers.get_all("content-type").count(), 1);
+
+    // The same CONTENT_LENGTH twice is harmless; two different ones are ambiguous.
+    let cl = |a: &'static [u8], b: &'static [u8]| {
+        decode_one(&packet(
+            0,
+            &[
+                (b"REQUEST_METHOD", b"POST"),
+                (b"PATH_INFO", b"/"),
+                (b"CONTENT_LENGTH", a),
+                (b"CONTENT_LENGTH", b),
+            ],
+            b"ab",
+        ))
+    };
+    assert_eq!(&cl(b"2", b"2").unwrap().body.to_bytes().unwrap()[..], b"ab");
+    assert!(matches!(cl(b"2", b"1"), Err(UwsgiError::Malformed(_))));
+}
+
+#[test]
+fn malformed_blocks() {
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty key", packet(0, &[(b"", b"x")], b"")),
+        ("no method", packet(0, &[(b"PATH_INFO", b"/")], b"")),
+        (
+            "method not a token",
+            packet(0, &[(b"REQUEST_METHOD", b"G T"), (b"PATH_INFO", b"/")], b""),
+        ),
+        ("no path", packet(0, &[(b"REQUEST_METHOD", b"GET")], b"")),
+        (
+            "bad header name",
+            packet(
+                0,
+                &[
+                    (b"REQUEST_METHOD", b"GET"),
+                    (b"PATH_INFO", b"/"),
+                    (b"HTTP_X:Y", b"1"),
+                ],
+                b"",
+            ),
+        ),
+        (
+            "line break in a header value",
+            packet(
+                0,
+                &[
+                    (b"REQUEST_METHOD", b"GET"),
+                    (b"PATH_INFO", b"/"),
+                    (b"HTTP_X", b"1\r\nEvil: 1"),
+                ],
+                b"",
+            ),
+        ),
+        (
+            "bad content length",
+            packet(
+                0,
+                &[
+                    (b"REQUEST_METHOD", b"GET"),
+                    (b"PATH_INFO", b"/"),
+                    (b"CONTENT_LENGTH", b"-1"),
+                ],
+                b"",
+            ),
+        ),
+        ("empty block", packet(0, &[], b"")),
+    ];
+    for (what, input) in cases {
+        let err = decode_one(&input).unwrap_err();
+        assert!(matches!(err, UwsgiError::Malformed(_)), "{what}: {err}");
+    }
+    // A var whose length runs past the block (the block says 5 bytes, the key says 9).
+    let mut input = vec![0u8, 5, 0, 0, 9, 0, b'A', b'B', b'C'];
+    let err = decode_one(&input).unwrap_err();
+    assert!(err.to_string().contains("past"), "{err}");
+    // A lone length byte at the end of the block.
+    input = packet(0, &[(b"REQUEST_METHOD", b"GET")], b"");
+    input.push(7);
+    input[1] += 1;
+    assert!(decode_one(&input).is_err());
+}
+
+#[test]
+fn body_over_the_limit_is_answered_413() {
+    let err = decode_one(&packet(
+        0,
+        &[
+            (b"REQUEST_METHOD", b"POST"),
+            (b"PATH_INFO", b"/"),
+            (b"CONTENT_LENGTH", b"99999999999"),
+        ],
+        b"",
+    ))
+    .unwrap_err();
+    let resp = err.response().expect("answered");
+    assert_eq!(resp.status, 413);
+}
+
+#[test]
+fn modifier_30_strips_script_name() {
+    let vars: &[(&[u8], &[u8])] = &[
+        (b"REQUEST_METHOD", b"GET"),
+        (b"SCRIPT_NAME", b"/app"),
+        (b"PATH_INFO", b"/app/x"),
+        (b"QUERY_STRING", b"q=1"),
+    ];
+    let r = decode_one(&packet(30, vars, b"")).unwrap();
+    assert_eq!(r.path, "/x");
+    assert_eq!(r.target, "/x?q=1");
+    assert_eq!(r.query.as_deref(), Some("q=1"));
+    // modifier1 0 leaves PATH_INFO alone.
+    let r = decode_one(&packet(0, vars, b"")).unwrap();
+    assert_eq!(r.path, "/app/x");
+}
+
+#[test]
+fn paths_without_request_uri_or_path_info() {
+    // Only REQUEST_URI: path and query come from it.
+    let r = decode_one(&packet(
+        0,
+        &[(b"REQUEST_METHOD", b"GET"), (b"REQUEST_URI", b"/p%3F?a=1")],
+        b"",
+    ))
+    .unwrap();
+    assert_eq!(
+        (r.path.as_str(), r.query.as_deref()),
+        ("/p%3F", Some("a=1"))
+    );
+    // PATH_INFO is decoded text: '%', '?', '#' and non-ASCII come back encoded.
+    let r = decode_one(&packet(
+        0,
+        &[
+            (b"REQUEST_METHOD", b"GET"),
+            (b"PATH_INFO", "/50%?#é".as_bytes()),
+        ],
+        b"",
+    ))
+    .unwrap();
+    assert_eq!(r.path, "/50%25%3F%23%C3%A9");
+    assert_eq!(r.target, r.path);
+    assert_eq!(r.query, None);
+}
+
+#[test]
+fn addresses_scheme_and_version() {
+    let unix = ConnInfo {
+        transport: Transport::Unix,
+        peer: None,
+        local: None,
+    };
+    let decode = |vars: &[(&[u8], &[u8])], conn: ConnInfo| {
+        let mut all: Vec<(&[u8], &[u8])> = vec![(b"REQUEST_METHOD", b"GET"), (b"PATH_INFO", b"/")];
+        all.extend_from_slice(vars);
+        let mut d = Decoder::new(UwsgiLimits::default(), conn);
+        d.decode(&mut BytesMut::from(&packet(0, &all, b"")[..]))
+            .unwrap()
+            .unwrap()
+    };
+    let r = decode(
+        &[
+            (b"REMOTE_ADDR", b"2001:db8::1"),
+            (b"REMOTE_PORT", b"443"),
+            (b"SERVER_ADDR", b"10.0.0.1"),
+            (b"SERVER_PORT", b"80"),
+            (b"SERVER_PROTOCOL", b"HTTP/1.0"),
+        ],
+        unix,
+    );
+    assert_eq!(r.peer, Some("[2001:db8::1]:443".parse().unwrap()));
+    assert_eq!(r.local, Some("10.0.0.1:80".parse().unwrap()));
+    assert_eq!(r.transport, Transport::Unix);
+    assert_eq!(r.version, Version::Http10);
+    // A unix-socket client of nginx ("unix:") and a name: nothing to report on a unix socket.
+    let r = decode(
+        &[(b"REMOTE_ADDR", b"unix:"), (b"SERVER_NAME", b"localhost")],
+        unix,
+    );
+    assert_eq!((r.peer, r.local), (None, None));
+    // Without vars, TCP reports the socket's own addresses.
+    let r = decode(&[], tcp_conn());
+    assert_eq!(r.peer, tcp_conn().peer);
+    assert_eq!(r.local, tcp_conn().local);
+    for (vars, want) in [
+        (vec![(&b"HTTPS"[..], &b"on"[..])], Scheme::Https),
+        (vec![(b"HTTPS", b"1")], Scheme::Https),
+        (vec![(b"HTTPS", b"off")], Scheme::Http),
+        (vec![(b"REQUEST_SCHEME", b"https")], Scheme::Https),
+        (vec![(b"wsgi.url_scheme", b"https")], Scheme::Https),
+        (
+            vec![(b"UWSGI_SCHEME", b"http"), (b"HTTPS", b"on")],
+            Scheme::Http,
+        ),
+        (vec![], Scheme::Http),
+    ] {
+        assert_eq!(decode(&vars, tcp_conn()).scheme, want, "{vars:?}");
+    }
+}
+
+#[test]
+fn header_names_come_back_title_case() {
+    assert_eq!(header_name(b"X_FORWARDED_FOR").unwrap(), "X-Forwarded-For");
+    assert_eq!(header_name(b"HOST").unwrap(), "Host");
+    assert_eq!(header_name(b"X__A").unwrap(), "X--A");
+    assert!(header_name(b"").is_err());
+    assert!(header_name(b"A B").is_err());
+}
+
+fn encode(resp: Response, head_only: bool) -> (String, bool) {
+    let mut out = Vec::new();
+    let follows = encode_head(&mut out, resp, head_only);
+    (
+        String::from_utf8(out).unwrap(),
+        matches!(follows, BodyFollows::Stream(_)),
+    )
+}
+
+fn stream_of(chunks: &[&'static str]) -> c10k_http::BodyStream {
+    struct Chunks(Vec<&'static str>);
+    impl futures_core::Stream for Chunks {
+        type Item = Result<Bytes, c10k_http::BoxError>;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            let next = (!self.0.is_empty()).then(|| Ok(Bytes::from(self.0.remove(0))));
+            std::task::Poll::Ready(next)
+        }
+    }
+    Box::pin(Chunks(chunks.to_vec()))
+}
+
+#[test]
+fn encodes_like_uwsgi() {
+    let resp = Response::text(404, "no\n")
+        .with_header("Connection", "keep-alive")
+        .with_header("Content-Length", "99")
+        .with_header("X-A", "1\r\nEvil: 2");
+    let (s, streams) = encode(resp, false);
+    assert!(!streams);
+    assert_eq!(
+        s,
+        "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         X-A: 1Evil: 2\r\nContent-Length: 3\r\n\r\nno\n"
+    );
+    let (s, _) = encode(Response::text(200, "hello"), true);
+    assert!(s.ends_with("Content-Length: 5\r\n\r\n"), "{s}");
+
+    // A stream: no Content-Length, never chunked; the close ends it.
+    let resp = Response::new(200)
+        .with_header("Transfer-Encoding", "chunked")
+        .with_stream(stream_of(&["a", "b"]));
+    let (s, streams) = encode(resp, false);
+    assert!(streams);
+    assert_eq!(s, "HTTP/1.1 200 OK\r\n\r\n");
+    // The handler's own length is kept; HEAD sends no body at all.
+    let resp = Response::new(200)
+        .with_header("Content-Length", "2")
+        .with_stream(stream_of(&["a", "b"]));
+    let (s, streams) = encode(resp, true);
+    assert!(!streams);
+    assert_eq!(s, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n");
+}
