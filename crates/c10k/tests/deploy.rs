@@ -54,7 +54,10 @@ fn secs(args: &[String], name: &str) -> f64 {
 }
 
 fn port_of(addr: &str) -> u16 {
-    addr.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap()
+    addr.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap()
 }
 
 /// `nginx -t` on `site` inside a minimal main configuration in `dir`.
@@ -256,7 +259,11 @@ fn kubernetes_probes_ports_and_stop_timing_match_the_args() {
     for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/livez")] {
         let get = &c[probe]["httpGet"];
         assert_eq!(get["path"].as_str(), Some(path), "{probe}");
-        assert_eq!(port(&get["port"]), admin, "{probe} must ask the admin listener");
+        assert_eq!(
+            port(&get["port"]),
+            admin,
+            "{probe} must ask the admin listener"
+        );
     }
     let target = &service["spec"]["ports"][0]["targetPort"];
     assert_eq!(port(target), bind, "the Service must send to --bind");
@@ -272,7 +279,9 @@ fn kubernetes_probes_ports_and_stop_timing_match_the_args() {
         .and_then(|s| s.as_str())
         .and_then(|s| s.parse().ok())
         .expect("preStop: sleep N");
-    let grace = pod["terminationGracePeriodSeconds"].as_f64().expect("grace");
+    let grace = pod["terminationGracePeriodSeconds"]
+        .as_f64()
+        .expect("grace");
     let need = pre_stop + secs(&args, "--drain-delay") + secs(&args, "--graceful-timeout") + 5.0;
     assert!(
         grace > need,
@@ -281,6 +290,8 @@ fn kubernetes_probes_ports_and_stop_timing_match_the_args() {
     // The database URL comes from a Secret, never from the args.
     assert!(flag(&args, "--database").is_none());
     let env = c["env"].as_sequence().expect("env");
-    assert!(env.iter().any(|e| e["name"].as_str() == Some("C10K_DATABASE")
-        && !e["valueFrom"]["secretKeyRef"].is_null()));
+    assert!(env
+        .iter()
+        .any(|e| e["name"].as_str() == Some("C10K_DATABASE")
+            && !e["valueFrom"]["secretKeyRef"].is_null()));
 }
