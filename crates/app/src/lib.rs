@@ -124,6 +124,14 @@ impl App {
                 Method::Get | Method::Head => self.cpu(req, ctx),
                 _ => Ok(method_not_allowed("GET, HEAD")),
             },
+            "/stream" => match req.method {
+                Method::Get | Method::Head => Ok(stream(req)),
+                _ => Ok(method_not_allowed("GET, HEAD")),
+            },
+            "/whoami" => match req.method {
+                Method::Get | Method::Head | Method::Post => Ok(whoami(req)),
+                _ => Ok(method_not_allowed("GET, HEAD, POST")),
+            },
             "/echo" => match req.method {
                 Method::Post | Method::Put => Ok(echo(req)),
                 _ => Ok(method_not_allowed("POST, PUT")),
@@ -220,6 +228,80 @@ fn echo(req: &Request) -> Response {
     }
 }
 
+/// Most lines `/stream?n=` sends.
+const MAX_STREAM_LINES: u64 = 100_000;
+
+/// `/stream?n=N`: N lines (`line 1\n` ...), each its own chunk of a streamed body whose length
+/// the handler does not know in advance, so the server frames it (chunked, close-delimited).
+fn stream(req: &Request) -> Response {
+    let n = match query(req).get("n") {
+        None => 10,
+        Some(raw) => match raw.parse::<u64>() {
+            Ok(n) if n <= MAX_STREAM_LINES => n,
+            _ => {
+                return Response::error(
+                    400,
+                    format_args!("n: {raw:?} is not a whole number of lines ≤ {MAX_STREAM_LINES}"),
+                )
+            }
+        },
+    };
+    Response::new(200)
+        .with_header("Content-Type", "text/plain; charset=utf-8")
+        .with_stream(Box::pin(Lines { next: 1, last: n }))
+}
+
+/// The lines of `/stream`, made as they are pulled.
+struct Lines {
+    next: u64,
+    last: u64,
+}
+
+impl futures_core::Stream for Lines {
+    type Item = Result<Bytes, c10k_http::BoxError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if self.next > self.last {
+            return std::task::Poll::Ready(None);
+        }
+        let line = format!("line {}\n", self.next);
+        self.next += 1;
+        std::task::Poll::Ready(Some(Ok(Bytes::from(line))))
+    }
+}
+
+/// `/whoami`: the request as the server handed it to the application, as JSON — what a proxy
+/// in front (nginx over HTTP or uwsgi) made of the client's request.
+fn whoami(req: &Request) -> Response {
+    let headers: Vec<_> = req
+        .headers
+        .iter()
+        .map(|(n, v)| serde_json::json!([n, String::from_utf8_lossy(v)]))
+        .collect();
+    json(
+        200,
+        &serde_json::json!({
+            "method": req.method.as_str(),
+            "target": req.target,
+            "path": req.path,
+            "query": req.query,
+            "version": req.version.as_str(),
+            "scheme": req.scheme.as_str(),
+            "transport": match req.transport {
+                c10k_http::Transport::Tcp => "tcp",
+                c10k_http::Transport::Unix => "unix",
+            },
+            "peer": req.peer.map(|a| a.to_string()),
+            "local": req.local.map(|a| a.to_string()),
+            "headers": headers,
+            "body_bytes": req.body.len(),
+        }),
+    )
+}
+
 fn method_not_allowed(allow: &'static str) -> Response {
     Response::error(405, format_args!("method not allowed; use {allow}"))
         .with_header("Allow", allow)
@@ -283,6 +365,33 @@ mod tests {
         let resp = get("/");
         assert_eq!(resp.status, 200);
         assert_eq!(body(&resp), "hello\n");
+    }
+
+    #[test]
+    fn stream_sends_n_lines_as_chunks_and_whoami_echoes_the_request() {
+        let resp = get("/stream?n=3");
+        assert_eq!(resp.status, 200);
+        let c10k_http::Body::Stream(mut s) = resp.body else {
+            panic!("a streamed body");
+        };
+        let mut lines = Vec::new();
+        while let Some(chunk) =
+            pollster::block_on(std::future::poll_fn(|cx| s.as_mut().poll_next(cx)))
+        {
+            lines.push(String::from_utf8(chunk.unwrap().to_vec()).unwrap());
+        }
+        assert_eq!(lines, ["line 1\n", "line 2\n", "line 3\n"]);
+        assert_eq!(get("/stream?n=x").status, 400);
+        assert_eq!(get("/stream?n=100001").status, 400);
+
+        let mut req = Request::new(Method::Get, "/whoami?a=1");
+        req.headers.append("X-Test", "yes");
+        req.peer = Some("192.0.2.1:5".parse().unwrap());
+        let resp = pollster::block_on(app().handle(&req, Ctx::new(Wait::Block)));
+        let v: serde_json::Value = serde_json::from_str(body(&resp)).unwrap();
+        assert_eq!(v["peer"], "192.0.2.1:5");
+        assert_eq!(v["query"], "a=1");
+        assert_eq!(v["headers"][0], serde_json::json!(["X-Test", "yes"]));
     }
 
     #[test]

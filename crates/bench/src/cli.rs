@@ -102,10 +102,10 @@ pub struct BenchArgs {
     #[arg(short = 'v', value_name = "verbosity")]
     pub verbosity: Option<u32>,
     /// Print version number and exit.
-    #[arg(short = 'V')]
+    #[arg(short = 'V', long = "version")]
     pub version: bool,
-    /// Display usage information (this message).
-    #[arg(short = 'h', action = ArgAction::Help)]
+    /// Display usage information (this message); `--help` too, as on every other subcommand.
+    #[arg(short = 'h', long = "help", action = ArgAction::Help)]
     pub help: Option<bool>,
 
     /// Run this long: 10s, 500ms, 2m (like -t, without -n runs until then).
@@ -191,6 +191,10 @@ pub struct MergeArgs {
     /// Print the merged figures as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Print help (`c10k bench` turns clap's own help flag off for ab's `-h`; this brings it
+    /// back here).
+    #[arg(short = 'h', long = "help", action = ArgAction::Help)]
+    pub help: Option<bool>,
 }
 
 fn usage(msg: impl Into<String>) -> anyhow::Error {

@@ -100,13 +100,14 @@ pub fn factory(args: &AppArgs, info: &WorkerInfo) -> anyhow::Result<Hosted<App>>
     })?;
     let app = Arc::new(app);
     let figures = Arc::downgrade(&app);
+    let max_lag = args.store.max_lag;
     Ok(Hosted::new(app).with_figures(move || {
         let app = figures.upgrade()?;
-        app.store_stats().map(|s| write_path_figures(&s))
+        app.store_stats().map(|s| write_path_figures(&s, max_lag))
     }))
 }
 
-fn write_path_figures(s: &StoreStats) -> WritePathFigures {
+fn write_path_figures(s: &StoreStats, max_lag: u64) -> WritePathFigures {
     WritePathFigures {
         appended: s.appended,
         fsyncs: s.fsyncs,
@@ -120,5 +121,6 @@ fn write_path_figures(s: &StoreStats) -> WritePathFigures {
         pool_size: u64::from(s.pool.size),
         pool_idle: s.pool.idle as u64,
         pool_max: u64::from(s.pool.max),
+        max_backlog: max_lag,
     }
 }

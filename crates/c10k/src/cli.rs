@@ -56,6 +56,16 @@ struct StatusArgs {
     )]
     admin: c10k_serve::BindAddr,
 
+    /// The server's --admin-token, sent as `Authorization: Bearer TOKEN`.
+    #[arg(
+        long,
+        global = true,
+        env = "C10K_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
+
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -102,7 +112,7 @@ struct ServeArgs {
     #[arg(long, env = "C10K_CONFIG", help_heading = "Config")]
     config: Option<PathBuf>,
 
-    /// Print the effective configuration as TOML and exit.
+    /// Print the effective configuration as TOML (the database password as ***) and exit.
     #[arg(long, help_heading = "Config")]
     check_config: bool,
 
@@ -166,11 +176,13 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
                 .any(|id| given(sub, id) || file.as_ref().is_some_and(|f| f.contains(id)));
             app.validate().map_err(UsageError)?;
             if args.check_config {
-                print!("{}{}", config.to_toml(), app.to_toml(false));
+                // For people: the database password is shown as ***.
+                print!("{}{}", config.to_toml(), app.to_toml(true));
                 return Ok(());
             }
             if !c10k_serve::is_worker_process() {
-                tracing::info!(
+                // The banner stays short (gunicorn's); the whole configuration is at debug.
+                tracing::debug!(
                     "application: built-in; {}",
                     app.to_toml(true).trim_end().replace('\n', ", ")
                 );
@@ -191,17 +203,21 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
 
 fn run_status(args: StatusArgs) -> anyhow::Result<()> {
     use std::io::Write;
+    let admin = crate::status::AdminClient {
+        addr: args.admin,
+        token: args.admin_token,
+    };
     let out = match args.view {
-        StatusView::Processlist => crate::status::processlist(&args.admin, args.json)?,
+        StatusView::Processlist => crate::status::processlist(&admin, args.json)?,
         StatusView::Counters { like } => {
-            crate::status::counters(&args.admin, like.as_deref(), args.json)?
+            crate::status::counters(&admin, like.as_deref(), args.json)?
         }
         StatusView::Watch { interval, count } => {
             if !interval.is_finite() || interval <= 0.0 {
                 return Err(UsageError("--interval must be a number of seconds > 0".into()).into());
             }
             let every = std::time::Duration::from_secs_f64(interval);
-            return crate::status::watch(&args.admin, every, count, args.json);
+            return crate::status::watch(&admin, every, count, args.json);
         }
     };
     std::io::stdout().lock().write_all(out.as_bytes())?;

@@ -1,8 +1,9 @@
 //! `c10k status`: MySQL's `SHOW PROCESSLIST` and `SHOW STATUS` for a running `c10k serve`,
 //! read from its admin listener (`--admin`).
 //!
-//! The server does the gathering (`/status`, `/processlist`); this side only fetches JSON over
-//! a plain HTTP/1.0 request and draws tables, so `curl` and this command always agree.
+//! The server does the gathering (`/status`, `/processlist`); this side fetches the JSON over a
+//! plain HTTP/1.0 request, deserialises it into the same typed [`Report`] and [`Processlist`] the
+//! server serialised, and draws tables, so `curl` and this command always agree.
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -11,15 +12,29 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use c10k_serve::status::{Processlist, Report};
 use c10k_serve::BindAddr;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 /// How long one admin request may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Fetches `path` from the admin listener at `addr` and parses the JSON answer.
-pub fn fetch(addr: &BindAddr, path: &str) -> anyhow::Result<Value> {
-    let request = format!("GET {path} HTTP/1.0\r\nHost: c10k-admin\r\n\r\n");
+/// Where the admin listener is, and the token it wants.
+pub struct AdminClient {
+    pub addr: BindAddr,
+    pub token: Option<String>,
+}
+
+/// Fetches `path` from the admin listener and deserialises the JSON answer.
+pub fn fetch<T: DeserializeOwned>(admin: &AdminClient, path: &str) -> anyhow::Result<T> {
+    let addr = &admin.addr;
+    let auth = admin
+        .token
+        .as_deref()
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.0\r\nHost: c10k-admin\r\n{auth}\r\n");
     let mut raw = Vec::new();
     let hint = || {
         format!(
@@ -50,28 +65,40 @@ pub fn fetch(addr: &BindAddr, path: &str) -> anyhow::Result<Value> {
     let head = String::from_utf8_lossy(&raw[..end]);
     let status = head.split_whitespace().nth(1).unwrap_or("");
     let body = &raw[end + 4..];
+    if status == "401" {
+        bail!(
+            "{addr}{path} answered 401: {} (give the server's token with --admin-token or \
+             C10K_ADMIN_TOKEN)",
+            String::from_utf8_lossy(body).trim()
+        );
+    }
     if status != "200" {
         bail!(
             "{addr}{path} answered {status}: {}",
             String::from_utf8_lossy(body).trim()
         );
     }
-    serde_json::from_slice(body).with_context(|| format!("{addr}{path} did not answer JSON"))
+    serde_json::from_slice(body).with_context(|| {
+        format!("{addr}{path} did not answer the JSON this c10k reads (a different version?)")
+    })
 }
 
 /// `c10k status processlist`.
-pub fn processlist(addr: &BindAddr, json: bool) -> anyhow::Result<String> {
-    let v = fetch(addr, "/processlist")?;
+pub fn processlist(addr: &AdminClient, json: bool) -> anyhow::Result<String> {
+    let list: Processlist = fetch(addr, "/processlist")?;
     if json {
-        return Ok(format!("{}\n", serde_json::to_string_pretty(&v)?));
+        return Ok(format!(
+            "{}\n",
+            serde_json::to_string_pretty(&serde_json::to_value(&list)?)?
+        ));
     }
-    Ok(processlist_table(&v))
+    Ok(processlist_table(&list))
 }
 
 /// `c10k status counters [--like PATTERN]`.
-pub fn counters(addr: &BindAddr, like: Option<&str>, json: bool) -> anyhow::Result<String> {
-    let v = fetch(addr, "/status")?;
-    let counters = filter_counters(&v, like);
+pub fn counters(addr: &AdminClient, like: Option<&str>, json: bool) -> anyhow::Result<String> {
+    let report: Report = fetch(addr, "/status")?;
+    let counters = filter_counters(&report, like)?;
     if json {
         return Ok(format!(
             "{}\n",
@@ -88,7 +115,7 @@ pub fn counters(addr: &BindAddr, like: Option<&str>, json: bool) -> anyhow::Resu
 /// `c10k status watch`: redraws a summary and the processlist every `interval` until Ctrl-C
 /// (SIGINT ends the process) or `count` refreshes.
 pub fn watch(
-    addr: &BindAddr,
+    addr: &AdminClient,
     interval: Duration,
     count: Option<u64>,
     json: bool,
@@ -98,11 +125,11 @@ pub fn watch(
     let mut last: Option<(Instant, u64)> = None;
     let mut shown = 0u64;
     loop {
-        let status = fetch(addr, "/status")?;
-        let list = fetch(addr, "/processlist")?;
+        let status: Report = fetch(addr, "/status")?;
+        let list: Processlist = fetch(addr, "/processlist")?;
         let mut out = String::new();
         if json {
-            let both = serde_json::json!({ "status": status, "processlist": list["processlist"] });
+            let both = serde_json::json!({ "status": status, "processlist": list.processlist });
             out.push_str(&serde_json::to_string(&both)?);
             out.push('\n');
         } else {
@@ -110,7 +137,7 @@ pub fn watch(
                 // Home and clear, as top does.
                 out.push_str("\x1b[H\x1b[2J");
             }
-            let requests = status["counters"]["requests"].as_u64().unwrap_or(0);
+            let requests = status.counters.requests;
             let now = Instant::now();
             let rate = last
                 .map(|(t, n)| {
@@ -133,58 +160,50 @@ pub fn watch(
     }
 }
 
-fn summary(status: &Value, rate: &str) -> String {
-    let s = &status["server"];
-    let c = &status["counters"];
+fn summary(status: &Report, rate: &str) -> String {
+    let s = &status.server;
+    let c = &status.counters;
     let mut out = String::new();
     let _ = writeln!(
         out,
         "c10k {} pid {}  {} workers ({}), up {}s  requests {} ({rate}/s)  active {}  \
          connections {}",
-        s["version"].as_str().unwrap_or("?"),
-        s["pid"],
-        c["workers_running"],
-        s["worker_class"].as_str().unwrap_or("?"),
-        c["uptime_seconds"],
-        c["requests"],
-        c["requests_active"],
-        c["connections_active"],
+        s.version,
+        s.pid,
+        c.workers_running,
+        s.worker_class,
+        c.uptime_seconds,
+        c.requests,
+        c.requests_active,
+        c.connections_active,
     );
-    for l in status["listeners"].as_array().into_iter().flatten() {
+    for l in &status.listeners {
         let _ = writeln!(
             out,
             "listen {}  queue {}/{}{}",
-            l["address"].as_str().unwrap_or("?"),
-            scalar(&l["queue"]),
-            scalar(&l["queue_max"]),
-            if l["queue_full"].as_bool() == Some(true) {
-                "  FULL"
-            } else {
-                ""
-            }
+            l.address,
+            or_null(l.queue),
+            or_null(l.queue_max),
+            if l.queue_full { "  FULL" } else { "" }
         );
     }
     out
 }
 
-fn processlist_table(v: &Value) -> String {
-    let rows: Vec<Vec<String>> = v["processlist"]
-        .as_array()
-        .into_iter()
-        .flatten()
+fn processlist_table(list: &Processlist) -> String {
+    let rows: Vec<Vec<String>> = list
+        .processlist
+        .iter()
         .map(|p| {
             vec![
-                scalar(&p["id"]),
-                scalar(&p["worker"]),
-                scalar(&p["pid"]),
-                scalar(&p["client"]),
-                scalar(&p["state"]),
-                p["time"]
-                    .as_f64()
-                    .map(|t| format!("{t:.3}"))
-                    .unwrap_or_default(),
-                scalar(&p["method"]),
-                scalar(&p["path"]),
+                p.id.to_string(),
+                p.worker.to_string(),
+                p.pid.to_string(),
+                p.client.clone(),
+                p.state.as_str().to_owned(),
+                format!("{:.3}", p.time),
+                or_null(p.method.as_ref()),
+                or_null(p.path.as_ref()),
             ]
         })
         .collect();
@@ -196,17 +215,21 @@ fn processlist_table(v: &Value) -> String {
     )
 }
 
-/// The `counters` object of a `/status` answer, keeping the names that match `like`.
-fn filter_counters(status: &Value, like: Option<&str>) -> Map<String, Value> {
-    status["counters"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter(|(k, _)| like.is_none_or(|p| sql_like(p, k)))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        })
-        .unwrap_or_default()
+/// The counters of a report by name (serde names them, from the struct), keeping the names that
+/// match `like`.
+fn filter_counters(report: &Report, like: Option<&str>) -> anyhow::Result<Map<String, Value>> {
+    let Value::Object(all) = serde_json::to_value(&report.counters)? else {
+        bail!("the counters are not a JSON object");
+    };
+    Ok(all
+        .into_iter()
+        .filter(|(k, _)| like.is_none_or(|p| sql_like(p, k)))
+        .collect())
+}
+
+/// `NULL` for a figure the server does not have, as the mysql client prints it.
+fn or_null(v: Option<impl std::fmt::Display>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "NULL".into())
 }
 
 fn scalar(v: &Value) -> String {
@@ -313,6 +336,7 @@ pub fn sql_like(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use c10k_serve::status::report::Counters;
 
     #[test]
     fn like_semantics() {
@@ -332,11 +356,12 @@ mod tests {
 
     #[test]
     fn tables() {
-        let v = serde_json::json!({"processlist": [{
+        let list: Processlist = serde_json::from_value(serde_json::json!({"processlist": [{
             "id": 3, "worker": 0, "pid": 42, "client": "127.0.0.1:5000", "state": "handling",
             "time": 1.5, "method": "GET", "path": "/?delay=1", "requests": 1
-        }]});
-        let t = processlist_table(&v);
+        }]}))
+        .unwrap();
+        let t = processlist_table(&list);
         assert!(
             t.contains(
                 "| 3  | 0      | 42  | 127.0.0.1:5000 | handling | 1.500 | GET    | /?delay=1 |"
@@ -344,12 +369,27 @@ mod tests {
             "{t}"
         );
         assert!(t.ends_with("1 row in set\n"));
-        let empty = processlist_table(&serde_json::json!({"processlist": []}));
+        let empty = processlist_table(&Processlist::default());
         assert_eq!(empty, "Empty set\n");
-        let status = serde_json::json!({"counters": {"connections_accepted": 5, "requests": 9,
-            "connections_refused": null}});
-        let m = filter_counters(&status, Some("%connect%"));
-        assert_eq!(m.len(), 2);
+        let report = Report {
+            counters: c10k_serve::status::report::Counters {
+                connections_accepted: 5,
+                requests: 9,
+                connections_refused: None,
+                ..Default::default()
+            },
+            ..serde_json::from_value(serde_json::json!({
+                "server": {"version": "0", "pid": 1, "started_at": 0, "uptime_seconds": 0.0,
+                    "worker_class": "sync", "workers": 1, "threads": 1,
+                    "worker_connections": 1, "backlog": 1, "request_tracking": true},
+                "listeners": [], "workers": [], "counters": Counters::default(),
+                "pool": null, "journal": null
+            }))
+            .unwrap()
+        };
+        let m = filter_counters(&report, Some("%connect%")).unwrap();
+        assert_eq!(m.len(), 4, "{m:?}");
+        assert_eq!(m["connections_accepted"], 5);
         assert_eq!(scalar(&m["connections_refused"]), "NULL");
     }
 }

@@ -524,3 +524,32 @@ fn timelimit_and_urls_file() {
     assert!(ok > 10 && missing > 10, "{v}");
     assert!(v["time_taken_s"].as_f64().unwrap() >= 0.29);
 }
+
+/// `--help` works on every subcommand (bench too, where `-h` keeps ab's meaning).
+#[test]
+fn every_subcommand_answers_help() {
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["bench", "--help"],
+        &["bench", "-h"],
+        &["bench", "merge", "--help"],
+        &["lab", "--help"],
+        &["lab", "render", "--help"],
+        &["status", "--help"],
+        &["status", "processlist", "--help"],
+        &["status", "counters", "--help"],
+        &["status", "watch", "--help"],
+        &["help", "bench"],
+    ] {
+        let o = Command::new(BIN).args(args).output().expect("run c10k");
+        let out = stdout(&o);
+        assert!(
+            o.status.success() && out.contains("Usage:"),
+            "{args:?}: {out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let o = bench(&["--help"]);
+    assert!(stdout(&o).contains("-n <requests>"), "{}", stdout(&o));
+}

@@ -12,6 +12,7 @@ fn tiny_matrix_yields_every_row_with_a_rate() {
         workloads = ["delay=0.05"]
         concurrency = [1, 8]
         behind-nginx = true
+        behind-nginx-uwsgi = true
         duration = 1.0
         warmup = 0.2
         [[server]]
@@ -37,6 +38,15 @@ fn tiny_matrix_yields_every_row_with_a_rate() {
         .map(|e| e.unwrap().path())
         .find(|p| p.is_dir())
         .expect("a run directory");
+    assert!(
+        run.to_string_lossy().ends_with("-lab"),
+        "--help says DIR/<date-time>-lab/: {}",
+        run.display()
+    );
+    assert!(
+        stderr.contains(&format!("writing {}/", run.display())),
+        "the run directory is named before the first cell: {stderr}"
+    );
     for f in [
         "raw.csv",
         "machine.json",
@@ -48,9 +58,13 @@ fn tiny_matrix_yields_every_row_with_a_rate() {
     }
     let rows = c10k_lab::record::read_csv(&run.join("raw.csv")).unwrap();
     let nginx = c10k_lab::servers::nginx_binary().is_some();
-    assert_eq!(rows.len(), 8, "2 servers × 2 fronts × 2 concurrency levels");
+    assert_eq!(
+        rows.len(),
+        12,
+        "2 servers × 3 fronts × 2 concurrency levels"
+    );
     for r in &rows {
-        if r.front == "nginx" && !nginx {
+        if r.front != "direct" && !nginx {
             assert!(r.skipped.contains("nginx is not installed"), "{r:?}");
             continue;
         }
@@ -71,7 +85,8 @@ fn tiny_matrix_yields_every_row_with_a_rate() {
     );
     let summary = std::fs::read_to_string(run.join("summary.md")).unwrap();
     assert!(summary.contains("| Mode | concurrency | transaction rate (trans/sec)"));
-    assert!(summary.contains("nginx + async + c10k async (1 worker)"));
+    assert!(summary.contains("nginx + HTTP proxy + async + c10k async (1 worker)"));
+    assert!(summary.contains("nginx + uwsgi protocol + async + c10k async (1 worker)"));
 }
 
 #[test]
@@ -87,4 +102,17 @@ fn bad_matrix_exits_2_naming_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--matrix") && err.contains("sleep"), "{err}");
+}
+
+/// `--help` names the directory a run writes, and the run writes exactly that name.
+#[test]
+fn help_names_the_run_directory() {
+    let out = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args(["lab", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("DIR/<date-time>-lab/"), "{help}");
+    let dir = c10k_lab::run_dir(std::path::Path::new("runs"), "2026-12-03-094500");
+    assert_eq!(dir, std::path::Path::new("runs/2026-12-03-094500-lab"));
 }

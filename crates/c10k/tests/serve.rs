@@ -244,6 +244,55 @@ per_class!(sigterm_finishes_in_flight, |class| {
     );
 });
 
+// Ctrl-C at a terminal signals the whole process group: the workers must leave SIGINT to the
+// master, whose graceful stop lets the in-flight request finish.
+per_class!(ctrl_c_finishes_in_flight, |class| {
+    let mut s = Server::start(&["-k", class, "--threads", threads(class), "-w", "2"]);
+    let addr = s.addr;
+    let in_flight = std::thread::spawn(move || get(addr, "/?delay=2"));
+    // Time for the request to reach a worker (accepted and handling).
+    std::thread::sleep(Duration::from_millis(500));
+    s.signal_group(libc::SIGINT);
+    let r = in_flight
+        .join()
+        .unwrap()
+        .expect("in-flight request completes");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "hello\n"),
+        "{}",
+        s.log()
+    );
+    assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0), "{}", s.log());
+    assert!(!s.log().contains("worker stopping now"), "{}", s.log());
+});
+
+#[test]
+fn second_ctrl_c_stops_fast_and_says_so() {
+    let mut s = Server::start(&["-k", "async"]);
+    let addr = s.addr;
+    let in_flight = std::thread::spawn(move || get(addr, "/?delay=20"));
+    // Time for the request to reach a worker (accepted and handling).
+    std::thread::sleep(Duration::from_millis(500));
+    s.signal_group(libc::SIGINT);
+    s.wait_log("SIGINT: graceful stop", Duration::from_secs(5));
+    let start = Instant::now();
+    s.signal_group(libc::SIGINT);
+    assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0), "{}", s.log());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    let log = s.log();
+    assert!(
+        log.contains("SIGINT during the graceful stop: fast stop"),
+        "{log}"
+    );
+    assert!(!log.contains("signal=3"), "signals are named: {log}");
+    assert!(in_flight.join().unwrap().is_err(), "the fast stop cut it");
+}
+
 #[test]
 fn graceful_stop_closes_idle_keepalive_at_once() {
     let mut s = Server::start(&["-k", "async", "--keepalive", "30"]);
@@ -474,11 +523,18 @@ fn bad_config_exits_2_naming_the_setting() {
     let file = dir.path().join("c10k.toml");
     std::fs::write(&file, "wrokers = 2\n").unwrap();
     let file = file.to_str().unwrap();
+    let typed = dir.path().join("typed.toml");
+    std::fs::write(&typed, "bind = \"127.0.0.1:0\"\nworkers = \"four\"\n").unwrap();
+    let typed = typed.to_str().unwrap();
     for (args, needle) in [
         (vec!["serve", "--workers", "-1"], "--workers"),
         (vec!["serve", "--workers", "0"], "--workers"),
         (vec!["serve", "--worker-class", "fork"], "fork"),
         (vec!["serve", "--config", file], "wrokers"),
+        (
+            vec!["serve", "--config", typed],
+            "typed.toml: line 2, key `workers`",
+        ),
         (vec!["serve", "--bind", "localhost"], "--bind"),
         (vec!["serve", "--keepalive", "x"], "--keepalive"),
     ] {
@@ -490,6 +546,49 @@ fn bad_config_exits_2_naming_the_setting() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");
     }
+}
+
+/// gunicorn's banner (version, listeners, class, workers) instead of the whole configuration;
+/// the full one at debug level and in --check-config, with the database password hidden.
+#[test]
+fn startup_banner_is_short_and_hides_secrets() {
+    let db = "mysql://app:s3cret@127.0.0.1:9/c10k";
+    let s = Server::start(&[
+        "-k",
+        "gthread",
+        "--threads",
+        "4",
+        "-w",
+        "2",
+        "--log-level",
+        "debug",
+        "--database",
+        db,
+        // Nothing listens there: without an id to lease, the workers boot at once.
+        "--instance-id",
+        "1",
+    ]);
+    let log = s.log();
+    assert!(log.contains("Starting c10k "), "{log}");
+    assert!(
+        log.contains("Using worker: gthread (2 workers × 4 threads)"),
+        "{log}"
+    );
+    assert!(log.contains("effective config:"), "at debug level: {log}");
+    assert!(!log.contains("s3cret"), "{log}");
+    for line in log.lines().filter(|l| l.contains("INFO")) {
+        assert!(line.len() < 200, "a long banner line: {line}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args(["serve", "--database", db, "--check-config"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("mysql://app:***@"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"), "{text}");
 }
 
 #[test]

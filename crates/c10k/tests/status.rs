@@ -47,9 +47,14 @@ fn admin_json(admin: SocketAddr, path: &str) -> Value {
     let r = get(admin, path).expect("admin request");
     assert_eq!(r.status, 200, "{path}: {}", r.text());
     let v: Value = serde_json::from_slice(&r.body).expect("admin JSON");
-    let schema: Value =
-        serde_json::from_str(include_str!("../../serve/schema/status.schema.json")).unwrap();
-    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    // Compiled once: on a loaded machine a debug build takes long enough over it that a request
+    // being watched could finish between two looks.
+    static VALIDATOR: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    let validator = VALIDATOR.get_or_init(|| {
+        let schema: Value =
+            serde_json::from_str(include_str!("../../serve/schema/status.schema.json")).unwrap();
+        jsonschema::validator_for(&schema).expect("schema compiles")
+    });
     let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
     assert!(
         errors.is_empty(),
@@ -449,6 +454,8 @@ per_class!(processlist_states, |class| {
             .find(|p| p["path"] == path)
             .cloned()
     };
+    // Compile the schema before the clock starts on the slow request.
+    admin_json(admin, "/processlist");
     // An idle keep-alive connection (sync closes after each answer instead).
     let mut idle = Reader::new(connect(s.addr));
     idle.send(b"GET /?idle=1 HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -590,4 +597,321 @@ fn two_thousand_connections_held_and_reported() {
         peak >= 2000,
         "the server reported at most {peak} open connections"
     );
+}
+
+/// The answer to `GET path` at `addr`: (status, body).
+fn probe(addr: SocketAddr, path: &str) -> (u16, String) {
+    let r = get(addr, path).expect("probe");
+    (r.status, r.text())
+}
+
+#[test]
+fn readiness_turns_503_for_the_drain_delay_while_requests_complete() {
+    let mut s = Server::start(&[
+        "-w",
+        "2",
+        "--admin",
+        "127.0.0.1:0",
+        "--drain-delay",
+        "1.5",
+        "--health-path",
+        "/healthz",
+    ]);
+    let admin = admin_addr(&s);
+    wait_until(Duration::from_secs(10), "readiness after boot", || {
+        probe(admin, "/readyz").0 == 200
+    });
+    assert_eq!(probe(admin, "/livez"), (200, "alive\n".into()));
+    assert_eq!(probe(s.addr, "/healthz"), (200, "ready\n".into()));
+    // Without --health-path the application answers that path (404 from the built-in app).
+    assert_eq!(get(s.addr, "/healthz/x").unwrap().status, 404);
+    // A request that outlives the drain delay: it must complete through the graceful stop.
+    let addr = s.addr;
+    let slow = std::thread::spawn(move || get(addr, "/?delay=2.5").map(|r| r.status));
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Instant::now();
+    s.signal(libc::SIGTERM);
+    wait_until(Duration::from_secs(1), "/readyz to turn 503", || {
+        probe(admin, "/readyz").0 == 503
+    });
+    let (status, body) = probe(admin, "/readyz");
+    assert_eq!(status, 503);
+    assert!(body.contains("draining"), "{body}");
+    assert_eq!(probe(admin, "/livez").0, 200, "alive while draining");
+    assert_eq!(
+        probe(s.addr, "/healthz").0,
+        503,
+        "the public health path too"
+    );
+    // Still served while the balancer takes the server out.
+    assert_eq!(get(s.addr, "/").unwrap().status, 200);
+    assert!(
+        sent.elapsed() < Duration::from_millis(1400),
+        "the checks above ran inside the drain delay: {:?}",
+        sent.elapsed()
+    );
+    assert_eq!(slow.join().unwrap().unwrap(), 200, "in-flight request done");
+    assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(
+        sent.elapsed() >= Duration::from_millis(1500),
+        "listeners stayed open for the drain delay"
+    );
+    let log = s.log();
+    assert!(log.contains("draining for 1.5s"), "{log}");
+    assert!(log.contains("--drain-delay over: graceful stop"), "{log}");
+}
+
+/// Starts `sh -c 'LISTEN_PID=$$ LISTEN_FDS=1 exec c10k serve ARGS'` with `listener` at fd 3, as
+/// systemd does; returns the child and a handle on its log.
+fn start_activated(
+    listener: &std::net::TcpListener,
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::sync::Arc<std::sync::Mutex<String>>,
+) {
+    use std::io::BufRead;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = listener.as_raw_fd();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" serve \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_c10k"))
+        .args(args)
+        .env("C10K_LOG", "info")
+        .env_remove("C10K_BIND")
+        .env_remove("LISTEN_FDNAMES")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: between fork and exec only async-signal-safe calls (dup2, fcntl) on descriptors
+    // open in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == 3 {
+                let flags = libc::fcntl(3, libc::F_GETFD);
+                libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            } else if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("start c10k under sh");
+    let stderr = child.stderr.take().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let mut l = log2.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    (child, log)
+}
+
+fn stop(mut child: std::process::Child) {
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn systemd_socket_activation_serves_the_inherited_socket() {
+    // No --bind: the inherited socket is served, whatever its address.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (child, log) = start_activated(&listener, &["-w", "2", "--admin", "off"]);
+    // The test's copy stays open until the server answers, so connections queue meanwhile; it
+    // never accepts, so every answer below comes from c10k.
+    let mut answered = None;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while answered.is_none() && Instant::now() < deadline {
+        answered = get(addr, "/").ok().map(|r| r.status);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = log.lock().unwrap().clone();
+    stop(child);
+    assert_eq!(answered, Some(200), "{text}");
+    assert!(
+        text.contains("serving the sockets systemd passed"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("Listening at: http://{addr}")),
+        "{text}"
+    );
+
+    // With --bind: the inherited socket is matched by address, the other address bound.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let bind = addr.to_string();
+    let (child, log) = start_activated(
+        &listener,
+        &["--bind", &bind, "--bind", "127.0.0.1:0", "--admin", "off"],
+    );
+    let mut answered = None;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while answered.is_none() && Instant::now() < deadline {
+        answered = get(addr, "/").ok().map(|r| r.status);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = log.lock().unwrap().clone();
+    stop(child);
+    assert_eq!(answered, Some(200), "{text}");
+    assert!(
+        text.contains(&format!("{bind}: using the socket systemd passed")),
+        "{text}"
+    );
+    assert_eq!(text.matches("Listening at: http://").count(), 2, "{text}");
+}
+
+/// `GET path` on the admin listener with an `Authorization` header.
+fn get_with_auth(addr: SocketAddr, path: &str, auth: &str) -> u16 {
+    let mut c = Reader::new(connect(addr));
+    c.send(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    c.response().unwrap().status
+}
+
+#[test]
+fn admin_beyond_loopback_refuses_to_start_without_a_token() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--admin", "0.0.0.0:0"])
+        .env_remove("C10K_ADMIN_TOKEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    let status = status.expect("refused at once, not started");
+    assert!(!status.success());
+    assert!(
+        err.contains("--admin") && err.contains("--admin-token"),
+        "{err}"
+    );
+}
+
+#[test]
+fn admin_token_is_required_except_on_the_probes() {
+    let s = Server::start(&["--admin", "127.0.0.1:0", "--admin-token", "s3cret-t0ken"]);
+    let admin = admin_addr(&s);
+    assert!(
+        !s.log().contains("s3cret-t0ken"),
+        "the token is never logged"
+    );
+    for path in ["/status", "/processlist", "/metrics", "/"] {
+        let r = get(admin, path).unwrap();
+        assert_eq!(r.status, 401, "{path} without the token");
+        assert!(r.header("www-authenticate").is_some(), "{path}");
+        assert_eq!(get_with_auth(admin, path, "Bearer wrong"), 401);
+        assert_eq!(get_with_auth(admin, path, "Bearer s3cret-t0ke"), 401);
+        assert_eq!(get_with_auth(admin, path, "Basic s3cret-t0ken"), 401);
+        assert_eq!(
+            get_with_auth(admin, path, "Bearer s3cret-t0ken"),
+            200,
+            "{path}"
+        );
+    }
+    assert_eq!(get(admin, "/livez").unwrap().status, 200);
+    wait_until(Duration::from_secs(10), "readiness", || {
+        get(admin, "/readyz").unwrap().status == 200
+    });
+    let admin_s = admin.to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args(["status", "counters", "--admin", &admin_s])
+        .env_remove("C10K_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("401") && err.contains("--admin-token"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args([
+            "status", "counters", "--like", "requests", "--admin", &admin_s,
+        ])
+        .env("C10K_ADMIN_TOKEN", "s3cret-t0ken")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("| requests "));
+}
+
+#[test]
+fn secret_query_values_are_masked_in_processlist_and_access_log() {
+    for reveal in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let access = dir.path().join("access.log");
+        let access_s = access.to_str().unwrap().to_owned();
+        let mut args = vec!["--admin", "127.0.0.1:0", "--access-log", &access_s];
+        if reveal {
+            args.push("--log-query-values");
+        }
+        let s = Server::start(&args);
+        let admin = admin_addr(&s);
+        admin_json(admin, "/processlist");
+        let addr = s.addr;
+        let target = "/?delay=0.8&token=SECRET123&api_key=k3y&page=2";
+        let slow = std::thread::spawn(move || get(addr, target).map(|r| r.status));
+        let mut row = None;
+        wait_until(Duration::from_secs(5), "the request in the list", || {
+            row = admin_json(admin, "/processlist")["processlist"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["path"].as_str().is_some_and(|p| p.contains("delay=0.8")))
+                .cloned();
+            row.is_some()
+        });
+        assert_eq!(slow.join().unwrap().unwrap(), 200);
+        let path = row.unwrap()["path"].as_str().unwrap().to_owned();
+        let log = std::fs::read_to_string(&access).unwrap();
+        if reveal {
+            assert_eq!(path, target);
+            assert!(log.contains(target), "{log}");
+        } else {
+            assert_eq!(path, "/?delay=0.8&token=***&api_key=***&page=2");
+            assert!(
+                log.contains("\"GET /?delay=0.8&token=***&api_key=***&page=2 HTTP/1.1\""),
+                "{log}"
+            );
+            assert!(!log.contains("SECRET123") && !log.contains("k3y"), "{log}");
+        }
+    }
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use matrix::{Matrix, ServerSpec, Workload};
+use matrix::{Front, Matrix, ServerSpec, Workload};
 use record::{Machine, Row};
 use render::RunInfo;
 use servers::Process;
@@ -54,7 +54,8 @@ pub struct LabArgs {
     #[arg(long, conflicts_with = "matrix")]
     pub quick: bool,
 
-    /// Where runs go; each run makes DIR/<date-time>/.
+    /// Where runs go: each run writes DIR/<date-time>-lab/ (the path is printed before the
+    /// first cell). The default is ./runs under the current directory.
     #[arg(long, value_name = "DIR", default_value = "runs")]
     pub out: PathBuf,
 
@@ -102,7 +103,11 @@ pub fn run(args: LabArgs, exe: &Path) -> anyhow::Result<()> {
     if let Some(p) = &args.python {
         command.push_str(&format!(" --python {}", p.display()));
     }
-    let dir = args.out.join(format!("{}-lab", utc_stamp(true)));
+    let dir = run_dir(&args.out, &utc_stamp(true));
+    eprintln!(
+        "c10k lab: writing {}/ (--out DIR to choose another place)",
+        dir.display()
+    );
     let lab = Lab::new(&matrix, exe, args.python.clone())?;
     lab.run(&dir, command)?;
     println!("\nwrote {}", dir.display());
@@ -154,15 +159,11 @@ impl<'a> Lab<'a> {
             m.warmup,
             dir.display()
         );
-        let fronts: &[&str] = if m.behind_nginx {
-            &["direct", "nginx"]
-        } else {
-            &["direct"]
-        };
+        let fronts = m.fronts();
         let mut rows = Vec::with_capacity(total);
         let started = Instant::now();
         for server in &m.servers {
-            for front in fronts {
+            for &front in &fronts {
                 for workload in &m.workloads {
                     for &c in &m.concurrency {
                         let row = self.cell(server, front, workload, c);
@@ -180,17 +181,12 @@ impl<'a> Lab<'a> {
         Ok(())
     }
 
-    fn cell(&self, spec: &ServerSpec, front: &str, workload: &Workload, c: usize) -> Row {
+    fn cell(&self, spec: &ServerSpec, front: Front, workload: &Workload, c: usize) -> Row {
         let server = spec.label();
-        let mode = if front == "nginx" {
-            format!("nginx + {server}")
-        } else {
-            server.clone()
-        };
         let mut row = Row {
-            mode,
+            mode: front.mode(&server),
             server,
-            front: front.to_owned(),
+            front: front.as_str().to_owned(),
             workload: workload.to_string(),
             concurrency: c,
             duration_s: self.matrix.duration.as_secs_f64(),
@@ -205,25 +201,36 @@ impl<'a> Lab<'a> {
     fn measure(
         &self,
         spec: &ServerSpec,
-        front: &str,
+        front: Front,
         workload: &Workload,
         c: usize,
         row: &mut Row,
     ) -> anyhow::Result<()> {
         let tmp = TempDir::new()?;
         let port = servers::free_port()?;
-        let mut server = self.start_server(spec, port, tmp.path())?;
+        let uwsgi = front == Front::NginxUwsgi;
+        let mut server = self.start_server(spec, port, tmp.path(), uwsgi)?;
         let ready_path = "/";
-        server.wait_ready(addr(port), ready_path, Duration::from_secs(20))?;
+        if uwsgi {
+            // No HTTP to probe it with: listening is ready (nginx is probed below).
+            server.wait_listening(addr(port), Duration::from_secs(20))?;
+        } else {
+            server.wait_ready(addr(port), ready_path, Duration::from_secs(20))?;
+        }
         let mut nginx_proc = None;
-        let target_port = if front == "nginx" {
+        let target_port = if front != Front::Direct {
             let nginx = self
                 .nginx
                 .as_ref()
                 .context("nginx is not installed (apt-get install nginx-light)")?;
             let listen = servers::free_port()?;
             let ndir = tmp.path().join("nginx");
-            let conf = servers::write_nginx_conf(&ndir, listen, port)?;
+            let upstream = if uwsgi {
+                servers::Upstream::Uwsgi(port)
+            } else {
+                servers::Upstream::Http(port)
+            };
+            let conf = servers::write_nginx_conf(&ndir, listen, upstream)?;
             let mut cmd = Command::new(nginx);
             cmd.arg("-p").arg(&ndir).arg("-c").arg(&conf);
             let mut p = Process::spawn(cmd, "nginx", ndir.join("stderr.log"), self.server_cpu)?;
@@ -259,7 +266,7 @@ impl<'a> Lab<'a> {
             warm.concurrency = c.min(WARMUP_CLIENTS);
             c10k_bench::run(&warm).context("warm-up")?;
             // Let what the warm-up left in flight finish.
-            let probe = if front == "nginx" { target_port } else { port };
+            let probe = target_port;
             server.wait_ready(addr(probe), ready_path, Duration::from_secs(60))?;
         }
         let cpu_before = server.cpu_seconds();
@@ -279,20 +286,34 @@ impl<'a> Lab<'a> {
         Ok(())
     }
 
-    fn start_server(&self, spec: &ServerSpec, port: u16, dir: &Path) -> anyhow::Result<Process> {
+    /// Starts the server on `port`, speaking HTTP, or uwsgi when `uwsgi`.
+    fn start_server(
+        &self,
+        spec: &ServerSpec,
+        port: u16,
+        dir: &Path,
+        uwsgi: bool,
+    ) -> anyhow::Result<Process> {
         let log = dir.join("server.log");
         if let Some(class) = &spec.worker_class {
+            let scheme = if uwsgi { "uwsgi://" } else { "" };
             let mut cmd = Command::new(&self.exe);
             cmd.current_dir(dir)
                 .arg("serve")
-                .args(["--bind", &format!("127.0.0.1:{port}")])
+                .args(["--bind", &format!("{scheme}127.0.0.1:{port}")])
                 .args(["--worker-class", class])
                 .args(["--workers", &spec.workers.to_string()])
                 .args(["--threads", &spec.threads.to_string()])
                 .args(["--backlog", "4096", "--log-level", "warn"]);
             return Process::spawn(cmd, &spec.label(), log, self.server_cpu);
         }
-        let template = spec.command.as_deref().context("server without command")?;
+        let template = if uwsgi {
+            spec.uwsgi_command
+                .as_deref()
+                .context("this server has no uwsgi-command (it speaks no uwsgi protocol)")?
+        } else {
+            spec.command.as_deref().context("server without command")?
+        };
         if template.contains("{python}") || !spec.requires.is_empty() {
             let python = self
                 .python
@@ -368,6 +389,12 @@ impl Drop for TempDir {
 }
 
 /// UTC time as `2026-11-30-231502` (for directory names) or `2026-11-30 23:15 UTC`.
+/// Where a run started at `stamp` writes: `DIR/<date-time>-lab`, as `--help` says (the suffix
+/// tells lab runs apart from the scripts' `runs/<date>-NAME/`).
+pub fn run_dir(out: &Path, stamp: &str) -> PathBuf {
+    out.join(format!("{stamp}-lab"))
+}
+
 fn utc_stamp(for_path: bool) -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

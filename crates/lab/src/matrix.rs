@@ -25,6 +25,10 @@ pub struct ServerSpec {
     /// ...or an external command that listens on `{port}` (`{python}` is `--python`, `{bindir}`
     /// the directory it is in).
     pub command: Option<String>,
+    /// The same server speaking nginx's uwsgi protocol on `{port}`, for the `nginx + uwsgi
+    /// protocol` front (a c10k worker class always can: `--bind uwsgi://`). Without it, that
+    /// front's rows are skipped for this server.
+    pub uwsgi_command: Option<String>,
     /// Python modules the command needs; the row is skipped with a reason when one is missing.
     #[serde(default)]
     pub requires: Vec<String>,
@@ -45,6 +49,7 @@ impl ServerSpec {
             workers,
             threads,
             command: None,
+            uwsgi_command: None,
             requires: Vec::new(),
         }
     }
@@ -137,8 +142,11 @@ pub struct Matrix {
     pub servers: Vec<ServerSpec>,
     pub workloads: Vec<Workload>,
     pub concurrency: Vec<usize>,
-    /// Also measure every server behind nginx.
+    /// Also measure every server behind nginx as an HTTP reverse proxy (upstream keep-alive).
     pub behind_nginx: bool,
+    /// Also measure every server behind nginx speaking the uwsgi protocol (`uwsgi_pass`), the
+    /// seed's deployment.
+    pub behind_nginx_uwsgi: bool,
     pub duration: Duration,
     pub warmup: Duration,
 }
@@ -151,6 +159,7 @@ struct MatrixFile {
     workloads: Option<Vec<String>>,
     concurrency: Option<Vec<usize>>,
     behind_nginx: Option<bool>,
+    behind_nginx_uwsgi: Option<bool>,
     duration: Option<f64>,
     warmup: Option<f64>,
 }
@@ -169,6 +178,7 @@ impl Matrix {
             ],
             concurrency: vec![1, 10, 100, 1000],
             behind_nginx: true,
+            behind_nginx_uwsgi: true,
             duration: Duration::from_secs(5),
             warmup: Duration::from_secs(1),
         }
@@ -182,6 +192,7 @@ impl Matrix {
             workloads: vec![Workload::Delay(0.1)],
             concurrency: vec![10, 100],
             behind_nginx: true,
+            behind_nginx_uwsgi: false,
             duration: Duration::from_secs(2),
             warmup: Duration::from_millis(500),
         }
@@ -213,6 +224,8 @@ impl Matrix {
             workloads,
             concurrency: file.concurrency.unwrap_or(base.concurrency),
             behind_nginx: file.behind_nginx.unwrap_or(base.behind_nginx),
+            // A matrix file asks for this front by name: older files keep their cell count.
+            behind_nginx_uwsgi: file.behind_nginx_uwsgi.unwrap_or(false),
             duration: secs(file.duration, base.duration, "duration")?,
             warmup: secs(file.warmup, base.warmup, "warmup")?,
         };
@@ -252,9 +265,50 @@ impl Matrix {
         Ok(())
     }
 
+    /// The fronts measured, in order: `direct`, then `nginx` (HTTP proxy) and `nginx-uwsgi`.
+    pub fn fronts(&self) -> Vec<Front> {
+        let mut f = vec![Front::Direct];
+        if self.behind_nginx {
+            f.push(Front::NginxHttp);
+        }
+        if self.behind_nginx_uwsgi {
+            f.push(Front::NginxUwsgi);
+        }
+        f
+    }
+
     pub fn cells(&self) -> usize {
-        let fronts = if self.behind_nginx { 2 } else { 1 };
-        self.servers.len() * fronts * self.workloads.len() * self.concurrency.len()
+        self.servers.len() * self.fronts().len() * self.workloads.len() * self.concurrency.len()
+    }
+}
+
+/// What stands between the load generator and the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Front {
+    Direct,
+    /// nginx as an HTTP reverse proxy with upstream keep-alive.
+    NginxHttp,
+    /// nginx speaking the uwsgi protocol to the server (`uwsgi_pass`).
+    NginxUwsgi,
+}
+
+impl Front {
+    /// The `front` column of raw.csv.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Front::Direct => "direct",
+            Front::NginxHttp => "nginx",
+            Front::NginxUwsgi => "nginx-uwsgi",
+        }
+    }
+
+    /// The row's mode, in the seed's style ("nginx + uwsgi protocol + sync + uWSGI ...").
+    pub fn mode(self, server: &str) -> String {
+        match self {
+            Front::Direct => server.to_owned(),
+            Front::NginxHttp => format!("nginx + HTTP proxy + {server}"),
+            Front::NginxUwsgi => format!("nginx + uwsgi protocol + {server}"),
+        }
     }
 }
 
@@ -276,6 +330,10 @@ pub fn python_peers() -> Vec<ServerSpec> {
         workers: 4,
         threads: 1,
         command: Some(command.to_owned()),
+        // uWSGI speaks the uwsgi protocol with --socket instead of --http-socket.
+        uwsgi_command: command
+            .contains("--http-socket")
+            .then(|| command.replace("--http-socket", "--socket")),
         requires: requires.iter().map(|s| (*s).to_owned()).collect(),
     };
     vec![
@@ -352,6 +410,26 @@ mod tests {
             let e = format!("{:#}", Matrix::from_toml(text).unwrap_err());
             assert!(e.contains(why), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn the_uwsgi_front_is_asked_for_by_name() {
+        let m = Matrix::from_toml("behind-nginx-uwsgi = true\nbehind-nginx = false").unwrap();
+        assert_eq!(m.fronts(), [Front::Direct, Front::NginxUwsgi]);
+        let m = Matrix::from_toml("").unwrap();
+        assert_eq!(m.fronts(), [Front::Direct, Front::NginxHttp]);
+        assert_eq!(
+            Front::NginxUwsgi.mode("sync + c10k sync (4 worker)"),
+            "nginx + uwsgi protocol + sync + c10k sync (4 worker)"
+        );
+        let uwsgi = python_peers()
+            .into_iter()
+            .find(|p| p.label().starts_with("sync + uWSGI"))
+            .unwrap();
+        assert!(uwsgi
+            .uwsgi_command
+            .unwrap()
+            .contains("--socket 127.0.0.1:{port}"));
     }
 
     #[test]

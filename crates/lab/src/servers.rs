@@ -98,6 +98,31 @@ impl Process {
         }
     }
 
+    /// Waits until `addr` accepts connections (for a server that speaks no HTTP to probe).
+    pub fn wait_listening(&mut self, addr: SocketAddr, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                anyhow::bail!(
+                    "{} exited ({status}) before listening:\n{}",
+                    self.what,
+                    self.tail()
+                );
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                anyhow::bail!(
+                    "{} did not listen on {addr} within {limit:?}:\n{}",
+                    self.what,
+                    self.tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// CPU seconds (user + system) used so far by the process and its children.
     pub fn cpu_seconds(&self) -> f64 {
         tree(self.pid()).iter().map(|&p| proc_cpu_seconds(p)).sum()
@@ -243,10 +268,60 @@ pub fn which(name: &str) -> Option<PathBuf> {
     })
 }
 
-/// Writes an nginx config proxying `listen` to `upstream` with upstream keep-alive, as a
-/// production front would be set up.
-pub fn write_nginx_conf(dir: &Path, listen: u16, upstream: u16) -> anyhow::Result<PathBuf> {
+/// The server behind nginx, on a loopback port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upstream {
+    /// HTTP/1.1 with upstream keep-alive (`proxy_pass`).
+    Http(u16),
+    /// The uwsgi protocol (`uwsgi_pass`), one connection per request as nginx does it.
+    Uwsgi(u16),
+}
+
+/// nginx's stock `uwsgi_params`, as shipped with nginx (written beside the config so the lab
+/// does not depend on where, or in which distribution's variant, the system keeps its copy).
+pub const UWSGI_PARAMS: &str = "\
+uwsgi_param  QUERY_STRING       $query_string;
+uwsgi_param  REQUEST_METHOD     $request_method;
+uwsgi_param  CONTENT_TYPE       $content_type;
+uwsgi_param  CONTENT_LENGTH     $content_length;
+uwsgi_param  REQUEST_URI        $request_uri;
+uwsgi_param  PATH_INFO          $document_uri;
+uwsgi_param  DOCUMENT_ROOT      $document_root;
+uwsgi_param  SERVER_PROTOCOL    $server_protocol;
+uwsgi_param  REQUEST_SCHEME     $scheme;
+uwsgi_param  HTTPS              $https if_not_empty;
+uwsgi_param  REMOTE_ADDR        $remote_addr;
+uwsgi_param  REMOTE_PORT        $remote_port;
+uwsgi_param  SERVER_PORT        $server_port;
+uwsgi_param  SERVER_NAME        $server_name;
+";
+
+/// Writes an nginx config in front of `upstream` as a production front would be set up: an
+/// HTTP proxy with upstream keep-alive, or `include uwsgi_params; uwsgi_pass`.
+pub fn write_nginx_conf(dir: &Path, listen: u16, upstream: Upstream) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir.join("logs"))?;
+    let (port, keepalive, location) = match upstream {
+        Upstream::Http(port) => (
+            port,
+            "keepalive 256;",
+            "proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+      proxy_set_header Host $host;
+      proxy_read_timeout 120s;",
+        ),
+        Upstream::Uwsgi(port) => {
+            std::fs::write(dir.join("uwsgi_params"), UWSGI_PARAMS)?;
+            (
+                port,
+                // nginx cannot keep a uwsgi upstream connection alive.
+                "",
+                "include uwsgi_params;
+      uwsgi_pass app;
+      uwsgi_read_timeout 120s;",
+            )
+        }
+    };
     let conf = format!(
         r#"worker_processes 1;
 daemon off;
@@ -262,17 +337,13 @@ http {{
   scgi_temp_path {dir}/scgi;
   keepalive_requests 1000000;
   upstream app {{
-    server 127.0.0.1:{upstream};
-    keepalive 256;
+    server 127.0.0.1:{port};
+    {keepalive}
   }}
   server {{
     listen 127.0.0.1:{listen} backlog=4096;
     location / {{
-      proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $host;
-      proxy_read_timeout 120s;
+      {location}
     }}
   }}
 }}

@@ -6,7 +6,9 @@
 //! struct derives clap's `Args` for the first two and serde for the file, so a setting cannot exist
 //! in one source and be missing from another.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -55,10 +57,69 @@ impl FromStr for BindAddr {
             }
             return Ok(BindAddr::Unix(PathBuf::from(path)));
         }
-        s.parse().map(BindAddr::Tcp).map_err(|_| {
-            format!("{s:?} is not HOST:PORT (e.g. 127.0.0.1:8000, [::1]:8000) or unix:/path")
-        })
+        let bad = || {
+            format!(
+                "{s:?} is not HOST:PORT (e.g. 127.0.0.1:8000, localhost:8000, :8000 for every \
+                 interface, [::1]:8000) or unix:/path"
+            )
+        };
+        // gunicorn's spellings: an optional tcp:// prefix, ":PORT" for every interface, and a
+        // host name (resolved once, here; the first IPv4 address wins, as a browser would try).
+        let s = s.strip_prefix("tcp://").unwrap_or(s);
+        if let Ok(addr) = s.parse() {
+            return Ok(BindAddr::Tcp(addr));
+        }
+        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        if host.is_empty() {
+            return Ok(BindAddr::Tcp(SocketAddr::from(([0, 0, 0, 0], port))));
+        }
+        if host.contains([':', '[', ']', '/']) {
+            return Err(bad());
+        }
+        let addrs: Vec<SocketAddr> = (host, port)
+            .to_socket_addrs()
+            .map_err(|e| format!("{s:?}: cannot resolve {host:?} ({e})"))?
+            .collect();
+        addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(addrs.first())
+            .map(|a| BindAddr::Tcp(*a))
+            .ok_or_else(|| format!("{s:?}: {host:?} has no address"))
     }
+}
+
+/// `bind = "127.0.0.1:8000"` (gunicorn's config files hold a string) or a list of them.
+fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: FromStr<Err = String> + Deserialize<'de>,
+{
+    struct Visitor<T>(std::marker::PhantomData<T>);
+    impl<'de, T: FromStr<Err = String> + Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an address (\"127.0.0.1:8000\") or a list of them")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            v.parse().map(|a| vec![a]).map_err(E::custom)
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(a) = seq.next_element()? {
+                out.push(a);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(Visitor(std::marker::PhantomData))
 }
 
 impl fmt::Display for BindAddr {
@@ -313,6 +374,7 @@ pub struct ServeConfig {
         default_value = "127.0.0.1:8000",
         help_heading = "Listening"
     )]
+    #[serde(deserialize_with = "one_or_many")]
     pub bind: Vec<Bind>,
 
     /// Peers allowed to connect to a uwsgi listener over TCP: addresses, ADDRESS/PREFIX
@@ -406,6 +468,13 @@ pub struct ServeConfig {
           help_heading = "Timeouts")]
     pub graceful_timeout: f64,
 
+    /// Seconds between SIGTERM and closing the listeners, during which readiness (/readyz,
+    /// --health-path) answers 503 and requests are still served, so a load balancer stops
+    /// sending first (Kubernetes' preStop convention). Then the graceful stop. 0 = none.
+    #[arg(allow_negative_numbers = true, long, env = "C10K_DRAIN_DELAY", default_value_t = 0.0, value_parser = seconds,
+          help_heading = "Timeouts")]
+    pub drain_delay: f64,
+
     /// Largest request body in bytes (413 above it).
     #[arg(allow_negative_numbers = true, long, env = "C10K_LIMIT_REQUEST_BODY", default_value_t = 10 * 1024 * 1024,
           help_heading = "Limits")]
@@ -436,6 +505,25 @@ pub struct ServeConfig {
     )]
     pub admin: AdminAddr,
 
+    /// Bearer token the admin listener requires (`Authorization: Bearer TOKEN`; 401 without
+    /// it), except on /livez and /readyz. Required when --admin is not a loopback address.
+    /// Never written to the log or to --check-config; prefer the environment variable.
+    #[arg(
+        long,
+        env = "C10K_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true,
+        help_heading = "Status"
+    )]
+    #[serde(skip_serializing)]
+    pub admin_token: Option<String>,
+
+    /// Show query values in /processlist and the access log as sent. By default the values of
+    /// sensitive-looking keys (token, key, secret, password, auth, session, sig, ...) are
+    /// shown as ***.
+    #[arg(long, env = "C10K_LOG_QUERY_VALUES", help_heading = "Status")]
+    pub log_query_values: bool,
+
     /// Write an access log (Apache combined format plus the request time in µs) to FILE, or
     /// to standard output with `-`. Off by default.
     #[arg(
@@ -451,12 +539,28 @@ pub struct ServeConfig {
     #[arg(long, env = "C10K_NO_REQUEST_TRACKING", help_heading = "Status")]
     pub no_request_tracking: bool,
 
+    /// Answer readiness on the public port at PATH (e.g. /healthz), before the application is
+    /// called: 200 `ready`, or 503 while booting, draining or at --max-lag. For load balancers
+    /// that only reach that port; the admin listener has /readyz and /livez.
+    #[arg(
+        long,
+        env = "C10K_HEALTH_PATH",
+        value_name = "PATH",
+        help_heading = "Status"
+    )]
+    pub health_path: Option<String>,
+
     /// Whether `--admin` was chosen (command line, environment or file) rather than defaulted:
     /// a taken default address only turns the admin listener off, with a warning, so a second
     /// server on the machine still starts; a chosen address that cannot be bound is an error.
     #[arg(skip)]
     #[serde(skip)]
     pub admin_chosen: bool,
+    /// Whether `--bind` was chosen rather than defaulted: under systemd socket activation, the
+    /// inherited sockets are matched to chosen addresses, or all used when none were chosen.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub bind_chosen: bool,
 }
 
 impl Default for ServeConfig {
@@ -491,6 +595,8 @@ pub enum ConfigError {
 pub struct ConfigFile {
     pub path: PathBuf,
     table: toml::Table,
+    /// The line of each key (as written), so every error can name it.
+    lines: HashMap<String, usize>,
 }
 
 impl ConfigFile {
@@ -499,14 +605,53 @@ impl ConfigFile {
             path: path.to_owned(),
             source,
         })?;
-        let table: toml::Table = text.parse().map_err(|e| ConfigError::File {
-            path: path.to_owned(),
-            message: format!("{e}"),
-        })?;
+        // Values keep their byte spans: toml's own message names the line of a syntax error.
+        let spanned: std::collections::BTreeMap<String, toml::Spanned<toml::Value>> =
+            toml::from_str(&text).map_err(|e| ConfigError::File {
+                path: path.to_owned(),
+                message: e.to_string().trim_end().to_owned(),
+            })?;
+        let line_of = |at: usize| {
+            1 + text.as_bytes()[..at.min(text.len())]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+        };
+        let mut table = toml::Table::new();
+        let mut lines = HashMap::new();
+        for (key, value) in spanned {
+            lines.insert(key.clone(), line_of(value.span().start));
+            table.insert(key, value.into_inner());
+        }
         Ok(ConfigFile {
             path: path.to_owned(),
             table,
+            lines,
         })
+    }
+
+    /// "line 3, key `workers`": where a key of this file is.
+    fn place(&self, key: &str) -> String {
+        let shown = key.replace('_', "-");
+        match self.lines.get(key) {
+            Some(line) => format!("line {line}, key `{shown}`"),
+            None => format!("key `{shown}`"),
+        }
+    }
+
+    /// Names the file, line and key of a setting's error when the file set it (`flag` is
+    /// `--name`; a value given on the command line or in the environment is not the file's).
+    pub fn blame(&self, matches: &ArgMatches, err: ConfigError) -> ConfigError {
+        let ConfigError::Invalid { flag, message } = err else {
+            return err;
+        };
+        let id = key_id(flag.trim_start_matches('-'));
+        match self.table.keys().find(|k| key_id(k) == id) {
+            Some(key) if !given(matches, &id) => {
+                self.error(format!("{}: {message}", self.place(key)))
+            }
+            _ => ConfigError::Invalid { flag, message },
+        }
     }
 
     fn error(&self, message: String) -> ConfigError {
@@ -519,13 +664,15 @@ impl ConfigFile {
     /// Refuses a key that none of `known` (the settings structs' clap definitions) has, so a typo
     /// is not silently ignored.
     pub fn check_keys(&self, known: &[clap::Command]) -> Result<(), ConfigError> {
-        for key in self.table.keys() {
+        let mut keys: Vec<&String> = self.table.keys().collect();
+        keys.sort_by_key(|k| self.lines.get(*k));
+        for key in keys {
             let id = key_id(key);
             if !known
                 .iter()
                 .any(|c| c.get_arguments().any(|a| a.get_id() == id.as_str()))
             {
-                return Err(self.error(format!("unknown key {:?}", key.replace('_', "-"))));
+                return Err(self.error(format!("{}: unknown key", self.place(key))));
             }
         }
         Ok(())
@@ -557,18 +704,24 @@ where
     };
     let mut merged = toml::Table::try_from(&cli).map_err(|e| file.error(e.to_string()))?;
     let known = T::augment_args(clap::Command::new("serve"));
-    for (key, value) in &file.table {
+    let mut keys: Vec<&String> = file.table.keys().collect();
+    keys.sort_by_key(|k| file.lines.get(*k));
+    for key in keys {
+        let value = &file.table[key];
         let id = key_id(key);
         if !known.get_arguments().any(|a| a.get_id() == id.as_str()) {
             continue;
         }
-        let explicit = matches!(
-            matches.value_source(&id),
-            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-        );
-        if !explicit {
-            merged.insert(key.replace('_', "-"), value.clone());
+        if given(matches, &id) {
+            continue;
         }
+        // Try the key alone first, so a wrong type is blamed on its own key and line.
+        let mut alone = merged.clone();
+        alone.insert(key.replace('_', "-"), value.clone());
+        if let Err(e) = toml::Value::Table(alone).try_into::<T>() {
+            return Err(file.error(format!("{}: {value}: {}", file.place(key), e.message())));
+        }
+        merged.insert(key.replace('_', "-"), value.clone());
     }
     toml::Value::Table(merged)
         .try_into()
@@ -603,7 +756,15 @@ impl ServeConfig {
     ) -> Result<ServeConfig, ConfigError> {
         let mut config: ServeConfig = layered(matches, file)?;
         config.admin_chosen = given(matches, "admin") || file.is_some_and(|f| f.contains("admin"));
-        config.validate()?;
+        config.bind_chosen = given(matches, "bind") || file.is_some_and(|f| f.contains("bind"));
+        if given(matches, "admin_token") {
+            // Not serialised, so the layering above lost it (a file's value came through).
+            config.admin_token = matches.get_one::<String>("admin_token").cloned();
+        }
+        config.validate().map_err(|e| match file {
+            Some(f) => f.blame(matches, e),
+            None => e,
+        })?;
         Ok(config)
     }
 
@@ -636,6 +797,7 @@ impl ServeConfig {
             ("--graceful-timeout", self.graceful_timeout),
             ("--timeout", self.timeout),
             ("--request-timeout", self.request_timeout.unwrap_or(0.0)),
+            ("--drain-delay", self.drain_delay),
         ] {
             if !s.is_finite() || s < 0.0 {
                 return bad(flag, "must be a number of seconds ≥ 0");
@@ -643,6 +805,33 @@ impl ServeConfig {
         }
         if self.backlog == 0 {
             return bad("--backlog", "must be at least 1");
+        }
+        if let Some(p) = &self.health_path {
+            if !p.starts_with('/') || p.contains(['?', '#', ' ']) {
+                return bad(
+                    "--health-path",
+                    "must be a path starting with / (no query), e.g. /healthz",
+                );
+            }
+        }
+        if self
+            .admin_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return bad("--admin-token", "must not be empty");
+        }
+        if let Some(BindAddr::Tcp(a)) = &self.admin.0 {
+            if !a.ip().is_loopback() && self.admin_token.is_none() {
+                return Err(ConfigError::Invalid {
+                    flag: "--admin",
+                    message: format!(
+                        "{a} is reachable from other machines: give --admin-token TOKEN (or \
+                         C10K_ADMIN_TOKEN) so only holders of the token can read it, or bind it \
+                         to loopback (127.0.0.1, [::1]) or a unix: socket"
+                    ),
+                });
+            }
         }
         if let Some(addr) = &self.admin.0 {
             // Port 0 means "any free port": two of those never collide.
@@ -724,6 +913,37 @@ mod tests {
             "admin on loopback by default"
         );
         assert!(c.access_log.is_none());
+    }
+
+    #[test]
+    fn admin_beyond_loopback_needs_a_token_that_is_never_shown() {
+        let e = ServeConfig::resolve(&matches(&["--admin", "0.0.0.0:9191"]), None).unwrap_err();
+        let e = e.to_string();
+        assert!(e.contains("--admin") && e.contains("--admin-token"), "{e}");
+        let c = ServeConfig::resolve(
+            &matches(&["--admin", "0.0.0.0:9191", "--admin-token", "s3cret-t0ken"]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some("s3cret-t0ken"));
+        assert!(!c.to_toml().contains("s3cret-t0ken"), "{}", c.to_toml());
+        for loopback in ["127.0.0.1:0", "[::1]:0", "unix:/tmp/c10k-admin.sock"] {
+            ServeConfig::resolve(&matches(&["--admin", loopback]), None).unwrap();
+        }
+        let e = ServeConfig::resolve(&matches(&["--admin-token", " "]), None).unwrap_err();
+        assert!(e.to_string().contains("--admin-token"), "{e}");
+        // From a file too, and the command line beats it.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c10k.toml");
+        std::fs::write(
+            &path,
+            "admin = \"0.0.0.0:9191\"\nadmin-token = \"from-file\"\n",
+        )
+        .unwrap();
+        let c = ServeConfig::resolve(&matches(&[]), Some(&path)).unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some("from-file"));
+        let c = ServeConfig::resolve(&matches(&["--admin-token", "cli"]), Some(&path)).unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some("cli"));
     }
 
     #[test]
@@ -816,6 +1036,63 @@ mod tests {
         for bad in ["10.0.0.0/33", "::/129", "host", ""] {
             assert!(bad.parse::<AllowFrom>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn gunicorn_bind_forms() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gunicorn.conf.toml");
+        std::fs::write(&path, "bind = \"127.0.0.1:8001\"\nworkers = 2\n").unwrap();
+        let c = ServeConfig::resolve(&matches(&[]), Some(&path)).unwrap();
+        assert_eq!(c.bind, vec!["127.0.0.1:8001".parse().unwrap()]);
+        let c = ServeConfig::resolve(&matches(&["--bind", ":8000"]), None).unwrap();
+        assert_eq!(c.bind, vec!["0.0.0.0:8000".parse().unwrap()]);
+        let c = ServeConfig::resolve(&matches(&["--bind", "localhost:8000"]), None).unwrap();
+        match &c.bind[..] {
+            [Bind {
+                addr: BindAddr::Tcp(a),
+                ..
+            }] => assert!(a.ip().is_loopback() && a.port() == 8000, "{a}"),
+            other => panic!("{other:?}"),
+        }
+        let c = ServeConfig::resolve(&matches(&["--bind", "tcp://127.0.0.1:8002"]), None).unwrap();
+        assert_eq!(c.bind, vec!["127.0.0.1:8002".parse().unwrap()]);
+        let back: ServeConfig = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back.bind, c.bind, "workers read the list form back");
+        for bad in ["localhost", "host:port", ":99999", "[::1:8000"] {
+            assert!(bad.parse::<BindAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn file_errors_name_key_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c10k.toml");
+        for (text, line, key) in [
+            ("backlog = 64\nworkers = \"four\"\n", 2, "workers"),
+            ("# comment\n\nworkers = 0\n", 3, "workers"),
+            ("bind = \"nowhere\"\n", 1, "bind"),
+            ("threads = 2\nkeepalive = -1.0\n", 2, "keepalive"),
+            ("graceful_timeout = \"x\"\n", 1, "graceful-timeout"),
+            ("x = 1\nwrokers = 3\n", 1, "x"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = ServeConfig::resolve(&matches(&[]), Some(&path))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("c10k.toml"), "{text:?}: {e}");
+            assert!(e.contains(&format!("line {line}")), "{text:?}: {e}");
+            assert!(e.contains(&format!("`{key}`")), "{text:?}: {e}");
+        }
+        std::fs::write(&path, "workers = [\n").unwrap();
+        let e = ServeConfig::resolve(&matches(&[]), Some(&path))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("c10k.toml") && e.contains("line"), "{e}");
+        // A value the command line overrides is not the file's to blame.
+        std::fs::write(&path, "workers = 0\n").unwrap();
+        let c = ServeConfig::resolve(&matches(&["--workers", "2"]), Some(&path)).unwrap();
+        assert_eq!(c.workers, 2);
     }
 
     #[test]

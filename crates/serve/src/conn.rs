@@ -23,6 +23,10 @@ pub(crate) struct ConnSettings {
     pub linger_bytes: usize,
     /// Keep the headers the access log prints.
     pub log_fields: bool,
+    /// Limits of a uwsgi listener's requests (the same body limit).
+    pub uwsgi: crate::uwsgi::UwsgiLimits,
+    /// `--uwsgi-allow-from`.
+    pub uwsgi_allow_from: Vec<crate::config::AllowFrom>,
 }
 
 impl ConnSettings {
@@ -36,6 +40,8 @@ impl ConnSettings {
             linger: Duration::from_secs(1),
             linger_bytes: 256 * 1024,
             log_fields: c.access_log.is_some(),
+            uwsgi: crate::uwsgi::UwsgiLimits::from_http(&c.limits()),
+            uwsgi_allow_from: c.uwsgi_allow_from.clone(),
         }
     }
 }

@@ -157,7 +157,7 @@ where
 /// `Ok(Some(bytes))`: the body went out whole; `Ok(None)`: the stream failed or broke its
 /// announced length, and the connection must close. The stream is dropped on every way out,
 /// a client that went away included.
-async fn send_stream<S: AsyncWrite + Unpin>(
+pub(crate) async fn send_stream<S: AsyncWrite + Unpin>(
     io: &mut S,
     mut stream: BodyStream,
     mut framing: BodyFraming,
@@ -200,7 +200,7 @@ async fn send_stream<S: AsyncWrite + Unpin>(
     }
 }
 
-async fn call<H: Handler>(handler: &H, req: Request, s: &ConnSettings) -> Response {
+pub(crate) async fn call<H: Handler>(handler: &H, req: Request, s: &ConnSettings) -> Response {
     let Some(limit) = s.request_timeout else {
         return handler.call(req, Ctx::new(Wait::Yield)).await;
     };
@@ -222,7 +222,7 @@ async fn call<H: Handler>(handler: &H, req: Request, s: &ConnSettings) -> Respon
 /// Closes the connection. After refusing a request the client may still be sending; reading
 /// what it sends for a moment before closing keeps the kernel from answering with a RST that
 /// would destroy our error response in flight (nginx's lingering close).
-async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
     mut io: S,
     lingering: Lingering,
     settings: &ConnSettings,

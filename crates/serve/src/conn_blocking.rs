@@ -240,7 +240,7 @@ pub(crate) fn resume<S: BlockingStream, H: Handler>(
 }
 
 /// See `conn_async::send_stream`; here each chunk is awaited by blocking this thread.
-fn send_stream<S: BlockingStream>(
+pub(crate) fn send_stream<S: BlockingStream>(
     io: &mut S,
     mut stream: BodyStream,
     mut framing: BodyFraming,
@@ -283,7 +283,7 @@ fn send_stream<S: BlockingStream>(
     }
 }
 
-fn call<H: Handler>(handler: &H, req: Request, s: &ConnSettings) -> Response {
+pub(crate) fn call<H: Handler>(handler: &H, req: Request, s: &ConnSettings) -> Response {
     let started = Instant::now();
     let deadline = s.request_timeout.map(|t| started + t);
     let names = s
@@ -317,7 +317,7 @@ fn request_timeout<S: BlockingStream>(
     Ok(())
 }
 
-fn read_buf<S: Read>(stream: &mut S, buf: &mut BytesMut) -> io::Result<usize> {
+pub(crate) fn read_buf<S: Read>(stream: &mut S, buf: &mut BytesMut) -> io::Result<usize> {
     let start = buf.len();
     let cap = buf.capacity();
     buf.resize(cap, 0);
@@ -333,7 +333,7 @@ fn read_buf<S: Read>(stream: &mut S, buf: &mut BytesMut) -> io::Result<usize> {
     }
 }
 
-fn is_timeout(e: &io::Error) -> bool {
+pub(crate) fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
@@ -341,7 +341,11 @@ fn is_timeout(e: &io::Error) -> bool {
 }
 
 /// See `conn_async::finish`: read briefly after refusing so our answer is not lost to a RST.
-fn finish<S: BlockingStream>(stream: &mut S, lingering: Lingering, settings: &ConnSettings) {
+pub(crate) fn finish<S: BlockingStream>(
+    stream: &mut S,
+    lingering: Lingering,
+    settings: &ConnSettings,
+) {
     let _ = stream.flush();
     let _ = stream.shutdown_write();
     if lingering == Lingering::Yes {

@@ -9,9 +9,10 @@
 //! - [`listener`]: sockets bound with `socket2` (backlog, `SO_REUSEADDR`, unix sockets).
 //! - `conn_*`: drive one connection over the codec, blocking or async.
 //! - `workers`: the worker classes; [`Server::serve`] runs the configured one in this process.
-//! - [`scoreboard`] and `track`: what every worker is doing, in shared memory; `admin`: the
-//!   master's status listener that reads it (`/status`, `/processlist`, `/metrics`).
-//! - `master`: the supervising process `c10k serve` runs ([`run`]).
+//! - [`scoreboard`] and `track`: what every worker is doing, in shared memory; [`status`]: the
+//!   typed report the master gathers from it and serves on its admin listener (`/status`,
+//!   `/processlist`, `/metrics`), which `c10k status` reads back.
+//! - `master`: the supervising process `c10k serve` runs ([`run`]): the arbiter only.
 //!
 //! Serving your own handler in-process:
 //!
@@ -45,13 +46,15 @@ pub mod listener;
 pub mod proto;
 pub mod scoreboard;
 pub mod shutdown;
+pub mod status;
 pub mod sys;
 pub mod uwsgi;
 
-mod admin;
+mod activation;
 mod conn;
 mod conn_async;
 mod conn_blocking;
+mod conn_uwsgi;
 mod master;
 mod track;
 mod workers;

@@ -9,8 +9,9 @@
 //! half-initialised runtime from a `fork` of a threaded process; the master never starts a thread
 //! or a runtime of its own.
 //!
-//! The same loop serves the admin listener (`admin`): its descriptors join the poll, every step
-//! on them is non-blocking, and the listen queues are sampled about once a second.
+//! The same loop wakes [`Status`] (the admin listener and the listen-queue sampling): its
+//! descriptors join the poll and every step on them is non-blocking; what status shows and how
+//! it is gathered lives in `status`, not here.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -25,10 +26,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU};
 
-use crate::admin::{self, Admin, Answer, ListenerInfo, Report};
-use crate::config::{BindAddr, ServeConfig};
+use crate::config::ServeConfig;
 use crate::listener::Listener;
-use crate::scoreboard::{self, Scoreboard, StatsSnapshot, MAX_SLOTS};
+use crate::scoreboard::{self, Scoreboard, MAX_SLOTS};
+use crate::status::{Admin, Status, View};
 use crate::sys::move_fd_high;
 
 /// Exit status of a worker whose application could not be built (gunicorn's WORKER_BOOT_ERROR).
@@ -108,27 +109,8 @@ pub(crate) struct Master {
     /// When the current rolling restart began: workers started before it are replaced.
     rolling_since: Option<Instant>,
     signals: Signals,
-    admin: Option<Admin>,
-    /// What `/status` needs beyond the scoreboard.
-    books: Books,
-}
-
-/// The master's own figures for status: what exited workers served, and the listen queues.
-struct Books {
-    started: Instant,
-    started_at: u64,
-    /// Counters of workers that have exited (each slot resets when a worker starts in it).
-    retired: StatsSnapshot,
-    retired_requests: u64,
-    respawns: u64,
-    /// Address of each listener, beside `listen_fds`.
-    addrs: Vec<BindAddr>,
-    queues: Vec<ListenerInfo>,
-    last_sample: Option<Instant>,
-    /// When each listener's full queue was last logged.
-    warned: Vec<Option<Instant>>,
-    overflows_at_start: Option<u64>,
-    overflows_seen: Option<u64>,
+    /// The admin listener and the books behind `/status`.
+    status: Status,
 }
 
 impl Master {
@@ -161,20 +143,7 @@ impl Master {
             rolling: Vec::new(),
             rolling_since: None,
             signals,
-            admin,
-            books: Books {
-                started: Instant::now(),
-                started_at: scoreboard::now_ms() / 1000,
-                retired: StatsSnapshot::default(),
-                retired_requests: 0,
-                respawns: 0,
-                warned: vec![None; addrs.len()],
-                queues: Vec::new(),
-                addrs,
-                last_sample: None,
-                overflows_at_start: admin::listen_overflows(),
-                overflows_seen: None,
-            },
+            status: Status::new(addrs, admin),
         })
     }
 
@@ -182,21 +151,27 @@ impl Master {
     pub fn run(mut self) -> anyhow::Result<()> {
         tracing::info!(pid = std::process::id(), "master started");
         self.reconcile()?;
+        // Set while `--drain-delay` runs: when the graceful stop begins.
+        let mut drain_until: Option<Instant> = None;
         loop {
             let mut timeout = Duration::from_secs(1);
-            let extra = match &self.admin {
-                Some(a) => {
-                    if let Some(d) = a.next_deadline() {
-                        timeout = timeout.min(d.saturating_duration_since(Instant::now()));
-                    }
-                    a.pollfds()
-                }
-                None => Vec::new(),
-            };
+            let (next, extra) = self.status.wake();
+            for d in next.into_iter().chain(drain_until) {
+                timeout = timeout.min(d.saturating_duration_since(Instant::now()));
+            }
             let signals = self.signals.wait(timeout, &extra);
             self.reap()?;
             for sig in signals {
                 match sig {
+                    SIGTERM if drain_until.is_none() && self.config.drain_delay > 0.0 => {
+                        let delay = Duration::from_secs_f64(self.config.drain_delay);
+                        tracing::info!(
+                            "SIGTERM: draining for {:.1}s (--drain-delay): readiness answers 503,                              requests are still served; then a graceful stop",
+                            delay.as_secs_f64()
+                        );
+                        self.scoreboard.header().draining.store(1, Relaxed);
+                        drain_until = Some(Instant::now() + delay);
+                    }
                     SIGTERM | SIGINT => {
                         tracing::info!("signal {}: graceful stop", signal_name(sig));
                         return self.stop(true);
@@ -232,88 +207,44 @@ impl Master {
                     _ => {}
                 }
             }
+            if drain_until.is_some_and(|t| Instant::now() >= t) {
+                tracing::info!("--drain-delay over: graceful stop");
+                return self.stop(true);
+            }
             self.murder_stuck();
             self.advance_rolling();
             self.reconcile()?;
-            if self
-                .books
-                .last_sample
-                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
-            {
-                self.sample_queues();
-            }
-            if let Some(mut admin) = self.admin.take() {
-                admin.progress(|method, path| self.route(method, path));
-                self.admin = Some(admin);
-            }
+            self.publish_boot();
+            let view = View {
+                config: &self.config,
+                scoreboard: &self.scoreboard,
+                live: self.live(),
+                target: self.target,
+                listen_fds: &self.listen_fds,
+            };
+            self.status.tick(&view);
         }
     }
 
-    /// Answers one admin request.
-    fn route(&mut self, _method: &str, path: &str) -> Answer {
-        match path {
-            "/status" => admin::json(&self.report()),
-            "/processlist" => {
-                let list = self.processlist();
-                admin::json(&serde_json::json!({ "processlist": list }))
-            }
-            "/metrics" => Answer {
-                status: 200,
-                content_type: "text/plain; version=0.0.4; charset=utf-8",
-                body: admin::metrics(&self.report()).into_bytes(),
-            },
-            "/" => admin::text(200, "c10k admin: /status /processlist /metrics\n"),
-            _ => admin::text(404, "not found; try /status, /processlist or /metrics\n"),
+    /// Tells every process (through the scoreboard header) the worker target and, once, that
+    /// the first generation of workers has booted: readiness waits for it.
+    fn publish_boot(&mut self) {
+        let header = self.scoreboard.header();
+        header.target.store(self.target as u32, Relaxed);
+        if header.booted.load(Relaxed) == 1 {
+            return;
         }
-    }
-
-    /// Reads every listener's accept queue and warns about full ones (uWSGI's "listen queue of
-    /// socket ... full"), at most every 10 s per listener.
-    fn sample_queues(&mut self) {
-        let b = &mut self.books;
-        let now = Instant::now();
-        b.last_sample = Some(now);
-        let overflows = admin::listen_overflows();
-        let new_overflows = match (b.overflows_seen, overflows) {
-            (Some(before), Some(after)) => after.saturating_sub(before),
-            _ => 0,
-        };
-        b.overflows_seen = overflows;
-        b.queues = b
-            .addrs
-            .iter()
-            .zip(&self.listen_fds)
-            .map(|(addr, fd)| {
-                let q = match addr {
-                    BindAddr::Tcp(_) => admin::listen_queue(fd.as_raw_fd()),
-                    BindAddr::Unix(_) => None,
-                };
-                ListenerInfo {
-                    address: addr.to_string(),
-                    queue: q.map(|q| q.0),
-                    queue_max: q.map(|q| q.1),
-                    queue_full: q.is_some_and(|(n, max)| n >= max),
-                }
-            })
-            .collect();
-        for (i, l) in b.queues.iter().enumerate() {
-            let recently =
-                b.warned[i].is_some_and(|t| now.duration_since(t) < Duration::from_secs(10));
-            if l.queue_full && !recently {
-                b.warned[i] = Some(now);
-                tracing::warn!(
-                    listener = %l.address,
-                    queue = l.queue.unwrap_or(0),
-                    queue_max = l.queue_max.unwrap_or(0),
-                    listen_overflows = new_overflows,
-                    "listen queue of socket {} full ({}/{}): new connections wait for a SYN \
-                     retry or are dropped; add workers or raise --backlog (and \
-                     net.core.somaxconn)",
-                    l.address,
-                    l.queue.unwrap_or(0),
-                    l.queue_max.unwrap_or(0),
-                );
-            }
+        let booted = (0..self.target).all(|slot| {
+            let s = self.scoreboard.slot(slot);
+            s.ready.load(Relaxed) == 1
+                && self
+                    .workers
+                    .get(&(s.pid.load(Relaxed) as i32))
+                    .is_some_and(|w| w.slot == slot)
+        });
+        if booted {
+            tracing::info!(workers = self.target, "all workers booted: ready");
+            header.booted.store(1, Relaxed);
         }
     }
 
@@ -326,134 +257,6 @@ impl Master {
             .collect();
         live.sort_unstable();
         live
-    }
-
-    fn processlist(&self) -> Vec<admin::Process> {
-        let now = scoreboard::mono_us();
-        let mut list = Vec::new();
-        for (slot, pid) in self.live() {
-            for (i, e) in self.scoreboard.entries(slot) {
-                list.push(admin::Process::new(slot, pid, i, &e, now));
-            }
-        }
-        list
-    }
-
-    fn report(&mut self) -> Report {
-        // Queue figures fresh for the asker (and the once-a-second sampling goes on as well).
-        self.sample_queues();
-        let now_ms = scoreboard::now_ms();
-        let b = &self.books;
-        let mut totals = b.retired;
-        let mut requests = b.retired_requests;
-        let mut connections = 0u64;
-        let mut active_total = 0u64;
-        let mut workers = Vec::new();
-        let mut stores = Vec::new();
-        for (slot, pid) in self.live() {
-            stores.extend(self.scoreboard.store(slot).snapshot());
-            let s = self.scoreboard.slot(slot);
-            let stats = self.scoreboard.stats(slot).snapshot();
-            totals.add(&stats);
-            let served = s.requests.load(Relaxed);
-            requests += served;
-            let conns = s.connections.load(Relaxed);
-            connections += u64::from(conns);
-            let active = self
-                .scoreboard
-                .entries(slot)
-                .iter()
-                .filter(|(_, e)| {
-                    matches!(
-                        e.state,
-                        scoreboard::ConnState::Handling | scoreboard::ConnState::Writing
-                    )
-                })
-                .count();
-            active_total += active as u64;
-            let started = s.started_ms.load(Relaxed);
-            workers.push(admin::WorkerInfo {
-                slot,
-                pid,
-                respawns: s.generation.load(Relaxed).saturating_sub(1),
-                started_at: started / 1000,
-                uptime_seconds: now_ms.saturating_sub(started) as f64 / 1000.0,
-                ready: s.ready.load(Relaxed) == 1,
-                state: if active > 0 || s.busy.load(Relaxed) > 0 {
-                    "busy"
-                } else {
-                    "idle"
-                },
-                requests: served,
-                requests_active: active,
-                connections: conns,
-                bytes_in: stats.bytes_in,
-                bytes_out: stats.bytes_out,
-                rss_bytes: admin::rss_bytes(pid),
-                heartbeat_age_ms: now_ms.saturating_sub(s.heartbeat_ms.load(Relaxed)),
-            });
-        }
-        let refused = match (b.overflows_at_start, b.overflows_seen) {
-            (Some(start), Some(now)) => Some(now.saturating_sub(start)),
-            _ => None,
-        };
-        let (pool, journal) = match admin::JournalReport::from_stores(&stores) {
-            Some((p, j)) => (Some(p), Some(j)),
-            None => (None, None),
-        };
-        let counters = admin::Counters {
-            pool_size: pool.as_ref().map(|p| p.size),
-            pool_idle: pool.as_ref().map(|p| p.idle),
-            journal_appended: journal.as_ref().map(|j| j.appended),
-            journal_unflushed: journal.as_ref().map(|j| j.unflushed),
-            journal_flushed: journal.as_ref().map(|j| j.flushed),
-            journal_flushes: journal.as_ref().map(|j| j.flushes),
-            journal_db_errors: journal.as_ref().map(|j| j.db_errors),
-            uptime_seconds: b.started.elapsed().as_secs(),
-            workers_running: workers.len(),
-            worker_respawns: b.respawns,
-            connections_accepted: totals.accepted,
-            connections_active: connections,
-            connections_refused: refused,
-            connections_unlisted: totals.unlisted,
-            listen_queue: b.queues.iter().filter_map(|l| l.queue).map(u64::from).sum(),
-            listen_queue_max: b
-                .queues
-                .iter()
-                .filter_map(|l| l.queue_max)
-                .map(u64::from)
-                .sum(),
-            requests,
-            requests_active: active_total,
-            requests_1xx: totals.status[0],
-            requests_2xx: totals.status[1],
-            requests_3xx: totals.status[2],
-            requests_4xx: totals.status[3],
-            requests_5xx: totals.status[4],
-            bytes_in: totals.bytes_in,
-            bytes_out: totals.bytes_out,
-            request_seconds_total: totals.duration_us as f64 / 1e6,
-        };
-        Report {
-            server: admin::ServerInfo {
-                version: env!("CARGO_PKG_VERSION"),
-                pid: std::process::id(),
-                started_at: b.started_at,
-                uptime_seconds: b.started.elapsed().as_secs_f64(),
-                worker_class: self.config.worker_class.to_string(),
-                workers: self.target,
-                threads: self.config.threads,
-                worker_connections: self.config.worker_connections,
-                backlog: self.config.backlog,
-                request_tracking: !self.config.no_request_tracking,
-            },
-            listeners: b.queues.clone(),
-            workers,
-            counters,
-            totals,
-            pool,
-            journal,
-        }
     }
 
     /// Starts workers for empty slots below the target; retires workers in slots above it.
@@ -536,6 +339,9 @@ impl Master {
             .env(ENV_SLOT, slot.to_string())
             .env(ENV_CONFIG, self.config.to_toml())
             .env(ENV_LISTEN_FDS, n.to_string())
+            // The systemd hand-over was the master's (see `activation`), not the worker's.
+            .env_remove("LISTEN_PID")
+            .env_remove("LISTEN_FDNAMES")
             .env(ENV_SCOREBOARD_FD, (FIRST_FD + n as RawFd).to_string());
         // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
         // functions (dup2, prctl) on descriptors that are open in the child.
@@ -551,6 +357,10 @@ impl Master {
                 }
                 // If the master dies, its workers stop gracefully instead of living on.
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                // Ctrl-C at a terminal reaches the whole process group: the worker leaves it to
+                // the master, which drives the graceful stop. Ignored dispositions survive exec,
+                // so no INT can stop the worker before it is running either.
+                libc::signal(libc::SIGINT, libc::SIG_IGN);
                 Ok(())
             });
         }
@@ -559,7 +369,7 @@ impl Master {
         // The child is reaped with waitpid in `reap`; the handle itself is not needed.
         drop(child);
         if self.scoreboard.slot(slot).generation.load(Relaxed) > 0 {
-            self.books.respawns += 1;
+            self.status.respawned();
         }
         self.scoreboard.reset(slot, pid as u32);
         tracing::info!(pid, slot, "Booting worker with pid: {pid}");
@@ -592,10 +402,7 @@ impl Master {
                 && self.scoreboard.slot(slot).pid.load(Relaxed) as i32 == pid;
             let served = self.scoreboard.slot(slot).requests.load(Relaxed);
             // The slot is cleared when the next worker starts in it: keep what this one served.
-            self.books.retired_requests += served;
-            self.books
-                .retired
-                .add(&self.scoreboard.stats(slot).snapshot());
+            self.status.retire(&self.scoreboard, slot);
             if libc::WIFEXITED(status) {
                 let code = libc::WEXITSTATUS(status);
                 if code == 0 {
@@ -675,14 +482,15 @@ impl Master {
         // Close our copies of the listeners: once workers stop accepting, new connections are
         // refused instead of waiting in a queue nobody reads.
         self.listen_fds.clear();
-        self.admin = None;
+        self.status.close_admin();
         for pid in self.workers.keys() {
             signal(*pid, sig);
         }
         let deadline = Instant::now() + grace;
         while !self.workers.is_empty() && Instant::now() < deadline {
             for s in self.signals.wait(Duration::from_millis(100), &[]) {
-                if graceful && matches!(s, SIGINT | SIGQUIT | SIGTERM) && s != libc::SIGTERM {
+                if graceful && matches!(s, SIGINT | SIGQUIT) {
+                    tracing::info!("{} during the graceful stop: fast stop", signal_name(s));
                     return self.stop(false);
                 }
             }

@@ -48,6 +48,21 @@ pub const BUCKETS_US: [u64; 14] = [
     5_000_000, 10_000_000, 30_000_000,
 ];
 
+/// The scoreboard's first bytes: what the master says about the whole server, read by workers
+/// too (readiness on the public port, `--health-path`).
+#[repr(C, align(64))]
+pub struct Header {
+    magic: AtomicU64,
+    /// The number of workers the master keeps (`--workers`, moved by TTIN/TTOU).
+    pub target: AtomicU32,
+    /// 1 once every worker of the first generation has booted; it stays 1 through restarts.
+    pub booted: AtomicU32,
+    /// 1 from SIGTERM on while `--drain-delay` runs: readiness answers 503.
+    pub draining: AtomicU32,
+}
+
+const _: () = assert!(std::mem::size_of::<Header>() <= HEADER);
+
 /// One worker's slot. All fields are atomics living in the shared mapping.
 #[repr(C, align(64))]
 pub struct Slot {
@@ -86,6 +101,9 @@ pub struct Stats {
     pub bytes_out: AtomicU64,
     /// Connections served but not listed because the entry table was full.
     pub unlisted: AtomicU64,
+    /// uwsgi connections closed unanswered: a malformed packet, or a peer not in
+    /// `--uwsgi-allow-from`.
+    pub uwsgi_refused: AtomicU64,
     /// Sum of request durations in microseconds (the histogram's `_sum`).
     pub duration_us: AtomicU64,
     /// Non-cumulative bucket counts: `buckets[i]` counts durations ≤ `BUCKETS_US[i]` and above
@@ -118,6 +136,7 @@ impl Stats {
             &self.bytes_in,
             &self.bytes_out,
             &self.unlisted,
+            &self.uwsgi_refused,
             &self.duration_us,
         ]
         .into_iter()
@@ -139,6 +158,7 @@ impl Stats {
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             unlisted: self.unlisted.load(Relaxed),
+            uwsgi_refused: self.uwsgi_refused.load(Relaxed),
             duration_us: self.duration_us.load(Relaxed),
             buckets: std::array::from_fn(|i| self.buckets[i].load(Relaxed)),
         }
@@ -153,6 +173,7 @@ pub struct StatsSnapshot {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub unlisted: u64,
+    pub uwsgi_refused: u64,
     pub duration_us: u64,
     pub buckets: [u64; BUCKETS_US.len() + 1],
 }
@@ -163,6 +184,7 @@ impl StatsSnapshot {
         self.bytes_in += o.bytes_in;
         self.bytes_out += o.bytes_out;
         self.unlisted += o.unlisted;
+        self.uwsgi_refused += o.uwsgi_refused;
         self.duration_us += o.duration_us;
         for (a, b) in self.status.iter_mut().zip(o.status) {
             *a += b;
@@ -202,6 +224,9 @@ pub struct WritePathFigures {
     pub pool_size: u64,
     pub pool_idle: u64,
     pub pool_max: u64,
+    /// The backlog at which the application refuses new writes (`--max-lag`); 0 when it has no
+    /// such limit. Readiness (`/readyz`, `--health-path`) turns 503 while a worker is there.
+    pub max_backlog: u64,
 }
 
 /// A worker's write-path figures, copied in by the worker about twice a second; the application
@@ -210,7 +235,7 @@ pub struct WritePathFigures {
 pub struct StoreFigures {
     /// 1 once the worker has published figures (it has a write path).
     present: AtomicU64,
-    values: [AtomicU64; 12],
+    values: [AtomicU64; 13],
 }
 
 const _: () = assert!(std::mem::size_of::<StoreFigures>() <= STORE_SIZE);
@@ -230,6 +255,7 @@ impl StoreFigures {
             s.pool_size,
             s.pool_idle,
             s.pool_max,
+            s.max_backlog,
         ];
         for (a, v) in self.values.iter().zip(values) {
             a.store(v, Relaxed);
@@ -242,7 +268,7 @@ impl StoreFigures {
         if self.present.load(Acquire) != 1 {
             return None;
         }
-        let v: [u64; 12] = std::array::from_fn(|i| self.values[i].load(Relaxed));
+        let v: [u64; 13] = std::array::from_fn(|i| self.values[i].load(Relaxed));
         Some(WritePathFigures {
             appended: v[0],
             fsyncs: v[1],
@@ -256,12 +282,14 @@ impl StoreFigures {
             pool_size: v[9],
             pool_idle: v[10],
             pool_max: v[11],
+            max_backlog: v[12],
         })
     }
 }
 
 /// What a listed connection is doing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 #[repr(u32)]
 pub enum ConnState {
     /// Waiting for (the rest of) a request.
@@ -513,9 +541,15 @@ impl Scoreboard {
     }
 
     fn header_magic(&self) -> &AtomicU64 {
-        // SAFETY: the mapping is page-aligned and at least HEADER bytes long; AtomicU64 has no
-        // invalid bit patterns and the memory lives as long as `self`.
-        unsafe { &*(self.map.as_mut_ptr() as *const AtomicU64) }
+        &self.header().magic
+    }
+
+    /// The server-wide words the master writes for every process to read.
+    pub fn header(&self) -> &Header {
+        // SAFETY: the mapping is page-aligned and at least HEADER bytes long (Header fits, see
+        // the assertion beside it); every field is an atomic, with no invalid bit patterns, and
+        // the memory lives as long as `self`.
+        unsafe { &*(self.map.as_mut_ptr() as *const Header) }
     }
 
     /// The slot of worker `index` (`index < MAX_SLOTS`).

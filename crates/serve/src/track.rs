@@ -28,6 +28,8 @@ pub(crate) struct Tracker {
     scoreboard: Arc<Scoreboard>,
     slot: usize,
     on: bool,
+    /// Mask the values of sensitive-looking query keys (not `--log-query-values`).
+    mask_query: bool,
     access_log: Option<AccessLog>,
 }
 
@@ -39,12 +41,13 @@ impl Tracker {
     ) -> anyhow::Result<Tracker> {
         let access_log = match config.access_log.as_deref() {
             None => None,
-            Some(target) => Some(AccessLog::open(target)?),
+            Some(target) => Some(AccessLog::open(target, !config.log_query_values)?),
         };
         Ok(Tracker {
             scoreboard,
             slot,
             on: !config.no_request_tracking,
+            mask_query: !config.log_query_values,
             access_log,
         })
     }
@@ -98,6 +101,19 @@ impl ConnTrack {
         }
     }
 
+    /// The client behind a proxy, as the proxy reported it (uwsgi's `REMOTE_ADDR`): the access
+    /// log prints it instead of the proxy's address.
+    pub fn set_client(&mut self, peer: Option<SocketAddr>) {
+        if peer.is_some() {
+            self.peer = peer;
+        }
+    }
+
+    /// A uwsgi connection was closed unanswered (malformed packet, or a peer not allowed).
+    pub fn uwsgi_refused(&self) {
+        self.tracker.stats().uwsgi_refused.fetch_add(1, Relaxed);
+    }
+
     /// `n` bytes arrived.
     pub fn read(&mut self, n: usize) {
         if self.tracker.on {
@@ -123,7 +139,14 @@ impl ConnTrack {
         self.started_us = now;
         if let Some(i) = self.entry {
             let e = t.scoreboard.entry(t.slot, i);
-            e.begin_request(req.method.as_str(), &req.path, req.query.as_deref(), now);
+            let query = req.query.as_deref().map(|q| {
+                if t.mask_query {
+                    crate::status::redact::query(q)
+                } else {
+                    q.into()
+                }
+            });
+            e.begin_request(req.method.as_str(), &req.path, query.as_deref(), now);
         }
         self.state = ConnState::Handling;
     }
@@ -183,10 +206,12 @@ impl Drop for ConnTrack {
 #[derive(Debug)]
 struct AccessLog {
     file: File,
+    /// Mask the values of sensitive-looking query keys.
+    mask_query: bool,
 }
 
 impl AccessLog {
-    fn open(target: &str) -> anyhow::Result<AccessLog> {
+    fn open(target: &str, mask_query: bool) -> anyhow::Result<AccessLog> {
         let file = if target == "-" {
             // Standard output, shared with the other workers; duplicated so it closes safely.
             use std::os::fd::AsFd;
@@ -202,7 +227,7 @@ impl AccessLog {
                 .open(target)
                 .with_context(|| format!("cannot open --access-log {target}"))?
         };
-        Ok(AccessLog { file })
+        Ok(AccessLog { file, mask_query })
     }
 
     fn write(
@@ -214,7 +239,15 @@ impl AccessLog {
         now_us: u64,
         micros: u64,
     ) {
-        let line = combined_line(peer, meta, status, body_len, now_us, micros);
+        let line = combined_line(
+            peer,
+            meta,
+            status,
+            body_len,
+            now_us,
+            micros,
+            self.mask_query,
+        );
         // A full disk or a closed pipe must not fail requests.
         let _ = (&self.file).write_all(line.as_bytes());
     }
@@ -228,6 +261,7 @@ fn combined_line(
     body_len: usize,
     now_us: u64,
     micros: u64,
+    mask_query: bool,
 ) -> String {
     use std::fmt::Write as _;
     let log = meta.log.as_deref();
@@ -245,7 +279,11 @@ fn combined_line(
         Some(l) => {
             escape_into(&mut line, &l.method);
             line.push(' ');
-            escape_into(&mut line, &l.target);
+            if mask_query {
+                escape_into(&mut line, &crate::status::redact::target(&l.target));
+            } else {
+                escape_into(&mut line, &l.target);
+            }
         }
         None => line.push('-'),
     }
@@ -333,18 +371,35 @@ mod tests {
         let inc = d.decode(&mut buf).unwrap().unwrap();
         let peer = "192.0.2.7:5555".parse().ok();
         // 2000-10-10T13:55:36Z
-        let line = combined_line(peer, &inc.meta, 200, 6, 971_186_136_000_000, 1234);
+        let line = combined_line(peer, &inc.meta, 200, 6, 971_186_136_000_000, 1234, true);
         assert_eq!(
             line,
             "192.0.2.7 - - [10/Oct/2000:13:55:36 +0000] \"GET /a%20b?x=\\\"1\\\" HTTP/1.1\" \
              200 6 \"-\" \"ab/2.3\" 1234\n"
         );
-        let line = combined_line(None, &inc.meta, 404, 0, 0, 1);
+        let line = combined_line(None, &inc.meta, 404, 0, 0, 1, true);
         assert!(
             line.starts_with("unix - - [01/Jan/1970:00:00:00 +0000]"),
             "{line}"
         );
         assert!(line.contains(" 404 - "), "{line}");
+    }
+
+    #[test]
+    fn secrets_in_the_query_are_masked_unless_asked_for() {
+        let mut buf = BytesMut::from(
+            &b"GET /?token=SECRET123&api_key=k&page=2 HTTP/1.1\r\nHost: h\r\n\r\n"[..],
+        );
+        let mut d = Decoder::new(Limits::default()).capture_log_fields(true);
+        let inc = d.decode(&mut buf).unwrap().unwrap();
+        let line = combined_line(None, &inc.meta, 200, 1, 0, 1, true);
+        assert!(
+            line.contains("\"GET /?token=***&api_key=***&page=2 HTTP/1.1\""),
+            "{line}"
+        );
+        assert!(!line.contains("SECRET123"), "{line}");
+        let line = combined_line(None, &inc.meta, 200, 1, 0, 1, false);
+        assert!(line.contains("token=SECRET123&api_key=k"), "{line}");
     }
 
     /// Prints the time the tracking calls of one keep-alive request take, on and off; run by

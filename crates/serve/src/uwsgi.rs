@@ -32,9 +32,9 @@ use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 
 use bytes::{Buf, Bytes, BytesMut};
-use c10k_http::{
-    Body, Headers, Method, Request, RequestBody, Response, Scheme, Transport, Version,
-};
+use c10k_http::{Body, Headers, Method, Request, RequestBody, Response, Scheme, Version};
+
+pub use crate::proto::{BodyFraming, ConnInfo};
 
 /// modifier1 of a plain WSGI/HTTP request (what `uwsgi_pass` sends by default).
 pub const MODIFIER_WSGI: u8 = 0;
@@ -99,16 +99,6 @@ impl UwsgiError {
             UwsgiError::Refused { status, reason } => Some(Response::error(*status, reason)),
         }
     }
-}
-
-/// What the connection itself says about a request; the vars may override the addresses.
-#[derive(Clone, Copy, Debug)]
-pub struct ConnInfo {
-    pub transport: Transport,
-    /// The socket's peer (nginx's address, not the client's).
-    pub peer: Option<SocketAddr>,
-    /// The socket's local address.
-    pub local: Option<SocketAddr>,
 }
 
 #[derive(Debug)]
@@ -329,6 +319,8 @@ fn build_request(
                 }
                 &mut cgi.content_length
             }
+            // uwsgi_params sends CONTENT_TYPE even when the request has none: empty.
+            b"CONTENT_TYPE" if value.is_empty() => continue,
             b"CONTENT_TYPE" | b"HTTP_CONTENT_TYPE" => {
                 let from_cgi = key == b"CONTENT_TYPE";
                 let value = field_value(value)?;
@@ -483,10 +475,11 @@ fn target_path_query(
             return Err(UwsgiError::malformed("neither PATH_INFO nor REQUEST_URI"));
         }
     };
-    let path = if path.is_empty() {
-        "/".to_owned()
-    } else {
+    // Applications route on a path that starts with '/' (the HTTP decoder guarantees it).
+    let path = if path.starts_with('/') {
         path
+    } else {
+        format!("/{path}")
     };
     let target = match uri {
         Some(u) => encode(u, Keep::Raw),
@@ -580,41 +573,49 @@ fn local_addr(cgi: &Cgi<'_>, conn: &ConnInfo) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
-/// How the body of an encoded response follows its head.
-pub enum BodyFollows {
-    /// Nothing more to write (a complete body was appended, or a HEAD answer).
-    Nothing,
-    /// Write the stream's chunks as they come, then close: the close ends the body.
-    Stream(c10k_http::BodyStream),
-}
-
-impl std::fmt::Debug for BodyFollows {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            BodyFollows::Nothing => "Nothing",
-            BodyFollows::Stream(_) => "Stream",
-        })
-    }
-}
-
-/// Appends the head of `resp` as uWSGI writes it (status line and the handler's headers; no
-/// `Connection`, `Transfer-Encoding` or `Keep-Alive`, which mean nothing on a connection that
-/// closes after one response) and a complete body. A complete body gets its `Content-Length`;
-/// a stream keeps the handler's own one if it set one, and is otherwise close-delimited.
-/// `head_only` (HEAD) drops the body but keeps its length.
-pub fn encode_head(out: &mut Vec<u8>, resp: Response, head_only: bool) -> BodyFollows {
+/// Appends the head of `resp` as uWSGI writes it — status line and the handler's headers, no
+/// `Connection`, `Transfer-Encoding` or `Keep-Alive` (they mean nothing on a connection that
+/// closes after one response) — and a complete body, and returns how a streamed body must be
+/// framed by the caller. A complete body gets its `Content-Length`; a stream keeps the handler's
+/// own one if it set one, and is otherwise close-delimited, never chunked (nginx passes a uwsgi
+/// upstream's body through as it is). `head_only` (HEAD) drops the body but keeps its length.
+pub fn encode_head(out: &mut Vec<u8>, resp: &Response, head_only: bool) -> BodyFraming {
+    let announced: Option<u64> = resp
+        .header("content-length")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.trim().parse().ok());
+    let no_body = resp.status < 200 || resp.status == 204 || resp.status == 304;
+    let (length, framing) = match &resp.body {
+        Body::Full(b) => {
+            // A HEAD answer may announce the length of the body it would have sent.
+            let len = match announced {
+                Some(n) if head_only && b.is_empty() => n,
+                _ => b.len() as u64,
+            };
+            (Some(len), BodyFraming::Length { left: len })
+        }
+        Body::Stream(_) if no_body => (Some(0), BodyFraming::Empty),
+        Body::Stream(_) => match announced {
+            Some(n) => (Some(n), BodyFraming::Length { left: n }),
+            None => (None, BodyFraming::Close),
+        },
+    };
     out.extend_from_slice(b"HTTP/1.1 ");
     let mut num = itoa::Buffer::new();
     out.extend_from_slice(num.format(resp.status).as_bytes());
     out.push(b' ');
     out.extend_from_slice(crate::proto::reason_phrase(resp.status).as_bytes());
     out.extend_from_slice(b"\r\n");
-    let full = matches!(resp.body, Body::Full(_));
     for (name, value) in &resp.headers {
-        let hop = ["connection", "transfer-encoding", "keep-alive"]
-            .iter()
-            .any(|h| name.eq_ignore_ascii_case(h));
-        if hop || (full && name.eq_ignore_ascii_case("content-length")) {
+        let framing_header = [
+            "content-length",
+            "connection",
+            "transfer-encoding",
+            "keep-alive",
+        ]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h));
+        if framing_header {
             continue;
         }
         // Names and values come from the application; never let one inject a line break.
@@ -623,25 +624,22 @@ pub fn encode_head(out: &mut Vec<u8>, resp: Response, head_only: bool) -> BodyFo
         out.extend(value.iter().copied().filter(|&b| b != b'\r' && b != b'\n'));
         out.extend_from_slice(b"\r\n");
     }
-    match resp.body {
-        Body::Full(body) => {
-            out.extend_from_slice(b"Content-Length: ");
-            out.extend_from_slice(num.format(body.len()).as_bytes());
-            out.extend_from_slice(b"\r\n\r\n");
-            if !head_only {
-                out.extend_from_slice(&body);
-            }
-            BodyFollows::Nothing
-        }
-        Body::Stream(stream) => {
-            out.extend_from_slice(b"\r\n");
-            if head_only {
-                BodyFollows::Nothing
-            } else {
-                BodyFollows::Stream(stream)
-            }
-        }
+    if let Some(len) = length.filter(|_| !no_body) {
+        out.extend_from_slice(b"Content-Length: ");
+        out.extend_from_slice(num.format(len).as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
+    out.extend_from_slice(b"\r\n");
+    if head_only {
+        return BodyFraming::Empty;
+    }
+    if let Body::Full(b) = &resp.body {
+        if !no_body {
+            out.extend_from_slice(b);
+        }
+        return BodyFraming::Empty;
+    }
+    framing
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ macro_rules! per_class {
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -56,6 +57,8 @@ impl Server {
             // Parallel tests must not race for the default admin port; --admin still wins.
             .env("C10K_ADMIN", "127.0.0.1:0")
             .env("C10K_DATA_DIR", data.path())
+            // Its own process group, as a shell gives a job: `signal_group` plays Ctrl-C.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -139,6 +142,13 @@ impl Server {
     pub fn signal(&self, sig: i32) {
         // SAFETY: kill has no memory-safety preconditions.
         unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Sends `sig` to the whole process group (master and workers), as Ctrl-C at a terminal
+    /// does.
+    pub fn signal_group(&self, sig: i32) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(-(self.child.id() as i32), sig) };
     }
 
     /// Waits for the master to exit; returns its exit code (None if killed by a signal).

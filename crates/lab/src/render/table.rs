@@ -76,8 +76,9 @@ pub fn summary(rows: &[Row], info: &RunInfo) -> String {
         out,
         "## The seed's table, for reference\n\nFlask under gunicorn/uWSGI, `ab -r -n 10 -c 5 \
          '/?delay=1'`-style runs on the seed author's machine; its two nginx rows were never \
-         filled in (the `nginx` rows above fill them for c10k, and for the Python servers when \
-         `--python` has them).\n"
+         filled in (the `nginx + uwsgi protocol` rows above fill them in the shape the seed meant, \
+         for c10k and, when `--python` has it, for uWSGI; `nginx + HTTP proxy` rows put nginx \
+         in front as an HTTP proxy instead).\n"
     );
     out.push_str(SEED_TABLE);
     out

@@ -1,6 +1,7 @@
 //! Unit tests of the uwsgi codec: packets as nginx builds them, every split, every refusal.
 
 use super::*;
+use c10k_http::Transport;
 use std::net::Ipv4Addr;
 
 /// A uwsgi packet: header, vars block, body.
@@ -135,6 +136,20 @@ fn maps_nginx_vars_to_the_request() {
     assert_eq!(r.content_type(), Some("text/plain"));
     assert_eq!(r.host(), Some("example.test:8080"));
     assert_eq!(r.headers.get_str("content-length"), Some("5"));
+
+    // A GET through uwsgi_params: empty CONTENT_TYPE and CONTENT_LENGTH are no header fields.
+    let r = decode_one(&packet(
+        0,
+        &[
+            (b"REQUEST_METHOD", b"GET"),
+            (b"CONTENT_TYPE", b""),
+            (b"CONTENT_LENGTH", b""),
+            (b"PATH_INFO", b"/"),
+        ],
+        b"",
+    ))
+    .unwrap();
+    assert!(r.headers.is_empty(), "{:?}", r.headers);
 }
 
 #[test]
@@ -395,6 +410,18 @@ fn modifier_30_strips_script_name() {
     // modifier1 0 leaves PATH_INFO alone.
     let r = decode_one(&packet(0, vars, b"")).unwrap();
     assert_eq!(r.path, "/app/x");
+    // What is left always starts with '/'.
+    let r = decode_one(&packet(
+        30,
+        &[
+            (b"REQUEST_METHOD", b"GET"),
+            (b"SCRIPT_NAME", b"/app/"),
+            (b"PATH_INFO", b"/app/x"),
+        ],
+        b"",
+    ))
+    .unwrap();
+    assert_eq!(r.path, "/x");
 }
 
 #[test]
@@ -489,13 +516,10 @@ fn header_names_come_back_title_case() {
     assert!(header_name(b"A B").is_err());
 }
 
-fn encode(resp: Response, head_only: bool) -> (String, bool) {
+fn encode(resp: Response, head_only: bool) -> (String, BodyFraming) {
     let mut out = Vec::new();
-    let follows = encode_head(&mut out, resp, head_only);
-    (
-        String::from_utf8(out).unwrap(),
-        matches!(follows, BodyFollows::Stream(_)),
-    )
+    let framing = encode_head(&mut out, &resp, head_only);
+    (String::from_utf8(out).unwrap(), framing)
 }
 
 fn stream_of(chunks: &[&'static str]) -> c10k_http::BodyStream {
@@ -519,8 +543,8 @@ fn encodes_like_uwsgi() {
         .with_header("Connection", "keep-alive")
         .with_header("Content-Length", "99")
         .with_header("X-A", "1\r\nEvil: 2");
-    let (s, streams) = encode(resp, false);
-    assert!(!streams);
+    let (s, framing) = encode(resp, false);
+    assert_eq!(framing, BodyFraming::Empty, "the body is in the buffer");
     assert_eq!(
         s,
         "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\n\
@@ -533,14 +557,25 @@ fn encodes_like_uwsgi() {
     let resp = Response::new(200)
         .with_header("Transfer-Encoding", "chunked")
         .with_stream(stream_of(&["a", "b"]));
-    let (s, streams) = encode(resp, false);
-    assert!(streams);
+    let (s, framing) = encode(resp, false);
+    assert_eq!(framing, BodyFraming::Close);
     assert_eq!(s, "HTTP/1.1 200 OK\r\n\r\n");
-    // The handler's own length is kept; HEAD sends no body at all.
-    let resp = Response::new(200)
-        .with_header("Content-Length", "2")
-        .with_stream(stream_of(&["a", "b"]));
-    let (s, streams) = encode(resp, true);
-    assert!(!streams);
+    // The handler's own length is kept and enforced; HEAD sends no body at all.
+    let resp = || {
+        Response::new(200)
+            .with_header("Content-Length", "2")
+            .with_stream(stream_of(&["a", "b"]))
+    };
+    let (s, framing) = encode(resp(), false);
+    assert_eq!(framing, BodyFraming::Length { left: 2 });
     assert_eq!(s, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n");
+    let (s, framing) = encode(resp(), true);
+    assert_eq!(framing, BodyFraming::Empty);
+    assert_eq!(s, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n");
+    // 204 and 304 carry no body and no length.
+    let (s, framing) = encode(Response::new(204).with_stream(stream_of(&["x"])), false);
+    assert_eq!(
+        (s.as_str(), framing),
+        ("HTTP/1.1 204 No Content\r\n\r\n", BodyFraming::Empty)
+    );
 }

@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 
 use c10k_http::Transport;
 
-use crate::config::ServeConfig;
+use crate::config::{Protocol, ServeConfig};
 use crate::conn::ConnSettings;
 use crate::listener::Listener;
 use crate::proto::ConnInfo;
@@ -39,14 +39,18 @@ pub(super) fn run<H: Handler>(
         .build()
         .context("cannot start the tokio runtime")?;
     let settings = Arc::new(ConnSettings::from_config(config));
+    let protocols: Vec<Protocol> = (0..listeners.len())
+        .map(|i| config.protocol_of(i))
+        .collect();
     let max_conns = config.worker_connections;
     let graceful = Duration::from_secs_f64(config.graceful_timeout);
     rt.block_on(async move {
         let permits = Arc::new(Semaphore::new(max_conns));
-        for l in listeners {
+        for (i, l) in listeners.into_iter().enumerate() {
             let acceptor = Acceptor::new(l)?;
             tokio::spawn(accept_loop(
                 acceptor,
+                protocols[i],
                 handler.clone(),
                 settings.clone(),
                 permits.clone(),
@@ -106,6 +110,7 @@ impl Acceptor {
 
 async fn accept_loop<H: Handler>(
     acceptor: Acceptor,
+    protocol: Protocol,
     handler: Arc<H>,
     settings: Arc<ConnSettings>,
     permits: Arc<Semaphore>,
@@ -142,24 +147,43 @@ async fn accept_loop<H: Handler>(
             let mut track = life.open(peer);
             let on_request = || life.on_request();
             let t = &mut track;
-            let result = match io {
-                Io::Tcp(s) => {
+            let h = &*handler;
+            let result = match (io, protocol) {
+                (Io::Tcp(s), Protocol::Http) => {
                     let info = ConnInfo {
                         peer,
                         local: s.local_addr().ok(),
                         transport: Transport::Tcp,
                     };
-                    let h = &*handler;
                     crate::conn_async::serve(s, t, h, &settings, stop, &on_request, info).await
                 }
-                Io::Unix(s) => {
+                (Io::Unix(s), Protocol::Http) => {
                     let info = ConnInfo {
                         peer: None,
                         local: None,
                         transport: Transport::Unix,
                     };
-                    let h = &*handler;
                     crate::conn_async::serve(s, t, h, &settings, stop, &on_request, info).await
+                }
+                (Io::Tcp(s), Protocol::Uwsgi) => {
+                    let info = ConnInfo {
+                        peer,
+                        local: s.local_addr().ok(),
+                        transport: Transport::Tcp,
+                    };
+                    if crate::conn_uwsgi::admit(&settings, t, peer) {
+                        crate::conn_uwsgi::serve_async(s, t, h, &settings, &on_request, info).await
+                    } else {
+                        Ok(())
+                    }
+                }
+                (Io::Unix(s), Protocol::Uwsgi) => {
+                    let info = ConnInfo {
+                        peer: None,
+                        local: None,
+                        transport: Transport::Unix,
+                    };
+                    crate::conn_uwsgi::serve_async(s, t, h, &settings, &on_request, info).await
                 }
             };
             if let Err(e) = result {

@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
+use crate::config::{Protocol, ServeConfig};
 use crate::conn_blocking::BlockingStream;
 use crate::listener::Listener;
 
@@ -82,11 +83,17 @@ impl BlockingStream for Conn {
 #[derive(Debug)]
 pub(crate) struct Acceptor {
     listeners: Vec<Listener>,
+    /// The protocol of each listener, by index.
+    protocols: Vec<Protocol>,
     pollfds: Vec<libc::pollfd>,
 }
 
 impl Acceptor {
-    pub fn new(listeners: Vec<Listener>) -> io::Result<Acceptor> {
+    /// Accepts on `listeners`, which speak the protocols `config.bind` gives them.
+    pub fn new(listeners: Vec<Listener>, config: &ServeConfig) -> io::Result<Acceptor> {
+        let protocols = (0..listeners.len())
+            .map(|i| config.protocol_of(i))
+            .collect();
         for l in &listeners {
             l.set_nonblocking(true)?;
         }
@@ -98,12 +105,16 @@ impl Acceptor {
                 revents: 0,
             })
             .collect();
-        Ok(Acceptor { listeners, pollfds })
+        Ok(Acceptor {
+            listeners,
+            protocols,
+            pollfds,
+        })
     }
 
     /// Waits up to `wait` for a connection. `Ok(None)`: none arrived (or another worker process
     /// took it first — the listen socket is shared, so a wake-up can be lost to a sibling).
-    pub fn accept(&mut self, wait: Duration) -> io::Result<Option<(Conn, Option<SocketAddr>)>> {
+    pub fn accept(&mut self, wait: Duration) -> io::Result<Option<Accepted>> {
         for p in &mut self.pollfds {
             p.revents = 0;
         }
@@ -129,12 +140,55 @@ impl Acceptor {
                 continue;
             }
             match accept_blocking(&self.listeners[i]) {
-                Ok(accepted) => return Ok(Some(accepted)),
+                Ok((conn, peer)) => {
+                    return Ok(Some(Accepted {
+                        conn,
+                        peer,
+                        protocol: self.protocols[i],
+                    }))
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
             }
         }
         Ok(None)
+    }
+}
+
+/// A connection [`Acceptor::accept`] took: the client's address (`None` on a unix socket) and
+/// the protocol its listener speaks.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    pub conn: Conn,
+    pub peer: Option<SocketAddr>,
+    pub protocol: Protocol,
+}
+
+/// Serves one accepted connection on this thread, in the given HTTP `mode` or as one uwsgi
+/// request (after the `--uwsgi-allow-from` check): what `sync` and `thread` do with it.
+pub(crate) fn serve_accepted<H: c10k_http::Handler>(
+    accepted: Accepted,
+    track: &mut crate::track::ConnTrack,
+    handler: &H,
+    settings: &crate::conn::ConnSettings,
+    shutdown: &crate::shutdown::Shutdown,
+    mode: crate::conn_blocking::Mode,
+    on_request: &mut dyn FnMut(),
+) -> io::Result<()> {
+    let Accepted {
+        conn,
+        peer,
+        protocol,
+    } = accepted;
+    match protocol {
+        Protocol::Http => {
+            crate::conn_blocking::serve(conn, track, handler, settings, shutdown, mode, on_request)
+                .map(drop)
+        }
+        Protocol::Uwsgi if crate::conn_uwsgi::admit(settings, track, peer) => {
+            crate::conn_uwsgi::serve_blocking(conn, track, handler, settings, on_request)
+        }
+        Protocol::Uwsgi => Ok(()),
     }
 }
 

@@ -18,7 +18,7 @@ use polling::{Event, Events, Poller};
 
 use super::blocking::{accept_error, Conn};
 use super::life::{Gauge, Life};
-use crate::config::ServeConfig;
+use crate::config::{Protocol, ServeConfig};
 use crate::conn::ConnSettings;
 use crate::conn_blocking::{self, Outcome};
 use crate::listener::Listener;
@@ -29,6 +29,7 @@ use crate::track::ConnTrack;
 struct Tracked {
     conn: Conn,
     track: ConnTrack,
+    protocol: Protocol,
 }
 
 pub(super) fn run<H: Handler>(
@@ -61,22 +62,43 @@ pub(super) fn run<H: Handler>(
         let t = std::thread::Builder::new()
             .name(format!("c10k-gthread-{i}"))
             .spawn(move || {
-                for Tracked { conn, mut track } in work_rx.iter() {
+                for Tracked {
+                    conn,
+                    mut track,
+                    protocol,
+                } in work_rx.iter()
+                {
                     life.slot().busy.fetch_add(1, Relaxed);
                     let mut on_request = || life.on_request();
-                    let result = conn_blocking::resume(
-                        conn,
-                        &mut track,
-                        &*handler,
-                        &settings,
-                        &life.shutdown,
-                        &mut on_request,
-                    );
+                    let result = match protocol {
+                        Protocol::Http => conn_blocking::resume(
+                            conn,
+                            &mut track,
+                            &*handler,
+                            &settings,
+                            &life.shutdown,
+                            &mut on_request,
+                        ),
+                        // One request per uwsgi connection: it never comes back idle.
+                        Protocol::Uwsgi => crate::conn_uwsgi::serve_blocking(
+                            conn,
+                            &mut track,
+                            &*handler,
+                            &settings,
+                            &mut on_request,
+                        )
+                        .map(|()| Outcome::Closed),
+                    };
                     life.slot().busy.fetch_sub(1, Relaxed);
                     assigned.fetch_sub(1, Relaxed);
                     match result {
                         Ok(Outcome::Idle(conn)) => {
-                            if idle_tx.send(Tracked { conn, track }).is_ok() {
+                            let back = Tracked {
+                                conn,
+                                track,
+                                protocol,
+                            };
+                            if idle_tx.send(back).is_ok() {
                                 let _ = poller.notify();
                             } else {
                                 closed(&life, &open);
@@ -97,6 +119,9 @@ pub(super) fn run<H: Handler>(
 
     let mut reactor = Reactor {
         poller: &poller,
+        protocols: (0..listeners.len())
+            .map(|i| config.protocol_of(i))
+            .collect(),
         listeners,
         listening: false,
         parked: HashMap::new(),
@@ -145,6 +170,8 @@ fn closed(life: &Life, open: &Gauge) {
 struct Reactor<'a> {
     poller: &'a Poller,
     listeners: Vec<Listener>,
+    /// The protocol of each listener, by index.
+    protocols: Vec<Protocol>,
     listening: bool,
     /// Idle or new connections waiting to become readable, with the time they may wait.
     parked: HashMap<usize, (Tracked, Instant, bool)>,
@@ -262,10 +289,20 @@ impl Reactor<'_> {
             }
             match super::blocking::accept_blocking(&self.listeners[index]) {
                 Ok((conn, peer)) => {
+                    let track = self.life.open(peer);
+                    let protocol = self.protocols[index];
+                    if protocol == Protocol::Uwsgi
+                        && !crate::conn_uwsgi::admit(self.settings, &track, peer)
+                    {
+                        continue;
+                    }
                     self.open.inc();
                     self.life.slot().connections.fetch_add(1, Relaxed);
-                    let track = self.life.open(peer);
-                    let conn = Tracked { conn, track };
+                    let conn = Tracked {
+                        conn,
+                        track,
+                        protocol,
+                    };
                     if let Err(e) = self.park(conn, Instant::now() + first_request, true) {
                         tracing::error!("cannot watch a new connection: {e:#}");
                     }

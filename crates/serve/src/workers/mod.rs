@@ -40,14 +40,6 @@ impl Server {
     /// Binds every `--bind` address of `config`.
     pub fn bind(config: ServeConfig) -> anyhow::Result<Server> {
         config.validate()?;
-        // The codec has landed ahead of the connection driver that speaks it.
-        if let Some(b) = config
-            .bind
-            .iter()
-            .find(|b| b.protocol == crate::config::Protocol::Uwsgi)
-        {
-            anyhow::bail!("--bind {b}: uwsgi listeners are not served by this build yet");
-        }
         let mut listeners = Vec::with_capacity(config.bind.len());
         for bind in &config.bind {
             let l = Listener::bind(&bind.addr, config.backlog, config.reuse_port)
@@ -88,6 +80,9 @@ impl Server {
     pub fn serve<H: Handler>(self, handler: Arc<H>) -> anyhow::Result<()> {
         let scoreboard = Arc::new(Scoreboard::create().context("cannot create the scoreboard")?);
         scoreboard.reset(0, std::process::id());
+        // No master here: this process is the whole server, booted once it serves.
+        scoreboard.header().target.store(1, Ordering::Relaxed);
+        scoreboard.header().booted.store(1, Ordering::Relaxed);
         self.serve_in_slot(handler, scoreboard, 0)
     }
 
@@ -99,6 +94,11 @@ impl Server {
     ) -> anyhow::Result<()> {
         let config = &self.config;
         let tracker = crate::track::Tracker::new(scoreboard.clone(), slot, config)?;
+        let handler = Arc::new(crate::status::HealthPath::new(
+            handler,
+            config.health_path.clone(),
+            scoreboard.clone(),
+        ));
         let life = Arc::new(Life::new(
             self.shutdown.clone(),
             scoreboard,
@@ -248,7 +248,16 @@ where
             .open(path)
             .with_context(|| format!("cannot open --access-log {path}"))?;
     }
-    let server = Server::bind(config.clone())?;
+    tracing::info!("Starting c10k {}", env!("CARGO_PKG_VERSION"));
+    let mut config = config;
+    let inherited = crate::activation::inherited()?;
+    let server = if inherited.is_empty() {
+        Server::bind(config.clone())?
+    } else {
+        let listeners = crate::activation::take(&mut config, inherited)?;
+        config.validate()?;
+        Server::from_listeners(listeners, config.clone())
+    };
     for (i, addr) in server.local_addrs().into_iter().enumerate() {
         let bind = crate::config::Bind {
             protocol: config.protocol_of(i),
@@ -263,20 +272,16 @@ where
         };
         tracing::info!("Listening at: {scheme}{bind} ({})", std::process::id());
     }
-    tracing::info!(
-        worker_class = %config.worker_class,
-        workers = config.workers,
-        threads = config.threads,
-        worker_connections = config.worker_connections,
-        backlog = config.backlog,
-        keepalive = config.keepalive,
-        "c10k {} serving; effective config: {}",
-        env!("CARGO_PKG_VERSION"),
+    // gunicorn's short banner: version, listeners, class and workers. The whole configuration
+    // is one `--check-config` (or `--log-level debug`) away.
+    tracing::info!("Using worker: {}", worker_summary(&config));
+    tracing::debug!(
+        "effective config: {}",
         config.to_toml().trim_end().replace('\n', ", ")
     );
     let admin = match &config.admin.0 {
         Some(addr) => {
-            let admin = match crate::admin::Admin::bind(addr) {
+            let admin = match crate::status::Admin::bind(addr, config.admin_token.clone()) {
                 Ok(admin) => admin,
                 Err(e) if !config.admin_chosen => {
                     tracing::warn!(
@@ -299,7 +304,10 @@ where
                 .local_addr()
                 .map(|a| a.to_string())
                 .unwrap_or_default();
-            tracing::info!("Admin listening at: {scheme}{shown} (/status /processlist /metrics)");
+            tracing::info!(
+                token = config.admin_token.is_some(),
+                "Admin listening at: {scheme}{shown} (/status /processlist /metrics /livez /readyz)"
+            );
             Some(admin)
         }
         None => None,
@@ -310,12 +318,26 @@ where
 fn serve_master(
     config: ServeConfig,
     server: Server,
-    admin: Option<crate::admin::Admin>,
+    admin: Option<crate::status::Admin>,
 ) -> anyhow::Result<()> {
     // The master starts no thread before its workers exist (see `master`).
     master::Master::new(config, server.listeners, admin)?.run()?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// "gthread (4 workers × 50 threads)": what the banner says about the worker model.
+fn worker_summary(config: &ServeConfig) -> String {
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    let workers = plural(config.workers, "worker");
+    match config.worker_class {
+        WorkerClass::Gthread | WorkerClass::Async if config.threads > 1 => format!(
+            "{} ({workers} × {})",
+            config.worker_class,
+            plural(config.threads, "thread")
+        ),
+        _ => format!("{} ({workers})", config.worker_class),
+    }
 }
 
 /// gunicorn runs `sync` with more than one thread as `gthread`; so do we, and say so.
@@ -402,20 +424,24 @@ fn env_number<T: std::str::FromStr>(name: &str) -> anyhow::Result<T> {
         .with_context(|| format!("worker started without a valid {name}"))
 }
 
-/// A worker's signals, as gunicorn's: SIGTERM stops gracefully, SIGINT/SIGQUIT stop at once,
-/// SIGHUP retires the worker (finish, then exit so the master starts a fresh one). The handler
-/// only records the signal; this thread acts on it.
+/// A worker's signals: SIGTERM stops gracefully, SIGQUIT stops at once, SIGHUP retires the
+/// worker (finish, then exit so the master starts a fresh one). SIGINT is ignored: Ctrl-C at a
+/// terminal reaches every process of the group, and the master alone decides what it means
+/// (graceful stop, then fast on a second one) — gunicorn's workers quit on it and cut in-flight
+/// requests. The handler only records the signal; this thread acts on it.
 fn spawn_signal_thread(shutdown: Shutdown) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP])
+    use signal_hook::consts::{SIGHUP, SIGQUIT, SIGTERM};
+    // SAFETY: setting a signal's disposition to SIG_IGN has no memory-safety preconditions.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGQUIT, SIGHUP])
         .context("cannot install signal handlers")?;
     std::thread::Builder::new()
         .name("c10k-signals".into())
         .spawn(move || {
             for sig in signals.forever() {
                 match sig {
-                    SIGINT | SIGQUIT => {
-                        tracing::info!(signal = sig, "worker stopping now");
+                    SIGQUIT => {
+                        tracing::info!(signal = "SIGQUIT", "worker stopping now");
                         std::process::exit(0);
                     }
                     SIGHUP => shutdown.trigger(Phase::Draining),

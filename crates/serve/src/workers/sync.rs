@@ -10,7 +10,7 @@ use super::blocking::{accept_error, Acceptor};
 use super::life::Life;
 use crate::config::ServeConfig;
 use crate::conn::ConnSettings;
-use crate::conn_blocking::{self, Mode};
+use crate::conn_blocking::Mode;
 use crate::listener::Listener;
 use crate::shutdown::Phase;
 
@@ -21,19 +21,19 @@ pub(super) fn run<H: Handler>(
     life: Arc<Life>,
 ) -> anyhow::Result<()> {
     let settings = ConnSettings::from_config(config);
-    let mut acceptor = Acceptor::new(listeners)?;
+    let mut acceptor = Acceptor::new(listeners, config)?;
     life.ready();
     while life.phase() == Phase::Running {
         life.beat();
         match acceptor.accept(super::POLL) {
-            Ok(Some((conn, peer))) => {
+            Ok(Some(accepted)) => {
                 let slot = life.slot();
                 slot.connections
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let mut track = life.open(peer);
+                let mut track = life.open(accepted.peer);
                 let mut on_request = || life.on_request();
-                let result = conn_blocking::serve(
-                    conn,
+                let result = super::blocking::serve_accepted(
+                    accepted,
                     &mut track,
                     &*handler,
                     &settings,

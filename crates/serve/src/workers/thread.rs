@@ -13,7 +13,7 @@ use super::blocking::{accept_error, Acceptor};
 use super::life::{Gauge, Life};
 use crate::config::ServeConfig;
 use crate::conn::ConnSettings;
-use crate::conn_blocking::{self, Mode};
+use crate::conn_blocking::Mode;
 use crate::listener::Listener;
 use crate::shutdown::Phase;
 
@@ -27,7 +27,7 @@ pub(super) fn run<H: Handler>(
     life: Arc<Life>,
 ) -> anyhow::Result<()> {
     let settings = Arc::new(ConnSettings::from_config(config));
-    let mut acceptor = Acceptor::new(listeners)?;
+    let mut acceptor = Acceptor::new(listeners, config)?;
     let open = Arc::new(Gauge::default());
     life.ready();
     while life.phase() == Phase::Running {
@@ -35,7 +35,7 @@ pub(super) fn run<H: Handler>(
         if !open.wait_below(config.worker_connections, super::POLL) {
             continue;
         }
-        let (conn, peer) = match acceptor.accept(super::POLL) {
+        let accepted = match acceptor.accept(super::POLL) {
             Ok(Some(accepted)) => accepted,
             Ok(None) => continue,
             Err(e) => {
@@ -45,7 +45,7 @@ pub(super) fn run<H: Handler>(
         };
         open.inc();
         life.slot().connections.fetch_add(1, Relaxed);
-        let mut track = life.open(peer);
+        let mut track = life.open(accepted.peer);
         let (handler, settings, life2, open2) = (
             handler.clone(),
             settings.clone(),
@@ -57,8 +57,8 @@ pub(super) fn run<H: Handler>(
             .stack_size(STACK)
             .spawn(move || {
                 let mut on_request = || life2.on_request();
-                let result = conn_blocking::serve(
-                    conn,
+                let result = super::blocking::serve_accepted(
+                    accepted,
                     &mut track,
                     &*handler,
                     &settings,

@@ -1,0 +1,488 @@
+//! nginx's uwsgi protocol end to end: real nginx with `include uwsgi_params; uwsgi_pass` in front
+//! of `c10k serve --bind uwsgi://... --bind uwsgi+unix:...`, under every worker class, over TCP
+//! and over a unix socket; and raw packets straight to the uwsgi listener for what nginx never
+//! sends (malformed, truncated, a peer not in `--uwsgi-allow-from`).
+
+#[macro_use]
+mod util;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use util::Server;
+
+/// nginx's stock `uwsgi_params` (distributions patch theirs; this is upstream's).
+const UWSGI_PARAMS: &str = "\
+uwsgi_param  QUERY_STRING       $query_string;
+uwsgi_param  REQUEST_METHOD     $request_method;
+uwsgi_param  CONTENT_TYPE       $content_type;
+uwsgi_param  CONTENT_LENGTH     $content_length;
+uwsgi_param  REQUEST_URI        $request_uri;
+uwsgi_param  PATH_INFO          $document_uri;
+uwsgi_param  DOCUMENT_ROOT      $document_root;
+uwsgi_param  SERVER_PROTOCOL    $server_protocol;
+uwsgi_param  REQUEST_SCHEME     $scheme;
+uwsgi_param  HTTPS              $https if_not_empty;
+uwsgi_param  REMOTE_ADDR        $remote_addr;
+uwsgi_param  REMOTE_PORT        $remote_port;
+uwsgi_param  SERVER_PORT        $server_port;
+uwsgi_param  SERVER_NAME        $server_name;
+";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The port of the `uwsgi://` listener, from the server's log.
+fn uwsgi_addr(s: &Server) -> SocketAddr {
+    let log = s.log();
+    let rest = log
+        .split("Listening at: uwsgi://")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no uwsgi listener in the log:\n{log}"));
+    rest.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// nginx in a temp dir: one server block passing to c10k over TCP, one over the unix socket.
+struct Nginx {
+    child: Child,
+    tcp: SocketAddr,
+    unix: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn start(upstream_tcp: SocketAddr, upstream_unix: &Path) -> Option<Nginx> {
+        let Some(nginx) = c10k_lab::servers::nginx_binary() else {
+            // .ci/run installs nginx; a developer machine without it skips, saying so.
+            eprintln!("nginx is not installed: skipping (apt-get install nginx-light)");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        std::fs::write(dir.path().join("uwsgi_params"), UWSGI_PARAMS).unwrap();
+        // nginx's workers drop to `nobody` when started as root, and could not connect to a unix
+        // socket in a private temp dir; run them as the user we are.
+        // SAFETY: geteuid has no preconditions.
+        let user = if unsafe { libc::geteuid() } == 0 {
+            "user root;"
+        } else {
+            ""
+        };
+        let (tcp, unix) = (free_port(), free_port());
+        let conf = format!(
+            r#"{user}
+worker_processes 1;
+daemon off;
+error_log {d}/error.log info;
+pid {d}/nginx.pid;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body;
+  proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi;
+  scgi_temp_path {d}/scgi;
+  client_max_body_size 20m;
+  server {{
+    listen 127.0.0.1:{tcp};
+    location / {{ include uwsgi_params; uwsgi_pass {upstream_tcp}; }}
+  }}
+  server {{
+    listen 127.0.0.1:{unix};
+    location / {{ include uwsgi_params; uwsgi_pass unix:{sock}; }}
+  }}
+}}
+"#,
+            sock = upstream_unix.display()
+        );
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        let child = Command::new(nginx)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let n = Nginx {
+            child,
+            tcp: SocketAddr::from(([127, 0, 0, 1], tcp)),
+            unix: SocketAddr::from(([127, 0, 0, 1], unix)),
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(n.tcp).is_err() || TcpStream::connect(n.unix).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not start:\n{}",
+                n.errors()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(n)
+    }
+
+    fn errors(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response read to the end of the connection (HTTP/1.0 requests: nginx closes after it).
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+    /// The client side of the connection, to compare with what the application saw.
+    local: SocketAddr,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.split("\r\n").skip(1).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// Sends `method target` as HTTP/1.0 with `headers` and `body`, reads the answer to EOF.
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!("{method} {target} HTTP/1.0\r\nHost: test.local\r\n");
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    if !body.is_empty() {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let end = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(&all)));
+    let head = String::from_utf8_lossy(&all[..end]).into_owned();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    Answer {
+        status,
+        head,
+        body: all[end + 4..].to_vec(),
+        local: s.local_addr().unwrap(),
+    }
+}
+
+/// Starts c10k with an HTTP, a uwsgi TCP and a uwsgi unix listener, and nginx in front.
+fn start(class: &str, extra: &[&str]) -> Option<(Server, Nginx, tempfile::TempDir)> {
+    let sock_dir = tempfile::tempdir().unwrap();
+    let sock: PathBuf = sock_dir.path().join("c10k.sock");
+    let unix_bind = format!("uwsgi+unix:{}", sock.display());
+    let mut args = vec![
+        "--worker-class",
+        class,
+        "--threads",
+        util::threads(class),
+        "--bind",
+        "uwsgi://127.0.0.1:0",
+        "--bind",
+        &unix_bind,
+    ];
+    args.extend_from_slice(extra);
+    let server = Server::start(&args);
+    let nginx = Nginx::start(uwsgi_addr(&server), &sock)?;
+    Some((server, nginx, sock_dir))
+}
+
+per_class!(behind_nginx, |class| {
+    let Some((server, nginx, _sock)) = start(class, &["--request-timeout", "0.5"]) else {
+        return;
+    };
+    for (front, transport) in [(nginx.tcp, "tcp"), (nginx.unix, "unix")] {
+        // GET with a query and large headers (3 × 6 KiB: nginx's 8 KiB line buffers hold each).
+        let big = "b".repeat(6 * 1024);
+        let a = request(
+            front,
+            "GET",
+            "/whoami?x=1&y=%2F",
+            &[("X-One", &big), ("X-Two", &big), ("X-Three", &big)],
+            b"",
+        );
+        assert_eq!(a.status, 200, "{transport}: {a:?}\n{}", nginx.errors());
+        let w = a.json();
+        // Failure messages show the JSON without the 18 KiB of header values.
+        let short = {
+            let mut v = w.clone();
+            v["headers"] = serde_json::json!("…");
+            v
+        };
+        assert_eq!(w["method"], "GET", "{short}");
+        assert_eq!(w["target"], "/whoami?x=1&y=%2F", "{short}");
+        assert_eq!(w["path"], "/whoami", "{short}");
+        assert_eq!(w["query"], "x=1&y=%2F", "{short}");
+        assert_eq!(w["transport"], transport, "{short}");
+        assert_eq!(w["version"], "HTTP/1.0", "{short}");
+        // REMOTE_ADDR:REMOTE_PORT is our own client socket, not nginx's upstream connection.
+        assert_eq!(w["peer"], a.local.to_string(), "{short}");
+        // nginx's SERVER_PORT; SERVER_NAME is no address, so the IP is the socket's, and a unix
+        // socket has none.
+        let local = match transport {
+            "tcp" => serde_json::json!(format!("127.0.0.1:{}", front.port())),
+            _ => serde_json::Value::Null,
+        };
+        assert_eq!(w["local"], local, "{short}");
+        let headers = w["headers"].as_array().unwrap();
+        let get = |n: &str| {
+            headers
+                .iter()
+                .find(|h| h[0].as_str().unwrap().eq_ignore_ascii_case(n))
+                .map(|h| h[1].as_str().unwrap().to_owned())
+        };
+        assert_eq!(get("X-One").map(|v| v.len()), Some(6 * 1024), "{short}");
+        assert_eq!(get("X-Three").map(|v| v.len()), Some(6 * 1024), "{short}");
+        assert_eq!(get("Host").as_deref(), Some("test.local"), "{short}");
+        assert_eq!(get("Content-Type"), None, "no body, no type: {short}");
+
+        // POST with a body (nginx buffers it and sends CONTENT_LENGTH).
+        let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let a = request(
+            front,
+            "POST",
+            "/echo",
+            &[("Content-Type", "application/x-test")],
+            &body,
+        );
+        assert_eq!(a.status, 200, "{transport}: {}", a.head);
+        assert_eq!(a.header("content-type"), Some("application/x-test"));
+        assert!(a.body == body, "{transport}: echoed body differs");
+
+        // A streamed response of unknown length: close-delimited from c10k, whole at the client.
+        let a = request(front, "GET", "/stream?n=2000", &[], b"");
+        assert_eq!(a.status, 200, "{transport}: {}", a.head);
+        let text = String::from_utf8(a.body.clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2000, "{transport}");
+        assert_eq!(lines[1999], "line 2000");
+
+        // HEAD: the length, no body.
+        let a = request(front, "HEAD", "/", &[], b"");
+        assert_eq!(a.status, 200);
+        assert_eq!(a.header("content-length"), Some("6"), "{}", a.head);
+        assert!(a.body.is_empty());
+
+        // 4xx and 5xx pass through with c10k's reasons.
+        let a = request(front, "GET", "/nope", &[], b"");
+        assert_eq!(a.status, 404);
+        assert!(String::from_utf8_lossy(&a.body).contains("no route for /nope"));
+        let a = request(front, "DELETE", "/", &[], b"");
+        assert_eq!(a.status, 405);
+        assert_eq!(a.header("allow"), Some("GET, HEAD"));
+        let a = request(front, "GET", "/?delay=5", &[], b"");
+        assert_eq!(a.status, 504);
+        assert!(
+            String::from_utf8_lossy(&a.body).contains("--request-timeout"),
+            "c10k's 504, not nginx's: {a:?}"
+        );
+    }
+    assert!(
+        !server.log().contains("closing uwsgi connection"),
+        "nginx's packets are all well-formed:\n{}",
+        server.log()
+    );
+});
+
+/// A uwsgi packet (modifier1 0).
+fn packet(vars: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (k, v) in vars {
+        block.extend_from_slice(&(k.len() as u16).to_le_bytes());
+        block.extend_from_slice(k.as_bytes());
+        block.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        block.extend_from_slice(v.as_bytes());
+    }
+    let mut p = vec![0u8];
+    p.extend_from_slice(&(block.len() as u16).to_le_bytes());
+    p.push(0);
+    p.extend_from_slice(&block);
+    p.extend_from_slice(body);
+    p
+}
+
+/// Sends `bytes` to the uwsgi listener (then half-closes) and returns all it answered.
+fn raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(bytes).unwrap();
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+fn wait_log(server: &Server, needle: &str, times: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.log().matches(needle).count() < times {
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} not logged {times} times:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+per_class!(bad_packets_are_closed_logged_and_counted, |class| {
+    let server = Server::start(&[
+        "--worker-class",
+        class,
+        "--threads",
+        util::threads(class),
+        "--bind",
+        "uwsgi://127.0.0.1:0",
+    ]);
+    let addr = uwsgi_addr(&server);
+    // A well-formed packet is answered, with uWSGI's framing (no chunking, closed after).
+    let ok = packet(
+        &[
+            ("REQUEST_METHOD", "GET"),
+            ("PATH_INFO", "/stream"),
+            ("QUERY_STRING", "n=2"),
+        ],
+        b"",
+    );
+    let answer = String::from_utf8(raw(addr, &ok)).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(
+        !answer.to_ascii_lowercase().contains("transfer-encoding"),
+        "{answer}"
+    );
+    assert!(answer.ends_with("\r\n\r\nline 1\nline 2\n"), "{answer}");
+
+    // HTTP spoken to a uwsgi port, a bad modifier1, a truncated body: closed unanswered.
+    assert!(raw(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").is_empty());
+    let mut bad = ok.clone();
+    bad[0] = 7;
+    assert!(raw(addr, &bad).is_empty());
+    let truncated = packet(
+        &[
+            ("REQUEST_METHOD", "POST"),
+            ("PATH_INFO", "/echo"),
+            ("CONTENT_LENGTH", "10"),
+        ],
+        b"01234",
+    );
+    assert!(raw(addr, &truncated).is_empty());
+    // A connect with nothing sent (a health check) is not an error.
+    drop(TcpStream::connect(addr).unwrap());
+    wait_log(&server, "closing uwsgi connection unanswered", 3);
+    assert!(
+        server.log().contains("5 body bytes missing"),
+        "{}",
+        server.log()
+    );
+
+    // A body over --limit-request-body is answered 413 (nginx passes that on).
+    let big = packet(
+        &[
+            ("REQUEST_METHOD", "POST"),
+            ("PATH_INFO", "/echo"),
+            ("CONTENT_LENGTH", "999999999"),
+        ],
+        b"",
+    );
+    let answer = String::from_utf8(raw(addr, &big)).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+
+    // Counted for /metrics.
+    let metrics = admin_metrics(&server);
+    assert!(metrics.contains("c10k_uwsgi_refused_total 3"), "{metrics}");
+});
+
+per_class!(
+    disallowed_peer_is_closed_and_unix_is_always_allowed,
+    |class| {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("c10k.sock");
+        let unix_bind = format!("uwsgi+unix:{}", sock.display());
+        let server = Server::start(&[
+            "--worker-class",
+            class,
+            "--threads",
+            util::threads(class),
+            "--bind",
+            "uwsgi://127.0.0.1:0",
+            "--bind",
+            &unix_bind,
+            "--uwsgi-allow-from",
+            "192.0.2.0/24",
+        ]);
+        let ok = packet(&[("REQUEST_METHOD", "GET"), ("PATH_INFO", "/")], b"");
+        assert!(
+            raw(uwsgi_addr(&server), &ok).is_empty(),
+            "127.0.0.1 is not allowed"
+        );
+        wait_log(&server, "peer not in --uwsgi-allow-from", 1);
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&ok).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(
+            out.starts_with("HTTP/1.1 200 OK\r\n") && out.ends_with("hello\n"),
+            "{out}"
+        );
+        // The HTTP listener is not subject to the uwsgi allow list.
+        assert_eq!(util::get(server.addr, "/").unwrap().status, 200);
+    }
+);
+
+fn admin_metrics(server: &Server) -> String {
+    let log = server.log();
+    let rest = log
+        .split("Admin listening at: http://")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no admin listener:\n{log}"));
+    let addr: SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
+    // Workers publish their counters to the scoreboard as they go; the master reads them.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = util::get(addr, "/metrics").unwrap().text();
+        if text.contains("c10k_uwsgi_refused_total 3") || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

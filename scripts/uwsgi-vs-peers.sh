@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# nginx in front of three upstreams, in the same run, loaded by wrk through nginx:
+#   A. c10k over the uwsgi protocol   (uwsgi_pass unix:c10k.sock, `--bind uwsgi+unix:`)
+#   B. uWSGI over the uwsgi protocol  (uwsgi_pass unix:uwsgi.sock, `uwsgi --socket`)
+#   C. c10k over HTTP                 (proxy_pass with upstream keepalive)
+# Same worker count for c10k and uWSGI; the app answers `hello\n` (c10k's built-in `/`, a
+# three-line WSGI app under uWSGI). nginx (1 worker) and the upstreams are pinned to CPU 0, wrk
+# to CPU 1. Prints req/s medians and the ratios A/B (goal ≥ 1.3) and A/C (goal ≥ 1.0), and writes
+# them under runs/.
+#
+# usage: scripts/uwsgi-vs-peers.sh [REPEATS] [DURATION_SECONDS] [CONNECTIONS] [WORKERS]
+# uWSGI comes from $UWSGI, else /work/venv/bin/uwsgi, else PATH (pip install pyuwsgi).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+repeats=${1:-3}
+duration=${2:-5}
+conns=${3:-50}
+workers=${4:-1}
+for tool in nginx wrk taskset curl python3; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y nginx-light wrk util-linux curl python3)" >&2; exit 2; }
+done
+uwsgi=${UWSGI:-}
+if [ -z "$uwsgi" ]; then
+  if [ -x /work/venv/bin/uwsgi ]; then uwsgi=/work/venv/bin/uwsgi; else uwsgi=$(command -v uwsgi || true); fi
+fi
+[ -n "$uwsgi" ] && [ -x "$uwsgi" ] || { echo "missing uWSGI: set UWSGI=/path/to/uwsgi (pip install pyuwsgi)" >&2; exit 2; }
+if [ "$(nproc)" -lt 2 ]; then echo "needs 2 CPUs to pin servers and load generator apart" >&2; exit 2; fi
+
+cargo build --release -q -p c10k
+bin=target/release/c10k
+tmp=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+c10k_http=$(free_port)
+port_a=$(free_port); port_b=$(free_port); port_c=$(free_port)
+
+cat > "$tmp/hello.py" <<'PY'
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", "6")])
+    return [b"hello\n"]
+PY
+
+mkdir -p "$tmp/logs"
+cat > "$tmp/uwsgi_params" <<'PARAMS'
+uwsgi_param  QUERY_STRING       $query_string;
+uwsgi_param  REQUEST_METHOD     $request_method;
+uwsgi_param  CONTENT_TYPE       $content_type;
+uwsgi_param  CONTENT_LENGTH     $content_length;
+uwsgi_param  REQUEST_URI        $request_uri;
+uwsgi_param  PATH_INFO          $document_uri;
+uwsgi_param  DOCUMENT_ROOT      $document_root;
+uwsgi_param  SERVER_PROTOCOL    $server_protocol;
+uwsgi_param  REQUEST_SCHEME     $scheme;
+uwsgi_param  HTTPS              $https if_not_empty;
+uwsgi_param  REMOTE_ADDR        $remote_addr;
+uwsgi_param  REMOTE_PORT        $remote_port;
+uwsgi_param  SERVER_PORT        $server_port;
+uwsgi_param  SERVER_NAME        $server_name;
+PARAMS
+cat > "$tmp/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+error_log $tmp/logs/error.log warn;
+pid $tmp/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $tmp/body;
+  proxy_temp_path $tmp/proxy;
+  fastcgi_temp_path $tmp/fastcgi;
+  uwsgi_temp_path $tmp/uwsgi;
+  scgi_temp_path $tmp/scgi;
+  keepalive_requests 1000000;
+  upstream c10k_http { server 127.0.0.1:$c10k_http; keepalive 256; }
+  server {
+    listen 127.0.0.1:$port_a backlog=2048;
+    location / { include uwsgi_params; uwsgi_pass unix:$tmp/c10k.sock; }
+  }
+  server {
+    listen 127.0.0.1:$port_b backlog=2048;
+    location / { include uwsgi_params; uwsgi_pass unix:$tmp/uwsgi.sock; }
+  }
+  server {
+    listen 127.0.0.1:$port_c backlog=2048;
+    location / {
+      proxy_pass http://c10k_http;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+    }
+  }
+}
+CONF
+
+taskset -c 0 "$bin" serve --bind "uwsgi+unix:$tmp/c10k.sock,127.0.0.1:$c10k_http" \
+  --workers "$workers" --worker-class async --admin off --backlog 2048 --log-level warn \
+  >"$tmp/logs/c10k.log" 2>&1 &
+pids+=($!)
+(cd "$tmp" && exec taskset -c 0 "$uwsgi" --socket "$tmp/uwsgi.sock" --master --workers "$workers" \
+  --listen 1024 --disable-logging --wsgi-file hello.py >"$tmp/logs/uwsgi.log" 2>&1) &
+pids+=($!)
+for _ in $(seq 100); do [ -S "$tmp/c10k.sock" ] && [ -S "$tmp/uwsgi.sock" ] && break; sleep 0.1; done
+taskset -c 0 nginx -p "$tmp" -c "$tmp/nginx.conf" &
+pids+=($!)
+
+wait_up() {
+  for _ in $(seq 100); do
+    [ "$(curl -s "http://127.0.0.1:$1/" || true)" = "hello" ] && return 0
+    sleep 0.1
+  done
+  echo "nothing answers hello on $1; logs:" >&2; tail -n 5 "$tmp"/logs/* >&2; exit 1
+}
+for p in "$port_a" "$port_b" "$port_c"; do wait_up "$p"; done
+
+run_wrk() { taskset -c 1 wrk -t1 -c"$conns" -d"${duration}s" "http://127.0.0.1:$1/" | awk '/Requests\/sec/ {print $2}'; }
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+a=(); b=(); c=()
+for i in $(seq "$repeats"); do
+  # Rotate the order so drift (thermal, noise) does not favour one side.
+  case $((i % 3)) in
+    1) a+=("$(run_wrk "$port_a")"); b+=("$(run_wrk "$port_b")"); c+=("$(run_wrk "$port_c")") ;;
+    2) b+=("$(run_wrk "$port_b")"); c+=("$(run_wrk "$port_c")"); a+=("$(run_wrk "$port_a")") ;;
+    0) c+=("$(run_wrk "$port_c")"); a+=("$(run_wrk "$port_a")"); b+=("$(run_wrk "$port_b")") ;;
+  esac
+  echo "round $i: c10k/uwsgi ${a[-1]}, uWSGI/uwsgi ${b[-1]}, c10k/HTTP ${c[-1]} req/s" >&2
+done
+med() { printf '%s\n' "$@" | median; }
+a_med=$(med "${a[@]}"); b_med=$(med "${b[@]}"); c_med=$(med "${c[@]}")
+ratio() { awk -v x="$1" -v y="$2" 'BEGIN {printf "%.2f", (y > 0 ? x/y : 0)}'; }
+# Per-round ratios (both sides measured back to back) are steadier on a drifting host.
+pair() {
+  local -n xs=$1 ys=$2
+  printf '%.2f' "$(for i in "${!xs[@]}"; do awk -v x="${xs[$i]}" -v y="${ys[$i]}" 'BEGIN {print (y > 0 ? x/y : 0)}'; done | median)"
+}
+ab=$(ratio "$a_med" "$b_med"); ac=$(ratio "$a_med" "$c_med")
+ab_pair=$(pair a b); ac_pair=$(pair a c)
+failures=$(grep -c -i "error\|refused" "$tmp/logs/error.log" || true)
+
+out="runs/$(date -u +%Y-%m-%d)-uwsgi-vs-peers"
+mkdir -p "$out"
+{
+  echo "# nginx → c10k over uwsgi vs nginx → uWSGI over uwsgi vs nginx → c10k over HTTP"
+  echo
+  echo "Command: \`scripts/uwsgi-vs-peers.sh $repeats $duration $conns $workers\`  "
+  echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)  "
+  echo "nginx $(nginx -v 2>&1 | cut -d/ -f2) (1 worker) and the upstreams pinned to CPU 0; wrk -t1 -c$conns -d${duration}s pinned to CPU 1; $repeats rounds."
+  echo "c10k: --worker-class async --workers $workers. uWSGI $("$uwsgi" --version): --workers $workers, hello.py."
+  echo
+  echo "| upstream (behind nginx) | req/s per round | median req/s |"
+  echo "|---|---|---|"
+  echo "| A. c10k, uwsgi protocol, unix socket | ${a[*]} | $a_med |"
+  echo "| B. uWSGI, uwsgi protocol, unix socket | ${b[*]} | $b_med |"
+  echo "| C. c10k, HTTP, upstream keepalive | ${c[*]} | $c_med |"
+  echo
+  echo "**A/B = $ab** (goal ≥ 1.3; median of per-round ratios $ab_pair)  "
+  echo "**A/C = $ac** (goal ≥ 1.0; median of per-round ratios $ac_pair)  "
+  echo "nginx error-log lines mentioning errors: $failures"
+} | tee "$out/results.md"
