@@ -1,13 +1,20 @@
-//! The examples in `deploy/` as they are used: `nginx -t` on each nginx site, `systemd-analyze
-//! verify` on the systemd units, and the Kubernetes manifest parsed, its probes, ports and stop
-//! timing checked against the args it gives `c10k serve`. (`scripts/cluster.sh` runs the nginx
-//! proxy site for real, as its balancer's configuration.)
+//! The examples in `deploy/` as they are used: `nginx -t` on each nginx site; `systemd-analyze
+//! verify` on the systemd units and the service's command run under `systemd-socket-activate`;
+//! the Kubernetes manifest parsed, its probes, ports and stop timing checked against the args it
+//! gives `c10k serve`, and a server started with those args asked what the kubelet asks.
+//! (`scripts/cluster.sh` runs the nginx proxy site for real, as its balancer's configuration.)
+
+mod util;
 
 use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+use util::get;
 
 fn deploy(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -60,18 +67,25 @@ fn port_of(addr: &str) -> u16 {
         .unwrap()
 }
 
-/// `nginx -t` on `site` inside a minimal main configuration in `dir`.
-fn nginx_t(site: &Path, dir: &Path) -> (bool, String) {
+/// A minimal main nginx configuration in `dir` that includes `site`.
+fn nginx_conf(site: &Path, dir: &Path) -> PathBuf {
     let params = dir.join("uwsgi_params");
     if std::fs::copy("/etc/nginx/uwsgi_params", &params).is_err() {
-        std::fs::write(&params, "uwsgi_param REQUEST_METHOD $request_method;\n").unwrap();
+        std::fs::write(
+            &params,
+            "uwsgi_param REQUEST_METHOD $request_method;\n\
+             uwsgi_param REQUEST_URI $request_uri;\nuwsgi_param PATH_INFO $document_uri;\n\
+             uwsgi_param QUERY_STRING $query_string;\nuwsgi_param SERVER_PROTOCOL $server_protocol;\n",
+        )
+        .unwrap();
     }
     let d = dir.display();
     let conf = dir.join("nginx.conf");
     std::fs::write(
         &conf,
         format!(
-            "pid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n\
+            "pid {d}/nginx.pid;\nerror_log {d}/error.log;\nworker_processes 1;\nevents {{}}\n\
+             http {{\naccess_log off;\n\
              client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
              include {};\n}}\n",
@@ -79,6 +93,12 @@ fn nginx_t(site: &Path, dir: &Path) -> (bool, String) {
         ),
     )
     .unwrap();
+    conf
+}
+
+/// `nginx -t` on `site` inside a minimal main configuration in `dir`.
+fn nginx_t(site: &Path, dir: &Path) -> (bool, String) {
+    let conf = nginx_conf(site, dir);
     let o = Command::new("nginx")
         .arg("-t")
         .arg("-p")
@@ -287,11 +307,269 @@ fn kubernetes_probes_ports_and_stop_timing_match_the_args() {
         grace > need,
         "terminationGracePeriodSeconds {grace} must exceed {need}"
     );
-    // The database URL comes from a Secret, never from the args.
-    assert!(flag(&args, "--database").is_none());
+    // Secrets come from Secrets, never from the args: the database URL, and the admin token
+    // c10k requires when --admin is beyond loopback.
+    assert!(flag(&args, "--database").is_none() && flag(&args, "--admin-token").is_none());
     let env = c["env"].as_sequence().expect("env");
-    assert!(env
+    let from_secret = |name: &str| {
+        env.iter()
+            .any(|e| e["name"].as_str() == Some(name) && !e["valueFrom"]["secretKeyRef"].is_null())
+    };
+    assert!(from_secret("C10K_DATABASE"));
+    let admin_ip: std::net::IpAddr = flag(&args, "--admin")
+        .and_then(|a| a.rsplit_once(':'))
+        .and_then(|(ip, _)| ip.parse().ok())
+        .expect("--admin IP:PORT");
+    assert!(admin_ip.is_loopback() || from_secret("C10K_ADMIN_TOKEN"));
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// `args` with `--NAME V` / `--NAME=V` replaced by `--NAME=value`.
+fn with_flag(args: &[String], name: &str, value: &str) -> Vec<String> {
+    let eq = format!("{name}=");
+    let mut out = Vec::new();
+    let mut it = args.iter();
+    let mut found = false;
+    while let Some(a) = it.next() {
+        if a == name {
+            it.next();
+        } else if !a.starts_with(&eq) {
+            out.push(a.clone());
+            continue;
+        }
+        out.push(format!("{name}={value}"));
+        found = true;
+    }
+    assert!(found, "{name} missing from {args:?}");
+    out
+}
+
+/// A server process (its own process group), killed with its workers when dropped.
+struct Running(Child);
+
+impl Running {
+    fn start(program: &str, args: &[String]) -> Running {
+        let child = Command::new(program)
+            .args(args)
+            .env("C10K_LOG", "warn")
+            .env_remove("C10K_DATABASE")
+            .env_remove("C10K_BIND")
+            .env_remove("C10K_ADMIN")
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {program}: {e}"));
+        Running(child)
+    }
+
+    fn term(&self) {
+        // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.0.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // SAFETY: as above; the group is the one the child leads.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until `GET path` at `addr` answers `want`.
+fn wait_for_status(addr: SocketAddr, path: &str, want: u16, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if get(addr, path).is_ok_and(|r| r.status == want) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn kubernetes_args_start_a_server_whose_probes_answer_and_drain() {
+    let docs = docs(&read("kubernetes/c10k.yaml"));
+    let c = &kind(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<String> = c["args"]
+        .as_sequence()
+        .expect("args")
         .iter()
-        .any(|e| e["name"].as_str() == Some("C10K_DATABASE")
-            && !e["valueFrom"]["secretKeyRef"].is_null()));
+        .map(|a| a.as_str().expect("args are strings").to_owned())
+        .collect();
+    let ready = c["readinessProbe"]["httpGet"]["path"].as_str().unwrap();
+    let live = c["livenessProbe"]["httpGet"]["path"].as_str().unwrap();
+    // The same args, on loopback ports of this machine and a temp data dir.
+    let (bind, admin) = (free_addr(), free_addr());
+    let dir = tempfile::tempdir().unwrap();
+    let args = with_flag(&args, "--bind", &bind.to_string());
+    let args = with_flag(&args, "--admin", &admin.to_string());
+    let args = with_flag(&args, "--data-dir", dir.path().to_str().unwrap());
+    let mut s = Running::start(env!("CARGO_BIN_EXE_c10k"), &args);
+    assert!(
+        wait_for_status(admin, ready, 200, Duration::from_secs(20)),
+        "{ready} never answered 200"
+    );
+    assert_eq!(get(admin, live).unwrap().status, 200, "{live}");
+    assert_eq!(get(bind, "/").unwrap().status, 200);
+    // What the kubelet does after preStop: SIGTERM. Readiness turns 503 while requests are still
+    // served for --drain-delay.
+    s.term();
+    assert!(
+        wait_for_status(admin, ready, 503, Duration::from_secs(2)),
+        "{ready} did not turn 503 on SIGTERM"
+    );
+    assert_eq!(
+        get(admin, live).unwrap().status,
+        200,
+        "alive while draining"
+    );
+    assert_eq!(get(bind, "/").unwrap().status, 200, "served while draining");
+    // A second SIGTERM ends the delay: a graceful stop.
+    s.term();
+    let st = s
+        .wait_exit(Duration::from_secs(20))
+        .expect("the server stopped");
+    assert!(st.success(), "{st}");
+}
+
+#[test]
+fn systemd_service_serves_the_socket_units_listener() {
+    if !have("systemd-socket-activate") {
+        eprintln!("skipped: systemd-socket-activate is not installed");
+        return;
+    }
+    let service = read("systemd/c10k.service");
+    let socket = read("systemd/c10k.socket");
+    assert!(
+        unit_value(&socket, "ListenStream").is_some_and(|l| l.ends_with(":8000")),
+        "c10k.socket"
+    );
+    let args = exec_start(&service);
+    // ExecStart as systemd runs it, with the socket on a loopback port of this machine.
+    let (listen, admin) = (free_addr(), free_addr());
+    let dir = tempfile::tempdir().unwrap();
+    let args = with_flag(&args[1..], "--admin", &admin.to_string());
+    let args = with_flag(&args, "--data-dir", dir.path().to_str().unwrap());
+    let mut cmd = vec![
+        "-l".to_owned(),
+        listen.to_string(),
+        env!("CARGO_BIN_EXE_c10k").to_owned(),
+    ];
+    cmd.extend(args);
+    let mut s = Running::start("systemd-socket-activate", &cmd);
+    assert!(
+        wait_for_status(listen, "/", 200, Duration::from_secs(20)),
+        "no answer on the passed socket"
+    );
+    assert_eq!(get(listen, "/").unwrap().text(), "hello\n");
+    assert!(wait_for_status(
+        admin,
+        "/readyz",
+        200,
+        Duration::from_secs(10)
+    ));
+    s.term();
+    s.term();
+    let st = s
+        .wait_exit(Duration::from_secs(20))
+        .expect("the server stopped");
+    assert!(st.success(), "{st}");
+}
+
+/// A site file with its upstream's first server line aimed at `upstream` (parameters kept) and
+/// `listen 80;` at `listen`: what an operator edits when installing it.
+fn aim_site(text: &str, upstream: SocketAddr, listen: SocketAddr) -> String {
+    let mut out = String::new();
+    let mut aimed = false;
+    for line in text.lines() {
+        let t = line.trim_start();
+        if !aimed && t.starts_with("server ") && t.contains("max_fails") {
+            let params = t.split_once(' ').map_or("", |(_, r)| r);
+            let params = params.split_once(' ').map_or(";", |(_, r)| r);
+            out.push_str(&format!("    server {upstream} {params}\n"));
+            aimed = true;
+        } else if t == "listen 80;" {
+            out.push_str(&format!("    listen {listen};\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert!(aimed, "no upstream server line");
+    out
+}
+
+/// Each nginx site in front of a real c10k: HTTP with upstream keep-alive, and the uwsgi
+/// protocol (`--bind uwsgi://`).
+#[test]
+fn nginx_sites_front_a_real_c10k() {
+    if !have("nginx") {
+        eprintln!("skipped: nginx is not installed (.ci/run installs it)");
+        return;
+    }
+    for (site, scheme) in [
+        ("nginx/c10k-proxy.conf", ""),
+        ("nginx/c10k-uwsgi.conf", "uwsgi://"),
+    ] {
+        let (upstream, listen, admin) = (free_addr(), free_addr(), free_addr());
+        let dir = tempfile::tempdir().unwrap();
+        let c10k = Running::start(
+            env!("CARGO_BIN_EXE_c10k"),
+            &[
+                "serve".into(),
+                format!("--bind={scheme}{upstream}"),
+                format!("--admin={admin}"),
+                format!("--data-dir={}", dir.path().display()),
+            ],
+        );
+        assert!(
+            wait_for_status(admin, "/readyz", 200, Duration::from_secs(20)),
+            "c10k did not get ready"
+        );
+        let site_file = dir.path().join("site.conf");
+        std::fs::write(&site_file, aim_site(&read(site), upstream, listen)).unwrap();
+        let conf = nginx_conf(&site_file, dir.path());
+        let nginx = Running::start(
+            "nginx",
+            &[
+                "-p".into(),
+                dir.path().display().to_string(),
+                "-c".into(),
+                conf.display().to_string(),
+                "-g".into(),
+                "daemon off;".into(),
+            ],
+        );
+        let ok = wait_for_status(listen, "/", 200, Duration::from_secs(10));
+        let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+        assert!(ok, "deploy/{site}: no 200 through nginx\n{log}");
+        for _ in 0..20 {
+            let r = get(listen, "/?delay=0").unwrap();
+            assert_eq!((r.status, r.text()), (200, "hello\n".to_owned()), "{site}");
+        }
+        drop(nginx);
+        drop(c10k);
+    }
 }
