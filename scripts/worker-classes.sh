@@ -1,50 +1,331 @@
 #!/usr/bin/env bash
-# The seed's experiment for every worker class: `ab -n N -c C '/?delay=D'` against c10k serve
-# with 4 workers (gthread: 50 threads each), beside the ceiling each model allows:
-#   sync: W / D     gthread: min(C, W*T) / D     thread, async: C / D
-# Writes runs/<date>-worker-classes/results.md.
+# The seed's experiment, every c10k worker class beside the real peers of its model, in one run:
+# `ab -r -q -n N -c C '/?delay=D'` (D seconds of sleep per request: c10k's built-in `/?delay=`,
+# and for the peers a Flask view calling time.sleep(D), lab/peers/flask_app.py).
 #
-# usage: scripts/worker-classes.sh [N] [C] [DELAY]
+#   model     c10k                 peers                                       limit (req/s)
+#   sync      sync 4×1             gunicorn sync 4                             W / D
+#   threads   thread 4, gthread    gunicorn gthread 4×50, uWSGI 4 proc × 50    min(C, W·T) / D
+#             4×50                 threads                                     (thread: C / D)
+#   async     async 4              gunicorn gevent 4, uWSGI gevent 4 × 100     C / D
+#
+# Servers run on SERVER_CPUS (default core 0), ab on AB_CPUS (default core 1). Every server
+# serves ROUNDS rounds (default 3), in alternating order, and the table shows medians.
+#
+# What ab itself costs: after each delay=D run the same server gets `ab -n N0 -c C '/?delay=0'`,
+# without and with keep-alive (-k), and the CPU time of ab and of the server (all its processes)
+# is read for every run. The "where the gap goes" table sets the time each wave of C requests
+# takes beyond D (C / req/s − D) beside ab's and the server's CPU time per wave.
+#
+# The peers come from PyPI (flask, gunicorn, gevent, uwsgi — pyuwsgi if uwsgi does not build)
+# into a throw-away venv, or from C10K_PEERS_VENV=/path/to/venv if set. A peer that cannot be
+# installed or does not start is reported as skipped with the reason.
+#
+# Writes runs/<date>-worker-classes/{results.md,raw.csv} (or OUT=DIR) when every run completed.
+#
+# usage: [C10K_PEERS_VENV=DIR] [ROUNDS=3] [N0=2000] [OUT=DIR] scripts/worker-classes.sh [N] [C] [DELAY]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-1000}; c=${2:-100}; delay=${3:-0.1}
-workers=4; threads=50
-command -v ab >/dev/null || { echo "missing ab (apt-get install -y apache2-utils)" >&2; exit 2; }
-
-cargo build --release -q -p c10k
-bin=target/release/c10k
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-out="runs/$(date -u +%Y-%m-%d)-worker-classes"
-mkdir -p "$out"
-{
-  echo "# Worker classes: ab -n $n -c $c '/?delay=$delay', $workers workers"
-  echo
-  echo "Command: \`scripts/worker-classes.sh $n $c $delay\`  "
-  echo "Machine: $(nproc) CPUs, kernel $(uname -r)"
-  echo
-  echo "| class | workers × threads | requests/s | limit of the model | of limit | failed |"
-  echo "|---|---|---|---|---|---|"
-} > "$out/results.md"
-
-for class in sync thread gthread async; do
-  t=1; [ "$class" = gthread ] && t=$threads
-  port=$(free_port)
-  "$bin" serve --bind "127.0.0.1:$port" -k "$class" -w "$workers" --threads "$t" \
-    --backlog 4096 --log-level warn &
-  pid=$!
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/" >/dev/null && break; sleep 0.1; done
-  report=$(ab -r -n "$n" -c "$c" "http://127.0.0.1:$port/?delay=$delay" 2>/dev/null)
-  kill "$pid"; wait "$pid" 2>/dev/null || true
-  rps=$(awk '/Requests per second/ {print $4}' <<<"$report")
-  failed=$(awk '/Failed requests/ {print $3}' <<<"$report")
-  case $class in
-    sync) capacity=$workers ;;
-    gthread) capacity=$(( c < workers * t ? c : workers * t )) ;;
-    *) capacity=$c ;;
-  esac
-  limit=$(awk -v cap="$capacity" -v d="$delay" 'BEGIN {printf "%.0f", cap / d}')
-  share=$(awk -v r="$rps" -v l="$limit" 'BEGIN {printf "%.0f%%", 100 * r / l}')
-  echo "| $class | $workers × $t | $rps | $limit | $share | $failed |" | tee -a "$out/results.md"
+rounds=${ROUNDS:-3}; n0=${N0:-2000}
+server_cpus=${SERVER_CPUS:-0}; ab_cpus=${AB_CPUS:-1}
+workers=4; threads=50; gevent_cores=100; backlog=1024
+for tool in ab curl taskset python3 setsid; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (ab: apt-get install -y apache2-utils)" >&2; exit 2; }
 done
-cat "$out/results.md"
+
+tmp=$(mktemp -d)
+declare -A pid_of=()
+cleanup() {
+  for id in "${!pid_of[@]}"; do stop_server "$id"; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+echo "building c10k (release)" >&2
+cargo build --release -q -p c10k
+bin=$PWD/target/release/c10k
+app_dir=$PWD/lab/peers
+
+# --- the peers' venv ---------------------------------------------------------------------------
+declare -A skip=()    # server id -> why it is not measured
+venv=${C10K_PEERS_VENV:-}
+if [ -z "$venv" ]; then
+  venv=$tmp/venv
+  echo "installing flask, gunicorn, gevent, uwsgi from PyPI into a throw-away venv" >&2
+  if ! python3 -m venv "$venv" >"$tmp/venv.log" 2>&1; then
+    venv_error="python3 -m venv failed: $(tail -1 "$tmp/venv.log")"
+  elif ! "$venv/bin/pip" install -q flask gunicorn gevent >>"$tmp/venv.log" 2>&1; then
+    venv_error="pip install flask gunicorn gevent failed: $(grep -m1 -i error "$tmp/venv.log")"
+  elif ! "$venv/bin/pip" install -q uwsgi >>"$tmp/venv.log" 2>&1 \
+    && ! "$venv/bin/pip" install -q pyuwsgi >>"$tmp/venv.log" 2>&1; then
+    uwsgi_error="neither uwsgi nor pyuwsgi installs from PyPI (uwsgi is built from source: needs a C compiler and Python headers)"
+  fi
+fi
+py=$venv/bin/python
+has() { [ -x "$py" ] && "$py" -c "import $1" 2>/dev/null; }
+peer_missing() { # prints why a peer needing the given Python modules cannot run, if it cannot
+  if [ -n "${venv_error:-}" ]; then echo "$venv_error"; return; fi
+  local m
+  for m in "$@"; do has "$m" || { echo "python module $m missing in $venv"; return; }; done
+}
+
+# --- the servers ---------------------------------------------------------------------------------
+# id | model | label | limit capacity (concurrent requests the model can sleep through) | command
+servers=(
+  "c10k-sync|sync|c10k sync ${workers}×1|$workers|$bin serve -k sync -w $workers --threads 1"
+  "c10k-thread|threads|c10k thread $workers|$c|$bin serve -k thread -w $workers"
+  "c10k-gthread|threads|c10k gthread ${workers}×$threads|$(( c < workers * threads ? c : workers * threads ))|$bin serve -k gthread -w $workers --threads $threads"
+  "c10k-async|async|c10k async $workers|$c|$bin serve -k async -w $workers"
+  "gunicorn-sync|sync|gunicorn sync $workers|$workers|$py -m gunicorn -k sync -w $workers"
+  "gunicorn-gthread|threads|gunicorn gthread ${workers}×$threads|$(( c < workers * threads ? c : workers * threads ))|$py -m gunicorn -k gthread -w $workers --threads $threads"
+  "gunicorn-gevent|async|gunicorn gevent $workers|$c|$py -m gunicorn -k gevent -w $workers --worker-connections 1000"
+  "uwsgi-threads|threads|uWSGI ${workers}×$threads threads|$(( c < workers * threads ? c : workers * threads ))|$venv/bin/uwsgi --workers $workers --threads $threads"
+  "uwsgi-gevent|async|uWSGI gevent ${workers}×$gevent_cores|$(( c < workers * gevent_cores ? c : workers * gevent_cores ))|$venv/bin/uwsgi --workers $workers --gevent $gevent_cores --gevent-monkey-patch"
+)
+field() { cut -d'|' -f"$2" <<<"$1"; }
+
+for s in "${servers[@]}"; do
+  id=$(field "$s" 1)
+  case $id in
+    gunicorn-sync | gunicorn-gthread) why=$(peer_missing flask gunicorn) ;;
+    gunicorn-gevent) why=$(peer_missing flask gunicorn gevent) ;;
+    uwsgi-threads | uwsgi-gevent)
+      if [ "$id" = uwsgi-gevent ]; then why=$(peer_missing flask gevent); else why=$(peer_missing flask); fi
+      why=${uwsgi_error:-$why}
+      if [ -z "$why" ] && [ ! -x "$venv/bin/uwsgi" ]; then why="no uwsgi binary in $venv/bin"; fi
+      ;;
+    *) why= ;;
+  esac
+  if [ -n "$why" ]; then skip[$id]=$why; fi
+done
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+declare -A port_of=()
+
+start_server() { # id command: starts it in its own process group, waits until it answers
+  local id=$1 cmd=$2 port
+  port=$(free_port)
+  case $id in
+    c10k-*) cmd="$cmd --bind 127.0.0.1:$port --backlog $backlog --admin off --log-level warn" ;;
+    gunicorn-*) cmd="$cmd --bind 127.0.0.1:$port --backlog $backlog --chdir $app_dir flask_app:app" ;;
+    uwsgi-*) cmd="$cmd --http-socket 127.0.0.1:$port --listen $backlog --master --die-on-term --disable-logging --chdir $app_dir --module flask_app:app" ;;
+  esac
+  mkdir -p "$tmp/data-$id"
+  # shellcheck disable=SC2086 # the command is a word list
+  C10K_DATA_DIR=$tmp/data-$id setsid taskset -c "$server_cpus" $cmd >"$tmp/$id.log" 2>&1 &
+  pid_of[$id]=$!
+  port_of[$id]=$port
+  for _ in $(seq 200); do
+    if curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$port/"; then return 0; fi
+    if ! kill -0 "${pid_of[$id]}" 2>/dev/null; then break; fi
+    sleep 0.1
+  done
+  skip[$id]="did not answer on 127.0.0.1:$port within 20 s: $(tail -1 "$tmp/$id.log")"
+  stop_server "$id"
+  return 1
+}
+
+stop_server() { # its whole process group: master and workers
+  local id=$1 pid=${pid_of[$1]:-}
+  [ -n "$pid" ] || return 0
+  kill -TERM -- "-$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  unset "pid_of[$id]"
+}
+
+server_cpu() { # CPU seconds (user + system) of every live process in the server's group
+  local pid=${pid_of[$1]} ticks=0 p t
+  for p in $(pgrep -g "$pid"); do
+    # Fields after "pid (comm) ": the name may hold spaces, so cut at the last ')'.
+    t=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}') || t=0
+    ticks=$(( ticks + ${t:-0} ))
+  done
+  awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.3f", t / hz}'
+}
+
+raw=$tmp/raw.csv
+echo "server,round,run,requests,concurrency,req_per_s,failed,p50_ms,ab_cpu_s,server_cpu_s" >"$raw"
+
+measure() { # id round run-name ab-args...: one ab run, one line of raw.csv
+  local id=$1 round=$2 run=$3; shift 3
+  local before after abcpu out
+  before=$(server_cpu "$id")
+  out=$tmp/ab.out
+  TIMEFORMAT='%U %S'
+  { time taskset -c "$ab_cpus" ab -r -q "$@" >"$out" 2>"$tmp/ab.err"; } 2>"$tmp/ab.time" || {
+    echo "ab failed against $id: $(tail -1 "$tmp/ab.err")" >&2; return 1; }
+  after=$(server_cpu "$id")
+  abcpu=$(awk '{printf "%.3f", $1 + $2}' "$tmp/ab.time")
+  awk -v id="$id" -v round="$round" -v run="$run" -v abcpu="$abcpu" \
+      -v scpu="$(awk -v a="$after" -v b="$before" 'BEGIN {printf "%.3f", a - b}')" '
+    /^Complete requests:/ {done = $3}
+    /^Concurrency Level:/ {conc = $3}
+    /^Failed requests:/ {failed = $3}
+    /^Requests per second:/ {rps = $4}
+    /^  50%/ {p50 = $2}
+    END {print id "," round "," run "," done "," conc "," rps "," failed "," p50 "," abcpu "," scpu}
+  ' "$out" >>"$raw"
+  tail -1 "$raw" >&2
+}
+
+# --- the run ---------------------------------------------------------------------------------------
+order=()
+for s in "${servers[@]}"; do
+  id=$(field "$s" 1)
+  if [ -n "${skip[$id]:-}" ]; then echo "skipped $id: ${skip[$id]}" >&2; continue; fi
+  echo "starting $id" >&2
+  if start_server "$id" "$(field "$s" 5)"; then
+    order+=("$id")
+    # Warm-up (imports, first connections, thread pools), not recorded.
+    taskset -c "$ab_cpus" ab -r -q -n 200 -c 20 "http://127.0.0.1:${port_of[$id]}/?delay=0" >/dev/null 2>&1 || true
+  else
+    echo "skipped $id: ${skip[$id]}" >&2
+  fi
+done
+
+for round in $(seq "$rounds"); do
+  ids=("${order[@]}")
+  if (( round % 2 == 0 )); then # alternate the order so no server always goes first
+    for (( i = 0, j = ${#ids[@]} - 1; i < j; i++, j-- )); do
+      t=${ids[i]}; ids[i]=${ids[j]}; ids[j]=$t
+    done
+  fi
+  for id in "${ids[@]}"; do
+    url="http://127.0.0.1:${port_of[$id]}"
+    measure "$id" "$round" delay -n "$n" -c "$c" "$url/?delay=$delay"
+    measure "$id" "$round" zero -n "$n0" -c "$c" "$url/?delay=0"
+    measure "$id" "$round" zero-k -k -n "$n0" -c "$c" "$url/?delay=0"
+  done
+done
+for id in "${order[@]}"; do stop_server "$id"; done
+
+# --- the report --------------------------------------------------------------------------------
+out_dir=${OUT:-runs/$(date -u +%Y-%m-%d)-worker-classes}
+report=$tmp/results.md
+{
+  echo "# Worker classes beside their peers: ab -r -q -n $n -c $c '/?delay=$delay'"
+  echo
+  echo "Command: \`ROUNDS=$rounds N0=$n0 scripts/worker-classes.sh $n $c $delay\` (servers on CPU $server_cpus, ab on CPU $ab_cpus)  "
+  echo "Machine: $(nproc) CPUs, kernel $(uname -r), $(ab -V | head -1 | sed 's/,.*//')  "
+  echo "Commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo ' (with uncommitted changes)')  "
+  echo "Peers: $("$py" -c 'import importlib.metadata as m
+out = []
+for p in ("flask", "gunicorn", "gevent", "uwsgi", "pyuwsgi"):
+    try:
+        out.append(p + " " + m.version(p))
+    except Exception:
+        pass
+print(", ".join(out))' 2>/dev/null || echo none) from ${C10K_PEERS_VENV:-a throw-away venv}"
+  echo
+} >"$report"
+SKIPS=$(for id in "${!skip[@]}"; do printf '%s\t%s\n' "$id" "${skip[$id]}"; done)
+SERVERS=$(printf '%s\n' "${servers[@]}")
+export SKIPS SERVERS
+python3 - "$raw" "$delay" "$c" "$n" >>"$report" <<'EOF'
+import csv, os, statistics, sys
+
+raw, delay, conc, total = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+rows = list(csv.DictReader(open(raw)))
+servers = [line.split("|") for line in os.environ["SERVERS"].splitlines()]
+label = {s[0]: s[2] for s in servers}
+model = {s[0]: s[1] for s in servers}
+capacity = {s[0]: int(s[3]) for s in servers}
+skips = dict(l.split("\t", 1) for l in os.environ["SKIPS"].splitlines() if l)
+
+
+def runs(sid, run):
+    return [r for r in rows if r["server"] == sid and r["run"] == run]
+
+
+def med(sid, run, key):
+    vals = [float(r[key]) for r in runs(sid, run) if r[key] not in ("", None)]
+    return statistics.median(vals) if vals else None
+
+
+def failed(sid):
+    # ab's failed requests, and any request of the delay runs it did not complete.
+    return sum(int(r["failed"] or 0) + total - int(r["requests"] or 0) for r in runs(sid, "delay"))
+
+
+def fmt(v, spec=".0f"):
+    return "–" if v is None else format(v, spec)
+
+
+peers = {
+    "c10k-sync": ["gunicorn-sync"],
+    "c10k-thread": ["uwsgi-threads", "gunicorn-gthread"],
+    "c10k-gthread": ["uwsgi-threads", "gunicorn-gthread"],
+    "c10k-async": ["gunicorn-gevent", "uwsgi-gevent"],
+}
+print("| c10k class | c10k req/s | peer | peer req/s | c10k / peer | limit of the model | c10k of limit | failed (c10k, peer) |")
+print("|---|---|---|---|---|---|---|---|")
+goals = []
+for cid, pids in peers.items():
+    limit = capacity[cid] / delay
+    mine = med(cid, "delay", "req_per_s")
+    best = None
+    for pid in pids:
+        theirs = med(pid, "delay", "req_per_s")
+        if pid in skips or theirs is None:
+            why = skips.get(pid, "no figures")
+            print(f"| {label[cid]} | {fmt(mine)} | {label[pid]} | skipped: {why} | – | {limit:.0f} | {fmt(mine and 100 * mine / limit)} % | {failed(cid)}, – |")
+            continue
+        ratio = mine / theirs if mine and theirs else None
+        print(f"| {label[cid]} | {fmt(mine)} | {label[pid]} | {theirs:.0f} | {fmt(ratio, '.2f')} | {limit:.0f} | {fmt(mine and 100 * mine / limit)} % | {failed(cid)}, {failed(pid)} |")
+        if best is None or theirs > best[1]:
+            best = (pid, theirs)
+    if cid in skips or mine is None:
+        goals.append(f"- {label[cid]}: not measured ({skips.get(cid, 'no figures')})")
+    elif best is None:
+        goals.append(f"- {label[cid]}: no peer measured, goal not checked")
+    else:
+        ok = mine >= best[1] and failed(cid) == 0
+        goals.append(
+            f"- {label[cid]} {mine:.0f} vs best peer {label[best[0]]} {best[1]:.0f}: "
+            f"{mine / best[1]:.2f}, {failed(cid)} failed: {'met' if ok else 'NOT met'}"
+        )
+print()
+print("Figures are medians of the rounds; failed counts are summed over the rounds.")
+print()
+print("## Goal: each c10k class ≥ the best peer of its model, 0 failed")
+print()
+print("\n".join(goals))
+print()
+print("## Where the gap to the limit goes")
+print()
+print(f"A run of ab's C = {conc} connections moves in waves: each takes `delay` plus whatever")
+print("accepting, parsing, answering, closing and reconnecting costs, and ab and the server each do")
+print("their share of that on one CPU. Beyond-delay time per wave = C / req/s − delay; CPU per wave")
+print("= CPU seconds of the run × C / requests (ab on its own CPU, the server's processes on theirs).")
+print("The delay=0 columns are what ab reaches against the same server when nothing sleeps.")
+print()
+print("| server | req/s at delay | beyond-delay per wave (ms) | ab CPU per wave (ms) | server CPU per wave (ms) | delay=0 req/s | delay=0 -k req/s | ab CPU µs/request (delay=0, -k) |")
+print("|---|---|---|---|---|---|---|---|")
+for sid in [s[0] for s in servers]:
+    if sid in skips or not runs(sid, "delay"):
+        print(f"| {label[sid]} | skipped: {skips.get(sid, 'no figures')} |  |  |  |  |  |  |")
+        continue
+    rps = med(sid, "delay", "req_per_s")
+    per_req = lambda run, key: statistics.median(
+        float(r[key]) / int(r["requests"]) for r in runs(sid, run) if int(r["requests"] or 0)
+    )
+    beyond = 1000 * (conc / rps - delay) if rps else None
+    ab_wave = 1000 * conc * per_req("delay", "ab_cpu_s")
+    srv_wave = 1000 * conc * per_req("delay", "server_cpu_s")
+    ab0 = 1e6 * per_req("zero", "ab_cpu_s")
+    abk = 1e6 * per_req("zero-k", "ab_cpu_s")
+    print(
+        f"| {label[sid]} | {fmt(rps)} | {fmt(beyond, '.1f')} | {ab_wave:.1f} | {srv_wave:.1f} | "
+        f"{fmt(med(sid, 'zero', 'req_per_s'))} | {fmt(med(sid, 'zero-k', 'req_per_s'))} | {ab0:.0f}, {abk:.0f} |"
+    )
+EOF
+
+mkdir -p "$out_dir"
+cp "$report" "$out_dir/results.md"
+cp "$raw" "$out_dir/raw.csv"
+cat "$out_dir/results.md"
+echo >&2
+echo "written: $out_dir/results.md, $out_dir/raw.csv" >&2

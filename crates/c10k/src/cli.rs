@@ -8,6 +8,7 @@ use c10k_serve::ServeConfig;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::builtin::AppArgs;
+use crate::python::PythonArgs;
 
 /// c10k: an application server whose concurrency model is a flag, and the tools to measure it.
 #[derive(Debug, Parser)]
@@ -121,6 +122,9 @@ struct ServeArgs {
 
     #[command(flatten)]
     app: AppArgs,
+
+    #[command(flatten)]
+    python: PythonArgs,
 }
 
 /// Why the command line was refused; exits 2 like clap's own usage errors.
@@ -166,6 +170,7 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
                 file.check_keys(&[
                     ServeConfig::augment_args(clap::Command::new("serve")),
                     AppArgs::augment_args(clap::Command::new("serve")),
+                    PythonArgs::augment_args(clap::Command::new("serve")),
                 ])
                 .map_err(usage)?;
             }
@@ -175,10 +180,19 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
                 .iter()
                 .any(|id| given(sub, id) || file.as_ref().is_some_and(|f| f.contains(id)));
             app.validate().map_err(UsageError)?;
+            let mut python: PythonArgs = layered(sub, file.as_ref()).map_err(usage)?;
+            python.app_module = sub.get_one::<String>("app_module").cloned();
+            python.validate().map_err(UsageError)?;
             if args.check_config {
                 // For people: the database password is shown as ***.
                 print!("{}{}", config.to_toml(), app.to_toml(true));
+                if python.spec().is_some() {
+                    print!("{}", python.to_toml());
+                }
                 return Ok(());
+            }
+            if let Some(spec) = python.spec() {
+                return serve_python(config, &python, spec);
             }
             if !c10k_serve::is_worker_process() {
                 // The banner stays short (gunicorn's); the whole configuration is at debug.
@@ -199,6 +213,23 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
         }
         Command::Status(args) => run_status(args),
     }
+}
+
+#[cfg(feature = "python")]
+fn serve_python(config: ServeConfig, python: &PythonArgs, spec: &str) -> anyhow::Result<()> {
+    if !c10k_serve::is_worker_process() {
+        tracing::info!("application: Python WSGI {spec}");
+        tracing::debug!(
+            "Python settings: {}",
+            python.to_toml().trim_end().replace('\n', ", ")
+        );
+    }
+    c10k_serve::run_hosted(config, |info| crate::python::factory(python, info))
+}
+
+#[cfg(not(feature = "python"))]
+fn serve_python(_: ServeConfig, _: &PythonArgs, spec: &str) -> anyhow::Result<()> {
+    Err(UsageError(format!("cannot serve {spec}: {}", crate::python::NOT_BUILT)).into())
 }
 
 fn run_status(args: StatusArgs) -> anyhow::Result<()> {
@@ -225,7 +256,10 @@ fn run_status(args: StatusArgs) -> anyhow::Result<()> {
 }
 
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    if err.downcast_ref::<UsageError>().is_some()
+    if err.downcast_ref::<c10k_serve::BootFailed>().is_some() {
+        // gunicorn's WORKER_BOOT_ERROR: the application cannot start, restarting will not help.
+        3
+    } else if err.downcast_ref::<UsageError>().is_some()
         || err.downcast_ref::<c10k_bench::UsageError>().is_some()
     {
         2

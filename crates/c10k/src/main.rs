@@ -2,6 +2,7 @@
 
 mod builtin;
 mod cli;
+mod python;
 mod status;
 
 use std::process::ExitCode;

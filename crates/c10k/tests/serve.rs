@@ -341,6 +341,58 @@ fn scheduling_matches_each_class_model() {
     }
 }
 
+/// Issue 12: clients without keep-alive, each sending 10 `delay` requests one after another and
+/// all starting at once (as `ab -c`), against gthread W×T with more threads than clients. Every
+/// request should take about `delay` and the run about 10 × `delay`. A worker whose threads were
+/// all taken used to stop watching the listener until its next 200 ms heartbeat tick, so new
+/// connections waited for the tick: 494 req/s with `ab -c 100` at 4×50 and `delay=0.1`, and a
+/// 200 ms median at 2×25 with 40 clients and `delay=0.05`. The bounds are loose (0.6 of the
+/// model's rate) so a loaded machine does not fail them; this is no benchmark
+/// (`scripts/worker-classes.sh` is).
+#[test]
+fn gthread_takes_new_connections_as_threads_free() {
+    let each = 10;
+    for (workers, threads, clients, delay) in [(4, 50, 100, 0.1), (2, 25, 40, 0.05)] {
+        let (w, t) = (workers.to_string(), threads.to_string());
+        let s = Server::start(&["-k", "gthread", "-w", &w, "--threads", &t]);
+        let (addr, target) = (s.addr, format!("/?delay={delay}"));
+        let start = std::sync::Arc::new(std::sync::Barrier::new(clients + 1));
+        let handles: Vec<_> = (0..clients)
+            .map(|_| {
+                let (start, target) = (start.clone(), target.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    (0..each)
+                        .map(|_| {
+                            let t = Instant::now();
+                            let status = get(addr, &target).map(|r| r.status).unwrap_or(0);
+                            (status, t.elapsed())
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        start.wait();
+        let began = Instant::now();
+        let mut results: Vec<(u16, Duration)> = handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("client thread"))
+            .collect();
+        let elapsed = began.elapsed();
+        let failed = results.iter().filter(|(st, _)| *st != 200).count();
+        assert_eq!(failed, 0, "{w}x{t}: {failed} of {} failed", results.len());
+        results.sort_by_key(|(_, d)| *d);
+        let median = results[results.len() / 2].1;
+        let ideal = Duration::from_secs_f64(each as f64 * delay);
+        assert!(
+            elapsed.as_secs_f64() < ideal.as_secs_f64() / 0.6,
+            "{w}x{t}, {clients} clients: {} requests took {elapsed:.2?} (median {median:.0?}), \
+             about {ideal:.1?} expected; new connections wait for a poll tick?",
+            results.len()
+        );
+    }
+}
+
 per_class!(request_timeout_504, |class| {
     let s = Server::start(&[
         "-k",
@@ -653,3 +705,61 @@ fn unix_socket_bind() {
     let _ = child.wait();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+// Issue 17.3: a body trickled a byte at a time used to hold its connection (and, under the
+// blocking classes, its thread) for as long as each byte came within --header-timeout: a few
+// such clients blocked a gthread server completely. With --body-timeout the server answers them
+// 408 and probes are served again.
+per_class!(trickled_bodies_are_cut_at_the_body_timeout, |class| {
+    let s = Server::start(&[
+        "-k",
+        class,
+        "--threads",
+        threads(class),
+        "--body-timeout",
+        "1",
+        "--header-timeout",
+        "10",
+    ]);
+    let slow: Vec<_> = (0..4)
+        .map(|_| {
+            let addr = s.addr;
+            std::thread::spawn(move || {
+                let mut c = connect(addr);
+                c.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n")
+                    .unwrap();
+                let started = Instant::now();
+                // A byte every 200 ms for at most 8 s, until the server gives up on us.
+                while started.elapsed() < Duration::from_secs(8) {
+                    if c.write_all(b"x").is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                    c.set_nonblocking(true).unwrap();
+                    let mut peek = [0u8; 64];
+                    let answered = matches!(c.peek(&mut peek), Ok(n) if n > 0);
+                    c.set_nonblocking(false).unwrap();
+                    if answered {
+                        break;
+                    }
+                }
+                let mut r = Reader::new(c);
+                (r.response().map(|r| r.status).ok(), started.elapsed())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    let probe = get(s.addr, "/").expect("probe answered");
+    assert_eq!(probe.status, 200);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "probe waited {:?}",
+        start.elapsed()
+    );
+    for t in slow {
+        let (status, took) = t.join().unwrap();
+        assert_eq!(status, Some(408), "{class}: trickler got {status:?}");
+        assert!(took < Duration::from_secs(5), "{class}: 408 after {took:?}");
+    }
+});

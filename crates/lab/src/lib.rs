@@ -190,6 +190,7 @@ impl<'a> Lab<'a> {
             workload: workload.to_string(),
             concurrency: c,
             duration_s: self.matrix.duration.as_secs_f64(),
+            model_limit: spec.model_limit(workload, c),
             ..Row::default()
         };
         if let Err(e) = self.measure(spec, front, workload, c, &mut row) {

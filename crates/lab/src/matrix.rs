@@ -32,6 +32,10 @@ pub struct ServerSpec {
     /// Python modules the command needs; the row is skipped with a reason when one is missing.
     #[serde(default)]
     pub requires: Vec<String>,
+    /// Requests a `command` server runs at once (workers × threads, or workers × greenlets):
+    /// the plots draw its model's limit, min(clients, slots) / delay. c10k classes know theirs.
+    #[serde(default)]
+    pub slots: Option<usize>,
 }
 
 fn four() -> usize {
@@ -51,7 +55,30 @@ impl ServerSpec {
             command: None,
             uwsgi_command: None,
             requires: Vec::new(),
+            slots: None,
         }
+    }
+
+    /// The worker model's limit at `clients` concurrent clients, in transactions/s, for a
+    /// `delay` workload: each of the requests that run at once takes `delay` seconds, so
+    /// min(clients, slots) / delay — W/delay for sync, min(C, W·T)/delay for gthread, C/delay
+    /// for thread and async (the README's formula). 0 when there is no such limit to draw.
+    pub fn model_limit(&self, workload: &Workload, clients: usize) -> f64 {
+        let Workload::Delay(delay) = workload else {
+            return 0.0;
+        };
+        if *delay <= 0.0 {
+            return 0.0;
+        }
+        let slots = match (self.slots, self.worker_class.as_deref()) {
+            (Some(s), _) => s,
+            (None, Some("sync")) => self.workers,
+            (None, Some("gthread")) => self.workers * self.threads,
+            // One request per connection: the clients are the limit.
+            (None, Some(_)) => usize::MAX,
+            (None, None) => return 0.0,
+        };
+        clients.min(slots) as f64 / delay
     }
 
     /// The label used in tables and plots.
@@ -335,6 +362,8 @@ pub fn python_peers() -> Vec<ServerSpec> {
             .contains("--http-socket")
             .then(|| command.replace("--http-socket", "--socket")),
         requires: requires.iter().map(|s| (*s).to_owned()).collect(),
+        // 4 workers × 50 threads, or × 1000 greenlets.
+        slots: Some(if name.contains("gevent") { 4000 } else { 200 }),
     };
     vec![
         peer(

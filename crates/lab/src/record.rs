@@ -32,6 +32,10 @@ pub struct Row {
     pub server_peak_rss_mib: f64,
     /// Why the cell was not measured; empty when it was.
     pub skipped: String,
+    /// The worker model's limit for this cell in transactions/s (`ServerSpec::model_limit`);
+    /// 0 when there is none (runs made before this column read as 0).
+    #[serde(default)]
+    pub model_limit: f64,
 }
 
 impl Row {

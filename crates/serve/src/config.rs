@@ -458,6 +458,13 @@ pub struct ServeConfig {
           help_heading = "Timeouts")]
     pub header_timeout: f64,
 
+    /// Seconds a client has to send a whole request body, from the end of its head, before it
+    /// gets 408 (a body trickled a byte at a time must not hold a connection forever); 0: no
+    /// limit beyond each read's --header-timeout.
+    #[arg(allow_negative_numbers = true, long, env = "C10K_BODY_TIMEOUT", default_value_t = 60.0, value_parser = seconds,
+          help_heading = "Timeouts")]
+    pub body_timeout: f64,
+
     /// Seconds one request may run before it is answered 504 (the same meaning under every
     /// worker class). Off by default.
     #[arg(allow_negative_numbers = true, long, env = "C10K_REQUEST_TIMEOUT", value_parser = seconds, help_heading = "Timeouts")]
@@ -479,6 +486,12 @@ pub struct ServeConfig {
     #[arg(allow_negative_numbers = true, long, env = "C10K_LIMIT_REQUEST_BODY", default_value_t = 10 * 1024 * 1024,
           help_heading = "Limits")]
     pub limit_request_body: u64,
+
+    /// Largest request body kept in memory, in bytes; a bigger one is spooled to an unlinked
+    /// temporary file (in $TMPDIR) before the application runs (nginx's client_body_buffer_size).
+    #[arg(allow_negative_numbers = true, long, env = "C10K_BODY_BUFFER_SIZE", default_value_t = 64 * 1024,
+          help_heading = "Limits")]
+    pub body_buffer_size: usize,
 
     /// Longest request line in bytes (414 above it).
     #[arg(allow_negative_numbers = true, long, env = "C10K_LIMIT_REQUEST_LINE", default_value_t = 8190,
@@ -794,6 +807,7 @@ impl ServeConfig {
         for (flag, s) in [
             ("--keepalive", self.keepalive),
             ("--header-timeout", self.header_timeout),
+            ("--body-timeout", self.body_timeout),
             ("--graceful-timeout", self.graceful_timeout),
             ("--timeout", self.timeout),
             ("--request-timeout", self.request_timeout.unwrap_or(0.0)),
@@ -874,6 +888,7 @@ impl ServeConfig {
             max_head: self.limit_request_head,
             max_headers: self.limit_request_fields,
             max_body: self.limit_request_body,
+            body_buffer: self.body_buffer_size,
         }
     }
 }

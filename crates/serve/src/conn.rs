@@ -1,27 +1,47 @@
-//! What every connection driver shares: per-connection settings, the answer to a request
-//! (framed for the connection) and the timeout answer.
+//! One connection's protocol state, sans I/O: bytes in → decode → dispatch → encode →
+//! keep-alive, close or lingering close, with every deadline expressed as an action.
+//!
+//! [`Machine`] owns the read buffer, the output buffer, the codec and the clocks of one
+//! connection. A driver (`conn_blocking` on an OS thread, `conn_async` on tokio) only asks it
+//! [`Machine::next`] and executes the [`Action`] it gets: write the output, read with a deadline,
+//! run the handler on a request, pull a chunk of a streamed body, or close (lingering or not).
+//! The key design choice is that the drivers hold no protocol logic at all — keep-alive rules,
+//! 100-continue, the head/body/idle deadlines and the 408 that ends them, refusals, pipelining
+//! (all responses to already-buffered requests go out in one write) live here once, and are
+//! unit-tested without a socket. Before this, the two drivers each carried a copy and the copies
+//! drifted (the idle deadline was measured differently in each).
+//!
+//! Protocols plug in as a [`Codec`]: HTTP/1.x today; the uwsgi codec (`crate::uwsgi`: one
+//! request per connection, never chunked, close-delimited streams) is the second arm to add.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use c10k_http::{Body, BodyStream, Response};
+use bytes::{Bytes, BytesMut};
+use c10k_http::{Body, BodyStream, BoxError, Request, Response};
 
 use crate::config::ServeConfig;
-use crate::proto::{encode_head, BodyFraming, HttpError, Limits, Persist, RequestMeta};
+use crate::proto::{
+    encode_head, BodyFraming, ConnInfo, Decoder, HttpError, Limits, Persist, RequestMeta, CONTINUE,
+};
+use crate::track::ConnTrack;
 
-/// Settings a connection driver needs, derived once from [`ServeConfig`].
+/// Settings a connection needs, derived once from [`ServeConfig`].
 #[derive(Clone, Debug)]
 pub(crate) struct ConnSettings {
     pub limits: Limits,
     /// Idle time allowed between requests; `None` disables keep-alive.
     pub keepalive: Option<Duration>,
+    /// Time for a whole request head, and for each read of a body to make progress.
     pub header_timeout: Duration,
+    /// Time for a whole request body, from the end of its head (`--body-timeout`).
+    pub body_timeout: Option<Duration>,
     pub request_timeout: Option<Duration>,
     /// Initial read buffer; it grows on demand up to the head and body limits.
     pub read_buffer: usize,
     /// How long and how much to read after refusing a request, before closing.
     pub linger: Duration,
     pub linger_bytes: usize,
-    /// Keep the headers the access log prints.
+    /// Keep what the access log prints.
     pub log_fields: bool,
     /// Limits of a uwsgi listener's requests (the same body limit).
     pub uwsgi: crate::uwsgi::UwsgiLimits,
@@ -35,6 +55,7 @@ impl ConnSettings {
             limits: c.limits(),
             keepalive: (c.keepalive > 0.0).then(|| Duration::from_secs_f64(c.keepalive)),
             header_timeout: Duration::from_secs_f64(c.header_timeout),
+            body_timeout: (c.body_timeout > 0.0).then(|| Duration::from_secs_f64(c.body_timeout)),
             request_timeout: c.request_timeout.map(Duration::from_secs_f64),
             read_buffer: 2048,
             linger: Duration::from_secs(1),
@@ -46,10 +67,436 @@ impl ConnSettings {
     }
 }
 
+/// How much room a read gets while a body arrives.
+const BODY_READ: usize = 16 * 1024;
+
+/// Whether to read (and drop) what the client still sends before closing: after a refusal the
+/// client may be mid-upload, and closing with unread data makes the kernel send a RST that can
+/// destroy the answer in flight (nginx's lingering close).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Lingering {
     Yes,
     No,
+}
+
+/// What the driver must do next; see [`Machine::next`].
+// An action lives for one step of a driver's loop; boxing the request would cost an allocation
+// per request for nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// Write all of [`Machine::output`], then call [`Machine::written`].
+    Write,
+    /// Read into [`Machine::input`] and report with [`Machine::received`] (0 = end of stream).
+    /// The read may wait until `deadline`; a driver that wakes earlier just asks again. `idle`:
+    /// no request is under way, so the driver may also stop waiting for a shutdown (or, under
+    /// gthread, hand the connection back to its poller).
+    Read { deadline: Instant, idle: bool },
+    /// Run the application on this request, then call [`Machine::respond`].
+    Handle(Request),
+    /// Poll [`Machine::stream`] for its next chunk and report it with [`Machine::pulled`].
+    Pull,
+    /// Shut the connection down (writing side first; with [`Lingering::Yes`], drain the
+    /// reading side for a moment) and drop it.
+    Close(Lingering),
+}
+
+/// The protocol spoken on a connection: decodes requests, frames answers.
+#[derive(Debug)]
+pub(crate) enum Codec {
+    Http(Decoder),
+}
+
+/// A refused request, as the machine reports it to the log.
+type Refusal = HttpError;
+
+impl Codec {
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<(Request, RequestMeta)>, Refusal> {
+        match self {
+            Codec::Http(d) => Ok(d.decode(buf)?.map(|i| (i.request, i.meta))),
+        }
+    }
+
+    /// Nothing of a request has been consumed (between requests).
+    fn is_idle(&self) -> bool {
+        match self {
+            Codec::Http(d) => d.is_idle(),
+        }
+    }
+
+    fn take_continue(&mut self) -> bool {
+        match self {
+            Codec::Http(d) => d.take_continue(),
+        }
+    }
+
+    /// Appends the head (and a complete body) of `resp`; returns how a stream must be framed.
+    fn encode(
+        &self,
+        out: &mut Vec<u8>,
+        meta: &RequestMeta,
+        resp: &Response,
+        persist: Persist,
+    ) -> BodyFraming {
+        match self {
+            Codec::Http(_) => encode_head(out, resp, meta.minor_version, persist, meta.head_only),
+        }
+    }
+
+    fn refuse(&self, out: &mut Vec<u8>, err: &Refusal) {
+        match self {
+            Codec::Http(_) => {
+                crate::proto::encode_response(out, &err.response(), 1, Persist::Close, false)
+            }
+        }
+    }
+}
+
+/// A response whose body is being streamed.
+struct Streaming {
+    stream: BodyStream,
+    framing: BodyFraming,
+    keep: bool,
+    sent: usize,
+    status: u16,
+    meta: RequestMeta,
+}
+
+enum State {
+    /// Reading (or decoding buffered) requests.
+    Reading,
+    /// The application runs a request; waiting for [`Machine::respond`].
+    Handling(RequestMeta),
+    Streaming(Box<Streaming>),
+    /// Flush the output, then close.
+    Closing(Lingering),
+    Closed,
+}
+
+/// One connection's protocol state; see the module documentation.
+pub(crate) struct Machine<'a> {
+    settings: &'a ConnSettings,
+    track: &'a mut ConnTrack,
+    codec: Codec,
+    buf: BytesMut,
+    out: Vec<u8>,
+    state: State,
+    /// The class lets connections live past one request (not `sync`).
+    keep_alive_allowed: bool,
+    /// The last answer went out (or the connection opened) at this time.
+    idle_since: Instant,
+    /// The first byte of the current request head arrived at this time.
+    head_started: Option<Instant>,
+    /// The current request's head was complete at this time; its body is being read.
+    body_started: Option<Instant>,
+    last_read: Instant,
+    /// `track.partial()` was reported for the request under way.
+    partial_reported: bool,
+}
+
+impl<'a> Machine<'a> {
+    pub fn new(
+        settings: &'a ConnSettings,
+        track: &'a mut ConnTrack,
+        info: ConnInfo,
+        keep_alive_allowed: bool,
+        now: Instant,
+    ) -> Machine<'a> {
+        let decoder = Decoder::new(settings.limits.clone())
+            .capture_log_fields(settings.log_fields)
+            .with_conn(info);
+        Machine {
+            settings,
+            track,
+            codec: Codec::Http(decoder),
+            buf: BytesMut::with_capacity(settings.read_buffer),
+            out: Vec::new(),
+            state: State::Reading,
+            keep_alive_allowed,
+            idle_since: now,
+            head_started: None,
+            body_started: None,
+            last_read: now,
+            partial_reported: false,
+        }
+    }
+
+    /// What to do next. `stopping`: the worker is shutting down, so an idle connection closes.
+    pub fn next(&mut self, now: Instant, stopping: bool) -> Action {
+        loop {
+            match &self.state {
+                State::Closed => return Action::Close(Lingering::No),
+                State::Closing(lingering) => {
+                    if !self.out.is_empty() {
+                        return Action::Write;
+                    }
+                    let mut lingering = *lingering;
+                    if !self.buf.is_empty() {
+                        // Pipelined requests we will not answer: read them off before closing.
+                        lingering = Lingering::Yes;
+                    }
+                    self.state = State::Closed;
+                    return Action::Close(lingering);
+                }
+                State::Handling(_) => {
+                    // The driver must call `respond` first; treat a confused driver as a close.
+                    self.state = State::Closed;
+                    return Action::Close(Lingering::No);
+                }
+                State::Streaming(_) => {
+                    if !self.out.is_empty() {
+                        return Action::Write;
+                    }
+                    return Action::Pull;
+                }
+                State::Reading => {}
+            }
+            let was_idle = self.codec.is_idle();
+            match self.codec.decode(&mut self.buf) {
+                Ok(Some((request, meta))) => {
+                    self.head_started = None;
+                    self.body_started = None;
+                    self.partial_reported = false;
+                    self.track.begin(&request);
+                    self.state = State::Handling(meta);
+                    return Action::Handle(request);
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    self.refuse(&err);
+                    continue;
+                }
+            }
+            if was_idle && !self.codec.is_idle() {
+                // The head is complete; the body is on its way.
+                self.body_started = Some(now);
+            }
+            if self.codec.take_continue() {
+                self.out.extend_from_slice(CONTINUE);
+            }
+            if !self.out.is_empty() {
+                return Action::Write;
+            }
+            let idle = self.codec.is_idle() && self.buf.is_empty();
+            if idle && stopping {
+                self.state = State::Closed;
+                return Action::Close(Lingering::No);
+            }
+            let (deadline, why) = self.deadline(idle);
+            if now >= deadline {
+                match why {
+                    None => {
+                        self.state = State::Closed;
+                        return Action::Close(Lingering::No);
+                    }
+                    Some(reason) => {
+                        self.refuse(&HttpError {
+                            status: 408,
+                            reason: reason.into(),
+                        });
+                        // The client is slow, not hostile: no need to drain it.
+                        self.buf.clear();
+                        self.state = State::Closing(Lingering::No);
+                        continue;
+                    }
+                }
+            }
+            if !idle && !self.partial_reported {
+                self.partial_reported = true;
+                self.track.partial();
+            }
+            return Action::Read { deadline, idle };
+        }
+    }
+
+    /// When the wait for the next bytes ends, and what ends it (`None`: a quiet close, for an
+    /// idle connection; `Some(reason)`: a 408).
+    fn deadline(&self, idle: bool) -> (Instant, Option<&'static str>) {
+        let s = self.settings;
+        if idle {
+            let allowed = s.keepalive.unwrap_or(s.header_timeout);
+            return (self.idle_since + allowed, None);
+        }
+        if self.codec.is_idle() {
+            // Part of a request head has arrived: the head must complete by its deadline.
+            let started = self.head_started.unwrap_or(self.last_read);
+            return (
+                started + s.header_timeout,
+                Some("request not received in time (--header-timeout)"),
+            );
+        }
+        // Reading a body: each read must make progress in time, and the whole body too.
+        let progress = self.last_read + s.header_timeout;
+        match (s.body_timeout, self.body_started) {
+            (Some(limit), Some(started)) if started + limit < progress => (
+                started + limit,
+                Some("request body not received in time (--body-timeout)"),
+            ),
+            _ => (
+                progress,
+                Some("request body not received in time (--header-timeout)"),
+            ),
+        }
+    }
+
+    fn refuse(&mut self, err: &Refusal) {
+        tracing::debug!(status = err.status, reason = %err.reason, "refused request");
+        self.track.refused(err.status, &err.reason);
+        self.codec.refuse(&mut self.out, err);
+        self.state = State::Closing(Lingering::Yes);
+    }
+
+    /// The read buffer, with room for at least one more read.
+    pub fn input(&mut self) -> &mut BytesMut {
+        if self.buf.capacity() - self.buf.len() < 512 {
+            // A body is taken out of the buffer as it arrives (or spooled): read it in large
+            // pieces rather than let the buffer grow to the body's size.
+            let piece = if self.codec.is_idle() {
+                self.settings.read_buffer
+            } else {
+                BODY_READ
+            };
+            self.buf.reserve(piece.max(self.buf.len()));
+        }
+        &mut self.buf
+    }
+
+    /// `n` bytes were read into [`Machine::input`] at `now`; 0 means the client closed.
+    pub fn received(&mut self, n: usize, now: Instant) {
+        if n == 0 {
+            self.state = State::Closed;
+            return;
+        }
+        self.track.read(n);
+        if self.codec.is_idle() && self.head_started.is_none() {
+            self.head_started = Some(now);
+        }
+        self.last_read = now;
+    }
+
+    /// The bytes to write for [`Action::Write`].
+    pub fn output(&self) -> &[u8] {
+        &self.out
+    }
+
+    /// [`Machine::output`] was written entirely at `now`.
+    pub fn written(&mut self, now: Instant) {
+        self.track.writing(self.out.len());
+        self.out.clear();
+        if matches!(self.state, State::Reading) {
+            self.idle_since = now;
+            self.track.waiting(!self.buf.is_empty());
+        }
+    }
+
+    /// The application answered the request of the last [`Action::Handle`]. `may_keep`: the
+    /// worker lets the connection stay open (it is not stopping or retiring).
+    pub fn respond(&mut self, mut resp: Response, may_keep: bool) {
+        let meta = match std::mem::replace(&mut self.state, State::Reading) {
+            State::Handling(meta) => meta,
+            other => {
+                // Not answering a request: keep the state, drop the response.
+                self.state = other;
+                return;
+            }
+        };
+        let keep = may_keep
+            && self.keep_alive_allowed
+            && self.settings.keepalive.is_some()
+            && meta.keep_alive;
+        let persist = if keep {
+            Persist::KeepAlive
+        } else {
+            Persist::Close
+        };
+        let framing = self.codec.encode(&mut self.out, &meta, &resp, persist);
+        let keep = keep && framing.keeps_alive();
+        let status = resp.status;
+        match std::mem::replace(&mut resp.body, Body::empty()) {
+            Body::Stream(stream) if framing != BodyFraming::Empty => {
+                self.state = State::Streaming(Box::new(Streaming {
+                    stream,
+                    framing,
+                    keep,
+                    sent: 0,
+                    status,
+                    meta,
+                }));
+            }
+            // A complete body is in the output; a HEAD answer's stream is dropped unread (that
+            // is how a stream learns it is done).
+            body => {
+                let len = match &body {
+                    Body::Full(b) => b.len(),
+                    Body::Stream(_) => 0,
+                };
+                self.track.end(&meta, status, len);
+                if !keep {
+                    self.state = State::Closing(Lingering::No);
+                }
+            }
+        }
+    }
+
+    /// The stream to poll for [`Action::Pull`].
+    pub fn stream(&mut self) -> Option<&mut BodyStream> {
+        match &mut self.state {
+            State::Streaming(s) => Some(&mut s.stream),
+            _ => None,
+        }
+    }
+
+    /// What the stream yielded: a chunk, its end (`None`) or its failure. A stream that fails
+    /// or breaks its announced length ends the connection (the client must not mistake a
+    /// truncated body for a whole one).
+    pub fn pulled(&mut self, item: Option<Result<Bytes, BoxError>>) {
+        let State::Streaming(s) = &mut self.state else {
+            return;
+        };
+        let ok = match item {
+            Some(Ok(chunk)) => match s.framing.chunk(&mut self.out, &chunk) {
+                Ok(()) => {
+                    s.sent += chunk.len();
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!("{e}; closing the connection");
+                    false
+                }
+            },
+            Some(Err(e)) => {
+                tracing::warn!("response body stream failed: {e}; closing the connection");
+                false
+            }
+            None => match s.framing.end(&mut self.out) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!("{e}; closing the connection");
+                    false
+                }
+            },
+        };
+        let State::Streaming(s) = std::mem::replace(&mut self.state, State::Reading) else {
+            return;
+        };
+        // The stream is dropped here, whatever ended it.
+        let Streaming {
+            keep,
+            sent,
+            status,
+            meta,
+            ..
+        } = *s;
+        self.track.end(&meta, status, sent);
+        if !(ok && keep) {
+            self.state = State::Closing(Lingering::No);
+        }
+    }
+}
+
+/// The length of a complete body, for the access log (a stream's is counted as it goes out).
+pub(crate) fn full_len(resp: &Response) -> usize {
+    resp.body.as_bytes().map_or(0, |b| b.len())
 }
 
 pub(crate) fn log_timeout(method: &str, path: &str, elapsed: Duration) {
@@ -65,53 +512,236 @@ pub(crate) fn timeout_response() -> Response {
     Response::error(504, "request exceeded --request-timeout")
 }
 
-/// What is left to send of an answer after [`answer`] appended its head.
-pub(crate) enum Answer {
-    /// Everything is in the output buffer; `keep`: the connection stays open.
-    Done { keep: bool },
-    /// The body is a stream: write the buffer, then pull chunks through `framing`.
-    Stream {
-        stream: BodyStream,
-        framing: BodyFraming,
-        keep: bool,
-    },
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
 
-/// Appends the response to one request, framed for the connection: it stays open when the
-/// client allows it and `may_keep` (keep-alive on, worker not stopping, class allows it).
-pub(crate) fn answer(
-    out: &mut Vec<u8>,
-    meta: &RequestMeta,
-    mut resp: Response,
-    may_keep: bool,
-) -> Answer {
-    let keep = may_keep && meta.keep_alive;
-    let persist = if keep {
-        Persist::KeepAlive
-    } else {
-        Persist::Close
-    };
-    let framing = encode_head(out, &resp, meta.minor_version, persist, meta.head_only);
-    let keep = keep && framing.keeps_alive();
-    match std::mem::replace(&mut resp.body, Body::empty()) {
-        Body::Stream(stream) if framing != BodyFraming::Empty => Answer::Stream {
-            stream,
-            framing,
-            keep,
-        },
-        // A HEAD answer's stream is dropped unread (that is how a stream learns it is done).
-        _ => Answer::Done { keep },
+    use crate::scoreboard::Scoreboard;
+    use crate::track::Tracker;
+
+    fn settings() -> ConnSettings {
+        let mut s = ConnSettings::from_config(&ServeConfig::default());
+        s.keepalive = Some(Duration::from_secs(5));
+        s.header_timeout = Duration::from_secs(10);
+        s.body_timeout = Some(Duration::from_secs(30));
+        s
     }
-}
 
-/// Appends the answer to a request the codec refused; the connection closes after it.
-pub(crate) fn refuse(out: &mut Vec<u8>, err: &HttpError) {
-    tracing::debug!(status = err.status, reason = %err.reason, "refused request");
-    crate::proto::encode_response(out, &err.response(), 1, Persist::Close, false);
-}
+    fn track() -> ConnTrack {
+        let sb = Arc::new(Scoreboard::create().unwrap());
+        sb.reset(0, 1);
+        let tracker = Arc::new(Tracker::new(sb, 0, &ServeConfig::default()).unwrap());
+        tracker.open(None)
+    }
 
-/// The length a full body will have on the wire, for the access log (a stream's is counted as
-/// it goes out).
-pub(crate) fn full_len(resp: &Response) -> usize {
-    resp.body.as_bytes().map_or(0, |b| b.len())
+    fn feed(m: &mut Machine<'_>, bytes: &[u8], now: Instant) {
+        m.input().extend_from_slice(bytes);
+        m.received(bytes.len(), now);
+    }
+
+    fn written(m: &mut Machine<'_>, now: Instant) -> String {
+        assert!(matches!(m.next(now, false), Action::Write));
+        let text = String::from_utf8_lossy(m.output()).into_owned();
+        m.written(now);
+        text
+    }
+
+    fn handle(m: &mut Machine<'_>, now: Instant) -> Request {
+        match m.next(now, false) {
+            Action::Handle(r) => r,
+            other => panic!("expected a request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn pipelined_requests_are_answered_in_one_write_then_it_waits_idle() {
+        let (s, mut t, t0) = (settings(), track(), Instant::now());
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), true, t0);
+        assert!(matches!(m.next(t0, false), Action::Read { idle: true, .. }));
+        feed(
+            &mut m,
+            b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n",
+            t0,
+        );
+        assert_eq!(handle(&mut m, t0).path, "/a");
+        m.respond(Response::text(200, "a"), true);
+        assert_eq!(handle(&mut m, t0).path, "/b");
+        m.respond(Response::text(200, "b"), true);
+        let out = written(&mut m, t0);
+        assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 2, "{out}");
+        let Action::Read { deadline, idle } = m.next(t0, false) else {
+            panic!("expected a read")
+        };
+        assert!(idle);
+        assert_eq!(
+            deadline,
+            t0 + Duration::from_secs(5),
+            "the keep-alive timeout"
+        );
+        // Past it, the connection closes quietly.
+        assert!(matches!(
+            m.next(t0 + Duration::from_secs(5), false),
+            Action::Close(Lingering::No)
+        ));
+    }
+
+    #[test]
+    fn a_stopping_worker_closes_idle_connections_and_stops_keep_alive() {
+        let (s, mut t, t0) = (settings(), track(), Instant::now());
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), true, t0);
+        feed(&mut m, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", t0);
+        handle(&mut m, t0);
+        m.respond(Response::text(200, "x"), false);
+        assert!(written(&mut m, t0).contains("Connection: close"));
+        assert!(matches!(m.next(t0, false), Action::Close(Lingering::No)));
+
+        let mut t = track();
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), true, t0);
+        assert!(matches!(m.next(t0, true), Action::Close(_)));
+    }
+
+    #[test]
+    fn sync_closes_after_one_answer() {
+        let (s, mut t, t0) = (settings(), track(), Instant::now());
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), false, t0);
+        feed(&mut m, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", t0);
+        handle(&mut m, t0);
+        m.respond(Response::text(200, "x"), true);
+        assert!(written(&mut m, t0).contains("Connection: close"));
+        assert!(matches!(m.next(t0, false), Action::Close(Lingering::No)));
+    }
+
+    #[test]
+    fn expect_100_continue_is_answered_before_the_body_is_read() {
+        let (s, mut t, t0) = (settings(), track(), Instant::now());
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), true, t0);
+        feed(
+            &mut m,
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n",
+            t0,
+        );
+        assert_eq!(written(&mut m, t0), "HTTP/1.1 100 Continue\r\n\r\n");
+        assert!(matches!(
+            m.next(t0, false),
+            Action::Read { idle: false, .. }
+        ));
+        feed(&mut m, b"hi", t0);
+        assert_eq!(handle(&mut m, t0).body.len(), 2);
+    }
+
+    #[test]
+    fn a_slow_head_gets_408_at_its_deadline() {
+        let (s, mut t, t0) = (settings(), track(), Instant::now());
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), true, t0);
+        feed(&mut m, b"GET / HTTP/1.1\r\nHo", t0);
+        let Action::Read { deadline, idle } = m.next(t0, false) else {
+            panic!("expected a read")
+        };
+        assert!(!idle);
+        assert_eq!(deadline, t0 + Duration::from_secs(10));
+        // A byte now and then does not move the head's deadline.
+        feed(&mut m, b"s", t0 + Duration::from_secs(9));
+        let out = written(&mut m, t0 + Duration::from_secs(10));
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+        assert!(out.contains("--header-timeout"), "{out}");
+        assert!(matches!(
+            m.next(t0 + Duration::from_secs(10), false),
+            Action::Close(Lingering::No)
+        ));
+    }
+
+    #[test]
+    fn a_trickled_body_gets_408_at_the_body_deadline() {
+        let (s, mut t, t0) = (settings(), track(), Instant::now());
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), true, t0);
+        feed(
+            &mut m,
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n",
+            t0,
+        );
+        assert!(matches!(
+            m.next(t0, false),
+            Action::Read { idle: false, .. }
+        ));
+        // A byte every 5 s keeps each read within --header-timeout ...
+        let mut now = t0;
+        for _ in 0..5 {
+            now += Duration::from_secs(5);
+            feed(&mut m, b"x", now);
+            assert!(matches!(m.next(now, false), Action::Read { .. }));
+        }
+        // ... but not the whole body within --body-timeout (30 s).
+        let Action::Read { deadline, .. } = m.next(now, false) else {
+            panic!("expected a read")
+        };
+        assert_eq!(deadline, t0 + Duration::from_secs(30));
+        let out = written(&mut m, deadline);
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+        assert!(out.contains("--body-timeout"), "{out}");
+    }
+
+    #[test]
+    fn a_refusal_is_answered_then_the_connection_lingers() {
+        let (s, mut t, t0) = (settings(), track(), Instant::now());
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), true, t0);
+        feed(
+            &mut m,
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            t0,
+        );
+        let out = written(&mut m, t0);
+        assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+        assert!(matches!(m.next(t0, false), Action::Close(Lingering::Yes)));
+    }
+
+    #[test]
+    fn a_stream_is_pulled_chunk_by_chunk_and_the_connection_kept() {
+        struct Never;
+        impl futures_core::Stream for Never {
+            type Item = Result<Bytes, BoxError>;
+            fn poll_next(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<Self::Item>> {
+                std::task::Poll::Pending
+            }
+        }
+        let (s, mut t, t0) = (settings(), track(), Instant::now());
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), true, t0);
+        feed(&mut m, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", t0);
+        handle(&mut m, t0);
+        m.respond(Response::new(200).with_stream(Box::pin(Never)), true);
+        assert!(written(&mut m, t0).contains("Transfer-Encoding: chunked"));
+        assert!(matches!(m.next(t0, false), Action::Pull));
+        assert!(m.stream().is_some());
+        m.pulled(Some(Ok(Bytes::from_static(b"abc"))));
+        assert_eq!(written(&mut m, t0), "3\r\nabc\r\n");
+        assert!(matches!(m.next(t0, false), Action::Pull));
+        m.pulled(None);
+        assert!(m.stream().is_none(), "the stream is dropped at its end");
+        assert_eq!(written(&mut m, t0), "0\r\n\r\n");
+        assert!(matches!(m.next(t0, false), Action::Read { idle: true, .. }));
+
+        // A stream that fails closes the connection without the last chunk.
+        handle_again(&mut m, t0);
+        m.respond(Response::new(200).with_stream(Box::pin(Never)), true);
+        written(&mut m, t0);
+        m.pulled(Some(Err("boom".into())));
+        assert!(matches!(m.next(t0, false), Action::Close(Lingering::No)));
+    }
+
+    fn handle_again(m: &mut Machine<'_>, now: Instant) {
+        feed(m, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", now);
+        handle(m, now);
+    }
+
+    #[test]
+    fn a_client_that_closes_is_closed() {
+        let (s, mut t, t0) = (settings(), track(), Instant::now());
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), true, t0);
+        feed(&mut m, b"GET / HT", t0);
+        m.received(0, t0);
+        assert!(matches!(m.next(t0, false), Action::Close(Lingering::No)));
+    }
 }

@@ -1,25 +1,21 @@
-//! Drives one connection on the tokio runtime over the shared codec.
-//!
-//! Requests on a connection run one after another (HTTP/1.1 has no multiplexing); all responses
-//! to the requests already buffered are written with one `write` call, which is what makes
-//! pipelined clients fast.
+//! Drives one connection on the tokio runtime: a thin I/O shell around [`crate::conn::Machine`],
+//! which holds every protocol decision. Reads wait with the machine's deadline; an idle
+//! connection also wakes for a shutdown.
 
 use std::io;
 use std::time::Instant;
 
-use bytes::BytesMut;
 use c10k_http::{BodyStream, Ctx, Handler, Request, Response, Wait};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
-use crate::conn::{Answer, ConnSettings, Lingering};
-use crate::proto::{
-    encode_response, BodyFraming, ConnInfo, Decoder, HttpError, Incoming, Persist, CONTINUE,
-};
+use crate::conn::{Action, ConnSettings, Lingering, Machine};
+use crate::proto::{BodyFraming, ConnInfo};
 use crate::shutdown::Phase;
 use crate::track::ConnTrack;
 
 /// Serves requests on `io` until the client closes, a timeout fires, or the server stops.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve<S, H>(
     mut io: S,
     track: &mut ConnTrack,
@@ -33,121 +29,48 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     H: Handler,
 {
-    let mut buf = BytesMut::with_capacity(settings.read_buffer);
-    let mut out = Vec::new();
-    let mut decoder = Decoder::new(settings.limits.clone())
-        .capture_log_fields(settings.log_fields)
-        .with_conn(info);
-    let mut head_started: Option<Instant> = None;
+    let mut conn = Machine::new(settings, track, info, true, Instant::now());
     loop {
-        let mut close = None;
-        loop {
-            match decoder.decode(&mut buf) {
-                Ok(Some(Incoming { request, meta })) => {
-                    head_started = None;
-                    track.begin(&request);
-                    let resp = call(handler, request, settings).await;
-                    on_request();
-                    let may_keep = settings.keepalive.is_some() && *stop.borrow() == Phase::Running;
-                    let (status, full_len) = (resp.status, crate::conn::full_len(&resp));
-                    let keep = match crate::conn::answer(&mut out, &meta, resp, may_keep) {
-                        Answer::Done { keep } => {
-                            track.end(&meta, status, full_len);
-                            keep
+        let stopping = *stop.borrow() >= Phase::Graceful;
+        match conn.next(Instant::now(), stopping) {
+            Action::Write => {
+                io.write_all(conn.output()).await?;
+                conn.written(Instant::now());
+            }
+            Action::Read { deadline, idle } => {
+                let deadline = tokio::time::Instant::from_std(deadline);
+                let read = tokio::select! {
+                    r = tokio::time::timeout_at(deadline, io.read_buf(conn.input())) => r,
+                    changed = stop.changed(), if idle => {
+                        if changed.is_err() {
+                            return Ok(());
                         }
-                        Answer::Stream {
-                            stream,
-                            framing,
-                            keep,
-                        } => {
-                            let sent =
-                                send_stream(&mut io, stream, framing, &mut out, track).await?;
-                            track.end(&meta, status, sent.unwrap_or(0));
-                            keep && sent.is_some()
-                        }
-                    };
-                    if !keep {
-                        close = Some(Lingering::No);
-                        break;
+                        continue;
                     }
-                }
-                Ok(None) => {
-                    if !buf.is_empty() || !decoder.is_idle() {
-                        track.partial();
-                    }
-                    break;
-                }
-                Err(err) => {
-                    crate::conn::refuse(&mut out, &err);
-                    close = Some(Lingering::Yes);
-                    break;
-                }
-            }
-        }
-        if !out.is_empty() {
-            track.writing(out.len());
-            io.write_all(&out).await?;
-            out.clear();
-            track.waiting(!buf.is_empty());
-        }
-        if let Some(mut lingering) = close {
-            if !buf.is_empty() {
-                // Pipelined requests we will not answer: read them off before closing.
-                lingering = Lingering::Yes;
-            }
-            return finish(io, lingering, settings).await;
-        }
-        if decoder.take_continue() {
-            io.write_all(CONTINUE).await?;
-        }
-
-        let idle = decoder.is_idle() && buf.is_empty();
-        if idle && *stop.borrow() >= Phase::Graceful {
-            return Ok(());
-        }
-        let timeout = if idle {
-            match settings.keepalive {
-                Some(t) => t,
-                None => settings.header_timeout,
-            }
-        } else if decoder.is_idle() {
-            // Part of a request head has arrived: the head must complete by its deadline.
-            let started = *head_started.get_or_insert_with(Instant::now);
-            settings.header_timeout.saturating_sub(started.elapsed())
-        } else {
-            // Reading a body: each read must make progress within the header timeout.
-            settings.header_timeout
-        };
-        if buf.capacity() - buf.len() < 512 {
-            buf.reserve(settings.read_buffer.max(buf.len()));
-        }
-        let read = tokio::select! {
-            r = tokio::time::timeout(timeout, io.read_buf(&mut buf)) => r,
-            changed = stop.changed(), if idle => {
-                if changed.is_err() {
-                    return Ok(());
-                }
-                continue;
-            }
-        };
-        match read {
-            Ok(Ok(0)) => return Ok(()),
-            Ok(Ok(n)) => {
-                track.read(n);
-                if idle {
-                    head_started = Some(Instant::now());
-                }
-            }
-            Ok(Err(e)) => return Err(e),
-            Err(_elapsed) if idle => return Ok(()),
-            Err(_elapsed) => {
-                let err = HttpError {
-                    status: 408,
-                    reason: "request not received in time (--header-timeout)".into(),
                 };
-                encode_response(&mut out, &err.response(), 1, Persist::Close, false);
-                io.write_all(&out).await?;
-                return finish(io, Lingering::No, settings).await;
+                match read {
+                    Ok(Ok(n)) => conn.received(n, Instant::now()),
+                    Ok(Err(e)) => return Err(e),
+                    // The machine sees the deadline has passed and says what to do.
+                    Err(_elapsed) => {}
+                }
+            }
+            Action::Handle(request) => {
+                let resp = call(handler, request, settings).await;
+                on_request();
+                let may_keep = *stop.borrow() == Phase::Running;
+                conn.respond(resp, may_keep);
+            }
+            Action::Pull => {
+                let item = match conn.stream() {
+                    Some(s) => std::future::poll_fn(|cx| s.as_mut().poll_next(cx)).await,
+                    None => None,
+                };
+                conn.pulled(item);
+            }
+            Action::Close(lingering) => {
+                drop(conn);
+                return finish(io, lingering, settings).await;
             }
         }
     }
@@ -156,7 +79,8 @@ where
 /// Writes what is buffered, then the streamed body chunk by chunk as the stream yields it.
 /// `Ok(Some(bytes))`: the body went out whole; `Ok(None)`: the stream failed or broke its
 /// announced length, and the connection must close. The stream is dropped on every way out,
-/// a client that went away included.
+/// a client that went away included. (The uwsgi driver's; HTTP connections stream through
+/// `conn::Machine`.)
 pub(crate) async fn send_stream<S: AsyncWrite + Unpin>(
     io: &mut S,
     mut stream: BodyStream,

@@ -1,5 +1,5 @@
-//! Drives one connection on a blocking OS thread over the shared codec (the `sync`, `thread` and
-//! `gthread` classes).
+//! Drives one connection on a blocking OS thread (the `sync`, `thread` and `gthread` classes): a
+//! thin I/O shell around [`crate::conn::Machine`], which holds every protocol decision.
 //!
 //! A blocked `read` cannot see a shutdown, so reads use a short socket timeout and re-check the
 //! stop phase in between; the cost is one wake-up per poll interval per idle connection.
@@ -13,10 +13,8 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use c10k_http::{BodyStream, Ctx, Handler, Request, Response, Wait};
 
-use crate::conn::{Answer, ConnSettings, Lingering};
-use crate::proto::{
-    encode_response, BodyFraming, ConnInfo, Decoder, HttpError, Incoming, Persist, CONTINUE,
-};
+use crate::conn::{Action, ConnSettings, Lingering, Machine};
+use crate::proto::{BodyFraming, ConnInfo};
 use crate::shutdown::{Phase, Shutdown};
 use crate::track::ConnTrack;
 
@@ -94,127 +92,54 @@ pub(crate) fn serve<S: BlockingStream, H: Handler>(
     mode: Mode,
     on_request: &mut dyn FnMut(),
 ) -> io::Result<Outcome<S>> {
-    let mut buf = BytesMut::with_capacity(settings.read_buffer);
-    let mut out = Vec::new();
-    let mut decoder = Decoder::new(settings.limits.clone())
-        .capture_log_fields(settings.log_fields)
-        .with_conn(stream.info());
-    let mut head_started: Option<Instant> = None;
-    let mut idle_since = Instant::now();
-    let mut last_read = Instant::now();
+    let keep_alive_allowed = mode != Mode::OneRequest;
+    let info = stream.info();
+    let mut conn = Machine::new(settings, track, info, keep_alive_allowed, Instant::now());
     // A connection handed back to a thread became readable: read before judging it idle.
     let mut must_read = mode == Mode::UntilIdle;
     loop {
-        let mut close = None;
-        loop {
-            match decoder.decode(&mut buf) {
-                Ok(Some(Incoming { request, meta })) => {
-                    head_started = None;
-                    track.begin(&request);
-                    let resp = call(handler, request, settings);
-                    on_request();
-                    let may_keep = mode != Mode::OneRequest
-                        && settings.keepalive.is_some()
-                        && shutdown.phase() == Phase::Running;
-                    let (status, full_len) = (resp.status, crate::conn::full_len(&resp));
-                    let keep = match crate::conn::answer(&mut out, &meta, resp, may_keep) {
-                        Answer::Done { keep } => {
-                            track.end(&meta, status, full_len);
-                            keep
-                        }
-                        Answer::Stream {
-                            stream: body,
-                            framing,
-                            keep,
-                        } => {
-                            let sent = send_stream(&mut stream, body, framing, &mut out, track)?;
-                            track.end(&meta, status, sent.unwrap_or(0));
-                            keep && sent.is_some()
-                        }
-                    };
-                    if !keep {
-                        close = Some(Lingering::No);
-                        break;
-                    }
+        let stopping = shutdown.phase() >= Phase::Graceful;
+        match conn.next(Instant::now(), stopping) {
+            Action::Write => {
+                stream.write_all(conn.output())?;
+                conn.written(Instant::now());
+            }
+            Action::Read { deadline, idle } => {
+                if idle && mode == Mode::UntilIdle && !must_read {
+                    return Ok(Outcome::Idle(stream));
                 }
-                Ok(None) => {
-                    if !buf.is_empty() || !decoder.is_idle() {
-                        track.partial();
-                    }
-                    break;
-                }
-                Err(err) => {
-                    crate::conn::refuse(&mut out, &err);
-                    close = Some(Lingering::Yes);
-                    break;
+                must_read = false;
+                // A blocked read cannot see a shutdown: wake at least every POLL to look.
+                let left = deadline.saturating_duration_since(Instant::now());
+                stream.set_read_timeout(Some(left.clamp(Duration::from_millis(1), POLL)))?;
+                match read_buf(&mut stream, conn.input()) {
+                    Ok(n) => conn.received(n, Instant::now()),
+                    // Not fatal: the machine re-checks the stop phase and the deadlines.
+                    Err(e) if is_timeout(&e) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
                 }
             }
-        }
-        if !out.is_empty() {
-            track.writing(out.len());
-            stream.write_all(&out)?;
-            out.clear();
-            idle_since = Instant::now();
-            track.waiting(!buf.is_empty());
-        }
-        if let Some(mut lingering) = close {
-            if !buf.is_empty() {
-                // Pipelined requests we will not answer: read them off before closing.
-                lingering = Lingering::Yes;
+            Action::Handle(request) => {
+                let resp = call(handler, request, settings);
+                on_request();
+                let may_keep = shutdown.phase() == Phase::Running;
+                conn.respond(resp, may_keep);
             }
-            finish(&mut stream, lingering, settings);
-            return Ok(Outcome::Closed);
-        }
-        if decoder.take_continue() {
-            stream.write_all(CONTINUE)?;
-        }
-
-        let idle = decoder.is_idle() && buf.is_empty();
-        if idle {
-            if shutdown.phase() >= Phase::Graceful {
+            Action::Pull => {
+                let item = match conn.stream() {
+                    Some(s) => {
+                        pollster::block_on(std::future::poll_fn(|cx| s.as_mut().poll_next(cx)))
+                    }
+                    None => None,
+                };
+                conn.pulled(item);
+            }
+            Action::Close(lingering) => {
+                drop(conn);
+                finish(&mut stream, lingering, settings);
                 return Ok(Outcome::Closed);
             }
-            if mode == Mode::UntilIdle && !must_read {
-                return Ok(Outcome::Idle(stream));
-            }
-        }
-        // The time this read may take before the connection is given up.
-        let allowed = if idle {
-            settings
-                .keepalive
-                .unwrap_or(settings.header_timeout)
-                .saturating_sub(idle_since.elapsed())
-        } else if decoder.is_idle() {
-            let started = *head_started.get_or_insert_with(Instant::now);
-            settings.header_timeout.saturating_sub(started.elapsed())
-        } else {
-            settings.header_timeout.saturating_sub(last_read.elapsed())
-        };
-        if allowed.is_zero() {
-            if idle {
-                return Ok(Outcome::Closed);
-            }
-            request_timeout(&mut stream, &mut out, settings)?;
-            return Ok(Outcome::Closed);
-        }
-        stream.set_read_timeout(Some(allowed.min(POLL)))?;
-        if buf.capacity() - buf.len() < 512 {
-            buf.reserve(settings.read_buffer.max(buf.len()));
-        }
-        must_read = false;
-        match read_buf(&mut stream, &mut buf) {
-            Ok(0) => return Ok(Outcome::Closed),
-            Ok(n) => {
-                track.read(n);
-                last_read = Instant::now();
-                if idle {
-                    head_started = Some(last_read);
-                }
-            }
-            // Not fatal: the loop re-checks the stop phase and the deadlines.
-            Err(e) if is_timeout(&e) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
         }
     }
 }
@@ -239,7 +164,8 @@ pub(crate) fn resume<S: BlockingStream, H: Handler>(
     )
 }
 
-/// See `conn_async::send_stream`; here each chunk is awaited by blocking this thread.
+/// See `conn_async::send_stream`; here each chunk is awaited by blocking this thread. (The
+/// uwsgi driver's; HTTP connections stream through `conn::Machine`.)
 pub(crate) fn send_stream<S: BlockingStream>(
     io: &mut S,
     mut stream: BodyStream,
@@ -300,21 +226,6 @@ pub(crate) fn call<H: Handler>(handler: &H, req: Request, s: &ConnSettings) -> R
         }
     }
     resp
-}
-
-fn request_timeout<S: BlockingStream>(
-    stream: &mut S,
-    out: &mut Vec<u8>,
-    settings: &ConnSettings,
-) -> io::Result<()> {
-    let err = HttpError {
-        status: 408,
-        reason: "request not received in time (--header-timeout)".into(),
-    };
-    encode_response(out, &err.response(), 1, Persist::Close, false);
-    stream.write_all(out)?;
-    finish(stream, Lingering::No, settings);
-    Ok(())
 }
 
 pub(crate) fn read_buf<S: Read>(stream: &mut S, buf: &mut BytesMut) -> io::Result<usize> {

@@ -61,6 +61,7 @@ mod workers;
 
 pub use c10k_http::WorkerInfo;
 pub use config::{AdminAddr, AllowFrom, Bind, BindAddr, Protocol, ServeConfig, WorkerClass};
+pub use master::BootFailed;
 pub use scoreboard::WritePathFigures;
 pub use shutdown::{Phase, Shutdown};
 pub use workers::{is_worker_process, run, run_hosted, Hosted, Server};

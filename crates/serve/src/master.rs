@@ -35,6 +35,12 @@ use crate::sys::move_fd_high;
 /// Exit status of a worker whose application could not be built (gunicorn's WORKER_BOOT_ERROR).
 pub const BOOT_ERROR: i32 = 3;
 
+/// Workers could not start the application (twice in a row): the server stops instead of
+/// starting them again and again. `c10k serve` exits with [`BOOT_ERROR`] then.
+#[derive(Debug, thiserror::Error)]
+#[error("worker failed to boot twice in a row; stopping (see the worker's error above)")]
+pub struct BootFailed;
+
 /// Environment a worker process finds its inheritance in.
 pub(crate) const ENV_SLOT: &str = "C10K_WORKER_SLOT";
 pub(crate) const ENV_CONFIG: &str = "C10K_WORKER_CONFIG";
@@ -435,9 +441,7 @@ impl Master {
             }
             if self.boot_failures >= 2 {
                 self.stop(false)?;
-                anyhow::bail!(
-                    "worker failed to boot twice in a row; stopping (see the worker's error above)"
-                );
+                return Err(BootFailed.into());
             }
         }
     }

@@ -168,6 +168,14 @@ impl ConnTrack {
         }
     }
 
+    /// A request was refused by the codec (400, 408, 413, 414, 431, ...): the access log shows
+    /// it with the reason, so attack traffic is visible there.
+    pub fn refused(&mut self, status: u16, reason: &str) {
+        if let Some(log) = &self.tracker.access_log {
+            log.write_line(&refused_line(self.peer, status, reason, now_us()));
+        }
+    }
+
     /// `n` response bytes are about to be written.
     pub fn writing(&mut self, n: usize) {
         if !self.tracker.on {
@@ -248,6 +256,10 @@ impl AccessLog {
             micros,
             self.mask_query,
         );
+        self.write_line(&line);
+    }
+
+    fn write_line(&self, line: &str) {
         // A full disk or a closed pipe must not fail requests.
         let _ = (&self.file).write_all(line.as_bytes());
     }
@@ -305,6 +317,25 @@ fn combined_line(
         line.push('"');
     }
     let _ = writeln!(line, " {micros}");
+    line
+}
+
+/// A refused request in the combined format (the request line is `-`: it was not accepted),
+/// with the reason as one more quoted field.
+fn refused_line(peer: Option<SocketAddr>, status: u16, reason: &str, now_us: u64) -> String {
+    use std::fmt::Write as _;
+    let mut line = String::with_capacity(120);
+    match peer {
+        Some(p) => {
+            let _ = write!(line, "{}", p.ip());
+        }
+        None => line.push_str("unix"),
+    }
+    line.push_str(" - - [");
+    clf_time(&mut line, now_us / 1_000_000);
+    let _ = write!(line, "] \"-\" {status} - \"-\" \"-\" 0 \"refused: ");
+    escape_into(&mut line, reason);
+    line.push_str("\"\n");
     line
 }
 
@@ -436,6 +467,22 @@ mod tests {
                 println!("tracking {name}: {ns:.1} ns per request");
             }
         }
+    }
+
+    #[test]
+    fn refusals_have_their_reason() {
+        let peer = "192.0.2.7:5555".parse().ok();
+        let line = refused_line(
+            peer,
+            431,
+            "more than 100 header fields",
+            971_186_136_000_000,
+        );
+        assert_eq!(
+            line,
+            "192.0.2.7 - - [10/Oct/2000:13:55:36 +0000] \"-\" 431 - \"-\" \"-\" 0 \
+             \"refused: more than 100 header fields\"\n"
+        );
     }
 
     #[test]

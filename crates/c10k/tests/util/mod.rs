@@ -285,7 +285,7 @@ impl Reader {
         self.stream.write_all(bytes)
     }
 
-    /// Reads one complete response (Content-Length framed, as c10k always sends).
+    /// Reads one complete response (Content-Length framed, or chunked).
     pub fn response(&mut self) -> std::io::Result<Resp> {
         loop {
             if let Some(end) = find(&self.buf, b"\r\n\r\n") {
@@ -305,6 +305,17 @@ impl Reader {
                     self.buf.drain(..end + 4);
                     continue;
                 }
+                if headers.iter().any(|(n, v)| {
+                    n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+                }) {
+                    self.buf.drain(..end + 4);
+                    let body = self.chunked_body()?;
+                    return Ok(Resp {
+                        status,
+                        headers,
+                        body,
+                    });
+                }
                 let len: usize = headers
                     .iter()
                     .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
@@ -322,6 +333,41 @@ impl Reader {
                 });
             }
             self.fill()?;
+        }
+    }
+
+    /// A chunked body (streamed responses to HTTP/1.1 clients), trailers skipped.
+    fn chunked_body(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut body = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(i) = find(&self.buf, b"\r\n") {
+                    break i;
+                }
+                self.fill()?;
+            };
+            let size_text = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| bad(format!("bad chunk size {size_text:?}")))?;
+            self.buf.drain(..line_end + 2);
+            if size == 0 {
+                // Trailers (none from c10k), then the blank line.
+                loop {
+                    if let Some(i) = find(&self.buf, b"\r\n") {
+                        self.buf.drain(..i + 2);
+                        if i == 0 {
+                            return Ok(body);
+                        }
+                        continue;
+                    }
+                    self.fill()?;
+                }
+            }
+            while self.buf.len() < size + 2 {
+                self.fill()?;
+            }
+            body.extend_from_slice(&self.buf[..size]);
+            self.buf.drain(..size + 2);
         }
     }
 

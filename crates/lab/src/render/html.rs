@@ -73,7 +73,17 @@ pub fn index(rows: &[Row], info: &RunInfo, plots: &[String]) -> String {
             .iter()
             .filter(|p| p.ends_with(&format!("-{}.svg", super::slug(&workload))))
         {
-            let _ = writeln!(out, "<p><img src=\"{}\" alt=\"{}\"></p>", esc(p), esc(p));
+            let what = if p.starts_with("throughput") {
+                "transaction rate"
+            } else {
+                "latency, p50 and p99"
+            };
+            let _ = writeln!(
+                out,
+                "<p><img src=\"{}\" alt=\"{what}, {}\"></p>",
+                esc(p),
+                esc(&workload)
+            );
         }
     }
     let _ = writeln!(out, "<p>Raw figures: <a href=\"raw.csv\">raw.csv</a>; summary: <a href=\"summary.md\">summary.md</a>.</p>");

@@ -35,6 +35,7 @@ fn limits() -> Limits {
         max_headers: 64,
         // The admin routes take no body.
         max_body: 0,
+        body_buffer: 0,
     }
 }
 

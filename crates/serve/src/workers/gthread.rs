@@ -5,9 +5,13 @@
 //! goes back to the reactor's poller, so a thousand idle keep-alive clients cost a thousand
 //! sockets, not a thousand threads (the complaint in gunicorn #908/#2917 is that its gthread ties
 //! a thread to a keep-alive connection). One worker runs at most `--threads` requests at once.
+//!
+//! The reactor accepts only while a pool thread is free (see `Reactor::has_room`), and a thread
+//! that frees up wakes it (see [`Seats`]), so a worker that was full takes new connections again
+//! the moment it can serve them, never a heartbeat tick later.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,11 +51,10 @@ pub(super) fn run<H: Handler>(
     // Connections handed back idle by the pool.
     let (idle_tx, idle_rx) = chan::unbounded::<Tracked>();
 
-    // Connections handed to the pool and not back yet (queued or being served).
-    let assigned = Arc::new(AtomicUsize::new(0));
+    let seats = Arc::new(Seats::default());
     let mut pool = Vec::with_capacity(config.threads);
     for i in 0..config.threads {
-        let (work_rx, idle_tx, assigned) = (work_rx.clone(), idle_tx.clone(), assigned.clone());
+        let (work_rx, idle_tx, seats) = (work_rx.clone(), idle_tx.clone(), seats.clone());
         let (handler, settings, life, open, poller) = (
             handler.clone(),
             settings.clone(),
@@ -90,7 +93,6 @@ pub(super) fn run<H: Handler>(
                         .map(|()| Outcome::Closed),
                     };
                     life.slot().busy.fetch_sub(1, Relaxed);
-                    assigned.fetch_sub(1, Relaxed);
                     match result {
                         Ok(Outcome::Idle(conn)) => {
                             let back = Tracked {
@@ -110,6 +112,8 @@ pub(super) fn run<H: Handler>(
                             closed(&life, &open);
                         }
                     }
+                    // Last, so a reactor woken here sees the connection closed too.
+                    seats.free(&poller);
                 }
             })
             .context("cannot start a gthread pool thread")?;
@@ -131,7 +135,7 @@ pub(super) fn run<H: Handler>(
         open: &open,
         max_conns: config.worker_connections,
         threads: config.threads,
-        assigned: &assigned,
+        seats: &seats,
         fresh: 0,
         fresh_queue: std::collections::VecDeque::new(),
     };
@@ -162,6 +166,45 @@ pub(super) fn run<H: Handler>(
     Ok(())
 }
 
+/// The pool's threads as seats: a connection takes one when the reactor hands it to the pool
+/// (queued or being served) and gives it back when its request is done.
+#[derive(Default)]
+struct Seats {
+    taken: AtomicUsize,
+    /// Set by the reactor before it decides whether it has room to accept; a thread that gives
+    /// a seat back then wakes the reactor's poller. Without this wake-up a worker whose threads
+    /// were all taken stopped watching the listener until its next heartbeat tick (`POLL`,
+    /// 200 ms) although its threads were free again: with short requests and no keep-alive,
+    /// new connections waited for the tick (issue 12: 494 req/s instead of ~900 at 4×50, c=100).
+    reactor_waits: AtomicBool,
+}
+
+impl Seats {
+    fn take(&self) {
+        self.taken.fetch_add(1, SeqCst);
+    }
+
+    /// Gives a seat back and wakes the reactor if it may be waiting for one.
+    fn free(&self, poller: &Poller) {
+        self.taken.fetch_sub(1, SeqCst);
+        // Both sides are SeqCst: either the reactor's count already saw this seat free, or this
+        // swap sees the reactor's flag and wakes it.
+        if self.reactor_waits.swap(false, SeqCst) {
+            let _ = poller.notify();
+        }
+    }
+
+    /// Called by the reactor with `true` just before it reads `taken` to decide whether to
+    /// accept, with `false` when it accepts anyway (new connections wake it then).
+    fn reactor_may_wait(&self, waits: bool) {
+        self.reactor_waits.store(waits, SeqCst);
+    }
+
+    fn taken(&self) -> usize {
+        self.taken.load(SeqCst)
+    }
+}
+
 fn closed(life: &Life, open: &Gauge) {
     life.slot().connections.fetch_sub(1, Relaxed);
     open.dec();
@@ -181,7 +224,7 @@ struct Reactor<'a> {
     open: &'a Gauge,
     max_conns: usize,
     threads: usize,
-    assigned: &'a AtomicUsize,
+    seats: &'a Seats,
     /// Accepted connections that have not sent their first request yet, counted against the
     /// threads for `FRESH_GRACE` only (so clients that connect and stay silent cannot stop the
     /// worker from accepting).
@@ -213,7 +256,13 @@ impl Reactor<'_> {
             if phase >= Phase::Graceful {
                 return Ok(());
             }
+            // A pool thread that frees up from here on wakes the poller (see `Seats`), unless
+            // the listener is watched anyway.
+            self.seats.reactor_may_wait(true);
             let want_listen = phase == Phase::Running && self.has_room();
+            if want_listen {
+                self.seats.reactor_may_wait(false);
+            }
             self.set_listening(want_listen)?;
             if phase == Phase::Draining && self.open.get() == 0 {
                 return Ok(());
@@ -222,7 +271,17 @@ impl Reactor<'_> {
                 self.park(conn, Instant::now() + keepalive, false)?;
             }
             let now = Instant::now();
-            let next_deadline = self.parked.values().map(|(_, d, _)| *d).min();
+            let mut next_deadline = self.parked.values().map(|(_, d, _)| *d).min();
+            if !want_listen {
+                // A fresh connection that stays silent stops counting against the threads after
+                // `FRESH_GRACE`, which may give room to accept again.
+                if let Some(&(_, at)) = self.fresh_queue.front() {
+                    let grace_end = at + FRESH_GRACE;
+                    next_deadline = Some(next_deadline.map_or(grace_end, |d| d.min(grace_end)));
+                }
+            }
+            // `POLL` only bounds the wait for the heartbeat and the stop phase; everything that
+            // lets this worker make progress wakes the poller itself.
             let wait = next_deadline
                 .map(|d| d.saturating_duration_since(now))
                 .unwrap_or(super::POLL)
@@ -241,10 +300,10 @@ impl Reactor<'_> {
                     if fresh {
                         self.fresh -= 1;
                     }
-                    self.assigned.fetch_add(1, Relaxed);
+                    self.seats.take();
                     // The queue holds up to the connection cap, so this never blocks.
                     if let Err(chan::SendError(conn)) = work.send(conn) {
-                        self.assigned.fetch_sub(1, Relaxed);
+                        self.seats.free(self.poller);
                         drop(conn);
                         closed(self.life, self.open);
                     }
@@ -335,7 +394,7 @@ impl Reactor<'_> {
                 }
             }
         }
-        self.open.get() < self.max_conns && self.assigned.load(Relaxed) + self.fresh < self.threads
+        self.open.get() < self.max_conns && self.seats.taken() + self.fresh < self.threads
     }
 
     fn park(&mut self, conn: Tracked, deadline: Instant, fresh: bool) -> anyhow::Result<()> {

@@ -1,0 +1,171 @@
+//! `c10k serve APP_MODULE`: hosting a Python WSGI application (Flask, Django) instead of the
+//! built-in one — its settings (gunicorn's names: `--chdir`, `--pythonpath`, `--env`; plus
+//! `--venv` and `--root-path`) and the factory each worker process calls.
+//!
+//! Python support is the `python` cargo feature (on by default). Without it the settings still
+//! parse, so `c10k serve app:x` can say how to get a build that hosts Python apps.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+fn key_value(s: &str) -> Result<String, String> {
+    match s.split_once('=') {
+        Some((k, _)) if !k.is_empty() && !k.contains('\0') => Ok(s.to_owned()),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+/// Settings of a hosted Python WSGI application.
+#[derive(Clone, Debug, Default, Args, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct PythonArgs {
+    /// A Python WSGI application to serve instead of the built-in one: MODULE:CALLABLE
+    /// (myproject.wsgi:application, app:app, app:create_app()), as gunicorn takes it.
+    #[arg(value_name = "APP_MODULE", help_heading = "Python (WSGI)")]
+    #[serde(skip)]
+    pub app_module: Option<String>,
+
+    /// The WSGI application, as APP_MODULE (config key `app`).
+    #[arg(
+        long = "app",
+        env = "C10K_APP",
+        value_name = "MODULE:CALLABLE",
+        help_heading = "Python (WSGI)"
+    )]
+    pub app: Option<String>,
+
+    /// Change to this directory before loading the application (it goes first on sys.path).
+    #[arg(
+        long,
+        env = "C10K_CHDIR",
+        value_name = "DIR",
+        help_heading = "Python (WSGI)"
+    )]
+    pub chdir: Option<PathBuf>,
+
+    /// Directories to put in front of sys.path, comma-separated.
+    #[arg(
+        long,
+        env = "C10K_PYTHONPATH",
+        value_name = "DIRS",
+        value_delimiter = ',',
+        help_heading = "Python (WSGI)"
+    )]
+    pub pythonpath: Vec<PathBuf>,
+
+    /// The virtual environment the application runs in (its site-packages). Default:
+    /// $VIRTUAL_ENV, else the python3 on PATH.
+    #[arg(
+        long,
+        env = "C10K_VENV",
+        value_name = "DIR",
+        help_heading = "Python (WSGI)"
+    )]
+    pub venv: Option<PathBuf>,
+
+    /// Set an environment variable for the application (os.environ). Repeat for several.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = key_value,
+          help_heading = "Python (WSGI)")]
+    pub env: Vec<String>,
+
+    /// The URL prefix the application is mounted at (WSGI SCRIPT_NAME), e.g. /api.
+    #[arg(
+        long,
+        env = "C10K_ROOT_PATH",
+        value_name = "PATH",
+        default_value = "",
+        help_heading = "Python (WSGI)"
+    )]
+    pub root_path: String,
+}
+
+impl PythonArgs {
+    /// The application spec, from APP_MODULE or `--app`/`C10K_APP`/`app`.
+    pub fn spec(&self) -> Option<&str> {
+        self.app_module
+            .as_deref()
+            .or(self.app.as_deref())
+            .filter(|s| !s.is_empty())
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if let (Some(a), Some(b)) = (&self.app_module, &self.app) {
+            if a != b {
+                return Err(format!(
+                    "two applications given: APP_MODULE {a:?} and --app/C10K_APP {b:?}; keep one"
+                ));
+            }
+        }
+        if !self.root_path.is_empty() && !self.root_path.starts_with('/') {
+            return Err(format!(
+                "--root-path {:?}: must start with /, e.g. /api",
+                self.root_path
+            ));
+        }
+        if let Some(dir) = &self.chdir {
+            if !dir.is_dir() {
+                return Err(format!("--chdir {}: not a directory", dir.display()));
+            }
+        }
+        if let Some(dir) = &self.venv {
+            if !dir.is_dir() {
+                return Err(format!("--venv {}: not a directory", dir.display()));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+#[cfg(feature = "python")]
+pub use enabled::factory;
+
+#[cfg(feature = "python")]
+mod enabled {
+    use std::sync::Arc;
+
+    use c10k_serve::{Hosted, WorkerInfo};
+    // A direct dependency so that build.rs can ask pyo3-build-config for libpython's rpath.
+    use c10k_wsgi::{WsgiApp, WsgiConfig};
+    use pyo3 as _;
+
+    use super::PythonArgs;
+
+    /// Boots the app in a worker process. A boot error is the worker's "failed to boot" (exit
+    /// status 3), with the Python traceback in the message.
+    pub fn factory(args: &PythonArgs, info: &WorkerInfo) -> anyhow::Result<Hosted<WsgiApp>> {
+        let config = WsgiConfig {
+            app: args.spec().unwrap_or_default().to_owned(),
+            chdir: args.chdir.clone(),
+            pythonpath: args.pythonpath.clone(),
+            venv: args.venv.clone(),
+            env: args
+                .env
+                .iter()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            root_path: args.root_path.clone(),
+            max_stuck_threads: None,
+            // Retiring is what SIGHUP does to a worker: finish in-flight requests, exit, and the
+            // master starts a fresh process.
+            recycle: Some(Arc::new(|| {
+                // SAFETY: kill on our own pid with a signal the worker handles.
+                unsafe { libc::kill(libc::getpid(), libc::SIGHUP) };
+            })),
+        };
+        let app = WsgiApp::boot(&config, info)?;
+        Ok(Hosted::new(Arc::new(app)))
+    }
+}
+
+/// Without the `python` feature: how to get a build that hosts Python apps.
+#[cfg(not(feature = "python"))]
+pub const NOT_BUILT: &str = "this c10k was built without Python support (cargo feature \
+`python`, on by default); rebuild it with default features, e.g. `cargo install --path crates/c10k` \
+(needs python3 with its shared libpython at build time)";

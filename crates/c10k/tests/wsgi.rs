@@ -1,0 +1,443 @@
+//! `c10k serve MODULE:APP` end to end: the probe apps (wrapped in `wsgiref.validate.validator`),
+//! a real Flask app and a real Django project, under every worker class; boot errors; timeouts.
+//!
+//! The probe apps need only the standard library. Flask and Django come from the venv that
+//! `.ci/run` creates from PyPI and names in `C10K_TEST_VENV`; without it those tests are skipped
+//! with a message — except under CI, where a missing venv fails them.
+
+#![cfg(feature = "python")]
+
+#[macro_use]
+mod util;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use util::{connect, get, threads, Reader, Resp, Server};
+
+fn apps() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../wsgi/tests/apps")
+        .canonicalize()
+        .expect("crates/wsgi/tests/apps")
+        .display()
+        .to_string()
+}
+
+/// The test venv with Flask and Django, or `None` (skip) outside CI.
+fn venv() -> Option<String> {
+    match std::env::var("C10K_TEST_VENV") {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must set C10K_TEST_VENV (.ci/run runs scripts/python-venv.sh)"
+            );
+            eprintln!("skipped: C10K_TEST_VENV is not set (eval \"$(scripts/python-venv.sh)\")");
+            None
+        }
+    }
+}
+
+fn probe(class: &str, extra: &[&str]) -> Server {
+    let apps = apps();
+    let mut args = vec![
+        "-k",
+        class,
+        "--threads",
+        threads(class),
+        "--pythonpath",
+        &apps,
+    ];
+    args.extend_from_slice(extra);
+    args.push("probe:app");
+    Server::start(&args)
+}
+
+fn request(s: &Server, raw: &str) -> Resp {
+    let mut c = Reader::new(connect(s.addr));
+    c.send(raw.as_bytes()).unwrap();
+    c.response().unwrap()
+}
+
+fn json(r: &Resp) -> serde_json::Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
+}
+
+per_class!(probe_pep3333, |class| {
+    let s = probe(
+        class,
+        &["--root-path", "/mnt", "-e", "PROBE_BOOT_MARK=set by -e"],
+    );
+    let r = request(
+        &s,
+        "GET /mnt/environ?q=1 HTTP/1.1\r\nHost: h.test:81\r\nX-Custom: yes\r\nX_Custom: spoofed\r\n\
+         Cookie: a=1\r\nCookie: b=2\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let e = json(&r);
+    assert_eq!(e["__type__"], "dict");
+    assert_eq!(e["SCRIPT_NAME"], "/mnt");
+    assert_eq!(e["PATH_INFO"], "/environ");
+    assert_eq!(e["QUERY_STRING"], "q=1");
+    assert_eq!(
+        e["HTTP_X_CUSTOM"], "yes",
+        "the _ spelling must not overwrite it"
+    );
+    assert_eq!(e["HTTP_COOKIE"], "a=1; b=2");
+    assert_eq!(e["SERVER_NAME"], "127.0.0.1");
+    assert_eq!(e["SERVER_PORT"], s.addr.port().to_string());
+    assert_eq!(e["REMOTE_ADDR"], "127.0.0.1");
+    assert_eq!(e["wsgi.url_scheme"], "http");
+    let multithread = matches!(class, "thread" | "gthread");
+    assert_eq!(e["wsgi.multithread"], multithread, "{class}");
+    assert_eq!(e["wsgi.multiprocess"], false);
+    assert_eq!(get(s.addr, "/mnt/boot").unwrap().text(), "set by -e");
+
+    // Body in, through wsgi.input.
+    let body = "one\ntwo\nthree";
+    for mode in ["read", "readline", "iter"] {
+        let r = request(
+            &s,
+            &format!(
+                "POST /mnt/echo?mode={mode} HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        );
+        let want = if mode == "read" {
+            body.to_owned()
+        } else {
+            body.replace('\n', "\n|")
+        };
+        assert_eq!((r.status, r.text()), (200, want), "{mode}");
+    }
+    // Chunked request body: CONTENT_LENGTH is the decoded length.
+    let r = request(
+        &s,
+        "POST /mnt/echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+         5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    );
+    assert_eq!((r.status, r.text().as_str()), (200, "hello world"));
+
+    // A streamed iterable arrives whole (chunked), and is closed.
+    let r = get(s.addr, "/mnt/stream?n=5&token=e2e").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "chunk0\nchunk1\nchunk2\nchunk3\nchunk4\n");
+    assert_eq!(get(s.addr, "/mnt/closed?token=e2e").unwrap().text(), "1");
+    // write() data first; exc_info replaces the head; an exception is a generic 500.
+    assert_eq!(
+        get(s.addr, "/mnt/write").unwrap().text(),
+        "written1,written2,returned"
+    );
+    let r = get(s.addr, "/mnt/exc_info").unwrap();
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (500, "replaced by the error page")
+    );
+    let r = get(s.addr, "/mnt/raise").unwrap();
+    assert_eq!(r.status, 500);
+    assert!(!r.text().contains("boom"), "{}", r.text());
+    s.wait_log("boom from the probe app", Duration::from_secs(5));
+    s.wait_log("GET /mnt/raise", Duration::from_secs(5));
+    get(s.addr, "/mnt/errors").unwrap();
+    s.wait_log("probe wrote to wsgi.errors", Duration::from_secs(5));
+    // HEAD: the head only, with the length GET would have.
+    let mut c = connect(s.addr);
+    c.write_all(b"HEAD /mnt/ HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = String::new();
+    c.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{raw}");
+    assert!(head.contains("Content-Length: 5"), "{raw}");
+    assert_eq!(body, "", "no body after a HEAD");
+    // The worker still serves after all that.
+    assert_eq!(get(s.addr, "/mnt/").unwrap().status, 200);
+});
+
+per_class!(thread_local_survives_requests, |class| {
+    // One Python thread: every request must see the count go up.
+    let apps = apps();
+    let s = Server::start(&[
+        "-k",
+        class,
+        "--threads",
+        "1",
+        "--pythonpath",
+        &apps,
+        "probe:app",
+    ]);
+    let mut last = 0u32;
+    for _ in 0..5 {
+        let t = get(s.addr, "/local").unwrap().text();
+        let n: u32 = t.rsplit(' ').next().unwrap().parse().unwrap();
+        if class == "thread" {
+            // A thread per connection: its threading.local lives as long as the connection.
+            assert_eq!(n, 1, "{t}");
+            continue;
+        }
+        assert!(
+            n > last,
+            "threading.local lost between requests under {class}: {t}"
+        );
+        last = n;
+    }
+    if class == "thread" {
+        let mut c = Reader::new(connect(s.addr));
+        for want in 1..=3 {
+            c.send(b"GET /local HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            let t = c.response().unwrap().text();
+            assert!(t.ends_with(&format!(" {want}")), "{t}");
+        }
+    }
+});
+
+per_class!(client_disconnect_mid_body_closes_the_iterable, |class| {
+    let s = probe(class, &[]);
+    let mut c = connect(s.addr);
+    c.write_all(b"GET /stream?n=2000&delay=0.005&token=gone HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = c.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    drop(c);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if get(s.addr, "/closed?token=gone").unwrap().text() == "1" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "close() never called:\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+});
+
+per_class!(request_timeout_is_504_and_names_the_path, |class| {
+    let s = probe(class, &["--request-timeout", "0.5"]);
+    let start = Instant::now();
+    let r = get(s.addr, "/slow?s=3").unwrap();
+    assert_eq!(r.status, 504);
+    assert!(
+        start.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        start.elapsed()
+    );
+    s.wait_log("/slow", Duration::from_secs(5));
+    // A replacement thread keeps the worker serving while the stuck one sleeps on.
+    assert_eq!(get(s.addr, "/write").unwrap().status, 200);
+});
+
+/// Runs `c10k serve` with a broken app and returns (exit code, stderr).
+fn boot_failure(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--admin",
+            "off",
+            "--pythonpath",
+            &apps(),
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = String::new();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let _ = stderr.read_to_string(&mut err);
+        err
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("c10k serve did not stop on a boot error");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (status.code(), reader.join().unwrap())
+}
+
+#[test]
+fn boot_errors_stop_the_server_with_status_3_and_the_reason() {
+    for (app, needle) in [
+        ("no_such_module:app", "no module named \"no_such_module\""),
+        ("probe:missing", "failed to find attribute \"missing\""),
+        ("probe:not_callable", "not callable"),
+        ("broken_import:app", "ZeroDivisionError"),
+        ("imports_missing:app", "c10k_no_such_dependency"),
+    ] {
+        let (code, err) = boot_failure(&[app]);
+        assert_eq!(code, Some(3), "{app}:\n{err}");
+        assert!(err.contains(needle), "{app}: no {needle:?} in:\n{err}");
+        assert!(err.contains("failed to boot"), "{app}:\n{err}");
+    }
+    // Usage errors are status 2, before any Python runs.
+    let (code, err) = boot_failure(&["--root-path", "api", "probe:app"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--root-path"), "{err}");
+}
+
+per_class!(flask_app, |class| {
+    let Some(venv) = venv() else { return };
+    let apps = apps();
+    let s = Server::start(&[
+        "-k",
+        class,
+        "--threads",
+        threads(class),
+        "--venv",
+        &venv,
+        "--chdir",
+        &apps,
+        "flask_app:app",
+    ]);
+    let r = get(s.addr, "/hello").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "Hello, world!"));
+    assert_eq!(get(s.addr, "/?delay=0.01").unwrap().text(), "hello\n");
+    let payload = r#"{"user":"ann","n":[1,2]}"#;
+    let r = request(
+        &s,
+        &format!(
+            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+            payload.len()
+        ),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = json(&r);
+    assert_eq!(v["got"]["user"], "ann");
+    assert_eq!(v["length"], payload.len());
+    let form = "a=1&b=caf%C3%A9";
+    let r = request(
+        &s,
+        &format!(
+            "POST /form HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{form}",
+            form.len()
+        ),
+    );
+    assert_eq!(json(&r)["b"], "caf\u{e9}");
+    assert_eq!(
+        get(s.addr, "/stream?n=3").unwrap().text(),
+        "line 0 /stream\nline 1 /stream\nline 2 /stream\n"
+    );
+    assert_eq!(get(s.addr, "/nope").unwrap().status, 404);
+    assert_eq!(get(s.addr, "/fail").unwrap().status, 500);
+    s.wait_log("flask view failed", Duration::from_secs(5));
+    assert_eq!(get(s.addr, "/hello").unwrap().status, 200);
+});
+
+per_class!(django_orm_on_sqlite, |class| {
+    let Some(venv) = venv() else { return };
+    let db = tempfile::tempdir().unwrap();
+    let sqlite = format!(
+        "DJANGO_SQLITE={}",
+        db.path().join("notes.sqlite3").display()
+    );
+    let dir = format!("{}/djangoproj", apps());
+    let s = Server::start(&[
+        "-k",
+        class,
+        "--threads",
+        threads(class),
+        "--venv",
+        &venv,
+        "--chdir",
+        &dir,
+        "--env",
+        &sqlite,
+        "--env",
+        "DJANGO_MIGRATE=1",
+        "djangoproj.wsgi:application",
+    ]);
+    for text in ["first", "second"] {
+        let r = request(
+            &s,
+            &format!(
+                "POST /notes HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len()
+            ),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let v = json(&get(s.addr, "/notes").unwrap());
+    assert_eq!(v["count"], 2);
+    assert_eq!(v["last"][0], "second");
+    assert_eq!(v["vendor"], "sqlite");
+    assert_eq!(get(s.addr, "/fail").unwrap().status, 500);
+});
+
+/// The seed's "Django connection pool" point: with CONN_MAX_AGE=60, each Python thread keeps its
+/// MariaDB connection across requests, so 1,000 requests open at most one connection per thread.
+#[test]
+fn django_on_mariadb_keeps_one_connection_per_thread() {
+    let Some(venv) = venv() else { return };
+    let Ok(url) = std::env::var("C10K_TEST_MYSQL_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must set C10K_TEST_MYSQL_URL"
+        );
+        eprintln!("skipped: C10K_TEST_MYSQL_URL is not set (eval \"$(scripts/ci-services.sh)\")");
+        return;
+    };
+    let python = format!("{venv}/bin/python");
+    let connections = || -> u64 {
+        let out = Command::new(&python)
+            .args(["-c", "import sys, pymysql\nfrom urllib.parse import urlparse\nu = urlparse(sys.argv[1])\nc = pymysql.connect(host=u.hostname, port=u.port or 3306, user=u.username, password=u.password or '')\ncur = c.cursor(); cur.execute(\"SHOW GLOBAL STATUS LIKE 'Connections'\"); print(cur.fetchone()[1])", &url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    let dir = format!("{}/djangoproj", apps());
+    let db_url = format!("DJANGO_MYSQL_URL={url}");
+    for (class, n_threads) in [("gthread", 4usize), ("async", 4)] {
+        let nt = n_threads.to_string();
+        let s = Server::start(&[
+            "-k",
+            class,
+            "--threads",
+            &nt,
+            "--venv",
+            &venv,
+            "--chdir",
+            &dir,
+            "--env",
+            &db_url,
+            "--env",
+            "DJANGO_MIGRATE=1",
+            "djangoproj.wsgi:application",
+        ]);
+        assert_eq!(get(s.addr, "/notes").unwrap().status, 200);
+        let before = connections();
+        let mut c = Reader::new(connect(s.addr));
+        for _ in 0..1000 {
+            c.send(b"GET /notes HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            assert_eq!(c.response().unwrap().status, 200);
+        }
+        let grew = connections() - before;
+        // +1: the counting connection itself.
+        assert!(
+            grew <= n_threads as u64 + 1,
+            "{class}: MariaDB connections grew by {grew}"
+        );
+    }
+}

@@ -1,0 +1,481 @@
+//! One request through the app, under the GIL: environ in, response head and body out.
+//!
+//! [`run_request`] calls the app and looks at what it returned:
+//! - a `list` (or `tuple`) is joined into one complete body — the common case of small answers;
+//! - otherwise the iterable is stepped until its first non-empty chunk (PEP 3333 allows the app to
+//!   call `start_response` that late). If the body is then complete — the iterator ended, or the
+//!   app's `Content-Length` is reached, as for every plain Flask answer — `close()` is called at
+//!   once and the answer is complete; else the head goes out with that chunk and the rest is a
+//!   [`PyBody`] the server pulls chunk by chunk, never read ahead;
+//! - a `wsgi.file_wrapper` around a real file becomes a [`PyBody`] that Rust reads without the GIL.
+//!
+//! An exception from the app (or a broken response: no `start_response`, a `str` chunk, a bad
+//! status or header) gives the client a 500 with a generic body and the log the traceback; the
+//! iterable is closed either way.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::os::fd::FromRawFd;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use c10k_http::{Body, Method, Request, Response};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+
+use crate::environ::Template;
+use crate::file_wrapper::FileWrapper;
+use crate::start_response::{Head, StartResponse};
+
+/// The loaded app and what every environ of this worker shares.
+pub(crate) struct AppState {
+    pub app: Py<PyAny>,
+    pub template: Template,
+}
+
+/// What the app answered.
+pub(crate) enum Called {
+    /// A complete response; the iterable is already closed.
+    Done(Response),
+    /// The head (its body is to be replaced by a stream), the chunks already taken, and the rest.
+    Streaming {
+        head: Response,
+        first: VecDeque<Bytes>,
+        body: PyBody,
+    },
+}
+
+/// The `METHOD /path` of a request, for log lines.
+pub(crate) fn label(req: &Request) -> Arc<str> {
+    format!("{} {}", req.method, req.path).into()
+}
+
+/// Calls the app for `req`. Never fails: app errors become a logged 500.
+pub(crate) fn run_request(py: Python<'_>, state: &AppState, mut req: Request) -> Called {
+    let label = label(&req);
+    let head_only = req.method == Method::Head;
+    let environ = match state.template.environ(py, &mut req) {
+        Ok(e) => e,
+        Err(e) => return Called::Done(app_error(py, &label, "building the environ", &e)),
+    };
+    drop(req);
+    let sr = match Bound::new(py, StartResponse::default()) {
+        Ok(sr) => sr,
+        Err(e) => return Called::Done(app_error(py, &label, "start_response", &e)),
+    };
+    let result = match state.app.bind(py).call1((environ, &sr)) {
+        Ok(r) => r,
+        Err(e) => return Called::Done(app_error(py, &label, "calling the application", &e)),
+    };
+    match respond(py, &label, &sr, &result, head_only) {
+        Ok(Some(called)) => called,
+        Ok(None) => {
+            // Complete: close now (lists have no close()).
+            match close(py, &result) {
+                Ok(()) => Called::Done(complete(&sr)),
+                Err(e) => Called::Done(app_error(py, &label, "closing the iterable", &e)),
+            }
+        }
+        Err(e) => {
+            let resp = app_error(py, &label, "iterating the response", &e);
+            if let Err(e) = close(py, &result) {
+                log_exception(py, &label, "closing the iterable", &e);
+            }
+            Called::Done(resp)
+        }
+    }
+}
+
+/// `Ok(None)`: everything is in `sr` (head and `written`), ready for [`complete`].
+fn respond<'py>(
+    py: Python<'py>,
+    label: &Arc<str>,
+    sr: &Bound<'py, StartResponse>,
+    result: &Bound<'py, PyAny>,
+    head_only: bool,
+) -> PyResult<Option<Called>> {
+    if let Ok(list) = result.cast_exact::<PyList>() {
+        for item in list.iter() {
+            push_chunk(sr, &item)?;
+        }
+        require_head(sr)?;
+        return Ok(None);
+    }
+    if let Ok(tuple) = result.cast_exact::<PyTuple>() {
+        for item in tuple.iter() {
+            push_chunk(sr, &item)?;
+        }
+        require_head(sr)?;
+        return Ok(None);
+    }
+    if let Ok(fw) = result.cast_exact::<FileWrapper>() {
+        if let Some((file, pos)) = real_file(py, &fw.borrow())? {
+            require_head(sr)?;
+            let mut me = sr.borrow_mut();
+            me.head_sent = true;
+            let first: VecDeque<Bytes> = me.take_written().into();
+            let head = me.head.take().unwrap_or_default();
+            let remaining = head.content_length;
+            return Ok(Some(Called::Streaming {
+                head: head_response(head, true),
+                first,
+                body: PyBody {
+                    source: Source::File { file, pos },
+                    closer: Some(result.clone().unbind()),
+                    sr: sr.clone().unbind(),
+                    remaining,
+                    pending: VecDeque::new(),
+                    label: label.clone(),
+                },
+            }));
+        }
+    }
+    let iter = result.try_iter()?;
+    for item in iter.clone() {
+        let item = item?;
+        if !push_chunk(sr, &item)? {
+            continue;
+        }
+        // The first non-empty chunk: the head must be known now.
+        require_head(sr)?;
+        let mut me = sr.borrow_mut();
+        let cl = me.head.as_ref().and_then(|h| h.content_length);
+        let have: u64 = me.written.iter().map(|b| b.len() as u64).sum();
+        if cl.is_some_and(|n| have >= n) {
+            return Ok(None);
+        }
+        me.head_sent = true;
+        let head = me.head.take().unwrap_or_default();
+        let first: VecDeque<Bytes> = me.take_written().into();
+        let remaining = head.content_length.map(|n| n - have);
+        let resp = head_response(head, true);
+        if head_only {
+            // The head is all a HEAD request gets: stop the app's iteration here.
+            drop(me);
+            close(py, result)?;
+            return Ok(Some(Called::Done(resp.with_stream(Box::pin(EmptyStream)))));
+        }
+        return Ok(Some(Called::Streaming {
+            head: resp,
+            first,
+            body: PyBody {
+                source: Source::Iter(iter.unbind().into_any()),
+                closer: Some(result.clone().unbind()),
+                sr: sr.clone().unbind(),
+                remaining,
+                pending: VecDeque::new(),
+                label: label.clone(),
+            },
+        }));
+    }
+    require_head(sr)?;
+    Ok(None)
+}
+
+/// Appends a body chunk to `sr.written`; false when it was empty.
+fn push_chunk(sr: &Bound<'_, StartResponse>, item: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let b = item.cast::<PyBytes>().map_err(|_| {
+        pyo3::exceptions::PyTypeError::new_err(format!(
+            "the response iterable yielded a {}, not bytes",
+            item.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    })?;
+    let b = b.as_bytes();
+    if b.is_empty() {
+        return Ok(false);
+    }
+    sr.borrow_mut().written.push(Bytes::copy_from_slice(b));
+    Ok(true)
+}
+
+fn require_head(sr: &Bound<'_, StartResponse>) -> PyResult<()> {
+    if sr.borrow().head.is_none() {
+        return Err(pyo3::exceptions::PyAssertionError::new_err(
+            "the application returned without calling start_response()",
+        ));
+    }
+    Ok(())
+}
+
+/// The complete response from what `sr` collected.
+fn complete(sr: &Bound<'_, StartResponse>) -> Response {
+    let mut me = sr.borrow_mut();
+    me.head_sent = true;
+    let head = me.head.take().unwrap_or_default();
+    let written = me.take_written();
+    let mut body = match written.len() {
+        0 => Bytes::new(),
+        1 => written.into_iter().next().unwrap_or_default(),
+        _ => {
+            let mut all = BytesMut::with_capacity(written.iter().map(Bytes::len).sum());
+            for w in &written {
+                all.extend_from_slice(w);
+            }
+            all.freeze()
+        }
+    };
+    // Never more than the app's Content-Length (PEP 3333).
+    if let Some(n) = head.content_length {
+        body.truncate(n.min(body.len() as u64) as usize);
+    }
+    head_response(head, false).with_full_body(body)
+}
+
+/// The response head; the app's `Content-Length` is kept only for a stream (the server computes
+/// it for a complete body).
+fn head_response(head: Head, streaming: bool) -> Response {
+    let mut resp = Response::new(head.status);
+    resp.headers = head.headers;
+    if !streaming {
+        resp.headers
+            .retain(|(n, _)| !n.eq_ignore_ascii_case("content-length"));
+    }
+    resp
+}
+
+/// A duplicate of the wrapped file's descriptor and its current offset, when it is a regular file.
+fn real_file(py: Python<'_>, fw: &FileWrapper) -> PyResult<Option<(File, u64)>> {
+    let f = fw.filelike.bind(py);
+    let Some(fileno) = f.getattr_opt(pyo3::intern!(py, "fileno"))? else {
+        return Ok(None);
+    };
+    let Ok(fd) = fileno.call0().and_then(|n| n.extract::<i32>()) else {
+        return Ok(None);
+    };
+    let Ok(pos) = f
+        .call_method0(pyo3::intern!(py, "tell"))
+        .and_then(|p| p.extract::<u64>())
+    else {
+        return Ok(None);
+    };
+    // SAFETY: dup of a descriptor the file object owns; the result is ours alone.
+    let dup = unsafe { libc::dup(fd) };
+    if dup < 0 {
+        return Ok(None);
+    }
+    // SAFETY: dup is a fresh descriptor owned by nobody else.
+    let file = unsafe { File::from_raw_fd(dup) };
+    match file.metadata() {
+        Ok(m) if m.is_file() => Ok(Some((file, pos))),
+        _ => Ok(None),
+    }
+}
+
+/// Calls `close()` on the app's iterable if it has one.
+pub(crate) fn close(py: Python<'_>, result: &Bound<'_, PyAny>) -> PyResult<()> {
+    if let Some(close) = result.getattr_opt(pyo3::intern!(py, "close"))? {
+        close.call0()?;
+    }
+    Ok(())
+}
+
+/// Logs an app failure with its traceback; the client's 500.
+pub(crate) fn app_error(py: Python<'_>, label: &str, during: &str, e: &PyErr) -> Response {
+    log_exception(py, label, during, e);
+    Response::text(500, "Internal Server Error\n")
+}
+
+pub(crate) fn log_exception(py: Python<'_>, label: &str, during: &str, e: &PyErr) {
+    tracing::error!(
+        request = label,
+        "error in the WSGI application ({during}):\n{}",
+        format_exception(py, e).trim_end()
+    );
+}
+
+/// The traceback of `e` as Python prints it.
+pub(crate) fn format_exception(py: Python<'_>, e: &PyErr) -> String {
+    static FORMAT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let text = FORMAT
+        .get_or_try_init(py, || -> PyResult<Py<PyAny>> {
+            Ok(py
+                .import("traceback")?
+                .getattr("format_exception")?
+                .unbind())
+        })
+        .and_then(|f| f.bind(py).call1((e.value(py),)))
+        .and_then(|lines| {
+            let mut out = String::new();
+            for l in lines.try_iter()? {
+                out.push_str(&l?.extract::<String>()?);
+            }
+            Ok(out)
+        });
+    text.unwrap_or_else(|_| e.to_string())
+}
+
+/// Where the rest of a streamed body comes from.
+enum Source {
+    /// The app's iterator, stepped under the GIL.
+    Iter(Py<PyAny>),
+    /// A real file behind `wsgi.file_wrapper`, read without the GIL.
+    File { file: File, pos: u64 },
+}
+
+/// The rest of a streamed response body, and the iterable to `close()` when it ends or the
+/// server gives up on it.
+pub(crate) struct PyBody {
+    source: Source,
+    /// The object returned by the app; `None` once closed.
+    closer: Option<Py<PyAny>>,
+    sr: Py<StartResponse>,
+    /// What is left of the app's `Content-Length`: no more is sent (PEP 3333).
+    remaining: Option<u64>,
+    pending: VecDeque<Bytes>,
+    label: Arc<str>,
+}
+
+/// One step of a streamed body.
+#[derive(Debug)]
+pub(crate) enum Next {
+    Chunk(Bytes),
+    End,
+    /// The app raised (already logged): the server must abort the response.
+    Failed,
+}
+
+const FILE_CHUNK: usize = 64 * 1024;
+
+impl PyBody {
+    /// Whether [`PyBody::next`] needs the GIL ([`PyBody::next_file`] does not).
+    pub(crate) fn needs_python(&self) -> bool {
+        matches!(self.source, Source::Iter(_))
+    }
+
+    /// The next chunk from the app's iterator (with any `write()` data queued before it).
+    pub(crate) fn next(&mut self, py: Python<'_>) -> Next {
+        loop {
+            if let Some(c) = self.pending.pop_front() {
+                return self.limit(c);
+            }
+            if self.remaining == Some(0) {
+                return Next::End;
+            }
+            let Source::Iter(iter) = &self.source else {
+                return self.next_file();
+            };
+            let step = iter
+                .bind(py)
+                .cast::<pyo3::types::PyIterator>()
+                .map_err(PyErr::from)
+                .and_then(|it| it.clone().next().transpose());
+            let item = match step {
+                Ok(item) => item,
+                Err(e) => {
+                    log_exception(py, &self.label, "iterating the response", &e);
+                    return Next::Failed;
+                }
+            };
+            {
+                let mut sr = self.sr.borrow_mut(py);
+                self.pending.extend(sr.take_written());
+            }
+            match item {
+                None if self.pending.is_empty() => return Next::End,
+                None => {}
+                Some(item) => match item.cast::<PyBytes>() {
+                    Ok(b) if b.as_bytes().is_empty() => {}
+                    Ok(b) => self.pending.push_back(Bytes::copy_from_slice(b.as_bytes())),
+                    Err(_) => {
+                        let e = pyo3::exceptions::PyTypeError::new_err(
+                            "the response iterable yielded something other than bytes",
+                        );
+                        log_exception(py, &self.label, "iterating the response", &e);
+                        return Next::Failed;
+                    }
+                },
+            }
+        }
+    }
+
+    /// The next chunk of a file body; no Python involved.
+    pub(crate) fn next_file(&mut self) -> Next {
+        if let Some(c) = self.pending.pop_front() {
+            return self.limit(c);
+        }
+        let Source::File { file, pos } = &mut self.source else {
+            return Next::Failed;
+        };
+        let want = self
+            .remaining
+            .map_or(FILE_CHUNK, |r| (r as usize).min(FILE_CHUNK));
+        if want == 0 {
+            return Next::End;
+        }
+        let mut buf = vec![0u8; want];
+        match file.read_at(&mut buf, *pos) {
+            Ok(0) => Next::End,
+            Ok(n) => {
+                *pos += n as u64;
+                buf.truncate(n);
+                self.limit(Bytes::from(buf))
+            }
+            Err(e) => {
+                tracing::error!(
+                    request = &*self.label,
+                    "reading the wsgi.file_wrapper file: {e}"
+                );
+                Next::Failed
+            }
+        }
+    }
+
+    fn limit(&mut self, mut c: Bytes) -> Next {
+        if let Some(r) = &mut self.remaining {
+            if *r == 0 {
+                return Next::End;
+            }
+            if c.len() as u64 > *r {
+                c.truncate(*r as usize);
+            }
+            *r -= c.len() as u64;
+        }
+        Next::Chunk(c)
+    }
+
+    /// Calls the iterable's `close()` (once); errors are logged.
+    pub(crate) fn close(&mut self, py: Python<'_>) {
+        if let Some(obj) = self.closer.take() {
+            if let Err(e) = close(py, obj.bind(py)) {
+                log_exception(py, &self.label, "closing the iterable", &e);
+            }
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closer.is_none()
+    }
+}
+
+/// The body of a HEAD answer to a streamed response: nothing.
+struct EmptyStream;
+
+impl futures_core::Stream for EmptyStream {
+    type Item = Result<Bytes, c10k_http::BoxError>;
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::task::Poll::Ready(None)
+    }
+}
+
+/// Turns a [`Called`] into a response whose stream is `make(first, body)`.
+pub(crate) fn into_response(
+    called: Called,
+    make: impl FnOnce(VecDeque<Bytes>, PyBody) -> c10k_http::BodyStream,
+) -> Response {
+    match called {
+        Called::Done(r) => r,
+        Called::Streaming { head, first, body } => {
+            let mut head = head;
+            head.body = Body::Stream(make(first, body));
+            head
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! [`WsgiApp`]: boots the app in a worker process and serves it as a [`Handler`], choosing per
+//! request where Python runs (see the crate documentation).
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use c10k_http::{Ctx, Handler, Request, Response, Wait, WorkerInfo};
+use pyo3::prelude::*;
+
+use crate::call::{self, AppState};
+use crate::environ::Template;
+use crate::pool::Pool;
+use crate::stream::{InlineStream, PoolStream};
+use crate::{interp, loader, BootError, WsgiConfig};
+
+/// A hosted WSGI application; one per worker process.
+#[derive(Clone)]
+pub struct WsgiApp {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: AppState,
+    /// Python threads for `async` requests and for requests with a deadline; started lazily.
+    pool: OnceLock<Pool>,
+    pool_size: usize,
+    max_stuck: usize,
+    recycle: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Requests handed to the pool and not answered yet (`async` back-pressure: a count of
+    /// requests, never of connections, so idle keep-alive clients cost nothing).
+    in_flight: tokio::sync::Semaphore,
+}
+
+impl std::fmt::Debug for WsgiApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsgiApp")
+            .field("pool_size", &self.inner.pool_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WsgiApp {
+    /// Starts the interpreter (once per process), applies `--chdir`, `--pythonpath` and `--env`,
+    /// imports the application and checks it is callable. Call it in the worker process.
+    pub fn boot(config: &WsgiConfig, info: &WorkerInfo) -> Result<WsgiApp, BootError> {
+        if let Some(dir) = &config.chdir {
+            std::env::set_current_dir(dir)
+                .map_err(|e| BootError::Environment(format!("--chdir {}: {e}", dir.display())))?;
+        }
+        let cwd = std::env::current_dir().map_err(|e| {
+            BootError::Environment(format!("cannot read the current directory: {e}"))
+        })?;
+        let started = interp::start(config.venv.as_deref())?;
+        tracing::info!(
+            slot = info.slot,
+            "Python {} (sys.prefix {}) loading {}",
+            started.version,
+            started.prefix,
+            config.app
+        );
+        let state = interp::attach(|py| -> Result<AppState, BootError> {
+            let setup = |py: Python<'_>| -> PyResult<()> {
+                let mut path = config.pythonpath.clone();
+                path.push(cwd.clone());
+                interp::prepend_sys_path(py, &path)?;
+                let environ = py.import("os")?.getattr("environ")?;
+                for (k, v) in &config.env {
+                    environ.set_item(k, v)?;
+                }
+                Ok(())
+            };
+            setup(py).map_err(|e| BootError::Exception {
+                spec: config.app.clone(),
+                traceback: call::format_exception(py, &e),
+            })?;
+            let app = loader::load(py, &config.app)?;
+            let template = Template::new(py, &config.root_path, info.threads > 1, info.workers > 1)
+                .map_err(|e| BootError::Exception {
+                    spec: config.app.clone(),
+                    traceback: call::format_exception(py, &e),
+                })?;
+            Ok(AppState { app, template })
+        })?;
+        let pool_size = match info.wait {
+            Wait::Yield => info.threads.max(1),
+            // Only requests with a deadline use the pool: as many as may run at once.
+            Wait::Block => info.threads.clamp(1, 1024),
+        };
+        Ok(WsgiApp {
+            inner: Arc::new(Inner {
+                state,
+                pool: OnceLock::new(),
+                pool_size,
+                max_stuck: config.max_stuck_threads.unwrap_or(pool_size),
+                recycle: config.recycle.clone(),
+                in_flight: tokio::sync::Semaphore::new(
+                    info.max_in_flight
+                        .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+                ),
+            }),
+        })
+    }
+}
+
+impl WsgiApp {
+    /// Python threads running a request whose client already got its 504 (see [`crate::pool`]).
+    pub fn stuck_threads(&self) -> usize {
+        self.inner.pool.get().map_or(0, Pool::stuck)
+    }
+}
+
+impl Inner {
+    fn pool(&self) -> &Pool {
+        self.pool
+            .get_or_init(|| Pool::new(self.pool_size, self.max_stuck, self.recycle.clone()))
+    }
+
+    /// On this (attached-once) thread: the blocking classes without a deadline.
+    fn call_inline(&self, req: Request) -> Response {
+        let called = interp::attach(|py| call::run_request(py, &self.state, req));
+        call::into_response(called, |first, body| {
+            Box::pin(InlineStream::new(first, body))
+        })
+    }
+
+    /// On the pool, waiting on this thread until `deadline`: the blocking classes with
+    /// `--request-timeout`.
+    fn call_pooled_blocking(self: &Arc<Self>, req: Request, deadline: Instant) -> Response {
+        let label = call::label(&req);
+        let (tx, rx) = crossbeam_channel::bounded::<Response>(1);
+        let me = self.clone();
+        let ticket = self.pool().submit_tracked(
+            label,
+            Box::new(move |py| {
+                let called = call::run_request(py, &me.state, req);
+                let resp = call::into_response(called, |first, body| {
+                    Box::pin(InlineStream::new(first, body))
+                });
+                // Nobody waiting (timed out): dropping the answer closes its stream here.
+                let _ = tx.send(resp);
+            }),
+        );
+        match rx.recv_deadline(deadline) {
+            Ok(resp) => resp,
+            Err(_) => {
+                self.pool().abandon(&ticket, true);
+                timeout_response()
+            }
+        }
+    }
+
+    /// On the pool, awaited on the event loop: the `async` class.
+    async fn call_pooled_async(
+        self: &Arc<Self>,
+        req: Request,
+        deadline: Option<Instant>,
+    ) -> Response {
+        let Ok(_permit) = self.in_flight.acquire().await else {
+            return Response::text(503, "Service Unavailable\n");
+        };
+        let label = call::label(&req);
+        let (tx, rx) = tokio::sync::oneshot::channel::<Response>();
+        let me = self.clone();
+        let pool = self.pool().clone();
+        let ticket = self.pool().submit_tracked(
+            label,
+            Box::new(move |py| {
+                let called = call::run_request(py, &me.state, req);
+                let resp = call::into_response(called, |first, body| {
+                    Box::pin(PoolStream::new(first, body, pool))
+                });
+                // Nobody waiting: dropping the answer hands its close() back to the pool.
+                let _ = tx.send(resp);
+            }),
+        );
+        let guard = Abandon {
+            pool: self.pool(),
+            ticket: &ticket,
+            deadline,
+            armed: true,
+        };
+        let answer = match deadline {
+            None => rx.await.ok(),
+            Some(d) => match tokio::time::timeout_at(d.into(), rx).await {
+                Ok(r) => r.ok(),
+                Err(_) => {
+                    let mut guard = guard;
+                    guard.armed = false;
+                    self.pool().abandon(&ticket, true);
+                    return timeout_response();
+                }
+            },
+        };
+        let mut guard = guard;
+        guard.armed = false;
+        answer.unwrap_or_else(|| Response::text(500, "Internal Server Error\n"))
+    }
+}
+
+/// Gives up on a pooled request when its future is dropped (the server's own timer fired, or the
+/// server stopped).
+struct Abandon<'a> {
+    pool: &'a Pool,
+    ticket: &'a crate::pool::Ticket,
+    deadline: Option<Instant>,
+    armed: bool,
+}
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let late = self.deadline.is_some_and(|d| Instant::now() >= d);
+            self.pool.abandon(self.ticket, late);
+        }
+    }
+}
+
+fn timeout_response() -> Response {
+    Response::text(504, "Gateway Timeout\n")
+}
+
+impl Handler for WsgiApp {
+    fn call(&self, req: Request, ctx: Ctx) -> impl std::future::Future<Output = Response> + Send {
+        let inner = self.inner.clone();
+        async move {
+            match (ctx.wait, ctx.deadline) {
+                (Wait::Block, None) => inner.call_inline(req),
+                (Wait::Block, Some(d)) => inner.call_pooled_blocking(req, d),
+                (Wait::Yield, d) => inner.call_pooled_async(req, d).await,
+            }
+        }
+    }
+}

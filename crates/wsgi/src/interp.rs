@@ -1,0 +1,231 @@
+//! The embedded interpreter: started once per process, and attached once per OS thread.
+//!
+//! **Starting.** `Py_InitializeFromConfig` with `PyConfig.program_name` set to the venv's
+//! `bin/python`: Python's own path calculation then reads the venv's `pyvenv.cfg`, so `sys.prefix`
+//! is the venv and its `site-packages` is on `sys.path` whatever `PATH` holds (the binary finds the
+//! right `libpython` through the rpath added at build time). Python's signal handlers are not
+//! installed: the worker's signals belong to c10k.
+//!
+//! **Attaching.** PyO3's `Python::attach` on a thread with no Python thread state creates one and
+//! destroys it when the closure returns, which would reset every `threading.local` on each request.
+//! [`attach`] first gives the calling thread a permanent thread state (one `PyGILState_Ensure`
+//! that is only released when the thread exits), so later attaches just take the GIL.
+
+use std::cell::RefCell;
+use std::ffi::{CStr, CString};
+use std::mem::MaybeUninit;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+use crate::BootError;
+
+/// Where the interpreter was started from, for the boot log.
+#[derive(Clone, Debug)]
+pub struct Started {
+    /// `sys.prefix` (the venv when one is used).
+    pub prefix: String,
+    /// `sys.version`, first line.
+    pub version: String,
+}
+
+static STARTED: Mutex<Option<Started>> = Mutex::new(None);
+
+/// Starts the interpreter if this process has not yet (later calls return the first result).
+/// `venv`: see [`crate::WsgiConfig::venv`].
+pub fn start(venv: Option<&Path>) -> Result<Started, BootError> {
+    let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = started.as_ref() {
+        return Ok(s.clone());
+    }
+    let program = python_program(venv)?;
+    // SAFETY: called once per process (guarded by STARTED), before any other Python API use.
+    unsafe { initialize(program.as_deref())? };
+    let info = Python::attach(|py| -> PyResult<Started> {
+        let sys = py.import("sys")?;
+        let prefix: String = sys.getattr("prefix")?.extract()?;
+        let version: String = sys.getattr("version")?.extract()?;
+        let version = version.lines().next().unwrap_or_default().to_owned();
+        Ok(Started { prefix, version })
+    })
+    .map_err(|e| BootError::Interpreter(e.to_string()))?;
+    *started = Some(info.clone());
+    Ok(info)
+}
+
+/// The interpreter's `program_name`: `<venv>/bin/python` for `--venv` or `$VIRTUAL_ENV`, else the
+/// `python3` found on `PATH` (`None` when there is none: Python's compiled-in prefix is used).
+fn python_program(venv: Option<&Path>) -> Result<Option<PathBuf>, BootError> {
+    let from_env = std::env::var_os("VIRTUAL_ENV")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let (venv, flag) = match (venv, from_env) {
+        (Some(v), _) => (Some(v.to_path_buf()), "--venv"),
+        (None, Some(v)) => (Some(v), "$VIRTUAL_ENV"),
+        (None, None) => (None, ""),
+    };
+    let Some(venv) = venv else {
+        return Ok(which("python3"));
+    };
+    let python = ["python3", "python"]
+        .iter()
+        .map(|n| venv.join("bin").join(n))
+        .find(|p| p.exists())
+        .ok_or_else(|| {
+            BootError::Environment(format!(
+                "{flag} {}: no bin/python3 in it (create one with `python3 -m venv {}`)",
+                venv.display(),
+                venv.display()
+            ))
+        })?;
+    if let Some(version) = venv_version(&venv) {
+        let linked = linked_version();
+        if !linked.is_empty() && !version.starts_with(&format!("{linked}.")) && version != linked {
+            return Err(BootError::Environment(format!(
+                "{flag} {} is Python {version}, but this c10k embeds Python {linked}; create the \
+                 venv with Python {linked}, or rebuild c10k with PYO3_PYTHON={}",
+                venv.display(),
+                python.display()
+            )));
+        }
+    }
+    Ok(Some(python))
+}
+
+/// `version = 3.11.7` from the venv's `pyvenv.cfg` (`version_info` on newer venvs).
+fn venv_version(venv: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(venv.join("pyvenv.cfg")).ok()?;
+    text.lines().find_map(|line| {
+        let (k, v) = line.split_once('=')?;
+        matches!(k.trim(), "version" | "version_info").then(|| v.trim().to_owned())
+    })
+}
+
+/// `3.11`: the major.minor of the libpython this binary runs with.
+fn linked_version() -> String {
+    // SAFETY: Py_GetVersion returns a static string and may be called before initialisation.
+    let v = unsafe { CStr::from_ptr(ffi::Py_GetVersion()) };
+    let v = v.to_string_lossy();
+    let num = v.split_whitespace().next().unwrap_or_default();
+    let mut parts = num.split('.');
+    match (parts.next(), parts.next()) {
+        (Some(a), Some(b)) => format!("{a}.{b}"),
+        _ => String::new(),
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// # Safety
+/// Once per process, before any other use of the Python C API.
+unsafe fn initialize(program: Option<&Path>) -> Result<(), BootError> {
+    let mut config = MaybeUninit::<ffi::PyConfig>::uninit();
+    // SAFETY: PyConfig_InitPythonConfig fully initialises the struct.
+    let mut config = unsafe {
+        ffi::PyConfig_InitPythonConfig(config.as_mut_ptr());
+        config.assume_init()
+    };
+    config.install_signal_handlers = 0;
+    // No "-c"/argv parsing: sys.argv is just the program.
+    config.parse_argv = 0;
+    let result = (|| {
+        if let Some(program) = program {
+            let c = CString::new(program.as_os_str().as_bytes()).map_err(|_| {
+                BootError::Environment("the python path contains a NUL byte".into())
+            })?;
+            // SAFETY: config is initialised; program_name is a field of it.
+            let status = unsafe {
+                ffi::PyConfig_SetBytesString(&mut config, &mut config.program_name, c.as_ptr())
+            };
+            check(status)?;
+        }
+        // SAFETY: config is initialised and the interpreter is not (caller's contract).
+        check(unsafe { ffi::Py_InitializeFromConfig(&config) })
+    })();
+    // SAFETY: config was initialised above.
+    unsafe { ffi::PyConfig_Clear(&mut config) };
+    result?;
+    // This thread holds the GIL and keeps its thread state for good; release the GIL.
+    // SAFETY: the interpreter is initialised and this thread holds the GIL.
+    unsafe { ffi::PyEval_SaveThread() };
+    Ok(())
+}
+
+fn check(status: ffi::PyStatus) -> Result<(), BootError> {
+    // SAFETY: status was returned by the C API.
+    if unsafe { ffi::PyStatus_Exception(status) } == 0 {
+        return Ok(());
+    }
+    let msg = if status.err_msg.is_null() {
+        "unknown error".to_owned()
+    } else {
+        // SAFETY: err_msg is a static C string when set.
+        unsafe { CStr::from_ptr(status.err_msg) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    Err(BootError::Interpreter(msg))
+}
+
+/// Puts `dirs` at the front of `sys.path`, in order, skipping ones already there.
+pub(crate) fn prepend_sys_path(py: Python<'_>, dirs: &[PathBuf]) -> PyResult<()> {
+    let sys_path = py.import("sys")?.getattr("path")?.cast_into::<PyList>()?;
+    for (i, d) in dirs.iter().enumerate() {
+        let s = d.to_string_lossy();
+        if sys_path.contains(&*s)? {
+            continue;
+        }
+        sys_path.insert(i, &*s)?;
+    }
+    Ok(())
+}
+
+/// A thread's permanent Python thread state; released when the thread exits.
+struct ThreadState {
+    tstate: *mut ffi::PyThreadState,
+    gstate: ffi::PyGILState_STATE,
+}
+
+impl Drop for ThreadState {
+    fn drop(&mut self) {
+        // SAFETY: the pair below mirrors the Ensure/SaveThread of `attach`; this runs on the
+        // thread that made them, which holds no GIL now (no attach is active during TLS teardown).
+        unsafe {
+            ffi::PyEval_RestoreThread(self.tstate);
+            ffi::PyGILState_Release(self.gstate);
+        }
+    }
+}
+
+thread_local! {
+    static THREAD_STATE: RefCell<Option<ThreadState>> = const { RefCell::new(None) };
+}
+
+/// `Python::attach`, but the calling thread keeps its Python thread state (and so its
+/// `threading.local` values) from one call to the next. The interpreter must be started.
+pub fn attach<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
+    THREAD_STATE.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        // SAFETY: PyGILState_Check is always safe once the interpreter is started; a thread that
+        // already holds the GIL (a nested attach) is left as it is.
+        if cell.is_none() && unsafe { ffi::PyGILState_Check() } == 0 {
+            // SAFETY: the thread holds no GIL; Ensure takes it (creating the thread state), and
+            // SaveThread releases it again while the state stays registered for this thread.
+            unsafe {
+                let gstate = ffi::PyGILState_Ensure();
+                let tstate = ffi::PyEval_SaveThread();
+                *cell = Some(ThreadState { tstate, gstate });
+            }
+        }
+    });
+    Python::attach(f)
+}

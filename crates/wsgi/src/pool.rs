@@ -1,0 +1,242 @@
+//! A bounded pool of Python threads: where `async` workers run the app (a tokio thread never calls
+//! Python), and where the blocking classes run it when `--request-timeout` is set.
+//!
+//! Each pool thread attaches to the interpreter once for its life and releases the GIL while it
+//! waits for work, so `threading.local` state survives between requests and an idle pool costs no
+//! GIL traffic. Threads start on demand, up to the pool size.
+//!
+//! **Stuck threads.** Python cannot interrupt a thread that runs past `--request-timeout` (a
+//! `time.sleep`, a driver call in C). When the waiting side gives up, the client gets its 504 and
+//! the request's [`Ticket`] is marked stuck: the thread keeps running the app until the app returns
+//! on its own; its answer is then closed and dropped, and the thread exits. To keep serving
+//! meanwhile, the pool starts a replacement thread for each stuck one — up to `max_stuck` of them.
+//! One more stuck thread than that and the worker is asked to recycle (the `recycle` callback: the
+//! worker drains and exits, and the master starts a fresh process), since a process full of stuck
+//! threads only grows.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel as chan;
+use pyo3::prelude::*;
+
+/// Work for a Python thread.
+pub(crate) type Job = Box<dyn for<'py> FnOnce(Python<'py>) + Send>;
+
+struct Task {
+    job: Job,
+    ticket: Option<Arc<Ticket>>,
+}
+
+const QUEUED: u8 = 0;
+const RUNNING: u8 = 1;
+const DONE: u8 = 2;
+/// Given up on before a thread took it: it never runs.
+const ABANDONED: u8 = 3;
+/// Given up on (past its deadline) while running: its thread is stuck.
+const STUCK: u8 = 4;
+
+/// The state of one submitted request, shared by the waiting side and the thread running it.
+pub(crate) struct Ticket {
+    state: AtomicU8,
+    label: Arc<str>,
+}
+
+#[derive(Default)]
+struct Counts {
+    /// Threads started and not exited.
+    live: usize,
+    /// Threads running a request whose waiter gave up after its deadline.
+    stuck: usize,
+}
+
+struct Shared {
+    rx: chan::Receiver<Task>,
+    size: usize,
+    max_stuck: usize,
+    counts: Mutex<Counts>,
+    idle: AtomicUsize,
+    recycle: Option<Arc<dyn Fn() + Send + Sync>>,
+    recycling: AtomicBool,
+}
+
+/// A handle to the pool; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Pool {
+    tx: chan::Sender<Task>,
+    shared: Arc<Shared>,
+}
+
+impl Pool {
+    pub(crate) fn new(
+        size: usize,
+        max_stuck: usize,
+        recycle: Option<Arc<dyn Fn() + Send + Sync>>,
+    ) -> Pool {
+        let (tx, rx) = chan::unbounded();
+        Pool {
+            tx,
+            shared: Arc::new(Shared {
+                rx,
+                size: size.max(1),
+                max_stuck,
+                counts: Mutex::new(Counts::default()),
+                idle: AtomicUsize::new(0),
+                recycle,
+                recycling: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Runs `job` on a pool thread, fire and forget (closing a stream the server dropped).
+    pub(crate) fn submit(&self, job: Job) {
+        self.send(Task { job, ticket: None });
+    }
+
+    /// Runs `job` on a pool thread; the returned ticket lets the waiting side give up on it.
+    pub(crate) fn submit_tracked(&self, label: Arc<str>, job: Job) -> Arc<Ticket> {
+        let ticket = Arc::new(Ticket {
+            state: AtomicU8::new(QUEUED),
+            label,
+        });
+        self.send(Task {
+            job,
+            ticket: Some(ticket.clone()),
+        });
+        ticket
+    }
+
+    fn send(&self, task: Task) {
+        if self.tx.send(task).is_err() {
+            return; // unreachable: the pool holds a receiver itself
+        }
+        if self.shared.idle.load(Ordering::Acquire) == 0 {
+            self.grow();
+        }
+    }
+
+    /// Starts a thread when the non-stuck ones are fewer than the pool size.
+    fn grow(&self) {
+        let mut c = self.shared.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let replacements = c.stuck.min(self.shared.max_stuck);
+        if c.live >= self.shared.size + replacements {
+            return;
+        }
+        c.live += 1;
+        let index = c.live;
+        drop(c);
+        let shared = self.shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("c10k-python-{index}"))
+            .spawn(move || run_thread(&shared));
+        if let Err(e) = spawned {
+            tracing::error!("cannot start a Python thread: {e}");
+            self.shared
+                .counts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .live -= 1;
+        }
+    }
+
+    /// The waiting side gives up on `ticket`; `timed_out`: because its deadline passed (a thread
+    /// still running it is then stuck).
+    pub(crate) fn abandon(&self, ticket: &Ticket, timed_out: bool) {
+        if ticket
+            .state
+            .compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            return;
+        }
+        if !timed_out {
+            return; // it finishes normally; its thread drops the answer nobody waits for
+        }
+        if ticket
+            .state
+            .compare_exchange(RUNNING, STUCK, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return; // it just finished
+        }
+        let stuck = {
+            let mut c = self.shared.counts.lock().unwrap_or_else(|e| e.into_inner());
+            c.stuck += 1;
+            c.stuck
+        };
+        if stuck > self.shared.max_stuck {
+            tracing::error!(
+                request = &*ticket.label,
+                stuck,
+                max = self.shared.max_stuck,
+                "request passed --request-timeout and its Python thread cannot be interrupted; \
+                 more Python threads are stuck than this worker tolerates: recycling the worker"
+            );
+            if !self.shared.recycling.swap(true, Ordering::AcqRel) {
+                if let Some(recycle) = &self.shared.recycle {
+                    recycle();
+                }
+            }
+        } else {
+            tracing::warn!(
+                request = &*ticket.label,
+                stuck,
+                max = self.shared.max_stuck,
+                "request passed --request-timeout; its Python thread keeps running until the app \
+                 returns (it cannot be interrupted) and a replacement thread takes its place"
+            );
+            self.grow();
+        }
+    }
+
+    /// Threads stuck past their deadline right now.
+    pub(crate) fn stuck(&self) -> usize {
+        self.shared
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stuck
+    }
+}
+
+fn run_thread(shared: &Shared) {
+    Python::attach(|py| loop {
+        let task = py.detach(|| {
+            shared.idle.fetch_add(1, Ordering::AcqRel);
+            let t = shared.rx.recv();
+            shared.idle.fetch_sub(1, Ordering::AcqRel);
+            t
+        });
+        let Ok(Task { job, ticket }) = task else {
+            return;
+        };
+        if let Some(t) = &ticket {
+            if t.state
+                .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                continue; // abandoned while queued
+            }
+        }
+        if std::panic::catch_unwind(AssertUnwindSafe(|| job(py))).is_err() {
+            tracing::error!("a Python job panicked");
+        }
+        if let Some(t) = &ticket {
+            if t.state
+                .compare_exchange(RUNNING, DONE, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                // This thread was stuck and has come back; its replacement serves on.
+                let mut c = shared.counts.lock().unwrap_or_else(|e| e.into_inner());
+                c.stuck -= 1;
+                c.live -= 1;
+                tracing::info!(
+                    request = &*t.label,
+                    "a stuck Python thread finished; it exits"
+                );
+                return;
+            }
+        }
+    })
+}

@@ -1,0 +1,232 @@
+//! `start_response(status, headers, exc_info=None)` and the `write()` callable it returns.
+//!
+//! The status and headers are checked and converted to Rust values as soon as the app hands them
+//! over, so the Rust side never looks at Python objects to build the response head. PEP 3333's
+//! rules: a second call needs `exc_info`; with `exc_info` before the head has gone out, the new
+//! status and headers replace the old; after it has gone out, the exception is re-raised into the
+//! app. Data given to `write()` is sent before the iterable's chunks, in order.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString, PyTuple};
+
+/// A response head as the app gave it, already checked.
+#[derive(Debug, Default)]
+pub(crate) struct Head {
+    pub status: u16,
+    pub headers: Vec<(Cow<'static, str>, Bytes)>,
+    /// The app's `Content-Length`, if it set a valid one.
+    pub content_length: Option<u64>,
+}
+
+#[pyclass(module = "c10k", name = "StartResponse")]
+#[derive(Default)]
+pub(crate) struct StartResponse {
+    pub head: Option<Head>,
+    /// True once the server has taken the head (it went out with the first body chunk).
+    pub head_sent: bool,
+    /// Data from `write()` not yet handed to the server.
+    pub written: Vec<Bytes>,
+}
+
+impl StartResponse {
+    pub(crate) fn take_written(&mut self) -> Vec<Bytes> {
+        std::mem::take(&mut self.written)
+    }
+}
+
+#[pymethods]
+impl StartResponse {
+    #[pyo3(signature = (status, headers, exc_info=None))]
+    fn __call__<'py>(
+        slf: &Bound<'py, Self>,
+        status: &Bound<'py, PyAny>,
+        headers: &Bound<'py, PyAny>,
+        exc_info: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let exc_info = exc_info.filter(|e| !e.is_none());
+        {
+            let me = slf.borrow();
+            match exc_info {
+                Some(info) if me.head_sent => {
+                    // Too late to change the head: re-raise into the app (PEP 3333).
+                    let value = info.cast::<PyTuple>()?.get_item(1)?;
+                    return Err(PyErr::from_value(value));
+                }
+                None if me.head.is_some() => {
+                    return Err(PyAssertionError::new_err(
+                        "start_response() called a second time without exc_info",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let head = parse_head(status, headers)?;
+        slf.borrow_mut().head = Some(head);
+        slf.getattr(pyo3::intern!(py, "write"))
+    }
+
+    /// The legacy `write(data)` callable.
+    fn write(&mut self, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        if self.head.is_none() {
+            return Err(PyAssertionError::new_err(
+                "write() called before start_response()",
+            ));
+        }
+        let data = data
+            .cast::<PyBytes>()
+            .map_err(|_| PyTypeError::new_err("write() takes bytes"))?;
+        let b = data.as_bytes();
+        if !b.is_empty() {
+            self.written.push(Bytes::copy_from_slice(b));
+        }
+        Ok(())
+    }
+}
+
+fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<Head> {
+    let status = status
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err("status must be a str, e.g. '200 OK'"))?
+        .to_str()?;
+    let code = parse_status(status).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "status {status:?} is not a three-digit code and a reason, e.g. '200 OK'"
+        ))
+    })?;
+    let mut head = Head {
+        status: code,
+        headers: Vec::with_capacity(headers.len().unwrap_or(0)),
+        content_length: None,
+    };
+    for item in headers.try_iter()? {
+        let item = item?;
+        let pair = item
+            .cast::<PyTuple>()
+            .map_err(|_| PyTypeError::new_err("each header must be a (name, value) tuple"))?;
+        if pair.len() != 2 {
+            return Err(PyTypeError::new_err(
+                "each header must be a (name, value) tuple",
+            ));
+        }
+        let name = pair.get_item(0)?;
+        let value = pair.get_item(1)?;
+        let name = name
+            .cast::<PyString>()
+            .map_err(|_| PyTypeError::new_err("header names must be str"))?
+            .to_str()?;
+        if name.is_empty() || !name.bytes().all(is_token_byte) {
+            return Err(PyValueError::new_err(format!(
+                "invalid header name {name:?}"
+            )));
+        }
+        let value = value
+            .cast::<PyString>()
+            .map_err(|_| PyTypeError::new_err(format!("header {name} must have a str value")))?;
+        let value = latin1_bytes(value)?;
+        if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(PyValueError::new_err(format!(
+                "header {name} has a line break in its value"
+            )));
+        }
+        if is_hop_by_hop(name) {
+            // The server frames the message itself; an app's framing header would corrupt it.
+            tracing::debug!("dropping hop-by-hop response header {name} from the app");
+            continue;
+        }
+        if name.eq_ignore_ascii_case("content-length") {
+            head.content_length = std::str::from_utf8(&value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok());
+        }
+        head.headers.push((header_name(name), value));
+    }
+    Ok(head)
+}
+
+/// `"200 OK"` → 200 (a code of three digits, then a space or the end).
+pub(crate) fn parse_status(s: &str) -> Option<u16> {
+    let b = s.as_bytes();
+    if b.len() < 3 || !b[..3].iter().all(u8::is_ascii_digit) || b.get(3).is_some_and(|&c| c != b' ')
+    {
+        return None;
+    }
+    let code = s[..3].parse().ok()?;
+    (100..=999).contains(&code).then_some(code)
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn is_hop_by_hop(name: &str) -> bool {
+    [
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// Common names without an allocation.
+fn header_name(name: &str) -> Cow<'static, str> {
+    const COMMON: [&str; 8] = [
+        "Content-Type",
+        "Content-Length",
+        "Set-Cookie",
+        "Location",
+        "Cache-Control",
+        "Vary",
+        "Content-Disposition",
+        "Last-Modified",
+    ];
+    match COMMON.iter().find(|c| **c == name) {
+        Some(c) => Cow::Borrowed(c),
+        None => Cow::Owned(name.to_owned()),
+    }
+}
+
+/// A header value must be latin-1 (PEP 3333 "native strings").
+fn latin1_bytes(s: &Bound<'_, PyString>) -> PyResult<Bytes> {
+    let text = s.to_str()?;
+    if text.is_ascii() {
+        return Ok(Bytes::copy_from_slice(text.as_bytes()));
+    }
+    let mut out = Vec::with_capacity(text.len());
+    for c in text.chars() {
+        let c = c as u32;
+        if c > 0xff {
+            return Err(PyValueError::new_err(
+                "header values must be latin-1 (encode other text, e.g. RFC 8187)",
+            ));
+        }
+        out.push(c as u8);
+    }
+    Ok(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(parse_status("200 OK"), Some(200));
+        assert_eq!(parse_status("404"), Some(404));
+        assert_eq!(parse_status("599 Whatever you like"), Some(599));
+        assert_eq!(parse_status("20 OK"), None);
+        assert_eq!(parse_status("2000 OK"), None);
+        assert_eq!(parse_status("OK 200"), None);
+        assert_eq!(parse_status("099 x"), None);
+    }
+}

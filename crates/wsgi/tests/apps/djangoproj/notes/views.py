@@ -1,0 +1,30 @@
+import threading
+
+from django.db import connection
+from django.http import HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from .models import Note
+
+
+def index(request):
+    return HttpResponse("hello\n", content_type="text/plain")
+
+
+@csrf_exempt
+def notes(request):
+    if request.method == "POST":
+        note = Note.objects.create(text=request.body.decode()[:200])
+        return JsonResponse({"id": note.id}, status=201)
+    return JsonResponse(
+        {
+            "count": Note.objects.count(),
+            "last": list(Note.objects.order_by("-id").values_list("text", flat=True)[:1]),
+            "thread": threading.get_ident(),
+            "vendor": connection.vendor,
+        }
+    )
+
+
+def fail(request):
+    raise RuntimeError("django view failed")

@@ -1,0 +1,57 @@
+"""The seed's Flask service, as its users run it under gunicorn: `c10k serve flask_app:app`."""
+
+import threading
+import time
+
+from flask import Flask, Response, jsonify, request, stream_with_context
+
+app = Flask(__name__)
+LOCAL = threading.local()
+
+
+@app.route("/")
+def index():
+    # The seed's experiment: ?delay=SECONDS sleeps first.
+    delay = float(request.args.get("delay", "0"))
+    if delay:
+        time.sleep(delay)
+    return "hello\n"
+
+
+@app.route("/hello")
+def hello():
+    return "Hello, world!"
+
+
+@app.route("/echo", methods=["POST"])
+def echo():
+    data = request.get_json()
+    return jsonify(got=data, length=request.content_length)
+
+
+@app.route("/form", methods=["POST"])
+def form():
+    return jsonify(dict(request.form))
+
+
+@app.route("/stream")
+def stream():
+    n = int(request.args.get("n", "3"))
+
+    @stream_with_context
+    def gen():
+        for i in range(n):
+            yield "line %d %s\n" % (i, request.path)
+
+    return Response(gen(), mimetype="text/plain")
+
+
+@app.route("/local")
+def local():
+    LOCAL.n = getattr(LOCAL, "n", 0) + 1
+    return jsonify(thread=threading.get_ident(), n=LOCAL.n)
+
+
+@app.route("/fail")
+def fail():
+    raise RuntimeError("flask view failed")

@@ -1,0 +1,173 @@
+"""Probe WSGI apps for c10k's tests: each route exercises one PEP 3333 behaviour of the server.
+
+`app` is wrapped in wsgiref.validate.validator, which asserts on the server's side of the
+protocol (environ types and keys, start_response rules, close() called, input/errors methods).
+`raw` is the same dispatcher unwrapped, for what the validator hides (the file_wrapper fast path).
+"""
+
+import json
+import os
+import sys
+import threading
+import time
+from urllib.parse import parse_qs
+from wsgiref.validate import validator
+
+# token -> how many times close() was called on that response's iterable
+CLOSED = {}
+LOCAL = threading.local()
+BOOTED = os.environ.get("PROBE_BOOT_MARK", "")
+
+
+def _qs(environ):
+    return {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+
+
+def _text(start_response, body, status="200 OK", ctype="text/plain"):
+    body = body if isinstance(body, bytes) else body.encode()
+    start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+class Tracked:
+    """A streamed body that records its close()."""
+
+    def __init__(self, token, chunks, delay):
+        self.token = token
+        self.chunks = chunks
+        self.delay = delay
+        CLOSED.setdefault(token, 0)
+
+    def __iter__(self):
+        for c in self.chunks:
+            if self.delay:
+                time.sleep(self.delay)
+            yield c
+
+    def close(self):
+        CLOSED[self.token] = CLOSED.get(self.token, 0) + 1
+
+
+def dispatch(environ, start_response):
+    path = environ["PATH_INFO"]
+    q = _qs(environ)
+    if path == "/environ":
+        out = {}
+        for k, v in environ.items():
+            if isinstance(v, (str, bool, int)):
+                out[k] = v
+            elif isinstance(v, tuple):
+                out[k] = list(v)
+        out["__type__"] = type(environ).__name__
+        out["__input__"] = type(environ["wsgi.input"]).__name__
+        return _text(start_response, json.dumps(out), ctype="application/json")
+    if path == "/echo":
+        inp = environ["wsgi.input"]
+        mode = q.get("mode", "read")
+        n = int(environ.get("CONTENT_LENGTH") or 0)
+        if mode == "read":
+            body = inp.read(n)
+            assert inp.read(10) == b""
+        elif mode == "small":
+            parts = []
+            while True:
+                c = inp.read(3)
+                if not c:
+                    break
+                parts.append(c)
+            body = b"".join(parts)
+        elif mode == "readline":
+            lines = []
+            while True:
+                line = inp.readline()
+                if not line:
+                    break
+                lines.append(line)
+            body = b"|".join(lines)
+        elif mode == "readlines":
+            body = b"|".join(inp.readlines())
+        elif mode == "iter":
+            body = b"|".join(line for line in inp)
+        else:
+            raise ValueError(mode)
+        return _text(start_response, body, ctype="application/octet-stream")
+    if path == "/stream":
+        n = int(q.get("n", "3"))
+        delay = float(q.get("delay", "0"))
+        token = q.get("token", "t")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Tracked(token, [b"chunk%d\n" % i for i in range(n)], delay)
+    if path == "/closed":
+        return _text(start_response, str(CLOSED.get(q.get("token", "t"), 0)))
+    if path == "/write":
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"written1,")
+        write(b"written2,")
+        return [b"returned"]
+    if path == "/exc_info":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        try:
+            raise ValueError("handled before anything was sent")
+        except ValueError:
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info())
+        return [b"replaced by the error page"]
+    if path == "/exc_info_late":
+        def body():
+            yield b"first"
+            try:
+                raise ValueError("too late to change the head")
+            except ValueError:
+                start_response("500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info())
+            yield b"never sent"
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return body()
+    if path == "/file":
+        f = open(__file__, "rb")
+        f.seek(int(q.get("skip", "0")))
+        start_response("200 OK", [("Content-Type", "text/x-python")])
+        return environ["wsgi.file_wrapper"](f, 1024)
+    if path == "/local":
+        LOCAL.n = getattr(LOCAL, "n", 0) + 1
+        return _text(start_response, "%s %d" % (threading.current_thread().name, LOCAL.n))
+    if path == "/slow":
+        time.sleep(float(q.get("s", "1")))
+        return _text(start_response, "slept")
+    if path == "/raise":
+        raise RuntimeError("boom from the probe app")
+    if path == "/errors":
+        print("probe wrote to wsgi.errors", file=environ["wsgi.errors"])
+        environ["wsgi.errors"].flush()
+        return _text(start_response, "ok")
+    if path == "/status":
+        return _text(start_response, "custom", status=q.get("s", "201 Created"))
+    if path == "/prefix":
+        return _text(start_response, sys.prefix)
+    if path == "/boot":
+        return _text(start_response, BOOTED)
+    if path == "/":
+        return _text(start_response, "probe")
+    return _text(start_response, "not found: " + path, status="404 Not Found")
+
+
+app = validator(dispatch)
+raw = dispatch
+
+
+def hello(environ, start_response):
+    """The bare hello app of the benchmarks."""
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
+    return [b"Hello, world!"]
+
+
+def create_app(greeting="hi", loud=False):
+    """A factory: `probe:create_app('hey', loud=True)`."""
+    body = (greeting.upper() if loud else greeting).encode()
+
+    def greet(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [body]
+
+    return validator(greet)
+
+
+not_callable = 42

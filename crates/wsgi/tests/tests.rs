@@ -1,0 +1,465 @@
+//! The WSGI handler called directly with `c10k_http::Request` values, under both kinds of wait:
+//! PEP 3333 behaviour with the probe apps in `tests/apps/probe.py` (wrapped in
+//! `wsgiref.validate.validator`), thread-local state, close() on every path, timeouts and boot
+//! errors. Only the standard library is needed here; Flask and Django run in the `c10k` crate's
+//! end-to-end tests.
+
+use std::future::poll_fn;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use c10k_http::{Body, Ctx, Handler, Method, Request, Response, Wait, WorkerInfo};
+use c10k_wsgi::{BootError, WsgiApp, WsgiConfig};
+
+fn apps_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/apps")
+}
+
+fn config(app: &str) -> WsgiConfig {
+    WsgiConfig {
+        app: app.into(),
+        pythonpath: vec![apps_dir()],
+        venv: std::env::var_os("C10K_TEST_VENV").map(PathBuf::from),
+        env: vec![("PROBE_BOOT_MARK".into(), "from --env".into())],
+        ..WsgiConfig::default()
+    }
+}
+
+fn info(wait: Wait, threads: usize) -> WorkerInfo {
+    WorkerInfo {
+        slot: 0,
+        class: if wait == Wait::Block {
+            "gthread"
+        } else {
+            "async"
+        },
+        wait,
+        threads,
+        max_in_flight: 64,
+        workers: 1,
+    }
+}
+
+fn boot(app: &str, wait: Wait) -> WsgiApp {
+    WsgiApp::boot(&config(app), &info(wait, 1)).unwrap_or_else(|e| panic!("boot {app}: {e}"))
+}
+
+fn get(target: &str) -> Request {
+    let mut r = Request::new(Method::Get, target);
+    r.headers.append("Host", "example.test:8080");
+    r.peer = Some("10.1.2.3:40000".parse().unwrap());
+    r.local = Some("127.0.0.1:8000".parse().unwrap());
+    r
+}
+
+/// Drains a body: its chunks, and whether it ended with an error.
+fn drain(body: Body) -> (Vec<Bytes>, bool) {
+    match body {
+        Body::Full(b) => (vec![b], false),
+        Body::Stream(mut s) => {
+            let mut chunks = Vec::new();
+            loop {
+                match pollster::block_on(poll_fn(|cx| s.as_mut().poll_next(cx))) {
+                    Some(Ok(c)) => chunks.push(c),
+                    Some(Err(_)) => return (chunks, true),
+                    None => return (chunks, false),
+                }
+            }
+        }
+    }
+}
+
+fn text(resp: Response) -> (u16, String) {
+    let status = resp.status;
+    let (chunks, _) = drain(resp.body);
+    let all: Vec<u8> = chunks.concat();
+    (status, String::from_utf8_lossy(&all).into_owned())
+}
+
+/// Calls the app as the blocking classes do (on this thread).
+fn block(app: &WsgiApp, req: Request) -> Response {
+    pollster::block_on(app.call(req, Ctx::new(Wait::Block)))
+}
+
+fn json(app: &WsgiApp, req: Request) -> serde_json::Value {
+    let (status, body) = text(block(app, req));
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[test]
+fn environ_has_every_required_key_and_pep3333_values() {
+    let app = boot("probe:app", Wait::Block);
+    let mut req = get("/environ?x=1&y=%41");
+    req.headers.append("X-Forwarded-For", "1.1.1.1");
+    req.headers.append("X_Forwarded_For", "6.6.6.6");
+    req.headers.append("Accept", "text/html");
+    req.headers.append("accept", "application/json");
+    req.headers.append("Cookie", "a=1");
+    req.headers.append("Cookie", "b=2");
+    req.headers.append("Content-Type", "text/plain");
+    req.headers.append("User-Agent", "caf\u{e9}");
+    let e = json(&app, req);
+    assert_eq!(e["__type__"], "dict");
+    for key in [
+        "REQUEST_METHOD",
+        "SCRIPT_NAME",
+        "PATH_INFO",
+        "QUERY_STRING",
+        "SERVER_NAME",
+        "SERVER_PORT",
+        "SERVER_PROTOCOL",
+        "wsgi.version",
+        "wsgi.url_scheme",
+        "wsgi.multithread",
+        "wsgi.multiprocess",
+        "wsgi.run_once",
+        "wsgi.input_terminated",
+    ] {
+        assert!(e.get(key).is_some(), "{key} missing from {e}");
+    }
+    assert_eq!(e["REQUEST_METHOD"], "GET");
+    assert_eq!(e["PATH_INFO"], "/environ");
+    assert_eq!(e["QUERY_STRING"], "x=1&y=%41");
+    assert_eq!(e["SCRIPT_NAME"], "");
+    assert_eq!(e["SERVER_NAME"], "127.0.0.1");
+    assert_eq!(e["SERVER_PORT"], "8000", "a string");
+    assert_eq!(e["REMOTE_ADDR"], "10.1.2.3");
+    assert_eq!(e["REMOTE_PORT"], "40000");
+    assert_eq!(e["SERVER_PROTOCOL"], "HTTP/1.1");
+    assert_eq!(e["wsgi.version"], serde_json::json!([1, 0]));
+    assert_eq!(e["wsgi.url_scheme"], "http");
+    assert_eq!(e["wsgi.multithread"], false, "one thread");
+    assert_eq!(e["wsgi.multiprocess"], false, "one worker");
+    assert_eq!(e["wsgi.input_terminated"], true);
+    assert_eq!(e["HTTP_HOST"], "example.test:8080");
+    assert_eq!(
+        e["HTTP_X_FORWARDED_FOR"], "1.1.1.1",
+        "the _ spelling is dropped"
+    );
+    assert_eq!(e["HTTP_ACCEPT"], "text/html, application/json");
+    assert_eq!(e["HTTP_COOKIE"], "a=1; b=2");
+    assert_eq!(e["CONTENT_TYPE"], "text/plain");
+    assert!(e.get("HTTP_CONTENT_TYPE").is_none());
+    assert!(
+        e.get("CONTENT_LENGTH").is_none(),
+        "no body, no length header"
+    );
+    assert_eq!(
+        e["HTTP_USER_AGENT"], "caf\u{c3}\u{a9}",
+        "latin-1 decoded bytes"
+    );
+    assert_eq!(e["PROBE_BOOT_MARK"], serde_json::Value::Null);
+}
+
+#[test]
+fn path_info_is_percent_and_latin1_decoded_and_root_path_is_script_name() {
+    let mut cfg = config("probe:app");
+    cfg.root_path = "/api/".into();
+    let app = WsgiApp::boot(&cfg, &info(Wait::Block, 4)).unwrap();
+    let mut req = get("/api/caf%C3%A9%20x");
+    req.path = "/api/environ".into();
+    let e = json(&app, req);
+    assert_eq!(e["SCRIPT_NAME"], "/api");
+    assert_eq!(e["PATH_INFO"], "/environ");
+    assert_eq!(e["wsgi.multithread"], true, "four threads");
+    // The decoding itself, through the 404 page that echoes PATH_INFO.
+    let (status, body) = text(block(&app, get("/api/caf%C3%A9%20x")));
+    assert_eq!(status, 404);
+    assert_eq!(body, "not found: /caf\u{c3}\u{a9} x");
+}
+
+#[test]
+fn echo_body_through_every_input_method() {
+    let app = boot("probe:app", Wait::Block);
+    let body = "line one\nline two\nlast";
+    for (mode, want) in [
+        ("read", body.to_owned()),
+        ("small", body.to_owned()),
+        ("readline", body.replace('\n', "\n|")),
+        ("readlines", body.replace('\n', "\n|")),
+        ("iter", body.replace('\n', "\n|")),
+    ] {
+        let req = get(&format!("/echo?mode={mode}")).with_body("text/plain", body);
+        let (status, got) = text(block(&app, req));
+        assert_eq!((status, got.as_str()), (200, want.as_str()), "mode {mode}");
+    }
+}
+
+#[test]
+fn spooled_file_bodies_read_like_memory_ones() {
+    use std::io::Write;
+    let app = boot("probe:app", Wait::Block);
+    let data = "a\nbb\nccc\n".repeat(5000);
+    let mut f = tempfile::tempfile().unwrap();
+    f.write_all(data.as_bytes()).unwrap();
+    for mode in ["read", "readline"] {
+        let mut req = get(&format!("/echo?mode={mode}")).with_body("text/plain", "");
+        req.body = c10k_http::RequestBody::File {
+            file: Arc::new(f.try_clone().unwrap()),
+            len: data.len() as u64,
+        };
+        let (status, got) = text(block(&app, req));
+        assert_eq!(status, 200);
+        let want = if mode == "read" {
+            data.clone()
+        } else {
+            data.replace('\n', "\n|").trim_end_matches('|').to_owned()
+        };
+        assert_eq!(got.len(), want.len(), "mode {mode}");
+        assert_eq!(got, want, "mode {mode}");
+    }
+}
+
+#[test]
+fn streaming_iterable_is_sent_chunk_by_chunk_and_closed() {
+    let app = boot("probe:app", Wait::Block);
+    let resp = block(&app, get("/stream?n=3&token=s1"));
+    assert_eq!(resp.status, 200);
+    assert!(matches!(resp.body, Body::Stream(_)), "not joined");
+    let (chunks, failed) = drain(resp.body);
+    assert!(!failed);
+    assert_eq!(chunks, ["chunk0\n", "chunk1\n", "chunk2\n"]);
+    assert_eq!(text(block(&app, get("/closed?token=s1"))).1, "1");
+}
+
+#[test]
+fn dropping_a_stream_midway_closes_the_iterable() {
+    let app = boot("probe:app", Wait::Block);
+    let resp = block(&app, get("/stream?n=50&token=s2"));
+    let Body::Stream(mut s) = resp.body else {
+        panic!("expected a stream");
+    };
+    let first = pollster::block_on(poll_fn(|cx| s.as_mut().poll_next(cx)));
+    assert!(matches!(first, Some(Ok(_))));
+    assert_eq!(text(block(&app, get("/closed?token=s2"))).1, "0");
+    drop(s); // the client went away
+    assert_eq!(text(block(&app, get("/closed?token=s2"))).1, "1");
+}
+
+#[test]
+fn write_callable_data_comes_first() {
+    let app = boot("probe:app", Wait::Block);
+    assert_eq!(
+        text(block(&app, get("/write"))),
+        (200, "written1,written2,returned".to_owned())
+    );
+}
+
+#[test]
+fn exc_info_replaces_the_head_before_it_is_sent_and_reraises_after() {
+    let app = boot("probe:app", Wait::Block);
+    assert_eq!(
+        text(block(&app, get("/exc_info"))),
+        (500, "replaced by the error page".to_owned())
+    );
+    let resp = block(&app, get("/exc_info_late"));
+    assert_eq!(resp.status, 200);
+    let (chunks, failed) = drain(resp.body);
+    assert_eq!(chunks, ["first"]);
+    assert!(failed, "the stream must end in an error, not a clean end");
+}
+
+#[test]
+fn file_wrapper_reads_real_files_in_rust_and_others_in_python() {
+    let probe = std::fs::read_to_string(apps_dir().join("probe.py")).unwrap();
+    // Unvalidated: the wrapper reaches the server, which reads the file itself.
+    let app = boot("probe:raw", Wait::Block);
+    let (status, body) = text(block(&app, get("/file?skip=10")));
+    assert_eq!(status, 200);
+    assert_eq!(body, probe[10..]);
+    // Validated: the validator wraps the iterable, so it is iterated in Python.
+    let app = boot("probe:app", Wait::Block);
+    assert_eq!(text(block(&app, get("/file"))), (200, probe));
+}
+
+#[test]
+fn thread_local_state_survives_across_requests() {
+    let app = boot("probe:app", Wait::Block);
+    let worker = std::thread::spawn(move || {
+        (1..=5)
+            .map(|_| text(block(&app, get("/local"))).1)
+            .collect::<Vec<_>>()
+    });
+    let got = worker.join().unwrap();
+    let counts: Vec<&str> = got.iter().map(|s| s.rsplit(' ').next().unwrap()).collect();
+    assert_eq!(counts, ["1", "2", "3", "4", "5"], "{got:?}");
+}
+
+#[test]
+fn app_exception_is_a_500_with_a_generic_body_and_the_app_keeps_serving() {
+    let app = boot("probe:app", Wait::Block);
+    let (status, body) = text(block(&app, get("/raise")));
+    assert_eq!(status, 500);
+    assert!(!body.contains("boom"), "no internals in the answer: {body}");
+    assert_eq!(text(block(&app, get("/write"))).0, 200);
+}
+
+#[test]
+fn custom_status_and_head_requests() {
+    let app = boot("probe:app", Wait::Block);
+    assert_eq!(text(block(&app, get("/status?s=201+Created"))).0, 201);
+    let mut head = get("/stream?n=3&token=h1");
+    head.method = Method::Head;
+    let resp = block(&app, head);
+    assert_eq!(resp.status, 200);
+    assert!(drain(resp.body).0.is_empty(), "HEAD stops the iteration");
+    assert_eq!(text(block(&app, get("/closed?token=h1"))).1, "1");
+}
+
+#[test]
+fn factory_with_literal_arguments() {
+    let app = boot("probe:create_app('hey', loud=True)", Wait::Block);
+    assert_eq!(text(block(&app, get("/"))), (200, "HEY".to_owned()));
+}
+
+#[test]
+fn boot_errors_are_typed() {
+    let i = info(Wait::Block, 1);
+    let err = |spec: &str| WsgiApp::boot(&config(spec), &i).unwrap_err();
+    assert!(matches!(
+        err("no_such_module:app"),
+        BootError::ModuleNotFound { .. }
+    ));
+    assert!(matches!(
+        err("probe:missing"),
+        BootError::NoAttribute { .. }
+    ));
+    assert!(matches!(
+        err("probe:not_callable"),
+        BootError::NotCallable { .. }
+    ));
+    assert!(matches!(err("probe:"), BootError::Spec { .. }));
+    let e = err("broken_import:app");
+    match &e {
+        BootError::Exception { traceback, .. } => {
+            assert!(traceback.contains("ZeroDivisionError"), "{traceback}")
+        }
+        other => panic!("expected an exception at import, got {other:?}"),
+    }
+    // A module the app imports that is missing is the app's exception, not "no module named app".
+    assert!(
+        matches!(err("imports_missing:app"), BootError::Exception { .. }),
+        "{}",
+        err("imports_missing:app")
+    );
+}
+
+#[test]
+fn the_venv_is_the_interpreter_prefix() {
+    let Some(venv) = std::env::var_os("C10K_TEST_VENV") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must set C10K_TEST_VENV"
+        );
+        return;
+    };
+    let app = boot("probe:app", Wait::Block);
+    let want = std::fs::canonicalize(&venv).unwrap();
+    let (status, prefix) = text(block(&app, get("/prefix")));
+    assert_eq!(status, 200);
+    assert_eq!(std::fs::canonicalize(prefix).unwrap(), want);
+}
+
+#[test]
+fn env_values_reach_os_environ() {
+    let app = boot("probe:app", Wait::Block);
+    assert_eq!(
+        text(block(&app, get("/boot"))),
+        (200, "from --env".to_owned())
+    );
+}
+
+#[test]
+fn request_timeout_answers_504_and_caps_stuck_threads() {
+    let recycled = Arc::new(AtomicUsize::new(0));
+    let mut cfg = config("probe:app");
+    cfg.max_stuck_threads = Some(1);
+    let r = recycled.clone();
+    cfg.recycle = Some(Arc::new(move || {
+        r.fetch_add(1, Ordering::SeqCst);
+    }));
+    let app = WsgiApp::boot(&cfg, &info(Wait::Block, 1)).unwrap();
+    let with_deadline = |target: &str, ms: u64| {
+        let ctx =
+            Ctx::new(Wait::Block).with_deadline(Some(Instant::now() + Duration::from_millis(ms)));
+        pollster::block_on(app.call(get(target), ctx))
+    };
+    let start = Instant::now();
+    assert_eq!(with_deadline("/slow?s=3", 200).status, 504);
+    assert!(start.elapsed() < Duration::from_secs(2), "504 on time");
+    assert_eq!(app.stuck_threads(), 1);
+    // A replacement thread serves the next request.
+    assert_eq!(text(with_deadline("/write", 2000)).0, 200);
+    assert_eq!(recycled.load(Ordering::SeqCst), 0);
+    // One more stuck thread than tolerated: the worker is asked to recycle.
+    assert_eq!(with_deadline("/slow?s=3", 200).status, 504);
+    assert_eq!(recycled.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_wait_runs_python_on_the_pool_and_streams_through_it() {
+    let app = WsgiApp::boot(&config("probe:app"), &info(Wait::Yield, 2)).unwrap();
+    let resp = app.call(get("/write"), Ctx::new(Wait::Yield)).await;
+    assert_eq!(resp.status, 200);
+    let resp = app
+        .call(get("/stream?n=4&token=a1"), Ctx::new(Wait::Yield))
+        .await;
+    let Body::Stream(mut s) = resp.body else {
+        panic!("expected a stream");
+    };
+    let mut got = Vec::new();
+    while let Some(c) = poll_fn(|cx| s.as_mut().poll_next(cx)).await {
+        got.push(c.unwrap());
+    }
+    assert_eq!(got.len(), 4);
+    let resp = app
+        .call(get("/closed?token=a1"), Ctx::new(Wait::Yield))
+        .await;
+    assert_eq!(body_text(resp), "1");
+
+    // Dropped mid-stream: close() still runs, on a Python thread.
+    let resp = app
+        .call(get("/stream?n=50&token=a2"), Ctx::new(Wait::Yield))
+        .await;
+    drop(resp);
+    let mut closed = String::new();
+    for _ in 0..100 {
+        closed = body_text(
+            app.call(get("/closed?token=a2"), Ctx::new(Wait::Yield))
+                .await,
+        );
+        if closed == "1" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(closed, "1");
+
+    // Thread-locals live on the pool threads too: one thread, counting up.
+    let app1 = WsgiApp::boot(&config("probe:app"), &info(Wait::Yield, 1)).unwrap();
+    let mut last = 0;
+    for _ in 0..3 {
+        let t = body_text(app1.call(get("/local"), Ctx::new(Wait::Yield)).await);
+        let n: u32 = t.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(n > last, "{t}");
+        last = n;
+    }
+
+    // A deadline: 504 on time.
+    let ctx =
+        Ctx::new(Wait::Yield).with_deadline(Some(Instant::now() + Duration::from_millis(200)));
+    let start = Instant::now();
+    assert_eq!(app.call(get("/slow?s=2"), ctx).await.status, 504);
+    assert!(start.elapsed() < Duration::from_secs(1));
+}
+
+fn body_text(resp: Response) -> String {
+    match resp.body {
+        Body::Full(b) => String::from_utf8_lossy(&b).into_owned(),
+        Body::Stream(_) => panic!("expected a full body"),
+    }
+}

@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# Python WSGI hosting: c10k against Granian, gunicorn (gthread) and uWSGI, same machine, same run.
+#
+# Apps (crates/wsgi/tests/apps): a bare WSGI hello (`probe:hello`, 13 bytes) and Flask hello
+# (`flask_app:app`, GET /hello). Each server runs 1 worker process pinned to cpu 0; wrk -t1 -c50 is
+# pinned to cpu 1. The in-process limit is the same app called in a plain Python loop (building a
+# fresh environ each call, consuming and closing the body) pinned to cpu 0: what a server with zero
+# overhead would reach. Prints requests/s, the ratios the goals name, and each figure as a share of
+# its limit. Writes runs/<date>-wsgi/{raw.csv,results.md}.
+#
+# Usage: scripts/wsgi-vs-peers.sh [SECONDS=5] [CONNECTIONS=50] [REPEATS=1]
+# The venv (flask, granian, gunicorn, uwsgi) is $C10K_TEST_VENV, else made by python-venv.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECS=${1:-5}
+CONNS=${2:-50}
+REPEATS=${3:-1}
+SRV_CPU=${SRV_CPU:-0}
+GEN_CPU=${GEN_CPU:-1}
+APPS=$PWD/crates/wsgi/tests/apps
+
+for tool in wrk taskset curl; do
+  command -v "$tool" >/dev/null || { echo "missing: $tool (apt-get install wrk curl util-linux)" >&2; exit 1; }
+done
+if [[ -z ${C10K_TEST_VENV:-} ]]; then
+  eval "$(bash scripts/python-venv.sh)"
+fi
+VENV=$C10K_TEST_VENV
+for b in granian gunicorn uwsgi; do
+  [[ -x $VENV/bin/$b ]] || { echo "missing $VENV/bin/$b (scripts/python-venv.sh installs it)" >&2; exit 1; }
+done
+
+cargo build --release -p c10k >&2
+C10K=$PWD/target/release/c10k
+
+OUT=runs/$(date -u +%Y-%m-%d)-wsgi
+mkdir -p "$OUT"
+TMP=$(mktemp -d)
+SERVER=
+cleanup() {
+  if [[ -n $SERVER ]]; then kill -TERM -- "-$SERVER" 2>/dev/null || kill "$SERVER" 2>/dev/null || true; fi
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start NAME PORT CMD...: the server in its own process group, pinned to the server cpu.
+start() {
+  local name=$1 port=$2; shift 2
+  setsid taskset -c "$SRV_CPU" "$@" >"$TMP/$name.log" 2>&1 &
+  SERVER=$!
+  for _ in $(seq 150); do
+    curl -fs -o /dev/null "http://127.0.0.1:$port$PATH_" && return 0
+    sleep 0.1
+  done
+  echo "$name did not start:" >&2
+  tail -20 "$TMP/$name.log" >&2
+  return 1
+}
+stop() {
+  kill -TERM -- "-$SERVER" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$SERVER" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL -- "-$SERVER" 2>/dev/null || true
+  wait "$SERVER" 2>/dev/null || true
+  SERVER=
+}
+
+# server NAME APP PORT: the command line of each server for app module APP.
+server_cmd() {
+  local name=$1 app=$2 port=$3
+  case $name in
+    c10k-gthread) echo "$C10K serve --bind 127.0.0.1:$port --admin off --workers 1 -k gthread --threads 1 --venv $VENV --chdir $APPS --log-level warn $app" ;;
+    c10k-async) echo "$C10K serve --bind 127.0.0.1:$port --admin off --workers 1 -k async --threads 1 --venv $VENV --chdir $APPS --log-level warn $app" ;;
+    c10k-sync) echo "$C10K serve --bind 127.0.0.1:$port --admin off --workers 1 -k sync --venv $VENV --chdir $APPS --log-level warn $app" ;;
+    granian) echo "$VENV/bin/granian --interface wsgi --host 127.0.0.1 --port $port --workers 1 --working-dir $APPS --log-level warning $app" ;;
+    gunicorn-gthread) echo "$VENV/bin/gunicorn --bind 127.0.0.1:$port --workers 1 -k gthread --threads 4 --chdir $APPS --log-level warning $app" ;;
+    uwsgi) echo "$VENV/bin/uwsgi --http-socket 127.0.0.1:$port --processes 1 --threads 1 --disable-logging --die-on-term --chdir $APPS --module $app --virtualenv $VENV" ;;
+  esac
+}
+
+SERVERS=(c10k-gthread c10k-async c10k-sync granian gunicorn-gthread uwsgi)
+echo "app,server,round,rps,errors" >"$OUT/raw.csv"
+measure() { # APPNAME MODULE PATH
+  local appname=$1 module=$2
+  PATH_=$3
+  for r in $(seq "$REPEATS"); do
+    for s in "${SERVERS[@]}"; do
+      local port; port=$(free_port)
+      # shellcheck disable=SC2046
+      if ! start "$s" "$port" $(server_cmd "$s" "$module" "$port"); then
+        echo "$appname,$s,$r,0,start failed" >>"$OUT/raw.csv"; stop; continue
+      fi
+      taskset -c "$GEN_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" "http://127.0.0.1:$port$PATH_" >"$TMP/wrk" 2>&1 || true
+      local rps errors
+      rps=$(awk '/^Requests\/sec:/ {print $2}' "$TMP/wrk")
+      errors=$(awk '/Non-2xx|Socket errors/ {printf "%s ", $0}' "$TMP/wrk")
+      echo "$appname,$s,$r,${rps:-0},${errors:-0}" >>"$OUT/raw.csv"
+      echo "$appname $s: ${rps:-0} req/s ${errors}" >&2
+      stop
+    done
+  done
+}
+measure bare probe:hello /
+measure flask flask_app:app /hello
+
+# The in-process limit: the app called in a loop, pinned like the servers.
+limit() { # MODULE ATTR PATH
+  taskset -c "$SRV_CPU" "$VENV/bin/python" - "$APPS" "$1" "$2" "$3" "$SECS" <<'EOF'
+import importlib, io, sys, time
+sys.path.insert(0, sys.argv[1]); import os; os.chdir(sys.argv[1])
+app = getattr(importlib.import_module(sys.argv[2]), sys.argv[3])
+path, secs = sys.argv[4], float(sys.argv[5])
+def start_response(status, headers, exc_info=None):
+    return lambda data: None
+def call():
+    environ = {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": path, "QUERY_STRING": "",
+               "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
+               "REMOTE_ADDR": "127.0.0.1", "REMOTE_PORT": "50000", "HTTP_HOST": "127.0.0.1:8000",
+               "HTTP_USER_AGENT": "wrk", "wsgi.version": (1, 0), "wsgi.url_scheme": "http",
+               "wsgi.input": io.BytesIO(b""), "wsgi.errors": sys.stderr, "wsgi.multithread": False,
+               "wsgi.multiprocess": False, "wsgi.run_once": False}
+    body = app(environ, start_response)
+    try:
+        for _ in body:
+            pass
+    finally:
+        if hasattr(body, "close"):
+            body.close()
+for _ in range(2000):
+    call()
+n, t0 = 0, time.perf_counter()
+while time.perf_counter() - t0 < secs:
+    for _ in range(200):
+        call()
+    n += 200
+print("%.0f" % (n / (time.perf_counter() - t0)))
+EOF
+}
+BARE_LIMIT=$(limit probe hello /)
+FLASK_LIMIT=$(limit flask_app app /hello)
+echo "bare,in-process-limit,0,$BARE_LIMIT,0" >>"$OUT/raw.csv"
+echo "flask,in-process-limit,0,$FLASK_LIMIT,0" >>"$OUT/raw.csv"
+
+python3 - "$OUT/raw.csv" "$SECS" "$CONNS" >"$OUT/results.md" <<'EOF'
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+fig = {}
+for r in rows:
+    fig.setdefault((r["app"], r["server"]), []).append(float(r["rps"]))
+med = {k: statistics.median(v) for k, v in fig.items()}
+print(f"# WSGI hosting vs peers (1 worker on cpu 0; wrk -t1 -c{sys.argv[3]} -d{sys.argv[2]}s on cpu 1)\n")
+for app in ("bare", "flask"):
+    limit = med.get((app, "in-process-limit"), 0)
+    print(f"## {app} hello (in-process limit {limit:,.0f} calls/s)\n")
+    print("| server | req/s | share of limit |")
+    print("|---|---:|---:|")
+    for (a, s), v in sorted(med.items(), key=lambda kv: -kv[1]):
+        if a == app and s != "in-process-limit":
+            share = f"{100 * v / limit:.0f} %" if limit else "-"
+            print(f"| {s} | {v:,.0f} | {share} |")
+    best = max((v for (a, s), v in med.items() if a == app and s.startswith("c10k")), default=0)
+    best_name = next((s for (a, s), v in med.items() if a == app and s.startswith("c10k") and v == best), "c10k")
+    for peer in ("granian", "gunicorn-gthread", "uwsgi"):
+        p = med.get((app, peer), 0)
+        if p:
+            print(f"\n{best_name} / {peer}: **{best / p:.2f}x**", end="")
+    print("\n")
+EOF
+cat "$OUT/results.md"
