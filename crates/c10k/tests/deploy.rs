@@ -491,6 +491,12 @@ fn systemd_service_serves_the_socket_units_listener() {
         Duration::from_secs(10)
     ));
     s.term();
+    assert!(wait_for_status(
+        admin,
+        "/readyz",
+        503,
+        Duration::from_secs(2)
+    ));
     s.term();
     let st = s
         .wait_exit(Duration::from_secs(20))
