@@ -102,6 +102,7 @@ else
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || die "PostgreSQL is needed (apt-get install postgresql)"
 fi
 
+mkdir -p /run/lock
 exec 9>/run/lock/c10k-cluster.lock
 flock -n 9 || die "another scripts/cluster.sh is running"
 
