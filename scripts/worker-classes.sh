@@ -17,7 +17,8 @@
 # is read for every run. The "where the gap goes" table sets the time each wave of C requests
 # takes beyond D (C / req/s − D) beside ab's and the server's CPU time per wave.
 #
-# The peers come from PyPI (flask, gunicorn, gevent, uwsgi — pyuwsgi if uwsgi does not build)
+# The peers come from PyPI (flask, gunicorn, gevent, packaging for gunicorn's gevent worker,
+# uwsgi — pyuwsgi if uwsgi does not build)
 # into a throw-away venv, or from C10K_PEERS_VENV=/path/to/venv if set. A peer that cannot be
 # installed or does not start is reported as skipped with the reason.
 #
@@ -55,8 +56,8 @@ if [ -z "$venv" ]; then
   echo "installing flask, gunicorn, gevent, uwsgi from PyPI into a throw-away venv" >&2
   if ! python3 -m venv "$venv" >"$tmp/venv.log" 2>&1; then
     venv_error="python3 -m venv failed: $(tail -1 "$tmp/venv.log")"
-  elif ! "$venv/bin/pip" install -q flask gunicorn gevent >>"$tmp/venv.log" 2>&1; then
-    venv_error="pip install flask gunicorn gevent failed: $(grep -m1 -i error "$tmp/venv.log")"
+  elif ! "$venv/bin/pip" install -q flask gunicorn gevent packaging >>"$tmp/venv.log" 2>&1; then
+    venv_error="pip install flask gunicorn gevent packaging failed: $(grep -m1 -i error "$tmp/venv.log")"
   elif ! "$venv/bin/pip" install -q uwsgi >>"$tmp/venv.log" 2>&1 \
     && ! "$venv/bin/pip" install -q pyuwsgi >>"$tmp/venv.log" 2>&1; then
     uwsgi_error="neither uwsgi nor pyuwsgi installs from PyPI (uwsgi is built from source: needs a C compiler and Python headers)"
@@ -89,7 +90,8 @@ for s in "${servers[@]}"; do
   id=$(field "$s" 1)
   case $id in
     gunicorn-sync | gunicorn-gthread) why=$(peer_missing flask gunicorn) ;;
-    gunicorn-gevent) why=$(peer_missing flask gunicorn gevent) ;;
+    # gunicorn's gevent worker imports packaging (gevent does not pull it in).
+    gunicorn-gevent) why=$(peer_missing flask gunicorn gevent packaging) ;;
     uwsgi-threads | uwsgi-gevent)
       if [ "$id" = uwsgi-gevent ]; then why=$(peer_missing flask gevent); else why=$(peer_missing flask); fi
       why=${uwsgi_error:-$why}
@@ -121,7 +123,7 @@ start_server() { # id command: starts it in its own process group, waits until i
     if ! kill -0 "${pid_of[$id]}" 2>/dev/null; then break; fi
     sleep 0.1
   done
-  skip[$id]="did not answer on 127.0.0.1:$port within 20 s: $(tail -1 "$tmp/$id.log")"
+  skip[$id]="did not answer on 127.0.0.1:$port within 20 s: $(grep -v '^\s*$' "$tmp/$id.log" | tail -1)"
   stop_server "$id"
   return 1
 }
@@ -209,7 +211,7 @@ report=$tmp/results.md
   echo "# Worker classes beside their peers: ab -r -q -n $n -c $c '/?delay=$delay'"
   echo
   echo "Command: \`ROUNDS=$rounds N0=$n0 scripts/worker-classes.sh $n $c $delay\` (servers on CPU $server_cpus, ab on CPU $ab_cpus)  "
-  echo "Machine: $(nproc) CPUs, kernel $(uname -r), $(ab -V | head -1 | sed 's/,.*//')  "
+  echo "Machine: $(nproc) CPUs, kernel $(uname -r), ab $(ab -V | awk 'NR == 1 {print $5}')  "
   echo "Commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo ' (with uncommitted changes)')  "
   echo "Peers: $("$py" -c 'import importlib.metadata as m
 out = []
@@ -296,11 +298,12 @@ print("\n".join(goals))
 print()
 print("## Where the gap to the limit goes")
 print()
-print(f"A run of ab's C = {conc} connections moves in waves: each takes `delay` plus whatever")
-print("accepting, parsing, answering, closing and reconnecting costs, and ab and the server each do")
-print("their share of that on one CPU. Beyond-delay time per wave = C / req/s − delay; CPU per wave")
-print("= CPU seconds of the run × C / requests (ab on its own CPU, the server's processes on theirs).")
-print("The delay=0 columns are what ab reaches against the same server when nothing sleeps.")
+print("Requests move in waves of as many as the model runs at once (C = %d, or W = 4 for sync):" % conc)
+print("each wave takes `delay` plus whatever accepting, parsing, answering, closing and reconnecting")
+print("costs, and ab and the server each do their share of that on their own CPU, one request after")
+print("another. Beyond-delay time per wave = wave / req/s − delay; CPU per wave = CPU seconds of the")
+print("run × wave / requests. The delay=0 columns are what ab reaches against the same server when")
+print("nothing sleeps, without and with keep-alive (-k only keeps connections where the server does).")
 print()
 print("| server | req/s at delay | beyond-delay per wave (ms) | ab CPU per wave (ms) | server CPU per wave (ms) | delay=0 req/s | delay=0 -k req/s | ab CPU µs/request (delay=0, -k) |")
 print("|---|---|---|---|---|---|---|---|")
@@ -312,9 +315,10 @@ for sid in [s[0] for s in servers]:
     per_req = lambda run, key: statistics.median(
         float(r[key]) / int(r["requests"]) for r in runs(sid, run) if int(r["requests"] or 0)
     )
-    beyond = 1000 * (conc / rps - delay) if rps else None
-    ab_wave = 1000 * conc * per_req("delay", "ab_cpu_s")
-    srv_wave = 1000 * conc * per_req("delay", "server_cpu_s")
+    wave = capacity[sid]
+    beyond = 1000 * (wave / rps - delay) if rps else None
+    ab_wave = 1000 * wave * per_req("delay", "ab_cpu_s")
+    srv_wave = 1000 * wave * per_req("delay", "server_cpu_s")
     ab0 = 1e6 * per_req("zero", "ab_cpu_s")
     abk = 1e6 * per_req("zero-k", "ab_cpu_s")
     print(

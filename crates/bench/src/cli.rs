@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::{ArgAction, Args, Subcommand};
 
 use crate::report::ab::TextOptions;
-use crate::{hdrlog, report, stats, Measurement, Options, Plan, Report, UsageError};
+use crate::{hdrlog, report, stats, Measurement, Options, Plan, Progress, Report, UsageError};
 
 /// Load-test an HTTP server (ApacheBench's flags, report and formulas; as fast as wrk).
 #[derive(Debug, Clone, Args)]
@@ -495,16 +495,42 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let text = !args.json && !args.csv;
-    if text {
-        report::ab::write_banner(&mut out)?;
-        let host = crate::plan::Url::parse(&plan.urls[0])
-            .map(|u| u.host)
-            .unwrap_or_default();
+    // On a terminal, a bar that fits it; elsewhere ab's own lines. The bar needs the engine's
+    // counters, so it is for a single engine process.
+    let progress = if args.quiet {
+        Progress::Off
+    } else if args.processes == 1 && std::io::stderr().is_terminal() {
+        Progress::Bar
+    } else if text {
+        match crate::progress::ab_heartbeat(plan.requests) {
+            0 => Progress::Off,
+            every => Progress::Heartbeat(every),
+        }
+    } else {
+        Progress::Off
+    };
+    let host = crate::plan::Url::parse(&plan.urls[0])
+        .map(|u| u.host)
+        .unwrap_or_default();
+    // "Benchmarking HOST (be patient)" and what ab puts after it: a newline before heartbeat
+    // lines, "..." before "..done".
+    let intro = |out: &mut std::io::StdoutLock| -> std::io::Result<()> {
         write!(out, "Benchmarking {host} ")?;
         if let Some(p) = &plan.proxy {
             write!(out, "[through {p}] ")?;
         }
-        write!(out, "(be patient)...")?;
+        match progress {
+            Progress::Heartbeat(_) => writeln!(out, "(be patient)")?,
+            _ => write!(out, "(be patient)...")?,
+        }
+        out.flush()
+    };
+    if text {
+        report::ab::write_banner(&mut out)?;
+        // With a bar, the line is written once the bar is gone, so the two never share a line.
+        if progress != Progress::Bar {
+            intro(&mut out)?;
+        }
         out.flush()?;
     }
     let interrupt = Arc::new(AtomicBool::new(false));
@@ -524,19 +550,27 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         (crate::procs::run(&plan, args.processes, &exe)?, Vec::new())
     } else {
         let opts = Options {
-            progress: !args.quiet && std::io::stderr().is_terminal(),
+            progress,
             interrupt: Some(interrupt),
         };
         let o = crate::measure(&plan, &opts)?;
         (o.measurement, o.samples)
     };
+    if text && progress == Progress::Bar {
+        intro(&mut out)?;
+    }
     if let Some(why) = &m.aborted {
-        if text {
+        if text && !matches!(progress, Progress::Heartbeat(_)) {
             writeln!(out)?;
         }
         out.flush()?;
         eprintln!("{why}");
-        eprintln!("Total of {} requests completed", m.completed);
+        // As ab: the count only when some request got its answer.
+        let answered: u64 = m.statuses.values().sum();
+        if answered > 0 {
+            writeln!(out, "Total of {answered} requests completed")?;
+            out.flush()?;
+        }
         if args.json {
             writeln!(
                 out,
@@ -547,8 +581,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         anyhow::bail!("the run was aborted");
     }
     let r = Report::new(&plan, &m);
+    if let Progress::Heartbeat(_) = progress {
+        out.flush()?;
+        eprintln!("Finished {} requests", m.completed);
+    }
     if text {
-        writeln!(out, "..done\n\n")?;
+        match progress {
+            Progress::Heartbeat(_) => writeln!(out, "\n")?,
+            _ => writeln!(out, "..done\n\n")?,
+        }
         let o = TextOptions {
             percentiles: !args.no_percentiles,
             confidence: !args.no_confidence,
@@ -647,7 +688,7 @@ fn worker() -> anyhow::Result<()> {
     let interrupt = Arc::new(AtomicBool::new(false));
     let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, interrupt.clone());
     let opts = Options {
-        progress: false,
+        progress: Progress::Off,
         interrupt: Some(interrupt),
     };
     let o = crate::measure(&plan, &opts)?;

@@ -45,6 +45,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use cli::{BenchArgs, MergeArgs};
 pub use engine::Sample;
 pub use plan::Plan;
+pub use progress::Progress;
 pub use report::Report;
 pub use stats::Measurement;
 
@@ -93,8 +94,8 @@ pub fn run(plan: &Plan) -> anyhow::Result<Report> {
 /// How to run besides the plan itself (things a library caller rarely sets).
 #[derive(Debug, Default, Clone)]
 pub struct Options {
-    /// Show a progress bar on stderr.
-    pub progress: bool,
+    /// Progress on stderr while the run lasts.
+    pub progress: Progress,
     /// Set to stop early (Ctrl-C); the report covers what finished.
     pub interrupt: Option<Arc<AtomicBool>>,
 }
@@ -186,9 +187,9 @@ pub fn measure(plan: &Plan, opts: &Options) -> anyhow::Result<Outcome> {
                     })
             })
             .collect();
-        let progress = opts.progress.then(|| {
-            let (shared, finished) = (&shared, &finished);
-            s.spawn(move || progress::show(plan, shared, finished, t0))
+        let progress = (opts.progress != Progress::Off).then(|| {
+            let (shared, finished, how) = (&shared, &finished, opts.progress);
+            s.spawn(move || progress::show(plan, shared, finished, t0, how))
         });
         let mut out = Vec::new();
         let mut err = None;
@@ -201,7 +202,7 @@ pub fn measure(plan: &Plan, opts: &Options) -> anyhow::Result<Outcome> {
                 Err(e) => err = Some(anyhow::anyhow!("spawning an engine thread: {e}")),
             }
         }
-        finished.store(true, Ordering::Relaxed);
+        finished.store(true, Ordering::Release);
         if let Some(p) = progress {
             let _ = p.join();
         }

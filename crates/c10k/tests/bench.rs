@@ -423,9 +423,96 @@ fn aborted_run_exits_1_like_ab() {
     let o = bench(&["-n", "3", &format!("http://127.0.0.1:{port}/")]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("apr_socket_connect()"), "{err}");
+    // ab counts only requests that got an answer, and says nothing when none did.
+    let all = format!("{}{err}", stdout(&o));
+    assert!(!all.contains("Total of"), "{all}");
+}
+
+/// Not on a terminal, the progress text is ab's: "(be patient)" then a heartbeat line every
+/// 10 % (at most every 100) on stderr, "Finished N requests"; small runs get "..done".
+#[test]
+fn progress_text_is_abs_when_not_a_terminal() {
+    let srv = Serve::start();
+    let url = srv.url("/");
+    let ours = bench(&["-n", "300", "-c", "5", &url]);
+    assert!(ours.status.success());
+    let want_err = "Completed 100 requests\nCompleted 200 requests\nCompleted 300 requests\n\
+                    Finished 300 requests\n";
+    assert_eq!(String::from_utf8_lossy(&ours.stderr), want_err);
+    let out = stdout(&ours);
     assert!(
-        err.contains("apr_socket_connect()") && err.contains("Total of"),
-        "{err}"
+        out.contains("\nBenchmarking 127.0.0.1 (be patient)\n\n\nServer Software:"),
+        "{out}"
+    );
+    if let Ok(ab) = Command::new("ab")
+        .args(["-n", "300", "-c", "5", &url])
+        .output()
+    {
+        assert_eq!(String::from_utf8_lossy(&ab.stderr), want_err, "ab's own");
+        assert!(stdout(&ab).contains("\nBenchmarking 127.0.0.1 (be patient)\n\n\nServer Software:"));
+    }
+    let small = stdout(&bench(&["-n", "100", &url]));
+    assert!(
+        small.contains("Benchmarking 127.0.0.1 (be patient).....done\n\n\nServer Software:"),
+        "{small}"
+    );
+    let quiet = bench(&["-q", "-n", "300", &url]);
+    assert!(quiet.stderr.is_empty(), "-q: no heartbeat");
+}
+
+/// On a terminal (a pty from `script`, 50 columns): the bar fits the width, is gone at the end,
+/// and "..done" ends ab's "Benchmarking" line instead of standing on a line of its own.
+#[test]
+fn progress_bar_fits_the_terminal() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` to make a terminal (util-linux)");
+        return;
+    }
+    let srv = Serve::start();
+    let url = srv.url("/?delay=0.01");
+    let line = format!("stty cols 50 rows 20; {BIN} bench -n 300 -c 3 '{url}'");
+    let o = Command::new("timeout")
+        .args(["60", "script", "-qec", &line, "/dev/null"])
+        .output()
+        .expect("run script");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let raw = String::from_utf8_lossy(&o.stdout);
+    // What the terminal shows: each line keeps what follows its last \r or erase-line.
+    let mut shown = Vec::new();
+    let mut widest_bar = 0;
+    for line in raw.split('\n') {
+        let parts: Vec<&str> = line.split(['\r']).collect();
+        for p in &parts {
+            let p = p.replace("\x1b[2K", "");
+            if p.contains("/300") {
+                widest_bar = widest_bar.max(p.chars().count());
+            }
+        }
+        let last = parts
+            .iter()
+            .rev()
+            .map(|p| p.rsplit("\x1b[2K").next().unwrap_or(""))
+            .find(|p| !p.is_empty())
+            .unwrap_or("");
+        shown.push(last.to_owned());
+    }
+    assert!(widest_bar > 0, "no bar drawn: {raw:?}");
+    assert!(
+        widest_bar <= 50,
+        "a {widest_bar}-column bar on 50 columns: {raw:?}"
+    );
+    assert!(
+        shown
+            .iter()
+            .any(|l| l == "Benchmarking 127.0.0.1 (be patient).....done"),
+        "{shown:#?}"
+    );
+    assert!(
+        !shown
+            .iter()
+            .any(|l| l.contains("/300") || l.trim() == "..done"),
+        "a stale bar or a lone ..done: {shown:#?}"
     );
 }
 

@@ -14,6 +14,7 @@
 //! Protocols plug in as a [`Codec`]: HTTP/1.x today; the uwsgi codec (`crate::uwsgi`: one
 //! request per connection, never chunked, close-delimited streams) is the second arm to add.
 
+use std::borrow::{Borrow, BorrowMut};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -173,10 +174,13 @@ enum State {
     Closed,
 }
 
-/// One connection's protocol state; see the module documentation.
-pub(crate) struct Machine<'a> {
-    settings: &'a ConnSettings,
-    track: &'a mut ConnTrack,
+/// One connection's protocol state; see the module documentation. The settings and the
+/// connection's tracking are borrowed by a driver that serves the connection from start to end
+/// (`Machine<&ConnSettings, &mut ConnTrack>`), or owned when the machine travels with its
+/// connection between gthread's poller and its pool (`Machine<Arc<ConnSettings>, ConnTrack>`).
+pub(crate) struct Machine<S, T> {
+    settings: S,
+    track: T,
     codec: Codec,
     buf: BytesMut,
     out: Vec<u8>,
@@ -194,22 +198,24 @@ pub(crate) struct Machine<'a> {
     partial_reported: bool,
 }
 
-impl<'a> Machine<'a> {
+impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
     pub fn new(
-        settings: &'a ConnSettings,
-        track: &'a mut ConnTrack,
+        settings: S,
+        track: T,
         info: ConnInfo,
         keep_alive_allowed: bool,
         now: Instant,
-    ) -> Machine<'a> {
-        let decoder = Decoder::new(settings.limits.clone())
-            .capture_log_fields(settings.log_fields)
+    ) -> Machine<S, T> {
+        let s: &ConnSettings = settings.borrow();
+        let decoder = Decoder::new(s.limits.clone())
+            .capture_log_fields(s.log_fields)
             .with_conn(info);
+        let buf = BytesMut::with_capacity(s.read_buffer);
         Machine {
             settings,
             track,
             codec: Codec::Http(decoder),
-            buf: BytesMut::with_capacity(settings.read_buffer),
+            buf,
             out: Vec::new(),
             state: State::Reading,
             keep_alive_allowed,
@@ -219,6 +225,10 @@ impl<'a> Machine<'a> {
             last_read: now,
             partial_reported: false,
         }
+    }
+
+    pub fn settings(&self) -> &ConnSettings {
+        self.settings.borrow()
     }
 
     /// What to do next. `stopping`: the worker is shutting down, so an idle connection closes.
@@ -257,7 +267,7 @@ impl<'a> Machine<'a> {
                     self.head_started = None;
                     self.body_started = None;
                     self.partial_reported = false;
-                    self.track.begin(&request);
+                    self.track.borrow_mut().begin(&request);
                     self.state = State::Handling(meta);
                     return Action::Handle(request);
                 }
@@ -303,7 +313,7 @@ impl<'a> Machine<'a> {
             }
             if !idle && !self.partial_reported {
                 self.partial_reported = true;
-                self.track.partial();
+                self.track.borrow_mut().partial();
             }
             return Action::Read { deadline, idle };
         }
@@ -312,7 +322,7 @@ impl<'a> Machine<'a> {
     /// When the wait for the next bytes ends, and what ends it (`None`: a quiet close, for an
     /// idle connection; `Some(reason)`: a 408).
     fn deadline(&self, idle: bool) -> (Instant, Option<&'static str>) {
-        let s = self.settings;
+        let s: &ConnSettings = self.settings.borrow();
         if idle {
             let allowed = s.keepalive.unwrap_or(s.header_timeout);
             return (self.idle_since + allowed, None);
@@ -341,7 +351,7 @@ impl<'a> Machine<'a> {
 
     fn refuse(&mut self, err: &Refusal) {
         tracing::debug!(status = err.status, reason = %err.reason, "refused request");
-        self.track.refused(err.status, &err.reason);
+        self.track.borrow_mut().refused(err.status, &err.reason);
         self.codec.refuse(&mut self.out, err);
         self.state = State::Closing(Lingering::Yes);
     }
@@ -352,7 +362,7 @@ impl<'a> Machine<'a> {
             // A body is taken out of the buffer as it arrives (or spooled): read it in large
             // pieces rather than let the buffer grow to the body's size.
             let piece = if self.codec.is_idle() {
-                self.settings.read_buffer
+                self.settings.borrow().read_buffer
             } else {
                 BODY_READ
             };
@@ -367,7 +377,7 @@ impl<'a> Machine<'a> {
             self.state = State::Closed;
             return;
         }
-        self.track.read(n);
+        self.track.borrow_mut().read(n);
         if self.codec.is_idle() && self.head_started.is_none() {
             self.head_started = Some(now);
         }
@@ -381,11 +391,11 @@ impl<'a> Machine<'a> {
 
     /// [`Machine::output`] was written entirely at `now`.
     pub fn written(&mut self, now: Instant) {
-        self.track.writing(self.out.len());
+        self.track.borrow_mut().writing(self.out.len());
         self.out.clear();
         if matches!(self.state, State::Reading) {
             self.idle_since = now;
-            self.track.waiting(!self.buf.is_empty());
+            self.track.borrow_mut().waiting(!self.buf.is_empty());
         }
     }
 
@@ -402,7 +412,7 @@ impl<'a> Machine<'a> {
         };
         let keep = may_keep
             && self.keep_alive_allowed
-            && self.settings.keepalive.is_some()
+            && self.settings.borrow().keepalive.is_some()
             && meta.keep_alive;
         let persist = if keep {
             Persist::KeepAlive
@@ -430,7 +440,7 @@ impl<'a> Machine<'a> {
                     Body::Full(b) => b.len(),
                     Body::Stream(_) => 0,
                 };
-                self.track.end(&meta, status, len);
+                self.track.borrow_mut().end(&meta, status, len);
                 if !keep {
                     self.state = State::Closing(Lingering::No);
                 }
@@ -487,7 +497,7 @@ impl<'a> Machine<'a> {
             meta,
             ..
         } = *s;
-        self.track.end(&meta, status, sent);
+        self.track.borrow_mut().end(&meta, status, sent);
         if !(ok && keep) {
             self.state = State::Closing(Lingering::No);
         }
@@ -520,6 +530,8 @@ mod tests {
     use crate::scoreboard::Scoreboard;
     use crate::track::Tracker;
 
+    type M<'a> = Machine<&'a ConnSettings, &'a mut ConnTrack>;
+
     fn settings() -> ConnSettings {
         let mut s = ConnSettings::from_config(&ServeConfig::default());
         s.keepalive = Some(Duration::from_secs(5));
@@ -535,19 +547,19 @@ mod tests {
         tracker.open(None)
     }
 
-    fn feed(m: &mut Machine<'_>, bytes: &[u8], now: Instant) {
+    fn feed(m: &mut M<'_>, bytes: &[u8], now: Instant) {
         m.input().extend_from_slice(bytes);
         m.received(bytes.len(), now);
     }
 
-    fn written(m: &mut Machine<'_>, now: Instant) -> String {
+    fn written(m: &mut M<'_>, now: Instant) -> String {
         assert!(matches!(m.next(now, false), Action::Write));
         let text = String::from_utf8_lossy(m.output()).into_owned();
         m.written(now);
         text
     }
 
-    fn handle(m: &mut Machine<'_>, now: Instant) -> Request {
+    fn handle(m: &mut M<'_>, now: Instant) -> Request {
         match m.next(now, false) {
             Action::Handle(r) => r,
             other => panic!("expected a request, got {other:?}"),
@@ -731,7 +743,7 @@ mod tests {
         assert!(matches!(m.next(t0, false), Action::Close(Lingering::No)));
     }
 
-    fn handle_again(m: &mut Machine<'_>, now: Instant) {
+    fn handle_again(m: &mut M<'_>, now: Instant) {
         feed(m, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", now);
         handle(m, now);
     }

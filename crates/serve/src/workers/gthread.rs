@@ -23,17 +23,30 @@ use polling::{Event, Events, Poller};
 use super::blocking::{accept_error, Conn};
 use super::life::{Gauge, Life};
 use crate::config::{Protocol, ServeConfig};
-use crate::conn::ConnSettings;
-use crate::conn_blocking::{self, Outcome};
+use crate::conn::{ConnSettings, Machine};
+use crate::conn_blocking::{self, BlockingStream, Mode, Outcome};
 use crate::listener::Listener;
 use crate::shutdown::Phase;
 use crate::track::ConnTrack;
 
-/// A connection and its processlist entry, which travel together between reactor and pool.
+/// A connection and its state, which travel together between reactor and pool.
 struct Tracked {
     conn: Conn,
-    track: ConnTrack,
-    protocol: Protocol,
+    kind: Kind,
+}
+
+enum Kind {
+    /// An HTTP connection and its state machine (which owns the processlist entry): the reactor
+    /// reads for it, a pool thread runs what is ready.
+    Http(Box<Machine<Arc<ConnSettings>, ConnTrack>>),
+    /// A uwsgi connection: one request, served by a pool thread from its first byte.
+    Uwsgi(ConnTrack),
+}
+
+/// A connection for a pool thread, with the request the reactor already read, if any.
+struct Work {
+    tracked: Tracked,
+    first: Option<c10k_http::Request>,
 }
 
 pub(super) fn run<H: Handler>(
@@ -47,9 +60,9 @@ pub(super) fn run<H: Handler>(
     let open = Arc::new(Gauge::default());
     // Ready connections wait here for a pool thread; the queue is as long as the connection cap,
     // so the reactor never blocks on it.
-    let (work_tx, work_rx) = chan::bounded::<Tracked>(config.worker_connections);
-    // Connections handed back idle by the pool.
-    let (idle_tx, idle_rx) = chan::unbounded::<Tracked>();
+    let (work_tx, work_rx) = chan::bounded::<Work>(config.worker_connections);
+    // Connections handed back by the pool, waiting for the client until a deadline.
+    let (idle_tx, idle_rx) = chan::unbounded::<(Tracked, Instant)>();
 
     let seats = Arc::new(Seats::default());
     let mut pool = Vec::with_capacity(config.threads);
@@ -65,48 +78,53 @@ pub(super) fn run<H: Handler>(
         let t = std::thread::Builder::new()
             .name(format!("c10k-gthread-{i}"))
             .spawn(move || {
-                for Tracked {
-                    conn,
-                    mut track,
-                    protocol,
+                for Work {
+                    tracked: Tracked { conn, kind },
+                    first,
                 } in work_rx.iter()
                 {
                     life.slot().busy.fetch_add(1, Relaxed);
                     let mut on_request = || life.on_request();
-                    let result = match protocol {
-                        Protocol::Http => conn_blocking::resume(
+                    let result = match kind {
+                        Kind::Http(mut machine) => conn_blocking::drive(
                             conn,
-                            &mut track,
+                            &mut *machine,
+                            first,
                             &*handler,
-                            &settings,
                             &life.shutdown,
+                            Mode::Pool,
                             &mut on_request,
-                        ),
-                        // One request per uwsgi connection: it never comes back idle.
-                        Protocol::Uwsgi => crate::conn_uwsgi::serve_blocking(
+                        )
+                        .map(|outcome| match outcome {
+                            Outcome::Wait(conn, deadline) => Some((
+                                Tracked {
+                                    conn,
+                                    kind: Kind::Http(machine),
+                                },
+                                deadline,
+                            )),
+                            Outcome::Closed => None,
+                        }),
+                        // One request per uwsgi connection: it never comes back.
+                        Kind::Uwsgi(mut track) => crate::conn_uwsgi::serve_blocking(
                             conn,
                             &mut track,
                             &*handler,
                             &settings,
                             &mut on_request,
                         )
-                        .map(|()| Outcome::Closed),
+                        .map(|()| None),
                     };
                     life.slot().busy.fetch_sub(1, Relaxed);
                     match result {
-                        Ok(Outcome::Idle(conn)) => {
-                            let back = Tracked {
-                                conn,
-                                track,
-                                protocol,
-                            };
+                        Ok(Some(back)) => {
                             if idle_tx.send(back).is_ok() {
                                 let _ = poller.notify();
                             } else {
                                 closed(&life, &open);
                             }
                         }
-                        Ok(Outcome::Closed) => closed(&life, &open),
+                        Ok(None) => closed(&life, &open),
                         Err(e) => {
                             super::async_::log_io_error(&e);
                             closed(&life, &open);
@@ -147,8 +165,8 @@ pub(super) fn run<H: Handler>(
     drop(work_tx);
     loop {
         // Connections the pool hands back idle during shutdown are closed.
-        while let Ok(conn) = idle_rx.try_recv() {
-            drop(conn);
+        while let Ok(back) = idle_rx.try_recv() {
+            drop(back);
             closed(&life, &open);
         }
         if open.get() == 0 || Instant::now() >= deadline || life.phase() == Phase::Immediate {
@@ -219,7 +237,7 @@ struct Reactor<'a> {
     /// Idle or new connections waiting to become readable, with the time they may wait.
     parked: HashMap<usize, (Tracked, Instant, bool)>,
     next_key: usize,
-    settings: &'a ConnSettings,
+    settings: &'a Arc<ConnSettings>,
     life: &'a Life,
     open: &'a Gauge,
     max_conns: usize,
@@ -239,13 +257,12 @@ const FRESH_GRACE: Duration = Duration::from_millis(100);
 impl Reactor<'_> {
     fn run(
         &mut self,
-        work: &chan::Sender<Tracked>,
-        idle: &chan::Receiver<Tracked>,
+        work: &chan::Sender<Work>,
+        idle: &chan::Receiver<(Tracked, Instant)>,
     ) -> anyhow::Result<()> {
         for l in &self.listeners {
             l.set_nonblocking(true)?;
         }
-        let keepalive = self.settings.keepalive.unwrap_or(Duration::ZERO);
         let first_request = self.settings.header_timeout;
         let n_listeners = self.listeners.len();
         let mut events = Events::new();
@@ -267,8 +284,8 @@ impl Reactor<'_> {
             if phase == Phase::Draining && self.open.get() == 0 {
                 return Ok(());
             }
-            while let Ok(conn) = idle.try_recv() {
-                self.park(conn, Instant::now() + keepalive, false)?;
+            while let Ok((conn, deadline)) = idle.try_recv() {
+                self.park(conn, deadline, false)?;
             }
             let now = Instant::now();
             let mut next_deadline = self.parked.values().map(|(_, d, _)| *d).min();
@@ -295,23 +312,58 @@ impl Reactor<'_> {
             for ev in events.iter() {
                 if ev.key < n_listeners {
                     self.accept_from(ev.key, first_request);
-                } else if let Some((conn, _, fresh)) = self.parked.remove(&ev.key) {
+                } else if let Some((mut conn, _, fresh)) = self.parked.remove(&ev.key) {
                     let _ = self.poller.delete(&conn.conn);
                     if fresh {
                         self.fresh -= 1;
                     }
-                    self.seats.take();
-                    // The queue holds up to the connection cap, so this never blocks.
-                    if let Err(chan::SendError(conn)) = work.send(conn) {
-                        self.seats.free(self.poller);
-                        drop(conn);
-                        closed(self.life, self.open);
-                    }
+                    // Read for an HTTP connection here: only a complete request (head and
+                    // body, spooled if large) or an answer to write takes a pool thread, so
+                    // clients that send slowly cannot occupy the pool (slowloris).
+                    let first = match &mut conn.kind {
+                        Kind::Http(machine) => {
+                            match conn_blocking::read_ready(&conn.conn, &mut **machine, false) {
+                                Ok(Ok(first)) => first,
+                                Ok(Err(deadline)) => {
+                                    self.park(conn, deadline, false)?;
+                                    continue;
+                                }
+                                Err(e) => {
+                                    super::async_::log_io_error(&e);
+                                    drop(conn);
+                                    closed(self.life, self.open);
+                                    continue;
+                                }
+                            }
+                        }
+                        Kind::Uwsgi(_) => None,
+                    };
+                    self.dispatch(work, conn, first);
                 }
             }
             // A listener event is one-shot: re-arm it on the next round.
             self.listening = false;
-            self.expire(Instant::now());
+            self.expire(Instant::now(), work);
+        }
+    }
+
+    /// Hands a connection to the pool. The queue holds up to the connection cap, so this never
+    /// blocks.
+    fn dispatch(
+        &mut self,
+        work: &chan::Sender<Work>,
+        conn: Tracked,
+        first: Option<c10k_http::Request>,
+    ) {
+        self.seats.take();
+        let job = Work {
+            tracked: conn,
+            first,
+        };
+        if let Err(chan::SendError(job)) = work.send(job) {
+            self.seats.free(self.poller);
+            drop(job);
+            closed(self.life, self.open);
         }
     }
 
@@ -357,11 +409,17 @@ impl Reactor<'_> {
                     }
                     self.open.inc();
                     self.life.slot().connections.fetch_add(1, Relaxed);
-                    let conn = Tracked {
-                        conn,
-                        track,
-                        protocol,
+                    let kind = match protocol {
+                        Protocol::Http => Kind::Http(Box::new(Machine::new(
+                            self.settings.clone(),
+                            track,
+                            conn.info(),
+                            true,
+                            Instant::now(),
+                        ))),
+                        Protocol::Uwsgi => Kind::Uwsgi(track),
                     };
+                    let conn = Tracked { conn, kind };
                     if let Err(e) = self.park(conn, Instant::now() + first_request, true) {
                         tracing::error!("cannot watch a new connection: {e:#}");
                     }
@@ -415,7 +473,10 @@ impl Reactor<'_> {
         Ok(())
     }
 
-    fn expire(&mut self, now: Instant) {
+    /// Connections whose wait ended: an HTTP connection goes to the pool, where its state
+    /// machine answers 408 (a request under way) or closes it quietly (idle); a uwsgi one that
+    /// never sent a byte is closed.
+    fn expire(&mut self, now: Instant, work: &chan::Sender<Work>) {
         let expired: Vec<usize> = self
             .parked
             .iter()
@@ -428,8 +489,13 @@ impl Reactor<'_> {
                     self.fresh -= 1;
                 }
                 let _ = self.poller.delete(&conn.conn);
-                drop(conn);
-                closed(self.life, self.open);
+                match conn.kind {
+                    Kind::Http(_) => self.dispatch(work, conn, None),
+                    Kind::Uwsgi(_) => {
+                        drop(conn);
+                        closed(self.life, self.open);
+                    }
+                }
             }
         }
     }
