@@ -81,7 +81,10 @@ NET=198.18.0
 LB_IP=$NET.3
 DB_IP=$NET.2
 APP_PORT=8000
-ADMIN=127.0.0.1:9191 # each host's own loopback: reachable only from inside its namespace
+ADMIN_PORT=9191
+# The admin listener is on each host's 198.18 address, so c10k requires a token for all but
+# /livez and /readyz; a fresh one per run, passed in the environment (never on a command line).
+ADMIN_TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 # The write path's knobs the scenarios lean on.
 MAX_LAG=100000
 GRACEFUL=10
@@ -241,14 +244,14 @@ SERVE_HAS_DRAIN=0
 
 start_app() { # K
   local k=$1 args
-  args=(serve --bind "$(app_ip "$k"):$APP_PORT" --admin $ADMIN --workers "$WORKERS"
+  args=(serve --bind "$(app_ip "$k"):$APP_PORT" --admin "$(app_ip "$k"):$ADMIN_PORT" --workers "$WORKERS"
     --worker-class async --data-dir "$TMP/app$k" --database "$DB_URL"
     --graceful-timeout $GRACEFUL --max-lag $MAX_LAG --flush-interval $FLUSH_INTERVAL)
   ((SERVE_HAS_DRAIN)) && args+=(--drain-delay 1)
   mkdir -p "$TMP/app$k"
   echo "--- start $(date -u +%T.%N)" >>"$TMP/app$k.log"
   # Its own session: a Ctrl-C at the terminal reaches this script, which then tears down.
-  in_ns "app$k" env C10K_LOG=info setsid "$BIN" "${args[@]}" </dev/null >>"$TMP/app$k.log" 2>&1 &
+  in_ns "app$k" env C10K_LOG=info C10K_ADMIN_TOKEN="$ADMIN_TOKEN" setsid "$BIN" "${args[@]}" </dev/null >>"$TMP/app$k.log" 2>&1 &
 }
 
 # The c10k master of host K: the c10k process in its namespace whose parent is not c10k.
@@ -266,7 +269,7 @@ app_master() { # K
 # open and its instance id leased).
 app_ready() { # K
   local code
-  code=$(in_ns "app$1" curl -s -o /dev/null -w '%{http_code}' -m 2 "http://$ADMIN/readyz" || true)
+  code=$(in_ns "app$1" curl -s -o /dev/null -w '%{http_code}' -m 2 "http://$(app_ip "$1"):$ADMIN_PORT/readyz" || true)
   case $code in
     200) return 0 ;;
     404) in_ns "app$1" curl -fs -o /dev/null -m 2 "http://$(app_ip "$1"):$APP_PORT/ids" ;;
@@ -278,7 +281,7 @@ wait_app() { wait_for 60 "app$1" app_ready "$1" || { tail -20 "$TMP/app$1.log" >
 
 # Rows each host's journals hold that are not in the database yet (from /metrics).
 backlog() { # K
-  in_ns "app$1" curl -fs -m 2 "http://$ADMIN/metrics" |
+  in_ns "app$1" curl -fs -m 2 -H "Authorization: Bearer $ADMIN_TOKEN" "http://$(app_ip "$1"):$ADMIN_PORT/metrics" |
     awk '/^c10k_journal_unflushed_rows /{print $2; found=1} END{if(!found) exit 1}'
 }
 total_backlog() {
