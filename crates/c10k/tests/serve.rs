@@ -763,3 +763,48 @@ per_class!(trickled_bodies_are_cut_at_the_body_timeout, |class| {
         assert!(took < Duration::from_secs(5), "{class}: 408 after {took:?}");
     }
 });
+
+/// Issue 17.4: gthread gave a pool thread to a client that had sent only part of its head, so
+/// a few slowloris clients (a header byte every few hundred ms) took every thread and probes
+/// waited. The poller now reads until a request is complete; threads only run requests. (sync
+/// serves one connection at a time by design; it belongs behind a buffering proxy.)
+#[test]
+fn slowloris_does_not_take_the_threads() {
+    for class in ["gthread", "thread", "async"] {
+        let s = Server::start(&["-k", class, "--threads", "2", "--header-timeout", "10"]);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let slow: Vec<_> = (0..16)
+            .map(|_| {
+                let (addr, stop) = (s.addr, stop.clone());
+                std::thread::spawn(move || {
+                    let mut c = connect(addr);
+                    let _ = c.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n");
+                    let started = Instant::now();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                        && started.elapsed() < Duration::from_secs(8)
+                    {
+                        if c.write_all(b"X").is_err() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        for i in 0..4 {
+            let start = Instant::now();
+            let r = get(s.addr, "/").expect("probe answered");
+            assert_eq!(r.status, 200);
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "{class}: probe {i} waited {:?}",
+                start.elapsed()
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in slow {
+            t.join().unwrap();
+        }
+    }
+}

@@ -11,10 +11,11 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use c10k_http::{BodyStream, Ctx, Handler, Request, Response, Wait};
+use c10k_http::{Ctx, Handler, Request, Response, Wait};
 
+use crate::config::Protocol;
 use crate::conn::{Action, ConnSettings, Lingering, Machine};
-use crate::proto::{BodyFraming, ConnInfo};
+use crate::proto::ConnInfo;
 use crate::shutdown::{Phase, Shutdown};
 use crate::track::ConnTrack;
 
@@ -68,47 +69,73 @@ pub(crate) enum Mode {
     OneRequest,
     /// Serve until the client or a timeout closes the connection (the `thread` class).
     UntilClosed,
-    /// Serve while requests are buffered; hand the connection back when it goes idle, so an idle
-    /// keep-alive connection holds no thread (the `gthread` class).
-    UntilIdle,
+    /// Run what is ready (requests already read, answers, streams) and give the connection back
+    /// as soon as it must wait for the client: a pool thread never waits on a socket's reads,
+    /// so neither idle keep-alive connections nor clients that send slowly hold one (the
+    /// `gthread` class; its poller does the reading).
+    Pool,
 }
 
 /// What became of a connection.
 pub(crate) enum Outcome<S> {
     Closed,
-    /// Idle between requests (only in [`Mode::UntilIdle`]); wait for it to become readable.
-    Idle(S),
+    /// Waiting for the client (only in [`Mode::Pool`]): watch it until it is readable or
+    /// `deadline` passes.
+    Wait(S, Instant),
 }
 
-/// Serves `stream`. `on_request` is called once per answered request (scoreboard, max-requests);
-/// `track` follows the connection's state for the processlist.
+/// Serves `stream` from its start. `on_request` is called once per answered request (scoreboard,
+/// max-requests); `track` follows the connection's state for the processlist.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn serve<S: BlockingStream, H: Handler>(
-    mut stream: S,
+    stream: S,
     track: &mut ConnTrack,
     handler: &H,
     settings: &ConnSettings,
     shutdown: &Shutdown,
     mode: Mode,
+    protocol: Protocol,
     on_request: &mut dyn FnMut(),
 ) -> io::Result<Outcome<S>> {
     let keep_alive_allowed = mode != Mode::OneRequest;
     let info = stream.info();
-    let mut conn = Machine::new(settings, track, info, keep_alive_allowed, Instant::now());
-    // A connection handed back to a thread became readable: read before judging it idle.
-    let mut must_read = mode == Mode::UntilIdle;
+    let now = Instant::now();
+    let mut conn = Machine::new(settings, track, info, protocol, keep_alive_allowed, now);
+    drive(stream, &mut conn, None, handler, shutdown, mode, on_request)
+}
+
+/// Executes `conn`'s actions on `stream`, starting with `first` (a request the poller already
+/// read) if there is one.
+pub(crate) fn drive<S, C, T, H>(
+    mut stream: S,
+    conn: &mut Machine<C, T>,
+    mut first: Option<Request>,
+    handler: &H,
+    shutdown: &Shutdown,
+    mode: Mode,
+    on_request: &mut dyn FnMut(),
+) -> io::Result<Outcome<S>>
+where
+    S: BlockingStream,
+    C: std::borrow::Borrow<ConnSettings>,
+    T: std::borrow::BorrowMut<ConnTrack>,
+    H: Handler,
+{
     loop {
         let stopping = shutdown.phase() >= Phase::Graceful;
-        match conn.next(Instant::now(), stopping) {
+        let action = match first.take() {
+            Some(request) => Action::Handle(request),
+            None => conn.next(Instant::now(), stopping),
+        };
+        match action {
             Action::Write => {
                 stream.write_all(conn.output())?;
                 conn.written(Instant::now());
             }
-            Action::Read { deadline, idle } => {
-                if idle && mode == Mode::UntilIdle && !must_read {
-                    return Ok(Outcome::Idle(stream));
-                }
-                must_read = false;
+            Action::Read { deadline, .. } if mode == Mode::Pool => {
+                return Ok(Outcome::Wait(stream, deadline));
+            }
+            Action::Read { deadline, .. } => {
                 // A blocked read cannot see a shutdown: wake at least every POLL to look.
                 let left = deadline.saturating_duration_since(Instant::now());
                 stream.set_read_timeout(Some(left.clamp(Duration::from_millis(1), POLL)))?;
@@ -121,7 +148,7 @@ pub(crate) fn serve<S: BlockingStream, H: Handler>(
                 }
             }
             Action::Handle(request) => {
-                let resp = call(handler, request, settings);
+                let resp = call(handler, request, conn.settings());
                 on_request();
                 let may_keep = shutdown.phase() == Phase::Running;
                 conn.respond(resp, may_keep);
@@ -136,80 +163,73 @@ pub(crate) fn serve<S: BlockingStream, H: Handler>(
                 conn.pulled(item);
             }
             Action::Close(lingering) => {
-                drop(conn);
-                finish(&mut stream, lingering, settings);
+                finish(&mut stream, lingering, conn.settings());
                 return Ok(Outcome::Closed);
             }
         }
     }
 }
 
-/// Continues serving a connection that [`Mode::UntilIdle`] handed back and that is now readable.
-pub(crate) fn resume<S: BlockingStream, H: Handler>(
-    stream: S,
-    track: &mut ConnTrack,
-    handler: &H,
-    settings: &ConnSettings,
-    shutdown: &Shutdown,
-    on_request: &mut dyn FnMut(),
-) -> io::Result<Outcome<S>> {
-    serve(
-        stream,
-        track,
-        handler,
-        settings,
-        shutdown,
-        Mode::UntilIdle,
-        on_request,
-    )
-}
-
-/// See `conn_async::send_stream`; here each chunk is awaited by blocking this thread. (The
-/// uwsgi driver's; HTTP connections stream through `conn::Machine`.)
-pub(crate) fn send_stream<S: BlockingStream>(
-    io: &mut S,
-    mut stream: BodyStream,
-    mut framing: BodyFraming,
-    out: &mut Vec<u8>,
-    track: &mut ConnTrack,
-) -> io::Result<Option<usize>> {
-    let mut sent = 0;
-    loop {
-        if !out.is_empty() {
-            track.writing(out.len());
-            io.write_all(out)?;
-            out.clear();
-        }
-        match pollster::block_on(std::future::poll_fn(|cx| stream.as_mut().poll_next(cx))) {
-            Some(Ok(chunk)) => {
-                if framing.chunk(out, &chunk).is_err() {
-                    tracing::warn!("response body longer than its Content-Length; closing");
-                    return Ok(None);
-                }
-                sent += chunk.len();
+/// Reads what `stream` has for `conn` without blocking (gthread's poller, on a readable event),
+/// then says what the connection needs: `Ok(None)`: more bytes (keep watching it until the
+/// deadline); `Ok(Some(first))`: a pool thread, with the request it must run if there is one.
+pub(crate) fn read_ready<S, C, T>(
+    stream: &S,
+    conn: &mut Machine<C, T>,
+    stopping: bool,
+) -> io::Result<Result<Option<Request>, Instant>>
+where
+    S: BlockingStream,
+    C: std::borrow::Borrow<ConnSettings>,
+    T: std::borrow::BorrowMut<ConnTrack>,
+{
+    // Bounded: a client that sends faster than we read still yields to the others.
+    let mut deadline = Instant::now();
+    for _ in 0..64 {
+        let got = match read_nonblocking(stream, conn.input()) {
+            Ok(n) => {
+                conn.received(n, Instant::now());
+                n > 0
             }
-            Some(Err(e)) => {
-                tracing::warn!("response body stream failed: {e}; closing the connection");
-                return Ok(None);
-            }
-            None => {
-                let whole = framing.end(out).is_ok();
-                if !out.is_empty() {
-                    track.writing(out.len());
-                    io.write_all(out)?;
-                    out.clear();
-                }
-                if !whole {
-                    tracing::warn!("response body shorter than its Content-Length; closing");
-                    return Ok(None);
-                }
-                return Ok(Some(sent));
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        match conn.next(Instant::now(), stopping) {
+            Action::Read { deadline: d, .. } if got => deadline = d,
+            Action::Read { deadline, .. } => return Ok(Err(deadline)),
+            Action::Handle(request) => return Ok(Ok(Some(request))),
+            // Something to write, or a close: the pool's work.
+            _ => return Ok(Ok(None)),
         }
     }
+    Ok(Err(deadline))
 }
 
-pub(crate) fn call<H: Handler>(handler: &H, req: Request, s: &ConnSettings) -> Response {
+/// `recv(2)` with `MSG_DONTWAIT`: reads what is there without changing the socket's blocking
+/// mode, which the pool's threads rely on.
+fn read_nonblocking<S: AsRawFd>(stream: &S, buf: &mut BytesMut) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: `recv` writes at most `spare.len()` bytes into memory we own (the buffer's spare
+    // capacity); only the bytes it reports written are then marked initialised.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            spare.as_mut_ptr().cast(),
+            spare.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    // SAFETY: the kernel initialised `n` bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+fn call<H: Handler>(handler: &H, req: Request, s: &ConnSettings) -> Response {
     let started = Instant::now();
     let deadline = s.request_timeout.map(|t| started + t);
     let names = s
@@ -228,7 +248,7 @@ pub(crate) fn call<H: Handler>(handler: &H, req: Request, s: &ConnSettings) -> R
     resp
 }
 
-pub(crate) fn read_buf<S: Read>(stream: &mut S, buf: &mut BytesMut) -> io::Result<usize> {
+fn read_buf<S: Read>(stream: &mut S, buf: &mut BytesMut) -> io::Result<usize> {
     let start = buf.len();
     let cap = buf.capacity();
     buf.resize(cap, 0);
@@ -244,7 +264,7 @@ pub(crate) fn read_buf<S: Read>(stream: &mut S, buf: &mut BytesMut) -> io::Resul
     }
 }
 
-pub(crate) fn is_timeout(e: &io::Error) -> bool {
+fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
@@ -252,11 +272,7 @@ pub(crate) fn is_timeout(e: &io::Error) -> bool {
 }
 
 /// See `conn_async::finish`: read briefly after refusing so our answer is not lost to a RST.
-pub(crate) fn finish<S: BlockingStream>(
-    stream: &mut S,
-    lingering: Lingering,
-    settings: &ConnSettings,
-) {
+fn finish<S: BlockingStream>(stream: &mut S, lingering: Lingering, settings: &ConnSettings) {
     let _ = stream.flush();
     let _ = stream.shutdown_write();
     if lingering == Lingering::Yes {
@@ -358,6 +374,7 @@ mod tests {
                 &settings,
                 &Shutdown::new(),
                 Mode::UntilClosed,
+                Protocol::Http,
                 &mut || {},
             );
         });

@@ -23,17 +23,24 @@ use polling::{Event, Events, Poller};
 use super::blocking::{accept_error, Conn};
 use super::life::{Gauge, Life};
 use crate::config::{Protocol, ServeConfig};
-use crate::conn::ConnSettings;
-use crate::conn_blocking::{self, Outcome};
+use crate::conn::{ConnSettings, Machine};
+use crate::conn_blocking::{self, BlockingStream, Mode, Outcome};
 use crate::listener::Listener;
 use crate::shutdown::Phase;
 use crate::track::ConnTrack;
 
-/// A connection and its processlist entry, which travel together between reactor and pool.
+/// A connection and its state machine (which owns the processlist entry), which travel
+/// together between reactor and pool: the reactor reads for it, a pool thread runs what is
+/// ready. HTTP and uwsgi connections alike (the machine knows the protocol).
 struct Tracked {
     conn: Conn,
-    track: ConnTrack,
-    protocol: Protocol,
+    machine: Box<Machine<Arc<ConnSettings>, ConnTrack>>,
+}
+
+/// A connection for a pool thread, with the request the reactor already read, if any.
+struct Work {
+    tracked: Tracked,
+    first: Option<c10k_http::Request>,
 }
 
 pub(super) fn run<H: Handler>(
@@ -47,66 +54,51 @@ pub(super) fn run<H: Handler>(
     let open = Arc::new(Gauge::default());
     // Ready connections wait here for a pool thread; the queue is as long as the connection cap,
     // so the reactor never blocks on it.
-    let (work_tx, work_rx) = chan::bounded::<Tracked>(config.worker_connections);
-    // Connections handed back idle by the pool.
-    let (idle_tx, idle_rx) = chan::unbounded::<Tracked>();
+    let (work_tx, work_rx) = chan::bounded::<Work>(config.worker_connections);
+    // Connections handed back by the pool, waiting for the client until a deadline.
+    let (idle_tx, idle_rx) = chan::unbounded::<(Tracked, Instant)>();
 
     let seats = Arc::new(Seats::default());
     let mut pool = Vec::with_capacity(config.threads);
     for i in 0..config.threads {
         let (work_rx, idle_tx, seats) = (work_rx.clone(), idle_tx.clone(), seats.clone());
-        let (handler, settings, life, open, poller) = (
-            handler.clone(),
-            settings.clone(),
-            life.clone(),
-            open.clone(),
-            poller.clone(),
-        );
+        let (handler, life, open, poller) =
+            (handler.clone(), life.clone(), open.clone(), poller.clone());
         let t = std::thread::Builder::new()
             .name(format!("c10k-gthread-{i}"))
             .spawn(move || {
-                for Tracked {
-                    conn,
-                    mut track,
-                    protocol,
+                for Work {
+                    tracked: Tracked { conn, mut machine },
+                    first,
                 } in work_rx.iter()
                 {
                     life.slot().busy.fetch_add(1, Relaxed);
                     let mut on_request = || life.on_request();
-                    let result = match protocol {
-                        Protocol::Http => conn_blocking::resume(
-                            conn,
-                            &mut track,
-                            &*handler,
-                            &settings,
-                            &life.shutdown,
-                            &mut on_request,
-                        ),
-                        // One request per uwsgi connection: it never comes back idle.
-                        Protocol::Uwsgi => crate::conn_uwsgi::serve_blocking(
-                            conn,
-                            &mut track,
-                            &*handler,
-                            &settings,
-                            &mut on_request,
-                        )
-                        .map(|()| Outcome::Closed),
-                    };
+                    let result = conn_blocking::drive(
+                        conn,
+                        &mut *machine,
+                        first,
+                        &*handler,
+                        &life.shutdown,
+                        Mode::Pool,
+                        &mut on_request,
+                    )
+                    .map(|outcome| match outcome {
+                        Outcome::Wait(conn, deadline) => {
+                            Some((Tracked { conn, machine }, deadline))
+                        }
+                        Outcome::Closed => None,
+                    });
                     life.slot().busy.fetch_sub(1, Relaxed);
                     match result {
-                        Ok(Outcome::Idle(conn)) => {
-                            let back = Tracked {
-                                conn,
-                                track,
-                                protocol,
-                            };
+                        Ok(Some(back)) => {
                             if idle_tx.send(back).is_ok() {
                                 let _ = poller.notify();
                             } else {
                                 closed(&life, &open);
                             }
                         }
-                        Ok(Outcome::Closed) => closed(&life, &open),
+                        Ok(None) => closed(&life, &open),
                         Err(e) => {
                             super::async_::log_io_error(&e);
                             closed(&life, &open);
@@ -147,8 +139,8 @@ pub(super) fn run<H: Handler>(
     drop(work_tx);
     loop {
         // Connections the pool hands back idle during shutdown are closed.
-        while let Ok(conn) = idle_rx.try_recv() {
-            drop(conn);
+        while let Ok(back) = idle_rx.try_recv() {
+            drop(back);
             closed(&life, &open);
         }
         if open.get() == 0 || Instant::now() >= deadline || life.phase() == Phase::Immediate {
@@ -219,7 +211,7 @@ struct Reactor<'a> {
     /// Idle or new connections waiting to become readable, with the time they may wait.
     parked: HashMap<usize, (Tracked, Instant, bool)>,
     next_key: usize,
-    settings: &'a ConnSettings,
+    settings: &'a Arc<ConnSettings>,
     life: &'a Life,
     open: &'a Gauge,
     max_conns: usize,
@@ -239,13 +231,12 @@ const FRESH_GRACE: Duration = Duration::from_millis(100);
 impl Reactor<'_> {
     fn run(
         &mut self,
-        work: &chan::Sender<Tracked>,
-        idle: &chan::Receiver<Tracked>,
+        work: &chan::Sender<Work>,
+        idle: &chan::Receiver<(Tracked, Instant)>,
     ) -> anyhow::Result<()> {
         for l in &self.listeners {
             l.set_nonblocking(true)?;
         }
-        let keepalive = self.settings.keepalive.unwrap_or(Duration::ZERO);
         let first_request = self.settings.header_timeout;
         let n_listeners = self.listeners.len();
         let mut events = Events::new();
@@ -267,8 +258,8 @@ impl Reactor<'_> {
             if phase == Phase::Draining && self.open.get() == 0 {
                 return Ok(());
             }
-            while let Ok(conn) = idle.try_recv() {
-                self.park(conn, Instant::now() + keepalive, false)?;
+            while let Ok((conn, deadline)) = idle.try_recv() {
+                self.park(conn, deadline, false)?;
             }
             let now = Instant::now();
             let mut next_deadline = self.parked.values().map(|(_, d, _)| *d).min();
@@ -295,23 +286,54 @@ impl Reactor<'_> {
             for ev in events.iter() {
                 if ev.key < n_listeners {
                     self.accept_from(ev.key, first_request);
-                } else if let Some((conn, _, fresh)) = self.parked.remove(&ev.key) {
+                } else if let Some((mut conn, _, fresh)) = self.parked.remove(&ev.key) {
                     let _ = self.poller.delete(&conn.conn);
                     if fresh {
                         self.fresh -= 1;
                     }
-                    self.seats.take();
-                    // The queue holds up to the connection cap, so this never blocks.
-                    if let Err(chan::SendError(conn)) = work.send(conn) {
-                        self.seats.free(self.poller);
-                        drop(conn);
-                        closed(self.life, self.open);
-                    }
+                    // Read for the connection here: only a complete request (head and body,
+                    // spooled if large) or an answer to write takes a pool thread, so clients
+                    // that send slowly cannot occupy the pool (slowloris).
+                    let first =
+                        match conn_blocking::read_ready(&conn.conn, &mut *conn.machine, false) {
+                            Ok(Ok(first)) => first,
+                            Ok(Err(deadline)) => {
+                                self.park(conn, deadline, false)?;
+                                continue;
+                            }
+                            Err(e) => {
+                                super::async_::log_io_error(&e);
+                                drop(conn);
+                                closed(self.life, self.open);
+                                continue;
+                            }
+                        };
+                    self.dispatch(work, conn, first);
                 }
             }
             // A listener event is one-shot: re-arm it on the next round.
             self.listening = false;
-            self.expire(Instant::now());
+            self.expire(Instant::now(), work);
+        }
+    }
+
+    /// Hands a connection to the pool. The queue holds up to the connection cap, so this never
+    /// blocks.
+    fn dispatch(
+        &mut self,
+        work: &chan::Sender<Work>,
+        conn: Tracked,
+        first: Option<c10k_http::Request>,
+    ) {
+        self.seats.take();
+        let job = Work {
+            tracked: conn,
+            first,
+        };
+        if let Err(chan::SendError(job)) = work.send(job) {
+            self.seats.free(self.poller);
+            drop(job);
+            closed(self.life, self.open);
         }
     }
 
@@ -351,17 +373,21 @@ impl Reactor<'_> {
                     let track = self.life.open(peer);
                     let protocol = self.protocols[index];
                     if protocol == Protocol::Uwsgi
-                        && !crate::conn_uwsgi::admit(self.settings, &track, peer)
+                        && !super::uwsgi_admits(self.settings, &track, peer)
                     {
                         continue;
                     }
                     self.open.inc();
                     self.life.slot().connections.fetch_add(1, Relaxed);
-                    let conn = Tracked {
-                        conn,
+                    let machine = Box::new(Machine::new(
+                        self.settings.clone(),
                         track,
+                        conn.info(),
                         protocol,
-                    };
+                        true,
+                        Instant::now(),
+                    ));
+                    let conn = Tracked { conn, machine };
                     if let Err(e) = self.park(conn, Instant::now() + first_request, true) {
                         tracing::error!("cannot watch a new connection: {e:#}");
                     }
@@ -415,7 +441,9 @@ impl Reactor<'_> {
         Ok(())
     }
 
-    fn expire(&mut self, now: Instant) {
+    /// Connections whose wait ended go to the pool, where their state machine answers 408 (a
+    /// request under way) or closes them quietly (idle).
+    fn expire(&mut self, now: Instant, work: &chan::Sender<Work>) {
         let expired: Vec<usize> = self
             .parked
             .iter()
@@ -428,8 +456,7 @@ impl Reactor<'_> {
                     self.fresh -= 1;
                 }
                 let _ = self.poller.delete(&conn.conn);
-                drop(conn);
-                closed(self.life, self.open);
+                self.dispatch(work, conn, None);
             }
         }
     }
