@@ -335,10 +335,17 @@ impl<'a> Lab<'a> {
             .and_then(|p| p.parent())
             .map(|d| d.display().to_string())
             .unwrap_or_else(|| ".".into());
+        // {venv}: the virtualenv that Python belongs to (bindir's parent), for `c10k serve --venv`.
+        let venv = Path::new(&bindir)
+            .parent()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| ".".into());
         let line = template
             .replace("{port}", &port.to_string())
             .replace("{python}", &python)
-            .replace("{bindir}", &bindir);
+            .replace("{bindir}", &bindir)
+            .replace("{venv}", &venv)
+            .replace("{c10k}", &self.exe.display().to_string());
         let mut cmd = Command::new("sh");
         cmd.current_dir(dir).args(["-c", &format!("exec {line}")]);
         Process::spawn(cmd, &spec.label(), log, self.server_cpu)

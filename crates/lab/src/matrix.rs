@@ -23,7 +23,7 @@ pub struct ServerSpec {
     #[serde(default = "one")]
     pub threads: usize,
     /// ...or an external command that listens on `{port}` (`{python}` is `--python`, `{bindir}`
-    /// the directory it is in).
+    /// the directory it is in, `{venv}` its parent, `{c10k}` this c10k binary).
     pub command: Option<String>,
     /// The same server speaking nginx's uwsgi protocol on `{port}`, for the `nginx + uwsgi
     /// protocol` front (a c10k worker class always can: `--bind uwsgi://`). Without it, that
@@ -365,7 +365,36 @@ pub fn python_peers() -> Vec<ServerSpec> {
         // 4 workers × 50 threads, or × 1000 greenlets.
         slots: Some(if name.contains("gevent") { 4000 } else { 200 }),
     };
+    // The same Flask app hosted by c10k itself (`c10k serve flask_app:app`), under each class.
+    let c10k = |class: &str, threads: usize| {
+        let label = match class {
+            "gthread" | "async" => format!("{class} + c10k Flask (4 worker + {threads} thread)"),
+            _ => format!("{class} + c10k Flask (4 worker)"),
+        };
+        let command = format!(
+            "{{c10k}} serve --bind 127.0.0.1:{{port}} --admin off -k {class} -w 4 --threads {threads} \
+             --backlog 4096 --log-level warn --venv {{venv}} flask_app:app"
+        );
+        ServerSpec {
+            name: Some(label),
+            worker_class: None,
+            workers: 4,
+            threads,
+            uwsgi_command: Some(command.replace("--bind 127.0.0.1", "--bind uwsgi://127.0.0.1")),
+            command: Some(command),
+            requires: vec!["flask".to_owned()],
+            slots: Some(match class {
+                "sync" => 4,
+                "thread" => 4000,
+                _ => 4 * threads,
+            }),
+        }
+    };
     vec![
+        c10k("sync", 1),
+        c10k("thread", 1),
+        c10k("gthread", 50),
+        c10k("async", 50),
         peer(
             "sync + gunicorn (4 worker + 50 thread)",
             "{python} -m gunicorn -w 4 --threads 50 --backlog 2048 -b 127.0.0.1:{port} flask_app:app",
@@ -459,6 +488,15 @@ mod tests {
             .uwsgi_command
             .unwrap()
             .contains("--socket 127.0.0.1:{port}"));
+        let hosted = python_peers()
+            .into_iter()
+            .find(|p| p.label() == "gthread + c10k Flask (4 worker + 50 thread)")
+            .unwrap();
+        assert!(hosted
+            .uwsgi_command
+            .unwrap()
+            .contains("--bind uwsgi://127.0.0.1:{port}"));
+        assert!(hosted.command.unwrap().contains("flask_app:app"));
     }
 
     #[test]

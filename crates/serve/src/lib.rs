@@ -56,7 +56,6 @@ mod activation;
 mod conn;
 mod conn_async;
 mod conn_blocking;
-mod conn_uwsgi;
 mod master;
 mod track;
 mod workers;

@@ -54,31 +54,31 @@ pub(crate) fn label(req: &Request) -> Arc<str> {
 
 /// Calls the app for `req`. Never fails: app errors become a logged 500.
 pub(crate) fn run_request(py: Python<'_>, state: &AppState, mut req: Request) -> Called {
-    let label = label(&req);
+    // The `METHOD /path` label is only built when a log line or a stream needs it.
     let head_only = req.method == Method::Head;
     let environ = match state.template.environ(py, &mut req) {
         Ok(e) => e,
-        Err(e) => return Called::Done(app_error(py, &label, "building the environ", &e)),
+        Err(e) => return Called::Done(app_error(py, &label(&req), "building the environ", &e)),
     };
-    drop(req);
     let sr = match Bound::new(py, StartResponse::default()) {
         Ok(sr) => sr,
-        Err(e) => return Called::Done(app_error(py, &label, "start_response", &e)),
+        Err(e) => return Called::Done(app_error(py, &label(&req), "start_response", &e)),
     };
     let result = match state.app.bind(py).call1((environ, &sr)) {
         Ok(r) => r,
-        Err(e) => return Called::Done(app_error(py, &label, "calling the application", &e)),
+        Err(e) => return Called::Done(app_error(py, &label(&req), "calling the application", &e)),
     };
-    match respond(py, &label, &sr, &result, head_only) {
+    match respond(py, &req, &sr, &result, head_only) {
         Ok(Some(called)) => called,
         Ok(None) => {
             // Complete: close now (lists have no close()).
             match close(py, &result) {
                 Ok(()) => Called::Done(complete(&sr)),
-                Err(e) => Called::Done(app_error(py, &label, "closing the iterable", &e)),
+                Err(e) => Called::Done(app_error(py, &label(&req), "closing the iterable", &e)),
             }
         }
         Err(e) => {
+            let label = label(&req);
             let resp = app_error(py, &label, "iterating the response", &e);
             if let Err(e) = close(py, &result) {
                 log_exception(py, &label, "closing the iterable", &e);
@@ -91,7 +91,7 @@ pub(crate) fn run_request(py: Python<'_>, state: &AppState, mut req: Request) ->
 /// `Ok(None)`: everything is in `sr` (head and `written`), ready for [`complete`].
 fn respond<'py>(
     py: Python<'py>,
-    label: &Arc<str>,
+    req: &Request,
     sr: &Bound<'py, StartResponse>,
     result: &Bound<'py, PyAny>,
     head_only: bool,
@@ -127,7 +127,7 @@ fn respond<'py>(
                     sr: sr.clone().unbind(),
                     remaining,
                     pending: VecDeque::new(),
-                    label: label.clone(),
+                    label: label(req),
                 },
             }));
         }
@@ -166,7 +166,7 @@ fn respond<'py>(
                 sr: sr.clone().unbind(),
                 remaining,
                 pending: VecDeque::new(),
-                label: label.clone(),
+                label: label(req),
             },
         }));
     }

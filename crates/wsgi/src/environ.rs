@@ -193,7 +193,7 @@ impl Template {
             }
         }
         if let Some(peer) = req.peer {
-            env.set_item(&k.remote_addr, peer.ip().to_string())?;
+            env.set_item(&k.remote_addr, remote_ip(py, peer.ip()))?;
             env.set_item(&k.remote_port, itoa::Buffer::new().format(peer.port()))?;
         }
 
@@ -217,32 +217,24 @@ impl Template {
 
     fn headers(&self, py: Python<'_>, env: &Bound<'_, PyDict>, req: &Request) -> PyResult<()> {
         let k = keys(py);
-        let fields: Vec<(&str, &bytes::Bytes)> = req.headers.iter().collect();
-        for (i, &(name, value)) in fields.iter().enumerate() {
+        for (i, (name, value)) in req.headers.iter().enumerate() {
             if name.contains('_') {
                 continue;
             }
+            let same = |(n, _): &(&str, &bytes::Bytes)| n.eq_ignore_ascii_case(name);
             // A repeated field was joined when its first occurrence was met.
-            if fields[..i]
-                .iter()
-                .any(|(n, _)| n.eq_ignore_ascii_case(name))
-            {
+            if req.headers.iter().take(i).any(|f| same(&f)) {
                 continue;
             }
-            let repeats = fields[i + 1..]
-                .iter()
-                .any(|(n, _)| n.eq_ignore_ascii_case(name));
-            let val = if repeats {
+            let mut rest = req.headers.iter().skip(i + 1).filter(same).peekable();
+            let val = if rest.peek().is_some() {
                 let sep: &[u8] = if name.eq_ignore_ascii_case("cookie") {
                     b"; "
                 } else {
                     b", "
                 };
                 let mut joined = value.to_vec();
-                for (_, v) in fields[i + 1..]
-                    .iter()
-                    .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-                {
+                for (_, v) in rest {
                     joined.extend_from_slice(sep);
                     joined.extend_from_slice(v);
                 }
@@ -310,6 +302,24 @@ fn server_name_port(
         let port = PyString::new(py, itoa::Buffer::new().format(local.port()));
         *cell.borrow_mut() = Some((local, name.clone().unbind(), port.clone().unbind()));
         (name, port)
+    })
+}
+
+thread_local! {
+    /// The last client address seen as a string: clients come back, and proxies in front are few.
+    static REMOTE: RefCell<Option<(std::net::IpAddr, Py<PyString>)>> = const { RefCell::new(None) };
+}
+
+fn remote_ip(py: Python<'_>, ip: std::net::IpAddr) -> Bound<'_, PyString> {
+    REMOTE.with(|cell| {
+        if let Some((last, s)) = cell.borrow().as_ref() {
+            if *last == ip {
+                return s.bind(py).clone();
+            }
+        }
+        let s = PyString::new(py, &ip.to_string());
+        *cell.borrow_mut() = Some((ip, s.clone().unbind()));
+        s
     })
 }
 
