@@ -61,7 +61,12 @@ uwsgi_param  REMOTE_PORT        $remote_port;
 uwsgi_param  SERVER_PORT        $server_port;
 uwsgi_param  SERVER_NAME        $server_name;
 PARAMS
+# nginx's workers drop to `nobody` when started as root and could not reach the sockets in our
+# private temp dir; run them as the user we are.
+nginx_user=""
+if [ "$(id -u)" = 0 ]; then nginx_user="user root;"; fi
 cat > "$tmp/nginx.conf" <<CONF
+$nginx_user
 worker_processes 1;
 daemon off;
 error_log $tmp/logs/error.log warn;

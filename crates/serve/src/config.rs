@@ -190,12 +190,17 @@ impl FromStr for Bind {
             return Ok(Bind::uwsgi(BindAddr::Unix(PathBuf::from(rest))));
         }
         if let Some(rest) = s.strip_prefix("uwsgi://") {
-            return rest
-                .parse()
-                .map(|a| Bind::uwsgi(BindAddr::Tcp(a)))
-                .map_err(|_| {
-                    format!("{s:?}: uwsgi:// needs HOST:PORT, e.g. uwsgi://127.0.0.1:3031")
-                });
+            // The same HOST:PORT spellings as an HTTP bind (names, ":PORT"); a unix socket is
+            // spelled uwsgi+unix:.
+            return match rest.parse() {
+                Ok(BindAddr::Tcp(a)) if !rest.starts_with("tcp://") => {
+                    Ok(Bind::uwsgi(BindAddr::Tcp(a)))
+                }
+                _ => Err(format!(
+                    "{s:?}: uwsgi:// needs HOST:PORT (e.g. uwsgi://127.0.0.1:3031); a unix \
+                     socket is uwsgi+unix:/path"
+                )),
+            };
         }
         let http = s.strip_prefix("http://").unwrap_or(s);
         http.parse().map(Bind::http).map_err(|e: String| {
@@ -1044,7 +1049,17 @@ mod tests {
         let c = ServeConfig::resolve(&matches(&[]), Some(&path)).unwrap();
         assert_eq!(c.bind, vec![Bind::uwsgi("127.0.0.1:3031".parse().unwrap())]);
         assert!(c.uwsgi_allows(Some("192.0.2.1:5".parse().unwrap())));
-        for bad in ["uwsgi://", "uwsgi://nohost", "uwsgi+unix:", "uwsgi:/x"] {
+        assert_eq!(
+            "uwsgi://:3031".parse::<Bind>().unwrap(),
+            Bind::uwsgi("0.0.0.0:3031".parse().unwrap())
+        );
+        for bad in [
+            "uwsgi://",
+            "uwsgi://nohost",
+            "uwsgi+unix:",
+            "uwsgi:/x",
+            "uwsgi://unix:/x.sock",
+        ] {
             let e = bad.parse::<Bind>().unwrap_err();
             assert!(!e.is_empty(), "{bad}");
         }

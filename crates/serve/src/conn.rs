@@ -11,8 +11,9 @@
 //! unit-tested without a socket. Before this, the two drivers each carried a copy and the copies
 //! drifted (the idle deadline was measured differently in each).
 //!
-//! Protocols plug in as a [`Codec`]: HTTP/1.x today; the uwsgi codec (`crate::uwsgi`: one
-//! request per connection, never chunked, close-delimited streams) is the second arm to add.
+//! Protocols plug in as a [`Codec`]: HTTP/1.x, and nginx's uwsgi (`crate::uwsgi`: one request
+//! per connection, never chunked, close-delimited streams; a malformed packet is closed
+//! unanswered, logged and counted, as uWSGI does and nginx expects).
 
 use std::borrow::{Borrow, BorrowMut};
 use std::time::{Duration, Instant};
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use c10k_http::{Body, BodyStream, BoxError, Request, Response};
 
-use crate::config::ServeConfig;
+use crate::config::{Protocol, ServeConfig};
 use crate::proto::{
     encode_head, BodyFraming, ConnInfo, Decoder, HttpError, Limits, Persist, RequestMeta, CONTINUE,
 };
@@ -106,15 +107,60 @@ pub(crate) enum Action {
 #[derive(Debug)]
 pub(crate) enum Codec {
     Http(Decoder),
+    Uwsgi(crate::uwsgi::Decoder),
 }
 
-/// A refused request, as the machine reports it to the log.
-type Refusal = HttpError;
+/// A request that is not served.
+#[derive(Debug)]
+enum Refusal {
+    /// Answered with this status and reason, then closed.
+    Answer(HttpError),
+    /// Not answerable (a malformed uwsgi packet): closed unanswered, logged and counted.
+    Drop(String),
+}
+
+impl From<HttpError> for Refusal {
+    fn from(e: HttpError) -> Refusal {
+        Refusal::Answer(e)
+    }
+}
+
+impl From<crate::uwsgi::UwsgiError> for Refusal {
+    fn from(e: crate::uwsgi::UwsgiError) -> Refusal {
+        match e {
+            crate::uwsgi::UwsgiError::Refused { status, reason } => {
+                Refusal::Answer(HttpError { status, reason })
+            }
+            e @ crate::uwsgi::UwsgiError::Malformed(_) => Refusal::Drop(e.to_string()),
+        }
+    }
+}
 
 impl Codec {
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<(Request, RequestMeta)>, Refusal> {
+    fn new(protocol: Protocol, settings: &ConnSettings, info: ConnInfo) -> Codec {
+        match protocol {
+            Protocol::Http => Codec::Http(
+                Decoder::new(settings.limits.clone())
+                    .capture_log_fields(settings.log_fields)
+                    .with_conn(info),
+            ),
+            Protocol::Uwsgi => {
+                Codec::Uwsgi(crate::uwsgi::Decoder::new(settings.uwsgi.clone(), info))
+            }
+        }
+    }
+
+    fn decode(
+        &mut self,
+        buf: &mut BytesMut,
+        log_fields: bool,
+    ) -> Result<Option<(Request, RequestMeta)>, Refusal> {
         match self {
             Codec::Http(d) => Ok(d.decode(buf)?.map(|i| (i.request, i.meta))),
+            Codec::Uwsgi(d) => Ok(d.decode(buf)?.map(|r| {
+                let meta = crate::uwsgi::meta(&r, log_fields);
+                (r, meta)
+            })),
         }
     }
 
@@ -122,12 +168,15 @@ impl Codec {
     fn is_idle(&self) -> bool {
         match self {
             Codec::Http(d) => d.is_idle(),
+            Codec::Uwsgi(d) => d.is_idle(),
         }
     }
 
     fn take_continue(&mut self) -> bool {
         match self {
             Codec::Http(d) => d.take_continue(),
+            // nginx sends the whole body without waiting for an interim answer.
+            Codec::Uwsgi(_) => false,
         }
     }
 
@@ -141,13 +190,18 @@ impl Codec {
     ) -> BodyFraming {
         match self {
             Codec::Http(_) => encode_head(out, resp, meta.minor_version, persist, meta.head_only),
+            // One request per connection: `persist` is always a close, which ends a stream.
+            Codec::Uwsgi(_) => crate::uwsgi::encode_head(out, resp, meta.head_only),
         }
     }
 
-    fn refuse(&self, out: &mut Vec<u8>, err: &Refusal) {
+    fn refuse(&self, out: &mut Vec<u8>, err: &HttpError) {
         match self {
             Codec::Http(_) => {
                 crate::proto::encode_response(out, &err.response(), 1, Persist::Close, false)
+            }
+            Codec::Uwsgi(_) => {
+                crate::uwsgi::encode_head(out, &err.response(), false);
             }
         }
     }
@@ -203,18 +257,17 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
         settings: S,
         track: T,
         info: ConnInfo,
+        protocol: Protocol,
         keep_alive_allowed: bool,
         now: Instant,
     ) -> Machine<S, T> {
         let s: &ConnSettings = settings.borrow();
-        let decoder = Decoder::new(s.limits.clone())
-            .capture_log_fields(s.log_fields)
-            .with_conn(info);
+        let codec = Codec::new(protocol, s, info);
         let buf = BytesMut::with_capacity(s.read_buffer);
         Machine {
             settings,
             track,
-            codec: Codec::Http(decoder),
+            codec,
             buf,
             out: Vec::new(),
             state: State::Reading,
@@ -262,11 +315,16 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
                 State::Reading => {}
             }
             let was_idle = self.codec.is_idle();
-            match self.codec.decode(&mut self.buf) {
+            let log_fields = self.settings.borrow().log_fields;
+            match self.codec.decode(&mut self.buf, log_fields) {
                 Ok(Some((request, meta))) => {
                     self.head_started = None;
                     self.body_started = None;
                     self.partial_reported = false;
+                    if let Codec::Uwsgi(_) = self.codec {
+                        // The access log prints nginx's client, not nginx.
+                        self.track.borrow_mut().set_client(request.peer);
+                    }
                     self.track.borrow_mut().begin(&request);
                     self.state = State::Handling(meta);
                     return Action::Handle(request);
@@ -300,10 +358,10 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
                         return Action::Close(Lingering::No);
                     }
                     Some(reason) => {
-                        self.refuse(&HttpError {
+                        self.refuse(&Refusal::Answer(HttpError {
                             status: 408,
                             reason: reason.into(),
-                        });
+                        }));
                         // The client is slow, not hostile: no need to drain it.
                         self.buf.clear();
                         self.state = State::Closing(Lingering::No);
@@ -349,11 +407,30 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
         }
     }
 
-    fn refuse(&mut self, err: &Refusal) {
-        tracing::debug!(status = err.status, reason = %err.reason, "refused request");
-        self.track.borrow_mut().refused(err.status, &err.reason);
-        self.codec.refuse(&mut self.out, err);
-        self.state = State::Closing(Lingering::Yes);
+    fn refuse(&mut self, refusal: &Refusal) {
+        match refusal {
+            Refusal::Answer(err) => {
+                tracing::debug!(status = err.status, reason = %err.reason, "refused request");
+                self.track.borrow_mut().refused(err.status, &err.reason);
+                self.codec.refuse(&mut self.out, err);
+                self.state = State::Closing(Lingering::Yes);
+            }
+            Refusal::Drop(why) => {
+                self.malformed(why);
+                self.buf.clear();
+                self.state = State::Closing(Lingering::No);
+            }
+        }
+    }
+
+    /// A uwsgi connection closed unanswered: logged with the peer, and counted.
+    fn malformed(&mut self, why: &str) {
+        let track = self.track.borrow_mut();
+        track.uwsgi_refused();
+        tracing::warn!(
+            peer = %track.peer().map_or_else(|| "unix socket".to_owned(), |p| p.to_string()),
+            "closing uwsgi connection unanswered: {why}"
+        );
     }
 
     /// The read buffer, with room for at least one more read.
@@ -374,6 +451,14 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
     /// `n` bytes were read into [`Machine::input`] at `now`; 0 means the client closed.
     pub fn received(&mut self, n: usize, now: Instant) {
         if n == 0 {
+            if let Codec::Uwsgi(d) = &self.codec {
+                // nginx never half-sends a packet; a connect with nothing sent (a health
+                // check) is no error.
+                if !(d.is_idle() && self.buf.is_empty()) {
+                    let why = d.truncated(self.buf.len());
+                    self.malformed(&why);
+                }
+            }
             self.state = State::Closed;
             return;
         }
@@ -504,11 +589,6 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
     }
 }
 
-/// The length of a complete body, for the access log (a stream's is counted as it goes out).
-pub(crate) fn full_len(resp: &Response) -> usize {
-    resp.body.as_bytes().map_or(0, |b| b.len())
-}
-
 pub(crate) fn log_timeout(method: &str, path: &str, elapsed: Duration) {
     tracing::warn!(
         method = %method,
@@ -569,7 +649,7 @@ mod tests {
     #[test]
     fn pipelined_requests_are_answered_in_one_write_then_it_waits_idle() {
         let (s, mut t, t0) = (settings(), track(), Instant::now());
-        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), true, t0);
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), Protocol::Http, true, t0);
         assert!(matches!(m.next(t0, false), Action::Read { idle: true, .. }));
         feed(
             &mut m,
@@ -601,7 +681,7 @@ mod tests {
     #[test]
     fn a_stopping_worker_closes_idle_connections_and_stops_keep_alive() {
         let (s, mut t, t0) = (settings(), track(), Instant::now());
-        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), true, t0);
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), Protocol::Http, true, t0);
         feed(&mut m, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", t0);
         handle(&mut m, t0);
         m.respond(Response::text(200, "x"), false);
@@ -609,14 +689,14 @@ mod tests {
         assert!(matches!(m.next(t0, false), Action::Close(Lingering::No)));
 
         let mut t = track();
-        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), true, t0);
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), Protocol::Http, true, t0);
         assert!(matches!(m.next(t0, true), Action::Close(_)));
     }
 
     #[test]
     fn sync_closes_after_one_answer() {
         let (s, mut t, t0) = (settings(), track(), Instant::now());
-        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), false, t0);
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), Protocol::Http, false, t0);
         feed(&mut m, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", t0);
         handle(&mut m, t0);
         m.respond(Response::text(200, "x"), true);
@@ -627,7 +707,7 @@ mod tests {
     #[test]
     fn expect_100_continue_is_answered_before_the_body_is_read() {
         let (s, mut t, t0) = (settings(), track(), Instant::now());
-        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), true, t0);
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), Protocol::Http, true, t0);
         feed(
             &mut m,
             b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n",
@@ -645,7 +725,7 @@ mod tests {
     #[test]
     fn a_slow_head_gets_408_at_its_deadline() {
         let (s, mut t, t0) = (settings(), track(), Instant::now());
-        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), true, t0);
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), Protocol::Http, true, t0);
         feed(&mut m, b"GET / HTTP/1.1\r\nHo", t0);
         let Action::Read { deadline, idle } = m.next(t0, false) else {
             panic!("expected a read")
@@ -666,7 +746,7 @@ mod tests {
     #[test]
     fn a_trickled_body_gets_408_at_the_body_deadline() {
         let (s, mut t, t0) = (settings(), track(), Instant::now());
-        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), true, t0);
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), Protocol::Http, true, t0);
         feed(
             &mut m,
             b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n",
@@ -696,7 +776,7 @@ mod tests {
     #[test]
     fn a_refusal_is_answered_then_the_connection_lingers() {
         let (s, mut t, t0) = (settings(), track(), Instant::now());
-        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), true, t0);
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), Protocol::Http, true, t0);
         feed(
             &mut m,
             b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -720,7 +800,7 @@ mod tests {
             }
         }
         let (s, mut t, t0) = (settings(), track(), Instant::now());
-        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), true, t0);
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), Protocol::Http, true, t0);
         feed(&mut m, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", t0);
         handle(&mut m, t0);
         m.respond(Response::new(200).with_stream(Box::pin(Never)), true);
@@ -751,9 +831,128 @@ mod tests {
     #[test]
     fn a_client_that_closes_is_closed() {
         let (s, mut t, t0) = (settings(), track(), Instant::now());
-        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), true, t0);
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), Protocol::Http, true, t0);
         feed(&mut m, b"GET / HT", t0);
         m.received(0, t0);
         assert!(matches!(m.next(t0, false), Action::Close(Lingering::No)));
+    }
+    /// A uwsgi packet (modifier1 0) with these vars and body.
+    fn uwsgi_packet(vars: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+        let mut block = Vec::new();
+        for (k, v) in vars {
+            block.extend_from_slice(&(k.len() as u16).to_le_bytes());
+            block.extend_from_slice(k.as_bytes());
+            block.extend_from_slice(&(v.len() as u16).to_le_bytes());
+            block.extend_from_slice(v.as_bytes());
+        }
+        let mut p = vec![0u8];
+        p.extend_from_slice(&(block.len() as u16).to_le_bytes());
+        p.push(0);
+        p.extend_from_slice(&block);
+        p.extend_from_slice(body);
+        p
+    }
+
+    #[test]
+    fn uwsgi_one_request_streamed_close_delimited_then_closed() {
+        let packet = uwsgi_packet(
+            &[
+                ("REQUEST_METHOD", "POST"),
+                ("PATH_INFO", "/echo"),
+                ("CONTENT_LENGTH", "3"),
+            ],
+            b"abc",
+        );
+        // Byte by byte: the head is timed as a whole, like an HTTP head.
+        let (s, mut t, t0) = (settings(), track(), Instant::now());
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), Protocol::Uwsgi, true, t0);
+        for &b in &packet[..packet.len() - 1] {
+            feed(&mut m, &[b], t0);
+            assert!(matches!(
+                m.next(t0, false),
+                Action::Read { idle: false, .. }
+            ));
+        }
+        feed(&mut m, &packet[packet.len() - 1..], t0);
+        let req = handle(&mut m, t0);
+        assert_eq!(&req.body.to_bytes().unwrap()[..], b"abc");
+        m.respond(
+            Response::new(200)
+                .with_header("Transfer-Encoding", "chunked")
+                .with_stream(Box::pin(futures_stream(&["x", "y"]))),
+            true,
+        );
+        assert_eq!(written(&mut m, t0), "HTTP/1.1 200 OK\r\n\r\n");
+        assert!(matches!(m.next(t0, false), Action::Pull));
+        m.pulled(Some(Ok(Bytes::from_static(b"x"))));
+        assert_eq!(written(&mut m, t0), "x", "never chunked");
+        m.pulled(None);
+        assert!(
+            matches!(m.next(t0, false), Action::Close(Lingering::No)),
+            "one request per connection: the close ends the body"
+        );
+    }
+
+    #[test]
+    fn uwsgi_malformed_and_truncated_packets_close_unanswered() {
+        let (s, t0) = (settings(), Instant::now());
+        // HTTP spoken to a uwsgi listener.
+        let mut t = track();
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), Protocol::Uwsgi, true, t0);
+        feed(&mut m, b"GET / HTTP/1.1\r\n", t0);
+        assert!(matches!(m.next(t0, false), Action::Close(Lingering::No)));
+        assert!(m.output().is_empty(), "no answer");
+        // A body cut short by the peer.
+        let mut t = track();
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), Protocol::Uwsgi, true, t0);
+        let packet = uwsgi_packet(
+            &[
+                ("REQUEST_METHOD", "POST"),
+                ("PATH_INFO", "/"),
+                ("CONTENT_LENGTH", "9"),
+            ],
+            b"abc",
+        );
+        feed(&mut m, &packet, t0);
+        assert!(matches!(
+            m.next(t0, false),
+            Action::Read { idle: false, .. }
+        ));
+        m.received(0, t0);
+        assert!(matches!(m.next(t0, false), Action::Close(Lingering::No)));
+        // A body over the limit is answered 413 as uWSGI would write it.
+        let mut t = track();
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), Protocol::Uwsgi, true, t0);
+        let packet = uwsgi_packet(
+            &[
+                ("REQUEST_METHOD", "POST"),
+                ("PATH_INFO", "/"),
+                ("CONTENT_LENGTH", "999999999999"),
+            ],
+            b"",
+        );
+        feed(&mut m, &packet, t0);
+        let out = written(&mut m, t0);
+        assert!(out.starts_with("HTTP/1.1 413 "), "{out}");
+        assert!(!out.contains("Connection"), "{out}");
+        assert!(matches!(m.next(t0, false), Action::Close(Lingering::Yes)));
+    }
+
+    /// A stream of fixed chunks.
+    fn futures_stream(
+        chunks: &[&'static str],
+    ) -> impl futures_core::Stream<Item = Result<Bytes, BoxError>> {
+        struct Chunks(Vec<&'static str>);
+        impl futures_core::Stream for Chunks {
+            type Item = Result<Bytes, BoxError>;
+            fn poll_next(
+                mut self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<Self::Item>> {
+                let next = (!self.0.is_empty()).then(|| Ok(Bytes::from(self.0.remove(0))));
+                std::task::Poll::Ready(next)
+            }
+        }
+        Chunks(chunks.to_vec())
     }
 }

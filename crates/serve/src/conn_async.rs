@@ -5,12 +5,13 @@
 use std::io;
 use std::time::Instant;
 
-use c10k_http::{BodyStream, Ctx, Handler, Request, Response, Wait};
+use c10k_http::{Ctx, Handler, Request, Response, Wait};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
+use crate::config::Protocol;
 use crate::conn::{Action, ConnSettings, Lingering, Machine};
-use crate::proto::{BodyFraming, ConnInfo};
+use crate::proto::ConnInfo;
 use crate::shutdown::Phase;
 use crate::track::ConnTrack;
 
@@ -24,12 +25,13 @@ pub(crate) async fn serve<S, H>(
     mut stop: watch::Receiver<Phase>,
     on_request: &(dyn Fn() + Sync),
     info: ConnInfo,
+    protocol: Protocol,
 ) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     H: Handler,
 {
-    let mut conn = Machine::new(settings, track, info, true, Instant::now());
+    let mut conn = Machine::new(settings, track, info, protocol, true, Instant::now());
     loop {
         let stopping = *stop.borrow() >= Phase::Graceful;
         match conn.next(Instant::now(), stopping) {
@@ -76,55 +78,7 @@ where
     }
 }
 
-/// Writes what is buffered, then the streamed body chunk by chunk as the stream yields it.
-/// `Ok(Some(bytes))`: the body went out whole; `Ok(None)`: the stream failed or broke its
-/// announced length, and the connection must close. The stream is dropped on every way out,
-/// a client that went away included. (The uwsgi driver's; HTTP connections stream through
-/// `conn::Machine`.)
-pub(crate) async fn send_stream<S: AsyncWrite + Unpin>(
-    io: &mut S,
-    mut stream: BodyStream,
-    mut framing: BodyFraming,
-    out: &mut Vec<u8>,
-    track: &mut ConnTrack,
-) -> io::Result<Option<usize>> {
-    let mut sent = 0;
-    loop {
-        if !out.is_empty() {
-            track.writing(out.len());
-            io.write_all(out).await?;
-            out.clear();
-        }
-        match std::future::poll_fn(|cx| stream.as_mut().poll_next(cx)).await {
-            Some(Ok(chunk)) => {
-                if framing.chunk(out, &chunk).is_err() {
-                    tracing::warn!("response body longer than its Content-Length; closing");
-                    return Ok(None);
-                }
-                sent += chunk.len();
-            }
-            Some(Err(e)) => {
-                tracing::warn!("response body stream failed: {e}; closing the connection");
-                return Ok(None);
-            }
-            None => {
-                let whole = framing.end(out).is_ok();
-                if !out.is_empty() {
-                    track.writing(out.len());
-                    io.write_all(out).await?;
-                    out.clear();
-                }
-                if !whole {
-                    tracing::warn!("response body shorter than its Content-Length; closing");
-                    return Ok(None);
-                }
-                return Ok(Some(sent));
-            }
-        }
-    }
-}
-
-pub(crate) async fn call<H: Handler>(handler: &H, req: Request, s: &ConnSettings) -> Response {
+async fn call<H: Handler>(handler: &H, req: Request, s: &ConnSettings) -> Response {
     let Some(limit) = s.request_timeout else {
         return handler.call(req, Ctx::new(Wait::Yield)).await;
     };
@@ -146,7 +100,7 @@ pub(crate) async fn call<H: Handler>(handler: &H, req: Request, s: &ConnSettings
 /// Closes the connection. After refusing a request the client may still be sending; reading
 /// what it sends for a moment before closing keeps the kernel from answering with a RST that
 /// would destroy our error response in flight (nginx's lingering close).
-pub(crate) async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
+async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
     mut io: S,
     lingering: Lingering,
     settings: &ConnSettings,

@@ -11,10 +11,11 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use c10k_http::{BodyStream, Ctx, Handler, Request, Response, Wait};
+use c10k_http::{Ctx, Handler, Request, Response, Wait};
 
+use crate::config::Protocol;
 use crate::conn::{Action, ConnSettings, Lingering, Machine};
-use crate::proto::{BodyFraming, ConnInfo};
+use crate::proto::ConnInfo;
 use crate::shutdown::{Phase, Shutdown};
 use crate::track::ConnTrack;
 
@@ -93,11 +94,13 @@ pub(crate) fn serve<S: BlockingStream, H: Handler>(
     settings: &ConnSettings,
     shutdown: &Shutdown,
     mode: Mode,
+    protocol: Protocol,
     on_request: &mut dyn FnMut(),
 ) -> io::Result<Outcome<S>> {
     let keep_alive_allowed = mode != Mode::OneRequest;
     let info = stream.info();
-    let mut conn = Machine::new(settings, track, info, keep_alive_allowed, Instant::now());
+    let now = Instant::now();
+    let mut conn = Machine::new(settings, track, info, protocol, keep_alive_allowed, now);
     drive(stream, &mut conn, None, handler, shutdown, mode, on_request)
 }
 
@@ -226,52 +229,7 @@ fn read_nonblocking<S: AsRawFd>(stream: &S, buf: &mut BytesMut) -> io::Result<us
     Ok(n)
 }
 
-/// See `conn_async::send_stream`; here each chunk is awaited by blocking this thread. (The
-/// uwsgi driver's; HTTP connections stream through `conn::Machine`.)
-pub(crate) fn send_stream<S: BlockingStream>(
-    io: &mut S,
-    mut stream: BodyStream,
-    mut framing: BodyFraming,
-    out: &mut Vec<u8>,
-    track: &mut ConnTrack,
-) -> io::Result<Option<usize>> {
-    let mut sent = 0;
-    loop {
-        if !out.is_empty() {
-            track.writing(out.len());
-            io.write_all(out)?;
-            out.clear();
-        }
-        match pollster::block_on(std::future::poll_fn(|cx| stream.as_mut().poll_next(cx))) {
-            Some(Ok(chunk)) => {
-                if framing.chunk(out, &chunk).is_err() {
-                    tracing::warn!("response body longer than its Content-Length; closing");
-                    return Ok(None);
-                }
-                sent += chunk.len();
-            }
-            Some(Err(e)) => {
-                tracing::warn!("response body stream failed: {e}; closing the connection");
-                return Ok(None);
-            }
-            None => {
-                let whole = framing.end(out).is_ok();
-                if !out.is_empty() {
-                    track.writing(out.len());
-                    io.write_all(out)?;
-                    out.clear();
-                }
-                if !whole {
-                    tracing::warn!("response body shorter than its Content-Length; closing");
-                    return Ok(None);
-                }
-                return Ok(Some(sent));
-            }
-        }
-    }
-}
-
-pub(crate) fn call<H: Handler>(handler: &H, req: Request, s: &ConnSettings) -> Response {
+fn call<H: Handler>(handler: &H, req: Request, s: &ConnSettings) -> Response {
     let started = Instant::now();
     let deadline = s.request_timeout.map(|t| started + t);
     let names = s
@@ -290,7 +248,7 @@ pub(crate) fn call<H: Handler>(handler: &H, req: Request, s: &ConnSettings) -> R
     resp
 }
 
-pub(crate) fn read_buf<S: Read>(stream: &mut S, buf: &mut BytesMut) -> io::Result<usize> {
+fn read_buf<S: Read>(stream: &mut S, buf: &mut BytesMut) -> io::Result<usize> {
     let start = buf.len();
     let cap = buf.capacity();
     buf.resize(cap, 0);
@@ -306,7 +264,7 @@ pub(crate) fn read_buf<S: Read>(stream: &mut S, buf: &mut BytesMut) -> io::Resul
     }
 }
 
-pub(crate) fn is_timeout(e: &io::Error) -> bool {
+fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
@@ -314,11 +272,7 @@ pub(crate) fn is_timeout(e: &io::Error) -> bool {
 }
 
 /// See `conn_async::finish`: read briefly after refusing so our answer is not lost to a RST.
-pub(crate) fn finish<S: BlockingStream>(
-    stream: &mut S,
-    lingering: Lingering,
-    settings: &ConnSettings,
-) {
+fn finish<S: BlockingStream>(stream: &mut S, lingering: Lingering, settings: &ConnSettings) {
     let _ = stream.flush();
     let _ = stream.shutdown_write();
     if lingering == Lingering::Yes {
@@ -420,6 +374,7 @@ mod tests {
                 &settings,
                 &Shutdown::new(),
                 Mode::UntilClosed,
+                Protocol::Http,
                 &mut || {},
             );
         });

@@ -54,7 +54,6 @@ mod activation;
 mod conn;
 mod conn_async;
 mod conn_blocking;
-mod conn_uwsgi;
 mod master;
 mod track;
 mod workers;

@@ -103,6 +103,10 @@ impl ConnTrack {
 
     /// The client behind a proxy, as the proxy reported it (uwsgi's `REMOTE_ADDR`): the access
     /// log prints it instead of the proxy's address.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
     pub fn set_client(&mut self, peer: Option<SocketAddr>) {
         if peer.is_some() {
             self.peer = peer;

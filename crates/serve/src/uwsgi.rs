@@ -103,11 +103,11 @@ impl UwsgiError {
 
 #[derive(Debug)]
 enum State {
-    /// Waiting for the 4-byte packet header.
-    Header,
-    /// Header read; waiting for the whole vars block.
-    Vars { modifier1: u8, size: usize },
-    /// Vars read; waiting for `len` body bytes.
+    /// Waiting for the whole packet head: the 4-byte header and the vars block. Nothing is
+    /// consumed until it is all there, so "idle" means what it means for HTTP: no request head
+    /// yet (the connection machine times the head as a whole).
+    Head,
+    /// Head read; waiting for `len` body bytes.
     Body { request: Box<Request>, len: usize },
 }
 
@@ -124,13 +124,14 @@ impl Decoder {
         Decoder {
             limits,
             conn,
-            state: State::Header,
+            state: State::Head,
         }
     }
 
-    /// True when nothing of a request has been consumed.
+    /// True until a request's head (header and vars) is complete: between requests, or while
+    /// the head arrives.
     pub fn is_idle(&self) -> bool {
-        matches!(self.state, State::Header)
+        matches!(self.state, State::Head)
     }
 
     /// Consumes bytes from `buf` and returns the next complete request, `Ok(None)` when more
@@ -139,13 +140,12 @@ impl Decoder {
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, UwsgiError> {
         loop {
             match &mut self.state {
-                State::Header => {
-                    if buf.is_empty() {
+                State::Head => {
+                    let Some(&modifier1) = buf.first() else {
                         return Ok(None);
-                    }
+                    };
                     // Refuse a foreign modifier as soon as its byte arrives: a client speaking
                     // HTTP to a uwsgi port ('G' = 71) is told off at once, not after 4 bytes.
-                    let modifier1 = buf[0];
                     if modifier1 != MODIFIER_WSGI && modifier1 != MODIFIER_STRIP_SCRIPT_NAME {
                         return Err(UwsgiError::malformed(format!(
                             "modifier1 {modifier1} is not supported (only 0 and 30)"
@@ -161,17 +161,13 @@ impl Decoder {
                             self.limits.max_vars_block
                         )));
                     }
-                    buf.advance(4);
-                    self.state = State::Vars { modifier1, size };
-                }
-                State::Vars { modifier1, size } => {
-                    if buf.len() < *size {
+                    if buf.len() < 4 + size {
                         return Ok(None);
                     }
-                    let modifier1 = *modifier1;
-                    let block = buf.split_to(*size).freeze();
-                    let (request, len) = build_request(&block, modifier1, &self.limits, &self.conn)
-                        .inspect_err(|_| self.state = State::Header)?;
+                    buf.advance(4);
+                    let block = buf.split_to(size).freeze();
+                    let (request, len) =
+                        build_request(&block, modifier1, &self.limits, &self.conn)?;
                     self.state = State::Body {
                         request: Box::new(request),
                         len,
@@ -183,7 +179,7 @@ impl Decoder {
                     }
                     let body = buf.split_to(*len).freeze();
                     let State::Body { request, .. } =
-                        std::mem::replace(&mut self.state, State::Header)
+                        std::mem::replace(&mut self.state, State::Head)
                     else {
                         unreachable!("matched State::Body above")
                     };
@@ -195,13 +191,42 @@ impl Decoder {
         }
     }
 
-    /// How many body bytes are still missing, when a request's vars have been read (so a driver
-    /// can tell a truncated body from a truncated vars block in its log).
-    pub fn body_missing(&self, buffered: usize) -> Option<usize> {
+    /// Why a connection that ended with `buffered` bytes of this request unread was cut short,
+    /// for the log: how much of the head or the body was missing.
+    pub fn truncated(&self, buffered: usize) -> String {
         match &self.state {
-            State::Body { len, .. } => Some(len.saturating_sub(buffered)),
-            _ => None,
+            State::Body { len, .. } => format!(
+                "the peer closed mid-packet ({} body bytes missing)",
+                len.saturating_sub(buffered)
+            ),
+            State::Head => format!("the peer closed mid-packet ({buffered} bytes of the head)"),
         }
+    }
+}
+
+/// What the connection needs to know about a request besides the request: no keep-alive (one
+/// request per uwsgi connection), HEAD, and the access log's fields when it is on.
+pub fn meta(req: &Request, log_fields: bool) -> crate::proto::RequestMeta {
+    let header = |n: &str| {
+        req.headers
+            .get(n)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    crate::proto::RequestMeta {
+        minor_version: match req.version {
+            Version::Http10 => 0,
+            Version::Http11 => 1,
+        },
+        keep_alive: false,
+        head_only: req.method == Method::Head,
+        log: log_fields.then(|| {
+            Box::new(crate::proto::LogFields {
+                method: req.method.as_str().to_owned(),
+                target: req.target.clone(),
+                referer: header("referer"),
+                user_agent: header("user-agent"),
+            })
+        }),
     }
 }
 

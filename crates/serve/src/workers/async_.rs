@@ -148,42 +148,27 @@ async fn accept_loop<H: Handler>(
             let on_request = || life.on_request();
             let t = &mut track;
             let h = &*handler;
-            let result = match (io, protocol) {
-                (Io::Tcp(s), Protocol::Http) => {
+            // A uwsgi listener serves only the peers --uwsgi-allow-from names (unix: any).
+            let admitted = protocol == Protocol::Http || super::uwsgi_admits(&settings, t, peer);
+            let result = match io {
+                _ if !admitted => Ok(()),
+                Io::Tcp(s) => {
                     let info = ConnInfo {
                         peer,
                         local: s.local_addr().ok(),
                         transport: Transport::Tcp,
                     };
-                    crate::conn_async::serve(s, t, h, &settings, stop, &on_request, info).await
+                    let on = &on_request;
+                    crate::conn_async::serve(s, t, h, &settings, stop, on, info, protocol).await
                 }
-                (Io::Unix(s), Protocol::Http) => {
+                Io::Unix(s) => {
                     let info = ConnInfo {
                         peer: None,
                         local: None,
                         transport: Transport::Unix,
                     };
-                    crate::conn_async::serve(s, t, h, &settings, stop, &on_request, info).await
-                }
-                (Io::Tcp(s), Protocol::Uwsgi) => {
-                    let info = ConnInfo {
-                        peer,
-                        local: s.local_addr().ok(),
-                        transport: Transport::Tcp,
-                    };
-                    if crate::conn_uwsgi::admit(&settings, t, peer) {
-                        crate::conn_uwsgi::serve_async(s, t, h, &settings, &on_request, info).await
-                    } else {
-                        Ok(())
-                    }
-                }
-                (Io::Unix(s), Protocol::Uwsgi) => {
-                    let info = ConnInfo {
-                        peer: None,
-                        local: None,
-                        transport: Transport::Unix,
-                    };
-                    crate::conn_uwsgi::serve_async(s, t, h, &settings, &on_request, info).await
+                    let on = &on_request;
+                    crate::conn_async::serve(s, t, h, &settings, stop, on, info, protocol).await
                 }
             };
             if let Err(e) = result {

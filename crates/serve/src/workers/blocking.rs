@@ -180,16 +180,13 @@ pub(crate) fn serve_accepted<H: c10k_http::Handler>(
         peer,
         protocol,
     } = accepted;
-    match protocol {
-        Protocol::Http => {
-            crate::conn_blocking::serve(conn, track, handler, settings, shutdown, mode, on_request)
-                .map(drop)
-        }
-        Protocol::Uwsgi if crate::conn_uwsgi::admit(settings, track, peer) => {
-            crate::conn_uwsgi::serve_blocking(conn, track, handler, settings, on_request)
-        }
-        Protocol::Uwsgi => Ok(()),
+    if protocol == Protocol::Uwsgi && !super::uwsgi_admits(settings, track, peer) {
+        return Ok(());
     }
+    crate::conn_blocking::serve(
+        conn, track, handler, settings, shutdown, mode, protocol, on_request,
+    )
+    .map(drop)
 }
 
 /// Accepts one connection from a non-blocking listener, as a blocking stream with Nagle off,

@@ -29,18 +29,12 @@ use crate::listener::Listener;
 use crate::shutdown::Phase;
 use crate::track::ConnTrack;
 
-/// A connection and its state, which travel together between reactor and pool.
+/// A connection and its state machine (which owns the processlist entry), which travel
+/// together between reactor and pool: the reactor reads for it, a pool thread runs what is
+/// ready. HTTP and uwsgi connections alike (the machine knows the protocol).
 struct Tracked {
     conn: Conn,
-    kind: Kind,
-}
-
-enum Kind {
-    /// An HTTP connection and its state machine (which owns the processlist entry): the reactor
-    /// reads for it, a pool thread runs what is ready.
-    Http(Box<Machine<Arc<ConnSettings>, ConnTrack>>),
-    /// A uwsgi connection: one request, served by a pool thread from its first byte.
-    Uwsgi(ConnTrack),
+    machine: Box<Machine<Arc<ConnSettings>, ConnTrack>>,
 }
 
 /// A connection for a pool thread, with the request the reactor already read, if any.
@@ -68,53 +62,33 @@ pub(super) fn run<H: Handler>(
     let mut pool = Vec::with_capacity(config.threads);
     for i in 0..config.threads {
         let (work_rx, idle_tx, seats) = (work_rx.clone(), idle_tx.clone(), seats.clone());
-        let (handler, settings, life, open, poller) = (
-            handler.clone(),
-            settings.clone(),
-            life.clone(),
-            open.clone(),
-            poller.clone(),
-        );
+        let (handler, life, open, poller) =
+            (handler.clone(), life.clone(), open.clone(), poller.clone());
         let t = std::thread::Builder::new()
             .name(format!("c10k-gthread-{i}"))
             .spawn(move || {
                 for Work {
-                    tracked: Tracked { conn, kind },
+                    tracked: Tracked { conn, mut machine },
                     first,
                 } in work_rx.iter()
                 {
                     life.slot().busy.fetch_add(1, Relaxed);
                     let mut on_request = || life.on_request();
-                    let result = match kind {
-                        Kind::Http(mut machine) => conn_blocking::drive(
-                            conn,
-                            &mut *machine,
-                            first,
-                            &*handler,
-                            &life.shutdown,
-                            Mode::Pool,
-                            &mut on_request,
-                        )
-                        .map(|outcome| match outcome {
-                            Outcome::Wait(conn, deadline) => Some((
-                                Tracked {
-                                    conn,
-                                    kind: Kind::Http(machine),
-                                },
-                                deadline,
-                            )),
-                            Outcome::Closed => None,
-                        }),
-                        // One request per uwsgi connection: it never comes back.
-                        Kind::Uwsgi(mut track) => crate::conn_uwsgi::serve_blocking(
-                            conn,
-                            &mut track,
-                            &*handler,
-                            &settings,
-                            &mut on_request,
-                        )
-                        .map(|()| None),
-                    };
+                    let result = conn_blocking::drive(
+                        conn,
+                        &mut *machine,
+                        first,
+                        &*handler,
+                        &life.shutdown,
+                        Mode::Pool,
+                        &mut on_request,
+                    )
+                    .map(|outcome| match outcome {
+                        Outcome::Wait(conn, deadline) => {
+                            Some((Tracked { conn, machine }, deadline))
+                        }
+                        Outcome::Closed => None,
+                    });
                     life.slot().busy.fetch_sub(1, Relaxed);
                     match result {
                         Ok(Some(back)) => {
@@ -317,27 +291,23 @@ impl Reactor<'_> {
                     if fresh {
                         self.fresh -= 1;
                     }
-                    // Read for an HTTP connection here: only a complete request (head and
-                    // body, spooled if large) or an answer to write takes a pool thread, so
-                    // clients that send slowly cannot occupy the pool (slowloris).
-                    let first = match &mut conn.kind {
-                        Kind::Http(machine) => {
-                            match conn_blocking::read_ready(&conn.conn, &mut **machine, false) {
-                                Ok(Ok(first)) => first,
-                                Ok(Err(deadline)) => {
-                                    self.park(conn, deadline, false)?;
-                                    continue;
-                                }
-                                Err(e) => {
-                                    super::async_::log_io_error(&e);
-                                    drop(conn);
-                                    closed(self.life, self.open);
-                                    continue;
-                                }
+                    // Read for the connection here: only a complete request (head and body,
+                    // spooled if large) or an answer to write takes a pool thread, so clients
+                    // that send slowly cannot occupy the pool (slowloris).
+                    let first =
+                        match conn_blocking::read_ready(&conn.conn, &mut *conn.machine, false) {
+                            Ok(Ok(first)) => first,
+                            Ok(Err(deadline)) => {
+                                self.park(conn, deadline, false)?;
+                                continue;
                             }
-                        }
-                        Kind::Uwsgi(_) => None,
-                    };
+                            Err(e) => {
+                                super::async_::log_io_error(&e);
+                                drop(conn);
+                                closed(self.life, self.open);
+                                continue;
+                            }
+                        };
                     self.dispatch(work, conn, first);
                 }
             }
@@ -403,23 +373,21 @@ impl Reactor<'_> {
                     let track = self.life.open(peer);
                     let protocol = self.protocols[index];
                     if protocol == Protocol::Uwsgi
-                        && !crate::conn_uwsgi::admit(self.settings, &track, peer)
+                        && !super::uwsgi_admits(self.settings, &track, peer)
                     {
                         continue;
                     }
                     self.open.inc();
                     self.life.slot().connections.fetch_add(1, Relaxed);
-                    let kind = match protocol {
-                        Protocol::Http => Kind::Http(Box::new(Machine::new(
-                            self.settings.clone(),
-                            track,
-                            conn.info(),
-                            true,
-                            Instant::now(),
-                        ))),
-                        Protocol::Uwsgi => Kind::Uwsgi(track),
-                    };
-                    let conn = Tracked { conn, kind };
+                    let machine = Box::new(Machine::new(
+                        self.settings.clone(),
+                        track,
+                        conn.info(),
+                        protocol,
+                        true,
+                        Instant::now(),
+                    ));
+                    let conn = Tracked { conn, machine };
                     if let Err(e) = self.park(conn, Instant::now() + first_request, true) {
                         tracing::error!("cannot watch a new connection: {e:#}");
                     }
@@ -473,9 +441,8 @@ impl Reactor<'_> {
         Ok(())
     }
 
-    /// Connections whose wait ended: an HTTP connection goes to the pool, where its state
-    /// machine answers 408 (a request under way) or closes it quietly (idle); a uwsgi one that
-    /// never sent a byte is closed.
+    /// Connections whose wait ended go to the pool, where their state machine answers 408 (a
+    /// request under way) or closes them quietly (idle).
     fn expire(&mut self, now: Instant, work: &chan::Sender<Work>) {
         let expired: Vec<usize> = self
             .parked
@@ -489,13 +456,7 @@ impl Reactor<'_> {
                     self.fresh -= 1;
                 }
                 let _ = self.poller.delete(&conn.conn);
-                match conn.kind {
-                    Kind::Http(_) => self.dispatch(work, conn, None),
-                    Kind::Uwsgi(_) => {
-                        drop(conn);
-                        closed(self.life, self.open);
-                    }
-                }
+                self.dispatch(work, conn, None);
             }
         }
     }

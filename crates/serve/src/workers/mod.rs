@@ -176,6 +176,27 @@ impl<H> std::fmt::Debug for Hosted<H> {
     }
 }
 
+/// Whether a uwsgi listener serves a connection from `peer` (`None`: a unix socket, always
+/// allowed). A refused peer is logged and counted; the caller drops the connection unanswered.
+pub(crate) fn uwsgi_admits(
+    settings: &crate::conn::ConnSettings,
+    track: &crate::track::ConnTrack,
+    peer: Option<std::net::SocketAddr>,
+) -> bool {
+    let Some(p) = peer else {
+        return true;
+    };
+    if settings.uwsgi_allow_from.iter().any(|a| a.allows(p.ip())) {
+        return true;
+    }
+    track.uwsgi_refused();
+    tracing::warn!(
+        peer = %p,
+        "closing uwsgi connection: peer not in --uwsgi-allow-from"
+    );
+    false
+}
+
 /// `--max-requests` plus a per-worker random share of `--max-requests-jitter`, so workers do not
 /// all retire at the same moment.
 fn max_requests_with_jitter(config: &ServeConfig, slot: usize) -> u64 {
