@@ -495,11 +495,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let text = !args.json && !args.csv;
-    // On a terminal, a bar that fits it; elsewhere ab's own lines. The bar needs the engine's
-    // counters, so it is for a single engine process.
-    let progress = if args.quiet {
+    // On a terminal, a bar that fits it; elsewhere ab's own lines. Both read the engine's
+    // counters, so they are for a single engine process (--processes N shows none).
+    let progress = if args.quiet || args.processes > 1 {
         Progress::Off
-    } else if args.processes == 1 && std::io::stderr().is_terminal() {
+    } else if std::io::stderr().is_terminal() {
         Progress::Bar
     } else if text {
         match crate::progress::ab_heartbeat(plan.requests) {

@@ -459,6 +459,19 @@ fn progress_text_is_abs_when_not_a_terminal() {
     );
     let quiet = bench(&["-q", "-n", "300", &url]);
     assert!(quiet.stderr.is_empty(), "-q: no heartbeat");
+    // Engine processes keep their counters: no heartbeat, and no "Finished" without one.
+    let procs = bench(&["--processes", "2", "-n", "300", "-c", "4", &url]);
+    assert!(procs.status.success());
+    assert!(
+        procs.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&procs.stderr)
+    );
+    assert!(
+        stdout(&procs).contains("(be patient).....done"),
+        "{}",
+        stdout(&procs)
+    );
 }
 
 /// On a terminal (a pty from `script`, 50 columns): the bar fits the width, is gone at the end,
