@@ -18,9 +18,6 @@ use sqlx::{QueryBuilder, Row};
 
 use crate::record::Message;
 
-/// The PostgreSQL advisory lock key the schema is created under ("c10kschm" in ASCII).
-const SCHEMA_LOCK_KEY: i64 = 0x6331_306b_7363_686d;
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
     Sqlite,
@@ -46,6 +43,9 @@ pub enum Db {
     MySql(MySqlPool),
     Postgres(PgPool),
 }
+
+/// The advisory lock key [`Db::migrate`] holds on PostgreSQL ("c10k" in ASCII).
+const PG_MIGRATE_LOCK: i64 = 0x6331_306b;
 
 macro_rules! on_pool {
     ($db:expr, $pool:ident => $body:expr) => {
@@ -171,43 +171,26 @@ impl Db {
                 Some("CREATE INDEX IF NOT EXISTS c10k_messages_room_id ON c10k_messages (room, id)")
             }
         };
-        let ddl: Vec<&str> = [messages, direct, instances]
-            .into_iter()
-            .chain(index)
-            .collect();
-        // Workers start together, and "IF NOT EXISTS" is not atomic on PostgreSQL (two sessions
-        // creating one table both pass the check, one fails on the catalog's unique index). So
-        // the DDL runs on one connection under a database-wide lock; it is released with the
-        // session if the process dies.
+        let statements = [messages, direct, instances].into_iter().chain(index);
         match self {
-            Db::Sqlite(p) => {
-                for sql in ddl {
-                    sqlx::query(sql).execute(p).await?;
-                }
-            }
+            // `CREATE TABLE IF NOT EXISTS` is not safe against itself in PostgreSQL: two sessions
+            // creating the same table at once collide on the catalog's unique index
+            // (`pg_type_typname_nsp_index`), which is what the workers of several hosts booting
+            // together on a fresh database do. One transaction-scoped advisory lock per database
+            // makes them take turns; the later ones find the tables there.
             Db::Postgres(p) => {
-                let mut c = p.acquire().await?;
-                sqlx::query("SELECT pg_advisory_lock($1)")
-                    .bind(SCHEMA_LOCK_KEY)
-                    .execute(&mut *c)
+                let mut tx = p.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(PG_MIGRATE_LOCK)
+                    .execute(&mut *tx)
                     .await?;
-                let mut result = Ok(());
-                for sql in ddl {
-                    if let Err(e) = sqlx::query(sql).execute(&mut *c).await {
-                        result = Err(e);
-                        break;
-                    }
+                for sql in statements {
+                    sqlx::query(sql).execute(&mut *tx).await?;
                 }
-                let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
-                    .bind(SCHEMA_LOCK_KEY)
-                    .execute(&mut *c)
-                    .await;
-                if unlocked.is_err() {
-                    // Do not hand a connection that may still hold the lock back to the pool.
-                    c.detach();
-                }
-                result?;
+                tx.commit().await?;
             }
+            // MariaDB: the same turn-taking with a named lock, held by one connection (released
+            // with its session if the process dies).
             Db::MySql(p) => {
                 let mut c = p.acquire().await?;
                 let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK('c10k_schema', 60)")
@@ -219,7 +202,7 @@ impl Db {
                     ));
                 }
                 let mut result = Ok(());
-                for sql in ddl {
+                for sql in statements {
                     if let Err(e) = sqlx::query(sql).execute(&mut *c).await {
                         result = Err(e);
                         break;
@@ -229,9 +212,15 @@ impl Db {
                     .execute(&mut *c)
                     .await;
                 if unlocked.is_err() {
-                    c.detach();
+                    // Do not hand a connection that may still hold the lock back to the pool.
+                    drop(c.detach());
                 }
                 result?;
+            }
+            Db::Sqlite(p) => {
+                for sql in statements {
+                    sqlx::query(sql).execute(p).await?;
+                }
             }
         }
         Ok(())
