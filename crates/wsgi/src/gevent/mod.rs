@@ -218,6 +218,9 @@ fn run_hub(shared: Arc<Shared>) {
     std::process::exit(1);
 }
 
+/// The jobs to spawn and the greenlets to kill.
+type Taken = (Vec<Py<HubJob>>, Vec<Py<PyAny>>);
+
 /// What `hub.py` drains when the eventfd is readable.
 #[pyclass(frozen, module = "c10k")]
 struct Queue {
@@ -227,7 +230,7 @@ struct Queue {
 #[pymethods]
 impl Queue {
     /// The jobs to spawn and the greenlets to kill, queued since the last call.
-    fn take(&self, py: Python<'_>) -> PyResult<(Vec<Py<HubJob>>, Vec<Py<PyAny>>)> {
+    fn take(&self, py: Python<'_>) -> PyResult<Taken> {
         // Cleared before draining: a task queued after this point writes the eventfd again.
         self.shared.notified.store(false, Ordering::Release);
         let mut jobs = Vec::new();
