@@ -10,7 +10,8 @@
 # to CPU 1. Prints req/s medians and the ratios A/B (goal ≥ 1.3) and A/C (goal ≥ 1.0), and writes
 # them under runs/.
 #
-# usage: scripts/uwsgi-vs-peers.sh [REPEATS] [DURATION_SECONDS] [CONNECTIONS] [WORKERS]
+# usage: scripts/uwsgi-vs-peers.sh [REPEATS] [DURATION_SECONDS] [CONNECTIONS] [WORKERS] [CLASS]
+# (CLASS: c10k's --worker-class for A and C, async by default)
 # uWSGI comes from $UWSGI, else /work/venv/bin/uwsgi, else PATH (pip install pyuwsgi); row D's
 # virtualenv is $VENV, else uWSGI's (the directory above its bin/).
 set -euo pipefail
@@ -20,6 +21,7 @@ repeats=${1:-3}
 duration=${2:-5}
 conns=${3:-50}
 workers=${4:-1}
+class=${5:-async}
 for tool in nginx wrk taskset curl python3; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y nginx-light wrk util-linux curl python3)" >&2; exit 2; }
 done
@@ -110,7 +112,7 @@ http {
 CONF
 
 taskset -c 0 "$bin" serve --bind "uwsgi+unix:$tmp/c10k.sock,127.0.0.1:$c10k_http" \
-  --workers "$workers" --worker-class async --admin off --backlog 2048 --log-level warn \
+  --workers "$workers" --worker-class "$class" --admin off --backlog 2048 --log-level warn \
   >"$tmp/logs/c10k.log" 2>&1 &
 pids+=($!)
 taskset -c 0 "$bin" serve --bind "uwsgi+unix:$tmp/c10k-py.sock" --workers "$workers" \
@@ -164,10 +166,10 @@ mkdir -p "$out"
 {
   echo "# nginx → c10k over uwsgi vs nginx → uWSGI over uwsgi vs nginx → c10k over HTTP"
   echo
-  echo "Command: \`scripts/uwsgi-vs-peers.sh $repeats $duration $conns $workers\`  "
+  echo "Command: \`scripts/uwsgi-vs-peers.sh $repeats $duration $conns $workers $class\`  "
   echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)  "
   echo "nginx $(nginx -v 2>&1 | cut -d/ -f2) (1 worker) and the upstreams pinned to CPU 0; wrk -t1 -c$conns -d${duration}s pinned to CPU 1; $repeats rounds."
-  echo "c10k: --worker-class async --workers $workers. uWSGI $("$uwsgi" --version): --workers $workers, hello.py."
+  echo "c10k: --worker-class $class --workers $workers. uWSGI $("$uwsgi" --version): --workers $workers, hello.py."
   echo
   echo "| upstream (behind nginx) | req/s per round | median req/s |"
   echo "|---|---|---|"
