@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{ArgAction, Args, Subcommand};
@@ -154,6 +154,14 @@ pub struct BenchArgs {
     /// Write the latency histograms as an HdrHistogram log.
     #[arg(long, value_name = "FILE", help_heading = "Beyond ab")]
     pub hdr_out: Option<PathBuf>,
+    /// Open no connection before this Unix time (seconds, e.g. $(( $(date +%s) + 10 ))), so
+    /// load from several machines starts together; merge their --hdr-out logs afterwards.
+    #[arg(long, value_name = "UNIX_TIME", help_heading = "Beyond ab")]
+    pub start_at: Option<String>,
+    /// Write the body of every 2xx response to FILE, one line each (e.g. the ids that
+    /// POST /messages acknowledged).
+    #[arg(long, value_name = "FILE", help_heading = "Beyond ab")]
+    pub save_bodies: Option<PathBuf>,
     /// Internal: run as an engine process of --processes.
     #[arg(long, hide = true)]
     pub internal_worker: bool,
@@ -231,6 +239,47 @@ pub fn parse_source_ips(s: &str) -> Option<Vec<IpAddr>> {
         }
     }
     (!out.is_empty()).then_some(out)
+}
+
+/// How far in the past `--start-at` may lie and still start (at once): the clocks of load
+/// machines differ a little and a command takes a moment to launch. Further back is a mistake.
+pub const START_AT_SLACK: Duration = Duration::from_secs(5);
+/// How far ahead `--start-at` may lie: further is a typo (milliseconds instead of seconds?).
+const START_AT_HORIZON: Duration = Duration::from_secs(24 * 3600);
+
+/// Parses `--start-at`: Unix time in seconds (fractions allowed), at most [`START_AT_SLACK`]
+/// ago and at most a day ahead of `now`.
+pub fn parse_start_at(s: &str, now: SystemTime) -> Result<SystemTime, String> {
+    let at = s
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .and_then(|v| Duration::try_from_secs_f64(v).ok())
+        .and_then(|d| UNIX_EPOCH.checked_add(d))
+        .ok_or_else(|| {
+            format!(
+                "--start-at {s:?}: expected a Unix time in seconds, e.g. $(( $(date +%s) + 10 ))"
+            )
+        })?;
+    match now.duration_since(at) {
+        Ok(ago) if ago > START_AT_SLACK => Err(format!(
+            "--start-at {s}: that was {:.1} s ago (now is {:.1}); give a moment still to come",
+            ago.as_secs_f64(),
+            unix_secs(now)
+        )),
+        Ok(_) => Ok(at),
+        Err(ahead) if ahead.duration() > START_AT_HORIZON => Err(format!(
+            "--start-at {s}: {:.0} hours from now; expected Unix seconds (not milliseconds)",
+            ahead.duration().as_secs_f64() / 3600.0
+        )),
+        Err(_) => Ok(at),
+    }
+}
+
+fn unix_secs(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn positive_secs(flag: &str, v: f64) -> anyhow::Result<Duration> {
@@ -397,6 +446,10 @@ impl BenchArgs {
             return Err(usage("-g cannot be combined with --processes"));
         }
         plan.verbosity = self.verbosity.unwrap_or(0);
+        if let Some(s) = &self.start_at {
+            plan.start_at = Some(parse_start_at(s, SystemTime::now()).map_err(usage)?);
+        }
+        plan.save_bodies.clone_from(&self.save_bodies);
         crate::plan::Prepared::new(&plan)?;
         Ok(plan)
     }
@@ -424,14 +477,29 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         share.concurrency = plan.concurrency.div_ceil(args.processes);
         crate::sys::check_limits(&share)?;
     }
+    if let Some(path) = &plan.save_bodies {
+        // Start empty; the engine threads (and processes) then append whole lines.
+        std::fs::File::create(path)
+            .map_err(|e| usage(format!("--save-bodies {}: {e}", path.display())))?;
+    }
+    if let Some(at) = plan.start_at {
+        if let (Ok(left), false) = (at.duration_since(SystemTime::now()), args.quiet) {
+            let secs = unix_secs(at);
+            eprintln!(
+                "Waiting {:.1} s to start at {} UTC ({secs:.3})",
+                left.as_secs_f64(),
+                ctime(secs as u64)
+            );
+        }
+    }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let text = !args.json && !args.csv;
-    // On a terminal, a bar that fits it; elsewhere ab's own lines. The bar needs the engine's
-    // counters, so it is for a single engine process.
-    let progress = if args.quiet {
+    // On a terminal, a bar that fits it; elsewhere ab's own lines. Both read the engine's
+    // counters, so they are for a single engine process (--processes N shows none).
+    let progress = if args.quiet || args.processes > 1 {
         Progress::Off
-    } else if args.processes == 1 && std::io::stderr().is_terminal() {
+    } else if std::io::stderr().is_terminal() {
         Progress::Bar
     } else if text {
         match crate::progress::ab_heartbeat(plan.requests) {
@@ -473,7 +541,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         interrupt.clone(),
     );
     let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, interrupt.clone());
-    let start = SystemTime::now();
+    // The log's start: when the first connection may open.
+    let start = plan
+        .start_at
+        .map_or_else(SystemTime::now, |at| at.max(SystemTime::now()));
     let (m, samples) = if args.processes > 1 {
         let exe = std::env::current_exe().context("locating the c10k binary")?;
         (crate::procs::run(&plan, args.processes, &exe)?, Vec::new())
@@ -690,6 +761,31 @@ mod tests {
         assert_eq!(parse_source_ips("127.0.0.2,::1").unwrap().len(), 2);
         assert!(parse_source_ips("127.0.0.3-127.0.0.1").is_none());
         assert!(parse_source_ips("nope").is_none());
+    }
+
+    #[test]
+    fn start_at_takes_unix_seconds_near_now() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let at = |s| parse_start_at(s, now);
+        assert_eq!(at("1800000010"), Ok(now + Duration::from_secs(10)));
+        assert_eq!(at(" 1800000000.25 "), Ok(now + Duration::from_millis(250)));
+        // A moment just past (clock skew, launch time) starts at once; further back is refused.
+        assert_eq!(at("1799999997"), Ok(now - Duration::from_secs(3)));
+        let e = at("1799999990").unwrap_err();
+        assert!(
+            e.starts_with("--start-at 1799999990: that was 10.0 s ago"),
+            "{e}"
+        );
+        // Milliseconds by mistake, and malformed values, name the flag.
+        let e = at("1800000000000").unwrap_err();
+        assert!(e.contains("not milliseconds"), "{e}");
+        for bad in ["soon", "", "-5", "NaN", "inf", "1e400", "12:00"] {
+            let e = at(bad).unwrap_err();
+            assert!(
+                e.starts_with("--start-at") && e.contains("Unix time"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -111,6 +111,8 @@ pub struct Params {
     pub record_samples: bool,
     pub verbosity: u32,
     pub threads: usize,
+    /// `--save-bodies`: opened for appending; each thread writes whole lines.
+    pub save_bodies: Option<std::fs::File>,
 }
 
 enum Sock {
@@ -230,6 +232,8 @@ struct Worker<'a> {
     samples: Vec<Sample>,
     connect_failures: u64,
     last_end: u64,
+    /// `--save-bodies` lines not yet written.
+    bodies: Vec<u8>,
 }
 
 const BATCH: u64 = 64;
@@ -245,10 +249,14 @@ impl<'a> Worker<'a> {
         let conns = (0..tp.conns)
             .map(|i| {
                 let g = tp.first_conn + i;
+                let mut parser = ResponseParser::new();
+                if p.save_bodies.is_some() {
+                    parser.capture_bodies();
+                }
                 Conn {
                     st: St::Closed,
                     sock: None,
-                    parser: ResponseParser::new(),
+                    parser,
                     out: Vec::with_capacity(p.prepared.requests[0].len() * p.pipeline),
                     out_pos: 0,
                     inflight: VecDeque::with_capacity(p.pipeline),
@@ -290,6 +298,7 @@ impl<'a> Worker<'a> {
             samples: Vec::new(),
             connect_failures: 0,
             last_end: 0,
+            bodies: Vec::new(),
         })
     }
 
@@ -425,6 +434,7 @@ impl<'a> Worker<'a> {
     }
 
     fn finish(mut self) -> (Measurement, Vec<Sample>) {
+        self.write_bodies();
         for (status, &n) in self.statuses.iter().enumerate() {
             if n > 0 {
                 self.m.statuses.insert(status as u16, n);
@@ -824,6 +834,9 @@ impl<'a> Worker<'a> {
         };
         c.served += 1;
         self.record(f, d, now);
+        if self.p.save_bodies.is_some() && (200..300).contains(&d.status) {
+            self.save_body(i);
+        }
         self.sync_busy(i);
         if d.keep_alive && self.p.keep_alive {
             self.m.keep_alive_responses += 1;
@@ -879,6 +892,34 @@ impl<'a> Worker<'a> {
                 wait_us: wait,
             });
         }
+    }
+
+    /// Queues the body just completed on connection `i` as one line of `--save-bodies`.
+    fn save_body(&mut self, i: usize) {
+        let body = self.conns[i].parser.captured();
+        let body = body.trim_ascii_end();
+        self.bodies.extend(
+            body.iter()
+                .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+        );
+        self.bodies.push(b'\n');
+        if self.bodies.len() >= 64 * 1024 {
+            self.write_bodies();
+        }
+    }
+
+    /// Writes the queued lines in one `write` to the append-mode file, so lines from other
+    /// threads and processes never interleave within a line.
+    fn write_bodies(&mut self) {
+        if self.bodies.is_empty() {
+            return;
+        }
+        if let Some(mut f) = self.p.save_bodies.as_ref() {
+            if let Err(e) = f.write_all(&self.bodies) {
+                self.shared.abort(format!("--save-bodies: {e}"));
+            }
+        }
+        self.bodies.clear();
     }
 
     fn on_eof(&mut self, i: usize) {

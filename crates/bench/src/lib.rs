@@ -74,6 +74,17 @@ impl UsageError {
     }
 }
 
+/// Sleeps until `start_at` (`--start-at`), waking every 100 ms to see Ctrl-C.
+fn wait_until_start(start_at: Option<SystemTime>, interrupt: &AtomicBool) {
+    let Some(at) = start_at else { return };
+    while let Ok(left) = at.duration_since(SystemTime::now()) {
+        if left.is_zero() || interrupt.load(Ordering::Relaxed) {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
+}
+
 /// Runs the plan and returns ab's and siege's figures. Blocks until done.
 pub fn run(plan: &Plan) -> anyhow::Result<Report> {
     let m = measure(plan, &Options::default())?.measurement;
@@ -120,6 +131,18 @@ pub fn measure(plan: &Plan, opts: &Options) -> anyhow::Result<Outcome> {
         verbosity: plan.verbosity,
         threads,
         prepared,
+        save_bodies: match &plan.save_bodies {
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| {
+                        UsageError::new(format!("--save-bodies {}: {e}", path.display()))
+                    })?,
+            ),
+            None => None,
+        },
     };
     if plan.verbosity >= 2 {
         eprintln!(
@@ -146,6 +169,7 @@ pub fn measure(plan: &Plan, opts: &Options) -> anyhow::Result<Outcome> {
         });
         first += n;
     }
+    wait_until_start(plan.start_at, &shared.interrupt);
     let unix_t0_us = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64);

@@ -2,7 +2,8 @@
 //! come out. The key design choice is that the parser never holds the bytes it has consumed:
 //! the engine reads into one buffer per thread, and only a head split across reads is copied
 //! into the connection's own (reused) buffer. Bodies are counted, not stored, whatever their
-//! framing (Content-Length, chunked, or delimited by the connection closing).
+//! framing (Content-Length, chunked, or delimited by the connection closing) — unless the
+//! caller asks for them with [`ResponseParser::capture_bodies`] (`--save-bodies`).
 
 /// Largest response head accepted.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -71,7 +72,12 @@ pub struct ResponseParser {
     body: u64,
     /// Head bytes carried over from a previous read (empty in the common case).
     partial: Vec<u8>,
+    /// The body of the response in progress, when bodies are captured (framing removed).
+    capture: Option<Vec<u8>>,
 }
+
+/// Most body bytes kept per captured response; the rest is counted, not kept.
+pub const MAX_CAPTURE: usize = 64 * 1024;
 
 impl Default for ResponseParser {
     fn default() -> Self {
@@ -87,6 +93,26 @@ impl ResponseParser {
             keep_alive: false,
             body: 0,
             partial: Vec::new(),
+            capture: None,
+        }
+    }
+
+    /// Keeps the body of each response (up to [`MAX_CAPTURE`] bytes) for
+    /// [`ResponseParser::captured`].
+    pub fn capture_bodies(&mut self) {
+        self.capture = Some(Vec::new());
+    }
+
+    /// The body of the response just completed (empty unless bodies are captured). Valid until
+    /// the next response begins.
+    pub fn captured(&self) -> &[u8] {
+        self.capture.as_deref().unwrap_or_default()
+    }
+
+    fn keep(&mut self, data: &[u8]) {
+        if let Some(c) = self.capture.as_mut() {
+            let room = MAX_CAPTURE.saturating_sub(c.len());
+            c.extend_from_slice(&data[..data.len().min(room)]);
         }
     }
 
@@ -116,6 +142,7 @@ impl ResponseParser {
             State::Head => self.feed_head(data, no_body, server),
             State::Length(rem) => {
                 let take = rem.min(data.len() as u64);
+                self.keep(&data[..take as usize]);
                 self.body += take;
                 if take == rem {
                     Ok((take as usize, Some(self.finish())))
@@ -125,6 +152,7 @@ impl ResponseParser {
                 }
             }
             State::Close => {
+                self.keep(data);
                 self.body += data.len() as u64;
                 Ok((data.len(), None))
             }
@@ -239,6 +267,9 @@ impl ResponseParser {
         }
         self.status = status;
         self.body = 0;
+        if let Some(c) = self.capture.as_mut() {
+            c.clear();
+        }
         self.keep_alive = if http11 { !close } else { keep && !close };
         if no_body || status == 204 || status == 304 || status == 101 {
             return Ok((consumed, Some(self.finish())));
@@ -266,6 +297,7 @@ impl ResponseParser {
         while i < data.len() {
             if let Chunk::Data(rem) = c {
                 let take = rem.min((data.len() - i) as u64);
+                self.keep(&data[i..i + take as usize]);
                 self.body += take;
                 i += take as usize;
                 c = if take == rem {
@@ -398,6 +430,40 @@ HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok";
             );
             assert!(!p.in_progress());
         }
+    }
+
+    #[test]
+    fn captured_bodies_lose_their_framing_at_every_split() {
+        for step in 1..PIPELINED.len() {
+            let mut p = ResponseParser::new();
+            p.capture_bodies();
+            let mut bodies = Vec::new();
+            for piece in PIPELINED.chunks(step) {
+                let mut off = 0;
+                while off < piece.len() {
+                    let (n, done) = p.feed(&piece[off..], false, &mut None).unwrap();
+                    off += n;
+                    if done.is_some() {
+                        bodies.push(String::from_utf8(p.captured().to_vec()).unwrap());
+                    }
+                }
+            }
+            assert_eq!(
+                bodies,
+                ["hello\n", "abc0123456789abcdef", "", "ok"],
+                "step {step}"
+            );
+        }
+        let mut p = ResponseParser::new();
+        p.capture_bodies();
+        p.feed(b"HTTP/1.0 200 OK\r\n\r\n", false, &mut None)
+            .unwrap();
+        p.feed(b"{\"id\":7}", false, &mut None).unwrap();
+        assert!(matches!(p.eof(), Eof::Complete(_)));
+        assert_eq!(p.captured(), b"{\"id\":7}");
+        // Without capture nothing is kept.
+        let (_, p) = run(PIPELINED, 7, false);
+        assert!(p.captured().is_empty());
     }
 
     #[test]

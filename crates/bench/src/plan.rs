@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -68,6 +68,15 @@ pub struct Plan {
     pub record_samples: bool,
     /// ab's `-v`: 2 prints the request and warnings about non-2xx responses.
     pub verbosity: u32,
+    /// Open no connection before this moment (`--start-at`), so that load from several
+    /// machines starts together; a moment already past starts at once.
+    #[serde(default)]
+    pub start_at: Option<SystemTime>,
+    /// Append the body of every 2xx response to this file, one line each (`--save-bodies`):
+    /// e.g. the ids `POST /messages` acknowledged. Whole lines per write, so the processes of
+    /// `--processes` can share the file.
+    #[serde(default)]
+    pub save_bodies: Option<PathBuf>,
 }
 
 impl Plan {
@@ -99,6 +108,8 @@ impl Plan {
             source_ips: Vec::new(),
             record_samples: false,
             verbosity: 0,
+            start_at: None,
+            save_bodies: None,
         }
     }
 

@@ -662,3 +662,94 @@ fn response_corpus_parses_at_every_split() {
     }
     assert!(seen >= 15);
 }
+
+#[test]
+fn start_at_opens_no_connection_before_then() {
+    let first = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let seen = first.clone();
+    let srv = RawServer::start(move |_, _| {
+        seen.lock().unwrap().get_or_insert_with(SystemTime::now);
+        (OK.to_vec(), Next::Keep)
+    });
+    let at = SystemTime::now() + Duration::from_millis(1500);
+    let mut p = plan(&srv.url("/"), 20, 2);
+    p.keep_alive = true;
+    p.start_at = Some(at);
+    let run = std::thread::spawn(move || measure(&p));
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        srv.connections.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "a connection opened before start_at"
+    );
+    let m = run.join().unwrap();
+    assert_eq!(m.responses, 20);
+    let first = first.lock().unwrap().expect("a request arrived");
+    let late = first
+        .duration_since(at)
+        .expect("the first request came before start_at");
+    assert!(late < Duration::from_secs(1), "started {late:?} late");
+    // A moment already past starts at once.
+    let mut p = plan(&srv.url("/"), 5, 1);
+    p.start_at = Some(SystemTime::now() - Duration::from_secs(3));
+    let t = std::time::Instant::now();
+    assert_eq!(measure(&p).responses, 5);
+    assert!(t.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn save_bodies_keeps_each_2xx_body_once_whatever_its_framing() {
+    let srv = RawServer::start(|i, _| {
+        let body = format!("{{\"id\":{i},\n\"n\":1}}\n");
+        match i % 4 {
+            0 => (
+                format!(
+                    "HTTP/1.1 201 Created\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .into_bytes(),
+                Next::Keep,
+            ),
+            1 => (
+                format!(
+                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{}\r\n{:x}\r\n{}\r\n0\r\n\r\n",
+                    &body[..3],
+                    body.len() - 3,
+                    &body[3..]
+                )
+                .into_bytes(),
+                Next::Keep,
+            ),
+            2 => (
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\n\r\nbusy\n".to_vec(),
+                Next::Keep,
+            ),
+            _ => (
+                format!("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{body}").into_bytes(),
+                Next::Close,
+            ),
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bodies");
+    let mut p = plan(&srv.url("/"), 400, 4);
+    p.keep_alive = true;
+    p.threads = 2;
+    p.variable_length = true;
+    p.save_bodies = Some(path.clone());
+    let m = measure(&p);
+    assert_eq!(m.responses, 400);
+    assert_eq!(m.statuses.get(&503), Some(&100));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut ids: Vec<u64> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect(l);
+            assert_eq!(v["n"], 1, "{l}");
+            v["id"].as_u64().unwrap()
+        })
+        .collect();
+    ids.sort_unstable();
+    let want: Vec<u64> = (0..400).filter(|i| i % 4 != 2).collect();
+    assert_eq!(ids, want, "one line per 2xx response, in any order");
+}

@@ -10,7 +10,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_c10k");
 #[allow(dead_code)]
 #[path = "../../bench/tests/util.rs"]
 mod bench_util;
-use bench_util::Serve;
+use bench_util::{Next, RawServer, Serve};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 fn bench(args: &[&str]) -> Output {
     Command::new(BIN)
@@ -134,6 +136,7 @@ fn report_has_every_line_ab_prints() {
 
 #[test]
 fn bad_input_exits_2_naming_the_flag() {
+    let an_hour_ago = (unix_now() - 3600.0).to_string();
     for (args, flag) in [
         (vec!["-n", "5", "-c", "10", "http://127.0.0.1:1/"], "-c"),
         (vec!["-n", "abc", "http://127.0.0.1:1/"], "-n"),
@@ -147,6 +150,14 @@ fn bad_input_exits_2_naming_the_flag() {
             "--duration",
         ),
         (vec!["-n", "5", "https://127.0.0.1:1/"], "https"),
+        (
+            vec!["--start-at", "soon", "-n", "5", "http://127.0.0.1:1/"],
+            "--start-at \"soon\": expected a Unix time",
+        ),
+        (
+            vec!["--start-at", &an_hour_ago, "-n", "5", "http://127.0.0.1:1/"],
+            "s ago",
+        ),
         (vec!["-n", "5"], "URL"),
         (vec!["-H", "nocolon", "http://127.0.0.1:1/"], "-H"),
         (
@@ -293,6 +304,115 @@ fn processes_and_merge_are_exact() {
     assert!(!o.status.success());
 }
 
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Two engine processes wait for `--start-at`, then every 2xx body lands in `--save-bodies`
+/// exactly once.
+#[test]
+fn start_at_and_save_bodies_across_processes() {
+    let first = Arc::new(Mutex::new(None));
+    let seen = first.clone();
+    let srv = RawServer::start(move |i, _| {
+        seen.lock().unwrap().get_or_insert_with(SystemTime::now);
+        let body = format!("{{\"id\":{i}}}\n");
+        let status = if i % 10 == 9 {
+            "503 Busy"
+        } else {
+            "201 Created"
+        };
+        let resp = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        (resp.into_bytes(), Next::Keep)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let bodies = dir.path().join("ids");
+    std::fs::write(&bodies, "left from an earlier run\n").unwrap();
+    let at = unix_now() + 2.0;
+    let o = bench(&[
+        "--json",
+        "-l",
+        "--processes",
+        "2",
+        "-n",
+        "500",
+        "-c",
+        "4",
+        "-k",
+        "--start-at",
+        &format!("{at:.3}"),
+        "--save-bodies",
+        bodies.to_str().unwrap(),
+        &srv.url("/"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Waiting"));
+    let first = first.lock().unwrap().expect("a request arrived");
+    let first = first.duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!(
+        first >= at,
+        "first request {:.3} s before --start-at",
+        at - first
+    );
+    assert!(first < at + 1.0, "first request {:.3} s late", first - at);
+    let text = std::fs::read_to_string(&bodies).unwrap();
+    let mut ids: Vec<u64> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect(l)["id"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    ids.sort_unstable();
+    let want: Vec<u64> = (0..500).filter(|i| i % 10 != 9).collect();
+    assert_eq!(ids, want);
+}
+
+/// `bench merge` adds histograms: percentiles of the union, never averages of percentiles.
+#[test]
+fn merge_gives_percentiles_of_the_union_not_averages() {
+    use c10k_bench::{hdrlog, Measurement};
+    let dir = tempfile::tempdir().unwrap();
+    // A fast load machine (1,500 responses at 1 ms) and a slow one (500 at 100 ms).
+    let mut paths = Vec::new();
+    for (name, n, us) in [("fast", 1500, 1_000), ("slow", 500, 100_000)] {
+        let mut m = Measurement::default();
+        for _ in 0..n {
+            m.total.record(us);
+        }
+        let path = dir.path().join(name);
+        let mut f = std::fs::File::create(&path).unwrap();
+        hdrlog::write_log(
+            &mut f,
+            &hdrlog::tagged(&m),
+            SystemTime::now(),
+            std::time::Duration::from_secs(1),
+        )
+        .unwrap();
+        paths.push(path.to_str().unwrap().to_owned());
+    }
+    let o = bench(&["merge", "--json", &paths[0], &paths[1]]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ms = |k: &str| v[k].as_f64().unwrap();
+    let near = |got: f64, want: f64| (got - want).abs() <= want * 0.01;
+    assert_eq!(v["count"], 2000);
+    // 75 % of all responses took 1 ms: the median is 1 ms, not (1 + 100) / 2 nor a weighted
+    // 25.75; p90 is the slow machine's 100 ms.
+    assert!(near(ms("p50_ms"), 1.0), "{v}");
+    assert!(near(ms("p75_ms"), 1.0), "{v}");
+    assert!(near(ms("p90_ms"), 100.0), "{v}");
+    assert!(near(ms("mean_ms"), 25.75), "{v}");
+    assert!(near(ms("min_ms"), 1.0) && near(ms("max_ms"), 100.0), "{v}");
+}
+
 #[test]
 fn aborted_run_exits_1_like_ab() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -339,6 +459,19 @@ fn progress_text_is_abs_when_not_a_terminal() {
     );
     let quiet = bench(&["-q", "-n", "300", &url]);
     assert!(quiet.stderr.is_empty(), "-q: no heartbeat");
+    // Engine processes keep their counters: no heartbeat, and no "Finished" without one.
+    let procs = bench(&["--processes", "2", "-n", "300", "-c", "4", &url]);
+    assert!(procs.status.success());
+    assert!(
+        procs.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&procs.stderr)
+    );
+    assert!(
+        stdout(&procs).contains("(be patient).....done"),
+        "{}",
+        stdout(&procs)
+    );
 }
 
 /// On a terminal (a pty from `script`, 50 columns): the bar fits the width, is gone at the end,

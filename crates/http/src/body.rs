@@ -195,15 +195,6 @@ mod tests {
     }
 
     fn tempfile_in_tmp() -> File {
-        let path = std::env::temp_dir().join(format!("c10k-http-test-{}", std::process::id()));
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        std::fs::remove_file(&path).unwrap();
-        f
+        tempfile::tempfile().unwrap()
     }
 }

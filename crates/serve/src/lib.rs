@@ -7,7 +7,9 @@
 //!   responses into bytes, enforces every request limit, and is shared by all worker classes, so a
 //!   malformed request gets the same answer whichever class serves it.
 //! - [`listener`]: sockets bound with `socket2` (backlog, `SO_REUSEADDR`, unix sockets).
-//! - `conn_*`: drive one connection over the codec, blocking or async.
+//! - `conn`: one connection's protocol state as a sans-I/O state machine (keep-alive, pipelining,
+//!   100-continue, every deadline, streamed answers), returning actions; `conn_blocking` and
+//!   `conn_async` are the thin I/O shells that execute them (`conn_uwsgi` drives the uwsgi codec).
 //! - `workers`: the worker classes; [`Server::serve`] runs the configured one in this process.
 //! - [`scoreboard`] and `track`: what every worker is doing, in shared memory; [`status`]: the
 //!   typed report the master gathers from it and serves on its admin listener (`/status`,

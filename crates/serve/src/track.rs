@@ -358,37 +358,30 @@ fn escape_into(out: &mut String, s: &str) {
     }
 }
 
-/// `10/Oct/2000:13:55:36 +0000` for Unix seconds `secs`.
+/// `10/Oct/2000:13:55:36 +0000` for Unix seconds `secs`, rearranged from the IMF-fixdate the
+/// `httpdate` crate formats (`Tue, 10 Oct 2000 13:55:36 GMT`) rather than from a calendar of our
+/// own.
 fn clf_time(out: &mut String, secs: u64) {
-    use std::fmt::Write as _;
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    let _ = write!(
-        out,
-        "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
-        MONTHS[(m - 1) as usize],
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    );
-}
-
-/// Howard Hinnant's days-to-civil: (year, month 1..=12, day 1..=31).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    let imf = httpdate::fmt_http_date(at);
+    match (
+        imf.get(5..7),
+        imf.get(8..11),
+        imf.get(12..16),
+        imf.get(17..25),
+    ) {
+        (Some(day), Some(month), Some(year), Some(time)) => {
+            out.push_str(day);
+            out.push('/');
+            out.push_str(month);
+            out.push('/');
+            out.push_str(year);
+            out.push(':');
+            out.push_str(time);
+            out.push_str(" +0000");
+        }
+        _ => out.push_str(&imf),
+    }
 }
 
 #[cfg(test)]
@@ -490,9 +483,14 @@ mod tests {
     }
 
     #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(20_788), (2026, 12, 1));
+    fn clf_dates() {
+        let clf = |secs| {
+            let mut s = String::new();
+            clf_time(&mut s, secs);
+            s
+        };
+        assert_eq!(clf(0), "01/Jan/1970:00:00:00 +0000");
+        assert_eq!(clf(951_782_400), "29/Feb/2000:00:00:00 +0000");
+        assert_eq!(clf(1_796_083_199), "30/Nov/2026:23:59:59 +0000");
     }
 }

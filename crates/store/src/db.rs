@@ -44,6 +44,9 @@ pub enum Db {
     Postgres(PgPool),
 }
 
+/// The advisory lock key [`Db::migrate`] holds on PostgreSQL ("c10k" in ASCII).
+const PG_MIGRATE_LOCK: i64 = 0x6331_306b;
+
 macro_rules! on_pool {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
@@ -162,11 +165,30 @@ impl Db {
                 Some("CREATE INDEX IF NOT EXISTS c10k_messages_room_id ON c10k_messages (room, id)")
             }
         };
-        on_pool!(self, p => {
-            for sql in [messages, direct, instances].into_iter().chain(index) {
-                sqlx::query(sql).execute(p).await?;
+        let statements = [messages, direct, instances].into_iter().chain(index);
+        match self {
+            // `CREATE TABLE IF NOT EXISTS` is not safe against itself in PostgreSQL: two sessions
+            // creating the same table at once collide on the catalog's unique index
+            // (`pg_type_typname_nsp_index`), which is what the workers of several hosts booting
+            // together on a fresh database do. One transaction-scoped advisory lock per database
+            // makes them take turns; the later ones find the tables there.
+            Db::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(PG_MIGRATE_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                for sql in statements {
+                    sqlx::query(sql).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
             }
-        });
+            _ => on_pool!(self, p => {
+                for sql in statements {
+                    sqlx::query(sql).execute(p).await?;
+                }
+            }),
+        }
         Ok(())
     }
 

@@ -464,3 +464,51 @@ fn unicode_round_trips_through_every_database() {
         assert_eq!(rows[0], m, "{}", backend.name);
     }
 }
+
+/// PostgreSQL: the workers of several hosts booting together on a fresh database all create the
+/// schema at once. `CREATE TABLE IF NOT EXISTS` is not safe against itself there (the sessions
+/// collide on the catalog's unique index and a worker fails to boot), so the migration takes an
+/// advisory lock. Found by `scripts/cluster.sh 2 all --postgres`.
+#[test]
+fn simultaneous_first_boots_create_the_schema_once() {
+    let Some(url) = util::real_backends()
+        .into_iter()
+        .find(|b| b.name == "postgres")
+        .and_then(|b| b.url)
+    else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for round in 0..3 {
+        // A fresh, empty schema each round: the first boot on a new database.
+        let schema = format!("c10k_boot_{}_{round}", std::process::id());
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let fresh = format!("{url}{sep}options[search_path]={schema}");
+        let errors: Vec<String> = rt.block_on(async {
+            let admin = sqlx::PgPool::connect(&url).await.unwrap();
+            sqlx::query(&format!("CREATE SCHEMA {schema}"))
+                .execute(&admin)
+                .await
+                .unwrap();
+            let boots = (0..8).map(|_| {
+                let db = c10k_store::Db::connect_lazy(&fresh, 1, Duration::from_secs(10)).unwrap();
+                tokio::spawn(async move { db.migrate().await.map_err(|e| e.to_string()) })
+            });
+            let mut errors = Vec::new();
+            for b in boots.collect::<Vec<_>>() {
+                if let Err(e) = b.await.unwrap() {
+                    errors.push(e);
+                }
+            }
+            sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+                .execute(&admin)
+                .await
+                .unwrap();
+            errors
+        });
+        assert!(errors.is_empty(), "round {round}: {errors:?}");
+    }
+}
