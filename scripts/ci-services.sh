@@ -96,6 +96,9 @@ CREATE USER IF NOT EXISTS 'c10k'@'127.0.0.1' IDENTIFIED BY 'c10k';
 CREATE USER IF NOT EXISTS 'c10k'@'localhost' IDENTIFIED BY 'c10k';
 GRANT ALL ON c10k.* TO 'c10k'@'127.0.0.1';
 GRANT ALL ON c10k.* TO 'c10k'@'localhost';
+-- Tests that need an empty database create and drop their own c10k_* ones.
+GRANT ALL ON `c10k\_%`.* TO 'c10k'@'127.0.0.1';
+GRANT ALL ON `c10k\_%`.* TO 'c10k'@'localhost';
 SQL
 }
 
@@ -125,6 +128,8 @@ start_postgres() {
   if [[ -z $("${psql[@]}" -tAc "SELECT 1 FROM pg_roles WHERE rolname = 'c10k'") ]]; then
     "${psql[@]}" -c "CREATE ROLE c10k LOGIN PASSWORD 'c10k'"
   fi
+  # Tests that need an empty database create and drop their own.
+  "${psql[@]}" -c "ALTER ROLE c10k CREATEDB"
   if [[ -z $("${psql[@]}" -tAc "SELECT 1 FROM pg_database WHERE datname = 'c10k'") ]]; then
     "${psql[@]}" -c "CREATE DATABASE c10k OWNER c10k"
   fi

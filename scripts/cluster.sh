@@ -33,7 +33,7 @@
 #
 # Needs root, iproute2 (ip netns), nginx, curl, python3 and mariadbd (or PostgreSQL). Knobs:
 # C10K_BIN (default: cargo build --release, target/release/c10k), WORKERS per host (2), RATE
-# (total requests/s, 300), CONNS per client host (16), ROLLING_LB_DOWN (0), OUT (figures file,
+# (total requests/s, 300), CONNS per client host (16), ROLLING_LB_DOWN (1), OUT (figures file,
 # default runs/<UTC date>/cluster.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,11 +69,12 @@ done
 WORKERS=${WORKERS:-2}
 RATE=${RATE:-300}
 CONNS=${CONNS:-16}
-# rolling: 0 (default) relies on the server alone: SIGTERM closes its listener (nginx retries a
+# rolling: 1 (default) takes each host out of nginx's upstream first (a graceful reload), as a
+# deploy tool does; 0 relies on the server alone: SIGTERM closes its listener (nginx retries a
 # refused connect on the next host, safe for a POST: nothing was sent) and finishes what is in
-# flight; 1 also takes the host out of nginx's upstream first (a graceful reload), as with a
-# deploy tool.
-ROLLING_LB_DOWN=${ROLLING_LB_DOWN:-0}
+# flight, but a POST nginx sends on a kept-alive connection the stopping host is closing fails
+# (502): open-source nginx cannot see /readyz.
+ROLLING_LB_DOWN=${ROLLING_LB_DOWN:-1}
 CLIENTS=2
 OUT=${OUT:-runs/$(date -u +%Y-%m-%d)/cluster.txt}
 P=c10kcl

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use c10k_store::throttle::{Throttle, Verdict};
 use c10k_store::{Message, Store, StoreError, MAX_IDS_PER_CALL};
 use serde_json::json;
 
@@ -33,12 +34,8 @@ impl App {
         self.store
             .get_or_try_init(|| open_store(config.clone(), self.slot))
             .await
-            .map_err(|e| {
-                // The detail (paths, driver text) is for the operator, not the client.
-                tracing::error!(slot = self.slot, "cannot open the write path: {e}");
-                Response::error(503, "the write path cannot be opened; see the server log")
-                    .with_header("Retry-After", "1")
-            })
+            // The detail (paths, driver text) is for the operator, not the client.
+            .map_err(store_error)
     }
 
     pub(crate) async fn post_message(
@@ -46,6 +43,14 @@ impl App {
         req: &Request,
         ctx: Ctx,
     ) -> Result<Response, DeadlineExceeded> {
+        // Only JSON: a form or text/plain body is what any web page can send cross-site without
+        // a CORS preflight. Checked first, so such a request does not even open the store.
+        if !is_json(req.content_type()) {
+            return Ok(Response::error(
+                415,
+                "Content-Type: POST /messages takes application/json",
+            ));
+        }
         let store = match self.store_or_503().await {
             Ok(s) => s,
             Err(resp) => return Ok(resp),
@@ -91,12 +96,15 @@ impl App {
         }
         let after = match q.get("after") {
             None => 0,
+            // Ids are 63-bit (the databases store them as signed 64-bit integers).
             Some(raw) => match raw.parse::<u64>() {
-                Ok(n) => n,
-                Err(_) => {
+                Ok(n) if n <= i64::MAX as u64 => n,
+                _ => {
                     return Ok(Response::error(
                         400,
-                        format_args!("after: {raw:?} is not a message id (a whole number ≥ 0)"),
+                        format_args!(
+                            "after: {raw:?} is not a message id (a whole number in 0..2^63)"
+                        ),
                     ))
                 }
             },
@@ -174,12 +182,48 @@ fn message_json(m: &Message) -> serde_json::Value {
     json!({ "id": m.id, "room": m.room, "user": m.user, "text": m.text, "ts": m.ts })
 }
 
+/// `application/json`, with or without parameters (`; charset=utf-8`), in any letter case.
+fn is_json(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+    })
+}
+
+/// Failures of the write path logged in this process: one line per kind per window.
+static ERRORS: std::sync::LazyLock<Throttle> = std::sync::LazyLock::new(Throttle::default);
+
+/// The answer to a request the store failed: the status is decided here, not by the store. The
+/// client sees a short reason and, for failures of the server's own (database, journal, ids,
+/// opening the store), an error id; the detail — driver errors, OS errors, paths — goes to the
+/// log under that id only, at most one line per kind of failure per 10 s.
 fn store_error(e: StoreError) -> Response {
-    let resp = Response::error(e.status(), &e);
-    match e.retry_after() {
-        Some(secs) => resp.with_header("Retry-After", secs.to_string()),
-        None => resp,
+    let reason = match &e {
+        StoreError::Invalid(why) => return Response::error(400, why),
+        StoreError::Deadline => return Response::error(504, "request exceeded --request-timeout"),
+        // Says nothing internal and tells the client what to do.
+        StoreError::Backlog { .. } => {
+            return Response::error(503, &e).with_header("Retry-After", "1")
+        }
+        StoreError::Db(_) => "the database is unavailable",
+        StoreError::Journal(_) => "the write journal cannot be written",
+        StoreError::Ids(_) | StoreError::IdsUnavailable(_) | StoreError::LeaseLost(_) => {
+            "no message ids can be issued right now"
+        }
+        StoreError::Closed => "the write path is shutting down",
+        StoreError::Open { .. } => "the write path cannot be opened",
+        _ => "the write path is unavailable",
+    };
+    let verdict = ERRORS.check(e.kind());
+    if let Verdict::Log { id, unlogged } = &verdict {
+        tracing::error!(error_id = %id, kind = e.kind(), unlogged, "write path failed: {e}");
     }
+    Response::error(
+        503,
+        format_args!("{reason}; try again later (error id {})", verdict.id()),
+    )
+    .with_header("Retry-After", "1")
 }
 
 /// Parses `{"room": ..., "user": ..., "text": ...}`; unknown keys are refused so a typo
@@ -427,6 +471,115 @@ mod tests {
         assert!(std::str::from_utf8(resp.body.as_bytes().unwrap())
             .unwrap()
             .contains("--max-lag"));
+    }
+
+    fn text(resp: &Response) -> &str {
+        std::str::from_utf8(resp.body.as_bytes().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn post_needs_a_json_content_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_with_store(dir.path());
+        let body = r#"{"room":"r","user":"u","text":"t"}"#;
+        for ct in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/jsonp",
+        ] {
+            let resp = call(
+                &app,
+                Request::new(Method::Post, "/messages").with_body(ct, body),
+            );
+            assert_eq!(resp.status, 415, "{ct}");
+            assert!(text(&resp).contains("application/json"));
+        }
+        let mut untyped = Request::new(Method::Post, "/messages");
+        untyped.body = bytes::Bytes::from_static(body.as_bytes()).into();
+        assert_eq!(call(&app, untyped).status, 415);
+        for ct in ["application/json", "Application/JSON; charset=utf-8"] {
+            let resp = call(
+                &app,
+                Request::new(Method::Post, "/messages").with_body(ct, body),
+            );
+            assert_eq!(resp.status, 201, "{ct}");
+        }
+    }
+
+    #[test]
+    fn after_outside_63_bits_is_400() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_with_store(dir.path());
+        assert_eq!(
+            post(&app, r#"{"room":"big","user":"u","text":"t"}"#).status,
+            201
+        );
+        for after in [
+            "9223372036854775808",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-1",
+        ] {
+            let resp = call(
+                &app,
+                Request::new(Method::Get, &format!("/messages?room=big&after={after}")),
+            );
+            assert_eq!(resp.status, 400, "after={after}");
+            assert!(text(&resp).contains("2^63"));
+        }
+        let resp = call(
+            &app,
+            Request::new(Method::Get, "/messages?room=big&after=9223372036854775807"),
+        );
+        assert_eq!(resp.status, 200);
+        assert_eq!(json_body(&resp)["messages"].as_array().unwrap().len(), 0);
+    }
+
+    /// A database failure answers 503 with a short reason, `Retry-After` and an error id — never
+    /// the driver's text, addresses or paths — and a burst of them shares one logged id.
+    #[test]
+    fn store_failures_answer_without_internals() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cfg = StoreConfig::in_dir(dir.path());
+        cfg.database = Some(format!("postgres://u:secretpw@127.0.0.1:{port}/db"));
+        cfg.instance_id = Some(1);
+        cfg.write_mode = c10k_store::WriteMode::Direct;
+        cfg.db_acquire_timeout = 0.2;
+        let app = App::with_store(
+            AppConfig::default(),
+            Arc::new(Store::open(&cfg, 0).unwrap()),
+        );
+        let mut ids = std::collections::HashSet::new();
+        for _ in 0..5 {
+            let resp = post(&app, r#"{"room":"r","user":"u","text":"t"}"#);
+            assert_eq!(resp.status, 503);
+            assert!(resp.headers.iter().any(|(n, _)| n == "Retry-After"));
+            let text = text(&resp);
+            for leak in [
+                "127.0.0.1",
+                &port.to_string(),
+                "postgres",
+                "secretpw",
+                "pool",
+                "onnect",
+                "/",
+            ] {
+                assert!(!text.contains(leak), "{leak:?} in {text:?}");
+            }
+            let id = text
+                .split("error id ")
+                .nth(1)
+                .unwrap_or_else(|| panic!("no error id in {text:?}"))
+                .trim_end_matches([')', '\n']);
+            ids.insert(id.to_owned());
+        }
+        assert_eq!(ids.len(), 1, "one logged failure per window: {ids:?}");
     }
 
     #[tokio::test(flavor = "current_thread")]

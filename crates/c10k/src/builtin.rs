@@ -86,6 +86,20 @@ impl AppArgs {
     }
 }
 
+/// Refuses to start a second server on a `--data-dir` another one uses, naming it, before
+/// anything is bound: its workers would otherwise find every journal locked. Creates nothing.
+pub fn refuse_a_data_dir_in_use(args: &AppArgs) -> anyhow::Result<()> {
+    let dir = &args.store.data_dir;
+    match c10k_store::journal::data_dir_holder(dir) {
+        Some((pid, parent)) => anyhow::bail!(
+            "--data-dir {} is in use by another c10k server: pid {pid} (started by pid {parent}) \
+             holds its journal; stop that server or choose another --data-dir",
+            dir.display()
+        ),
+        None => Ok(()),
+    }
+}
+
 /// Builds the built-in application in a worker process (never in the master: the journal and
 /// database pool it may open have threads of their own). A replacement worker gets the slot of
 /// the one it replaces, so it reopens that slot's journal and replays what was not flushed.
@@ -122,5 +136,7 @@ fn write_path_figures(s: &StoreStats, max_lag: u64) -> WritePathFigures {
         pool_idle: s.pool.idle as u64,
         pool_max: u64::from(s.pool.max),
         max_backlog: max_lag,
+        journal_damaged: s.journal_damaged,
+        journal_records_lost: s.journal_records_lost,
     }
 }

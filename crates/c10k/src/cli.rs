@@ -195,6 +195,7 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
                 return serve_python(config, &python, spec);
             }
             if !c10k_serve::is_worker_process() {
+                crate::builtin::refuse_a_data_dir_in_use(&app)?;
                 // The banner stays short (gunicorn's); the whole configuration is at debug.
                 tracing::debug!(
                     "application: built-in; {}",

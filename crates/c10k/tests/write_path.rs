@@ -261,6 +261,128 @@ fn write_path_under_every_worker_class() {
     }
 }
 
+/// The instance id bits of a message id (see `c10k_store::ids`).
+fn instance_of(id: u64) -> u64 {
+    (id >> 12) & 1023
+}
+
+/// Workers that retire (`--max-requests 1`) and servers that stop give their instance id leases
+/// back: two worker slots keep using ids 0 and 1 however often they are replaced, and a server
+/// started after a graceful stop gets them again. Before, every replaced worker leaked its lease
+/// (the store figures thread kept the store alive), ids climbed with each recycle, and after
+/// ~1,024 recycles no worker could boot.
+#[test]
+fn recycled_and_stopped_workers_give_their_instance_ids_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/shared.db", dir.path().display());
+    let addr = free_addr();
+    let mut server = start_with(
+        &dir.path().join("a"),
+        addr,
+        Some(&db),
+        &["-w", "2", "--max-requests", "1"],
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..12 {
+        let body = format!(r#"{{"room":"recycle","user":"u","text":"{i}"}}"#);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let resp = loop {
+            match request(addr, "POST", "/messages", &body) {
+                Ok((201, resp)) => break resp,
+                other => {
+                    assert!(Instant::now() < deadline, "write {i}: {other:?}");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        };
+        seen.insert(instance_of(field_u64(&resp, "id").unwrap()));
+    }
+    if seen.iter().any(|&i| i >= 2) {
+        kill_group(&mut server);
+    }
+    assert!(
+        seen.iter().all(|&i| i < 2),
+        "instance ids climb as workers recycle: {seen:?}"
+    );
+    // A graceful stop: every worker releases its lease on the way out.
+    let pid = server.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "server did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let addr = free_addr();
+    let mut server = start_with(&dir.path().join("b"), addr, Some(&db), &["-w", "1"]);
+    let (status, resp) = request(
+        addr,
+        "POST",
+        "/messages",
+        r#"{"room":"recycle","user":"u","text":"after"}"#,
+    )
+    .unwrap();
+    kill_group(&mut server);
+    assert_eq!(status, 201, "{resp}");
+    let id = instance_of(field_u64(&resp, "id").unwrap());
+    assert_eq!(id, 0, "the stopped server's leases are still held");
+}
+
+/// A second server on a data dir in use is refused at once — exit 1, naming `--data-dir` and the
+/// server holding it — instead of accepting connections its workers never answer while they wait
+/// for the first server's journal locks.
+#[test]
+fn a_second_server_on_the_same_data_dir_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let mut first = start(dir.path(), addr, None, 700);
+    let start_at = Instant::now();
+    let mut second = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args([
+            "serve",
+            "--bind",
+            &free_addr().to_string(),
+            "--instance-id",
+            "710",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("C10K_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if start_at.elapsed() > Duration::from_secs(10) {
+            kill_group(&mut second);
+            kill_group(&mut first);
+            panic!("the second server is still running after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    kill_group(&mut first);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("--data-dir"), "{err}");
+    assert!(
+        err.contains(&format!("pid {}", first.id())),
+        "names the first server: {err}"
+    );
+}
+
 /// The built-in app owns its store and opens it on the first write-path request: a server that
 /// only answers `/` creates no `./c10k-data` (issue 11.2). Before the fix every `c10k serve`
 /// created it at start.
@@ -316,4 +438,66 @@ fn serving_hello_creates_no_file_until_the_first_write() {
         "the first write opened a journal in {data:?}"
     );
     kill_group(&mut child);
+}
+
+/// The database password appears nowhere: not in the start-up lines (effective config), not in
+/// `--check-config`, not in the errors of a database that cannot be reached.
+#[test]
+fn the_database_password_is_never_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_addr().port(); // nobody listens
+    let url = format!("mysql://c10k:S3cretPW@127.0.0.1:{port}/c10k");
+    let out = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args(["serve", "--check-config", "--database", &url])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(!shown.contains("S3cretPW"), "{shown}");
+    assert!(shown.contains("c10k:***@"), "{shown}");
+
+    let addr = free_addr();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args(["serve", "--bind", &addr.to_string(), "--instance-id", "720"])
+        .args(["--database", &url, "--db-acquire-timeout", "0.2"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("C10K_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while request(addr, "GET", "/", "").is_err() {
+        assert!(Instant::now() < deadline, "server did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A read goes to the (unreachable) database: its error is logged, the answer is generic.
+    let (status, body) = request(addr, "GET", "/messages?room=r", "").unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        !body.contains("S3cretPW") && !body.contains(&port.to_string()),
+        "{body}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    kill_group(&mut server);
+    let mut log = String::new();
+    server
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    server
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(
+        log.contains("c10k:***@"),
+        "the log names the database: {log}"
+    );
+    assert!(!log.contains("S3cretPW"), "{log}");
 }

@@ -227,6 +227,10 @@ pub struct WritePathFigures {
     /// The backlog at which the application refuses new writes (`--max-lag`); 0 when it has no
     /// such limit. Readiness (`/readyz`, `--health-path`) turns 503 while a worker is there.
     pub max_backlog: u64,
+    /// Damaged ranges found inside journal segments at start-up (skipped; the records after them
+    /// were replayed), and the records lost in them.
+    pub journal_damaged: u64,
+    pub journal_records_lost: u64,
 }
 
 /// A worker's write-path figures, copied in by the worker about twice a second; the application
@@ -235,7 +239,7 @@ pub struct WritePathFigures {
 pub struct StoreFigures {
     /// 1 once the worker has published figures (it has a write path).
     present: AtomicU64,
-    values: [AtomicU64; 13],
+    values: [AtomicU64; 15],
 }
 
 const _: () = assert!(std::mem::size_of::<StoreFigures>() <= STORE_SIZE);
@@ -256,6 +260,8 @@ impl StoreFigures {
             s.pool_idle,
             s.pool_max,
             s.max_backlog,
+            s.journal_damaged,
+            s.journal_records_lost,
         ];
         for (a, v) in self.values.iter().zip(values) {
             a.store(v, Relaxed);
@@ -268,7 +274,7 @@ impl StoreFigures {
         if self.present.load(Acquire) != 1 {
             return None;
         }
-        let v: [u64; 13] = std::array::from_fn(|i| self.values[i].load(Relaxed));
+        let v: [u64; 15] = std::array::from_fn(|i| self.values[i].load(Relaxed));
         Some(WritePathFigures {
             appended: v[0],
             fsyncs: v[1],
@@ -283,6 +289,8 @@ impl StoreFigures {
             pool_idle: v[10],
             pool_max: v[11],
             max_backlog: v[12],
+            journal_damaged: v[13],
+            journal_records_lost: v[14],
         })
     }
 }

@@ -77,8 +77,9 @@ pub fn redact(url: &str) -> String {
 /// Largest `--flush-batch`: 5 bound values per row stays under every dialect's parameter limit.
 pub const MAX_FLUSH_BATCH: usize = 5000;
 
-/// Settings of the write path (`POST /messages`, `GET /messages`, `GET /ids`).
-#[derive(Clone, Debug, Args, Serialize, Deserialize)]
+/// Settings of the write path (`POST /messages`, `GET /messages`, `GET /ids`). Its `Debug` hides
+/// the database password; so must every other way it is shown ([`redact`]).
+#[derive(Clone, Args, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", default)]
 pub struct StoreConfig {
     /// Directory for the journals, id state and the default SQLite database.
@@ -138,6 +139,16 @@ pub struct StoreConfig {
         help_heading = "Write path"
     )]
     pub db_acquire_timeout: f64,
+
+    /// How many instance ids leases hand out (`0..lease_ids`): all 1,024 the id layout has. Not a
+    /// flag; tests shrink it to exhaust the space quickly.
+    #[arg(skip = crate::ids::MAX_INSTANCES)]
+    #[serde(skip, default = "all_instance_ids")]
+    pub lease_ids: u16,
+}
+
+fn all_instance_ids() -> u16 {
+    crate::ids::MAX_INSTANCES
 }
 
 impl Default for StoreConfig {
@@ -153,7 +164,26 @@ impl Default for StoreConfig {
             instance_id: None,
             db_pool_size: None,
             db_acquire_timeout: 2.0,
+            lease_ids: crate::ids::MAX_INSTANCES,
         }
+    }
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("data_dir", &self.data_dir)
+            .field("database", &self.database.as_deref().map(redact))
+            .field("durability", &self.durability)
+            .field("write_mode", &self.write_mode)
+            .field("flush_batch", &self.flush_batch)
+            .field("flush_interval", &self.flush_interval)
+            .field("max_lag", &self.max_lag)
+            .field("instance_id", &self.instance_id)
+            .field("db_pool_size", &self.db_pool_size)
+            .field("db_acquire_timeout", &self.db_acquire_timeout)
+            .field("lease_ids", &self.lease_ids)
+            .finish()
     }
 }
 
@@ -211,6 +241,9 @@ impl StoreConfig {
                 return bad("--instance-id", "must be in 0..1024".into());
             }
         }
+        if !(1..=crate::ids::MAX_INSTANCES).contains(&self.lease_ids) {
+            return bad("lease_ids", "must be in 1..=1024".into());
+        }
         if self.db_pool_size == Some(0) {
             return bad("--db-pool-size", "must be at least 1".into());
         }
@@ -250,6 +283,16 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
+        let c = StoreConfig {
+            database: Some("mysql://c10k:S3cretPW@127.0.0.1:3306/c10k".into()),
+            ..StoreConfig::default()
+        };
+        let shown = format!("{c:?} {c:#?} {}", c.database_url_redacted());
+        assert!(!shown.contains("S3cretPW"), "{shown}");
+        assert!(
+            shown.contains("mysql://c10k:***@127.0.0.1:3306/c10k"),
+            "{shown}"
+        );
         assert_eq!(redact("mysql://u:s3cret@h:1/db"), "mysql://u:***@h:1/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("sqlite://./x.db"), "sqlite://./x.db");

@@ -70,7 +70,13 @@ impl Db {
     /// acknowledge writes into its journal) while the database is down.
     pub fn connect_lazy(url: &str, pool_size: u32, acquire_timeout: Duration) -> sqlx::Result<Db> {
         let dialect = Dialect::from_url(url).ok_or_else(|| {
-            sqlx::Error::Configuration(format!("unknown database URL scheme in {url:?}").into())
+            sqlx::Error::Configuration(
+                format!(
+                    "unknown database URL scheme in {:?}",
+                    crate::config::redact(url)
+                )
+                .into(),
+            )
         })?;
         Ok(match dialect {
             Dialect::Sqlite => {
@@ -183,11 +189,39 @@ impl Db {
                 }
                 tx.commit().await?;
             }
-            _ => on_pool!(self, p => {
+            // MariaDB: the same turn-taking with a named lock, held by one connection (released
+            // with its session if the process dies).
+            Db::MySql(p) => {
+                let mut c = p.acquire().await?;
+                let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK('c10k_schema', 60)")
+                    .fetch_one(&mut *c)
+                    .await?;
+                if got != Some(1) {
+                    return Err(sqlx::Error::Protocol(
+                        "timed out waiting for the schema lock (GET_LOCK c10k_schema)".into(),
+                    ));
+                }
+                let mut result = Ok(());
+                for sql in statements {
+                    if let Err(e) = sqlx::query(sql).execute(&mut *c).await {
+                        result = Err(e);
+                        break;
+                    }
+                }
+                let unlocked = sqlx::query("SELECT RELEASE_LOCK('c10k_schema')")
+                    .execute(&mut *c)
+                    .await;
+                if unlocked.is_err() {
+                    // Do not hand a connection that may still hold the lock back to the pool.
+                    drop(c.detach());
+                }
+                result?;
+            }
+            Db::Sqlite(p) => {
                 for sql in statements {
                     sqlx::query(sql).execute(p).await?;
                 }
-            }),
+            }
         }
         Ok(())
     }
@@ -414,6 +448,40 @@ impl Db {
             .bind(expires_at as i64).bind(last_ts as i64).bind(i32::from(id)).bind(holder)
             .execute(p).await?.rows_affected());
         Ok(n == 1)
+    }
+
+    /// Takes over the lease `id` from `old_holder`, a previous holder known to be gone (the worker
+    /// whose journal lock we now hold), whether or not its lease has expired yet. Returns the last
+    /// timestamp recorded under it, or `None` if the lease has another holder by now.
+    pub async fn take_over(
+        &self,
+        id: u16,
+        old_holder: &str,
+        holder: &str,
+        expires_at: u64,
+    ) -> sqlx::Result<Option<u64>> {
+        let update = self.sql(
+            "UPDATE c10k_instances SET holder = ?, expires_at = ? WHERE id = ? AND holder = ?",
+        );
+        let n = on_pool!(self, p => sqlx::query(&update)
+            .bind(holder).bind(expires_at as i64).bind(i32::from(id)).bind(old_holder)
+            .execute(p).await?.rows_affected());
+        if n != 1 {
+            return Ok(None);
+        }
+        let select = self.sql("SELECT last_ts FROM c10k_instances WHERE id = ?");
+        let last: i64 = on_pool!(self, p => sqlx::query(&select)
+            .bind(i32::from(id)).fetch_one(p).await?.try_get(0)?);
+        Ok(Some(last.max(0) as u64))
+    }
+
+    /// Leases held now (tests and tools): ids whose lease has not expired at `now`.
+    pub async fn live_leases(&self, now: u64) -> sqlx::Result<Vec<u16>> {
+        let sql = self.sql("SELECT id FROM c10k_instances WHERE expires_at > ? ORDER BY id");
+        on_pool!(self, p => {
+            let rows = sqlx::query(&sql).bind(now as i64).fetch_all(p).await?;
+            rows.iter().map(|r| Ok(r.try_get::<i32, _>(0)? as u16)).collect()
+        })
     }
 
     /// Gives a lease back (expires it now), recording the last timestamp issued under it.

@@ -31,48 +31,117 @@ use crate::record::{self, Message};
 /// An exclusive lock on a journal directory, held for the life of the store: two processes
 /// appending to one journal would interleave records. `flock` locks vanish with the process, so a
 /// `kill -9`ed worker never leaves a stale lock behind.
+///
+/// The lock file names its holder (`pid ppid`). A holder started by the same parent as us is the
+/// worker we replace, finishing its last requests: we wait for it. Any other holder is another
+/// server on the same `--data-dir`: we refuse at once, naming it.
 #[derive(Debug)]
 pub struct DirLock {
     _file: File,
 }
 
+/// Why a journal directory could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("in use by another process (pid {pid}, started by pid {parent}); is another c10k server running on this --data-dir?")]
+    Busy { pid: u32, parent: u32 },
+    #[error("still in use by the worker being replaced (pid {pid}) after {waited_s} s")]
+    Predecessor { pid: u32, waited_s: u64 },
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Holder and its parent, as written in a lock file; `None` when unreadable.
+fn read_holder(path: &Path) -> Option<(u32, u32)> {
+    let text = fs::read_to_string(path).ok()?;
+    let mut it = text.split_whitespace().map(|s| s.parse::<u32>());
+    match (it.next(), it.next()) {
+        (Some(Ok(pid)), Some(Ok(parent))) => Some((pid, parent)),
+        _ => None,
+    }
+}
+
 impl DirLock {
-    /// Takes the lock, waiting up to `wait` for a previous holder (a worker being replaced that is
-    /// still finishing its last requests) to let go.
-    pub fn acquire(dir: &Path, wait: std::time::Duration) -> io::Result<DirLock> {
+    /// Takes the lock. A holder that is our sibling (same parent process: the worker being
+    /// replaced) or ourselves is waited for up to `wait`; any other holder is refused at once.
+    pub fn acquire(dir: &Path, wait: std::time::Duration) -> Result<DirLock, LockError> {
         use std::os::fd::AsRawFd;
-        let file = OpenOptions::new()
+        let path = dir.join("LOCK");
+        let mut file = OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
-            .open(dir.join("LOCK"))?;
+            .open(&path)?;
         let start = std::time::Instant::now();
+        let me = std::process::id();
+        let parent = std::os::unix::process::parent_id();
         let mut logged = false;
         loop {
             // SAFETY: flock on a descriptor we own; no memory is passed.
             if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                // Name ourselves for whoever finds the lock taken.
+                file.set_len(0)?;
+                use std::io::Seek;
+                file.seek(io::SeekFrom::Start(0))?;
+                writeln!(file, "{me} {parent}")?;
                 return Ok(DirLock { _file: file });
             }
             let err = io::Error::last_os_error();
             if err.kind() != io::ErrorKind::WouldBlock {
-                return Err(err);
+                return Err(err.into());
+            }
+            let holder = read_holder(&path);
+            // A lock held only for a moment is a probe (`data_dir_holder`) or a holder that has
+            // not written its name yet: look again before judging whose it is.
+            let settling = start.elapsed() < std::time::Duration::from_millis(300);
+            let sibling = settling
+                || match holder {
+                    Some((pid, p)) => pid == me || p == parent,
+                    None => false,
+                };
+            if !sibling {
+                let (pid, parent) = holder.unwrap_or((0, 0));
+                return Err(LockError::Busy { pid, parent });
             }
             if start.elapsed() >= wait {
-                return Err(io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    format!(
-                        "{} is in use by another live process (two servers on one --data-dir?)",
-                        dir.display()
-                    ),
-                ));
+                return Err(LockError::Predecessor {
+                    pid: holder.map_or(0, |h| h.0),
+                    waited_s: wait.as_secs(),
+                });
             }
             if !logged {
-                tracing::info!(dir = %dir.display(), "journal is locked by another process; waiting for it to exit");
+                tracing::info!(dir = %dir.display(), holder = holder.map_or(0, |h| h.0),
+                    "journal is locked by the worker being replaced; waiting for it to exit");
                 logged = true;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
+}
+
+/// Whether another live process holds a journal lock under `data_dir` (`journal-*/LOCK`), and
+/// who: `(pid, parent pid)` as it wrote them. Probes without creating anything; a server checks
+/// this before it starts its workers, so a second server on one `--data-dir` is refused at once.
+pub fn data_dir_holder(data_dir: &Path) -> Option<(u32, u32)> {
+    use std::os::fd::AsRawFd;
+    let entries = fs::read_dir(data_dir).ok()?;
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with("journal-") {
+            continue;
+        }
+        let path = entry.path().join("LOCK");
+        let Ok(file) = OpenOptions::new().read(true).open(&path) else {
+            continue;
+        };
+        // SAFETY: flock on a descriptor we own; no memory is passed. Closing the file (at the
+        // end of this iteration) releases a lock we got.
+        let got = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        if !got && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock {
+            return Some(read_holder(&path).unwrap_or((0, 0)));
+        }
+    }
+    None
 }
 
 /// Where a record ends: the checkpoint unit.
@@ -141,6 +210,8 @@ pub struct Recovered {
     pub max_ts: u64,
     /// Tails cut: (segment file, offset, why).
     pub cut: Vec<(PathBuf, u64, String)>,
+    /// Damaged ranges skipped inside segments (records after them were replayed).
+    pub damage: Vec<Damage>,
 }
 
 pub fn segment_path(dir: &Path, segment: u64) -> PathBuf {
@@ -193,12 +264,81 @@ pub fn delete_flushed(dir: &Path, pos: Position, active: u64) -> io::Result<usiz
     Ok(n)
 }
 
-/// Reads every unflushed record, cutting a torn or corrupt tail. Never panics on file content.
+/// Damage found inside a journal segment at start-up: bytes that are not valid records, followed
+/// by valid records that were replayed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damage {
+    pub segment: PathBuf,
+    /// The byte range that was skipped.
+    pub from: u64,
+    pub to: u64,
+    /// Records lost in that range, as far as their length fields tell (at least 1).
+    pub records: u64,
+    pub why: String,
+    /// Where the damaged segment was copied, untouched, for recovery by hand.
+    pub copy: Option<PathBuf>,
+}
+
+/// The offset of the first valid record after `from`, if any: a record whose length is in range
+/// and whose checksum and payload hold, with an id above `after` (ids only grow in a journal).
+fn resync(buf: &[u8], from: usize, after: u64) -> Option<usize> {
+    (from + 1..buf.len().saturating_sub(record::HEADER - 1)).find(|&off| {
+        // Cheap header test first: almost every offset fails it.
+        let len = u32::from_le_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]);
+        len as usize <= record::MAX_PAYLOAD
+            && off + record::HEADER + len as usize <= buf.len()
+            && matches!(record::read_record(buf, off), Ok(Some((m, _))) if m.id > after)
+    })
+}
+
+/// How many records the damaged range `[from, to)` held, walking its length fields while they
+/// make sense; whatever cannot be walked counts as one record.
+fn records_in(buf: &[u8], from: usize, to: usize) -> u64 {
+    let mut n = 0;
+    let mut off = from;
+    while off < to {
+        n += 1;
+        let Some(h) = buf.get(off..off + 4) else {
+            break;
+        };
+        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let next = off + record::HEADER + len;
+        if len > record::MAX_PAYLOAD || next > to {
+            break;
+        }
+        off = next;
+    }
+    n.max(1)
+}
+
+/// Copies a damaged segment aside (`<segment>.damaged`), keeping an earlier copy if there is one.
+fn keep_copy(path: &Path) -> io::Result<PathBuf> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".damaged");
+    let copy = PathBuf::from(name);
+    if !copy.exists() {
+        let tmp = copy.with_extension("damaged.tmp");
+        fs::copy(path, &tmp)?;
+        File::open(&tmp)?.sync_all()?;
+        fs::rename(&tmp, &copy)?;
+    }
+    Ok(copy)
+}
+
+/// Reads every unflushed record. Never panics on file content.
+///
+/// A torn or corrupt *tail* of the newest segment (nothing valid after it: a write the crash cut
+/// short, never acknowledged under `--durability fsync`) is cut. Bad bytes with valid records
+/// after them are damage, not a tail: the segment is copied aside untouched, reading resumes at
+/// the next record whose header and checksum hold, and the range is reported in
+/// [`Recovered::damage`] — so at most the damaged records are lost.
 pub fn recover(dir: &Path) -> io::Result<Recovered> {
     fs::create_dir_all(dir)?;
     let checkpoint = read_checkpoint(dir);
     let mut out = Recovered::default();
     let segs = segments(dir)?;
+    let newest = segs.last().copied();
+    let mut last_id = 0;
     for &seg in &segs {
         if seg < checkpoint.segment {
             fs::remove_file(segment_path(dir, seg))?;
@@ -216,6 +356,7 @@ pub fn recover(dir: &Path) -> io::Result<Recovered> {
                 Ok(None) => break,
                 Ok(Some((msg, next))) => {
                     out.max_ts = out.max_ts.max(msg.ts);
+                    last_id = last_id.max(msg.id);
                     offset = next;
                     out.pending.push(Pending {
                         msg,
@@ -225,21 +366,71 @@ pub fn recover(dir: &Path) -> io::Result<Recovered> {
                         },
                     });
                 }
-                Err(e) => {
-                    tracing::warn!(
-                        segment = %path.display(),
-                        offset = e.offset,
-                        why = e.why,
-                        dropped_bytes = buf.len() - e.offset,
-                        "journal tail is torn or corrupt; cutting it"
-                    );
-                    out.cut
-                        .push((path.clone(), e.offset as u64, e.why.to_owned()));
-                    let f = OpenOptions::new().write(true).open(&path)?;
-                    f.set_len(e.offset as u64)?;
-                    f.sync_all()?;
-                    break;
-                }
+                Err(e) => match resync(&buf, e.offset, last_id) {
+                    Some(good) => {
+                        let copy = keep_copy(&path);
+                        let damage = Damage {
+                            segment: path.clone(),
+                            from: e.offset as u64,
+                            to: good as u64,
+                            records: records_in(&buf, e.offset, good),
+                            why: e.why.to_owned(),
+                            copy: copy.as_ref().ok().cloned(),
+                        };
+                        tracing::error!(
+                            segment = %path.display(),
+                            from = damage.from,
+                            to = damage.to,
+                            bytes = damage.to - damage.from,
+                            records_lost = damage.records,
+                            why = e.why,
+                            copy = %copy.as_ref().map_or_else(|e| format!("cannot copy: {e}"), |c| c.display().to_string()),
+                            "journal segment is damaged: skipped the bad bytes and replayed the records after them"
+                        );
+                        out.damage.push(damage);
+                        offset = good;
+                    }
+                    None if Some(seg) == newest => {
+                        tracing::warn!(
+                            segment = %path.display(),
+                            offset = e.offset,
+                            why = e.why,
+                            dropped_bytes = buf.len() - e.offset,
+                            "journal tail is torn or corrupt; cutting it"
+                        );
+                        out.cut
+                            .push((path.clone(), e.offset as u64, e.why.to_owned()));
+                        let f = OpenOptions::new().write(true).open(&path)?;
+                        f.set_len(e.offset as u64)?;
+                        f.sync_all()?;
+                        break;
+                    }
+                    None => {
+                        // The end of an older segment: the writer moved on after it, so this was
+                        // acknowledged data, not a torn write. Keep the evidence; nothing to cut.
+                        let copy = keep_copy(&path);
+                        let damage = Damage {
+                            segment: path.clone(),
+                            from: e.offset as u64,
+                            to: buf.len() as u64,
+                            records: records_in(&buf, e.offset, buf.len()),
+                            why: e.why.to_owned(),
+                            copy: copy.as_ref().ok().cloned(),
+                        };
+                        tracing::error!(
+                            segment = %path.display(),
+                            from = damage.from,
+                            to = damage.to,
+                            bytes = damage.to - damage.from,
+                            records_lost = damage.records,
+                            why = e.why,
+                            copy = %copy.as_ref().map_or_else(|e| format!("cannot copy: {e}"), |c| c.display().to_string()),
+                            "end of an older journal segment is damaged; its records there are lost"
+                        );
+                        out.damage.push(damage);
+                        break;
+                    }
+                },
             }
         }
     }
@@ -354,9 +545,11 @@ impl Writer {
         if let Err(e) = self.write_durably(buf) {
             // Undo a partial write so the next group does not follow garbage.
             if self.file.set_len(self.size).is_err() {
+                tracing::error!(error = %e, "journal write failed and cannot be undone; refusing writes until restart");
                 self.shared.broken.store(true, Ordering::SeqCst);
             }
-            tracing::error!(error = %e, "journal write failed");
+            // Not logged here: every request of the group gets the error, and whoever answers
+            // it logs it (rate-limited, with the error id the client sees).
             return Err(AppendError::Io(e.to_string()));
         }
         self.size += buf.len() as u64;
@@ -576,24 +769,73 @@ mod tests {
     fn a_journal_dir_has_one_owner() {
         let dir = tempfile::tempdir().unwrap();
         let held = DirLock::acquire(dir.path(), std::time::Duration::ZERO).unwrap();
+        // Ourselves: waited for (as the worker being replaced), then refused.
         let e = DirLock::acquire(dir.path(), std::time::Duration::from_millis(100)).unwrap_err();
-        assert!(e.to_string().contains("in use"), "{e}");
+        assert!(matches!(e, LockError::Predecessor { .. }), "{e}");
         drop(held);
         DirLock::acquire(dir.path(), std::time::Duration::ZERO).unwrap();
     }
 
     #[test]
-    fn corrupt_crc_is_cut() {
+    fn damage_inside_a_segment_is_skipped_and_the_rest_replayed() {
+        let mut buf = Vec::new();
+        record::encode(&msg(1), &mut buf);
+        let second = buf.len();
+        record::encode(&msg(2), &mut buf);
+        let third = buf.len();
+        record::encode(&msg(3), &mut buf);
+        // Every byte of record 2, in turn: header (length, CRC) or payload.
+        for at in second..third {
+            let dir = tempfile::tempdir().unwrap();
+            let mut bad = buf.clone();
+            bad[at] ^= 0xff;
+            fs::write(segment_path(dir.path(), 1), &bad).unwrap();
+            let rec = recover(dir.path()).unwrap();
+            let ids: Vec<u64> = rec.pending.iter().map(|p| p.msg.id).collect();
+            assert_eq!(ids, vec![1, 3], "flipped byte {at}");
+            assert!(rec.cut.is_empty(), "flipped byte {at}");
+            assert_eq!(rec.damage.len(), 1);
+            let d = &rec.damage[0];
+            assert_eq!((d.from, d.to), (second as u64, third as u64), "byte {at}");
+            assert_eq!(d.records, 1, "byte {at}");
+            // The segment is left whole, and a copy of it as found is kept.
+            assert_eq!(fs::read(segment_path(dir.path(), 1)).unwrap(), bad);
+            assert_eq!(fs::read(d.copy.as_ref().unwrap()).unwrap(), bad);
+        }
+    }
+
+    #[test]
+    fn damage_at_the_end_of_an_older_segment_is_reported_not_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut one = Vec::new();
+        record::encode(&msg(1), &mut one);
+        let second = one.len();
+        record::encode(&msg(2), &mut one);
+        one[second + 4] ^= 0xff;
+        fs::write(segment_path(dir.path(), 1), &one).unwrap();
+        let mut two = Vec::new();
+        record::encode(&msg(3), &mut two);
+        fs::write(segment_path(dir.path(), 2), &two).unwrap();
+        let rec = recover(dir.path()).unwrap();
+        let ids: Vec<u64> = rec.pending.iter().map(|p| p.msg.id).collect();
+        assert_eq!(ids, vec![1, 3]);
+        assert!(rec.cut.is_empty());
+        assert_eq!(rec.damage.len(), 1);
+        assert_eq!(rec.damage[0].from, second as u64);
+    }
+
+    #[test]
+    fn a_corrupt_last_record_is_a_torn_tail_and_is_cut() {
         let dir = tempfile::tempdir().unwrap();
         let mut buf = Vec::new();
         record::encode(&msg(1), &mut buf);
         let second = buf.len();
         record::encode(&msg(2), &mut buf);
-        record::encode(&msg(3), &mut buf);
-        buf[second + 4] ^= 0xff; // the CRC of record 2
+        buf[second + 4] ^= 0xff; // the CRC of the last record
         fs::write(segment_path(dir.path(), 1), &buf).unwrap();
         let rec = recover(dir.path()).unwrap();
         assert_eq!(rec.pending.len(), 1);
+        assert!(rec.damage.is_empty());
         assert_eq!(rec.cut[0].1, second as u64);
         assert!(rec.cut[0].2.contains("checksum"));
     }

@@ -41,9 +41,10 @@ pub mod flusher;
 pub mod ids;
 pub mod journal;
 pub mod record;
+pub mod throttle;
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -101,23 +102,27 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// The HTTP status a request failing this way gets.
-    pub fn status(&self) -> u16 {
-        match self {
-            StoreError::Invalid(_) => 400,
-            StoreError::Deadline => 504,
-            _ => 503,
-        }
+    /// Whether the client should try again later: the failure is the server's state (backlog,
+    /// database, journal, ids), not the request. The application turns this into its answer.
+    pub fn is_transient(&self) -> bool {
+        !matches!(
+            self,
+            StoreError::Invalid(_) | StoreError::Config(_) | StoreError::Deadline
+        )
     }
 
-    /// Seconds a client should wait before retrying, where retrying makes sense.
-    pub fn retry_after(&self) -> Option<u32> {
+    /// A short name of the failure for logs and rate limits (`db`, `journal`, ...).
+    pub fn kind(&self) -> &'static str {
         match self {
-            StoreError::Backlog { .. }
-            | StoreError::Db(_)
-            | StoreError::Ids(_)
-            | StoreError::IdsUnavailable(_) => Some(1),
-            _ => None,
+            StoreError::Invalid(_) => "invalid",
+            StoreError::Backlog { .. } => "backlog",
+            StoreError::Ids(_) | StoreError::IdsUnavailable(_) | StoreError::LeaseLost(_) => "ids",
+            StoreError::Journal(_) => "journal",
+            StoreError::Db(_) => "database",
+            StoreError::Deadline => "deadline",
+            StoreError::Closed => "closed",
+            StoreError::Open { .. } => "open",
+            StoreError::Config(_) => "config",
         }
     }
 
@@ -145,6 +150,10 @@ pub struct StoreStats {
     pub db_up: bool,
     pub backlog: usize,
     pub segments_deleted: u64,
+    /// Damaged ranges found inside journal segments at start-up (skipped, records after them
+    /// replayed), and the records lost in them.
+    pub journal_damaged: u64,
+    pub journal_records_lost: u64,
     pub pool: PoolStats,
 }
 
@@ -166,6 +175,7 @@ pub struct Store {
     db: Db,
     shared: Arc<Shared>,
     flush_stats: Arc<FlushStats>,
+    recovered: RecoveredFigures,
     tx: RwLock<Option<mpsc::Sender<journal::Append>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     rt: Mutex<Option<tokio::runtime::Runtime>>,
@@ -204,22 +214,45 @@ fn unix_ms() -> u64 {
     SystemClock.now_ms()
 }
 
+/// The instance id this store issues ids under, and the lease behind it if it is leased.
+struct Instance {
+    id: u16,
+    lease: Option<Arc<Lease>>,
+    /// The last id timestamp its previous holder recorded (Unix ms): a floor for the generator.
+    floor: u64,
+}
+
+/// What [`Store::recover_and_start`] started.
+struct Started {
+    ids: Arc<IdGenerator>,
+    shared: Arc<Shared>,
+    recovered: RecoveredFigures,
+    tx: mpsc::Sender<journal::Append>,
+    writer: std::thread::JoinHandle<()>,
+    flusher: tokio::task::JoinHandle<()>,
+    flush_stats: Arc<FlushStats>,
+    flush_wake: Arc<Notify>,
+    flush_stop: Arc<AtomicBool>,
+}
+
+/// What recovery found wrong with the journal, for the figures.
+#[derive(Clone, Copy, Debug, Default)]
+struct RecoveredFigures {
+    damaged: u64,
+    records_lost: u64,
+}
+
+/// What a journal directory remembers of the lease its last owner held: `id holder`.
+const LEASE_FILE: &str = "lease";
+
 impl Store {
-    /// Opens the write path for worker `slot`: connects the pool (lazily), creates the schema,
-    /// leases an instance id unless `--instance-id` is set, replays the journal and starts the
-    /// writer thread and the flusher.
+    /// Opens the write path for worker `slot`, in named steps: lock the slot's journal, connect
+    /// the pool (lazily), lease an instance id (unless `--instance-id` is set), recover the
+    /// journal, start the writer thread, start the flusher.
     pub fn open(config: &StoreConfig, slot: usize) -> Result<Store, StoreError> {
         config.validate()?;
         let journal_dir = config.data_dir.join(format!("journal-{slot}"));
-        // Sync the data dir too: the journal directory's own entry must survive a power cut.
-        std::fs::create_dir_all(&journal_dir)
-            .and_then(|()| std::fs::File::open(&config.data_dir)?.sync_all())
-            .map_err(|e| {
-                StoreError::open(
-                    format!("--data-dir: cannot create {}", journal_dir.display()),
-                    e,
-                )
-            })?;
+        let dir_lock = Store::lock_journal(config, &journal_dir, slot)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name(format!("c10k-store-{slot}"))
@@ -227,99 +260,211 @@ impl Store {
             .build()
             .map_err(|e| StoreError::open("cannot start the store runtime", e))?;
         let handle = rt.handle().clone();
-        let url = config.database_url();
-        let shown = config.database_url_redacted();
-        let acquire = Duration::from_secs_f64(config.db_acquire_timeout);
-        // sqlx starts its pool's maintenance task on the current runtime: enter ours.
-        let db = {
-            let _rt = handle.enter();
-            Db::connect_lazy(&url, config.pool_size(), acquire)
-        }
-        .map_err(|e| StoreError::open(format!("--database {shown}"), e))?;
-
-        // Schema, then the instance id.
-        let (instance, lease, lease_floor) = match config.instance_id {
-            Some(base) => {
-                let id = usize::from(base) + slot;
-                if id >= usize::from(ids::MAX_INSTANCES) {
-                    return Err(ConfigError {
-                        flag: "--instance-id",
-                        message: format!(
-                            "{base} + worker slot {slot} is past the last instance id 1023"
-                        ),
-                    }
-                    .into());
+        let db = Store::connect(config, &handle)?;
+        let instance = Store::lease(config, slot, &journal_dir, &db, &handle)?;
+        // From here on a failure gives the lease back rather than leaving it to expire.
+        let rest = Store::recover_and_start(config, slot, &journal_dir, &db, &handle, &instance);
+        let started = match rest {
+            Ok(started) => started,
+            Err(e) => {
+                if let Some(lease) = &instance.lease {
+                    release_lease(&handle, &db, lease, instance.floor);
                 }
-                // The database may be down: the flusher creates the schema when it is back.
-                let db2 = db.clone();
-                if let Some(Err(e)) = run_blocking(&handle, async move { db2.migrate().await }) {
-                    tracing::warn!(error = %e, database = %shown, "database unreachable at start; writes go to the journal");
-                }
-                (id as u16, None, 0)
-            }
-            None => {
-                let holder = format!(
-                    "{}:{}:{slot}:{}",
-                    std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into()),
-                    std::process::id(),
-                    unix_ms()
-                );
-                let db2 = db.clone();
-                let h2 = holder.clone();
-                let got = run_blocking(&handle, async move {
-                    // Workers start together: on SQLite their first schema writes can meet a
-                    // lock the busy timeout does not cover (WAL set-up). Retry those briefly.
-                    let mut backoff = Duration::from_millis(50);
-                    loop {
-                        let attempt = async {
-                            db2.migrate().await?;
-                            let now = unix_ms();
-                            db2.lease(
-                                &h2,
-                                now,
-                                now + LEASE_TTL.as_millis() as u64,
-                                ids::MAX_INSTANCES,
-                            )
-                            .await
-                        };
-                        match attempt.await {
-                            Err(e) if is_busy(&e) && backoff < Duration::from_secs(5) => {
-                                tracing::debug!(error = %e, "database busy at start; retrying");
-                                tokio::time::sleep(backoff).await;
-                                backoff *= 2;
-                            }
-                            other => break other,
-                        }
-                    }
-                })
-                .ok_or(StoreError::Closed)?
-                .map_err(|e| {
-                    StoreError::open(
-                        format!("cannot lease an instance id from {shown} (or set --instance-id)"),
-                        e,
-                    )
-                })?;
-                let Some((id, last_ts)) = got else {
-                    return Err(StoreError::open(
-                        "cannot lease an instance id",
-                        std::io::Error::other("all 1024 instance ids are held by live instances"),
-                    ));
-                };
-                tracing::info!(instance_id = id, holder = %holder, "leased instance id");
-                let lease = Arc::new(Lease {
-                    id,
-                    holder,
-                    valid_until: AtomicU64::new(unix_ms() + LEASE_TTL.as_millis() as u64),
-                    lost: AtomicBool::new(false),
-                });
-                (id, Some(lease), last_ts)
+                return Err(e);
             }
         };
+        let ids = started.ids;
+        if let Some(lease) = &instance.lease {
+            handle.spawn(renew_lease(db.clone(), lease.clone(), ids.clone()));
+        }
+        handle.spawn(extend_high_water(ids.clone()));
+        Ok(Store {
+            _dir_lock: dir_lock,
+            config: config.clone(),
+            journal_dir,
+            ids,
+            db,
+            shared: started.shared,
+            flush_stats: started.flush_stats,
+            recovered: started.recovered,
+            tx: RwLock::new(Some(started.tx)),
+            writer: Mutex::new(Some(started.writer)),
+            rt: Mutex::new(Some(rt)),
+            handle,
+            flusher: Mutex::new(Some(started.flusher)),
+            flush_wake: started.flush_wake,
+            flush_stop: started.flush_stop,
+            lease: instance.lease,
+            closed: AtomicBool::new(false),
+        })
+    }
 
-        let dir_lock = journal::DirLock::acquire(&journal_dir, JOURNAL_LOCK_WAIT).map_err(|e| {
-            StoreError::open(format!("cannot lock the journal of worker {slot}"), e)
+    /// Step 1: create and lock `<data-dir>/journal-<slot>`. The worker this one replaces may still
+    /// hold it for a moment (it is finishing its requests): wait for it. Anyone else holding it is
+    /// another server on the same data dir: refuse at once, naming it.
+    fn lock_journal(
+        config: &StoreConfig,
+        journal_dir: &Path,
+        slot: usize,
+    ) -> Result<journal::DirLock, StoreError> {
+        // Sync the data dir too: the journal directory's own entry must survive a power cut.
+        std::fs::create_dir_all(journal_dir)
+            .and_then(|()| std::fs::File::open(&config.data_dir)?.sync_all())
+            .map_err(|e| {
+                StoreError::open(
+                    format!(
+                        "--data-dir {}: cannot create {}",
+                        config.data_dir.display(),
+                        journal_dir.display()
+                    ),
+                    e,
+                )
+            })?;
+        journal::DirLock::acquire(journal_dir, JOURNAL_LOCK_WAIT).map_err(|e| {
+            StoreError::open(
+                format!(
+                    "--data-dir {}: the journal of worker {slot}",
+                    config.data_dir.display()
+                ),
+                e,
+            )
+        })
+    }
+
+    /// Step 2: the pool, built without connecting (the database may be down at start).
+    fn connect(config: &StoreConfig, handle: &tokio::runtime::Handle) -> Result<Db, StoreError> {
+        let acquire = Duration::from_secs_f64(config.db_acquire_timeout);
+        // sqlx starts its pool's maintenance task on the current runtime: enter ours.
+        let _rt = handle.enter();
+        Db::connect_lazy(&config.database_url(), config.pool_size(), acquire).map_err(|e| {
+            StoreError::open(format!("--database {}", config.database_url_redacted()), e)
+        })
+    }
+
+    /// Step 3: the schema and the instance id. With `--instance-id` the id is fixed and the
+    /// database may be down (the flusher creates the schema later). Otherwise the id is leased:
+    /// first the lease this slot's previous owner held (recorded in its journal directory, whose
+    /// lock we now hold, so that owner is gone — a worker that crashed or was killed does not
+    /// leave its id held until the lease expires), else the lowest free one.
+    fn lease(
+        config: &StoreConfig,
+        slot: usize,
+        journal_dir: &Path,
+        db: &Db,
+        handle: &tokio::runtime::Handle,
+    ) -> Result<Instance, StoreError> {
+        let shown = config.database_url_redacted();
+        if let Some(base) = config.instance_id {
+            let id = usize::from(base) + slot;
+            if id >= usize::from(ids::MAX_INSTANCES) {
+                return Err(ConfigError {
+                    flag: "--instance-id",
+                    message: format!(
+                        "{base} + worker slot {slot} is past the last instance id 1023"
+                    ),
+                }
+                .into());
+            }
+            let db2 = db.clone();
+            if let Some(Err(e)) = run_blocking(handle, async move { db2.migrate().await }) {
+                tracing::warn!(error = %e, database = %shown, "database unreachable at start; writes go to the journal");
+            }
+            return Ok(Instance {
+                id: id as u16,
+                lease: None,
+                floor: 0,
+            });
+        }
+        let holder = format!(
+            "{}:{}:{slot}:{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into()),
+            std::process::id(),
+            unix_ms()
+        );
+        let lease_file = journal_dir.join(LEASE_FILE);
+        let previous = std::fs::read_to_string(&lease_file)
+            .ok()
+            .and_then(|t| {
+                let (id, holder) = t.trim().split_once(' ')?;
+                Some((id.parse::<u16>().ok()?, holder.to_owned()))
+            })
+            .filter(|(id, _)| *id < config.lease_ids);
+        let (db2, h2, space) = (db.clone(), holder.clone(), config.lease_ids);
+        let got = run_blocking(handle, async move {
+            // Workers start together: on SQLite their first schema writes can meet a lock the
+            // busy timeout does not cover (WAL set-up). Retry those briefly.
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                let attempt = async {
+                    db2.migrate().await?;
+                    let now = unix_ms();
+                    let until = now + LEASE_TTL.as_millis() as u64;
+                    if let Some((id, old)) = &previous {
+                        if let Some(last) = db2.take_over(*id, old, &h2, until).await? {
+                            return Ok(Some((*id, last, true)));
+                        }
+                    }
+                    Ok(db2
+                        .lease(&h2, now, until, space)
+                        .await?
+                        .map(|(id, last)| (id, last, false)))
+                };
+                match attempt.await {
+                    Err(e) if is_busy(&e) && backoff < Duration::from_secs(5) => {
+                        tracing::debug!(error = %e, "database busy at start; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff *= 2;
+                    }
+                    other => break other,
+                }
+            }
+        })
+        .ok_or(StoreError::Closed)?
+        .map_err(|e| {
+            StoreError::open(
+                format!("cannot lease an instance id from {shown} (or set --instance-id)"),
+                e,
+            )
         })?;
-        let recovered = journal::recover(&journal_dir).map_err(|e| {
+        let Some((id, last_ts, taken_over)) = got else {
+            return Err(StoreError::open(
+                "cannot lease an instance id",
+                std::io::Error::other(format!(
+                    "all {} instance ids are held by live instances",
+                    config.lease_ids
+                )),
+            ));
+        };
+        let lease = Arc::new(Lease {
+            id,
+            holder,
+            valid_until: AtomicU64::new(unix_ms() + LEASE_TTL.as_millis() as u64),
+            lost: AtomicBool::new(false),
+        });
+        if let Err(e) = write_lease_file(&lease_file, id, &lease.holder) {
+            // Only costs the next worker in this slot the takeover; the lease still expires.
+            tracing::warn!(error = %e, "cannot record the lease in the journal directory");
+        }
+        tracing::info!(instance_id = id, holder = %lease.holder, taken_over, "leased instance id");
+        Ok(Instance {
+            id,
+            lease: Some(lease),
+            floor: last_ts,
+        })
+    }
+
+    /// Steps 4–6: recover the journal, open the id generator, start the writer thread and the
+    /// flusher.
+    fn recover_and_start(
+        config: &StoreConfig,
+        slot: usize,
+        journal_dir: &Path,
+        db: &Db,
+        handle: &tokio::runtime::Handle,
+        instance: &Instance,
+    ) -> Result<Started, StoreError> {
+        // Step 4: recover.
+        let recovered = journal::recover(journal_dir).map_err(|e| {
             StoreError::open(
                 format!("cannot read the journal in {}", journal_dir.display()),
                 e,
@@ -328,15 +473,19 @@ impl Store {
         if !recovered.pending.is_empty() {
             tracing::info!(rows = recovered.pending.len(), dir = %journal_dir.display(), "replaying unflushed journal rows");
         }
-        let state_file = config.data_dir.join(format!("ids-{instance}.hw"));
-        let ids = IdGenerator::open(
-            instance,
+        let figures = RecoveredFigures {
+            damaged: recovered.damage.len() as u64,
+            records_lost: recovered.damage.iter().map(|d| d.records).sum(),
+        };
+        let state_file = config.data_dir.join(format!("ids-{}.hw", instance.id));
+        let ids = Arc::new(IdGenerator::open(
+            instance.id,
             SystemClock,
             &state_file,
-            recovered.max_ts.max(lease_floor),
-        )?;
-        let ids = Arc::new(ids);
+            recovered.max_ts.max(instance.floor),
+        )?);
 
+        // Step 5: the writer thread.
         let shared = Arc::new(Shared::default());
         shared
             .backlog
@@ -352,7 +501,7 @@ impl Store {
             Durability::None => journal::Sync::None,
         };
         let writer = journal::Writer::create(
-            &journal_dir,
+            journal_dir,
             recovered.next_segment,
             journal::WriterOptions {
                 segment_bytes: SEGMENT_BYTES,
@@ -378,6 +527,7 @@ impl Store {
             .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::open("cannot start the journal thread", e))?;
 
+        // Step 6: the flusher.
         let flush_stats = Arc::new(FlushStats::default());
         let flush_stop = Arc::new(AtomicBool::new(false));
         let flusher = handle.spawn(
@@ -385,7 +535,7 @@ impl Store {
                 db: db.clone(),
                 shared: shared.clone(),
                 stats: flush_stats.clone(),
-                dir: journal_dir.clone(),
+                dir: journal_dir.to_owned(),
                 batch: config.flush_batch,
                 interval: Duration::from_millis(config.flush_interval),
                 wake: flush_wake.clone(),
@@ -393,28 +543,16 @@ impl Store {
             }
             .run(),
         );
-        if let Some(lease) = &lease {
-            handle.spawn(renew_lease(db.clone(), lease.clone(), ids.clone()));
-        }
-        handle.spawn(extend_high_water(ids.clone()));
-
-        Ok(Store {
-            _dir_lock: dir_lock,
-            config: config.clone(),
-            journal_dir,
+        Ok(Started {
             ids,
-            db,
             shared,
+            recovered: figures,
+            tx,
+            writer,
+            flusher,
             flush_stats,
-            tx: RwLock::new(Some(tx)),
-            writer: Mutex::new(Some(writer)),
-            rt: Mutex::new(Some(rt)),
-            handle,
-            flusher: Mutex::new(Some(flusher)),
             flush_wake,
             flush_stop,
-            lease,
-            closed: AtomicBool::new(false),
         })
     }
 
@@ -618,6 +756,8 @@ impl Store {
             db_up: f.db_up.load(Ordering::Relaxed),
             backlog: s.backlog.load(Ordering::SeqCst),
             segments_deleted: f.segments_deleted.load(Ordering::Relaxed),
+            journal_damaged: self.recovered.damaged,
+            journal_records_lost: self.recovered.records_lost,
             pool: self.db.pool_stats(),
         }
     }
@@ -678,16 +818,8 @@ impl Store {
         if let Err(e) = self.ids.persist_exact() {
             tracing::warn!(error = %e, "cannot record the last id timestamp");
         }
-        if let Some(lease) = self.lease.clone() {
-            let db = self.db.clone();
-            let last = self.ids.high_water_unix_ms();
-            let _ = run_blocking(&self.handle, async move {
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    db.release(lease.id, &lease.holder, last),
-                )
-                .await;
-            });
+        if let Some(lease) = &self.lease {
+            release_lease(&self.handle, &self.db, lease, self.ids.high_water_unix_ms());
         }
         let db = self.db.clone();
         let _ = run_blocking(&self.handle, async move {
@@ -703,6 +835,33 @@ impl Drop for Store {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// Gives a lease back (expires it now), recording the last id timestamp issued under it.
+fn release_lease(handle: &tokio::runtime::Handle, db: &Db, lease: &Lease, last_ts: u64) {
+    let (db, id, holder) = (db.clone(), lease.id, lease.holder.clone());
+    let released = run_blocking(handle, async move {
+        tokio::time::timeout(Duration::from_secs(2), db.release(id, &holder, last_ts)).await
+    });
+    match released {
+        Some(Ok(Ok(()))) => tracing::debug!(instance_id = id, "released the instance id lease"),
+        Some(Ok(Err(e))) => {
+            tracing::warn!(error = %e, instance_id = id, "cannot release the instance id lease; it expires on its own")
+        }
+        _ => tracing::warn!(
+            instance_id = id,
+            "releasing the instance id lease timed out; it expires on its own"
+        ),
+    }
+}
+
+/// Records in the journal directory which lease its owner holds, so the next owner of the slot
+/// can take it over (see [`Store::lease`]).
+fn write_lease_file(path: &Path, id: u16, holder: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{id} {holder}\n"))?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Keeps the ids' persisted high-water mark ahead of the clock, off the request path.

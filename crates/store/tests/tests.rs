@@ -228,8 +228,7 @@ fn database_down_acknowledges_until_max_lag() {
     }
     let e = post(&store, "down", 50).unwrap_err();
     assert!(matches!(e, StoreError::Backlog { .. }), "{e}");
-    assert_eq!(e.status(), 503);
-    assert_eq!(e.retry_after(), Some(1));
+    assert!(e.is_transient());
     assert!(e.to_string().contains("--max-lag"), "{e}");
     assert!(wait_until(Duration::from_secs(5), || store
         .stats()
@@ -462,6 +461,259 @@ fn unicode_round_trips_through_every_database() {
             .unwrap();
         assert_eq!(rows.len(), 1, "{}", backend.name);
         assert_eq!(rows[0], m, "{}", backend.name);
+    }
+}
+
+/// A child that leases an instance id in a one-slot data dir, says which, and dies without
+/// closing (as a crashed or `kill -9`ed worker does). Runs only when the parent test starts it.
+#[test]
+fn lease_crash_child() {
+    let Ok(dir) = std::env::var("C10K_LEASE_CHILD_DIR") else {
+        return;
+    };
+    let mut cfg = c10k_store::StoreConfig::in_dir(&dir);
+    cfg.database = std::env::var("C10K_LEASE_CHILD_URL").ok();
+    cfg.lease_ids = 3;
+    let store = open(&cfg);
+    // Its own line, after libtest's "test ... " prefix.
+    println!("\nLEASED {}", store.instance_id());
+    std::process::abort();
+}
+
+/// Workers that close, and workers that crash, give their instance id back: with a space of 3
+/// ids, 12 crashes and 12 clean closes in one data dir never run out (before, each crash held its
+/// id for the lease's 5 minutes, and the 4th start found every id taken). SQLite only: a shared
+/// server database has other tests' leases in the same small id range.
+#[test]
+fn recycled_workers_never_exhaust_instance_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared_db = format!("sqlite://{}/shared.db", dir.path().display());
+    let data = dir.path().join("data");
+    let mut seen = Vec::new();
+    for round in 0..12 {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "lease_crash_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("C10K_LEASE_CHILD_DIR", &data)
+            .env("C10K_LEASE_CHILD_URL", &shared_db)
+            .stderr(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let id = text
+            .lines()
+            .find_map(|l| l.split("LEASED ").nth(1))
+            .unwrap_or_else(|| panic!("crash {round}: no lease: {text}"));
+        seen.push(id.parse::<u16>().unwrap());
+    }
+    // The slot's successor takes over its crashed predecessor's id.
+    assert!(seen.windows(2).all(|w| w[0] == w[1]), "{seen:?}");
+
+    let mut cfg = c10k_store::StoreConfig::in_dir(&data);
+    cfg.database = Some(shared_db);
+    cfg.lease_ids = 3;
+    for round in 0..12 {
+        let store = Store::open(&cfg, round % 2).unwrap_or_else(|e| panic!("open {round}: {e}"));
+        store.close();
+    }
+    let store = Store::open(&cfg, 0).unwrap();
+    let db = store.db().clone();
+    let live = store
+        .block_on(async move {
+            db.live_leases(c10k_store::Clock::now_ms(&c10k_store::SystemClock))
+                .await
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(live, vec![store.instance_id()]);
+}
+
+/// A second server on the same data dir is refused at once, naming the holder, instead of
+/// waiting for a journal that will never be free.
+#[test]
+fn a_second_owner_of_a_data_dir_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &backends()[0], 930);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "hold_child", "--nocapture", "--test-threads=1"])
+        .env("C10K_HOLD_DIR", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let pid = loop {
+        match lines.next() {
+            Some(Ok(l)) => {
+                if let Some(p) = l.split("HOLDING ").nth(1) {
+                    break p.to_owned();
+                }
+            }
+            _ => panic!("the holder did not start"),
+        }
+    };
+    let start = Instant::now();
+    let e = Store::open(&cfg, 0).unwrap_err().to_string();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(e.contains("--data-dir"), "{e}");
+    assert!(e.contains(&format!("pid {pid}")), "{e}");
+}
+
+/// Holds a store open until killed, for the test above. Its parent is that test's process, not
+/// the test's own parent, so to the test it is another server, not a worker being replaced.
+#[test]
+fn hold_child() {
+    let Ok(dir) = std::env::var("C10K_HOLD_DIR") else {
+        return;
+    };
+    let cfg = config(std::path::Path::new(&dir), &backends()[0], 931);
+    let store = open(&cfg);
+    println!("\nHOLDING {}", std::process::id());
+    std::thread::sleep(Duration::from_secs(60));
+    drop(store);
+}
+
+/// One flipped byte in the middle of a journal segment costs the damaged record, not the rest of
+/// the segment: 2,000 unflushed rows, a byte flipped at the middle, restart → at least 1,998 come
+/// back, the damaged segment is kept aside, and the figures count the damage (before: about
+/// 1,000 came back and the segment was cut at the damage).
+#[test]
+fn a_flipped_byte_mid_segment_loses_only_the_damaged_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend {
+        name: "closed-port",
+        url: Some(format!(
+            "postgres://nobody:x@127.0.0.1:{}/none",
+            closed_port()
+        )),
+    };
+    let mut cfg = config(dir.path(), &backend, 941);
+    cfg.db_acquire_timeout = 0.2;
+    let store = open(&cfg);
+    for i in 0..2000 {
+        post(&store, "flip", i).unwrap();
+    }
+    store.close();
+    drop(store);
+    let journal = dir.path().join("journal-0");
+    let seg = std::fs::read_dir(&journal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let store = open(&cfg);
+    let stats = store.stats();
+    eprintln!(
+        "after a flipped byte: {} of 2000 rows recovered, {} damaged range(s), {} record(s) lost",
+        stats.backlog, stats.journal_damaged, stats.journal_records_lost
+    );
+    assert!(
+        stats.backlog >= 1998,
+        "only {} of 2000 recovered",
+        stats.backlog
+    );
+    assert_eq!(stats.journal_damaged, 1);
+    assert!((1..=2).contains(&stats.journal_records_lost), "{stats:?}");
+    let mut copy = seg.clone().into_os_string();
+    copy.push(".damaged");
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        bytes,
+        "the copy is the damaged segment as found"
+    );
+}
+
+/// Runs one statement on `url` with a connection of its own (creating and dropping databases).
+fn admin(url: &str, sql: &str) {
+    use sqlx::{Connection, Executor};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        if url.starts_with("postgres") {
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            c.execute(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        } else {
+            let mut c = sqlx::MySqlConnection::connect(url).await.unwrap();
+            c.execute(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    });
+}
+
+/// Four workers starting at once on an empty PostgreSQL or MariaDB database all boot: the schema
+/// is created once, under a database lock. Before, they raced on `CREATE TABLE IF NOT EXISTS`
+/// (`duplicate key value violates unique constraint "pg_type_typname_nsp_index"`) and some boots
+/// failed. Needs `scripts/ci-services.sh` (which lets the test user create `c10k_*` databases).
+#[test]
+fn four_workers_boot_together_on_an_empty_database() {
+    for backend in real_backends() {
+        let url = backend.url.clone().unwrap();
+        let (base, _) = url.rsplit_once('/').unwrap();
+        for round in 0..3 {
+            let name = format!("c10k_fresh_{}_{round}", std::process::id());
+            admin(&url, &format!("CREATE DATABASE {name}"));
+            let fresh = format!("{base}/{name}");
+            let dir = tempfile::tempdir().unwrap();
+            let gate = Arc::new(std::sync::Barrier::new(4));
+            let threads: Vec<_> = (0..4)
+                .map(|slot| {
+                    let mut cfg = c10k_store::StoreConfig::in_dir(dir.path());
+                    cfg.database = Some(fresh.clone());
+                    cfg.db_pool_size = Some(2);
+                    let gate = gate.clone();
+                    std::thread::spawn(move || {
+                        gate.wait();
+                        Store::open(&cfg, slot).map_err(|e| format!("{e:#}"))
+                    })
+                })
+                .collect();
+            let opened: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            let mut ids = Vec::new();
+            let mut failed = Vec::new();
+            for store in opened {
+                match store {
+                    Ok(s) => {
+                        ids.push(s.instance_id());
+                        s.close();
+                    }
+                    Err(e) => failed.push(e),
+                }
+            }
+            let drop_sql = if backend.name == "postgres" {
+                format!("DROP DATABASE {name} WITH (FORCE)")
+            } else {
+                format!("DROP DATABASE {name}")
+            };
+            admin(&url, &drop_sql);
+            assert!(
+                failed.is_empty(),
+                "{} round {round}: {failed:?}",
+                backend.name
+            );
+            ids.sort_unstable();
+            ids.dedup();
+            assert_eq!(ids.len(), 4, "{}: instance ids {ids:?}", backend.name);
+        }
     }
 }
 

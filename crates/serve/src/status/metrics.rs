@@ -310,6 +310,26 @@ const FAMILIES: &[Family] = &[
         },
     },
     Family {
+        name: "c10k_journal_damaged_ranges",
+        kind: Kind::Gauge,
+        help: "Damaged ranges the workers' journals had at start-up (skipped, later records replayed).",
+        samples: |r, s| {
+            if let Some(j) = &r.journal {
+                s.value(j.damaged)
+            }
+        },
+    },
+    Family {
+        name: "c10k_journal_records_lost",
+        kind: Kind::Gauge,
+        help: "Journal records lost to damage found at start-up.",
+        samples: |r, s| {
+            if let Some(j) = &r.journal {
+                s.value(j.records_lost)
+            }
+        },
+    },
+    Family {
         name: "c10k_journal_db_up",
         kind: Kind::Gauge,
         help: "1 while every worker's last database attempt succeeded.",

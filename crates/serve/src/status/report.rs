@@ -144,6 +144,12 @@ pub struct JournalReport {
     pub db_errors: u64,
     /// Every worker's last database attempt succeeded.
     pub db_up: bool,
+    /// Damaged ranges the workers found inside their journal segments at start-up (skipped; the
+    /// records after them were replayed), and the records lost in them.
+    #[serde(default)]
+    pub damaged: u64,
+    #[serde(default)]
+    pub records_lost: u64,
 }
 
 impl JournalReport {
@@ -170,6 +176,8 @@ impl JournalReport {
                 segments_deleted: sum(|s| s.segments_deleted),
                 db_errors: sum(|s| s.db_errors),
                 db_up: stores.iter().all(|s| s.db_up),
+                damaged: sum(|s| s.journal_damaged),
+                records_lost: sum(|s| s.journal_records_lost),
             },
         ))
     }
