@@ -3,13 +3,17 @@
 #   A. c10k over the uwsgi protocol   (uwsgi_pass unix:c10k.sock, `--bind uwsgi+unix:`)
 #   B. uWSGI over the uwsgi protocol  (uwsgi_pass unix:uwsgi.sock, `uwsgi --socket`)
 #   C. c10k over HTTP                 (proxy_pass with upstream keepalive)
-# Same worker count for c10k and uWSGI; the app answers `hello\n` (c10k's built-in `/`, a
-# three-line WSGI app under uWSGI). nginx (1 worker) and the upstreams are pinned to CPU 0, wrk
+#   D. c10k hosting the same WSGI app as uWSGI, over the uwsgi protocol (`c10k serve hello:application`,
+#      sync class: one Python call at a time per worker, as uWSGI's default)
+# Same worker count for c10k and uWSGI; the app answers `hello\n` (c10k's built-in `/` in A and C,
+# a three-line WSGI app under uWSGI and in D). nginx (1 worker) and the upstreams are pinned to CPU 0, wrk
 # to CPU 1. Prints req/s medians and the ratios A/B (goal ≥ 1.3) and A/C (goal ≥ 1.0), and writes
 # them under runs/.
 #
-# usage: scripts/uwsgi-vs-peers.sh [REPEATS] [DURATION_SECONDS] [CONNECTIONS] [WORKERS]
-# uWSGI comes from $UWSGI, else /work/venv/bin/uwsgi, else PATH (pip install pyuwsgi).
+# usage: scripts/uwsgi-vs-peers.sh [REPEATS] [DURATION_SECONDS] [CONNECTIONS] [WORKERS] [CLASS]
+# (CLASS: c10k's --worker-class for A and C, async by default)
+# uWSGI comes from $UWSGI, else /work/venv/bin/uwsgi, else PATH (pip install pyuwsgi); row D's
+# virtualenv is $VENV, else uWSGI's (the directory above its bin/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +21,7 @@ repeats=${1:-3}
 duration=${2:-5}
 conns=${3:-50}
 workers=${4:-1}
+class=${5:-async}
 for tool in nginx wrk taskset curl python3; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y nginx-light wrk util-linux curl python3)" >&2; exit 2; }
 done
@@ -26,6 +31,7 @@ if [ -z "$uwsgi" ]; then
 fi
 [ -n "$uwsgi" ] && [ -x "$uwsgi" ] || { echo "missing uWSGI: set UWSGI=/path/to/uwsgi (pip install pyuwsgi)" >&2; exit 2; }
 if [ "$(nproc)" -lt 2 ]; then echo "needs 2 CPUs to pin servers and load generator apart" >&2; exit 2; fi
+venv=${VENV:-$(dirname "$(dirname "$uwsgi")")}
 
 cargo build --release -q -p c10k
 bin=target/release/c10k
@@ -36,7 +42,7 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 c10k_http=$(free_port)
-port_a=$(free_port); port_b=$(free_port); port_c=$(free_port)
+port_a=$(free_port); port_b=$(free_port); port_c=$(free_port); port_d=$(free_port)
 
 cat > "$tmp/hello.py" <<'PY'
 def application(environ, start_response):
@@ -90,6 +96,10 @@ http {
     location / { include uwsgi_params; uwsgi_pass unix:$tmp/uwsgi.sock; }
   }
   server {
+    listen 127.0.0.1:$port_d backlog=2048;
+    location / { include uwsgi_params; uwsgi_pass unix:$tmp/c10k-py.sock; }
+  }
+  server {
     listen 127.0.0.1:$port_c backlog=2048;
     location / {
       proxy_pass http://c10k_http;
@@ -102,13 +112,17 @@ http {
 CONF
 
 taskset -c 0 "$bin" serve --bind "uwsgi+unix:$tmp/c10k.sock,127.0.0.1:$c10k_http" \
-  --workers "$workers" --worker-class async --admin off --backlog 2048 --log-level warn \
+  --workers "$workers" --worker-class "$class" --admin off --backlog 2048 --log-level warn \
   >"$tmp/logs/c10k.log" 2>&1 &
+pids+=($!)
+taskset -c 0 "$bin" serve --bind "uwsgi+unix:$tmp/c10k-py.sock" --workers "$workers" \
+  --worker-class sync --admin off --backlog 2048 --log-level warn --chdir "$tmp" --venv "$venv" \
+  hello:application >"$tmp/logs/c10k-py.log" 2>&1 &
 pids+=($!)
 (cd "$tmp" && exec taskset -c 0 "$uwsgi" --socket "$tmp/uwsgi.sock" --master --workers "$workers" \
   --listen 1024 --disable-logging --wsgi-file hello.py >"$tmp/logs/uwsgi.log" 2>&1) &
 pids+=($!)
-for _ in $(seq 100); do [ -S "$tmp/c10k.sock" ] && [ -S "$tmp/uwsgi.sock" ] && break; sleep 0.1; done
+for _ in $(seq 100); do [ -S "$tmp/c10k.sock" ] && [ -S "$tmp/uwsgi.sock" ] && [ -S "$tmp/c10k-py.sock" ] && break; sleep 0.1; done
 taskset -c 0 nginx -p "$tmp" -c "$tmp/nginx.conf" &
 pids+=($!)
 
@@ -119,31 +133,32 @@ wait_up() {
   done
   echo "nothing answers hello on $1; logs:" >&2; tail -n 5 "$tmp"/logs/* >&2; exit 1
 }
-for p in "$port_a" "$port_b" "$port_c"; do wait_up "$p"; done
+for p in "$port_a" "$port_b" "$port_c" "$port_d"; do wait_up "$p"; done
 
 run_wrk() { taskset -c 1 wrk -t1 -c"$conns" -d"${duration}s" "http://127.0.0.1:$1/" | awk '/Requests\/sec/ {print $2}'; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-a=(); b=(); c=()
+a=(); b=(); c=(); d=()
 for i in $(seq "$repeats"); do
   # Rotate the order so drift (thermal, noise) does not favour one side.
-  case $((i % 3)) in
-    1) a+=("$(run_wrk "$port_a")"); b+=("$(run_wrk "$port_b")"); c+=("$(run_wrk "$port_c")") ;;
-    2) b+=("$(run_wrk "$port_b")"); c+=("$(run_wrk "$port_c")"); a+=("$(run_wrk "$port_a")") ;;
-    0) c+=("$(run_wrk "$port_c")"); a+=("$(run_wrk "$port_a")"); b+=("$(run_wrk "$port_b")") ;;
+  case $((i % 4)) in
+    1) a+=("$(run_wrk "$port_a")"); b+=("$(run_wrk "$port_b")"); c+=("$(run_wrk "$port_c")"); d+=("$(run_wrk "$port_d")") ;;
+    2) b+=("$(run_wrk "$port_b")"); c+=("$(run_wrk "$port_c")"); d+=("$(run_wrk "$port_d")"); a+=("$(run_wrk "$port_a")") ;;
+    3) c+=("$(run_wrk "$port_c")"); d+=("$(run_wrk "$port_d")"); a+=("$(run_wrk "$port_a")"); b+=("$(run_wrk "$port_b")") ;;
+    0) d+=("$(run_wrk "$port_d")"); a+=("$(run_wrk "$port_a")"); b+=("$(run_wrk "$port_b")"); c+=("$(run_wrk "$port_c")") ;;
   esac
-  echo "round $i: c10k/uwsgi ${a[-1]}, uWSGI/uwsgi ${b[-1]}, c10k/HTTP ${c[-1]} req/s" >&2
+  echo "round $i: c10k/uwsgi ${a[-1]}, uWSGI/uwsgi ${b[-1]}, c10k/HTTP ${c[-1]}, c10k-WSGI/uwsgi ${d[-1]} req/s" >&2
 done
 med() { printf '%s\n' "$@" | median; }
-a_med=$(med "${a[@]}"); b_med=$(med "${b[@]}"); c_med=$(med "${c[@]}")
+a_med=$(med "${a[@]}"); b_med=$(med "${b[@]}"); c_med=$(med "${c[@]}"); d_med=$(med "${d[@]}")
 ratio() { awk -v x="$1" -v y="$2" 'BEGIN {printf "%.2f", (y > 0 ? x/y : 0)}'; }
 # Per-round ratios (both sides measured back to back) are steadier on a drifting host.
 pair() {
   local -n xs=$1 ys=$2
   printf '%.2f' "$(for i in "${!xs[@]}"; do awk -v x="${xs[$i]}" -v y="${ys[$i]}" 'BEGIN {print (y > 0 ? x/y : 0)}'; done | median)"
 }
-ab=$(ratio "$a_med" "$b_med"); ac=$(ratio "$a_med" "$c_med")
-ab_pair=$(pair a b); ac_pair=$(pair a c)
+ab=$(ratio "$a_med" "$b_med"); ac=$(ratio "$a_med" "$c_med"); db=$(ratio "$d_med" "$b_med")
+ab_pair=$(pair a b); ac_pair=$(pair a c); db_pair=$(pair d b)
 failures=$(grep -c -i "error\|refused" "$tmp/logs/error.log" || true)
 
 out="runs/$(date -u +%Y-%m-%d)-uwsgi-vs-peers"
@@ -151,18 +166,20 @@ mkdir -p "$out"
 {
   echo "# nginx → c10k over uwsgi vs nginx → uWSGI over uwsgi vs nginx → c10k over HTTP"
   echo
-  echo "Command: \`scripts/uwsgi-vs-peers.sh $repeats $duration $conns $workers\`  "
+  echo "Command: \`scripts/uwsgi-vs-peers.sh $repeats $duration $conns $workers $class\`  "
   echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)  "
   echo "nginx $(nginx -v 2>&1 | cut -d/ -f2) (1 worker) and the upstreams pinned to CPU 0; wrk -t1 -c$conns -d${duration}s pinned to CPU 1; $repeats rounds."
-  echo "c10k: --worker-class async --workers $workers. uWSGI $("$uwsgi" --version): --workers $workers, hello.py."
+  echo "c10k: --worker-class $class --workers $workers. uWSGI $("$uwsgi" --version): --workers $workers, hello.py."
   echo
   echo "| upstream (behind nginx) | req/s per round | median req/s |"
   echo "|---|---|---|"
   echo "| A. c10k, uwsgi protocol, unix socket | ${a[*]} | $a_med |"
   echo "| B. uWSGI, uwsgi protocol, unix socket | ${b[*]} | $b_med |"
   echo "| C. c10k, HTTP, upstream keepalive | ${c[*]} | $c_med |"
+  echo "| D. c10k hosting hello.py (sync), uwsgi protocol, unix socket | ${d[*]} | $d_med |"
   echo
   echo "**A/B = $ab** (goal ≥ 1.3; median of per-round ratios $ab_pair)  "
   echo "**A/C = $ac** (goal ≥ 1.0; median of per-round ratios $ac_pair)  "
+  echo "D/B = $db (the same Python app under c10k and uWSGI; median of per-round ratios $db_pair)  "
   echo "nginx error-log lines mentioning errors: $failures"
 } | tee "$out/results.md"
