@@ -103,8 +103,26 @@ pub fn refuse_a_data_dir_in_use(args: &AppArgs) -> anyhow::Result<()> {
 /// Builds the built-in application in a worker process (never in the master: the journal and
 /// database pool it may open have threads of their own). A replacement worker gets the slot of
 /// the one it replaces, so it reopens that slot's journal and replays what was not flushed.
-pub fn factory(args: &AppArgs, info: &WorkerInfo) -> anyhow::Result<Hosted<App>> {
-    let config = args.app_config();
+///
+/// `worker_timeout` is `--timeout` (0: none): a `sync` worker blocked in a request beats no heart,
+/// so the master kills it at `--timeout`; the accepted `?delay=` range is kept under it there, so
+/// the app never accepts a request the server will cut (a 400 with the limit instead).
+pub fn factory(
+    args: &AppArgs,
+    info: &WorkerInfo,
+    worker_timeout: f64,
+) -> anyhow::Result<Hosted<App>> {
+    let mut config = args.app_config();
+    if let Some(cap) = sync_delay_cap(info.class, args.max_delay, worker_timeout) {
+        if info.slot == 0 {
+            tracing::warn!(
+                "--max-delay {} s lowered to {cap} s under the sync class: a sync worker busy for \
+                 --timeout ({worker_timeout} s) is killed by the master",
+                args.max_delay
+            );
+        }
+        config.max_delay = Duration::from_secs_f64(cap);
+    }
     let app = App::boot(config, info.slot).with_context(|| {
         format!(
             "opening the write path (worker {}, database {})",
@@ -119,6 +137,16 @@ pub fn factory(args: &AppArgs, info: &WorkerInfo) -> anyhow::Result<Hosted<App>>
         let app = figures.upgrade()?;
         app.store_stats().map(|s| write_path_figures(&s, max_lag))
     }))
+}
+
+/// The longest `?delay=` a `sync` worker may accept under `--timeout`: one second under it (so
+/// the heartbeat after the request lands in time), or `None` when `--max-delay` is already below.
+fn sync_delay_cap(class: &str, max_delay: f64, worker_timeout: f64) -> Option<f64> {
+    if class != "sync" || worker_timeout <= 0.0 {
+        return None;
+    }
+    let cap = (worker_timeout - 1.0).max(0.0);
+    (max_delay > cap).then_some(cap)
 }
 
 fn write_path_figures(s: &StoreStats, max_lag: u64) -> WritePathFigures {
@@ -138,5 +166,19 @@ fn write_path_figures(s: &StoreStats, max_lag: u64) -> WritePathFigures {
         max_backlog: max_lag,
         journal_damaged: s.journal_damaged,
         journal_records_lost: s.journal_records_lost,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_keeps_delays_under_the_worker_timeout() {
+        assert_eq!(sync_delay_cap("sync", 60.0, 30.0), Some(29.0));
+        assert_eq!(sync_delay_cap("sync", 10.0, 30.0), None);
+        assert_eq!(sync_delay_cap("sync", 60.0, 0.0), None);
+        assert_eq!(sync_delay_cap("gthread", 60.0, 30.0), None);
+        assert_eq!(sync_delay_cap("async", 60.0, 30.0), None);
     }
 }

@@ -211,7 +211,10 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
                     app.to_toml(true).trim_end().replace('\n', ", ")
                 );
             }
-            c10k_serve::run_hosted(config, |info| crate::builtin::factory(&app, info))
+            let worker_timeout = config.timeout;
+            c10k_serve::run_hosted(config, |info| {
+                crate::builtin::factory(&app, info, worker_timeout)
+            })
         }
         Command::Bench(args) => c10k_bench::cli::run(*args),
         Command::Lab(args) => {

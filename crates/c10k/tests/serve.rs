@@ -808,3 +808,15 @@ fn slowloris_does_not_take_the_threads() {
         }
     }
 }
+
+/// Issue 17.5: `sync` accepted a `?delay=` longer than `--timeout`, and the master then killed the
+/// worker under it (an empty reply). The accepted range now stays under `--timeout` there.
+#[test]
+fn sync_refuses_delays_its_worker_timeout_would_cut() {
+    let s = Server::start(&["-k", "sync", "--timeout", "3", "--max-delay", "60"]);
+    let r = get(s.addr, "/?delay=4").unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("--max-delay"), "{}", r.text());
+    let r = get(s.addr, "/?delay=0.05").unwrap();
+    assert_eq!(r.status, 200);
+}
