@@ -194,6 +194,15 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
             if let Some(spec) = python.spec() {
                 return serve_python(config, &python, spec);
             }
+            if config.worker_class == c10k_serve::WorkerClass::Gevent {
+                return Err(UsageError(
+                    "--worker-class gevent runs a Python WSGI application (c10k serve -k gevent \
+                     MODULE:APP); the built-in application is already asynchronous: use \
+                     --worker-class async"
+                        .into(),
+                )
+                .into());
+            }
             if !c10k_serve::is_worker_process() {
                 crate::builtin::refuse_a_data_dir_in_use(&app)?;
                 // The banner stays short (gunicorn's); the whole configuration is at debug.

@@ -79,6 +79,11 @@ pub struct PythonArgs {
         help_heading = "Python (WSGI)"
     )]
     pub root_path: String,
+
+    /// With --worker-class gevent: do not call gevent.monkey.patch_all() before importing the
+    /// application (for apps that patch the standard library themselves).
+    #[arg(long, env = "C10K_NO_MONKEY_PATCH", help_heading = "Python (WSGI)")]
+    pub no_monkey_patch: bool,
 }
 
 impl PythonArgs {
@@ -152,6 +157,7 @@ mod enabled {
                 .collect(),
             root_path: args.root_path.clone(),
             max_stuck_threads: None,
+            no_monkey_patch: args.no_monkey_patch,
             // Retiring is what SIGHUP does to a worker: finish in-flight requests, exit, and the
             // master starts a fresh process.
             recycle: Some(Arc::new(|| {

@@ -28,6 +28,9 @@ pub enum WorkerClass {
     Gthread,
     /// An event loop per worker; waits yield, so one worker runs thousands of requests at once.
     Async,
+    /// Python apps: the `async` event loop does the I/O; each request runs in a greenlet on the
+    /// worker's gevent hub (monkey-patched), up to --worker-connections at once.
+    Gevent,
 }
 
 impl fmt::Display for WorkerClass {

@@ -9,8 +9,9 @@ use pyo3::prelude::*;
 
 use crate::call::{self, AppState};
 use crate::environ::Template;
+use crate::gevent::Hub;
 use crate::pool::Pool;
-use crate::stream::{InlineStream, PoolStream};
+use crate::stream::{InlineStream, PoolStream, Runner};
 use crate::{interp, loader, BootError, WsgiConfig};
 
 /// A hosted WSGI application; one per worker process.
@@ -26,7 +27,9 @@ struct Inner {
     pool_size: usize,
     max_stuck: usize,
     recycle: Option<Arc<dyn Fn() + Send + Sync>>,
-    /// Requests handed to the pool and not answered yet (`async` back-pressure: a count of
+    /// The `gevent` class: requests run in greenlets on this hub instead of the pool.
+    hub: Option<Hub>,
+    /// Requests handed to the pool (or the hub) and not answered yet (`async` back-pressure: a count of
     /// requests, never of connections, so idle keep-alive clients cost nothing).
     in_flight: tokio::sync::Semaphore,
 }
@@ -58,7 +61,12 @@ impl WsgiApp {
             started.prefix,
             config.app
         );
+        let gevent = info.class == "gevent";
         let state = interp::attach(|py| -> Result<AppState, BootError> {
+            if gevent {
+                // Before anything else is imported: the app must see the patched modules.
+                crate::gevent::prepare(py, !config.no_monkey_patch)?;
+            }
             let setup = |py: Python<'_>| -> PyResult<()> {
                 let mut path = config.pythonpath.clone();
                 path.push(cwd.clone());
@@ -74,7 +82,9 @@ impl WsgiApp {
                 traceback: call::format_exception(py, &e),
             })?;
             let app = loader::load(py, &config.app)?;
-            let template = Template::new(py, &config.root_path, info.threads > 1, info.workers > 1)
+            // Greenlets run requests concurrently, as threads would (gunicorn says so too).
+            let multithread = info.threads > 1 || gevent;
+            let template = Template::new(py, &config.root_path, multithread, info.workers > 1)
                 .map_err(|e| BootError::Exception {
                     spec: config.app.clone(),
                     traceback: call::format_exception(py, &e),
@@ -86,9 +96,20 @@ impl WsgiApp {
             // Only requests with a deadline use the pool: as many as may run at once.
             Wait::Block => info.threads.clamp(1, 1024),
         };
+        let hub = if gevent {
+            tracing::info!(
+                slot = info.slot,
+                max_in_flight = info.max_in_flight,
+                "gevent hub: one greenlet per request"
+            );
+            Some(Hub::start()?)
+        } else {
+            None
+        };
         Ok(WsgiApp {
             inner: Arc::new(Inner {
                 state,
+                hub,
                 pool: OnceLock::new(),
                 pool_size,
                 max_stuck: config.max_stuck_threads.unwrap_or(pool_size),
@@ -167,7 +188,7 @@ impl Inner {
             Box::new(move |py| {
                 let called = call::run_request(py, &me.state, req);
                 let resp = call::into_response(called, |first, body| {
-                    Box::pin(PoolStream::new(first, body, pool))
+                    Box::pin(PoolStream::new(first, body, Runner::Pool(pool)))
                 });
                 // Nobody waiting: dropping the answer hands its close() back to the pool.
                 let _ = tx.send(resp);
@@ -194,6 +215,75 @@ impl Inner {
         let mut guard = guard;
         guard.armed = false;
         answer.unwrap_or_else(|| Response::text(500, "Internal Server Error\n"))
+    }
+}
+
+impl Inner {
+    /// In a greenlet on the hub, awaited on the event loop: the `gevent` class.
+    async fn call_hub(
+        self: &Arc<Self>,
+        hub: &Hub,
+        req: Request,
+        deadline: Option<Instant>,
+    ) -> Response {
+        let Ok(_permit) = self.in_flight.acquire().await else {
+            return Response::text(503, "Service Unavailable\n");
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<Response>();
+        let me = self.clone();
+        let hub2 = hub.clone();
+        let slot = hub.submit_tracked(
+            Box::new(move |py| {
+                let called = call::run_request(py, &me.state, req);
+                let resp = call::into_response(called, |first, body| {
+                    let runner = Runner::Hub(hub2, crate::gevent::current_context(py));
+                    Box::pin(PoolStream::new(first, body, runner))
+                });
+                // Interrupted by its gevent.Timeout (or just too late): the client gets the 504;
+                // dropping a streamed answer closes its iterable in another greenlet.
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    drop(resp);
+                    let _ = tx.send(timeout_response());
+                } else {
+                    let _ = tx.send(resp);
+                }
+            }),
+            deadline,
+        );
+        // Gone before the answer (the server's timer, shutdown): kill the greenlet.
+        let mut guard = KillOnDrop {
+            hub,
+            slot: &slot,
+            deadline,
+            armed: true,
+        };
+        let answer = match deadline {
+            None => rx.await.ok(),
+            Some(d) => match tokio::time::timeout_at(d.into(), rx).await {
+                Ok(r) => r.ok(),
+                Err(_) => return timeout_response(),
+            },
+        };
+        guard.armed = false;
+        answer.unwrap_or_else(|| Response::text(500, "Internal Server Error\n"))
+    }
+}
+
+/// Kills a request's greenlet when its future is dropped before the answer. At the deadline the
+/// greenlet's own `gevent.Timeout` does it (so the log shows where the view was waiting).
+struct KillOnDrop<'a> {
+    hub: &'a Hub,
+    slot: &'a Arc<crate::gevent::Slot>,
+    deadline: Option<Instant>,
+    armed: bool,
+}
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        let timed_out = self.deadline.is_some_and(|d| Instant::now() >= d);
+        if self.armed && !timed_out {
+            self.hub.kill(self.slot);
+        }
     }
 }
 
@@ -226,7 +316,10 @@ impl Handler for WsgiApp {
             match (ctx.wait, ctx.deadline) {
                 (Wait::Block, None) => inner.call_inline(req),
                 (Wait::Block, Some(d)) => inner.call_pooled_blocking(req, d),
-                (Wait::Yield, d) => inner.call_pooled_async(req, d).await,
+                (Wait::Yield, d) => match inner.hub.clone() {
+                    Some(hub) => inner.call_hub(&hub, req, d).await,
+                    None => inner.call_pooled_async(req, d).await,
+                },
             }
         }
     }

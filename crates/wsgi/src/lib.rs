@@ -19,9 +19,9 @@
 //! What runs under the GIL is the same code whoever drives it: [`environ`] builds the environ,
 //! [`call`] calls the app and turns its answer into a [`c10k_http::Response`] (a list is joined, a
 //! `wsgi.file_wrapper` over a real file is read by Rust without the GIL, any other iterable is
-//! streamed chunk by chunk and `close()`d when the server drops the stream). A later executor (a
-//! gevent hub running each request in a greenlet) plugs in at the same two points:
-//! [`call::run_request`] and [`call::PyBody`].
+//! streamed chunk by chunk and `close()`d when the server drops the stream). Under `gevent`
+//! (`Wait::Yield` with a hub) the same two pieces, [`call::run_request`] and [`call::PyBody`], run
+//! in greenlets on the worker's gevent hub instead of the pool (see [`gevent`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,6 +30,7 @@ mod call;
 mod environ;
 mod errors;
 mod file_wrapper;
+mod gevent;
 mod handler;
 mod input;
 pub mod interp;
@@ -60,6 +61,9 @@ pub struct WsgiConfig {
     /// Python threads that may be stuck past `--request-timeout` before the worker asks to be
     /// recycled; `None`: as many as the worker has threads.
     pub max_stuck_threads: Option<usize>,
+    /// `--no-monkey-patch`: under `--worker-class gevent`, do not call `gevent.monkey.patch_all()`
+    /// before importing the app (it patches itself).
+    pub no_monkey_patch: bool,
     /// Called once when more Python threads are stuck than tolerated: the worker should finish
     /// what it is doing and exit, so the master replaces it with a fresh process.
     pub recycle: Option<Arc<dyn Fn() + Send + Sync>>,
@@ -75,6 +79,7 @@ impl std::fmt::Debug for WsgiConfig {
             .field("env", &self.env)
             .field("root_path", &self.root_path)
             .field("max_stuck_threads", &self.max_stuck_threads)
+            .field("no_monkey_patch", &self.no_monkey_patch)
             .finish_non_exhaustive()
     }
 }

@@ -4,9 +4,10 @@
 //! - [`InlineStream`] (blocking classes): the server pulls it on the worker thread that called the
 //!   app, which is attached to Python for good, so each chunk is one `next()` under the GIL and the
 //!   GIL is released before the chunk is written to the socket.
-//! - [`PoolStream`] (`async`): the server polls it on a tokio thread, which must never run Python;
-//!   each `next()` and the final `close()` are jobs for the Python pool. A body read from a real
-//!   file needs no Python and is read where it is polled.
+//! - [`PoolStream`] (`async`, `gevent`): the server polls it on a tokio thread, which must never
+//!   run Python; each `next()` and the final `close()` are jobs for the Python pool (or, under
+//!   `gevent`, greenlets on the hub). A body read from a real file needs no Python and is read
+//!   where it is polled.
 //!
 //! Either way `close()` is called exactly once: at the end of the body, when the app fails, or when
 //! the server drops the stream early because the client went away.
@@ -22,8 +23,27 @@ use futures_core::Stream;
 use tokio::sync::oneshot;
 
 use crate::call::{Next, PyBody};
+use crate::gevent::Hub;
 use crate::interp;
-use crate::pool::Pool;
+use crate::pool::{Job, Pool};
+
+/// Where a [`PoolStream`]'s Python steps run.
+#[derive(Clone)]
+pub(crate) enum Runner {
+    Pool(Pool),
+    /// The request greenlet's `contextvars.Context` goes with it: every step of the body runs in
+    /// it, as the generator (Flask's `stream_with_context`) expects.
+    Hub(Hub, Option<std::sync::Arc<pyo3::Py<pyo3::PyAny>>>),
+}
+
+impl Runner {
+    fn submit(&self, job: Job) {
+        match self {
+            Runner::Pool(p) => p.submit(job),
+            Runner::Hub(h, context) => h.submit(job, context.clone()),
+        }
+    }
+}
 
 fn failed() -> BoxError {
     "the WSGI application failed while streaming its response (see the log)".into()
@@ -103,12 +123,12 @@ pub(crate) struct PoolStream {
     /// The body when no step is in flight.
     body: Option<PyBody>,
     step: Option<oneshot::Receiver<StepResult>>,
-    pool: Pool,
+    pool: Runner,
     done: bool,
 }
 
 impl PoolStream {
-    pub(crate) fn new(first: VecDeque<Bytes>, body: PyBody, pool: Pool) -> PoolStream {
+    pub(crate) fn new(first: VecDeque<Bytes>, body: PyBody, pool: Runner) -> PoolStream {
         PoolStream {
             first,
             body: Some(body),

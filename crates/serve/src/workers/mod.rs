@@ -110,7 +110,10 @@ impl Server {
             WorkerClass::Sync => sync::run(self.listeners, config, handler, life),
             WorkerClass::Thread => thread::run(self.listeners, config, handler, life),
             WorkerClass::Gthread => gthread::run(self.listeners, config, handler, life),
-            WorkerClass::Async => async_::run(self.listeners, config, handler, life),
+            // gevent is the async I/O model; the hosted app dispatches to its hub.
+            WorkerClass::Async | WorkerClass::Gevent => {
+                async_::run(self.listeners, config, handler, life)
+            }
         }
     }
 }
@@ -126,11 +129,16 @@ fn worker_info(config: &ServeConfig, slot: usize) -> WorkerInfo {
         ),
         WorkerClass::Gthread => ("gthread", config.threads, config.threads),
         WorkerClass::Async => ("async", config.threads, config.worker_connections),
+        // One Python thread (the hub); every connection's request may be in flight at once.
+        WorkerClass::Gevent => ("gevent", 1, config.worker_connections),
     };
     WorkerInfo {
         slot,
         class,
-        wait: if config.worker_class == WorkerClass::Async {
+        wait: if matches!(
+            config.worker_class,
+            WorkerClass::Async | WorkerClass::Gevent
+        ) {
             Wait::Yield
         } else {
             Wait::Block

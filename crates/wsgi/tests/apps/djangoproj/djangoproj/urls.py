@@ -5,5 +5,6 @@ from notes import views
 urlpatterns = [
     path("", views.index),
     path("notes", views.notes),
+    path("db-sleep", views.db_sleep),
     path("fail", views.fail),
 ]

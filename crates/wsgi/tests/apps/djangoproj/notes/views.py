@@ -26,5 +26,13 @@ def notes(request):
     )
 
 
+def db_sleep(request):
+    """Waits in the database (?s=SECONDS): concurrent only when the driver's socket yields."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT SLEEP(%s)", [float(request.GET.get("s", "0.2"))])
+        cur.fetchone()
+    return HttpResponse("slept\n", content_type="text/plain")
+
+
 def fail(request):
     raise RuntimeError("django view failed")

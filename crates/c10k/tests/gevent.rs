@@ -1,0 +1,422 @@
+//! `c10k serve -k gevent MODULE:APP` end to end with real gevent, Flask and `requests` from the
+//! test venv (`C10K_TEST_VENV`, made by `.ci/run`; skipped with a message without it, except
+//! under CI): sleeping views overlap on one worker where gthread with 4 threads cannot, a view
+//! calling another local HTTP server through `requests` runs concurrently, a failing greenlet
+//! leaves the others alone, a disconnected client's streamed body is closed, --request-timeout
+//! answers 504 and kills the greenlet, and the boot errors.
+
+#![cfg(feature = "python")]
+
+#[macro_use]
+mod util;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use util::{connect, get, Resp, Server};
+
+fn apps() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../wsgi/tests/apps")
+        .canonicalize()
+        .expect("crates/wsgi/tests/apps")
+        .display()
+        .to_string()
+}
+
+/// The test venv with gevent, Flask and requests, or `None` (skip) outside CI.
+fn venv() -> Option<String> {
+    match std::env::var("C10K_TEST_VENV") {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must set C10K_TEST_VENV (.ci/run runs scripts/python-venv.sh)"
+            );
+            eprintln!("skipped: C10K_TEST_VENV is not set (eval \"$(scripts/python-venv.sh)\")");
+            None
+        }
+    }
+}
+
+fn serve(venv: &str, class: &str, threads: &str, extra: &[&str], app: &str) -> Server {
+    let apps = apps();
+    let mut args = vec![
+        "-k",
+        class,
+        "-w",
+        "1",
+        "--threads",
+        threads,
+        "--venv",
+        venv,
+        "--chdir",
+        &apps,
+    ];
+    args.extend_from_slice(extra);
+    args.push(app);
+    Server::start(&args)
+}
+
+/// `n` GETs of `target` at once, each on its own connection; the answers and the wall time.
+fn concurrent(addr: SocketAddr, target: &str, n: usize) -> (Vec<Resp>, Duration) {
+    let start = Instant::now();
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            let t = target.to_owned();
+            std::thread::spawn(move || get(addr, &t).expect("request"))
+        })
+        .collect();
+    let answers = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    (answers, start.elapsed())
+}
+
+/// The seed's experiment in small: 100 concurrent `time.sleep(0.1)` views.
+#[test]
+fn sleeping_views_overlap_on_one_gevent_worker_but_not_on_gthread() {
+    let Some(venv) = venv() else { return };
+    let s = serve(&venv, "gevent", "1", &[], "flask_app:app");
+    let (answers, took) = concurrent(s.addr, "/?delay=0.1", 100);
+    for r in &answers {
+        assert_eq!((r.status, r.text().as_str()), (200, "hello\n"));
+    }
+    // Serial would be 10 s; greenlets make it ≈ 0.1 s plus overhead. Loose bound.
+    assert!(took < Duration::from_millis(1500), "gevent: {took:?}");
+    drop(s);
+
+    let s = serve(&venv, "gthread", "4", &[], "flask_app:app");
+    let (answers, took_gthread) = concurrent(s.addr, "/?delay=0.1", 100);
+    assert!(answers.iter().all(|r| r.status == 200));
+    // 4 threads: at least 100 × 0.1 s / 4 = 2.5 s.
+    assert!(
+        took_gthread >= Duration::from_millis(2000),
+        "gthread with 4 threads: {took_gthread:?}"
+    );
+    eprintln!("100 × sleep(0.1): gevent {took:?}, gthread×4 {took_gthread:?}");
+}
+
+/// A plain HTTP server that answers every request after `delay`, one thread per connection,
+/// counting the most requests it had in flight at once.
+fn slow_upstream(delay: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let now = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let peak2 = peak.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let (now, peak) = (now.clone(), peak2.clone());
+            std::thread::spawn(move || {
+                c.set_read_timeout(Some(Duration::from_secs(10))).ok();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(n, Ordering::SeqCst);
+                std::thread::sleep(delay);
+                now.fetch_sub(1, Ordering::SeqCst);
+                let _ = c.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nupstream",
+                );
+            });
+        }
+    });
+    (addr, peak)
+}
+
+#[test]
+fn views_calling_requests_run_concurrently() {
+    let Some(venv) = venv() else { return };
+    let (up, peak) = slow_upstream(Duration::from_millis(300));
+    let s = serve(&venv, "gevent", "1", &[], "gevent_app:app");
+    let patched = get(s.addr, "/patched").unwrap().text();
+    assert!(patched.contains("\"socket\":true"), "{patched}");
+    let (answers, took) = concurrent(s.addr, &format!("/fetch?url=http://{up}/"), 20);
+    for r in &answers {
+        assert_eq!((r.status, r.text().as_str()), (200, "upstream"));
+    }
+    // Serial would be 6 s.
+    assert!(took < Duration::from_millis(2000), "{took:?}");
+    assert!(
+        peak.load(Ordering::SeqCst) >= 10,
+        "the upstream saw at most {} requests at once",
+        peak.load(Ordering::SeqCst)
+    );
+}
+
+#[test]
+fn a_failing_greenlet_leaves_the_others_alone() {
+    let Some(venv) = venv() else { return };
+    let s = serve(&venv, "gevent", "1", &[], "flask_app:app");
+    let addr = s.addr;
+    let slow: Vec<_> = (0..20)
+        .map(|_| std::thread::spawn(move || get(addr, "/?delay=0.3").unwrap()))
+        .collect();
+    let failing: Vec<_> = (0..20)
+        .map(|_| std::thread::spawn(move || get(addr, "/fail").unwrap()))
+        .collect();
+    for h in failing {
+        assert_eq!(h.join().unwrap().status, 500);
+    }
+    for h in slow {
+        let r = h.join().unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "hello\n"));
+    }
+    s.wait_log("flask view failed", Duration::from_secs(5));
+    assert_eq!(get(addr, "/hello").unwrap().text(), "Hello, world!");
+}
+
+#[test]
+fn a_disconnected_clients_streamed_body_is_closed() {
+    let Some(venv) = venv() else { return };
+    let s = serve(&venv, "gevent", "1", &[], "probe:app");
+    let mut c = connect(s.addr);
+    c.write_all(b"GET /stream?n=2000&delay=0.005&token=gone HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = c.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    drop(c);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(s.addr, "/closed?token=gone").unwrap().text() != "1" {
+        assert!(
+            Instant::now() < deadline,
+            "close() never called:\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A whole stream still works, and its steps did not block the hub meanwhile.
+    let r = get(s.addr, "/stream?n=3&token=whole").unwrap();
+    assert_eq!(r.text(), "chunk0\nchunk1\nchunk2\n");
+    assert_eq!(get(s.addr, "/closed?token=whole").unwrap().text(), "1");
+}
+
+#[test]
+fn request_timeout_is_504_and_kills_the_greenlet() {
+    let Some(venv) = venv() else { return };
+    let s = serve(
+        &venv,
+        "gevent",
+        "1",
+        &["--request-timeout", "1"],
+        "probe:app",
+    );
+    let start = Instant::now();
+    let r = get(s.addr, "/slow?s=30").unwrap();
+    assert_eq!(r.status, 504);
+    assert!(
+        start.elapsed() < Duration::from_millis(3500),
+        "{:?}",
+        start.elapsed()
+    );
+    // gevent.Timeout was raised in the view (at its time.sleep), not left running.
+    s.wait_log("Timeout", Duration::from_secs(5));
+    s.wait_log("/slow", Duration::from_secs(5));
+    let r = get(s.addr, "/write").unwrap();
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), s.log());
+}
+
+#[test]
+fn no_monkey_patch_leaves_the_standard_library_alone() {
+    let Some(venv) = venv() else { return };
+    let s = serve(
+        &venv,
+        "gevent",
+        "1",
+        &["--no-monkey-patch"],
+        "gevent_app:app",
+    );
+    let patched = get(s.addr, "/patched").unwrap().text();
+    assert!(patched.contains("\"time\":false"), "{patched}");
+}
+
+fn boot(args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_c10k"));
+    cmd.args(["serve", "--bind", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("VIRTUAL_ENV")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (code, err)
+}
+
+#[test]
+fn the_built_in_app_is_refused() {
+    let (code, err) = boot(&["-k", "gevent"], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--worker-class gevent") && err.contains("async"),
+        "{err}"
+    );
+}
+
+#[test]
+fn without_gevent_in_the_venv_boot_fails_with_how_to_install_it() {
+    // A venv of the embedded Python's version without gevent: the standard library only.
+    let dir = tempfile::tempdir().unwrap();
+    let python = std::env::var("PYO3_PYTHON").unwrap_or_else(|_| "python3".into());
+    let made = Command::new(&python)
+        .args(["-m", "venv", "--without-pip"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let venv = dir.path().display().to_string();
+    let apps = apps();
+    let (code, err) = boot(
+        &[
+            "-k",
+            "gevent",
+            "--venv",
+            &venv,
+            "--chdir",
+            &apps,
+            "probe:app",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("pip install gevent"), "{err}");
+}
+
+/// gevent's own warning about `ssl` imported before patching (here by a `sitecustomize` that
+/// subclasses `ssl.SSLContext`, as some libraries do at import) reaches the log.
+#[test]
+fn gevents_warning_about_early_ssl_imports_is_logged() {
+    let Some(venv) = venv() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sitecustomize.py"),
+        "import ssl\n\nclass EarlyContext(ssl.SSLContext):\n    pass\n",
+    )
+    .unwrap();
+    let apps = apps();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "-k",
+            "gevent",
+        ])
+        .args(["--venv", &venv, "--chdir", &apps, "probe:app"])
+        .env("PYTHONPATH", dir.path())
+        .env("C10K_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut log = String::new();
+    let found = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                log.push_str(&line);
+                log.push('\n');
+                if line.contains("gevent: Monkey-patching ssl after ssl has already been imported")
+                {
+                    break true;
+                }
+                if line.contains("all workers booted") {
+                    break false;
+                }
+            }
+            Err(_) => break false,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(found, "no gevent warning in the log:\n{log}");
+}
+
+/// A Django view waiting in MariaDB through PyMySQL (pure Python, so its socket is patched): 20
+/// concurrent `SELECT SLEEP(0.5)` on one gevent worker overlap (serial would be 10 s).
+#[test]
+fn django_views_on_mariadb_through_pymysql_run_concurrently() {
+    let Some(venv) = venv() else { return };
+    let Ok(url) = std::env::var("C10K_TEST_MYSQL_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must set C10K_TEST_MYSQL_URL"
+        );
+        eprintln!("skipped: C10K_TEST_MYSQL_URL is not set (eval \"$(scripts/ci-services.sh)\")");
+        return;
+    };
+    let dir = format!("{}/djangoproj", apps());
+    let db_url = format!("DJANGO_MYSQL_URL={url}");
+    let s = Server::start(&[
+        "-k",
+        "gevent",
+        "-w",
+        "1",
+        "--venv",
+        &venv,
+        "--chdir",
+        &dir,
+        "--env",
+        &db_url,
+        "djangoproj.wsgi:application",
+    ]);
+    let (answers, took) = concurrent(s.addr, "/db-sleep?s=0.5", 20);
+    for r in &answers {
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "slept\n"),
+            "{}",
+            s.log()
+        );
+    }
+    assert!(took < Duration::from_millis(5000), "{took:?}");
+}

@@ -1,0 +1,319 @@
+//! The `gevent` worker class's executor: one gevent hub per worker process, on its own OS thread,
+//! running each request in a greenlet.
+//!
+//! c10k's Rust event loop (the `async` class's) accepts, parses and writes every connection;
+//! gevent's sockets never see a client. A request is handed to the hub as a [`Job`] through a
+//! queue plus an eventfd that an io watcher on the hub watches (`hub.py`): the watcher's callback
+//! runs in the hub greenlet and only spawns, one raw greenlet per job. The greenlet calls the app
+//! (with `gevent.monkey.patch_all()` applied before the app was imported, its `time.sleep`,
+//! sockets and locks yield to the hub) and completes a oneshot the Rust side awaits — nothing on
+//! the hub ever blocks on Rust.
+//!
+//! Streamed bodies are pulled, not pushed: the Rust writer asks for the next chunk only when the
+//! previous one has been written, and each `next()` (and the final `close()`) is one more job on
+//! the hub ([`crate::stream::PoolStream`] with a hub runner). A slow client therefore holds one
+//! chunk in memory and no greenlet; other greenlets run on.
+//!
+//! `--request-timeout`: the job's greenlet arms a `gevent.Timeout` for what is left of the
+//! deadline, so the view is interrupted at its next cooperative wait and its iterable closed, and
+//! the client gets a 504 (from whichever side sees the deadline first). A request whose waiting
+//! future goes away (the server's own timer, shutdown) has its greenlet killed with `GreenletExit`.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crossbeam_channel as chan;
+use pyo3::prelude::*;
+
+use crate::call::format_exception;
+use crate::pool::Job;
+use crate::BootError;
+
+const HUB_PY: &str = include_str!("hub.py");
+
+/// The hub's Python helpers, compiled once.
+fn module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
+    static MODULE: pyo3::sync::PyOnceLock<Py<PyModule>> = pyo3::sync::PyOnceLock::new();
+    MODULE
+        .get_or_try_init(py, || {
+            let code = std::ffi::CString::new(HUB_PY)
+                .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+            Ok(PyModule::from_code(py, &code, c"c10k_gevent_hub.py", c"c10k_gevent_hub")?.unbind())
+        })
+        .map(|m| m.bind(py).clone())
+}
+
+/// Checks that gevent is importable and, unless `monkey_patch` is false, patches the standard
+/// library. Runs before the app is imported. gevent's own warnings (ssl or threading imported
+/// before patching) go to the log.
+pub(crate) fn prepare(py: Python<'_>, monkey_patch: bool) -> Result<(), BootError> {
+    if let Err(e) = py.import("gevent") {
+        let prefix = py
+            .import("sys")
+            .and_then(|s| s.getattr("prefix"))
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        return Err(if e.is_instance_of::<pyo3::exceptions::PyImportError>(py) {
+            BootError::Environment(format!(
+                "--worker-class gevent needs the gevent package in the application's Python \
+                 environment (sys.prefix {prefix}), and it is not installed there: \
+                 `{prefix}/bin/pip install gevent`, or choose --worker-class async or gthread"
+            ))
+        } else {
+            BootError::Exception {
+                spec: "gevent".into(),
+                traceback: format_exception(py, &e),
+            }
+        });
+    }
+    if !monkey_patch {
+        tracing::info!("--no-monkey-patch: the application patches the standard library itself");
+        return Ok(());
+    }
+    let warnings = module(py)
+        .and_then(|m| m.getattr("patch")?.call0())
+        .and_then(|w| w.extract::<Vec<String>>())
+        .map_err(|e| BootError::Exception {
+            spec: "gevent.monkey.patch_all()".into(),
+            traceback: format_exception(py, &e),
+        })?;
+    for w in warnings {
+        tracing::warn!("gevent: {}", w.trim_end());
+    }
+    Ok(())
+}
+
+/// The running greenlet's live `contextvars.Context` (not a copy), for the steps of its streamed
+/// body; `None` when it has none.
+pub(crate) fn current_context(py: Python<'_>) -> Option<Arc<Py<PyAny>>> {
+    let ctx = py
+        .import("greenlet")
+        .and_then(|g| g.getattr("getcurrent")?.call0()?.getattr("gr_context"))
+        .ok()?;
+    (!ctx.is_none()).then(|| Arc::new(ctx.unbind()))
+}
+
+/// What the hub is asked to do.
+enum Task {
+    Run {
+        job: Job,
+        deadline: Option<Instant>,
+        slot: Option<Arc<Slot>>,
+        context: Option<Arc<Py<PyAny>>>,
+    },
+    Kill(Arc<Slot>),
+}
+
+/// A request's greenlet, as far as the waiting side needs it to give up.
+#[derive(Default)]
+pub(crate) struct Slot {
+    greenlet: Mutex<Option<Py<PyAny>>>,
+    cancelled: AtomicBool,
+}
+
+struct Shared {
+    tx: chan::Sender<Task>,
+    rx: chan::Receiver<Task>,
+    /// An eventfd: readable when tasks are queued.
+    fd: OwnedFd,
+    /// A wake-up is pending (the eventfd was written and the hub has not drained the queue yet).
+    notified: AtomicBool,
+}
+
+/// A handle to the worker's hub; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Hub {
+    shared: Arc<Shared>,
+}
+
+impl Hub {
+    /// Starts the hub thread. The interpreter is started and the app loaded.
+    pub(crate) fn start() -> Result<Hub, BootError> {
+        // SAFETY: plain syscall; the result is checked and owned below.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(BootError::Environment(format!(
+                "cannot create the gevent hub's eventfd: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        // SAFETY: fd is a fresh descriptor owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let (tx, rx) = chan::unbounded();
+        let hub = Hub {
+            shared: Arc::new(Shared {
+                tx,
+                rx,
+                fd,
+                notified: AtomicBool::new(false),
+            }),
+        };
+        let shared = hub.shared.clone();
+        std::thread::Builder::new()
+            .name("c10k-gevent-hub".into())
+            .spawn(move || run_hub(shared))
+            .map_err(|e| BootError::Environment(format!("cannot start the gevent hub: {e}")))?;
+        Ok(hub)
+    }
+
+    /// Runs `job` in a new greenlet, inside `context` (a `contextvars.Context`) when given.
+    pub(crate) fn submit(&self, job: Job, context: Option<Arc<Py<PyAny>>>) {
+        self.send(Task::Run {
+            job,
+            deadline: None,
+            slot: None,
+            context,
+        });
+    }
+
+    /// Runs `job` in a new greenlet with a `gevent.Timeout` at `deadline`; the returned slot lets
+    /// the waiting side kill it.
+    pub(crate) fn submit_tracked(&self, job: Job, deadline: Option<Instant>) -> Arc<Slot> {
+        let slot = Arc::new(Slot::default());
+        self.send(Task::Run {
+            job,
+            deadline,
+            slot: Some(slot.clone()),
+            context: None,
+        });
+        slot
+    }
+
+    /// Gives up on a tracked job: it will not start, or its greenlet gets `GreenletExit`.
+    pub(crate) fn kill(&self, slot: &Arc<Slot>) {
+        if !slot.cancelled.swap(true, Ordering::AcqRel) {
+            self.send(Task::Kill(slot.clone()));
+        }
+    }
+
+    fn send(&self, task: Task) {
+        if self.shared.tx.send(task).is_err() {
+            return; // unreachable: the hub holds a receiver itself
+        }
+        if !self.shared.notified.swap(true, Ordering::AcqRel) {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: writing 8 bytes from a live buffer to our eventfd. It can only fail with
+            // EAGAIN when the counter is saturated, which means the hub is being woken anyway.
+            unsafe { libc::write(self.shared.fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        }
+    }
+}
+
+/// The hub thread: attached to Python for good, it runs `hub.serve` until the process exits.
+fn run_hub(shared: Arc<Shared>) {
+    let fd = shared.fd.as_raw_fd();
+    let result = crate::interp::attach(|py| -> Result<(), String> {
+        let queue = Py::new(py, Queue { shared }).map_err(|e| e.to_string())?;
+        module(py)
+            .and_then(|m| m.getattr("serve")?.call1((fd, queue)))
+            .map(drop)
+            .map_err(|e| format_exception(py, &e))
+    });
+    let why = result.err().unwrap_or_else(|| "it returned".into());
+    tracing::error!("the gevent hub stopped; the worker exits: {why}");
+    // Requests would wait forever: let the master start a fresh worker.
+    std::process::exit(1);
+}
+
+/// The jobs to spawn and the greenlets to kill.
+type Taken = (Vec<Py<HubJob>>, Vec<Py<PyAny>>);
+
+/// What `hub.py` drains when the eventfd is readable.
+#[pyclass(frozen, module = "c10k")]
+struct Queue {
+    shared: Arc<Shared>,
+}
+
+#[pymethods]
+impl Queue {
+    /// The jobs to spawn and the greenlets to kill, queued since the last call.
+    fn take(&self, py: Python<'_>) -> PyResult<Taken> {
+        // Cleared before draining: a task queued after this point writes the eventfd again.
+        self.shared.notified.store(false, Ordering::Release);
+        let mut jobs = Vec::new();
+        let mut doomed = Vec::new();
+        while let Ok(task) = self.shared.rx.try_recv() {
+            match task {
+                Task::Run {
+                    job,
+                    deadline,
+                    slot,
+                    context,
+                } => jobs.push(Py::new(
+                    py,
+                    HubJob {
+                        work: Mutex::new(Some(job)),
+                        deadline,
+                        slot,
+                        context: context.map(|c| c.clone_ref(py)),
+                    },
+                )?),
+                Task::Kill(slot) => {
+                    let g = slot
+                        .greenlet
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .take();
+                    doomed.extend(g);
+                }
+            }
+        }
+        Ok((jobs, doomed))
+    }
+}
+
+/// One job, run by `hub.py` in its own greenlet.
+#[pyclass(frozen, module = "c10k")]
+struct HubJob {
+    work: Mutex<Option<Job>>,
+    deadline: Option<Instant>,
+    slot: Option<Arc<Slot>>,
+    context: Option<Py<PyAny>>,
+}
+
+#[pymethods]
+impl HubJob {
+    /// The `contextvars.Context` to run in (a streamed body's request context), or `None`.
+    fn context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.context.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    /// Seconds until the deadline (negative when past), `None` without one.
+    fn seconds_left(&self) -> Option<f64> {
+        let now = Instant::now();
+        self.deadline.map(|d| {
+            if d >= now {
+                (d - now).as_secs_f64()
+            } else {
+                -(now - d).as_secs_f64()
+            }
+        })
+    }
+
+    /// Runs the job in the calling greenlet (`greenlet`: it, for a kill).
+    fn run(&self, py: Python<'_>, greenlet: Py<PyAny>) {
+        if let Some(slot) = &self.slot {
+            if slot.cancelled.load(Ordering::Acquire) {
+                return;
+            }
+            *slot.greenlet.lock().unwrap_or_else(|e| e.into_inner()) = Some(greenlet);
+        }
+        let work = self.work.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(work) = work {
+            if std::panic::catch_unwind(AssertUnwindSafe(|| work(py))).is_err() {
+                tracing::error!("a greenlet's job panicked");
+            }
+        }
+        if let Some(slot) = &self.slot {
+            let g = slot
+                .greenlet
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            drop(g);
+        }
+    }
+}
