@@ -119,7 +119,7 @@ taskset -c 0 "$bin" serve --bind "uwsgi+unix:$tmp/c10k-py.sock" --workers "$work
   --worker-class sync --admin off --backlog 2048 --log-level warn --chdir "$tmp" --venv "$venv" \
   hello:application >"$tmp/logs/c10k-py.log" 2>&1 &
 pids+=($!)
-(cd "$tmp" && exec taskset -c 0 "$uwsgi" --socket "$tmp/uwsgi.sock" --master --workers "$workers" \
+(cd "$tmp" && exec taskset -c 0 "$uwsgi" --socket "$tmp/uwsgi.sock" --master --die-on-term --workers "$workers" \
   --listen 1024 --disable-logging --wsgi-file hello.py >"$tmp/logs/uwsgi.log" 2>&1) &
 pids+=($!)
 for _ in $(seq 100); do [ -S "$tmp/c10k.sock" ] && [ -S "$tmp/uwsgi.sock" ] && [ -S "$tmp/c10k-py.sock" ] && break; sleep 0.1; done

@@ -420,3 +420,18 @@ fn django_views_on_mariadb_through_pymysql_run_concurrently() {
     }
     assert!(took < Duration::from_millis(5000), "{took:?}");
 }
+
+/// Each step of a streamed body runs in a new greenlet; Flask's `stream_with_context` needs them
+/// all in the request's `contextvars` context (without it: "Working outside of request context").
+#[test]
+fn flask_stream_with_context_runs_in_the_requests_context() {
+    let Some(venv) = venv() else { return };
+    let s = serve(&venv, "gevent", "1", &[], "flask_app:app");
+    let r = get(s.addr, "/stream?n=3").unwrap();
+    assert_eq!(
+        r.text(),
+        "line 0 /stream\nline 1 /stream\nline 2 /stream\n",
+        "{}",
+        s.log()
+    );
+}
