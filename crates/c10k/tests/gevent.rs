@@ -12,37 +12,13 @@ mod util;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use util::python::{apps, venv};
 use util::{connect, get, Resp, Server};
-
-fn apps() -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../wsgi/tests/apps")
-        .canonicalize()
-        .expect("crates/wsgi/tests/apps")
-        .display()
-        .to_string()
-}
-
-/// The test venv with gevent, Flask and requests, or `None` (skip) outside CI.
-fn venv() -> Option<String> {
-    match std::env::var("C10K_TEST_VENV") {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must set C10K_TEST_VENV (.ci/run runs scripts/python-venv.sh)"
-            );
-            eprintln!("skipped: C10K_TEST_VENV is not set (eval \"$(scripts/python-venv.sh)\")");
-            None
-        }
-    }
-}
 
 fn serve(venv: &str, class: &str, threads: &str, extra: &[&str], app: &str) -> Server {
     let apps = apps();

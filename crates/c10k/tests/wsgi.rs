@@ -11,35 +11,11 @@
 mod util;
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use util::python::{apps, venv};
 use util::{connect, get, threads, Reader, Resp, Server};
-
-fn apps() -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../wsgi/tests/apps")
-        .canonicalize()
-        .expect("crates/wsgi/tests/apps")
-        .display()
-        .to_string()
-}
-
-/// The test venv with Flask and Django, or `None` (skip) outside CI.
-fn venv() -> Option<String> {
-    match std::env::var("C10K_TEST_VENV") {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must set C10K_TEST_VENV (.ci/run runs scripts/python-venv.sh)"
-            );
-            eprintln!("skipped: C10K_TEST_VENV is not set (eval \"$(scripts/python-venv.sh)\")");
-            None
-        }
-    }
-}
 
 fn probe(class: &str, extra: &[&str]) -> Server {
     let apps = apps();

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod python;
+
 /// `--threads` for a class: gthread gets a pool of 4; sync must keep 1 (more would make it
 /// gthread, as in gunicorn).
 pub fn threads(class: &str) -> &'static str {

@@ -1,0 +1,29 @@
+//! Fixtures of the tests that host Python apps: where the test apps are, and the test venv.
+
+use std::path::PathBuf;
+
+/// The directory of the test apps (`crates/wsgi/tests/apps`), for `--chdir`/`--pythonpath`.
+pub fn apps() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../wsgi/tests/apps")
+        .canonicalize()
+        .expect("crates/wsgi/tests/apps")
+        .display()
+        .to_string()
+}
+
+/// The test venv (Flask, Django, gevent, requests, PyMySQL), or `None` (skip, with a message)
+/// outside CI; under CI a missing venv fails the test.
+pub fn venv() -> Option<String> {
+    match std::env::var("C10K_TEST_VENV") {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must set C10K_TEST_VENV (.ci/run runs scripts/python-venv.sh)"
+            );
+            eprintln!("skipped: C10K_TEST_VENV is not set (eval \"$(scripts/python-venv.sh)\")");
+            None
+        }
+    }
+}
