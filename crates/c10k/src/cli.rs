@@ -242,7 +242,7 @@ fn serve_python(config: ServeConfig, python: &PythonArgs, spec: &str) -> anyhow:
 
 #[cfg(not(feature = "python"))]
 fn serve_python(_: ServeConfig, _: &PythonArgs, spec: &str) -> anyhow::Result<()> {
-    Err(UsageError(format!("cannot serve {spec}: {}", crate::python::NOT_BUILT)).into())
+    Err(UsageError(crate::python::not_built(spec)).into())
 }
 
 fn run_status(args: StatusArgs) -> anyhow::Result<()> {
