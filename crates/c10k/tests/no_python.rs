@@ -11,7 +11,14 @@ use std::time::{Duration, Instant};
 #[test]
 fn serving_a_python_app_says_how_to_get_python_support() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_c10k"))
-        .args(["serve", "--bind", "127.0.0.1:0", "--admin", "off", "flask_app:app"])
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--admin",
+            "off",
+            "flask_app:app",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -31,7 +38,12 @@ fn serving_a_python_app_says_how_to_get_python_support() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert_eq!(status.code(), Some(2), "a usage error:\n{err}");
     assert!(err.contains("cannot serve flask_app:app"), "{err}");
     assert!(err.contains("without Python support"), "{err}");

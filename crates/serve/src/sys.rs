@@ -69,8 +69,9 @@ pub fn release_startup_pages() -> std::io::Result<u64> {
                 // SAFETY: a read-only, file-backed mapping of our executable with no private
                 // pages: dropping its page-table entries loses nothing; later accesses fault
                 // the same file pages back in.
-                if unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) }
-                    == 0
+                if unsafe {
+                    libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED)
+                } == 0
                 {
                     released += rss;
                 }
