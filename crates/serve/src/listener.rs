@@ -5,7 +5,7 @@
 //! processes as file descriptors.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -104,15 +104,26 @@ impl Listener {
         }
     }
 
-    pub fn as_raw_fd(&self) -> RawFd {
+    pub fn into_raw_fd(self) -> RawFd {
+        self.into_fd().into_raw_fd()
+    }
+}
+
+impl AsRawFd for Listener {
+    fn as_raw_fd(&self) -> RawFd {
         match self {
             Listener::Tcp(l) => l.as_raw_fd(),
             Listener::Unix(l) => l.as_raw_fd(),
         }
     }
+}
 
-    pub fn into_raw_fd(self) -> RawFd {
-        self.into_fd().into_raw_fd()
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Listener::Tcp(l) => l.as_fd(),
+            Listener::Unix(l) => l.as_fd(),
+        }
     }
 }
 

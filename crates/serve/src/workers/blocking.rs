@@ -96,6 +96,7 @@ impl Acceptor {
             .collect();
         for l in &listeners {
             l.set_nonblocking(true)?;
+            set_nodelay(l)?;
         }
         let pollfds = listeners
             .iter()
@@ -195,17 +196,31 @@ pub(crate) fn accept_blocking(listener: &Listener) -> io::Result<(Conn, Option<S
     let (conn, peer) = match listener {
         Listener::Tcp(l) => {
             let (s, peer) = l.accept()?;
+            // Linux copies TCP_NODELAY from the listener (set in `Acceptor::new`).
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
             let _ = s.set_nodelay(true);
             (Conn::Tcp(s), Some(peer))
         }
         Listener::Unix(l) => (Conn::Unix(l.accept()?.0), None),
     };
-    // Accepted sockets inherit O_NONBLOCK on some systems; the drivers block.
+    // Accepted sockets inherit O_NONBLOCK on some systems; the drivers block. On Linux, std's
+    // accept4 gives a blocking socket whatever the listener's mode: no call needed.
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
     match &conn {
         Conn::Tcp(s) => s.set_nonblocking(false)?,
         Conn::Unix(s) => s.set_nonblocking(false)?,
     }
     Ok((conn, peer))
+}
+
+/// Turns Nagle off on a TCP listener: answers go out in one write, and Linux copies the option
+/// to every accepted socket, so one call here saves one per connection (a socket from systemd
+/// may not have it yet).
+pub(crate) fn set_nodelay(l: &Listener) -> io::Result<()> {
+    match l {
+        Listener::Tcp(t) => socket2::SockRef::from(t).set_nodelay(true),
+        Listener::Unix(_) => Ok(()),
+    }
 }
 
 /// Logs an accept failure and backs off when the process is out of descriptors.
