@@ -11,6 +11,7 @@ use std::os::unix::net::UnixListener;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::config::BindAddr;
+use crate::stream::Stream;
 
 /// A bound, listening socket.
 #[derive(Debug)]
@@ -101,6 +102,22 @@ impl Listener {
             Ok(Listener::Unix(socket.into()))
         } else {
             Ok(Listener::Tcp(socket.into()))
+        }
+    }
+
+    /// Accepts one connection, with the client's address (`None` on a unix socket). The stream
+    /// keeps the listener's blocking mode. Nagle is off: answers go out in one write, and Linux
+    /// copies TCP_NODELAY from the listener (set when accepting starts, see
+    /// `workers::blocking::set_nodelay`), so only other systems need a call per connection.
+    pub(crate) fn accept(&self) -> io::Result<(Stream, Option<std::net::SocketAddr>)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, peer) = l.accept()?;
+                #[cfg(not(any(target_os = "linux", target_os = "android")))]
+                let _ = s.set_nodelay(true);
+                Ok((Stream::Tcp(s), Some(peer)))
+            }
+            Listener::Unix(l) => Ok((Stream::Unix(l.accept()?.0), None)),
         }
     }
 
