@@ -657,6 +657,7 @@ fn interpret(
         local: conn.local,
         transport: conn.transport,
         scheme: Scheme::Http,
+        cgi_vars: Vec::new(),
         body: RequestBody::empty(),
     };
     Ok((

@@ -13,6 +13,7 @@ use c10k_http::Transport;
 
 use crate::config::{Protocol, ServeConfig};
 use crate::conn::ConnSettings;
+use crate::lazy_io::{Accepted, LazyListener, LazyStream};
 use crate::listener::Listener;
 use crate::proto::ConnInfo;
 use crate::shutdown::Phase;
@@ -93,17 +94,23 @@ pub(super) fn run<H: Handler>(
     Ok(())
 }
 
-enum Acceptor {
-    Tcp(tokio::net::TcpListener),
-    Unix(tokio::net::UnixListener),
+/// A listener and what the worker knows of its connections before reading them.
+struct Acceptor {
+    listener: LazyListener,
+    /// The listener's address when it is one specific address: then every connection's local
+    /// address, without a `getsockname` per connection. `None` on a wildcard or unix listener.
+    local: Option<std::net::SocketAddr>,
 }
 
 impl Acceptor {
     fn new(l: Listener) -> anyhow::Result<Acceptor> {
-        l.set_nonblocking(true)?;
-        Ok(match l {
-            Listener::Tcp(l) => Acceptor::Tcp(tokio::net::TcpListener::from_std(l)?),
-            Listener::Unix(l) => Acceptor::Unix(tokio::net::UnixListener::from_std(l)?),
+        let local = match l.local_addr()? {
+            crate::config::BindAddr::Tcp(a) if !a.ip().is_unspecified() => Some(a),
+            _ => None,
+        };
+        Ok(Acceptor {
+            listener: LazyListener::new(l)?,
+            local,
         })
     }
 }
@@ -128,10 +135,10 @@ async fn accept_loop<H: Handler>(
             _ = stop.wait_for(|p| *p != Phase::Running) => return,
         };
         let accepted = tokio::select! {
-            r = accept(&acceptor) => r,
+            r = acceptor.listener.accept() => r,
             _ = stop.wait_for(|p| *p != Phase::Running) => return,
         };
-        let (io, peer) = match accepted {
+        let accepted = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 accept_error(&e).await;
@@ -142,32 +149,39 @@ async fn accept_loop<H: Handler>(
         let settings = settings.clone();
         let stop = stop.clone();
         let life = life.clone();
+        let local = acceptor.local;
         life.slot().connections.fetch_add(1, Relaxed);
         tokio::spawn(async move {
+            let peer = match &accepted {
+                Accepted::Tcp(_, peer) => Some(*peer),
+                Accepted::Unix(_) => None,
+            };
             let mut track = life.open(peer);
             let on_request = || life.on_request();
             let t = &mut track;
             let h = &*handler;
             // A uwsgi listener serves only the peers --uwsgi-allow-from names (unix: any).
             let admitted = protocol == Protocol::Http || super::uwsgi_admits(&settings, t, peer);
-            let result = match io {
+            let on = &on_request;
+            // Connections are served unregistered until they must wait (see lazy_io).
+            let result = match accepted {
                 _ if !admitted => Ok(()),
-                Io::Tcp(s) => {
+                Accepted::Tcp(s, peer) => {
                     let info = ConnInfo {
-                        peer,
-                        local: s.local_addr().ok(),
+                        peer: Some(peer),
+                        local: local.or_else(|| s.local_addr().ok()),
                         transport: Transport::Tcp,
                     };
-                    let on = &on_request;
+                    let s = LazyStream::new(s);
                     crate::conn_async::serve(s, t, h, &settings, stop, on, info, protocol).await
                 }
-                Io::Unix(s) => {
+                Accepted::Unix(s) => {
                     let info = ConnInfo {
                         peer: None,
                         local: None,
                         transport: Transport::Unix,
                     };
-                    let on = &on_request;
+                    let s = LazyStream::new(s);
                     crate::conn_async::serve(s, t, h, &settings, stop, on, info, protocol).await
                 }
             };
@@ -178,23 +192,6 @@ async fn accept_loop<H: Handler>(
             life.slot().connections.fetch_sub(1, Relaxed);
             drop(permit);
         });
-    }
-}
-
-enum Io {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
-}
-
-async fn accept(acceptor: &Acceptor) -> std::io::Result<(Io, Option<std::net::SocketAddr>)> {
-    match acceptor {
-        Acceptor::Tcp(l) => {
-            let (s, peer) = l.accept().await?;
-            // Responses go out in one write; no reason to let Nagle hold the last segment.
-            let _ = s.set_nodelay(true);
-            Ok((Io::Tcp(s), Some(peer)))
-        }
-        Acceptor::Unix(l) => Ok((Io::Unix(l.accept().await?.0), None)),
     }
 }
 
