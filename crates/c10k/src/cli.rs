@@ -235,7 +235,7 @@ fn serve_python(config: ServeConfig, python: &PythonArgs, spec: &str) -> anyhow:
 
 #[cfg(not(feature = "python"))]
 fn serve_python(_: ServeConfig, _: &PythonArgs, spec: &str) -> anyhow::Result<()> {
-    Err(UsageError::new(format!("cannot serve {spec}: {}", crate::python::NOT_BUILT)).into())
+    Err(UsageError::new(crate::python::not_built(spec)).into())
 }
 
 fn run_status(args: StatusArgs) -> anyhow::Result<()> {
