@@ -21,6 +21,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::listener::Listener;
+use crate::stream::Stream;
 
 /// A std stream that tokio can adopt.
 pub(crate) trait Adopt: Read + Write + AsRawFd + Sized {
@@ -224,11 +225,9 @@ impl<S: Adopt + Unpin> AsyncWrite for LazyStream<S> {
     }
 }
 
-/// An accepted connection, not registered with the reactor.
-pub(crate) enum Accepted {
-    Tcp(std::net::TcpStream, SocketAddr),
-    Unix(std::os::unix::net::UnixStream),
-}
+/// An accepted connection, not registered with the reactor, and the client's address (`None`
+/// on a unix socket).
+pub(crate) type Accepted = (Stream, Option<SocketAddr>);
 
 /// A listener watched by the reactor; what it accepts is not registered (see the module docs).
 pub(crate) struct LazyListener {
@@ -282,9 +281,9 @@ fn accept_nonblocking(l: &Listener) -> io::Result<Accepted> {
                 .ok_or_else(|| io::Error::other("accepted a TCP connection without an address"))?;
             #[cfg(not(any(target_os = "linux", target_os = "android")))]
             s.set_nodelay(true)?;
-            Accepted::Tcp(s.into(), peer)
+            (Stream::Tcp(s.into()), Some(peer))
         }
-        Listener::Unix(_) => Accepted::Unix(s.into()),
+        Listener::Unix(_) => (Stream::Unix(s.into()), None),
     })
 }
 
@@ -309,7 +308,7 @@ mod tests {
             let l = LazyListener::new(l).unwrap();
             let mut client = std::os::unix::net::UnixStream::connect(&path).unwrap();
             client.write_all(b"ping").unwrap();
-            let Accepted::Unix(s) = l.accept().await.unwrap() else {
+            let (Stream::Unix(s), None) = l.accept().await.unwrap() else {
                 panic!("a unix listener accepts unix streams")
             };
             let mut s = LazyStream::new(s);
@@ -348,7 +347,7 @@ mod tests {
             };
             let l = LazyListener::new(l).unwrap();
             let client = std::net::TcpStream::connect(bound).unwrap();
-            let Accepted::Tcp(s, peer) = l.accept().await.unwrap() else {
+            let (Stream::Tcp(s), Some(peer)) = l.accept().await.unwrap() else {
                 panic!("a TCP listener accepts TCP streams")
             };
             assert_eq!(peer, client.local_addr().unwrap());

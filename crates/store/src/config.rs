@@ -65,19 +65,8 @@ fn database(s: &str) -> Result<String, String> {
     }
 }
 
-/// `scheme://user:secret@host/db` → `scheme://user:***@host/db`.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    match rest.rsplit_once('@') {
-        Some((auth, host)) => match auth.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
+/// Database URLs are shown with the password as `***` (kept here too, beside the settings).
+pub use crate::db::redact;
 
 /// Largest `--flush-batch`: 5 bound values per row stays under every dialect's parameter limit.
 pub const MAX_FLUSH_BATCH: usize = 5000;
