@@ -57,6 +57,7 @@ mod conn;
 mod conn_async;
 mod conn_blocking;
 mod master;
+mod stream;
 mod track;
 mod workers;
 

@@ -11,6 +11,7 @@ use std::os::unix::net::UnixListener;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::config::BindAddr;
+use crate::stream::Stream;
 
 /// A bound, listening socket.
 #[derive(Debug)]
@@ -101,6 +102,19 @@ impl Listener {
             Ok(Listener::Unix(socket.into()))
         } else {
             Ok(Listener::Tcp(socket.into()))
+        }
+    }
+
+    /// Accepts one connection, Nagle off (answers go out in one write), with the client's
+    /// address (`None` on a unix socket). The stream keeps the listener's blocking mode.
+    pub(crate) fn accept(&self) -> io::Result<(Stream, Option<std::net::SocketAddr>)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, peer) = l.accept()?;
+                let _ = s.set_nodelay(true);
+                Ok((Stream::Tcp(s), Some(peer)))
+            }
+            Listener::Unix(l) => Ok((Stream::Unix(l.accept()?.0), None)),
         }
     }
 

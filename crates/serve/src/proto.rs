@@ -455,7 +455,7 @@ fn version_may_complete(buf: &[u8]) -> bool {
     if memchr::memchr(b'\n', buf).is_some() {
         return false;
     }
-    let version = buf.rsplit(|&b| b == b' ').next().unwrap_or(b"");
+    let version = version_of(buf);
     let pattern = b"HTTP/0.0";
     version.len() < pattern.len()
         && version.iter().zip(pattern).all(|(&b, &p)| {
@@ -467,12 +467,19 @@ fn version_may_complete(buf: &[u8]) -> bool {
         })
 }
 
+/// The version part of a request line: everything after the second space (`METHOD SP TARGET SP
+/// VERSION`; a method or target never holds a space). Not the part after the *last* space: in
+/// `F / \xaf ` that is empty, a prefix of anything, though the version is already wrong.
+fn version_of(line: &[u8]) -> &[u8] {
+    line.splitn(3, |&b| b == b' ').nth(2).unwrap_or(b"")
+}
+
 /// httparse only knows HTTP/1.0 and 1.1; tell a well-formed other version (505) from garbage.
 fn version_error(buf: &[u8]) -> HttpError {
     let line_end = memchr::memchr(b'\n', buf).unwrap_or(buf.len());
     let line = &buf[..line_end];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let version = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
+    let version = version_of(line);
     let looks_like = version.len() == 8
         && version.starts_with(b"HTTP/")
         && version[5].is_ascii_digit()
@@ -1139,6 +1146,27 @@ mod tests {
                 Err(e) => return (out, Err(e), buf),
             }
         }
+    }
+
+    /// Found by the `http_decoder` fuzz target: a request line whose version begins with a bad
+    /// byte was refused when the bytes stopped there, but waited for more when a space followed
+    /// (the version was read after the last space, which was then empty), so the verdict
+    /// depended on how the bytes were split.
+    #[test]
+    fn a_bad_version_is_refused_however_the_bytes_arrive() {
+        let stream: &[u8] = b"F zF \xaf ";
+        let whole = decode_chunks(&Limits::default(), [stream]);
+        for at in 0..=stream.len() {
+            let split = decode_chunks(&Limits::default(), [&stream[..at], &stream[at..]]);
+            assert_eq!(whole, split, "split at {at}");
+        }
+        assert_eq!(whole.refused, Some((400, "invalid HTTP version".into())));
+        // Still waiting while what has come could become a version.
+        for partial in [&b"GET / "[..], b"GET / HT", b"GET / HTTP/1."] {
+            assert_eq!(decode_chunks(&Limits::default(), [partial]).refused, None);
+        }
+        let late = decode_chunks(&Limits::default(), [&b"GET / HTTP/1.1 x\r\n\r\n"[..]]);
+        assert_eq!(late.refused.map(|r| r.0), Some(400));
     }
 
     #[test]

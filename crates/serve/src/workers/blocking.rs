@@ -1,82 +1,13 @@
-//! What the blocking worker classes share: accepting with a bounded wait, and the accepted
-//! stream type.
+//! What the blocking worker classes share: accepting with a bounded wait (the accepted stream
+//! type is [`crate::stream::Stream`]).
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
+use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::config::{Protocol, ServeConfig};
-use crate::conn_blocking::BlockingStream;
 use crate::listener::Listener;
-
-/// An accepted client connection.
-#[derive(Debug)]
-pub(crate) enum Conn {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-impl Read for Conn {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Conn::Tcp(s) => s.read(buf),
-            Conn::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Conn {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Conn::Tcp(s) => s.write(buf),
-            Conn::Unix(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl AsRawFd for Conn {
-    fn as_raw_fd(&self) -> RawFd {
-        match self {
-            Conn::Tcp(s) => s.as_raw_fd(),
-            Conn::Unix(s) => s.as_raw_fd(),
-        }
-    }
-}
-
-impl std::os::fd::AsFd for Conn {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        match self {
-            Conn::Tcp(s) => s.as_fd(),
-            Conn::Unix(s) => s.as_fd(),
-        }
-    }
-}
-
-impl BlockingStream for Conn {
-    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        match self {
-            Conn::Tcp(s) => s.set_read_timeout(t),
-            Conn::Unix(s) => s.set_read_timeout(t),
-        }
-    }
-    fn shutdown_write(&self) -> io::Result<()> {
-        match self {
-            Conn::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
-            Conn::Unix(s) => s.shutdown(std::net::Shutdown::Write),
-        }
-    }
-    fn info(&self) -> crate::proto::ConnInfo {
-        match self {
-            Conn::Tcp(s) => s.info(),
-            Conn::Unix(s) => s.info(),
-        }
-    }
-}
+use crate::stream::Stream;
 
 /// Accepts from several non-blocking listeners, waiting at most a given time so the caller can
 /// look at the stop phase and beat its heart in between.
@@ -159,7 +90,7 @@ impl Acceptor {
 /// the protocol its listener speaks.
 #[derive(Debug)]
 pub(crate) struct Accepted {
-    pub conn: Conn,
+    pub conn: Stream,
     pub peer: Option<SocketAddr>,
     pub protocol: Protocol,
 }
@@ -191,20 +122,10 @@ pub(crate) fn serve_accepted<H: c10k_http::Handler>(
 
 /// Accepts one connection from a non-blocking listener, as a blocking stream with Nagle off,
 /// with the client's address (`None` on a unix socket).
-pub(crate) fn accept_blocking(listener: &Listener) -> io::Result<(Conn, Option<SocketAddr>)> {
-    let (conn, peer) = match listener {
-        Listener::Tcp(l) => {
-            let (s, peer) = l.accept()?;
-            let _ = s.set_nodelay(true);
-            (Conn::Tcp(s), Some(peer))
-        }
-        Listener::Unix(l) => (Conn::Unix(l.accept()?.0), None),
-    };
+pub(crate) fn accept_blocking(listener: &Listener) -> io::Result<(Stream, Option<SocketAddr>)> {
+    let (conn, peer) = listener.accept()?;
     // Accepted sockets inherit O_NONBLOCK on some systems; the drivers block.
-    match &conn {
-        Conn::Tcp(s) => s.set_nonblocking(false)?,
-        Conn::Unix(s) => s.set_nonblocking(false)?,
-    }
+    conn.set_nonblocking(false)?;
     Ok((conn, peer))
 }
 
