@@ -317,6 +317,58 @@ per_class!(flask_app, |class| {
     assert_eq!(get(s.addr, "/hello").unwrap().status, 200);
 });
 
+#[test]
+fn flask_stream_with_context_steps_on_any_pool_thread() {
+    // Under `-k async --threads 4` each step of a streamed body is a job for whichever pool
+    // thread is free; Flask's stream_with_context generator must still see its request.
+    let Some(venv) = venv() else { return };
+    let apps = apps();
+    let s = Server::start(&[
+        "-k",
+        "async",
+        "--threads",
+        "4",
+        "--venv",
+        &venv,
+        "--chdir",
+        &apps,
+        "flask_app:app",
+    ]);
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let addr = s.addr;
+            std::thread::spawn(move || {
+                (0..3)
+                    .map(|_| get(addr, "/stream-threads?n=10"))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut switched = false;
+    for c in clients {
+        for r in c.join().unwrap() {
+            // A step that fails in the app cuts the body off: the client sees the connection close.
+            let r = r.unwrap_or_else(|e| panic!("{e}; the server's log:\n{}", s.log()));
+            let text = r.text();
+            assert_eq!(r.status, 200, "{text}\n{}", s.log());
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 10, "a truncated body:\n{text}\n{}", s.log());
+            let mut threads = std::collections::HashSet::new();
+            for (i, line) in lines.iter().enumerate() {
+                let mut f = line.split(' ');
+                assert_eq!(f.next(), Some(i.to_string().as_str()), "{text}");
+                assert_eq!(f.next(), Some("/stream-threads"), "{text}");
+                threads.insert(f.next().unwrap_or_default().to_owned());
+            }
+            switched |= threads.len() > 1;
+        }
+    }
+    assert!(
+        switched,
+        "no body had steps on two pool threads: the test did not exercise the case"
+    );
+}
+
 per_class!(django_orm_on_sqlite, |class| {
     let Some(venv) = venv() else { return };
     let db = tempfile::tempdir().unwrap();

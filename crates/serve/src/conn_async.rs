@@ -105,8 +105,11 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
     lingering: Lingering,
     settings: &ConnSettings,
 ) -> io::Result<()> {
-    io.shutdown().await?;
     if lingering == Lingering::Yes {
+        // The FIN goes first so the client sees the answer is complete while we drain. Without
+        // lingering, dropping the socket closes it with the same FIN: a shutdown would be a
+        // syscall for nothing.
+        io.shutdown().await?;
         let mut sink = [0u8; 4096];
         let deadline = tokio::time::Instant::now() + settings.linger;
         let mut drained = 0usize;

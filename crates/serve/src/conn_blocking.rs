@@ -78,6 +78,8 @@ where
     T: std::borrow::BorrowMut<ConnTrack>,
     H: Handler,
 {
+    // The socket's receive timeout, as last set here (`None`: never set, or set elsewhere).
+    let mut read_timeout: Option<Duration> = None;
     loop {
         let stopping = shutdown.phase() >= Phase::Graceful;
         let action = match first.take() {
@@ -93,10 +95,22 @@ where
                 return Ok(Outcome::Wait(stream, deadline));
             }
             Action::Read { deadline, .. } => {
-                // A blocked read cannot see a shutdown: wake at least every POLL to look.
-                let left = deadline.saturating_duration_since(Instant::now());
-                stream.set_read_timeout(Some(left.clamp(Duration::from_millis(1), POLL)))?;
-                match read_buf(&mut stream, conn.input()) {
+                // What is already there is read without a timeout to set (a uwsgi request is
+                // all there when nginx's connection is accepted): one syscall, not two.
+                let read = match read_nonblocking(&stream, conn.input()) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // A blocked read cannot see a shutdown: wake at least every POLL to look.
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        let wait = Some(left.clamp(Duration::from_millis(1), POLL));
+                        if wait != read_timeout {
+                            stream.set_read_timeout(wait)?;
+                            read_timeout = wait;
+                        }
+                        read_buf(&mut stream, conn.input())
+                    }
+                    read => read,
+                };
+                match read {
                     Ok(n) => conn.received(n, Instant::now()),
                     // Not fatal: the machine re-checks the stop phase and the deadlines.
                     Err(e) if is_timeout(&e) => {}
@@ -230,8 +244,9 @@ fn is_timeout(e: &io::Error) -> bool {
 /// See `conn_async::finish`: read briefly after refusing so our answer is not lost to a RST.
 fn finish(stream: &mut Stream, lingering: Lingering, settings: &ConnSettings) {
     let _ = stream.flush();
-    let _ = stream.shutdown_write();
     if lingering == Lingering::Yes {
+        // Without lingering, the close that follows sends the same FIN (see conn_async).
+        let _ = stream.shutdown_write();
         let deadline = Instant::now() + settings.linger;
         let mut sink = [0u8; 4096];
         let mut drained = 0;

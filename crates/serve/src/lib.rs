@@ -56,6 +56,7 @@ mod activation;
 mod conn;
 mod conn_async;
 mod conn_blocking;
+mod lazy_io;
 mod master;
 mod stream;
 mod track;

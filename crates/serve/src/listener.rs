@@ -5,7 +5,7 @@
 //! processes as file descriptors.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -105,12 +105,15 @@ impl Listener {
         }
     }
 
-    /// Accepts one connection, Nagle off (answers go out in one write), with the client's
-    /// address (`None` on a unix socket). The stream keeps the listener's blocking mode.
+    /// Accepts one connection, with the client's address (`None` on a unix socket). The stream
+    /// keeps the listener's blocking mode. Nagle is off: answers go out in one write, and Linux
+    /// copies TCP_NODELAY from the listener (set when accepting starts, see
+    /// `workers::blocking::set_nodelay`), so only other systems need a call per connection.
     pub(crate) fn accept(&self) -> io::Result<(Stream, Option<std::net::SocketAddr>)> {
         match self {
             Listener::Tcp(l) => {
                 let (s, peer) = l.accept()?;
+                #[cfg(not(any(target_os = "linux", target_os = "android")))]
                 let _ = s.set_nodelay(true);
                 Ok((Stream::Tcp(s), Some(peer)))
             }
@@ -118,15 +121,26 @@ impl Listener {
         }
     }
 
-    pub fn as_raw_fd(&self) -> RawFd {
+    pub fn into_raw_fd(self) -> RawFd {
+        self.into_fd().into_raw_fd()
+    }
+}
+
+impl AsRawFd for Listener {
+    fn as_raw_fd(&self) -> RawFd {
         match self {
             Listener::Tcp(l) => l.as_raw_fd(),
             Listener::Unix(l) => l.as_raw_fd(),
         }
     }
+}
 
-    pub fn into_raw_fd(self) -> RawFd {
-        self.into_fd().into_raw_fd()
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Listener::Tcp(l) => l.as_fd(),
+            Listener::Unix(l) => l.as_fd(),
+        }
     }
 }
 

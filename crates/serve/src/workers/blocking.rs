@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use crate::config::{Protocol, ServeConfig};
@@ -27,6 +28,7 @@ impl Acceptor {
             .collect();
         for l in &listeners {
             l.set_nonblocking(true)?;
+            set_nodelay(l)?;
         }
         let pollfds = listeners
             .iter()
@@ -124,9 +126,21 @@ pub(crate) fn serve_accepted<H: c10k_http::Handler>(
 /// with the client's address (`None` on a unix socket).
 pub(crate) fn accept_blocking(listener: &Listener) -> io::Result<(Stream, Option<SocketAddr>)> {
     let (conn, peer) = listener.accept()?;
-    // Accepted sockets inherit O_NONBLOCK on some systems; the drivers block.
+    // Accepted sockets inherit O_NONBLOCK on some systems; the drivers block. On Linux, std's
+    // accept4 gives a blocking socket whatever the listener's mode: no call needed.
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
     conn.set_nonblocking(false)?;
     Ok((conn, peer))
+}
+
+/// Turns Nagle off on a TCP listener: answers go out in one write, and Linux copies the option
+/// to every accepted socket, so one call here saves one per connection (a socket from systemd
+/// may not have it yet).
+pub(crate) fn set_nodelay(l: &Listener) -> io::Result<()> {
+    match l {
+        Listener::Tcp(t) => socket2::SockRef::from(t).set_nodelay(true),
+        Listener::Unix(_) => Ok(()),
+    }
 }
 
 /// Logs an accept failure and backs off when the process is out of descriptors.
@@ -141,5 +155,44 @@ pub(crate) fn accept_error(e: &io::Error) {
             tracing::error!("accept: {e}");
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BindAddr;
+
+    #[test]
+    fn accepted_sockets_block_with_nagle_off_from_a_listener_without_it() {
+        // A listener as systemd may hand it over: Nagle on, non-blocking.
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        socket.bind(&addr.into()).unwrap();
+        socket.listen(8).unwrap();
+        let l = Listener::Tcp(socket.into());
+        let BindAddr::Tcp(bound) = l.local_addr().unwrap() else {
+            panic!("a TCP listener has a TCP address")
+        };
+        let mut acceptor = Acceptor::new(vec![l], &ServeConfig::default()).unwrap();
+        let _client = std::net::TcpStream::connect(bound).unwrap();
+        let accepted = acceptor
+            .accept(Duration::from_secs(5))
+            .unwrap()
+            .expect("a connection is waiting");
+        let Stream::Tcp(s) = &accepted.conn else {
+            panic!("a TCP listener accepts TCP streams")
+        };
+        assert!(s.nodelay().unwrap(), "Nagle is off");
+        // A blocking read times out rather than failing with WouldBlock at once.
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 1];
+        let _ = std::io::Read::read(&mut &*s, &mut buf);
+        assert!(
+            started.elapsed() >= Duration::from_millis(15),
+            "the socket blocks"
+        );
     }
 }

@@ -11,6 +11,7 @@
 //! the moment it can serve them, never a heartbeat tick later.
 
 use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -237,6 +238,7 @@ impl Reactor<'_> {
     ) -> anyhow::Result<()> {
         for l in &self.listeners {
             l.set_nonblocking(true)?;
+            super::blocking::set_nodelay(l)?;
         }
         let first_request = self.settings.header_timeout;
         let n_listeners = self.listeners.len();
