@@ -20,7 +20,8 @@
 # (or OUT=DIR).
 #
 # Usage: [WARM=2000] [THREADS=4] [OUT=DIR] scripts/wsgi-rss.sh
-# The venv (flask, django, gunicorn, uwsgi, gevent) is $C10K_TEST_VENV, else made by python-venv.sh.
+# The venv (flask, django, gunicorn, uwsgi, gevent) is $C10K_TEST_VENV, else made by python-venv.sh;
+# the servers are started and stopped by scripts/lib-peers.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,29 +32,11 @@ SRV_CPU=${SRV_CPU:-0}
 GEN_CPU=${GEN_CPU:-1}
 APPS=$PWD/crates/wsgi/tests/apps
 
-for tool in ab taskset curl python3 setsid; do
-  command -v "$tool" >/dev/null || { echo "missing: $tool (apt-get install apache2-utils curl util-linux)" >&2; exit 1; }
-done
-if [[ -z ${C10K_TEST_VENV:-} ]]; then
-  eval "$(bash scripts/python-venv.sh)"
-fi
-VENV=$C10K_TEST_VENV
-for b in gunicorn uwsgi; do
-  [[ -x $VENV/bin/$b ]] || { echo "missing $VENV/bin/$b (scripts/python-venv.sh installs it)" >&2; exit 1; }
-done
-
-cargo build --release -q -p c10k >&2
-C10K=$PWD/target/release/c10k
-
+source scripts/lib-peers.sh
+peers_need ab taskset curl python3 setsid
+peers_venv gunicorn uwsgi
+peers_build
 OUT=${OUT:-runs/$(date -u +%Y-%m-%d)-wsgi-rss}
-TMP=$(mktemp -d)
-SERVER=
-cleanup() {
-  if [[ -n $SERVER ]]; then kill -TERM -- "-$SERVER" 2>/dev/null || true; fi
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # The Django project's SQLite database, migrated once, in the scratch directory.
 export DJANGO_SQLITE=$TMP/notes.sqlite3
@@ -76,27 +59,6 @@ server_cmd() {
 }
 SERVERS=(c10k-sync c10k-thread c10k-gthread c10k-async c10k-gevent gunicorn-sync gunicorn-gthread uwsgi-threads)
 
-start() { # NAME PORT CMD...: in its own process group, pinned; waits until it answers
-  local name=$1 port=$2; shift 2
-  setsid taskset -c "$SRV_CPU" "$@" >"$TMP/$name.log" 2>&1 &
-  SERVER=$!
-  for _ in $(seq 200); do
-    curl -fs -o /dev/null --max-time 2 "http://127.0.0.1:$port/" && return 0
-    kill -0 "$SERVER" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "$name did not start:" >&2
-  tail -20 "$TMP/$name.log" >&2
-  return 1
-}
-stop() {
-  kill -TERM -- "-$SERVER" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$SERVER" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL -- "-$SERVER" 2>/dev/null || true
-  wait "$SERVER" 2>/dev/null || true
-  SERVER=
-}
-
 # workers MASTER: the worker processes. The master is the process setsid started (taskset execs
 # into it); its children are the workers.
 workers() { pgrep -P "$1" || true; }
@@ -117,7 +79,7 @@ measure() { # APP MODULE CHDIR PATH...
   for s in "${SERVERS[@]}"; do
     port=$(free_port)
     # shellcheck disable=SC2046 # the command is a word list
-    if ! start "$s" "$port" $(server_cmd "$s" "$module" "$port" "$dir"); then
+    if ! start "$s" "$port" "$SRV_CPU" / $(server_cmd "$s" "$module" "$port" "$dir"); then
       stop; continue
     fi
     local path
