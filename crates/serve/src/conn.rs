@@ -951,6 +951,75 @@ mod tests {
         );
     }
 
+    fn file_body(len: u64) -> Body {
+        let file = tempfile::tempfile().unwrap();
+        Body::File(FileBody {
+            file,
+            offset: 0,
+            len,
+        })
+    }
+
+    #[test]
+    fn a_file_body_is_sent_after_its_head_and_a_short_one_closes() {
+        let (s, mut t, t0) = (settings(), track(), Instant::now());
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), Protocol::Http, true, t0);
+        feed(&mut m, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", t0);
+        handle(&mut m, t0);
+        let mut resp = Response::new(200);
+        resp.body = file_body(10);
+        m.respond(resp, true);
+        let head = written(&mut m, t0);
+        assert!(head.contains("Content-Length: 10\r\n"), "{head}");
+        assert!(!head.contains("Connection: close"), "{head}");
+        assert!(matches!(m.next(t0, false), Action::SendFile));
+        m.file().unwrap().len = 0; // what a driver does as it sends
+        m.file_sent(10, true, t0);
+        assert!(matches!(m.next(t0, false), Action::Read { idle: true, .. }));
+
+        // The file ended early: the connection closes, the client sees a short body.
+        feed(&mut m, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", t0);
+        handle(&mut m, t0);
+        let mut resp = Response::new(200);
+        resp.body = file_body(10);
+        m.respond(resp, true);
+        written(&mut m, t0);
+        assert!(matches!(m.next(t0, false), Action::SendFile));
+        m.file_sent(4, false, t0);
+        assert!(matches!(m.next(t0, false), Action::Close(Lingering::No)));
+
+        // HEAD: the length, no file.
+        let mut t = track();
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), Protocol::Http, true, t0);
+        feed(&mut m, b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n", t0);
+        handle(&mut m, t0);
+        let mut resp = Response::new(200);
+        resp.body = file_body(10);
+        m.respond(resp, true);
+        assert!(written(&mut m, t0).contains("Content-Length: 10\r\n"));
+        assert!(matches!(m.next(t0, false), Action::Read { idle: true, .. }));
+    }
+
+    #[test]
+    fn uwsgi_file_body_has_its_length_then_closes() {
+        let packet = uwsgi_packet(&[("REQUEST_METHOD", "GET"), ("PATH_INFO", "/f")], b"");
+        let (s, mut t, t0) = (settings(), track(), Instant::now());
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), Protocol::Uwsgi, true, t0);
+        feed(&mut m, &packet, t0);
+        handle(&mut m, t0);
+        let mut resp = Response::new(200);
+        resp.body = file_body(7);
+        m.respond(resp, true);
+        assert_eq!(
+            written(&mut m, t0),
+            "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n"
+        );
+        assert!(matches!(m.next(t0, false), Action::SendFile));
+        m.file().unwrap().len = 0;
+        m.file_sent(7, true, t0);
+        assert!(matches!(m.next(t0, false), Action::Close(Lingering::No)));
+    }
+
     #[test]
     fn uwsgi_malformed_and_truncated_packets_close_unanswered() {
         let (s, t0) = (settings(), Instant::now());
