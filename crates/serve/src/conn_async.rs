@@ -39,12 +39,8 @@ where
     let mut timer = std::pin::pin!(tokio::time::sleep_until(tokio::time::Instant::now()));
     let mut stop_watch = stop.clone();
     // `true`: the server is stopping; `false`: the stop channel closed (the worker is exiting).
-    let mut stopped = std::pin::pin!(async move {
-        stop_watch
-            .wait_for(|p| *p >= Phase::Graceful)
-            .await
-            .is_ok()
-    });
+    let mut stopped =
+        std::pin::pin!(async move { stop_watch.wait_for(|p| *p >= Phase::Graceful).await.is_ok() });
     let mut stop_seen = false;
     loop {
         let stopping = *stop.borrow() >= Phase::Graceful;
