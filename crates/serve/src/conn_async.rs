@@ -42,6 +42,9 @@ where
             Action::Read { deadline, idle } => {
                 let deadline = tokio::time::Instant::from_std(deadline);
                 let read = tokio::select! {
+                    // The read first: bytes already there are read without registering a waiter
+                    // for the stop signal.
+                    biased;
                     r = tokio::time::timeout_at(deadline, io.read_buf(conn.input())) => r,
                     changed = stop.changed(), if idle => {
                         if changed.is_err() {
@@ -110,7 +113,9 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
         // lingering, dropping the socket closes it with the same FIN: a shutdown would be a
         // syscall for nothing.
         io.shutdown().await?;
-        let mut sink = [0u8; 4096];
+        // On the heap: an array here would live in every connection's future (and be copied
+        // with it when the task is spawned), for the few connections that linger.
+        let mut sink = vec![0u8; 4096];
         let deadline = tokio::time::Instant::now() + settings.linger;
         let mut drained = 0usize;
         while drained < settings.linger_bytes {
