@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use c10k_serve::config::{given, layered, ConfigFile};
 use c10k_serve::ServeConfig;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
@@ -11,6 +10,7 @@ use c10k_bench::UsageError;
 
 use crate::builtin::AppArgs;
 use crate::python::PythonArgs;
+use crate::settings::{given, layered, resolve_serve, ConfigFile};
 
 /// c10k: an application server whose concurrency model is a flag, and the tools to measure it.
 #[derive(Debug, Parser)]
@@ -171,7 +171,7 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
                 ])
                 .map_err(usage)?;
             }
-            let config = ServeConfig::resolve_from(sub, file.as_ref()).map_err(usage)?;
+            let config = resolve_serve(sub, file.as_ref()).map_err(usage)?;
             let mut app: AppArgs = layered(sub, file.as_ref()).map_err(usage)?;
             app.store_chosen = ["data_dir", "database"]
                 .iter()
@@ -235,7 +235,7 @@ fn serve_python(config: ServeConfig, python: &PythonArgs, spec: &str) -> anyhow:
 
 #[cfg(not(feature = "python"))]
 fn serve_python(_: ServeConfig, _: &PythonArgs, spec: &str) -> anyhow::Result<()> {
-    Err(UsageError::new(format!("cannot serve {spec}: {}", crate::python::NOT_BUILT)).into())
+    Err(UsageError::new(crate::python::not_built(spec)).into())
 }
 
 fn run_status(args: StatusArgs) -> anyhow::Result<()> {

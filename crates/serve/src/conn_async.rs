@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::config::Protocol;
 use crate::conn::{Action, ConnSettings, Lingering, Machine};
+use crate::lazy_io::SendFile;
 use crate::proto::ConnInfo;
 use crate::shutdown::Phase;
 use crate::track::ConnTrack;
@@ -28,7 +29,7 @@ pub(crate) async fn serve<S, H>(
     protocol: Protocol,
 ) -> io::Result<()>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + SendFile + Unpin,
     H: Handler,
 {
     let mut conn = Machine::new(settings, track, info, protocol, true, Instant::now());
@@ -65,6 +66,13 @@ where
                 on_request();
                 let may_keep = *stop.borrow() == Phase::Running;
                 conn.respond(resp, may_keep);
+            }
+            Action::SendFile => {
+                let (sent, ok) = match conn.file() {
+                    Some(f) => io.send_file(f).await,
+                    None => (0, false),
+                };
+                conn.file_sent(sent, ok, Instant::now());
             }
             Action::Pull => {
                 let item = match conn.stream() {

@@ -256,14 +256,13 @@ mod tests {
     /// gevent server failed validation).
     #[test]
     fn schema_lists_every_worker_class() {
-        use clap::ValueEnum;
         let schema: serde_json::Value =
             serde_json::from_str(include_str!("../../schema/status.schema.json")).unwrap();
         let listed = schema
             .pointer("/$defs/status/properties/server/properties/worker_class/enum")
             .and_then(|v| v.as_array())
             .expect("server.worker_class enum in the schema");
-        for class in WorkerClass::value_variants() {
+        for class in WorkerClass::ALL {
             let name = serde_json::to_value(class).unwrap();
             assert!(listed.contains(&name), "{name} missing from {listed:?}");
         }

@@ -13,10 +13,11 @@ use c10k_http::Transport;
 
 use crate::config::{Protocol, ServeConfig};
 use crate::conn::ConnSettings;
-use crate::lazy_io::{Accepted, LazyListener, LazyStream};
+use crate::lazy_io::{LazyListener, LazyStream};
 use crate::listener::Listener;
 use crate::proto::ConnInfo;
 use crate::shutdown::Phase;
+use crate::stream::Stream;
 
 use super::life::Life;
 use std::sync::atomic::Ordering::Relaxed;
@@ -159,10 +160,7 @@ async fn accept_loop<H: Handler>(
         let local = acceptor.local;
         life.slot().connections.fetch_add(1, Relaxed);
         tokio::spawn(async move {
-            let peer = match &accepted {
-                Accepted::Tcp(_, peer) => Some(*peer),
-                Accepted::Unix(_) => None,
-            };
+            let (stream, peer) = accepted;
             let mut track = life.open(peer);
             let on_request = || life.on_request();
             let t = &mut track;
@@ -171,18 +169,18 @@ async fn accept_loop<H: Handler>(
             let admitted = protocol == Protocol::Http || super::uwsgi_admits(&settings, t, peer);
             let on = &on_request;
             // Connections are served unregistered until they must wait (see lazy_io).
-            let result = match accepted {
+            let result = match stream {
                 _ if !admitted => Ok(()),
-                Accepted::Tcp(s, peer) => {
+                Stream::Tcp(s) => {
                     let info = ConnInfo {
-                        peer: Some(peer),
+                        peer,
                         local: local.or_else(|| s.local_addr().ok()),
                         transport: Transport::Tcp,
                     };
                     let s = LazyStream::new(s);
                     crate::conn_async::serve(s, t, h, &settings, stop, on, info, protocol).await
                 }
-                Accepted::Unix(s) => {
+                Stream::Unix(s) => {
                     let info = ConnInfo {
                         peer: None,
                         local: None,
