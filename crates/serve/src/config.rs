@@ -33,6 +33,16 @@ pub enum WorkerClass {
     Gevent,
 }
 
+/// The kernel scheduling policy of worker processes (`--scheduling`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheduling {
+    /// SCHED_BATCH: no preemption on wake-up between the worker's own threads.
+    Batch,
+    /// SCHED_OTHER, the kernel's default.
+    Normal,
+}
+
 impl fmt::Display for WorkerClass {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = self
@@ -450,6 +460,15 @@ pub struct ServeConfig {
     #[arg(allow_negative_numbers = true, short, long, env = "C10K_TIMEOUT", default_value_t = 30.0, value_parser = seconds,
           help_heading = "Timeouts")]
     pub timeout: f64,
+
+    /// How the kernel schedules worker processes' threads. `batch` (Linux SCHED_BATCH): a
+    /// thread woken by another (the event loop handing a request to a Python thread, the answer
+    /// coming back) does not preempt the running one, so hand-offs are processed in batches
+    /// instead of a context switch per request; an idle CPU still runs a woken thread at once.
+    /// `normal`: the default policy (SCHED_OTHER). The master always runs `normal`.
+    #[arg(long, env = "C10K_SCHEDULING", value_enum, default_value_t = Scheduling::Batch,
+          help_heading = "Workers")]
+    pub scheduling: Scheduling,
 
     /// Most open connections per worker; more wait in the kernel's listen queue.
     #[arg(allow_negative_numbers = true, long, env = "C10K_WORKER_CONNECTIONS", default_value_t = 10_000,
