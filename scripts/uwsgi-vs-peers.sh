@@ -6,9 +6,14 @@
 #   D. c10k hosting the same WSGI app as uWSGI, over the uwsgi protocol (`c10k serve hello:application`,
 #      sync class: one Python call at a time per worker, as uWSGI's default)
 # Same worker count for c10k and uWSGI; the app answers `hello\n` (c10k's built-in `/` in A and C,
-# a three-line WSGI app under uWSGI and in D). nginx (1 worker) and the upstreams are pinned to CPU 0, wrk
-# to CPU 1. Prints req/s medians and the ratios A/B (goal ≥ 1.3) and A/C (goal ≥ 1.0), and writes
-# them under runs/.
+# a three-line WSGI app under uWSGI and in D).
+#
+# CPUs, the same for every row: every upstream (c10k, uWSGI) runs on $SERVER_CPUS (default 0) and
+# nothing else does; nginx (1 worker) and wrk (1 thread) share $FRONT_CPUS (default 1). The
+# upstream is what is compared, so it gets a core of its own, and the front (nginx + wrk) costs the
+# same in every row. Only one row is loaded at a time (the others' servers sit idle). Rounds rotate
+# the order of the rows. Prints req/s per round, medians and the ratios A/B (goal ≥ 1.3) and A/C
+# (goal ≥ 1.0), also as medians of per-round ratios, and writes them under runs/.
 #
 # usage: scripts/uwsgi-vs-peers.sh [REPEATS] [DURATION_SECONDS] [CONNECTIONS] [WORKERS] [CLASS]
 # (CLASS: c10k's --worker-class for A and C, async by default)
@@ -31,6 +36,8 @@ if [ -z "$uwsgi" ]; then
 fi
 [ -n "$uwsgi" ] && [ -x "$uwsgi" ] || { echo "missing uWSGI: set UWSGI=/path/to/uwsgi (pip install pyuwsgi)" >&2; exit 2; }
 if [ "$(nproc)" -lt 2 ]; then echo "needs 2 CPUs to pin servers and load generator apart" >&2; exit 2; fi
+server_cpus=${SERVER_CPUS:-0}
+front_cpus=${FRONT_CPUS:-1}
 venv=${VENV:-$(dirname "$(dirname "$uwsgi")")}
 
 cargo build --release -q -p c10k
@@ -111,19 +118,19 @@ http {
 }
 CONF
 
-taskset -c 0 "$bin" serve --bind "uwsgi+unix:$tmp/c10k.sock,127.0.0.1:$c10k_http" \
+taskset -c "$server_cpus" "$bin" serve --bind "uwsgi+unix:$tmp/c10k.sock,127.0.0.1:$c10k_http" \
   --workers "$workers" --worker-class "$class" --admin off --backlog 2048 --log-level warn \
   >"$tmp/logs/c10k.log" 2>&1 &
-pids+=($!)
-taskset -c 0 "$bin" serve --bind "uwsgi+unix:$tmp/c10k-py.sock" --workers "$workers" \
+pids+=($!); pid_c10k=$!
+taskset -c "$server_cpus" "$bin" serve --bind "uwsgi+unix:$tmp/c10k-py.sock" --workers "$workers" \
   --worker-class sync --admin off --backlog 2048 --log-level warn --chdir "$tmp" --venv "$venv" \
   hello:application >"$tmp/logs/c10k-py.log" 2>&1 &
-pids+=($!)
-(cd "$tmp" && exec taskset -c 0 "$uwsgi" --socket "$tmp/uwsgi.sock" --master --die-on-term --workers "$workers" \
+pids+=($!); pid_c10k_py=$!
+(cd "$tmp" && exec taskset -c "$server_cpus" "$uwsgi" --socket "$tmp/uwsgi.sock" --master --die-on-term --workers "$workers" \
   --listen 1024 --disable-logging --wsgi-file hello.py >"$tmp/logs/uwsgi.log" 2>&1) &
-pids+=($!)
+pids+=($!); pid_uwsgi=$!
 for _ in $(seq 100); do [ -S "$tmp/c10k.sock" ] && [ -S "$tmp/uwsgi.sock" ] && [ -S "$tmp/c10k-py.sock" ] && break; sleep 0.1; done
-taskset -c 0 nginx -p "$tmp" -c "$tmp/nginx.conf" &
+taskset -c "$front_cpus" nginx -p "$tmp" -c "$tmp/nginx.conf" &
 pids+=($!)
 
 wait_up() {
@@ -135,22 +142,51 @@ wait_up() {
 }
 for p in "$port_a" "$port_b" "$port_c" "$port_d"; do wait_up "$p"; done
 
-run_wrk() { taskset -c 1 wrk -t1 -c"$conns" -d"${duration}s" "http://127.0.0.1:$1/" | awk '/Requests\/sec/ {print $2}'; }
+# CPU time (clock ticks, user + system) of a process and all its descendants: the upstream's
+# master and workers. Req/s alone cannot tell an upstream that is cheaper from one that waits for
+# a saturated front; CPU per request can.
+tree_ticks() {
+  local p
+  for p in $(ps -e -o pid=,ppid= | awk -v root="$1" '{up[$1] = $2} END {
+      for (x in up) { y = x; while (y != "" && y != root) y = up[y]; if (y == root) print x } }'); do
+    sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}'
+  done | awk '{s += $1} END {print s + 0}'
+}
+hz=$(getconf CLK_TCK)
+# Loads the front on port $1 and prints "req/s upstream-CPU-µs-per-request" (upstream = pid $2).
+run_wrk() {
+  local t0 t1 out
+  t0=$(tree_ticks "$2")
+  out=$(taskset -c "$front_cpus" wrk -t1 -c"$conns" -d"${duration}s" "http://127.0.0.1:$1/")
+  t1=$(tree_ticks "$2")
+  awk -v t="$((t1 - t0))" -v hz="$hz" '/requests in/ {n = $1} /Requests\/sec/ {r = $2}
+    END {printf "%s %.1f\n", r, (n > 0 ? t * 1e6 / hz / n : 0)}' <<<"$out"
+}
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-a=(); b=(); c=(); d=()
+a=(); b=(); c=(); d=(); ua=(); ub=(); uc=(); ud=()
+row() {
+  local r
+  case $1 in
+    a) read -r r u < <(run_wrk "$port_a" "$pid_c10k"); a+=("$r"); ua+=("$u") ;;
+    b) read -r r u < <(run_wrk "$port_b" "$pid_uwsgi"); b+=("$r"); ub+=("$u") ;;
+    c) read -r r u < <(run_wrk "$port_c" "$pid_c10k"); c+=("$r"); uc+=("$u") ;;
+    d) read -r r u < <(run_wrk "$port_d" "$pid_c10k_py"); d+=("$r"); ud+=("$u") ;;
+  esac
+}
 for i in $(seq "$repeats"); do
   # Rotate the order so drift (thermal, noise) does not favour one side.
   case $((i % 4)) in
-    1) a+=("$(run_wrk "$port_a")"); b+=("$(run_wrk "$port_b")"); c+=("$(run_wrk "$port_c")"); d+=("$(run_wrk "$port_d")") ;;
-    2) b+=("$(run_wrk "$port_b")"); c+=("$(run_wrk "$port_c")"); d+=("$(run_wrk "$port_d")"); a+=("$(run_wrk "$port_a")") ;;
-    3) c+=("$(run_wrk "$port_c")"); d+=("$(run_wrk "$port_d")"); a+=("$(run_wrk "$port_a")"); b+=("$(run_wrk "$port_b")") ;;
-    0) d+=("$(run_wrk "$port_d")"); a+=("$(run_wrk "$port_a")"); b+=("$(run_wrk "$port_b")"); c+=("$(run_wrk "$port_c")") ;;
+    1) row a; row b; row c; row d ;;
+    2) row b; row c; row d; row a ;;
+    3) row c; row d; row a; row b ;;
+    0) row d; row a; row b; row c ;;
   esac
-  echo "round $i: c10k/uwsgi ${a[-1]}, uWSGI/uwsgi ${b[-1]}, c10k/HTTP ${c[-1]}, c10k-WSGI/uwsgi ${d[-1]} req/s" >&2
+  echo "round $i: c10k/uwsgi ${a[-1]} (${ua[-1]} µs CPU/req), uWSGI/uwsgi ${b[-1]} (${ub[-1]}), c10k/HTTP ${c[-1]} (${uc[-1]}), c10k-WSGI/uwsgi ${d[-1]} (${ud[-1]}) req/s" >&2
 done
 med() { printf '%s\n' "$@" | median; }
 a_med=$(med "${a[@]}"); b_med=$(med "${b[@]}"); c_med=$(med "${c[@]}"); d_med=$(med "${d[@]}")
+ua_med=$(med "${ua[@]}"); ub_med=$(med "${ub[@]}"); uc_med=$(med "${uc[@]}"); ud_med=$(med "${ud[@]}")
 ratio() { awk -v x="$1" -v y="$2" 'BEGIN {printf "%.2f", (y > 0 ? x/y : 0)}'; }
 # Per-round ratios (both sides measured back to back) are steadier on a drifting host.
 pair() {
@@ -168,18 +204,19 @@ mkdir -p "$out"
   echo
   echo "Command: \`scripts/uwsgi-vs-peers.sh $repeats $duration $conns $workers $class\`  "
   echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)  "
-  echo "nginx $(nginx -v 2>&1 | cut -d/ -f2) (1 worker) and the upstreams pinned to CPU 0; wrk -t1 -c$conns -d${duration}s pinned to CPU 1; $repeats rounds."
+  echo "Upstreams pinned to CPU $server_cpus; nginx $(nginx -v 2>&1 | cut -d/ -f2) (1 worker) and wrk -t1 -c$conns -d${duration}s pinned to CPU $front_cpus; $repeats rounds, order rotated."
   echo "c10k: --worker-class $class --workers $workers. uWSGI $("$uwsgi" --version): --workers $workers, hello.py."
   echo
-  echo "| upstream (behind nginx) | req/s per round | median req/s |"
-  echo "|---|---|---|"
-  echo "| A. c10k, uwsgi protocol, unix socket | ${a[*]} | $a_med |"
-  echo "| B. uWSGI, uwsgi protocol, unix socket | ${b[*]} | $b_med |"
-  echo "| C. c10k, HTTP, upstream keepalive | ${c[*]} | $c_med |"
-  echo "| D. c10k hosting hello.py (sync), uwsgi protocol, unix socket | ${d[*]} | $d_med |"
+  echo "| upstream (behind nginx) | req/s per round | median req/s | upstream CPU µs/request per round | median |"
+  echo "|---|---|---|---|---|"
+  echo "| A. c10k, uwsgi protocol, unix socket | ${a[*]} | $a_med | ${ua[*]} | $ua_med |"
+  echo "| B. uWSGI, uwsgi protocol, unix socket | ${b[*]} | $b_med | ${ub[*]} | $ub_med |"
+  echo "| C. c10k, HTTP, upstream keepalive | ${c[*]} | $c_med | ${uc[*]} | $uc_med |"
+  echo "| D. c10k hosting hello.py (sync), uwsgi protocol, unix socket | ${d[*]} | $d_med | ${ud[*]} | $ud_med |"
   echo
   echo "**A/B = $ab** (goal ≥ 1.3; median of per-round ratios $ab_pair)  "
   echo "**A/C = $ac** (goal ≥ 1.0; median of per-round ratios $ac_pair)  "
   echo "D/B = $db (the same Python app under c10k and uWSGI; median of per-round ratios $db_pair)  "
+  echo "Upstream CPU per request, B/A = $(ratio "$ub_med" "$ua_med") (how many times the CPU uWSGI spends per request c10k spends; > 1: c10k is cheaper)  "
   echo "nginx error-log lines mentioning errors: $failures"
 } | tee "$out/results.md"

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # The seed's experiment, every c10k worker class beside the real peers of its model, in one run:
 # `ab -r -q -n N -c C '/?delay=D'` (D seconds of sleep per request: c10k's built-in `/?delay=`,
-# and for the peers a Flask view calling time.sleep(D), lab/peers/flask_app.py).
+# and for the peers a Flask view calling time.sleep(D), lab/peers/flask_app.py). Every c10k class
+# runs twice: with its built-in app, and hosting that same Flask app (`c10k-py-*`, issue 13's
+# "every class ≥ the best peer of its model" for Python: the async class with a pool of T Python
+# threads, like gthread; the gevent class with one greenlet per request, like gunicorn gevent).
 #
 #   model     c10k                 peers                                       limit (req/s)
 #   sync      sync 4×1             gunicorn sync 4                             W / D
 #   threads   thread 4, gthread    gunicorn gthread 4×50, uWSGI 4 proc × 50    min(C, W·T) / D
 #             4×50                 threads                                     (thread: C / D)
 #   async     async 4              gunicorn gevent 4, uWSGI gevent 4 × 100     C / D
+#             Flask: async 4×50,   (the same)                                  min(C, W·T) / D,
+#             gevent 4                                                         C / D
 #
 # Servers run on SERVER_CPUS (default core 0), ab on AB_CPUS (default core 1). Every server
 # serves ROUNDS rounds (default 3), in alternating order, and the table shows medians.
@@ -24,11 +29,14 @@
 #
 # Writes runs/<date>-worker-classes/{results.md,raw.csv} (or OUT=DIR) when every run completed.
 #
-# usage: [C10K_PEERS_VENV=DIR] [ROUNDS=3] [N0=2000] [OUT=DIR] scripts/worker-classes.sh [N] [C] [DELAY]
+# ONLY=REGEX measures only the servers whose id matches (e.g. ONLY='py-sync|gunicorn-sync').
+#
+# usage: [C10K_PEERS_VENV=DIR] [ROUNDS=3] [N0=2000] [ONLY=REGEX] [OUT=DIR] scripts/worker-classes.sh [N] [C] [DELAY]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-1000}; c=${2:-100}; delay=${3:-0.1}
 rounds=${ROUNDS:-3}; n0=${N0:-2000}
+only=${ONLY:-.} # a regular expression: measure only the servers whose id matches
 server_cpus=${SERVER_CPUS:-0}; ab_cpus=${AB_CPUS:-1}
 workers=4; threads=50; gevent_cores=100; backlog=1024
 for tool in ab curl taskset python3 setsid; do
@@ -64,6 +72,8 @@ if [ -z "$venv" ]; then
   fi
 fi
 py=$venv/bin/python
+# c10k hosting the same Flask app as the peers, embedding the peers' venv.
+py_app="--venv $venv --chdir $app_dir flask_app:app"
 has() { [ -x "$py" ] && "$py" -c "import $1" 2>/dev/null; }
 peer_missing() { # prints why a peer needing the given Python modules cannot run, if it cannot
   if [ -n "${venv_error:-}" ]; then echo "$venv_error"; return; fi
@@ -78,6 +88,12 @@ servers=(
   "c10k-thread|threads|c10k thread $workers|$c|$bin serve -k thread -w $workers"
   "c10k-gthread|threads|c10k gthread ${workers}×$threads|$(( c < workers * threads ? c : workers * threads ))|$bin serve -k gthread -w $workers --threads $threads"
   "c10k-async|async|c10k async $workers|$c|$bin serve -k async -w $workers"
+  # The same classes hosting the peers' Flask app (lab/peers/flask_app.py) in place of the built-in app.
+  "c10k-py-sync|sync|c10k sync ${workers}×1 Flask|$workers|$bin serve -k sync -w $workers --threads 1 $py_app"
+  "c10k-py-thread|threads|c10k thread $workers Flask|$c|$bin serve -k thread -w $workers $py_app"
+  "c10k-py-gthread|threads|c10k gthread ${workers}×$threads Flask|$(( c < workers * threads ? c : workers * threads ))|$bin serve -k gthread -w $workers --threads $threads $py_app"
+  "c10k-py-async|async|c10k async ${workers}×$threads Flask|$(( c < workers * threads ? c : workers * threads ))|$bin serve -k async -w $workers --threads $threads $py_app"
+  "c10k-py-gevent|async|c10k gevent $workers Flask|$c|$bin serve -k gevent -w $workers --worker-connections 1000 $py_app"
   "gunicorn-sync|sync|gunicorn sync $workers|$workers|$py -m gunicorn -k sync -w $workers"
   "gunicorn-gthread|threads|gunicorn gthread ${workers}×$threads|$(( c < workers * threads ? c : workers * threads ))|$py -m gunicorn -k gthread -w $workers --threads $threads"
   "gunicorn-gevent|async|gunicorn gevent $workers|$c|$py -m gunicorn -k gevent -w $workers --worker-connections 1000"
@@ -89,6 +105,8 @@ field() { cut -d'|' -f"$2" <<<"$1"; }
 for s in "${servers[@]}"; do
   id=$(field "$s" 1)
   case $id in
+    c10k-py-gevent) why=$(peer_missing flask gevent) ;;
+    c10k-py-*) why=$(peer_missing flask) ;;
     gunicorn-sync | gunicorn-gthread) why=$(peer_missing flask gunicorn) ;;
     # gunicorn's gevent worker imports packaging (gevent does not pull it in).
     gunicorn-gevent) why=$(peer_missing flask gunicorn gevent packaging) ;;
@@ -100,6 +118,7 @@ for s in "${servers[@]}"; do
     *) why= ;;
   esac
   if [ -n "$why" ]; then skip[$id]=$why; fi
+  if ! [[ $id =~ $only ]]; then skip[$id]="not in ONLY=$only"; fi
 done
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -210,7 +229,7 @@ report=$tmp/results.md
 {
   echo "# Worker classes beside their peers: ab -r -q -n $n -c $c '/?delay=$delay'"
   echo
-  echo "Command: \`ROUNDS=$rounds N0=$n0 scripts/worker-classes.sh $n $c $delay\` (servers on CPU $server_cpus, ab on CPU $ab_cpus)  "
+  echo "Command: \`ROUNDS=$rounds N0=$n0${ONLY:+ ONLY='$only'} scripts/worker-classes.sh $n $c $delay\` (servers on CPU $server_cpus, ab on CPU $ab_cpus)  "
   echo "Machine: $(nproc) CPUs, kernel $(uname -r), ab $(ab -V | awk 'NR == 1 {print $5}')  "
   echo "Commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo ' (with uncommitted changes)')  "
   echo "Peers: $("$py" -c 'import importlib.metadata as m
@@ -261,6 +280,11 @@ peers = {
     "c10k-thread": ["uwsgi-threads", "gunicorn-gthread"],
     "c10k-gthread": ["uwsgi-threads", "gunicorn-gthread"],
     "c10k-async": ["gunicorn-gevent", "uwsgi-gevent"],
+    "c10k-py-sync": ["gunicorn-sync"],
+    "c10k-py-thread": ["uwsgi-threads", "gunicorn-gthread"],
+    "c10k-py-gthread": ["uwsgi-threads", "gunicorn-gthread"],
+    "c10k-py-async": ["gunicorn-gevent", "uwsgi-gevent"],
+    "c10k-py-gevent": ["gunicorn-gevent", "uwsgi-gevent"],
 }
 print("| c10k class | c10k req/s | peer | peer req/s | c10k / peer | limit of the model | c10k of limit | failed (c10k, peer) |")
 print("|---|---|---|---|---|---|---|---|")

@@ -20,51 +20,14 @@ SRV_CPU=${SRV_CPU:-0}
 GEN_CPU=${GEN_CPU:-1}
 APPS=$PWD/crates/wsgi/tests/apps
 
-for tool in wrk taskset curl; do
-  command -v "$tool" >/dev/null || { echo "missing: $tool (apt-get install wrk curl util-linux)" >&2; exit 1; }
-done
-if [[ -z ${C10K_TEST_VENV:-} ]]; then
-  eval "$(bash scripts/python-venv.sh)"
-fi
-VENV=$C10K_TEST_VENV
-for b in granian gunicorn uwsgi; do
-  [[ -x $VENV/bin/$b ]] || { echo "missing $VENV/bin/$b (scripts/python-venv.sh installs it)" >&2; exit 1; }
-done
-
-cargo build --release -p c10k >&2
-C10K=$PWD/target/release/c10k
+# shellcheck source=scripts/lib-peers.sh
+source scripts/lib-peers.sh
+peers_need wrk taskset curl
+peers_venv granian gunicorn uwsgi
+peers_build
 
 OUT=runs/$(date -u +%Y-%m-%d)-wsgi
 mkdir -p "$OUT"
-TMP=$(mktemp -d)
-SERVER=
-cleanup() {
-  if [[ -n $SERVER ]]; then kill -TERM -- "-$SERVER" 2>/dev/null || kill "$SERVER" 2>/dev/null || true; fi
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# start NAME PORT CMD...: the server in its own process group, pinned to the server cpu.
-start() {
-  local name=$1 port=$2; shift 2
-  setsid taskset -c "$SRV_CPU" "$@" >"$TMP/$name.log" 2>&1 &
-  SERVER=$!
-  for _ in $(seq 150); do
-    curl -fs -o /dev/null "http://127.0.0.1:$port$PATH_" && return 0
-    sleep 0.1
-  done
-  echo "$name did not start:" >&2
-  tail -20 "$TMP/$name.log" >&2
-  return 1
-}
-stop() {
-  kill -TERM -- "-$SERVER" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$SERVER" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL -- "-$SERVER" 2>/dev/null || true
-  wait "$SERVER" 2>/dev/null || true
-  SERVER=
-}
 
 # server NAME APP PORT: the command line of each server for app module APP.
 server_cmd() {
@@ -88,15 +51,15 @@ measure() { # APPNAME MODULE PATH
     for s in "${SERVERS[@]}"; do
       local port; port=$(free_port)
       # shellcheck disable=SC2046
-      if ! start "$s" "$port" $(server_cmd "$s" "$module" "$port"); then
+      if ! start "$s" "$port" "$SRV_CPU" "$PATH_" $(server_cmd "$s" "$module" "$port"); then
         echo "$appname,$s,$r,0,start failed" >>"$OUT/raw.csv"; stop; continue
       fi
       taskset -c "$GEN_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" "http://127.0.0.1:$port$PATH_" >"$TMP/wrk" 2>&1 || true
       local rps errors
-      rps=$(awk '/^Requests\/sec:/ {print $2}' "$TMP/wrk")
-      errors=$(awk '/Non-2xx|Socket errors/ {printf "%s ", $0}' "$TMP/wrk")
-      echo "$appname,$s,$r,${rps:-0},${errors:-0}" >>"$OUT/raw.csv"
-      echo "$appname $s: ${rps:-0} req/s ${errors}" >&2
+      rps=$(wrk_rps "$TMP/wrk")
+      errors=$(wrk_errors "$TMP/wrk")
+      echo "$appname,$s,$r,${rps:-0},$errors" >>"$OUT/raw.csv"
+      echo "$appname $s: ${rps:-0} req/s, $errors errors" >&2
       stop
     done
   done

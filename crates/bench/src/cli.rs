@@ -201,25 +201,14 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
     UsageError::new(msg).into()
 }
 
-/// Parses `10s`, `500ms`, `2m`, `1h` or plain seconds.
+/// Parses `10s`, `500ms`, `2m`, `1h 30m` (humantime's units) or plain seconds (`3`, `0.5`).
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
-    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else if let Some(n) = s.strip_suffix('h') {
-        (n, 3600.0)
-    } else {
-        (s, 1.0)
+    let d = match s.parse::<f64>() {
+        Ok(secs) => Duration::try_from_secs_f64(secs).ok()?,
+        Err(_) => humantime::parse_duration(s).ok()?,
     };
-    let v: f64 = num.trim().parse().ok()?;
-    if v.is_nan() || v <= 0.0 {
-        return None;
-    }
-    Duration::try_from_secs_f64(v * mult).ok()
+    (!d.is_zero()).then_some(d)
 }
 
 /// Parses `a-b` ranges and comma lists of addresses.
@@ -660,23 +649,14 @@ fn write_gnuplot(path: &PathBuf, mut samples: Vec<crate::Sample>) -> anyhow::Res
 
 /// `Mon Nov 30 22:38:26 2026` (UTC), the shape of apr_ctime.
 fn ctime(unix: u64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = unix / 86_400;
-    let rem = unix % 86_400;
-    let (y, m, d) = crate::civil_from_days(days as i64);
-    format!(
-        "{} {} {:2} {:02}:{:02}:{:02} {}",
-        DAYS[(days % 7) as usize],
-        MONTHS[(m - 1) as usize],
-        d,
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        y
-    )
+    let format = time::macros::format_description!(
+        "[weekday repr:short] [month repr:short] [day padding:space] [hour]:[minute]:[second] [year]"
+    );
+    i64::try_from(unix)
+        .ok()
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+        .and_then(|t| t.format(format).ok())
+        .unwrap_or_else(|| format!("{unix} (Unix time)"))
 }
 
 /// `c10k bench --internal-worker`: one engine process of `--processes`.
@@ -751,6 +731,9 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
         assert_eq!(parse_duration("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_duration("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1h 30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("0s"), None);
         assert_eq!(parse_duration("x"), None);
         assert_eq!(parse_duration("-1s"), None);
         assert_eq!(parse_duration("1e300h"), None);

@@ -49,21 +49,9 @@ pub use progress::Progress;
 pub use report::Report;
 pub use stats::Measurement;
 
-/// (year, month 1–12, day 1–31) of a day counted from 1970-01-01 (Howard Hinnant's
-/// civil-from-days), for timestamps in reports without a date crate.
-pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-/// A refused plan or command line; the binary exits 2 with this message.
+/// A refused plan or command line; the binary exits 2 with this message. The one usage error of
+/// every `c10k` command: `c10k lab` and `c10k serve` raise it too (this is the lowest crate
+/// that all of them depend on).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(String);

@@ -3,12 +3,14 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use c10k_serve::config::{given, layered, ConfigFile};
 use c10k_serve::ServeConfig;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use c10k_bench::UsageError;
+
 use crate::builtin::AppArgs;
 use crate::python::PythonArgs;
+use crate::settings::{given, layered, resolve_serve, ConfigFile};
 
 /// c10k: an application server whose concurrency model is a flag, and the tools to measure it.
 #[derive(Debug, Parser)]
@@ -127,11 +129,6 @@ struct ServeArgs {
     python: PythonArgs,
 }
 
-/// Why the command line was refused; exits 2 like clap's own usage errors.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(String);
-
 pub struct Parsed {
     cli: Cli,
     matches: ArgMatches,
@@ -159,7 +156,7 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
             let sub = matches
                 .subcommand_matches("serve")
                 .context("serve matches missing")?;
-            let usage = |e: c10k_serve::config::ConfigError| UsageError(e.to_string());
+            let usage = |e: c10k_serve::config::ConfigError| UsageError::new(e.to_string());
             let file = args
                 .config
                 .as_deref()
@@ -174,15 +171,15 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
                 ])
                 .map_err(usage)?;
             }
-            let config = ServeConfig::resolve_from(sub, file.as_ref()).map_err(usage)?;
+            let config = resolve_serve(sub, file.as_ref()).map_err(usage)?;
             let mut app: AppArgs = layered(sub, file.as_ref()).map_err(usage)?;
             app.store_chosen = ["data_dir", "database"]
                 .iter()
                 .any(|id| given(sub, id) || file.as_ref().is_some_and(|f| f.contains(id)));
-            app.validate().map_err(UsageError)?;
+            app.validate().map_err(UsageError::new)?;
             let mut python: PythonArgs = layered(sub, file.as_ref()).map_err(usage)?;
             python.app_module = sub.get_one::<String>("app_module").cloned();
-            python.validate().map_err(UsageError)?;
+            python.validate().map_err(UsageError::new)?;
             if args.check_config {
                 // For people: the database password is shown as ***.
                 print!("{}{}", config.to_toml(), app.to_toml(true));
@@ -195,11 +192,10 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
                 return serve_python(config, &python, spec);
             }
             if config.worker_class == c10k_serve::WorkerClass::Gevent {
-                return Err(UsageError(
+                return Err(UsageError::new(
                     "--worker-class gevent runs a Python WSGI application (c10k serve -k gevent \
                      MODULE:APP); the built-in application is already asynchronous: use \
-                     --worker-class async"
-                        .into(),
+                     --worker-class async",
                 )
                 .into());
             }
@@ -219,10 +215,7 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
         Command::Bench(args) => c10k_bench::cli::run(*args),
         Command::Lab(args) => {
             let exe = std::env::current_exe().context("cannot find the c10k binary")?;
-            c10k_lab::run(args, &exe).map_err(|e| match e.downcast::<c10k_lab::UsageError>() {
-                Ok(u) => UsageError(u.to_string()).into(),
-                Err(e) => e,
-            })
+            c10k_lab::run(args, &exe)
         }
         Command::Status(args) => run_status(args),
     }
@@ -242,7 +235,7 @@ fn serve_python(config: ServeConfig, python: &PythonArgs, spec: &str) -> anyhow:
 
 #[cfg(not(feature = "python"))]
 fn serve_python(_: ServeConfig, _: &PythonArgs, spec: &str) -> anyhow::Result<()> {
-    Err(UsageError(format!("cannot serve {spec}: {}", crate::python::NOT_BUILT)).into())
+    Err(UsageError::new(crate::python::not_built(spec)).into())
 }
 
 fn run_status(args: StatusArgs) -> anyhow::Result<()> {
@@ -258,7 +251,7 @@ fn run_status(args: StatusArgs) -> anyhow::Result<()> {
         }
         StatusView::Watch { interval, count } => {
             if !interval.is_finite() || interval <= 0.0 {
-                return Err(UsageError("--interval must be a number of seconds > 0".into()).into());
+                return Err(UsageError::new("--interval must be a number of seconds > 0").into());
             }
             let every = std::time::Duration::from_secs_f64(interval);
             return crate::status::watch(&admin, every, count, args.json);
@@ -272,9 +265,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     if err.downcast_ref::<c10k_serve::BootFailed>().is_some() {
         // gunicorn's WORKER_BOOT_ERROR: the application cannot start, restarting will not help.
         3
-    } else if err.downcast_ref::<UsageError>().is_some()
-        || err.downcast_ref::<c10k_bench::UsageError>().is_some()
-    {
+    } else if err.downcast_ref::<UsageError>().is_some() {
         2
     } else {
         1
@@ -283,7 +274,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 
 fn init_logging(filter: &str, format: LogFormat) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .map_err(|e| UsageError(format!("--log-level {filter:?}: {e}")))?;
+        .map_err(|e| UsageError::new(format!("--log-level {filter:?}: {e}")))?;
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -3,6 +3,7 @@
 mod builtin;
 mod cli;
 mod python;
+mod settings;
 mod status;
 
 use std::process::ExitCode;

@@ -170,8 +170,33 @@ mod enabled {
     }
 }
 
-/// Without the `python` feature: how to get a build that hosts Python apps.
-#[cfg(not(feature = "python"))]
-pub const NOT_BUILT: &str = "this c10k was built without Python support (cargo feature \
-`python`, on by default); rebuild it with default features, e.g. `cargo install --path crates/c10k` \
-(needs python3 with its shared libpython at build time)";
+/// Without the `python` feature, what `c10k serve MODULE:APP` says: that this build cannot host
+/// Python, and how to get a build that can. (Compiled in both builds so that its unit test runs in
+/// the default one; `tests/no_python.rs` checks the no-Python binary prints it.)
+#[cfg_attr(feature = "python", allow(dead_code))]
+pub fn not_built(spec: &str) -> String {
+    format!(
+        "cannot serve {spec}: this c10k was built without Python support (the cargo feature \
+         `python`, on by default); rebuild it with default features, e.g. \
+         `cargo install --path crates/c10k`, or add `--features python` (needs python3 with its \
+         shared libpython at build time)"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_no_python_message_says_how_to_get_python_support() {
+        let m = super::not_built("flask_app:app");
+        assert!(m.starts_with("cannot serve flask_app:app: "), "{m}");
+        for needle in [
+            "without Python support",
+            "`python`",
+            "cargo install --path crates/c10k",
+            "--features python",
+            "libpython",
+        ] {
+            assert!(m.contains(needle), "{needle:?} missing from: {m}");
+        }
+    }
+}

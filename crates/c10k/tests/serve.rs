@@ -6,6 +6,7 @@ mod util;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use util::load::{finish_load, steady_load};
 use util::{concurrent_gets, connect, get, threads, Reader, Server};
 
 per_class!(routes, |class| {
@@ -441,56 +442,6 @@ fn stuck_worker_is_killed_after_timeout() {
     assert_eq!(get(s.addr, "/").unwrap().status, 200);
 }
 
-/// Keeps `clients` threads sending requests until `stop`, counting failures.
-fn steady_load(
-    addr: std::net::SocketAddr,
-    clients: usize,
-    keepalive: bool,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> Vec<std::thread::JoinHandle<(u32, u32)>> {
-    use std::sync::atomic::Ordering;
-    (0..clients)
-        .map(|_| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let (mut ok, mut failed) = (0u32, 0u32);
-                let mut conn: Option<Reader> = None;
-                while !stop.load(Ordering::Relaxed) {
-                    if !keepalive {
-                        match get(addr, "/?delay=0.01") {
-                            Ok(r) if r.status == 200 => ok += 1,
-                            _ => failed += 1,
-                        }
-                        continue;
-                    }
-                    let c = conn.get_or_insert_with(|| Reader::new(connect(addr)));
-                    let sent = c.send(b"GET /?delay=0.01 HTTP/1.1\r\nHost: t\r\n\r\n");
-                    match sent.and_then(|_| c.response()) {
-                        Ok(r) if r.status == 200 => {
-                            ok += 1;
-                            if r.header("connection") == Some("close") {
-                                conn = None;
-                            }
-                        }
-                        _ => {
-                            failed += 1;
-                            conn = None;
-                        }
-                    }
-                }
-                (ok, failed)
-            })
-        })
-        .collect()
-}
-
-fn finish_load(handles: Vec<std::thread::JoinHandle<(u32, u32)>>) -> (u32, u32) {
-    handles
-        .into_iter()
-        .map(|h| h.join().unwrap())
-        .fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
-}
-
 per_class!(hup_rolls_workers_without_failures, |class| {
     let s = Server::start(&[
         "-k",
@@ -504,7 +455,7 @@ per_class!(hup_rolls_workers_without_failures, |class| {
     ]);
     let before = s.worker_pids();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = steady_load(s.addr, 4, false, stop.clone());
+    let load = steady_load(s.addr, "/?delay=0.01", 4, false, stop.clone());
     std::thread::sleep(Duration::from_millis(300));
     s.signal(libc::SIGHUP);
     s.wait_log("rolling restart done", Duration::from_secs(20));
@@ -529,7 +480,7 @@ per_class!(max_requests_rotates_workers, |class| {
         "50",
     ]);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = steady_load(s.addr, 3, true, stop.clone());
+    let load = steady_load(s.addr, "/?delay=0.01", 3, true, stop.clone());
     let deadline = Instant::now() + Duration::from_secs(20);
     while s.worker_pids().len() < 4 {
         assert!(

@@ -59,7 +59,8 @@ struct Nginx {
 }
 
 impl Nginx {
-    fn start(upstream_tcp: SocketAddr, upstream_unix: &Path) -> Option<Nginx> {
+    /// `location` adds directives to both `location /` blocks (after `include uwsgi_params;`).
+    fn start(upstream_tcp: SocketAddr, upstream_unix: &Path, location: &str) -> Option<Nginx> {
         let Some(nginx) = c10k_lab::servers::nginx_binary() else {
             // .ci/run installs nginx; a developer machine without it skips, saying so.
             eprintln!("nginx is not installed: skipping (apt-get install nginx-light)");
@@ -94,11 +95,11 @@ http {{
   client_max_body_size 20m;
   server {{
     listen 127.0.0.1:{tcp};
-    location / {{ include uwsgi_params; uwsgi_pass {upstream_tcp}; }}
+    location / {{ include uwsgi_params; {location} uwsgi_pass {upstream_tcp}; }}
   }}
   server {{
     listen 127.0.0.1:{unix};
-    location / {{ include uwsgi_params; uwsgi_pass unix:{sock}; }}
+    location / {{ include uwsgi_params; {location} uwsgi_pass unix:{sock}; }}
   }}
 }}
 "#,
@@ -208,6 +209,15 @@ fn request(
 
 /// Starts c10k with an HTTP, a uwsgi TCP and a uwsgi unix listener, and nginx in front.
 fn start(class: &str, extra: &[&str]) -> Option<(Server, Nginx, tempfile::TempDir)> {
+    start_with(class, extra, "")
+}
+
+/// [`start`], with `location` directives for nginx (see [`Nginx::start`]).
+fn start_with(
+    class: &str,
+    extra: &[&str],
+    location: &str,
+) -> Option<(Server, Nginx, tempfile::TempDir)> {
     let sock_dir = tempfile::tempdir().unwrap();
     let sock: PathBuf = sock_dir.path().join("c10k.sock");
     let unix_bind = format!("uwsgi+unix:{}", sock.display());
@@ -223,7 +233,7 @@ fn start(class: &str, extra: &[&str]) -> Option<(Server, Nginx, tempfile::TempDi
     ];
     args.extend_from_slice(extra);
     let server = Server::start(&args);
-    let nginx = Nginx::start(uwsgi_addr(&server), &sock)?;
+    let nginx = Nginx::start(uwsgi_addr(&server), &sock, location)?;
     Some((server, nginx, sock_dir))
 }
 
@@ -486,3 +496,44 @@ fn admin_metrics(server: &Server) -> String {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+// A hosted WSGI app behind nginx sees every var nginx sends, as under uWSGI: a custom
+// `uwsgi_param`, `SCRIPT_NAME` (and `PATH_INFO` without it under `uwsgi_modifier1 30`),
+// `DOCUMENT_ROOT`; and a front cannot replace the server's `wsgi.*` objects.
+#[cfg(feature = "python")]
+per_class!(wsgi_environ_has_the_vars_nginx_sends, |class| {
+    let apps = util::python::apps();
+    let location = "uwsgi_param FOO 'bar baz'; uwsgi_param SCRIPT_NAME /mnt; \
+                    uwsgi_param wsgi.input spoofed; uwsgi_modifier1 30;";
+    let Some((_server, nginx, _sock)) =
+        start_with(class, &["--pythonpath", &apps, "probe:app"], location)
+    else {
+        return;
+    };
+    for (front, transport) in [(nginx.tcp, "tcp"), (nginx.unix, "unix")] {
+        let a = request(
+            front,
+            "GET",
+            "/mnt/environ?q=1",
+            &[("X-Custom", "yes")],
+            b"",
+        );
+        assert_eq!(a.status, 200, "{transport}: {a:?}\n{}", nginx.errors());
+        let e = a.json();
+        assert_eq!(e["FOO"], "bar baz", "{transport}: {e}");
+        assert_eq!(e["SCRIPT_NAME"], "/mnt", "{transport}: {e}");
+        assert_eq!(e["PATH_INFO"], "/environ", "{transport}: {e}");
+        assert_eq!(e["QUERY_STRING"], "q=1", "{transport}: {e}");
+        assert_eq!(e["REQUEST_URI"], "/mnt/environ?q=1", "{transport}: {e}");
+        assert_eq!(e["REQUEST_SCHEME"], "http", "{transport}: {e}");
+        assert!(e["DOCUMENT_ROOT"].is_string(), "{transport}: {e}");
+        assert_eq!(
+            e["REMOTE_ADDR"],
+            a.local.ip().to_string(),
+            "{transport}: {e}"
+        );
+        assert_eq!(e["HTTP_X_CUSTOM"], "yes", "{transport}: {e}");
+        assert_ne!(e["__input__"], "str", "{transport}: {e}");
+        assert_eq!(e["wsgi.url_scheme"], "http", "{transport}: {e}");
+    }
+});

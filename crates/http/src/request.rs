@@ -5,6 +5,8 @@
 
 use std::net::SocketAddr;
 
+use bytes::Bytes;
+
 use crate::body::RequestBody;
 use crate::headers::Headers;
 use crate::method::Method;
@@ -68,6 +70,16 @@ pub struct Request {
     pub local: Option<SocketAddr>,
     pub transport: Transport,
     pub scheme: Scheme,
+    /// CGI variables a front sent with the request beyond what the fields above carry, as
+    /// `(name, value)` in the order sent: nginx's `uwsgi_param` lines (`SCRIPT_NAME`,
+    /// `DOCUMENT_ROOT`, `HTTPS`, `REQUEST_SCHEME`, `SERVER_NAME`, `REMOTE_ADDR`, a custom
+    /// `uwsgi_param FOO bar`, ...). The uwsgi decoder keeps every var here except the headers
+    /// (`HTTP_*`, in [`Request::headers`]) and the ones the request line and framing carry
+    /// exactly (`REQUEST_METHOD`, `REQUEST_URI`, `PATH_INFO`, `QUERY_STRING`, `SERVER_PROTOCOL`,
+    /// `CONTENT_LENGTH`, `CONTENT_TYPE`). Vars it interprets (addresses, scheme) are also here
+    /// verbatim, as the front wrote them. Empty for HTTP. Hosted WSGI apps find them in
+    /// `environ`, as under uWSGI, which passes every var it receives.
+    pub cgi_vars: Vec<(Bytes, Bytes)>,
     pub body: RequestBody,
 }
 
@@ -89,6 +101,7 @@ impl Request {
             local: None,
             transport: Transport::Tcp,
             scheme: Scheme::Http,
+            cgi_vars: Vec::new(),
             body: RequestBody::empty(),
         }
     }
@@ -111,6 +124,15 @@ impl Request {
     /// The `Host` header, if present and valid UTF-8.
     pub fn host(&self) -> Option<&str> {
         self.headers.get_str("host")
+    }
+
+    /// The last value of the CGI variable `name` a front sent (see [`Request::cgi_vars`]).
+    pub fn cgi_var(&self, name: &str) -> Option<&Bytes> {
+        self.cgi_vars
+            .iter()
+            .rev()
+            .find(|(n, _)| n.as_ref() == name.as_bytes())
+            .map(|(_, v)| v)
     }
 }
 

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use c10k_bench::UsageError;
 use matrix::{Front, Matrix, ServerSpec, Workload};
 use record::{Machine, Row};
 use render::RunInfo;
@@ -29,18 +30,6 @@ const WARMUP_CLIENTS: usize = 4;
 
 /// The seed's `?delay` Flask app, for the Python peers.
 const FLASK_APP: &str = include_str!("../../../lab/peers/flask_app.py");
-
-/// A matrix or command line that cannot be run; the binary exits 2 with it.
-#[derive(Debug)]
-pub struct UsageError(pub String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
 
 /// Flags of `c10k lab`.
 #[derive(Debug, clap::Args)]
@@ -86,7 +75,9 @@ pub fn run(args: LabArgs, exe: &Path) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut matrix = match (&args.matrix, args.quick) {
-        (Some(path), _) => Matrix::from_file(path).map_err(|e| UsageError(format!("{e:#}")))?,
+        (Some(path), _) => {
+            Matrix::from_file(path).map_err(|e| UsageError::new(format!("{e:#}")))?
+        }
         (None, true) => Matrix::quick(),
         (None, false) => Matrix::default_matrix(),
     };
@@ -404,18 +395,18 @@ pub fn run_dir(out: &Path, stamp: &str) -> PathBuf {
 }
 
 fn utc_stamp(for_path: bool) -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = c10k_bench::civil_from_days(days);
-    let (h, mi, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    if for_path {
-        format!("{y:04}-{m:02}-{d:02}-{h:02}{mi:02}{s:02}")
+    use time::macros::format_description;
+    let now = time::OffsetDateTime::now_utc();
+    let shown = if for_path {
+        now.format(format_description!(
+            "[year]-[month]-[day]-[hour][minute][second]"
+        ))
     } else {
-        format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02} UTC")
-    }
+        now.format(format_description!(
+            "[year]-[month]-[day] [hour]:[minute] UTC"
+        ))
+    };
+    shown.unwrap_or_default()
 }
 
 #[cfg(test)]

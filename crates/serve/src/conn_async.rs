@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::config::Protocol;
 use crate::conn::{Action, ConnSettings, Lingering, Machine};
+use crate::lazy_io::SendFile;
 use crate::proto::ConnInfo;
 use crate::shutdown::Phase;
 use crate::track::ConnTrack;
@@ -28,7 +29,7 @@ pub(crate) async fn serve<S, H>(
     protocol: Protocol,
 ) -> io::Result<()>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + SendFile + Unpin,
     H: Handler,
 {
     let mut conn = Machine::new(settings, track, info, protocol, true, Instant::now());
@@ -42,6 +43,9 @@ where
             Action::Read { deadline, idle } => {
                 let deadline = tokio::time::Instant::from_std(deadline);
                 let read = tokio::select! {
+                    // The read first: bytes already there are read without registering a waiter
+                    // for the stop signal.
+                    biased;
                     r = tokio::time::timeout_at(deadline, io.read_buf(conn.input())) => r,
                     changed = stop.changed(), if idle => {
                         if changed.is_err() {
@@ -62,6 +66,13 @@ where
                 on_request();
                 let may_keep = *stop.borrow() == Phase::Running;
                 conn.respond(resp, may_keep);
+            }
+            Action::SendFile => {
+                let (sent, ok) = match conn.file() {
+                    Some(f) => io.send_file(f).await,
+                    None => (0, false),
+                };
+                conn.file_sent(sent, ok, Instant::now());
             }
             Action::Pull => {
                 let item = match conn.stream() {
@@ -105,9 +116,14 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
     lingering: Lingering,
     settings: &ConnSettings,
 ) -> io::Result<()> {
-    io.shutdown().await?;
     if lingering == Lingering::Yes {
-        let mut sink = [0u8; 4096];
+        // The FIN goes first so the client sees the answer is complete while we drain. Without
+        // lingering, dropping the socket closes it with the same FIN: a shutdown would be a
+        // syscall for nothing.
+        io.shutdown().await?;
+        // On the heap: an array here would live in every connection's future (and be copied
+        // with it when the task is spawned), for the few connections that linger.
+        let mut sink = vec![0u8; 4096];
         let deadline = tokio::time::Instant::now() + settings.linger;
         let mut drained = 0usize;
         while drained < settings.linger_bytes {

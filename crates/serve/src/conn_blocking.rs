@@ -5,9 +5,7 @@
 //! stop phase in between; the cost is one wake-up per poll interval per idle connection.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown as SockShutdown, TcpStream};
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -15,52 +13,12 @@ use c10k_http::{Ctx, Handler, Request, Response, Wait};
 
 use crate::config::Protocol;
 use crate::conn::{Action, ConnSettings, Lingering, Machine};
-use crate::proto::ConnInfo;
 use crate::shutdown::{Phase, Shutdown};
+use crate::stream::Stream;
 use crate::track::ConnTrack;
 
 /// How often a blocked read wakes to look at the stop phase.
 const POLL: Duration = Duration::from_millis(200);
-
-/// A stream the blocking drivers can serve.
-pub(crate) trait BlockingStream: Read + Write + AsRawFd + Send + 'static {
-    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()>;
-    fn shutdown_write(&self) -> io::Result<()>;
-    /// The connection's addresses and transport.
-    fn info(&self) -> ConnInfo;
-}
-
-impl BlockingStream for TcpStream {
-    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        TcpStream::set_read_timeout(self, t)
-    }
-    fn shutdown_write(&self) -> io::Result<()> {
-        self.shutdown(SockShutdown::Write)
-    }
-    fn info(&self) -> ConnInfo {
-        ConnInfo {
-            peer: self.peer_addr().ok(),
-            local: self.local_addr().ok(),
-            transport: c10k_http::Transport::Tcp,
-        }
-    }
-}
-
-impl BlockingStream for UnixStream {
-    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        UnixStream::set_read_timeout(self, t)
-    }
-    fn shutdown_write(&self) -> io::Result<()> {
-        self.shutdown(SockShutdown::Write)
-    }
-    fn info(&self) -> ConnInfo {
-        ConnInfo {
-            peer: None,
-            local: None,
-            transport: c10k_http::Transport::Unix,
-        }
-    }
-}
 
 /// How long a driver keeps a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,18 +35,18 @@ pub(crate) enum Mode {
 }
 
 /// What became of a connection.
-pub(crate) enum Outcome<S> {
+pub(crate) enum Outcome {
     Closed,
     /// Waiting for the client (only in [`Mode::Pool`]): watch it until it is readable or
     /// `deadline` passes.
-    Wait(S, Instant),
+    Wait(Stream, Instant),
 }
 
 /// Serves `stream` from its start. `on_request` is called once per answered request (scoreboard,
 /// max-requests); `track` follows the connection's state for the processlist.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn serve<S: BlockingStream, H: Handler>(
-    stream: S,
+pub(crate) fn serve<H: Handler>(
+    stream: Stream,
     track: &mut ConnTrack,
     handler: &H,
     settings: &ConnSettings,
@@ -96,7 +54,7 @@ pub(crate) fn serve<S: BlockingStream, H: Handler>(
     mode: Mode,
     protocol: Protocol,
     on_request: &mut dyn FnMut(),
-) -> io::Result<Outcome<S>> {
+) -> io::Result<Outcome> {
     let keep_alive_allowed = mode != Mode::OneRequest;
     let info = stream.info();
     let now = Instant::now();
@@ -106,21 +64,22 @@ pub(crate) fn serve<S: BlockingStream, H: Handler>(
 
 /// Executes `conn`'s actions on `stream`, starting with `first` (a request the poller already
 /// read) if there is one.
-pub(crate) fn drive<S, C, T, H>(
-    mut stream: S,
+pub(crate) fn drive<C, T, H>(
+    mut stream: Stream,
     conn: &mut Machine<C, T>,
     mut first: Option<Request>,
     handler: &H,
     shutdown: &Shutdown,
     mode: Mode,
     on_request: &mut dyn FnMut(),
-) -> io::Result<Outcome<S>>
+) -> io::Result<Outcome>
 where
-    S: BlockingStream,
     C: std::borrow::Borrow<ConnSettings>,
     T: std::borrow::BorrowMut<ConnTrack>,
     H: Handler,
 {
+    // The socket's receive timeout, as last set here (`None`: never set, or set elsewhere).
+    let mut read_timeout: Option<Duration> = None;
     loop {
         let stopping = shutdown.phase() >= Phase::Graceful;
         let action = match first.take() {
@@ -136,10 +95,22 @@ where
                 return Ok(Outcome::Wait(stream, deadline));
             }
             Action::Read { deadline, .. } => {
-                // A blocked read cannot see a shutdown: wake at least every POLL to look.
-                let left = deadline.saturating_duration_since(Instant::now());
-                stream.set_read_timeout(Some(left.clamp(Duration::from_millis(1), POLL)))?;
-                match read_buf(&mut stream, conn.input()) {
+                // What is already there is read without a timeout to set (a uwsgi request is
+                // all there when nginx's connection is accepted): one syscall, not two.
+                let read = match read_nonblocking(&stream, conn.input()) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // A blocked read cannot see a shutdown: wake at least every POLL to look.
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        let wait = Some(left.clamp(Duration::from_millis(1), POLL));
+                        if wait != read_timeout {
+                            stream.set_read_timeout(wait)?;
+                            read_timeout = wait;
+                        }
+                        read_buf(&mut stream, conn.input())
+                    }
+                    read => read,
+                };
+                match read {
                     Ok(n) => conn.received(n, Instant::now()),
                     // Not fatal: the machine re-checks the stop phase and the deadlines.
                     Err(e) if is_timeout(&e) => {}
@@ -152,6 +123,13 @@ where
                 on_request();
                 let may_keep = shutdown.phase() == Phase::Running;
                 conn.respond(resp, may_keep);
+            }
+            Action::SendFile => {
+                let (sent, ok) = match conn.file() {
+                    Some(f) => crate::sendfile::send_blocking(stream.as_raw_fd(), f),
+                    None => (0, false),
+                };
+                conn.file_sent(sent, ok, Instant::now());
             }
             Action::Pull => {
                 let item = match conn.stream() {
@@ -173,13 +151,12 @@ where
 /// Reads what `stream` has for `conn` without blocking (gthread's poller, on a readable event),
 /// then says what the connection needs: `Ok(None)`: more bytes (keep watching it until the
 /// deadline); `Ok(Some(first))`: a pool thread, with the request it must run if there is one.
-pub(crate) fn read_ready<S, C, T>(
-    stream: &S,
+pub(crate) fn read_ready<C, T>(
+    stream: &Stream,
     conn: &mut Machine<C, T>,
     stopping: bool,
 ) -> io::Result<Result<Option<Request>, Instant>>
 where
-    S: BlockingStream,
     C: std::borrow::Borrow<ConnSettings>,
     T: std::borrow::BorrowMut<ConnTrack>,
 {
@@ -208,7 +185,7 @@ where
 
 /// `recv(2)` with `MSG_DONTWAIT`: reads what is there without changing the socket's blocking
 /// mode, which the pool's threads rely on.
-fn read_nonblocking<S: AsRawFd>(stream: &S, buf: &mut BytesMut) -> io::Result<usize> {
+fn read_nonblocking(stream: &Stream, buf: &mut BytesMut) -> io::Result<usize> {
     let spare = buf.spare_capacity_mut();
     // SAFETY: `recv` writes at most `spare.len()` bytes into memory we own (the buffer's spare
     // capacity); only the bytes it reports written are then marked initialised.
@@ -248,7 +225,7 @@ fn call<H: Handler>(handler: &H, req: Request, s: &ConnSettings) -> Response {
     resp
 }
 
-fn read_buf<S: Read>(stream: &mut S, buf: &mut BytesMut) -> io::Result<usize> {
+fn read_buf(stream: &mut Stream, buf: &mut BytesMut) -> io::Result<usize> {
     let start = buf.len();
     let cap = buf.capacity();
     buf.resize(cap, 0);
@@ -272,10 +249,11 @@ fn is_timeout(e: &io::Error) -> bool {
 }
 
 /// See `conn_async::finish`: read briefly after refusing so our answer is not lost to a RST.
-fn finish<S: BlockingStream>(stream: &mut S, lingering: Lingering, settings: &ConnSettings) {
+fn finish(stream: &mut Stream, lingering: Lingering, settings: &ConnSettings) {
     let _ = stream.flush();
-    let _ = stream.shutdown_write();
     if lingering == Lingering::Yes {
+        // Without lingering, the close that follows sends the same FIN (see conn_async).
+        let _ = stream.shutdown_write();
         let deadline = Instant::now() + settings.linger;
         let mut sink = [0u8; 4096];
         let mut drained = 0;
@@ -355,7 +333,7 @@ mod tests {
     fn serve_pair(
         requests: &'static [u8],
     ) -> (Vec<u8>, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
-        let (mut client, server) = UnixStream::pair().unwrap();
+        let (mut client, server) = std::os::unix::net::UnixStream::pair().unwrap();
         let dropped = Arc::new(AtomicBool::new(false));
         let handler = Streamer {
             dropped: dropped.clone(),
@@ -368,7 +346,7 @@ mod tests {
             let mut track = tracker.open(None);
             let settings = ConnSettings::from_config(&config);
             let _ = serve(
-                server,
+                Stream::Unix(server),
                 &mut track,
                 &handler,
                 &settings,

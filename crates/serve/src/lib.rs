@@ -56,7 +56,10 @@ mod activation;
 mod conn;
 mod conn_async;
 mod conn_blocking;
+mod lazy_io;
 mod master;
+mod sendfile;
+mod stream;
 mod track;
 mod workers;
 

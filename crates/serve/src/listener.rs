@@ -5,12 +5,13 @@
 //! processes as file descriptors.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::config::BindAddr;
+use crate::stream::Stream;
 
 /// A bound, listening socket.
 #[derive(Debug)]
@@ -104,15 +105,42 @@ impl Listener {
         }
     }
 
-    pub fn as_raw_fd(&self) -> RawFd {
+    /// Accepts one connection, with the client's address (`None` on a unix socket). The stream
+    /// keeps the listener's blocking mode. Nagle is off: answers go out in one write, and Linux
+    /// copies TCP_NODELAY from the listener (set when accepting starts, see
+    /// `workers::blocking::set_nodelay`), so only other systems need a call per connection.
+    pub(crate) fn accept(&self) -> io::Result<(Stream, Option<std::net::SocketAddr>)> {
         match self {
-            Listener::Tcp(l) => l.as_raw_fd(),
-            Listener::Unix(l) => l.as_raw_fd(),
+            Listener::Tcp(l) => {
+                let (s, peer) = l.accept()?;
+                #[cfg(not(any(target_os = "linux", target_os = "android")))]
+                let _ = s.set_nodelay(true);
+                Ok((Stream::Tcp(s), Some(peer)))
+            }
+            Listener::Unix(l) => Ok((Stream::Unix(l.accept()?.0), None)),
         }
     }
 
     pub fn into_raw_fd(self) -> RawFd {
         self.into_fd().into_raw_fd()
+    }
+}
+
+impl AsRawFd for Listener {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l) => l.as_raw_fd(),
+        }
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Listener::Tcp(l) => l.as_fd(),
+            Listener::Unix(l) => l.as_fd(),
+        }
     }
 }
 

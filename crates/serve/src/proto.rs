@@ -374,13 +374,28 @@ impl Decoder {
         if buf.is_empty() {
             return Ok(None);
         }
-        let line_end = memchr::memchr(b'\n', buf);
-        if line_end.unwrap_or(buf.len()) > limits.max_request_line {
-            return Err(HttpError::new(
-                414,
-                format!("request line longer than {} bytes", limits.max_request_line),
-            ));
-        }
+        // Only as many bytes as the limits let a head have are parsed: an error beyond them is
+        // never looked at, so a too-long line or head gets its 414/431 however the bytes were
+        // split (the verdict once depended on whether a bad byte had arrived in an earlier read).
+        let line_end = memchr::memchr(b'\n', buf).unwrap_or(buf.len());
+        let line_too_long = line_end > limits.max_request_line;
+        let too_large = || {
+            if line_too_long {
+                HttpError::new(
+                    414,
+                    format!("request line longer than {} bytes", limits.max_request_line),
+                )
+            } else {
+                head_too_large(limits)
+            }
+        };
+        let window_len = if line_too_long {
+            limits.max_request_line
+        } else {
+            limits.max_head
+        };
+        let over = buf.len() > window_len;
+        let window = &buf[..buf.len().min(window_len)];
         // The usual limit fits on the stack; only a raised one allocates.
         let mut stack = [httparse::EMPTY_HEADER; 128];
         let mut heap;
@@ -391,18 +406,18 @@ impl Decoder {
             &mut heap
         };
         let mut req = httparse::Request::new(headers);
-        let parsed = req.parse(buf);
-        if parsed == Err(httparse::Error::Version) && version_may_complete(buf) {
+        let parsed = req.parse(window);
+        if parsed == Err(httparse::Error::Version) && version_may_complete(window) {
             // "HTTP/2" of "HTTP/2.0" has arrived: the verdict (505 or 400) needs the rest.
-            return Ok(None);
+            return if over { Err(too_large()) } else { Ok(None) };
         }
         let status = parsed.map_err(|e| match e {
             httparse::Error::TooManyHeaders => HttpError::new(
                 431,
                 format!("more than {} header fields", limits.max_headers),
             ),
-            httparse::Error::Version => version_error(buf),
-            httparse::Error::Token => token_error(buf),
+            httparse::Error::Version => version_error(window),
+            httparse::Error::Token => token_error(window),
             httparse::Error::HeaderName => HttpError::bad("invalid header name"),
             httparse::Error::HeaderValue => HttpError::bad("invalid header value"),
             httparse::Error::NewLine => HttpError::bad("invalid line ending"),
@@ -410,19 +425,12 @@ impl Decoder {
         })?;
         let head_len = match status {
             httparse::Status::Complete(n) => n,
-            httparse::Status::Partial => {
-                if buf.len() > limits.max_head {
-                    return Err(head_too_large(limits));
-                }
-                return Ok(None);
-            }
+            httparse::Status::Partial if over => return Err(too_large()),
+            httparse::Status::Partial => return Ok(None),
         };
-        if head_len > limits.max_head {
-            return Err(head_too_large(limits));
-        }
         // One copy of the head holds every header value; the values are slices of it.
         let raw = Bytes::copy_from_slice(&buf[..head_len]);
-        let (head, framing) = interpret(&req, &buf[..], &raw, limits, self.capture_log, self.conn)?;
+        let (head, framing) = interpret(&req, window, &raw, limits, self.capture_log, self.conn)?;
         buf.advance(head_len);
         Ok(Some((Box::new(head), framing)))
     }
@@ -450,14 +458,16 @@ fn head_too_large(limits: &Limits) -> HttpError {
     )
 }
 
-/// Whether the request line is unfinished and its version so far is a prefix of `HTTP/d.d`.
+/// Whether the request line is unfinished and its version so far is a prefix of `HTTP/d.d\r`:
+/// the verdict (505 for a well-formed other version, 400 for garbage) waits for the line's end,
+/// because `HTTP/3.4` followed by a stray byte is garbage.
 fn version_may_complete(buf: &[u8]) -> bool {
     if memchr::memchr(b'\n', buf).is_some() {
         return false;
     }
-    let version = buf.rsplit(|&b| b == b' ').next().unwrap_or(b"");
-    let pattern = b"HTTP/0.0";
-    version.len() < pattern.len()
+    let version = version_of(buf);
+    let pattern = b"HTTP/0.0\r";
+    version.len() <= pattern.len()
         && version.iter().zip(pattern).all(|(&b, &p)| {
             if p == b'0' {
                 b.is_ascii_digit()
@@ -467,12 +477,19 @@ fn version_may_complete(buf: &[u8]) -> bool {
         })
 }
 
+/// The version part of a request line: everything after the second space (`METHOD SP TARGET SP
+/// VERSION`; a method or target never holds a space). Not the part after the *last* space: in
+/// `F / \xaf ` that is empty, a prefix of anything, though the version is already wrong.
+fn version_of(line: &[u8]) -> &[u8] {
+    line.splitn(3, |&b| b == b' ').nth(2).unwrap_or(b"")
+}
+
 /// httparse only knows HTTP/1.0 and 1.1; tell a well-formed other version (505) from garbage.
 fn version_error(buf: &[u8]) -> HttpError {
     let line_end = memchr::memchr(b'\n', buf).unwrap_or(buf.len());
     let line = &buf[..line_end];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let version = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
+    let version = version_of(line);
     let looks_like = version.len() == 8
         && version.starts_with(b"HTTP/")
         && version[5].is_ascii_digit()
@@ -640,6 +657,7 @@ fn interpret(
         local: conn.local,
         transport: conn.transport,
         scheme: Scheme::Http,
+        cgi_vars: Vec::new(),
         body: RequestBody::empty(),
     };
     Ok((
@@ -932,6 +950,9 @@ pub fn encode_head(
             };
             (Some(len), BodyFraming::Length { left: len })
         }
+        // A file's length is known: framed like a complete body, its bytes sent by the driver.
+        Body::File(_) if no_body => (Some(0), BodyFraming::Empty),
+        Body::File(f) => (Some(f.len), BodyFraming::Length { left: f.len }),
         Body::Stream(_) if no_body => (Some(0), BodyFraming::Empty),
         Body::Stream(_) => match announced {
             Some(n) => (Some(n), BodyFraming::Length { left: n }),
@@ -1137,6 +1158,86 @@ mod tests {
                 Ok(Some(r)) => out.push(r),
                 Ok(None) => return (out, Ok(()), buf),
                 Err(e) => return (out, Err(e), buf),
+            }
+        }
+    }
+
+    /// Found by the `http_decoder` fuzz target: a request line whose version begins with a bad
+    /// byte was refused when the bytes stopped there, but waited for more when a space followed
+    /// (the version was read after the last space, which was then empty), so the verdict
+    /// depended on how the bytes were split.
+    #[test]
+    fn a_bad_version_is_refused_however_the_bytes_arrive() {
+        let stream: &[u8] = b"F zF \xaf ";
+        let whole = decode_chunks(&Limits::default(), [stream]);
+        for at in 0..=stream.len() {
+            let split = decode_chunks(&Limits::default(), [&stream[..at], &stream[at..]]);
+            assert_eq!(whole, split, "split at {at}");
+        }
+        assert_eq!(whole.refused, Some((400, "invalid HTTP version".into())));
+        // Still waiting while what has come could become a version.
+        for partial in [&b"GET / "[..], b"GET / HT", b"GET / HTTP/1."] {
+            assert_eq!(decode_chunks(&Limits::default(), [partial]).refused, None);
+        }
+        let late = decode_chunks(&Limits::default(), [&b"GET / HTTP/1.1 x\r\n\r\n"[..]]);
+        assert_eq!(late.refused.map(|r| r.0), Some(400));
+        // Found by the fuzzer too: byte by byte, `HTTP/3.4` got 505 before the stray byte after
+        // it arrived, which made it 400 when all came at once.
+        for (stream, want) in [
+            (&b"F j HTTP/3.4\x00\xff"[..], 400),
+            (b"GET / HTTP/3.4\rX", 400),
+            (b"GET / HTTP/2.0\r\n\r\n", 505),
+            (b"GET / HTTP/2.0\n\n", 505),
+        ] {
+            let whole = decode_chunks(&Limits::default(), [stream]);
+            assert_eq!(whole.refused.as_ref().map(|r| r.0), Some(want), "{whole:?}");
+            let bytes = decode_chunks(&Limits::default(), stream.chunks(1));
+            assert_eq!(whole, bytes, "{:?}", String::from_utf8_lossy(stream));
+        }
+    }
+
+    /// Found by the `http_decoder` fuzz target: a request line longer than the limit with a bad
+    /// byte early in it got 414 when it arrived at once but 400 when the bad byte came in an
+    /// earlier read; a head over the limit with a bad byte past it, 400 or 431 the same way.
+    /// Now only what the limits allow is parsed: an error within it is the verdict, else the
+    /// limit's status, however the bytes arrive.
+    #[test]
+    fn a_too_long_head_gets_one_verdict_however_the_bytes_arrive() {
+        let limits = Limits {
+            max_request_line: 512,
+            max_head: 2048,
+            ..Limits::default()
+        };
+        let long = "a".repeat(600);
+        let header = "b".repeat(3000);
+        let cases: [(Vec<u8>, u16); 4] = [
+            // A bad target byte within the line's limit: 400, not 414.
+            (
+                format!("GET /\u{1}{long} HTTP/1.1\r\n\r\n").into_bytes(),
+                400,
+            ),
+            // A bad target byte past it: 414.
+            (
+                format!("GET /{long}\u{1} HTTP/1.1\r\n\r\n").into_bytes(),
+                414,
+            ),
+            // A bad header byte within the head's limit: 400; past it: 431.
+            (
+                format!("GET / HTTP/1.1\r\nX: \u{1}{header}\r\n\r\n").into_bytes(),
+                400,
+            ),
+            (
+                format!("GET / HTTP/1.1\r\nX: {header}\u{1}\r\n\r\n").into_bytes(),
+                431,
+            ),
+        ];
+        for (stream, want) in cases {
+            let whole = decode_chunks(&limits, [&stream[..]]);
+            assert_eq!(whole.refused.as_ref().map(|r| r.0), Some(want), "{whole:?}");
+            for at in [1, 7, 300, 513, 600, 2049, 2500] {
+                let at = at.min(stream.len());
+                let split = decode_chunks(&limits, [&stream[..at], &stream[at..]]);
+                assert_eq!(whole, split, "want {want}, split at {at}");
             }
         }
     }

@@ -27,6 +27,12 @@
 //! - Paths: `PATH_INFO` (nginx's `$document_uri`, decoded and after rewrites) is what uWSGI and
 //!   WSGI route on, so the request's `path` is `PATH_INFO` percent-encoded again; the `target` is
 //!   `REQUEST_URI` as the client sent it. Without `PATH_INFO`, the path is `REQUEST_URI`'s.
+//!   Under modifier1 30, `SCRIPT_NAME` is cut off the front of `PATH_INFO` when it is a whole
+//!   leading segment of it (uWSGI cuts its length blindly; `/application` under `/app`, or a
+//!   path outside the mount point, is left whole rather than mangled).
+//! - Every var that is not a header and not carried by the request's own fields (`SCRIPT_NAME`,
+//!   `DOCUMENT_ROOT`, a custom `uwsgi_param`, ...) goes to `Request::cgi_vars` as sent, so a
+//!   hosted WSGI app sees it in `environ` as under uWSGI.
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
@@ -293,6 +299,18 @@ struct Cgi<'a> {
     url_scheme: Option<&'a [u8]>,
 }
 
+/// The vars a [`Request`] carries exactly in its own fields; every other var that is not a header
+/// is kept in [`Request::cgi_vars`] as sent.
+const CARRIED: [&[u8]; 7] = [
+    b"REQUEST_METHOD",
+    b"REQUEST_URI",
+    b"PATH_INFO",
+    b"QUERY_STRING",
+    b"SERVER_PROTOCOL",
+    b"CONTENT_LENGTH",
+    b"CONTENT_TYPE",
+];
+
 /// Builds the request (without its body) and returns the body length to read.
 fn build_request(
     block: &Bytes,
@@ -305,6 +323,7 @@ fn build_request(
     // Where the Content-Type field sits, and whether it came from CONTENT_TYPE (which beats
     // the HTTP_CONTENT_TYPE nginx also sends, since uwsgi_params does not hide it).
     let mut content_type: Option<(usize, bool)> = None;
+    let mut cgi_vars: Vec<(Bytes, Bytes)> = Vec::new();
     let mut count = 0usize;
     for pair in (Vars { block }) {
         let (key, value) = pair?;
@@ -314,6 +333,14 @@ fn build_request(
                 "more than {} vars",
                 limits.max_vars
             )));
+        }
+        if !key.starts_with(b"HTTP_") && !CARRIED.contains(&key) {
+            if cgi_vars.capacity() == 0 {
+                // uwsgi_params alone sends six of them.
+                cgi_vars.reserve(8);
+            }
+            // Slices of the block: no copies.
+            cgi_vars.push((block.slice_ref(key), block.slice_ref(value)));
         }
         let slot = match key {
             b"REQUEST_METHOD" => &mut cgi.method,
@@ -432,6 +459,7 @@ fn build_request(
         local,
         transport: conn.transport,
         scheme,
+        cgi_vars,
         body: RequestBody::empty(),
     };
     Ok((request, len))
@@ -483,10 +511,13 @@ fn target_path_query(
         .map(|q| encode(q, Keep::Raw));
     let path_info = cgi.path_info.map(|p| {
         let script = cgi.script_name.unwrap_or_default();
-        if modifier1 == MODIFIER_STRIP_SCRIPT_NAME && !script.is_empty() {
-            p.strip_prefix(script).unwrap_or(p)
-        } else {
-            p
+        if modifier1 != MODIFIER_STRIP_SCRIPT_NAME || script.is_empty() {
+            return p;
+        }
+        match p.strip_prefix(script) {
+            // A whole segment only: /app mounts /app/x, not /application.
+            Some(rest) if script.ends_with(b"/") || rest.is_empty() || rest[0] == b'/' => rest,
+            _ => p,
         }
     });
     let uri = cgi.request_uri.filter(|u| !u.is_empty());
@@ -619,6 +650,9 @@ pub fn encode_head(out: &mut Vec<u8>, resp: &Response, head_only: bool) -> BodyF
             };
             (Some(len), BodyFraming::Length { left: len })
         }
+        // A file's length is known: framed like a complete body, its bytes sent by the driver.
+        Body::File(_) if no_body => (Some(0), BodyFraming::Empty),
+        Body::File(f) => (Some(f.len), BodyFraming::Length { left: f.len }),
         Body::Stream(_) if no_body => (Some(0), BodyFraming::Empty),
         Body::Stream(_) => match announced {
             Some(n) => (Some(n), BodyFraming::Length { left: n }),

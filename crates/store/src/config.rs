@@ -1,13 +1,14 @@
 //! The write path's settings, flattened into `c10k serve`'s one settings struct (so each is a
-//! flag, a `C10K_*` environment variable and a config-file key at once).
+//! flag, a `C10K_*` environment variable and a config-file key at once). clap's derives are behind
+//! the `cli` feature, which only the `c10k` binary turns on: this library parses no command line.
 
 use std::path::PathBuf;
 
-use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 /// When a `POST /messages` is acknowledged.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
     /// After the journal record is fsynced (group commit): nothing acknowledged is ever lost.
@@ -18,7 +19,8 @@ pub enum Durability {
 }
 
 /// How `POST /messages` reaches the database.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum WriteMode {
     /// Journal with group commit, then batched flushes (the default).
@@ -28,6 +30,7 @@ pub enum WriteMode {
     Direct,
 }
 
+#[cfg(feature = "cli")]
 fn batch(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if (1..=MAX_FLUSH_BATCH).contains(&n) => Ok(n),
@@ -37,6 +40,7 @@ fn batch(s: &str) -> Result<usize, String> {
     }
 }
 
+#[cfg(feature = "cli")]
 fn at_least_one(s: &str) -> Result<u64, String> {
     match s.parse::<u64>() {
         Ok(n) if n >= 1 => Ok(n),
@@ -44,6 +48,7 @@ fn at_least_one(s: &str) -> Result<u64, String> {
     }
 }
 
+#[cfg(feature = "cli")]
 fn instance(s: &str) -> Result<u16, String> {
     match s.parse::<u16>() {
         Ok(n) if n < crate::ids::MAX_INSTANCES => Ok(n),
@@ -60,89 +65,85 @@ fn database(s: &str) -> Result<String, String> {
     }
 }
 
-/// `scheme://user:secret@host/db` → `scheme://user:***@host/db`.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    match rest.rsplit_once('@') {
-        Some((auth, host)) => match auth.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
+/// Database URLs are shown with the password as `***` (kept here too, beside the settings).
+pub use crate::db::redact;
 
 /// Largest `--flush-batch`: 5 bound values per row stays under every dialect's parameter limit.
 pub const MAX_FLUSH_BATCH: usize = 5000;
 
 /// Settings of the write path (`POST /messages`, `GET /messages`, `GET /ids`). Its `Debug` hides
 /// the database password; so must every other way it is shown ([`redact`]).
-#[derive(Clone, Args, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 #[serde(rename_all = "kebab-case", default)]
 pub struct StoreConfig {
     /// Directory for the journals, id state and the default SQLite database.
-    #[arg(
-        long,
-        env = "C10K_DATA_DIR",
-        default_value = "./c10k-data",
-        help_heading = "Write path"
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            env = "C10K_DATA_DIR",
+            default_value = "./c10k-data",
+            help_heading = "Write path"
+        )
     )]
     pub data_dir: PathBuf,
 
     /// Database URL: sqlite://PATH, mysql://USER:PASS@HOST:PORT/DB or postgres://... [default:
     /// sqlite://DATA_DIR/c10k.db]
-    #[arg(long, env = "C10K_DATABASE", value_parser = database, help_heading = "Write path")]
+    #[cfg_attr(feature = "cli", arg(long, env = "C10K_DATABASE", value_parser = database, help_heading = "Write path"))]
     pub database: Option<String>,
 
     /// When a write is acknowledged: after the journal fsync, or before it.
-    #[arg(long, env = "C10K_DURABILITY", value_enum, default_value_t = Durability::Fsync,
-          help_heading = "Write path")]
+    #[cfg_attr(feature = "cli", arg(long, env = "C10K_DURABILITY", value_enum, default_value_t = Durability::Fsync,
+          help_heading = "Write path"))]
     pub durability: Durability,
 
     /// journal (group commit + batched flush) or direct (one INSERT per request, for comparison).
-    #[arg(long, env = "C10K_WRITE_MODE", value_enum, default_value_t = WriteMode::Journal,
-          help_heading = "Write path")]
+    #[cfg_attr(feature = "cli", arg(long, env = "C10K_WRITE_MODE", value_enum, default_value_t = WriteMode::Journal,
+          help_heading = "Write path"))]
     pub write_mode: WriteMode,
 
     /// Most rows in one database statement.
-    #[arg(long, env = "C10K_FLUSH_BATCH", default_value_t = 1000, value_parser = batch,
-          help_heading = "Write path")]
+    #[cfg_attr(feature = "cli", arg(long, env = "C10K_FLUSH_BATCH", default_value_t = 1000, value_parser = batch,
+          help_heading = "Write path"))]
     pub flush_batch: usize,
 
     /// Milliseconds the flusher waits for a batch to fill before writing what it has.
-    #[arg(long, env = "C10K_FLUSH_INTERVAL", default_value_t = 20, value_parser = at_least_one,
-          help_heading = "Write path")]
+    #[cfg_attr(feature = "cli", arg(long, env = "C10K_FLUSH_INTERVAL", default_value_t = 20, value_parser = at_least_one,
+          help_heading = "Write path"))]
     pub flush_interval: u64,
 
     /// Unflushed rows per worker beyond which new writes get 503 + Retry-After.
-    #[arg(long, env = "C10K_MAX_LAG", default_value_t = 100_000, value_parser = at_least_one,
-          help_heading = "Write path")]
+    #[cfg_attr(feature = "cli", arg(long, env = "C10K_MAX_LAG", default_value_t = 100_000, value_parser = at_least_one,
+          help_heading = "Write path"))]
     pub max_lag: u64,
 
     /// Instance id for the id generator (worker N uses this + N); leased from the database when
     /// not set.
-    #[arg(long, env = "C10K_INSTANCE_ID", value_parser = instance, help_heading = "Write path")]
+    #[cfg_attr(feature = "cli", arg(long, env = "C10K_INSTANCE_ID", value_parser = instance, help_heading = "Write path"))]
     pub instance_id: Option<u16>,
 
     /// Connections in each worker's database pool [default: 2 × cores].
-    #[arg(long, visible_alias = "pool-size", env = "C10K_DB_POOL_SIZE",
-          value_parser = clap::value_parser!(u32).range(1..=1000), help_heading = "Write path")]
+    #[cfg_attr(feature = "cli", arg(long, visible_alias = "pool-size", env = "C10K_DB_POOL_SIZE",
+          value_parser = clap::value_parser!(u32).range(1..=1000), help_heading = "Write path"))]
     pub db_pool_size: Option<u32>,
 
     /// Seconds to wait for a pooled connection before answering 503.
-    #[arg(
-        long,
-        env = "C10K_DB_ACQUIRE_TIMEOUT",
-        default_value_t = 2.0,
-        help_heading = "Write path"
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            env = "C10K_DB_ACQUIRE_TIMEOUT",
+            default_value_t = 2.0,
+            help_heading = "Write path"
+        )
     )]
     pub db_acquire_timeout: f64,
 
     /// How many instance ids leases hand out (`0..lease_ids`): all 1,024 the id layout has. Not a
     /// flag; tests shrink it to exhaust the space quickly.
-    #[arg(skip = crate::ids::MAX_INSTANCES)]
+    #[cfg_attr(feature = "cli", arg(skip = crate::ids::MAX_INSTANCES))]
     #[serde(skip, default = "all_instance_ids")]
     pub lease_ids: u16,
 }
@@ -263,23 +264,6 @@ impl StoreConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::{CommandFactory, FromArgMatches, Parser};
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        store: StoreConfig,
-    }
-
-    #[test]
-    fn default_impl_matches_clap_defaults() {
-        let m = Cli::command().try_get_matches_from(["x"]).unwrap();
-        let from_clap = StoreConfig::from_arg_matches(&m).unwrap();
-        assert_eq!(
-            format!("{from_clap:?}"),
-            format!("{:?}", StoreConfig::default())
-        );
-    }
 
     #[test]
     fn passwords_are_redacted() {
@@ -300,19 +284,6 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused_naming_the_flag() {
-        for args in [
-            &["--flush-batch", "0"][..],
-            &["--flush-batch", "100000"],
-            &["--instance-id", "1024"],
-            &["--database", "redis://x"],
-            &["--durability", "maybe"],
-            &["--max-lag", "0"],
-        ] {
-            let mut argv = vec!["x"];
-            argv.extend_from_slice(args);
-            let e = Cli::command().try_get_matches_from(argv).err();
-            assert!(e.is_some(), "{args:?}");
-        }
         let c = StoreConfig {
             flush_batch: 0,
             ..StoreConfig::default()
@@ -322,5 +293,15 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("--flush-batch"));
+        let c = StoreConfig {
+            database: Some("redis://x".into()),
+            ..StoreConfig::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("--database"));
+        StoreConfig::default().validate().unwrap();
     }
 }

@@ -18,6 +18,20 @@ use sqlx::{QueryBuilder, Row};
 
 use crate::record::Message;
 
+/// `scheme://user:secret@host/db` → `scheme://user:***@host/db`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((auth, host)) => match auth.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
     Sqlite,
@@ -71,11 +85,7 @@ impl Db {
     pub fn connect_lazy(url: &str, pool_size: u32, acquire_timeout: Duration) -> sqlx::Result<Db> {
         let dialect = Dialect::from_url(url).ok_or_else(|| {
             sqlx::Error::Configuration(
-                format!(
-                    "unknown database URL scheme in {:?}",
-                    crate::config::redact(url)
-                )
-                .into(),
+                format!("unknown database URL scheme in {:?}", redact(url)).into(),
             )
         })?;
         Ok(match dialect {

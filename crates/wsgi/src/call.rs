@@ -7,11 +7,21 @@
 //!   app's `Content-Length` is reached, as for every plain Flask answer — `close()` is called at
 //!   once and the answer is complete; else the head goes out with that chunk and the rest is a
 //!   [`PyBody`] the server pulls chunk by chunk, never read ahead;
-//! - a `wsgi.file_wrapper` around a real file becomes a [`PyBody`] that Rust reads without the GIL.
+//! - a `wsgi.file_wrapper` around a real file becomes a [`c10k_http::Body::File`], which the server
+//!   sends with `sendfile(2)` (a [`PyBody`] that Rust reads without the GIL if the app also used
+//!   the `write()` callable, whose data must go first).
 //!
 //! An exception from the app (or a broken response: no `start_response`, a `str` chunk, a bad
 //! status or header) gives the client a 500 with a generic body and the log the traceback; the
 //! iterable is closed either way.
+//!
+//! When the body's later steps may run on another OS thread than the call (the pool of `async`,
+//! and `--request-timeout`), [`run_request_isolated`] gives the request its own
+//! `contextvars.Context`, entered around the call and around every step and the `close()` of its
+//! body: context variables set by the app (Flask's request context, pushed by
+//! `stream_with_context` generators) are then seen by every step, and reset in the context that set
+//! them, wherever the step runs. Each thread has its own current context, so without this a step on
+//! another thread fails with Flask's `LookupError`.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -20,7 +30,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use c10k_http::{Body, Method, Request, Response};
+use c10k_http::{Body, FileBody, Method, Request, Response};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList, PyTuple};
@@ -50,6 +60,73 @@ pub(crate) enum Called {
 /// The `METHOD /path` of a request, for log lines.
 pub(crate) fn label(req: &Request) -> Arc<str> {
     format!("{} {}", req.method, req.path).into()
+}
+
+/// [`run_request`] in a fresh copy of the thread's `contextvars.Context`, which a streamed body
+/// keeps and enters for each later step (see the module documentation).
+pub(crate) fn run_request_isolated(py: Python<'_>, state: &AppState, req: Request) -> Called {
+    let ctx = match RequestContext::copy_current(py) {
+        Ok(c) => c,
+        Err(e) => return Called::Done(app_error(py, &label(&req), "copying the context", &e)),
+    };
+    let called = {
+        let _entered = match ctx.enter(py) {
+            Ok(g) => g,
+            Err(e) => return Called::Done(app_error(py, &label(&req), "entering the context", &e)),
+        };
+        run_request(py, state, req)
+    };
+    match called {
+        Called::Streaming {
+            head,
+            first,
+            mut body,
+        } => {
+            body.context = Some(ctx);
+            Called::Streaming { head, first, body }
+        }
+        done => done,
+    }
+}
+
+/// A request's own `contextvars.Context`.
+pub(crate) struct RequestContext(Py<PyAny>);
+
+impl RequestContext {
+    fn copy_current(py: Python<'_>) -> PyResult<RequestContext> {
+        // SAFETY: PyContext_CopyCurrent returns a new reference or NULL with an exception set.
+        let ctx = unsafe { Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyContext_CopyCurrent())? };
+        Ok(RequestContext(ctx.unbind()))
+    }
+
+    /// Makes it the thread's current context until the guard is dropped.
+    fn enter<'a>(&'a self, py: Python<'a>) -> PyResult<Entered<'a>> {
+        // SAFETY: a Context object, with the GIL held; fails (with an exception set) when the
+        // context is already entered, e.g. by another thread.
+        if unsafe { pyo3::ffi::PyContext_Enter(self.0.as_ptr()) } < 0 {
+            return Err(PyErr::take(py).unwrap_or_else(|| {
+                pyo3::exceptions::PySystemError::new_err("PyContext_Enter failed")
+            }));
+        }
+        Ok(Entered { ctx: self, py })
+    }
+}
+
+/// An entered [`RequestContext`]; dropping it restores the thread's previous context.
+struct Entered<'a> {
+    ctx: &'a RequestContext,
+    py: Python<'a>,
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the context this guard entered on this thread, with the GIL held.
+        if unsafe { pyo3::ffi::PyContext_Exit(self.ctx.0.as_ptr()) } < 0 {
+            if let Some(e) = PyErr::take(self.py) {
+                log_exception(self.py, "-", "leaving the request's context", &e);
+            }
+        }
+    }
 }
 
 /// Calls the app for `req`. Never fails: app errors become a logged 500.
@@ -117,6 +194,25 @@ fn respond<'py>(
             me.head_sent = true;
             let first: VecDeque<Bytes> = me.take_written().into();
             let head = me.head.take().unwrap_or_default();
+            if first.is_empty() {
+                // The server sends it with sendfile(2): from the current offset to the end of
+                // the file, never past the app's Content-Length. Our descriptor is a duplicate,
+                // so the wrapper (and the app's file) is closed now, as PEP 3333 lets the server
+                // do once it no longer needs the iterable.
+                let size = file.metadata().map_err(PyErr::from)?.len();
+                let len = head.content_length.map_or(size.saturating_sub(pos), |n| {
+                    n.min(size.saturating_sub(pos))
+                });
+                drop(me);
+                close(py, result)?;
+                let mut resp = head_response(head, false);
+                resp.body = Body::File(FileBody {
+                    file,
+                    offset: pos,
+                    len,
+                });
+                return Ok(Some(Called::Done(resp)));
+            }
             let remaining = head.content_length;
             return Ok(Some(Called::Streaming {
                 head: head_response(head, true),
@@ -128,6 +224,7 @@ fn respond<'py>(
                     remaining,
                     pending: VecDeque::new(),
                     label: label(req),
+                    context: None,
                 },
             }));
         }
@@ -167,6 +264,7 @@ fn respond<'py>(
                 remaining,
                 pending: VecDeque::new(),
                 label: label(req),
+                context: None,
             },
         }));
     }
@@ -328,6 +426,9 @@ pub(crate) struct PyBody {
     remaining: Option<u64>,
     pending: VecDeque<Bytes>,
     label: Arc<str>,
+    /// The request's context when the call ran in one ([`run_request_isolated`]): every step and
+    /// the `close()` run in it.
+    context: Option<RequestContext>,
 }
 
 /// One step of a streamed body.
@@ -359,11 +460,17 @@ impl PyBody {
             let Source::Iter(iter) = &self.source else {
                 return self.next_file();
             };
-            let step = iter
-                .bind(py)
-                .cast::<pyo3::types::PyIterator>()
-                .map_err(PyErr::from)
-                .and_then(|it| it.clone().next().transpose());
+            let step = self
+                .context
+                .as_ref()
+                .map(|c| c.enter(py))
+                .transpose()
+                .and_then(|_entered| {
+                    iter.bind(py)
+                        .cast::<pyo3::types::PyIterator>()
+                        .map_err(PyErr::from)
+                        .and_then(|it| it.clone().next().transpose())
+                });
             let item = match step {
                 Ok(item) => item,
                 Err(e) => {
@@ -441,7 +548,13 @@ impl PyBody {
     /// Calls the iterable's `close()` (once); errors are logged.
     pub(crate) fn close(&mut self, py: Python<'_>) {
         if let Some(obj) = self.closer.take() {
-            if let Err(e) = close(py, obj.bind(py)) {
+            let closed = self
+                .context
+                .as_ref()
+                .map(|c| c.enter(py))
+                .transpose()
+                .and_then(|_entered| close(py, obj.bind(py)));
+            if let Err(e) = closed {
                 log_exception(py, &self.label, "closing the iterable", &e);
             }
         }

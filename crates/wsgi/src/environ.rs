@@ -11,6 +11,12 @@
 //! decoded as latin-1, with `--root-path` stripped into `SCRIPT_NAME`; `CONTENT_LENGTH` is the
 //! length of the body the server received (also for chunked requests, whose body is complete);
 //! `REMOTE_ADDR`/`REMOTE_PORT` are absent on a unix socket.
+//!
+//! Behind nginx's `uwsgi_pass`, the CGI vars nginx sent beyond what the request carries
+//! (`Request::cgi_vars`: `SCRIPT_NAME`, `DOCUMENT_ROOT`, `uwsgi_param FOO bar`, ...) are set last
+//! and as sent, so they win over what the server derived (`SERVER_NAME`, and `SCRIPT_NAME` from
+//! `--root-path`): the environ an app sees is the one uWSGI would give it. Names starting with
+//! `wsgi.` are not taken from a front.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -212,6 +218,15 @@ impl Template {
         }
 
         self.headers(py, &env, req)?;
+        // Last: the front's own word on SERVER_NAME, SCRIPT_NAME, ... wins over what the server
+        // derived (uWSGI's environ is exactly these vars).
+        for (name, value) in &req.cgi_vars {
+            if name.starts_with(b"wsgi.") {
+                // Server-provided objects (wsgi.input, ...) are not a front's to replace.
+                continue;
+            }
+            env.set_item(cgi_key(py, name)?, latin1(py, value)?)?;
+        }
         Ok(env)
     }
 
@@ -277,6 +292,30 @@ fn header_key<'py>(py: Python<'py>, name: &str) -> Bound<'py, PyString> {
             cache.insert(name.into(), s.clone().unbind());
         }
         s
+    })
+}
+
+thread_local! {
+    /// CGI var name from a front → interned key; bounded like [`HEADER_KEYS`].
+    static CGI_KEYS: RefCell<HashMap<Box<[u8]>, Py<PyString>>> = RefCell::new(HashMap::new());
+}
+
+/// A CGI var's name as an environ key (latin-1, as uWSGI decodes it), interned: a front sends
+/// the same few names with every request.
+fn cgi_key<'py>(py: Python<'py>, name: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    CGI_KEYS.with(|cache| {
+        if let Some(k) = cache.borrow().get(name) {
+            return Ok(k.bind(py).clone());
+        }
+        let s = match std::str::from_utf8(name) {
+            Ok(ascii) if name.is_ascii() => PyString::intern(py, ascii),
+            _ => latin1(py, name)?,
+        };
+        let mut cache = cache.borrow_mut();
+        if cache.len() < HEADER_KEYS_MAX {
+            cache.insert(name.into(), s.clone().unbind());
+        }
+        Ok(s)
     })
 }
 

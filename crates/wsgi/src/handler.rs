@@ -156,7 +156,7 @@ impl Inner {
         let ticket = self.pool().submit_tracked(
             label,
             Box::new(move |py| {
-                let called = call::run_request(py, &me.state, req);
+                let called = call::run_request_isolated(py, &me.state, req);
                 let resp = call::into_response(called, |first, body| {
                     Box::pin(InlineStream::new(first, body))
                 });
@@ -190,7 +190,7 @@ impl Inner {
         let ticket = self.pool().submit_tracked(
             label,
             Box::new(move |py| {
-                let called = call::run_request(py, &me.state, req);
+                let called = call::run_request_isolated(py, &me.state, req);
                 let resp = call::into_response(called, |first, body| {
                     Box::pin(PoolStream::new(first, body, Runner::Pool(pool)))
                 });

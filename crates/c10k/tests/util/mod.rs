@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod admin;
+pub mod load;
 pub mod python;
 
 /// `--threads` for a class: gthread gets a pool of 4; sync must keep 1 (more would make it

@@ -11,7 +11,7 @@
 //! up or down) needs `Authorization: Bearer TOKEN`, compared in constant time; 401 otherwise.
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -20,6 +20,7 @@ use c10k_http::{Method, Request, Response};
 use crate::config::BindAddr;
 use crate::listener::Listener;
 use crate::proto::{encode_response, Decoder, Limits, Persist};
+use crate::stream::Stream;
 
 /// Admin connections open at once; the oldest is dropped beyond this.
 const MAX_PENDING: usize = 64;
@@ -48,41 +49,6 @@ struct Pending {
     stream: Stream,
     phase: Phase,
     deadline: Instant,
-}
-
-enum Stream {
-    Tcp(std::net::TcpStream),
-    Unix(std::os::unix::net::UnixStream),
-}
-
-impl Stream {
-    fn fd(&self) -> RawFd {
-        match self {
-            Stream::Tcp(s) => s.as_raw_fd(),
-            Stream::Unix(s) => s.as_raw_fd(),
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 pub(crate) struct Admin {
@@ -119,7 +85,7 @@ impl Admin {
                 Phase::Writing(..) => libc::POLLOUT,
             };
             fds.push(libc::pollfd {
-                fd: p.stream.fd(),
+                fd: p.stream.as_raw_fd(),
                 events,
                 revents: 0,
             });
@@ -136,14 +102,10 @@ impl Admin {
     /// complete `GET`/`HEAD` request.
     pub fn progress(&mut self, mut route: impl FnMut(&Request) -> Response) {
         for _ in 0..MAX_PENDING {
-            let accepted = match &self.listener {
-                Listener::Tcp(l) => l
-                    .accept()
-                    .map(|(s, _)| (s.set_nonblocking(true), Stream::Tcp(s))),
-                Listener::Unix(l) => l
-                    .accept()
-                    .map(|(s, _)| (s.set_nonblocking(true), Stream::Unix(s))),
-            };
+            let accepted = self
+                .listener
+                .accept()
+                .map(|(s, _)| (s.set_nonblocking(true), s));
             match accepted {
                 Ok((Ok(()), stream)) => {
                     if self.pending.len() >= MAX_PENDING {

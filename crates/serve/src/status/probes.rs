@@ -56,6 +56,7 @@ mod tests {
     use super::*;
     use crate::config::BindAddr;
     use crate::listener::Listener;
+    use std::os::fd::AsRawFd;
 
     #[test]
     fn netstat_field() {

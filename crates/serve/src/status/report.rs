@@ -251,4 +251,20 @@ mod tests {
             assert_eq!(serde_json::from_value::<ConnState>(json).unwrap(), s);
         }
     }
+
+    /// The committed schema names every worker class (`gevent` was missing: every `/status` of a
+    /// gevent server failed validation).
+    #[test]
+    fn schema_lists_every_worker_class() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../schema/status.schema.json")).unwrap();
+        let listed = schema
+            .pointer("/$defs/status/properties/server/properties/worker_class/enum")
+            .and_then(|v| v.as_array())
+            .expect("server.worker_class enum in the schema");
+        for class in WorkerClass::ALL {
+            let name = serde_json::to_value(class).unwrap();
+            assert!(listed.contains(&name), "{name} missing from {listed:?}");
+        }
+    }
 }

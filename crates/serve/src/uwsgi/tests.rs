@@ -136,6 +136,23 @@ fn maps_nginx_vars_to_the_request() {
     assert_eq!(r.content_type(), Some("text/plain"));
     assert_eq!(r.host(), Some("example.test:8080"));
     assert_eq!(r.headers.get_str("content-length"), Some("5"));
+    // Every other var, as sent and in order, for the application (WSGI's environ).
+    let vars: Vec<(&[u8], &[u8])> = r
+        .cgi_vars
+        .iter()
+        .map(|(k, v)| (k.as_ref(), v.as_ref()))
+        .collect();
+    assert_eq!(
+        vars,
+        [
+            (&b"DOCUMENT_ROOT"[..], &b"/usr/share/nginx/html"[..]),
+            (b"REQUEST_SCHEME", b"http"),
+            (b"REMOTE_ADDR", b"192.0.2.7"),
+            (b"REMOTE_PORT", b"51234"),
+            (b"SERVER_PORT", b"8080"),
+            (b"SERVER_NAME", b"example.test"),
+        ]
+    );
 
     // A GET through uwsgi_params: empty CONTENT_TYPE and CONTENT_LENGTH are no header fields.
     let r = decode_one(&packet(
@@ -407,9 +424,36 @@ fn modifier_30_strips_script_name() {
     assert_eq!(r.path, "/x");
     assert_eq!(r.target, "/x?q=1");
     assert_eq!(r.query.as_deref(), Some("q=1"));
+    // The mount point goes to the application as sent.
+    assert_eq!(r.cgi_var("SCRIPT_NAME").map(|v| &v[..]), Some(&b"/app"[..]));
     // modifier1 0 leaves PATH_INFO alone.
     let r = decode_one(&packet(0, vars, b"")).unwrap();
     assert_eq!(r.path, "/app/x");
+    assert_eq!(r.cgi_var("SCRIPT_NAME").map(|v| &v[..]), Some(&b"/app"[..]));
+    // Only a whole path segment is a mount point: /application is not under /app.
+    let r = decode_one(&packet(
+        30,
+        &[
+            (b"REQUEST_METHOD", b"GET"),
+            (b"SCRIPT_NAME", b"/app"),
+            (b"PATH_INFO", b"/application"),
+        ],
+        b"",
+    ))
+    .unwrap();
+    assert_eq!(r.path, "/application");
+    // The whole path is the mount point: the application's root.
+    let r = decode_one(&packet(
+        30,
+        &[
+            (b"REQUEST_METHOD", b"GET"),
+            (b"SCRIPT_NAME", b"/app"),
+            (b"PATH_INFO", b"/app"),
+        ],
+        b"",
+    ))
+    .unwrap();
+    assert_eq!(r.path, "/");
     // What is left always starts with '/'.
     let r = decode_one(&packet(
         30,

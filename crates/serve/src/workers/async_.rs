@@ -13,9 +13,11 @@ use c10k_http::Transport;
 
 use crate::config::{Protocol, ServeConfig};
 use crate::conn::ConnSettings;
+use crate::lazy_io::{LazyListener, LazyStream};
 use crate::listener::Listener;
 use crate::proto::ConnInfo;
 use crate::shutdown::Phase;
+use crate::stream::Stream;
 
 use super::life::Life;
 use std::sync::atomic::Ordering::Relaxed;
@@ -93,17 +95,23 @@ pub(super) fn run<H: Handler>(
     Ok(())
 }
 
-enum Acceptor {
-    Tcp(tokio::net::TcpListener),
-    Unix(tokio::net::UnixListener),
+/// A listener and what the worker knows of its connections before reading them.
+struct Acceptor {
+    listener: LazyListener,
+    /// The listener's address when it is one specific address: then every connection's local
+    /// address, without a `getsockname` per connection. `None` on a wildcard or unix listener.
+    local: Option<std::net::SocketAddr>,
 }
 
 impl Acceptor {
     fn new(l: Listener) -> anyhow::Result<Acceptor> {
-        l.set_nonblocking(true)?;
-        Ok(match l {
-            Listener::Tcp(l) => Acceptor::Tcp(tokio::net::TcpListener::from_std(l)?),
-            Listener::Unix(l) => Acceptor::Unix(tokio::net::UnixListener::from_std(l)?),
+        let local = match l.local_addr()? {
+            crate::config::BindAddr::Tcp(a) if !a.ip().is_unspecified() => Some(a),
+            _ => None,
+        };
+        Ok(Acceptor {
+            listener: LazyListener::new(l)?,
+            local,
         })
     }
 }
@@ -118,9 +126,15 @@ async fn accept_loop<H: Handler>(
 ) {
     let mut stop = life.shutdown.subscribe();
     loop {
+        // Checked here, so the selects below can try their work first: a stop branch polled
+        // first registers a waiter (a lock, a list insert and removal) for every connection.
+        if *stop.borrow() != Phase::Running {
+            return;
+        }
         // Take a connection slot before accepting: when all are taken, new connections wait in
         // the kernel's listen queue instead of costing memory here.
         let permit = tokio::select! {
+            biased;
             p = permits.clone().acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => return,
@@ -128,10 +142,11 @@ async fn accept_loop<H: Handler>(
             _ = stop.wait_for(|p| *p != Phase::Running) => return,
         };
         let accepted = tokio::select! {
-            r = accept(&acceptor) => r,
+            biased;
+            r = acceptor.listener.accept() => r,
             _ = stop.wait_for(|p| *p != Phase::Running) => return,
         };
-        let (io, peer) = match accepted {
+        let accepted = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 accept_error(&e).await;
@@ -142,32 +157,36 @@ async fn accept_loop<H: Handler>(
         let settings = settings.clone();
         let stop = stop.clone();
         let life = life.clone();
+        let local = acceptor.local;
         life.slot().connections.fetch_add(1, Relaxed);
         tokio::spawn(async move {
+            let (stream, peer) = accepted;
             let mut track = life.open(peer);
             let on_request = || life.on_request();
             let t = &mut track;
             let h = &*handler;
             // A uwsgi listener serves only the peers --uwsgi-allow-from names (unix: any).
             let admitted = protocol == Protocol::Http || super::uwsgi_admits(&settings, t, peer);
-            let result = match io {
+            let on = &on_request;
+            // Connections are served unregistered until they must wait (see lazy_io).
+            let result = match stream {
                 _ if !admitted => Ok(()),
-                Io::Tcp(s) => {
+                Stream::Tcp(s) => {
                     let info = ConnInfo {
                         peer,
-                        local: s.local_addr().ok(),
+                        local: local.or_else(|| s.local_addr().ok()),
                         transport: Transport::Tcp,
                     };
-                    let on = &on_request;
+                    let s = LazyStream::new(s);
                     crate::conn_async::serve(s, t, h, &settings, stop, on, info, protocol).await
                 }
-                Io::Unix(s) => {
+                Stream::Unix(s) => {
                     let info = ConnInfo {
                         peer: None,
                         local: None,
                         transport: Transport::Unix,
                     };
-                    let on = &on_request;
+                    let s = LazyStream::new(s);
                     crate::conn_async::serve(s, t, h, &settings, stop, on, info, protocol).await
                 }
             };
@@ -178,23 +197,6 @@ async fn accept_loop<H: Handler>(
             life.slot().connections.fetch_sub(1, Relaxed);
             drop(permit);
         });
-    }
-}
-
-enum Io {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
-}
-
-async fn accept(acceptor: &Acceptor) -> std::io::Result<(Io, Option<std::net::SocketAddr>)> {
-    match acceptor {
-        Acceptor::Tcp(l) => {
-            let (s, peer) = l.accept().await?;
-            // Responses go out in one write; no reason to let Nagle hold the last segment.
-            let _ = s.set_nodelay(true);
-            Ok((Io::Tcp(s), Some(peer)))
-        }
-        Acceptor::Unix(l) => Ok((Io::Unix(l.accept().await?.0), None)),
     }
 }
 

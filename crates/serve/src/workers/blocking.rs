@@ -1,82 +1,14 @@
-//! What the blocking worker classes share: accepting with a bounded wait, and the accepted
-//! stream type.
+//! What the blocking worker classes share: accepting with a bounded wait (the accepted stream
+//! type is [`crate::stream::Stream`]).
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use crate::config::{Protocol, ServeConfig};
-use crate::conn_blocking::BlockingStream;
 use crate::listener::Listener;
-
-/// An accepted client connection.
-#[derive(Debug)]
-pub(crate) enum Conn {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-impl Read for Conn {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Conn::Tcp(s) => s.read(buf),
-            Conn::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Conn {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Conn::Tcp(s) => s.write(buf),
-            Conn::Unix(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl AsRawFd for Conn {
-    fn as_raw_fd(&self) -> RawFd {
-        match self {
-            Conn::Tcp(s) => s.as_raw_fd(),
-            Conn::Unix(s) => s.as_raw_fd(),
-        }
-    }
-}
-
-impl std::os::fd::AsFd for Conn {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        match self {
-            Conn::Tcp(s) => s.as_fd(),
-            Conn::Unix(s) => s.as_fd(),
-        }
-    }
-}
-
-impl BlockingStream for Conn {
-    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        match self {
-            Conn::Tcp(s) => s.set_read_timeout(t),
-            Conn::Unix(s) => s.set_read_timeout(t),
-        }
-    }
-    fn shutdown_write(&self) -> io::Result<()> {
-        match self {
-            Conn::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
-            Conn::Unix(s) => s.shutdown(std::net::Shutdown::Write),
-        }
-    }
-    fn info(&self) -> crate::proto::ConnInfo {
-        match self {
-            Conn::Tcp(s) => s.info(),
-            Conn::Unix(s) => s.info(),
-        }
-    }
-}
+use crate::stream::Stream;
 
 /// Accepts from several non-blocking listeners, waiting at most a given time so the caller can
 /// look at the stop phase and beat its heart in between.
@@ -96,6 +28,7 @@ impl Acceptor {
             .collect();
         for l in &listeners {
             l.set_nonblocking(true)?;
+            set_nodelay(l)?;
         }
         let pollfds = listeners
             .iter()
@@ -159,7 +92,7 @@ impl Acceptor {
 /// the protocol its listener speaks.
 #[derive(Debug)]
 pub(crate) struct Accepted {
-    pub conn: Conn,
+    pub conn: Stream,
     pub peer: Option<SocketAddr>,
     pub protocol: Protocol,
 }
@@ -191,21 +124,23 @@ pub(crate) fn serve_accepted<H: c10k_http::Handler>(
 
 /// Accepts one connection from a non-blocking listener, as a blocking stream with Nagle off,
 /// with the client's address (`None` on a unix socket).
-pub(crate) fn accept_blocking(listener: &Listener) -> io::Result<(Conn, Option<SocketAddr>)> {
-    let (conn, peer) = match listener {
-        Listener::Tcp(l) => {
-            let (s, peer) = l.accept()?;
-            let _ = s.set_nodelay(true);
-            (Conn::Tcp(s), Some(peer))
-        }
-        Listener::Unix(l) => (Conn::Unix(l.accept()?.0), None),
-    };
-    // Accepted sockets inherit O_NONBLOCK on some systems; the drivers block.
-    match &conn {
-        Conn::Tcp(s) => s.set_nonblocking(false)?,
-        Conn::Unix(s) => s.set_nonblocking(false)?,
-    }
+pub(crate) fn accept_blocking(listener: &Listener) -> io::Result<(Stream, Option<SocketAddr>)> {
+    let (conn, peer) = listener.accept()?;
+    // Accepted sockets inherit O_NONBLOCK on some systems; the drivers block. On Linux, std's
+    // accept4 gives a blocking socket whatever the listener's mode: no call needed.
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    conn.set_nonblocking(false)?;
     Ok((conn, peer))
+}
+
+/// Turns Nagle off on a TCP listener: answers go out in one write, and Linux copies the option
+/// to every accepted socket, so one call here saves one per connection (a socket from systemd
+/// may not have it yet).
+pub(crate) fn set_nodelay(l: &Listener) -> io::Result<()> {
+    match l {
+        Listener::Tcp(t) => socket2::SockRef::from(t).set_nodelay(true),
+        Listener::Unix(_) => Ok(()),
+    }
 }
 
 /// Logs an accept failure and backs off when the process is out of descriptors.
@@ -220,5 +155,44 @@ pub(crate) fn accept_error(e: &io::Error) {
             tracing::error!("accept: {e}");
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BindAddr;
+
+    #[test]
+    fn accepted_sockets_block_with_nagle_off_from_a_listener_without_it() {
+        // A listener as systemd may hand it over: Nagle on, non-blocking.
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        socket.bind(&addr.into()).unwrap();
+        socket.listen(8).unwrap();
+        let l = Listener::Tcp(socket.into());
+        let BindAddr::Tcp(bound) = l.local_addr().unwrap() else {
+            panic!("a TCP listener has a TCP address")
+        };
+        let mut acceptor = Acceptor::new(vec![l], &ServeConfig::default()).unwrap();
+        let _client = std::net::TcpStream::connect(bound).unwrap();
+        let accepted = acceptor
+            .accept(Duration::from_secs(5))
+            .unwrap()
+            .expect("a connection is waiting");
+        let Stream::Tcp(s) = &accepted.conn else {
+            panic!("a TCP listener accepts TCP streams")
+        };
+        assert!(s.nodelay().unwrap(), "Nagle is off");
+        // A blocking read times out rather than failing with WouldBlock at once.
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 1];
+        let _ = std::io::Read::read(&mut &*s, &mut buf);
+        assert!(
+            started.elapsed() >= Duration::from_millis(15),
+            "the socket blocks"
+        );
     }
 }

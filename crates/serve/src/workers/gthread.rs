@@ -11,6 +11,7 @@
 //! the moment it can serve them, never a heartbeat tick later.
 
 use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,20 +21,21 @@ use c10k_http::Handler;
 use crossbeam_channel as chan;
 use polling::{Event, Events, Poller};
 
-use super::blocking::{accept_error, Conn};
+use super::blocking::accept_error;
 use super::life::{Gauge, Life};
 use crate::config::{Protocol, ServeConfig};
 use crate::conn::{ConnSettings, Machine};
-use crate::conn_blocking::{self, BlockingStream, Mode, Outcome};
+use crate::conn_blocking::{self, Mode, Outcome};
 use crate::listener::Listener;
 use crate::shutdown::Phase;
+use crate::stream::Stream;
 use crate::track::ConnTrack;
 
 /// A connection and its state machine (which owns the processlist entry), which travel
 /// together between reactor and pool: the reactor reads for it, a pool thread runs what is
 /// ready. HTTP and uwsgi connections alike (the machine knows the protocol).
 struct Tracked {
-    conn: Conn,
+    conn: Stream,
     machine: Box<Machine<Arc<ConnSettings>, ConnTrack>>,
 }
 
@@ -236,6 +238,7 @@ impl Reactor<'_> {
     ) -> anyhow::Result<()> {
         for l in &self.listeners {
             l.set_nonblocking(true)?;
+            super::blocking::set_nodelay(l)?;
         }
         let first_request = self.settings.header_timeout;
         let n_listeners = self.listeners.len();

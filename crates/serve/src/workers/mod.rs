@@ -422,6 +422,10 @@ where
         }
     };
     let Hosted { handler, figures } = hosted;
+    match crate::sys::release_startup_pages() {
+        Ok(kib) => tracing::debug!(slot, kib, "released the executable's start-up pages"),
+        Err(e) => tracing::debug!(slot, "cannot release the start-up pages: {e}"),
+    }
     // The master shows the write path's figures; it cannot ask the application, which lives
     // here. The thread stops (and drops what the closure holds) when serving ends.
     let stop_figures = Arc::new(AtomicBool::new(false));

@@ -4,7 +4,8 @@
 //! c10k's Rust event loop (the `async` class's) accepts, parses and writes every connection;
 //! gevent's sockets never see a client. A request is handed to the hub as a [`Job`] through a
 //! queue plus an eventfd that an io watcher on the hub watches (`hub.py`): the watcher's callback
-//! runs in the hub greenlet and only spawns, one raw greenlet per job. The greenlet calls the app
+//! runs in the hub greenlet and only schedules, one greenlet per job (finished greenlets are
+//! reused for later jobs: a new one costs CPython an mmap and munmap of its frame stack). The greenlet calls the app
 //! (with `gevent.monkey.patch_all()` applied before the app was imported, its `time.sleep`,
 //! sockets and locks yield to the hub) and completes a oneshot the Rust side awaits — nothing on
 //! the hub ever blocks on Rust.
@@ -218,8 +219,8 @@ fn run_hub(shared: Arc<Shared>) {
     std::process::exit(1);
 }
 
-/// The jobs to spawn and the greenlets to kill.
-type Taken = (Vec<Py<HubJob>>, Vec<Py<PyAny>>);
+/// The jobs to run and the requests whose greenlets to kill.
+type Taken = (Vec<Py<HubJob>>, Vec<Py<Doomed>>);
 
 /// What `hub.py` drains when the eventfd is readable.
 #[pyclass(frozen, module = "c10k")]
@@ -251,21 +252,30 @@ impl Queue {
                         context: context.map(|c| c.clone_ref(py)),
                     },
                 )?),
-                Task::Kill(slot) => {
-                    let g = slot
-                        .greenlet
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .take();
-                    doomed.extend(g);
-                }
+                Task::Kill(slot) => doomed.push(Py::new(py, Doomed { slot })?),
             }
         }
         Ok((jobs, doomed))
     }
 }
 
-/// One job, run by `hub.py` in its own greenlet.
+/// A request given up on, whose greenlet `hub.py` kills if it is still running that request when
+/// the kill's turn comes (greenlets are reused: by then it may be serving another).
+#[pyclass(frozen, module = "c10k")]
+struct Doomed {
+    slot: Arc<Slot>,
+}
+
+#[pymethods]
+impl Doomed {
+    /// The greenlet running the request now, or `None` once it has finished (or not started).
+    fn greenlet(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        let g = self.slot.greenlet.lock().unwrap_or_else(|e| e.into_inner());
+        g.as_ref().map(|g| g.clone_ref(py))
+    }
+}
+
+/// One job, run by `hub.py` in a greenlet of its own while it runs.
 #[pyclass(frozen, module = "c10k")]
 struct HubJob {
     work: Mutex<Option<Job>>,

@@ -46,6 +46,23 @@ def stream():
     return Response(gen(), mimetype="text/plain")
 
 
+@app.route("/stream-threads")
+def stream_threads():
+    # Each step sleeps (releasing the GIL) and names the thread it ran on: under `-k async
+    # --threads N` the steps of one body may run on different pool threads, and the request
+    # context that stream_with_context pushed must still be there.
+    n = int(request.args.get("n", "10"))
+    delay = float(request.args.get("delay", "0.005"))
+
+    @stream_with_context
+    def gen():
+        for i in range(n):
+            time.sleep(delay)
+            yield "%d %s %d\n" % (i, request.path, threading.get_ident())
+
+    return Response(gen(), mimetype="text/plain")
+
+
 @app.route("/local")
 def local():
     LOCAL.n = getattr(LOCAL, "n", 0) + 1

@@ -1,0 +1,458 @@
+//! Where `c10k serve`'s settings come from: the command line, `C10K_*` environment variables
+//! and a `--config` TOML file, layered in that order of precedence over the defaults.
+//!
+//! The settings structs (the server's `ServeConfig`, the store's `StoreConfig`, the built-in
+//! app's and the Python app's) each derive clap's `Args` and serde, so every setting is a flag,
+//! a variable and a file key at once (gunicorn's `Setting`). The libraries that own those structs
+//! know nothing of clap or of files: this module reads the file, refuses a key that no struct
+//! has, lets whatever the command line or environment gave win, and names the file, line and key
+//! of a bad value.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use c10k_serve::config::ConfigError;
+use c10k_serve::ServeConfig;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, FromArgMatches};
+use serde::Serialize;
+
+/// A `--config` TOML file, read once; its keys may belong to several settings structs (the
+/// server's and the application's), each taking its own with [`layered`].
+#[derive(Clone, Debug)]
+pub struct ConfigFile {
+    pub path: PathBuf,
+    table: toml::Table,
+    /// The line of each key (as written), so every error can name it.
+    lines: HashMap<String, usize>,
+}
+
+impl ConfigFile {
+    pub fn read(path: &Path) -> Result<ConfigFile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        // Values keep their byte spans: toml's own message names the line of a syntax error.
+        let spanned: std::collections::BTreeMap<String, toml::Spanned<toml::Value>> =
+            toml::from_str(&text).map_err(|e| ConfigError::File {
+                path: path.to_owned(),
+                message: e.to_string().trim_end().to_owned(),
+            })?;
+        let line_of = |at: usize| {
+            1 + text.as_bytes()[..at.min(text.len())]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+        };
+        let mut table = toml::Table::new();
+        let mut lines = HashMap::new();
+        for (key, value) in spanned {
+            lines.insert(key.clone(), line_of(value.span().start));
+            table.insert(key, value.into_inner());
+        }
+        Ok(ConfigFile {
+            path: path.to_owned(),
+            table,
+            lines,
+        })
+    }
+
+    /// "line 3, key `workers`": where a key of this file is.
+    fn place(&self, key: &str) -> String {
+        let shown = key.replace('_', "-");
+        match self.lines.get(key) {
+            Some(line) => format!("line {line}, key `{shown}`"),
+            None => format!("key `{shown}`"),
+        }
+    }
+
+    /// Names the file, line and key of a setting's error when the file set it (`flag` is
+    /// `--name`; a value given on the command line or in the environment is not the file's).
+    pub fn blame(&self, matches: &ArgMatches, err: ConfigError) -> ConfigError {
+        let ConfigError::Invalid { flag, message } = err else {
+            return err;
+        };
+        let id = key_id(flag.trim_start_matches('-'));
+        match self.table.keys().find(|k| key_id(k) == id) {
+            Some(key) if !given(matches, &id) => {
+                self.error(format!("{}: {message}", self.place(key)))
+            }
+            _ => ConfigError::Invalid { flag, message },
+        }
+    }
+
+    fn error(&self, message: String) -> ConfigError {
+        ConfigError::File {
+            path: self.path.clone(),
+            message,
+        }
+    }
+
+    /// Refuses a key that none of `known` (the settings structs' clap definitions) has, so a typo
+    /// is not silently ignored.
+    pub fn check_keys(&self, known: &[clap::Command]) -> Result<(), ConfigError> {
+        let mut keys: Vec<&String> = self.table.keys().collect();
+        keys.sort_by_key(|k| self.lines.get(*k));
+        for key in keys {
+            let id = key_id(key);
+            if !known
+                .iter()
+                .any(|c| c.get_arguments().any(|a| a.get_id() == id.as_str()))
+            {
+                return Err(self.error(format!("{}: unknown key", self.place(key))));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.table.keys().any(|k| key_id(k) == id)
+    }
+}
+
+/// gunicorn config files use snake_case; accept it beside kebab-case. The clap id is snake_case.
+fn key_id(key: &str) -> String {
+    key.replace('-', "_")
+}
+
+/// Builds settings struct `T` from command-line/env matches and an optional config file: a
+/// value given on the command line or in the environment beats the file, which beats the
+/// default. Keys of the file that are not `T`'s are left to other structs.
+pub fn layered<T>(matches: &ArgMatches, file: Option<&ConfigFile>) -> Result<T, ConfigError>
+where
+    T: Args + FromArgMatches + Serialize + serde::de::DeserializeOwned,
+{
+    let cli = T::from_arg_matches(matches).map_err(|e| ConfigError::Invalid {
+        flag: "serve",
+        message: e.to_string(),
+    })?;
+    let Some(file) = file else {
+        return Ok(cli);
+    };
+    let mut merged = toml::Table::try_from(&cli).map_err(|e| file.error(e.to_string()))?;
+    let known = T::augment_args(clap::Command::new("serve"));
+    let mut keys: Vec<&String> = file.table.keys().collect();
+    keys.sort_by_key(|k| file.lines.get(*k));
+    for key in keys {
+        let value = &file.table[key];
+        let id = key_id(key);
+        if !known.get_arguments().any(|a| a.get_id() == id.as_str()) {
+            continue;
+        }
+        if given(matches, &id) {
+            continue;
+        }
+        // Try the key alone first, so a wrong type is blamed on its own key and line.
+        let mut alone = merged.clone();
+        alone.insert(key.replace('_', "-"), value.clone());
+        if let Err(e) = toml::Value::Table(alone).try_into::<T>() {
+            return Err(file.error(format!("{}: {value}: {}", file.place(key), e.message())));
+        }
+        merged.insert(key.replace('_', "-"), value.clone());
+    }
+    toml::Value::Table(merged)
+        .try_into()
+        .map_err(|e: toml::de::Error| file.error(e.message().to_owned()))
+}
+
+/// Whether setting `id` was given on the command line or in the environment.
+pub fn given(matches: &ArgMatches, id: &str) -> bool {
+    matches!(
+        matches.value_source(id),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
+
+/// Builds the effective config from parsed command-line/env matches and an optional TOML
+/// file whose keys must all be the server's (the tests' way in; `c10k serve` shares its file
+/// with the application's settings and calls [`resolve_serve`]).
+#[cfg(test)]
+fn resolve(matches: &ArgMatches, file: Option<&Path>) -> Result<ServeConfig, ConfigError> {
+    let file = file.map(ConfigFile::read).transpose()?;
+    if let Some(file) = &file {
+        file.check_keys(&[ServeConfig::augment_args(clap::Command::new("serve"))])?;
+    }
+    resolve_serve(matches, file.as_ref())
+}
+
+/// The server's settings from command-line/env matches and a config file already read and
+/// checked; keys that are not the server's are ignored.
+pub fn resolve_serve(
+    matches: &ArgMatches,
+    file: Option<&ConfigFile>,
+) -> Result<ServeConfig, ConfigError> {
+    let mut config: ServeConfig = layered(matches, file)?;
+    config.admin_chosen = given(matches, "admin") || file.is_some_and(|f| f.contains("admin"));
+    config.bind_chosen = given(matches, "bind") || file.is_some_and(|f| f.contains("bind"));
+    if given(matches, "admin_token") {
+        // Not serialised, so the layering above lost it (a file's value came through).
+        config.admin_token = matches.get_one::<String>("admin_token").cloned();
+    }
+    config.validate().map_err(|e| match file {
+        Some(f) => f.blame(matches, e),
+        None => e,
+    })?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use c10k_serve::config::{AdminAddr, AllowFrom, Bind, BindAddr, Protocol, WorkerClass};
+    use c10k_store::StoreConfig;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeConfig,
+    }
+
+    #[derive(Parser)]
+    struct StoreCli {
+        #[command(flatten)]
+        store: StoreConfig,
+    }
+
+    fn matches(args: &[&str]) -> ArgMatches {
+        let mut argv = vec!["serve"];
+        argv.extend_from_slice(args);
+        Cli::command().try_get_matches_from(argv).unwrap()
+    }
+
+    /// The libraries write their defaults out by hand (they know no clap); they must be the
+    /// ones `--help` shows and a command line without flags gives.
+    #[test]
+    fn default_impls_match_clap_defaults() {
+        let from_clap = ServeConfig::from_arg_matches(&matches(&[])).unwrap();
+        assert_eq!(
+            format!("{from_clap:?}"),
+            format!("{:?}", ServeConfig::default())
+        );
+        let m = StoreCli::command().try_get_matches_from(["x"]).unwrap();
+        let from_clap = StoreConfig::from_arg_matches(&m).unwrap();
+        assert_eq!(
+            format!("{from_clap:?}"),
+            format!("{:?}", StoreConfig::default())
+        );
+    }
+
+    #[test]
+    fn store_flags_refuse_bad_values() {
+        for args in [
+            &["--flush-batch", "0"][..],
+            &["--flush-batch", "100000"],
+            &["--instance-id", "1024"],
+            &["--database", "redis://x"],
+            &["--durability", "maybe"],
+            &["--max-lag", "0"],
+        ] {
+            let mut argv = vec!["x"];
+            argv.extend_from_slice(args);
+            let e = StoreCli::command().try_get_matches_from(argv).err();
+            assert!(e.is_some(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn admin_beyond_loopback_needs_a_token_that_is_never_shown() {
+        let e = resolve(&matches(&["--admin", "0.0.0.0:9191"]), None).unwrap_err();
+        let e = e.to_string();
+        assert!(e.contains("--admin") && e.contains("--admin-token"), "{e}");
+        let c = resolve(
+            &matches(&["--admin", "0.0.0.0:9191", "--admin-token", "s3cret-t0ken"]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some("s3cret-t0ken"));
+        assert!(!c.to_toml().contains("s3cret-t0ken"), "{}", c.to_toml());
+        for loopback in ["127.0.0.1:0", "[::1]:0", "unix:/tmp/c10k-admin.sock"] {
+            resolve(&matches(&["--admin", loopback]), None).unwrap();
+        }
+        let e = resolve(&matches(&["--admin-token", " "]), None).unwrap_err();
+        assert!(e.to_string().contains("--admin-token"), "{e}");
+        // From a file too, and the command line beats it.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c10k.toml");
+        std::fs::write(
+            &path,
+            "admin = \"0.0.0.0:9191\"\nadmin-token = \"from-file\"\n",
+        )
+        .unwrap();
+        let c = resolve(&matches(&[]), Some(&path)).unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some("from-file"));
+        let c = resolve(&matches(&["--admin-token", "cli"]), Some(&path)).unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some("cli"));
+    }
+
+    #[test]
+    fn admin_off_and_not_on_the_public_bind() {
+        let m = matches(&["--admin", "off"]);
+        let c = resolve(&m, None).unwrap();
+        assert_eq!(c.admin, AdminAddr(None));
+        assert!(c.admin_chosen);
+        assert!(!resolve(&matches(&[]), None).unwrap().admin_chosen);
+        let m = matches(&["--bind", "127.0.0.1:8000", "--admin", "127.0.0.1:8000"]);
+        let e = resolve(&m, None).unwrap_err();
+        assert!(e.to_string().contains("--admin"), "{e}");
+        let back: ServeConfig = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back.admin, AdminAddr(None));
+    }
+
+    #[test]
+    fn file_fills_what_cli_left_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c10k.toml");
+        std::fs::write(
+            &path,
+            "workers = 3\nworker_class = \"gthread\"\nbacklog = 64\n",
+        )
+        .unwrap();
+        let c = resolve(&matches(&["--backlog", "128"]), Some(&path)).unwrap();
+        assert_eq!(c.workers, 3);
+        assert_eq!(c.worker_class, WorkerClass::Gthread);
+        assert_eq!(c.backlog, 128, "command line beats the file");
+    }
+
+    #[test]
+    fn unknown_key_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c10k.toml");
+        std::fs::write(&path, "wrokers = 3\n").unwrap();
+        let e = resolve(&matches(&[]), Some(&path)).unwrap_err();
+        assert!(e.to_string().contains("wrokers"), "{e}");
+
+        std::fs::write(&path, "workers = -1\n").unwrap();
+        let e = resolve(&matches(&[]), Some(&path)).unwrap_err();
+        assert!(e.to_string().contains("c10k.toml"), "{e}");
+
+        std::fs::write(&path, "worker-class = \"fork\"\n").unwrap();
+        let e = resolve(&matches(&[]), Some(&path)).unwrap_err();
+        assert!(e.to_string().contains("fork"), "{e}");
+    }
+
+    #[test]
+    fn uwsgi_binds_beside_http_ones_in_every_source() {
+        let m = matches(&[
+            "--bind",
+            "127.0.0.1:8000,uwsgi://127.0.0.1:3031,uwsgi+unix:/run/c10k.sock,unix:/tmp/h.sock",
+            "--uwsgi-allow-from",
+            "10.0.0.0/8,2001:db8::/32",
+        ]);
+        let c = resolve(&m, None).unwrap();
+        let protocols: Vec<_> = c.bind.iter().map(|b| b.protocol).collect();
+        use Protocol::{Http, Uwsgi};
+        assert_eq!(protocols, [Http, Uwsgi, Uwsgi, Http]);
+        assert_eq!(c.bind[2].addr, BindAddr::Unix("/run/c10k.sock".into()));
+        assert_eq!(c.protocol_of(1), Uwsgi);
+        assert_eq!(c.protocol_of(9), Http);
+        assert!(c.uwsgi_allows(Some("10.1.2.3:1".parse().unwrap())));
+        assert!(!c.uwsgi_allows(Some("11.0.0.1:1".parse().unwrap())));
+        assert!(c.uwsgi_allows(Some("[2001:db8::5]:1".parse().unwrap())));
+        assert!(!c.uwsgi_allows(Some("127.0.0.1:1".parse().unwrap())));
+        // The same strings in a config file, and back through the worker's TOML.
+        let back: ServeConfig = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back.bind, c.bind);
+        assert_eq!(back.uwsgi_allow_from, c.uwsgi_allow_from);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c10k.toml");
+        std::fs::write(
+            &path,
+            "bind = [\"uwsgi://127.0.0.1:3031\"]\nuwsgi_allow_from = [\"*\"]\n",
+        )
+        .unwrap();
+        let c = resolve(&matches(&[]), Some(&path)).unwrap();
+        assert_eq!(c.bind, vec![Bind::uwsgi("127.0.0.1:3031".parse().unwrap())]);
+        assert!(c.uwsgi_allows(Some("192.0.2.1:5".parse().unwrap())));
+        assert_eq!(
+            "uwsgi://:3031".parse::<Bind>().unwrap(),
+            Bind::uwsgi("0.0.0.0:3031".parse().unwrap())
+        );
+        for bad in [
+            "uwsgi://",
+            "uwsgi://nohost",
+            "uwsgi+unix:",
+            "uwsgi:/x",
+            "uwsgi://unix:/x.sock",
+        ] {
+            let e = bad.parse::<Bind>().unwrap_err();
+            assert!(!e.is_empty(), "{bad}");
+        }
+        for bad in ["10.0.0.0/33", "::/129", "host", ""] {
+            assert!(bad.parse::<AllowFrom>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn gunicorn_bind_forms() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gunicorn.conf.toml");
+        std::fs::write(&path, "bind = \"127.0.0.1:8001\"\nworkers = 2\n").unwrap();
+        let c = resolve(&matches(&[]), Some(&path)).unwrap();
+        assert_eq!(c.bind, vec!["127.0.0.1:8001".parse().unwrap()]);
+        let c = resolve(&matches(&["--bind", ":8000"]), None).unwrap();
+        assert_eq!(c.bind, vec!["0.0.0.0:8000".parse().unwrap()]);
+        let c = resolve(&matches(&["--bind", "localhost:8000"]), None).unwrap();
+        match &c.bind[..] {
+            [Bind {
+                addr: BindAddr::Tcp(a),
+                ..
+            }] => assert!(a.ip().is_loopback() && a.port() == 8000, "{a}"),
+            other => panic!("{other:?}"),
+        }
+        let c = resolve(&matches(&["--bind", "tcp://127.0.0.1:8002"]), None).unwrap();
+        assert_eq!(c.bind, vec!["127.0.0.1:8002".parse().unwrap()]);
+        let back: ServeConfig = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back.bind, c.bind, "workers read the list form back");
+        for bad in ["localhost", "host:port", ":99999", "[::1:8000"] {
+            assert!(bad.parse::<BindAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn file_errors_name_key_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c10k.toml");
+        for (text, line, key) in [
+            ("backlog = 64\nworkers = \"four\"\n", 2, "workers"),
+            ("# comment\n\nworkers = 0\n", 3, "workers"),
+            ("bind = \"nowhere\"\n", 1, "bind"),
+            ("threads = 2\nkeepalive = -1.0\n", 2, "keepalive"),
+            ("graceful_timeout = \"x\"\n", 1, "graceful-timeout"),
+            ("x = 1\nwrokers = 3\n", 1, "x"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = resolve(&matches(&[]), Some(&path)).unwrap_err().to_string();
+            assert!(e.contains("c10k.toml"), "{text:?}: {e}");
+            assert!(e.contains(&format!("line {line}")), "{text:?}: {e}");
+            assert!(e.contains(&format!("`{key}`")), "{text:?}: {e}");
+        }
+        std::fs::write(&path, "workers = [\n").unwrap();
+        let e = resolve(&matches(&[]), Some(&path)).unwrap_err().to_string();
+        assert!(e.contains("c10k.toml") && e.contains("line"), "{e}");
+        // A value the command line overrides is not the file's to blame.
+        std::fs::write(&path, "workers = 0\n").unwrap();
+        let c = resolve(&matches(&["--workers", "2"]), Some(&path)).unwrap();
+        assert_eq!(c.workers, 2);
+    }
+
+    #[test]
+    fn cli_rejects_bad_values() {
+        for args in [
+            &["--workers", "0"][..],
+            &["--worker-class", "fork"],
+            &["--keepalive", "-1"],
+            &["--bind", "nonsense"],
+            &["--bind", "uwsgi://nonsense"],
+            &["--uwsgi-allow-from", "nonsense"],
+        ] {
+            let mut argv = vec!["serve"];
+            argv.extend_from_slice(args);
+            assert!(
+                Cli::command().try_get_matches_from(argv).is_err(),
+                "{args:?}"
+            );
+        }
+    }
+}

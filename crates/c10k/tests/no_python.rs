@@ -1,0 +1,51 @@
+//! The build without the `python` feature (`cargo nextest run -p c10k --no-default-features
+//! --test no_python`, a step of `.ci/run`): `c10k serve MODULE:APP` stops with a usage error that
+//! says how to get Python support, instead of serving the built-in app or failing obscurely.
+
+#![cfg(not(feature = "python"))]
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn serving_a_python_app_says_how_to_get_python_support() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--admin",
+            "off",
+            "flask_app:app",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bounded: a build that started serving instead would never exit by itself.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("c10k serve flask_app:app did not stop without Python support");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(2), "a usage error:\n{err}");
+    assert!(err.contains("cannot serve flask_app:app"), "{err}");
+    assert!(err.contains("without Python support"), "{err}");
+    assert!(err.contains("cargo install --path crates/c10k"), "{err}");
+}

@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# Memory per worker process, c10k against gunicorn and uWSGI hosting the same Python app, same run
+# (issue 13's goal: "RSS per worker ≤ gunicorn's for the same app").
+#
+# Apps (crates/wsgi/tests/apps): Flask (`flask_app:app`, warmed on /hello and /stream) and Django
+# (`djangoproj.wsgi:application` on SQLite, warmed on / and /notes). Servers, W=4 worker processes
+# each, T=4 threads where the class has threads:
+#   c10k sync, thread, gthread ×T, async ×T, gevent; gunicorn sync, gthread ×T; uWSGI W×T threads.
+# Each server is started, warmed with `ab -n WARM -c 2T` on every warm-up path (so every thread of
+# every worker has run requests), then for every worker process (the master's children) the script
+# reads VmRSS and Threads from /proc/PID/status and Pss from /proc/PID/smaps_rollup. RSS counts
+# every page the worker maps, also pages it shares with its master and siblings after a fork; PSS
+# divides shared pages among the processes sharing them, so it is the fairer figure for forked
+# workers (gunicorn and uWSGI fork their workers from a master that imported nothing or the app;
+# c10k re-executes itself, so its workers share only file-backed pages).
+#
+# Prints per server the median over its workers of RSS, PSS, private (anonymous) memory and
+# threads, and the ratio c10k / gunicorn for each c10k class against gunicorn's class of the same
+# model (sync ↔ sync, every other class ↔ gthread). Writes runs/<date>-wsgi-rss/{raw.csv,results.md}
+# (or OUT=DIR).
+#
+# Usage: [WARM=2000] [THREADS=4] [OUT=DIR] scripts/wsgi-rss.sh
+# The venv (flask, django, gunicorn, uwsgi, gevent) is $C10K_TEST_VENV, else made by python-venv.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WARM=${WARM:-2000}
+THREADS=${THREADS:-4}
+WORKERS=4
+SRV_CPU=${SRV_CPU:-0}
+GEN_CPU=${GEN_CPU:-1}
+APPS=$PWD/crates/wsgi/tests/apps
+
+for tool in ab taskset curl python3 setsid; do
+  command -v "$tool" >/dev/null || { echo "missing: $tool (apt-get install apache2-utils curl util-linux)" >&2; exit 1; }
+done
+if [[ -z ${C10K_TEST_VENV:-} ]]; then
+  eval "$(bash scripts/python-venv.sh)"
+fi
+VENV=$C10K_TEST_VENV
+for b in gunicorn uwsgi; do
+  [[ -x $VENV/bin/$b ]] || { echo "missing $VENV/bin/$b (scripts/python-venv.sh installs it)" >&2; exit 1; }
+done
+
+cargo build --release -q -p c10k >&2
+C10K=$PWD/target/release/c10k
+
+OUT=${OUT:-runs/$(date -u +%Y-%m-%d)-wsgi-rss}
+TMP=$(mktemp -d)
+SERVER=
+cleanup() {
+  if [[ -n $SERVER ]]; then kill -TERM -- "-$SERVER" 2>/dev/null || true; fi
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# The Django project's SQLite database, migrated once, in the scratch directory.
+export DJANGO_SQLITE=$TMP/notes.sqlite3
+(cd "$APPS/djangoproj" && "$VENV/bin/python" manage.py migrate --run-syncdb -v0) >&2
+
+# server_cmd NAME MODULE PORT CHDIR: the command line of each server.
+server_cmd() {
+  local name=$1 app=$2 port=$3 dir=$4
+  local c10k="$C10K serve --bind 127.0.0.1:$port --admin off --workers $WORKERS --venv $VENV --chdir $dir --log-level warn"
+  case $name in
+    c10k-sync) echo "$c10k -k sync $app" ;;
+    c10k-thread) echo "$c10k -k thread $app" ;;
+    c10k-gthread) echo "$c10k -k gthread --threads $THREADS $app" ;;
+    c10k-async) echo "$c10k -k async --threads $THREADS $app" ;;
+    c10k-gevent) echo "$c10k -k gevent $app" ;;
+    gunicorn-sync) echo "$VENV/bin/gunicorn --bind 127.0.0.1:$port --workers $WORKERS -k sync --chdir $dir --log-level warning $app" ;;
+    gunicorn-gthread) echo "$VENV/bin/gunicorn --bind 127.0.0.1:$port --workers $WORKERS -k gthread --threads $THREADS --chdir $dir --log-level warning $app" ;;
+    uwsgi-threads) echo "$VENV/bin/uwsgi --http-socket 127.0.0.1:$port --master --processes $WORKERS --threads $THREADS --disable-logging --die-on-term --chdir $dir --module $app --virtualenv $VENV" ;;
+  esac
+}
+SERVERS=(c10k-sync c10k-thread c10k-gthread c10k-async c10k-gevent gunicorn-sync gunicorn-gthread uwsgi-threads)
+
+start() { # NAME PORT CMD...: in its own process group, pinned; waits until it answers
+  local name=$1 port=$2; shift 2
+  setsid taskset -c "$SRV_CPU" "$@" >"$TMP/$name.log" 2>&1 &
+  SERVER=$!
+  for _ in $(seq 200); do
+    curl -fs -o /dev/null --max-time 2 "http://127.0.0.1:$port/" && return 0
+    kill -0 "$SERVER" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "$name did not start:" >&2
+  tail -20 "$TMP/$name.log" >&2
+  return 1
+}
+stop() {
+  kill -TERM -- "-$SERVER" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$SERVER" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL -- "-$SERVER" 2>/dev/null || true
+  wait "$SERVER" 2>/dev/null || true
+  SERVER=
+}
+
+# workers MASTER: the worker processes. The master is the process setsid started (taskset execs
+# into it); its children are the workers.
+workers() { pgrep -P "$1" || true; }
+kib() { awk -v k="$2" '$1 == k":" {print $2; exit}' "$1" 2>/dev/null; }
+
+echo "app,server,pid,role,rss_kib,pss_kib,anon_kib,threads" >"$TMP/raw.csv"
+sample() { # APP NAME: one line per process of the running server
+  local app=$1 name=$2 p role
+  for p in "$SERVER" $(workers "$SERVER"); do
+    role=worker; [[ $p == "$SERVER" ]] && role=master
+    echo "$app,$name,$p,$role,$(kib "/proc/$p/status" VmRSS),$(kib "/proc/$p/smaps_rollup" Pss),$(kib "/proc/$p/smaps_rollup" Anonymous),$(kib "/proc/$p/status" Threads)" >>"$TMP/raw.csv"
+  done
+}
+
+measure() { # APP MODULE CHDIR PATH...
+  local app=$1 module=$2 dir=$3; shift 3
+  local s port
+  for s in "${SERVERS[@]}"; do
+    port=$(free_port)
+    # shellcheck disable=SC2046 # the command is a word list
+    if ! start "$s" "$port" $(server_cmd "$s" "$module" "$port" "$dir"); then
+      stop; continue
+    fi
+    local path
+    for path in "$@"; do
+      taskset -c "$GEN_CPU" ab -q -r -n "$WARM" -c $((2 * THREADS)) "http://127.0.0.1:$port$path" >"$TMP/ab" 2>&1 ||
+        echo "$app $s: ab on $path failed: $(tail -1 "$TMP/ab")" >&2
+      grep -E '^(Failed|Non-2xx)' "$TMP/ab" | grep -v ' 0$' | sed "s|^|$app $s $path: |" >&2 || true
+    done
+    sleep 0.5 # let the last connections close
+    sample "$app" "$s"
+    echo "$app $s: $(grep -c "^$app,$s,.*,worker," "$TMP/raw.csv") workers sampled" >&2
+    stop
+  done
+}
+measure flask flask_app:app "$APPS" /hello '/stream?n=50'
+measure django djangoproj.wsgi:application "$APPS/djangoproj" / /notes
+
+mkdir -p "$OUT"
+cp "$TMP/raw.csv" "$OUT/raw.csv"
+{
+  echo "# Memory per worker: c10k vs gunicorn and uWSGI hosting the same app"
+  echo
+  echo "Command: \`WARM=$WARM THREADS=$THREADS scripts/wsgi-rss.sh\` ($WORKERS workers each; servers on CPU $SRV_CPU, ab on CPU $GEN_CPU)  "
+  echo "Machine: $(nproc) CPUs, kernel $(uname -r), $("$VENV/bin/python" -V 2>&1)  "
+  echo "Commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo ' (with uncommitted changes)')  "
+  echo "Peers: $("$VENV/bin/python" -c 'import importlib.metadata as m
+print(", ".join(p + " " + m.version(p) for p in ("flask", "django", "gunicorn", "uwsgi")))' 2>/dev/null)"
+  echo
+  python3 - "$OUT/raw.csv" <<'EOF'
+import csv, statistics, sys
+
+rows = list(csv.DictReader(open(sys.argv[1])))
+apps = list(dict.fromkeys(r["app"] for r in rows))
+servers = list(dict.fromkeys(r["server"] for r in rows))
+
+
+def med(app, server, key, role="worker"):
+    v = [float(r[key]) for r in rows if r["app"] == app and r["server"] == server and r["role"] == role and r[key]]
+    return statistics.median(v) if v else None
+
+
+def mib(v):
+    return "–" if v is None else f"{v / 1024:.1f}"
+
+
+peer = {"c10k-sync": "gunicorn-sync"}
+for app in apps:
+    print(f"## {app}")
+    print()
+    print("Per worker process, medians over the workers (MiB); the master separately.")
+    print()
+    print("| server | workers | RSS | PSS | anonymous | threads | master RSS | master PSS |")
+    print("|---|---|---|---|---|---|---|---|")
+    for s in servers:
+        n = sum(1 for r in rows if r["app"] == app and r["server"] == s and r["role"] == "worker")
+        if not n:
+            continue
+        t = med(app, s, "threads")
+        print(f"| {s} | {n} | {mib(med(app, s, 'rss_kib'))} | {mib(med(app, s, 'pss_kib'))} | "
+              f"{mib(med(app, s, 'anon_kib'))} | {t:.0f} | {mib(med(app, s, 'rss_kib', 'master'))} | "
+              f"{mib(med(app, s, 'pss_kib', 'master'))} |")
+    print()
+    print("| c10k class | gunicorn peer | RSS ratio | PSS ratio | goal (RSS ≤ gunicorn's) |")
+    print("|---|---|---|---|---|")
+    for s in servers:
+        if not s.startswith("c10k-") or med(app, s, "rss_kib") is None:
+            continue
+        p = peer.get(s, "gunicorn-gthread")
+        mine, theirs = med(app, s, "rss_kib"), med(app, p, "rss_kib")
+        pmine, ptheirs = med(app, s, "pss_kib"), med(app, p, "pss_kib")
+        if theirs is None:
+            print(f"| {s} | {p}: not measured | – | – | not checked |")
+            continue
+        print(f"| {s} | {p} | {mine / theirs:.2f} | {pmine / ptheirs:.2f} | {'met' if mine <= theirs else 'NOT met'} |")
+    print()
+EOF
+} >"$OUT/results.md"
+cat "$OUT/results.md"
+echo "written: $OUT/results.md, $OUT/raw.csv" >&2
