@@ -194,6 +194,84 @@ per_class!(client_disconnect_mid_body_closes_the_iterable, |class| {
     }
 });
 
+per_class!(file_wrapper_sends_a_large_file, |class| {
+    // 3 MiB and a bit, not a multiple of any buffer or of sendfile's 1 MiB per call.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.bin");
+    let data: Vec<u8> = (0..3 * 1024 * 1024 + 4321u32)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    std::fs::write(&path, &data).unwrap();
+    let env = format!("PROBE_BIG_FILE={}", path.display());
+    // probe:raw: unvalidated, so the wrapper itself reaches the server (the sendfile path).
+    let apps = apps();
+    let s = Server::start(&[
+        "-k",
+        class,
+        "--threads",
+        threads(class),
+        "--pythonpath",
+        &apps,
+        "-e",
+        &env,
+        "probe:raw",
+    ]);
+    // HTTP/1.1, twice on one connection where the class keeps connections (sync closes).
+    let mut c = Reader::new(connect(s.addr));
+    let rounds = if class == "sync" { 1 } else { 2 };
+    for _ in 0..rounds {
+        c.send(b"GET /file?big=1 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let r = c.response().unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-length"), Some(&*data.len().to_string()));
+        assert!(
+            r.body == data,
+            "{} bytes, not the file's {}",
+            r.body.len(),
+            data.len()
+        );
+    }
+    // From the file's offset, cut at the app's Content-Length.
+    let r = request(
+        &s,
+        "GET /file?big=1&skip=1000&cl=70000 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.header("content-length"), Some("70000"));
+    assert!(r.body == data[1000..71000], "{} bytes", r.body.len());
+    // HTTP/1.0 and HEAD: read to the close, so nothing extra can hide.
+    for (req, with_body) in [
+        ("GET /file?big=1 HTTP/1.0\r\n\r\n", true),
+        (
+            "HEAD /file?big=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            false,
+        ),
+    ] {
+        let mut c = connect(s.addr);
+        c.write_all(req.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        c.read_to_end(&mut raw).unwrap();
+        let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let head = String::from_utf8_lossy(&raw[..end]).to_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(
+            head.contains(&format!("content-length: {}\r\n", data.len())),
+            "{head}"
+        );
+        if with_body {
+            assert!(
+                raw[end..] == data[..],
+                "{} bytes after the head",
+                raw.len() - end
+            );
+        } else {
+            assert_eq!(raw.len(), end, "no body after a HEAD");
+        }
+    }
+    // The worker still serves, and the file was closed (the app's file object).
+    assert_eq!(get(s.addr, "/").unwrap().status, 200);
+});
+
 per_class!(request_timeout_is_504_and_names_the_path, |class| {
     let s = probe(class, &["--request-timeout", "0.5"]);
     let start = Instant::now();

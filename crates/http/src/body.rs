@@ -4,7 +4,10 @@
 //! the server's body buffer (nginx's `client_body_buffer_size` model), so large uploads do not cost
 //! memory. A response body is complete bytes, or a stream of chunks the server pulls one at a time
 //! (a WSGI response iterable, a long download); dropping the stream is how the server says it will
-//! pull no more, so a stream that owns a resource (WSGI's `close()`) releases it in `Drop`.
+//! pull no more, so a stream that owns a resource (WSGI's `close()`) releases it in `Drop`. Or it is
+//! a range of an open regular file ([`FileBody`], WSGI's `wsgi.file_wrapper`), which the server
+//! sends with `sendfile(2)`: the bytes go from the page cache to the socket without being copied
+//! through the server, and its length is known, so it is framed like a complete body.
 
 use std::fmt;
 use std::fs::File;
@@ -125,6 +128,17 @@ impl Read for BodyReader {
 pub enum Body {
     Full(Bytes),
     Stream(BodyStream),
+    File(FileBody),
+}
+
+/// `len` bytes of `file` from `offset`: a response body the server sends with `sendfile(2)`, with
+/// a `Content-Length` of `len`. The file must be a regular file; if it ends before `len` bytes
+/// (truncated meanwhile), the server closes the connection (the client sees a short body, never
+/// a wrong one).
+pub struct FileBody {
+    pub file: File,
+    pub offset: u64,
+    pub len: u64,
 }
 
 impl Body {
@@ -136,7 +150,7 @@ impl Body {
     pub fn as_bytes(&self) -> Option<&Bytes> {
         match self {
             Body::Full(b) => Some(b),
-            Body::Stream(_) => None,
+            Body::Stream(_) | Body::File(_) => None,
         }
     }
 }
@@ -146,6 +160,7 @@ impl fmt::Debug for Body {
         match self {
             Body::Full(b) => write!(f, "Full({} bytes)", b.len()),
             Body::Stream(_) => f.write_str("Stream"),
+            Body::File(b) => write!(f, "File({} bytes at {})", b.len, b.offset),
         }
     }
 }

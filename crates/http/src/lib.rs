@@ -17,7 +17,7 @@ mod method;
 mod request;
 mod response;
 
-pub use body::{Body, BodyStream, BoxError, RequestBody};
+pub use body::{Body, BodyStream, BoxError, FileBody, RequestBody};
 pub use handler::{Ctx, DeadlineExceeded, Handler, Wait, WorkerInfo};
 pub use headers::Headers;
 pub use method::Method;

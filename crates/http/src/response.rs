@@ -2,8 +2,9 @@
 //!
 //! The server adds the framing headers (`Content-Length` or `Transfer-Encoding`, `Date`,
 //! `Connection`, `Server`) and drops the body of a `HEAD` response. A complete body is always
-//! sent with `Content-Length`; a streamed one with the handler's own `Content-Length` when it set
-//! one, chunked to HTTP/1.1 clients otherwise, and close-delimited to HTTP/1.0 clients.
+//! sent with `Content-Length`, and so is a file body (its range's length; the bytes go out with
+//! `sendfile(2)`); a streamed one with the handler's own `Content-Length` when it set one, chunked
+//! to HTTP/1.1 clients otherwise, and close-delimited to HTTP/1.0 clients.
 
 use std::borrow::Cow;
 use std::fmt;

@@ -19,7 +19,7 @@ use std::borrow::{Borrow, BorrowMut};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use c10k_http::{Body, BodyStream, BoxError, Request, Response};
+use c10k_http::{Body, BodyStream, BoxError, FileBody, Request, Response};
 
 use crate::config::{Protocol, ServeConfig};
 use crate::proto::{
@@ -98,6 +98,8 @@ pub(crate) enum Action {
     Handle(Request),
     /// Poll [`Machine::stream`] for its next chunk and report it with [`Machine::pulled`].
     Pull,
+    /// Send all of [`Machine::file`] (`sendfile(2)`), then report with [`Machine::file_sent`].
+    SendFile,
     /// Shut the connection down (writing side first; with [`Lingering::Yes`], drain the
     /// reading side for a moment) and drop it.
     Close(Lingering),
@@ -217,9 +219,18 @@ struct Streaming {
     meta: RequestMeta,
 }
 
+/// A response whose body is a file, after its head.
+struct Sending {
+    file: FileBody,
+    keep: bool,
+    status: u16,
+    meta: RequestMeta,
+}
+
 enum State {
     /// Reading (or decoding buffered) requests.
     Reading,
+    Sending(Box<Sending>),
     /// The application runs a request; waiting for [`Machine::respond`].
     Handling(RequestMeta),
     Streaming(Box<Streaming>),
@@ -311,6 +322,12 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
                         return Action::Write;
                     }
                     return Action::Pull;
+                }
+                State::Sending(_) => {
+                    if !self.out.is_empty() {
+                        return Action::Write;
+                    }
+                    return Action::SendFile;
                 }
                 State::Reading => {}
             }
@@ -518,18 +535,59 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
                     meta,
                 }));
             }
+            Body::File(file) if framing != BodyFraming::Empty => {
+                self.state = State::Sending(Box::new(Sending {
+                    file,
+                    keep,
+                    status,
+                    meta,
+                }));
+            }
             // A complete body is in the output; a HEAD answer's stream is dropped unread (that
             // is how a stream learns it is done).
             body => {
                 let len = match &body {
                     Body::Full(b) => b.len(),
-                    Body::Stream(_) => 0,
+                    Body::Stream(_) | Body::File(_) => 0,
                 };
                 self.track.borrow_mut().end(&meta, status, len);
                 if !keep {
                     self.state = State::Closing(Lingering::No);
                 }
             }
+        }
+    }
+
+    /// The file to send for [`Action::SendFile`]; the driver advances its offset and length as
+    /// it sends.
+    pub fn file(&mut self) -> Option<&mut FileBody> {
+        match &mut self.state {
+            State::Sending(s) => Some(&mut s.file),
+            _ => None,
+        }
+    }
+
+    /// The driver sent `sent` bytes of the file: all of it when `ok`; otherwise the connection
+    /// failed or the file ended early, and it closes (the client must not mistake a truncated
+    /// body for a whole one).
+    pub fn file_sent(&mut self, sent: u64, ok: bool, now: Instant) {
+        let State::Sending(s) = std::mem::replace(&mut self.state, State::Reading) else {
+            return;
+        };
+        let Sending {
+            file,
+            keep,
+            status,
+            meta,
+        } = *s;
+        let ok = ok && file.len == 0;
+        self.track.borrow_mut().writing(sent as usize);
+        self.track.borrow_mut().end(&meta, status, sent as usize);
+        if !(ok && keep) {
+            self.state = State::Closing(Lingering::No);
+        } else {
+            self.idle_since = now;
+            self.track.borrow_mut().waiting(!self.buf.is_empty());
         }
     }
 

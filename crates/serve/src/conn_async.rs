@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::config::Protocol;
 use crate::conn::{Action, ConnSettings, Lingering, Machine};
+use crate::lazy_io::SendFile;
 use crate::proto::ConnInfo;
 use crate::shutdown::Phase;
 use crate::track::ConnTrack;
@@ -22,16 +23,26 @@ pub(crate) async fn serve<S, H>(
     track: &mut ConnTrack,
     handler: &H,
     settings: &ConnSettings,
-    mut stop: watch::Receiver<Phase>,
+    stop: watch::Receiver<Phase>,
     on_request: &(dyn Fn() + Sync),
     info: ConnInfo,
     protocol: Protocol,
 ) -> io::Result<()>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + SendFile + Unpin,
     H: Handler,
 {
     let mut conn = Machine::new(settings, track, info, protocol, true, Instant::now());
+    // One timer and one stop watch for the connection's life, not one of each per read: a
+    // keep-alive read usually waits (the client sends its next request after our answer), and a
+    // fresh `timeout_at` and `changed()` would register and unregister a timer and a watch
+    // waiter, under their locks, on every request. Moving the deadline later is lock-free.
+    let mut timer = std::pin::pin!(tokio::time::sleep_until(tokio::time::Instant::now()));
+    let mut stop_watch = stop.clone();
+    // `true`: the server is stopping; `false`: the stop channel closed (the worker is exiting).
+    let mut stopped =
+        std::pin::pin!(async move { stop_watch.wait_for(|p| *p >= Phase::Graceful).await.is_ok() });
+    let mut stop_seen = false;
     loop {
         let stopping = *stop.borrow() >= Phase::Graceful;
         match conn.next(Instant::now(), stopping) {
@@ -41,20 +52,28 @@ where
             }
             Action::Read { deadline, idle } => {
                 let deadline = tokio::time::Instant::from_std(deadline);
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                // Biased: bytes that are there are read before the timer or the stop is looked
+                // at (the machine judges the deadline itself on its next step).
                 let read = tokio::select! {
-                    r = tokio::time::timeout_at(deadline, io.read_buf(conn.input())) => r,
-                    changed = stop.changed(), if idle => {
-                        if changed.is_err() {
+                    biased;
+                    r = io.read_buf(conn.input()) => Some(r),
+                    () = &mut timer => None,
+                    open = &mut stopped, if idle && !stop_seen => {
+                        if !open {
                             return Ok(());
                         }
+                        stop_seen = true;
                         continue;
                     }
                 };
                 match read {
-                    Ok(Ok(n)) => conn.received(n, Instant::now()),
-                    Ok(Err(e)) => return Err(e),
+                    Some(Ok(n)) => conn.received(n, Instant::now()),
+                    Some(Err(e)) => return Err(e),
                     // The machine sees the deadline has passed and says what to do.
-                    Err(_elapsed) => {}
+                    None => {}
                 }
             }
             Action::Handle(request) => {
@@ -62,6 +81,13 @@ where
                 on_request();
                 let may_keep = *stop.borrow() == Phase::Running;
                 conn.respond(resp, may_keep);
+            }
+            Action::SendFile => {
+                let (sent, ok) = match conn.file() {
+                    Some(f) => io.send_file(f).await,
+                    None => (0, false),
+                };
+                conn.file_sent(sent, ok, Instant::now());
             }
             Action::Pull => {
                 let item = match conn.stream() {
@@ -110,7 +136,9 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
         // lingering, dropping the socket closes it with the same FIN: a shutdown would be a
         // syscall for nothing.
         io.shutdown().await?;
-        let mut sink = [0u8; 4096];
+        // On the heap: an array here would live in every connection's future (and be copied
+        // with it when the task is spawned), for the few connections that linger.
+        let mut sink = vec![0u8; 4096];
         let deadline = tokio::time::Instant::now() + settings.linger;
         let mut drained = 0usize;
         while drained < settings.linger_bytes {

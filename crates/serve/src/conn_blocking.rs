@@ -124,6 +124,13 @@ where
                 let may_keep = shutdown.phase() == Phase::Running;
                 conn.respond(resp, may_keep);
             }
+            Action::SendFile => {
+                let (sent, ok) = match conn.file() {
+                    Some(f) => crate::sendfile::send_blocking(stream.as_raw_fd(), f),
+                    None => (0, false),
+                };
+                conn.file_sent(sent, ok, Instant::now());
+            }
             Action::Pull => {
                 let item = match conn.stream() {
                     Some(s) => {

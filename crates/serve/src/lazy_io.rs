@@ -12,9 +12,11 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use c10k_http::FileBody;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -22,11 +24,82 @@ use crate::listener::Listener;
 use crate::stream::Stream;
 
 /// A std stream that tokio can adopt.
-pub(crate) trait Adopt: Read + Write + Sized {
-    type Registered: AsyncRead + AsyncWrite + Unpin;
+pub(crate) trait Adopt: Read + Write + AsRawFd + Sized {
+    type Registered: AsyncRead + AsyncWrite + Writable + Unpin;
     /// Registers the (non-blocking) socket with the current runtime's reactor.
     fn register(self) -> io::Result<Self::Registered>;
     fn shutdown_write(&self) -> io::Result<()>;
+}
+
+/// What [`LazyStream::send_file`] needs of a registered (tokio) socket: to wait until it is
+/// writable, and to run a non-blocking operation that clears that readiness if it would block.
+pub(crate) trait Writable: AsRawFd {
+    fn writable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send;
+    fn try_write_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
+}
+
+macro_rules! writable {
+    ($t:ty) => {
+        impl Writable for $t {
+            fn writable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send {
+                <$t>::writable(self)
+            }
+            fn try_write_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+                self.try_io(tokio::io::Interest::WRITABLE, f)
+            }
+        }
+    };
+}
+writable!(tokio::net::TcpStream);
+writable!(tokio::net::UnixStream);
+
+/// A connection that can send a file body with `sendfile(2)` (see `crate::sendfile`).
+pub(crate) trait SendFile {
+    /// Sends all of `f`; returns the bytes sent and whether that was all of it.
+    fn send_file(
+        &mut self,
+        f: &mut FileBody,
+    ) -> impl std::future::Future<Output = (u64, bool)> + Send;
+}
+
+impl<S: Adopt + Send> SendFile for LazyStream<S>
+where
+    S::Registered: Send + Sync,
+{
+    async fn send_file(&mut self, f: &mut FileBody) -> (u64, bool) {
+        let mut sent = 0u64;
+        while f.len > 0 {
+            let step = match self {
+                LazyStream::Direct(s) => match crate::sendfile::send_once(s.as_raw_fd(), f) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => match self.register() {
+                        Ok(()) => Ok(0),
+                        Err(e) => Err(e),
+                    },
+                    other => other,
+                },
+                LazyStream::Registered(s) => match s.writable().await {
+                    Ok(()) => {
+                        let fd = s.as_raw_fd();
+                        match s.try_write_io(|| crate::sendfile::send_once(fd, f)) {
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                            other => other,
+                        }
+                    }
+                    Err(e) => Err(e),
+                },
+                LazyStream::Lost => Err(lost()),
+            };
+            match step {
+                Ok(n) => sent += n as u64,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::debug!("sending a file body: {e}");
+                    return (sent, false);
+                }
+            }
+        }
+        (sent, true)
+    }
 }
 
 impl Adopt for std::net::TcpStream {

@@ -58,6 +58,7 @@ mod conn_async;
 mod conn_blocking;
 mod lazy_io;
 mod master;
+mod sendfile;
 mod stream;
 mod track;
 mod workers;

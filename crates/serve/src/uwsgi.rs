@@ -650,6 +650,9 @@ pub fn encode_head(out: &mut Vec<u8>, resp: &Response, head_only: bool) -> BodyF
             };
             (Some(len), BodyFraming::Length { left: len })
         }
+        // A file's length is known: framed like a complete body, its bytes sent by the driver.
+        Body::File(_) if no_body => (Some(0), BodyFraming::Empty),
+        Body::File(f) => (Some(f.len), BodyFraming::Length { left: f.len }),
         Body::Stream(_) if no_body => (Some(0), BodyFraming::Empty),
         Body::Stream(_) => match announced {
             Some(n) => (Some(n), BodyFraming::Length { left: n }),

@@ -7,7 +7,9 @@
 //!   app's `Content-Length` is reached, as for every plain Flask answer — `close()` is called at
 //!   once and the answer is complete; else the head goes out with that chunk and the rest is a
 //!   [`PyBody`] the server pulls chunk by chunk, never read ahead;
-//! - a `wsgi.file_wrapper` around a real file becomes a [`PyBody`] that Rust reads without the GIL.
+//! - a `wsgi.file_wrapper` around a real file becomes a [`c10k_http::Body::File`], which the server
+//!   sends with `sendfile(2)` (a [`PyBody`] that Rust reads without the GIL if the app also used
+//!   the `write()` callable, whose data must go first).
 //!
 //! An exception from the app (or a broken response: no `start_response`, a `str` chunk, a bad
 //! status or header) gives the client a 500 with a generic body and the log the traceback; the
@@ -28,7 +30,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use c10k_http::{Body, Method, Request, Response};
+use c10k_http::{Body, FileBody, Method, Request, Response};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList, PyTuple};
@@ -192,6 +194,25 @@ fn respond<'py>(
             me.head_sent = true;
             let first: VecDeque<Bytes> = me.take_written().into();
             let head = me.head.take().unwrap_or_default();
+            if first.is_empty() {
+                // The server sends it with sendfile(2): from the current offset to the end of
+                // the file, never past the app's Content-Length. Our descriptor is a duplicate,
+                // so the wrapper (and the app's file) is closed now, as PEP 3333 lets the server
+                // do once it no longer needs the iterable.
+                let size = file.metadata().map_err(PyErr::from)?.len();
+                let len = head.content_length.map_or(size.saturating_sub(pos), |n| {
+                    n.min(size.saturating_sub(pos))
+                });
+                drop(me);
+                close(py, result)?;
+                let mut resp = head_response(head, false);
+                resp.body = Body::File(FileBody {
+                    file,
+                    offset: pos,
+                    len,
+                });
+                return Ok(Some(Called::Done(resp)));
+            }
             let remaining = head.content_length;
             return Ok(Some(Called::Streaming {
                 head: head_response(head, true),

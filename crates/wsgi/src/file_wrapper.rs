@@ -1,11 +1,11 @@
 //! `wsgi.file_wrapper(filelike, blksize=8192)`.
 //!
 //! When the app returns one of these around a real file (it has a working `fileno()` on a regular
-//! file), [`crate::call`] does not iterate it in Python: the body is read by Rust from a duplicate
-//! of the descriptor in 64 KiB `pread`s without the GIL, from the file's current offset (the
-//! server's connection layer has no `sendfile` path for handler bodies yet, so this is the
-//! efficient-streaming variant, not zero-copy). Anything else is iterated as PEP 3333 describes:
-//! `read(blksize)` until it returns `b''`; `close()` closes the file-like object.
+//! file), [`crate::call`] does not iterate it in Python: it answers a
+//! [`c10k_http::Body::File`] over a duplicate of the descriptor, from the file's current offset to
+//! its end (never past the app's `Content-Length`), which the server sends with `sendfile(2)`
+//! under every worker class, and closes the wrapper at once. Anything else is iterated as PEP 3333
+//! describes: `read(blksize)` until it returns `b''`; `close()` closes the file-like object.
 
 use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;

@@ -59,6 +59,11 @@ fn get(target: &str) -> Request {
 fn drain(body: Body) -> (Vec<Bytes>, bool) {
     match body {
         Body::Full(b) => (vec![b], false),
+        Body::File(f) => {
+            let mut buf = vec![0u8; f.len as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&f.file, &mut buf, f.offset).unwrap();
+            (vec![Bytes::from(buf)], false)
+        }
         Body::Stream(mut s) => {
             let mut chunks = Vec::new();
             loop {
@@ -268,9 +273,19 @@ fn file_wrapper_reads_real_files_in_rust_and_others_in_python() {
     let probe = std::fs::read_to_string(apps_dir().join("probe.py")).unwrap();
     // Unvalidated: the wrapper reaches the server, which reads the file itself.
     let app = boot("probe:raw", Wait::Block);
-    let (status, body) = text(block(&app, get("/file?skip=10")));
+    let resp = block(&app, get("/file?skip=10"));
+    assert!(
+        matches!(&resp.body, Body::File(f) if f.offset == 10),
+        "a real file is a file body for sendfile: {:?}",
+        resp.body
+    );
+    assert_eq!(resp.header("content-length"), None, "the server sets it");
+    let (status, body) = text(resp);
     assert_eq!(status, 200);
     assert_eq!(body, probe[10..]);
+    // Never past the app's Content-Length.
+    let (_, body) = text(block(&app, get("/file?skip=10&cl=7")));
+    assert_eq!(body, probe[10..17]);
     // Validated: the validator wraps the iterable, so it is iterated in Python.
     let app = boot("probe:app", Wait::Block);
     assert_eq!(text(block(&app, get("/file"))), (200, probe));
@@ -460,6 +475,6 @@ async fn async_wait_runs_python_on_the_pool_and_streams_through_it() {
 fn body_text(resp: Response) -> String {
     match resp.body {
         Body::Full(b) => String::from_utf8_lossy(&b).into_owned(),
-        Body::Stream(_) => panic!("expected a full body"),
+        Body::Stream(_) | Body::File(_) => panic!("expected a full body"),
     }
 }

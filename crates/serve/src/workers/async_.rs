@@ -126,9 +126,15 @@ async fn accept_loop<H: Handler>(
 ) {
     let mut stop = life.shutdown.subscribe();
     loop {
+        // Checked here, so the selects below can try their work first: a stop branch polled
+        // first registers a waiter (a lock, a list insert and removal) for every connection.
+        if *stop.borrow() != Phase::Running {
+            return;
+        }
         // Take a connection slot before accepting: when all are taken, new connections wait in
         // the kernel's listen queue instead of costing memory here.
         let permit = tokio::select! {
+            biased;
             p = permits.clone().acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => return,
@@ -136,6 +142,7 @@ async fn accept_loop<H: Handler>(
             _ = stop.wait_for(|p| *p != Phase::Running) => return,
         };
         let accepted = tokio::select! {
+            biased;
             r = acceptor.listener.accept() => r,
             _ = stop.wait_for(|p| *p != Phase::Running) => return,
         };

@@ -122,9 +122,13 @@ def dispatch(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])
         return body()
     if path == "/file":
-        f = open(__file__, "rb")
+        # ?big=1: the file named by $PROBE_BIG_FILE (set with -e); ?cl=N: the app's Content-Length.
+        f = open(os.environ["PROBE_BIG_FILE"] if q.get("big") else __file__, "rb")
         f.seek(int(q.get("skip", "0")))
-        start_response("200 OK", [("Content-Type", "text/x-python")])
+        headers = [("Content-Type", "text/x-python")]
+        if "cl" in q:
+            headers.append(("Content-Length", q["cl"]))
+        start_response("200 OK", headers)
         return environ["wsgi.file_wrapper"](f, 1024)
     if path == "/local":
         LOCAL.n = getattr(LOCAL, "n", 0) + 1
