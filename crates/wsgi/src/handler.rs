@@ -236,6 +236,7 @@ impl Inner {
         let (tx, rx) = tokio::sync::oneshot::channel::<Response>();
         let me = self.clone();
         let hub2 = hub.clone();
+        let batched = hub.deliver_on_this_runtime().then(|| hub.clone());
         let slot = hub.submit_tracked(
             Box::new(move |py| {
                 let called = call::run_request(py, &me.state, req);
@@ -245,11 +246,17 @@ impl Inner {
                 });
                 // Interrupted by its gevent.Timeout (or just too late): the client gets the 504;
                 // dropping a streamed answer closes its iterable in another greenlet.
-                if deadline.is_some_and(|d| Instant::now() >= d) {
+                let resp = if deadline.is_some_and(|d| Instant::now() >= d) {
                     drop(resp);
-                    let _ = tx.send(timeout_response());
+                    timeout_response()
                 } else {
-                    let _ = tx.send(resp);
+                    resp
+                };
+                match batched {
+                    Some(hub) => hub.answer(tx, resp),
+                    None => {
+                        let _ = tx.send(resp);
+                    }
                 }
             }),
             deadline,
