@@ -23,7 +23,7 @@ pub(crate) async fn serve<S, H>(
     track: &mut ConnTrack,
     handler: &H,
     settings: &ConnSettings,
-    mut stop: watch::Receiver<Phase>,
+    stop: watch::Receiver<Phase>,
     on_request: &(dyn Fn() + Sync),
     info: ConnInfo,
     protocol: Protocol,
@@ -33,6 +33,16 @@ where
     H: Handler,
 {
     let mut conn = Machine::new(settings, track, info, protocol, true, Instant::now());
+    // One timer and one stop watch for the connection's life, not one of each per read: a
+    // keep-alive read usually waits (the client sends its next request after our answer), and a
+    // fresh `timeout_at` and `changed()` would register and unregister a timer and a watch
+    // waiter, under their locks, on every request. Moving the deadline later is lock-free.
+    let mut timer = std::pin::pin!(tokio::time::sleep_until(tokio::time::Instant::now()));
+    let mut stop_watch = stop.clone();
+    // `true`: the server is stopping; `false`: the stop channel closed (the worker is exiting).
+    let mut stopped =
+        std::pin::pin!(async move { stop_watch.wait_for(|p| *p >= Phase::Graceful).await.is_ok() });
+    let mut stop_seen = false;
     loop {
         let stopping = *stop.borrow() >= Phase::Graceful;
         match conn.next(Instant::now(), stopping) {
@@ -42,23 +52,28 @@ where
             }
             Action::Read { deadline, idle } => {
                 let deadline = tokio::time::Instant::from_std(deadline);
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                // Biased: bytes that are there are read before the timer or the stop is looked
+                // at (the machine judges the deadline itself on its next step).
                 let read = tokio::select! {
-                    // The read first: bytes already there are read without registering a waiter
-                    // for the stop signal.
                     biased;
-                    r = tokio::time::timeout_at(deadline, io.read_buf(conn.input())) => r,
-                    changed = stop.changed(), if idle => {
-                        if changed.is_err() {
+                    r = io.read_buf(conn.input()) => Some(r),
+                    () = &mut timer => None,
+                    open = &mut stopped, if idle && !stop_seen => {
+                        if !open {
                             return Ok(());
                         }
+                        stop_seen = true;
                         continue;
                     }
                 };
                 match read {
-                    Ok(Ok(n)) => conn.received(n, Instant::now()),
-                    Ok(Err(e)) => return Err(e),
+                    Some(Ok(n)) => conn.received(n, Instant::now()),
+                    Some(Err(e)) => return Err(e),
                     // The machine sees the deadline has passed and says what to do.
-                    Err(_elapsed) => {}
+                    None => {}
                 }
             }
             Action::Handle(request) => {

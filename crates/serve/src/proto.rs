@@ -983,13 +983,20 @@ pub fn encode_head(
         if is_framing_header(name) {
             continue;
         }
-        // Names and values come from the application; never let one inject a line break.
-        out.extend(
-            name.bytes()
-                .filter(|&b| b != b'\r' && b != b'\n' && b != b':'),
-        );
+        // Names and values come from the application; never let one inject a line break. The
+        // usual header has nothing to drop and is copied whole.
+        let name = name.as_bytes();
+        if memchr::memchr3(b'\r', b'\n', b':', name).is_none() {
+            out.extend_from_slice(name);
+        } else {
+            out.extend(name.iter().filter(|&&b| !matches!(b, b'\r' | b'\n' | b':')));
+        }
         out.extend_from_slice(b": ");
-        out.extend(value.iter().filter(|&&b| b != b'\r' && b != b'\n'));
+        if memchr::memchr2(b'\r', b'\n', value).is_none() {
+            out.extend_from_slice(value);
+        } else {
+            out.extend(value.iter().filter(|&&b| b != b'\r' && b != b'\n'));
+        }
         out.extend_from_slice(b"\r\n");
     }
     match length {
@@ -1448,7 +1455,9 @@ mod tests {
             .with_header("Content-Length", "99")
             .with_header("Transfer-Encoding", "chunked")
             .with_header("Connection", "upgrade")
-            .with_header("X-Evil", "a\r\nSet-Cookie: x=1");
+            .with_header("X-Evil", "a\r\nSet-Cookie: x=1")
+            .with_header("X-Bad:\r\nName", "v")
+            .with_header("X-Plain", "just text");
         let mut out = Vec::new();
         encode_response(&mut out, &resp, 1, Persist::KeepAlive, false);
         let s = String::from_utf8(out).unwrap();
@@ -1458,6 +1467,8 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("X-Evil: aSet-Cookie: x=1\r\n"), "{s}");
+        assert!(s.contains("\r\nX-BadName: v\r\n"), "{s}");
+        assert!(s.contains("\r\nX-Plain: just text\r\n"), "{s}");
         assert!(s.ends_with("\r\n\r\nhi"));
     }
 

@@ -64,11 +64,24 @@ def serve(fd, queue):
         finally:
             timer.close()
 
+    flush_pending = [False]
+
+    def flush():
+        flush_pending[0] = False
+        queue.flush()
+
     def worker(job):
         me = getcurrent()
         job_type = type(job)
         while True:
-            run(job, me)
+            try:
+                run(job, me)
+            finally:
+                # The answer is queued; the event loop is woken once the greenlets runnable now
+                # have run (callbacks run in order), for all their answers at once.
+                if not flush_pending[0]:
+                    flush_pending[0] = True
+                    run_callback(flush)
             if len(idle) >= MAX_IDLE:
                 return
             idle.append(me)

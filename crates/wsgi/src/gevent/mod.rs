@@ -10,6 +10,12 @@
 //! sockets and locks yield to the hub) and completes a oneshot the Rust side awaits — nothing on
 //! the hub ever blocks on Rust.
 //!
+//! Answers go back in batches: a finished greenlet queues its response ([`Hub::answer`]) and the
+//! hub wakes the event loop once, after the greenlets runnable in that loop iteration have run;
+//! one task on the event loop ([`deliver`]) then completes each request's oneshot there. Waking
+//! the event loop per answer cost a write to its eventfd and, on a busy CPU, a context switch per
+//! request.
+//!
 //! Streamed bodies are pulled, not pushed: the Rust writer asks for the next chunk only when the
 //! previous one has been written, and each `next()` (and the final `close()`) is one more job on
 //! the hub ([`crate::stream::PoolStream`] with a hub runner). A slow client therefore holds one
@@ -23,8 +29,12 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
+use std::task::{Poll, Waker};
 use std::time::Instant;
+
+use c10k_http::Response;
+use tokio::sync::oneshot;
 
 use crossbeam_channel as chan;
 use pyo3::prelude::*;
@@ -122,6 +132,11 @@ struct Shared {
     fd: OwnedFd,
     /// A wake-up is pending (the eventfd was written and the hub has not drained the queue yet).
     notified: AtomicBool,
+    /// Answers waiting for [`deliver`], and its waker.
+    answers: Mutex<Vec<(oneshot::Sender<Response>, Response)>>,
+    deliverer: Mutex<Option<Waker>>,
+    /// [`deliver`] runs on the event loop (started by the first request).
+    delivering: Once,
 }
 
 /// A handle to the worker's hub; cheap to clone.
@@ -150,6 +165,9 @@ impl Hub {
                 rx,
                 fd,
                 notified: AtomicBool::new(false),
+                answers: Mutex::new(Vec::new()),
+                deliverer: Mutex::new(None),
+                delivering: Once::new(),
             }),
         };
         let shared = hub.shared.clone();
@@ -190,6 +208,25 @@ impl Hub {
         }
     }
 
+    /// Starts [`deliver`] on the calling task's tokio runtime, once; false outside one (answers
+    /// are then sent one by one).
+    pub(crate) fn deliver_on_this_runtime(&self) -> bool {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        let shared = self.shared.clone();
+        self.shared.delivering.call_once(|| {
+            rt.spawn(deliver(shared));
+        });
+        true
+    }
+
+    /// On the hub: queues `resp` for the request waiting on `tx`; `hub.py` flushes the queue
+    /// after the runnable greenlets have run ([`Queue::flush`]).
+    pub(crate) fn answer(&self, tx: oneshot::Sender<Response>, resp: Response) {
+        lock(&self.shared.answers).push((tx, resp));
+    }
+
     fn send(&self, task: Task) {
         if self.shared.tx.send(task).is_err() {
             return; // unreachable: the hub holds a receiver itself
@@ -201,6 +238,25 @@ impl Hub {
             unsafe { libc::write(self.shared.fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The event loop's side of the answers: completes every queued request's oneshot on the loop's
+/// own thread (a local wake, no system call), then waits for the hub's next flush.
+async fn deliver(shared: Arc<Shared>) {
+    std::future::poll_fn(|cx| {
+        // The waker first: an answer queued after the drain below wakes this task again.
+        *lock(&shared.deliverer) = Some(cx.waker().clone());
+        let batch = std::mem::take(&mut *lock(&shared.answers));
+        for (tx, resp) in batch {
+            let _ = tx.send(resp);
+        }
+        Poll::<()>::Pending
+    })
+    .await
 }
 
 /// The hub thread: attached to Python for good, it runs `hub.serve` until the process exits.
@@ -230,6 +286,17 @@ struct Queue {
 
 #[pymethods]
 impl Queue {
+    /// Wakes [`deliver`] when answers are queued: once per batch of greenlets, not per answer.
+    fn flush(&self) {
+        if lock(&self.shared.answers).is_empty() {
+            return;
+        }
+        let waker = lock(&self.shared.deliverer).take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
     /// The jobs to spawn and the greenlets to kill, queued since the last call.
     fn take(&self, py: Python<'_>) -> PyResult<Taken> {
         // Cleared before draining: a task queued after this point writes the eventfd again.
