@@ -771,3 +771,48 @@ fn sync_refuses_delays_its_worker_timeout_would_cut() {
     let r = get(s.addr, "/?delay=0.05").unwrap();
     assert_eq!(r.status, 200);
 }
+
+/// The policy column of /proc/PID/task/TID/stat (field 41): 0 SCHED_OTHER, 3 SCHED_BATCH.
+fn thread_policies(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir") {
+        let stat =
+            std::fs::read_to_string(t.expect("task").path().join("stat")).unwrap_or_default();
+        // Fields after the ")" that closes the thread name; policy is field 41 overall.
+        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+            if let Some(p) = rest.split_whitespace().nth(41 - 3) {
+                out.push(p.parse().expect("policy"));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn worker_threads_run_sched_batch_unless_normal_is_asked() {
+    for (args, want) in [
+        (&["-k", "gthread", "--threads", "4"][..], 3),
+        (
+            &["-k", "gthread", "--threads", "4", "--scheduling", "normal"][..],
+            0,
+        ),
+    ] {
+        let s = Server::start(args);
+        // Requests start the pool's threads; they must have inherited the policy.
+        for _ in 0..8 {
+            assert_eq!(get(s.addr, "/").expect("get").status, 200);
+        }
+        let worker = *s.worker_pids().last().expect("a worker");
+        let policies = thread_policies(worker);
+        assert!(policies.len() >= 2, "threads of the worker: {policies:?}");
+        assert!(
+            policies.iter().all(|&p| p == want),
+            "{args:?}: worker thread policies {policies:?}, want all {want}"
+        );
+        // The master is never changed.
+        assert_eq!(
+            thread_policies(s.child.id()),
+            vec![0; thread_policies(s.child.id()).len()]
+        );
+    }
+}

@@ -55,6 +55,17 @@ impl WorkerClass {
     }
 }
 
+/// The kernel scheduling policy of worker processes (`--scheduling`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Scheduling {
+    /// SCHED_BATCH: no preemption on wake-up between the worker's own threads.
+    Batch,
+    /// SCHED_OTHER, the kernel's default.
+    Normal,
+}
+
 impl fmt::Display for WorkerClass {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -490,6 +501,15 @@ pub struct ServeConfig {
           help_heading = "Timeouts"))]
     pub timeout: f64,
 
+    /// How the kernel schedules worker processes' threads. `batch` (Linux SCHED_BATCH): a
+    /// thread woken by another (the event loop handing a request to a Python thread, the answer
+    /// coming back) does not preempt the running one, so hand-offs are processed in batches
+    /// instead of a context switch per request; an idle CPU still runs a woken thread at once.
+    /// `normal`: the default policy (SCHED_OTHER). The master always runs `normal`.
+    #[cfg_attr(feature = "cli", arg(long, env = "C10K_SCHEDULING", value_enum, default_value_t = Scheduling::Batch,
+          help_heading = "Workers"))]
+    pub scheduling: Scheduling,
+
     /// Most open connections per worker; more wait in the kernel's listen queue.
     #[cfg_attr(feature = "cli", arg(allow_negative_numbers = true, long, env = "C10K_WORKER_CONNECTIONS", default_value_t = 10_000,
           value_parser = at_least_one, help_heading = "Workers"))]
@@ -665,6 +685,7 @@ impl Default for ServeConfig {
             max_requests: 0,
             max_requests_jitter: 0,
             timeout: 30.0,
+            scheduling: Scheduling::Batch,
             worker_connections: 10_000,
             keepalive: 5.0,
             header_timeout: 10.0,

@@ -64,7 +64,9 @@ mod track;
 mod workers;
 
 pub use c10k_http::WorkerInfo;
-pub use config::{AdminAddr, AllowFrom, Bind, BindAddr, Protocol, ServeConfig, WorkerClass};
+pub use config::{
+    AdminAddr, AllowFrom, Bind, BindAddr, Protocol, Scheduling, ServeConfig, WorkerClass,
+};
 pub use master::BootFailed;
 pub use scoreboard::WritePathFigures;
 pub use shutdown::{Phase, Shutdown};

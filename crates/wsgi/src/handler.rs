@@ -29,6 +29,8 @@ struct Inner {
     recycle: Option<Arc<dyn Fn() + Send + Sync>>,
     /// The `gevent` class: requests run in greenlets on this hub instead of the pool.
     hub: Option<Hub>,
+    /// Where pool threads hand `async` answers back to the event loop (see [`Answers`]).
+    answers: Answers,
     /// Requests handed to the pool (or the hub) and not answered yet (`async` back-pressure: a count of
     /// requests, never of connections, so idle keep-alive clients cost nothing).
     in_flight: tokio::sync::Semaphore,
@@ -111,6 +113,7 @@ impl WsgiApp {
                 state,
                 hub,
                 pool: OnceLock::new(),
+                answers: Answers::default(),
                 pool_size,
                 max_stuck: config.max_stuck_threads.unwrap_or(pool_size),
                 recycle: config.recycle.clone(),
@@ -183,6 +186,7 @@ impl Inner {
         let (tx, rx) = tokio::sync::oneshot::channel::<Response>();
         let me = self.clone();
         let pool = self.pool().clone();
+        let answers = self.answers.sender();
         let ticket = self.pool().submit_tracked(
             label,
             Box::new(move |py| {
@@ -191,7 +195,7 @@ impl Inner {
                     Box::pin(PoolStream::new(first, body, Runner::Pool(pool)))
                 });
                 // Nobody waiting: dropping the answer hands its close() back to the pool.
-                let _ = tx.send(resp);
+                let _ = answers.send((tx, resp));
             }),
         );
         let guard = Abandon {
@@ -273,6 +277,46 @@ impl Inner {
         };
         guard.armed = false;
         answer.unwrap_or_else(|| Response::text(500, "Internal Server Error\n"))
+    }
+}
+
+/// An answer on its way back to the request that waits for it.
+type Delivery = (tokio::sync::oneshot::Sender<Response>, Response);
+
+/// The way back from the pool to the event loop, shared by every `async` request of the worker.
+///
+/// Waking a task from a thread outside the runtime costs a write to the runtime's eventfd (and
+/// a read on the other side), one per answer if each request's oneshot were completed by the
+/// pool thread itself. Here the pool threads send answers down one channel instead, whose
+/// receiving task is woken once per batch: a channel only wakes its receiver when it waits, so
+/// answers sent while the event loop is busy cost no system call. That task, running on the
+/// event loop, completes each request's oneshot (a local wake-up).
+#[derive(Default)]
+struct Answers {
+    tx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<Delivery>>>,
+}
+
+impl Answers {
+    /// The channel into the current runtime's delivery task, started on first use (and again
+    /// if the runtime it ran on is gone). Call it on the event loop.
+    fn sender(&self) -> tokio::sync::mpsc::UnboundedSender<Delivery> {
+        let mut tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = tx.as_ref().filter(|t| !t.is_closed()) {
+            return t.clone();
+        }
+        let (t, mut rx) = tokio::sync::mpsc::unbounded_channel::<Delivery>();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(64);
+            while rx.recv_many(&mut batch, 256).await > 0 {
+                for (waiter, resp) in batch.drain(..) {
+                    // Nobody waiting: the answer is dropped here; a streamed body hands its
+                    // close() to the pool, never running Python on this thread.
+                    let _ = waiter.send(resp);
+                }
+            }
+        });
+        *tx = Some(t.clone());
+        t
     }
 }
 

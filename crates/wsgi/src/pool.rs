@@ -14,11 +14,11 @@
 //! worker drains and exits, and the master starts a fresh process), since a process full of stuck
 //! threads only grows.
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
-use crossbeam_channel as chan;
 use pyo3::prelude::*;
 
 /// Work for a Python thread.
@@ -51,8 +51,86 @@ struct Counts {
     stuck: usize,
 }
 
+/// The pool's queue of work: a mutex and a condition variable. A thread with nothing to do sleeps
+/// at once, with no spinning or `sched_yield` first: the threads of a worker often share one CPU,
+/// where spinning only delays the event loop that would hand over the next request. A sleeping
+/// thread is woken once however many requests arrive before it runs.
+#[derive(Default)]
+struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    tasks: VecDeque<Task>,
+    /// Threads asleep in [`Queue::wait`].
+    waiting: usize,
+    /// Wake-ups sent and not yet taken by a waking thread.
+    signaled: usize,
+    /// Every [`Pool`] handle is gone: threads exit once the queue is empty.
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, task: Task) {
+        let mut q = self.lock();
+        q.tasks.push_back(task);
+        let wake = q.waiting > q.signaled;
+        if wake {
+            q.signaled += 1;
+        }
+        drop(q);
+        if wake {
+            self.ready.notify_one();
+        }
+    }
+
+    /// A queued task, without waiting.
+    fn try_pop(&self) -> Option<Task> {
+        self.lock().tasks.pop_front()
+    }
+
+    /// The next task, sleeping until there is one; `None` once closed and empty.
+    fn wait(&self) -> Option<Task> {
+        let mut q = self.lock();
+        loop {
+            if let Some(t) = q.tasks.pop_front() {
+                return Some(t);
+            }
+            if q.closed {
+                return None;
+            }
+            q.waiting += 1;
+            q = self.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+            q.waiting -= 1;
+            // A spurious wake-up may take another's signal: then one more notify is sent later,
+            // never one too few.
+            q.signaled = q.signaled.saturating_sub(1);
+        }
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+}
+
+/// Held by every [`Pool`] handle; the last one dropped closes the queue.
+struct Closer(Arc<Shared>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.0.queue.close();
+    }
+}
+
 struct Shared {
-    rx: chan::Receiver<Task>,
+    queue: Queue,
     size: usize,
     max_stuck: usize,
     counts: Mutex<Counts>,
@@ -64,7 +142,7 @@ struct Shared {
 /// A handle to the pool; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Pool {
-    tx: chan::Sender<Task>,
+    _closer: Arc<Closer>,
     shared: Arc<Shared>,
 }
 
@@ -74,18 +152,18 @@ impl Pool {
         max_stuck: usize,
         recycle: Option<Arc<dyn Fn() + Send + Sync>>,
     ) -> Pool {
-        let (tx, rx) = chan::unbounded();
+        let shared = Arc::new(Shared {
+            queue: Queue::default(),
+            size: size.max(1),
+            max_stuck,
+            counts: Mutex::new(Counts::default()),
+            idle: AtomicUsize::new(0),
+            recycle,
+            recycling: AtomicBool::new(false),
+        });
         Pool {
-            tx,
-            shared: Arc::new(Shared {
-                rx,
-                size: size.max(1),
-                max_stuck,
-                counts: Mutex::new(Counts::default()),
-                idle: AtomicUsize::new(0),
-                recycle,
-                recycling: AtomicBool::new(false),
-            }),
+            _closer: Arc::new(Closer(shared.clone())),
+            shared,
         }
     }
 
@@ -108,9 +186,7 @@ impl Pool {
     }
 
     fn send(&self, task: Task) {
-        if self.tx.send(task).is_err() {
-            return; // unreachable: the pool holds a receiver itself
-        }
+        self.shared.queue.push(task);
         if self.shared.idle.load(Ordering::Acquire) == 0 {
             self.grow();
         }
@@ -202,13 +278,18 @@ impl Pool {
 
 fn run_thread(shared: &Shared) {
     Python::attach(|py| loop {
-        let task = py.detach(|| {
-            shared.idle.fetch_add(1, Ordering::AcqRel);
-            let t = shared.rx.recv();
-            shared.idle.fetch_sub(1, Ordering::AcqRel);
-            t
-        });
-        let Ok(Task { job, ticket }) = task else {
+        // Work already queued runs without giving up the GIL in between; only an empty queue
+        // releases it for the wait.
+        let task = match shared.queue.try_pop() {
+            Some(t) => Some(t),
+            None => py.detach(|| {
+                shared.idle.fetch_add(1, Ordering::AcqRel);
+                let t = shared.queue.wait();
+                shared.idle.fetch_sub(1, Ordering::AcqRel);
+                t
+            }),
+        };
+        let Some(Task { job, ticket }) = task else {
             return;
         };
         if let Some(t) = &ticket {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use c10k_http::{Handler, Wait, WorkerInfo};
 
-use crate::config::{BindAddr, ServeConfig, WorkerClass};
+use crate::config::{BindAddr, Scheduling, ServeConfig, WorkerClass};
 use crate::listener::{self, Listener};
 use crate::master;
 use crate::scoreboard::{Scoreboard, WritePathFigures};
@@ -93,6 +93,12 @@ impl Server {
         slot: usize,
     ) -> anyhow::Result<()> {
         let config = &self.config;
+        if config.scheduling == Scheduling::Batch {
+            // Before the runtime and pools start: their threads inherit the policy.
+            if let Err(e) = crate::sys::batch_scheduling() {
+                tracing::warn!("--scheduling batch: cannot set SCHED_BATCH ({e}); running normal");
+            }
+        }
         let tracker = crate::track::Tracker::new(scoreboard.clone(), slot, config)?;
         let handler = Arc::new(crate::status::HealthPath::new(
             handler,
