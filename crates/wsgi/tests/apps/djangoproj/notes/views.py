@@ -22,8 +22,18 @@ def notes(request):
             "last": list(Note.objects.order_by("-id").values_list("text", flat=True)[:1]),
             "thread": threading.get_ident(),
             "vendor": connection.vendor,
+            "db_connection": db_connection_id(),
         }
     )
+
+
+def db_connection_id():
+    """The server's id of this thread's database connection (MariaDB), else None."""
+    if connection.vendor != "mysql":
+        return None
+    with connection.cursor() as cur:
+        cur.execute("SELECT CONNECTION_ID()")
+        return cur.fetchone()[0]
 
 
 def db_sleep(request):
