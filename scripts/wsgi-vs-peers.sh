@@ -6,7 +6,9 @@
 # pinned to cpu 1. The in-process limit is the same app called in a plain Python loop (building a
 # fresh environ each call, consuming and closing the body) pinned to cpu 0: what a server with zero
 # overhead would reach. Prints requests/s, the ratios the goals name, and each figure as a share of
-# its limit. Writes runs/<date>-wsgi/{raw.csv,results.md}.
+# its limit. c10k-async-normal is c10k-async with --scheduling normal (the kernel's default policy
+# instead of SCHED_BATCH), to show what that default is worth; it is left out of the ratios.
+# Writes runs/<date>-wsgi/{raw.csv,results.md}.
 #
 # Usage: scripts/wsgi-vs-peers.sh [SECONDS=5] [CONNECTIONS=50] [REPEATS=1]
 # The venv (flask, granian, gunicorn, uwsgi) is $C10K_TEST_VENV, else made by python-venv.sh.
@@ -35,6 +37,8 @@ server_cmd() {
   case $name in
     c10k-gthread) echo "$C10K serve --bind 127.0.0.1:$port --admin off --workers 1 -k gthread --threads 1 --venv $VENV --chdir $APPS --log-level warn $app" ;;
     c10k-async) echo "$C10K serve --bind 127.0.0.1:$port --admin off --workers 1 -k async --threads 1 --venv $VENV --chdir $APPS --log-level warn $app" ;;
+    # The same with the kernel's default scheduling, to show what --scheduling batch is worth.
+    c10k-async-normal) echo "$C10K serve --bind 127.0.0.1:$port --admin off --workers 1 -k async --threads 1 --scheduling normal --venv $VENV --chdir $APPS --log-level warn $app" ;;
     c10k-sync) echo "$C10K serve --bind 127.0.0.1:$port --admin off --workers 1 -k sync --venv $VENV --chdir $APPS --log-level warn $app" ;;
     granian) echo "$VENV/bin/granian --interface wsgi --host 127.0.0.1 --port $port --workers 1 --working-dir $APPS --log-level warning $app" ;;
     gunicorn-gthread) echo "$VENV/bin/gunicorn --bind 127.0.0.1:$port --workers 1 -k gthread --threads 4 --chdir $APPS --log-level warning $app" ;;
@@ -42,7 +46,7 @@ server_cmd() {
   esac
 }
 
-SERVERS=(c10k-gthread c10k-async c10k-sync granian gunicorn-gthread uwsgi)
+SERVERS=(c10k-gthread c10k-async c10k-async-normal c10k-sync granian gunicorn-gthread uwsgi)
 echo "app,server,round,rps,errors" >"$OUT/raw.csv"
 measure() { # APPNAME MODULE PATH
   local appname=$1 module=$2
@@ -122,8 +126,13 @@ for app in ("bare", "flask"):
         if a == app and s != "in-process-limit":
             share = f"{100 * v / limit:.0f} %" if limit else "-"
             print(f"| {s} | {v:,.0f} | {share} |")
-    best = max((v for (a, s), v in med.items() if a == app and s.startswith("c10k")), default=0)
-    best_name = next((s for (a, s), v in med.items() if a == app and s.startswith("c10k") and v == best), "c10k")
+    # c10k as shipped: the --scheduling normal row is there to show what the default is worth.
+    shipped = lambda s: s.startswith("c10k") and not s.endswith("-normal")
+    best = max((v for (a, s), v in med.items() if a == app and shipped(s)), default=0)
+    best_name = next((s for (a, s), v in med.items() if a == app and shipped(s) and v == best), "c10k")
+    normal = med.get((app, "c10k-async-normal"), 0)
+    if normal:
+        print(f"\nc10k-async (SCHED_BATCH, the default) / c10k-async-normal: **{med.get((app, 'c10k-async'), 0) / normal:.2f}x**", end="")
     for peer in ("granian", "gunicorn-gthread", "uwsgi"):
         p = med.get((app, peer), 0)
         if p:
