@@ -198,7 +198,10 @@ impl<'a> Lab<'a> {
         c: usize,
         row: &mut Row,
     ) -> anyhow::Result<()> {
-        let tmp = TempDir::new()?;
+        let tmp = tempfile::Builder::new()
+            .prefix("c10k-lab-")
+            .tempdir()
+            .context("cannot create a temporary directory")?;
         let port = servers::free_port()?;
         let uwsgi = front == Front::NginxUwsgi;
         let mut server = self.start_server(spec, port, tmp.path(), uwsgi)?;
@@ -358,32 +361,6 @@ fn progress_line(r: &Row) -> String {
             "{} | {} | c={} → skipped: {}",
             r.mode, r.workload, r.concurrency, r.skipped
         )
-    }
-}
-
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> anyhow::Result<TempDir> {
-        let base = std::env::temp_dir();
-        for i in 0..1000u32 {
-            let p = base.join(format!("c10k-lab-{}-{i}", std::process::id()));
-            if std::fs::create_dir(&p).is_ok() {
-                return Ok(TempDir(p));
-            }
-        }
-        anyhow::bail!("cannot create a temporary directory in {}", base.display())
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
