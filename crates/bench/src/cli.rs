@@ -2,7 +2,7 @@
 //! (clap, then checks that name the flag) is kept apart from building the [`Plan`].
 
 use std::io::{IsTerminal, Write};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{ArgAction, Args, Subcommand};
+
+pub use crate::plan::parse_source_ips;
 
 use crate::report::ab::TextOptions;
 use crate::{hdrlog, report, stats, Measurement, Options, Plan, Progress, Report, UsageError};
@@ -209,25 +211,6 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         Err(_) => humantime::parse_duration(s).ok()?,
     };
     (!d.is_zero()).then_some(d)
-}
-
-/// Parses `a-b` ranges and comma lists of addresses.
-pub fn parse_source_ips(s: &str) -> Option<Vec<IpAddr>> {
-    let mut out = Vec::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        if let Some((a, b)) = part.split_once('-') {
-            let a: Ipv4Addr = a.trim().parse().ok()?;
-            let b: Ipv4Addr = b.trim().parse().ok()?;
-            let (a, b) = (u32::from(a), u32::from(b));
-            if b < a || b - a > 65_535 {
-                return None;
-            }
-            out.extend((a..=b).map(|x| IpAddr::V4(Ipv4Addr::from(x))));
-        } else {
-            out.push(part.parse().ok()?);
-        }
-    }
-    (!out.is_empty()).then_some(out)
 }
 
 /// How far in the past `--start-at` may lie and still start (at once): the clocks of load

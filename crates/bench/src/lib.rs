@@ -25,6 +25,8 @@
 //! `RLIMIT_NOFILE` to the hard limit, and refuse a plan the limits cannot hold with a
 //! [`UsageError`] that names the limit.
 
+/// The `c10k bench` command line (clap): only with the `cli` feature, which the binary turns on.
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod engine;
 pub mod hdrlog;
@@ -34,6 +36,7 @@ pub mod report;
 pub mod stats;
 pub mod sys;
 
+#[cfg(feature = "cli")]
 mod procs;
 mod progress;
 mod timer;
@@ -42,6 +45,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+#[cfg(feature = "cli")]
 pub use cli::{BenchArgs, MergeArgs};
 pub use engine::Sample;
 pub use plan::Plan;

@@ -393,6 +393,26 @@ pub fn build_request(plan: &Plan, url: &Url) -> Vec<u8> {
     bytes
 }
 
+/// Parses `--source-ips`: `a-b` ranges of IPv4 addresses and comma lists of addresses.
+pub fn parse_source_ips(s: &str) -> Option<Vec<std::net::IpAddr>> {
+    use std::net::{IpAddr, Ipv4Addr};
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if let Some((a, b)) = part.split_once('-') {
+            let a: Ipv4Addr = a.trim().parse().ok()?;
+            let b: Ipv4Addr = b.trim().parse().ok()?;
+            let (a, b) = (u32::from(a), u32::from(b));
+            if b < a || b - a > 65_535 {
+                return None;
+            }
+            out.extend((a..=b).map(|x| IpAddr::V4(Ipv4Addr::from(x))));
+        } else {
+            out.push(part.parse().ok()?);
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,6 +28,7 @@ pub enum Progress {
 
 /// ab's heartbeat interval: a line every 10 % of the requests but at most every 100, and
 /// none for 150 requests or fewer. A time limit without `-n` counts against ab's 50,000.
+#[cfg(feature = "cli")]
 pub fn ab_heartbeat(requests: Option<u64>) -> u64 {
     let n = requests.unwrap_or(50_000);
     if n > 150 {
@@ -116,7 +117,7 @@ fn bar(plan: &Plan, shared: &Shared, finished: &AtomicBool, t0: Instant) {
     bar.finish_and_clear();
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "cli"))]
 mod tests {
     use super::ab_heartbeat;
 

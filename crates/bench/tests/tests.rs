@@ -385,7 +385,7 @@ fn source_ips_spread_connections() {
     let srv = RawServer::start(|_, _| (OK.to_vec(), Next::Keep));
     let mut p = plan(&srv.url("/"), 40, 4);
     p.keep_alive = true;
-    p.source_ips = c10k_bench::cli::parse_source_ips("127.0.0.1-127.0.0.4").unwrap();
+    p.source_ips = c10k_bench::plan::parse_source_ips("127.0.0.1-127.0.0.4").unwrap();
     let m = measure(&p);
     assert_eq!(m.responses, 40);
     let peers: Vec<String> = srv

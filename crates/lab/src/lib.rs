@@ -32,32 +32,34 @@ const WARMUP_CLIENTS: usize = 4;
 const FLASK_APP: &str = include_str!("../../../lab/peers/flask_app.py");
 
 /// Flags of `c10k lab`.
-#[derive(Debug, clap::Args)]
-#[command(args_conflicts_with_subcommands = true)]
+#[derive(Debug)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+#[cfg_attr(feature = "cli", command(args_conflicts_with_subcommands = true))]
 pub struct LabArgs {
     /// A TOML matrix instead of the built-in one (see lab/matrix.example.toml).
-    #[arg(long, value_name = "FILE")]
+    #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
     pub matrix: Option<PathBuf>,
 
     /// The small matrix: delay=0.1 at concurrency 10 and 100, 2 s cells (under two minutes).
-    #[arg(long, conflicts_with = "matrix")]
+    #[cfg_attr(feature = "cli", arg(long, conflicts_with = "matrix"))]
     pub quick: bool,
 
     /// Where runs go: each run writes DIR/<date-time>-lab/ (the path is printed before the
     /// first cell). The default is ./runs under the current directory.
-    #[arg(long, value_name = "DIR", default_value = "runs")]
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DIR", default_value = "runs"))]
     pub out: PathBuf,
 
     /// A Python with gunicorn/uWSGI (pyuwsgi)/Granian/gevent/Flask installed: adds the seed's
     /// Python servers as rows.
-    #[arg(long, value_name = "PATH")]
+    #[cfg_attr(feature = "cli", arg(long, value_name = "PATH"))]
     pub python: Option<PathBuf>,
 
-    #[command(subcommand)]
+    #[cfg_attr(feature = "cli", command(subcommand))]
     pub command: Option<LabCommand>,
 }
 
-#[derive(Debug, clap::Subcommand)]
+#[derive(Debug)]
+#[cfg_attr(feature = "cli", derive(clap::Subcommand))]
 pub enum LabCommand {
     /// Re-render summary.md, the plots and index.html of a finished run from its raw.csv.
     Render {
