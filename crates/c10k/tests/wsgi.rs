@@ -540,3 +540,43 @@ fn django_on_mariadb_keeps_one_connection_per_thread() {
         );
     }
 }
+
+/// `-k async --threads 4` hosting Python: four Python threads, and the event loop on one thread
+/// (no tokio worker threads contending for the GIL).
+#[test]
+fn async_python_threads_size_the_pool_not_the_runtime() {
+    let apps = apps();
+    let s = Server::start(&[
+        "-k",
+        "async",
+        "--threads",
+        "4",
+        "--pythonpath",
+        &apps,
+        "probe:app",
+    ]);
+    // Concurrent requests start the pool's threads.
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = s.addr;
+            std::thread::spawn(move || get(addr, "/").map(|r| r.status))
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap().expect("get"), 200);
+    }
+    let worker = *s.worker_pids().last().expect("a worker");
+    let names: Vec<String> = std::fs::read_dir(format!("/proc/{worker}/task"))
+        .expect("task dir")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with("tokio-runtime")),
+        "tokio worker threads in a Python async worker: {names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.starts_with("c10k-python")),
+        "no Python pool thread: {names:?}"
+    );
+}

@@ -23,6 +23,14 @@ use crate::response::Response;
 /// that must block — a Python call — hands the work to threads of its own and awaits the result).
 pub trait Handler: Send + Sync + 'static {
     fn call(&self, req: Request, ctx: Ctx) -> impl Future<Output = Response> + Send;
+
+    /// Whether the handler does its blocking work on threads of its own (a Python app's pool).
+    /// An `async` worker then runs its event loop on one thread, and `--threads` sizes only the
+    /// handler's pool ([`WorkerInfo::threads`]), instead of also starting that many runtime
+    /// threads that would only contend for the same lock (the GIL).
+    fn runs_own_threads(&self) -> bool {
+        false
+    }
 }
 
 /// How a wait inside a handler behaves; see the module documentation.

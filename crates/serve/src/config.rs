@@ -465,7 +465,8 @@ pub struct ServeConfig {
           value_parser = at_least_one, help_heading = "Workers"))]
     pub workers: usize,
 
-    /// Threads per worker: the gthread pool size, or the async runtime's threads.
+    /// Threads per worker: the gthread pool size; for async, the runtime's threads (the Python
+    /// thread pool's size when hosting a Python app, whose event loop then runs on one thread).
     #[cfg_attr(feature = "cli", arg(allow_negative_numbers = true, long, env = "C10K_THREADS", default_value_t = 1,
           value_parser = at_least_one, help_heading = "Workers"))]
     pub threads: usize,

@@ -374,4 +374,9 @@ impl Handler for WsgiApp {
             }
         }
     }
+
+    /// Python runs on the app's own pool (or gevent hub), never on the event loop's threads.
+    fn runs_own_threads(&self) -> bool {
+        true
+    }
 }

@@ -104,6 +104,10 @@ impl<H: Handler> Handler for HealthPath<H> {
             }
         }
     }
+
+    fn runs_own_threads(&self) -> bool {
+        self.inner.runs_own_threads()
+    }
 }
 
 #[cfg(test)]

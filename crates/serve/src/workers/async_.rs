@@ -1,5 +1,6 @@
 //! The `async` worker class: one tokio event loop per worker process (current-thread with
-//! `--threads 1`, multi-thread otherwise). A connection is a task, a wait yields, so one worker
+//! `--threads 1` or for a handler with threads of its own, such as a Python app; multi-thread
+//! otherwise). A connection is a task, a wait yields, so one worker
 //! runs as many requests at once as it has connections (up to `--worker-connections`).
 
 use std::sync::Arc;
@@ -29,7 +30,9 @@ pub(super) fn run<H: Handler>(
     life: Arc<Life>,
 ) -> anyhow::Result<()> {
     let shutdown = life.shutdown.clone();
-    let mut builder = if config.threads == 1 {
+    // A handler with threads of its own (a Python app) gets `--threads` for its pool; more
+    // runtime threads would only contend with them for the GIL.
+    let mut builder = if config.threads == 1 || handler.runs_own_threads() {
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut b = tokio::runtime::Builder::new_multi_thread();
