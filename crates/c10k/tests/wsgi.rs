@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use util::python::{apps, venv};
+use util::python::{apps, mysql_url, venv};
 use util::{connect, get, threads, Reader, Resp, Server};
 
 fn probe(class: &str, extra: &[&str]) -> Server {
@@ -494,14 +494,7 @@ per_class!(django_orm_on_sqlite, |class| {
 #[test]
 fn django_on_mariadb_keeps_one_connection_per_thread() {
     let Some(venv) = venv() else { return };
-    let Ok(url) = std::env::var("C10K_TEST_MYSQL_URL") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must set C10K_TEST_MYSQL_URL"
-        );
-        eprintln!("skipped: C10K_TEST_MYSQL_URL is not set (eval \"$(scripts/ci-services.sh)\")");
-        return;
-    };
+    let Some(url) = mysql_url() else { return };
     let dir = format!("{}/djangoproj", apps());
     let db_url = format!("DJANGO_MYSQL_URL={url}");
     for (class, n_threads) in [("gthread", 4usize), ("async", 4)] {

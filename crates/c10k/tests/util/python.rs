@@ -27,3 +27,21 @@ pub fn venv() -> Option<String> {
         }
     }
 }
+
+/// The MariaDB URL that `scripts/ci-services.sh` exports, or `None` with a skip message (a
+/// missing URL fails under CI, which must set it).
+pub fn mysql_url() -> Option<String> {
+    match std::env::var("C10K_TEST_MYSQL_URL") {
+        Ok(url) => Some(url),
+        Err(_) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must set C10K_TEST_MYSQL_URL"
+            );
+            eprintln!(
+                "skipped: C10K_TEST_MYSQL_URL is not set (eval \"$(scripts/ci-services.sh)\")"
+            );
+            None
+        }
+    }
+}
