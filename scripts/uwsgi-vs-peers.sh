@@ -19,7 +19,7 @@
 #                   other core saturate first, so req/s mostly shows nginx's ceiling; the
 #                   upstream's CPU µs per request is what tells the upstreams apart.
 #   upstream-bound: each upstream (its whole process tree) sits in a cgroup of its own limited
-#                   to $QUOTA % of one CPU (default 25; cgroup v2 `cpu.max`, or v1
+#                   to $QUOTA % of one CPU (default 20; cgroup v2 `cpu.max`, or v1
 #                   `cpu.cfs_quota_us`), the same for every upstream, so the upstream saturates
 #                   before nginx and req/s shows the upstream's efficiency. Needs root and a cpu
 #                   cgroup controller; skipped (and said so) otherwise. The script creates the
@@ -42,7 +42,7 @@ conns=${3:-50}
 workers=${4:-1}
 class=${5:-async}
 py_class=${6:-sync}
-quota=${QUOTA:-25}
+quota=${QUOTA:-20}
 layouts=${LAYOUTS:-front upstream}
 for tool in nginx wrk taskset curl python3; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y nginx-light wrk util-linux curl python3)" >&2; exit 2; }
@@ -240,6 +240,11 @@ run_wrk() {
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 med() { printf '%s\n' "$@" | median; }
 ratio() { awk -v x="$1" -v y="$2" 'BEGIN {printf "%.2f", (y > 0 ? x/y : 0)}'; }
+# Median over rounds of the upstream's CPU use in % of one CPU: req/s × µs/request / 10^4.
+use() {
+  local -n rs=$1 us=$2
+  printf '%.0f' "$(for i in "${!rs[@]}"; do awk -v r="${rs[$i]}" -v u="${us[$i]}" 'BEGIN {print r * u / 1e4}'; done | median)"
+}
 # Per-round ratios (both sides measured back to back) are steadier on a drifting host.
 pair() {
   local -n xs=$1 ys=$2
@@ -292,15 +297,15 @@ for layout in $layouts; do
     else
       echo "## Upstream-bound layout (each upstream limited to $quota % of one CPU by a cpu cgroup, $cg_kind)"
       echo
-      echo "The upstream saturates first: req/s shows the upstream's efficiency."
+      echo "The upstream saturates first — if its CPU use is at the quota; a row well below it was bound elsewhere (a busy machine) — and req/s shows the upstream's efficiency."
     fi
     echo
-    echo "| upstream (behind nginx) | req/s per round | median req/s | upstream CPU µs/request per round | median | nginx CPU µs/request (median) |"
-    echo "|---|---|---|---|---|---|"
-    echo "| A. c10k hosting hello.py ($py_class), uwsgi protocol, unix socket | ${a[*]} | $a_med | ${ua[*]} | $ua_med | $na_med |"
-    echo "| B. uWSGI hosting hello.py, uwsgi protocol, unix socket | ${b[*]} | $b_med | ${ub[*]} | $ub_med | $nb_med |"
-    echo "| C. c10k built-in app ($class), HTTP, upstream keepalive | ${c[*]} | $c_med | ${uc[*]} | $uc_med | $nc_med |"
-    echo "| D. c10k built-in app ($class), uwsgi protocol, unix socket | ${d[*]} | $d_med | ${ud[*]} | $ud_med | $nd_med |"
+    echo "| upstream (behind nginx) | req/s per round | median req/s | upstream CPU µs/request per round | median | upstream CPU use, % of one CPU | nginx CPU µs/request (median) |"
+    echo "|---|---|---|---|---|---|---|"
+    echo "| A. c10k hosting hello.py ($py_class), uwsgi protocol, unix socket | ${a[*]} | $a_med | ${ua[*]} | $ua_med | $(use a ua) | $na_med |"
+    echo "| B. uWSGI hosting hello.py, uwsgi protocol, unix socket | ${b[*]} | $b_med | ${ub[*]} | $ub_med | $(use b ub) | $nb_med |"
+    echo "| C. c10k built-in app ($class), HTTP, upstream keepalive | ${c[*]} | $c_med | ${uc[*]} | $uc_med | $(use c uc) | $nc_med |"
+    echo "| D. c10k built-in app ($class), uwsgi protocol, unix socket | ${d[*]} | $d_med | ${ud[*]} | $ud_med | $(use d ud) | $nd_med |"
     echo
     echo "**A/B = $(ratio "$a_med" "$b_med")** req/s (goal ≥ 1.3; median of per-round ratios $(pair a b)); upstream CPU per request A/B = $(ratio "$ua_med" "$ub_med") (goal ≤ 0.77 for 1.3× when the upstream is the bottleneck; median of per-round ratios $(pair ua ub))  "
     echo "**D/C = $(ratio "$d_med" "$c_med")** req/s (goal ≥ 1.0; median of per-round ratios $(pair d c)); upstream CPU per request D/C = $(ratio "$ud_med" "$uc_med"); nginx CPU per request D/C = $(ratio "$nd_med" "$nc_med")  "
