@@ -291,7 +291,7 @@ impl Reactor<'_> {
             }
             for ev in events.iter() {
                 if ev.key < n_listeners {
-                    self.accept_from(ev.key, first_request);
+                    self.accept_from(ev.key, first_request, work);
                 } else if let Some((mut conn, _, fresh)) = self.parked.remove(&ev.key) {
                     let _ = self.poller.delete(&conn.conn);
                     if fresh {
@@ -368,7 +368,7 @@ impl Reactor<'_> {
         Ok(())
     }
 
-    fn accept_from(&mut self, index: usize, first_request: Duration) {
+    fn accept_from(&mut self, index: usize, first_request: Duration, work: &chan::Sender<Work>) {
         // Accept what is queued while this worker has room (see `has_room`).
         for _ in 0..64 {
             if !self.has_room() {
@@ -393,10 +393,30 @@ impl Reactor<'_> {
                         true,
                         Instant::now(),
                     ));
-                    let conn = Tracked { conn, machine };
-                    if let Err(e) = self.park(conn, Instant::now() + first_request, true) {
-                        tracing::error!("cannot watch a new connection: {e:#}");
-                    }
+                    let mut conn = Tracked { conn, machine };
+                    // nginx writes a whole uwsgi request before we accept its connection (and
+                    // HTTP clients often have theirs there too): read it now, and a connection
+                    // with its request complete goes to the pool without ever joining the
+                    // poller — no watch added and removed, no poller round.
+                    let first =
+                        match conn_blocking::read_ready(&conn.conn, &mut *conn.machine, false) {
+                            Ok(Ok(first)) => first,
+                            Ok(Err(_)) => {
+                                if let Err(e) =
+                                    self.park(conn, Instant::now() + first_request, true)
+                                {
+                                    tracing::error!("cannot watch a new connection: {e:#}");
+                                }
+                                continue;
+                            }
+                            Err(e) => {
+                                super::async_::log_io_error(&e);
+                                drop(conn);
+                                closed(self.life, self.open);
+                                continue;
+                            }
+                        };
+                    self.dispatch(work, conn, first);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -495,5 +515,78 @@ impl std::os::fd::AsFd for SourceFd {
 impl std::os::fd::AsRawFd for SourceFd {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BindAddr;
+    use crate::scoreboard::Scoreboard;
+    use crate::shutdown::Shutdown;
+    use crate::track::Tracker;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    /// A uwsgi packet (modifier1 0) for `GET /`.
+    fn uwsgi_get() -> Vec<u8> {
+        let mut vars = Vec::new();
+        for (k, v) in [("REQUEST_METHOD", "GET"), ("PATH_INFO", "/")] {
+            for s in [k, v] {
+                vars.extend_from_slice(&(s.len() as u16).to_le_bytes());
+                vars.extend_from_slice(s.as_bytes());
+            }
+        }
+        let mut packet = vec![0];
+        packet.extend_from_slice(&(vars.len() as u16).to_le_bytes());
+        packet.push(0);
+        packet.extend_from_slice(&vars);
+        packet
+    }
+
+    #[test]
+    fn a_connection_with_its_request_there_goes_to_the_pool_unwatched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let l = Listener::bind(&BindAddr::Unix(path.clone()), 8, false).unwrap();
+        l.set_nonblocking(true).unwrap();
+        let config = ServeConfig::default();
+        let sb = Arc::new(Scoreboard::create().unwrap());
+        sb.reset(0, 1);
+        let tracker = Tracker::new(sb.clone(), 0, &config).unwrap();
+        let life = Life::new(Shutdown::new(), sb, 0, 0, tracker);
+        let settings = Arc::new(ConnSettings::from_config(&config));
+        let poller = Poller::new().unwrap();
+        let (open, seats) = (Gauge::default(), Seats::default());
+        let mut reactor = Reactor {
+            poller: &poller,
+            listeners: vec![l],
+            protocols: vec![Protocol::Uwsgi],
+            listening: false,
+            parked: HashMap::new(),
+            next_key: 0,
+            settings: &settings,
+            life: &life,
+            open: &open,
+            max_conns: 10,
+            threads: 4,
+            seats: &seats,
+            fresh: 0,
+            fresh_queue: std::collections::VecDeque::new(),
+        };
+        let (work_tx, work_rx) = chan::bounded::<Work>(10);
+        // nginx's way: the whole packet is written before the connection is accepted.
+        let mut ready = UnixStream::connect(&path).unwrap();
+        ready.write_all(&uwsgi_get()).unwrap();
+        let _silent = UnixStream::connect(&path).unwrap();
+        reactor.accept_from(0, Duration::from_secs(5), &work_tx);
+        let work = work_rx
+            .try_recv()
+            .expect("the connection with its request went to the pool");
+        assert_eq!(work.first.as_ref().map(|r| r.path.as_str()), Some("/"));
+        assert!(work_rx.try_recv().is_err(), "the silent one did not");
+        assert_eq!(reactor.parked.len(), 1, "only the silent one is watched");
+        assert_eq!(seats.taken(), 1);
+        reactor.close_parked();
     }
 }
