@@ -424,7 +424,12 @@ where
     let Hosted { handler, figures } = hosted;
     match crate::sys::release_startup_pages() {
         Ok(r) => {
-            tracing::debug!(slot, kib = r.kib, files = r.files, "released the start-up pages")
+            tracing::debug!(
+                slot,
+                kib = r.kib,
+                files = r.files,
+                "released the start-up pages"
+            )
         }
         Err(e) => tracing::debug!(slot, "cannot release the start-up pages: {e}"),
     }
