@@ -11,7 +11,6 @@
 //! the moment it can serve them, never a heartbeat tick later.
 
 use std::collections::HashMap;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use c10k_http::Handler;
 use crossbeam_channel as chan;
-use polling::{Event, Events, Poller};
+
+use super::poller::Poller;
 
 use super::blocking::accept_error;
 use super::life::{Gauge, Life};
@@ -242,7 +242,7 @@ impl Reactor<'_> {
         }
         let first_request = self.settings.header_timeout;
         let n_listeners = self.listeners.len();
-        let mut events = Events::new();
+        let mut ready = Vec::new();
         self.life.ready();
         loop {
             self.life.beat();
@@ -280,16 +280,13 @@ impl Reactor<'_> {
                 .map(|d| d.saturating_duration_since(now))
                 .unwrap_or(super::POLL)
                 .min(super::POLL);
-            events.clear();
-            match self.poller.wait(&mut events, Some(wait)) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e).context("gthread poller"),
-            }
-            for ev in events.iter() {
-                if ev.key < n_listeners {
-                    self.accept_from(ev.key, first_request, work);
-                } else if let Some((mut conn, _, fresh)) = self.parked.remove(&ev.key) {
+            self.poller
+                .wait(&mut ready, wait)
+                .context("gthread poller")?;
+            for &key in &ready {
+                if key < n_listeners {
+                    self.accept_from(key, first_request, work);
+                } else if let Some((mut conn, _, fresh)) = self.parked.remove(&key) {
                     let _ = self.poller.delete(&conn.conn);
                     if fresh {
                         self.fresh -= 1;
@@ -314,8 +311,6 @@ impl Reactor<'_> {
                     self.dispatch(work, conn, first);
                 }
             }
-            // A listener event is one-shot: re-arm it on the next round.
-            self.listening = false;
             self.expire(Instant::now(), work);
         }
     }
@@ -344,18 +339,13 @@ impl Reactor<'_> {
         if on == self.listening {
             return Ok(());
         }
+        // Interest is level-triggered: a listener stays armed across rounds until switched off.
         for (key, l) in self.listeners.iter().enumerate() {
-            let fd = SourceFd(l.as_raw_fd());
-            let ev = if on {
-                Event::readable(key)
-            } else {
-                Event::none(key)
-            };
-            // SAFETY: listeners outlive the poller's use of them; they are removed in Drop.
-            match self.poller.modify(fd, ev) {
+            match self.poller.modify(l, key, on) {
                 Ok(()) => {}
+                // SAFETY: listeners outlive the poller's use of them (see `close_parked`).
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && on => unsafe {
-                    self.poller.add(&fd, ev)?
+                    self.poller.add(l, key)?
                 },
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e.into()),
@@ -451,7 +441,7 @@ impl Reactor<'_> {
         self.next_key = self.next_key.wrapping_add(1) % (usize::MAX / 2);
         // SAFETY: the connection is deleted from the poller before it is dropped (in the event
         // loop, `expire` and `close_parked`).
-        if let Err(e) = unsafe { self.poller.add(&conn.conn, Event::readable(key)) } {
+        if let Err(e) = unsafe { self.poller.add(&conn.conn, key) } {
             drop(conn);
             closed(self.life, self.open);
             return Err(e.into());
@@ -493,25 +483,8 @@ impl Reactor<'_> {
             closed(self.life, self.open);
         }
         for l in &self.listeners {
-            let _ = self.poller.delete(SourceFd(l.as_raw_fd()));
+            let _ = self.poller.delete(l);
         }
-    }
-}
-
-/// A raw descriptor as a `polling` source.
-#[derive(Clone, Copy)]
-struct SourceFd(std::os::fd::RawFd);
-
-impl std::os::fd::AsFd for SourceFd {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        // SAFETY: the descriptor belongs to a listener that outlives this borrow.
-        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.0) }
-    }
-}
-
-impl std::os::fd::AsRawFd for SourceFd {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.0
     }
 }
 
