@@ -9,6 +9,12 @@
 //! The reactor accepts only while a pool thread is free (see `Reactor::has_room`), and a thread
 //! that frees up wakes it (see [`Seats`]), so a worker that was full takes new connections again
 //! the moment it can serve them, never a heartbeat tick later.
+//!
+//! Hand-offs cost context switches, and a worker's threads often share one CPU with its siblings,
+//! so each connection is handed over as few times as possible: a freshly accepted connection is
+//! read at once (a client usually sends its request right after connecting), and only one that
+//! has sent nothing yet goes to the poller; ready work reaches a pool thread through [`Work`]'s
+//! queue, where an idle thread sleeps without spinning or yielding first.
 
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
@@ -20,6 +26,8 @@ use anyhow::Context;
 use c10k_http::Handler;
 use crossbeam_channel as chan;
 use polling::{Event, Events, Poller};
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex};
 
 use super::blocking::accept_error;
 use super::life::{Gauge, Life};
@@ -54,25 +62,25 @@ pub(super) fn run<H: Handler>(
     let settings = Arc::new(ConnSettings::from_config(config));
     let poller = Arc::new(Poller::new().context("cannot create the gthread poller")?);
     let open = Arc::new(Gauge::default());
-    // Ready connections wait here for a pool thread; the queue is as long as the connection cap,
-    // so the reactor never blocks on it.
-    let (work_tx, work_rx) = chan::bounded::<Work>(config.worker_connections);
+    // Ready connections wait here for a pool thread; the reactor never blocks on it (at most the
+    // connection cap are ever queued).
+    let work = Arc::new(WorkQueue::default());
     // Connections handed back by the pool, waiting for the client until a deadline.
     let (idle_tx, idle_rx) = chan::unbounded::<(Tracked, Instant)>();
 
     let seats = Arc::new(Seats::default());
     let mut pool = Vec::with_capacity(config.threads);
     for i in 0..config.threads {
-        let (work_rx, idle_tx, seats) = (work_rx.clone(), idle_tx.clone(), seats.clone());
+        let (work, idle_tx, seats) = (work.clone(), idle_tx.clone(), seats.clone());
         let (handler, life, open, poller) =
             (handler.clone(), life.clone(), open.clone(), poller.clone());
         let t = std::thread::Builder::new()
             .name(format!("c10k-gthread-{i}"))
             .spawn(move || {
-                for Work {
+                while let Some(Work {
                     tracked: Tracked { conn, mut machine },
                     first,
-                } in work_rx.iter()
+                }) = work.pop()
                 {
                     life.slot().busy.fetch_add(1, Relaxed);
                     let mut on_request = || life.on_request();
@@ -133,12 +141,14 @@ pub(super) fn run<H: Handler>(
         fresh: 0,
         fresh_queue: std::collections::VecDeque::new(),
     };
-    reactor.run(&work_tx, &idle_rx)?;
+    let served = reactor.run(&work, &idle_rx);
 
     // Stop: in-flight requests get until the graceful deadline; parked ones are closed now.
     let deadline = Instant::now() + Duration::from_secs_f64(config.graceful_timeout);
     reactor.close_parked();
-    drop(work_tx);
+    // Pool threads finish what is queued, then exit.
+    work.close();
+    served?;
     loop {
         // Connections the pool hands back idle during shutdown are closed.
         while let Ok(back) = idle_rx.try_recv() {
@@ -158,6 +168,67 @@ pub(super) fn run<H: Handler>(
         }
     }
     Ok(())
+}
+
+/// Ready connections on their way to the pool: a mutex and a condition variable. A pool thread
+/// with nothing to do sleeps at once — no spinning or `sched_yield` first (which a channel such as
+/// crossbeam's does before it blocks): on a CPU shared by a worker's threads and its siblings,
+/// every yield is a context switch to a thread that has nothing to do either.
+#[derive(Default)]
+struct WorkQueue {
+    state: Mutex<WorkState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct WorkState {
+    queue: VecDeque<Work>,
+    /// Pool threads asleep in [`WorkQueue::pop`].
+    sleeping: usize,
+    /// No more work comes: threads exit once the queue is empty.
+    closed: bool,
+}
+
+impl WorkQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WorkState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `work` and wakes one sleeping pool thread, if any sleeps. `Err` once closed.
+    fn push(&self, work: Work) -> Result<(), Work> {
+        let mut q = self.lock();
+        if q.closed {
+            return Err(work);
+        }
+        q.queue.push_back(work);
+        let wake = q.sleeping > 0;
+        drop(q);
+        if wake {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// The next piece of work, sleeping until there is one; `None` once closed and empty.
+    fn pop(&self) -> Option<Work> {
+        let mut q = self.lock();
+        loop {
+            if let Some(w) = q.queue.pop_front() {
+                return Some(w);
+            }
+            if q.closed {
+                return None;
+            }
+            q.sleeping += 1;
+            q = self.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+            q.sleeping -= 1;
+        }
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
 }
 
 /// The pool's threads as seats: a connection takes one when the reactor hands it to the pool
@@ -233,7 +304,7 @@ const FRESH_GRACE: Duration = Duration::from_millis(100);
 impl Reactor<'_> {
     fn run(
         &mut self,
-        work: &chan::Sender<Work>,
+        work: &WorkQueue,
         idle: &chan::Receiver<(Tracked, Instant)>,
     ) -> anyhow::Result<()> {
         for l in &self.listeners {
@@ -288,7 +359,7 @@ impl Reactor<'_> {
             }
             for ev in events.iter() {
                 if ev.key < n_listeners {
-                    self.accept_from(ev.key, first_request);
+                    self.accept_from(ev.key, first_request, work);
                 } else if let Some((mut conn, _, fresh)) = self.parked.remove(&ev.key) {
                     let _ = self.poller.delete(&conn.conn);
                     if fresh {
@@ -320,20 +391,14 @@ impl Reactor<'_> {
         }
     }
 
-    /// Hands a connection to the pool. The queue holds up to the connection cap, so this never
-    /// blocks.
-    fn dispatch(
-        &mut self,
-        work: &chan::Sender<Work>,
-        conn: Tracked,
-        first: Option<c10k_http::Request>,
-    ) {
+    /// Hands a connection to the pool; never blocks.
+    fn dispatch(&mut self, work: &WorkQueue, conn: Tracked, first: Option<c10k_http::Request>) {
         self.seats.take();
         let job = Work {
             tracked: conn,
             first,
         };
-        if let Err(chan::SendError(job)) = work.send(job) {
+        if let Err(job) = work.push(job) {
             self.seats.free(self.poller);
             drop(job);
             closed(self.life, self.open);
@@ -365,7 +430,7 @@ impl Reactor<'_> {
         Ok(())
     }
 
-    fn accept_from(&mut self, index: usize, first_request: Duration) {
+    fn accept_from(&mut self, index: usize, first_request: Duration, work: &WorkQueue) {
         // Accept what is queued while this worker has room (see `has_room`).
         for _ in 0..64 {
             if !self.has_room() {
@@ -390,7 +455,23 @@ impl Reactor<'_> {
                         true,
                         Instant::now(),
                     ));
-                    let conn = Tracked { conn, machine };
+                    let mut conn = Tracked { conn, machine };
+                    // The request is usually there already: then the connection goes straight
+                    // to the pool, without a round through the poller (two epoll_ctl calls and
+                    // a wake-up of this thread).
+                    match conn_blocking::read_ready(&conn.conn, &mut *conn.machine, false) {
+                        Ok(Ok(first)) => {
+                            self.dispatch(work, conn, first);
+                            continue;
+                        }
+                        Ok(Err(_)) => {}
+                        Err(e) => {
+                            super::async_::log_io_error(&e);
+                            drop(conn);
+                            closed(self.life, self.open);
+                            continue;
+                        }
+                    }
                     if let Err(e) = self.park(conn, Instant::now() + first_request, true) {
                         tracing::error!("cannot watch a new connection: {e:#}");
                     }
@@ -446,7 +527,7 @@ impl Reactor<'_> {
 
     /// Connections whose wait ended go to the pool, where their state machine answers 408 (a
     /// request under way) or closes them quietly (idle).
-    fn expire(&mut self, now: Instant, work: &chan::Sender<Work>) {
+    fn expire(&mut self, now: Instant, work: &WorkQueue) {
         let expired: Vec<usize> = self
             .parked
             .iter()
