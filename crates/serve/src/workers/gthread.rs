@@ -194,11 +194,12 @@ impl WorkQueue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `work` and wakes one sleeping pool thread, if any sleeps. `Err` once closed.
-    fn push(&self, work: Work) -> Result<(), Work> {
+    /// Queues `work` and wakes one sleeping pool thread, if any sleeps. Once closed, gives the
+    /// work back.
+    fn push(&self, work: Work) -> Option<Work> {
         let mut q = self.lock();
         if q.closed {
-            return Err(work);
+            return Some(work);
         }
         q.queue.push_back(work);
         let wake = q.sleeping > 0;
@@ -206,7 +207,7 @@ impl WorkQueue {
         if wake {
             self.ready.notify_one();
         }
-        Ok(())
+        None
     }
 
     /// The next piece of work, sleeping until there is one; `None` once closed and empty.
@@ -398,7 +399,7 @@ impl Reactor<'_> {
             tracked: conn,
             first,
         };
-        if let Err(job) = work.push(job) {
+        if let Some(job) = work.push(job) {
             self.seats.free(self.poller);
             drop(job);
             closed(self.life, self.open);
