@@ -174,29 +174,40 @@ pub(super) fn run<H: Handler>(
 /// with nothing to do sleeps at once — no spinning or `sched_yield` first (which a channel such as
 /// crossbeam's does before it blocks): on a CPU shared by a worker's threads and its siblings,
 /// every yield is a context switch to a thread that has nothing to do either.
-#[derive(Default)]
-struct WorkQueue {
-    state: Mutex<WorkState>,
+struct WorkQueue<T = Work> {
+    state: Mutex<WorkState<T>>,
     ready: Condvar,
 }
 
-#[derive(Default)]
-struct WorkState {
-    queue: VecDeque<Work>,
+struct WorkState<T> {
+    queue: VecDeque<T>,
     /// Pool threads asleep in [`WorkQueue::pop`].
     sleeping: usize,
     /// No more work comes: threads exit once the queue is empty.
     closed: bool,
 }
 
-impl WorkQueue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, WorkState> {
+impl<T> Default for WorkQueue<T> {
+    fn default() -> Self {
+        WorkQueue {
+            state: Mutex::new(WorkState {
+                queue: VecDeque::new(),
+                sleeping: 0,
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        }
+    }
+}
+
+impl<T> WorkQueue<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WorkState<T>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Queues `work` and wakes one sleeping pool thread, if any sleeps. Once closed, gives the
     /// work back.
-    fn push(&self, work: Work) -> Option<Work> {
+    fn push(&self, work: T) -> Option<T> {
         let mut q = self.lock();
         if q.closed {
             return Some(work);
@@ -211,7 +222,7 @@ impl WorkQueue {
     }
 
     /// The next piece of work, sleeping until there is one; `None` once closed and empty.
-    fn pop(&self) -> Option<Work> {
+    fn pop(&self) -> Option<T> {
         let mut q = self.lock();
         loop {
             if let Some(w) = q.queue.pop_front() {
@@ -574,5 +585,34 @@ impl std::os::fd::AsFd for SourceFd {
 impl std::os::fd::AsRawFd for SourceFd {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WorkQueue;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn the_work_queue_wakes_a_sleeping_thread_and_drains_before_closing() {
+        let q = Arc::new(WorkQueue::<u32>::default());
+        let q2 = q.clone();
+        let sleeper = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while let Some(n) = q2.pop() {
+                got.push(n);
+            }
+            got
+        });
+        // Let it fall asleep on the empty queue, then wake it.
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(q.push(1), None);
+        assert_eq!(q.push(2), None);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(q.push(3), None);
+        q.close();
+        assert_eq!(q.push(4), Some(4), "closed: the work comes back");
+        assert_eq!(sleeper.join().unwrap(), vec![1, 2, 3]);
     }
 }
