@@ -20,7 +20,22 @@ pub(crate) struct Acceptor {
     /// The protocol of each listener, by index.
     protocols: Vec<Protocol>,
     pollfds: Vec<libc::pollfd>,
+    /// The listen queue had a connection waiting the last time we looked: try `accept` before
+    /// `poll`. Under load (nginx opens a connection per uwsgi request) the queue is rarely
+    /// empty and the `poll` would be a syscall per connection for nothing; when the worker is
+    /// faster than its clients, the queue is empty after each connection and `poll` first
+    /// spares a failing `accept`.
+    hot: bool,
+    /// Listener to try first, so one busy listener does not starve the others.
+    next: usize,
+    /// `poll(2)` calls made (read by tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    polls: u64,
 }
+
+/// A `poll` that returns sooner than this found a connection already queued (a wait that
+/// sleeps takes a wake-up, tens of microseconds): the queue is hot.
+const HOT: Duration = Duration::from_micros(10);
 
 impl Acceptor {
     /// Accepts on `listeners`, which speak the protocols `config.bind` gives them.
@@ -44,16 +59,27 @@ impl Acceptor {
             listeners,
             protocols,
             pollfds,
+            hot: false,
+            next: 0,
+            polls: 0,
         })
     }
 
     /// Waits up to `wait` for a connection. `Ok(None)`: none arrived (or another worker process
     /// took it first — the listen socket is shared, so a wake-up can be lost to a sibling).
     pub fn accept(&mut self, wait: Duration) -> io::Result<Option<Accepted>> {
+        if self.hot {
+            if let Some(accepted) = self.try_accept(false)? {
+                return Ok(Some(accepted));
+            }
+            self.hot = false;
+        }
         for p in &mut self.pollfds {
             p.revents = 0;
         }
         let ms = wait.as_millis().min(i32::MAX as u128) as libc::c_int;
+        self.polls += 1;
+        let started = std::time::Instant::now();
         // SAFETY: pollfds is a valid array of `len` pollfd structs.
         let n = unsafe {
             libc::poll(
@@ -70,17 +96,28 @@ impl Acceptor {
                 Err(e)
             };
         }
-        for (i, p) in self.pollfds.iter().enumerate() {
-            if p.revents == 0 {
+        let accepted = self.try_accept(true)?;
+        self.hot = accepted.is_some() && started.elapsed() < HOT;
+        Ok(accepted)
+    }
+
+    /// Accepts from the first listener that has a connection queued, starting after the one
+    /// that gave the last. `polled`: only from listeners `poll` reported readable.
+    fn try_accept(&mut self, polled: bool) -> io::Result<Option<Accepted>> {
+        let n = self.listeners.len();
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            if polled && self.pollfds[i].revents == 0 {
                 continue;
             }
             match accept_blocking(&self.listeners[i]) {
                 Ok((conn, peer)) => {
+                    self.next = (i + 1) % n;
                     return Ok(Some(Accepted {
                         conn,
                         peer,
                         protocol: self.protocols[i],
-                    }))
+                    }));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
@@ -299,5 +336,32 @@ mod tests {
             started.elapsed() >= Duration::from_millis(15),
             "the socket blocks"
         );
+    }
+
+    #[test]
+    fn a_busy_queue_is_accepted_from_without_polling() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let l = Listener::bind(&BindAddr::Unix(path.clone()), 16, false).unwrap();
+        let mut acceptor = Acceptor::new(vec![l], &ServeConfig::default()).unwrap();
+        let connect = || std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let _clients: Vec<_> = (0..3).map(|_| connect()).collect();
+        // A queue found busy is tried first: one connection each, no poll(2) in between.
+        acceptor.hot = true;
+        for _ in 0..3 {
+            assert!(acceptor.accept(Duration::from_secs(5)).unwrap().is_some());
+        }
+        assert_eq!(acceptor.polls, 0, "accepted straight from the queue");
+        // Empty: one failing accept, then the wait in poll, and the acceptor cools down.
+        assert!(acceptor
+            .accept(Duration::from_millis(20))
+            .unwrap()
+            .is_none());
+        assert_eq!(acceptor.polls, 1);
+        assert!(!acceptor.hot);
+        // Cold: poll first (no failing accept when the worker is faster than its clients).
+        let _late = connect();
+        assert!(acceptor.accept(Duration::from_secs(5)).unwrap().is_some());
+        assert_eq!(acceptor.polls, 2);
     }
 }

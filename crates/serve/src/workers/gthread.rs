@@ -237,6 +237,12 @@ impl<T> WorkQueue<T> {
         }
     }
 
+    /// A queued piece of work, without waiting.
+    #[cfg(test)]
+    fn try_pop(&self) -> Option<T> {
+        self.lock().queue.pop_front()
+    }
+
     fn close(&self) {
         self.lock().closed = true;
         self.ready.notify_all();
@@ -468,25 +474,29 @@ impl Reactor<'_> {
                         Instant::now(),
                     ));
                     let mut conn = Tracked { conn, machine };
-                    // The request is usually there already: then the connection goes straight
-                    // to the pool, without a round through the poller (two epoll_ctl calls and
-                    // a wake-up of this thread).
-                    match conn_blocking::read_ready(&conn.conn, &mut *conn.machine, false) {
-                        Ok(Ok(first)) => {
-                            self.dispatch(work, conn, first);
-                            continue;
-                        }
-                        Ok(Err(_)) => {}
-                        Err(e) => {
-                            super::async_::log_io_error(&e);
-                            drop(conn);
-                            closed(self.life, self.open);
-                            continue;
-                        }
-                    }
-                    if let Err(e) = self.park(conn, Instant::now() + first_request, true) {
-                        tracing::error!("cannot watch a new connection: {e:#}");
-                    }
+                    // nginx writes a whole uwsgi request before we accept its connection (and
+                    // HTTP clients often have theirs there too): read it now, and a connection
+                    // with its request complete goes to the pool without ever joining the
+                    // poller — no watch added and removed, no poller round.
+                    let first =
+                        match conn_blocking::read_ready(&conn.conn, &mut *conn.machine, false) {
+                            Ok(Ok(first)) => first,
+                            Ok(Err(_)) => {
+                                if let Err(e) =
+                                    self.park(conn, Instant::now() + first_request, true)
+                                {
+                                    tracing::error!("cannot watch a new connection: {e:#}");
+                                }
+                                continue;
+                            }
+                            Err(e) => {
+                                super::async_::log_io_error(&e);
+                                drop(conn);
+                                closed(self.life, self.open);
+                                continue;
+                            }
+                        };
+                    self.dispatch(work, conn, first);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -590,9 +600,75 @@ impl std::os::fd::AsRawFd for SourceFd {
 
 #[cfg(test)]
 mod tests {
-    use super::WorkQueue;
-    use std::sync::Arc;
-    use std::time::Duration;
+    use super::*;
+    use crate::config::BindAddr;
+    use crate::scoreboard::Scoreboard;
+    use crate::shutdown::Shutdown;
+    use crate::track::Tracker;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    /// A uwsgi packet (modifier1 0) for `GET /`.
+    fn uwsgi_get() -> Vec<u8> {
+        let mut vars = Vec::new();
+        for (k, v) in [("REQUEST_METHOD", "GET"), ("PATH_INFO", "/")] {
+            for s in [k, v] {
+                vars.extend_from_slice(&(s.len() as u16).to_le_bytes());
+                vars.extend_from_slice(s.as_bytes());
+            }
+        }
+        let mut packet = vec![0];
+        packet.extend_from_slice(&(vars.len() as u16).to_le_bytes());
+        packet.push(0);
+        packet.extend_from_slice(&vars);
+        packet
+    }
+
+    #[test]
+    fn a_connection_with_its_request_there_goes_to_the_pool_unwatched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let l = Listener::bind(&BindAddr::Unix(path.clone()), 8, false).unwrap();
+        l.set_nonblocking(true).unwrap();
+        let config = ServeConfig::default();
+        let sb = Arc::new(Scoreboard::create().unwrap());
+        sb.reset(0, 1);
+        let tracker = Tracker::new(sb.clone(), 0, &config).unwrap();
+        let life = Life::new(Shutdown::new(), sb, 0, 0, tracker);
+        let settings = Arc::new(ConnSettings::from_config(&config));
+        let poller = Poller::new().unwrap();
+        let (open, seats) = (Gauge::default(), Seats::default());
+        let mut reactor = Reactor {
+            poller: &poller,
+            listeners: vec![l],
+            protocols: vec![Protocol::Uwsgi],
+            listening: false,
+            parked: HashMap::new(),
+            next_key: 0,
+            settings: &settings,
+            life: &life,
+            open: &open,
+            max_conns: 10,
+            threads: 4,
+            seats: &seats,
+            fresh: 0,
+            fresh_queue: std::collections::VecDeque::new(),
+        };
+        let work = WorkQueue::default();
+        // nginx's way: the whole packet is written before the connection is accepted.
+        let mut ready = UnixStream::connect(&path).unwrap();
+        ready.write_all(&uwsgi_get()).unwrap();
+        let _silent = UnixStream::connect(&path).unwrap();
+        reactor.accept_from(0, Duration::from_secs(5), &work);
+        let got = work
+            .try_pop()
+            .expect("the connection with its request went to the pool");
+        assert_eq!(got.first.as_ref().map(|r| r.path.as_str()), Some("/"));
+        assert!(work.try_pop().is_none(), "the silent one did not");
+        assert_eq!(reactor.parked.len(), 1, "only the silent one is watched");
+        assert_eq!(seats.taken(), 1);
+        reactor.close_parked();
+    }
 
     #[test]
     fn the_work_queue_wakes_a_sleeping_thread_and_drains_before_closing() {
