@@ -1,10 +1,12 @@
 //! What the blocking worker classes share: accepting with a bounded wait (the accepted stream
-//! type is [`crate::stream::Stream`]).
+//! type is [`crate::stream::Stream`]), from one thread ([`Acceptor`]) or from many threads of a
+//! worker at once ([`SharedAcceptor`]).
 
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::config::{Protocol, ServeConfig};
 use crate::listener::Listener;
@@ -123,6 +125,109 @@ impl Acceptor {
         }
         Ok(None)
     }
+}
+
+/// Accepting from many threads of a worker at once: the `thread` class's idle threads, each of
+/// which serves the connection it takes.
+///
+/// With one listener (the usual case) every idle thread blocks in `accept(2)` itself, with the
+/// listener's receive timeout (`SO_RCVTIMEO`) bounding the wait. The kernel queues such waiters
+/// exclusively and first come, first served: a new connection wakes exactly one thread — of
+/// whichever worker process has waited longest — and never the others, so there is no thundering
+/// herd, no hand-off from an accepting thread to a serving one, and a worker whose threads are all
+/// busy takes no connection that an idle sibling could serve. With several listeners, threads take
+/// turns: one at a time polls them all ([`Acceptor`]), the others wait for it.
+#[derive(Debug)]
+pub(crate) enum SharedAcceptor {
+    One {
+        listener: Listener,
+        protocol: Protocol,
+    },
+    Many(Mutex<Acceptor>),
+}
+
+impl SharedAcceptor {
+    /// Accepts on `listeners` (which speak the protocols `config.bind` gives them), waiting at
+    /// most `wait` per call.
+    ///
+    /// A single listener is made blocking, with `wait` as its receive timeout; both are
+    /// properties of the socket, shared with the sibling workers, which all run this same class.
+    pub fn new(
+        listeners: Vec<Listener>,
+        config: &ServeConfig,
+        wait: Duration,
+    ) -> io::Result<SharedAcceptor> {
+        if listeners.len() != 1 {
+            return Ok(SharedAcceptor::Many(Mutex::new(Acceptor::new(
+                listeners, config,
+            )?)));
+        }
+        let protocol = config.protocol_of(0);
+        let listener = listeners.into_iter().next().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "no listener to accept on")
+        })?;
+        set_nodelay(&listener)?;
+        listener.set_nonblocking(false)?;
+        let timeout = Some(wait.max(Duration::from_millis(1)));
+        match &listener {
+            Listener::Tcp(l) => socket2::SockRef::from(l).set_read_timeout(timeout)?,
+            Listener::Unix(l) => socket2::SockRef::from(l).set_read_timeout(timeout)?,
+        }
+        Ok(SharedAcceptor::One { listener, protocol })
+    }
+
+    /// Waits for a connection, about `wait` at most (the listener's timeout for one listener).
+    /// `Ok(None)`: none came. With several listeners, a thread that got its turn only polls if
+    /// `running()` still says so (so that stopping does not take a turn per idle thread).
+    pub fn accept(
+        &self,
+        wait: Duration,
+        running: &dyn Fn() -> bool,
+    ) -> io::Result<Option<Accepted>> {
+        match self {
+            SharedAcceptor::Many(acceptor) => {
+                let mut acceptor = acceptor.lock().unwrap_or_else(|e| e.into_inner());
+                if !running() {
+                    return Ok(None);
+                }
+                acceptor.accept(wait)
+            }
+            SharedAcceptor::One { listener, protocol } => {
+                let started = Instant::now();
+                match accept_blocking(listener) {
+                    Ok((conn, peer)) => Ok(Some(Accepted {
+                        conn,
+                        peer,
+                        protocol: *protocol,
+                    })),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // The timeout — or, if it came back at once, a listener that another
+                        // process sharing it made non-blocking (a new generation of workers of
+                        // another class after a re-exec): then wait here for it to be readable
+                        // rather than spin.
+                        if started.elapsed() < wait / 2 {
+                            wait_readable(listener, wait);
+                        }
+                        Ok(None)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+}
+
+/// Waits up to `wait` for `listener` to be readable.
+fn wait_readable(listener: &Listener, wait: Duration) {
+    let mut pfd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = wait.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: one valid pollfd struct.
+    unsafe { libc::poll(&mut pfd, 1, ms) };
 }
 
 /// A connection [`Acceptor::accept`] took: the client's address (`None` on a unix socket) and

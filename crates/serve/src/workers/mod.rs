@@ -20,6 +20,7 @@ mod async_;
 mod blocking;
 mod gthread;
 mod life;
+mod poller;
 mod sync;
 mod thread;
 
