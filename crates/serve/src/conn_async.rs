@@ -2,7 +2,9 @@
 //! which holds every protocol decision. Reads wait with the machine's deadline; an idle
 //! connection also wakes for a shutdown.
 
+use std::future::Future;
 use std::io;
+use std::task::Poll;
 use std::time::Instant;
 
 use c10k_http::{Ctx, Handler, Request, Response, Wait};
@@ -51,22 +53,32 @@ where
                 conn.written(Instant::now());
             }
             Action::Read { deadline, idle } => {
-                let deadline = tokio::time::Instant::from_std(deadline);
-                if timer.deadline() != deadline {
-                    timer.as_mut().reset(deadline);
-                }
-                // Biased: bytes that are there are read before the timer or the stop is looked
-                // at (the machine judges the deadline itself on its next step).
-                let read = tokio::select! {
-                    biased;
-                    r = io.read_buf(conn.input()) => Some(r),
-                    () = &mut timer => None,
-                    open = &mut stopped, if idle && !stop_seen => {
-                        if !open {
-                            return Ok(());
+                let mut reading = std::pin::pin!(io.read_buf(conn.input()));
+                // Bytes that are there already are read without arming the timer (a uwsgi
+                // request is all there when nginx's connection is accepted): arming it would
+                // insert it into the runtime's timer wheel, under its lock, for nothing.
+                let ready = std::future::poll_fn(|cx| Poll::Ready(reading.as_mut().poll(cx))).await;
+                let read = match ready {
+                    Poll::Ready(r) => Some(r),
+                    Poll::Pending => {
+                        let deadline = tokio::time::Instant::from_std(deadline);
+                        if timer.deadline() != deadline {
+                            timer.as_mut().reset(deadline);
                         }
-                        stop_seen = true;
-                        continue;
+                        // Biased: bytes that arrive are read before the timer or the stop is
+                        // looked at (the machine judges the deadline itself on its next step).
+                        tokio::select! {
+                            biased;
+                            r = &mut reading => Some(r),
+                            () = &mut timer => None,
+                            open = &mut stopped, if idle && !stop_seen => {
+                                if !open {
+                                    return Ok(());
+                                }
+                                stop_seen = true;
+                                continue;
+                            }
+                        }
                     }
                 };
                 match read {

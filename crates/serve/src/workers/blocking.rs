@@ -1,10 +1,12 @@
 //! What the blocking worker classes share: accepting with a bounded wait (the accepted stream
-//! type is [`crate::stream::Stream`]).
+//! type is [`crate::stream::Stream`]), from one thread ([`Acceptor`]) or from many threads of a
+//! worker at once ([`SharedAcceptor`]).
 
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::config::{Protocol, ServeConfig};
 use crate::listener::Listener;
@@ -18,7 +20,22 @@ pub(crate) struct Acceptor {
     /// The protocol of each listener, by index.
     protocols: Vec<Protocol>,
     pollfds: Vec<libc::pollfd>,
+    /// The listen queue had a connection waiting the last time we looked: try `accept` before
+    /// `poll`. Under load (nginx opens a connection per uwsgi request) the queue is rarely
+    /// empty and the `poll` would be a syscall per connection for nothing; when the worker is
+    /// faster than its clients, the queue is empty after each connection and `poll` first
+    /// spares a failing `accept`.
+    hot: bool,
+    /// Listener to try first, so one busy listener does not starve the others.
+    next: usize,
+    /// `poll(2)` calls made (read by tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    polls: u64,
 }
+
+/// A `poll` that returns sooner than this found a connection already queued (a wait that
+/// sleeps takes a wake-up, tens of microseconds): the queue is hot.
+const HOT: Duration = Duration::from_micros(10);
 
 impl Acceptor {
     /// Accepts on `listeners`, which speak the protocols `config.bind` gives them.
@@ -42,16 +59,27 @@ impl Acceptor {
             listeners,
             protocols,
             pollfds,
+            hot: false,
+            next: 0,
+            polls: 0,
         })
     }
 
     /// Waits up to `wait` for a connection. `Ok(None)`: none arrived (or another worker process
     /// took it first — the listen socket is shared, so a wake-up can be lost to a sibling).
     pub fn accept(&mut self, wait: Duration) -> io::Result<Option<Accepted>> {
+        if self.hot {
+            if let Some(accepted) = self.try_accept(false)? {
+                return Ok(Some(accepted));
+            }
+            self.hot = false;
+        }
         for p in &mut self.pollfds {
             p.revents = 0;
         }
         let ms = wait.as_millis().min(i32::MAX as u128) as libc::c_int;
+        self.polls += 1;
+        let started = std::time::Instant::now();
         // SAFETY: pollfds is a valid array of `len` pollfd structs.
         let n = unsafe {
             libc::poll(
@@ -68,17 +96,28 @@ impl Acceptor {
                 Err(e)
             };
         }
-        for (i, p) in self.pollfds.iter().enumerate() {
-            if p.revents == 0 {
+        let accepted = self.try_accept(true)?;
+        self.hot = accepted.is_some() && started.elapsed() < HOT;
+        Ok(accepted)
+    }
+
+    /// Accepts from the first listener that has a connection queued, starting after the one
+    /// that gave the last. `polled`: only from listeners `poll` reported readable.
+    fn try_accept(&mut self, polled: bool) -> io::Result<Option<Accepted>> {
+        let n = self.listeners.len();
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            if polled && self.pollfds[i].revents == 0 {
                 continue;
             }
             match accept_blocking(&self.listeners[i]) {
                 Ok((conn, peer)) => {
+                    self.next = (i + 1) % n;
                     return Ok(Some(Accepted {
                         conn,
                         peer,
                         protocol: self.protocols[i],
-                    }))
+                    }));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
@@ -86,6 +125,109 @@ impl Acceptor {
         }
         Ok(None)
     }
+}
+
+/// Accepting from many threads of a worker at once: the `thread` class's idle threads, each of
+/// which serves the connection it takes.
+///
+/// With one listener (the usual case) every idle thread blocks in `accept(2)` itself, with the
+/// listener's receive timeout (`SO_RCVTIMEO`) bounding the wait. The kernel queues such waiters
+/// exclusively and first come, first served: a new connection wakes exactly one thread — of
+/// whichever worker process has waited longest — and never the others, so there is no thundering
+/// herd, no hand-off from an accepting thread to a serving one, and a worker whose threads are all
+/// busy takes no connection that an idle sibling could serve. With several listeners, threads take
+/// turns: one at a time polls them all ([`Acceptor`]), the others wait for it.
+#[derive(Debug)]
+pub(crate) enum SharedAcceptor {
+    One {
+        listener: Listener,
+        protocol: Protocol,
+    },
+    Many(Mutex<Acceptor>),
+}
+
+impl SharedAcceptor {
+    /// Accepts on `listeners` (which speak the protocols `config.bind` gives them), waiting at
+    /// most `wait` per call.
+    ///
+    /// A single listener is made blocking, with `wait` as its receive timeout; both are
+    /// properties of the socket, shared with the sibling workers, which all run this same class.
+    pub fn new(
+        listeners: Vec<Listener>,
+        config: &ServeConfig,
+        wait: Duration,
+    ) -> io::Result<SharedAcceptor> {
+        if listeners.len() != 1 {
+            return Ok(SharedAcceptor::Many(Mutex::new(Acceptor::new(
+                listeners, config,
+            )?)));
+        }
+        let protocol = config.protocol_of(0);
+        let listener = listeners.into_iter().next().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "no listener to accept on")
+        })?;
+        set_nodelay(&listener)?;
+        listener.set_nonblocking(false)?;
+        let timeout = Some(wait.max(Duration::from_millis(1)));
+        match &listener {
+            Listener::Tcp(l) => socket2::SockRef::from(l).set_read_timeout(timeout)?,
+            Listener::Unix(l) => socket2::SockRef::from(l).set_read_timeout(timeout)?,
+        }
+        Ok(SharedAcceptor::One { listener, protocol })
+    }
+
+    /// Waits for a connection, about `wait` at most (the listener's timeout for one listener).
+    /// `Ok(None)`: none came. With several listeners, a thread that got its turn only polls if
+    /// `running()` still says so (so that stopping does not take a turn per idle thread).
+    pub fn accept(
+        &self,
+        wait: Duration,
+        running: &dyn Fn() -> bool,
+    ) -> io::Result<Option<Accepted>> {
+        match self {
+            SharedAcceptor::Many(acceptor) => {
+                let mut acceptor = acceptor.lock().unwrap_or_else(|e| e.into_inner());
+                if !running() {
+                    return Ok(None);
+                }
+                acceptor.accept(wait)
+            }
+            SharedAcceptor::One { listener, protocol } => {
+                let started = Instant::now();
+                match accept_blocking(listener) {
+                    Ok((conn, peer)) => Ok(Some(Accepted {
+                        conn,
+                        peer,
+                        protocol: *protocol,
+                    })),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // The timeout — or, if it came back at once, a listener that another
+                        // process sharing it made non-blocking (a new generation of workers of
+                        // another class after a re-exec): then wait here for it to be readable
+                        // rather than spin.
+                        if started.elapsed() < wait / 2 {
+                            wait_readable(listener, wait);
+                        }
+                        Ok(None)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+}
+
+/// Waits up to `wait` for `listener` to be readable.
+fn wait_readable(listener: &Listener, wait: Duration) {
+    let mut pfd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = wait.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: one valid pollfd struct.
+    unsafe { libc::poll(&mut pfd, 1, ms) };
 }
 
 /// A connection [`Acceptor::accept`] took: the client's address (`None` on a unix socket) and
@@ -194,5 +336,32 @@ mod tests {
             started.elapsed() >= Duration::from_millis(15),
             "the socket blocks"
         );
+    }
+
+    #[test]
+    fn a_busy_queue_is_accepted_from_without_polling() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let l = Listener::bind(&BindAddr::Unix(path.clone()), 16, false).unwrap();
+        let mut acceptor = Acceptor::new(vec![l], &ServeConfig::default()).unwrap();
+        let connect = || std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let _clients: Vec<_> = (0..3).map(|_| connect()).collect();
+        // A queue found busy is tried first: one connection each, no poll(2) in between.
+        acceptor.hot = true;
+        for _ in 0..3 {
+            assert!(acceptor.accept(Duration::from_secs(5)).unwrap().is_some());
+        }
+        assert_eq!(acceptor.polls, 0, "accepted straight from the queue");
+        // Empty: one failing accept, then the wait in poll, and the acceptor cools down.
+        assert!(acceptor
+            .accept(Duration::from_millis(20))
+            .unwrap()
+            .is_none());
+        assert_eq!(acceptor.polls, 1);
+        assert!(!acceptor.hot);
+        // Cold: poll first (no failing accept when the worker is faster than its clients).
+        let _late = connect();
+        assert!(acceptor.accept(Duration::from_secs(5)).unwrap().is_some());
+        assert_eq!(acceptor.polls, 2);
     }
 }

@@ -9,9 +9,14 @@
 //! The reactor accepts only while a pool thread is free (see `Reactor::has_room`), and a thread
 //! that frees up wakes it (see [`Seats`]), so a worker that was full takes new connections again
 //! the moment it can serve them, never a heartbeat tick later.
+//!
+//! Hand-offs cost context switches, and a worker's threads often share one CPU with its siblings,
+//! so each connection is handed over as few times as possible: a freshly accepted connection is
+//! read at once (a client usually sends its request right after connecting), and only one that
+//! has sent nothing yet goes to the poller; ready work reaches a pool thread through [`Work`]'s
+//! queue, where an idle thread sleeps without spinning or yielding first.
 
 use std::collections::HashMap;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +24,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use c10k_http::Handler;
 use crossbeam_channel as chan;
-use polling::{Event, Events, Poller};
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex};
+
+use super::poller::Poller;
 
 use super::blocking::accept_error;
 use super::life::{Gauge, Life};
@@ -54,25 +62,25 @@ pub(super) fn run<H: Handler>(
     let settings = Arc::new(ConnSettings::from_config(config));
     let poller = Arc::new(Poller::new().context("cannot create the gthread poller")?);
     let open = Arc::new(Gauge::default());
-    // Ready connections wait here for a pool thread; the queue is as long as the connection cap,
-    // so the reactor never blocks on it.
-    let (work_tx, work_rx) = chan::bounded::<Work>(config.worker_connections);
+    // Ready connections wait here for a pool thread; the reactor never blocks on it (at most the
+    // connection cap are ever queued).
+    let work = Arc::new(WorkQueue::default());
     // Connections handed back by the pool, waiting for the client until a deadline.
     let (idle_tx, idle_rx) = chan::unbounded::<(Tracked, Instant)>();
 
     let seats = Arc::new(Seats::default());
     let mut pool = Vec::with_capacity(config.threads);
     for i in 0..config.threads {
-        let (work_rx, idle_tx, seats) = (work_rx.clone(), idle_tx.clone(), seats.clone());
+        let (work, idle_tx, seats) = (work.clone(), idle_tx.clone(), seats.clone());
         let (handler, life, open, poller) =
             (handler.clone(), life.clone(), open.clone(), poller.clone());
         let t = std::thread::Builder::new()
             .name(format!("c10k-gthread-{i}"))
             .spawn(move || {
-                for Work {
+                while let Some(Work {
                     tracked: Tracked { conn, mut machine },
                     first,
-                } in work_rx.iter()
+                }) = work.pop()
                 {
                     life.slot().busy.fetch_add(1, Relaxed);
                     let mut on_request = || life.on_request();
@@ -133,12 +141,14 @@ pub(super) fn run<H: Handler>(
         fresh: 0,
         fresh_queue: std::collections::VecDeque::new(),
     };
-    reactor.run(&work_tx, &idle_rx)?;
+    let served = reactor.run(&work, &idle_rx);
 
     // Stop: in-flight requests get until the graceful deadline; parked ones are closed now.
     let deadline = Instant::now() + Duration::from_secs_f64(config.graceful_timeout);
     reactor.close_parked();
-    drop(work_tx);
+    // Pool threads finish what is queued, then exit.
+    work.close();
+    served?;
     loop {
         // Connections the pool hands back idle during shutdown are closed.
         while let Ok(back) = idle_rx.try_recv() {
@@ -158,6 +168,85 @@ pub(super) fn run<H: Handler>(
         }
     }
     Ok(())
+}
+
+/// Ready connections on their way to the pool: a mutex and a condition variable. A pool thread
+/// with nothing to do sleeps at once — no spinning or `sched_yield` first (which a channel such as
+/// crossbeam's does before it blocks): on a CPU shared by a worker's threads and its siblings,
+/// every yield is a context switch to a thread that has nothing to do either.
+struct WorkQueue<T = Work> {
+    state: Mutex<WorkState<T>>,
+    ready: Condvar,
+}
+
+struct WorkState<T> {
+    queue: VecDeque<T>,
+    /// Pool threads asleep in [`WorkQueue::pop`].
+    sleeping: usize,
+    /// No more work comes: threads exit once the queue is empty.
+    closed: bool,
+}
+
+impl<T> Default for WorkQueue<T> {
+    fn default() -> Self {
+        WorkQueue {
+            state: Mutex::new(WorkState {
+                queue: VecDeque::new(),
+                sleeping: 0,
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        }
+    }
+}
+
+impl<T> WorkQueue<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WorkState<T>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `work` and wakes one sleeping pool thread, if any sleeps. Once closed, gives the
+    /// work back.
+    fn push(&self, work: T) -> Option<T> {
+        let mut q = self.lock();
+        if q.closed {
+            return Some(work);
+        }
+        q.queue.push_back(work);
+        let wake = q.sleeping > 0;
+        drop(q);
+        if wake {
+            self.ready.notify_one();
+        }
+        None
+    }
+
+    /// The next piece of work, sleeping until there is one; `None` once closed and empty.
+    fn pop(&self) -> Option<T> {
+        let mut q = self.lock();
+        loop {
+            if let Some(w) = q.queue.pop_front() {
+                return Some(w);
+            }
+            if q.closed {
+                return None;
+            }
+            q.sleeping += 1;
+            q = self.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+            q.sleeping -= 1;
+        }
+    }
+
+    /// A queued piece of work, without waiting.
+    #[cfg(test)]
+    fn try_pop(&self) -> Option<T> {
+        self.lock().queue.pop_front()
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
 }
 
 /// The pool's threads as seats: a connection takes one when the reactor hands it to the pool
@@ -233,7 +322,7 @@ const FRESH_GRACE: Duration = Duration::from_millis(100);
 impl Reactor<'_> {
     fn run(
         &mut self,
-        work: &chan::Sender<Work>,
+        work: &WorkQueue,
         idle: &chan::Receiver<(Tracked, Instant)>,
     ) -> anyhow::Result<()> {
         for l in &self.listeners {
@@ -242,7 +331,7 @@ impl Reactor<'_> {
         }
         let first_request = self.settings.header_timeout;
         let n_listeners = self.listeners.len();
-        let mut events = Events::new();
+        let mut ready = Vec::new();
         self.life.ready();
         loop {
             self.life.beat();
@@ -280,16 +369,13 @@ impl Reactor<'_> {
                 .map(|d| d.saturating_duration_since(now))
                 .unwrap_or(super::POLL)
                 .min(super::POLL);
-            events.clear();
-            match self.poller.wait(&mut events, Some(wait)) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e).context("gthread poller"),
-            }
-            for ev in events.iter() {
-                if ev.key < n_listeners {
-                    self.accept_from(ev.key, first_request);
-                } else if let Some((mut conn, _, fresh)) = self.parked.remove(&ev.key) {
+            self.poller
+                .wait(&mut ready, wait)
+                .context("gthread poller")?;
+            for &key in &ready {
+                if key < n_listeners {
+                    self.accept_from(key, first_request, work);
+                } else if let Some((mut conn, _, fresh)) = self.parked.remove(&key) {
                     let _ = self.poller.delete(&conn.conn);
                     if fresh {
                         self.fresh -= 1;
@@ -314,26 +400,18 @@ impl Reactor<'_> {
                     self.dispatch(work, conn, first);
                 }
             }
-            // A listener event is one-shot: re-arm it on the next round.
-            self.listening = false;
             self.expire(Instant::now(), work);
         }
     }
 
-    /// Hands a connection to the pool. The queue holds up to the connection cap, so this never
-    /// blocks.
-    fn dispatch(
-        &mut self,
-        work: &chan::Sender<Work>,
-        conn: Tracked,
-        first: Option<c10k_http::Request>,
-    ) {
+    /// Hands a connection to the pool; never blocks.
+    fn dispatch(&mut self, work: &WorkQueue, conn: Tracked, first: Option<c10k_http::Request>) {
         self.seats.take();
         let job = Work {
             tracked: conn,
             first,
         };
-        if let Err(chan::SendError(job)) = work.send(job) {
+        if let Some(job) = work.push(job) {
             self.seats.free(self.poller);
             drop(job);
             closed(self.life, self.open);
@@ -344,18 +422,13 @@ impl Reactor<'_> {
         if on == self.listening {
             return Ok(());
         }
+        // Interest is level-triggered: a listener stays armed across rounds until switched off.
         for (key, l) in self.listeners.iter().enumerate() {
-            let fd = SourceFd(l.as_raw_fd());
-            let ev = if on {
-                Event::readable(key)
-            } else {
-                Event::none(key)
-            };
-            // SAFETY: listeners outlive the poller's use of them; they are removed in Drop.
-            match self.poller.modify(fd, ev) {
+            match self.poller.modify(l, key, on) {
                 Ok(()) => {}
+                // SAFETY: listeners outlive the poller's use of them (see `close_parked`).
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && on => unsafe {
-                    self.poller.add(&fd, ev)?
+                    self.poller.add(l, key)?
                 },
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e.into()),
@@ -365,7 +438,7 @@ impl Reactor<'_> {
         Ok(())
     }
 
-    fn accept_from(&mut self, index: usize, first_request: Duration) {
+    fn accept_from(&mut self, index: usize, first_request: Duration, work: &WorkQueue) {
         // Accept what is queued while this worker has room (see `has_room`).
         for _ in 0..64 {
             if !self.has_room() {
@@ -390,10 +463,30 @@ impl Reactor<'_> {
                         true,
                         Instant::now(),
                     ));
-                    let conn = Tracked { conn, machine };
-                    if let Err(e) = self.park(conn, Instant::now() + first_request, true) {
-                        tracing::error!("cannot watch a new connection: {e:#}");
-                    }
+                    let mut conn = Tracked { conn, machine };
+                    // nginx writes a whole uwsgi request before we accept its connection (and
+                    // HTTP clients often have theirs there too): read it now, and a connection
+                    // with its request complete goes to the pool without ever joining the
+                    // poller — no watch added and removed, no poller round.
+                    let first =
+                        match conn_blocking::read_ready(&conn.conn, &mut *conn.machine, false) {
+                            Ok(Ok(first)) => first,
+                            Ok(Err(_)) => {
+                                if let Err(e) =
+                                    self.park(conn, Instant::now() + first_request, true)
+                                {
+                                    tracing::error!("cannot watch a new connection: {e:#}");
+                                }
+                                continue;
+                            }
+                            Err(e) => {
+                                super::async_::log_io_error(&e);
+                                drop(conn);
+                                closed(self.life, self.open);
+                                continue;
+                            }
+                        };
+                    self.dispatch(work, conn, first);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -431,7 +524,7 @@ impl Reactor<'_> {
         self.next_key = self.next_key.wrapping_add(1) % (usize::MAX / 2);
         // SAFETY: the connection is deleted from the poller before it is dropped (in the event
         // loop, `expire` and `close_parked`).
-        if let Err(e) = unsafe { self.poller.add(&conn.conn, Event::readable(key)) } {
+        if let Err(e) = unsafe { self.poller.add(&conn.conn, key) } {
             drop(conn);
             closed(self.life, self.open);
             return Err(e.into());
@@ -446,7 +539,7 @@ impl Reactor<'_> {
 
     /// Connections whose wait ended go to the pool, where their state machine answers 408 (a
     /// request under way) or closes them quietly (idle).
-    fn expire(&mut self, now: Instant, work: &chan::Sender<Work>) {
+    fn expire(&mut self, now: Instant, work: &WorkQueue) {
         let expired: Vec<usize> = self
             .parked
             .iter()
@@ -473,24 +566,102 @@ impl Reactor<'_> {
             closed(self.life, self.open);
         }
         for l in &self.listeners {
-            let _ = self.poller.delete(SourceFd(l.as_raw_fd()));
+            let _ = self.poller.delete(l);
         }
     }
 }
 
-/// A raw descriptor as a `polling` source.
-#[derive(Clone, Copy)]
-struct SourceFd(std::os::fd::RawFd);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BindAddr;
+    use crate::scoreboard::Scoreboard;
+    use crate::shutdown::Shutdown;
+    use crate::track::Tracker;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
 
-impl std::os::fd::AsFd for SourceFd {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        // SAFETY: the descriptor belongs to a listener that outlives this borrow.
-        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.0) }
+    /// A uwsgi packet (modifier1 0) for `GET /`.
+    fn uwsgi_get() -> Vec<u8> {
+        let mut vars = Vec::new();
+        for (k, v) in [("REQUEST_METHOD", "GET"), ("PATH_INFO", "/")] {
+            for s in [k, v] {
+                vars.extend_from_slice(&(s.len() as u16).to_le_bytes());
+                vars.extend_from_slice(s.as_bytes());
+            }
+        }
+        let mut packet = vec![0];
+        packet.extend_from_slice(&(vars.len() as u16).to_le_bytes());
+        packet.push(0);
+        packet.extend_from_slice(&vars);
+        packet
     }
-}
 
-impl std::os::fd::AsRawFd for SourceFd {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.0
+    #[test]
+    fn a_connection_with_its_request_there_goes_to_the_pool_unwatched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let l = Listener::bind(&BindAddr::Unix(path.clone()), 8, false).unwrap();
+        l.set_nonblocking(true).unwrap();
+        let config = ServeConfig::default();
+        let sb = Arc::new(Scoreboard::create().unwrap());
+        sb.reset(0, 1);
+        let tracker = Tracker::new(sb.clone(), 0, &config).unwrap();
+        let life = Life::new(Shutdown::new(), sb, 0, 0, tracker);
+        let settings = Arc::new(ConnSettings::from_config(&config));
+        let poller = Poller::new().unwrap();
+        let (open, seats) = (Gauge::default(), Seats::default());
+        let mut reactor = Reactor {
+            poller: &poller,
+            listeners: vec![l],
+            protocols: vec![Protocol::Uwsgi],
+            listening: false,
+            parked: HashMap::new(),
+            next_key: 0,
+            settings: &settings,
+            life: &life,
+            open: &open,
+            max_conns: 10,
+            threads: 4,
+            seats: &seats,
+            fresh: 0,
+            fresh_queue: std::collections::VecDeque::new(),
+        };
+        let work = WorkQueue::default();
+        // nginx's way: the whole packet is written before the connection is accepted.
+        let mut ready = UnixStream::connect(&path).unwrap();
+        ready.write_all(&uwsgi_get()).unwrap();
+        let _silent = UnixStream::connect(&path).unwrap();
+        reactor.accept_from(0, Duration::from_secs(5), &work);
+        let got = work
+            .try_pop()
+            .expect("the connection with its request went to the pool");
+        assert_eq!(got.first.as_ref().map(|r| r.path.as_str()), Some("/"));
+        assert!(work.try_pop().is_none(), "the silent one did not");
+        assert_eq!(reactor.parked.len(), 1, "only the silent one is watched");
+        assert_eq!(seats.taken(), 1);
+        reactor.close_parked();
+    }
+
+    #[test]
+    fn the_work_queue_wakes_a_sleeping_thread_and_drains_before_closing() {
+        let q = Arc::new(WorkQueue::<u32>::default());
+        let q2 = q.clone();
+        let sleeper = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while let Some(n) = q2.pop() {
+                got.push(n);
+            }
+            got
+        });
+        // Let it fall asleep on the empty queue, then wake it.
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(q.push(1), None);
+        assert_eq!(q.push(2), None);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(q.push(3), None);
+        q.close();
+        assert_eq!(q.push(4), Some(4), "closed: the work comes back");
+        assert_eq!(sleeper.join().unwrap(), vec![1, 2, 3]);
     }
 }

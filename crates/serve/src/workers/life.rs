@@ -90,16 +90,6 @@ impl Gauge {
         self.cv.notify_all();
     }
 
-    /// Waits until the count is below `cap`, at most `wait`. True if it is.
-    pub fn wait_below(&self, cap: usize, wait: Duration) -> bool {
-        let n = self.n.lock().unwrap_or_else(|e| e.into_inner());
-        let (n, _) = self
-            .cv
-            .wait_timeout_while(n, wait, |n| *n >= cap)
-            .unwrap_or_else(|e| e.into_inner());
-        *n < cap
-    }
-
     /// Waits until the count is zero or `deadline` passes, giving up early if `abort` says so.
     pub fn wait_zero(&self, deadline: Instant, abort: impl Fn() -> bool) -> bool {
         let mut n = self.n.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,15 +1,25 @@
-//! The `thread` worker class: a new OS thread for every connection (Flask's `threaded=True`),
-//! at most `--worker-connections` at once; beyond that, connections wait in the listen queue.
-//! A worker runs as many requests at once as it has connections, at the price of a thread
-//! (stack, scheduler entry) per connection — the C10K problem in its original form.
+//! The `thread` worker class: a thread for every connection (Flask's `threaded=True`), at most
+//! `--worker-connections` at once; beyond that, connections wait in the listen queue. A worker
+//! runs as many requests at once as it has connections, at the price of a thread (stack,
+//! scheduler entry) per connection — the C10K problem in its original form.
+//!
+//! Threads are kept, not made per connection: a thread that has closed its connection goes back
+//! to accepting the next one itself (see [`SharedAcceptor`]), and a new thread is started only
+//! when the last idle one takes a connection. So a connection costs no thread creation (`clone`,
+//! stack set-up, an embedded interpreter's thread state) and no hand-off from an accepting thread
+//! to a serving one, and per-thread state that an application keeps (a Python app's
+//! `threading.local`, such as Django's database connection) lives on from one connection to the
+//! next. A thread that has had nothing to do for [`IDLE_RETIRE`] exits while another idle one is
+//! left to accept.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use c10k_http::Handler;
 
-use super::blocking::{accept_error, Acceptor};
+use super::blocking::{accept_error, SharedAcceptor};
 use super::life::{Gauge, Life};
 use crate::config::ServeConfig;
 use crate::conn::ConnSettings;
@@ -20,70 +30,132 @@ use crate::shutdown::Phase;
 /// Small stacks: the handler's frames are shallow, and thousands of threads must fit.
 const STACK: usize = 256 * 1024;
 
+/// How long a thread may wait for a connection before it exits (when another one is idle).
+const IDLE_RETIRE: Duration = Duration::from_secs(30);
+
 pub(super) fn run<H: Handler>(
     listeners: Vec<Listener>,
     config: &ServeConfig,
     handler: Arc<H>,
     life: Arc<Life>,
 ) -> anyhow::Result<()> {
-    let settings = Arc::new(ConnSettings::from_config(config));
-    let mut acceptor = Acceptor::new(listeners, config)?;
-    let open = Arc::new(Gauge::default());
+    let crew = Arc::new(Crew {
+        acceptor: SharedAcceptor::new(listeners, config, super::POLL)?,
+        settings: ConnSettings::from_config(config),
+        handler,
+        life: life.clone(),
+        open: Gauge::default(),
+        idle: AtomicUsize::new(0),
+        live: AtomicUsize::new(0),
+        cap: config.worker_connections.max(1),
+    });
     life.ready();
+    crew.spawn();
     while life.phase() == Phase::Running {
         life.beat();
-        if !open.wait_below(config.worker_connections, super::POLL) {
-            continue;
+        // A thread that could not be started (out of memory or threads) may have left nobody
+        // accepting: try again (bounded by the cap like every start).
+        if crew.idle.load(SeqCst) == 0 {
+            crew.spawn();
         }
-        let accepted = match acceptor.accept(super::POLL) {
-            Ok(Some(accepted)) => accepted,
-            Ok(None) => continue,
-            Err(e) => {
-                accept_error(&e);
-                continue;
-            }
-        };
-        open.inc();
-        life.slot().connections.fetch_add(1, Relaxed);
-        let mut track = life.open(accepted.peer);
-        let (handler, settings, life2, open2) = (
-            handler.clone(),
-            settings.clone(),
-            life.clone(),
-            open.clone(),
-        );
+        std::thread::sleep(super::POLL);
+    }
+    let deadline = Instant::now() + Duration::from_secs_f64(config.graceful_timeout);
+    if !crew
+        .open
+        .wait_zero(deadline, || life.phase() == Phase::Immediate)
+    {
+        tracing::warn!(open = crew.open.get(), "connections still open at exit");
+    }
+    Ok(())
+}
+
+/// A worker's threads and what they share.
+struct Crew<H> {
+    acceptor: SharedAcceptor,
+    settings: ConnSettings,
+    handler: Arc<H>,
+    life: Arc<Life>,
+    /// Connections being served.
+    open: Gauge,
+    /// Threads waiting for a connection.
+    idle: AtomicUsize,
+    /// Threads started and not exited.
+    live: AtomicUsize,
+    /// `--worker-connections`: at most this many threads, so at most this many connections.
+    cap: usize,
+}
+
+impl<H: Handler> Crew<H> {
+    /// Starts one more thread unless the worker has `cap` of them.
+    fn spawn(self: &Arc<Self>) {
+        if self
+            .live
+            .fetch_update(SeqCst, SeqCst, |n| (n < self.cap).then_some(n + 1))
+            .is_err()
+        {
+            return;
+        }
+        let me = self.clone();
         let spawned = std::thread::Builder::new()
             .name("c10k-conn".into())
             .stack_size(STACK)
-            .spawn(move || {
-                let mut on_request = || life2.on_request();
-                let result = super::blocking::serve_accepted(
-                    accepted,
-                    &mut track,
-                    &*handler,
-                    &settings,
-                    &life2.shutdown,
-                    Mode::UntilClosed,
-                    &mut on_request,
-                );
-                if let Err(e) = result {
-                    super::async_::log_io_error(&e);
-                }
-                drop(track);
-                life2.slot().connections.fetch_sub(1, Relaxed);
-                open2.dec();
-            });
+            .spawn(move || me.serve_connections());
         if let Err(e) = spawned {
-            // The connection was moved into the closure and dropped with it: closed.
-            tracing::error!("cannot start a connection thread: {e}; connection closed");
-            life.slot().connections.fetch_sub(1, Relaxed);
-            open.dec();
-            std::thread::sleep(Duration::from_millis(10));
+            self.live.fetch_sub(1, SeqCst);
+            tracing::error!("cannot start a connection thread: {e}");
         }
     }
-    let deadline = Instant::now() + Duration::from_secs_f64(config.graceful_timeout);
-    if !open.wait_zero(deadline, || life.phase() == Phase::Immediate) {
-        tracing::warn!(open = open.get(), "connections still open at exit");
+
+    /// A thread's life: accept a connection, serve it until it closes, again.
+    fn serve_connections(self: Arc<Self>) {
+        let running = || self.life.phase() == Phase::Running;
+        let mut idle_since = Instant::now();
+        while running() {
+            self.idle.fetch_add(1, SeqCst);
+            let accepted = self.acceptor.accept(super::POLL, &running);
+            let was_idle = self.idle.fetch_sub(1, SeqCst);
+            match accepted {
+                Ok(Some(accepted)) => {
+                    if was_idle == 1 {
+                        // The last thread waiting took this one: keep one waiting.
+                        self.spawn();
+                    }
+                    self.serve(accepted);
+                    idle_since = Instant::now();
+                }
+                Ok(None) => {
+                    // Counted out of `idle` already: leave only if another thread still waits
+                    // (it starts a new one when it takes a connection as the last idle thread).
+                    if idle_since.elapsed() >= IDLE_RETIRE && self.idle.load(SeqCst) > 0 {
+                        break;
+                    }
+                }
+                Err(e) => accept_error(&e),
+            }
+        }
+        self.live.fetch_sub(1, SeqCst);
     }
-    Ok(())
+
+    fn serve(&self, accepted: super::blocking::Accepted) {
+        self.open.inc();
+        self.life.slot().connections.fetch_add(1, Relaxed);
+        let mut track = self.life.open(accepted.peer);
+        let mut on_request = || self.life.on_request();
+        let result = super::blocking::serve_accepted(
+            accepted,
+            &mut track,
+            &*self.handler,
+            &self.settings,
+            &self.life.shutdown,
+            Mode::UntilClosed,
+            &mut on_request,
+        );
+        if let Err(e) = result {
+            super::async_::log_io_error(&e);
+        }
+        drop(track);
+        self.life.slot().connections.fetch_sub(1, Relaxed);
+        self.open.dec();
+    }
 }
