@@ -133,7 +133,7 @@ impl Drop for Entered<'_> {
 pub(crate) fn run_request(py: Python<'_>, state: &AppState, req: Request) -> Called {
     let (environ, started) = match start(py, state, req) {
         Ok(s) => s,
-        Err(done) => return done,
+        Err(resp) => return Called::Done(resp),
     };
     let result = state.app.bind(py).call1((environ, started.sr.bind(py)));
     finish(py, started, result)
@@ -154,26 +154,29 @@ impl Started {
 
 /// The first half of [`run_request`], for a caller that calls the app itself (the gevent hub, so
 /// that no Rust frame is on a greenlet's stack while the app waits): the environ and what
-/// [`finish`] needs, or the answer when the environ cannot be made.
+/// [`finish`] needs, or the (logged) 500 when the environ cannot be made.
 pub(crate) fn start<'py>(
     py: Python<'py>,
     state: &AppState,
     mut req: Request,
-) -> Result<(Bound<'py, pyo3::types::PyDict>, Started), Called> {
-    // The `METHOD /path` label is only built when a log line or a stream needs it.
+) -> Result<(Bound<'py, pyo3::types::PyDict>, Started), Response> {
     let environ = match state.template.environ(py, &mut req) {
         Ok(e) => e,
-        Err(e) => return Err(Called::Done(app_error(py, &label(&req), "building the environ", &e))),
+        Err(e) => return Err(app_error(py, &label(&req), "building the environ", &e)),
     };
     match Py::new(py, StartResponse::default()) {
         Ok(sr) => Ok((environ, Started { req, sr })),
-        Err(e) => Err(Called::Done(app_error(py, &label(&req), "start_response", &e))),
+        Err(e) => Err(app_error(py, &label(&req), "start_response", &e)),
     }
 }
 
 /// The second half of [`run_request`]: what the app's call returned (or raised) becomes the
 /// answer. Never fails: app errors become a logged 500.
-pub(crate) fn finish(py: Python<'_>, started: Started, result: PyResult<Bound<'_, PyAny>>) -> Called {
+pub(crate) fn finish(
+    py: Python<'_>,
+    started: Started,
+    result: PyResult<Bound<'_, PyAny>>,
+) -> Called {
     let Started { req, sr } = started;
     let sr = sr.bind(py);
     let head_only = req.method == Method::Head;

@@ -121,6 +121,9 @@ pub(crate) struct Call {
 pub(crate) type Done = Box<dyn for<'py> FnOnce(Python<'py>, Called) + Send>;
 
 /// What the hub is asked to do.
+// Nearly every task is a `Call`: boxing it would cost an allocation per request to save the
+// space of the rare small ones.
+#[allow(clippy::large_enum_variant)]
 enum Task {
     Call {
         call: Call,
@@ -428,8 +431,11 @@ impl HubCall {
         &self,
         py: Python<'py>,
         greenlet: Py<PyAny>,
-    ) -> Option<(Py<PyAny>, Bound<'py, pyo3::types::PyDict>, Py<crate::start_response::StartResponse>)>
-    {
+    ) -> Option<(
+        Py<PyAny>,
+        Bound<'py, pyo3::types::PyDict>,
+        Py<crate::start_response::StartResponse>,
+    )> {
         if self.slot.cancelled.load(Ordering::Acquire) {
             return None;
         }
@@ -441,8 +447,9 @@ impl HubCall {
                 *lock(&self.started) = Some((started, done));
                 Some((state.app.clone_ref(py), environ, sr))
             }
-            Err(called) => {
-                if std::panic::catch_unwind(AssertUnwindSafe(|| done(py, called))).is_err() {
+            Err(resp) => {
+                let answered = AssertUnwindSafe(|| done(py, Called::Done(resp)));
+                if std::panic::catch_unwind(answered).is_err() {
                     tracing::error!("a greenlet's request panicked");
                 }
                 None
