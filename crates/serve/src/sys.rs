@@ -59,41 +59,61 @@ pub fn scheduling_policy(tid: libc::pid_t) -> std::io::Result<i32> {
     Ok(p)
 }
 
-/// Drops this process's page-table entries for the read-only pages of its own executable that
-/// hold no private data (its code and constants), once the worker has booted. Everything a worker
-/// runs on the way to serving — argument and config parsing, logging set-up, the interpreter's
-/// start — touches code it never runs again, and the kernel maps each touched page with up to 15
-/// neighbours (fault-around), so a worker's RSS used to count ~6 MB of the binary it does not use.
-/// The pages stay in the page cache (shared with the master and the other workers); what the
-/// worker runs afterwards faults back in. Mappings with any private (copy-on-write) page, such as
-/// the relocated RELRO segment, are left alone: `MADV_DONTNEED` would revert those to the file.
-/// Returns the kibibytes of RSS the executable's mappings had before.
-pub fn release_startup_pages() -> std::io::Result<u64> {
-    let exe = std::fs::read_link("/proc/self/exe")?;
-    let exe = exe.to_string_lossy();
+/// What [`release_startup_pages`] dropped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Released {
+    /// Kibibytes of RSS the released mappings had before.
+    pub kib: u64,
+    /// Distinct files (the executable, libpython, other shared libraries, extension modules,
+    /// locale files) with at least one mapping released.
+    pub files: usize,
+}
+
+/// Drops this process's page-table entries for the read-only pages it maps from files and holds
+/// no private copy of (code and constants of the executable, libpython, libc, libcrypto, Python
+/// extension modules, the locale archive), once the worker has booted.
+///
+/// Why: a worker is a fresh process (the master re-executes itself), so it runs the interpreter's
+/// start, the app's import, argument and config parsing, and the logging set-up itself, and the
+/// kernel maps each page it touches with up to 15 neighbours (fault-around). That code never runs
+/// again, but without this a worker's RSS counts it for good: ~6 MB of file pages per Flask
+/// worker, ~3 MB of them the executable's. A gunicorn worker, forked from a master that did that
+/// work, never maps those pages at all (fork copies no page-table entries of read-only file
+/// mappings), so this is what makes the two figures compare the same thing: what serving uses.
+///
+/// Why it is safe: the pages stay in the page cache (shared with the master and the other
+/// workers); what the worker runs afterwards faults back in as a minor fault, the same as after
+/// the kernel reclaims a clean file page, which it may do at any time. Only mappings without
+/// write permission and without any private (copy-on-write) page are touched: `MADV_DONTNEED`
+/// would revert a private page (the relocated RELRO segment, say) to the file's content. Device
+/// and anonymous mappings (`[heap]`, `[stack]`, `[vdso]`) are left alone.
+pub fn release_startup_pages() -> std::io::Result<Released> {
     let smaps = std::fs::read_to_string("/proc/self/smaps")?;
-    let mut released = 0;
-    let mut current: Option<(usize, usize)> = None; // start, end
+    let mut released = Released::default();
+    let mut files = std::collections::HashSet::new();
+    // The current entry, when it is a candidate: start, end, path.
+    let mut current: Option<(usize, usize, &str)> = None;
     let mut rss = 0u64;
     for line in smaps.lines() {
         let mut fields = line.split_whitespace();
         let first = fields.next().unwrap_or_default();
         if first.contains('-') && !first.ends_with(':') {
+            // "start-end perms offset dev inode path"
             let perms = fields.next().unwrap_or_default();
-            let path = line.split_whitespace().nth(5).unwrap_or_default();
+            let path = fields.nth(3).unwrap_or_default();
             current = None;
-            if path == exe && !perms.contains('w') {
+            if path.starts_with('/') && !path.starts_with("/dev/") && !perms.contains('w') {
                 let (start, end) = first.split_once('-').unwrap_or_default();
                 if let (Ok(s), Ok(e)) = (
                     usize::from_str_radix(start, 16),
                     usize::from_str_radix(end, 16),
                 ) {
-                    current = Some((s, e));
+                    current = Some((s, e, path));
                 }
             }
             continue;
         }
-        let Some((start, end)) = current else {
+        let Some((start, end, path)) = current else {
             continue;
         };
         match first {
@@ -102,22 +122,24 @@ pub fn release_startup_pages() -> std::io::Result<u64> {
             "Anonymous:" => {
                 let anon: u64 = fields.next().and_then(|v| v.parse().ok()).unwrap_or(1);
                 current = None;
-                if anon != 0 {
+                if anon != 0 || rss == 0 {
                     continue;
                 }
-                // SAFETY: a read-only, file-backed mapping of our executable with no private
-                // pages: dropping its page-table entries loses nothing; later accesses fault
-                // the same file pages back in.
+                // SAFETY: a read-only, file-backed mapping with no private pages: dropping its
+                // page-table entries loses nothing; later accesses fault the same file pages
+                // back in. A mapping that went away meanwhile only makes madvise fail.
                 if unsafe {
                     libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED)
                 } == 0
                 {
-                    released += rss;
+                    released.kib += rss;
+                    files.insert(path);
                 }
             }
             _ => {}
         }
     }
+    released.files = files.len();
     Ok(released)
 }
 
@@ -125,10 +147,57 @@ pub fn release_startup_pages() -> std::io::Result<u64> {
 mod tests {
     #[test]
     fn releasing_the_start_up_pages_keeps_the_process_running() {
-        let kib = super::release_startup_pages().unwrap();
-        assert!(kib > 0, "the test binary's own code was resident");
+        let released = super::release_startup_pages().unwrap();
+        assert!(released.kib > 0, "the test binary's own code was resident");
         // Code and constants fault back in: formatting and allocation still work.
         assert_eq!(format!("{:?}", vec![1, 2]), "[1, 2]");
-        assert!(super::release_startup_pages().unwrap() > 0);
+        assert!(super::release_startup_pages().unwrap().kib > 0);
+    }
+
+    #[test]
+    fn the_shared_libraries_pages_are_released_too() {
+        // The test binary maps libc (and ld.so) besides itself; a worker also maps libpython
+        // and the app's extension modules, which only this makes it drop.
+        let released = super::release_startup_pages().unwrap();
+        assert!(
+            released.files >= 2,
+            "only {} file(s) released: {released:?}",
+            released.files
+        );
+        // libc's code faults back in.
+        // SAFETY: getpid has no preconditions.
+        assert_eq!(unsafe { libc::getpid() } as u32, std::process::id());
+    }
+
+    #[test]
+    fn writable_and_private_pages_are_kept() {
+        // A private copy-on-write page of a read-only file mapping (what relocation leaves in
+        // RELRO) must survive: releasing it would bring back the file's bytes.
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut file, &[b'f'; 4096]).unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(file.as_file());
+        // SAFETY: a fresh private mapping of a 4 KiB file we own; unmapped below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE,
+                fd,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        let bytes = p.cast::<u8>();
+        // SAFETY: p maps 4096 bytes; write one, then make the mapping read-only like RELRO.
+        unsafe {
+            *bytes = b'r';
+            assert_eq!(libc::mprotect(p, 4096, libc::PROT_READ), 0);
+        }
+        super::release_startup_pages().unwrap();
+        // SAFETY: still mapped.
+        assert_eq!(unsafe { *bytes }, b'r', "the private page was dropped");
+        // SAFETY: unmapping what we mapped.
+        unsafe { libc::munmap(p, 4096) };
     }
 }

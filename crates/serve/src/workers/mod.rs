@@ -424,7 +424,14 @@ where
     };
     let Hosted { handler, figures } = hosted;
     match crate::sys::release_startup_pages() {
-        Ok(kib) => tracing::debug!(slot, kib, "released the executable's start-up pages"),
+        Ok(r) => {
+            tracing::debug!(
+                slot,
+                kib = r.kib,
+                files = r.files,
+                "released the start-up pages"
+            )
+        }
         Err(e) => tracing::debug!(slot, "cannot release the start-up pages: {e}"),
     }
     // The master shows the write path's figures; it cannot ask the application, which lives
