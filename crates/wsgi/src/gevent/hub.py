@@ -27,20 +27,23 @@ MAX_IDLE = 512
 
 # CPython's default collection thresholds, and the ones this hub uses instead (see tune_gc).
 DEFAULT_GC_THRESHOLDS = (700, 10, 10)
-HUB_GC_THRESHOLDS = (700, 100, 10)
+HUB_GC_THRESHOLDS = (5000, 100, 10)
 
 
 def tune_gc():
-    """Makes the collector's middle generation span about a second of requests, unless the app
-    chose its own thresholds. Returns the thresholds in force.
+    """Widens the collector's young generations, unless the app chose its own thresholds.
+    Returns the thresholds in force.
 
     With the defaults, the middle generation is collected every 10 young collections, a few
     milliseconds of traffic under load: the objects of every request that is still waiting (a
     `time.sleep(1)`, a slow upstream) survive it and are promoted to the old generation, whose
     full collections then walk all of them again and again. The hub of a C10K run spent a third of
-    its CPU there. Collecting the middle generation 10 times less often lets most waiting
-    requests finish first, so their objects are freed by reference counting instead; cyclic
-    garbage is still found by the young collections, as often as before.
+    its CPU there. Here the middle generation spans seconds of requests, so most waiting requests
+    finish first and their objects are freed by reference counting instead; the youngest spans
+    about a hundred requests (each young collection walks every waiting request's new objects
+    once, whatever its size, so fewer, larger ones cost less). Cyclic garbage is still found
+    within those hundred requests; a cycle that was still reachable then waits for the middle
+    generation's next collection, seconds later.
     """
     if gc.get_threshold() == DEFAULT_GC_THRESHOLDS:
         gc.set_threshold(*HUB_GC_THRESHOLDS)
