@@ -19,9 +19,12 @@
 #                   other core saturate first, so req/s mostly shows nginx's ceiling; the
 #                   upstream's CPU µs per request is what tells the upstreams apart.
 #   upstream-bound: each upstream (its whole process tree) sits in a cgroup of its own limited
-#                   to $QUOTA % of one CPU (default 20; cgroup v2 `cpu.max`, or v1
-#                   `cpu.cfs_quota_us`), the same for every upstream, so the upstream saturates
-#                   before nginx and req/s shows the upstream's efficiency. Needs root and a cpu
+#                   to the same $QUOTA % of one CPU (cgroup v2 `cpu.max`, or v1
+#                   `cpu.cfs_quota_us`), so the upstream saturates before nginx and req/s shows
+#                   the upstream's efficiency. Without $QUOTA: half the lowest CPU use of any
+#                   upstream in the front-bound layout (what nginx let it use), so that every
+#                   upstream saturates first even when the machine is busy; 20 if the front-bound
+#                   layout was not run. Needs root and a cpu
 #                   cgroup controller; skipped (and said so) otherwise. The script creates the
 #                   cgroups and removes them on exit.
 # For each row: req/s, the upstream's CPU µs/request (user + system, master and workers) and
@@ -42,7 +45,7 @@ conns=${3:-50}
 workers=${4:-1}
 class=${5:-async}
 py_class=${6:-sync}
-quota=${QUOTA:-20}
+quota=${QUOTA:-}
 layouts=${LAYOUTS:-front upstream}
 for tool in nginx wrk taskset curl python3; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y nginx-light wrk util-linux curl python3)" >&2; exit 2; }
@@ -199,16 +202,19 @@ if [[ " $layouts " == *" upstream "* ]]; then
   fi
 fi
 cg_of() { echo "$cg_root/c10k-uwsgi-bench.$$.$1"; }
-# cg_limit NAME PERCENT|max
+# cg_limit NAME PERCENT|max. The kernel refuses a quota under 1 ms: a small percentage gets a
+# longer period.
 cg_limit() {
-  local cg; cg=$(cg_of "$1")
+  local cg p=$period_us; cg=$(cg_of "$1")
+  if [ "$2" != max ]; then while [ $((p * $2 / 100)) -lt 1000 ]; do p=$((p * 2)); done; fi
   if [ "$cg_kind" = v2 ]; then
-    if [ "$2" = max ]; then echo "max $period_us" > "$cg/cpu.max"
-    else echo "$((period_us * $2 / 100)) $period_us" > "$cg/cpu.max"; fi
+    if [ "$2" = max ]; then echo "max $p" > "$cg/cpu.max"
+    else echo "$((p * $2 / 100)) $p" > "$cg/cpu.max"; fi
   else
-    echo "$period_us" > "$cg/cpu.cfs_period_us"
-    if [ "$2" = max ]; then echo -1 > "$cg/cpu.cfs_quota_us"
-    else echo "$((period_us * $2 / 100))" > "$cg/cpu.cfs_quota_us"; fi
+    # Quota off before the period changes (a quota longer than the new period is refused).
+    echo -1 > "$cg/cpu.cfs_quota_us"
+    echo "$p" > "$cg/cpu.cfs_period_us"
+    if [ "$2" != max ]; then echo "$((p * $2 / 100))" > "$cg/cpu.cfs_quota_us"; fi
   fi
 }
 if [ -n "$cg_kind" ]; then
@@ -257,14 +263,26 @@ report="$tmp/report.md"
 {
   echo "# nginx → c10k over uwsgi vs nginx → uWSGI over uwsgi vs nginx → c10k over HTTP"
   echo
-  echo "Command: \`scripts/uwsgi-vs-peers.sh $repeats $duration $conns $workers $class $py_class\` (QUOTA=$quota, LAYOUTS=\"${LAYOUTS:-front upstream}\")  "
+  echo "Command: \`scripts/uwsgi-vs-peers.sh $repeats $duration $conns $workers $class $py_class\` (QUOTA=${QUOTA:-auto}, LAYOUTS=\"${LAYOUTS:-front upstream}\")  "
   echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)  "
   echo "Upstreams pinned to CPU $server_cpus; nginx $(nginx -v 2>&1 | cut -d/ -f2) (1 worker) and wrk -t1 -c$conns -d${duration}s pinned to CPU $front_cpus; $repeats rounds per layout, order rotated.  "
   echo "c10k: --workers $workers; built-in app (C, D) --worker-class $class; hello.py (A) --worker-class $py_class. uWSGI $("$uwsgi" --version): --workers $workers, hello.py."
 } > "$report"
 
 for layout in $layouts; do
-  if [ "$layout" = upstream ]; then set_quota "$quota"; else set_quota max; fi
+  if [ "$layout" = upstream ]; then
+    if [ -z "$quota" ]; then
+      quota=${front_min_use:-40}
+      quota=$((quota / 2 > 2 ? quota / 2 : 2))
+      quota_why="half the lowest upstream CPU use of the front-bound layout"
+      [ -n "${front_min_use:-}" ] || { quota=20; quota_why="default"; }
+    else
+      quota_why="QUOTA"
+    fi
+    set_quota "$quota"
+  else
+    set_quota max
+  fi
   a=(); b=(); c=(); d=(); ua=(); ub=(); uc=(); ud=(); na=(); nb=(); nc=(); nd=()
   row() {
     local r u g
@@ -295,7 +313,7 @@ for layout in $layouts; do
       echo
       echo "nginx and wrk saturate their core first: req/s shows nginx's ceiling more than the upstream; compare the upstreams by their CPU µs/request."
     else
-      echo "## Upstream-bound layout (each upstream limited to $quota % of one CPU by a cpu cgroup, $cg_kind)"
+      echo "## Upstream-bound layout (each upstream limited to $quota % of one CPU by a cpu cgroup, $cg_kind; $quota_why)"
       echo
       echo "The upstream saturates first — if its CPU use is at the quota; a row well below it was bound elsewhere (a busy machine) — and req/s shows the upstream's efficiency."
     fi
@@ -311,6 +329,9 @@ for layout in $layouts; do
     echo "**D/C = $(ratio "$d_med" "$c_med")** req/s (goal ≥ 1.0; median of per-round ratios $(pair d c)); upstream CPU per request D/C = $(ratio "$ud_med" "$uc_med"); nginx CPU per request D/C = $(ratio "$nd_med" "$nc_med")  "
     echo "D/B = $(ratio "$d_med" "$b_med") req/s (built-in Rust app against uWSGI running Python; median of per-round ratios $(pair d b)); upstream CPU per request D/B = $(ratio "$ud_med" "$ub_med")"
   } >> "$report"
+  if [ "$layout" = front ]; then
+    front_min_use=$(printf '%s\n' "$(use a ua)" "$(use b ub)" "$(use c uc)" "$(use d ud)" | sort -g | head -1)
+  fi
 done
 failures=$(grep -c -i "error\|refused" "$tmp/logs/error.log" || true)
 echo >> "$report"

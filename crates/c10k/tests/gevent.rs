@@ -578,3 +578,51 @@ fn greenlets_are_reused_with_a_fresh_context_per_request() {
     assert_eq!(get(s.addr, "/boom").unwrap().status, 500);
     assert_eq!(get(s.addr, "/contextvar").unwrap().text(), "unset");
 }
+
+/// Thousands of requests wait on the hub at once, each holding its objects while it waits: the
+/// hub widens the collector's middle generation (CPython's default collects it every few
+/// milliseconds under load, promoting every waiting request's objects to the old generation,
+/// whose full collections cost the hub of a C10K run a third of its CPU). An app that chose its
+/// own thresholds keeps them.
+#[test]
+fn the_hub_widens_the_collectors_middle_generation_unless_the_app_chose() {
+    let Some(venv) = venv() else { return };
+    let s = serve(&venv, "gevent", "1", &[], "gevent_app:app");
+    let t: Value = serde_json::from_str(&get(s.addr, "/gc").unwrap().text()).unwrap();
+    assert_eq!(t, serde_json::json!([700, 100, 10]));
+    drop(s);
+    let s = serve(
+        &venv,
+        "gevent",
+        "1",
+        &["--env", "GEVENT_APP_GC_THRESHOLDS=500,5,5"],
+        "gevent_app:app",
+    );
+    let t: Value = serde_json::from_str(&get(s.addr, "/gc").unwrap().text()).unwrap();
+    assert_eq!(t, serde_json::json!([500, 5, 5]));
+}
+
+/// A waiting request's greenlet has only Python frames (and gevent's) on its stack: the hub calls
+/// the app from Python, not through Rust frames. greenlet copies that stack out at every switch
+/// away and back in at every switch back, and keeps the copy while the request waits, so its size
+/// is memory and CPU per request in flight (5.3 KB for a Flask view when the app was called from
+/// Rust, with an optimized build; more with a debug one).
+#[test]
+fn a_waiting_greenlet_saves_a_small_stack() {
+    let Some(venv) = venv() else { return };
+    let s = serve(&venv, "gevent", "1", &[], "gevent_app:app");
+    let addr = s.addr;
+    let waiting: Vec<_> = (0..20)
+        .map(|_| std::thread::spawn(move || get(addr, "/sleep?s=2").unwrap()))
+        .collect();
+    let mut saved: Vec<u64> = Vec::new();
+    wait_until(Duration::from_secs(10), "20 waiting greenlets", || {
+        saved = serde_json::from_str(&get(addr, "/stacks").unwrap().text()).unwrap();
+        saved.len() >= 20
+    });
+    let max = saved.iter().copied().max().unwrap_or(0);
+    assert!(max < 4096, "saved C stacks of waiting greenlets: {saved:?}");
+    for h in waiting {
+        assert_eq!(h.join().unwrap().text(), "slept\n");
+    }
+}

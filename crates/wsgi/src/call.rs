@@ -130,27 +130,66 @@ impl Drop for Entered<'_> {
 }
 
 /// Calls the app for `req`. Never fails: app errors become a logged 500.
-pub(crate) fn run_request(py: Python<'_>, state: &AppState, mut req: Request) -> Called {
-    // The `METHOD /path` label is only built when a log line or a stream needs it.
-    let head_only = req.method == Method::Head;
+pub(crate) fn run_request(py: Python<'_>, state: &AppState, req: Request) -> Called {
+    let (environ, started) = match start(py, state, req) {
+        Ok(s) => s,
+        Err(resp) => return Called::Done(resp),
+    };
+    let result = state.app.bind(py).call1((environ, started.sr.bind(py)));
+    finish(py, started, result)
+}
+
+/// A request whose environ and `start_response` are made, between [`start`] and [`finish`].
+pub(crate) struct Started {
+    req: Request,
+    sr: Py<StartResponse>,
+}
+
+impl Started {
+    /// The `start_response` callable to pass to the app.
+    pub(crate) fn start_response(&self) -> &Py<StartResponse> {
+        &self.sr
+    }
+}
+
+/// The first half of [`run_request`], for a caller that calls the app itself (the gevent hub, so
+/// that no Rust frame is on a greenlet's stack while the app waits): the environ and what
+/// [`finish`] needs, or the (logged) 500 when the environ cannot be made.
+pub(crate) fn start<'py>(
+    py: Python<'py>,
+    state: &AppState,
+    mut req: Request,
+) -> Result<(Bound<'py, pyo3::types::PyDict>, Started), Response> {
     let environ = match state.template.environ(py, &mut req) {
         Ok(e) => e,
-        Err(e) => return Called::Done(app_error(py, &label(&req), "building the environ", &e)),
+        Err(e) => return Err(app_error(py, &label(&req), "building the environ", &e)),
     };
-    let sr = match Bound::new(py, StartResponse::default()) {
-        Ok(sr) => sr,
-        Err(e) => return Called::Done(app_error(py, &label(&req), "start_response", &e)),
-    };
-    let result = match state.app.bind(py).call1((environ, &sr)) {
+    match Py::new(py, StartResponse::default()) {
+        Ok(sr) => Ok((environ, Started { req, sr })),
+        Err(e) => Err(app_error(py, &label(&req), "start_response", &e)),
+    }
+}
+
+/// The second half of [`run_request`]: what the app's call returned (or raised) becomes the
+/// answer. Never fails: app errors become a logged 500.
+pub(crate) fn finish(
+    py: Python<'_>,
+    started: Started,
+    result: PyResult<Bound<'_, PyAny>>,
+) -> Called {
+    let Started { req, sr } = started;
+    let sr = sr.bind(py);
+    let head_only = req.method == Method::Head;
+    let result = match result {
         Ok(r) => r,
         Err(e) => return Called::Done(app_error(py, &label(&req), "calling the application", &e)),
     };
-    match respond(py, &req, &sr, &result, head_only) {
+    match respond(py, &req, sr, &result, head_only) {
         Ok(Some(called)) => called,
         Ok(None) => {
             // Complete: close now (lists have no close()).
             match close(py, &result) {
-                Ok(()) => Called::Done(complete(&sr)),
+                Ok(()) => Called::Done(complete(sr)),
                 Err(e) => Called::Done(app_error(py, &label(&req), "closing the iterable", &e)),
             }
         }

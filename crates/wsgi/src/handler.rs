@@ -21,7 +21,8 @@ pub struct WsgiApp {
 }
 
 struct Inner {
-    state: AppState,
+    /// Shared with the gevent hub's calls.
+    state: Arc<AppState>,
     /// Python threads for `async` requests and for requests with a deadline; started lazily.
     pool: OnceLock<Pool>,
     pool_size: usize,
@@ -110,7 +111,7 @@ impl WsgiApp {
         };
         Ok(WsgiApp {
             inner: Arc::new(Inner {
-                state,
+                state: Arc::new(state),
                 hub,
                 pool: OnceLock::new(),
                 answers: Answers::default(),
@@ -234,31 +235,34 @@ impl Inner {
             return Response::text(503, "Service Unavailable\n");
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<Response>();
-        let me = self.clone();
         let hub2 = hub.clone();
         let batched = hub.deliver_on_this_runtime().then(|| hub.clone());
-        let slot = hub.submit_tracked(
-            Box::new(move |py| {
-                let called = call::run_request(py, &me.state, req);
-                let resp = call::into_response(called, |first, body| {
-                    let runner = Runner::Hub(hub2, crate::gevent::current_context(py));
-                    Box::pin(PoolStream::new(first, body, runner))
-                });
-                // Interrupted by its gevent.Timeout (or just too late): the client gets the 504;
-                // dropping a streamed answer closes its iterable in another greenlet.
-                let resp = if deadline.is_some_and(|d| Instant::now() >= d) {
-                    drop(resp);
-                    timeout_response()
-                } else {
-                    resp
-                };
-                match batched {
-                    Some(hub) => hub.answer(tx, resp),
-                    None => {
-                        let _ = tx.send(resp);
-                    }
+        let done = move |py: Python<'_>, called: call::Called| {
+            let resp = call::into_response(called, |first, body| {
+                let runner = Runner::Hub(hub2, crate::gevent::current_context(py));
+                Box::pin(PoolStream::new(first, body, runner))
+            });
+            // Interrupted by its gevent.Timeout (or just too late): the client gets the 504;
+            // dropping a streamed answer closes its iterable in another greenlet.
+            let resp = if deadline.is_some_and(|d| Instant::now() >= d) {
+                drop(resp);
+                timeout_response()
+            } else {
+                resp
+            };
+            match batched {
+                Some(hub) => hub.answer(tx, resp),
+                None => {
+                    let _ = tx.send(resp);
                 }
-            }),
+            }
+        };
+        let slot = hub.call(
+            crate::gevent::Call {
+                state: self.state.clone(),
+                req,
+                done: Box::new(done),
+            },
             deadline,
         );
         // Gone before the answer (the server's timer, shutdown): kill the greenlet.

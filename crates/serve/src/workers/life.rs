@@ -1,8 +1,8 @@
 //! A worker's link to the outside: its stop phase, its scoreboard slot, its request budget.
 
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::Arc;
 
 use crate::scoreboard::{Scoreboard, Slot};
 use crate::shutdown::{Phase, Shutdown};
@@ -68,42 +68,24 @@ impl Life {
     }
 }
 
-/// A count of open connections that threads can wait on (below a cap, or down to zero).
+/// A count of open connections, shared by a worker's threads.
 #[derive(Debug, Default)]
 pub(crate) struct Gauge {
-    n: Mutex<usize>,
-    cv: Condvar,
+    n: AtomicUsize,
 }
 
 impl Gauge {
     pub fn get(&self) -> usize {
-        *self.n.lock().unwrap_or_else(|e| e.into_inner())
+        self.n.load(SeqCst)
     }
 
     pub fn inc(&self) {
-        *self.n.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.n.fetch_add(1, SeqCst);
     }
 
     pub fn dec(&self) {
-        let mut n = self.n.lock().unwrap_or_else(|e| e.into_inner());
-        *n = n.saturating_sub(1);
-        self.cv.notify_all();
-    }
-
-    /// Waits until the count is zero or `deadline` passes, giving up early if `abort` says so.
-    pub fn wait_zero(&self, deadline: Instant, abort: impl Fn() -> bool) -> bool {
-        let mut n = self.n.lock().unwrap_or_else(|e| e.into_inner());
-        while *n > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || abort() {
-                return false;
-            }
-            n = self
-                .cv
-                .wait_timeout(n, left.min(Duration::from_millis(100)))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        true
+        let _ = self
+            .n
+            .fetch_update(SeqCst, SeqCst, |n| Some(n.saturating_sub(1)));
     }
 }

@@ -60,12 +60,18 @@ pub(super) fn run<H: Handler>(
         }
         std::thread::sleep(super::POLL);
     }
+    // Every thread must be gone, not only every connection closed: a thread still waiting in
+    // accept may take a connection until it sees the phase (within `POLL`), and it serves what
+    // it took. Exiting before would drop that connection unanswered.
     let deadline = Instant::now() + Duration::from_secs_f64(config.graceful_timeout);
-    if !crew
-        .open
-        .wait_zero(deadline, || life.phase() == Phase::Immediate)
-    {
-        tracing::warn!(open = crew.open.get(), "connections still open at exit");
+    while crew.live.load(SeqCst) > 0 {
+        if Instant::now() >= deadline || life.phase() == Phase::Immediate {
+            if crew.open.get() > 0 {
+                tracing::warn!(open = crew.open.get(), "connections still open at exit");
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
     Ok(())
 }

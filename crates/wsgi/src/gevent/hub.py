@@ -9,15 +9,42 @@ patched sockets yields to the others.
 Greenlets are reused: one that has finished its job waits in `idle` for the next (up to
 `MAX_IDLE` of them). A new greenlet costs more than its Python objects: CPython 3.11 gives each
 its own 16 KiB frame stack, an mmap and a munmap per greenlet, which made a third of the hub's
-system calls. Each job still starts in a fresh `contextvars.Context`, as a new greenlet would.
+system calls. Each request still starts in an empty `contextvars` context, as in a new greenlet.
+
+The cyclic garbage collector's young generations are widened (`tune_gc`): thousands of requests
+wait here at once, each holding its objects (environ, the framework's request, a timer) for as
+long as it waits, far longer than CPython's default thresholds expect of young objects.
 """
 
 import contextvars
+import gc
 import os
+import types
 import warnings
 
 # Finished greenlets kept for the next jobs; beyond this many idle ones, they exit.
 MAX_IDLE = 512
+
+# CPython's default collection thresholds, and the ones this hub uses instead (see tune_gc).
+DEFAULT_GC_THRESHOLDS = (700, 10, 10)
+HUB_GC_THRESHOLDS = (700, 100, 10)
+
+
+def tune_gc():
+    """Makes the collector's middle generation span about a second of requests, unless the app
+    chose its own thresholds. Returns the thresholds in force.
+
+    With the defaults, the middle generation is collected every 10 young collections, a few
+    milliseconds of traffic under load: the objects of every request that is still waiting (a
+    `time.sleep(1)`, a slow upstream) survive it and are promoted to the old generation, whose
+    full collections then walk all of them again and again. The hub of a C10K run spent a third of
+    its CPU there. Collecting the middle generation 10 times less often lets most waiting
+    requests finish first, so their objects are freed by reference counting instead; cyclic
+    garbage is still found by the young collections, as often as before.
+    """
+    if gc.get_threshold() == DEFAULT_GC_THRESHOLDS:
+        gc.set_threshold(*HUB_GC_THRESHOLDS)
+    return gc.get_threshold()
 
 
 def patch():
@@ -30,39 +57,80 @@ def patch():
     return [str(w.message) for w in seen]
 
 
-def serve(fd, queue):
-    """Runs this thread's hub until the process exits."""
+def python_entry(app):
+    """What to call `app` through: for an instance whose class defines `__call__` in Python (a
+    Flask or Django app), its bound `__call__`, which CPython calls without a C frame of its own
+    (the instance itself is called through the type's C slot, another C frame on the greenlet's
+    stack); else the app."""
+    if not isinstance(app, (types.FunctionType, types.MethodType)):
+        dunder = getattr(type(app), "__call__", None)
+        if isinstance(dunder, types.FunctionType):
+            return app.__call__
+    return app
+
+
+def serve(fd, queue, call_type, job_type):
+    """Runs this thread's hub until the process exits. Jobs are requests (`call_type`: the app is
+    called here) and steps of streamed bodies (`job_type`)."""
     import gevent
     from gevent import Timeout, getcurrent
 
+    tune_gc()
     hub = gevent.get_hub()
     spawn = gevent.spawn_raw
     run_callback = hub.loop.run_callback
     hub_switch = hub.switch
     new_context = contextvars.Context
     idle = []
+    # The app, and what to call it through (see python_entry).
+    entry = [None, None]
+
+    def call(job, me):
+        # The app is called from here, not from Rust, so that only Python frames are on the
+        # greenlet's stack while the app waits (see HubCall in mod.rs).
+        started = job.begin(me)
+        if started is None:
+            return
+        app, environ, start_response = started
+        if app is not entry[0]:
+            entry[0], entry[1] = app, python_entry(app)
+        try:
+            result = entry[1](environ, start_response)
+        except BaseException as e:  # noqa: BLE001 - any failure is the request's (logged) 500
+            job.fail(e)
+        else:
+            job.finish(result)
 
     def run(job, me):
-        seconds = job.seconds_left()
-        if seconds is None:
+        if type(job) is job_type:
             context = job.context()
             if context is None:
-                new_context().run(job.run, me)
+                new_context().run(job.run)
             else:
                 # A step of a streamed body: in its request's context (Flask's
                 # stream_with_context keeps the request there).
-                context.run(job.run, me)
+                context.run(job.run)
+            return
+        # A request starts in an empty context, as in a new greenlet, and leaves none behind.
+        me.gr_context = None
+        seconds = job.seconds_left()
+        if seconds is None:
+            try:
+                call(job, me)
+            finally:
+                me.gr_context = None
             return
         # --request-timeout: gevent.Timeout is raised in the view at its next wait; the Rust side
         # answers 504 whichever happens first (this, or its own timer).
         timer = Timeout.start_new(max(seconds, 0.0))
         try:
-            new_context().run(job.run, me)
+            call(job, me)
         except Timeout as e:
             if e is not timer:
                 raise
         finally:
             timer.close()
+            me.gr_context = None
 
     flush_pending = [False]
 
@@ -72,7 +140,6 @@ def serve(fd, queue):
 
     def worker(job):
         me = getcurrent()
-        job_type = type(job)
         while True:
             try:
                 run(job, me)
@@ -88,7 +155,7 @@ def serve(fd, queue):
             # Back to the hub until `ready` pops this greenlet from `idle` and hands it a job.
             # Anything else that switches here (a wait of the last job firing late) is ignored.
             job = hub_switch()
-            while type(job) is not job_type:
+            while type(job) is not call_type and type(job) is not job_type:
                 job = hub_switch()
 
     def throw_if_running(doomed):

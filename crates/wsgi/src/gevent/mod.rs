@@ -2,13 +2,15 @@
 //! running each request in a greenlet.
 //!
 //! c10k's Rust event loop (the `async` class's) accepts, parses and writes every connection;
-//! gevent's sockets never see a client. A request is handed to the hub as a [`Job`] through a
+//! gevent's sockets never see a client. A request is handed to the hub as a [`Call`] through a
 //! queue plus an eventfd that an io watcher on the hub watches (`hub.py`): the watcher's callback
-//! runs in the hub greenlet and only schedules, one greenlet per job (finished greenlets are
-//! reused for later jobs: a new one costs CPython an mmap and munmap of its frame stack). The greenlet calls the app
-//! (with `gevent.monkey.patch_all()` applied before the app was imported, its `time.sleep`,
-//! sockets and locks yield to the hub) and completes a oneshot the Rust side awaits — nothing on
-//! the hub ever blocks on Rust.
+//! runs in the hub greenlet and only schedules, one greenlet per request (finished greenlets are
+//! reused for later requests: a new one costs CPython an mmap and munmap of its frame stack). The
+//! greenlet calls the app itself, from Python, with the environ and `start_response` Rust made
+//! ([`HubCall`]), so no Rust frame sits on its stack while the app waits. With
+//! `gevent.monkey.patch_all()` applied before the app was imported, the app's `time.sleep`,
+//! sockets and locks yield to the hub; when it returns, Rust turns its answer into the response
+//! and completes a oneshot the event loop awaits — nothing on the hub ever blocks on Rust.
 //!
 //! Answers go back in batches: a finished greenlet queues its response ([`Hub::answer`]) and the
 //! hub wakes the event loop once, after the greenlets runnable in that loop iteration have run;
@@ -33,13 +35,13 @@ use std::sync::{Arc, Mutex, Once};
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
-use c10k_http::Response;
+use c10k_http::{Request, Response};
 use tokio::sync::oneshot;
 
 use crossbeam_channel as chan;
 use pyo3::prelude::*;
 
-use crate::call::format_exception;
+use crate::call::{self, format_exception, AppState, Called, Started};
 use crate::pool::Job;
 use crate::BootError;
 
@@ -107,12 +109,30 @@ pub(crate) fn current_context(py: Python<'_>) -> Option<Arc<Py<PyAny>>> {
     (!ctx.is_none()).then(|| Arc::new(ctx.unbind()))
 }
 
+/// A request for the hub to call the app with, in a greenlet of its own.
+pub(crate) struct Call {
+    pub state: Arc<AppState>,
+    pub req: Request,
+    /// Given the app's answer, in the request's greenlet once the app has returned.
+    pub done: Done,
+}
+
+/// What becomes of a [`Call`]'s answer.
+pub(crate) type Done = Box<dyn for<'py> FnOnce(Python<'py>, Called) + Send>;
+
 /// What the hub is asked to do.
+// Nearly every task is a `Call`: boxing it would cost an allocation per request to save the
+// space of the rare small ones.
+#[allow(clippy::large_enum_variant)]
 enum Task {
+    Call {
+        call: Call,
+        deadline: Option<Instant>,
+        slot: Arc<Slot>,
+    },
+    /// A step of a streamed body.
     Run {
         job: Job,
-        deadline: Option<Instant>,
-        slot: Option<Arc<Slot>>,
         context: Option<Arc<Py<PyAny>>>,
     },
     Kill(Arc<Slot>),
@@ -180,23 +200,17 @@ impl Hub {
 
     /// Runs `job` in a new greenlet, inside `context` (a `contextvars.Context`) when given.
     pub(crate) fn submit(&self, job: Job, context: Option<Arc<Py<PyAny>>>) {
-        self.send(Task::Run {
-            job,
-            deadline: None,
-            slot: None,
-            context,
-        });
+        self.send(Task::Run { job, context });
     }
 
-    /// Runs `job` in a new greenlet with a `gevent.Timeout` at `deadline`; the returned slot lets
-    /// the waiting side kill it.
-    pub(crate) fn submit_tracked(&self, job: Job, deadline: Option<Instant>) -> Arc<Slot> {
+    /// Calls the app for a request in a greenlet of its own (in a fresh `contextvars` context),
+    /// with a `gevent.Timeout` at `deadline`; the returned slot lets the waiting side kill it.
+    pub(crate) fn call(&self, call: Call, deadline: Option<Instant>) -> Arc<Slot> {
         let slot = Arc::new(Slot::default());
-        self.send(Task::Run {
-            job,
+        self.send(Task::Call {
+            call,
             deadline,
-            slot: Some(slot.clone()),
-            context: None,
+            slot: slot.clone(),
         });
         slot
     }
@@ -264,8 +278,9 @@ fn run_hub(shared: Arc<Shared>) {
     let fd = shared.fd.as_raw_fd();
     let result = crate::interp::attach(|py| -> Result<(), String> {
         let queue = Py::new(py, Queue { shared }).map_err(|e| e.to_string())?;
+        let (call_type, job_type) = (py.get_type::<HubCall>(), py.get_type::<HubJob>());
         module(py)
-            .and_then(|m| m.getattr("serve")?.call1((fd, queue)))
+            .and_then(|m| m.getattr("serve")?.call1((fd, queue, call_type, job_type)))
             .map(drop)
             .map_err(|e| format_exception(py, &e))
     });
@@ -275,8 +290,8 @@ fn run_hub(shared: Arc<Shared>) {
     std::process::exit(1);
 }
 
-/// The jobs to run and the requests whose greenlets to kill.
-type Taken = (Vec<Py<HubJob>>, Vec<Py<Doomed>>);
+/// The jobs to run (a [`HubCall`] or a [`HubJob`] each) and the requests whose greenlets to kill.
+type Taken = (Vec<Py<PyAny>>, Vec<Py<Doomed>>);
 
 /// What `hub.py` drains when the eventfd is readable.
 #[pyclass(frozen, module = "c10k")]
@@ -305,20 +320,32 @@ impl Queue {
         let mut doomed = Vec::new();
         while let Ok(task) = self.shared.rx.try_recv() {
             match task {
-                Task::Run {
-                    job,
+                Task::Call {
+                    call,
                     deadline,
                     slot,
-                    context,
-                } => jobs.push(Py::new(
-                    py,
-                    HubJob {
-                        work: Mutex::new(Some(job)),
-                        deadline,
-                        slot,
-                        context: context.map(|c| c.clone_ref(py)),
-                    },
-                )?),
+                } => jobs.push(
+                    Py::new(
+                        py,
+                        HubCall {
+                            call: Mutex::new(Some(call)),
+                            started: Mutex::new(None),
+                            deadline,
+                            slot,
+                        },
+                    )?
+                    .into_any(),
+                ),
+                Task::Run { job, context } => jobs.push(
+                    Py::new(
+                        py,
+                        HubJob {
+                            work: Mutex::new(Some(job)),
+                            context: context.map(|c| c.clone_ref(py)),
+                        },
+                    )?
+                    .into_any(),
+                ),
                 Task::Kill(slot) => doomed.push(Py::new(py, Doomed { slot })?),
             }
         }
@@ -342,55 +369,126 @@ impl Doomed {
     }
 }
 
-/// One job, run by `hub.py` in a greenlet of its own while it runs.
+/// Seconds from now until `deadline` (negative when past), `None` without one.
+fn seconds_left(deadline: Option<Instant>) -> Option<f64> {
+    let now = Instant::now();
+    deadline.map(|d| {
+        if d >= now {
+            (d - now).as_secs_f64()
+        } else {
+            -(now - d).as_secs_f64()
+        }
+    })
+}
+
+/// A request's call of the app, made by `hub.py` itself in the request's greenlet: [`begin`]
+/// hands it the app, the environ and `start_response`, and [`finish`] (or [`fail`]) takes what
+/// the call returned (or raised). No Rust frame is then on the greenlet's stack while the app
+/// waits; greenlet copies that stack out at every switch away and back in at every switch back,
+/// so a shallower stack is less to copy and less memory per waiting request.
+///
+/// [`begin`]: HubCall::begin
+/// [`finish`]: HubCall::finish
+/// [`fail`]: HubCall::fail
+#[pyclass(frozen, module = "c10k")]
+struct HubCall {
+    call: Mutex<Option<Call>>,
+    /// Between `begin` and `finish`/`fail`.
+    started: Mutex<Option<(Started, Done)>>,
+    deadline: Option<Instant>,
+    slot: Arc<Slot>,
+}
+
+impl HubCall {
+    /// Turns the call's outcome into the request's answer; the greenlet is no longer killable.
+    fn complete(&self, py: Python<'_>, result: PyResult<Bound<'_, PyAny>>) {
+        let started = lock(&self.started).take();
+        if let Some((started, done)) = started {
+            let finished = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                done(py, call::finish(py, started, result))
+            }));
+            if finished.is_err() {
+                tracing::error!("a greenlet's request panicked");
+            }
+        }
+        let g = lock(&self.slot.greenlet).take();
+        drop(g);
+    }
+}
+
+#[pymethods]
+impl HubCall {
+    /// Seconds until the deadline (negative when past), `None` without one.
+    fn seconds_left(&self) -> Option<f64> {
+        seconds_left(self.deadline)
+    }
+
+    /// `(app, environ, start_response)` for the calling greenlet (`greenlet`: it, for a kill) to
+    /// call; `None` when there is nothing to call: the request was given up on, or its environ
+    /// could not be made (then it is answered already).
+    #[allow(clippy::type_complexity)]
+    fn begin<'py>(
+        &self,
+        py: Python<'py>,
+        greenlet: Py<PyAny>,
+    ) -> Option<(
+        Py<PyAny>,
+        Bound<'py, pyo3::types::PyDict>,
+        Py<crate::start_response::StartResponse>,
+    )> {
+        if self.slot.cancelled.load(Ordering::Acquire) {
+            return None;
+        }
+        let Call { state, req, done } = lock(&self.call).take()?;
+        match call::start(py, &state, req) {
+            Ok((environ, started)) => {
+                *lock(&self.slot.greenlet) = Some(greenlet);
+                let sr = started.start_response().clone_ref(py);
+                *lock(&self.started) = Some((started, done));
+                Some((state.app.clone_ref(py), environ, sr))
+            }
+            Err(resp) => {
+                let answered = AssertUnwindSafe(|| done(py, Called::Done(resp)));
+                if std::panic::catch_unwind(answered).is_err() {
+                    tracing::error!("a greenlet's request panicked");
+                }
+                None
+            }
+        }
+    }
+
+    /// The app returned `result`.
+    fn finish(&self, py: Python<'_>, result: Bound<'_, PyAny>) {
+        self.complete(py, Ok(result));
+    }
+
+    /// The app raised `exc` (logged, the client's 500).
+    fn fail(&self, py: Python<'_>, exc: Bound<'_, PyAny>) {
+        self.complete(py, Err(PyErr::from_value(exc)));
+    }
+}
+
+/// A step of a streamed body, run by `hub.py` in a greenlet of its own while it runs.
 #[pyclass(frozen, module = "c10k")]
 struct HubJob {
     work: Mutex<Option<Job>>,
-    deadline: Option<Instant>,
-    slot: Option<Arc<Slot>>,
     context: Option<Py<PyAny>>,
 }
 
 #[pymethods]
 impl HubJob {
-    /// The `contextvars.Context` to run in (a streamed body's request context), or `None`.
+    /// The `contextvars.Context` to run in (the request's), or `None`.
     fn context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.context.as_ref().map(|c| c.clone_ref(py))
     }
 
-    /// Seconds until the deadline (negative when past), `None` without one.
-    fn seconds_left(&self) -> Option<f64> {
-        let now = Instant::now();
-        self.deadline.map(|d| {
-            if d >= now {
-                (d - now).as_secs_f64()
-            } else {
-                -(now - d).as_secs_f64()
-            }
-        })
-    }
-
-    /// Runs the job in the calling greenlet (`greenlet`: it, for a kill).
-    fn run(&self, py: Python<'_>, greenlet: Py<PyAny>) {
-        if let Some(slot) = &self.slot {
-            if slot.cancelled.load(Ordering::Acquire) {
-                return;
-            }
-            *slot.greenlet.lock().unwrap_or_else(|e| e.into_inner()) = Some(greenlet);
-        }
-        let work = self.work.lock().unwrap_or_else(|e| e.into_inner()).take();
+    /// Runs the job in the calling greenlet.
+    fn run(&self, py: Python<'_>) {
+        let work = lock(&self.work).take();
         if let Some(work) = work {
             if std::panic::catch_unwind(AssertUnwindSafe(|| work(py))).is_err() {
                 tracing::error!("a greenlet's job panicked");
             }
-        }
-        if let Some(slot) = &self.slot {
-            let g = slot
-                .greenlet
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take();
-            drop(g);
         }
     }
 }

@@ -3,16 +3,29 @@
 `/fetch?url=...` calls another HTTP server through `requests` (patched sockets yield to the hub);
 `/boom` raises after a cooperative wait; `/patched` says whether the standard library is patched;
 `/greenlet` counts the requests its greenlet has served; `/contextvar` shows a context variable an
-earlier request set and never reset.
+earlier request set and never reset; `/sleep?s=` waits and `/stacks` lists how much C stack each
+waiting greenlet has saved; `/gc` shows the garbage collector's thresholds, which the app
+sets itself at import when `GEVENT_APP_GC_THRESHOLDS` says so (e.g. `--env
+GEVENT_APP_GC_THRESHOLDS=500,5,5`).
 """
 
 import contextvars
+import gc
+import os
 import time
 
 import requests
 from flask import Flask, jsonify, request
 
 app = Flask(__name__)
+
+if os.environ.get("GEVENT_APP_GC_THRESHOLDS"):
+    gc.set_threshold(*(int(t) for t in os.environ["GEVENT_APP_GC_THRESHOLDS"].split(",")))
+
+
+@app.route("/gc")
+def gc_thresholds():
+    return jsonify(list(gc.get_threshold()))
 
 
 @app.route("/fetch")
@@ -58,3 +71,26 @@ def contextvar():
     before = MARK.get()
     MARK.set("set by an earlier request")
     return before
+
+
+@app.route("/sleep")
+def sleep():
+    time.sleep(float(request.args.get("s", "1")))
+    return "slept\n"
+
+
+@app.route("/stacks")
+def stacks():
+    """The bytes of C stack each other waiting greenlet saved when it switched away (greenlet
+    copies a greenlet's stack out then, and back in when it resumes)."""
+    import greenlet
+    from gevent import get_hub
+
+    skip = (greenlet.getcurrent(), get_hub())
+    return jsonify(
+        [
+            g._stack_saved
+            for g in gc.get_objects()
+            if isinstance(g, greenlet.greenlet) and g not in skip and not g.dead and g._stack_saved
+        ]
+    )
