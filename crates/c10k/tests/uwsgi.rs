@@ -8,6 +8,7 @@ mod util;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -108,6 +109,8 @@ http {{
         let path = dir.path().join("nginx.conf");
         std::fs::write(&path, conf).unwrap();
         let child = Command::new(nginx)
+            // Its own process group, so that dropping it can stop the workers too.
+            .process_group(0)
             .arg("-p")
             .arg(dir.path())
             .arg("-c")
@@ -141,9 +144,61 @@ http {{
 }
 
 impl Drop for Nginx {
+    /// SIGTERM (nginx's fast shutdown: the master stops and reaps its workers), bounded; then
+    /// SIGKILL to the whole group. A SIGKILL to the master alone leaves its workers running,
+    /// adopted by init.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = -(self.child.id() as i32);
+        // SAFETY: kill has no memory-safety preconditions; the group is nginx's own.
+        unsafe { libc::kill(group, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: as above; whatever of the group is left (nothing, normally).
+        unsafe { libc::kill(group, libc::SIGKILL) };
         let _ = self.child.wait();
+    }
+}
+
+/// The pids of `pid`'s children, from /proc.
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Whether `pid` still runs (a zombie left to an init that does not reap counts as gone).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        == Some(false)
+}
+
+#[test]
+fn stopping_nginx_stops_its_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let Some(nginx) = Nginx::start(upstream, &dir.path().join("none.sock"), "") else {
+        return;
+    };
+    let master = nginx.child.id();
+    let workers = children(master);
+    assert!(!workers.is_empty(), "nginx {master} has no worker");
+    drop(nginx);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while workers.iter().any(|&w| running(w)) {
+        assert!(
+            Instant::now() < deadline,
+            "nginx workers {workers:?} outlived their master"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
