@@ -40,7 +40,15 @@ const STUCK: u8 = 4;
 /// The state of one submitted request, shared by the waiting side and the thread running it.
 pub(crate) struct Ticket {
     state: AtomicU8,
-    label: Arc<str>,
+    /// `METHOD /path` for the log lines of a stuck request; `None` when the request has no
+    /// deadline (it can never be stuck, so the label is not made for every request).
+    label: Option<Arc<str>>,
+}
+
+impl Ticket {
+    fn label(&self) -> &str {
+        self.label.as_deref().unwrap_or("-")
+    }
 }
 
 #[derive(Default)]
@@ -173,7 +181,7 @@ impl Pool {
     }
 
     /// Runs `job` on a pool thread; the returned ticket lets the waiting side give up on it.
-    pub(crate) fn submit_tracked(&self, label: Arc<str>, job: Job) -> Arc<Ticket> {
+    pub(crate) fn submit_tracked(&self, label: Option<Arc<str>>, job: Job) -> Arc<Ticket> {
         let ticket = Arc::new(Ticket {
             state: AtomicU8::new(QUEUED),
             label,
@@ -243,7 +251,7 @@ impl Pool {
         };
         if stuck > self.shared.max_stuck {
             tracing::error!(
-                request = &*ticket.label,
+                request = ticket.label(),
                 stuck,
                 max = self.shared.max_stuck,
                 "request passed --request-timeout and its Python thread cannot be interrupted; \
@@ -256,7 +264,7 @@ impl Pool {
             }
         } else {
             tracing::warn!(
-                request = &*ticket.label,
+                request = ticket.label(),
                 stuck,
                 max = self.shared.max_stuck,
                 "request passed --request-timeout; its Python thread keeps running until the app \
@@ -313,7 +321,7 @@ fn run_thread(shared: &Shared) {
                 c.stuck -= 1;
                 c.live -= 1;
                 tracing::info!(
-                    request = &*t.label,
+                    request = t.label(),
                     "a stuck Python thread finished; it exits"
                 );
                 return;
