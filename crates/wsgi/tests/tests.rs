@@ -478,3 +478,48 @@ fn body_text(resp: Response) -> String {
         Body::Stream(_) | Body::File(_) => panic!("expected a full body"),
     }
 }
+
+#[test]
+fn a_list_subclass_with_close_is_closed() {
+    // The unwrapped dispatcher: the validator would wrap the list in an iterator of its own.
+    let app = boot("probe:raw", Wait::Block);
+    assert_eq!(
+        text(block(&app, get("/closing_list?token=cl1"))),
+        (200, "list".into())
+    );
+    assert_eq!(text(block(&app, get("/closed?token=cl1"))).1, "1");
+}
+
+#[test]
+fn response_headers_in_any_iterable_are_taken() {
+    let app = boot("probe:raw", Wait::Block);
+    let resp = block(&app, get("/tuple_headers"));
+    let probe = resp.headers.iter().find(|(n, _)| n == "X-Probe");
+    assert_eq!(probe.map(|(_, v)| v.as_ref()), Some(&b"tuple"[..]));
+    assert_eq!(text(resp), (200, "tuple".into()));
+}
+
+#[test]
+fn environ_without_a_peer_and_with_many_headers() {
+    let app = boot("probe:app", Wait::Block);
+    // No client address (a unix socket): no REMOTE_ADDR/REMOTE_PORT at all, not empty ones.
+    let mut req = Request::new(Method::Get, "/environ");
+    req.headers.append("Host", "example.test:8080");
+    for i in 0..40 {
+        req.headers.append(format!("X-Many-{i}"), format!("v{i}"));
+    }
+    let e = json(&app, req);
+    assert!(e.get("REMOTE_ADDR").is_none(), "{e}");
+    assert!(e.get("REMOTE_PORT").is_none(), "{e}");
+    assert_eq!(e["SERVER_NAME"], "example.test");
+    assert_eq!(e["SERVER_PORT"], "8080");
+    assert_eq!(e["QUERY_STRING"], "");
+    assert_eq!(e["REQUEST_METHOD"], "GET");
+    for i in 0..40 {
+        assert_eq!(e[format!("HTTP_X_MANY_{i}")], format!("v{i}"), "{e}");
+    }
+    // Then a request with a peer on the same thread: the template was not changed by the first.
+    let e = json(&app, get("/environ"));
+    assert_eq!(e["REMOTE_ADDR"], "10.1.2.3");
+    assert!(e.get("HTTP_X_MANY_0").is_none());
+}

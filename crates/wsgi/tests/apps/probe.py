@@ -48,6 +48,17 @@ class Tracked:
         CLOSED[self.token] = CLOSED.get(self.token, 0) + 1
 
 
+class ClosingList(list):
+    """A complete body in a list subclass that records its close()."""
+
+    def __init__(self, token, chunks):
+        super().__init__(chunks)
+        self.token = token
+
+    def close(self):
+        CLOSED[self.token] = CLOSED.get(self.token, 0) + 1
+
+
 def dispatch(environ, start_response):
     path = environ["PATH_INFO"]
     q = _qs(environ)
@@ -148,6 +159,15 @@ def dispatch(environ, start_response):
         return _text(start_response, sys.prefix)
     if path == "/boot":
         return _text(start_response, BOOTED)
+    if path == "/closing_list":
+        # A list subclass may have a close() of its own: the server must still call it.
+        token = q.get("token", "t")
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
+        return ClosingList(token, [b"list"])
+    if path == "/tuple_headers":
+        # Not a list: the server must take any iterable of pairs (the validator would refuse).
+        start_response("200 OK", (("Content-Type", "text/plain"), ("X-Probe", "tuple")))
+        return [b"tuple"]
     if path == "/":
         return _text(start_response, "probe")
     return _text(start_response, "not found: " + path, status="404 Not Found")
