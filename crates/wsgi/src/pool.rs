@@ -14,11 +14,11 @@
 //! worker drains and exits, and the master starts a fresh process), since a process full of stuck
 //! threads only grows.
 
-use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
+use c10k_queue::WorkQueue;
 use pyo3::prelude::*;
 
 /// Work for a Python thread.
@@ -51,75 +51,6 @@ struct Counts {
     stuck: usize,
 }
 
-/// The pool's queue of work: a mutex and a condition variable. A thread with nothing to do sleeps
-/// at once, with no spinning or `sched_yield` first: the threads of a worker often share one CPU,
-/// where spinning only delays the event loop that would hand over the next request. A sleeping
-/// thread is woken once however many requests arrive before it runs.
-#[derive(Default)]
-struct Queue {
-    state: Mutex<QueueState>,
-    ready: Condvar,
-}
-
-#[derive(Default)]
-struct QueueState {
-    tasks: VecDeque<Task>,
-    /// Threads asleep in [`Queue::wait`].
-    waiting: usize,
-    /// Wake-ups sent and not yet taken by a waking thread.
-    signaled: usize,
-    /// Every [`Pool`] handle is gone: threads exit once the queue is empty.
-    closed: bool,
-}
-
-impl Queue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn push(&self, task: Task) {
-        let mut q = self.lock();
-        q.tasks.push_back(task);
-        let wake = q.waiting > q.signaled;
-        if wake {
-            q.signaled += 1;
-        }
-        drop(q);
-        if wake {
-            self.ready.notify_one();
-        }
-    }
-
-    /// A queued task, without waiting.
-    fn try_pop(&self) -> Option<Task> {
-        self.lock().tasks.pop_front()
-    }
-
-    /// The next task, sleeping until there is one; `None` once closed and empty.
-    fn wait(&self) -> Option<Task> {
-        let mut q = self.lock();
-        loop {
-            if let Some(t) = q.tasks.pop_front() {
-                return Some(t);
-            }
-            if q.closed {
-                return None;
-            }
-            q.waiting += 1;
-            q = self.ready.wait(q).unwrap_or_else(|e| e.into_inner());
-            q.waiting -= 1;
-            // A spurious wake-up may take another's signal: then one more notify is sent later,
-            // never one too few.
-            q.signaled = q.signaled.saturating_sub(1);
-        }
-    }
-
-    fn close(&self) {
-        self.lock().closed = true;
-        self.ready.notify_all();
-    }
-}
-
 /// Held by every [`Pool`] handle; the last one dropped closes the queue.
 struct Closer(Arc<Shared>);
 
@@ -130,7 +61,9 @@ impl Drop for Closer {
 }
 
 struct Shared {
-    queue: Queue,
+    /// Requests waiting for a thread: an idle thread sleeps there without spinning, and is woken
+    /// once however many requests arrive before it runs.
+    queue: WorkQueue<Task>,
     size: usize,
     max_stuck: usize,
     counts: Mutex<Counts>,
@@ -153,7 +86,7 @@ impl Pool {
         recycle: Option<Arc<dyn Fn() + Send + Sync>>,
     ) -> Pool {
         let shared = Arc::new(Shared {
-            queue: Queue::default(),
+            queue: WorkQueue::default(),
             size: size.max(1),
             max_stuck,
             counts: Mutex::new(Counts::default()),
@@ -186,7 +119,12 @@ impl Pool {
     }
 
     fn send(&self, task: Task) {
-        self.shared.queue.push(task);
+        // The queue closes only when the last handle is gone, and `self` is one; were it closed,
+        // dropping the job would drop its answer's sender, and its waiter would answer 500.
+        if self.shared.queue.push(task).is_err() {
+            tracing::error!("the Python pool's queue is closed; a request was dropped");
+            return;
+        }
         if self.shared.idle.load(Ordering::Acquire) == 0 {
             self.grow();
         }
@@ -284,7 +222,7 @@ fn run_thread(shared: &Shared) {
             Some(t) => Some(t),
             None => py.detach(|| {
                 shared.idle.fetch_add(1, Ordering::AcqRel);
-                let t = shared.queue.wait();
+                let t = shared.queue.pop();
                 shared.idle.fetch_sub(1, Ordering::AcqRel);
                 t
             }),
