@@ -487,7 +487,10 @@ fn a_burst_of_requests_runs_at_once_on_the_pool() {
     let app = WsgiApp::boot(&config("probe:app"), &info(Wait::Yield, N)).unwrap();
     rt.block_on(async {
         // One thread exists and waits for work.
-        assert_eq!(body_text(app.call(get("/"), Ctx::new(Wait::Yield)).await), "probe");
+        assert_eq!(
+            body_text(app.call(get("/"), Ctx::new(Wait::Yield)).await),
+            "probe"
+        );
         let target = format!("/meet?n={N}&token=burst&timeout=5");
         // All submitted in one pass, before any pool thread gets to run.
         let mut burst: Vec<_> = (0..N)
