@@ -4,10 +4,11 @@
 //! errors. Only the standard library is needed here; Flask and Django run in the `c10k` crate's
 //! end-to-end tests.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -470,6 +471,50 @@ async fn async_wait_runs_python_on_the_pool_and_streams_through_it() {
     let start = Instant::now();
     assert_eq!(app.call(get("/slow?s=2"), ctx).await.status, 504);
     assert!(start.elapsed() < Duration::from_secs(1));
+}
+
+/// A burst of requests submitted on one event-loop thread, as the `async` class does for the
+/// connections one wake-up accepts, runs at once on as many pool threads, also when a thread of
+/// the pool is idle already: counting idle threads as they woke saw that one thread free for the
+/// whole burst, which then queued behind it (a `time.sleep(0.1)` view answered in 0.2, 0.3 s...).
+#[test]
+fn a_burst_of_requests_runs_at_once_on_the_pool() {
+    const N: usize = 8;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let app = WsgiApp::boot(&config("probe:app"), &info(Wait::Yield, N)).unwrap();
+    rt.block_on(async {
+        // One thread exists and waits for work.
+        assert_eq!(
+            body_text(app.call(get("/"), Ctx::new(Wait::Yield)).await),
+            "probe"
+        );
+        let target = format!("/meet?n={N}&token=burst&timeout=5");
+        // All submitted in one pass, before any pool thread gets to run.
+        let mut burst: Vec<_> = (0..N)
+            .map(|_| Some(Box::pin(app.call(get(&target), Ctx::new(Wait::Yield)))))
+            .collect();
+        let mut met = 0;
+        let mut answered = 0;
+        poll_fn(|cx| {
+            for slot in burst.iter_mut() {
+                if let Some(Poll::Ready(resp)) = slot.as_mut().map(|f| f.as_mut().poll(cx)) {
+                    *slot = None;
+                    answered += 1;
+                    met += usize::from(body_text(resp) == "met");
+                }
+            }
+            if answered == N {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        assert_eq!(met, N, "the burst did not run on {N} threads at once");
+    });
 }
 
 fn body_text(resp: Response) -> String {

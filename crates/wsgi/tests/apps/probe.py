@@ -16,6 +16,9 @@ from wsgiref.validate import validator
 # token -> how many times close() was called on that response's iterable
 CLOSED = {}
 LOCAL = threading.local()
+# token -> a threading.Barrier that /meet requests with that token wait on together
+MEETINGS = {}
+MEETINGS_LOCK = threading.Lock()
 BOOTED = os.environ.get("PROBE_BOOT_MARK", "")
 
 
@@ -147,6 +150,17 @@ def dispatch(environ, start_response):
     if path == "/slow":
         time.sleep(float(q.get("s", "1")))
         return _text(start_response, "slept")
+    if path == "/meet":
+        # Answers "met" once n requests with this token are inside the app at the same time,
+        # "alone" if they are not within `timeout` seconds: whether the server runs them at once.
+        n = int(q.get("n", "2"))
+        with MEETINGS_LOCK:
+            barrier = MEETINGS.setdefault(q.get("token", "t"), threading.Barrier(n))
+        try:
+            barrier.wait(timeout=float(q.get("timeout", "5")))
+            return _text(start_response, "met")
+        except threading.BrokenBarrierError:
+            return _text(start_response, "alone")
     if path == "/raise":
         raise RuntimeError("boom from the probe app")
     if path == "/errors":
