@@ -45,12 +45,24 @@ where
     let mut stopped =
         std::pin::pin!(async move { stop_watch.wait_for(|p| *p >= Phase::Graceful).await.is_ok() });
     let mut stop_seen = false;
+    // The time after the last wait: each step after an await reads the clock once and the
+    // machine's next decision reuses it (a clock read is a measurable share of a small request).
+    let mut now = Instant::now();
     loop {
         let stopping = *stop.borrow() >= Phase::Graceful;
-        match conn.next(Instant::now(), stopping) {
+        match conn.next(now, stopping) {
             Action::Write => {
-                io.write_all(conn.output()).await?;
-                conn.written(Instant::now());
+                let mut writing = std::pin::pin!(io.write_all(conn.output()));
+                // A write the socket takes at once (the usual case) took no time worth a
+                // clock read; one that had to wait did.
+                match std::future::poll_fn(|cx| Poll::Ready(writing.as_mut().poll(cx))).await {
+                    Poll::Ready(r) => r?,
+                    Poll::Pending => {
+                        writing.await?;
+                        now = Instant::now();
+                    }
+                }
+                conn.written(now);
             }
             Action::Read { deadline, idle } => {
                 let mut reading = std::pin::pin!(io.read_buf(conn.input()));
@@ -59,6 +71,7 @@ where
                 // insert it into the runtime's timer wheel, under its lock, for nothing.
                 let ready = std::future::poll_fn(|cx| Poll::Ready(reading.as_mut().poll(cx))).await;
                 let read = match ready {
+                    // Bytes that were there already: no time passed worth a clock read.
                     Poll::Ready(r) => Some(r),
                     Poll::Pending => {
                         let deadline = tokio::time::Instant::from_std(deadline);
@@ -67,7 +80,7 @@ where
                         }
                         // Biased: bytes that arrive are read before the timer or the stop is
                         // looked at (the machine judges the deadline itself on its next step).
-                        tokio::select! {
+                        let r = tokio::select! {
                             biased;
                             r = &mut reading => Some(r),
                             () = &mut timer => None,
@@ -76,13 +89,16 @@ where
                                     return Ok(());
                                 }
                                 stop_seen = true;
+                                now = Instant::now();
                                 continue;
                             }
-                        }
+                        };
+                        now = Instant::now();
+                        r
                     }
                 };
                 match read {
-                    Some(Ok(n)) => conn.received(n, Instant::now()),
+                    Some(Ok(n)) => conn.received(n, now),
                     Some(Err(e)) => return Err(e),
                     // The machine sees the deadline has passed and says what to do.
                     None => {}
@@ -90,6 +106,7 @@ where
             }
             Action::Handle(request) => {
                 let resp = call(handler, request, settings).await;
+                now = Instant::now();
                 on_request();
                 let may_keep = *stop.borrow() == Phase::Running;
                 conn.respond(resp, may_keep);
@@ -99,13 +116,15 @@ where
                     Some(f) => io.send_file(f).await,
                     None => (0, false),
                 };
-                conn.file_sent(sent, ok, Instant::now());
+                now = Instant::now();
+                conn.file_sent(sent, ok, now);
             }
             Action::Pull => {
                 let item = match conn.stream() {
                     Some(s) => std::future::poll_fn(|cx| s.as_mut().poll_next(cx)).await,
                     None => None,
                 };
+                now = Instant::now();
                 conn.pulled(item);
             }
             Action::Close(lingering) => {

@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, Bytes, BytesMut};
 use c10k_http::{
@@ -1101,15 +1101,11 @@ thread_local! {
 
 /// Calls `f` with the current IMF-fixdate, formatted at most once per second per thread.
 fn with_date(f: impl FnOnce(&[u8])) {
-    let now = SystemTime::now();
-    let secs = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = unix_secs_coarse();
     DATE.with(|cell| {
         let mut cache = cell.borrow_mut();
         if cache.0 != secs {
-            let s = httpdate::fmt_http_date(now);
+            let s = httpdate::fmt_http_date(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
             if s.len() == 29 {
                 cache.1.copy_from_slice(s.as_bytes());
                 cache.0 = secs;
@@ -1117,6 +1113,24 @@ fn with_date(f: impl FnOnce(&[u8])) {
         }
         f(&cache.1);
     });
+}
+
+/// Seconds since the Unix epoch from the kernel's coarse clock: the last tick's time, read
+/// without the timestamp counter (a fraction of a precise read, once per response), which is
+/// all a date with one-second resolution needs.
+fn unix_secs_coarse() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } != 0 {
+        return SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+    }
+    ts.tv_sec.max(0) as u64
 }
 
 pub fn reason_phrase(status: u16) -> &'static str {

@@ -405,6 +405,11 @@ fn real_file(py: Python<'_>, fw: &FileWrapper) -> PyResult<Option<(File, u64)>> 
 
 /// Calls `close()` on the app's iterable if it has one.
 pub(crate) fn close(py: Python<'_>, result: &Bound<'_, PyAny>) -> PyResult<()> {
+    // A plain list or tuple (the usual answer of a small app) has no close(): looking it up
+    // would raise and catch an AttributeError, message formatting included, on every request.
+    if result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>() {
+        return Ok(());
+    }
     if let Some(close) = result.getattr_opt(pyo3::intern!(py, "close"))? {
         close.call0()?;
     }

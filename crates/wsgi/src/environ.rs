@@ -83,6 +83,30 @@ keys! {
     port80 = "80",
 }
 
+impl Keys {
+    /// The environ keys set per request (see [`Template::new`]).
+    fn per_request(&self) -> [&Py<PyString>; 12] {
+        [
+            &self.request_method,
+            &self.server_protocol,
+            &self.wsgi_url_scheme,
+            &self.path_info,
+            &self.query_string,
+            &self.raw_uri,
+            &self.request_uri,
+            &self.server_name,
+            &self.server_port,
+            &self.wsgi_input,
+            &self.remote_addr,
+            &self.remote_port,
+        ]
+    }
+}
+
+/// Keys inserted into (and removed from) the template so that its table has room for a
+/// request's headers (see [`Template::new`]).
+const ROOM_FILLERS: usize = 4;
+
 static KEYS: PyOnceLock<Keys> = PyOnceLock::new();
 
 pub(crate) fn keys(py: Python<'_>) -> &Keys {
@@ -120,6 +144,23 @@ impl Template {
         )?;
         let root_path = root_path.trim_end_matches('/').to_owned();
         d.set_item(&k.script_name, &root_path)?;
+        // The keys every request sets (or, for the REMOTE_ pair, removes), with placeholder
+        // values: in the copy, setting them replaces a value instead of inserting a key.
+        for key in k.per_request() {
+            d.set_item(key, &k.empty)?;
+        }
+        // Room for the request's headers: a few keys inserted and removed again make the table
+        // grow once here, and a dict copy keeps its table's size. Without it, every environ
+        // copy was exactly full and grew (a rehash into a new table) on its first header.
+        let fillers: Vec<_> = (0..ROOM_FILLERS)
+            .map(|i| PyString::new(py, &format!("c10k.filler.{i}")))
+            .collect();
+        for f in &fillers {
+            d.set_item(f, &k.empty)?;
+        }
+        for f in &fillers {
+            d.del_item(f)?;
+        }
         Ok(Template {
             dict: d.unbind(),
             root_path,
@@ -201,6 +242,10 @@ impl Template {
         if let Some(peer) = req.peer {
             env.set_item(&k.remote_addr, remote_ip(py, peer.ip()))?;
             env.set_item(&k.remote_port, itoa::Buffer::new().format(peer.port()))?;
+        } else {
+            // The template's placeholders: no address is known (a unix socket).
+            env.del_item(&k.remote_addr)?;
+            env.del_item(&k.remote_port)?;
         }
 
         let body = std::mem::replace(&mut req.body, c10k_http::RequestBody::empty());

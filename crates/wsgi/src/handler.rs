@@ -151,7 +151,7 @@ impl Inner {
     /// On the pool, waiting on this thread until `deadline`: the blocking classes with
     /// `--request-timeout`.
     fn call_pooled_blocking(self: &Arc<Self>, req: Request, deadline: Instant) -> Response {
-        let label = call::label(&req);
+        let label = Some(call::label(&req));
         let (tx, rx) = crossbeam_channel::bounded::<Response>(1);
         let me = self.clone();
         let ticket = self.pool().submit_tracked(
@@ -183,7 +183,8 @@ impl Inner {
         let Ok(_permit) = self.in_flight.acquire().await else {
             return Response::text(503, "Service Unavailable\n");
         };
-        let label = call::label(&req);
+        // Only a request with a deadline can get stuck and be named in the log.
+        let label = deadline.map(|_| call::label(&req));
         let (tx, rx) = tokio::sync::oneshot::channel::<Response>();
         let me = self.clone();
         let pool = self.pool().clone();

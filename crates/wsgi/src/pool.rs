@@ -3,7 +3,12 @@
 //!
 //! Each pool thread attaches to the interpreter once for its life and releases the GIL while it
 //! waits for work, so `threading.local` state survives between requests and an idle pool costs no
-//! GIL traffic. Threads start on demand, up to the pool size.
+//! GIL traffic. Threads start on demand, up to the pool size: a request submitted while every
+//! thread already has one (running or queued for it) starts one more. The count of requests held
+//! is taken when they are submitted, not when a thread wakes: the event loop submits a burst of
+//! requests before the thread it woke for the first one runs (they share a CPU), and counting
+//! idle threads as they wake saw one idle thread for the whole burst — the burst then queued
+//! behind it, and a `time.sleep(0.1)` view answered in 0.2, 0.3, 0.4 s.
 //!
 //! **Stuck threads.** Python cannot interrupt a thread that runs past `--request-timeout` (a
 //! `time.sleep`, a driver call in C). When the waiting side gives up, the client gets its 504 and
@@ -14,11 +19,11 @@
 //! worker drains and exits, and the master starts a fresh process), since a process full of stuck
 //! threads only grows.
 
-use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
+use c10k_queue::WorkQueue;
 use pyo3::prelude::*;
 
 /// Work for a Python thread.
@@ -40,7 +45,15 @@ const STUCK: u8 = 4;
 /// The state of one submitted request, shared by the waiting side and the thread running it.
 pub(crate) struct Ticket {
     state: AtomicU8,
-    label: Arc<str>,
+    /// `METHOD /path` for the log lines of a stuck request; `None` when the request has no
+    /// deadline (it can never be stuck, so the label is not made for every request).
+    label: Option<Arc<str>>,
+}
+
+impl Ticket {
+    fn label(&self) -> &str {
+        self.label.as_deref().unwrap_or("-")
+    }
 }
 
 #[derive(Default)]
@@ -49,75 +62,6 @@ struct Counts {
     live: usize,
     /// Threads running a request whose waiter gave up after its deadline.
     stuck: usize,
-}
-
-/// The pool's queue of work: a mutex and a condition variable. A thread with nothing to do sleeps
-/// at once, with no spinning or `sched_yield` first: the threads of a worker often share one CPU,
-/// where spinning only delays the event loop that would hand over the next request. A sleeping
-/// thread is woken once however many requests arrive before it runs.
-#[derive(Default)]
-struct Queue {
-    state: Mutex<QueueState>,
-    ready: Condvar,
-}
-
-#[derive(Default)]
-struct QueueState {
-    tasks: VecDeque<Task>,
-    /// Threads asleep in [`Queue::wait`].
-    waiting: usize,
-    /// Wake-ups sent and not yet taken by a waking thread.
-    signaled: usize,
-    /// Every [`Pool`] handle is gone: threads exit once the queue is empty.
-    closed: bool,
-}
-
-impl Queue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn push(&self, task: Task) {
-        let mut q = self.lock();
-        q.tasks.push_back(task);
-        let wake = q.waiting > q.signaled;
-        if wake {
-            q.signaled += 1;
-        }
-        drop(q);
-        if wake {
-            self.ready.notify_one();
-        }
-    }
-
-    /// A queued task, without waiting.
-    fn try_pop(&self) -> Option<Task> {
-        self.lock().tasks.pop_front()
-    }
-
-    /// The next task, sleeping until there is one; `None` once closed and empty.
-    fn wait(&self) -> Option<Task> {
-        let mut q = self.lock();
-        loop {
-            if let Some(t) = q.tasks.pop_front() {
-                return Some(t);
-            }
-            if q.closed {
-                return None;
-            }
-            q.waiting += 1;
-            q = self.ready.wait(q).unwrap_or_else(|e| e.into_inner());
-            q.waiting -= 1;
-            // A spurious wake-up may take another's signal: then one more notify is sent later,
-            // never one too few.
-            q.signaled = q.signaled.saturating_sub(1);
-        }
-    }
-
-    fn close(&self) {
-        self.lock().closed = true;
-        self.ready.notify_all();
-    }
 }
 
 /// Held by every [`Pool`] handle; the last one dropped closes the queue.
@@ -130,11 +74,15 @@ impl Drop for Closer {
 }
 
 struct Shared {
-    queue: Queue,
+    /// Requests waiting for a thread: an idle thread sleeps there without spinning, and is woken
+    /// once however many requests arrive before it runs.
+    queue: WorkQueue<Task>,
     size: usize,
     max_stuck: usize,
     counts: Mutex<Counts>,
-    idle: AtomicUsize,
+    /// Tasks submitted and not finished (queued or running): more than `live` threads means one
+    /// waits for another's task to end.
+    pending: AtomicUsize,
     recycle: Option<Arc<dyn Fn() + Send + Sync>>,
     recycling: AtomicBool,
 }
@@ -153,11 +101,11 @@ impl Pool {
         recycle: Option<Arc<dyn Fn() + Send + Sync>>,
     ) -> Pool {
         let shared = Arc::new(Shared {
-            queue: Queue::default(),
+            queue: WorkQueue::default(),
             size: size.max(1),
             max_stuck,
             counts: Mutex::new(Counts::default()),
-            idle: AtomicUsize::new(0),
+            pending: AtomicUsize::new(0),
             recycle,
             recycling: AtomicBool::new(false),
         });
@@ -173,7 +121,7 @@ impl Pool {
     }
 
     /// Runs `job` on a pool thread; the returned ticket lets the waiting side give up on it.
-    pub(crate) fn submit_tracked(&self, label: Arc<str>, job: Job) -> Arc<Ticket> {
+    pub(crate) fn submit_tracked(&self, label: Option<Arc<str>>, job: Job) -> Arc<Ticket> {
         let ticket = Arc::new(Ticket {
             state: AtomicU8::new(QUEUED),
             label,
@@ -186,15 +134,26 @@ impl Pool {
     }
 
     fn send(&self, task: Task) {
-        self.shared.queue.push(task);
-        if self.shared.idle.load(Ordering::Acquire) == 0 {
-            self.grow();
+        // Counted before the push, so a thread that finishes this task at once never makes the
+        // count wrap below zero.
+        let pending = self.shared.pending.fetch_add(1, Ordering::AcqRel) + 1;
+        // The queue closes only when the last handle is gone, and `self` is one; were it closed,
+        // dropping the job would drop its answer's sender, and its waiter would answer 500.
+        if self.shared.queue.push(task).is_err() {
+            self.shared.pending.fetch_sub(1, Ordering::AcqRel);
+            tracing::error!("the Python pool's queue is closed; a request was dropped");
+            return;
         }
+        self.grow(pending);
     }
 
-    /// Starts a thread when the non-stuck ones are fewer than the pool size.
-    fn grow(&self) {
+    /// Starts a thread when fewer than `pending` are live and the non-stuck ones are fewer than
+    /// the pool size.
+    fn grow(&self, pending: usize) {
         let mut c = self.shared.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if c.live >= pending {
+            return;
+        }
         let replacements = c.stuck.min(self.shared.max_stuck);
         if c.live >= self.shared.size + replacements {
             return;
@@ -243,7 +202,7 @@ impl Pool {
         };
         if stuck > self.shared.max_stuck {
             tracing::error!(
-                request = &*ticket.label,
+                request = ticket.label(),
                 stuck,
                 max = self.shared.max_stuck,
                 "request passed --request-timeout and its Python thread cannot be interrupted; \
@@ -256,13 +215,13 @@ impl Pool {
             }
         } else {
             tracing::warn!(
-                request = &*ticket.label,
+                request = ticket.label(),
                 stuck,
                 max = self.shared.max_stuck,
                 "request passed --request-timeout; its Python thread keeps running until the app \
                  returns (it cannot be interrupted) and a replacement thread takes its place"
             );
-            self.grow();
+            self.grow(usize::MAX);
         }
     }
 
@@ -282,12 +241,7 @@ fn run_thread(shared: &Shared) {
         // releases it for the wait.
         let task = match shared.queue.try_pop() {
             Some(t) => Some(t),
-            None => py.detach(|| {
-                shared.idle.fetch_add(1, Ordering::AcqRel);
-                let t = shared.queue.wait();
-                shared.idle.fetch_sub(1, Ordering::AcqRel);
-                t
-            }),
+            None => py.detach(|| shared.queue.pop()),
         };
         let Some(Task { job, ticket }) = task else {
             return;
@@ -297,12 +251,14 @@ fn run_thread(shared: &Shared) {
                 .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
                 .is_err()
             {
+                shared.pending.fetch_sub(1, Ordering::AcqRel);
                 continue; // abandoned while queued
             }
         }
         if std::panic::catch_unwind(AssertUnwindSafe(|| job(py))).is_err() {
             tracing::error!("a Python job panicked");
         }
+        shared.pending.fetch_sub(1, Ordering::AcqRel);
         if let Some(t) = &ticket {
             if t.state
                 .compare_exchange(RUNNING, DONE, Ordering::AcqRel, Ordering::Acquire)
@@ -313,7 +269,7 @@ fn run_thread(shared: &Shared) {
                 c.stuck -= 1;
                 c.live -= 1;
                 tracing::info!(
-                    request = &*t.label,
+                    request = t.label(),
                     "a stuck Python thread finished; it exits"
                 );
                 return;

@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 /// A response head as the app gave it, already checked.
 #[derive(Debug, Default)]
@@ -100,52 +100,66 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
     })?;
     let mut head = Head {
         status: code,
-        headers: Vec::with_capacity(headers.len().unwrap_or(0)),
+        headers: Vec::new(),
         content_length: None,
     };
-    for item in headers.try_iter()? {
-        let item = item?;
-        let pair = item
-            .cast::<PyTuple>()
-            .map_err(|_| PyTypeError::new_err("each header must be a (name, value) tuple"))?;
-        if pair.len() != 2 {
-            return Err(PyTypeError::new_err(
-                "each header must be a (name, value) tuple",
-            ));
+    // The usual list is walked directly, not through the generic iterator protocol.
+    if let Ok(list) = headers.cast_exact::<PyList>() {
+        head.headers.reserve_exact(list.len());
+        for item in list.iter() {
+            add_header(&mut head, &item)?;
         }
-        let name = pair.get_item(0)?;
-        let value = pair.get_item(1)?;
-        let name = name
-            .cast::<PyString>()
-            .map_err(|_| PyTypeError::new_err("header names must be str"))?
-            .to_str()?;
-        if name.is_empty() || !name.bytes().all(is_token_byte) {
-            return Err(PyValueError::new_err(format!(
-                "invalid header name {name:?}"
-            )));
+    } else {
+        head.headers.reserve_exact(headers.len().unwrap_or(0));
+        for item in headers.try_iter()? {
+            add_header(&mut head, &item?)?;
         }
-        let value = value
-            .cast::<PyString>()
-            .map_err(|_| PyTypeError::new_err(format!("header {name} must have a str value")))?;
-        let value = latin1_bytes(value)?;
-        if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
-            return Err(PyValueError::new_err(format!(
-                "header {name} has a line break in its value"
-            )));
-        }
-        if is_hop_by_hop(name) {
-            // The server frames the message itself; an app's framing header would corrupt it.
-            tracing::debug!("dropping hop-by-hop response header {name} from the app");
-            continue;
-        }
-        if name.eq_ignore_ascii_case("content-length") {
-            head.content_length = std::str::from_utf8(&value)
-                .ok()
-                .and_then(|v| v.trim().parse().ok());
-        }
-        head.headers.push((header_name(name), value));
     }
     Ok(head)
+}
+
+/// Checks one `(name, value)` item of the app's header list and adds it to `head`.
+fn add_header(head: &mut Head, item: &Bound<'_, PyAny>) -> PyResult<()> {
+    let pair = item
+        .cast::<PyTuple>()
+        .map_err(|_| PyTypeError::new_err("each header must be a (name, value) tuple"))?;
+    if pair.len() != 2 {
+        return Err(PyTypeError::new_err(
+            "each header must be a (name, value) tuple",
+        ));
+    }
+    let name = pair.get_item(0)?;
+    let value = pair.get_item(1)?;
+    let name = name
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err("header names must be str"))?
+        .to_str()?;
+    if name.is_empty() || !name.bytes().all(is_token_byte) {
+        return Err(PyValueError::new_err(format!(
+            "invalid header name {name:?}"
+        )));
+    }
+    let value = value
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err(format!("header {name} must have a str value")))?;
+    let value = latin1_bytes(value)?;
+    if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+        return Err(PyValueError::new_err(format!(
+            "header {name} has a line break in its value"
+        )));
+    }
+    if is_hop_by_hop(name) {
+        // The server frames the message itself; an app's framing header would corrupt it.
+        tracing::debug!("dropping hop-by-hop response header {name} from the app");
+        return Ok(());
+    }
+    if name.eq_ignore_ascii_case("content-length") {
+        head.content_length = std::str::from_utf8(&value)
+            .ok()
+            .and_then(|v| v.trim().parse().ok());
+    }
+    head.headers.push((header_name(name), value));
+    Ok(())
 }
 
 /// `"200 OK"` → 200 (a code of three digits, then a space or the end).

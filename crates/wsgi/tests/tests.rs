@@ -4,10 +4,11 @@
 //! errors. Only the standard library is needed here; Flask and Django run in the `c10k` crate's
 //! end-to-end tests.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -472,9 +473,98 @@ async fn async_wait_runs_python_on_the_pool_and_streams_through_it() {
     assert!(start.elapsed() < Duration::from_secs(1));
 }
 
+/// A burst of requests submitted on one event-loop thread, as the `async` class does for the
+/// connections one wake-up accepts, runs at once on as many pool threads, also when a thread of
+/// the pool is idle already: counting idle threads as they woke saw that one thread free for the
+/// whole burst, which then queued behind it (a `time.sleep(0.1)` view answered in 0.2, 0.3 s...).
+#[test]
+fn a_burst_of_requests_runs_at_once_on_the_pool() {
+    const N: usize = 8;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let app = WsgiApp::boot(&config("probe:app"), &info(Wait::Yield, N)).unwrap();
+    rt.block_on(async {
+        // One thread exists and waits for work.
+        assert_eq!(
+            body_text(app.call(get("/"), Ctx::new(Wait::Yield)).await),
+            "probe"
+        );
+        let target = format!("/meet?n={N}&token=burst&timeout=5");
+        // All submitted in one pass, before any pool thread gets to run.
+        let mut burst: Vec<_> = (0..N)
+            .map(|_| Some(Box::pin(app.call(get(&target), Ctx::new(Wait::Yield)))))
+            .collect();
+        let mut met = 0;
+        let mut answered = 0;
+        poll_fn(|cx| {
+            for slot in burst.iter_mut() {
+                if let Some(Poll::Ready(resp)) = slot.as_mut().map(|f| f.as_mut().poll(cx)) {
+                    *slot = None;
+                    answered += 1;
+                    met += usize::from(body_text(resp) == "met");
+                }
+            }
+            if answered == N {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        assert_eq!(met, N, "the burst did not run on {N} threads at once");
+    });
+}
+
 fn body_text(resp: Response) -> String {
     match resp.body {
         Body::Full(b) => String::from_utf8_lossy(&b).into_owned(),
         Body::Stream(_) | Body::File(_) => panic!("expected a full body"),
     }
+}
+
+#[test]
+fn a_list_subclass_with_close_is_closed() {
+    // The unwrapped dispatcher: the validator would wrap the list in an iterator of its own.
+    let app = boot("probe:raw", Wait::Block);
+    assert_eq!(
+        text(block(&app, get("/closing_list?token=cl1"))),
+        (200, "list".into())
+    );
+    assert_eq!(text(block(&app, get("/closed?token=cl1"))).1, "1");
+}
+
+#[test]
+fn response_headers_in_any_iterable_are_taken() {
+    let app = boot("probe:raw", Wait::Block);
+    let resp = block(&app, get("/tuple_headers"));
+    let probe = resp.headers.iter().find(|(n, _)| n == "X-Probe");
+    assert_eq!(probe.map(|(_, v)| v.as_ref()), Some(&b"tuple"[..]));
+    assert_eq!(text(resp), (200, "tuple".into()));
+}
+
+#[test]
+fn environ_without_a_peer_and_with_many_headers() {
+    let app = boot("probe:app", Wait::Block);
+    // No client address (a unix socket): no REMOTE_ADDR/REMOTE_PORT at all, not empty ones.
+    let mut req = Request::new(Method::Get, "/environ");
+    req.headers.append("Host", "example.test:8080");
+    for i in 0..40 {
+        req.headers.append(format!("X-Many-{i}"), format!("v{i}"));
+    }
+    let e = json(&app, req);
+    assert!(e.get("REMOTE_ADDR").is_none(), "{e}");
+    assert!(e.get("REMOTE_PORT").is_none(), "{e}");
+    assert_eq!(e["SERVER_NAME"], "example.test");
+    assert_eq!(e["SERVER_PORT"], "8080");
+    assert_eq!(e["QUERY_STRING"], "");
+    assert_eq!(e["REQUEST_METHOD"], "GET");
+    for i in 0..40 {
+        assert_eq!(e[format!("HTTP_X_MANY_{i}")], format!("v{i}"), "{e}");
+    }
+    // Then a request with a peer on the same thread: the template was not changed by the first.
+    let e = json(&app, get("/environ"));
+    assert_eq!(e["REMOTE_ADDR"], "10.1.2.3");
+    assert!(e.get("HTTP_X_MANY_0").is_none());
 }

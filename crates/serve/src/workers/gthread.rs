@@ -23,9 +23,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use c10k_http::Handler;
+use c10k_queue::WorkQueue;
 use crossbeam_channel as chan;
-use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex};
 
 use super::poller::Poller;
 
@@ -64,7 +63,7 @@ pub(super) fn run<H: Handler>(
     let open = Arc::new(Gauge::default());
     // Ready connections wait here for a pool thread; the reactor never blocks on it (at most the
     // connection cap are ever queued).
-    let work = Arc::new(WorkQueue::default());
+    let work = Arc::new(WorkQueue::<Work>::default());
     // Connections handed back by the pool, waiting for the client until a deadline.
     let (idle_tx, idle_rx) = chan::unbounded::<(Tracked, Instant)>();
 
@@ -171,85 +170,6 @@ pub(super) fn run<H: Handler>(
     Ok(())
 }
 
-/// Ready connections on their way to the pool: a mutex and a condition variable. A pool thread
-/// with nothing to do sleeps at once — no spinning or `sched_yield` first (which a channel such as
-/// crossbeam's does before it blocks): on a CPU shared by a worker's threads and its siblings,
-/// every yield is a context switch to a thread that has nothing to do either.
-struct WorkQueue<T = Work> {
-    state: Mutex<WorkState<T>>,
-    ready: Condvar,
-}
-
-struct WorkState<T> {
-    queue: VecDeque<T>,
-    /// Pool threads asleep in [`WorkQueue::pop`].
-    sleeping: usize,
-    /// No more work comes: threads exit once the queue is empty.
-    closed: bool,
-}
-
-impl<T> Default for WorkQueue<T> {
-    fn default() -> Self {
-        WorkQueue {
-            state: Mutex::new(WorkState {
-                queue: VecDeque::new(),
-                sleeping: 0,
-                closed: false,
-            }),
-            ready: Condvar::new(),
-        }
-    }
-}
-
-impl<T> WorkQueue<T> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, WorkState<T>> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Queues `work` and wakes one sleeping pool thread, if any sleeps. Once closed, gives the
-    /// work back.
-    fn push(&self, work: T) -> Option<T> {
-        let mut q = self.lock();
-        if q.closed {
-            return Some(work);
-        }
-        q.queue.push_back(work);
-        let wake = q.sleeping > 0;
-        drop(q);
-        if wake {
-            self.ready.notify_one();
-        }
-        None
-    }
-
-    /// The next piece of work, sleeping until there is one; `None` once closed and empty.
-    fn pop(&self) -> Option<T> {
-        let mut q = self.lock();
-        loop {
-            if let Some(w) = q.queue.pop_front() {
-                return Some(w);
-            }
-            if q.closed {
-                return None;
-            }
-            q.sleeping += 1;
-            q = self.ready.wait(q).unwrap_or_else(|e| e.into_inner());
-            q.sleeping -= 1;
-        }
-    }
-
-    /// A queued piece of work, without waiting.
-    #[cfg(test)]
-    fn try_pop(&self) -> Option<T> {
-        self.lock().queue.pop_front()
-    }
-
-    fn close(&self) {
-        self.lock().closed = true;
-        self.ready.notify_all();
-    }
-}
-
 /// The pool's threads as seats: a connection takes one when the reactor hands it to the pool
 /// (queued or being served) and gives it back when its request is done.
 #[derive(Default)]
@@ -326,7 +246,7 @@ const FRESH_GRACE: Duration = Duration::from_millis(100);
 impl Reactor<'_> {
     fn run(
         &mut self,
-        work: &WorkQueue,
+        work: &WorkQueue<Work>,
         idle: &chan::Receiver<(Tracked, Instant)>,
     ) -> anyhow::Result<()> {
         for l in &self.listeners {
@@ -409,13 +329,18 @@ impl Reactor<'_> {
     }
 
     /// Hands a connection to the pool; never blocks.
-    fn dispatch(&mut self, work: &WorkQueue, conn: Tracked, first: Option<c10k_http::Request>) {
+    fn dispatch(
+        &mut self,
+        work: &WorkQueue<Work>,
+        conn: Tracked,
+        first: Option<c10k_http::Request>,
+    ) {
         self.seats.take();
         let job = Work {
             tracked: conn,
             first,
         };
-        if let Some(job) = work.push(job) {
+        if let Err(job) = work.push(job) {
             self.seats.free(self.poller);
             drop(job);
             closed(self.life, self.open);
@@ -442,7 +367,7 @@ impl Reactor<'_> {
         Ok(())
     }
 
-    fn accept_from(&mut self, index: usize, first_request: Duration, work: &WorkQueue) {
+    fn accept_from(&mut self, index: usize, first_request: Duration, work: &WorkQueue<Work>) {
         // Accept what is queued while this worker has room (see `has_room`).
         for _ in 0..64 {
             if !self.has_room() {
@@ -543,7 +468,7 @@ impl Reactor<'_> {
 
     /// Connections whose wait ended go to the pool, where their state machine answers 408 (a
     /// request under way) or closes them quietly (idle).
-    fn expire(&mut self, now: Instant, work: &WorkQueue) {
+    fn expire(&mut self, now: Instant, work: &WorkQueue<Work>) {
         let expired: Vec<usize> = self
             .parked
             .iter()
@@ -646,27 +571,5 @@ mod tests {
         assert_eq!(reactor.parked.len(), 1, "only the silent one is watched");
         assert_eq!(seats.taken(), 1);
         reactor.close_parked();
-    }
-
-    #[test]
-    fn the_work_queue_wakes_a_sleeping_thread_and_drains_before_closing() {
-        let q = Arc::new(WorkQueue::<u32>::default());
-        let q2 = q.clone();
-        let sleeper = std::thread::spawn(move || {
-            let mut got = Vec::new();
-            while let Some(n) = q2.pop() {
-                got.push(n);
-            }
-            got
-        });
-        // Let it fall asleep on the empty queue, then wake it.
-        std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(q.push(1), None);
-        assert_eq!(q.push(2), None);
-        std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(q.push(3), None);
-        q.close();
-        assert_eq!(q.push(4), Some(4), "closed: the work comes back");
-        assert_eq!(sleeper.join().unwrap(), vec![1, 2, 3]);
     }
 }

@@ -16,6 +16,9 @@ from wsgiref.validate import validator
 # token -> how many times close() was called on that response's iterable
 CLOSED = {}
 LOCAL = threading.local()
+# token -> a threading.Barrier that /meet requests with that token wait on together
+MEETINGS = {}
+MEETINGS_LOCK = threading.Lock()
 BOOTED = os.environ.get("PROBE_BOOT_MARK", "")
 
 
@@ -43,6 +46,17 @@ class Tracked:
             if self.delay:
                 time.sleep(self.delay)
             yield c
+
+    def close(self):
+        CLOSED[self.token] = CLOSED.get(self.token, 0) + 1
+
+
+class ClosingList(list):
+    """A complete body in a list subclass that records its close()."""
+
+    def __init__(self, token, chunks):
+        super().__init__(chunks)
+        self.token = token
 
     def close(self):
         CLOSED[self.token] = CLOSED.get(self.token, 0) + 1
@@ -136,6 +150,17 @@ def dispatch(environ, start_response):
     if path == "/slow":
         time.sleep(float(q.get("s", "1")))
         return _text(start_response, "slept")
+    if path == "/meet":
+        # Answers "met" once n requests with this token are inside the app at the same time,
+        # "alone" if they are not within `timeout` seconds: whether the server runs them at once.
+        n = int(q.get("n", "2"))
+        with MEETINGS_LOCK:
+            barrier = MEETINGS.setdefault(q.get("token", "t"), threading.Barrier(n))
+        try:
+            barrier.wait(timeout=float(q.get("timeout", "5")))
+            return _text(start_response, "met")
+        except threading.BrokenBarrierError:
+            return _text(start_response, "alone")
     if path == "/raise":
         raise RuntimeError("boom from the probe app")
     if path == "/errors":
@@ -148,6 +173,15 @@ def dispatch(environ, start_response):
         return _text(start_response, sys.prefix)
     if path == "/boot":
         return _text(start_response, BOOTED)
+    if path == "/closing_list":
+        # A list subclass may have a close() of its own: the server must still call it.
+        token = q.get("token", "t")
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
+        return ClosingList(token, [b"list"])
+    if path == "/tuple_headers":
+        # Not a list: the server must take any iterable of pairs (the validator would refuse).
+        start_response("200 OK", (("Content-Type", "text/plain"), ("X-Probe", "tuple")))
+        return [b"tuple"]
     if path == "/":
         return _text(start_response, "probe")
     return _text(start_response, "not found: " + path, status="404 Not Found")
