@@ -135,9 +135,9 @@ fn add_header(head: &mut Head, item: &Bound<'_, PyAny>) -> PyResult<()> {
         .cast::<PyString>()
         .map_err(|_| PyTypeError::new_err("header names must be str"))?;
     let name = SEEN_NAMES.with(|seen| seen.borrow_mut().get_or_check(name, check_name))?;
-    let value = value.cast::<PyString>().map_err(|_| {
-        PyTypeError::new_err(format!("header {} must have a str value", name.name))
-    })?;
+    let value = value
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err(format!("header {} must have a str value", name.name)))?;
     let value = SEEN_VALUES.with(|seen| {
         seen.borrow_mut()
             .get_or_check(value, |v| check_value(&name.name, v))

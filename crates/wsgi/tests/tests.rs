@@ -574,7 +574,9 @@ fn repeated_header_strings_keep_their_own_values() {
     // Request side: the same header name with the same, then other, values on one thread.
     let app = boot("probe:app", Wait::Block);
     let long = "x".repeat(300);
-    for host in ["a.test", "a.test", "a.test", "b.test", &long, &long, "a.test"] {
+    for host in [
+        "a.test", "a.test", "a.test", "b.test", &long, &long, "a.test",
+    ] {
         let mut req = Request::new(Method::Get, "/environ");
         req.headers.append("Host", host.to_owned());
         req.local = Some("127.0.0.1:8000".parse().unwrap());
