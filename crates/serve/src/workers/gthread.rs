@@ -15,6 +15,9 @@
 //! read at once (a client usually sends its request right after connecting), and only one that
 //! has sent nothing yet goes to the poller; ready work reaches a pool thread through [`Work`]'s
 //! queue, where an idle thread sleeps without spinning or yielding first.
+//! A pool thread that has just finished a connection takes the next one straight from the
+//! listener when one is already queued and no work waits (see [`hot_accept`]): no reactor and no
+//! queue in between.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
@@ -52,6 +55,63 @@ struct Work {
     first: Option<c10k_http::Request>,
 }
 
+/// A listener as the pool threads see it: a duplicate of the reactor's (the same open socket,
+/// non-blocking), with what a connection accepted from it needs.
+struct Door {
+    listener: Listener,
+    protocol: Protocol,
+    local: Option<std::net::SocketAddr>,
+}
+
+/// What [`hot_accept`] found: a connection for this thread (with the request already read, if
+/// any), or one whose client has not sent its request yet (with the deadline to wait until).
+type Hot = std::io::Result<Result<(Tracked, Option<c10k_http::Request>), (Tracked, Instant)>>;
+
+/// Takes a connection already queued on one of `doors`, without waiting, for a pool thread that
+/// has just finished one, and reads what its client sent. `None`: nothing queued.
+///
+/// Under load, a connection usually arrives while the pool threads are busy: through the reactor
+/// it costs a wake-up of the reactor (accept, read, queue) and one of a pool thread, two hops on
+/// a CPU that a worker often shares with its siblings. A thread that takes it itself costs none.
+fn hot_accept(
+    doors: &[Door],
+    life: &Life,
+    settings: &Arc<ConnSettings>,
+    open: &Gauge,
+) -> Option<Hot> {
+    for door in doors {
+        let (conn, peer) = match super::blocking::accept_blocking(&door.listener) {
+            Ok(accepted) => accepted,
+            // Nothing queued, or an error the reactor meets and reports on its next accept.
+            Err(_) => continue,
+        };
+        let track = life.open(peer);
+        if door.protocol == Protocol::Uwsgi && !super::uwsgi_admits(settings, &track, peer) {
+            continue;
+        }
+        open.inc();
+        life.slot().connections.fetch_add(1, Relaxed);
+        let info = conn.info_known(peer, door.local);
+        let machine = Box::new(Machine::new(
+            settings.clone(),
+            track,
+            info,
+            door.protocol,
+            true,
+            Instant::now(),
+        ));
+        let mut tracked = Tracked { conn, machine };
+        return Some(
+            match conn_blocking::read_ready(&tracked.conn, &mut *tracked.machine, false) {
+                Ok(Ok(first)) => Ok(Ok((tracked, first))),
+                Ok(Err(deadline)) => Ok(Err((tracked, deadline))),
+                Err(e) => Err(e),
+            },
+        );
+    }
+    None
+}
+
 pub(super) fn run<H: Handler>(
     listeners: Vec<Listener>,
     config: &ServeConfig,
@@ -68,19 +128,51 @@ pub(super) fn run<H: Handler>(
     let (idle_tx, idle_rx) = chan::unbounded::<(Tracked, Instant)>();
 
     let seats = Arc::new(Seats::default());
+    // Non-blocking before any pool thread may accept from them (see `hot_accept`).
+    for l in &listeners {
+        l.set_nonblocking(true)?;
+    }
+    let doors = Arc::new(
+        listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                Ok(Door {
+                    listener: l.try_clone()?,
+                    protocol: config.protocol_of(i),
+                    local: l.fixed_local(),
+                })
+            })
+            .collect::<std::io::Result<Vec<Door>>>()
+            .context("cannot share the listeners with the gthread pool")?,
+    );
+    let max_conns = config.worker_connections;
     let mut pool = Vec::with_capacity(config.threads);
     for i in 0..config.threads {
         let (work, idle_tx, seats) = (work.clone(), idle_tx.clone(), seats.clone());
         let (handler, life, open, poller) =
             (handler.clone(), life.clone(), open.clone(), poller.clone());
+        let (doors, settings) = (doors.clone(), settings.clone());
         let t = std::thread::Builder::new()
             .name(format!("c10k-gthread-{i}"))
             .spawn(move || {
-                while let Some(Work {
-                    tracked: Tracked { conn, mut machine },
-                    first,
-                }) = work.pop()
-                {
+                // A connection this thread took from a listener itself, served before it asks
+                // the queue again.
+                let mut next: Option<Work> = None;
+                loop {
+                    let Work {
+                        tracked: Tracked { conn, mut machine },
+                        first,
+                    } = match next.take() {
+                        Some(hot) => hot,
+                        None => match work.pop() {
+                            Some(queued) => {
+                                seats.serving.fetch_add(1, SeqCst);
+                                queued
+                            }
+                            None => break,
+                        },
+                    };
                     life.slot().busy.fetch_add(1, Relaxed);
                     let mut on_request = || life.on_request();
                     let result = conn_blocking::drive(
@@ -113,8 +205,41 @@ pub(super) fn run<H: Handler>(
                             closed(&life, &open);
                         }
                     }
-                    // Last, so a reactor woken here sees the connection closed too.
-                    seats.free(&poller);
+                    // Free now: take the next connection from the listener without the reactor's
+                    // and the queue's hand-offs (two wake-ups), if one is already waiting and no
+                    // work is queued (queued work goes first; this thread still counts as
+                    // serving, so its own seat is not seen as queued).
+                    let room = life.phase() == Phase::Running
+                        && open.get() < max_conns
+                        && seats.queued() == 0;
+                    if room {
+                        match hot_accept(&doors, &life, &settings, &open) {
+                            Some(Ok(Ok(first))) => {
+                                next = Some(Work {
+                                    tracked: first.0,
+                                    first: first.1,
+                                })
+                            }
+                            Some(Ok(Err((tracked, deadline)))) => {
+                                // Connected but silent so far: the reactor watches it.
+                                if idle_tx.send((tracked, deadline)).is_ok() {
+                                    let _ = poller.notify();
+                                } else {
+                                    closed(&life, &open);
+                                }
+                            }
+                            Some(Err(e)) => {
+                                super::async_::log_io_error(&e);
+                                closed(&life, &open);
+                            }
+                            None => {}
+                        }
+                    }
+                    if next.is_none() {
+                        seats.serving.fetch_sub(1, SeqCst);
+                        // Last, so a reactor woken here sees the connection closed too.
+                        seats.free(&poller);
+                    }
                 }
             })
             .context("cannot start a gthread pool thread")?;
@@ -175,6 +300,8 @@ pub(super) fn run<H: Handler>(
 #[derive(Default)]
 struct Seats {
     taken: AtomicUsize,
+    /// Seats whose connection a pool thread is serving now (the others are queued).
+    serving: AtomicUsize,
     /// Set by the reactor before it decides whether it has room to accept; a thread that gives
     /// a seat back then wakes the reactor's poller. Without this wake-up a worker whose threads
     /// were all taken stopped watching the listener until its next heartbeat tick (`POLL`,
@@ -206,6 +333,12 @@ impl Seats {
 
     fn taken(&self) -> usize {
         self.taken.load(SeqCst)
+    }
+
+    /// Connections handed to the pool and not picked up by a thread yet (about: the two counts
+    /// are read one after the other).
+    fn queued(&self) -> usize {
+        self.taken().saturating_sub(self.serving.load(SeqCst))
     }
 }
 
@@ -571,5 +704,47 @@ mod tests {
         assert_eq!(reactor.parked.len(), 1, "only the silent one is watched");
         assert_eq!(seats.taken(), 1);
         reactor.close_parked();
+    }
+
+    #[test]
+    fn a_free_pool_thread_takes_a_queued_connection_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let l = Listener::bind(&BindAddr::Unix(path.clone()), 8, false).unwrap();
+        l.set_nonblocking(true).unwrap();
+        let doors = [Door {
+            listener: l,
+            protocol: Protocol::Http,
+            local: None,
+        }];
+        let config = ServeConfig::default();
+        let sb = Arc::new(Scoreboard::create().unwrap());
+        sb.reset(0, 1);
+        let tracker = Tracker::new(sb.clone(), 0, &config).unwrap();
+        let life = Life::new(Shutdown::new(), sb, 0, 0, tracker);
+        let settings = Arc::new(ConnSettings::from_config(&config));
+        let open = Gauge::default();
+        assert!(
+            hot_accept(&doors, &life, &settings, &open).is_none(),
+            "nothing queued: no wait"
+        );
+        // A client whose request is there: the thread gets it to run.
+        let mut ready = UnixStream::connect(&path).unwrap();
+        ready
+            .write_all(b"GET /hot HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let Some(Ok(Ok((_conn, Some(first))))) = hot_accept(&doors, &life, &settings, &open) else {
+            panic!("the queued connection with its request")
+        };
+        assert_eq!(first.path, "/hot");
+        assert_eq!(open.get(), 1, "counted as open");
+        // A client that has sent nothing yet goes to the reactor, with its deadline.
+        let _silent = UnixStream::connect(&path).unwrap();
+        let Some(Ok(Err((_conn, deadline)))) = hot_accept(&doors, &life, &settings, &open) else {
+            panic!("the silent connection, to be watched")
+        };
+        assert!(deadline > Instant::now());
+        assert_eq!(open.get(), 2);
+        assert!(hot_accept(&doors, &life, &settings, &open).is_none());
     }
 }
