@@ -209,12 +209,17 @@ impl Template {
                 path = &path[root.len()..];
             }
         }
-        env.set_item(&k.path_info, latin1(py, path)?)?;
+        let target = PyString::new(py, &req.target);
+        if path.is_ascii() && path == req.target.as_bytes() {
+            // No query, no escapes, no root path: PATH_INFO is the target's text, one string.
+            env.set_item(&k.path_info, &target)?;
+        } else {
+            env.set_item(&k.path_info, latin1(py, path)?)?;
+        }
         match &req.query {
             Some(q) => env.set_item(&k.query_string, PyString::new(py, q))?,
             None => env.set_item(&k.query_string, &k.empty)?,
         }
-        let target = PyString::new(py, &req.target);
         env.set_item(&k.raw_uri, &target)?;
         env.set_item(&k.request_uri, &target)?;
 
@@ -286,6 +291,10 @@ impl Template {
             if req.headers.iter().take(i).any(|f| same(&f)) {
                 continue;
             }
+            if name.eq_ignore_ascii_case("content-length") {
+                // Set from the body actually received (above).
+                continue;
+            }
             let mut rest = req.headers.iter().skip(i + 1).filter(same).peekable();
             let val = if rest.peek().is_some() {
                 let sep: &[u8] = if name.eq_ignore_ascii_case("cookie") {
@@ -299,13 +308,15 @@ impl Template {
                     joined.extend_from_slice(v);
                 }
                 latin1(py, &joined)?
-            } else {
+            } else if name.eq_ignore_ascii_case("content-type") {
                 latin1(py, value)?
+            } else {
+                let (key, val) = header_entry(py, name, value)?;
+                env.set_item(key, val)?;
+                continue;
             };
             if name.eq_ignore_ascii_case("content-type") {
                 env.set_item(&k.content_type, val)?;
-            } else if name.eq_ignore_ascii_case("content-length") {
-                // Set from the body actually received (above).
             } else {
                 env.set_item(header_key(py, name), val)?;
             }
@@ -314,29 +325,81 @@ impl Template {
     }
 }
 
+/// A header name's environ key, and the value it had last time as a string: a client sends the
+/// same `Host`, `User-Agent`, `Accept` ... with every request, and a repeated value reuses its
+/// (immutable) string instead of making a new one.
+struct HeaderKey {
+    key: Py<PyString>,
+    /// The last value's bytes (up to [`LAST_VALUE_MAX`]) and its string.
+    last: Option<(Vec<u8>, Py<PyString>)>,
+}
+
 thread_local! {
     /// Header name as sent → interned `HTTP_*` key; bounded so hostile names cannot grow it.
-    static HEADER_KEYS: RefCell<HashMap<Box<str>, Py<PyString>>> = RefCell::new(HashMap::new());
+    static HEADER_KEYS: RefCell<HashMap<Box<str>, HeaderKey>> = RefCell::new(HashMap::new());
 }
 const HEADER_KEYS_MAX: usize = 256;
+/// Longer values are not remembered (bounds the cache's memory to 64 KiB per thread).
+const LAST_VALUE_MAX: usize = 256;
+
+fn make_header_key<'py>(py: Python<'py>, name: &str) -> Bound<'py, PyString> {
+    let mut key = String::with_capacity(5 + name.len());
+    key.push_str("HTTP_");
+    key.extend(name.chars().map(|c| match c {
+        '-' => '_',
+        c => c.to_ascii_uppercase(),
+    }));
+    PyString::intern(py, &key)
+}
 
 fn header_key<'py>(py: Python<'py>, name: &str) -> Bound<'py, PyString> {
     HEADER_KEYS.with(|cache| {
         if let Some(k) = cache.borrow().get(name) {
-            return k.bind(py).clone();
+            return k.key.bind(py).clone();
         }
-        let mut key = String::with_capacity(5 + name.len());
-        key.push_str("HTTP_");
-        key.extend(name.chars().map(|c| match c {
-            '-' => '_',
-            c => c.to_ascii_uppercase(),
-        }));
-        let s = PyString::intern(py, &key);
+        let s = make_header_key(py, name);
         let mut cache = cache.borrow_mut();
         if cache.len() < HEADER_KEYS_MAX {
-            cache.insert(name.into(), s.clone().unbind());
+            let entry = HeaderKey {
+                key: s.clone().unbind(),
+                last: None,
+            };
+            cache.insert(name.into(), entry);
         }
         s
+    })
+}
+
+/// The environ key of header `name` and its `value` as a string (see [`HeaderKey`]).
+fn header_entry<'py>(
+    py: Python<'py>,
+    name: &str,
+    value: &[u8],
+) -> PyResult<(Bound<'py, PyString>, Bound<'py, PyString>)> {
+    HEADER_KEYS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let Some(entry) = cache.get_mut(name) else {
+            drop(cache);
+            return Ok((header_key(py, name), latin1(py, value)?));
+        };
+        let key = entry.key.bind(py).clone();
+        if let Some((bytes, s)) = &entry.last {
+            if bytes.as_slice() == value {
+                return Ok((key, s.bind(py).clone()));
+            }
+        }
+        let s = latin1(py, value)?;
+        if value.len() <= LAST_VALUE_MAX {
+            match &mut entry.last {
+                Some((bytes, last)) => {
+                    bytes.clear();
+                    bytes.extend_from_slice(value);
+                    *last = s.clone().unbind();
+                }
+                None => entry.last = Some((value.to_vec(), s.clone().unbind())),
+            }
+        }
+        Ok((key, s))
     })
 }
 

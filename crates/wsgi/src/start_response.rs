@@ -7,6 +7,7 @@
 //! app. Data given to `write()` is sent before the iterable's chunks, in order.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 
 use bytes::Bytes;
 use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
@@ -132,34 +133,140 @@ fn add_header(head: &mut Head, item: &Bound<'_, PyAny>) -> PyResult<()> {
     let value = pair.get_item(1)?;
     let name = name
         .cast::<PyString>()
-        .map_err(|_| PyTypeError::new_err("header names must be str"))?
-        .to_str()?;
+        .map_err(|_| PyTypeError::new_err("header names must be str"))?;
+    let name = SEEN_NAMES.with(|seen| seen.borrow_mut().get_or_check(name, check_name))?;
+    let value = value
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err(format!("header {} must have a str value", name.name)))?;
+    let value = SEEN_VALUES.with(|seen| {
+        seen.borrow_mut()
+            .get_or_check(value, |v| check_value(&name.name, v))
+    })?;
+    match name.kind {
+        NameKind::HopByHop => {
+            // The server frames the message itself; an app's framing header would corrupt it.
+            tracing::debug!(
+                "dropping hop-by-hop response header {} from the app",
+                name.name
+            );
+            return Ok(());
+        }
+        NameKind::ContentLength => {
+            head.content_length = std::str::from_utf8(&value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok());
+        }
+        NameKind::Other => {}
+    }
+    head.headers.push((name.name, value));
+    Ok(())
+}
+
+/// A checked response header name.
+#[derive(Clone)]
+struct Name {
+    name: Cow<'static, str>,
+    kind: NameKind,
+}
+
+#[derive(Clone, Copy)]
+enum NameKind {
+    HopByHop,
+    ContentLength,
+    Other,
+}
+
+fn check_name(name: &Bound<'_, PyString>) -> PyResult<Name> {
+    let name = name.to_str()?;
     if name.is_empty() || !name.bytes().all(is_token_byte) {
         return Err(PyValueError::new_err(format!(
             "invalid header name {name:?}"
         )));
     }
-    let value = value
-        .cast::<PyString>()
-        .map_err(|_| PyTypeError::new_err(format!("header {name} must have a str value")))?;
+    let kind = if is_hop_by_hop(name) {
+        NameKind::HopByHop
+    } else if name.eq_ignore_ascii_case("content-length") {
+        NameKind::ContentLength
+    } else {
+        NameKind::Other
+    };
+    Ok(Name {
+        name: header_name(name),
+        kind,
+    })
+}
+
+fn check_value(name: &str, value: &Bound<'_, PyString>) -> PyResult<Bytes> {
     let value = latin1_bytes(value)?;
     if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
         return Err(PyValueError::new_err(format!(
             "header {name} has a line break in its value"
         )));
     }
-    if is_hop_by_hop(name) {
-        // The server frames the message itself; an app's framing header would corrupt it.
-        tracing::debug!("dropping hop-by-hop response header {name} from the app");
-        return Ok(());
+    Ok(value)
+}
+
+/// How many strings each [`Seen`] remembers.
+const SEEN: usize = 32;
+
+thread_local! {
+    static SEEN_NAMES: RefCell<Seen<Name>> = RefCell::new(Seen::default());
+    static SEEN_VALUES: RefCell<Seen<Bytes>> = RefCell::new(Seen::default());
+}
+
+/// Header strings an app passes again and again — the constants in its code, such as
+/// `"Content-Type"` and `"text/plain"` — and what checking them gave, found by identity: a hit
+/// costs a pointer comparison instead of a check, a copy and an allocation (and the response
+/// value is a shared [`Bytes`], whose release on the event loop frees nothing). A `str` is
+/// immutable and an entry holds a reference to its string, so a cached address always means the
+/// same text. A string is cached the second time it is seen, so values made afresh for every
+/// response (`str(len(body))`) do not churn the cache.
+struct Seen<T> {
+    cached: Vec<(Py<PyString>, T)>,
+    next_cached: usize,
+    /// Addresses seen once. No reference is held: a reused address only makes a new string
+    /// cached at its first sighting, with what checking it gives.
+    once: [usize; SEEN],
+    next_once: usize,
+}
+
+impl<T> Default for Seen<T> {
+    fn default() -> Self {
+        Seen {
+            cached: Vec::new(),
+            next_cached: 0,
+            once: [0; SEEN],
+            next_once: 0,
+        }
     }
-    if name.eq_ignore_ascii_case("content-length") {
-        head.content_length = std::str::from_utf8(&value)
-            .ok()
-            .and_then(|v| v.trim().parse().ok());
+}
+
+impl<T: Clone> Seen<T> {
+    fn get_or_check(
+        &mut self,
+        s: &Bound<'_, PyString>,
+        check: impl FnOnce(&Bound<'_, PyString>) -> PyResult<T>,
+    ) -> PyResult<T> {
+        let ptr = s.as_ptr();
+        if let Some((_, t)) = self.cached.iter().find(|(p, _)| p.as_ptr() == ptr) {
+            return Ok(t.clone());
+        }
+        let t = check(s)?;
+        let addr = ptr as usize;
+        if self.once.contains(&addr) {
+            let entry = (s.clone().unbind(), t.clone());
+            if self.cached.len() < SEEN {
+                self.cached.push(entry);
+            } else {
+                self.cached[self.next_cached] = entry;
+                self.next_cached = (self.next_cached + 1) % SEEN;
+            }
+        } else {
+            self.once[self.next_once] = addr;
+            self.next_once = (self.next_once + 1) % SEEN;
+        }
+        Ok(t)
     }
-    head.headers.push((header_name(name), value));
-    Ok(())
 }
 
 /// `"200 OK"` → 200 (a code of three digits, then a space or the end).

@@ -568,3 +568,33 @@ fn environ_without_a_peer_and_with_many_headers() {
     assert_eq!(e["REMOTE_ADDR"], "10.1.2.3");
     assert!(e.get("HTTP_X_MANY_0").is_none());
 }
+
+#[test]
+fn repeated_header_strings_keep_their_own_values() {
+    // Request side: the same header name with the same, then other, values on one thread.
+    let app = boot("probe:app", Wait::Block);
+    let long = "x".repeat(300);
+    for host in [
+        "a.test", "a.test", "a.test", "b.test", &long, &long, "a.test",
+    ] {
+        let mut req = Request::new(Method::Get, "/environ");
+        req.headers.append("Host", host.to_owned());
+        req.local = Some("127.0.0.1:8000".parse().unwrap());
+        let e = json(&app, req);
+        assert_eq!(e["HTTP_HOST"], host);
+    }
+    // Response side: constant header strings (cached after a second sighting) and fresh ones.
+    let raw = boot("probe:raw", Wait::Block);
+    for v in ["one", "one", "one", "two", "three", "three", "one"] {
+        let resp = block(&raw, get(&format!("/echo_header?v={v}")));
+        let echo = resp.headers.iter().find(|(n, _)| n == "X-Echo");
+        assert_eq!(echo.map(|(_, v)| v.as_ref()), Some(v.as_bytes()));
+        let ctype = resp.headers.iter().find(|(n, _)| n == "Content-Type");
+        assert_eq!(ctype.map(|(_, v)| v.as_ref()), Some(&b"text/plain"[..]));
+    }
+    for _ in 0..3 {
+        let resp = block(&raw, get("/tuple_headers"));
+        let probe = resp.headers.iter().find(|(n, _)| n == "X-Probe");
+        assert_eq!(probe.map(|(_, v)| v.as_ref()), Some(&b"tuple"[..]));
+    }
+}

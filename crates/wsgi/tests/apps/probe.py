@@ -178,6 +178,11 @@ def dispatch(environ, start_response):
         token = q.get("token", "t")
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
         return ClosingList(token, [b"list"])
+    if path == "/echo_header":
+        # The value is a new string each time; the name a constant.
+        value = q.get("v", "")
+        start_response("200 OK", [("Content-Type", "text/plain"), ("X-Echo", value)])
+        return [value.encode()]
     if path == "/tuple_headers":
         # Not a list: the server must take any iterable of pairs (the validator would refuse).
         start_response("200 OK", (("Content-Type", "text/plain"), ("X-Probe", "tuple")))
