@@ -13,6 +13,7 @@ use c10k_http::{Ctx, Handler, Request, Response, Wait};
 
 use crate::config::Protocol;
 use crate::conn::{Action, ConnSettings, Lingering, Machine};
+use crate::proto::ConnInfo;
 use crate::shutdown::{Phase, Shutdown};
 use crate::stream::Stream;
 use crate::track::ConnTrack;
@@ -42,11 +43,13 @@ pub(crate) enum Outcome {
     Wait(Stream, Instant),
 }
 
-/// Serves `stream` from its start. `on_request` is called once per answered request (scoreboard,
-/// max-requests); `track` follows the connection's state for the processlist.
+/// Serves `stream` (whose addresses are `info`) from its start. `on_request` is called once per
+/// answered request (scoreboard, max-requests); `track` follows the connection's state for the
+/// processlist.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn serve<H: Handler>(
     stream: Stream,
+    info: ConnInfo,
     track: &mut ConnTrack,
     handler: &H,
     settings: &ConnSettings,
@@ -56,7 +59,6 @@ pub(crate) fn serve<H: Handler>(
     on_request: &mut dyn FnMut(),
 ) -> io::Result<Outcome> {
     let keep_alive_allowed = mode != Mode::OneRequest;
-    let info = stream.info();
     let now = Instant::now();
     let mut conn = Machine::new(settings, track, info, protocol, keep_alive_allowed, now);
     drive(stream, &mut conn, None, handler, shutdown, mode, on_request)
@@ -345,8 +347,11 @@ mod tests {
             let tracker = Arc::new(Tracker::new(sb, 0, &config).unwrap());
             let mut track = tracker.open(None);
             let settings = ConnSettings::from_config(&config);
+            let server = Stream::Unix(server);
+            let info = server.info();
             let _ = serve(
-                Stream::Unix(server),
+                server,
+                info,
                 &mut track,
                 &handler,
                 &settings,

@@ -69,6 +69,17 @@ impl Listener {
         }
     }
 
+    /// The local address of every connection this listener accepts, when one address serves
+    /// them all: a TCP listener bound to a specific IP. `None` for a wildcard bind (`0.0.0.0`,
+    /// `[::]`), where each connection's own address must be asked for, and for unix sockets.
+    /// Read once, so accepting needs no `getsockname(2)` per connection.
+    pub(crate) fn fixed_local(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().ok().filter(|a| !a.ip().is_unspecified()),
+            Listener::Unix(_) => None,
+        }
+    }
+
     pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
         match self {
             Listener::Tcp(l) => l.set_nonblocking(on),
@@ -189,6 +200,20 @@ mod tests {
         let back = unsafe { Listener::from_raw_fd(fd) }.unwrap();
         assert!(matches!(back, Listener::Unix(_)));
         assert_eq!(back.local_addr().unwrap(), BindAddr::Unix(path));
+    }
+
+    #[test]
+    fn a_specific_address_is_every_connection_s_local_address_a_wildcard_is_not() {
+        let l = Listener::bind(&"127.0.0.1:0".parse().unwrap(), 16, false).unwrap();
+        let BindAddr::Tcp(bound) = l.local_addr().unwrap() else {
+            panic!("a TCP listener has a TCP address")
+        };
+        assert_eq!(l.fixed_local(), Some(bound));
+        let any = Listener::bind(&"0.0.0.0:0".parse().unwrap(), 16, false).unwrap();
+        assert_eq!(any.fixed_local(), None, "asked per connection");
+        let dir = tempfile::tempdir().unwrap();
+        let unix = Listener::bind(&BindAddr::Unix(dir.path().join("s.sock")), 16, false).unwrap();
+        assert_eq!(unix.fixed_local(), None);
     }
 
     #[test]

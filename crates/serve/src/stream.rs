@@ -5,7 +5,7 @@
 //! `read`/`write` calls goes through this enum, so "which kind of socket" is asked in one place.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
@@ -42,11 +42,18 @@ impl Stream {
     }
 
     /// The connection's addresses and transport (a unix socket has no IP addresses).
+    #[cfg(test)]
     pub fn info(&self) -> ConnInfo {
+        self.info_known(None, None)
+    }
+
+    /// [`Stream::info`] from the addresses already known (the peer's from `accept(2)`, the local
+    /// one from a listener bound to a specific address): only a missing one costs a system call.
+    pub fn info_known(&self, peer: Option<SocketAddr>, local: Option<SocketAddr>) -> ConnInfo {
         match self {
             Stream::Tcp(s) => ConnInfo {
-                peer: s.peer_addr().ok(),
-                local: s.local_addr().ok(),
+                peer: peer.or_else(|| s.peer_addr().ok()),
+                local: local.or_else(|| s.local_addr().ok()),
                 transport: c10k_http::Transport::Tcp,
             },
             Stream::Unix(_) => ConnInfo {

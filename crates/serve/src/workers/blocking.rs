@@ -19,6 +19,9 @@ pub(crate) struct Acceptor {
     listeners: Vec<Listener>,
     /// The protocol of each listener, by index.
     protocols: Vec<Protocol>,
+    /// The local address of each listener's connections, when fixed (see
+    /// [`Listener::fixed_local`]).
+    locals: Vec<Option<SocketAddr>>,
     pollfds: Vec<libc::pollfd>,
     /// The listen queue had a connection waiting the last time we looked: try `accept` before
     /// `poll`. Under load (nginx opens a connection per uwsgi request) the queue is rarely
@@ -47,6 +50,7 @@ impl Acceptor {
             l.set_nonblocking(true)?;
             set_nodelay(l)?;
         }
+        let locals = listeners.iter().map(Listener::fixed_local).collect();
         let pollfds = listeners
             .iter()
             .map(|l| libc::pollfd {
@@ -58,6 +62,7 @@ impl Acceptor {
         Ok(Acceptor {
             listeners,
             protocols,
+            locals,
             pollfds,
             hot: false,
             next: 0,
@@ -116,6 +121,7 @@ impl Acceptor {
                     return Ok(Some(Accepted {
                         conn,
                         peer,
+                        local: self.locals[i],
                         protocol: self.protocols[i],
                     }));
                 }
@@ -142,6 +148,7 @@ pub(crate) enum SharedAcceptor {
     One {
         listener: Listener,
         protocol: Protocol,
+        local: Option<SocketAddr>,
     },
     Many(Mutex<Acceptor>),
 }
@@ -173,7 +180,12 @@ impl SharedAcceptor {
             Listener::Tcp(l) => socket2::SockRef::from(l).set_read_timeout(timeout)?,
             Listener::Unix(l) => socket2::SockRef::from(l).set_read_timeout(timeout)?,
         }
-        Ok(SharedAcceptor::One { listener, protocol })
+        let local = listener.fixed_local();
+        Ok(SharedAcceptor::One {
+            listener,
+            protocol,
+            local,
+        })
     }
 
     /// Waits for a connection, about `wait` at most (the listener's timeout for one listener).
@@ -192,12 +204,17 @@ impl SharedAcceptor {
                 }
                 acceptor.accept(wait)
             }
-            SharedAcceptor::One { listener, protocol } => {
+            SharedAcceptor::One {
+                listener,
+                protocol,
+                local,
+            } => {
                 let started = Instant::now();
                 match accept_blocking(listener) {
                     Ok((conn, peer)) => Ok(Some(Accepted {
                         conn,
                         peer,
+                        local: *local,
                         protocol: *protocol,
                     })),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -230,12 +247,13 @@ fn wait_readable(listener: &Listener, wait: Duration) {
     unsafe { libc::poll(&mut pfd, 1, ms) };
 }
 
-/// A connection [`Acceptor::accept`] took: the client's address (`None` on a unix socket) and
-/// the protocol its listener speaks.
+/// A connection [`Acceptor::accept`] took: the client's address (`None` on a unix socket), the
+/// local one when the listener's address gives it, and the protocol its listener speaks.
 #[derive(Debug)]
 pub(crate) struct Accepted {
     pub conn: Stream,
     pub peer: Option<SocketAddr>,
+    pub local: Option<SocketAddr>,
     pub protocol: Protocol,
 }
 
@@ -253,13 +271,17 @@ pub(crate) fn serve_accepted<H: c10k_http::Handler>(
     let Accepted {
         conn,
         peer,
+        local,
         protocol,
     } = accepted;
     if protocol == Protocol::Uwsgi && !super::uwsgi_admits(settings, track, peer) {
         return Ok(());
     }
+    // Both addresses are known already on a listener bound to a specific IP: no
+    // getpeername/getsockname per connection.
+    let info = conn.info_known(peer, local);
     crate::conn_blocking::serve(
-        conn, track, handler, settings, shutdown, mode, protocol, on_request,
+        conn, info, track, handler, settings, shutdown, mode, protocol, on_request,
     )
     .map(drop)
 }
@@ -336,6 +358,33 @@ mod tests {
             started.elapsed() >= Duration::from_millis(15),
             "the socket blocks"
         );
+    }
+
+    #[test]
+    fn accepted_connections_know_both_addresses_on_specific_and_wildcard_binds() {
+        for bind in ["127.0.0.1:0", "0.0.0.0:0"] {
+            let l = Listener::bind(&bind.parse().unwrap(), 16, false).unwrap();
+            let BindAddr::Tcp(bound) = l.local_addr().unwrap() else {
+                panic!("a TCP listener has a TCP address")
+            };
+            let target = SocketAddr::from(([127, 0, 0, 1], bound.port()));
+            let shared =
+                SharedAcceptor::new(vec![l], &ServeConfig::default(), Duration::from_secs(5))
+                    .unwrap();
+            let client = std::net::TcpStream::connect(target).unwrap();
+            let accepted = shared
+                .accept(Duration::from_secs(5), &|| true)
+                .unwrap()
+                .expect("a connection is waiting");
+            assert_eq!(
+                accepted.local.is_some(),
+                bind.starts_with("127."),
+                "{bind}: only a specific address is known without asking"
+            );
+            let info = accepted.conn.info_known(accepted.peer, accepted.local);
+            assert_eq!(info.peer, Some(client.local_addr().unwrap()), "{bind}");
+            assert_eq!(info.local, Some(target), "{bind}");
+        }
     }
 
     #[test]

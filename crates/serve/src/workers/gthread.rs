@@ -127,6 +127,7 @@ pub(super) fn run<H: Handler>(
         protocols: (0..listeners.len())
             .map(|i| config.protocol_of(i))
             .collect(),
+        locals: listeners.iter().map(Listener::fixed_local).collect(),
         listeners,
         listening: false,
         parked: HashMap::new(),
@@ -218,6 +219,9 @@ struct Reactor<'a> {
     listeners: Vec<Listener>,
     /// The protocol of each listener, by index.
     protocols: Vec<Protocol>,
+    /// The local address of each listener's connections, when fixed (see
+    /// [`Listener::fixed_local`]).
+    locals: Vec<Option<std::net::SocketAddr>>,
     listening: bool,
     /// Idle or new connections waiting to become readable, with the time they may wait.
     parked: HashMap<usize, (Tracked, Instant, bool)>,
@@ -383,7 +387,7 @@ impl Reactor<'_> {
                     let machine = Box::new(Machine::new(
                         self.settings.clone(),
                         track,
-                        conn.info(),
+                        conn.info_known(peer, self.locals[index]),
                         protocol,
                         true,
                         Instant::now(),
@@ -540,6 +544,7 @@ mod tests {
             poller: &poller,
             listeners: vec![l],
             protocols: vec![Protocol::Uwsgi],
+            locals: vec![None],
             listening: false,
             parked: HashMap::new(),
             next_key: 0,
