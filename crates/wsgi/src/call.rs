@@ -164,7 +164,7 @@ pub(crate) fn start<'py>(
         Ok(e) => e,
         Err(e) => return Err(app_error(py, &label(&req), "building the environ", &e)),
     };
-    match Py::new(py, StartResponse::default()) {
+    match StartResponse::acquire(py) {
         Ok(sr) => Ok((environ, Started { req, sr })),
         Err(e) => Err(app_error(py, &label(&req), "start_response", &e)),
     }
@@ -178,23 +178,33 @@ pub(crate) fn finish(
     result: PyResult<Bound<'_, PyAny>>,
 ) -> Called {
     let Started { req, sr } = started;
-    let sr = sr.bind(py);
+    let called = answer(py, &req, sr.bind(py), result);
+    StartResponse::release(py, sr);
+    called
+}
+
+fn answer(
+    py: Python<'_>,
+    req: &Request,
+    sr: &Bound<'_, StartResponse>,
+    result: PyResult<Bound<'_, PyAny>>,
+) -> Called {
     let head_only = req.method == Method::Head;
     let result = match result {
         Ok(r) => r,
-        Err(e) => return Called::Done(app_error(py, &label(&req), "calling the application", &e)),
+        Err(e) => return Called::Done(app_error(py, &label(req), "calling the application", &e)),
     };
-    match respond(py, &req, sr, &result, head_only) {
+    match respond(py, req, sr, &result, head_only) {
         Ok(Some(called)) => called,
         Ok(None) => {
             // Complete: close now (lists have no close()).
             match close(py, &result) {
                 Ok(()) => Called::Done(complete(sr)),
-                Err(e) => Called::Done(app_error(py, &label(&req), "closing the iterable", &e)),
+                Err(e) => Called::Done(app_error(py, &label(req), "closing the iterable", &e)),
             }
         }
         Err(e) => {
-            let label = label(&req);
+            let label = label(req);
             let resp = app_error(py, &label, "iterating the response", &e);
             if let Err(e) = close(py, &result) {
                 log_exception(py, &label, "closing the iterable", &e);

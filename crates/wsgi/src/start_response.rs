@@ -37,6 +37,77 @@ impl StartResponse {
     pub(crate) fn take_written(&mut self) -> Vec<Bytes> {
         std::mem::take(&mut self.written)
     }
+
+    /// A fresh `start_response` for one request: this thread's spare one when it is free (see
+    /// [`Spare`]), else a new one.
+    pub(crate) fn acquire(py: Python<'_>) -> PyResult<Py<StartResponse>> {
+        SPARE.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            match cell.as_mut() {
+                Some(spare) if !spare.in_use => {
+                    spare.in_use = true;
+                    return Ok(spare.sr.clone_ref(py));
+                }
+                // Taken by a request still running (another greenlet of this thread).
+                Some(_) => return Py::new(py, StartResponse::default()),
+                None => {}
+            }
+            let sr = Py::new(py, StartResponse::default())?;
+            let write = sr.bind(py).getattr(pyo3::intern!(py, "write"))?.unbind();
+            *cell = Some(Spare {
+                sr: sr.clone_ref(py),
+                write,
+                in_use: true,
+            });
+            Ok(sr)
+        })
+    }
+
+    /// The request `sr` was acquired for is answered. The spare is kept for the next request
+    /// only if nothing else holds it or its `write` (an app may keep either, e.g. in a
+    /// generator that goes on writing); otherwise this thread makes a new one next time.
+    pub(crate) fn release(py: Python<'_>, sr: Py<StartResponse>) {
+        let ptr = sr.as_ptr();
+        drop(sr);
+        let dropped = SPARE.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            let spare = cell.as_mut()?;
+            if spare.sr.as_ptr() != ptr || !spare.in_use {
+                return None;
+            }
+            // SAFETY: reading the reference counts of live objects, with the GIL held.
+            let (sr_refs, write_refs) = unsafe {
+                (
+                    pyo3::ffi::Py_REFCNT(ptr),
+                    pyo3::ffi::Py_REFCNT(spare.write.as_ptr()),
+                )
+            };
+            // The spare's own reference and the one its bound `write` holds; the spare's own.
+            if sr_refs == 2 && write_refs == 1 {
+                if let Ok(mut me) = spare.sr.bind(py).try_borrow_mut() {
+                    *me = StartResponse::default();
+                    spare.in_use = false;
+                    return None;
+                }
+            }
+            cell.take()
+        });
+        // Dropped outside the cell's borrow.
+        drop(dropped);
+    }
+}
+
+/// This thread's spare `start_response` and its bound `write`, reused from one request to the
+/// next: making both is two Python objects and an attribute lookup per request. `in_use` while a
+/// request has it.
+struct Spare {
+    sr: Py<StartResponse>,
+    write: Py<PyAny>,
+    in_use: bool,
+}
+
+thread_local! {
+    static SPARE: RefCell<Option<Spare>> = const { RefCell::new(None) };
 }
 
 #[pymethods]
@@ -68,7 +139,16 @@ impl StartResponse {
         }
         let head = parse_head(status, headers)?;
         slf.borrow_mut().head = Some(head);
-        slf.getattr(pyo3::intern!(py, "write"))
+        let spare_write = SPARE.with(|cell| {
+            cell.borrow()
+                .as_ref()
+                .filter(|s| s.sr.as_ptr() == slf.as_ptr())
+                .map(|s| s.write.clone_ref(py))
+        });
+        match spare_write {
+            Some(write) => Ok(write.into_bound(py)),
+            None => slf.getattr(pyo3::intern!(py, "write")),
+        }
     }
 
     /// The legacy `write(data)` callable.

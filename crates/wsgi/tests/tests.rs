@@ -598,3 +598,17 @@ fn repeated_header_strings_keep_their_own_values() {
         assert_eq!(probe.map(|(_, v)| v.as_ref()), Some(&b"tuple"[..]));
     }
 }
+
+#[test]
+fn a_start_response_the_app_keeps_is_never_handed_to_another_request() {
+    let app = boot("probe:raw", Wait::Block);
+    for _ in 0..3 {
+        // Plain requests in between: each gets a working start_response and write.
+        assert_eq!(
+            text(block(&app, get("/write"))).1,
+            "written1,written2,returned"
+        );
+        assert_eq!(text(block(&app, get("/keep_start_response"))).1, "kept");
+        assert_eq!(text(block(&app, get("/kept_is_mine"))).1, "no");
+    }
+}

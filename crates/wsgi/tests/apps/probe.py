@@ -16,6 +16,8 @@ from wsgiref.validate import validator
 # token -> how many times close() was called on that response's iterable
 CLOSED = {}
 LOCAL = threading.local()
+# (start_response, write) pairs kept by /keep_start_response
+KEPT = []
 # token -> a threading.Barrier that /meet requests with that token wait on together
 MEETINGS = {}
 MEETINGS_LOCK = threading.Lock()
@@ -183,6 +185,16 @@ def dispatch(environ, start_response):
         value = q.get("v", "")
         start_response("200 OK", [("Content-Type", "text/plain"), ("X-Echo", value)])
         return [value.encode()]
+    if path == "/keep_start_response":
+        # Keeps this request's start_response and write: the server must not hand them to a
+        # later request.
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        KEPT.append((start_response, write))
+        return [b"kept"]
+    if path == "/kept_is_mine":
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        mine = any(sr is start_response or w is write for sr, w in KEPT)
+        return [b"yes" if mine else b"no"]
     if path == "/tuple_headers":
         # Not a list: the server must take any iterable of pairs (the validator would refuse).
         start_response("200 OK", (("Content-Type", "text/plain"), ("X-Probe", "tuple")))
