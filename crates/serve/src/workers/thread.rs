@@ -41,6 +41,8 @@ pub(super) fn run<H: Handler>(
 ) -> anyhow::Result<()> {
     let crew = Arc::new(Crew {
         acceptor: SharedAcceptor::new(listeners, config, super::POLL)?,
+        wait: super::POLL,
+        retire_after: IDLE_RETIRE,
         settings: ConnSettings::from_config(config),
         handler,
         life: life.clone(),
@@ -79,6 +81,10 @@ pub(super) fn run<H: Handler>(
 /// A worker's threads and what they share.
 struct Crew<H> {
     acceptor: SharedAcceptor,
+    /// How long an idle thread waits in `accept` before it looks at the phase again.
+    wait: Duration,
+    /// [`IDLE_RETIRE`] (shorter in tests).
+    retire_after: Duration,
     settings: ConnSettings,
     handler: Arc<H>,
     life: Arc<Life>,
@@ -119,7 +125,7 @@ impl<H: Handler> Crew<H> {
         let mut idle_since = Instant::now();
         while running() {
             self.idle.fetch_add(1, SeqCst);
-            let accepted = self.acceptor.accept(super::POLL, &running);
+            let accepted = self.acceptor.accept(self.wait, &running);
             let was_idle = self.idle.fetch_sub(1, SeqCst);
             match accepted {
                 Ok(Some(accepted)) => {
@@ -133,7 +139,7 @@ impl<H: Handler> Crew<H> {
                 Ok(None) => {
                     // Counted out of `idle` already: leave only if another thread still waits
                     // (it starts a new one when it takes a connection as the last idle thread).
-                    if idle_since.elapsed() >= IDLE_RETIRE && self.idle.load(SeqCst) > 0 {
+                    if idle_since.elapsed() >= self.retire_after && self.idle.load(SeqCst) > 0 {
                         break;
                     }
                 }
@@ -163,5 +169,88 @@ impl<H: Handler> Crew<H> {
         drop(track);
         self.life.slot().connections.fetch_sub(1, Relaxed);
         self.open.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    use c10k_http::{Ctx, Request, Response};
+
+    use crate::config::BindAddr;
+    use crate::scoreboard::Scoreboard;
+    use crate::shutdown::Shutdown;
+    use crate::track::Tracker;
+
+    struct Hello;
+
+    impl Handler for Hello {
+        async fn call(&self, _req: Request, _ctx: Ctx) -> Response {
+            Response::text(200, "hello\n")
+        }
+    }
+
+    /// Polls `f` until it holds, for at most 10 s (no timing is asserted: only that it happens).
+    fn eventually(what: &str, f: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < deadline, "never happened: {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn idle_threads_retire_down_to_one_that_still_accepts() {
+        let l = Listener::bind(&"127.0.0.1:0".parse().unwrap(), 64, false).unwrap();
+        let BindAddr::Tcp(addr) = l.local_addr().unwrap() else {
+            panic!("a TCP listener has a TCP address")
+        };
+        let config = ServeConfig::default();
+        let sb = Arc::new(Scoreboard::create().unwrap());
+        sb.reset(0, 1);
+        let tracker = Tracker::new(sb.clone(), 0, &config).unwrap();
+        let life = Arc::new(Life::new(Shutdown::new(), sb, 0, 0, tracker));
+        let wait = Duration::from_millis(20);
+        let crew = Arc::new(Crew {
+            acceptor: SharedAcceptor::new(vec![l], &config, wait).unwrap(),
+            wait,
+            retire_after: Duration::from_millis(200),
+            settings: ConnSettings::from_config(&config),
+            handler: Arc::new(Hello),
+            life: life.clone(),
+            open: Gauge::default(),
+            idle: AtomicUsize::new(0),
+            live: AtomicUsize::new(0),
+            cap: 100,
+        });
+        crew.spawn();
+        let ask = |c: &mut std::net::TcpStream| {
+            c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let mut got = [0u8; 512];
+            let n = c.read(&mut got).unwrap();
+            assert!(got[..n].starts_with(b"HTTP/1.1 200"));
+        };
+        // Five kept-alive connections hold five threads; a sixth waits for the next one.
+        let mut clients: Vec<_> = (0..5)
+            .map(|_| {
+                let mut c = std::net::TcpStream::connect(addr).unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                ask(&mut c);
+                c
+            })
+            .collect();
+        eventually("six threads", || crew.live.load(SeqCst) == 6);
+        clients.clear();
+        // Idle for longer than `retire_after`: all but one leave.
+        eventually("one thread left", || crew.live.load(SeqCst) == 1);
+        let mut late = std::net::TcpStream::connect(addr).unwrap();
+        late.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        ask(&mut late);
+        drop(late);
+        life.shutdown.trigger(crate::shutdown::Phase::Graceful);
+        eventually("every thread gone", || crew.live.load(SeqCst) == 0);
     }
 }
