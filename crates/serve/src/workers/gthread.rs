@@ -485,15 +485,24 @@ impl Reactor<'_> {
             return Ok(());
         }
         // Interest is level-triggered: a listener stays armed across rounds until switched off.
+        // Exclusive: the workers' reactors all watch the one listener, and a connection wakes
+        // one of them (each of the others would wake, fail its accept and wait again: three
+        // wasted wake-ups per connection with 4 workers). An exclusive watch cannot be
+        // modified, so it is switched off by deleting it.
         for (key, l) in self.listeners.iter().enumerate() {
-            match self.poller.modify(l, key, on) {
-                Ok(()) => {}
+            if on {
                 // SAFETY: listeners outlive the poller's use of them (see `close_parked`).
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && on => unsafe {
-                    self.poller.add(l, key)?
-                },
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
+                match unsafe { self.poller.add_exclusive(l, key) } {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e.into()),
+                }
+            } else {
+                match self.poller.delete(l) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         self.listening = on;

@@ -7,7 +7,8 @@
 //! needs one: `epoll_wait` with its own millisecond timeout, and a read of the eventfd only when a
 //! wake-up came. Interest is level-triggered, so the listener stays armed between rounds instead
 //! of being re-armed with an `epoll_ctl` per round (the reactor switches it off itself when it
-//! has no room). Elsewhere the `polling` crate (kqueue, ...) does the same job in level mode.
+//! has no room). The listener, which every worker's reactor watches, is watched exclusively (see
+//! [`Poller::add_exclusive`]). Elsewhere the `polling` crate (kqueue, ...) does the same job in level mode.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -61,10 +62,12 @@ mod imp {
         }
 
         fn ctl(&self, op: libc::c_int, fd: i32, key: u64, readable: bool) -> io::Result<()> {
-            let mut ev = libc::epoll_event {
-                events: if readable { libc::EPOLLIN as u32 } else { 0 },
-                u64: key,
-            };
+            let events = if readable { libc::EPOLLIN as u32 } else { 0 };
+            self.ctl_events(op, fd, key, events)
+        }
+
+        fn ctl_events(&self, op: libc::c_int, fd: i32, key: u64, events: u32) -> io::Result<()> {
+            let mut ev = libc::epoll_event { events, u64: key };
             // SAFETY: `ev` is a valid epoll_event for the duration of the call.
             check(unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut ev) }).map(drop)
         }
@@ -77,7 +80,21 @@ mod imp {
             self.ctl(libc::EPOLL_CTL_ADD, fd.as_raw_fd(), key as u64, true)
         }
 
-        /// Switches read interest in a watched `fd` on or off.
+        /// Watches a listening socket that other workers' pollers watch too, under `key`: a new
+        /// connection wakes one of the pollers waiting on it (`EPOLLEXCLUSIVE`), not every one
+        /// (each of the others would wake, fail its `accept` and wait again). An exclusive watch
+        /// cannot be modified: switch it off with [`Poller::delete`].
+        ///
+        /// # Safety
+        /// `fd` must be deleted from the poller before it is closed.
+        pub unsafe fn add_exclusive(&self, fd: &impl AsRawFd, key: usize) -> io::Result<()> {
+            let events = (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32;
+            self.ctl_events(libc::EPOLL_CTL_ADD, fd.as_raw_fd(), key as u64, events)
+        }
+
+        /// Switches read interest in a watched `fd` on or off (the reactor deletes and adds its
+        /// exclusive listener watch instead).
+        #[cfg(test)]
         pub fn modify(&self, fd: &impl AsRawFd, key: usize, readable: bool) -> io::Result<()> {
             self.ctl(libc::EPOLL_CTL_MOD, fd.as_raw_fd(), key as u64, readable)
         }
@@ -176,6 +193,14 @@ mod imp {
                 .add_with_mode(fd.as_raw_fd(), Event::readable(key), PollMode::Level)
         }
 
+        /// # Safety
+        /// `fd` must be deleted from the poller before it is closed.
+        pub unsafe fn add_exclusive(&self, fd: &impl AsRawFd, key: usize) -> io::Result<()> {
+            // SAFETY: the caller's contract.
+            unsafe { self.add(fd, key) }
+        }
+
+        #[cfg(test)]
         pub fn modify(&self, fd: &impl AsRawFd, key: usize, readable: bool) -> io::Result<()> {
             let ev = if readable {
                 Event::readable(key)
@@ -238,6 +263,41 @@ mod tests {
         p.delete(&b).unwrap();
         p.wait(&mut keys, Duration::ZERO).unwrap();
         assert!(keys.is_empty());
+    }
+
+    /// Two workers' pollers watch one listener: a connection wakes one of them, not both.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn a_connection_wakes_one_of_the_pollers_watching_a_shared_listener() {
+        use std::sync::Arc;
+        let woken_once = (0..5).any(|_| {
+            let l = Arc::new(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+            l.set_nonblocking(true).unwrap();
+            let waiters: Vec<_> = (0..2)
+                .map(|_| {
+                    let l = l.clone();
+                    std::thread::spawn(move || {
+                        let p = Poller::new().unwrap();
+                        // SAFETY: deleted below, before the listener is dropped.
+                        unsafe { p.add_exclusive(&*l, 3) }.unwrap();
+                        let mut keys = Vec::new();
+                        p.wait(&mut keys, Duration::from_secs(1)).unwrap();
+                        p.delete(&*l).unwrap();
+                        keys == [3]
+                    })
+                })
+                .collect();
+            // Both are waiting by then, unless the machine is very busy (then try again).
+            std::thread::sleep(Duration::from_millis(200));
+            let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let woken = waiters
+                .into_iter()
+                .map(|w| w.join().unwrap())
+                .filter(|&w| w)
+                .count();
+            woken == 1
+        });
+        assert!(woken_once, "every connection woke both pollers");
     }
 
     #[test]
