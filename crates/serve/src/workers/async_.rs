@@ -101,17 +101,14 @@ pub(super) fn run<H: Handler>(
 /// A listener and what the worker knows of its connections before reading them.
 struct Acceptor {
     listener: LazyListener,
-    /// The listener's address when it is one specific address: then every connection's local
-    /// address, without a `getsockname` per connection. `None` on a wildcard or unix listener.
+    /// Every connection's local address when the listener has one specific address
+    /// ([`Listener::fixed_local`]); `None`: asked per connection.
     local: Option<std::net::SocketAddr>,
 }
 
 impl Acceptor {
     fn new(l: Listener) -> anyhow::Result<Acceptor> {
-        let local = match l.local_addr()? {
-            crate::config::BindAddr::Tcp(a) if !a.ip().is_unspecified() => Some(a),
-            _ => None,
-        };
+        let local = l.fixed_local();
         Ok(Acceptor {
             listener: LazyListener::new(l)?,
             local,
