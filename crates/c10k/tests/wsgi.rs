@@ -300,6 +300,41 @@ per_class!(request_timeout_is_504_and_names_the_path, |class| {
     assert_eq!(get(s.addr, "/write").unwrap().status, 200);
 });
 
+#[test]
+fn no_body_statuses_send_no_body_and_no_length() {
+    // probe:raw answers /status with the app's own body and Content-Length whatever the status
+    // (the validator would refuse a 204 with a Content-Type). A 204 or 304 has no body (RFC 9112
+    // §6.3): body bytes sent anyway are read as the next response on the same connection, which
+    // is what nginx's upstream keepalive does with them. No Content-Length either (RFC 9110 §8.6).
+    let apps = apps();
+    let s = Server::start(&[
+        "-k",
+        "gthread",
+        "--threads",
+        "2",
+        "--pythonpath",
+        &apps,
+        "probe:raw",
+    ]);
+    for status in ["204%20No%20Content", "304%20Not%20Modified"] {
+        let mut c = connect(s.addr);
+        let req = format!(
+            "GET /status?s={status} HTTP/1.1\r\nHost: t\r\n\r\n\
+             GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        );
+        c.write_all(req.as_bytes()).unwrap();
+        let mut raw = String::new();
+        c.read_to_string(&mut raw).unwrap();
+        let (first, rest) = raw.split_once("\r\n\r\n").unwrap();
+        assert!(first.starts_with("HTTP/1.1 "), "{raw}");
+        assert!(!first.contains("Content-Length"), "{raw}");
+        assert!(
+            rest.starts_with("HTTP/1.1 200 OK\r\n") && rest.ends_with("\r\n\r\nprobe"),
+            "the second answer must follow the head at once: {raw:?}"
+        );
+    }
+}
+
 /// Runs `c10k serve` with a broken app and returns (exit code, stderr).
 fn boot_failure(args: &[&str]) -> (Option<i32>, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_c10k"))

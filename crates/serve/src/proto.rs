@@ -940,8 +940,12 @@ pub fn encode_head(
         }
     }
     let no_body = resp.status < 200 || resp.status == 204 || resp.status == 304;
-    // What the head says about the body, and how the body bytes go out.
+    // What the head says about the body, and how the body bytes go out. A 1xx, 204 or 304 has
+    // no body whatever the handler returned (RFC 9112 §6.3): its bytes would be read as the
+    // next response on a keep-alive connection. It gets no `Content-Length` either (RFC 9110
+    // §8.6: never in a 1xx or 204; in a 304 only the 200's length, which is not known here).
     let (length, framing) = match &resp.body {
+        _ if no_body => (None, BodyFraming::Empty),
         Body::Full(b) => {
             // A HEAD answer may announce the length of the body it would have sent.
             let len = match announced {
@@ -951,9 +955,7 @@ pub fn encode_head(
             (Some(len), BodyFraming::Length { left: len })
         }
         // A file's length is known: framed like a complete body, its bytes sent by the driver.
-        Body::File(_) if no_body => (Some(0), BodyFraming::Empty),
         Body::File(f) => (Some(f.len), BodyFraming::Length { left: f.len }),
-        Body::Stream(_) if no_body => (Some(0), BodyFraming::Empty),
         Body::Stream(_) => match announced {
             Some(n) => (Some(n), BodyFraming::Length { left: n }),
             None if minor_version >= 1 => (None, BodyFraming::Chunked),
@@ -1016,7 +1018,7 @@ pub fn encode_head(
         (Persist::KeepAlive, _) => {}
     }
     out.extend_from_slice(b"\r\n");
-    if head_only {
+    if head_only || no_body {
         return BodyFraming::Empty;
     }
     if let Body::Full(b) = &resp.body {
