@@ -199,7 +199,7 @@ fn answer(
         Ok(None) => {
             // Complete: close now (lists have no close()).
             match close(py, &result) {
-                Ok(()) => Called::Done(complete(sr)),
+                Ok(()) => Called::Done(complete(sr, head_only)),
                 Err(e) => Called::Done(app_error(py, &label(req), "closing the iterable", &e)),
             }
         }
@@ -350,7 +350,7 @@ fn require_head(sr: &Bound<'_, StartResponse>) -> PyResult<()> {
 }
 
 /// The complete response from what `sr` collected.
-fn complete(sr: &Bound<'_, StartResponse>) -> Response {
+fn complete(sr: &Bound<'_, StartResponse>, head_only: bool) -> Response {
     let mut me = sr.borrow_mut();
     me.head_sent = true;
     let head = me.head.take().unwrap_or_default();
@@ -366,6 +366,12 @@ fn complete(sr: &Bound<'_, StartResponse>) -> Response {
             all.freeze()
         }
     };
+    if head_only && body.is_empty() {
+        // The app left the body out of its HEAD answer, as Flask (werkzeug) does: its
+        // Content-Length, if it set one, is the length GET would get, and without one no
+        // length is known — a stream's head announces it or nothing, never the 0 of this body.
+        return head_response(head, true).with_stream(Box::pin(EmptyStream));
+    }
     // Never more than the app's Content-Length (PEP 3333).
     if let Some(n) = head.content_length {
         body.truncate(n.min(body.len() as u64) as usize);

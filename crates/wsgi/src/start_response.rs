@@ -179,6 +179,13 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
             "status {status:?} is not a three-digit code and a reason, e.g. '200 OK'"
         ))
     })?;
+    if code < 200 {
+        // An interim status as the answer: the client would take it for one and then read the
+        // next response as this request's (101 would even switch protocols).
+        return Err(PyValueError::new_err(format!(
+            "status {status:?} is informational (1xx), not a final response"
+        )));
+    }
     let mut head = Head {
         status: code,
         headers: Vec::new(),

@@ -199,6 +199,14 @@ def dispatch(environ, start_response):
         # Not a list: the server must take any iterable of pairs (the validator would refuse).
         start_response("200 OK", (("Content-Type", "text/plain"), ("X-Probe", "tuple")))
         return [b"tuple"]
+    if path == "/head_empty":
+        # As werkzeug answers HEAD: the length GET would get, and no body (?cl=0: no length).
+        body = b"twelve bytes"
+        headers = [("Content-Type", "text/plain")]
+        if q.get("cl") != "0":
+            headers.append(("Content-Length", str(len(body))))
+        start_response("200 OK", headers)
+        return [] if environ["REQUEST_METHOD"] == "HEAD" else [body]
     if path == "/":
         return _text(start_response, "probe")
     return _text(start_response, "not found: " + path, status="404 Not Found")
