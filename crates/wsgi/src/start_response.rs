@@ -153,7 +153,8 @@ impl StartResponse {
 
     /// The legacy `write(data)` callable.
     fn write(&mut self, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        if self.head.is_none() {
+        // Once the head has gone out (`head` taken), the body's iterator may still write.
+        if self.head.is_none() && !self.head_sent {
             return Err(PyAssertionError::new_err(
                 "write() called before start_response()",
             ));

@@ -253,6 +253,24 @@ fn write_callable_data_comes_first() {
         text(block(&app, get("/write"))),
         (200, "written1,written2,returned".to_owned())
     );
+    // write() from inside the iterable once the head is out: in order, not an error.
+    let resp = block(&app, get("/write_in_body"));
+    let (chunks, failed) = drain(resp.body);
+    assert!(!failed, "the body failed after {chunks:?}");
+    assert_eq!(chunks.concat(), b"first,written,last,after the last");
+}
+
+#[test]
+fn a_failing_close_after_a_complete_answer_is_logged_not_answered() {
+    // As under gunicorn, which has sent the answer by then; GET and HEAD alike.
+    let app = boot("probe:raw", Wait::Block);
+    assert_eq!(
+        text(block(&app, get("/close_raises"))),
+        (200, "answered".to_owned())
+    );
+    let mut head = get("/close_raises");
+    head.method = Method::Head;
+    assert_eq!(block(&app, head).status, 200);
 }
 
 #[test]
