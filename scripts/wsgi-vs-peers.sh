@@ -8,6 +8,13 @@
 # overhead would reach. Prints requests/s, the ratios the goals name, and each figure as a share of
 # its limit. c10k-async-normal is c10k-async with --scheduling normal (the kernel's default policy
 # instead of SCHED_BATCH), to show what that default is worth; it is left out of the ratios.
+#
+# The ceiling: c10k-rust is the same c10k server (async, 1 worker) answering its built-in Rust hello
+# at `/`, no Python at all: what the sockets, parsing and answering cost on this machine (the
+# server floor; nginx's static hello measures the same, see scripts/serve-vs-nginx.sh). A WSGI
+# server cannot beat floor + app: the ceiling is 1 / (1/floor + 1/limit) requests/s, and the
+# largest lead any server can have over a peer is ceiling / peer. Measured in the bare pass only
+# and used for both apps.
 # Writes runs/<date>-wsgi/{raw.csv,results.md}.
 #
 # Usage: scripts/wsgi-vs-peers.sh [SECONDS=5] [CONNECTIONS=50] [REPEATS=1]
@@ -39,6 +46,8 @@ server_cmd() {
     c10k-async) echo "$C10K serve --bind 127.0.0.1:$port --admin off --workers 1 -k async --threads 1 --venv $VENV --chdir $APPS --log-level warn $app" ;;
     # The same with the kernel's default scheduling, to show what --scheduling batch is worth.
     c10k-async-normal) echo "$C10K serve --bind 127.0.0.1:$port --admin off --workers 1 -k async --threads 1 --scheduling normal --venv $VENV --chdir $APPS --log-level warn $app" ;;
+    # The server floor: the built-in Rust app, no Python (see the header).
+    c10k-rust) echo "$C10K serve --bind 127.0.0.1:$port --admin off --workers 1 -k async --log-level warn" ;;
     c10k-sync) echo "$C10K serve --bind 127.0.0.1:$port --admin off --workers 1 -k sync --venv $VENV --chdir $APPS --log-level warn $app" ;;
     granian) echo "$VENV/bin/granian --interface wsgi --host 127.0.0.1 --port $port --workers 1 --working-dir $APPS --log-level warning $app" ;;
     gunicorn-gthread) echo "$VENV/bin/gunicorn --bind 127.0.0.1:$port --workers 1 -k gthread --threads 4 --chdir $APPS --log-level warning $app" ;;
@@ -48,17 +57,19 @@ server_cmd() {
 
 SERVERS=(c10k-gthread c10k-async c10k-async-normal c10k-sync granian gunicorn-gthread uwsgi)
 echo "app,server,round,rps,errors" >"$OUT/raw.csv"
-measure() { # APPNAME MODULE PATH
+measure() { # APPNAME MODULE PATH [EXTRA-SERVER...]
   local appname=$1 module=$2
   PATH_=$3
+  shift 3
   for r in $(seq "$REPEATS"); do
-    for s in "${SERVERS[@]}"; do
-      local port; port=$(free_port)
+    for s in "${SERVERS[@]}" "$@"; do
+      local port path=$PATH_; port=$(free_port)
+      [[ $s == c10k-rust ]] && path=/
       # shellcheck disable=SC2046
-      if ! start "$s" "$port" "$SRV_CPU" "$PATH_" $(server_cmd "$s" "$module" "$port"); then
+      if ! start "$s" "$port" "$SRV_CPU" "$path" $(server_cmd "$s" "$module" "$port"); then
         echo "$appname,$s,$r,0,start failed" >>"$OUT/raw.csv"; stop; continue
       fi
-      taskset -c "$GEN_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" "http://127.0.0.1:$port$PATH_" >"$TMP/wrk" 2>&1 || true
+      taskset -c "$GEN_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" "http://127.0.0.1:$port$path" >"$TMP/wrk" 2>&1 || true
       local rps errors
       rps=$(wrk_rps "$TMP/wrk")
       errors=$(wrk_errors "$TMP/wrk")
@@ -68,7 +79,7 @@ measure() { # APPNAME MODULE PATH
     done
   done
 }
-measure bare probe:hello /
+measure bare probe:hello / c10k-rust
 measure flask flask_app:app /hello
 
 # The in-process limit: the app called in a loop, pinned like the servers.
@@ -123,11 +134,11 @@ for app in ("bare", "flask"):
     print("| server | req/s | share of limit |")
     print("|---|---:|---:|")
     for (a, s), v in sorted(med.items(), key=lambda kv: -kv[1]):
-        if a == app and s != "in-process-limit":
+        if a == app and s not in ("in-process-limit", "c10k-rust"):
             share = f"{100 * v / limit:.0f} %" if limit else "-"
             print(f"| {s} | {v:,.0f} | {share} |")
     # c10k as shipped: the --scheduling normal row is there to show what the default is worth.
-    shipped = lambda s: s.startswith("c10k") and not s.endswith("-normal")
+    shipped = lambda s: s.startswith("c10k") and not s.endswith("-normal") and s != "c10k-rust"
     best = max((v for (a, s), v in med.items() if a == app and shipped(s)), default=0)
     best_name = next((s for (a, s), v in med.items() if a == app and shipped(s) and v == best), "c10k")
     normal = med.get((app, "c10k-async-normal"), 0)
@@ -137,6 +148,16 @@ for app in ("bare", "flask"):
         p = med.get((app, peer), 0)
         if p:
             print(f"\n{best_name} / {peer}: **{best / p:.2f}x**", end="")
+    floor = med.get(("bare", "c10k-rust"), 0)
+    if floor and limit:
+        ceiling = 1 / (1 / floor + 1 / limit)
+        c10k = med.get((app, "c10k-async"), 0)
+        print(f"\n\nCeiling: the server floor (c10k's built-in Rust hello, no Python: {floor:,.0f} req/s) "
+              f"plus the app's in-process cost: **{ceiling:,.0f} req/s**; c10k-async reaches "
+              f"**{100 * c10k / ceiling:.0f} %** of it.", end="")
+        g = med.get((app, "granian"), 0)
+        if g:
+            print(f" The largest lead any server could have over granian here: **{ceiling / g:.2f}x**.", end="")
     print("\n")
 EOF
 cat "$OUT/results.md"

@@ -395,7 +395,31 @@ fn django_views_on_mariadb_through_pymysql_run_concurrently() {
     assert!(took < Duration::from_millis(5000), "{took:?}");
 }
 
-/// Each step of a streamed body runs in a new greenlet; Flask's `stream_with_context` needs them
+/// Each step of a streamed body runs in the greenlet that ran the view, so a patched
+/// `threading.local` the view set (Django's database connection, a transaction held open across
+/// yields) is the generator's: 20 bodies at once, each must see only its own view's token. (In
+/// a greenlet of their own, steps saw other requests' values.)
+#[test]
+fn streamed_steps_run_in_the_views_greenlet() {
+    let Some(venv) = venv() else { return };
+    let s = serve(&venv, "gevent", "1", &[], "gevent_app:app");
+    let addr = s.addr;
+    let handles: Vec<_> = (0..20)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let r = get(addr, &format!("/stream-local?token=t{i}&n=5")).expect("request");
+                (i, r.status, r.text())
+            })
+        })
+        .collect();
+    for h in handles {
+        let (i, status, text) = h.join().unwrap();
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(text, format!("t{i}\n").repeat(5), "{}", s.log());
+    }
+}
+
+/// The steps of a streamed body run in the request's `contextvars` context; Flask's `stream_with_context` needs them
 /// all in the request's `contextvars` context (without it: "Working outside of request context").
 #[test]
 fn flask_stream_with_context_runs_in_the_requests_context() {

@@ -941,8 +941,9 @@ pub fn encode_head(
     }
     let no_body = resp.status < 200 || resp.status == 204 || resp.status == 304;
     // What the head says about the body, and how the body bytes go out. A 1xx, 204 or 304 has
-    // no body whatever the handler gave (RFC 9112 §6.3: the next bytes are the next response)
-    // and no Content-Length (RFC 9110 §8.6; a 304 may omit it), as the uwsgi encoder does.
+    // no body whatever the handler returned (RFC 9112 §6.3): its bytes would be read as the
+    // next response on a keep-alive connection. It gets no `Content-Length` either (RFC 9110
+    // §8.6: never in a 1xx or 204; in a 304 only the 200's length, which is not known here).
     let (length, framing) = match &resp.body {
         _ if no_body => (None, BodyFraming::Empty),
         Body::Full(b) => {
@@ -1017,13 +1018,11 @@ pub fn encode_head(
         (Persist::KeepAlive, _) => {}
     }
     out.extend_from_slice(b"\r\n");
-    if head_only {
+    if head_only || no_body {
         return BodyFraming::Empty;
     }
     if let Body::Full(b) = &resp.body {
-        if !no_body {
-            out.extend_from_slice(b);
-        }
+        out.extend_from_slice(b);
         return BodyFraming::Empty;
     }
     framing

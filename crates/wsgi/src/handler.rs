@@ -240,7 +240,7 @@ impl Inner {
         let batched = hub.deliver_on_this_runtime().then(|| hub.clone());
         let done = move |py: Python<'_>, called: call::Called| {
             let resp = call::into_response(called, |first, body| {
-                let runner = Runner::Hub(hub2, crate::gevent::current_context(py));
+                let runner = Runner::Hub(crate::gevent::own(py, hub2));
                 Box::pin(PoolStream::new(first, body, runner))
             });
             // Interrupted by its gevent.Timeout (or just too late): the client gets the 504;

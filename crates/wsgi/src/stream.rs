@@ -23,24 +23,23 @@ use futures_core::Stream;
 use tokio::sync::oneshot;
 
 use crate::call::{Next, PyBody};
-use crate::gevent::Hub;
+use crate::gevent::Owner;
 use crate::interp;
 use crate::pool::{Job, Pool};
 
 /// Where a [`PoolStream`]'s Python steps run.
-#[derive(Clone)]
 pub(crate) enum Runner {
     Pool(Pool),
-    /// The request greenlet's `contextvars.Context` goes with it: every step of the body runs in
-    /// it, as the generator (Flask's `stream_with_context`) expects.
-    Hub(Hub, Option<std::sync::Arc<pyo3::Py<pyo3::PyAny>>>),
+    /// In the greenlet that ran the view, in its `contextvars.Context`, as the generator expects
+    /// (Flask's `stream_with_context`, Django's per-greenlet database connection).
+    Hub(Owner),
 }
 
 impl Runner {
     fn submit(&self, job: Job) {
         match self {
             Runner::Pool(p) => p.submit(job),
-            Runner::Hub(h, context) => h.submit(job, context.clone()),
+            Runner::Hub(owner) => owner.submit(job),
         }
     }
 }

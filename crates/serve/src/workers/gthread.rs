@@ -668,6 +668,15 @@ mod tests {
         packet
     }
 
+    /// The life and connection settings of worker 0 of 1, on a fresh scoreboard.
+    fn one_worker(config: &ServeConfig) -> (Life, Arc<ConnSettings>) {
+        let sb = Arc::new(Scoreboard::create().unwrap());
+        sb.reset(0, 1);
+        let tracker = Tracker::new(sb.clone(), 0, config).unwrap();
+        let life = Life::new(Shutdown::new(), sb, 0, 0, tracker);
+        (life, Arc::new(ConnSettings::from_config(config)))
+    }
+
     #[test]
     fn a_connection_with_its_request_there_goes_to_the_pool_unwatched() {
         let dir = tempfile::tempdir().unwrap();
@@ -675,11 +684,7 @@ mod tests {
         let l = Listener::bind(&BindAddr::Unix(path.clone()), 8, false).unwrap();
         l.set_nonblocking(true).unwrap();
         let config = ServeConfig::default();
-        let sb = Arc::new(Scoreboard::create().unwrap());
-        sb.reset(0, 1);
-        let tracker = Tracker::new(sb.clone(), 0, &config).unwrap();
-        let life = Life::new(Shutdown::new(), sb, 0, 0, tracker);
-        let settings = Arc::new(ConnSettings::from_config(&config));
+        let (life, settings) = one_worker(&config);
         let poller = Poller::new().unwrap();
         let (open, seats) = (Gauge::default(), Seats::default());
         let mut reactor = Reactor {
@@ -727,11 +732,7 @@ mod tests {
             local: None,
         }];
         let config = ServeConfig::default();
-        let sb = Arc::new(Scoreboard::create().unwrap());
-        sb.reset(0, 1);
-        let tracker = Tracker::new(sb.clone(), 0, &config).unwrap();
-        let life = Life::new(Shutdown::new(), sb, 0, 0, tracker);
-        let settings = Arc::new(ConnSettings::from_config(&config));
+        let (life, settings) = one_worker(&config);
         let open = Gauge::default();
         assert!(
             hot_accept(&doors, &life, &settings, &open).is_none(),

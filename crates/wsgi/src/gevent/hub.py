@@ -6,6 +6,12 @@ io watcher on this hub turns that into a callback in the hub greenlet, which onl
 job runs in its own greenlet, so a view that sleeps, calls `requests` or a database driver through
 patched sockets yields to the others.
 
+A request whose answer is streamed keeps its greenlet until the body is done (`own`): every
+`next()` and the `close()` run there, in the request's `contextvars` context, because the
+generator expects the view's greenlet-local state (patched `threading.local`: Django's database
+connection, with a transaction the generator may hold open across yields). In a greenlet of their
+own, those steps used another request's connection and ran inside its transaction.
+
 Greenlets are reused: one that has finished its job waits in `idle` for the next (up to
 `MAX_IDLE` of them). A new greenlet costs more than its Python objects: CPython 3.11 gives each
 its own 16 KiB frame stack, an mmap and a munmap per greenlet, which made a third of the hub's
@@ -16,6 +22,7 @@ wait here at once, each holding its objects (environ, the framework's request, a
 long as it waits, far longer than CPython's default thresholds expect of young objects.
 """
 
+import collections
 import contextvars
 import gc
 import os
@@ -48,6 +55,35 @@ def tune_gc():
     if gc.get_threshold() == DEFAULT_GC_THRESHOLDS:
         gc.set_threshold(*HUB_GC_THRESHOLDS)
     return gc.get_threshold()
+
+
+# Request greenlets whose answer became a stream during their job (see own), until their worker
+# loop takes them.
+OWNED = {}
+
+
+class Owned:
+    """A request greenlet kept for the steps of its streamed body, and their queue."""
+
+    __slots__ = ("greenlet", "context", "jobs", "parked")
+
+    def __init__(self, greenlet, context):
+        self.greenlet = greenlet
+        self.context = context
+        self.jobs = collections.deque()
+        # Waiting in `steps` for `ready` to switch it back with a job queued.
+        self.parked = False
+
+
+def own():
+    """Called (from Rust) in a request's greenlet when its answer is a stream: that greenlet
+    runs the body's steps once the view has returned."""
+    from greenlet import getcurrent
+
+    me = getcurrent()
+    owned = Owned(me, me.gr_context)
+    OWNED[me] = owned
+    return owned
 
 
 def patch():
@@ -106,7 +142,8 @@ def serve(fd, queue, call_type, job_type):
 
     def run(job, me):
         if type(job) is job_type:
-            context = job.context()
+            owned = job.context()
+            context = None if owned is None else owned.context
             if context is None:
                 new_context().run(job.run)
             else:
@@ -141,17 +178,45 @@ def serve(fd, queue, call_type, job_type):
         flush_pending[0] = False
         queue.flush()
 
+    def after_job():
+        # The answer is queued; the event loop is woken once the greenlets runnable now have run
+        # (callbacks run in order), for all their answers at once.
+        if not flush_pending[0]:
+            flush_pending[0] = True
+            run_callback(flush)
+
+    def steps(owned):
+        # The steps of this greenlet's streamed body, one at a time as the writer asks, until the
+        # body's owner is released (Rust queues that after the last step).
+        context = owned.context
+        while True:
+            while not owned.jobs:
+                owned.parked = True
+                # Woken by `ready` with `owned`; anything else (a wait of the view firing late)
+                # is ignored.
+                while hub_switch() is not owned:
+                    pass
+            job = owned.jobs.popleft()
+            if job.last:
+                return
+            try:
+                if context is None:
+                    new_context().run(job.run)
+                else:
+                    context.run(job.run)
+            finally:
+                after_job()
+
     def worker(job):
         me = getcurrent()
         while True:
             try:
                 run(job, me)
             finally:
-                # The answer is queued; the event loop is woken once the greenlets runnable now
-                # have run (callbacks run in order), for all their answers at once.
-                if not flush_pending[0]:
-                    flush_pending[0] = True
-                    run_callback(flush)
+                after_job()
+                owned = OWNED.pop(me, None)
+            if owned is not None:
+                steps(owned)
             if len(idle) >= MAX_IDLE:
                 return
             idle.append(me)
@@ -178,6 +243,17 @@ def serve(fd, queue, call_type, job_type):
             pass
         jobs, doomed = queue.take()
         for job in jobs:
+            if type(job) is job_type:
+                owned = job.context()
+                if owned is not None and not owned.greenlet.dead:
+                    owned.jobs.append(job)
+                    if owned.parked:
+                        owned.parked = False
+                        run_callback(owned.greenlet.switch, owned)
+                    continue
+                if owned is not None and job.last:
+                    continue
+                # Its greenlet died (not expected): the step runs in another one.
             g = None
             while idle and g is None:
                 g = idle.pop()

@@ -20,8 +20,9 @@
 //!
 //! Streamed bodies are pulled, not pushed: the Rust writer asks for the next chunk only when the
 //! previous one has been written, and each `next()` (and the final `close()`) is one more job on
-//! the hub ([`crate::stream::PoolStream`] with a hub runner). A slow client therefore holds one
-//! chunk in memory and no greenlet; other greenlets run on.
+//! the hub ([`crate::stream::PoolStream`] with a hub runner), run in the greenlet that ran the view
+//! ([`own`]: greenlet-local state such as Django's database connection must be the view's). A
+//! slow client therefore holds one chunk in memory and one parked greenlet.
 //!
 //! `--request-timeout`: the job's greenlet arms a `gevent.Timeout` for what is left of the
 //! deadline, so the view is interrupted at its next cooperative wait and its iterable closed, and
@@ -99,14 +100,51 @@ pub(crate) fn prepare(py: Python<'_>, monkey_patch: bool) -> Result<(), BootErro
     Ok(())
 }
 
-/// The running greenlet's live `contextvars.Context` (not a copy), for the steps of its streamed
-/// body; `None` when it has none.
-pub(crate) fn current_context(py: Python<'_>) -> Option<Arc<Py<PyAny>>> {
-    let ctx = py
-        .import("greenlet")
-        .and_then(|g| g.getattr("getcurrent")?.call0()?.getattr("gr_context"))
-        .ok()?;
-    (!ctx.is_none()).then(|| Arc::new(ctx.unbind()))
+/// The running request greenlet, kept for the steps of its streamed body (`hub.py`'s `own`):
+/// every `next()` and the `close()` run in it, in its `contextvars.Context`, so what the
+/// generator keeps per greenlet (`threading.local` when patched: Django's database connection
+/// and its open transaction) is the view's, as under gunicorn's gevent worker. Dropping the
+/// owner (the body is done) releases the greenlet.
+pub(crate) fn own(py: Python<'_>, hub: Hub) -> Owner {
+    let owned = module(py)
+        .and_then(|m| m.getattr("own")?.call0())
+        .map_err(|e| tracing::error!("gevent: {}", format_exception(py, &e)))
+        .ok();
+    Owner {
+        hub,
+        owned: owned.map(|o| Arc::new(o.unbind())),
+    }
+}
+
+/// Where the steps of a streamed body run: the greenlet that ran its view (see [`own`]).
+pub(crate) struct Owner {
+    hub: Hub,
+    /// `hub.py`'s `Owned`; `None` if it could not be made (then each step runs in a fresh greenlet).
+    owned: Option<Arc<Py<PyAny>>>,
+}
+
+impl Owner {
+    /// Runs `job` in the owning greenlet, after the steps submitted before it.
+    pub(crate) fn submit(&self, job: Job) {
+        self.hub.send(Task::Run {
+            job,
+            context: self.owned.clone(),
+            last: false,
+        });
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        // After the body's last step (its close(), submitted first): the greenlet is free.
+        if let Some(owned) = self.owned.take() {
+            self.hub.send(Task::Run {
+                job: Box::new(|_| {}),
+                context: Some(owned),
+                last: true,
+            });
+        }
+    }
 }
 
 /// A request for the hub to call the app with, in a greenlet of its own.
@@ -130,10 +168,12 @@ enum Task {
         deadline: Option<Instant>,
         slot: Arc<Slot>,
     },
-    /// A step of a streamed body.
+    /// A step of a streamed body, for its owner (`hub.py`'s `Owned`); `last`: the owner's
+    /// release, after its last step.
     Run {
         job: Job,
         context: Option<Arc<Py<PyAny>>>,
+        last: bool,
     },
     Kill(Arc<Slot>),
 }
@@ -196,11 +236,6 @@ impl Hub {
             .spawn(move || run_hub(shared))
             .map_err(|e| BootError::Environment(format!("cannot start the gevent hub: {e}")))?;
         Ok(hub)
-    }
-
-    /// Runs `job` in a new greenlet, inside `context` (a `contextvars.Context`) when given.
-    pub(crate) fn submit(&self, job: Job, context: Option<Arc<Py<PyAny>>>) {
-        self.send(Task::Run { job, context });
     }
 
     /// Calls the app for a request in a greenlet of its own (in a fresh `contextvars` context),
@@ -336,12 +371,13 @@ impl Queue {
                     )?
                     .into_any(),
                 ),
-                Task::Run { job, context } => jobs.push(
+                Task::Run { job, context, last } => jobs.push(
                     Py::new(
                         py,
                         HubJob {
                             work: Mutex::new(Some(job)),
                             context: context.map(|c| c.clone_ref(py)),
+                            last,
                         },
                     )?
                     .into_any(),
@@ -468,18 +504,25 @@ impl HubCall {
     }
 }
 
-/// A step of a streamed body, run by `hub.py` in a greenlet of its own while it runs.
+/// A step of a streamed body, run by `hub.py` in the greenlet that owns the body.
 #[pyclass(frozen, module = "c10k")]
 struct HubJob {
     work: Mutex<Option<Job>>,
     context: Option<Py<PyAny>>,
+    last: bool,
 }
 
 #[pymethods]
 impl HubJob {
-    /// The `contextvars.Context` to run in (the request's), or `None`.
+    /// The body's owner (`hub.py`'s `Owned`: its greenlet and `contextvars.Context`), or `None`.
     fn context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.context.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    /// The owner's release: no step follows.
+    #[getter]
+    fn last(&self) -> bool {
+        self.last
     }
 
     /// Runs the job in the calling greenlet.

@@ -2,7 +2,9 @@
 
 `/fetch?url=...` calls another HTTP server through `requests` (patched sockets yield to the hub);
 `/boom` raises after a cooperative wait; `/patched` says whether the standard library is patched;
-`/greenlet` counts the requests its greenlet has served; `/contextvar` shows a context variable an
+`/greenlet` counts the requests its greenlet has served; `/stream-local?token=` streams what a
+`threading.local` the view set holds at each step (Django keeps its database connection in
+one); `/contextvar` shows a context variable an
 earlier request set and never reset; `/sleep?s=` waits and `/stacks` lists how much C stack each
 waiting greenlet has saved; `/gc` shows the garbage collector's thresholds, which the app
 sets itself at import when `GEVENT_APP_GC_THRESHOLDS` says so (e.g. `--env
@@ -12,10 +14,11 @@ GEVENT_APP_GC_THRESHOLDS=500,5,5`).
 import contextvars
 import gc
 import os
+import threading
 import time
 
 import requests
-from flask import Flask, jsonify, request
+from flask import Flask, Response, jsonify, request
 
 app = Flask(__name__)
 
@@ -47,6 +50,22 @@ def patched():
     return jsonify(
         time=monkey.is_module_patched("time"), socket=monkey.is_module_patched("socket")
     )
+
+
+LOCAL = threading.local()
+
+
+@app.route("/stream-local")
+def stream_local():
+    LOCAL.token = request.args["token"]
+    n = int(request.args.get("n", "5"))
+
+    def steps():
+        for _ in range(n):
+            time.sleep(0.01)
+            yield getattr(LOCAL, "token", "unset") + "\n"
+
+    return Response(steps(), mimetype="text/plain")
 
 
 @app.route("/")
