@@ -651,10 +651,15 @@ fn unix_socket_bind() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    // nginx's workers (another user) must be able to connect: read-write for everyone, as
+    // gunicorn's; the umask would leave 0755 and nginx a 502 (Permission denied).
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = child.wait();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(mode & 0o777, 0o666, "socket mode {mode:o}");
 }
 
 // Issue 17.3: a body trickled a byte at a time used to hold its connection (and, under the

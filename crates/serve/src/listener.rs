@@ -54,6 +54,21 @@ impl Listener {
         }
     }
 
+    /// Lets a proxy running as another user connect to a unix socket: mode 0666. nginx's
+    /// workers run as www-data or nobody and need write permission to connect; under the usual
+    /// umask 022 the socket was 0755 and every `uwsgi_pass unix:` answered 502 (Permission
+    /// denied). gunicorn's sockets are 0777 (its umask 0); uWSGI needs `--chmod-socket`. Who may
+    /// reach the socket is then up to its directory's permissions. Nothing to do on TCP.
+    pub fn open_to_proxies(&self) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        match self.local_addr()? {
+            BindAddr::Unix(path) if !path.as_os_str().is_empty() => {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The address actually bound (the port chosen for `:0`).
     pub fn local_addr(&self) -> io::Result<BindAddr> {
         match self {

@@ -45,6 +45,8 @@ impl Server {
         for bind in &config.bind {
             let l = Listener::bind(&bind.addr, config.backlog, config.reuse_port)
                 .with_context(|| format!("cannot listen on {bind} (--bind)"))?;
+            l.open_to_proxies()
+                .with_context(|| format!("cannot make {bind} writable for a proxy"))?;
             listeners.push(l);
         }
         Ok(Server::from_listeners(listeners, config))
