@@ -134,6 +134,67 @@ per_class!(probe_pep3333, |class| {
     assert_eq!(get(s.addr, "/mnt/").unwrap().status, 200);
 });
 
+/// Sends `raw` on a fresh connection and reads to the close: the head (lower-cased) and every
+/// byte after it.
+fn exchange(s: &Server, raw: &str) -> (String, Vec<u8>) {
+    let mut c = connect(s.addr);
+    c.write_all(raw.as_bytes()).unwrap();
+    let mut all = Vec::new();
+    c.read_to_end(&mut all).unwrap();
+    let end = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(&all)))
+        + 4;
+    let rest = all.split_off(end);
+    (String::from_utf8_lossy(&all).to_lowercase(), rest)
+}
+
+per_class!(status_and_head_framing_on_the_wire, |class| {
+    // probe:raw: the validator refuses a 204 with a Content-Type, before the server sees it.
+    let apps = apps();
+    let s = Server::start(&[
+        "-k",
+        class,
+        "--threads",
+        threads(class),
+        "--pythonpath",
+        &apps,
+        "probe:raw",
+    ]);
+    let req =
+        |m: &str, t: &str| format!("{m} {t} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    // The probe answers every status with a 6-byte body: a 204 or 304 must send none of it (nor
+    // a Content-Length) under any class (no_body_statuses_send_no_body_and_no_length below
+    // checks the next answer on a kept-alive connection).
+    for status in ["204+No+Content", "304+Not+Modified"] {
+        let (head, rest) = exchange(&s, &req("GET", &format!("/status?s={status}")));
+        assert!(
+            head.starts_with(&format!("http/1.1 {}", &status[..3])),
+            "{head}"
+        );
+        assert!(!head.contains("content-length"), "{head}");
+        assert_eq!(rest, b"", "{status}: a body after the head");
+    }
+    // A HEAD answer without the body (as Flask gives it) keeps the app's length, and announces
+    // none when the app set none.
+    let (head, rest) = exchange(&s, &req("HEAD", "/head_empty"));
+    assert!(head.contains("content-length: 12\r\n"), "{head}");
+    assert_eq!(rest, b"");
+    let (head, rest) = exchange(&s, &req("HEAD", "/head_empty?cl=0"));
+    assert!(!head.contains("content-length"), "{head}");
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    assert_eq!(rest, b"");
+    // A 1xx is not a final answer; registered codes keep their phrase.
+    assert_eq!(get(s.addr, "/status?s=100+Continue").unwrap().status, 500);
+    let (head, _) = exchange(&s, &req("GET", "/status?s=206+Partial+Content"));
+    assert!(
+        head.starts_with("http/1.1 206 partial content\r\n"),
+        "{head}"
+    );
+    assert_eq!(get(s.addr, "/").unwrap().status, 200);
+});
+
 per_class!(thread_local_survives_requests, |class| {
     // One Python thread: every request must see the count go up.
     let apps = apps();
@@ -409,6 +470,13 @@ per_class!(flask_app, |class| {
     ]);
     let r = get(s.addr, "/hello").unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "Hello, world!"));
+    // Flask answers HEAD with no body and GET's Content-Length: that length goes out.
+    let (head, rest) = exchange(
+        &s,
+        "HEAD /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert!(head.contains("content-length: 13\r\n"), "{head}");
+    assert_eq!(rest, b"");
     assert_eq!(get(s.addr, "/?delay=0.01").unwrap().text(), "hello\n");
     let payload = r#"{"user":"ann","n":[1,2]}"#;
     let r = request(

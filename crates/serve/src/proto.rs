@@ -1135,35 +1135,73 @@ fn unix_secs_coarse() -> u64 {
     ts.tv_sec.max(0) as u64
 }
 
+/// The reason phrase of `status`: every code in IANA's HTTP status code registry (RFC 9110's
+/// wording), plus 418. A WSGI app's own phrase is not kept (the code is all a `Response` carries),
+/// so a code missing here went out as `206 Unknown` or `401 Unknown`.
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         100 => "Continue",
+        101 => "Switching Protocols",
+        102 => "Processing",
+        103 => "Early Hints",
         200 => "OK",
         201 => "Created",
+        202 => "Accepted",
+        203 => "Non-Authoritative Information",
         204 => "No Content",
+        205 => "Reset Content",
+        206 => "Partial Content",
+        207 => "Multi-Status",
+        208 => "Already Reported",
+        226 => "IM Used",
+        300 => "Multiple Choices",
         301 => "Moved Permanently",
         302 => "Found",
+        303 => "See Other",
         304 => "Not Modified",
+        305 => "Use Proxy",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
         408 => "Request Timeout",
         409 => "Conflict",
+        410 => "Gone",
         411 => "Length Required",
+        412 => "Precondition Failed",
         413 => "Content Too Large",
         414 => "URI Too Long",
         415 => "Unsupported Media Type",
+        416 => "Range Not Satisfiable",
         417 => "Expectation Failed",
+        418 => "I'm a teapot",
+        421 => "Misdirected Request",
         422 => "Unprocessable Content",
+        423 => "Locked",
+        424 => "Failed Dependency",
+        425 => "Too Early",
+        426 => "Upgrade Required",
+        428 => "Precondition Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
+        451 => "Unavailable For Legal Reasons",
         500 => "Internal Server Error",
         501 => "Not Implemented",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
+        506 => "Variant Also Negotiates",
+        507 => "Insufficient Storage",
+        508 => "Loop Detected",
+        510 => "Not Extended",
+        511 => "Network Authentication Required",
         _ => "Unknown",
     }
 }
@@ -1598,6 +1636,61 @@ mod tests {
             }
         }
         assert!(checked >= 40, "only {checked} corpus cases");
+    }
+
+    #[test]
+    fn no_body_statuses_send_no_body_and_no_length() {
+        // A handler's body (or its own Content-Length) on a 1xx, 204 or 304 must not reach the
+        // wire: the client reads the next response from the bytes after the head.
+        for status in [100, 204, 304] {
+            for streamed in [false, true] {
+                for minor in [0, 1] {
+                    let mut resp = if streamed {
+                        stream_of(&["abc"])
+                    } else {
+                        Response::text(200, "abc")
+                    };
+                    resp.status = status;
+                    resp.headers.push(("Content-Length".into(), "3".into()));
+                    let (s, framing) = encode_stream(resp, minor, false);
+                    assert!(s.ends_with("\r\n\r\n"), "{status}: a body was sent: {s:?}");
+                    assert!(!s.contains("abc"), "{status}: {s:?}");
+                    assert!(!s.contains("Content-Length"), "{status}: {s:?}");
+                    assert!(!s.contains("Transfer-Encoding"), "{status}: {s:?}");
+                    assert_eq!(framing, BodyFraming::Empty);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn registered_statuses_have_their_reason_phrase() {
+        for (status, reason) in [
+            (206, "Partial Content"),
+            (303, "See Other"),
+            (307, "Temporary Redirect"),
+            (308, "Permanent Redirect"),
+            (401, "Unauthorized"),
+            (410, "Gone"),
+            (412, "Precondition Failed"),
+            (416, "Range Not Satisfiable"),
+            (418, "I'm a teapot"),
+        ] {
+            let mut out = Vec::new();
+            encode_response(
+                &mut out,
+                &Response::new(status),
+                1,
+                Persist::KeepAlive,
+                false,
+            );
+            let line = format!("HTTP/1.1 {status} {reason}\r\n");
+            assert!(
+                out.starts_with(line.as_bytes()),
+                "{}",
+                String::from_utf8_lossy(&out)
+            );
+        }
     }
 
     #[test]

@@ -198,10 +198,8 @@ fn answer(
         Ok(Some(called)) => called,
         Ok(None) => {
             // Complete: close now (lists have no close()).
-            match close(py, &result) {
-                Ok(()) => Called::Done(complete(sr)),
-                Err(e) => Called::Done(app_error(py, &label(req), "closing the iterable", &e)),
-            }
+            close_logged(py, req, &result);
+            Called::Done(complete(sr, head_only))
         }
         Err(e) => {
             let label = label(req);
@@ -253,7 +251,7 @@ fn respond<'py>(
                     n.min(size.saturating_sub(pos))
                 });
                 drop(me);
-                close(py, result)?;
+                close_logged(py, req, result);
                 let mut resp = head_response(head, false);
                 resp.body = Body::File(FileBody {
                     file,
@@ -300,7 +298,7 @@ fn respond<'py>(
         if head_only {
             // The head is all a HEAD request gets: stop the app's iteration here.
             drop(me);
-            close(py, result)?;
+            close_logged(py, req, result);
             return Ok(Some(Called::Done(resp.with_stream(Box::pin(EmptyStream)))));
         }
         return Ok(Some(Called::Streaming {
@@ -350,7 +348,7 @@ fn require_head(sr: &Bound<'_, StartResponse>) -> PyResult<()> {
 }
 
 /// The complete response from what `sr` collected.
-fn complete(sr: &Bound<'_, StartResponse>) -> Response {
+fn complete(sr: &Bound<'_, StartResponse>, head_only: bool) -> Response {
     let mut me = sr.borrow_mut();
     me.head_sent = true;
     let head = me.head.take().unwrap_or_default();
@@ -366,6 +364,12 @@ fn complete(sr: &Bound<'_, StartResponse>) -> Response {
             all.freeze()
         }
     };
+    if head_only && body.is_empty() {
+        // The app left the body out of its HEAD answer, as Flask (werkzeug) does: its
+        // Content-Length, if it set one, is the length GET would get, and without one no
+        // length is known — a stream's head announces it or nothing, never the 0 of this body.
+        return head_response(head, true).with_stream(Box::pin(EmptyStream));
+    }
     // Never more than the app's Content-Length (PEP 3333).
     if let Some(n) = head.content_length {
         body.truncate(n.min(body.len() as u64) as usize);
@@ -410,6 +414,15 @@ fn real_file(py: Python<'_>, fw: &FileWrapper) -> PyResult<Option<(File, u64)>> 
     match file.metadata() {
         Ok(m) if m.is_file() => Ok(Some((file, pos))),
         _ => Ok(None),
+    }
+}
+
+/// [`close`] once the answer is complete: an error there (a Flask teardown that raises) is
+/// logged and the answer still goes out, as it does when a streamed body's `close()` fails
+/// after its last chunk — and as under gunicorn, which has sent it by then.
+fn close_logged(py: Python<'_>, req: &Request, result: &Bound<'_, PyAny>) {
+    if let Err(e) = close(py, result) {
+        log_exception(py, &label(req), "closing the iterable", &e);
     }
 }
 

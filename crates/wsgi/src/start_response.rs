@@ -153,7 +153,8 @@ impl StartResponse {
 
     /// The legacy `write(data)` callable.
     fn write(&mut self, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        if self.head.is_none() {
+        // Once the head has gone out (`head` taken), the body's iterator may still write.
+        if self.head.is_none() && !self.head_sent {
             return Err(PyAssertionError::new_err(
                 "write() called before start_response()",
             ));
@@ -179,6 +180,13 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
             "status {status:?} is not a three-digit code and a reason, e.g. '200 OK'"
         ))
     })?;
+    if code < 200 {
+        // An interim status as the answer: the client would take it for one and then read the
+        // next response as this request's (101 would even switch protocols).
+        return Err(PyValueError::new_err(format!(
+            "status {status:?} is informational (1xx), not a final response"
+        )));
+    }
     let mut head = Head {
         status: code,
         headers: Vec::new(),

@@ -253,6 +253,24 @@ fn write_callable_data_comes_first() {
         text(block(&app, get("/write"))),
         (200, "written1,written2,returned".to_owned())
     );
+    // write() from inside the iterable once the head is out: in order, not an error.
+    let resp = block(&app, get("/write_in_body"));
+    let (chunks, failed) = drain(resp.body);
+    assert!(!failed, "the body failed after {chunks:?}");
+    assert_eq!(chunks.concat(), b"first,written,last,after the last");
+}
+
+#[test]
+fn a_failing_close_after_a_complete_answer_is_logged_not_answered() {
+    // As under gunicorn, which has sent the answer by then; GET and HEAD alike.
+    let app = boot("probe:raw", Wait::Block);
+    assert_eq!(
+        text(block(&app, get("/close_raises"))),
+        (200, "answered".to_owned())
+    );
+    let mut head = get("/close_raises");
+    head.method = Method::Head;
+    assert_eq!(block(&app, head).status, 200);
 }
 
 #[test]
@@ -324,6 +342,32 @@ fn custom_status_and_head_requests() {
     assert_eq!(resp.status, 200);
     assert!(drain(resp.body).0.is_empty(), "HEAD stops the iteration");
     assert_eq!(text(block(&app, get("/closed?token=h1"))).1, "1");
+    // An app that leaves the body out of its HEAD answer (Flask): the length it announced is
+    // kept, and without one none is made up from the empty body.
+    let mut head = get("/head_empty");
+    head.method = Method::Head;
+    let resp = block(&app, head);
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        resp.header("content-length").map(|v| &v[..]),
+        Some(&b"12"[..])
+    );
+    assert!(drain(resp.body).0.concat().is_empty());
+    let mut head = get("/head_empty?cl=0");
+    head.method = Method::Head;
+    let resp = block(&app, head);
+    assert!(resp.header("content-length").is_none());
+    assert!(
+        matches!(resp.body, Body::Stream(_)),
+        "a body of unknown length, not an empty one: {:?}",
+        resp.body
+    );
+    // An informational status is not an answer.
+    assert_eq!(text(block(&app, get("/status?s=100+Continue"))).0, 500);
+    assert_eq!(
+        text(block(&app, get("/status?s=101+Switching+Protocols"))).0,
+        500
+    );
 }
 
 #[test]

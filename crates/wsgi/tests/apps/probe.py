@@ -64,6 +64,13 @@ class ClosingList(list):
         CLOSED[self.token] = CLOSED.get(self.token, 0) + 1
 
 
+class RaisingClose(list):
+    """A complete body whose close() raises."""
+
+    def close(self):
+        raise RuntimeError("close() of the probe failed")
+
+
 def dispatch(environ, start_response):
     path = environ["PATH_INFO"]
     q = _qs(environ)
@@ -120,6 +127,21 @@ def dispatch(environ, start_response):
         write(b"written1,")
         write(b"written2,")
         return [b"returned"]
+    if path == "/write_in_body":
+        # write() from inside the iterable, after its first chunk has gone out.
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def body():
+            yield b"first,"
+            write(b"written,")
+            yield b"last,"
+            write(b"after the last")
+
+        return body()
+    if path == "/close_raises":
+        # A complete answer whose close() fails (a Flask teardown that raises).
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return RaisingClose([b"answered"])
     if path == "/exc_info":
         start_response("200 OK", [("Content-Type", "text/plain")])
         try:
@@ -199,6 +221,14 @@ def dispatch(environ, start_response):
         # Not a list: the server must take any iterable of pairs (the validator would refuse).
         start_response("200 OK", (("Content-Type", "text/plain"), ("X-Probe", "tuple")))
         return [b"tuple"]
+    if path == "/head_empty":
+        # As werkzeug answers HEAD: the length GET would get, and no body (?cl=0: no length).
+        body = b"twelve bytes"
+        headers = [("Content-Type", "text/plain")]
+        if q.get("cl") != "0":
+            headers.append(("Content-Length", str(len(body))))
+        start_response("200 OK", headers)
+        return [] if environ["REQUEST_METHOD"] == "HEAD" else [body]
     if path == "/":
         return _text(start_response, "probe")
     return _text(start_response, "not found: " + path, status="404 Not Found")
