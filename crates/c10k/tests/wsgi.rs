@@ -67,6 +67,12 @@ per_class!(probe_pep3333, |class| {
     assert_eq!(e["SERVER_PORT"], s.addr.port().to_string());
     assert_eq!(e["REMOTE_ADDR"], "127.0.0.1");
     assert_eq!(e["wsgi.url_scheme"], "http");
+    // nginx on this machine terminating TLS (--forwarded-allow-ips: loopback by default).
+    let r = request(
+        &s,
+        "GET /mnt/environ HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(json(&r)["wsgi.url_scheme"], "https", "{class}");
     let multithread = matches!(class, "thread" | "gthread");
     assert_eq!(e["wsgi.multithread"], multithread, "{class}");
     assert_eq!(e["wsgi.multiprocess"], false);

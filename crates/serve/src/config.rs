@@ -15,6 +15,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::allow::AllowFrom;
+
 /// How a worker process runs requests; see `c10k serve --help` and the README.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
@@ -264,82 +266,6 @@ impl<'de> Deserialize<'de> for Bind {
     }
 }
 
-/// One `--uwsgi-allow-from` entry: an address, a network (`10.0.0.0/8`), or `*` for any.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AllowFrom {
-    net: Option<(std::net::IpAddr, u8)>,
-}
-
-impl AllowFrom {
-    /// Whether `ip` is allowed (an IPv4-mapped IPv6 address counts as its IPv4 address).
-    pub fn allows(&self, ip: std::net::IpAddr) -> bool {
-        use std::net::IpAddr;
-        let Some((net, prefix)) = self.net else {
-            return true;
-        };
-        match (net, ip.to_canonical()) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-                u32::from(n) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-                u128::from(n) & mask == u128::from(a) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-impl FromStr for AllowFrom {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<AllowFrom, String> {
-        let s = s.trim();
-        if s == "*" {
-            return Ok(AllowFrom { net: None });
-        }
-        let bad = || format!("{s:?} is not an address, ADDRESS/PREFIX or *");
-        let (ip, prefix) = match s.split_once('/') {
-            Some((ip, p)) => (ip, Some(p.parse::<u8>().map_err(|_| bad())?)),
-            None => (s, None),
-        };
-        let ip: std::net::IpAddr = ip.parse().map_err(|_| bad())?;
-        let ip = ip.to_canonical();
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        let prefix = prefix.unwrap_or(max);
-        if prefix > max {
-            return Err(bad());
-        }
-        Ok(AllowFrom {
-            net: Some((ip, prefix)),
-        })
-    }
-}
-
-impl fmt::Display for AllowFrom {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.net {
-            None => f.write_str("*"),
-            Some((ip, p)) if p == if ip.is_ipv4() { 32 } else { 128 } => write!(f, "{ip}"),
-            Some((ip, p)) => write!(f, "{ip}/{p}"),
-        }
-    }
-}
-
-impl Serialize for AllowFrom {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for AllowFrom {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<AllowFrom, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 /// Where the admin (status) listener binds: an address, or `off`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdminAddr(pub Option<BindAddr>);
@@ -434,6 +360,23 @@ pub struct ServeConfig {
         )
     )]
     pub uwsgi_allow_from: Vec<AllowFrom>,
+
+    /// Proxies whose scheme headers are believed over HTTP (gunicorn's --forwarded-allow-ips):
+    /// from these peers `X-Forwarded-Proto: https`, `X-Forwarded-Protocol: ssl` or
+    /// `X-Forwarded-Ssl: on` makes the request https (`wsgi.url_scheme`), and two that disagree
+    /// are a 400. Addresses, ADDRESS/PREFIX networks, or * for any. Unix sockets are always
+    /// trusted.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            env = "C10K_FORWARDED_ALLOW_IPS",
+            value_delimiter = ',',
+            default_value = "127.0.0.1,::1",
+            help_heading = "Listening"
+        )
+    )]
+    pub forwarded_allow_ips: Vec<AllowFrom>,
 
     /// Listen queue length (capped by net.core.somaxconn; a warning says so).
     #[cfg_attr(
@@ -670,14 +613,8 @@ impl Default for ServeConfig {
                 [127, 0, 0, 1],
                 8000,
             ))))],
-            uwsgi_allow_from: vec![
-                AllowFrom {
-                    net: Some(([127, 0, 0, 1].into(), 32)),
-                },
-                AllowFrom {
-                    net: Some((std::net::Ipv6Addr::LOCALHOST.into(), 128)),
-                },
-            ],
+            uwsgi_allow_from: AllowFrom::loopback(),
+            forwarded_allow_ips: AllowFrom::loopback(),
             backlog: 2048,
             reuse_port: false,
             worker_class: WorkerClass::Async,
@@ -837,6 +774,7 @@ impl ServeConfig {
             max_headers: self.limit_request_fields,
             max_body: self.limit_request_body,
             body_buffer: self.body_buffer_size,
+            forwarded_allow: self.forwarded_allow_ips.as_slice().into(),
         }
     }
 }

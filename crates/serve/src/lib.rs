@@ -53,6 +53,7 @@ pub mod sys;
 pub mod uwsgi;
 
 mod activation;
+mod allow;
 mod conn;
 mod conn_async;
 mod conn_blocking;

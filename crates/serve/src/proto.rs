@@ -12,12 +12,15 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, Bytes, BytesMut};
 use c10k_http::{
     Body, Headers, Method, Request, RequestBody, Response, Scheme, Transport, Version,
 };
+
+use crate::allow::AllowFrom;
 
 /// Request limits, each answered with its own status (nginx's and gunicorn's defaults).
 #[derive(Clone, Debug)]
@@ -33,6 +36,10 @@ pub struct Limits {
     /// Largest body kept in memory; a bigger one is spooled to an unlinked temporary file
     /// (nginx's `client_body_buffer_size`), so many large uploads at once cost disk, not RAM.
     pub body_buffer: usize,
+    /// Peers whose `X-Forwarded-Proto: https` (`X-Forwarded-Protocol: ssl`, `X-Forwarded-Ssl: on`)
+    /// sets the request's scheme (gunicorn's `--forwarded-allow-ips`); a unix socket's peer is
+    /// always trusted, as in gunicorn.
+    pub forwarded_allow: Arc<[AllowFrom]>,
 }
 
 impl Default for Limits {
@@ -43,6 +50,7 @@ impl Default for Limits {
             max_headers: 100,
             max_body: 10 * 1024 * 1024,
             body_buffer: 64 * 1024,
+            forwarded_allow: AllowFrom::loopback().into(),
         }
     }
 }
@@ -538,6 +546,9 @@ fn interpret(
     let mut conn_keep_alive = false;
     let mut expect_continue = false;
     let mut hosts = 0;
+    // What the proxy's scheme headers say (https or not), and whether two of them disagree.
+    let mut forwarded_https: Option<bool> = None;
+    let mut forwarded_conflict = false;
     let mut log = capture_log.then(|| {
         Box::new(LogFields {
             method: method.as_str().to_owned(),
@@ -600,6 +611,9 @@ fn interpret(
             {
                 return Err(HttpError::bad("invalid Host header"));
             }
+        } else if let Some(https) = secure_scheme_header(name, h.value) {
+            forwarded_conflict |= forwarded_https.is_some_and(|was| was != https);
+            forwarded_https = Some(https);
         } else if let Some(log) = log.as_mut() {
             if name.eq_ignore_ascii_case("referer") {
                 log.referer = Some(String::from_utf8_lossy(h.value).into_owned());
@@ -637,6 +651,24 @@ fn interpret(
         }
         Framing::Sized(len as usize)
     };
+    let mut scheme = Scheme::Http;
+    if let Some(https) = forwarded_https {
+        let trusted = match conn.peer {
+            None => true,
+            Some(p) => limits.forwarded_allow.iter().any(|a| a.allows(p.ip())),
+        };
+        if trusted {
+            if forwarded_conflict {
+                // gunicorn's InvalidSchemeHeaders: the app must not guess which one is true.
+                return Err(HttpError::bad(
+                    "contradictory scheme headers (X-Forwarded-Proto, X-Forwarded-Protocol, X-Forwarded-Ssl)",
+                ));
+            }
+            if https {
+                scheme = Scheme::Https;
+            }
+        }
+    }
     let keep_alive = if minor_version == 1 {
         !conn_close
     } else {
@@ -656,7 +688,7 @@ fn interpret(
         peer: conn.peer,
         local: conn.local,
         transport: conn.transport,
-        scheme: Scheme::Http,
+        scheme,
         cgi_vars: Vec::new(),
         body: RequestBody::empty(),
     };
@@ -670,6 +702,25 @@ fn interpret(
         },
         framing,
     ))
+}
+
+/// A proxy's scheme header (gunicorn's default `secure_scheme_headers`): `Some(true)` when it
+/// says https, `Some(false)` when it says something else, `None` when it is no such header.
+fn secure_scheme_header(name: &str, value: &[u8]) -> Option<bool> {
+    let rest = name
+        .get(..12)
+        .filter(|p| p.eq_ignore_ascii_case("x-forwarded-"))
+        .map(|_| &name[12..])?;
+    let secure: &[u8] = if rest.eq_ignore_ascii_case("proto") {
+        b"https"
+    } else if rest.eq_ignore_ascii_case("protocol") {
+        b"ssl"
+    } else if rest.eq_ignore_ascii_case("ssl") {
+        b"on"
+    } else {
+        return None;
+    };
+    Some(value.trim_ascii().eq_ignore_ascii_case(secure))
 }
 
 fn body_too_large(limits: &Limits) -> HttpError {
@@ -1400,6 +1451,68 @@ mod tests {
         let cookies: Vec<_> = r.headers.get_all("cookie").map(|v| &v[..]).collect();
         assert_eq!(cookies, [&b"a=1"[..], &b"b=2"[..]]);
         assert_eq!(&r.headers.get("x-latin").unwrap()[..], b"caf\xe9");
+    }
+
+    #[test]
+    fn a_trusted_proxys_scheme_headers_make_the_request_https() {
+        let scheme = |peer: Option<&str>, allow: &str, headers: &str| {
+            let info = ConnInfo {
+                peer: peer.map(|p| p.parse().unwrap()),
+                ..ConnInfo::default()
+            };
+            let allow: Vec<AllowFrom> = allow.split(',').map(|a| a.parse().unwrap()).collect();
+            let limits = Limits {
+                forwarded_allow: allow.into(),
+                ..Limits::default()
+            };
+            let mut d = Decoder::new(limits).with_conn(info);
+            let raw = format!("GET / HTTP/1.1\r\nHost: h\r\n{headers}\r\n");
+            d.decode(&mut BytesMut::from(raw.as_bytes()))
+                .map(|r| r.unwrap().request.scheme)
+                .map_err(|e| e.status)
+        };
+        let (local, far) = (Some("127.0.0.1:5000"), Some("192.0.2.1:5000"));
+        let loopback = "127.0.0.1,::1";
+        assert_eq!(
+            scheme(local, loopback, "X-Forwarded-Proto: https\r\n"),
+            Ok(Scheme::Https)
+        );
+        assert_eq!(
+            scheme(local, loopback, "x-forwarded-ssl: on\r\n"),
+            Ok(Scheme::Https)
+        );
+        assert_eq!(
+            scheme(local, loopback, "X-Forwarded-Protocol: ssl\r\n"),
+            Ok(Scheme::Https)
+        );
+        assert_eq!(
+            scheme(local, loopback, "X-Forwarded-Proto: http\r\n"),
+            Ok(Scheme::Http)
+        );
+        assert_eq!(scheme(local, loopback, ""), Ok(Scheme::Http));
+        // Anyone else could claim it: not believed, unless the list says so.
+        assert_eq!(
+            scheme(far, loopback, "X-Forwarded-Proto: https\r\n"),
+            Ok(Scheme::Http)
+        );
+        assert_eq!(
+            scheme(far, "192.0.2.0/24", "X-Forwarded-Proto: https\r\n"),
+            Ok(Scheme::Https)
+        );
+        assert_eq!(
+            scheme(far, "*", "X-Forwarded-Proto: https\r\n"),
+            Ok(Scheme::Https)
+        );
+        // A unix socket's peer is the proxy on this machine (gunicorn trusts it too).
+        assert_eq!(
+            scheme(None, loopback, "X-Forwarded-Proto: https\r\n"),
+            Ok(Scheme::Https)
+        );
+        // Two that disagree: the app must not pick one.
+        let both = "X-Forwarded-Proto: https\r\nX-Forwarded-Ssl: off\r\n";
+        assert_eq!(scheme(local, loopback, both), Err(400));
+        // ... unless they come from a peer nobody believes anyway.
+        assert_eq!(scheme(far, loopback, both), Ok(Scheme::Http));
     }
 
     #[test]

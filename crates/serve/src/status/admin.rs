@@ -37,6 +37,8 @@ fn limits() -> Limits {
         // The admin routes take no body.
         max_body: 0,
         body_buffer: 0,
+        // No admin route looks at the scheme.
+        forwarded_allow: Vec::new().into(),
     }
 }
 
