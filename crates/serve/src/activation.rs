@@ -90,14 +90,7 @@ pub(crate) fn take(
                 tracing::info!("{bind}: using the socket systemd passed");
                 listeners.push(pool.remove(i).1);
             }
-            None => {
-                let listener = Listener::bind(&bind.addr, config.backlog, config.reuse_port)
-                    .with_context(|| format!("cannot listen on {bind} (--bind)"))?;
-                listener
-                    .open_to_proxies()
-                    .with_context(|| format!("cannot make {bind} writable for a proxy"))?;
-                listeners.push(listener);
-            }
+            None => listeners.push(Listener::bind_serving(bind, config)?),
         }
     }
     for (addr, _) in &pool {

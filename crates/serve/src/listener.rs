@@ -10,7 +10,7 @@ use std::os::unix::net::UnixListener;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use crate::config::BindAddr;
+use crate::config::{Bind, BindAddr, ServeConfig};
 use crate::stream::Stream;
 
 /// A bound, listening socket.
@@ -52,6 +52,18 @@ impl Listener {
                 Ok(Listener::Unix(socket.into()))
             }
         }
+    }
+
+    /// Binds one `--bind` address as every server does: `config`'s backlog and
+    /// `--reuse-port`, and a unix socket open to a proxy ([`Listener::open_to_proxies`]).
+    pub fn bind_serving(bind: &Bind, config: &ServeConfig) -> anyhow::Result<Listener> {
+        use anyhow::Context;
+        let listener = Listener::bind(&bind.addr, config.backlog, config.reuse_port)
+            .with_context(|| format!("cannot listen on {bind} (--bind)"))?;
+        listener
+            .open_to_proxies()
+            .with_context(|| format!("cannot make {bind} writable for a proxy"))?;
+        Ok(listener)
     }
 
     /// Lets a proxy running as another user connect to a unix socket: mode 0666. nginx's

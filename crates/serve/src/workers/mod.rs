@@ -43,11 +43,7 @@ impl Server {
         config.validate()?;
         let mut listeners = Vec::with_capacity(config.bind.len());
         for bind in &config.bind {
-            let l = Listener::bind(&bind.addr, config.backlog, config.reuse_port)
-                .with_context(|| format!("cannot listen on {bind} (--bind)"))?;
-            l.open_to_proxies()
-                .with_context(|| format!("cannot make {bind} writable for a proxy"))?;
-            listeners.push(l);
+            listeners.push(Listener::bind_serving(bind, &config)?);
         }
         Ok(Server::from_listeners(listeners, config))
     }
