@@ -97,6 +97,9 @@ per_class!(limits, |class| {
         "10",
         "--limit-request-head",
         "1000",
+        // gunicorn's spelling, underscore included.
+        "--limit-request-field_size",
+        "300",
     ]);
     let status = |raw: Vec<u8>| {
         let mut c = Reader::new(connect(s.addr));
@@ -115,6 +118,18 @@ per_class!(limits, |class| {
         "b".repeat(1500)
     );
     assert_eq!(status(big.into_bytes()).status, 431);
+    let long_field = |len: usize| {
+        // "X-F: " + value + CRLF is `len` bytes.
+        let head = format!(
+            "GET / HTTP/1.1\r\nHost: t\r\nX-F: {}\r\n\r\n",
+            "f".repeat(len - 7)
+        );
+        status(head.into_bytes())
+    };
+    assert_eq!(long_field(300).status, 200);
+    let r = long_field(301);
+    assert_eq!(r.status, 431);
+    assert!(r.text().contains("header field X-F"), "{}", r.text());
     let body = format!(
         "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 101\r\n\r\n{}",
         "x".repeat(101)

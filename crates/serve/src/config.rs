@@ -514,6 +514,23 @@ pub struct ServeConfig {
           value_parser = at_least_one, help_heading = "Limits"))]
     pub limit_request_fields: usize,
 
+    /// Longest header field line (name, value and CRLF) in bytes (431 above it); 0 for no
+    /// limit of its own (--limit-request-head still bounds it). gunicorn's name, with its
+    /// underscore; --limit-request-field-size is accepted too.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            allow_negative_numbers = true,
+            long = "limit-request-field_size",
+            alias = "limit-request-field-size",
+            env = "C10K_LIMIT_REQUEST_FIELD_SIZE",
+            default_value_t = 8190,
+            help_heading = "Limits"
+        )
+    )]
+    #[serde(alias = "limit-request-field_size")]
+    pub limit_request_field_size: usize,
+
     /// Largest request head (request line plus headers) in bytes (431 above it).
     #[cfg_attr(feature = "cli", arg(allow_negative_numbers = true, long, env = "C10K_LIMIT_REQUEST_HEAD", default_value_t = 32 * 1024,
           value_parser = at_least_one, help_heading = "Limits"))]
@@ -635,6 +652,7 @@ impl Default for ServeConfig {
             body_buffer_size: 64 * 1024,
             limit_request_line: 8190,
             limit_request_fields: 100,
+            limit_request_field_size: 8190,
             limit_request_head: 32 * 1024,
             admin: AdminAddr(Some(BindAddr::Tcp(SocketAddr::from((
                 [127, 0, 0, 1],
@@ -772,6 +790,7 @@ impl ServeConfig {
             max_request_line: self.limit_request_line,
             max_head: self.limit_request_head,
             max_headers: self.limit_request_fields,
+            max_field_size: self.limit_request_field_size,
             max_body: self.limit_request_body,
             body_buffer: self.body_buffer_size,
             forwarded_allow: self.forwarded_allow_ips.as_slice().into(),

@@ -31,6 +31,9 @@ pub struct Limits {
     pub max_head: usize,
     /// Most header fields → 431.
     pub max_headers: usize,
+    /// Longest header line (name, colon, value and CRLF) in bytes → 431; 0 for no limit of its
+    /// own (`max_head` still bounds it). gunicorn's `--limit-request-field_size`.
+    pub max_field_size: usize,
     /// Largest body in bytes → 413.
     pub max_body: u64,
     /// Largest body kept in memory; a bigger one is spooled to an unlinked temporary file
@@ -48,6 +51,7 @@ impl Default for Limits {
             max_request_line: 8190,
             max_head: 32 * 1024,
             max_headers: 100,
+            max_field_size: 8190,
             max_body: 10 * 1024 * 1024,
             body_buffer: 64 * 1024,
             forwarded_allow: AllowFrom::loopback().into(),
@@ -558,9 +562,18 @@ fn interpret(
     });
     for h in req.headers.iter() {
         let name = h.name;
+        if limits.max_field_size > 0 && field_line_len(buf, name, h.value) > limits.max_field_size {
+            return Err(HttpError::new(
+                431,
+                format!(
+                    "header field {name} longer than {} bytes",
+                    limits.max_field_size
+                ),
+            ));
+        }
         headers.append(name, value_of(h.value));
         if name.eq_ignore_ascii_case("content-length") {
-            let n = parse_content_length(h.value)?;
+            let n = parse_content_length(h.value, limits)?;
             if content_length.is_some_and(|m| m != n) {
                 return Err(HttpError::bad("conflicting Content-Length headers"));
             }
@@ -704,6 +717,21 @@ fn interpret(
     ))
 }
 
+/// The length of a header's line in `buf`, from its name through the CRLF, as gunicorn counts
+/// it for `--limit-request-field_size` (whitespace around the value included).
+fn field_line_len(buf: &[u8], name: &str, value: &[u8]) -> usize {
+    let base = buf.as_ptr() as usize;
+    let start = (name.as_ptr() as usize).wrapping_sub(base);
+    let value_end = (value.as_ptr() as usize)
+        .wrapping_sub(base)
+        .wrapping_add(value.len());
+    match buf.get(value_end..).map(|rest| memchr::memchr(b'\n', rest)) {
+        Some(Some(nl)) if start <= value_end => value_end + nl + 1 - start,
+        // Not a slice of `buf` (never with httparse): the parts are a lower bound.
+        _ => name.len() + 1 + value.len() + 2,
+    }
+}
+
 /// A proxy's scheme header (gunicorn's default `secure_scheme_headers`): `Some(true)` when it
 /// says https, `Some(false)` when it says something else, `None` when it is no such header.
 fn secure_scheme_header(name: &str, value: &[u8]) -> Option<bool> {
@@ -773,11 +801,17 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
         .then(|| &s[prefix.len()..])
 }
 
-/// `Content-Length` must be 1*DIGIT; signs, spaces inside, lists and overflow are refused.
-fn parse_content_length(value: &[u8]) -> Result<u64, HttpError> {
+/// `Content-Length` must be 1*DIGIT; signs, spaces inside and lists are refused. A number too
+/// large for a u64 is a valid length larger than any body limit: 413, as a smaller one is.
+fn parse_content_length(value: &[u8], limits: &Limits) -> Result<u64, HttpError> {
     let value = value.trim_ascii();
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
         return Err(HttpError::bad("invalid Content-Length"));
+    }
+    let zeros = value.iter().take_while(|&&d| d == b'0').count();
+    let value = &value[zeros.min(value.len() - 1)..];
+    if value.len() > 19 {
+        return Err(body_too_large(limits));
     }
     let mut n = 0u64;
     for &d in value {
@@ -810,19 +844,29 @@ fn decode_chunked(
                 let line = line
                     .strip_suffix(b"\r\n")
                     .ok_or_else(|| HttpError::bad("chunk size line must end in CRLF"))?;
-                // Extensions after ';' are allowed and ignored.
-                let size = match memchr::memchr(b';', line) {
-                    Some(i) => &line[..i],
-                    None => line,
+                // Extensions after ';' are ignored, but must be well-formed: a bare CR or a
+                // stray byte in one is where a proxy and this server could disagree on where
+                // the line ends (gunicorn 27 refuses them too).
+                let (size, ext) = match memchr::memchr(b';', line) {
+                    // Whitespace is allowed before a ';' (BWS), never after the size alone.
+                    Some(i) => (trim_bws_end(&line[..i]), Some(&line[i..])),
+                    None => (line, None),
                 };
-                // Whitespace is allowed before a ';' (BWS), never after the size alone.
-                let size = if size.len() < line.len() {
-                    size.trim_ascii_end()
-                } else {
-                    size
-                };
-                if size.is_empty() || size.len() > 15 || !size.iter().all(u8::is_ascii_hexdigit) {
+                if size.is_empty() || !size.iter().all(u8::is_ascii_hexdigit) {
                     return Err(HttpError::bad("invalid chunk size"));
+                }
+                // Leading zeros are valid (RFC 9112 §7.1: 1*HEXDIG); beyond them, 15 digits
+                // keep the sum with the body so far far from overflowing.
+                let zeros = size.iter().take_while(|&&d| d == b'0').count();
+                let size = &size[zeros.min(size.len() - 1)..];
+                if size.len() > 15 {
+                    return Err(HttpError::new(
+                        413,
+                        format!("request body larger than {max_body} bytes (--limit-request-body)"),
+                    ));
+                }
+                if ext.is_some_and(|ext| !is_chunk_ext(ext)) {
+                    return Err(HttpError::bad("invalid chunk extension"));
                 }
                 let size = size.iter().fold(0u64, |n, &d| {
                     n * 16 + u64::from((d as char).to_digit(16).unwrap_or(0))
@@ -873,12 +917,105 @@ fn decode_chunked(
                 if line.as_ref() == b"\r\n" {
                     return Ok(true);
                 }
-                if !line.ends_with(b"\r\n") || memchr::memchr(b':', &line).is_none() {
+                if !is_trailer_field(&line) {
                     return Err(HttpError::bad("malformed trailer field"));
                 }
             }
         }
     }
+}
+
+/// `s` without trailing spaces and tabs (RFC 9110 BWS). Not `trim_ascii_end`: a CR is no
+/// whitespace here.
+fn trim_bws_end(s: &[u8]) -> &[u8] {
+    let end = s
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(0, |i| i + 1);
+    &s[..end]
+}
+
+fn skip_bws(s: &[u8]) -> &[u8] {
+    let start = s
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(s.len());
+    &s[start..]
+}
+
+fn split_token(s: &[u8]) -> (&[u8], &[u8]) {
+    let n = s.iter().take_while(|&&b| is_tchar(b)).count();
+    s.split_at(n)
+}
+
+/// RFC 9112 §7.1.1, from the first `;` of a chunk-size line to its end:
+/// `*( BWS ";" BWS token [ BWS "=" BWS ( token / quoted-string ) ] )`.
+fn is_chunk_ext(mut s: &[u8]) -> bool {
+    loop {
+        s = skip_bws(s);
+        let Some(rest) = s.strip_prefix(b";") else {
+            return s.is_empty();
+        };
+        let (name, rest) = split_token(skip_bws(rest));
+        if name.is_empty() {
+            return false;
+        }
+        s = rest;
+        let Some(rest) = skip_bws(s).strip_prefix(b"=") else {
+            continue;
+        };
+        let rest = skip_bws(rest);
+        s = if let Some(quoted) = rest.strip_prefix(b"\"") {
+            match quoted_string_rest(quoted) {
+                Some(after) => after,
+                None => return false,
+            }
+        } else {
+            let (value, after) = split_token(rest);
+            if value.is_empty() {
+                return false;
+            }
+            after
+        };
+    }
+}
+
+/// The rest of a quoted-string after its opening quote (RFC 9110 §5.6.4): what follows the
+/// closing quote, or `None` when it is malformed or unterminated.
+fn quoted_string_rest(s: &[u8]) -> Option<&[u8]> {
+    let text = |b: u8| b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b) || b >= 0x80;
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'"' => return Some(&s[i + 1..]),
+            b'\\' => {
+                if !s.get(i + 1).is_some_and(|&b| text(b)) {
+                    return None;
+                }
+                i += 2;
+            }
+            b if text(b) => i += 1,
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// A trailer line, CRLF included: `token ":" value` with no control byte in the value but HTAB
+/// (as in a header). Trailers are dropped, but a line this server reads differently from a
+/// proxy (a bare CR, obsolete folding) is a framing disagreement all the same.
+fn is_trailer_field(line: &[u8]) -> bool {
+    let Some(line) = line.strip_suffix(b"\r\n") else {
+        return false;
+    };
+    let (name, rest) = split_token(line);
+    let Some(value) = rest.strip_prefix(b":") else {
+        return false;
+    };
+    !name.is_empty()
+        && value
+            .iter()
+            .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 /// Whether the connection stays open after this response.
@@ -1541,6 +1678,106 @@ mod tests {
         assert_eq!(e.reason, "invalid request target");
         let e = err(b"G(T / HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(e.reason, "invalid method");
+    }
+
+    /// Compared with gunicorn 27: it refuses a malformed chunk extension (a bare CR in one
+    /// was taken and dropped here, a line-end disagreement with any proxy that splits on CR),
+    /// and takes leading zeros in a chunk size (refused here as "invalid chunk size").
+    #[test]
+    fn chunk_extensions_are_checked_and_sizes_may_have_leading_zeros() {
+        for ext in [
+            ";a",
+            ";a=b",
+            " ; a = b ;c",
+            ";a=\"\"",
+            ";a=\"x \\\" y\"",
+            "\t;a=\"\u{e9}\"",
+        ] {
+            assert!(is_chunk_ext(ext.as_bytes()), "{ext:?}");
+        }
+        for ext in [
+            ";",
+            ";=b",
+            ";a=",
+            ";a=b c",
+            ";a\rb",
+            ";a=\"open",
+            ";a=\"x\x01\"",
+            ";a=\"x\"y",
+            "; a b",
+        ] {
+            assert!(!is_chunk_ext(ext.as_bytes()), "{ext:?}");
+        }
+        let chunked = |body: &[u8]| {
+            let mut raw =
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            raw.extend_from_slice(body);
+            decode_all(&raw)
+        };
+        let refusal = |body: &[u8]| {
+            let e = chunked(body).1.unwrap_err();
+            (e.status, e.reason.into_owned())
+        };
+        let bad_ext = (400, "invalid chunk extension".to_owned());
+        assert_eq!(refusal(b"3;a\rb\r\nabc\r\n0\r\n\r\n"), bad_ext);
+        assert_eq!(refusal(b"3;a=b c\r\nabc\r\n0\r\n\r\n"), bad_ext);
+        assert_eq!(refusal(b"3\r\nabc\r\n0;\r\n\r\n"), bad_ext);
+        // A CR is not whitespace before the ';'.
+        assert_eq!(refusal(b"3\r;a\r\nabc\r\n0\r\n\r\n").0, 400);
+        assert_eq!(refusal(b"3\r\nabc\r\n0\r\nX: a\rb\r\n\r\n").0, 400);
+        assert_eq!(refusal(b"3\r\nabc\r\n0\r\n folded: x\r\n\r\n").0, 400);
+        assert_eq!(refusal(b"10000000000000003\r\nabc\r\n0\r\n\r\n").0, 413);
+        let (reqs, res, _) =
+            chunked(b"0000000000000000000003;x=\"1\"\r\nabc\r\n000\r\nX-T: 1\r\n\r\n");
+        res.unwrap();
+        assert_eq!(&reqs[0].request.body.to_bytes().unwrap()[..], b"abc");
+    }
+
+    /// gunicorn's --limit-request-field_size: a header line (CRLF included) over it is a 431;
+    /// c10k had no such limit, and refused the flag.
+    #[test]
+    fn a_header_line_over_the_field_size_limit_is_a_431() {
+        let limits = Limits {
+            max_field_size: 100,
+            ..Limits::default()
+        };
+        let with_field = |len: usize| {
+            // "X-A: " + value + CRLF is `len` bytes.
+            let raw = format!(
+                "GET / HTTP/1.1\r\nHost: x\r\nX-A: {}\r\n\r\n",
+                "v".repeat(len - 7)
+            );
+            decode_chunks(&limits, [raw.as_bytes()]).refused
+        };
+        assert_eq!(with_field(100), None);
+        let (status, reason) = with_field(101).unwrap();
+        assert_eq!(
+            (status, reason.as_str()),
+            (431, "header field X-A longer than 100 bytes")
+        );
+        let unlimited = Limits {
+            max_field_size: 0,
+            ..Limits::default()
+        };
+        let raw = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX-A: {}\r\n\r\n",
+            "v".repeat(20_000)
+        );
+        assert_eq!(decode_chunks(&unlimited, [raw.as_bytes()]).refused, None);
+        assert_eq!(
+            decode_chunks(&Limits::default(), [raw.as_bytes()])
+                .refused
+                .map(|r| r.0),
+            Some(431)
+        );
+        // A number too large for 64 bits is still a length: too large, not malformed.
+        let huge = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n";
+        assert_eq!(decode_all(huge).1.unwrap_err().status, 413);
+        let zeros =
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 000000000000000000000002\r\n\r\nhi";
+        let (reqs, res, _) = decode_all(zeros);
+        res.unwrap();
+        assert_eq!(&reqs[0].request.body.to_bytes().unwrap()[..], b"hi");
     }
 
     fn stream_of(chunks: &[&'static str]) -> Response {
