@@ -408,17 +408,18 @@ impl Decoder {
         };
         let over = buf.len() > window_len;
         let window = &buf[..buf.len().min(window_len)];
-        // The usual limit fits on the stack; only a raised one allocates.
+        // The usual limit fits on the stack; a raised one (gunicorn's 32768 for
+        // `--limit-request-fields 0`) allocates only for a head with more fields than that.
         let mut stack = [httparse::EMPTY_HEADER; 128];
         let mut heap;
-        let headers: &mut [httparse::Header<'_>] = if limits.max_headers <= stack.len() {
-            &mut stack[..limits.max_headers]
-        } else {
+        let on_stack = limits.max_headers.min(stack.len());
+        let mut req = httparse::Request::new(&mut stack[..on_stack]);
+        let mut parsed = req.parse(window);
+        if parsed == Err(httparse::Error::TooManyHeaders) && limits.max_headers > on_stack {
             heap = vec![httparse::EMPTY_HEADER; limits.max_headers];
-            &mut heap
-        };
-        let mut req = httparse::Request::new(headers);
-        let parsed = req.parse(window);
+            req = httparse::Request::new(&mut heap);
+            parsed = req.parse(window);
+        }
         if parsed == Err(httparse::Error::Version) && version_may_complete(window) {
             // "HTTP/2" of "HTTP/2.0" has arrived: the verdict (505 or 400) needs the rest.
             return if over { Err(too_large()) } else { Ok(None) };
@@ -1778,6 +1779,25 @@ mod tests {
         let (reqs, res, _) = decode_all(zeros);
         res.unwrap();
         assert_eq!(&reqs[0].request.body.to_bytes().unwrap()[..], b"hi");
+    }
+
+    /// A limit of fields above the 128 parsed on the stack: heads up to it are taken (parsed
+    /// again with room for all), one more field is a 431.
+    #[test]
+    fn more_fields_than_the_stack_holds_are_parsed_up_to_the_limit() {
+        let limits = Limits {
+            max_headers: 300,
+            ..Limits::default()
+        };
+        let head = |fields: usize| {
+            let many: String = (1..fields).map(|i| format!("X-{i}: v\r\n")).collect();
+            format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n")
+        };
+        let ok = decode_chunks(&limits, [head(300).as_bytes()]);
+        assert_eq!(ok.refused, None);
+        assert_eq!(ok.requests[0].headers.len(), 300);
+        let over = decode_chunks(&limits, [head(301).as_bytes()]);
+        assert_eq!(over.refused.map(|r| r.0), Some(431));
     }
 
     fn stream_of(chunks: &[&'static str]) -> Response {
