@@ -123,6 +123,9 @@ per_class!(probe_pep3333, |class| {
     assert_eq!(r.status, 500);
     assert!(!r.text().contains("boom"), "{}", r.text());
     s.wait_log("boom from the probe app", Duration::from_secs(5));
+    // The traceback, frames and all (under Python 3.11 only its last line was logged).
+    s.wait_log("Traceback (most recent call last)", Duration::from_secs(5));
+    s.wait_log("probe.py\", line", Duration::from_secs(5));
     s.wait_log("GET /mnt/raise", Duration::from_secs(5));
     get(s.addr, "/mnt/errors").unwrap();
     s.wait_log("probe wrote to wsgi.errors", Duration::from_secs(5));
