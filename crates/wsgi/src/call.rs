@@ -381,6 +381,7 @@ fn complete(sr: &Bound<'_, StartResponse>, head_only: bool) -> Response {
 /// it for a complete body).
 fn head_response(head: Head, streaming: bool) -> Response {
     let mut resp = Response::new(head.status);
+    resp.reason = head.reason;
     resp.headers = head.headers;
     if !streaming {
         resp.headers
