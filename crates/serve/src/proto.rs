@@ -389,8 +389,11 @@ impl Decoder {
         // Only as many bytes as the limits let a head have are parsed: an error beyond them is
         // never looked at, so a too-long line or head gets its 414/431 however the bytes were
         // split (the verdict once depended on whether a bad byte had arrived in an earlier read).
+        // The line's length without its CRLF, as gunicorn counts `--limit-request-line`: a line
+        // of exactly the limit is taken (the CR was counted, which refused it).
         let line_end = memchr::memchr(b'\n', buf).unwrap_or(buf.len());
-        let line_too_long = line_end > limits.max_request_line;
+        let line_len = line_end - usize::from(line_end > 0 && buf[line_end - 1] == b'\r');
+        let line_too_long = line_len > limits.max_request_line;
         let too_large = || {
             if line_too_long {
                 HttpError::new(
@@ -764,7 +767,21 @@ fn body_too_large(limits: &Limits) -> HttpError {
 
 /// Splits a request target into path and query. Origin form (`/a?b`), absolute form
 /// (`http://host/a?b`, RFC 9112 §3.2.2: servers must accept it) and asterisk form (`OPTIONS *`).
+/// A `#fragment` (no client should send one, RFC 9112 §3.2) is cut off first, as gunicorn's
+/// `urlsplit` does: it is in neither the path nor the query (`/a#f?x` has no query). The target
+/// itself keeps it (`RAW_URI`). A byte outside ASCII is refused (RFC 9112 §3.2 and gunicorn: the
+/// target is printable ASCII, anything else percent-encoded); httparse let UTF-8 through, which
+/// a WSGI app then saw decoded as UTF-8 in `RAW_URI` and as latin-1 in `PATH_INFO`.
 fn split_target(target: &str, method: &Method) -> Result<(String, Option<String>), HttpError> {
+    if !target.is_ascii() {
+        return Err(HttpError::bad(
+            "invalid request target (bytes outside ASCII must be percent-encoded)",
+        ));
+    }
+    let target = match target.split_once('#') {
+        Some((before, _fragment)) => before,
+        None => target,
+    };
     let origin = if target.starts_with('/') {
         target
     } else if target == "*" {
@@ -1160,7 +1177,7 @@ pub fn encode_head(
     let mut num = itoa::Buffer::new();
     out.extend_from_slice(num.format(resp.status).as_bytes());
     out.push(b' ');
-    out.extend_from_slice(reason_phrase(resp.status).as_bytes());
+    out.extend_from_slice(resp.reason_phrase());
     out.extend_from_slice(b"\r\n");
     if !has_server {
         out.extend_from_slice(b"Server: c10k\r\n");
@@ -1322,77 +1339,6 @@ fn unix_secs_coarse() -> u64 {
             .unwrap_or(0);
     }
     ts.tv_sec.max(0) as u64
-}
-
-/// The reason phrase of `status`: every code in IANA's HTTP status code registry (RFC 9110's
-/// wording), plus 418. A WSGI app's own phrase is not kept (the code is all a `Response` carries),
-/// so a code missing here went out as `206 Unknown` or `401 Unknown`.
-pub fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        101 => "Switching Protocols",
-        102 => "Processing",
-        103 => "Early Hints",
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        203 => "Non-Authoritative Information",
-        204 => "No Content",
-        205 => "Reset Content",
-        206 => "Partial Content",
-        207 => "Multi-Status",
-        208 => "Already Reported",
-        226 => "IM Used",
-        300 => "Multiple Choices",
-        301 => "Moved Permanently",
-        302 => "Found",
-        303 => "See Other",
-        304 => "Not Modified",
-        305 => "Use Proxy",
-        307 => "Temporary Redirect",
-        308 => "Permanent Redirect",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        402 => "Payment Required",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        406 => "Not Acceptable",
-        407 => "Proxy Authentication Required",
-        408 => "Request Timeout",
-        409 => "Conflict",
-        410 => "Gone",
-        411 => "Length Required",
-        412 => "Precondition Failed",
-        413 => "Content Too Large",
-        414 => "URI Too Long",
-        415 => "Unsupported Media Type",
-        416 => "Range Not Satisfiable",
-        417 => "Expectation Failed",
-        418 => "I'm a teapot",
-        421 => "Misdirected Request",
-        422 => "Unprocessable Content",
-        423 => "Locked",
-        424 => "Failed Dependency",
-        425 => "Too Early",
-        426 => "Upgrade Required",
-        428 => "Precondition Required",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        451 => "Unavailable For Legal Reasons",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        505 => "HTTP Version Not Supported",
-        506 => "Variant Also Negotiates",
-        507 => "Insufficient Storage",
-        508 => "Loop Detected",
-        510 => "Not Extended",
-        511 => "Network Authentication Required",
-        _ => "Unknown",
-    }
 }
 
 #[cfg(test)]
@@ -1565,6 +1511,82 @@ mod tests {
         res.unwrap();
         assert_eq!(reqs[0].request.path, "/p");
         assert_eq!(reqs[0].request.query.as_deref(), Some("x=1"));
+    }
+
+    /// Compared with gunicorn 27 by hand: a `#fragment` reached the path (`PATH_INFO` `/a/b#f`)
+    /// or the query (`x=1#f`); gunicorn's `urlsplit` cuts it off both, and so does c10k now.
+    #[test]
+    fn a_fragment_is_in_neither_path_nor_query() {
+        for (target, path, query) in [
+            ("/a/b#frag", "/a/b", None),
+            ("/a?x=1#frag", "/a", Some("x=1")),
+            ("/a#fr?x=1", "/a", None),
+            ("/a#", "/a", None),
+            ("/#", "/", None),
+            ("/p?#f", "/p", Some("")),
+            ("https://host:8/p/q#f", "/p/q", None),
+            ("http://host?q=1#f", "/", Some("q=1")),
+            ("http://host#f?q=1", "/", None),
+        ] {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let (reqs, res, _) = decode_all(raw.as_bytes());
+            res.unwrap();
+            let r = &reqs[0].request;
+            assert_eq!(
+                (r.path.as_str(), r.query.as_deref()),
+                (path, query),
+                "{target}"
+            );
+            assert_eq!(r.target, target, "the target keeps it (RAW_URI)");
+        }
+    }
+
+    /// Compared with gunicorn 27 by hand: a target with raw UTF-8 bytes (`GET /caf\xc3\xa9`) was
+    /// taken (other non-ASCII bytes got 400), and a WSGI app saw it decoded as UTF-8 in `RAW_URI`
+    /// but as latin-1 in `PATH_INFO`. gunicorn refuses any byte outside printable ASCII (RFC
+    /// 9112 §3.2); so does c10k now, whatever the bytes.
+    #[test]
+    fn a_target_outside_ascii_is_refused() {
+        for raw in [
+            &b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: h\r\n\r\n"[..],
+            b"GET /caf\xe9 HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET /?q=\xc3\xa9 HTTP/1.1\r\nHost: h\r\n\r\n",
+        ] {
+            let err = decode_all(raw).1.unwrap_err();
+            assert_eq!(err.status, 400, "{}", String::from_utf8_lossy(raw));
+            assert!(err.reason.contains("request target"), "{}", err.reason);
+        }
+        let (reqs, res, _) = decode_all(b"GET /caf%C3%A9 HTTP/1.1\r\nHost: h\r\n\r\n");
+        res.unwrap();
+        assert_eq!(reqs[0].request.path, "/caf%C3%A9");
+    }
+
+    /// Compared with gunicorn 27 by hand (`--limit-request-line 4094`): a line of exactly the limit
+    /// got 414 because its CR was counted; gunicorn counts the line without CRLF and takes it.
+    #[test]
+    fn a_request_line_of_exactly_the_limit_is_taken() {
+        let limits = Limits {
+            max_request_line: 100,
+            ..Limits::default()
+        };
+        let line = |len: usize| format!("GET /{} HTTP/1.1", "a".repeat(len - 14));
+        for (len, ending, want) in [
+            (100, "\r\n", None),
+            (100, "\n", None),
+            (101, "\r\n", Some(414)),
+            (101, "\n", Some(414)),
+        ] {
+            let raw = format!("{}{ending}Host: h\r\n\r\n", line(len));
+            assert_eq!(raw.find(ending), Some(len));
+            // At once, and byte by byte (a CR waiting for its LF is not counted either).
+            let whole = decode_chunks(&limits, [raw.as_bytes()]);
+            let split = decode_chunks(&limits, raw.as_bytes().chunks(1));
+            assert_eq!(whole, split, "{len}{ending:?}");
+            match want {
+                None => assert_eq!((whole.requests.len(), whole.refused), (1, None)),
+                Some(status) => assert_eq!(whole.refused.map(|r| r.0), Some(status)),
+            }
+        }
     }
 
     #[test]
@@ -2060,6 +2082,32 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(&out)
             );
+        }
+    }
+
+    /// A WSGI app's own phrase (`200 Fine`, Werkzeug's `404 NOT FOUND`) went out as the IANA
+    /// one; gunicorn sends the app's. A phrase that could end the line (CR, LF, other controls)
+    /// never reaches the wire: the standard one goes instead.
+    #[test]
+    fn the_handlers_reason_phrase_goes_on_the_status_line() {
+        let line = |resp: Response| {
+            let mut out = Vec::new();
+            encode_response(&mut out, &resp, 1, Persist::KeepAlive, false);
+            let end = out.windows(2).position(|w| w == b"\r\n").unwrap();
+            out.truncate(end);
+            out
+        };
+        assert_eq!(
+            line(Response::new(200).with_reason("Fine")),
+            b"HTTP/1.1 200 Fine"
+        );
+        assert_eq!(
+            line(Response::new(404).with_reason(&b"NOT\tFOUND caf\xe9"[..])),
+            b"HTTP/1.1 404 NOT\tFOUND caf\xe9"
+        );
+        for bad in [&b"OK\r\nX-Evil: 1"[..], b"OK\n", b"a\x00b", b"\x7f", b""] {
+            let resp = Response::new(200).with_reason(Bytes::copy_from_slice(bad));
+            assert_eq!(line(resp), b"HTTP/1.1 200 OK", "{bad:?}");
         }
     }
 
