@@ -97,6 +97,9 @@ per_class!(limits, |class| {
         "10",
         "--limit-request-head",
         "1000",
+        // gunicorn's spelling, underscore included.
+        "--limit-request-field_size",
+        "300",
     ]);
     let status = |raw: Vec<u8>| {
         let mut c = Reader::new(connect(s.addr));
@@ -115,6 +118,18 @@ per_class!(limits, |class| {
         "b".repeat(1500)
     );
     assert_eq!(status(big.into_bytes()).status, 431);
+    let long_field = |len: usize| {
+        // "X-F: " + value + CRLF is `len` bytes.
+        let head = format!(
+            "GET / HTTP/1.1\r\nHost: t\r\nX-F: {}\r\n\r\n",
+            "f".repeat(len - 7)
+        );
+        status(head.into_bytes())
+    };
+    assert_eq!(long_field(300).status, 200);
+    let r = long_field(301);
+    assert_eq!(r.status, 431);
+    assert!(r.text().contains("header field X-F"), "{}", r.text());
     let body = format!(
         "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 101\r\n\r\n{}",
         "x".repeat(101)
@@ -135,6 +150,35 @@ per_class!(limits, |class| {
     );
     assert_eq!(status(ok.into_bytes()).status, 200);
 });
+
+/// gunicorn's `--limit-request-line 0` and `--limit-request-fields 0` ("unlimited"; its
+/// ceiling of 32768 fields) stopped c10k at start with "must be at least 1".
+#[test]
+fn zero_line_and_field_limits_are_gunicorns() {
+    let s = Server::start(&[
+        "--limit-request-line",
+        "0",
+        "--limit-request-fields",
+        "0",
+        "--limit-request-head",
+        "65536",
+    ]);
+    let status = |raw: String| {
+        let mut c = Reader::new(connect(s.addr));
+        c.send(raw.as_bytes()).unwrap();
+        c.response().unwrap().status
+    };
+    let long_line = format!("GET /?q={} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(20_000));
+    assert_eq!(status(long_line), 200);
+    let many: String = (0..500).map(|i| format!("X-{i}: v\r\n")).collect();
+    assert_eq!(
+        status(format!("GET / HTTP/1.1\r\nHost: t\r\n{many}\r\n")),
+        200
+    );
+    // The head limit still holds.
+    let too_long = format!("GET /?q={} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(70_000));
+    assert_eq!(status(too_long), 414);
+}
 
 per_class!(slow_client_gets_408, |class| {
     let s = Server::start(&[

@@ -67,6 +67,39 @@ per_class!(probe_pep3333, |class| {
     assert_eq!(e["SERVER_PORT"], s.addr.port().to_string());
     assert_eq!(e["REMOTE_ADDR"], "127.0.0.1");
     assert_eq!(e["wsgi.url_scheme"], "http");
+    // A #fragment is in neither PATH_INFO nor QUERY_STRING (as in gunicorn); RAW_URI keeps it.
+    let r = request(
+        &s,
+        "GET /mnt/environ?q=1#frag HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    );
+    let e = json(&r);
+    assert_eq!(
+        (&e["PATH_INFO"], &e["QUERY_STRING"], &e["RAW_URI"]),
+        (
+            &"/environ".into(),
+            &"q=1".into(),
+            &"/mnt/environ?q=1#frag".into()
+        )
+    );
+    // The app's own reason phrase goes out as it gave it (as in gunicorn); one with a line
+    // break in it is the app's ValueError: a 500, and nothing of it on the wire.
+    for (target, line) in [
+        ("/mnt/status?s=200+Fine", "HTTP/1.1 200 Fine"),
+        ("/mnt/status?s=404+NOT+FOUND", "HTTP/1.1 404 NOT FOUND"),
+        (
+            "/mnt/status?s=200+OK%0D%0AX-Evil:+1",
+            "HTTP/1.1 500 Internal Server Error",
+        ),
+    ] {
+        let mut c = connect(s.addr);
+        let req = format!("GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        c.write_all(req.as_bytes()).unwrap();
+        let mut raw = String::new();
+        c.read_to_string(&mut raw).unwrap();
+        assert_eq!(raw.split("\r\n").next(), Some(line), "{raw}");
+        assert!(!raw.contains("X-Evil"), "{raw}");
+    }
+    s.wait_log("the reason phrase may hold only", Duration::from_secs(5));
     // nginx on this machine terminating TLS (--forwarded-allow-ips: loopback by default).
     let r = request(
         &s,
@@ -123,6 +156,9 @@ per_class!(probe_pep3333, |class| {
     assert_eq!(r.status, 500);
     assert!(!r.text().contains("boom"), "{}", r.text());
     s.wait_log("boom from the probe app", Duration::from_secs(5));
+    // The traceback, frames and all (under Python 3.11 only its last line was logged).
+    s.wait_log("Traceback (most recent call last)", Duration::from_secs(5));
+    s.wait_log("probe.py\", line", Duration::from_secs(5));
     s.wait_log("GET /mnt/raise", Duration::from_secs(5));
     get(s.addr, "/mnt/errors").unwrap();
     s.wait_log("probe wrote to wsgi.errors", Duration::from_secs(5));

@@ -16,6 +16,7 @@ mod headers;
 mod method;
 mod request;
 mod response;
+mod status;
 
 pub use body::{Body, BodyStream, BoxError, FileBody, RequestBody};
 pub use handler::{Ctx, DeadlineExceeded, Handler, Wait, WorkerInfo};
@@ -23,3 +24,4 @@ pub use headers::Headers;
 pub use method::Method;
 pub use request::{Request, Scheme, Transport, Version};
 pub use response::Response;
+pub use status::{is_reason_phrase, reason_phrase};

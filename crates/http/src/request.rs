@@ -56,11 +56,11 @@ pub enum Transport {
 #[derive(Debug)]
 pub struct Request {
     pub method: Method,
-    /// The request target exactly as sent (`/a%20b?x=1`).
+    /// The request target exactly as sent (`/a%20b?x=1`), a `#fragment` included.
     pub target: String,
-    /// The path part of the target, still percent-encoded (`/a%20b`).
+    /// The path part of the target, still percent-encoded (`/a%20b`); never a `#fragment`.
     pub path: String,
-    /// The raw query string without the `?`, if the target had one.
+    /// The raw query string without the `?` (and without a `#fragment`), if the target had one.
     pub query: Option<String>,
     pub version: Version,
     pub headers: Headers,

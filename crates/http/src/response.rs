@@ -17,6 +17,10 @@ use crate::body::{Body, BodyStream};
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
+    /// The handler's own reason phrase (a WSGI app's `404 NOT FOUND`), sent after the code when
+    /// it is non-empty and [`crate::is_reason_phrase`]; otherwise the code's standard phrase
+    /// ([`crate::reason_phrase`]) is sent.
+    pub reason: Option<Bytes>,
     pub headers: Vec<(Cow<'static, str>, Bytes)>,
     pub body: Body,
 }
@@ -26,6 +30,7 @@ impl Response {
     pub fn new(status: u16) -> Response {
         Response {
             status,
+            reason: None,
             headers: Vec::new(),
             body: Body::empty(),
         }
@@ -49,6 +54,21 @@ impl Response {
     /// An error answer whose body says why, as one line of text.
     pub fn error(status: u16, reason: impl fmt::Display) -> Response {
         Response::text(status, format!("{reason}\n"))
+    }
+
+    /// Sets the reason phrase sent after the status code (see [`Response::reason`]).
+    pub fn with_reason(mut self, reason: impl Into<Bytes>) -> Response {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// The reason phrase that goes on the status line: the handler's own when it has one that
+    /// may be sent, else the code's standard one.
+    pub fn reason_phrase(&self) -> &[u8] {
+        match &self.reason {
+            Some(r) if !r.is_empty() && crate::is_reason_phrase(r) => r,
+            _ => crate::reason_phrase(self.status).as_bytes(),
+        }
     }
 
     /// Appends a header field (an earlier one of the same name is kept).

@@ -323,6 +323,9 @@ fn at_least_one(s: &str) -> Result<usize, String> {
     }
 }
 
+/// What gunicorn takes `--limit-request-fields 0` (and any larger value) to mean.
+const GUNICORN_MAX_HEADERS: usize = 32768;
+
 /// Settings of `c10k serve`. Durations are in seconds, fractions allowed.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "cli", derive(clap::Args))]
@@ -504,15 +507,49 @@ pub struct ServeConfig {
           help_heading = "Limits"))]
     pub body_buffer_size: usize,
 
-    /// Longest request line in bytes (414 above it).
-    #[cfg_attr(feature = "cli", arg(allow_negative_numbers = true, long, env = "C10K_LIMIT_REQUEST_LINE", default_value_t = 8190,
-          value_parser = at_least_one, help_heading = "Limits"))]
+    /// Longest request line in bytes (414 above it); 0 for no limit of its own, as in gunicorn
+    /// (--limit-request-head still bounds it).
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            allow_negative_numbers = true,
+            long,
+            env = "C10K_LIMIT_REQUEST_LINE",
+            default_value_t = 8190,
+            help_heading = "Limits"
+        )
+    )]
     pub limit_request_line: usize,
 
-    /// Most header fields in a request (431 above it).
-    #[cfg_attr(feature = "cli", arg(allow_negative_numbers = true, long, env = "C10K_LIMIT_REQUEST_FIELDS", default_value_t = 100,
-          value_parser = at_least_one, help_heading = "Limits"))]
+    /// Most header fields in a request (431 above it); 0 for gunicorn's ceiling, 32768.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            allow_negative_numbers = true,
+            long,
+            env = "C10K_LIMIT_REQUEST_FIELDS",
+            default_value_t = 100,
+            help_heading = "Limits"
+        )
+    )]
     pub limit_request_fields: usize,
+
+    /// Longest header field line (name, value and CRLF) in bytes (431 above it); 0 for no
+    /// limit of its own (--limit-request-head still bounds it). gunicorn's name, with its
+    /// underscore; --limit-request-field-size is accepted too.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            allow_negative_numbers = true,
+            long = "limit-request-field_size",
+            alias = "limit-request-field-size",
+            env = "C10K_LIMIT_REQUEST_FIELD_SIZE",
+            default_value_t = 8190,
+            help_heading = "Limits"
+        )
+    )]
+    #[serde(alias = "limit-request-field_size")]
+    pub limit_request_field_size: usize,
 
     /// Largest request head (request line plus headers) in bytes (431 above it).
     #[cfg_attr(feature = "cli", arg(allow_negative_numbers = true, long, env = "C10K_LIMIT_REQUEST_HEAD", default_value_t = 32 * 1024,
@@ -635,6 +672,7 @@ impl Default for ServeConfig {
             body_buffer_size: 64 * 1024,
             limit_request_line: 8190,
             limit_request_fields: 100,
+            limit_request_field_size: 8190,
             limit_request_head: 32 * 1024,
             admin: AdminAddr(Some(BindAddr::Tcp(SocketAddr::from((
                 [127, 0, 0, 1],
@@ -681,8 +719,6 @@ impl ServeConfig {
             ("--workers", self.workers),
             ("--threads", self.threads),
             ("--worker-connections", self.worker_connections),
-            ("--limit-request-line", self.limit_request_line),
-            ("--limit-request-fields", self.limit_request_fields),
             ("--limit-request-head", self.limit_request_head),
         ] {
             if n == 0 {
@@ -769,9 +805,17 @@ impl ServeConfig {
 
     pub fn limits(&self) -> crate::proto::Limits {
         crate::proto::Limits {
-            max_request_line: self.limit_request_line,
+            // gunicorn's 0s: a line as long as the head allows; its ceiling of fields.
+            max_request_line: match self.limit_request_line {
+                0 => self.limit_request_head,
+                n => n,
+            },
             max_head: self.limit_request_head,
-            max_headers: self.limit_request_fields,
+            max_headers: match self.limit_request_fields {
+                0 => GUNICORN_MAX_HEADERS,
+                n => n,
+            },
+            max_field_size: self.limit_request_field_size,
             max_body: self.limit_request_body,
             body_buffer: self.body_buffer_size,
             forwarded_allow: self.forwarded_allow_ips.as_slice().into(),
@@ -802,6 +846,23 @@ mod tests {
         );
         assert!(c.access_log.is_none());
         c.validate().unwrap();
+    }
+
+    /// gunicorn's `--limit-request-line 0` and `--limit-request-fields 0` (documented, and
+    /// common in gunicorn command lines) stopped c10k at start with "must be at least 1".
+    #[test]
+    fn zero_line_and_field_limits_mean_what_they_mean_to_gunicorn() {
+        let c = ServeConfig {
+            limit_request_line: 0,
+            limit_request_fields: 0,
+            limit_request_field_size: 0,
+            ..ServeConfig::default()
+        };
+        c.validate().unwrap();
+        let l = c.limits();
+        assert_eq!(l.max_request_line, c.limit_request_head);
+        assert_eq!(l.max_headers, 32768);
+        assert_eq!(l.max_field_size, 0);
     }
 
     #[test]

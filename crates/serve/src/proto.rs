@@ -31,6 +31,9 @@ pub struct Limits {
     pub max_head: usize,
     /// Most header fields → 431.
     pub max_headers: usize,
+    /// Longest header line (name, colon, value and CRLF) in bytes → 431; 0 for no limit of its
+    /// own (`max_head` still bounds it). gunicorn's `--limit-request-field_size`.
+    pub max_field_size: usize,
     /// Largest body in bytes → 413.
     pub max_body: u64,
     /// Largest body kept in memory; a bigger one is spooled to an unlinked temporary file
@@ -48,6 +51,7 @@ impl Default for Limits {
             max_request_line: 8190,
             max_head: 32 * 1024,
             max_headers: 100,
+            max_field_size: 8190,
             max_body: 10 * 1024 * 1024,
             body_buffer: 64 * 1024,
             forwarded_allow: AllowFrom::loopback().into(),
@@ -385,8 +389,11 @@ impl Decoder {
         // Only as many bytes as the limits let a head have are parsed: an error beyond them is
         // never looked at, so a too-long line or head gets its 414/431 however the bytes were
         // split (the verdict once depended on whether a bad byte had arrived in an earlier read).
+        // The line's length without its CRLF, as gunicorn counts `--limit-request-line`: a line
+        // of exactly the limit is taken (the CR was counted, which refused it).
         let line_end = memchr::memchr(b'\n', buf).unwrap_or(buf.len());
-        let line_too_long = line_end > limits.max_request_line;
+        let line_len = line_end - usize::from(line_end > 0 && buf[line_end - 1] == b'\r');
+        let line_too_long = line_len > limits.max_request_line;
         let too_large = || {
             if line_too_long {
                 HttpError::new(
@@ -404,17 +411,18 @@ impl Decoder {
         };
         let over = buf.len() > window_len;
         let window = &buf[..buf.len().min(window_len)];
-        // The usual limit fits on the stack; only a raised one allocates.
+        // The usual limit fits on the stack; a raised one (gunicorn's 32768 for
+        // `--limit-request-fields 0`) allocates only for a head with more fields than that.
         let mut stack = [httparse::EMPTY_HEADER; 128];
         let mut heap;
-        let headers: &mut [httparse::Header<'_>] = if limits.max_headers <= stack.len() {
-            &mut stack[..limits.max_headers]
-        } else {
+        let on_stack = limits.max_headers.min(stack.len());
+        let mut req = httparse::Request::new(&mut stack[..on_stack]);
+        let mut parsed = req.parse(window);
+        if parsed == Err(httparse::Error::TooManyHeaders) && limits.max_headers > on_stack {
             heap = vec![httparse::EMPTY_HEADER; limits.max_headers];
-            &mut heap
-        };
-        let mut req = httparse::Request::new(headers);
-        let parsed = req.parse(window);
+            req = httparse::Request::new(&mut heap);
+            parsed = req.parse(window);
+        }
         if parsed == Err(httparse::Error::Version) && version_may_complete(window) {
             // "HTTP/2" of "HTTP/2.0" has arrived: the verdict (505 or 400) needs the rest.
             return if over { Err(too_large()) } else { Ok(None) };
@@ -558,9 +566,18 @@ fn interpret(
     });
     for h in req.headers.iter() {
         let name = h.name;
+        if limits.max_field_size > 0 && field_line_len(buf, name, h.value) > limits.max_field_size {
+            return Err(HttpError::new(
+                431,
+                format!(
+                    "header field {name} longer than {} bytes",
+                    limits.max_field_size
+                ),
+            ));
+        }
         headers.append(name, value_of(h.value));
         if name.eq_ignore_ascii_case("content-length") {
-            let n = parse_content_length(h.value)?;
+            let n = parse_content_length(h.value, limits)?;
             if content_length.is_some_and(|m| m != n) {
                 return Err(HttpError::bad("conflicting Content-Length headers"));
             }
@@ -704,6 +721,21 @@ fn interpret(
     ))
 }
 
+/// The length of a header's line in `buf`, from its name through the CRLF, as gunicorn counts
+/// it for `--limit-request-field_size` (whitespace around the value included).
+fn field_line_len(buf: &[u8], name: &str, value: &[u8]) -> usize {
+    let base = buf.as_ptr() as usize;
+    let start = (name.as_ptr() as usize).wrapping_sub(base);
+    let value_end = (value.as_ptr() as usize)
+        .wrapping_sub(base)
+        .wrapping_add(value.len());
+    match buf.get(value_end..).map(|rest| memchr::memchr(b'\n', rest)) {
+        Some(Some(nl)) if start <= value_end => value_end + nl + 1 - start,
+        // Not a slice of `buf` (never with httparse): the parts are a lower bound.
+        _ => name.len() + 1 + value.len() + 2,
+    }
+}
+
 /// A proxy's scheme header (gunicorn's default `secure_scheme_headers`): `Some(true)` when it
 /// says https, `Some(false)` when it says something else, `None` when it is no such header.
 fn secure_scheme_header(name: &str, value: &[u8]) -> Option<bool> {
@@ -735,7 +767,21 @@ fn body_too_large(limits: &Limits) -> HttpError {
 
 /// Splits a request target into path and query. Origin form (`/a?b`), absolute form
 /// (`http://host/a?b`, RFC 9112 §3.2.2: servers must accept it) and asterisk form (`OPTIONS *`).
+/// A `#fragment` (no client should send one, RFC 9112 §3.2) is cut off first, as gunicorn's
+/// `urlsplit` does: it is in neither the path nor the query (`/a#f?x` has no query). The target
+/// itself keeps it (`RAW_URI`). A byte outside ASCII is refused (RFC 9112 §3.2 and gunicorn: the
+/// target is printable ASCII, anything else percent-encoded); httparse let UTF-8 through, which
+/// a WSGI app then saw decoded as UTF-8 in `RAW_URI` and as latin-1 in `PATH_INFO`.
 fn split_target(target: &str, method: &Method) -> Result<(String, Option<String>), HttpError> {
+    if !target.is_ascii() {
+        return Err(HttpError::bad(
+            "invalid request target (bytes outside ASCII must be percent-encoded)",
+        ));
+    }
+    let target = match target.split_once('#') {
+        Some((before, _fragment)) => before,
+        None => target,
+    };
     let origin = if target.starts_with('/') {
         target
     } else if target == "*" {
@@ -773,11 +819,17 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
         .then(|| &s[prefix.len()..])
 }
 
-/// `Content-Length` must be 1*DIGIT; signs, spaces inside, lists and overflow are refused.
-fn parse_content_length(value: &[u8]) -> Result<u64, HttpError> {
+/// `Content-Length` must be 1*DIGIT; signs, spaces inside and lists are refused. A number too
+/// large for a u64 is a valid length larger than any body limit: 413, as a smaller one is.
+fn parse_content_length(value: &[u8], limits: &Limits) -> Result<u64, HttpError> {
     let value = value.trim_ascii();
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
         return Err(HttpError::bad("invalid Content-Length"));
+    }
+    let zeros = value.iter().take_while(|&&d| d == b'0').count();
+    let value = &value[zeros.min(value.len() - 1)..];
+    if value.len() > 19 {
+        return Err(body_too_large(limits));
     }
     let mut n = 0u64;
     for &d in value {
@@ -810,19 +862,29 @@ fn decode_chunked(
                 let line = line
                     .strip_suffix(b"\r\n")
                     .ok_or_else(|| HttpError::bad("chunk size line must end in CRLF"))?;
-                // Extensions after ';' are allowed and ignored.
-                let size = match memchr::memchr(b';', line) {
-                    Some(i) => &line[..i],
-                    None => line,
+                // Extensions after ';' are ignored, but must be well-formed: a bare CR or a
+                // stray byte in one is where a proxy and this server could disagree on where
+                // the line ends (gunicorn 27 refuses them too).
+                let (size, ext) = match memchr::memchr(b';', line) {
+                    // Whitespace is allowed before a ';' (BWS), never after the size alone.
+                    Some(i) => (trim_bws_end(&line[..i]), Some(&line[i..])),
+                    None => (line, None),
                 };
-                // Whitespace is allowed before a ';' (BWS), never after the size alone.
-                let size = if size.len() < line.len() {
-                    size.trim_ascii_end()
-                } else {
-                    size
-                };
-                if size.is_empty() || size.len() > 15 || !size.iter().all(u8::is_ascii_hexdigit) {
+                if size.is_empty() || !size.iter().all(u8::is_ascii_hexdigit) {
                     return Err(HttpError::bad("invalid chunk size"));
+                }
+                // Leading zeros are valid (RFC 9112 §7.1: 1*HEXDIG); beyond them, 15 digits
+                // keep the sum with the body so far far from overflowing.
+                let zeros = size.iter().take_while(|&&d| d == b'0').count();
+                let size = &size[zeros.min(size.len() - 1)..];
+                if size.len() > 15 {
+                    return Err(HttpError::new(
+                        413,
+                        format!("request body larger than {max_body} bytes (--limit-request-body)"),
+                    ));
+                }
+                if ext.is_some_and(|ext| !is_chunk_ext(ext)) {
+                    return Err(HttpError::bad("invalid chunk extension"));
                 }
                 let size = size.iter().fold(0u64, |n, &d| {
                     n * 16 + u64::from((d as char).to_digit(16).unwrap_or(0))
@@ -873,12 +935,105 @@ fn decode_chunked(
                 if line.as_ref() == b"\r\n" {
                     return Ok(true);
                 }
-                if !line.ends_with(b"\r\n") || memchr::memchr(b':', &line).is_none() {
+                if !is_trailer_field(&line) {
                     return Err(HttpError::bad("malformed trailer field"));
                 }
             }
         }
     }
+}
+
+/// `s` without trailing spaces and tabs (RFC 9110 BWS). Not `trim_ascii_end`: a CR is no
+/// whitespace here.
+fn trim_bws_end(s: &[u8]) -> &[u8] {
+    let end = s
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(0, |i| i + 1);
+    &s[..end]
+}
+
+fn skip_bws(s: &[u8]) -> &[u8] {
+    let start = s
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(s.len());
+    &s[start..]
+}
+
+fn split_token(s: &[u8]) -> (&[u8], &[u8]) {
+    let n = s.iter().take_while(|&&b| is_tchar(b)).count();
+    s.split_at(n)
+}
+
+/// RFC 9112 §7.1.1, from the first `;` of a chunk-size line to its end:
+/// `*( BWS ";" BWS token [ BWS "=" BWS ( token / quoted-string ) ] )`.
+fn is_chunk_ext(mut s: &[u8]) -> bool {
+    loop {
+        s = skip_bws(s);
+        let Some(rest) = s.strip_prefix(b";") else {
+            return s.is_empty();
+        };
+        let (name, rest) = split_token(skip_bws(rest));
+        if name.is_empty() {
+            return false;
+        }
+        s = rest;
+        let Some(rest) = skip_bws(s).strip_prefix(b"=") else {
+            continue;
+        };
+        let rest = skip_bws(rest);
+        s = if let Some(quoted) = rest.strip_prefix(b"\"") {
+            match quoted_string_rest(quoted) {
+                Some(after) => after,
+                None => return false,
+            }
+        } else {
+            let (value, after) = split_token(rest);
+            if value.is_empty() {
+                return false;
+            }
+            after
+        };
+    }
+}
+
+/// The rest of a quoted-string after its opening quote (RFC 9110 §5.6.4): what follows the
+/// closing quote, or `None` when it is malformed or unterminated.
+fn quoted_string_rest(s: &[u8]) -> Option<&[u8]> {
+    let text = |b: u8| b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b) || b >= 0x80;
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'"' => return Some(&s[i + 1..]),
+            b'\\' => {
+                if !s.get(i + 1).is_some_and(|&b| text(b)) {
+                    return None;
+                }
+                i += 2;
+            }
+            b if text(b) => i += 1,
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// A trailer line, CRLF included: `token ":" value` with no control byte in the value but HTAB
+/// (as in a header). Trailers are dropped, but a line this server reads differently from a
+/// proxy (a bare CR, obsolete folding) is a framing disagreement all the same.
+fn is_trailer_field(line: &[u8]) -> bool {
+    let Some(line) = line.strip_suffix(b"\r\n") else {
+        return false;
+    };
+    let (name, rest) = split_token(line);
+    let Some(value) = rest.strip_prefix(b":") else {
+        return false;
+    };
+    !name.is_empty()
+        && value
+            .iter()
+            .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 /// Whether the connection stays open after this response.
@@ -1022,7 +1177,7 @@ pub fn encode_head(
     let mut num = itoa::Buffer::new();
     out.extend_from_slice(num.format(resp.status).as_bytes());
     out.push(b' ');
-    out.extend_from_slice(reason_phrase(resp.status).as_bytes());
+    out.extend_from_slice(resp.reason_phrase());
     out.extend_from_slice(b"\r\n");
     if !has_server {
         out.extend_from_slice(b"Server: c10k\r\n");
@@ -1184,77 +1339,6 @@ fn unix_secs_coarse() -> u64 {
             .unwrap_or(0);
     }
     ts.tv_sec.max(0) as u64
-}
-
-/// The reason phrase of `status`: every code in IANA's HTTP status code registry (RFC 9110's
-/// wording), plus 418. A WSGI app's own phrase is not kept (the code is all a `Response` carries),
-/// so a code missing here went out as `206 Unknown` or `401 Unknown`.
-pub fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        101 => "Switching Protocols",
-        102 => "Processing",
-        103 => "Early Hints",
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        203 => "Non-Authoritative Information",
-        204 => "No Content",
-        205 => "Reset Content",
-        206 => "Partial Content",
-        207 => "Multi-Status",
-        208 => "Already Reported",
-        226 => "IM Used",
-        300 => "Multiple Choices",
-        301 => "Moved Permanently",
-        302 => "Found",
-        303 => "See Other",
-        304 => "Not Modified",
-        305 => "Use Proxy",
-        307 => "Temporary Redirect",
-        308 => "Permanent Redirect",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        402 => "Payment Required",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        406 => "Not Acceptable",
-        407 => "Proxy Authentication Required",
-        408 => "Request Timeout",
-        409 => "Conflict",
-        410 => "Gone",
-        411 => "Length Required",
-        412 => "Precondition Failed",
-        413 => "Content Too Large",
-        414 => "URI Too Long",
-        415 => "Unsupported Media Type",
-        416 => "Range Not Satisfiable",
-        417 => "Expectation Failed",
-        418 => "I'm a teapot",
-        421 => "Misdirected Request",
-        422 => "Unprocessable Content",
-        423 => "Locked",
-        424 => "Failed Dependency",
-        425 => "Too Early",
-        426 => "Upgrade Required",
-        428 => "Precondition Required",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        451 => "Unavailable For Legal Reasons",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        505 => "HTTP Version Not Supported",
-        506 => "Variant Also Negotiates",
-        507 => "Insufficient Storage",
-        508 => "Loop Detected",
-        510 => "Not Extended",
-        511 => "Network Authentication Required",
-        _ => "Unknown",
-    }
 }
 
 #[cfg(test)]
@@ -1429,6 +1513,82 @@ mod tests {
         assert_eq!(reqs[0].request.query.as_deref(), Some("x=1"));
     }
 
+    /// Compared with gunicorn 27 by hand: a `#fragment` reached the path (`PATH_INFO` `/a/b#f`)
+    /// or the query (`x=1#f`); gunicorn's `urlsplit` cuts it off both, and so does c10k now.
+    #[test]
+    fn a_fragment_is_in_neither_path_nor_query() {
+        for (target, path, query) in [
+            ("/a/b#frag", "/a/b", None),
+            ("/a?x=1#frag", "/a", Some("x=1")),
+            ("/a#fr?x=1", "/a", None),
+            ("/a#", "/a", None),
+            ("/#", "/", None),
+            ("/p?#f", "/p", Some("")),
+            ("https://host:8/p/q#f", "/p/q", None),
+            ("http://host?q=1#f", "/", Some("q=1")),
+            ("http://host#f?q=1", "/", None),
+        ] {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let (reqs, res, _) = decode_all(raw.as_bytes());
+            res.unwrap();
+            let r = &reqs[0].request;
+            assert_eq!(
+                (r.path.as_str(), r.query.as_deref()),
+                (path, query),
+                "{target}"
+            );
+            assert_eq!(r.target, target, "the target keeps it (RAW_URI)");
+        }
+    }
+
+    /// Compared with gunicorn 27 by hand: a target with raw UTF-8 bytes (`GET /caf\xc3\xa9`) was
+    /// taken (other non-ASCII bytes got 400), and a WSGI app saw it decoded as UTF-8 in `RAW_URI`
+    /// but as latin-1 in `PATH_INFO`. gunicorn refuses any byte outside printable ASCII (RFC
+    /// 9112 §3.2); so does c10k now, whatever the bytes.
+    #[test]
+    fn a_target_outside_ascii_is_refused() {
+        for raw in [
+            &b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: h\r\n\r\n"[..],
+            b"GET /caf\xe9 HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET /?q=\xc3\xa9 HTTP/1.1\r\nHost: h\r\n\r\n",
+        ] {
+            let err = decode_all(raw).1.unwrap_err();
+            assert_eq!(err.status, 400, "{}", String::from_utf8_lossy(raw));
+            assert!(err.reason.contains("request target"), "{}", err.reason);
+        }
+        let (reqs, res, _) = decode_all(b"GET /caf%C3%A9 HTTP/1.1\r\nHost: h\r\n\r\n");
+        res.unwrap();
+        assert_eq!(reqs[0].request.path, "/caf%C3%A9");
+    }
+
+    /// Compared with gunicorn 27 by hand (`--limit-request-line 4094`): a line of exactly the limit
+    /// got 414 because its CR was counted; gunicorn counts the line without CRLF and takes it.
+    #[test]
+    fn a_request_line_of_exactly_the_limit_is_taken() {
+        let limits = Limits {
+            max_request_line: 100,
+            ..Limits::default()
+        };
+        let line = |len: usize| format!("GET /{} HTTP/1.1", "a".repeat(len - 14));
+        for (len, ending, want) in [
+            (100, "\r\n", None),
+            (100, "\n", None),
+            (101, "\r\n", Some(414)),
+            (101, "\n", Some(414)),
+        ] {
+            let raw = format!("{}{ending}Host: h\r\n\r\n", line(len));
+            assert_eq!(raw.find(ending), Some(len));
+            // At once, and byte by byte (a CR waiting for its LF is not counted either).
+            let whole = decode_chunks(&limits, [raw.as_bytes()]);
+            let split = decode_chunks(&limits, raw.as_bytes().chunks(1));
+            assert_eq!(whole, split, "{len}{ending:?}");
+            match want {
+                None => assert_eq!((whole.requests.len(), whole.refused), (1, None)),
+                Some(status) => assert_eq!(whole.refused.map(|r| r.0), Some(status)),
+            }
+        }
+    }
+
     #[test]
     fn the_request_carries_every_header_version_and_addresses() {
         let info = ConnInfo {
@@ -1541,6 +1701,125 @@ mod tests {
         assert_eq!(e.reason, "invalid request target");
         let e = err(b"G(T / HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(e.reason, "invalid method");
+    }
+
+    /// Compared with gunicorn 27: it refuses a malformed chunk extension (a bare CR in one
+    /// was taken and dropped here, a line-end disagreement with any proxy that splits on CR),
+    /// and takes leading zeros in a chunk size (refused here as "invalid chunk size").
+    #[test]
+    fn chunk_extensions_are_checked_and_sizes_may_have_leading_zeros() {
+        for ext in [
+            ";a",
+            ";a=b",
+            " ; a = b ;c",
+            ";a=\"\"",
+            ";a=\"x \\\" y\"",
+            "\t;a=\"\u{e9}\"",
+        ] {
+            assert!(is_chunk_ext(ext.as_bytes()), "{ext:?}");
+        }
+        for ext in [
+            ";",
+            ";=b",
+            ";a=",
+            ";a=b c",
+            ";a\rb",
+            ";a=\"open",
+            ";a=\"x\x01\"",
+            ";a=\"x\"y",
+            "; a b",
+        ] {
+            assert!(!is_chunk_ext(ext.as_bytes()), "{ext:?}");
+        }
+        let chunked = |body: &[u8]| {
+            let mut raw =
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            raw.extend_from_slice(body);
+            decode_all(&raw)
+        };
+        let refusal = |body: &[u8]| {
+            let e = chunked(body).1.unwrap_err();
+            (e.status, e.reason.into_owned())
+        };
+        let bad_ext = (400, "invalid chunk extension".to_owned());
+        assert_eq!(refusal(b"3;a\rb\r\nabc\r\n0\r\n\r\n"), bad_ext);
+        assert_eq!(refusal(b"3;a=b c\r\nabc\r\n0\r\n\r\n"), bad_ext);
+        assert_eq!(refusal(b"3\r\nabc\r\n0;\r\n\r\n"), bad_ext);
+        // A CR is not whitespace before the ';'.
+        assert_eq!(refusal(b"3\r;a\r\nabc\r\n0\r\n\r\n").0, 400);
+        assert_eq!(refusal(b"3\r\nabc\r\n0\r\nX: a\rb\r\n\r\n").0, 400);
+        assert_eq!(refusal(b"3\r\nabc\r\n0\r\n folded: x\r\n\r\n").0, 400);
+        assert_eq!(refusal(b"10000000000000003\r\nabc\r\n0\r\n\r\n").0, 413);
+        let (reqs, res, _) =
+            chunked(b"0000000000000000000003;x=\"1\"\r\nabc\r\n000\r\nX-T: 1\r\n\r\n");
+        res.unwrap();
+        assert_eq!(&reqs[0].request.body.to_bytes().unwrap()[..], b"abc");
+    }
+
+    /// gunicorn's --limit-request-field_size: a header line (CRLF included) over it is a 431;
+    /// c10k had no such limit, and refused the flag.
+    #[test]
+    fn a_header_line_over_the_field_size_limit_is_a_431() {
+        let limits = Limits {
+            max_field_size: 100,
+            ..Limits::default()
+        };
+        let with_field = |len: usize| {
+            // "X-A: " + value + CRLF is `len` bytes.
+            let raw = format!(
+                "GET / HTTP/1.1\r\nHost: x\r\nX-A: {}\r\n\r\n",
+                "v".repeat(len - 7)
+            );
+            decode_chunks(&limits, [raw.as_bytes()]).refused
+        };
+        assert_eq!(with_field(100), None);
+        let (status, reason) = with_field(101).unwrap();
+        assert_eq!(
+            (status, reason.as_str()),
+            (431, "header field X-A longer than 100 bytes")
+        );
+        let unlimited = Limits {
+            max_field_size: 0,
+            ..Limits::default()
+        };
+        let raw = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX-A: {}\r\n\r\n",
+            "v".repeat(20_000)
+        );
+        assert_eq!(decode_chunks(&unlimited, [raw.as_bytes()]).refused, None);
+        assert_eq!(
+            decode_chunks(&Limits::default(), [raw.as_bytes()])
+                .refused
+                .map(|r| r.0),
+            Some(431)
+        );
+        // A number too large for 64 bits is still a length: too large, not malformed.
+        let huge = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n";
+        assert_eq!(decode_all(huge).1.unwrap_err().status, 413);
+        let zeros =
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 000000000000000000000002\r\n\r\nhi";
+        let (reqs, res, _) = decode_all(zeros);
+        res.unwrap();
+        assert_eq!(&reqs[0].request.body.to_bytes().unwrap()[..], b"hi");
+    }
+
+    /// A limit of fields above the 128 parsed on the stack: heads up to it are taken (parsed
+    /// again with room for all), one more field is a 431.
+    #[test]
+    fn more_fields_than_the_stack_holds_are_parsed_up_to_the_limit() {
+        let limits = Limits {
+            max_headers: 300,
+            ..Limits::default()
+        };
+        let head = |fields: usize| {
+            let many: String = (1..fields).map(|i| format!("X-{i}: v\r\n")).collect();
+            format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n")
+        };
+        let ok = decode_chunks(&limits, [head(300).as_bytes()]);
+        assert_eq!(ok.refused, None);
+        assert_eq!(ok.requests[0].headers.len(), 300);
+        let over = decode_chunks(&limits, [head(301).as_bytes()]);
+        assert_eq!(over.refused.map(|r| r.0), Some(431));
     }
 
     fn stream_of(chunks: &[&'static str]) -> Response {
@@ -1803,6 +2082,32 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(&out)
             );
+        }
+    }
+
+    /// A WSGI app's own phrase (`200 Fine`, Werkzeug's `404 NOT FOUND`) went out as the IANA
+    /// one; gunicorn sends the app's. A phrase that could end the line (CR, LF, other controls)
+    /// never reaches the wire: the standard one goes instead.
+    #[test]
+    fn the_handlers_reason_phrase_goes_on_the_status_line() {
+        let line = |resp: Response| {
+            let mut out = Vec::new();
+            encode_response(&mut out, &resp, 1, Persist::KeepAlive, false);
+            let end = out.windows(2).position(|w| w == b"\r\n").unwrap();
+            out.truncate(end);
+            out
+        };
+        assert_eq!(
+            line(Response::new(200).with_reason("Fine")),
+            b"HTTP/1.1 200 Fine"
+        );
+        assert_eq!(
+            line(Response::new(404).with_reason(&b"NOT\tFOUND caf\xe9"[..])),
+            b"HTTP/1.1 404 NOT\tFOUND caf\xe9"
+        );
+        for bad in [&b"OK\r\nX-Evil: 1"[..], b"OK\n", b"a\x00b", b"\x7f", b""] {
+            let resp = Response::new(200).with_reason(Bytes::copy_from_slice(bad));
+            assert_eq!(line(resp), b"HTTP/1.1 200 OK", "{bad:?}");
         }
     }
 

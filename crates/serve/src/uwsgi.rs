@@ -524,7 +524,11 @@ fn target_path_query(
     let path = match (path_info, uri) {
         (Some(p), _) => encode(p, Keep::Decoded),
         (None, Some(u)) => {
-            let p = u.split(|&b| b == b'?').next().unwrap_or_default();
+            // A `#fragment` is in neither the path nor the query (as over HTTP).
+            let p = u
+                .split(|&b| b == b'?' || b == b'#')
+                .next()
+                .unwrap_or_default();
             encode(p, Keep::Raw)
         }
         (None, None) => {
@@ -548,6 +552,9 @@ fn target_path_query(
     let query = match (query, cgi.query_string) {
         (Some(q), _) => Some(q),
         (None, None) => target
+            .split('#')
+            .next()
+            .unwrap_or_default()
             .split_once('?')
             .map(|(_, q)| q.to_owned())
             .filter(|q| !q.is_empty()),
@@ -663,7 +670,7 @@ pub fn encode_head(out: &mut Vec<u8>, resp: &Response, head_only: bool) -> BodyF
     let mut num = itoa::Buffer::new();
     out.extend_from_slice(num.format(resp.status).as_bytes());
     out.push(b' ');
-    out.extend_from_slice(crate::proto::reason_phrase(resp.status).as_bytes());
+    out.extend_from_slice(resp.reason_phrase());
     out.extend_from_slice(b"\r\n");
     for (name, value) in &resp.headers {
         let framing_header = [

@@ -381,6 +381,7 @@ fn complete(sr: &Bound<'_, StartResponse>, head_only: bool) -> Response {
 /// it for a complete body).
 fn head_response(head: Head, streaming: bool) -> Response {
     let mut resp = Response::new(head.status);
+    resp.reason = head.reason;
     resp.headers = head.headers;
     if !streaming {
         resp.headers
@@ -463,7 +464,13 @@ pub(crate) fn format_exception(py: Python<'_>, e: &PyErr) -> String {
                 .getattr("format_exception")?
                 .unbind())
         })
-        .and_then(|f| f.bind(py).call1((e.value(py),)))
+        // Type, value and traceback apart: before Python 3.12 a fetched exception's traceback is
+        // held beside its value, not in `value.__traceback__`, so the value alone printed only
+        // its last line (no frames) under 3.11.
+        .and_then(|f| {
+            f.bind(py)
+                .call1((e.get_type(py), e.value(py), e.traceback(py)))
+        })
         .and_then(|lines| {
             let mut out = String::new();
             for l in lines.try_iter()? {

@@ -18,6 +18,8 @@ use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 #[derive(Debug, Default)]
 pub(crate) struct Head {
     pub status: u16,
+    /// The app's reason phrase when it differs from the code's standard one (`404 NOT FOUND`).
+    pub reason: Option<Bytes>,
     pub headers: Vec<(Cow<'static, str>, Bytes)>,
     /// The app's `Content-Length`, if it set a valid one.
     pub content_length: Option<u64>,
@@ -173,22 +175,11 @@ impl StartResponse {
 fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<Head> {
     let status = status
         .cast::<PyString>()
-        .map_err(|_| PyTypeError::new_err("status must be a str, e.g. '200 OK'"))?
-        .to_str()?;
-    let code = parse_status(status).ok_or_else(|| {
-        PyValueError::new_err(format!(
-            "status {status:?} is not a three-digit code and a reason, e.g. '200 OK'"
-        ))
-    })?;
-    if code < 200 {
-        // An interim status as the answer: the client would take it for one and then read the
-        // next response as this request's (101 would even switch protocols).
-        return Err(PyValueError::new_err(format!(
-            "status {status:?} is informational (1xx), not a final response"
-        )));
-    }
+        .map_err(|_| PyTypeError::new_err("status must be a str, e.g. '200 OK'"))?;
+    let (code, reason) = parse_status(status)?;
     let mut head = Head {
         status: code,
+        reason,
         headers: Vec::new(),
         content_length: None,
     };
@@ -357,8 +348,51 @@ impl<T: Clone> Seen<T> {
     }
 }
 
+/// Checks the app's status string: a code of three digits, then nothing or a space and a reason
+/// phrase of tabs, spaces, visible ASCII and latin-1 letters (gunicorn's `STATUS_RE`). A line
+/// break or other control character in the phrase would end the status line early — a header
+/// injected from wherever the app got its phrase — so it is a `ValueError` in the app, which
+/// becomes a 500 with the traceback in the log (as in gunicorn). The phrase is sent as given
+/// (`404 NOT FOUND`, `200 Fine`); returned only when it differs from the code's standard one,
+/// which the server sends anyway.
+fn parse_status(status: &Bound<'_, PyString>) -> PyResult<(u16, Option<Bytes>)> {
+    let text = status.to_str()?;
+    let Some(code) = status_code(text) else {
+        return Err(PyValueError::new_err(format!(
+            "status {text:?} is not a three-digit code and a reason, e.g. '200 OK'"
+        )));
+    };
+    if code < 200 {
+        // An interim status as the answer: the client would take it for one and then read the
+        // next response as this request's (101 would even switch protocols).
+        return Err(PyValueError::new_err(format!(
+            "status {text:?} is informational (1xx), not a final response"
+        )));
+    }
+    let phrase = text.get(4..).unwrap_or("");
+    if phrase.is_empty() || phrase == c10k_http::reason_phrase(code) {
+        return Ok((code, None));
+    }
+    let bad = || {
+        PyValueError::new_err(format!(
+            "status {text:?}: the reason phrase may hold only tabs, spaces, visible ASCII and \
+             latin-1 characters (no line breaks or control characters)"
+        ))
+    };
+    let bytes = if phrase.is_ascii() {
+        Bytes::copy_from_slice(phrase.as_bytes())
+    } else {
+        let latin1: Option<Vec<u8>> = phrase.chars().map(|c| u8::try_from(c).ok()).collect();
+        Bytes::from(latin1.ok_or_else(bad)?)
+    };
+    if !c10k_http::is_reason_phrase(&bytes) {
+        return Err(bad());
+    }
+    Ok((code, Some(bytes)))
+}
+
 /// `"200 OK"` → 200 (a code of three digits, then a space or the end).
-pub(crate) fn parse_status(s: &str) -> Option<u16> {
+fn status_code(s: &str) -> Option<u16> {
     let b = s.as_bytes();
     if b.len() < 3 || !b[..3].iter().all(u8::is_ascii_digit) || b.get(3).is_some_and(|&c| c != b' ')
     {
@@ -430,12 +464,12 @@ mod tests {
 
     #[test]
     fn status_lines() {
-        assert_eq!(parse_status("200 OK"), Some(200));
-        assert_eq!(parse_status("404"), Some(404));
-        assert_eq!(parse_status("599 Whatever you like"), Some(599));
-        assert_eq!(parse_status("20 OK"), None);
-        assert_eq!(parse_status("2000 OK"), None);
-        assert_eq!(parse_status("OK 200"), None);
-        assert_eq!(parse_status("099 x"), None);
+        assert_eq!(status_code("200 OK"), Some(200));
+        assert_eq!(status_code("404"), Some(404));
+        assert_eq!(status_code("599 Whatever you like"), Some(599));
+        assert_eq!(status_code("20 OK"), None);
+        assert_eq!(status_code("2000 OK"), None);
+        assert_eq!(status_code("OK 200"), None);
+        assert_eq!(status_code("099 x"), None);
     }
 }

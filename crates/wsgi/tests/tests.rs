@@ -335,7 +335,37 @@ fn app_exception_is_a_500_with_a_generic_body_and_the_app_keeps_serving() {
 #[test]
 fn custom_status_and_head_requests() {
     let app = boot("probe:app", Wait::Block);
-    assert_eq!(text(block(&app, get("/status?s=201+Created"))).0, 201);
+    let resp = block(&app, get("/status?s=201+Created"));
+    assert_eq!((resp.status, resp.reason.as_deref()), (201, None));
+    // The app's own phrase is kept for the status line (gunicorn sends it): `200 Fine`,
+    // Werkzeug's `404 NOT FOUND`, latin-1 and tabs included. The standard one is left to the
+    // server (no copy per response).
+    for (query, code, reason) in [
+        ("200+Fine", 200, &b"Fine"[..]),
+        ("404+NOT+FOUND", 404, b"NOT FOUND"),
+        ("200++two+spaces", 200, b" two spaces"),
+        ("200+caf%C3%A9%09x", 200, b"caf\xe9\tx"),
+    ] {
+        let resp = block(&app, get(&format!("/status?s={query}")));
+        assert_eq!((resp.status, resp.reason.as_deref()), (code, Some(reason)));
+    }
+    // A phrase that could end the status line early (CR, LF, any control character) or is not
+    // latin-1 is a ValueError in the app: a 500 (gunicorn's STATUS_RE refuses the same).
+    for query in [
+        "200+OK%0D%0AX-Evil:+1",
+        "200+OK%0A",
+        "200+a%00",
+        "200+a%7F",
+        "200+a%1B[31m",
+        "200+ok%E2%9C%93",
+    ] {
+        let resp = block(&app, get(&format!("/status?s={query}")));
+        assert_eq!(
+            (resp.status, resp.reason.as_deref()),
+            (500, None),
+            "{query}"
+        );
+    }
     let mut head = get("/stream?n=3&token=h1");
     head.method = Method::Head;
     let resp = block(&app, head);

@@ -34,6 +34,7 @@ fn limits() -> Limits {
         max_request_line: MAX_REQUEST,
         max_head: MAX_REQUEST,
         max_headers: 64,
+        max_field_size: 0,
         // The admin routes take no body.
         max_body: 0,
         body_buffer: 0,

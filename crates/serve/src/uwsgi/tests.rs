@@ -497,6 +497,37 @@ fn paths_without_request_uri_or_path_info() {
 }
 
 #[test]
+fn a_fragment_in_request_uri_is_in_neither_path_nor_query() {
+    // Without PATH_INFO the path comes from REQUEST_URI: its `#fragment` was part of it.
+    let r = decode_one(&packet(
+        0,
+        &[(b"REQUEST_METHOD", b"GET"), (b"REQUEST_URI", b"/p/q#frag")],
+        b"",
+    ))
+    .unwrap();
+    assert_eq!((r.path.as_str(), r.query.as_deref()), ("/p/q", None));
+    assert_eq!(r.target, "/p/q#frag");
+    // ... and without QUERY_STRING the query came from it with the fragment on its end.
+    let r = decode_one(&packet(
+        0,
+        &[
+            (b"REQUEST_METHOD", b"GET"),
+            (b"REQUEST_URI", b"/p?x=1#frag"),
+        ],
+        b"",
+    ))
+    .unwrap();
+    assert_eq!((r.path.as_str(), r.query.as_deref()), ("/p", Some("x=1")));
+    let r = decode_one(&packet(
+        0,
+        &[(b"REQUEST_METHOD", b"GET"), (b"REQUEST_URI", b"/p#f?x=1")],
+        b"",
+    ))
+    .unwrap();
+    assert_eq!((r.path.as_str(), r.query.as_deref()), ("/p", None));
+}
+
+#[test]
 fn addresses_scheme_and_version() {
     let unix = ConnInfo {
         transport: Transport::Unix,
@@ -579,6 +610,18 @@ fn stream_of(chunks: &[&'static str]) -> c10k_http::BodyStream {
         }
     }
     Box::pin(Chunks(chunks.to_vec()))
+}
+
+#[test]
+fn the_handlers_reason_phrase_goes_on_the_status_line() {
+    let (s, _) = encode(Response::text(404, "no\n").with_reason("NOT FOUND"), false);
+    assert!(s.starts_with("HTTP/1.1 404 NOT FOUND\r\n"), "{s}");
+    // One that could end the line early, or none, gets the standard phrase.
+    for bad in [&b"OK\r\nX-Evil: 1"[..], b"a\x00", b""] {
+        let resp = Response::text(200, "x").with_reason(Bytes::copy_from_slice(bad));
+        let (s, _) = encode(resp, false);
+        assert!(s.starts_with("HTTP/1.1 200 OK\r\nContent-Type"), "{s}");
+    }
 }
 
 #[test]
