@@ -207,8 +207,8 @@ per_class!(slow_client_gets_408, |class| {
     assert!(slow.closed());
 });
 
-/// A client that shuts down its sending side in the middle of a body is told why (400) under
-/// every class; it got a bare close (gunicorn 27 runs the app with the short body).
+// A client that shuts down its sending side in the middle of a body is told why (400) under
+// every class; it got a bare close (gunicorn 27 runs the app with the short body).
 per_class!(a_body_cut_short_is_answered_400, |class| {
     let s = Server::start(&["-k", class, "--threads", threads(class)]);
     for (framing, body) in [
