@@ -207,6 +207,25 @@ per_class!(slow_client_gets_408, |class| {
     assert!(slow.closed());
 });
 
+// A client that shuts down its sending side in the middle of a body is told why (400) under
+// every class; it got a bare close (gunicorn 27 runs the app with the short body).
+per_class!(a_body_cut_short_is_answered_400, |class| {
+    let s = Server::start(&["-k", class, "--threads", threads(class)]);
+    for (framing, body) in [
+        ("Content-Length: 10", "hello"),
+        ("Transfer-Encoding: chunked", "5\r\nhello\r\n"),
+    ] {
+        let mut c = connect(s.addr);
+        let raw = format!("POST /echo HTTP/1.1\r\nHost: t\r\n{framing}\r\n\r\n{body}");
+        c.write_all(raw.as_bytes()).unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut answer = String::new();
+        let _ = std::io::Read::read_to_string(&mut c, &mut answer);
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{framing}: {answer:?}");
+        assert!(answer.contains("incomplete"), "{framing}: {answer:?}");
+    }
+});
+
 per_class!(corpus, |class| {
     let s = Server::start(&[
         "-k",

@@ -468,12 +468,24 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
     /// `n` bytes were read into [`Machine::input`] at `now`; 0 means the client closed.
     pub fn received(&mut self, n: usize, now: Instant) {
         if n == 0 {
-            if let Codec::Uwsgi(d) = &self.codec {
-                // nginx never half-sends a packet; a connect with nothing sent (a health
-                // check) is no error.
-                if !(d.is_idle() && self.buf.is_empty()) {
-                    let why = d.truncated(self.buf.len());
-                    self.malformed(&why);
+            match &self.codec {
+                Codec::Uwsgi(d) => {
+                    // nginx never half-sends a packet; a connect with nothing sent (a health
+                    // check) is no error.
+                    if !(d.is_idle() && self.buf.is_empty()) {
+                        let why = d.truncated(self.buf.len());
+                        self.malformed(&why);
+                    }
+                }
+                Codec::Http(d) => {
+                    // A body cut short: the client may only have shut down its sending side
+                    // and still read, so it is told why instead of seeing a bare close.
+                    if let Some(err) = d.incomplete(self.buf.len()) {
+                        self.refuse(&Refusal::Answer(err));
+                        self.buf.clear();
+                        self.state = State::Closing(Lingering::No);
+                        return;
+                    }
                 }
             }
             self.state = State::Closed;
@@ -893,6 +905,38 @@ mod tests {
         feed(&mut m, b"GET / HT", t0);
         m.received(0, t0);
         assert!(matches!(m.next(t0, false), Action::Close(Lingering::No)));
+    }
+
+    /// Compared with gunicorn 27: a client that sends a head and part of its body, then shuts
+    /// down its sending side, got a bare close (gunicorn runs the app with the short body).
+    /// It is now told why, and the application is not called.
+    #[test]
+    fn a_body_cut_short_by_the_client_is_answered_400_and_closed() {
+        for (body, reason) in [
+            (
+                &b"Content-Length: 10\r\n\r\nhello"[..],
+                "request body incomplete: the client closed after 5 of 10 bytes",
+            ),
+            (
+                b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+                "chunked request body incomplete: the client closed before its last chunk",
+            ),
+        ] {
+            let (s, mut t, t0) = (settings(), track(), Instant::now());
+            let mut m = Machine::new(&s, &mut t, ConnInfo::default(), Protocol::Http, true, t0);
+            let mut raw = b"POST / HTTP/1.1\r\nHost: x\r\n".to_vec();
+            raw.extend_from_slice(body);
+            feed(&mut m, &raw, t0);
+            assert!(matches!(
+                m.next(t0, false),
+                Action::Read { idle: false, .. }
+            ));
+            m.received(0, t0);
+            let out = written(&mut m, t0);
+            assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
+            assert!(out.ends_with(&format!("{reason}\n")), "{out}");
+            assert!(matches!(m.next(t0, false), Action::Close(Lingering::No)));
+        }
     }
     /// A uwsgi packet (modifier1 0) with these vars and body.
     fn uwsgi_packet(vars: &[(&str, &str)], body: &[u8]) -> Vec<u8> {

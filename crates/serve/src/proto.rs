@@ -272,6 +272,31 @@ impl Decoder {
         matches!(self.state, State::Head)
     }
 
+    /// The answer to a client that closed its sending side after a request head whose body had
+    /// not all come (`None` between requests or in a head: a client that stops there gets no
+    /// answer, as in gunicorn). gunicorn ran the application with the short body, which it
+    /// could only tell from `CONTENT_LENGTH`; here the application is not called.
+    pub fn incomplete(&self, buffered: usize) -> Option<HttpError> {
+        let reason = match &self.state {
+            State::Head => return None,
+            State::Sized { len, .. } => {
+                format!(
+                    "request body incomplete: the client closed after {buffered} of {len} bytes"
+                )
+            }
+            State::Spooling { left, sink, .. } => format!(
+                "request body incomplete: the client closed after {} of {} bytes",
+                sink.len() + buffered as u64,
+                sink.len() + *left as u64
+            ),
+            State::Chunked { .. } => {
+                "chunked request body incomplete: the client closed before its last chunk"
+                    .to_owned()
+            }
+        };
+        Some(HttpError::bad(reason))
+    }
+
     /// True once, when a head with `Expect: 100-continue` was parsed and its body has not fully
     /// arrived: the driver should send `100 Continue` before reading more.
     pub fn take_continue(&mut self) -> bool {
