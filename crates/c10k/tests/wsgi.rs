@@ -731,3 +731,40 @@ fn async_python_threads_size_the_pool_not_the_runtime() {
         "no Python pool thread: {names:?}"
     );
 }
+
+/// `-k async -w 2 --threads 1`: while one worker's only Python thread is inside a slow view, a new
+/// connection is served by the idle sibling, not queued behind the slow view. (Both workers are
+/// woken for it; before, whichever accepted first kept it, so about every other round waited the
+/// slow view out.)
+#[test]
+fn async_worker_with_busy_threads_leaves_new_connections_to_an_idle_sibling() {
+    let apps = apps();
+    let s = Server::start(&[
+        "-k",
+        "async",
+        "-w",
+        "2",
+        "--threads",
+        "1",
+        "--pythonpath",
+        &apps,
+        "probe:app",
+    ]);
+    for round in 0..6 {
+        let mut slow = Reader::new(connect(s.addr));
+        slow.send(b"GET /slow?s=0.8 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        // Let the slow request reach its worker's thread.
+        std::thread::sleep(Duration::from_millis(150));
+        let started = Instant::now();
+        let r = get(s.addr, "/").expect("get");
+        let took = started.elapsed();
+        assert_eq!(r.status, 200, "round {round}: {}", r.text());
+        assert!(
+            took < Duration::from_millis(400),
+            "round {round}: a new connection waited {took:?} behind the busy worker"
+        );
+        let r = slow.response().expect("the slow answer");
+        assert_eq!(r.text(), "slept", "round {round}");
+    }
+}

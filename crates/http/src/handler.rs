@@ -31,6 +31,21 @@ pub trait Handler: Send + Sync + 'static {
     fn runs_own_threads(&self) -> bool {
         false
     }
+
+    /// Whether every thread the handler runs requests on is busy, so that a request taken now
+    /// would wait for one of them (a Python app's pool under the `async` class). A worker that
+    /// shares its listener with sibling workers then leaves new connections to an idle sibling
+    /// for a moment rather than queueing them here.
+    fn saturated(&self) -> bool {
+        false
+    }
+
+    /// Completes when a request has left the handler's threads, so [`Handler::saturated`] may
+    /// have turned false (it may also complete spuriously: check again). Never completes for a
+    /// handler that is never saturated.
+    fn capacity_freed(&self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
 }
 
 /// How a wait inside a handler behaves; see the module documentation.

@@ -249,10 +249,22 @@ impl LazyListener {
         Ok(LazyListener { fd })
     }
 
-    /// The next connection, in non-blocking mode.
+    /// The next connection, in non-blocking mode (the tests' way; workers use
+    /// [`LazyListener::accept_after`]).
+    #[cfg(test)]
     pub async fn accept(&self) -> io::Result<Accepted> {
+        self.accept_after(|| std::future::ready(())).await
+    }
+
+    /// The next connection, in non-blocking mode; each time one is waiting, `first()` is
+    /// awaited before taking it (it may leave it to a sibling worker meanwhile).
+    pub async fn accept_after<F: std::future::Future<Output = ()>>(
+        &self,
+        mut first: impl FnMut() -> F,
+    ) -> io::Result<Accepted> {
         loop {
             let mut ready = self.fd.readable().await?;
+            first().await;
             match ready.try_io(|l| accept_nonblocking(l.get_ref())) {
                 Ok(result) => return result,
                 // The queue is empty again (a sibling worker took the connection): wait.

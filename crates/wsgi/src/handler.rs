@@ -35,6 +35,10 @@ struct Inner {
     /// Requests handed to the pool (or the hub) and not answered yet (`async` back-pressure: a count of
     /// requests, never of connections, so idle keep-alive clients cost nothing).
     in_flight: tokio::sync::Semaphore,
+    /// `in_flight`'s size.
+    max_in_flight: usize,
+    /// Told each time a pooled `async` request is answered (see [`Handler::capacity_freed`]).
+    freed: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for WsgiApp {
@@ -109,6 +113,9 @@ impl WsgiApp {
         } else {
             None
         };
+        let max_in_flight = info
+            .max_in_flight
+            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         Ok(WsgiApp {
             inner: Arc::new(Inner {
                 state: Arc::new(state),
@@ -118,10 +125,9 @@ impl WsgiApp {
                 pool_size,
                 max_stuck: config.max_stuck_threads.unwrap_or(pool_size),
                 recycle: config.recycle.clone(),
-                in_flight: tokio::sync::Semaphore::new(
-                    info.max_in_flight
-                        .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
-                ),
+                in_flight: tokio::sync::Semaphore::new(max_in_flight),
+                max_in_flight,
+                freed: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -180,8 +186,12 @@ impl Inner {
         req: Request,
         deadline: Option<Instant>,
     ) -> Response {
-        let Ok(_permit) = self.in_flight.acquire().await else {
+        let Ok(permit) = self.in_flight.acquire().await else {
             return Response::text(503, "Service Unavailable\n");
+        };
+        let _in_flight = InFlight {
+            permit: Some(permit),
+            freed: &self.freed,
         };
         // Only a request with a deadline can get stuck and be named in the log.
         let label = deadline.map(|_| call::label(&req));
@@ -361,6 +371,20 @@ impl Drop for Abandon<'_> {
     }
 }
 
+/// A pooled `async` request's place in [`Inner::in_flight`]: given back, and
+/// [`Inner::freed`] told, however the request ends (answered, timed out, or its client gone).
+struct InFlight<'a> {
+    permit: Option<tokio::sync::SemaphorePermit<'a>>,
+    freed: &'a tokio::sync::Notify,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        drop(self.permit.take());
+        self.freed.notify_one();
+    }
+}
+
 fn timeout_response() -> Response {
     Response::text(504, "Gateway Timeout\n")
 }
@@ -383,5 +407,19 @@ impl Handler for WsgiApp {
     /// Python runs on the app's own pool (or gevent hub), never on the event loop's threads.
     fn runs_own_threads(&self) -> bool {
         true
+    }
+
+    /// Under the `async` class: as many requests are in flight as the pool has threads. (A
+    /// gevent hub runs every request in flight at once: never saturated short of
+    /// `--worker-connections`, which the semaphore itself holds.)
+    fn saturated(&self) -> bool {
+        let inner = &self.inner;
+        inner.hub.is_none()
+            && inner.max_in_flight - inner.in_flight.available_permits() >= inner.pool_size
+    }
+
+    fn capacity_freed(&self) -> impl std::future::Future<Output = ()> + Send {
+        let inner = self.inner.clone();
+        async move { inner.freed.notified().await }
     }
 }

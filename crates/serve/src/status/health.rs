@@ -108,6 +108,14 @@ impl<H: Handler> Handler for HealthPath<H> {
     fn runs_own_threads(&self) -> bool {
         self.inner.runs_own_threads()
     }
+
+    fn saturated(&self) -> bool {
+        self.inner.saturated()
+    }
+
+    fn capacity_freed(&self) -> impl std::future::Future<Output = ()> + Send {
+        self.inner.capacity_freed()
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! The `async` worker class: one tokio event loop per worker process (current-thread with
 //! `--threads 1` or for a handler with threads of its own, such as a Python app; multi-thread
 //! otherwise). A connection is a task, a wait yields, so one worker
-//! runs as many requests at once as it has connections (up to `--worker-connections`).
+//! runs as many requests at once as it has connections (up to `--worker-connections`). With
+//! sibling workers, one whose handler has every thread busy leaves new connections to them for a
+//! moment ([`DEFER_WHEN_BUSY`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +50,9 @@ pub(super) fn run<H: Handler>(
         .map(|i| config.protocol_of(i))
         .collect();
     let max_conns = config.worker_connections;
+    // Sibling workers accept from the same listeners: one whose threads are all busy can leave
+    // a new connection to them (see `DEFER_WHEN_BUSY`).
+    let defer_when_busy = config.workers > 1;
     let graceful = Duration::from_secs_f64(config.graceful_timeout);
     rt.block_on(async move {
         let permits = Arc::new(Semaphore::new(max_conns));
@@ -60,6 +65,7 @@ pub(super) fn run<H: Handler>(
                 settings.clone(),
                 permits.clone(),
                 life.clone(),
+                defer_when_busy,
             ));
         }
         // The heartbeat runs on the event loop itself: a request that blocks the loop (CPU work,
@@ -116,6 +122,15 @@ impl Acceptor {
     }
 }
 
+/// How long a worker whose handler is [saturated](Handler::saturated) leaves a new connection
+/// to its siblings before taking it anyway. Every worker is woken for a new connection; a busy
+/// one that took it would queue its request behind its own (a Python pool's threads all inside
+/// views, say sleeping 0.1 s) while a sibling's threads sat idle — the request would wait a whole
+/// view's time for nothing. An idle sibling accepts within microseconds; when every worker is
+/// busy, one takes it at the latest after this (or as soon as it has a thread free), so health
+/// probes and connections are still answered from the event loop.
+const DEFER_WHEN_BUSY: Duration = Duration::from_millis(20);
+
 async fn accept_loop<H: Handler>(
     acceptor: Acceptor,
     protocol: Protocol,
@@ -123,6 +138,7 @@ async fn accept_loop<H: Handler>(
     settings: Arc<ConnSettings>,
     permits: Arc<Semaphore>,
     life: Arc<Life>,
+    defer_when_busy: bool,
 ) {
     let mut stop = life.shutdown.subscribe();
     loop {
@@ -141,9 +157,12 @@ async fn accept_loop<H: Handler>(
             },
             _ = stop.wait_for(|p| *p != Phase::Running) => return,
         };
+        // Whether to leave it to a sibling is decided when a connection is there, not before
+        // waiting for one: the requests in flight change meanwhile.
+        let busy = || defer_if_busy(&*handler, defer_when_busy);
         let accepted = tokio::select! {
             biased;
-            r = acceptor.listener.accept() => r,
+            r = acceptor.listener.accept_after(busy) => r,
             _ = stop.wait_for(|p| *p != Phase::Running) => return,
         };
         let accepted = match accepted {
@@ -197,6 +216,22 @@ async fn accept_loop<H: Handler>(
             life.slot().connections.fetch_sub(1, Relaxed);
             drop(permit);
         });
+    }
+}
+
+/// Waits while `handler` is saturated, up to [`DEFER_WHEN_BUSY`], when `defer` (there are
+/// sibling workers to leave the connection to).
+async fn defer_if_busy<H: Handler>(handler: &H, defer: bool) {
+    if !defer || !handler.saturated() {
+        return;
+    }
+    let until = tokio::time::Instant::now() + DEFER_WHEN_BUSY;
+    while handler.saturated() {
+        tokio::select! {
+            biased;
+            _ = handler.capacity_freed() => {}
+            _ = tokio::time::sleep_until(until) => return,
+        }
     }
 }
 
