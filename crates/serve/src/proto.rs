@@ -571,6 +571,9 @@ fn interpret(
         }
     };
     let mut headers = Headers::with_capacity(req.headers.len());
+    // No line is longer than the whole head: a head within the field-size limit (the usual
+    // case) needs no per-field measure.
+    let check_field_size = limits.max_field_size > 0 && raw.len() > limits.max_field_size;
 
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
@@ -591,7 +594,7 @@ fn interpret(
     });
     for h in req.headers.iter() {
         let name = h.name;
-        if limits.max_field_size > 0 && field_line_len(buf, name, h.value) > limits.max_field_size {
+        if check_field_size && field_line_len(buf, name, h.value) > limits.max_field_size {
             return Err(HttpError::new(
                 431,
                 format!(
