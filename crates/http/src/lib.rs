@@ -17,6 +17,7 @@ mod method;
 mod request;
 mod response;
 mod status;
+mod token;
 
 pub use body::{Body, BodyStream, BoxError, FileBody, RequestBody};
 pub use handler::{Ctx, DeadlineExceeded, Handler, Wait, WorkerInfo};
@@ -25,3 +26,4 @@ pub use method::Method;
 pub use request::{Request, Scheme, Transport, Version};
 pub use response::Response;
 pub use status::{is_reason_phrase, reason_phrase};
+pub use token::is_tchar;

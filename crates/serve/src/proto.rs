@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, Bytes, BytesMut};
 use c10k_http::{
-    Body, Headers, Method, Request, RequestBody, Response, Scheme, Transport, Version,
+    is_tchar, Body, Headers, Method, Request, RequestBody, Response, Scheme, Transport, Version,
 };
 
 use crate::allow::AllowFrom;
@@ -485,11 +485,6 @@ fn token_error(buf: &[u8]) -> HttpError {
     } else {
         HttpError::bad("invalid method")
     }
-}
-
-/// RFC 9110 `tchar`: the characters of a method or header name.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn head_too_large(limits: &Limits) -> HttpError {

@@ -38,7 +38,7 @@ use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 
 use bytes::{Buf, Bytes, BytesMut};
-use c10k_http::{Body, Headers, Method, Request, RequestBody, Response, Scheme, Version};
+use c10k_http::{is_tchar, Body, Headers, Method, Request, RequestBody, Response, Scheme, Version};
 
 pub use crate::proto::{BodyFraming, ConnInfo};
 
@@ -494,11 +494,6 @@ fn field_value(v: &[u8]) -> Result<Bytes, UwsgiError> {
         ));
     }
     Ok(Bytes::copy_from_slice(v))
-}
-
-/// RFC 9110 `tchar`.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn target_path_query(

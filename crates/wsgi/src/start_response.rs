@@ -257,7 +257,7 @@ enum NameKind {
 
 fn check_name(name: &Bound<'_, PyString>) -> PyResult<Name> {
     let name = name.to_str()?;
-    if name.is_empty() || !name.bytes().all(is_token_byte) {
+    if name.is_empty() || !name.bytes().all(c10k_http::is_tchar) {
         return Err(PyValueError::new_err(format!(
             "invalid header name {name:?}"
         )));
@@ -400,10 +400,6 @@ fn status_code(s: &str) -> Option<u16> {
     }
     let code = s[..3].parse().ok()?;
     (100..=999).contains(&code).then_some(code)
-}
-
-fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn is_hop_by_hop(name: &str) -> bool {
