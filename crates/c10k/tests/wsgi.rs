@@ -768,3 +768,48 @@ fn async_worker_with_busy_threads_leaves_new_connections_to_an_idle_sibling() {
         assert_eq!(r.text(), "slept", "round {round}");
     }
 }
+
+/// `-k async -w 2 --threads 2`: four connections that open at once and send their requests a
+/// moment later are split between the workers, so the four sleeping views run at the same time.
+/// (Before, the worker that woke first took the whole burst: none of its connections had a
+/// request in flight yet, so its threads looked free, and two of the four requests then waited
+/// for a thread — twice the view's time.)
+#[test]
+fn async_worker_leaves_connections_beyond_its_free_threads_to_a_sibling() {
+    let apps = apps();
+    let s = Server::start(&[
+        "-k",
+        "async",
+        "-w",
+        "2",
+        "--threads",
+        "2",
+        "--pythonpath",
+        &apps,
+        "probe:app",
+    ]);
+    // Every thread of both workers started (they start on demand) and the app warm.
+    for _ in 0..4 {
+        assert_eq!(get(s.addr, "/").expect("warm-up").status, 200);
+    }
+    for round in 0..4 {
+        let mut conns: Vec<Reader> = (0..4).map(|_| Reader::new(connect(s.addr))).collect();
+        // The workers take the connections before any request is there.
+        std::thread::sleep(Duration::from_millis(150));
+        let started = Instant::now();
+        for c in &mut conns {
+            c.send(b"GET /slow?s=0.6 HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
+        }
+        for (i, c) in conns.iter_mut().enumerate() {
+            let r = c.response().expect("the slow answer");
+            assert_eq!(r.text(), "slept", "round {round}, connection {i}");
+        }
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(1000),
+            "round {round}: four 0.6 s views on two workers of two threads took {took:?}: \
+             one worker took more connections than it had threads"
+        );
+    }
+}

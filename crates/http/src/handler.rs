@@ -32,17 +32,17 @@ pub trait Handler: Send + Sync + 'static {
         false
     }
 
-    /// Whether every thread the handler runs requests on is busy, so that a request taken now
-    /// would wait for one of them (a Python app's pool under the `async` class). A worker that
-    /// shares its listener with sibling workers then leaves new connections to an idle sibling
-    /// for a moment rather than queueing them here.
-    fn saturated(&self) -> bool {
-        false
+    /// How many more requests the handler could start now without one waiting for a thread to
+    /// free (a Python app's pool under the `async` class); `None`: it has no such limit. A worker
+    /// that shares its listener with sibling workers leaves new connections to an idle sibling
+    /// for a moment rather than queueing their requests here.
+    fn free_threads(&self) -> Option<usize> {
+        None
     }
 
-    /// Completes when a request has left the handler's threads, so [`Handler::saturated`] may
-    /// have turned false (it may also complete spuriously: check again). Never completes for a
-    /// handler that is never saturated.
+    /// Completes when a request has left the handler's threads, so [`Handler::free_threads`]
+    /// may have grown (it may also complete spuriously: check again). Never completes for a
+    /// handler without a limit.
     fn capacity_freed(&self) -> impl Future<Output = ()> + Send {
         std::future::pending()
     }

@@ -19,6 +19,8 @@ use crate::shutdown::Phase;
 use crate::track::ConnTrack;
 
 /// Serves requests on `io` until the client closes, a timeout fires, or the server stops.
+/// `on_first_request` is called as the first request goes to the handler (or dropped uncalled
+/// when the connection ends without one).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve<S, H>(
     mut io: S,
@@ -27,6 +29,7 @@ pub(crate) async fn serve<S, H>(
     settings: &ConnSettings,
     stop: watch::Receiver<Phase>,
     on_request: &(dyn Fn() + Sync),
+    on_first_request: impl FnOnce(),
     info: ConnInfo,
     protocol: Protocol,
 ) -> io::Result<()>
@@ -48,6 +51,7 @@ where
     // The time after the last wait: each step after an await reads the clock once and the
     // machine's next decision reuses it (a clock read is a measurable share of a small request).
     let mut now = Instant::now();
+    let mut on_first_request = Some(on_first_request);
     loop {
         let stopping = *stop.borrow() >= Phase::Graceful;
         match conn.next(now, stopping) {
@@ -105,6 +109,9 @@ where
                 }
             }
             Action::Handle(request) => {
+                if let Some(f) = on_first_request.take() {
+                    f();
+                }
                 let resp = call(handler, request, settings).await;
                 now = Instant::now();
                 on_request();

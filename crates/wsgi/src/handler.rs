@@ -409,13 +409,16 @@ impl Handler for WsgiApp {
         true
     }
 
-    /// Under the `async` class: as many requests are in flight as the pool has threads. (A
-    /// gevent hub runs every request in flight at once: never saturated short of
-    /// `--worker-connections`, which the semaphore itself holds.)
-    fn saturated(&self) -> bool {
+    /// Under the `async` class: the pool's threads less the requests in flight. (A gevent hub
+    /// runs every request in flight at once: no limit short of `--worker-connections`, which the
+    /// semaphore itself holds.)
+    fn free_threads(&self) -> Option<usize> {
         let inner = &self.inner;
-        inner.hub.is_none()
-            && inner.max_in_flight - inner.in_flight.available_permits() >= inner.pool_size
+        if inner.hub.is_some() {
+            return None;
+        }
+        let in_flight = inner.max_in_flight - inner.in_flight.available_permits();
+        Some(inner.pool_size.saturating_sub(in_flight))
     }
 
     fn capacity_freed(&self) -> impl std::future::Future<Output = ()> + Send {

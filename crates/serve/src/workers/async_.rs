@@ -2,9 +2,10 @@
 //! `--threads 1` or for a handler with threads of its own, such as a Python app; multi-thread
 //! otherwise). A connection is a task, a wait yields, so one worker
 //! runs as many requests at once as it has connections (up to `--worker-connections`). With
-//! sibling workers, one whose handler has every thread busy leaves new connections to them for a
-//! moment ([`DEFER_WHEN_BUSY`]).
+//! sibling workers, one whose handler has every thread busy, counting the connections it has
+//! just accepted, leaves new connections to them for a moment ([`DEFER_WHEN_BUSY`]).
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,6 +57,7 @@ pub(super) fn run<H: Handler>(
     let graceful = Duration::from_secs_f64(config.graceful_timeout);
     rt.block_on(async move {
         let permits = Arc::new(Semaphore::new(max_conns));
+        let opening = Arc::new(AtomicUsize::new(0));
         for (i, l) in listeners.into_iter().enumerate() {
             let acceptor = Acceptor::new(l)?;
             tokio::spawn(accept_loop(
@@ -65,7 +67,7 @@ pub(super) fn run<H: Handler>(
                 settings.clone(),
                 permits.clone(),
                 life.clone(),
-                defer_when_busy,
+                defer_when_busy.then(|| opening.clone()),
             ));
         }
         // The heartbeat runs on the event loop itself: a request that blocks the loop (CPU work,
@@ -122,14 +124,36 @@ impl Acceptor {
     }
 }
 
-/// How long a worker whose handler is [saturated](Handler::saturated) leaves a new connection
-/// to its siblings before taking it anyway. Every worker is woken for a new connection; a busy
-/// one that took it would queue its request behind its own (a Python pool's threads all inside
-/// views, say sleeping 0.1 s) while a sibling's threads sat idle — the request would wait a whole
-/// view's time for nothing. An idle sibling accepts within microseconds; when every worker is
-/// busy, one takes it at the latest after this (or as soon as it has a thread free), so health
-/// probes and connections are still answered from the event loop.
+/// How long a worker whose handler has no [thread free](Handler::free_threads) leaves a new
+/// connection to its siblings before taking it anyway. Every worker is woken for a new
+/// connection; a busy one that took it would queue its request behind its own (a Python pool's
+/// threads all inside views, say sleeping 0.1 s) while a sibling's threads sat idle — the request
+/// would wait a whole view's time for nothing. An idle sibling accepts within microseconds; when
+/// every worker is busy, one takes it at the latest after this (or as soon as it has a thread
+/// free), so health probes and connections are still answered from the event loop.
+///
+/// The connections a worker has accepted whose first request has not reached the handler yet
+/// ([`Opening`]) count as busy threads: a client's request arrives a moment after its connection,
+/// and without them the worker that woke first for a burst of connections took the whole burst —
+/// more than its threads — before any of their requests counted.
 const DEFER_WHEN_BUSY: Duration = Duration::from_millis(20);
+
+/// One accepted connection whose first request has not reached the handler yet, in the worker's
+/// count of them; dropped when the request goes to the handler or the connection ends.
+struct Opening(Arc<AtomicUsize>);
+
+impl Opening {
+    fn new(count: &Arc<AtomicUsize>) -> Opening {
+        count.fetch_add(1, Relaxed);
+        Opening(count.clone())
+    }
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
 
 async fn accept_loop<H: Handler>(
     acceptor: Acceptor,
@@ -138,7 +162,9 @@ async fn accept_loop<H: Handler>(
     settings: Arc<ConnSettings>,
     permits: Arc<Semaphore>,
     life: Arc<Life>,
-    defer_when_busy: bool,
+    // Set when there are sibling workers: this worker's connections not yet past their first
+    // request (see `DEFER_WHEN_BUSY`).
+    opening: Option<Arc<AtomicUsize>>,
 ) {
     let mut stop = life.shutdown.subscribe();
     loop {
@@ -159,7 +185,7 @@ async fn accept_loop<H: Handler>(
         };
         // Whether to leave it to a sibling is decided when a connection is there, not before
         // waiting for one: the requests in flight change meanwhile.
-        let busy = || defer_if_busy(&*handler, defer_when_busy);
+        let busy = || defer_if_busy(&*handler, opening.as_deref());
         let accepted = tokio::select! {
             biased;
             r = acceptor.listener.accept_after(busy) => r,
@@ -177,6 +203,7 @@ async fn accept_loop<H: Handler>(
         let stop = stop.clone();
         let life = life.clone();
         let local = acceptor.local;
+        let opened = opening.as_ref().map(Opening::new);
         life.slot().connections.fetch_add(1, Relaxed);
         tokio::spawn(async move {
             let (stream, peer) = accepted;
@@ -187,6 +214,7 @@ async fn accept_loop<H: Handler>(
             // A uwsgi listener serves only the peers --uwsgi-allow-from names (unix: any).
             let admitted = protocol == Protocol::Http || super::uwsgi_admits(&settings, t, peer);
             let on = &on_request;
+            let first = move || drop(opened);
             // Connections are served unregistered until they must wait (see lazy_io).
             let result = match stream {
                 _ if !admitted => Ok(()),
@@ -197,7 +225,8 @@ async fn accept_loop<H: Handler>(
                         transport: Transport::Tcp,
                     };
                     let s = LazyStream::new(s);
-                    crate::conn_async::serve(s, t, h, &settings, stop, on, info, protocol).await
+                    crate::conn_async::serve(s, t, h, &settings, stop, on, first, info, protocol)
+                        .await
                 }
                 Stream::Unix(s) => {
                     let info = ConnInfo {
@@ -206,7 +235,8 @@ async fn accept_loop<H: Handler>(
                         transport: Transport::Unix,
                     };
                     let s = LazyStream::new(s);
-                    crate::conn_async::serve(s, t, h, &settings, stop, on, info, protocol).await
+                    crate::conn_async::serve(s, t, h, &settings, stop, on, first, info, protocol)
+                        .await
                 }
             };
             if let Err(e) = result {
@@ -219,14 +249,23 @@ async fn accept_loop<H: Handler>(
     }
 }
 
-/// Waits while `handler` is saturated, up to [`DEFER_WHEN_BUSY`], when `defer` (there are
-/// sibling workers to leave the connection to).
-async fn defer_if_busy<H: Handler>(handler: &H, defer: bool) {
-    if !defer || !handler.saturated() {
+/// Waits while `handler` has no thread free for one more request beyond the `opening`
+/// connections', up to [`DEFER_WHEN_BUSY`]; at once when `opening` is `None` (no sibling workers
+/// to leave the connection to).
+async fn defer_if_busy<H: Handler>(handler: &H, opening: Option<&AtomicUsize>) {
+    let Some(opening) = opening else {
+        return;
+    };
+    let busy = || {
+        handler
+            .free_threads()
+            .is_some_and(|free| free <= opening.load(Relaxed))
+    };
+    if !busy() {
         return;
     }
     let until = tokio::time::Instant::now() + DEFER_WHEN_BUSY;
-    while handler.saturated() {
+    while busy() {
         tokio::select! {
             biased;
             _ = handler.capacity_freed() => {}
