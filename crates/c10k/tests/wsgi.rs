@@ -813,3 +813,45 @@ fn async_worker_leaves_connections_beyond_its_free_threads_to_a_sibling() {
         );
     }
 }
+
+/// `-k async -w 2 --threads 1`: connections whose clients say nothing count against a worker's
+/// free threads only for a moment, so idle connections on both workers do not make new
+/// connections wait out the deferral (20 ms for about every other one: 30 requests took 0.34 to
+/// 0.6 s, where they take a few milliseconds each).
+#[test]
+fn async_workers_with_idle_connections_take_new_ones_at_once() {
+    let apps = apps();
+    let s = Server::start(&[
+        "-k",
+        "async",
+        "-w",
+        "2",
+        "--threads",
+        "1",
+        "--pythonpath",
+        &apps,
+        "probe:app",
+    ]);
+    assert_eq!(get(s.addr, "/").expect("warm-up").status, 200);
+    // The second worker up too (a worker still booting takes no connection, and the test could
+    // not fail).
+    std::thread::sleep(Duration::from_millis(1000));
+    // One at a time: the second goes to the other worker (the first looks busy meanwhile).
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(connect(s.addr));
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let started = Instant::now();
+    for i in 0..30 {
+        let r = get(s.addr, "/").expect("get");
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(250),
+        "30 requests took {took:?} beside 4 idle connections: new connections waited out the deferral"
+    );
+    drop(idle);
+}

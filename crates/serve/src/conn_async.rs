@@ -18,9 +18,15 @@ use crate::proto::ConnInfo;
 use crate::shutdown::Phase;
 use crate::track::ConnTrack;
 
+/// How long a new connection whose client sends nothing counts as opening (see `on_opened` in
+/// [`serve`]). A client's first request follows its connection within microseconds, or a round
+/// trip; one that says nothing for longer is not about to take a thread.
+const OPENING: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Serves requests on `io` until the client closes, a timeout fires, or the server stops.
-/// `on_first_request` is called as the first request goes to the handler (or dropped uncalled
-/// when the connection ends without one).
+/// `on_opened` is called once the connection is past opening: as its first request goes to the
+/// handler, or when its client has sent nothing for [`OPENING`] (or it is dropped uncalled when
+/// the connection ends before either).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve<S, H>(
     mut io: S,
@@ -29,7 +35,7 @@ pub(crate) async fn serve<S, H>(
     settings: &ConnSettings,
     stop: watch::Receiver<Phase>,
     on_request: &(dyn Fn() + Sync),
-    on_first_request: impl FnOnce(),
+    on_opened: impl FnOnce(),
     info: ConnInfo,
     protocol: Protocol,
 ) -> io::Result<()>
@@ -51,7 +57,8 @@ where
     // The time after the last wait: each step after an await reads the clock once and the
     // machine's next decision reuses it (a clock read is a measurable share of a small request).
     let mut now = Instant::now();
-    let mut on_first_request = Some(on_first_request);
+    let opening_ends = tokio::time::Instant::from_std(now + OPENING);
+    let mut on_opened = Some(on_opened);
     loop {
         let stopping = *stop.borrow() >= Phase::Graceful;
         match conn.next(now, stopping) {
@@ -78,9 +85,13 @@ where
                     // Bytes that were there already: no time passed worth a clock read.
                     Poll::Ready(r) => Some(r),
                     Poll::Pending => {
-                        let deadline = tokio::time::Instant::from_std(deadline);
-                        if timer.deadline() != deadline {
-                            timer.as_mut().reset(deadline);
+                        let mut wake = tokio::time::Instant::from_std(deadline);
+                        if on_opened.is_some() {
+                            // The same timer ends the opening, so a silent client costs no other.
+                            wake = wake.min(opening_ends);
+                        }
+                        if timer.deadline() != wake {
+                            timer.as_mut().reset(wake);
                         }
                         // Biased: bytes that arrive are read before the timer or the stop is
                         // looked at (the machine judges the deadline itself on its next step).
@@ -98,6 +109,11 @@ where
                             }
                         };
                         now = Instant::now();
+                        if r.is_none() {
+                            if let Some(f) = on_opened.take() {
+                                f();
+                            }
+                        }
                         r
                     }
                 };
@@ -109,7 +125,7 @@ where
                 }
             }
             Action::Handle(request) => {
-                if let Some(f) = on_first_request.take() {
+                if let Some(f) = on_opened.take() {
                     f();
                 }
                 let resp = call(handler, request, settings).await;

@@ -132,14 +132,17 @@ impl Acceptor {
 /// every worker is busy, one takes it at the latest after this (or as soon as it has a thread
 /// free), so health probes and connections are still answered from the event loop.
 ///
-/// The connections a worker has accepted whose first request has not reached the handler yet
-/// ([`Opening`]) count as busy threads: a client's request arrives a moment after its connection,
-/// and without them the worker that woke first for a burst of connections took the whole burst —
-/// more than its threads — before any of their requests counted.
+/// The connections a worker has just accepted whose first request has not reached the handler
+/// yet ([`Opening`]) count as busy threads: a client's request arrives a moment after its
+/// connection, and without them the worker that woke first for a burst of connections took the
+/// whole burst — more than its threads — before any of their requests counted. A connection
+/// whose client stays silent stops counting after a few milliseconds (`OPENING` in
+/// [`crate::conn_async`]), so idle connections never make a worker look busy for long.
 const DEFER_WHEN_BUSY: Duration = Duration::from_millis(20);
 
 /// One accepted connection whose first request has not reached the handler yet, in the worker's
-/// count of them; dropped when the request goes to the handler or the connection ends.
+/// count of them; dropped when the request goes to the handler, when the client has been silent
+/// for a few milliseconds, or when the connection ends.
 struct Opening(Arc<AtomicUsize>);
 
 impl Opening {
