@@ -769,8 +769,21 @@ fn async_worker_with_busy_threads_leaves_new_connections_to_an_idle_sibling() {
     }
 }
 
-/// `-k async -w 2 --threads 2`: four connections that open at once and send their requests a
-/// moment later are split between the workers, so the four sleeping views run at the same time.
+/// Sends `n` requests for a 0.1 s view at once and checks their answers.
+fn slow_requests_at_once(addr: std::net::SocketAddr, n: usize) {
+    let mut conns: Vec<Reader> = (0..n).map(|_| Reader::new(connect(addr))).collect();
+    for c in &mut conns {
+        c.send(b"GET /slow?s=0.1 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+    }
+    for c in &mut conns {
+        assert_eq!(c.response().expect("a slow answer").text(), "slept");
+    }
+}
+
+/// `-k async -w 2 --threads 2`, an app whose views sleep: four connections that open at once and
+/// send their requests a moment later are split between the workers, so the four sleeping views
+/// run at the same time.
 /// (Before, the worker that woke first took the whole burst: none of its connections had a
 /// request in flight yet, so its threads looked free, and two of the four requests then waited
 /// for a thread — twice the view's time.)
@@ -788,10 +801,10 @@ fn async_worker_leaves_connections_beyond_its_free_threads_to_a_sibling() {
         &apps,
         "probe:app",
     ]);
-    // Every thread of both workers started (they start on demand) and the app warm.
-    for _ in 0..4 {
-        assert_eq!(get(s.addr, "/").expect("warm-up").status, 200);
-    }
+    // Every thread of both workers started, and both have seen that this app's requests hold
+    // their thread long (only then do connections still opening count).
+    slow_requests_at_once(s.addr, 4);
+    slow_requests_at_once(s.addr, 4);
     for round in 0..4 {
         let mut conns: Vec<Reader> = (0..4).map(|_| Reader::new(connect(s.addr))).collect();
         // The workers take the connections before any request is there.
@@ -832,10 +845,10 @@ fn async_workers_with_idle_connections_take_new_ones_at_once() {
         &apps,
         "probe:app",
     ]);
-    assert_eq!(get(s.addr, "/").expect("warm-up").status, 200);
-    // The second worker up too (a worker still booting takes no connection, and the test could
-    // not fail).
-    std::thread::sleep(Duration::from_millis(1000));
+    // Both workers up and knowing this app's requests are slow (with one thread each, the second
+    // request goes to the second worker).
+    slow_requests_at_once(s.addr, 2);
+    slow_requests_at_once(s.addr, 2);
     // One at a time: the second goes to the other worker (the first looks busy meanwhile).
     let mut idle = Vec::new();
     for _ in 0..4 {

@@ -32,20 +32,31 @@ pub trait Handler: Send + Sync + 'static {
         false
     }
 
-    /// How many more requests the handler could start now without one waiting for a thread to
-    /// free (a Python app's pool under the `async` class); `None`: it has no such limit. A worker
-    /// that shares its listener with sibling workers leaves new connections to an idle sibling
-    /// for a moment rather than queueing their requests here.
-    fn free_threads(&self) -> Option<usize> {
+    /// The threads the handler runs requests on, when it has a fixed number of them (a Python
+    /// app's pool under the `async` class); `None`: it has no such limit. A worker that shares
+    /// its listener with sibling workers leaves new connections to an idle sibling for a moment
+    /// rather than queueing their requests here.
+    fn capacity(&self) -> Option<Capacity> {
         None
     }
 
-    /// Completes when a request has left the handler's threads, so [`Handler::free_threads`]
-    /// may have grown (it may also complete spuriously: check again). Never completes for a
+    /// Completes when a request has left the handler's threads, so [`Handler::capacity`]
+    /// may show more free (it may also complete spuriously: check again). Never completes for a
     /// handler without a limit.
     fn capacity_freed(&self) -> impl Future<Output = ()> + Send {
         std::future::pending()
     }
+}
+
+/// A handler's threads right now ([`Handler::capacity`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    /// How many more requests could start without waiting for a thread to free.
+    pub free: usize,
+    /// Whether requests keep their thread long (a view that sleeps or waits on a database), so
+    /// that one queued behind them would wait long; short ones (CPU work) free threads so often
+    /// that a request queued for one barely waits, and keeps the thread from idling meanwhile.
+    pub slow: bool,
 }
 
 /// How a wait inside a handler behaves; see the module documentation.

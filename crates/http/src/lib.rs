@@ -20,7 +20,7 @@ mod status;
 mod token;
 
 pub use body::{Body, BodyStream, BoxError, FileBody, RequestBody};
-pub use handler::{Ctx, DeadlineExceeded, Handler, Wait, WorkerInfo};
+pub use handler::{Capacity, Ctx, DeadlineExceeded, Handler, Wait, WorkerInfo};
 pub use headers::Headers;
 pub use method::Method;
 pub use request::{Request, Scheme, Transport, Version};

@@ -1,10 +1,11 @@
 //! [`WsgiApp`]: boots the app in a worker process and serves it as a [`Handler`], choosing per
 //! request where Python runs (see the crate documentation).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use c10k_http::{Ctx, Handler, Request, Response, Wait, WorkerInfo};
+use c10k_http::{Capacity, Ctx, Handler, Request, Response, Wait, WorkerInfo};
 use pyo3::prelude::*;
 
 use crate::call::{self, AppState};
@@ -39,7 +40,15 @@ struct Inner {
     max_in_flight: usize,
     /// Told each time a pooled `async` request is answered (see [`Handler::capacity_freed`]).
     freed: tokio::sync::Notify,
+    /// How long pooled `async` requests hold their thread, in nanoseconds: a moving average
+    /// over the last few (see [`Capacity::slow`]).
+    held_ns: AtomicU64,
 }
+
+/// Requests that hold a pool thread longer than this on average are [slow](Capacity::slow).
+/// A view that sleeps or waits on a database or an upstream holds it for tens of milliseconds
+/// or more; CPU-bound views take well under one, a few under a contended GIL.
+const SLOW: Duration = Duration::from_millis(5);
 
 impl std::fmt::Debug for WsgiApp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -128,6 +137,7 @@ impl WsgiApp {
                 in_flight: tokio::sync::Semaphore::new(max_in_flight),
                 max_in_flight,
                 freed: tokio::sync::Notify::new(),
+                held_ns: AtomicU64::new(0),
             }),
         })
     }
@@ -144,6 +154,16 @@ impl Inner {
     fn pool(&self) -> &Pool {
         self.pool
             .get_or_init(|| Pool::new(self.pool_size, self.max_stuck, self.recycle.clone()))
+    }
+
+    /// Folds one request's time on its thread into [`Inner::held_ns`] (an exponential moving
+    /// average weighing the newest an eighth; races between threads lose an update, which is
+    /// harmless for an average).
+    fn held(&self, took: Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let old = self.held_ns.load(Ordering::Relaxed);
+        let new = old - old / 8 + ns / 8;
+        self.held_ns.store(new, Ordering::Relaxed);
     }
 
     /// On this (attached-once) thread: the blocking classes without a deadline.
@@ -202,10 +222,12 @@ impl Inner {
         let ticket = self.pool().submit_tracked(
             label,
             Box::new(move |py| {
+                let began = Instant::now();
                 let called = call::run_request_isolated(py, &me.state, req);
                 let resp = call::into_response(called, |first, body| {
                     Box::pin(PoolStream::new(first, body, Runner::Pool(pool)))
                 });
+                me.held(began.elapsed());
                 // Nobody waiting: dropping the answer hands its close() back to the pool.
                 let _ = answers.send((tx, resp));
             }),
@@ -409,16 +431,20 @@ impl Handler for WsgiApp {
         true
     }
 
-    /// Under the `async` class: the pool's threads less the requests in flight. (A gevent hub
-    /// runs every request in flight at once: no limit short of `--worker-connections`, which the
-    /// semaphore itself holds.)
-    fn free_threads(&self) -> Option<usize> {
+    /// Under the `async` class: the pool's threads less the requests in flight, and whether the
+    /// app's recent requests held their thread for long ([`SLOW`]). (A gevent hub runs every
+    /// request in flight at once: no limit short of `--worker-connections`, which the semaphore
+    /// itself holds.)
+    fn capacity(&self) -> Option<Capacity> {
         let inner = &self.inner;
         if inner.hub.is_some() {
             return None;
         }
         let in_flight = inner.max_in_flight - inner.in_flight.available_permits();
-        Some(inner.pool_size.saturating_sub(in_flight))
+        Some(Capacity {
+            free: inner.pool_size.saturating_sub(in_flight),
+            slow: inner.held_ns.load(Ordering::Relaxed) > SLOW.as_nanos() as u64,
+        })
     }
 
     fn capacity_freed(&self) -> impl std::future::Future<Output = ()> + Send {

@@ -109,8 +109,8 @@ impl<H: Handler> Handler for HealthPath<H> {
         self.inner.runs_own_threads()
     }
 
-    fn free_threads(&self) -> Option<usize> {
-        self.inner.free_threads()
+    fn capacity(&self) -> Option<c10k_http::Capacity> {
+        self.inner.capacity()
     }
 
     fn capacity_freed(&self) -> impl std::future::Future<Output = ()> + Send {
