@@ -738,18 +738,7 @@ fn async_python_threads_size_the_pool_not_the_runtime() {
 /// slow view out.)
 #[test]
 fn async_worker_with_busy_threads_leaves_new_connections_to_an_idle_sibling() {
-    let apps = apps();
-    let s = Server::start(&[
-        "-k",
-        "async",
-        "-w",
-        "2",
-        "--threads",
-        "1",
-        "--pythonpath",
-        &apps,
-        "probe:app",
-    ]);
+    let s = two_async_workers(1);
     for round in 0..6 {
         let mut slow = Reader::new(connect(s.addr));
         slow.send(b"GET /slow?s=0.8 HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -767,6 +756,23 @@ fn async_worker_with_busy_threads_leaves_new_connections_to_an_idle_sibling() {
         let r = slow.response().expect("the slow answer");
         assert_eq!(r.text(), "slept", "round {round}");
     }
+}
+
+/// `-k async -w 2 --threads THREADS` hosting the probe app: two workers sharing the listener.
+fn two_async_workers(threads: usize) -> Server {
+    let apps = apps();
+    let threads = threads.to_string();
+    Server::start(&[
+        "-k",
+        "async",
+        "-w",
+        "2",
+        "--threads",
+        &threads,
+        "--pythonpath",
+        &apps,
+        "probe:app",
+    ])
 }
 
 /// Sends `n` requests for a 0.1 s view at once and checks their answers.
@@ -789,18 +795,7 @@ fn slow_requests_at_once(addr: std::net::SocketAddr, n: usize) {
 /// for a thread — twice the view's time.)
 #[test]
 fn async_worker_leaves_connections_beyond_its_free_threads_to_a_sibling() {
-    let apps = apps();
-    let s = Server::start(&[
-        "-k",
-        "async",
-        "-w",
-        "2",
-        "--threads",
-        "2",
-        "--pythonpath",
-        &apps,
-        "probe:app",
-    ]);
+    let s = two_async_workers(2);
     // Every thread of both workers started, and both have seen that this app's requests hold
     // their thread long (only then do connections still opening count).
     slow_requests_at_once(s.addr, 4);
@@ -833,18 +828,7 @@ fn async_worker_leaves_connections_beyond_its_free_threads_to_a_sibling() {
 /// 0.6 s, where they take a few milliseconds each).
 #[test]
 fn async_workers_with_idle_connections_take_new_ones_at_once() {
-    let apps = apps();
-    let s = Server::start(&[
-        "-k",
-        "async",
-        "-w",
-        "2",
-        "--threads",
-        "1",
-        "--pythonpath",
-        &apps,
-        "probe:app",
-    ]);
+    let s = two_async_workers(1);
     // Both workers up and knowing this app's requests are slow (with one thread each, the second
     // request goes to the second worker).
     slow_requests_at_once(s.addr, 2);

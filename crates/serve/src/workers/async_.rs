@@ -137,11 +137,12 @@ impl Acceptor {
 /// reached the handler yet ([`Opening`]) count as busy threads: a client's request arrives a
 /// moment after its connection, and without them the worker that woke first for a burst of
 /// connections took the whole burst — more than its threads — before any of their requests
-/// counted, and the extra requests waited for a view to end. (For fast requests, taking a few more
-/// than the free threads is better: they queue for microseconds, and the threads run them back to
-/// back instead of idling until the next request arrives — 12 % more throughput under overload.) A connection
-/// whose client stays silent stops counting after a few milliseconds (`OPENING` in
-/// [`crate::conn_async`]), so idle connections never make a worker look busy for long.
+/// counted, and the extra requests waited for a view to end. (For fast requests, taking a few
+/// more than the free threads is better: they queue for microseconds, and the threads run them
+/// back to back instead of idling until the next request arrives — 12 % more throughput under
+/// overload.) A connection whose client stays silent stops counting after a few milliseconds
+/// (`OPENING` in [`crate::conn_async`]), so idle connections never make a worker look busy for
+/// long.
 const DEFER_WHEN_BUSY: Duration = Duration::from_millis(20);
 
 /// One accepted connection whose first request has not reached the handler yet, in the worker's
