@@ -554,9 +554,10 @@ per_class!(flask_app, |class| {
 });
 
 #[test]
-fn flask_stream_with_context_steps_on_any_pool_thread() {
-    // Under `-k async --threads 4` each step of a streamed body is a job for whichever pool
-    // thread is free; Flask's stream_with_context generator must still see its request.
+fn flask_stream_with_context_steps_on_the_view_thread() {
+    // Under `-k async --threads 4`, four bodies stream at once: each one's steps run on the pool
+    // thread that ran its view (see django_streamed_queryset_stays_on_its_view_thread), and
+    // Flask's stream_with_context generator sees its request in every step.
     let Some(venv) = venv() else { return };
     let apps = apps();
     let s = Server::start(&[
@@ -580,7 +581,7 @@ fn flask_stream_with_context_steps_on_any_pool_thread() {
             })
         })
         .collect();
-    let mut switched = false;
+    let mut all_threads = std::collections::HashSet::new();
     for c in clients {
         for r in c.join().unwrap() {
             // A step that fails in the app cuts the body off: the client sees the connection close.
@@ -596,12 +597,17 @@ fn flask_stream_with_context_steps_on_any_pool_thread() {
                 assert_eq!(f.next(), Some("/stream-threads"), "{text}");
                 threads.insert(f.next().unwrap_or_default().to_owned());
             }
-            switched |= threads.len() > 1;
+            assert_eq!(
+                threads.len(),
+                1,
+                "one body's steps on several threads:\n{text}"
+            );
+            all_threads.extend(threads);
         }
     }
     assert!(
-        switched,
-        "no body had steps on two pool threads: the test did not exercise the case"
+        all_threads.len() > 1,
+        "every body streamed from one thread: the bodies did not run at once"
     );
 }
 
@@ -644,6 +650,106 @@ per_class!(django_orm_on_sqlite, |class| {
     assert_eq!(v["vendor"], "sqlite");
     assert_eq!(get(s.addr, "/fail").unwrap().status, 500);
 });
+
+/// A streamed body runs on the thread that ran its view, which takes no other request until the
+/// body is done: Django's streaming-CSV pattern reads `queryset.iterator()` rows from a cursor of
+/// that thread's connection, and with the default `CONN_MAX_AGE = 0` another request starting on
+/// the thread closes it (the body broke off: "Cannot operate on a closed database"). The classes
+/// that hand the view to the pool: `async`, and the blocking ones with `--request-timeout`
+/// (the body's steps ran on the connection's thread).
+#[test]
+fn django_streamed_queryset_stays_on_its_view_thread() {
+    let Some(venv) = venv() else { return };
+    let dir = format!("{}/djangoproj", apps());
+    for (class, extra) in [
+        ("gthread", &["--request-timeout", "30"][..]),
+        ("async", &[][..]),
+        ("sync", &["--request-timeout", "30"][..]),
+    ] {
+        let db = tempfile::tempdir().unwrap();
+        let sqlite = format!(
+            "DJANGO_SQLITE={}",
+            db.path().join("notes.sqlite3").display()
+        );
+        let mut args = vec![
+            "-k",
+            class,
+            "--threads",
+            if class == "sync" { "1" } else { "2" },
+            "--venv",
+            &venv,
+            "--chdir",
+            &dir,
+            "--env",
+            &sqlite,
+            "--env",
+            "DJANGO_MIGRATE=1",
+        ];
+        args.extend_from_slice(extra);
+        args.push("djangoproj.wsgi:application");
+        let s = Server::start(&args);
+        let texts: Vec<String> = (0..6).map(|i| format!("n{i}")).collect();
+        for text in &texts {
+            let r = request(
+                &s,
+                &format!(
+                    "POST /notes HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                    text.len()
+                ),
+            );
+            assert_eq!(r.status, 201, "{}", r.text());
+        }
+        let addr = s.addr;
+        // Other requests keep arriving while the bodies stream (each starts by closing its
+        // thread's connection, as Django does at every request with CONN_MAX_AGE = 0).
+        let others = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline {
+                assert_eq!(get(addr, "/notes").unwrap().status, 200);
+            }
+        });
+        let streams: Vec<_> = (0..2)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    (0..3)
+                        .map(|_| get(addr, "/notes/stream?delay=0.02"))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for t in streams {
+            for r in t.join().unwrap() {
+                let r = r.unwrap_or_else(|e| panic!("{class}: {e}; the log:\n{}", s.log()));
+                let text = r.text();
+                let lines: Vec<&str> = text.lines().collect();
+                assert_eq!(
+                    lines.last(),
+                    Some(&"end"),
+                    "{class}: the body broke off:\n{text}\n{}",
+                    s.log()
+                );
+                let rows: Vec<(&str, &str)> = lines[..lines.len() - 1]
+                    .iter()
+                    .map(|l| l.split_once(' ').unwrap())
+                    .collect();
+                let got: Vec<&str> = rows.iter().map(|r| r.0).collect();
+                assert_eq!(got, texts, "{class}: {text}");
+                let threads: std::collections::HashSet<&str> = rows.iter().map(|r| r.1).collect();
+                assert_eq!(
+                    threads.len(),
+                    1,
+                    "{class}: rows from several threads:\n{text}"
+                );
+            }
+        }
+        others.join().unwrap();
+        assert!(
+            !s.log().contains("Traceback"),
+            "{class}: the app failed:\n{}",
+            s.log()
+        );
+    }
+}
 
 /// The seed's "Django connection pool" point: with CONN_MAX_AGE=60, each Python thread keeps its
 /// MariaDB connection across requests, so 1,000 requests use at most one connection per thread

@@ -12,7 +12,7 @@ use crate::call::{self, AppState};
 use crate::environ::Template;
 use crate::gevent::Hub;
 use crate::pool::Pool;
-use crate::stream::{InlineStream, PoolStream, Runner};
+use crate::stream::{InlineStream, PoolStream, Runner, Steps};
 use crate::{interp, loader, BootError, WsgiConfig};
 
 /// A hosted WSGI application; one per worker process.
@@ -184,11 +184,15 @@ impl Inner {
             label,
             Box::new(move |py| {
                 let called = call::run_request_isolated(py, &me.state, req);
+                // The body's steps run here, not on the connection's thread (see stream.rs).
+                let steps = Steps::new();
                 let resp = call::into_response(called, |first, body| {
-                    Box::pin(InlineStream::new(first, body))
+                    Box::pin(PoolStream::new(first, body, steps.runner()))
                 });
-                // Nobody waiting (timed out): dropping the answer closes its stream here.
+                // Nobody waiting (timed out): dropping the answer queues its close() for this
+                // thread, which runs it in `serve`.
                 let _ = tx.send(resp);
+                steps.serve(py);
             }),
         );
         match rx.recv_deadline(deadline) {
@@ -217,19 +221,21 @@ impl Inner {
         let label = deadline.map(|_| call::label(&req));
         let (tx, rx) = tokio::sync::oneshot::channel::<Response>();
         let me = self.clone();
-        let pool = self.pool().clone();
         let answers = self.answers.sender();
         let ticket = self.pool().submit_tracked(
             label,
             Box::new(move |py| {
                 let began = Instant::now();
                 let called = call::run_request_isolated(py, &me.state, req);
+                // A streamed body keeps this thread until it is done (see stream.rs).
+                let steps = Steps::new();
                 let resp = call::into_response(called, |first, body| {
-                    Box::pin(PoolStream::new(first, body, Runner::Pool(pool)))
+                    Box::pin(PoolStream::new(first, body, steps.runner()))
                 });
                 me.held(began.elapsed());
-                // Nobody waiting: dropping the answer hands its close() back to the pool.
+                // Nobody waiting: dropping the answer queues its close() for this thread.
                 let _ = answers.send((tx, resp));
+                steps.serve(py);
             }),
         );
         let guard = Abandon {

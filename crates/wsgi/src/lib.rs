@@ -14,7 +14,9 @@
 //!   request is handed to a bounded pool of `--threads` Python threads ([`pool`]); a tokio thread
 //!   never touches Python. The same pool runs requests of the blocking classes when
 //!   `--request-timeout` is set, so that a stuck app can be answered 504 on time (see [`pool`] for
-//!   what happens to the stuck Python thread).
+//!   what happens to the stuck Python thread). A streamed body's steps run on the pool thread that
+//!   ran its view, which serves nothing else until the body is done (see [`stream`]: the body
+//!   still uses that thread's `threading.local` state, Django's database connection).
 //!
 //! What runs under the GIL is the same code whoever drives it: [`environ`] builds the environ,
 //! [`call`] calls the app and turns its answer into a [`c10k_http::Response`] (a list is joined, a

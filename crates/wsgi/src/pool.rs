@@ -115,11 +115,6 @@ impl Pool {
         }
     }
 
-    /// Runs `job` on a pool thread, fire and forget (closing a stream the server dropped).
-    pub(crate) fn submit(&self, job: Job) {
-        self.send(Task { job, ticket: None });
-    }
-
     /// Runs `job` on a pool thread; the returned ticket lets the waiting side give up on it.
     pub(crate) fn submit_tracked(&self, label: Option<Arc<str>>, job: Job) -> Arc<Ticket> {
         let ticket = Arc::new(Ticket {

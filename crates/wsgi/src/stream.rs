@@ -4,10 +4,21 @@
 //! - [`InlineStream`] (blocking classes): the server pulls it on the worker thread that called the
 //!   app, which is attached to Python for good, so each chunk is one `next()` under the GIL and the
 //!   GIL is released before the chunk is written to the socket.
-//! - [`PoolStream`] (`async`, `gevent`): the server polls it on a tokio thread, which must never
-//!   run Python; each `next()` and the final `close()` are jobs for the Python pool (or, under
-//!   `gevent`, greenlets on the hub). A body read from a real file needs no Python and is read
-//!   where it is polled.
+//! - [`PoolStream`] (`async`, `gevent`, and the blocking classes with `--request-timeout`): the
+//!   server polls it on a thread that must not run the app's Python (a tokio thread, or the
+//!   connection's thread while the view ran on the pool); each `next()` and the final `close()`
+//!   run where the view ran: on the pool thread that called the app, which serves nothing else
+//!   until the body is done ([`Steps`]), or under `gevent` in the view's greenlet. A body read
+//!   from a real file needs no Python and is read where it is polled.
+//!
+//! Why the view's own thread: frameworks keep per-thread state that a streamed body still uses.
+//! Django's database connection is a `threading.local`; a generator over `queryset.iterator()`
+//! reads from a cursor of the view thread's connection. When the steps ran on whichever pool
+//! thread was free, the view's thread took other requests meanwhile, and with Django's default
+//! `CONN_MAX_AGE = 0` their `request_started` closed that connection under the cursor: the body
+//! broke off with "the connection is closed" (PostgreSQL) or "Cannot operate on a closed
+//! database" (SQLite); a generator inside `transaction.atomic()` would have had other requests'
+//! queries run in its transaction. gunicorn's workers iterate the body on the view's thread too.
 //!
 //! Either way `close()` is called exactly once: at the end of the body, when the app fails, or when
 //! the server drops the stream early because the client went away.
@@ -20,16 +31,18 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use c10k_http::BoxError;
 use futures_core::Stream;
+use pyo3::Python;
 use tokio::sync::oneshot;
 
 use crate::call::{Next, PyBody};
 use crate::gevent::Owner;
 use crate::interp;
-use crate::pool::{Job, Pool};
+use crate::pool::Job;
 
 /// Where a [`PoolStream`]'s Python steps run.
 pub(crate) enum Runner {
-    Pool(Pool),
+    /// On the pool thread that ran the view, which waits in [`Steps::serve`] for them.
+    Thread(crossbeam_channel::Sender<Job>),
     /// In the greenlet that ran the view, in its `contextvars.Context`, as the generator expects
     /// (Flask's `stream_with_context`, Django's per-greenlet database connection).
     Hub(Owner),
@@ -38,8 +51,41 @@ pub(crate) enum Runner {
 impl Runner {
     fn submit(&self, job: Job) {
         match self {
-            Runner::Pool(p) => p.submit(job),
+            Runner::Thread(steps) => {
+                // Err: the thread is gone (it only leaves once every sender is dropped, so only
+                // a panic gets here); the job is dropped, and a step's dropped answer reads as
+                // the app failing.
+                let _ = steps.send(job);
+            }
             Runner::Hub(owner) => owner.submit(job),
+        }
+    }
+}
+
+/// The steps of a streamed body, kept on the pool thread that ran its view.
+pub(crate) struct Steps {
+    tx: crossbeam_channel::Sender<Job>,
+    rx: crossbeam_channel::Receiver<Job>,
+}
+
+impl Steps {
+    pub(crate) fn new() -> Steps {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        Steps { tx, rx }
+    }
+
+    /// Where the body's [`PoolStream`] sends its steps.
+    pub(crate) fn runner(&self) -> Runner {
+        Runner::Thread(self.tx.clone())
+    }
+
+    /// Runs the body's steps on this thread, the GIL released between them, until its stream is
+    /// dropped (after its `close()`); at once when the answer was not a stream (no runner left).
+    pub(crate) fn serve(self, py: Python<'_>) {
+        let Steps { tx, rx } = self;
+        drop(tx);
+        while let Ok(job) = py.detach(|| rx.recv()) {
+            job(py);
         }
     }
 }

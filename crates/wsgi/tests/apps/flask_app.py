@@ -49,8 +49,9 @@ def stream():
 @app.route("/stream-threads")
 def stream_threads():
     # Each step sleeps (releasing the GIL) and names the thread it ran on: under `-k async
-    # --threads N` the steps of one body may run on different pool threads, and the request
-    # context that stream_with_context pushed must still be there.
+    # --threads N` every step of one body runs on the thread that ran the view, while the
+    # others serve other requests, and the request context that stream_with_context pushed
+    # must still be there.
     n = int(request.args.get("n", "10"))
     delay = float(request.args.get("delay", "0.005"))
 

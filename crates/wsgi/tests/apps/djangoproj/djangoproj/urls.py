@@ -5,6 +5,7 @@ from notes import views
 urlpatterns = [
     path("", views.index),
     path("notes", views.notes),
+    path("notes/stream", views.notes_stream),
     path("db-sleep", views.db_sleep),
     path("fail", views.fail),
 ]

@@ -1,7 +1,8 @@
 import threading
+import time
 
 from django.db import connection
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from .models import Note
@@ -25,6 +26,21 @@ def notes(request):
             "db_connection": db_connection_id(),
         }
     )
+
+
+def notes_stream(request):
+    """Django's "streaming large CSV files" pattern over a lazy queryset: each row comes from a
+    cursor of the view thread's database connection, read as the body is sent (?delay=SECONDS
+    before each row). A line per note, "TEXT THREAD", the thread that produced it, then "end"."""
+    delay = float(request.GET.get("delay", "0"))
+
+    def rows():
+        for note in Note.objects.order_by("id").iterator(chunk_size=1):
+            time.sleep(delay)
+            yield f"{note.text} {threading.get_ident()}\n"
+        yield "end\n"
+
+    return StreamingHttpResponse(rows(), content_type="text/plain")
 
 
 def db_connection_id():
