@@ -1173,8 +1173,12 @@ pub fn encode_head(
     // no body whatever the handler returned (RFC 9112 §6.3): its bytes would be read as the
     // next response on a keep-alive connection. It gets no `Content-Length` either (RFC 9110
     // §8.6: never in a 1xx or 204; in a 304 only the 200's length, which is not known here).
+    // A 205 has no content either, but unlike a 204 it says so: `Content-Length: 0` (RFC 9110
+    // §15.3.6), else the client would read to the close.
+    let reset = resp.status == 205;
     let (length, framing) = match &resp.body {
         _ if no_body => (None, BodyFraming::Empty),
+        _ if reset => (Some(0), BodyFraming::Empty),
         Body::Full(b) => {
             // A HEAD answer may announce the length of the body it would have sent.
             let len = match announced {
@@ -1247,7 +1251,7 @@ pub fn encode_head(
         (Persist::KeepAlive, _) => {}
     }
     out.extend_from_slice(b"\r\n");
-    if head_only || no_body {
+    if head_only || no_body || reset {
         return BodyFraming::Empty;
     }
     if let Body::Full(b) = &resp.body {
@@ -2074,6 +2078,30 @@ mod tests {
                     assert!(!s.contains("Transfer-Encoding"), "{status}: {s:?}");
                     assert_eq!(framing, BodyFraming::Empty);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn reset_content_says_it_has_no_content_and_sends_none() {
+        // RFC 9110 §15.3.6: a server MUST NOT generate content in a 205 and must indicate a
+        // zero-length one. A handler's body (a WSGI app answering 205 with the page it would
+        // have shown) used to go out with its length.
+        for streamed in [false, true] {
+            for (minor, head_only) in [(0, false), (1, false), (1, true)] {
+                let mut resp = if streamed {
+                    stream_of(&["abc"])
+                } else {
+                    Response::text(200, "abc")
+                };
+                resp.status = 205;
+                resp.headers.push(("Content-Length".into(), "3".into()));
+                let (s, framing) = encode_stream(resp, minor, head_only);
+                assert!(s.ends_with("\r\n\r\n"), "a body was sent: {s:?}");
+                assert!(!s.contains("abc"), "{s:?}");
+                assert!(s.contains("\r\nContent-Length: 0\r\n"), "{s:?}");
+                assert!(!s.contains("Transfer-Encoding"), "{s:?}");
+                assert_eq!(framing, BodyFraming::Empty);
             }
         }
     }
