@@ -603,6 +603,25 @@ fn greenlets_are_reused_with_a_fresh_context_per_request() {
     assert_eq!(get(s.addr, "/contextvar").unwrap().text(), "unset");
 }
 
+/// A reused greenlet keeps its `threading.local` (Django's persistent database connection lives
+/// there), but one left idle after a burst exits after a few seconds and frees it: a burst of 20
+/// requests must not hold 20 database connections for the worker's life.
+#[test]
+fn idle_greenlets_exit_and_free_their_thread_locals() {
+    let Some(venv) = venv() else { return };
+    let s = serve(&venv, "gevent", "1", &[], "gevent_app:app");
+    let (answers, _) = concurrent(s.addr, "/hold?s=0.3", 20);
+    assert!(answers.iter().all(|r| r.status == 200));
+    let alive = || -> u32 { get(s.addr, "/held").unwrap().text().parse().unwrap() };
+    assert_eq!(alive(), 20, "each of the burst's greenlets keeps its local");
+    // Polling keeps one greenlet busy (last in, first out): the other 19 age out.
+    wait_until(
+        Duration::from_secs(15),
+        "idle greenlets to free their locals",
+        || alive() <= 1,
+    );
+}
+
 /// Thousands of requests wait on the hub at once, each holding its objects while it waits: the
 /// hub widens the collector's young generations (with CPython's defaults the middle one is
 /// collected every few milliseconds under load, promoting every waiting request's objects to the
