@@ -225,13 +225,15 @@ enum ChunkState {
     Size,
     /// `left` bytes of chunk data, then CRLF.
     Data { left: usize },
-    /// Expecting trailer fields up to an empty line.
-    Trailers,
+    /// Expecting trailer fields up to an empty line; `seen` bytes of them so far.
+    Trailers { seen: usize },
 }
 
 /// Longest chunk-size line (size plus extensions) accepted.
 const MAX_CHUNK_LINE: usize = 4096;
-/// Longest trailer section accepted.
+/// Longest trailer section accepted, all its lines together (gunicorn caps their number at
+/// `--limit-request-fields`): trailers are dropped, so a longer section is only a way to keep a
+/// request reading past `--limit-request-body`.
 const MAX_TRAILERS: usize = 8192;
 
 /// Turns buffered bytes into complete requests. One per connection.
@@ -919,7 +921,7 @@ fn decode_chunked(
                     ));
                 }
                 *state = if size == 0 {
-                    ChunkState::Trailers
+                    ChunkState::Trailers { seen: 0 }
                 } else {
                     ChunkState::Data {
                         left: size as usize,
@@ -946,11 +948,12 @@ fn decode_chunked(
                 buf.advance(2);
                 *state = ChunkState::Size;
             }
-            ChunkState::Trailers => {
+            ChunkState::Trailers { seen } => {
                 // Trailer fields are read and dropped; the section ends with an empty line.
+                let too_large = || HttpError::new(431, "trailer section too large");
                 let Some(nl) = memchr::memchr(b'\n', buf) else {
-                    if buf.len() > MAX_TRAILERS {
-                        return Err(HttpError::new(431, "trailer section too large"));
+                    if seen + buf.len() > MAX_TRAILERS {
+                        return Err(too_large());
                     }
                     return Ok(false);
                 };
@@ -961,6 +964,11 @@ fn decode_chunked(
                 if !is_trailer_field(&line) {
                     return Err(HttpError::bad("malformed trailer field"));
                 }
+                let seen = seen + line.len();
+                if seen > MAX_TRAILERS {
+                    return Err(too_large());
+                }
+                *state = ChunkState::Trailers { seen };
             }
         }
     }
@@ -1733,6 +1741,28 @@ mod tests {
     /// Compared with gunicorn 27: it refuses a malformed chunk extension (a bare CR in one
     /// was taken and dropped here, a line-end disagreement with any proxy that splits on CR),
     /// and takes leading zeros in a chunk size (refused here as "invalid chunk size").
+    /// The trailer section is bounded as a whole, not only line by line: 200 short trailer
+    /// fields (11 KB, no line near the bound) were read and dropped without end.
+    #[test]
+    fn a_long_trailer_section_of_short_lines_is_refused() {
+        let raw = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../c10k/tests/requests/invalid/049.http"),
+        )
+        .unwrap();
+        for step in [raw.len(), 1000, 7] {
+            let d = decode_chunks(&Limits::default(), raw.chunks(step));
+            assert!(d.requests.is_empty(), "{step}: {d:?}");
+            assert_eq!(d.refused.map(|(s, _)| s), Some(431), "{step}");
+        }
+        // A few trailers are fine.
+        let ok = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+                   1\r\na\r\n0\r\nX-A: 1\r\nX-B: 2\r\n\r\n";
+        let d = decode_chunks(&Limits::default(), [&ok[..]]);
+        assert!(d.refused.is_none(), "{d:?}");
+        assert_eq!(d.requests.len(), 1);
+    }
+
     #[test]
     fn chunk_extensions_are_checked_and_sizes_may_have_leading_zeros() {
         for ext in [
