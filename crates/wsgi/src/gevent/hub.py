@@ -20,8 +20,10 @@ A reused greenlet keeps its (patched) `threading.local` state, as a pool thread 
 persistent database connection (`CONN_MAX_AGE`) lives there. So that a burst does not leave one
 open connection per greenlet it needed for as long as the worker lives, a greenlet idle for
 `IDLE_TIMEOUT` seconds exits (the idle list is last in, first out, so under a steady load the
-same few greenlets serve and the others age out), and its greenlet-local state is freed with it,
-as under gunicorn's gevent worker, where every greenlet ends with its request.
+same few greenlets serve and the others age out), and its greenlet-local state is freed with it;
+a garbage collection follows, since a database wrapper sits in reference cycles. (Under
+gunicorn's gevent worker every greenlet ends with its request, and its connection stays open
+until a collection happens to run: one more open connection per request meanwhile.)
 
 The cyclic garbage collector's young generations are widened (`tune_gc`): thousands of requests
 wait here at once, each holding its objects (environ, the framework's request, a timer) for as
@@ -283,6 +285,9 @@ def serve(fd, queue, call_type, job_type):
             # Raises GreenletExit in it at the next loop iteration; never blocks the hub.
             run_callback(throw_if_running, d)
 
+    # Whether greenlets exited since the last collection, and when that was.
+    garbage = [False, 0.0]
+
     def sweep():
         # The oldest idle greenlets are at the front (see IDLE_TIMEOUT).
         limit = now() - IDLE_TIMEOUT
@@ -295,6 +300,15 @@ def serve(fd, queue, call_type, job_type):
             for g, _ in expired:
                 if not g.dead:
                     run_callback(g.switch, EXIT)
+            garbage[0] = True
+        if garbage[0] and now() - garbage[1] >= IDLE_TIMEOUT:
+            # After the expired greenlets have exited (their EXIT callbacks run first): what
+            # their locals held is often in reference cycles (a Django database wrapper is),
+            # which only the collector frees, and a quiet worker allocates nothing that would
+            # run it. A full collection of a Django worker takes some 20-30 ms, so at most one
+            # per IDLE_TIMEOUT.
+            garbage[0], garbage[1] = False, now()
+            run_callback(gc.collect)
 
     watcher = hub.loop.io(fd, 1)
     watcher.start(ready)

@@ -93,6 +93,8 @@ class Held:
 
     def __init__(self):
         Held.alive += 1
+        # In a reference cycle, as Django's database wrapper is: only the collector frees it.
+        self.me = self
 
     def __del__(self):
         Held.alive -= 1

@@ -6,5 +6,6 @@ urlpatterns = [
     path("", views.index),
     path("notes", views.notes),
     path("db-sleep", views.db_sleep),
+    path("db-open", views.db_open),
     path("fail", views.fail),
 ]
