@@ -195,7 +195,7 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
         io.shutdown().await?;
         // On the heap: an array here would live in every connection's future (and be copied
         // with it when the task is spawned), for the few connections that linger.
-        let mut sink = vec![0u8; 4096];
+        let mut sink = vec![0u8; 64 * 1024];
         let deadline = tokio::time::Instant::now() + settings.linger;
         let mut drained = 0usize;
         while drained < settings.linger_bytes {
