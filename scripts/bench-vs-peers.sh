@@ -3,6 +3,8 @@
 #
 # Target: nginx, 1 worker, `return 200 "hello\n"`, pinned to cpu 0. Each generator is pinned
 # to cpu 1, uses one thread and the same keep-alive connection count, for the same time.
+# Every generator sends the same request: wrk is given the two headers c10k bench sends (as ab
+# does), `User-Agent` and `Accept`, which it does not send by itself (the server parses them).
 # Prints median requests/s, CPU-seconds per request and peak RSS, and the ratio c10k/wrk.
 # Writes runs/<date>-bench/{raw.csv,results.md}.
 #
@@ -22,6 +24,8 @@ done
 
 cargo build --release -p c10k >&2
 C10K=$PWD/target/release/c10k
+# The headers c10k bench sends beside Host, for wrk to send too.
+UA="c10k-bench/$("$C10K" --version | awk '{print $2}')"
 
 OUT=runs/$(date -u +%Y-%m-%d)-bench
 mkdir -p "$OUT"
@@ -88,7 +92,7 @@ run() {
 echo "tool,round,rps,requests,user_s,sys_s,max_rss_kb" >"$OUT/raw.csv"
 one() {
   case $1 in
-    wrk) run wrk wrk -t1 -c"$CONNS" -d"${SECS}s" "$URL" ;;
+    wrk) run wrk wrk -t1 -c"$CONNS" -d"${SECS}s" -H "User-Agent: $UA" -H "Accept: */*" "$URL" ;;
     c10k) run c10k "$C10K" bench -q -k -c "$CONNS" --threads 1 --duration "${SECS}s" "$URL" ;;
     ab) run ab ab -q -k -c "$CONNS" -t "$SECS" -n 100000000 "$URL" ;;
     c10k-pipeline16) run c10k-pipeline16 "$C10K" bench -q -k -c "$CONNS" --threads 1 --pipeline 16 --duration "${SECS}s" "$URL" ;;

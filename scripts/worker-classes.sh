@@ -9,9 +9,9 @@
 #   model     c10k                 peers                                       limit (req/s)
 #   sync      sync 4×1             gunicorn sync 4                             W / D
 #   threads   thread 4, gthread    gunicorn gthread 4×50, uWSGI 4 proc × 50    min(C, W·T) / D
-#             4×50                 threads                                     (thread: C / D)
+#             4×50                 threads, Granian 4 × 50 blocking threads    (thread: C / D)
 #   async     async 4              gunicorn gevent 4, uWSGI gevent 4 × 100     C / D
-#             Flask: async 4×50,   (the same)                                  min(C, W·T) / D,
+#             Flask: async 4×50,   (the same; for async 4×50 also Granian)     min(C, W·T) / D,
 #             gevent 4                                                         C / D
 #
 # Servers run on SERVER_CPUS (default core 0), ab on AB_CPUS (default core 1). Every server
@@ -23,7 +23,7 @@
 # takes beyond D (C / req/s − D) beside ab's and the server's CPU time per wave.
 #
 # The peers come from PyPI (flask, gunicorn, gevent, packaging for gunicorn's gevent worker,
-# uwsgi — pyuwsgi if uwsgi does not build)
+# granian, uwsgi — pyuwsgi if uwsgi does not build)
 # into a throw-away venv, or from C10K_PEERS_VENV=/path/to/venv if set. A peer that cannot be
 # installed or does not start is reported as skipped with the reason.
 #
@@ -64,7 +64,7 @@ if [ -z "$venv" ]; then
   echo "installing flask, gunicorn, gevent, uwsgi from PyPI into a throw-away venv" >&2
   if ! python3 -m venv "$venv" >"$tmp/venv.log" 2>&1; then
     venv_error="python3 -m venv failed: $(tail -1 "$tmp/venv.log")"
-  elif ! "$venv/bin/pip" install -q flask gunicorn gevent packaging >>"$tmp/venv.log" 2>&1; then
+  elif ! "$venv/bin/pip" install -q flask gunicorn gevent packaging granian >>"$tmp/venv.log" 2>&1; then
     venv_error="pip install flask gunicorn gevent packaging failed: $(grep -m1 -i error "$tmp/venv.log")"
   elif ! "$venv/bin/pip" install -q uwsgi >>"$tmp/venv.log" 2>&1 \
     && ! "$venv/bin/pip" install -q pyuwsgi >>"$tmp/venv.log" 2>&1; then
@@ -98,6 +98,8 @@ servers=(
   "gunicorn-gthread|threads|gunicorn gthread ${workers}×$threads|$(( c < workers * threads ? c : workers * threads ))|$py -m gunicorn -k gthread -w $workers --threads $threads"
   "gunicorn-gevent|async|gunicorn gevent $workers|$c|$py -m gunicorn -k gevent -w $workers --worker-connections 1000"
   "uwsgi-threads|threads|uWSGI ${workers}×$threads threads|$(( c < workers * threads ? c : workers * threads ))|$venv/bin/uwsgi --workers $workers --threads $threads"
+  # Granian runs a WSGI app on a pool of blocking threads beside its Rust event loop.
+  "granian-threads|threads|Granian ${workers}×$threads blocking threads|$(( c < workers * threads ? c : workers * threads ))|$venv/bin/granian --interface wsgi --workers $workers --blocking-threads $threads --no-ws --log-level warning"
   "uwsgi-gevent|async|uWSGI gevent ${workers}×$gevent_cores|$(( c < workers * gevent_cores ? c : workers * gevent_cores ))|$venv/bin/uwsgi --workers $workers --gevent $gevent_cores --gevent-monkey-patch"
 )
 field() { cut -d'|' -f"$2" <<<"$1"; }
@@ -108,6 +110,7 @@ for s in "${servers[@]}"; do
     c10k-py-gevent) why=$(peer_missing flask gevent) ;;
     c10k-py-*) why=$(peer_missing flask) ;;
     gunicorn-sync | gunicorn-gthread) why=$(peer_missing flask gunicorn) ;;
+    granian-threads) why=$(peer_missing flask granian) ;;
     # gunicorn's gevent worker imports packaging (gevent does not pull it in).
     gunicorn-gevent) why=$(peer_missing flask gunicorn gevent packaging) ;;
     uwsgi-threads | uwsgi-gevent)
@@ -130,6 +133,7 @@ start_server() { # id command: starts it in its own process group, waits until i
   case $id in
     c10k-*) cmd="$cmd --bind 127.0.0.1:$port --backlog $backlog --admin off --log-level warn" ;;
     gunicorn-*) cmd="$cmd --bind 127.0.0.1:$port --backlog $backlog --chdir $app_dir flask_app:app" ;;
+    granian-*) cmd="$cmd --host 127.0.0.1 --port $port --backlog $backlog --working-dir $app_dir flask_app:app" ;;
     uwsgi-*) cmd="$cmd --http-socket 127.0.0.1:$port --listen $backlog --master --die-on-term --disable-logging --chdir $app_dir --module flask_app:app" ;;
   esac
   mkdir -p "$tmp/data-$id"
@@ -238,7 +242,7 @@ report=$tmp/results.md
   echo "Commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo ' (with uncommitted changes)')  "
   echo "Peers: $("$py" -c 'import importlib.metadata as m
 out = []
-for p in ("flask", "gunicorn", "gevent", "uwsgi", "pyuwsgi"):
+for p in ("flask", "gunicorn", "gevent", "granian", "uwsgi", "pyuwsgi"):
     try:
         out.append(p + " " + m.version(p))
     except Exception:
@@ -281,13 +285,14 @@ def fmt(v, spec=".0f"):
 
 peers = {
     "c10k-sync": ["gunicorn-sync"],
-    "c10k-thread": ["uwsgi-threads", "gunicorn-gthread"],
-    "c10k-gthread": ["uwsgi-threads", "gunicorn-gthread"],
+    "c10k-thread": ["uwsgi-threads", "gunicorn-gthread", "granian-threads"],
+    "c10k-gthread": ["uwsgi-threads", "gunicorn-gthread", "granian-threads"],
     "c10k-async": ["gunicorn-gevent", "uwsgi-gevent"],
     "c10k-py-sync": ["gunicorn-sync"],
-    "c10k-py-thread": ["uwsgi-threads", "gunicorn-gthread"],
-    "c10k-py-gthread": ["uwsgi-threads", "gunicorn-gthread"],
-    "c10k-py-async": ["gunicorn-gevent", "uwsgi-gevent"],
+    "c10k-py-thread": ["uwsgi-threads", "gunicorn-gthread", "granian-threads"],
+    "c10k-py-gthread": ["uwsgi-threads", "gunicorn-gthread", "granian-threads"],
+    # Granian's model too: a Rust event loop with the app on a pool of threads.
+    "c10k-py-async": ["gunicorn-gevent", "uwsgi-gevent", "granian-threads"],
     "c10k-py-gevent": ["gunicorn-gevent", "uwsgi-gevent"],
 }
 print("| c10k class | c10k req/s | peer | peer req/s | c10k / peer | limit of the model | c10k of limit | failed (c10k, peer) |")

@@ -395,6 +395,47 @@ fn django_views_on_mariadb_through_pymysql_run_concurrently() {
     assert!(took < Duration::from_millis(5000), "{took:?}");
 }
 
+/// Django with `CONN_MAX_AGE=60` on MariaDB: each greenlet of a burst of 20 opens its own
+/// connection; once they have sat idle a few seconds they exit and their connections close (the
+/// connection wrapper sits in reference cycles: closed only when the collector runs).
+#[test]
+fn a_bursts_django_connections_close_once_its_greenlets_are_idle() {
+    let Some(venv) = venv() else { return };
+    let Some(url) = mysql_url() else { return };
+    let dir = format!("{}/djangoproj", apps());
+    let db_url = format!("DJANGO_MYSQL_URL={url}");
+    let s = Server::start(&[
+        "-k",
+        "gevent",
+        "-w",
+        "1",
+        "--venv",
+        &venv,
+        "--chdir",
+        &dir,
+        "--env",
+        &db_url,
+        "djangoproj.wsgi:application",
+    ]);
+    let (answers, _) = concurrent(s.addr, "/db-sleep?s=0.3", 20);
+    assert!(answers.iter().all(|r| r.status == 200), "{}", s.log());
+    let open = || -> u32 {
+        get(s.addr, "/db-open")
+            .unwrap()
+            .text()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert!(open() >= 20, "a connection per greenlet of the burst");
+    // The polling keeps one greenlet (and its connection) busy.
+    wait_until(
+        Duration::from_secs(15),
+        "the burst's connections to close",
+        || open() <= 1,
+    );
+}
+
 /// Each step of a streamed body runs in the greenlet that ran the view, so a patched
 /// `threading.local` the view set (Django's database connection, a transaction held open across
 /// yields) is the generator's: 20 bodies at once, each must see only its own view's token. (In
@@ -601,6 +642,25 @@ fn greenlets_are_reused_with_a_fresh_context_per_request() {
     // After a view that raised, the next one still starts clean.
     assert_eq!(get(s.addr, "/boom").unwrap().status, 500);
     assert_eq!(get(s.addr, "/contextvar").unwrap().text(), "unset");
+}
+
+/// A reused greenlet keeps its `threading.local` (Django's persistent database connection lives
+/// there), but one left idle after a burst exits after a few seconds and frees it: a burst of 20
+/// requests must not hold 20 database connections for the worker's life.
+#[test]
+fn idle_greenlets_exit_and_free_their_thread_locals() {
+    let Some(venv) = venv() else { return };
+    let s = serve(&venv, "gevent", "1", &[], "gevent_app:app");
+    let (answers, _) = concurrent(s.addr, "/hold?s=0.3", 20);
+    assert!(answers.iter().all(|r| r.status == 200));
+    let alive = || -> u32 { get(s.addr, "/held").unwrap().text().parse().unwrap() };
+    assert_eq!(alive(), 20, "each of the burst's greenlets keeps its local");
+    // Polling keeps one greenlet busy (last in, first out): the other 19 age out.
+    wait_until(
+        Duration::from_secs(15),
+        "idle greenlets to free their locals",
+        || alive() <= 1,
+    );
 }
 
 /// Thousands of requests wait on the hub at once, each holding its objects while it waits: the

@@ -226,6 +226,41 @@ per_class!(a_body_cut_short_is_answered_400, |class| {
     }
 });
 
+per_class!(
+    an_upload_over_the_limit_is_read_off_so_the_client_sees_413,
+    |class| {
+        // Python's http.client (and requests) sends the whole body before it reads the answer. The
+        // server refuses at the head and lingers; it used to stop draining after 256 KiB and close
+        // with the rest unread, so the kernel's RST cut the upload and the client got
+        // BrokenPipeError instead of the 413 that names --limit-request-body (every time, for a
+        // 20 MB upload over the default 10 MiB).
+        let s = Server::start(&[
+            "-k",
+            class,
+            "--threads",
+            threads(class),
+            "--limit-request-body",
+            "1000000",
+        ]);
+        let body = vec![b'u'; 40 << 20];
+        let mut c = connect(s.addr);
+        c.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let head = format!(
+            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        c.write_all(head.as_bytes()).unwrap();
+        c.write_all(&body)
+            .unwrap_or_else(|e| panic!("the upload was cut: {e}"));
+        let mut answer = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut c, &mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 413 "), "{answer:?}");
+        assert!(answer.contains("--limit-request-body"), "{answer:?}");
+    }
+);
+
 per_class!(corpus, |class| {
     let s = Server::start(&[
         "-k",

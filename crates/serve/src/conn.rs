@@ -40,7 +40,12 @@ pub(crate) struct ConnSettings {
     pub request_timeout: Option<Duration>,
     /// Initial read buffer; it grows on demand up to the head and body limits.
     pub read_buffer: usize,
-    /// How long and how much to read after refusing a request, before closing.
+    /// How long and how much to read after refusing a request, before closing. The bytes must
+    /// cover an upload the client sends whole before it reads the answer (Python's
+    /// `http.client` and `requests` do): with 256 KiB, a 20 MB upload over
+    /// `--limit-request-body` was cut by a RST and the client saw `BrokenPipeError`, never the
+    /// 413 that names the flag. nginx lingers by time alone (`lingering_time`); the bytes here
+    /// bound the CPU one refused client can cost.
     pub linger: Duration,
     pub linger_bytes: usize,
     /// Keep what the access log prints.
@@ -61,7 +66,7 @@ impl ConnSettings {
             request_timeout: c.request_timeout.map(Duration::from_secs_f64),
             read_buffer: 2048,
             linger: Duration::from_secs(1),
-            linger_bytes: 256 * 1024,
+            linger_bytes: 64 * 1024 * 1024,
             log_fields: c.access_log.is_some(),
             uwsgi: crate::uwsgi::UwsgiLimits::from_http(&c.limits()),
             uwsgi_allow_from: c.uwsgi_allow_from.clone(),

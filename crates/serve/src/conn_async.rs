@@ -110,9 +110,7 @@ where
                         };
                         now = Instant::now();
                         if r.is_none() {
-                            if let Some(f) = on_opened.take() {
-                                f();
-                            }
+                            opened(&mut on_opened);
                         }
                         r
                     }
@@ -125,9 +123,7 @@ where
                 }
             }
             Action::Handle(request) => {
-                if let Some(f) = on_opened.take() {
-                    f();
-                }
+                opened(&mut on_opened);
                 let resp = call(handler, request, settings).await;
                 now = Instant::now();
                 on_request();
@@ -155,6 +151,13 @@ where
                 return finish(io, lingering, settings).await;
             }
         }
+    }
+}
+
+/// Calls the `on_opened` hook of [`serve`] if it has not been called yet.
+fn opened(hook: &mut Option<impl FnOnce()>) {
+    if let Some(f) = hook.take() {
+        f();
     }
 }
 
@@ -192,7 +195,7 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
         io.shutdown().await?;
         // On the heap: an array here would live in every connection's future (and be copied
         // with it when the task is spawned), for the few connections that linger.
-        let mut sink = vec![0u8; 4096];
+        let mut sink = vec![0u8; 64 * 1024];
         let deadline = tokio::time::Instant::now() + settings.linger;
         let mut drained = 0usize;
         while drained < settings.linger_bytes {

@@ -257,7 +257,7 @@ fn finish(stream: &mut Stream, lingering: Lingering, settings: &ConnSettings) {
         // Without lingering, the close that follows sends the same FIN (see conn_async).
         let _ = stream.shutdown_write();
         let deadline = Instant::now() + settings.linger;
-        let mut sink = [0u8; 4096];
+        let mut sink = vec![0u8; 64 * 1024];
         let mut drained = 0;
         while drained < settings.linger_bytes {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -225,13 +225,15 @@ enum ChunkState {
     Size,
     /// `left` bytes of chunk data, then CRLF.
     Data { left: usize },
-    /// Expecting trailer fields up to an empty line.
-    Trailers,
+    /// Expecting trailer fields up to an empty line; `seen` bytes of them so far.
+    Trailers { seen: usize },
 }
 
 /// Longest chunk-size line (size plus extensions) accepted.
 const MAX_CHUNK_LINE: usize = 4096;
-/// Longest trailer section accepted.
+/// Longest trailer section accepted, all its lines together (gunicorn caps their number at
+/// `--limit-request-fields`): trailers are dropped, so a longer section is only a way to keep a
+/// request reading past `--limit-request-body`.
 const MAX_TRAILERS: usize = 8192;
 
 /// Turns buffered bytes into complete requests. One per connection.
@@ -919,7 +921,7 @@ fn decode_chunked(
                     ));
                 }
                 *state = if size == 0 {
-                    ChunkState::Trailers
+                    ChunkState::Trailers { seen: 0 }
                 } else {
                     ChunkState::Data {
                         left: size as usize,
@@ -946,11 +948,12 @@ fn decode_chunked(
                 buf.advance(2);
                 *state = ChunkState::Size;
             }
-            ChunkState::Trailers => {
+            ChunkState::Trailers { seen } => {
                 // Trailer fields are read and dropped; the section ends with an empty line.
+                let too_large = || HttpError::new(431, "trailer section too large");
                 let Some(nl) = memchr::memchr(b'\n', buf) else {
-                    if buf.len() > MAX_TRAILERS {
-                        return Err(HttpError::new(431, "trailer section too large"));
+                    if seen + buf.len() > MAX_TRAILERS {
+                        return Err(too_large());
                     }
                     return Ok(false);
                 };
@@ -961,6 +964,11 @@ fn decode_chunked(
                 if !is_trailer_field(&line) {
                     return Err(HttpError::bad("malformed trailer field"));
                 }
+                let seen = seen + line.len();
+                if seen > MAX_TRAILERS {
+                    return Err(too_large());
+                }
+                *state = ChunkState::Trailers { seen };
             }
         }
     }
@@ -1173,8 +1181,12 @@ pub fn encode_head(
     // no body whatever the handler returned (RFC 9112 §6.3): its bytes would be read as the
     // next response on a keep-alive connection. It gets no `Content-Length` either (RFC 9110
     // §8.6: never in a 1xx or 204; in a 304 only the 200's length, which is not known here).
+    // A 205 has no content either, but unlike a 204 it says so: `Content-Length: 0` (RFC 9110
+    // §15.3.6), else the client would read to the close.
+    let reset = resp.status == 205;
     let (length, framing) = match &resp.body {
         _ if no_body => (None, BodyFraming::Empty),
+        _ if reset => (Some(0), BodyFraming::Empty),
         Body::Full(b) => {
             // A HEAD answer may announce the length of the body it would have sent.
             let len = match announced {
@@ -1247,7 +1259,7 @@ pub fn encode_head(
         (Persist::KeepAlive, _) => {}
     }
     out.extend_from_slice(b"\r\n");
-    if head_only || no_body {
+    if head_only || no_body || reset {
         return BodyFraming::Empty;
     }
     if let Body::Full(b) = &resp.body {
@@ -1729,6 +1741,28 @@ mod tests {
     /// Compared with gunicorn 27: it refuses a malformed chunk extension (a bare CR in one
     /// was taken and dropped here, a line-end disagreement with any proxy that splits on CR),
     /// and takes leading zeros in a chunk size (refused here as "invalid chunk size").
+    /// The trailer section is bounded as a whole, not only line by line: 200 short trailer
+    /// fields (11 KB, no line near the bound) were read and dropped without end.
+    #[test]
+    fn a_long_trailer_section_of_short_lines_is_refused() {
+        let raw = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../c10k/tests/requests/invalid/049.http"),
+        )
+        .unwrap();
+        for step in [raw.len(), 1000, 7] {
+            let d = decode_chunks(&Limits::default(), raw.chunks(step));
+            assert!(d.requests.is_empty(), "{step}: {d:?}");
+            assert_eq!(d.refused.map(|(s, _)| s), Some(431), "{step}");
+        }
+        // A few trailers are fine.
+        let ok = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+                   1\r\na\r\n0\r\nX-A: 1\r\nX-B: 2\r\n\r\n";
+        let d = decode_chunks(&Limits::default(), [&ok[..]]);
+        assert!(d.refused.is_none(), "{d:?}");
+        assert_eq!(d.requests.len(), 1);
+    }
+
     #[test]
     fn chunk_extensions_are_checked_and_sizes_may_have_leading_zeros() {
         for ext in [
@@ -2074,6 +2108,30 @@ mod tests {
                     assert!(!s.contains("Transfer-Encoding"), "{status}: {s:?}");
                     assert_eq!(framing, BodyFraming::Empty);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn reset_content_says_it_has_no_content_and_sends_none() {
+        // RFC 9110 §15.3.6: a server MUST NOT generate content in a 205 and must indicate a
+        // zero-length one. A handler's body (a WSGI app answering 205 with the page it would
+        // have shown) used to go out with its length.
+        for streamed in [false, true] {
+            for (minor, head_only) in [(0, false), (1, false), (1, true)] {
+                let mut resp = if streamed {
+                    stream_of(&["abc"])
+                } else {
+                    Response::text(200, "abc")
+                };
+                resp.status = 205;
+                resp.headers.push(("Content-Length".into(), "3".into()));
+                let (s, framing) = encode_stream(resp, minor, head_only);
+                assert!(s.ends_with("\r\n\r\n"), "a body was sent: {s:?}");
+                assert!(!s.contains("abc"), "{s:?}");
+                assert!(s.contains("\r\nContent-Length: 0\r\n"), "{s:?}");
+                assert!(!s.contains("Transfer-Encoding"), "{s:?}");
+                assert_eq!(framing, BodyFraming::Empty);
             }
         }
     }

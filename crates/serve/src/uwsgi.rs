@@ -643,7 +643,10 @@ pub fn encode_head(out: &mut Vec<u8>, resp: &Response, head_only: bool) -> BodyF
         .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| v.trim().parse().ok());
     let no_body = resp.status < 200 || resp.status == 204 || resp.status == 304;
+    // A 205 has no content and says so (RFC 9110 §15.3.6), as over HTTP.
+    let reset = resp.status == 205;
     let (length, framing) = match &resp.body {
+        _ if reset => (Some(0), BodyFraming::Empty),
         Body::Full(b) => {
             // A HEAD answer may announce the length of the body it would have sent.
             let len = match announced {
@@ -691,7 +694,7 @@ pub fn encode_head(out: &mut Vec<u8>, resp: &Response, head_only: bool) -> BodyF
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    if head_only {
+    if head_only || reset {
         return BodyFraming::Empty;
     }
     if let Body::Full(b) = &resp.body {

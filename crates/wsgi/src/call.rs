@@ -412,8 +412,12 @@ fn real_file(py: Python<'_>, fw: &FileWrapper) -> PyResult<Option<(File, u64)>> 
     }
     // SAFETY: dup is a fresh descriptor owned by nobody else.
     let file = unsafe { File::from_raw_fd(dup) };
+    // A regular file that says it is empty may not be: procfs and sysfs files (`/proc/meminfo`,
+    // `/sys/.../uevent`) report a size of 0 and have content when read. Sending `st_size` bytes
+    // of those would answer an empty body, so they (and truly empty files, at no real cost) are
+    // read to their end in Python like any other file-like object.
     match file.metadata() {
-        Ok(m) if m.is_file() => Ok(Some((file, pos))),
+        Ok(m) if m.is_file() && m.len() > 0 => Ok(Some((file, pos))),
         _ => Ok(None),
     }
 }

@@ -43,6 +43,10 @@ struct Inner {
     /// How long pooled `async` requests hold their thread, in nanoseconds: a moving average
     /// over the last few (see [`Capacity::slow`]).
     held_ns: AtomicU64,
+    /// Whether to keep [`Inner::held_ns`]: the accept loop reads it only when the worker has
+    /// siblings to leave connections to, so a lone worker does not read the clock twice per
+    /// request for it.
+    time_held: bool,
 }
 
 /// Requests that hold a pool thread longer than this on average are [slow](Capacity::slow).
@@ -138,6 +142,7 @@ impl WsgiApp {
                 max_in_flight,
                 freed: tokio::sync::Notify::new(),
                 held_ns: AtomicU64::new(0),
+                time_held: info.workers > 1,
             }),
         })
     }
@@ -225,14 +230,16 @@ impl Inner {
         let ticket = self.pool().submit_tracked(
             label,
             Box::new(move |py| {
-                let began = Instant::now();
+                let began = me.time_held.then(Instant::now);
                 let called = call::run_request_isolated(py, &me.state, req);
                 // A streamed body keeps this thread until it is done (see stream.rs).
                 let steps = Steps::new();
                 let resp = call::into_response(called, |first, body| {
                     Box::pin(PoolStream::new(first, body, steps.runner()))
                 });
-                me.held(began.elapsed());
+                if let Some(began) = began {
+                    me.held(began.elapsed());
+                }
                 // Nobody waiting: dropping the answer queues its close() for this thread.
                 let _ = answers.send((tx, resp));
                 steps.serve(py);

@@ -275,12 +275,37 @@ fn check_name(name: &Bound<'_, PyString>) -> PyResult<Name> {
     })
 }
 
+/// A field value is visible characters, latin-1 letters, spaces and tabs (RFC 9110 §5.5, and
+/// gunicorn's `HEADER_VALUE_RE`): a line break would inject a header, and any other control
+/// character (`\x01`, `\x0b`, DEL) makes strict clients and proxies refuse the whole response
+/// (nginx answers 502), so either is the app's `ValueError`, a 500 as in gunicorn. Spaces and
+/// tabs around the value are not part of it (§5.5) and are dropped, as gunicorn does.
 fn check_value(name: &str, value: &Bound<'_, PyString>) -> PyResult<Bytes> {
-    let value = latin1_bytes(value)?;
-    if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+    let mut value = latin1_bytes(value)?;
+    if let Some(&bad) = value
+        .iter()
+        .find(|&&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+    {
+        let what = if matches!(bad, b'\r' | b'\n') {
+            "a line break".to_owned()
+        } else {
+            format!("the control character {bad:#04x}")
+        };
         return Err(PyValueError::new_err(format!(
-            "header {name} has a line break in its value"
+            "header {name} has {what} in its value"
         )));
+    }
+    let is_blank = |b: &u8| matches!(b, b' ' | b'\t');
+    let start = value
+        .iter()
+        .position(|b| !is_blank(b))
+        .unwrap_or(value.len());
+    let end = value
+        .iter()
+        .rposition(|b| !is_blank(b))
+        .map_or(start, |i| i + 1);
+    if start > 0 || end < value.len() {
+        value = value.slice(start..end);
     }
     Ok(value)
 }

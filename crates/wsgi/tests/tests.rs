@@ -311,6 +311,55 @@ fn file_wrapper_reads_real_files_in_rust_and_others_in_python() {
 }
 
 #[test]
+fn file_wrapper_sends_what_a_procfs_file_reads_not_its_zero_size() {
+    // /proc files are regular files whose st_size is 0; sending st_size bytes answered an empty
+    // body (Content-Length: 0) where PEP 3333 wants what iterating the file gives.
+    let app = boot("probe:raw", Wait::Block);
+    let (status, body) = text(block(&app, get("/file?proc=1")));
+    assert_eq!(status, 200);
+    assert!(body.starts_with("Name:"), "not /proc/self/status: {body:?}");
+    assert!(body.contains("\nPid:"), "{body:?}");
+    // Never past the app's Content-Length there either.
+    assert_eq!(
+        text(block(&app, get("/file?proc=1&cl=5"))),
+        (200, "Name:".into())
+    );
+}
+
+#[test]
+fn response_header_values_must_be_field_values_and_are_trimmed() {
+    // A control character other than a tab is not allowed in a field value (RFC 9110 §5.5);
+    // strict clients, and nginx in front, refuse the whole response. gunicorn raises for it, as
+    // for a line break: a 500, and nothing of the value on the wire.
+    let app = boot("probe:raw", Wait::Block);
+    for v in [
+        "a%01b",
+        "a%0Bb",
+        "a%0Cb",
+        "a%7Fb",
+        "a%00b",
+        "a%0D%0AX-Evil:+1",
+    ] {
+        let resp = block(&app, get(&format!("/echo_header?v={v}")));
+        assert_eq!(resp.status, 500, "{v}: {:?}", resp.headers);
+        assert!(resp.header("x-echo").is_none(), "{v}");
+    }
+    // A tab inside is a field value; spaces and tabs around it are not part of it.
+    for (v, sent) in [
+        ("a%09b", &b"a\tb"[..]),
+        ("++padded%09+", b"padded"),
+        ("+in+side+", b"in side"),
+        ("+++", b""),
+        ("caf%C3%A9", b"caf\xe9"),
+    ] {
+        let resp = block(&app, get(&format!("/echo_header?v={v}")));
+        assert_eq!(resp.status, 200, "{v}");
+        let echo = resp.headers.iter().find(|(n, _)| n == "X-Echo");
+        assert_eq!(echo.map(|(_, v)| v.as_ref()), Some(sent), "{v}");
+    }
+}
+
+#[test]
 fn thread_local_state_survives_across_requests() {
     let app = boot("probe:app", Wait::Block);
     let worker = std::thread::spawn(move || {

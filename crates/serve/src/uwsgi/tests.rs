@@ -665,4 +665,14 @@ fn encodes_like_uwsgi() {
         (s.as_str(), framing),
         ("HTTP/1.1 204 No Content\r\n\r\n", BodyFraming::Empty)
     );
+    // A 205 carries no body, and a length of 0 (RFC 9110 §15.3.6).
+    for resp in [
+        Response::text(205, "abc"),
+        Response::new(205).with_stream(stream_of(&["x"])),
+    ] {
+        let (s, framing) = encode(resp, false);
+        assert!(s.starts_with("HTTP/1.1 205 Reset Content\r\n"), "{s:?}");
+        assert!(s.ends_with("\r\nContent-Length: 0\r\n\r\n"), "{s:?}");
+        assert_eq!(framing, BodyFraming::Empty);
+    }
 }

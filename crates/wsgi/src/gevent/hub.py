@@ -16,6 +16,14 @@ Greenlets are reused: one that has finished its job waits in `idle` for the next
 `MAX_IDLE` of them). A new greenlet costs more than its Python objects: CPython 3.11 gives each
 its own 16 KiB frame stack, an mmap and a munmap per greenlet, which made a third of the hub's
 system calls. Each request still starts in an empty `contextvars` context, as in a new greenlet.
+A reused greenlet keeps its (patched) `threading.local` state, as a pool thread does: Django's
+persistent database connection (`CONN_MAX_AGE`) lives there. So that a burst does not leave one
+open connection per greenlet it needed for as long as the worker lives, a greenlet idle for
+`IDLE_TIMEOUT` seconds exits (the idle list is last in, first out, so under a steady load the
+same few greenlets serve and the others age out), and its greenlet-local state is freed with it;
+a garbage collection follows, since a database wrapper sits in reference cycles. (Under
+gunicorn's gevent worker every greenlet ends with its request, and its connection stays open
+until a collection happens to run: one more open connection per request meanwhile.)
 
 The cyclic garbage collector's young generations are widened (`tune_gc`): thousands of requests
 wait here at once, each holding its objects (environ, the framework's request, a timer) for as
@@ -31,6 +39,11 @@ import warnings
 
 # Finished greenlets kept for the next jobs; beyond this many idle ones, they exit.
 MAX_IDLE = 512
+# Seconds an idle greenlet waits for a job before it exits, and how often the hub looks.
+IDLE_TIMEOUT = 5.0
+IDLE_SWEEP = 1.0
+# Sent to an idle greenlet instead of a job: exit.
+EXIT = object()
 
 # CPython's default collection thresholds, and the ones this hub uses instead (see tune_gc).
 DEFAULT_GC_THRESHOLDS = (700, 10, 10)
@@ -120,7 +133,9 @@ def serve(fd, queue, call_type, job_type):
     run_callback = hub.loop.run_callback
     hub_switch = hub.switch
     new_context = contextvars.Context
+    # (greenlet, when it became idle), oldest first.
     idle = []
+    now = hub.loop.now
     # The app, and what to call it through (see python_entry).
     entry = [None, None]
 
@@ -219,11 +234,14 @@ def serve(fd, queue, call_type, job_type):
                 steps(owned)
             if len(idle) >= MAX_IDLE:
                 return
-            idle.append(me)
-            # Back to the hub until `ready` pops this greenlet from `idle` and hands it a job.
-            # Anything else that switches here (a wait of the last job firing late) is ignored.
+            idle.append((me, now()))
+            # Back to the hub until `ready` pops this greenlet from `idle` and hands it a job,
+            # or `sweep` tells it to exit. Anything else that switches here (a wait of the last
+            # job firing late) is ignored.
             job = hub_switch()
             while type(job) is not call_type and type(job) is not job_type:
+                if job is EXIT:
+                    return
                 job = hub_switch()
 
     def throw_if_running(doomed):
@@ -256,7 +274,7 @@ def serve(fd, queue, call_type, job_type):
                 # Its greenlet died (not expected): the step runs in another one.
             g = None
             while idle and g is None:
-                g = idle.pop()
+                g = idle.pop()[0]
                 if g.dead:
                     g = None
             if g is None:
@@ -267,8 +285,35 @@ def serve(fd, queue, call_type, job_type):
             # Raises GreenletExit in it at the next loop iteration; never blocks the hub.
             run_callback(throw_if_running, d)
 
+    # Whether greenlets exited since the last collection, and when that was.
+    garbage = [False, 0.0]
+
+    def sweep():
+        # The oldest idle greenlets are at the front (see IDLE_TIMEOUT).
+        limit = now() - IDLE_TIMEOUT
+        n = 0
+        while n < len(idle) and idle[n][1] < limit:
+            n += 1
+        if n:
+            expired = idle[:n]
+            del idle[:n]
+            for g, _ in expired:
+                if not g.dead:
+                    run_callback(g.switch, EXIT)
+            garbage[0] = True
+        if garbage[0] and now() - garbage[1] >= IDLE_TIMEOUT:
+            # After the expired greenlets have exited (their EXIT callbacks run first): what
+            # their locals held is often in reference cycles (a Django database wrapper is),
+            # which only the collector frees, and a quiet worker allocates nothing that would
+            # run it. A full collection of a Django worker takes some 20-30 ms, so at most one
+            # per IDLE_TIMEOUT.
+            garbage[0], garbage[1] = False, now()
+            run_callback(gc.collect)
+
     watcher = hub.loop.io(fd, 1)
     watcher.start(ready)
+    sweeper = hub.loop.timer(IDLE_SWEEP, IDLE_SWEEP)
+    sweeper.start(sweep)
     while True:
         # The watcher keeps the loop alive; join() returns only if it were stopped.
         hub.join()

@@ -2,7 +2,8 @@
 
 `/fetch?url=...` calls another HTTP server through `requests` (patched sockets yield to the hub);
 `/boom` raises after a cooperative wait; `/patched` says whether the standard library is patched;
-`/greenlet` counts the requests its greenlet has served; `/stream-local?token=` streams what a
+`/greenlet` counts the requests its greenlet has served; `/hold?s=` keeps an object in a
+`threading.local` (as Django keeps its database connection) and waits, `/held` counts those alive; `/stream-local?token=` streams what a
 `threading.local` the view set holds at each step (Django keeps its database connection in
 one); `/contextvar` shows a context variable an
 earlier request set and never reset; `/sleep?s=` waits and `/stacks` lists how much C stack each
@@ -83,6 +84,33 @@ def greenlet_served():
     g = getcurrent()
     g.c10k_served = getattr(g, "c10k_served", 0) + 1
     return str(g.c10k_served)
+
+
+class Held:
+    """Stands for a database connection a view keeps in a `threading.local` (CONN_MAX_AGE)."""
+
+    alive = 0
+
+    def __init__(self):
+        Held.alive += 1
+        # In a reference cycle, as Django's database wrapper is: only the collector frees it.
+        self.me = self
+
+    def __del__(self):
+        Held.alive -= 1
+
+
+@app.route("/hold")
+def hold():
+    if getattr(LOCAL, "held", None) is None:
+        LOCAL.held = Held()
+    time.sleep(float(request.args.get("s", "0.3")))
+    return "held\n"
+
+
+@app.route("/held")
+def held():
+    return str(Held.alive)
 
 
 @app.route("/contextvar")

@@ -160,8 +160,10 @@ def dispatch(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])
         return body()
     if path == "/file":
-        # ?big=1: the file named by $PROBE_BIG_FILE (set with -e); ?cl=N: the app's Content-Length.
-        f = open(os.environ["PROBE_BIG_FILE"] if q.get("big") else __file__, "rb")
+        # ?big=1: the file named by $PROBE_BIG_FILE (set with -e); ?proc=1: a procfs file, whose
+        # size says 0 though it has content; ?cl=N: the app's Content-Length.
+        name = os.environ["PROBE_BIG_FILE"] if q.get("big") else __file__
+        f = open("/proc/self/status" if q.get("proc") else name, "rb")
         f.seek(int(q.get("skip", "0")))
         headers = [("Content-Type", "text/x-python")]
         if "cl" in q:

@@ -7,5 +7,6 @@ urlpatterns = [
     path("notes", views.notes),
     path("notes/stream", views.notes_stream),
     path("db-sleep", views.db_sleep),
+    path("db-open", views.db_open),
     path("fail", views.fail),
 ]

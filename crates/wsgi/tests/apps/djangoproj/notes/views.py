@@ -60,5 +60,20 @@ def db_sleep(request):
     return HttpResponse("slept\n", content_type="text/plain")
 
 
+def db_open(request):
+    """How many PyMySQL connections this worker process holds open (live objects with a socket;
+    the collector is not run, so a connection only garbage holds still counts)."""
+    import gc
+
+    import pymysql
+
+    n = sum(
+        1
+        for o in gc.get_objects()
+        if isinstance(o, pymysql.connections.Connection) and o._sock is not None
+    )
+    return HttpResponse(f"{n}\n", content_type="text/plain")
+
+
 def fail(request):
     raise RuntimeError("django view failed")
