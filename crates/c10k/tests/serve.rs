@@ -207,6 +207,32 @@ per_class!(slow_client_gets_408, |class| {
     assert!(slow.closed());
 });
 
+// A connection whose client never sends a byte is idle, and closed quietly after --keep-alive
+// under every class (gthread waited --header-timeout, 10 s, where the others waited 5).
+per_class!(a_silent_new_connection_closes_after_keep_alive, |class| {
+    let s = Server::start(&[
+        "-k",
+        class,
+        "--threads",
+        threads(class),
+        "--keep-alive",
+        "0.5",
+        "--header-timeout",
+        "10",
+    ]);
+    let mut silent = connect(s.addr);
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = std::io::Read::read(&mut silent, &mut buf).expect("closed before the read timeout");
+    let waited = start.elapsed();
+    assert_eq!(n, 0, "a quiet close, no answer: {:?}", &buf[..n]);
+    assert!(waited >= Duration::from_millis(400), "{waited:?}");
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+});
+
 // A client that shuts down its sending side in the middle of a body is told why (400) under
 // every class; it got a bare close (gunicorn 27 runs the app with the short body).
 per_class!(a_body_cut_short_is_answered_400, |class| {

@@ -462,8 +462,9 @@ pub struct ServeConfig {
           value_parser = at_least_one, help_heading = "Workers"))]
     pub worker_connections: usize,
 
-    /// Seconds an idle keep-alive connection stays open; 0 disables keep-alive.
-    #[cfg_attr(feature = "cli", arg(allow_negative_numbers = true, long, env = "C10K_KEEPALIVE", default_value_t = 5.0, value_parser = seconds,
+    /// Seconds an idle keep-alive connection stays open; 0 disables keep-alive. gunicorn's
+    /// --keep-alive is accepted too.
+    #[cfg_attr(feature = "cli", arg(allow_negative_numbers = true, long, alias = "keep-alive", env = "C10K_KEEPALIVE", default_value_t = 5.0, value_parser = seconds,
           help_heading = "Timeouts"))]
     pub keepalive: f64,
 

@@ -386,7 +386,6 @@ impl Reactor<'_> {
             l.set_nonblocking(true)?;
             super::blocking::set_nodelay(l)?;
         }
-        let first_request = self.settings.header_timeout;
         let n_listeners = self.listeners.len();
         let mut ready = Vec::new();
         self.life.ready();
@@ -431,7 +430,7 @@ impl Reactor<'_> {
                 .context("gthread poller")?;
             for &key in &ready {
                 if key < n_listeners {
-                    self.accept_from(key, first_request, work);
+                    self.accept_from(key, work);
                 } else if let Some((mut conn, _, fresh)) = self.parked.remove(&key) {
                     let _ = self.poller.delete(&conn.conn);
                     if fresh {
@@ -509,7 +508,7 @@ impl Reactor<'_> {
         Ok(())
     }
 
-    fn accept_from(&mut self, index: usize, first_request: Duration, work: &WorkQueue<Work>) {
+    fn accept_from(&mut self, index: usize, work: &WorkQueue<Work>) {
         // Accept what is queued while this worker has room (see `has_room`).
         for _ in 0..64 {
             if !self.has_room() {
@@ -542,10 +541,11 @@ impl Reactor<'_> {
                     let first =
                         match conn_blocking::read_ready(&conn.conn, &mut *conn.machine, false) {
                             Ok(Ok(first)) => first,
-                            Ok(Err(_)) => {
-                                if let Err(e) =
-                                    self.park(conn, Instant::now() + first_request, true)
-                                {
+                            // The machine's deadline: --keepalive for a client that has sent
+                            // nothing yet (as under the other classes; this waited
+                            // --header-timeout), --header-timeout from a head's first byte.
+                            Ok(Err(deadline)) => {
+                                if let Err(e) = self.park(conn, deadline, true) {
                                     tracing::error!("cannot watch a new connection: {e:#}");
                                 }
                                 continue;
@@ -709,7 +709,7 @@ mod tests {
         let mut ready = UnixStream::connect(&path).unwrap();
         ready.write_all(&uwsgi_get()).unwrap();
         let _silent = UnixStream::connect(&path).unwrap();
-        reactor.accept_from(0, Duration::from_secs(5), &work);
+        reactor.accept_from(0, &work);
         let got = work
             .try_pop()
             .expect("the connection with its request went to the pool");
