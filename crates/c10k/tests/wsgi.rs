@@ -928,6 +928,41 @@ fn async_worker_leaves_connections_beyond_its_free_threads_to_a_sibling() {
     }
 }
 
+/// `-k async -w 2 --threads 1`: a worker whose only thread streams a body (its steps run on the
+/// thread that ran the view) counts that thread busy, so new connections go to its sibling
+/// instead of waiting behind the whole body. (Before, the answered request no longer counted:
+/// the worker looked idle and took about every other connection, which then waited ~1.5 s.)
+#[test]
+fn async_worker_streaming_on_every_thread_leaves_new_connections_to_a_sibling() {
+    let s = two_async_workers(1);
+    // Both workers up and knowing this app's requests hold their thread long.
+    slow_requests_at_once(s.addr, 2);
+    slow_requests_at_once(s.addr, 2);
+    let mut stream = Reader::new(connect(s.addr));
+    stream
+        .send(b"GET /stream?n=30&delay=0.05&token=busy HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    // The body's first chunk: the view ran, and its thread now steps the body.
+    let mut first = [0u8; 16];
+    stream.stream.read_exact(&mut first).unwrap();
+    let started = Instant::now();
+    for i in 0..8 {
+        let t = Instant::now();
+        let r = get(s.addr, "/slow?s=0.05").unwrap();
+        assert_eq!(r.text(), "slept");
+        assert!(
+            t.elapsed() < Duration::from_millis(700),
+            "request {i} took {:?}: it waited behind the streamed body",
+            t.elapsed()
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1400),
+        "the body should still be streaming: the test did not exercise the case"
+    );
+    drop(stream);
+}
+
 /// `-k async -w 2 --threads 1`: connections whose clients say nothing count against a worker's
 /// free threads only for a moment, so idle connections on both workers do not make new
 /// connections wait out the deferral (20 ms for about every other one: 30 requests took 0.34 to

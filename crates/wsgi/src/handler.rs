@@ -1,7 +1,7 @@
 //! [`WsgiApp`]: boots the app in a worker process and serves it as a [`Handler`], choosing per
 //! request where Python runs (see the crate documentation).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -38,8 +38,12 @@ struct Inner {
     in_flight: tokio::sync::Semaphore,
     /// `in_flight`'s size.
     max_in_flight: usize,
-    /// Told each time a pooled `async` request is answered (see [`Handler::capacity_freed`]).
+    /// Told each time a pooled `async` request is answered, or a pool thread is done with a
+    /// streamed body (see [`Handler::capacity_freed`]).
     freed: tokio::sync::Notify,
+    /// Pool threads kept by the streamed body of an answered `async` request (see stream.rs):
+    /// busy, though their requests no longer count in `in_flight`.
+    streaming: AtomicUsize,
     /// How long pooled `async` requests hold their thread, in nanoseconds: a moving average
     /// over the last few (see [`Capacity::slow`]).
     held_ns: AtomicU64,
@@ -141,6 +145,7 @@ impl WsgiApp {
                 in_flight: tokio::sync::Semaphore::new(max_in_flight),
                 max_in_flight,
                 freed: tokio::sync::Notify::new(),
+                streaming: AtomicUsize::new(0),
                 held_ns: AtomicU64::new(0),
                 time_held: info.workers > 1,
             }),
@@ -240,9 +245,18 @@ impl Inner {
                 if let Some(began) = began {
                     me.held(began.elapsed());
                 }
+                // Counted busy before the answer frees its place in `in_flight`.
+                let streamed = matches!(resp.body, c10k_http::Body::Stream(_));
+                if streamed {
+                    me.streaming.fetch_add(1, Ordering::AcqRel);
+                }
                 // Nobody waiting: dropping the answer queues its close() for this thread.
                 let _ = answers.send((tx, resp));
                 steps.serve(py);
+                if streamed {
+                    me.streaming.fetch_sub(1, Ordering::AcqRel);
+                    me.freed.notify_one();
+                }
             }),
         );
         let guard = Abandon {
@@ -454,8 +468,9 @@ impl Handler for WsgiApp {
             return None;
         }
         let in_flight = inner.max_in_flight - inner.in_flight.available_permits();
+        let busy = in_flight + inner.streaming.load(Ordering::Acquire);
         Some(Capacity {
-            free: inner.pool_size.saturating_sub(in_flight),
+            free: inner.pool_size.saturating_sub(busy),
             slow: inner.held_ns.load(Ordering::Relaxed) > SLOW.as_nanos() as u64,
         })
     }
