@@ -207,6 +207,40 @@ per_class!(slow_client_gets_408, |class| {
     assert!(slow.closed());
 });
 
+// `--limit-request-body 0` lifts the limit, as nginx's `client_max_body_size 0` and uWSGI's
+// `limit-post 0` do (it refused every body: a 413 "larger than 0 bytes").
+per_class!(limit_request_body_0_takes_any_body, |class| {
+    let s = Server::start(&[
+        "-k",
+        class,
+        "--threads",
+        threads(class),
+        "--limit-request-body",
+        "0",
+    ]);
+    let big = 11 * 1024 * 1024; // over the default 10 MiB
+    for chunked in [false, true] {
+        let mut c = Reader::new(connect(s.addr));
+        let framing = if chunked {
+            "Transfer-Encoding: chunked".to_owned()
+        } else {
+            format!("Content-Length: {big}")
+        };
+        c.send(format!("POST /echo HTTP/1.1\r\nHost: t\r\n{framing}\r\n\r\n").as_bytes())
+            .unwrap();
+        if chunked {
+            c.send(format!("{big:x}\r\n").as_bytes()).unwrap();
+        }
+        c.send(&vec![b'x'; big]).unwrap();
+        if chunked {
+            c.send(b"\r\n0\r\n\r\n").unwrap();
+        }
+        let r = c.response().unwrap();
+        assert_eq!(r.status, 200, "chunked={chunked}: {}", r.text());
+        assert_eq!(r.body.len(), big, "chunked={chunked}");
+    }
+});
+
 // A connection whose client never sends a byte is idle, and closed quietly after --keep-alive
 // under every class (gthread waited --header-timeout, 10 s, where the others waited 5).
 per_class!(a_silent_new_connection_closes_after_keep_alive, |class| {

@@ -497,7 +497,8 @@ pub struct ServeConfig {
           help_heading = "Timeouts"))]
     pub drain_delay: f64,
 
-    /// Largest request body in bytes (413 above it).
+    /// Largest request body in bytes (413 above it); 0 lifts the limit, as nginx's
+    /// client_max_body_size 0 and uWSGI's limit-post 0 do.
     #[cfg_attr(feature = "cli", arg(allow_negative_numbers = true, long, env = "C10K_LIMIT_REQUEST_BODY", default_value_t = 10 * 1024 * 1024,
           help_heading = "Limits"))]
     pub limit_request_body: u64,
@@ -817,7 +818,10 @@ impl ServeConfig {
                 n => n,
             },
             max_field_size: self.limit_request_field_size,
-            max_body: self.limit_request_body,
+            max_body: match self.limit_request_body {
+                0 => u64::MAX,
+                n => n,
+            },
             body_buffer: self.body_buffer_size,
             forwarded_allow: self.forwarded_allow_ips.as_slice().into(),
         }
