@@ -287,6 +287,38 @@ per_class!(thread_local_survives_requests, |class| {
     }
 });
 
+// A streamed body's chunks go out as the app yields them, never held back for the next one
+// (server-sent events): on the view's pool thread the body is pumped ahead of the writer, and a
+// chunk is handed over as soon as it is yielded. `--request-timeout` puts the blocking classes'
+// views on the pool too.
+per_class!(each_chunk_goes_out_as_the_app_yields_it, |class| {
+    let s = probe(class, &["--request-timeout", "30"]);
+    let mut c = connect(s.addr);
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let start = Instant::now();
+    c.write_all(b"GET /stream?n=3&delay=0.4&token=sse HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let mut seen = |want: &str, got: &mut Vec<u8>| -> Duration {
+        while !String::from_utf8_lossy(got).contains(want) {
+            let n = c.read(&mut buf).expect("read");
+            assert!(
+                n > 0,
+                "closed before {want}: {}",
+                String::from_utf8_lossy(got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+        start.elapsed()
+    };
+    let first = seen("chunk0", &mut got);
+    let second = seen("chunk1", &mut got);
+    // chunk0 is yielded at 0.4 s, chunk1 at 0.8 s.
+    assert!(first < Duration::from_millis(700), "chunk0 at {first:?}");
+    assert!(second >= Duration::from_millis(700), "chunk1 at {second:?}");
+});
+
 per_class!(client_disconnect_mid_body_closes_the_iterable, |class| {
     let s = probe(class, &[]);
     let mut c = connect(s.addr);

@@ -20,6 +20,14 @@
 //! database" (SQLite); a generator inside `transaction.atomic()` would have had other requests'
 //! queries run in its transaction. gunicorn's workers iterate the body on the view's thread too.
 //!
+//! On the view's pool thread the body is pumped, not pulled step by step: the thread runs `next()`
+//! one chunk after another and hands each over at once ([`Pump`]), holding up to [`PUMP_BYTES`]
+//! the writer has not taken yet (always at least one chunk), and waits, the GIL released, when
+//! that much is ahead. A step per chunk cost two thread hand-offs per chunk: a body of 100,000
+//! small rows took 0.75 s under `async` against 0.28 s under `gthread` (gunicorn's gthread: 0.34).
+//! A chunk is never held back for the next one, so a body that waits between chunks (server-sent
+//! events) still sends each as soon as the app yields it.
+//!
 //! Either way `close()` is called exactly once: at the end of the body, when the app fails, or when
 //! the server drops the stream early because the client went away.
 
@@ -162,12 +170,91 @@ impl Drop for InlineStream {
 
 type StepResult = (PyBody, Next);
 
+/// How many bytes a [`Pump`] may run ahead of the writer (at least one chunk always goes).
+const PUMP_BYTES: usize = 64 * 1024;
+
+/// What a pump and the stream it feeds share: the bytes handed over and not yet taken, and
+/// whether the stream is gone (its client left; the pump then closes the body).
+#[derive(Default)]
+struct Budget {
+    state: std::sync::Mutex<(usize, bool)>,
+    taken: std::sync::Condvar,
+}
+
+impl Budget {
+    /// Waits until `len` more bytes fit (or nothing is outstanding), then counts them; `false`:
+    /// the stream is gone.
+    fn reserve(&self, len: usize) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while !s.1 && s.0 > 0 && s.0 + len > PUMP_BYTES {
+            s = self.taken.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        if s.1 {
+            return false;
+        }
+        s.0 += len;
+        true
+    }
+
+    fn took(&self, len: usize) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.0 = s.0.saturating_sub(len);
+        drop(s);
+        self.taken.notify_one();
+    }
+
+    fn gone(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.taken.notify_one();
+    }
+}
+
+/// The receiving end of a pumped body, held by its [`PoolStream`].
+struct Pump {
+    rx: tokio::sync::mpsc::UnboundedReceiver<Next>,
+    budget: std::sync::Arc<Budget>,
+}
+
+impl Drop for Pump {
+    fn drop(&mut self) {
+        self.budget.gone();
+    }
+}
+
+/// Runs on the view's pool thread: `next()` until the body ends or its stream is gone, each
+/// chunk handed over as it comes; `close()` at the end either way.
+fn pump(
+    py: Python<'_>,
+    mut body: PyBody,
+    tx: tokio::sync::mpsc::UnboundedSender<Next>,
+    budget: std::sync::Arc<Budget>,
+) {
+    loop {
+        let next = body.next(py);
+        let len = match &next {
+            Next::Chunk(c) => c.len(),
+            Next::End | Next::Failed => {
+                body.close(py);
+                let _ = tx.send(next);
+                return;
+            }
+        };
+        if !py.detach(|| budget.reserve(len)) || tx.send(next).is_err() {
+            // The server dropped the stream (its client went away).
+            body.close(py);
+            return;
+        }
+    }
+}
+
 /// A body pulled on a tokio thread; Python runs on the pool.
 pub(crate) struct PoolStream {
     first: VecDeque<Bytes>,
     /// The body when no step is in flight.
     body: Option<PyBody>,
     step: Option<oneshot::Receiver<StepResult>>,
+    /// Set once the body is pumped on its view's thread ([`Runner::Thread`]).
+    pump: Option<Pump>,
     pool: Runner,
     done: bool,
 }
@@ -178,6 +265,7 @@ impl PoolStream {
             first,
             body: Some(body),
             step: None,
+            pump: None,
             pool,
             done: false,
         }
@@ -203,6 +291,25 @@ impl Stream for PoolStream {
         if this.done {
             return Poll::Ready(None);
         }
+        if let Some(p) = this.pump.as_mut() {
+            return match p.rx.poll_recv(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Some(Next::Chunk(c))) => {
+                    p.budget.took(c.len());
+                    Poll::Ready(Some(Ok(c)))
+                }
+                // The pump closed the body.
+                Poll::Ready(Some(Next::End)) => {
+                    this.done = true;
+                    Poll::Ready(None)
+                }
+                // Failed, or the pump is gone without a word (a panic).
+                Poll::Ready(Some(Next::Failed) | None) => {
+                    this.done = true;
+                    Poll::Ready(Some(Err(failed())))
+                }
+            };
+        }
         if this.step.is_none() {
             let Some(mut body) = this.body.take() else {
                 return Poll::Ready(None);
@@ -211,6 +318,14 @@ impl Stream for PoolStream {
                 let next = body.next_file();
                 this.body = Some(body);
                 return Poll::Ready(this.settle(next));
+            }
+            if matches!(this.pool, Runner::Thread(_)) {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                let budget = std::sync::Arc::new(Budget::default());
+                let b = budget.clone();
+                this.pool.submit(Box::new(move |py| pump(py, body, tx, b)));
+                this.pump = Some(Pump { rx, budget });
+                return self.poll_next(cx);
             }
             let (tx, rx) = oneshot::channel();
             this.pool.submit(Box::new(move |py| {
