@@ -292,7 +292,19 @@ per_class!(thread_local_survives_requests, |class| {
 // chunk is handed over as soon as it is yielded. `--request-timeout` puts the blocking classes'
 // views on the pool too.
 per_class!(each_chunk_goes_out_as_the_app_yields_it, |class| {
-    let s = probe(class, &["--request-timeout", "30"]);
+    chunks_go_out_as_yielded(class, &[]);
+});
+
+#[test]
+fn each_chunk_goes_out_as_the_app_yields_it_under_gevent() {
+    let Some(venv) = venv() else { return };
+    chunks_go_out_as_yielded("gevent", &["--venv", &venv]);
+}
+
+fn chunks_go_out_as_yielded(class: &str, extra: &[&str]) {
+    let mut args = vec!["--request-timeout", "30"];
+    args.extend_from_slice(extra);
+    let s = probe(class, &args);
     let mut c = connect(s.addr);
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let start = Instant::now();
@@ -317,7 +329,7 @@ per_class!(each_chunk_goes_out_as_the_app_yields_it, |class| {
     // chunk0 is yielded at 0.4 s, chunk1 at 0.8 s.
     assert!(first < Duration::from_millis(700), "chunk0 at {first:?}");
     assert!(second >= Duration::from_millis(700), "chunk1 at {second:?}");
-});
+}
 
 per_class!(client_disconnect_mid_body_closes_the_iterable, |class| {
     let s = probe(class, &[]);

@@ -20,19 +20,19 @@
 //! database" (SQLite); a generator inside `transaction.atomic()` would have had other requests'
 //! queries run in its transaction. gunicorn's workers iterate the body on the view's thread too.
 //!
-//! On the view's pool thread the body is pumped, not pulled step by step: the thread runs `next()`
-//! one chunk after another and hands each over at once ([`Pump`]), holding up to [`PUMP_BYTES`]
-//! the writer has not taken yet (always at least one chunk), and waits, the GIL released, when
-//! that much is ahead. A step per chunk cost two thread hand-offs per chunk: a body of 100,000
-//! small rows took 0.75 s under `async` against 0.28 s under `gthread` (gunicorn's gthread: 0.34).
-//! A chunk is never held back for the next one, so a body that waits between chunks (server-sent
-//! events) still sends each as soon as the app yields it.
+//! The body is pumped, not pulled one step per chunk: where the view ran, a job runs `next()` one
+//! chunk after another and hands each over to the writer at once ([`pump`]); when [`PUMP_BYTES`]
+//! are ahead of what the writer has taken, the job stops, and the stream starts the next one when
+//! the writer has taken them all. A step per chunk cost two hand-offs between threads per chunk:
+//! a body of 100,000 small rows took 0.75 s under `async` against 0.28 s under `gthread`
+//! (gunicorn's gthread: 0.34), and 1.09 s under `gevent` (gunicorn's gevent: 0.54). A chunk is
+//! never held back for the next one, so a body that waits between chunks (server-sent events)
+//! still sends each as soon as the app yields it.
 //!
 //! Either way `close()` is called exactly once: at the end of the body, when the app fails, or when
 //! the server drops the stream early because the client went away.
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -40,7 +40,6 @@ use bytes::Bytes;
 use c10k_http::BoxError;
 use futures_core::Stream;
 use pyo3::Python;
-use tokio::sync::oneshot;
 
 use crate::call::{Next, PyBody};
 use crate::gevent::Owner;
@@ -168,67 +167,34 @@ impl Drop for InlineStream {
     }
 }
 
-type StepResult = (PyBody, Next);
-
-/// How many bytes a [`Pump`] may run ahead of the writer (at least one chunk always goes).
+/// How many bytes a pump hands over ahead of the writer before it stops until the writer has
+/// taken them all (a chunk that is yielded always goes at once).
 const PUMP_BYTES: usize = 64 * 1024;
 
-/// What a pump and the stream it feeds share: the bytes handed over and not yet taken, and
-/// whether the stream is gone (its client left; the pump then closes the body).
+/// What a pump job and its [`PoolStream`] share.
 #[derive(Default)]
-struct Budget {
-    state: std::sync::Mutex<(usize, bool)>,
-    taken: std::sync::Condvar,
+struct PumpState {
+    /// Bytes handed over and not yet taken by the writer.
+    ahead: usize,
+    /// The body and its channel while the pump has stopped at [`PUMP_BYTES`]; the stream starts
+    /// the next pump job with them once it has taken everything.
+    parked: Option<(PyBody, Sender)>,
+    /// The stream is gone (its client left): a pump job closes the body.
+    gone: bool,
 }
 
-impl Budget {
-    /// Waits until `len` more bytes fit (or nothing is outstanding), then counts them; `false`:
-    /// the stream is gone.
-    fn reserve(&self, len: usize) -> bool {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        while !s.1 && s.0 > 0 && s.0 + len > PUMP_BYTES {
-            s = self.taken.wait(s).unwrap_or_else(|e| e.into_inner());
-        }
-        if s.1 {
-            return false;
-        }
-        s.0 += len;
-        true
-    }
+type Sender = tokio::sync::mpsc::UnboundedSender<Next>;
+type Shared = std::sync::Arc<std::sync::Mutex<PumpState>>;
 
-    fn took(&self, len: usize) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.0 = s.0.saturating_sub(len);
-        drop(s);
-        self.taken.notify_one();
-    }
-
-    fn gone(&self) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
-        self.taken.notify_one();
-    }
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, PumpState> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The receiving end of a pumped body, held by its [`PoolStream`].
-struct Pump {
-    rx: tokio::sync::mpsc::UnboundedReceiver<Next>,
-    budget: std::sync::Arc<Budget>,
-}
-
-impl Drop for Pump {
-    fn drop(&mut self) {
-        self.budget.gone();
-    }
-}
-
-/// Runs on the view's pool thread: `next()` until the body ends or its stream is gone, each
-/// chunk handed over as it comes; `close()` at the end either way.
-fn pump(
-    py: Python<'_>,
-    mut body: PyBody,
-    tx: tokio::sync::mpsc::UnboundedSender<Next>,
-    budget: std::sync::Arc<Budget>,
-) {
+/// Runs where the view ran: `next()` one chunk after another, each handed over as it comes,
+/// until the body ends (then `close()`), its stream is gone (`close()` too), or [`PUMP_BYTES`]
+/// are ahead of the writer (then it parks the body for the next pump job and returns, leaving
+/// the thread or greenlet free to wait for that job).
+fn pump(py: Python<'_>, mut body: PyBody, tx: Sender, shared: Shared) {
     loop {
         let next = body.next(py);
         let len = match &next {
@@ -239,22 +205,37 @@ fn pump(
                 return;
             }
         };
-        if !py.detach(|| budget.reserve(len)) || tx.send(next).is_err() {
-            // The server dropped the stream (its client went away).
+        // Counted before it is sent, so the writer never takes what is not counted yet.
+        let gone = {
+            let mut s = lock(&shared);
+            s.ahead += len;
+            s.gone
+        };
+        if gone || tx.send(next).is_err() {
             body.close(py);
+            return;
+        }
+        let mut s = lock(&shared);
+        if s.gone {
+            drop(s);
+            body.close(py);
+            return;
+        }
+        if s.ahead >= PUMP_BYTES {
+            s.parked = Some((body, tx));
             return;
         }
     }
 }
 
-/// A body pulled on a tokio thread; Python runs on the pool.
+/// A body pulled on a tokio thread (or a blocking class's connection thread); its Python runs
+/// where the view ran ([`Runner`]), pumped ([`pump`]).
 pub(crate) struct PoolStream {
     first: VecDeque<Bytes>,
-    /// The body when no step is in flight.
+    /// The body until its first pump job starts (or, read from a file, for good).
     body: Option<PyBody>,
-    step: Option<oneshot::Receiver<StepResult>>,
-    /// Set once the body is pumped on its view's thread ([`Runner::Thread`]).
-    pump: Option<Pump>,
+    /// Set once the body is pumped.
+    pumped: Option<(tokio::sync::mpsc::UnboundedReceiver<Next>, Shared)>,
     pool: Runner,
     done: bool,
 }
@@ -264,8 +245,7 @@ impl PoolStream {
         PoolStream {
             first,
             body: Some(body),
-            step: None,
-            pump: None,
+            pumped: None,
             pool,
             done: false,
         }
@@ -277,6 +257,11 @@ impl PoolStream {
                 self.pool.submit(Box::new(move |py| body.close(py)));
             }
         }
+    }
+
+    fn start_pump(&self, body: PyBody, tx: Sender, shared: Shared) {
+        self.pool
+            .submit(Box::new(move |py| pump(py, body, tx, shared)));
     }
 }
 
@@ -291,26 +276,7 @@ impl Stream for PoolStream {
         if this.done {
             return Poll::Ready(None);
         }
-        if let Some(p) = this.pump.as_mut() {
-            return match p.rx.poll_recv(cx) {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(Some(Next::Chunk(c))) => {
-                    p.budget.took(c.len());
-                    Poll::Ready(Some(Ok(c)))
-                }
-                // The pump closed the body.
-                Poll::Ready(Some(Next::End)) => {
-                    this.done = true;
-                    Poll::Ready(None)
-                }
-                // Failed, or the pump is gone without a word (a panic).
-                Poll::Ready(Some(Next::Failed) | None) => {
-                    this.done = true;
-                    Poll::Ready(Some(Err(failed())))
-                }
-            };
-        }
-        if this.step.is_none() {
+        if this.pumped.is_none() {
             let Some(mut body) = this.body.take() else {
                 return Poll::Ready(None);
             };
@@ -319,39 +285,40 @@ impl Stream for PoolStream {
                 this.body = Some(body);
                 return Poll::Ready(this.settle(next));
             }
-            if matches!(this.pool, Runner::Thread(_)) {
-                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-                let budget = std::sync::Arc::new(Budget::default());
-                let b = budget.clone();
-                this.pool.submit(Box::new(move |py| pump(py, body, tx, b)));
-                this.pump = Some(Pump { rx, budget });
-                return self.poll_next(cx);
-            }
-            let (tx, rx) = oneshot::channel();
-            this.pool.submit(Box::new(move |py| {
-                let next = body.next(py);
-                if !matches!(next, Next::Chunk(_)) {
-                    body.close(py);
-                }
-                if let Err((mut body, _)) = tx.send((body, next)) {
-                    // The server dropped the stream meanwhile.
-                    body.close(py);
-                }
-            }));
-            this.step = Some(rx);
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let shared = Shared::default();
+            this.start_pump(body, tx, shared.clone());
+            this.pumped = Some((rx, shared));
         }
-        let Some(rx) = this.step.as_mut() else {
+        let Some((rx, shared)) = this.pumped.as_mut() else {
             return Poll::Ready(None);
         };
-        match Pin::new(rx).poll(cx) {
+        match rx.poll_recv(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok((body, next))) => {
-                this.step = None;
-                this.body = Some(body);
-                Poll::Ready(this.settle(next))
+            Poll::Ready(Some(Next::Chunk(c))) => {
+                let resume = {
+                    let mut s = lock(shared);
+                    s.ahead = s.ahead.saturating_sub(c.len());
+                    if s.ahead == 0 {
+                        s.parked.take()
+                    } else {
+                        None
+                    }
+                };
+                if let Some((body, tx)) = resume {
+                    let shared = shared.clone();
+                    this.start_pump(body, tx, shared);
+                }
+                Poll::Ready(Some(Ok(c)))
             }
-            Poll::Ready(Err(_)) => {
-                this.step = None;
+            // The pump has closed the body.
+            Poll::Ready(Some(Next::End)) => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            // The app failed (the pump closed the body), or the pump is gone without a word
+            // (a panic).
+            Poll::Ready(Some(Next::Failed) | None) => {
                 this.done = true;
                 Poll::Ready(Some(Err(failed())))
             }
@@ -360,6 +327,7 @@ impl Stream for PoolStream {
 }
 
 impl PoolStream {
+    /// A chunk of a body read from a file.
     fn settle(&mut self, next: Next) -> Option<Result<Bytes, BoxError>> {
         match next {
             Next::Chunk(c) => Some(Ok(c)),
@@ -379,7 +347,18 @@ impl PoolStream {
 
 impl Drop for PoolStream {
     fn drop(&mut self) {
-        // A step in flight closes the body itself when its answer finds no receiver.
+        // A pump job that is running closes the body itself when it sees the stream gone; a
+        // parked body is closed here, where the view ran.
+        if let Some((_, shared)) = &self.pumped {
+            let parked = {
+                let mut s = lock(shared);
+                s.gone = true;
+                s.parked.take()
+            };
+            if let Some((mut body, _)) = parked {
+                self.pool.submit(Box::new(move |py| body.close(py)));
+            }
+        }
         self.close_on_pool();
     }
 }
