@@ -118,8 +118,9 @@ def dispatch(environ, start_response):
         n = int(q.get("n", "3"))
         delay = float(q.get("delay", "0"))
         token = q.get("token", "t")
+        size = int(q.get("size", "0"))
         start_response("200 OK", [("Content-Type", "text/plain")])
-        return Tracked(token, [b"chunk%d\n" % i for i in range(n)], delay)
+        return Tracked(token, [(b"chunk%d\n" % i).ljust(size, b".") for i in range(n)], delay)
     if path == "/closed":
         return _text(start_response, str(CLOSED.get(q.get("token", "t"), 0)))
     if path == "/write":
