@@ -362,15 +362,14 @@ fn gevents_warning_about_early_ssl_imports_is_logged() {
     assert!(found, "no gevent warning in the log:\n{log}");
 }
 
-/// A Django view waiting in MariaDB through PyMySQL (pure Python, so its socket is patched): 20
-/// concurrent `SELECT SLEEP(0.5)` on one gevent worker overlap (serial would be 10 s).
-#[test]
-fn django_views_on_mariadb_through_pymysql_run_concurrently() {
-    let Some(venv) = venv() else { return };
-    let Some(url) = mysql_url() else { return };
+/// The test Django project on one gevent worker, its database on the MariaDB that CI starts;
+/// `None` (skip) without the venv or MariaDB.
+fn django_on_mariadb() -> Option<Server> {
+    let venv = venv()?;
+    let url = mysql_url()?;
     let dir = format!("{}/djangoproj", apps());
     let db_url = format!("DJANGO_MYSQL_URL={url}");
-    let s = Server::start(&[
+    Some(Server::start(&[
         "-k",
         "gevent",
         "-w",
@@ -382,7 +381,14 @@ fn django_views_on_mariadb_through_pymysql_run_concurrently() {
         "--env",
         &db_url,
         "djangoproj.wsgi:application",
-    ]);
+    ]))
+}
+
+/// A Django view waiting in MariaDB through PyMySQL (pure Python, so its socket is patched): 20
+/// concurrent `SELECT SLEEP(0.5)` on one gevent worker overlap (serial would be 10 s).
+#[test]
+fn django_views_on_mariadb_through_pymysql_run_concurrently() {
+    let Some(s) = django_on_mariadb() else { return };
     let (answers, took) = concurrent(s.addr, "/db-sleep?s=0.5", 20);
     for r in &answers {
         assert_eq!(
@@ -400,23 +406,7 @@ fn django_views_on_mariadb_through_pymysql_run_concurrently() {
 /// connection wrapper sits in reference cycles: closed only when the collector runs).
 #[test]
 fn a_bursts_django_connections_close_once_its_greenlets_are_idle() {
-    let Some(venv) = venv() else { return };
-    let Some(url) = mysql_url() else { return };
-    let dir = format!("{}/djangoproj", apps());
-    let db_url = format!("DJANGO_MYSQL_URL={url}");
-    let s = Server::start(&[
-        "-k",
-        "gevent",
-        "-w",
-        "1",
-        "--venv",
-        &venv,
-        "--chdir",
-        &dir,
-        "--env",
-        &db_url,
-        "djangoproj.wsgi:application",
-    ]);
+    let Some(s) = django_on_mariadb() else { return };
     let (answers, _) = concurrent(s.addr, "/db-sleep?s=0.3", 20);
     assert!(answers.iter().all(|r| r.status == 200), "{}", s.log());
     let open = || -> u32 {

@@ -334,11 +334,22 @@ fn chunks_go_out_as_yielded(class: &str, extra: &[&str]) {
 per_class!(client_disconnect_mid_body_closes_the_iterable, |class| {
     // Small chunks the app is slow to yield, and big ones it yields at once (under `async` the
     // pump then stops 64 KiB ahead of the writer with the body parked, which the stream closes).
-    for (i, query) in ["n=2000&delay=0.005", "n=500&size=100000"]
-        .iter()
-        .enumerate()
-    {
-        let s = probe(class, &["--request-timeout", "30"]);
+    // Without and with --request-timeout (which puts the blocking classes' views on the pool).
+    let cases = [
+        ("n=2000&delay=0.005", false),
+        ("n=2000&delay=0.005", true),
+        ("n=500&size=100000", false),
+        ("n=500&size=100000", true),
+    ];
+    for (i, (query, pooled)) in cases.iter().enumerate() {
+        let s = probe(
+            class,
+            if *pooled {
+                &["--request-timeout", "30"]
+            } else {
+                &[]
+            },
+        );
         let token = format!("gone{i}");
         let mut c = connect(s.addr);
         c.write_all(
