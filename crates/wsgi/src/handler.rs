@@ -160,6 +160,20 @@ impl WsgiApp {
     }
 }
 
+/// The response of an app called on this pool thread, and, when its body is a stream, the
+/// [`Steps`] this thread must serve until the body is done (see stream.rs). A complete answer
+/// makes no channel and never releases the GIL for one.
+fn streamed_here(called: call::Called) -> (Response, Option<Steps>) {
+    let mut steps = None;
+    let resp = call::into_response(called, |first, body| {
+        let s = Steps::new();
+        let runner = s.runner();
+        steps = Some(s);
+        Box::pin(PoolStream::new(first, body, runner))
+    });
+    (resp, steps)
+}
+
 impl Inner {
     fn pool(&self) -> &Pool {
         self.pool
@@ -195,14 +209,13 @@ impl Inner {
             Box::new(move |py| {
                 let called = call::run_request_isolated(py, &me.state, req);
                 // The body's steps run here, not on the connection's thread (see stream.rs).
-                let steps = Steps::new();
-                let resp = call::into_response(called, |first, body| {
-                    Box::pin(PoolStream::new(first, body, steps.runner()))
-                });
+                let (resp, steps) = streamed_here(called);
                 // Nobody waiting (timed out): dropping the answer queues its close() for this
                 // thread, which runs it in `serve`.
                 let _ = tx.send(resp);
-                steps.serve(py);
+                if let Some(steps) = steps {
+                    steps.serve(py);
+                }
             }),
         );
         match rx.recv_deadline(deadline) {
@@ -238,22 +251,18 @@ impl Inner {
                 let began = me.time_held.then(Instant::now);
                 let called = call::run_request_isolated(py, &me.state, req);
                 // A streamed body keeps this thread until it is done (see stream.rs).
-                let steps = Steps::new();
-                let resp = call::into_response(called, |first, body| {
-                    Box::pin(PoolStream::new(first, body, steps.runner()))
-                });
+                let (resp, steps) = streamed_here(called);
                 if let Some(began) = began {
                     me.held(began.elapsed());
                 }
                 // Counted busy before the answer frees its place in `in_flight`.
-                let streamed = matches!(resp.body, c10k_http::Body::Stream(_));
-                if streamed {
+                if steps.is_some() {
                     me.streaming.fetch_add(1, Ordering::AcqRel);
                 }
                 // Nobody waiting: dropping the answer queues its close() for this thread.
                 let _ = answers.send((tx, resp));
-                steps.serve(py);
-                if streamed {
+                if let Some(steps) = steps {
+                    steps.serve(py);
                     me.streaming.fetch_sub(1, Ordering::AcqRel);
                     me.freed.notify_one();
                 }
