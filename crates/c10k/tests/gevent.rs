@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use util::admin::{admin_addr, admin_json, c10k, wait_until};
 use util::load::{finish_load, steady_load};
-use util::python::{apps, mysql_url, venv};
+use util::python::{apps, mysql_url, venv, wait_closed};
 use util::{connect, get, Resp, Server};
 
 fn serve(venv: &str, class: &str, threads: &str, extra: &[&str], app: &str) -> Server {
@@ -169,15 +169,7 @@ fn a_disconnected_clients_streamed_body_is_closed() {
     let n = c.read(&mut buf).unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     drop(c);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while get(s.addr, "/closed?token=gone").unwrap().text() != "1" {
-        assert!(
-            Instant::now() < deadline,
-            "close() never called:\n{}",
-            s.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_closed(&s, "gone");
     // A whole stream still works, and its steps did not block the hub meanwhile.
     let r = get(s.addr, "/stream?n=3&token=whole").unwrap();
     assert_eq!(r.text(), "chunk0\nchunk1\nchunk2\n");

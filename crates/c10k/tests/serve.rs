@@ -9,8 +9,15 @@ use std::time::{Duration, Instant};
 use util::load::{finish_load, steady_load};
 use util::{concurrent_gets, connect, get, threads, Reader, Server};
 
+/// `c10k serve -k CLASS` with the class's usual thread count, plus `extra`.
+fn start_class(class: &str, extra: &[&str]) -> Server {
+    let mut args = vec!["-k", class, "--threads", threads(class)];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
 per_class!(routes, |class| {
-    let s = Server::start(&["-k", class, "--threads", threads(class)]);
+    let s = start_class(class, &[]);
     let r = get(s.addr, "/").unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "hello\n"));
     let r = get(s.addr, "/?delay=0.05").unwrap();
@@ -37,7 +44,7 @@ per_class!(routes, |class| {
 });
 
 per_class!(keepalive_and_pipelining, |class| {
-    let s = Server::start(&["-k", class, "--threads", threads(class)]);
+    let s = start_class(class, &[]);
     let mut c = Reader::new(connect(s.addr));
     // Two requests in one write: two responses, in order.
     c.send(b"GET /?delay=0.05 HTTP/1.1\r\nHost: t\r\n\r\nGET /missing HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -64,7 +71,7 @@ per_class!(keepalive_and_pipelining, |class| {
 });
 
 per_class!(http10, |class| {
-    let s = Server::start(&["-k", class, "--threads", threads(class)]);
+    let s = start_class(class, &[]);
     let mut c = Reader::new(connect(s.addr));
     c.send(b"GET / HTTP/1.0\r\n\r\n").unwrap();
     let r = c.response().unwrap();
@@ -181,14 +188,7 @@ fn zero_line_and_field_limits_are_gunicorns() {
 }
 
 per_class!(slow_client_gets_408, |class| {
-    let s = Server::start(&[
-        "-k",
-        class,
-        "--threads",
-        threads(class),
-        "--header-timeout",
-        "0.5",
-    ]);
+    let s = start_class(class, &["--header-timeout", "0.5"]);
     let mut slow = Reader::new(connect(s.addr));
     slow.send(b"GET / HTTP/1.1\r\nHost: t\r\nX-Half").unwrap();
     let start = Instant::now();
@@ -210,14 +210,7 @@ per_class!(slow_client_gets_408, |class| {
 // `--limit-request-body 0` lifts the limit, as nginx's `client_max_body_size 0` and uWSGI's
 // `limit-post 0` do (it refused every body: a 413 "larger than 0 bytes").
 per_class!(limit_request_body_0_takes_any_body, |class| {
-    let s = Server::start(&[
-        "-k",
-        class,
-        "--threads",
-        threads(class),
-        "--limit-request-body",
-        "0",
-    ]);
+    let s = start_class(class, &["--limit-request-body", "0"]);
     let big = 11 * 1024 * 1024; // over the default 10 MiB
     for chunked in [false, true] {
         let mut c = Reader::new(connect(s.addr));
@@ -244,16 +237,7 @@ per_class!(limit_request_body_0_takes_any_body, |class| {
 // A connection whose client never sends a byte is idle, and closed quietly after --keep-alive
 // under every class (gthread waited --header-timeout, 10 s, where the others waited 5).
 per_class!(a_silent_new_connection_closes_after_keep_alive, |class| {
-    let s = Server::start(&[
-        "-k",
-        class,
-        "--threads",
-        threads(class),
-        "--keep-alive",
-        "0.5",
-        "--header-timeout",
-        "10",
-    ]);
+    let s = start_class(class, &["--keep-alive", "0.5", "--header-timeout", "10"]);
     let mut silent = connect(s.addr);
     silent
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -270,7 +254,7 @@ per_class!(a_silent_new_connection_closes_after_keep_alive, |class| {
 // A client that shuts down its sending side in the middle of a body is told why (400) under
 // every class; it got a bare close (gunicorn 27 runs the app with the short body).
 per_class!(a_body_cut_short_is_answered_400, |class| {
-    let s = Server::start(&["-k", class, "--threads", threads(class)]);
+    let s = start_class(class, &[]);
     for (framing, body) in [
         ("Content-Length: 10", "hello"),
         ("Transfer-Encoding: chunked", "5\r\nhello\r\n"),
@@ -294,14 +278,7 @@ per_class!(
         // with the rest unread, so the kernel's RST cut the upload and the client got
         // BrokenPipeError instead of the 413 that names --limit-request-body (every time, for a
         // 20 MB upload over the default 10 MiB).
-        let s = Server::start(&[
-            "-k",
-            class,
-            "--threads",
-            threads(class),
-            "--limit-request-body",
-            "1000000",
-        ]);
+        let s = start_class(class, &["--limit-request-body", "1000000"]);
         let body = vec![b'u'; 40 << 20];
         let mut c = connect(s.addr);
         c.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -322,14 +299,7 @@ per_class!(
 );
 
 per_class!(corpus, |class| {
-    let s = Server::start(&[
-        "-k",
-        class,
-        "--threads",
-        threads(class),
-        "--limit-request-body",
-        "1000000",
-    ]);
+    let s = start_class(class, &["--limit-request-body", "1000000"]);
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/requests");
     let mut checked = 0;
     for kind in ["valid", "invalid"] {
@@ -386,7 +356,7 @@ per_class!(corpus, |class| {
 });
 
 per_class!(sigterm_finishes_in_flight, |class| {
-    let mut s = Server::start(&["-k", class, "--threads", threads(class)]);
+    let mut s = start_class(class, &[]);
     let addr = s.addr;
     let in_flight = std::thread::spawn(move || get(addr, "/?delay=0.5"));
     std::thread::sleep(Duration::from_millis(150));
@@ -406,7 +376,7 @@ per_class!(sigterm_finishes_in_flight, |class| {
 // Ctrl-C at a terminal signals the whole process group: the workers must leave SIGINT to the
 // master, whose graceful stop lets the in-flight request finish.
 per_class!(ctrl_c_finishes_in_flight, |class| {
-    let mut s = Server::start(&["-k", class, "--threads", threads(class), "-w", "2"]);
+    let mut s = start_class(class, &["-w", "2"]);
     let addr = s.addr;
     let in_flight = std::thread::spawn(move || get(addr, "/?delay=2"));
     // Time for the request to reach a worker (accepted and handling).
@@ -553,14 +523,7 @@ fn gthread_takes_new_connections_as_threads_free() {
 }
 
 per_class!(request_timeout_504, |class| {
-    let s = Server::start(&[
-        "-k",
-        class,
-        "--threads",
-        threads(class),
-        "--request-timeout",
-        "0.3",
-    ]);
+    let s = start_class(class, &["--request-timeout", "0.3"]);
     let start = Instant::now();
     let r = get(s.addr, "/?delay=5").unwrap();
     assert_eq!(r.status, 504);
@@ -825,16 +788,7 @@ fn unix_socket_bind() {
 // such clients blocked a gthread server completely. With --body-timeout the server answers them
 // 408 and probes are served again.
 per_class!(trickled_bodies_are_cut_at_the_body_timeout, |class| {
-    let s = Server::start(&[
-        "-k",
-        class,
-        "--threads",
-        threads(class),
-        "--body-timeout",
-        "1",
-        "--header-timeout",
-        "10",
-    ]);
+    let s = start_class(class, &["--body-timeout", "1", "--header-timeout", "10"]);
     let slow: Vec<_> = (0..4)
         .map(|_| {
             let addr = s.addr;
@@ -994,14 +948,7 @@ fn rss_kib(pid: u32) -> u64 {
 // serves a few holds no memory for the others (gthread's work queue used to be an array channel
 // of that many slots, written up front: 272 MB here, 2.6 MB per worker at the default).
 per_class!(worker_connections_reserves_no_memory, |class| {
-    let s = Server::start(&[
-        "-k",
-        class,
-        "--threads",
-        threads(class),
-        "--worker-connections",
-        "1000000",
-    ]);
+    let s = start_class(class, &["--worker-connections", "1000000"]);
     for _ in 0..10 {
         assert_eq!(get(s.addr, "/").unwrap().status, 200);
     }

@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use util::python::{apps, mysql_url, venv};
+use util::python::{apps, mysql_url, venv, wait_closed};
 use util::{connect, get, threads, Reader, Resp, Server};
 
 fn probe(class: &str, extra: &[&str]) -> Server {
@@ -360,22 +360,7 @@ per_class!(client_disconnect_mid_body_closes_the_iterable, |class| {
         let n = c.read(&mut buf).unwrap();
         assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
         drop(c);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let closed = get(s.addr, &format!("/closed?token={token}"))
-                .unwrap()
-                .text();
-            if closed == "1" {
-                break;
-            }
-            assert_eq!(closed, "0", "close() called more than once");
-            assert!(
-                Instant::now() < deadline,
-                "close() never called ({query}):\n{}",
-                s.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_closed(&s, &token);
     }
 });
 
@@ -680,38 +665,56 @@ fn flask_stream_with_context_steps_on_the_view_thread() {
     );
 }
 
-per_class!(django_orm_on_sqlite, |class| {
-    let Some(venv) = venv() else { return };
+/// The test Django project under `class` on a fresh SQLite database (migrated at boot); the
+/// directory lives as long as the returned guard.
+fn django_on_sqlite(
+    venv: &str,
+    class: &str,
+    threads: &str,
+    extra: &[&str],
+) -> (Server, tempfile::TempDir) {
     let db = tempfile::tempdir().unwrap();
     let sqlite = format!(
         "DJANGO_SQLITE={}",
         db.path().join("notes.sqlite3").display()
     );
     let dir = format!("{}/djangoproj", apps());
-    let s = Server::start(&[
+    let mut args = vec![
         "-k",
         class,
         "--threads",
-        threads(class),
+        threads,
         "--venv",
-        &venv,
+        venv,
         "--chdir",
         &dir,
         "--env",
         &sqlite,
         "--env",
         "DJANGO_MIGRATE=1",
-        "djangoproj.wsgi:application",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    args.push("djangoproj.wsgi:application");
+    (Server::start(&args), db)
+}
+
+/// POSTs a note to the test Django project; it must answer 201.
+fn post_note(s: &Server, text: &str) {
+    let r = request(
+        s,
+        &format!(
+            "POST /notes HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+            text.len()
+        ),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
+per_class!(django_orm_on_sqlite, |class| {
+    let Some(venv) = venv() else { return };
+    let (s, _db) = django_on_sqlite(&venv, class, threads(class), &[]);
     for text in ["first", "second"] {
-        let r = request(
-            &s,
-            &format!(
-                "POST /notes HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-                text.len()
-            ),
-        );
-        assert_eq!(r.status, 201, "{}", r.text());
+        post_note(&s, text);
     }
     let v = json(&get(s.addr, "/notes").unwrap());
     assert_eq!(v["count"], 2);
@@ -729,44 +732,16 @@ per_class!(django_orm_on_sqlite, |class| {
 #[test]
 fn django_streamed_queryset_stays_on_its_view_thread() {
     let Some(venv) = venv() else { return };
-    let dir = format!("{}/djangoproj", apps());
     for (class, extra) in [
         ("gthread", &["--request-timeout", "30"][..]),
         ("async", &[][..]),
         ("sync", &["--request-timeout", "30"][..]),
     ] {
-        let db = tempfile::tempdir().unwrap();
-        let sqlite = format!(
-            "DJANGO_SQLITE={}",
-            db.path().join("notes.sqlite3").display()
-        );
-        let mut args = vec![
-            "-k",
-            class,
-            "--threads",
-            if class == "sync" { "1" } else { "2" },
-            "--venv",
-            &venv,
-            "--chdir",
-            &dir,
-            "--env",
-            &sqlite,
-            "--env",
-            "DJANGO_MIGRATE=1",
-        ];
-        args.extend_from_slice(extra);
-        args.push("djangoproj.wsgi:application");
-        let s = Server::start(&args);
+        let threads = if class == "sync" { "1" } else { "2" };
+        let (s, _db) = django_on_sqlite(&venv, class, threads, extra);
         let texts: Vec<String> = (0..6).map(|i| format!("n{i}")).collect();
         for text in &texts {
-            let r = request(
-                &s,
-                &format!(
-                    "POST /notes HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-                    text.len()
-                ),
-            );
-            assert_eq!(r.status, 201, "{}", r.text());
+            post_note(&s, text);
         }
         let addr = s.addr;
         // Other requests keep arriving while the bodies stream (each starts by closing its

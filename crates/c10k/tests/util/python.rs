@@ -45,3 +45,24 @@ pub fn mysql_url() -> Option<String> {
         }
     }
 }
+
+/// Waits until the probe app (`probe:app`) says the streamed body of `token` was closed, at most
+/// 20 s; panics if it never was or was closed more than once.
+pub fn wait_closed(s: &super::Server, token: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let closed = super::get(s.addr, &format!("/closed?token={token}"))
+            .expect("/closed answered")
+            .text();
+        if closed == "1" {
+            return;
+        }
+        assert_eq!(closed, "0", "close() called more than once for {token}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "close() never called for {token}:\n{}",
+            s.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
