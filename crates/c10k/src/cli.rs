@@ -16,7 +16,8 @@ use crate::settings::{given, layered, resolve_serve, ConfigFile};
 #[derive(Debug, Parser)]
 #[command(name = "c10k", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
-    /// Log level filter (error, warn, info, debug, trace, or a tracing directive).
+    /// Log level filter (error, warn, info, debug, trace, or a tracing directive); gunicorn's
+    /// warning and critical are warn and error.
     #[arg(long, global = true, env = "C10K_LOG", default_value = "info")]
     log_level: String,
 
@@ -112,11 +113,12 @@ Every flag can also be set as C10K_<FLAG> (C10K_WORKERS=4) or in the --config TO
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
     /// Read settings from this TOML file (keys are the long flag names).
-    #[arg(long, env = "C10K_CONFIG", help_heading = "Config")]
+    #[arg(short, long, env = "C10K_CONFIG", help_heading = "Config")]
     config: Option<PathBuf>,
 
     /// Print the effective configuration as TOML (the database password as ***) and exit.
-    #[arg(long, help_heading = "Config")]
+    /// gunicorn's --print-config is accepted too.
+    #[arg(long, alias = "print-config", help_heading = "Config")]
     check_config: bool,
 
     #[command(flatten)]
@@ -127,6 +129,9 @@ struct ServeArgs {
 
     #[command(flatten)]
     python: PythonArgs,
+
+    #[command(flatten)]
+    gunicorn_only: crate::gunicorn::GunicornOnly,
 }
 
 pub struct Parsed {
@@ -145,9 +150,10 @@ pub fn parse() -> anyhow::Result<Parsed> {
 
 pub fn run(parsed: Parsed) -> anyhow::Result<()> {
     let Parsed { cli, matches } = parsed;
-    init_logging(&cli.log_level, cli.log_format)?;
+    let log_level = gunicorn_level(&cli.log_level);
+    init_logging(&log_level, cli.log_format)?;
     // Worker processes are this binary started again by the master: they read the level here.
-    std::env::set_var("C10K_LOG", &cli.log_level);
+    std::env::set_var("C10K_LOG", &log_level);
     if cli.log_format == LogFormat::Json {
         std::env::set_var("C10K_LOG_FORMAT", "json");
     }
@@ -157,6 +163,21 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
                 .subcommand_matches("serve")
                 .context("serve matches missing")?;
             let usage = |e: c10k_serve::config::ConfigError| UsageError::new(e.to_string());
+            if let Some(refused) = crate::gunicorn::refuse(sub) {
+                return Err(UsageError::new(refused).into());
+            }
+            if let Some(msg) = args
+                .config
+                .as_deref()
+                .and_then(crate::gunicorn::python_config)
+            {
+                return Err(UsageError::new(msg).into());
+            }
+            if !c10k_serve::is_worker_process() {
+                for w in crate::gunicorn::unread_config_warnings(args.config.is_some()) {
+                    tracing::warn!("{w}");
+                }
+            }
             let file = args
                 .config
                 .as_deref()
@@ -164,6 +185,8 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
                 .transpose()
                 .map_err(usage)?;
             if let Some(file) = &file {
+                file.refuse_keys(crate::gunicorn::refuse_key)
+                    .map_err(usage)?;
                 file.check_keys(&[
                     ServeConfig::augment_args(clap::Command::new("serve")),
                     AppArgs::augment_args(clap::Command::new("serve")),
@@ -269,6 +292,16 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         2
     } else {
         1
+    }
+}
+
+/// gunicorn's level names (`--log-level warning`, `critical`) as tracing's; anything else as
+/// given. (A bare `warning` would otherwise be read as a tracing target and show nothing.)
+fn gunicorn_level(level: &str) -> String {
+    match level.to_ascii_lowercase().as_str() {
+        "warning" => "warn".to_owned(),
+        "critical" => "error".to_owned(),
+        _ => level.to_owned(),
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod builtin;
 mod cli;
+mod gunicorn;
 mod python;
 mod settings;
 mod status;

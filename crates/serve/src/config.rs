@@ -597,11 +597,12 @@ pub struct ServeConfig {
     pub log_query_values: bool,
 
     /// Write an access log (Apache combined format plus the request time in µs) to FILE, or
-    /// to standard output with `-`. Off by default.
+    /// to standard output with `-`. Off by default. gunicorn's --access-logfile is accepted too.
     #[cfg_attr(
         feature = "cli",
         arg(
             long,
+            alias = "access-logfile",
             env = "C10K_ACCESS_LOG",
             value_name = "FILE|-",
             help_heading = "Status"
