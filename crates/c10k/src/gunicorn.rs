@@ -27,7 +27,7 @@ const TLS: &str = "c10k serves plain HTTP (and uwsgi); terminate TLS in front of
 const STATSD: &str = "c10k does not send StatsD; its figures are Prometheus metrics on the admin \
                       listener (--admin, GET /metrics) and `c10k status`";
 const RELOAD: &str = "c10k has no file-watching reloader; after deploying new code send SIGHUP \
-                      to the master (kill -HUP $(cat PIDFILE) with --pid PIDFILE): each worker is \
+                      to the master (kill -HUP $(cat FILE) with --pid FILE): each worker is \
                       a fresh process, so the replacements import the new code, one at a time; \
                       for development use your framework's reloader (flask run --debug, \
                       manage.py runserver)";
@@ -231,14 +231,6 @@ const REFUSED: &[Refused] = &[
               UMask=, `umask 022` in the shell or entrypoint before c10k)",
     },
     Refused {
-        long: "pid",
-        short: Some('p'),
-        key: Some("pidfile"),
-        takes_value: true,
-        why: "c10k does not write a pid file; the master's pid is in its `Listening at` log \
-              line and systemd's MainPID",
-    },
-    Refused {
         long: "error-logfile",
         short: None,
         key: Some("errorlog"),
@@ -395,6 +387,7 @@ pub fn refuse_key(key: &str) -> Option<String> {
 /// The settings in gunicorn's config files that c10k has under another name.
 const RENAMED: &[(&str, &str)] = &[
     ("accesslog", "access-log"),
+    ("pidfile", "pid"),
     ("access_logfile", "access-log"),
     ("print_config", "check-config (a flag)"),
     ("loglevel", "log-level (a flag, or C10K_LOG)"),

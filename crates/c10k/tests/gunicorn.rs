@@ -82,6 +82,7 @@ fn gunicorn_only_flags_stop_the_server_naming_the_flag() {
         (&["-u", "www-data"], &["--user: ", "User="]),
         (&["--group", "www-data"], &["--group: "]),
         (&["--umask", "007"], &["--umask: ", "UMask="]),
+        (&["--capture-output"], &["--capture-output: "]),
         (
             &["--access-logformat", "%(h)s %(r)s"],
             &["--access-logformat: "],
@@ -254,4 +255,44 @@ fn unread_gunicorn_configuration_is_warned_about() {
         err.contains("./gunicorn.conf.py is not read by c10k"),
         "{err}"
     );
+}
+
+/// gunicorn's `-p/--pid FILE`: the master's pid while it runs, gone after it stops; a second
+/// server given the same file while the first runs does not start.
+#[test]
+fn pid_file_holds_the_master_while_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run/c10k.pid");
+    std::fs::create_dir(dir.path().join("run")).unwrap();
+    let pidfile = path.to_str().unwrap();
+    let mut s = Server::start(&["-w", "2", "-p", pidfile]);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text, format!("{}\n", s.child.id()));
+    let out = c10k(&["serve", "--bind", "127.0.0.1:0", "--pid", pidfile], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "--pid {pidfile}: c10k is already running as pid {}",
+            s.child.id()
+        )),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "left alone");
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0), "{}", s.log());
+    assert!(!path.exists(), "removed at exit");
+    // A stale file (its process is gone) is replaced; the config file takes gunicorn's
+    // `pidfile` under c10k's name.
+    std::fs::write(&path, "2147483647\n").unwrap();
+    let conf = dir.path().join("c10k.toml");
+    std::fs::write(&conf, format!("pid = {pidfile:?}\n")).unwrap();
+    let mut s = Server::start(&["--config", conf.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        format!("{}\n", s.child.id())
+    );
+    s.signal(libc::SIGINT);
+    assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0), "{}", s.log());
+    assert!(!path.exists());
 }

@@ -610,6 +610,20 @@ pub struct ServeConfig {
     )]
     pub access_log: Option<String>,
 
+    /// Write the master's pid to FILE at start and remove it at exit (gunicorn's -p/--pid); a
+    /// FILE naming a live process stops the start.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            short,
+            long,
+            env = "C10K_PID",
+            value_name = "FILE",
+            help_heading = "Status"
+        )
+    )]
+    pub pid: Option<PathBuf>,
+
     /// Do not record per-request figures (processlist entries, status classes, bytes,
     /// durations); only requests and connections are counted. For measuring their cost.
     #[cfg_attr(
@@ -684,6 +698,7 @@ impl Default for ServeConfig {
             admin_token: None,
             log_query_values: false,
             access_log: None,
+            pid: None,
             no_request_tracking: false,
             health_path: None,
             admin_chosen: false,

@@ -59,6 +59,7 @@ mod conn_async;
 mod conn_blocking;
 mod lazy_io;
 mod master;
+mod pidfile;
 mod sendfile;
 mod stream;
 mod track;
