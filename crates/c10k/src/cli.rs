@@ -9,6 +9,7 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand}
 use c10k_bench::UsageError;
 
 use crate::builtin::AppArgs;
+use crate::logging::LogArgs;
 use crate::python::PythonArgs;
 use crate::settings::{given, layered, resolve_serve, ConfigFile};
 
@@ -131,6 +132,9 @@ struct ServeArgs {
     python: PythonArgs,
 
     #[command(flatten)]
+    log: LogArgs,
+
+    #[command(flatten)]
     gunicorn_only: crate::gunicorn::GunicornOnly,
 }
 
@@ -151,7 +155,10 @@ pub fn parse() -> anyhow::Result<Parsed> {
 pub fn run(parsed: Parsed) -> anyhow::Result<()> {
     let Parsed { cli, matches } = parsed;
     let log_level = gunicorn_level(&cli.log_level);
-    init_logging(&log_level, cli.log_format)?;
+    let json = cli.log_format == LogFormat::Json;
+    if !matches!(cli.command, Command::Serve(_)) {
+        crate::logging::init(&log_level, json, crate::logging::Target::Stderr(true))?;
+    }
     // Worker processes are this binary started again by the master: they read the level here.
     std::env::set_var("C10K_LOG", &log_level);
     if cli.log_format == LogFormat::Json {
@@ -173,11 +180,6 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
             {
                 return Err(UsageError::new(msg).into());
             }
-            if !c10k_serve::is_worker_process() {
-                for w in crate::gunicorn::unread_config_warnings(args.config.is_some()) {
-                    tracing::warn!("{w}");
-                }
-            }
             let file = args
                 .config
                 .as_deref()
@@ -191,8 +193,30 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
                     ServeConfig::augment_args(clap::Command::new("serve")),
                     AppArgs::augment_args(clap::Command::new("serve")),
                     PythonArgs::augment_args(clap::Command::new("serve")),
+                    LogArgs::augment_args(clap::Command::new("serve")),
                 ])
                 .map_err(usage)?;
+            }
+            let log: LogArgs = layered(sub, file.as_ref()).map_err(usage)?;
+            log.validate().map_err(UsageError::new)?;
+            let worker = c10k_serve::is_worker_process();
+            // --check-config only prints: it leaves standard output and error where they are.
+            let target = if args.check_config {
+                crate::logging::Target::Stderr(true)
+            } else {
+                crate::logging::open(&log, worker)?
+            };
+            crate::logging::init(&log_level, json, target)?;
+            if !worker {
+                for w in crate::gunicorn::unread_config_warnings(args.config.is_some()) {
+                    tracing::warn!("{w}");
+                }
+                if log.capture_output && log.error_log.as_deref().unwrap_or("-") == "-" {
+                    tracing::warn!(
+                        "--capture-output without --error-log FILE changes nothing (as in \
+                         gunicorn): the app's output stays on standard output and error"
+                    );
+                }
             }
             let config = resolve_serve(sub, file.as_ref()).map_err(usage)?;
             let mut app: AppArgs = layered(sub, file.as_ref()).map_err(usage)?;
@@ -205,7 +229,7 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
             python.validate().map_err(UsageError::new)?;
             if args.check_config {
                 // For people: the database password is shown as ***.
-                print!("{}{}", config.to_toml(), app.to_toml(true));
+                print!("{}{}{}", config.to_toml(), log.to_toml(), app.to_toml(true));
                 if python.spec().is_some() {
                     print!("{}", python.to_toml());
                 }
@@ -303,18 +327,4 @@ fn gunicorn_level(level: &str) -> String {
         "critical" => "error".to_owned(),
         _ => level.to_owned(),
     }
-}
-
-fn init_logging(filter: &str, format: LogFormat) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .map_err(|e| UsageError::new(format!("--log-level {filter:?}: {e}")))?;
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    match format {
-        LogFormat::Text => fmt.init(),
-        LogFormat::Json => fmt.json().init(),
-    }
-    Ok(())
 }

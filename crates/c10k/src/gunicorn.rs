@@ -36,7 +36,7 @@ const USER: &str = "c10k does not switch user; start it as the user instead (sys
                     activation (deploy/systemd/c10k.socket) or AmbientCapabilities=\
                     CAP_NET_BIND_SERVICE";
 const LOGGING: &str = "c10k's log is text or JSON lines (--log-format json), on standard error \
-                       or in --error-logfile FILE; under systemd it reaches the journal (and \
+                       or in --error-log FILE; under systemd it reaches the journal (and \
                        syslog through it); a Python logging config is not read";
 
 const REFUSED: &[Refused] = &[
@@ -231,30 +231,6 @@ const REFUSED: &[Refused] = &[
               UMask=, `umask 022` in the shell or entrypoint before c10k)",
     },
     Refused {
-        long: "error-logfile",
-        short: None,
-        key: Some("errorlog"),
-        takes_value: true,
-        why: "c10k logs to standard error; redirect it (2>>FILE) or let systemd or Docker \
-              collect it",
-    },
-    Refused {
-        long: "log-file",
-        short: None,
-        key: None,
-        takes_value: true,
-        why: "c10k logs to standard error; redirect it (2>>FILE) or let systemd or Docker \
-              collect it",
-    },
-    Refused {
-        long: "capture-output",
-        short: None,
-        key: None,
-        takes_value: false,
-        why: "c10k does not redirect the app's standard output; print() goes to c10k's own \
-              standard output",
-    },
-    Refused {
         long: "access-logformat",
         short: None,
         key: Some("access_log_format"),
@@ -388,6 +364,9 @@ pub fn refuse_key(key: &str) -> Option<String> {
 const RENAMED: &[(&str, &str)] = &[
     ("accesslog", "access-log"),
     ("pidfile", "pid"),
+    ("errorlog", "error-log"),
+    ("error_logfile", "error-log"),
+    ("log_file", "error-log"),
     ("access_logfile", "access-log"),
     ("print_config", "check-config (a flag)"),
     ("loglevel", "log-level (a flag, or C10K_LOG)"),

@@ -3,6 +3,7 @@
 mod builtin;
 mod cli;
 mod gunicorn;
+mod logging;
 mod python;
 mod settings;
 mod status;

@@ -82,7 +82,6 @@ fn gunicorn_only_flags_stop_the_server_naming_the_flag() {
         (&["-u", "www-data"], &["--user: ", "User="]),
         (&["--group", "www-data"], &["--group: "]),
         (&["--umask", "007"], &["--umask: ", "UMask="]),
-        (&["--capture-output"], &["--capture-output: "]),
         (
             &["--access-logformat", "%(h)s %(r)s"],
             &["--access-logformat: "],
@@ -295,4 +294,145 @@ fn pid_file_holds_the_master_while_it_runs() {
     s.signal(libc::SIGINT);
     assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0), "{}", s.log());
     assert!(!path.exists());
+}
+
+/// A WSGI app that writes to each of its outputs, at import and in its view.
+#[cfg(feature = "python")]
+const PRINTING_APP: &str = r#"
+import sys
+print("stdout at import", flush=True)
+def app(environ, start_response):
+    print("stdout in view", flush=True)
+    sys.stderr.write("stderr in view\n")
+    sys.stderr.flush()
+    environ["wsgi.errors"].write("wsgi.errors in view\n")
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+"#;
+
+/// Starts `c10k serve ARGS printing_app:app` from `dir` with its standard output and error in
+/// `dir/stdout` and `dir/stderr`, asks `/` once, stops it and returns (stdout, stderr, the
+/// file `log` in `dir`).
+#[cfg(feature = "python")]
+fn run_printing_app(dir: &std::path::Path, args: &[&str]) -> (String, String, String) {
+    std::fs::write(dir.join("printing_app.py"), PRINTING_APP).unwrap();
+    let log = dir.join("log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--admin",
+            "off",
+            "-w",
+            "2",
+        ])
+        .args(["--pythonpath", dir.to_str().unwrap()])
+        .args(args)
+        .arg("printing_app:app")
+        .current_dir(dir)
+        .env("C10K_LOG", "info")
+        .env(
+            "VIRTUAL_ENV",
+            std::env::var("C10K_TEST_VENV").unwrap_or_default(),
+        )
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(dir.join("stdout")).unwrap())
+        .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+    let all = || format!("{}{}{}", read("log"), read("stderr"), read("stdout"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let addr = loop {
+        let text = all();
+        let found = text
+            .split("Listening at: http://")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next()?.parse().ok());
+        if let (Some(addr), 2) = (found, text.matches("stdout at import").count()) {
+            break addr;
+        }
+        assert!(Instant::now() < deadline, "no start: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let r = get(addr, "/").unwrap();
+    assert_eq!(r.status, 200, "{}", all());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !all().contains("wsgi.errors in view") || !all().contains("stderr in view") {
+        assert!(Instant::now() < deadline, "no view output: {}", all());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success(), "{}", all());
+    let _ = log;
+    (read("stdout"), read("stderr"), read("log"))
+}
+
+/// gunicorn's `--error-logfile FILE`: the server's log (wsgi.errors included) goes to FILE, from
+/// the master and every worker; what the app prints stays on standard output and error.
+#[cfg(feature = "python")]
+#[test]
+fn error_logfile_takes_the_servers_log() {
+    if util::python::venv().is_none() {
+        return;
+    }
+    for flag in ["--error-logfile", "--log-file", "--error-log"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (stdout, stderr, log) = run_printing_app(dir.path(), &[flag, "log"]);
+        for needle in [
+            "Listening at",
+            "Booting worker",
+            "wsgi.errors in view",
+            "stopped",
+        ] {
+            assert!(
+                log.contains(needle),
+                "{flag}: {needle:?} not in the log: {log}"
+            );
+        }
+        assert!(!log.contains('\x1b'), "no colour codes in a file: {log}");
+        assert!(!stderr.contains("Listening at"), "{flag}: {stderr}");
+        assert!(stderr.contains("stderr in view"), "{flag}: {stderr}");
+        assert_eq!(stdout.matches("stdout at import").count(), 2, "{stdout}");
+        assert!(stdout.contains("stdout in view"), "{stdout}");
+        assert!(!log.contains("stdout in view"), "{log}");
+    }
+}
+
+/// gunicorn's `--capture-output`: with an error log file, the app's standard output and error
+/// (print(), sys.stderr) land in it too, from every worker.
+#[cfg(feature = "python")]
+#[test]
+fn capture_output_sends_the_apps_output_to_the_error_log() {
+    if util::python::venv().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (stdout, stderr, log) =
+        run_printing_app(dir.path(), &["--error-logfile", "log", "--capture-output"]);
+    assert_eq!(log.matches("stdout at import").count(), 2, "{log}");
+    for needle in [
+        "Listening at",
+        "Booting worker",
+        "stdout in view",
+        "stderr in view",
+        "wsgi.errors in view",
+        "stopped",
+    ] {
+        assert!(log.contains(needle), "{needle:?} not in the log: {log}");
+    }
+    assert!(!log.contains('\x1b'), "no colour codes in a file: {log}");
+    assert_eq!(stdout, "");
+    assert_eq!(stderr, "");
+    // Without a file it changes nothing, as in gunicorn, and says so.
+    let dir = tempfile::tempdir().unwrap();
+    let (stdout, stderr, _) = run_printing_app(dir.path(), &["--capture-output"]);
+    assert!(stdout.contains("stdout in view"), "{stdout}");
+    assert!(
+        stderr.contains("--capture-output without --error-log FILE changes nothing"),
+        "{stderr}"
+    );
 }
