@@ -231,15 +231,6 @@ const REFUSED: &[Refused] = &[
               UMask=, `umask 022` in the shell or entrypoint before c10k)",
     },
     Refused {
-        long: "access-logformat",
-        short: None,
-        key: Some("access_log_format"),
-        takes_value: true,
-        why: "c10k's --access-log writes Apache's combined format plus the request time in \
-              microseconds (%h %l %u %t \"%r\" %s %b \"%(f)s\" \"%(a)s\" %D), which cannot be \
-              changed",
-    },
-    Refused {
         long: "log-config",
         short: None,
         key: Some("logconfig"),

@@ -82,10 +82,6 @@ fn gunicorn_only_flags_stop_the_server_naming_the_flag() {
         (&["-u", "www-data"], &["--user: ", "User="]),
         (&["--group", "www-data"], &["--group: "]),
         (&["--umask", "007"], &["--umask: ", "UMask="]),
-        (
-            &["--access-logformat", "%(h)s %(r)s"],
-            &["--access-logformat: "],
-        ),
         (&["--log-config", "logging.conf"], &["--log-config: "]),
         (&["-n", "myapp"], &["--name: "]),
     ] {
@@ -434,5 +430,53 @@ fn capture_output_sends_the_apps_output_to_the_error_log() {
     assert!(
         stderr.contains("--capture-output without --error-log FILE changes nothing"),
         "{stderr}"
+    );
+}
+
+/// gunicorn's `--access-logformat`, with a request header atom (the client address a proxy
+/// reports), under every worker class; without an access log it is refused, not ignored.
+#[test]
+fn access_logformat_takes_gunicorns_atoms() {
+    for class in ["sync", "thread", "gthread", "async"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let s = Server::start(&[
+            "-k",
+            class,
+            "--access-logfile",
+            path.to_str().unwrap(),
+            "--access-logformat",
+            "%({x-forwarded-for}i)s %(h)s %(l)s \"%(r)s\" %(s)s %(b)s %(m)s %(U)s %(q)s %(H)s \
+             \"%(a)s\" %({x-missing}i)s %(zz)s",
+        ]);
+        let mut c = util::Reader::new(util::connect(s.addr));
+        c.send(
+            b"GET /?delay=0&token=s3cret HTTP/1.1\r\nHost: h\r\nUser-Agent: t/1\r\n\
+              X-Forwarded-For: 203.0.113.9\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(c.response().unwrap().status, 200);
+        let want = "203.0.113.9 127.0.0.1 - \"GET /?delay=0&token=*** HTTP/1.1\" 200 6 GET / \
+                    delay=0&token=*** HTTP/1.1 \"t/1\" - -\n";
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = std::fs::read_to_string(&path).unwrap_or_default();
+            // The start-up probe's line first ("GET / HTTP/1.1", no header: -).
+            if let Some(line) = log.split_inclusive('\n').find(|l| l.contains("token")) {
+                assert_eq!(line, want, "{class}");
+                assert!(
+                    log.starts_with("- 127.0.0.1 - \"GET / HTTP/1.1\" 200"),
+                    "{log}"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "{class}: no access log line");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let err = refused(&["--access-logformat", "%(h)s"], &[]);
+    assert!(
+        err.contains("--access-log-format: needs --access-log FILE"),
+        "{err}"
     );
 }

@@ -610,6 +610,22 @@ pub struct ServeConfig {
     )]
     pub access_log: Option<String>,
 
+    /// The access log's line in gunicorn's atoms instead of the combined format, e.g.
+    /// '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(L)s
+    /// %({x-forwarded-for}i)s'. Atoms: h l u t r m U q H s B b f a T M D L p, {header}i; u, and
+    /// {name}o, {name}e and unknown atoms print -. gunicorn's --access-logformat is accepted too.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            alias = "access-logformat",
+            env = "C10K_ACCESS_LOG_FORMAT",
+            value_name = "FORMAT",
+            help_heading = "Status"
+        )
+    )]
+    pub access_log_format: Option<String>,
+
     /// Write the master's pid to FILE at start and remove it at exit (gunicorn's -p/--pid); a
     /// FILE naming a live process stops the start.
     #[cfg_attr(
@@ -698,6 +714,7 @@ impl Default for ServeConfig {
             admin_token: None,
             log_query_values: false,
             access_log: None,
+            access_log_format: None,
             pid: None,
             no_request_tracking: false,
             health_path: None,
@@ -792,6 +809,12 @@ impl ServeConfig {
             if !any_port && self.bind.iter().any(|b| &b.addr == addr) {
                 return bad("--admin", "must not be one of the --bind addresses");
             }
+        }
+        if self.access_log_format.is_some() && self.access_log.is_none() {
+            return bad(
+                "--access-log-format",
+                "needs --access-log FILE (or - for standard output) to write to",
+            );
         }
         if self.access_log.as_deref() == Some("") {
             return bad(

@@ -52,6 +52,7 @@ pub mod status;
 pub mod sys;
 pub mod uwsgi;
 
+mod access_format;
 mod activation;
 mod allow;
 mod conn;
