@@ -9,6 +9,7 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand}
 use c10k_bench::UsageError;
 
 use crate::builtin::AppArgs;
+use crate::logging::LogArgs;
 use crate::python::PythonArgs;
 use crate::settings::{given, layered, resolve_serve, ConfigFile};
 
@@ -16,7 +17,8 @@ use crate::settings::{given, layered, resolve_serve, ConfigFile};
 #[derive(Debug, Parser)]
 #[command(name = "c10k", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
-    /// Log level filter (error, warn, info, debug, trace, or a tracing directive).
+    /// Log level filter (error, warn, info, debug, trace, or a tracing directive); gunicorn's
+    /// warning and critical are warn and error.
     #[arg(long, global = true, env = "C10K_LOG", default_value = "info")]
     log_level: String,
 
@@ -112,11 +114,12 @@ Every flag can also be set as C10K_<FLAG> (C10K_WORKERS=4) or in the --config TO
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
     /// Read settings from this TOML file (keys are the long flag names).
-    #[arg(long, env = "C10K_CONFIG", help_heading = "Config")]
+    #[arg(short, long, env = "C10K_CONFIG", help_heading = "Config")]
     config: Option<PathBuf>,
 
     /// Print the effective configuration as TOML (the database password as ***) and exit.
-    #[arg(long, help_heading = "Config")]
+    /// gunicorn's --print-config is accepted too.
+    #[arg(long, alias = "print-config", help_heading = "Config")]
     check_config: bool,
 
     #[command(flatten)]
@@ -127,6 +130,12 @@ struct ServeArgs {
 
     #[command(flatten)]
     python: PythonArgs,
+
+    #[command(flatten)]
+    log: LogArgs,
+
+    #[command(flatten)]
+    gunicorn_only: crate::gunicorn::GunicornOnly,
 }
 
 pub struct Parsed {
@@ -145,9 +154,13 @@ pub fn parse() -> anyhow::Result<Parsed> {
 
 pub fn run(parsed: Parsed) -> anyhow::Result<()> {
     let Parsed { cli, matches } = parsed;
-    init_logging(&cli.log_level, cli.log_format)?;
+    let log_level = gunicorn_level(&cli.log_level);
+    let json = cli.log_format == LogFormat::Json;
+    if !matches!(cli.command, Command::Serve(_)) {
+        crate::logging::init(&log_level, json, crate::logging::Target::Stderr(true))?;
+    }
     // Worker processes are this binary started again by the master: they read the level here.
-    std::env::set_var("C10K_LOG", &cli.log_level);
+    std::env::set_var("C10K_LOG", &log_level);
     if cli.log_format == LogFormat::Json {
         std::env::set_var("C10K_LOG_FORMAT", "json");
     }
@@ -157,6 +170,16 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
                 .subcommand_matches("serve")
                 .context("serve matches missing")?;
             let usage = |e: c10k_serve::config::ConfigError| UsageError::new(e.to_string());
+            if let Some(refused) = crate::gunicorn::refuse(sub) {
+                return Err(UsageError::new(refused).into());
+            }
+            if let Some(msg) = args
+                .config
+                .as_deref()
+                .and_then(crate::gunicorn::python_config)
+            {
+                return Err(UsageError::new(msg).into());
+            }
             let file = args
                 .config
                 .as_deref()
@@ -164,12 +187,36 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
                 .transpose()
                 .map_err(usage)?;
             if let Some(file) = &file {
+                file.refuse_keys(crate::gunicorn::refuse_key)
+                    .map_err(usage)?;
                 file.check_keys(&[
                     ServeConfig::augment_args(clap::Command::new("serve")),
                     AppArgs::augment_args(clap::Command::new("serve")),
                     PythonArgs::augment_args(clap::Command::new("serve")),
+                    LogArgs::augment_args(clap::Command::new("serve")),
                 ])
                 .map_err(usage)?;
+            }
+            let log: LogArgs = layered(sub, file.as_ref()).map_err(usage)?;
+            log.validate().map_err(UsageError::new)?;
+            let worker = c10k_serve::is_worker_process();
+            // --check-config only prints: it leaves standard output and error where they are.
+            let target = if args.check_config {
+                crate::logging::Target::Stderr(true)
+            } else {
+                crate::logging::open(&log, worker)?
+            };
+            crate::logging::init(&log_level, json, target)?;
+            if !worker {
+                for w in crate::gunicorn::unread_config_warnings(args.config.is_some()) {
+                    tracing::warn!("{w}");
+                }
+                if log.capture_output && log.error_log.as_deref().unwrap_or("-") == "-" {
+                    tracing::warn!(
+                        "--capture-output without --error-log FILE changes nothing (as in \
+                         gunicorn): the app's output stays on standard output and error"
+                    );
+                }
             }
             let config = resolve_serve(sub, file.as_ref()).map_err(usage)?;
             let mut app: AppArgs = layered(sub, file.as_ref()).map_err(usage)?;
@@ -182,7 +229,7 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
             python.validate().map_err(UsageError::new)?;
             if args.check_config {
                 // For people: the database password is shown as ***.
-                print!("{}{}", config.to_toml(), app.to_toml(true));
+                print!("{}{}{}", config.to_toml(), log.to_toml(), app.to_toml(true));
                 if python.spec().is_some() {
                     print!("{}", python.to_toml());
                 }
@@ -272,16 +319,12 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     }
 }
 
-fn init_logging(filter: &str, format: LogFormat) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .map_err(|e| UsageError::new(format!("--log-level {filter:?}: {e}")))?;
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    match format {
-        LogFormat::Text => fmt.init(),
-        LogFormat::Json => fmt.json().init(),
+/// gunicorn's level names (`--log-level warning`, `critical`) as tracing's; anything else as
+/// given. (A bare `warning` would otherwise be read as a tracing target and show nothing.)
+fn gunicorn_level(level: &str) -> String {
+    match level.to_ascii_lowercase().as_str() {
+        "warning" => "warn".to_owned(),
+        "critical" => "error".to_owned(),
+        _ => level.to_owned(),
     }
-    Ok(())
 }

@@ -2,6 +2,8 @@
 
 mod builtin;
 mod cli;
+mod gunicorn;
+mod logging;
 mod python;
 mod settings;
 mod status;

@@ -100,10 +100,24 @@ impl ConfigFile {
                 .iter()
                 .any(|c| c.get_arguments().any(|a| a.get_id() == id.as_str()))
             {
-                return Err(self.error(format!("{}: unknown key", self.place(key))));
+                let hint = match crate::gunicorn::renamed(key) {
+                    Some(name) => format!(" (gunicorn's name; c10k's is `{name}`)"),
+                    None => String::new(),
+                };
+                return Err(self.error(format!("{}: unknown key{hint}", self.place(key))));
             }
         }
         Ok(())
+    }
+
+    /// Refuses the first key (in file order) that `refused` has a message for.
+    pub fn refuse_keys(&self, refused: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let mut keys: Vec<&String> = self.table.keys().collect();
+        keys.sort_by_key(|k| self.lines.get(*k));
+        match keys.into_iter().find_map(|k| Some((k, refused(k)?))) {
+            Some((key, why)) => Err(self.error(format!("{}: {why}", self.place(key)))),
+            None => Ok(()),
+        }
     }
 
     pub fn contains(&self, id: &str) -> bool {
@@ -164,6 +178,25 @@ pub fn given(matches: &ArgMatches, id: &str) -> bool {
     )
 }
 
+/// `WEB_CONCURRENCY`, which gunicorn (and Heroku, Render, Dokku, which set it) take as the
+/// default of `--workers`: a flag, `C10K_WORKERS` or a file's `workers` wins over it.
+fn web_concurrency() -> Result<Option<usize>, ConfigError> {
+    let Some(v) = std::env::var_os("WEB_CONCURRENCY") else {
+        return Ok(None);
+    };
+    let v = v.to_string_lossy();
+    match v.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(Some(n)),
+        _ => Err(ConfigError::Invalid {
+            flag: "WEB_CONCURRENCY",
+            message: format!(
+                "{v:?} is not a whole number ≥ 1 (c10k reads it as the default of --workers, \
+                 as gunicorn does; unset it or give --workers)"
+            ),
+        }),
+    }
+}
+
 /// Builds the effective config from parsed command-line/env matches and an optional TOML
 /// file whose keys must all be the server's (the tests' way in; `c10k serve` shares its file
 /// with the application's settings and calls [`resolve_serve`]).
@@ -183,6 +216,11 @@ pub fn resolve_serve(
     file: Option<&ConfigFile>,
 ) -> Result<ServeConfig, ConfigError> {
     let mut config: ServeConfig = layered(matches, file)?;
+    if !given(matches, "workers") && !file.is_some_and(|f| f.contains("workers")) {
+        if let Some(n) = web_concurrency()? {
+            config.workers = n;
+        }
+    }
     config.admin_chosen = given(matches, "admin") || file.is_some_and(|f| f.contains("admin"));
     config.bind_chosen = given(matches, "bind") || file.is_some_and(|f| f.contains("bind"));
     if given(matches, "admin_token") {

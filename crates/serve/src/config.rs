@@ -597,17 +597,48 @@ pub struct ServeConfig {
     pub log_query_values: bool,
 
     /// Write an access log (Apache combined format plus the request time in µs) to FILE, or
-    /// to standard output with `-`. Off by default.
+    /// to standard output with `-`. Off by default. gunicorn's --access-logfile is accepted too.
     #[cfg_attr(
         feature = "cli",
         arg(
             long,
+            alias = "access-logfile",
             env = "C10K_ACCESS_LOG",
             value_name = "FILE|-",
             help_heading = "Status"
         )
     )]
     pub access_log: Option<String>,
+
+    /// The access log's line in gunicorn's atoms instead of the combined format, e.g.
+    /// '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(L)s
+    /// %({x-forwarded-for}i)s'. Atoms: h l u t r m U q H s B b f a T M D L p, {header}i; u, and
+    /// {name}o, {name}e and unknown atoms print -. gunicorn's --access-logformat is accepted too.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            alias = "access-logformat",
+            env = "C10K_ACCESS_LOG_FORMAT",
+            value_name = "FORMAT",
+            help_heading = "Status"
+        )
+    )]
+    pub access_log_format: Option<String>,
+
+    /// Write the master's pid to FILE at start and remove it at exit (gunicorn's -p/--pid); a
+    /// FILE naming a live process stops the start.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            short,
+            long,
+            env = "C10K_PID",
+            value_name = "FILE",
+            help_heading = "Status"
+        )
+    )]
+    pub pid: Option<PathBuf>,
 
     /// Do not record per-request figures (processlist entries, status classes, bytes,
     /// durations); only requests and connections are counted. For measuring their cost.
@@ -683,6 +714,8 @@ impl Default for ServeConfig {
             admin_token: None,
             log_query_values: false,
             access_log: None,
+            access_log_format: None,
+            pid: None,
             no_request_tracking: false,
             health_path: None,
             admin_chosen: false,
@@ -776,6 +809,12 @@ impl ServeConfig {
             if !any_port && self.bind.iter().any(|b| &b.addr == addr) {
                 return bad("--admin", "must not be one of the --bind addresses");
             }
+        }
+        if self.access_log_format.is_some() && self.access_log.is_none() {
+            return bad(
+                "--access-log-format",
+                "needs --access-log FILE (or - for standard output) to write to",
+            );
         }
         if self.access_log.as_deref() == Some("") {
             return bad(

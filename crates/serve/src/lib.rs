@@ -52,6 +52,7 @@ pub mod status;
 pub mod sys;
 pub mod uwsgi;
 
+mod access_format;
 mod activation;
 mod allow;
 mod conn;
@@ -59,6 +60,7 @@ mod conn_async;
 mod conn_blocking;
 mod lazy_io;
 mod master;
+mod pidfile;
 mod sendfile;
 mod stream;
 mod track;

@@ -21,6 +21,19 @@ pub fn move_fd_high(fd: std::os::fd::OwnedFd) -> std::io::Result<std::os::fd::Ow
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(high) })
 }
 
+/// Points this process's standard output and error (descriptors 1 and 2) at `fd`, as
+/// gunicorn's `--capture-output` does; processes started afterwards inherit them.
+pub fn redirect_stdout_stderr(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    for target in [1, 2] {
+        // SAFETY: dup2 onto the standard descriptors from one that is open (borrowed).
+        if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Puts every thread of this process (and, by inheritance, every thread it starts later) under
 /// SCHED_BATCH: a woken thread waits for the running one to block or use up its slice instead of
 /// preempting it. Needs no privilege. Returns how many threads were changed.

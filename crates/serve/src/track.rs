@@ -17,6 +17,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use c10k_http::Request;
 
+use crate::access_format::{AccessFormat, Line};
 use crate::config::ServeConfig;
 use crate::proto::RequestMeta;
 use crate::scoreboard::{mono_us, now_us, ConnState, Scoreboard, Stats};
@@ -41,7 +42,11 @@ impl Tracker {
     ) -> anyhow::Result<Tracker> {
         let access_log = match config.access_log.as_deref() {
             None => None,
-            Some(target) => Some(AccessLog::open(target, !config.log_query_values)?),
+            Some(target) => Some(AccessLog::open(
+                target,
+                !config.log_query_values,
+                config.access_log_format.as_deref().map(AccessFormat::parse),
+            )?),
         };
         Ok(Tracker {
             scoreboard,
@@ -71,6 +76,7 @@ impl Tracker {
             state: ConnState::Reading,
             started_us: 0,
             last_us: 0,
+            headers: Vec::new(),
         }
     }
 }
@@ -87,6 +93,8 @@ pub(crate) struct ConnTrack {
     started_us: u64,
     /// [`mono_us`] when the last request was answered.
     last_us: u64,
+    /// The current request's headers that `--access-log-format` prints.
+    headers: Vec<Option<String>>,
 }
 
 impl ConnTrack {
@@ -141,6 +149,11 @@ impl ConnTrack {
         }
         let now = mono_us();
         self.started_us = now;
+        if let Some(format) = t.access_log.as_ref().and_then(|l| l.format.as_ref()) {
+            if format.wants_headers() {
+                self.headers = format.header_values(req);
+            }
+        }
         if let Some(i) = self.entry {
             let e = t.scoreboard.entry(t.slot, i);
             let query = req.query.as_deref().map(|q| {
@@ -168,7 +181,16 @@ impl ConnTrack {
             t.stats().record(status, micros);
         }
         if let Some(log) = &t.access_log {
-            log.write(self.peer, meta, status, body_len, now_us(), micros);
+            log.write(Line {
+                peer: self.peer,
+                meta,
+                status,
+                body_len,
+                now_us: now_us(),
+                micros,
+                headers: &self.headers,
+                mask_query: log.mask_query,
+            });
         }
     }
 
@@ -220,10 +242,16 @@ struct AccessLog {
     file: File,
     /// Mask the values of sensitive-looking query keys.
     mask_query: bool,
+    /// `--access-log-format`, else the combined format.
+    format: Option<AccessFormat>,
 }
 
 impl AccessLog {
-    fn open(target: &str, mask_query: bool) -> anyhow::Result<AccessLog> {
+    fn open(
+        target: &str,
+        mask_query: bool,
+        format: Option<AccessFormat>,
+    ) -> anyhow::Result<AccessLog> {
         let file = if target == "-" {
             // Standard output, shared with the other workers; duplicated so it closes safely.
             use std::os::fd::AsFd;
@@ -239,27 +267,26 @@ impl AccessLog {
                 .open(target)
                 .with_context(|| format!("cannot open --access-log {target}"))?
         };
-        Ok(AccessLog { file, mask_query })
+        Ok(AccessLog {
+            file,
+            mask_query,
+            format,
+        })
     }
 
-    fn write(
-        &self,
-        peer: Option<SocketAddr>,
-        meta: &RequestMeta,
-        status: u16,
-        body_len: usize,
-        now_us: u64,
-        micros: u64,
-    ) {
-        let line = combined_line(
-            peer,
-            meta,
-            status,
-            body_len,
-            now_us,
-            micros,
-            self.mask_query,
-        );
+    fn write(&self, l: Line<'_>) {
+        let line = match &self.format {
+            Some(format) => format.render(&l),
+            None => combined_line(
+                l.peer,
+                l.meta,
+                l.status,
+                l.body_len,
+                l.now_us,
+                l.micros,
+                self.mask_query,
+            ),
+        };
         self.write_line(&line);
     }
 
@@ -344,7 +371,7 @@ fn refused_line(peer: Option<SocketAddr>, status: u16, reason: &str, now_us: u64
 }
 
 /// Apache escapes quotes, backslashes and control characters in logged strings.
-fn escape_into(out: &mut String, s: &str) {
+pub(crate) fn escape_into(out: &mut String, s: &str) {
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -361,7 +388,7 @@ fn escape_into(out: &mut String, s: &str) {
 /// `10/Oct/2000:13:55:36 +0000` for Unix seconds `secs`, rearranged from the IMF-fixdate the
 /// `httpdate` crate formats (`Tue, 10 Oct 2000 13:55:36 GMT`) rather than from a calendar of our
 /// own.
-fn clf_time(out: &mut String, secs: u64) {
+pub(crate) fn clf_time(out: &mut String, secs: u64) {
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
     let imf = httpdate::fmt_http_date(at);
     match (

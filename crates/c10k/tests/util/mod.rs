@@ -53,8 +53,15 @@ pub struct Server {
 impl Server {
     /// Starts `c10k serve --bind 127.0.0.1:0 ARGS` and waits until every worker answers.
     pub fn start(args: &[&str]) -> Server {
+        Server::start_env(args, &[])
+    }
+
+    /// [`Server::start`] with more environment variables; `-w` in `args`, else a
+    /// `WEB_CONCURRENCY` among them, is the number of workers waited for.
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let data = tempfile::tempdir().expect("data dir");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_c10k"));
+        cmd.envs(env.iter().copied());
         cmd.args(["serve", "--bind", "127.0.0.1:0"])
             .args(args)
             .env("C10K_LOG", "info")
@@ -98,7 +105,13 @@ impl Server {
             log,
             data,
         };
-        let workers = arg_value(args, &["-w", "--workers"]).unwrap_or(1);
+        let workers = arg_value(args, &["-w", "--workers"])
+            .or_else(|| {
+                env.iter()
+                    .find(|(k, _)| *k == "WEB_CONCURRENCY")
+                    .and_then(|(_, v)| v.parse().ok())
+            })
+            .unwrap_or(1);
         server.wait_for_workers(workers);
         server
     }

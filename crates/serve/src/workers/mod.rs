@@ -278,6 +278,13 @@ where
         return run_worker_process(factory);
     }
     let config = effective_class(config);
+    // Before binding, as gunicorn: a second server given the same file says it is running.
+    // Removed when this function returns, whichever way.
+    let _pidfile = config
+        .pid
+        .as_deref()
+        .map(crate::pidfile::PidFile::create)
+        .transpose()?;
     match crate::sys::raise_nofile_limit() {
         Ok((soft, hard)) => tracing::info!(soft, hard, "open files limit (RLIMIT_NOFILE)"),
         Err(e) => tracing::warn!("cannot read or raise RLIMIT_NOFILE: {e}"),

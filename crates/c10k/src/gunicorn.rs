@@ -1,0 +1,438 @@
+//! gunicorn's settings that `c10k serve` does not take, each with what to do instead.
+//!
+//! A Procfile, Dockerfile or systemd unit moved from `gunicorn` to `c10k serve` keeps its flags.
+//! The ones c10k has take gunicorn's meaning (and often its spelling, as aliases on the settings
+//! themselves); the ones in [`REFUSED`] are accepted by the parser only so that c10k can stop
+//! with a message naming the flag and saying what to do, instead of clap's bare "unexpected
+//! argument" — and never so that they are silently ignored. The same table answers for a
+//! `--config` file key (gunicorn's snake_case names, e.g. `preload_app`).
+
+use clap::{Arg, ArgAction, ArgMatches};
+
+/// One gunicorn flag c10k refuses.
+struct Refused {
+    /// The long flag, without `--`.
+    long: &'static str,
+    /// Other spellings: gunicorn's short flag, its config-file name.
+    short: Option<char>,
+    /// gunicorn's config-file name when it differs from the flag (`preload_app`).
+    key: Option<&'static str>,
+    takes_value: bool,
+    why: &'static str,
+}
+
+const TLS: &str = "c10k serves plain HTTP (and uwsgi); terminate TLS in front of it, in nginx \
+                   (deploy/nginx/c10k-proxy.conf) or the load balancer, and keep \
+                   --forwarded-allow-ips so the app still sees https";
+const STATSD: &str = "c10k does not send StatsD; its figures are Prometheus metrics on the admin \
+                      listener (--admin, GET /metrics) and `c10k status`";
+const RELOAD: &str = "c10k has no file-watching reloader; after deploying new code send SIGHUP \
+                      to the master (kill -HUP $(cat FILE) with --pid FILE): each worker is \
+                      a fresh process, so the replacements import the new code, one at a time; \
+                      for development use your framework's reloader (flask run --debug, \
+                      manage.py runserver)";
+const USER: &str = "c10k does not switch user; start it as the user instead (systemd User= and \
+                    Group=, Docker USER, setpriv/su); for a port below 1024 use systemd socket \
+                    activation (deploy/systemd/c10k.socket) or AmbientCapabilities=\
+                    CAP_NET_BIND_SERVICE";
+const LOGGING: &str = "c10k's log is text or JSON lines (--log-format json), on standard error \
+                       or in --error-log FILE; under systemd it reaches the journal (and \
+                       syslog through it); a Python logging config is not read";
+
+const REFUSED: &[Refused] = &[
+    Refused {
+        long: "preload",
+        short: None,
+        key: Some("preload_app"),
+        takes_value: false,
+        why: "c10k starts each worker as a fresh process (the c10k binary executed again, not a \
+              fork of the master), so an app imported in the master would not be shared with \
+              the workers: drop --preload. An app that fails to import already stops the \
+              server at start, with the traceback and exit status 3",
+    },
+    Refused {
+        long: "daemon",
+        short: Some('D'),
+        key: None,
+        takes_value: false,
+        why: "c10k stays in the foreground; let systemd (deploy/systemd/c10k.service), \
+              supervisord or Docker run it in the background, or `nohup c10k serve ... &`",
+    },
+    Refused {
+        long: "enable-stdio-inheritance",
+        short: Some('R'),
+        key: None,
+        takes_value: false,
+        why: "it only matters with --daemon, which c10k does not do: c10k and its workers \
+              always keep the standard output and error they were started with",
+    },
+    Refused {
+        long: "reload",
+        short: None,
+        key: None,
+        takes_value: false,
+        why: RELOAD,
+    },
+    Refused {
+        long: "reload-engine",
+        short: None,
+        key: None,
+        takes_value: true,
+        why: RELOAD,
+    },
+    Refused {
+        long: "reload-extra-file",
+        short: None,
+        key: Some("reload_extra_files"),
+        takes_value: true,
+        why: RELOAD,
+    },
+    Refused {
+        long: "worker-tmp-dir",
+        short: None,
+        key: None,
+        takes_value: true,
+        why: "c10k's workers report their heartbeat through a shared-memory scoreboard, not \
+              through files in a temporary directory, so there is nothing to put on tmpfs: \
+              drop the flag",
+    },
+    Refused {
+        long: "tmp-upload-dir",
+        short: None,
+        key: None,
+        takes_value: true,
+        why: "c10k spools a request body larger than --body-buffer-size to an unlinked file in \
+              $TMPDIR; set TMPDIR for the c10k process instead",
+    },
+    Refused {
+        long: "paste",
+        short: None,
+        key: None,
+        takes_value: true,
+        why: "c10k does not read PasteDeploy .ini files; serve a module that builds the app \
+              (app = paste.deploy.loadapp('config:/path/to/app.ini')) as MODULE:app",
+    },
+    Refused {
+        long: "paster",
+        short: None,
+        key: None,
+        takes_value: true,
+        why: "c10k does not read PasteDeploy .ini files; serve a module that builds the app \
+              (app = paste.deploy.loadapp('config:/path/to/app.ini')) as MODULE:app",
+    },
+    Refused {
+        long: "certfile",
+        short: None,
+        key: None,
+        takes_value: true,
+        why: TLS,
+    },
+    Refused {
+        long: "keyfile",
+        short: None,
+        key: None,
+        takes_value: true,
+        why: TLS,
+    },
+    Refused {
+        long: "ca-certs",
+        short: None,
+        key: None,
+        takes_value: true,
+        why: TLS,
+    },
+    Refused {
+        long: "ssl-version",
+        short: None,
+        key: None,
+        takes_value: true,
+        why: TLS,
+    },
+    Refused {
+        long: "cert-reqs",
+        short: None,
+        key: None,
+        takes_value: true,
+        why: TLS,
+    },
+    Refused {
+        long: "ciphers",
+        short: None,
+        key: None,
+        takes_value: true,
+        why: TLS,
+    },
+    Refused {
+        long: "statsd-host",
+        short: None,
+        key: None,
+        takes_value: true,
+        why: STATSD,
+    },
+    Refused {
+        long: "statsd-prefix",
+        short: None,
+        key: None,
+        takes_value: true,
+        why: STATSD,
+    },
+    Refused {
+        long: "dogstatsd-tags",
+        short: None,
+        key: None,
+        takes_value: true,
+        why: STATSD,
+    },
+    Refused {
+        long: "proxy-protocol",
+        short: None,
+        key: None,
+        takes_value: false,
+        why: "c10k does not read the PROXY protocol header; turn it off in the proxy (HAProxy \
+              send-proxy, an AWS NLB's proxy protocol) and have the proxy speak HTTP (with \
+              X-Forwarded-For and X-Forwarded-Proto, believed from --forwarded-allow-ips) or \
+              nginx's uwsgi_pass",
+    },
+    Refused {
+        long: "proxy-allow-from",
+        short: None,
+        key: None,
+        takes_value: true,
+        why: "it only matters with --proxy-protocol, which c10k does not read; the proxies \
+              whose X-Forwarded-Proto is believed are --forwarded-allow-ips",
+    },
+    Refused {
+        long: "user",
+        short: Some('u'),
+        key: None,
+        takes_value: true,
+        why: USER,
+    },
+    Refused {
+        long: "group",
+        short: Some('g'),
+        key: None,
+        takes_value: true,
+        why: USER,
+    },
+    Refused {
+        long: "initgroups",
+        short: None,
+        key: None,
+        takes_value: false,
+        why: USER,
+    },
+    Refused {
+        long: "umask",
+        short: Some('m'),
+        key: None,
+        takes_value: true,
+        why: "c10k does not set its own umask; it keeps the one it is started with (systemd \
+              UMask=, `umask 022` in the shell or entrypoint before c10k)",
+    },
+    Refused {
+        long: "log-config",
+        short: None,
+        key: Some("logconfig"),
+        takes_value: true,
+        why: LOGGING,
+    },
+    Refused {
+        long: "log-config-dict",
+        short: None,
+        key: Some("logconfig_dict"),
+        takes_value: true,
+        why: LOGGING,
+    },
+    Refused {
+        long: "log-config-json",
+        short: None,
+        key: Some("logconfig_json"),
+        takes_value: true,
+        why: LOGGING,
+    },
+    Refused {
+        long: "log-syslog",
+        short: None,
+        key: Some("syslog"),
+        takes_value: false,
+        why: LOGGING,
+    },
+    Refused {
+        long: "log-syslog-to",
+        short: None,
+        key: Some("syslog_addr"),
+        takes_value: true,
+        why: LOGGING,
+    },
+    Refused {
+        long: "logger-class",
+        short: None,
+        key: None,
+        takes_value: true,
+        why: LOGGING,
+    },
+    Refused {
+        long: "name",
+        short: Some('n'),
+        key: Some("proc_name"),
+        takes_value: true,
+        why: "c10k does not rename its processes; `ps` shows each one's command line \
+              (c10k serve ... MODULE:APP), which names the app",
+    },
+    Refused {
+        long: "spew",
+        short: None,
+        key: None,
+        takes_value: false,
+        why: "c10k has no line tracer; run the app under a Python debugger or profiler instead",
+    },
+];
+
+/// The refused flags as a group of `c10k serve`'s arguments (hidden from `--help`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GunicornOnly;
+
+impl clap::FromArgMatches for GunicornOnly {
+    fn from_arg_matches(_: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(GunicornOnly)
+    }
+
+    fn update_from_arg_matches(&mut self, _: &ArgMatches) -> Result<(), clap::Error> {
+        Ok(())
+    }
+}
+
+impl clap::Args for GunicornOnly {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        augment(cmd)
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        augment(cmd)
+    }
+}
+
+/// Adds each refused flag to `serve`, hidden from `--help`, so that [`refuse`] can name it.
+pub fn augment(mut cmd: clap::Command) -> clap::Command {
+    for r in REFUSED {
+        let mut arg = Arg::new(r.long).long(r.long).hide(true);
+        if let Some(c) = r.short {
+            arg = arg.short(c);
+        }
+        arg = if r.takes_value {
+            arg.action(ArgAction::Append).num_args(1)
+        } else {
+            arg.action(ArgAction::SetTrue)
+        };
+        cmd = cmd.arg(arg);
+    }
+    cmd
+}
+
+/// The message for the first refused flag given on the command line, if any.
+pub fn refuse(matches: &ArgMatches) -> Option<String> {
+    REFUSED.iter().find_map(|r| {
+        let given = matches!(
+            matches.value_source(r.long),
+            Some(clap::parser::ValueSource::CommandLine)
+        );
+        given.then(|| format!("--{}: {}", r.long, r.why))
+    })
+}
+
+/// The message for a `--config` file key that is a refused gunicorn setting (by its flag name or
+/// gunicorn's config-file name), if it is one.
+pub fn refuse_key(key: &str) -> Option<String> {
+    let key = key.replace('-', "_");
+    REFUSED
+        .iter()
+        .find(|r| r.long.replace('-', "_") == key || r.key == Some(key.as_str()))
+        .map(|r| format!("gunicorn's `{key}` (--{}): {}", r.long, r.why))
+}
+
+/// The settings in gunicorn's config files that c10k has under another name.
+const RENAMED: &[(&str, &str)] = &[
+    ("accesslog", "access-log"),
+    ("pidfile", "pid"),
+    ("errorlog", "error-log"),
+    ("error_logfile", "error-log"),
+    ("log_file", "error-log"),
+    ("access_logfile", "access-log"),
+    ("print_config", "check-config (a flag)"),
+    ("loglevel", "log-level (a flag, or C10K_LOG)"),
+    ("raw_env", "env"),
+    ("keep_alive", "keepalive"),
+    ("wsgi_app", "app"),
+];
+
+/// For an unknown `--config` key: the c10k name of a gunicorn setting that has one.
+pub fn renamed(key: &str) -> Option<&'static str> {
+    let key = key.replace('-', "_");
+    RENAMED.iter().find(|(g, _)| *g == key).map(|(_, c)| *c)
+}
+
+/// What `--config FILE` says when FILE is a gunicorn Python config, before trying to read it as
+/// TOML.
+pub fn python_config(path: &std::path::Path) -> Option<String> {
+    (path.extension().is_some_and(|e| e == "py")).then(|| {
+        format!(
+            "--config {}: c10k's config file is TOML with the long flag names as keys \
+             (workers = 4, bind = \"0.0.0.0:8000\", worker-class = \"gthread\"), not a Python \
+             gunicorn.conf.py; write its settings into a c10k.toml (the README's gunicorn → c10k \
+             table gives each one's name), or pass them as flags",
+            path.display()
+        )
+    })
+}
+
+/// Warnings for gunicorn configuration that c10k would otherwise silently not read: the
+/// `GUNICORN_CMD_ARGS` variable and a `gunicorn.conf.py` in the working directory (gunicorn reads
+/// `./gunicorn.conf.py` when no `-c` is given).
+pub fn unread_config_warnings(config_given: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    if std::env::var_os("GUNICORN_CMD_ARGS").is_some_and(|v| !v.is_empty()) {
+        out.push(
+            "GUNICORN_CMD_ARGS is set, and c10k does not read it: move its flags to the command \
+             line or to C10K_* variables (C10K_WORKERS=4)"
+                .to_owned(),
+        );
+    }
+    if !config_given && std::path::Path::new("gunicorn.conf.py").exists() {
+        out.push(
+            "./gunicorn.conf.py is not read by c10k (gunicorn reads it when no -c is given): \
+             put its settings in a TOML file for --config, or in flags"
+                .to_owned(),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_flags_do_not_clash_and_parse() {
+        // The whole command line: no refused flag clashes with a c10k one.
+        <crate::cli::Cli as clap::CommandFactory>::command().debug_assert();
+        let cmd = augment(clap::Command::new("serve"));
+        let m = cmd
+            .clone()
+            .try_get_matches_from(["serve", "--preload", "-u", "www-data", "--statsd-host=x"])
+            .unwrap();
+        let msg = refuse(&m).unwrap();
+        assert!(msg.starts_with("--preload: "), "{msg}");
+        let m = cmd.try_get_matches_from(["serve"]).unwrap();
+        assert!(refuse(&m).is_none());
+    }
+
+    #[test]
+    fn config_keys_by_either_name() {
+        assert!(refuse_key("preload_app").unwrap().contains("--preload"));
+        assert!(refuse_key("preload").unwrap().contains("--preload"));
+        assert!(refuse_key("worker-tmp-dir").is_some());
+        assert!(refuse_key("workers").is_none());
+        assert_eq!(renamed("accesslog"), Some("access-log"));
+    }
+}

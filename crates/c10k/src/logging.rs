@@ -1,0 +1,111 @@
+//! Where c10k's own log goes: standard error, or gunicorn's `--error-logfile FILE`; and
+//! `--capture-output`, which sends the application's standard output and error there too.
+//!
+//! Worker processes are the binary executed again with the master's arguments, so each opens
+//! the same file itself (appending: every log line is one `write`, so lines of all processes
+//! interleave whole). `--capture-output` is done the way gunicorn does it, by pointing
+//! descriptors 1 and 2 at the file (`dup2`) in the master before any worker starts: the workers
+//! inherit them, so whatever the app prints (`print()`, `sys.stderr`, a C library) lands in the
+//! file, and c10k's own lines reach it through standard error.
+
+use std::fs::File;
+use std::sync::Arc;
+
+use anyhow::Context;
+use c10k_bench::UsageError;
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+/// The log settings of `c10k serve` (a flag, a `C10K_*` variable and a `--config` key each).
+#[derive(Clone, Debug, Default, Args, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct LogArgs {
+    /// Write c10k's log to FILE (appended) instead of standard error; `-` is standard error.
+    /// gunicorn's --error-logfile and --log-file are accepted too.
+    #[arg(
+        long,
+        visible_alias = "error-logfile",
+        alias = "log-file",
+        env = "C10K_ERROR_LOG",
+        value_name = "FILE|-",
+        help_heading = "Status"
+    )]
+    pub error_log: Option<String>,
+
+    /// Send the application's standard output and error (print(), tracebacks it writes itself)
+    /// to the --error-log FILE as well, as gunicorn's --capture-output. Python buffers print()
+    /// to a file: set PYTHONUNBUFFERED=1 to see lines at once. Without an --error-log FILE it
+    /// changes nothing, as in gunicorn.
+    #[arg(long, env = "C10K_CAPTURE_OUTPUT", help_heading = "Status")]
+    pub capture_output: bool,
+}
+
+impl LogArgs {
+    /// The file named by `--error-log`, unless it is `-`.
+    fn file(&self) -> Option<&str> {
+        self.error_log.as_deref().filter(|f| *f != "-")
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.error_log.as_deref() == Some("") {
+            return Err("--error-log: needs a file name, or - for standard error".into());
+        }
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// Where log lines are written; `Stderr(false)` when standard error is the --error-log file (no
+/// colour codes in a file).
+pub enum Target {
+    Stderr(bool),
+    File(Arc<File>),
+}
+
+/// Opens `--error-log` and, in the master with `--capture-output`, points standard output and
+/// error at it. Returns where c10k's own lines go.
+pub fn open(args: &LogArgs, worker: bool) -> anyhow::Result<Target> {
+    let Some(path) = args.file() else {
+        return Ok(Target::Stderr(true));
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open --error-log {path}"))?;
+    if args.capture_output {
+        if !worker {
+            use std::os::fd::AsFd;
+            c10k_serve::sys::redirect_stdout_stderr(file.as_fd())
+                .with_context(|| format!("--capture-output: cannot redirect to {path}"))?;
+        }
+        // Standard error is the file now (inherited by a worker).
+        return Ok(Target::Stderr(false));
+    }
+    Ok(Target::File(Arc::new(file)))
+}
+
+/// Installs the global subscriber: `filter` (a level or tracing directives) and `json` lines or
+/// text, written to `target`.
+pub fn init(filter: &str, json: bool, target: Target) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| UsageError::new(format!("--log-level {filter:?}: {e}")))?;
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    match (target, json) {
+        (Target::Stderr(ansi), false) => fmt.with_writer(std::io::stderr).with_ansi(ansi).init(),
+        (Target::Stderr(ansi), true) => fmt
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .json()
+            .init(),
+        // No colours in a file.
+        (Target::File(f), false) => fmt.with_writer(f).with_ansi(false).init(),
+        (Target::File(f), true) => fmt.with_writer(f).with_ansi(false).json().init(),
+    }
+    Ok(())
+}

@@ -1,0 +1,482 @@
+//! A gunicorn command line moved to `c10k serve`, as from a Procfile, Dockerfile or systemd unit:
+//! the settings c10k has keep gunicorn's meaning and spelling (`WEB_CONCURRENCY`,
+//! `--access-logfile`, `--log-level warning`, ...), and the ones it has not stop it at once with
+//! a message that names the flag and says what to do instead — never silently ignored.
+
+mod util;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use util::{get, Server};
+
+fn c10k(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args(args)
+        .env_remove("WEB_CONCURRENCY")
+        .env_remove("GUNICORN_CMD_ARGS")
+        .env("C10K_ADMIN", "127.0.0.1:0")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run c10k")
+}
+
+/// Runs `c10k serve ARGS`, which must fail as a usage error (exit status 2); its stderr.
+fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut argv = vec!["serve"];
+    argv.extend_from_slice(args);
+    let out = c10k(&argv, env);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    err
+}
+
+/// `c10k serve ARGS --check-config`: the effective settings as TOML.
+fn effective(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut argv = vec!["serve"];
+    argv.extend_from_slice(args);
+    argv.push("--check-config");
+    let out = c10k(&argv, env);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn gunicorn_only_flags_stop_the_server_naming_the_flag() {
+    for (args, needles) in [
+        (
+            &["--preload"][..],
+            &["--preload: ", "fresh process", "exit status 3"][..],
+        ),
+        (&["--daemon"], &["--daemon: ", "systemd"]),
+        (&["-D"], &["--daemon: "]),
+        (&["--reload"], &["--reload: ", "SIGHUP"]),
+        (
+            &["--reload-extra-file", "x.html"],
+            &["--reload-extra-file: "],
+        ),
+        (
+            &["--worker-tmp-dir", "/dev/shm"],
+            &["--worker-tmp-dir: ", "scoreboard"],
+        ),
+        (&["--worker-tmp-dir=/dev/shm"], &["--worker-tmp-dir: "]),
+        (&["--paste", "production.ini"], &["--paste: ", "loadapp"]),
+        (
+            &["--certfile", "c.pem", "--keyfile", "k.pem"],
+            &["--certfile: ", "TLS"],
+        ),
+        (
+            &["--statsd-host", "localhost:8125"],
+            &["--statsd-host: ", "/metrics"],
+        ),
+        (
+            &["--proxy-protocol"],
+            &["--proxy-protocol: ", "PROXY protocol"],
+        ),
+        (&["-u", "www-data"], &["--user: ", "User="]),
+        (&["--group", "www-data"], &["--group: "]),
+        (&["--umask", "007"], &["--umask: ", "UMask="]),
+        (&["--log-config", "logging.conf"], &["--log-config: "]),
+        (&["-n", "myapp"], &["--name: "]),
+    ] {
+        let mut argv = args.to_vec();
+        argv.push("myapp:app");
+        let err = refused(&argv, &[]);
+        for needle in needles {
+            assert!(err.contains(needle), "{args:?}: {needle:?} missing: {err}");
+        }
+        assert!(!err.contains("unexpected argument"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn gunicorn_config_files_get_a_c10k_answer() {
+    let err = refused(&["-c", "gunicorn.conf.py", "myapp:app"], &[]);
+    assert!(
+        err.contains("--config gunicorn.conf.py: c10k's config file is TOML with the long flag names as keys"),
+        "{err}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c10k.toml");
+    std::fs::write(&file, "workers = 2\npreload_app = true\n").unwrap();
+    let err = refused(&["--config", file.to_str().unwrap()], &[]);
+    assert!(err.contains("line 2, key `preload-app`"), "{err}");
+    assert!(
+        err.contains("(--preload): c10k starts each worker"),
+        "{err}"
+    );
+    std::fs::write(&file, "accesslog = \"-\"\n").unwrap();
+    let err = refused(&["--config", file.to_str().unwrap()], &[]);
+    assert!(
+        err.contains("unknown key (gunicorn's name; c10k's is `access-log`)"),
+        "{err}"
+    );
+    // -c is --config, as in gunicorn.
+    std::fs::write(&file, "workers = 2\n").unwrap();
+    let text = effective(&["-c", file.to_str().unwrap()], &[]);
+    assert!(text.contains("workers = 2"), "{text}");
+}
+
+/// gunicorn (and Heroku, Render, Dokku, which set it) take `WEB_CONCURRENCY` as the default
+/// number of workers; a flag, `C10K_WORKERS` or the file's `workers` wins over it.
+#[test]
+fn web_concurrency_is_the_default_worker_count() {
+    let wc = [("WEB_CONCURRENCY", "3")];
+    assert!(effective(&[], &wc).contains("workers = 3"));
+    assert!(effective(&["-w", "2"], &wc).contains("workers = 2"));
+    assert!(
+        effective(&[], &[("WEB_CONCURRENCY", "3"), ("C10K_WORKERS", "4")]).contains("workers = 4")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c10k.toml");
+    std::fs::write(&file, "workers = 5\n").unwrap();
+    assert!(effective(&["--config", file.to_str().unwrap()], &wc).contains("workers = 5"));
+    assert!(effective(&[], &[]).contains("workers = 1"));
+    for bad in ["0", "four", "-2"] {
+        let err = refused(&[], &[("WEB_CONCURRENCY", bad)]);
+        assert!(
+            err.contains("WEB_CONCURRENCY") && err.contains("--workers"),
+            "{err}"
+        );
+    }
+    // And the server really starts that many.
+    let s = Server::start_env(&[], &[("WEB_CONCURRENCY", "2")]);
+    assert!(
+        s.log().contains("Using worker: async (2 workers"),
+        "{}",
+        s.log()
+    );
+    assert_eq!(s.worker_pids().len(), 2, "{}", s.log());
+}
+
+/// gunicorn's `--log-level warning` was read by the log filter as the name of a module, so
+/// c10k logged nothing at all, errors included.
+#[test]
+fn log_level_warning_shows_warnings_only() {
+    for level in ["warning", "WARNING"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_c10k"))
+            .args(["serve", "--bind", "127.0.0.1:0", "--admin", "off"])
+            // Above any somaxconn: the master warns that it is capped.
+            .args(["--backlog", "1000000", "--log-level", level])
+            .env_remove("C10K_LOG")
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = Vec::new();
+        while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            let done = line.contains("capped");
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+        // SAFETY: kill has no memory-safety preconditions; the group is the server's own.
+        unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+        let _ = child.wait();
+        let text = seen.join("\n");
+        assert!(
+            text.contains("WARN") && text.contains("capped"),
+            "{level}: {text:?}"
+        );
+        assert!(!text.contains("INFO"), "{level}: {text}");
+    }
+}
+
+#[test]
+fn access_logfile_and_print_config_are_gunicorns_spellings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let text = effective(&["--access-logfile", path.to_str().unwrap()], &[]);
+    assert!(text.contains("access-log = "), "{text}");
+    let out = c10k(&["serve", "-w", "2", "--print-config"], &[]);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("workers = 2"),
+        "{out:?}"
+    );
+    let s = Server::start(&["--access-logfile", path.to_str().unwrap()]);
+    assert_eq!(get(s.addr, "/gunicorn-spelling").unwrap().status, 404);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(&path).unwrap_or_default();
+        if log.contains("\"GET /gunicorn-spelling HTTP/1.1\" 404") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "access log: {log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// gunicorn reads `GUNICORN_CMD_ARGS` and `./gunicorn.conf.py`; c10k reads neither and says so
+/// rather than starting with settings the user believes are in force.
+#[test]
+fn unread_gunicorn_configuration_is_warned_about() {
+    let out = c10k(
+        &["serve", "--check-config"],
+        &[("GUNICORN_CMD_ARGS", "--workers=3")],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("GUNICORN_CMD_ARGS is set, and c10k does not read it"),
+        "{err}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gunicorn.conf.py"), "workers = 3\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args(["serve", "--check-config"])
+        .current_dir(dir.path())
+        .env_remove("GUNICORN_CMD_ARGS")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("./gunicorn.conf.py is not read by c10k"),
+        "{err}"
+    );
+}
+
+/// gunicorn's `-p/--pid FILE`: the master's pid while it runs, gone after it stops; a second
+/// server given the same file while the first runs does not start.
+#[test]
+fn pid_file_holds_the_master_while_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run/c10k.pid");
+    std::fs::create_dir(dir.path().join("run")).unwrap();
+    let pidfile = path.to_str().unwrap();
+    let mut s = Server::start(&["-w", "2", "-p", pidfile]);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text, format!("{}\n", s.child.id()));
+    let out = c10k(&["serve", "--bind", "127.0.0.1:0", "--pid", pidfile], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "--pid {pidfile}: c10k is already running as pid {}",
+            s.child.id()
+        )),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "left alone");
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0), "{}", s.log());
+    assert!(!path.exists(), "removed at exit");
+    // A stale file (its process is gone) is replaced; the config file takes gunicorn's
+    // `pidfile` under c10k's name.
+    std::fs::write(&path, "2147483647\n").unwrap();
+    let conf = dir.path().join("c10k.toml");
+    std::fs::write(&conf, format!("pid = {pidfile:?}\n")).unwrap();
+    let mut s = Server::start(&["--config", conf.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        format!("{}\n", s.child.id())
+    );
+    s.signal(libc::SIGINT);
+    assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0), "{}", s.log());
+    assert!(!path.exists());
+}
+
+/// A WSGI app that writes to each of its outputs, at import and in its view.
+#[cfg(feature = "python")]
+const PRINTING_APP: &str = r#"
+import sys
+print("stdout at import", flush=True)
+def app(environ, start_response):
+    print("stdout in view", flush=True)
+    sys.stderr.write("stderr in view\n")
+    sys.stderr.flush()
+    environ["wsgi.errors"].write("wsgi.errors in view\n")
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+"#;
+
+/// Starts `c10k serve ARGS printing_app:app` from `dir` with its standard output and error in
+/// `dir/stdout` and `dir/stderr`, asks `/` once, stops it and returns (stdout, stderr, the
+/// file `log` in `dir`).
+#[cfg(feature = "python")]
+fn run_printing_app(dir: &std::path::Path, args: &[&str]) -> (String, String, String) {
+    std::fs::write(dir.join("printing_app.py"), PRINTING_APP).unwrap();
+    let log = dir.join("log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--admin",
+            "off",
+            "-w",
+            "2",
+        ])
+        .args(["--pythonpath", dir.to_str().unwrap()])
+        .args(args)
+        .arg("printing_app:app")
+        .current_dir(dir)
+        .env("C10K_LOG", "info")
+        .env(
+            "VIRTUAL_ENV",
+            std::env::var("C10K_TEST_VENV").unwrap_or_default(),
+        )
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(dir.join("stdout")).unwrap())
+        .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+    let all = || format!("{}{}{}", read("log"), read("stderr"), read("stdout"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let addr = loop {
+        let text = all();
+        let found = text
+            .split("Listening at: http://")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next()?.parse().ok());
+        if let (Some(addr), 2) = (found, text.matches("stdout at import").count()) {
+            break addr;
+        }
+        assert!(Instant::now() < deadline, "no start: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let r = get(addr, "/").unwrap();
+    assert_eq!(r.status, 200, "{}", all());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !all().contains("wsgi.errors in view") || !all().contains("stderr in view") {
+        assert!(Instant::now() < deadline, "no view output: {}", all());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success(), "{}", all());
+    let _ = log;
+    (read("stdout"), read("stderr"), read("log"))
+}
+
+/// gunicorn's `--error-logfile FILE`: the server's log (wsgi.errors included) goes to FILE, from
+/// the master and every worker; what the app prints stays on standard output and error.
+#[cfg(feature = "python")]
+#[test]
+fn error_logfile_takes_the_servers_log() {
+    if util::python::venv().is_none() {
+        return;
+    }
+    for flag in ["--error-logfile", "--log-file", "--error-log"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (stdout, stderr, log) = run_printing_app(dir.path(), &[flag, "log"]);
+        for needle in [
+            "Listening at",
+            "Booting worker",
+            "wsgi.errors in view",
+            "stopped",
+        ] {
+            assert!(
+                log.contains(needle),
+                "{flag}: {needle:?} not in the log: {log}"
+            );
+        }
+        assert!(!log.contains('\x1b'), "no colour codes in a file: {log}");
+        assert!(!stderr.contains("Listening at"), "{flag}: {stderr}");
+        assert!(stderr.contains("stderr in view"), "{flag}: {stderr}");
+        assert_eq!(stdout.matches("stdout at import").count(), 2, "{stdout}");
+        assert!(stdout.contains("stdout in view"), "{stdout}");
+        assert!(!log.contains("stdout in view"), "{log}");
+    }
+}
+
+/// gunicorn's `--capture-output`: with an error log file, the app's standard output and error
+/// (print(), sys.stderr) land in it too, from every worker.
+#[cfg(feature = "python")]
+#[test]
+fn capture_output_sends_the_apps_output_to_the_error_log() {
+    if util::python::venv().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (stdout, stderr, log) =
+        run_printing_app(dir.path(), &["--error-logfile", "log", "--capture-output"]);
+    assert_eq!(log.matches("stdout at import").count(), 2, "{log}");
+    for needle in [
+        "Listening at",
+        "Booting worker",
+        "stdout in view",
+        "stderr in view",
+        "wsgi.errors in view",
+        "stopped",
+    ] {
+        assert!(log.contains(needle), "{needle:?} not in the log: {log}");
+    }
+    assert!(!log.contains('\x1b'), "no colour codes in a file: {log}");
+    assert_eq!(stdout, "");
+    assert_eq!(stderr, "");
+    // Without a file it changes nothing, as in gunicorn, and says so.
+    let dir = tempfile::tempdir().unwrap();
+    let (stdout, stderr, _) = run_printing_app(dir.path(), &["--capture-output"]);
+    assert!(stdout.contains("stdout in view"), "{stdout}");
+    assert!(
+        stderr.contains("--capture-output without --error-log FILE changes nothing"),
+        "{stderr}"
+    );
+}
+
+/// gunicorn's `--access-logformat`, with a request header atom (the client address a proxy
+/// reports), under every worker class; without an access log it is refused, not ignored.
+#[test]
+fn access_logformat_takes_gunicorns_atoms() {
+    for class in ["sync", "thread", "gthread", "async"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let s = Server::start(&[
+            "-k",
+            class,
+            "--access-logfile",
+            path.to_str().unwrap(),
+            "--access-logformat",
+            "%({x-forwarded-for}i)s %(h)s %(l)s \"%(r)s\" %(s)s %(b)s %(m)s %(U)s %(q)s %(H)s \
+             \"%(a)s\" %({x-missing}i)s %(zz)s",
+        ]);
+        let mut c = util::Reader::new(util::connect(s.addr));
+        c.send(
+            b"GET /?delay=0&token=s3cret HTTP/1.1\r\nHost: h\r\nUser-Agent: t/1\r\n\
+              X-Forwarded-For: 203.0.113.9\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(c.response().unwrap().status, 200);
+        let want = "203.0.113.9 127.0.0.1 - \"GET /?delay=0&token=*** HTTP/1.1\" 200 6 GET / \
+                    delay=0&token=*** HTTP/1.1 \"t/1\" - -\n";
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = std::fs::read_to_string(&path).unwrap_or_default();
+            // The start-up probe's line first ("GET / HTTP/1.1", no header: -).
+            if let Some(line) = log.split_inclusive('\n').find(|l| l.contains("token")) {
+                assert_eq!(line, want, "{class}");
+                assert!(
+                    log.starts_with("- 127.0.0.1 - \"GET / HTTP/1.1\" 200"),
+                    "{log}"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "{class}: no access log line");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let err = refused(&["--access-logformat", "%(h)s"], &[]);
+    assert!(
+        err.contains("--access-log-format: needs --access-log FILE"),
+        "{err}"
+    );
+}

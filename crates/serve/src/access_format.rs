@@ -1,0 +1,296 @@
+//! `--access-log-format` (gunicorn's `--access-logformat`): an access log line built from
+//! gunicorn's atoms, `%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"` and the rest.
+//!
+//! The format is parsed once, when a worker opens its access log, into pieces; a line is then
+//! one pass over them. Request header atoms (`%({X-Forwarded-For}i)s`) are looked up when the
+//! request is decoded (the request itself goes to the application by value), and only the names
+//! the format asks for are kept. As in gunicorn, an atom c10k cannot fill prints `-`: response
+//! headers (`%({name}o)s`), WSGI environ variables (`%({name}e)s`) and unknown names. Strings
+//! from the client are escaped as in the combined format, so no client can forge a log line.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use c10k_http::Request;
+
+use crate::proto::RequestMeta;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Piece {
+    Lit(String),
+    /// A one-letter gunicorn atom.
+    Atom(char),
+    /// The request header at this index of [`AccessFormat::headers`].
+    Header(usize),
+    /// An atom c10k cannot fill: `-`.
+    Dash,
+}
+
+/// A parsed `--access-log-format`.
+#[derive(Clone, Debug)]
+pub(crate) struct AccessFormat {
+    pieces: Vec<Piece>,
+    /// The request headers the format prints, lower-case.
+    headers: Vec<String>,
+}
+
+/// Everything a line can print about one request.
+pub(crate) struct Line<'a> {
+    pub peer: Option<SocketAddr>,
+    pub meta: &'a RequestMeta,
+    pub status: u16,
+    pub body_len: usize,
+    pub now_us: u64,
+    pub micros: u64,
+    pub headers: &'a [Option<String>],
+    pub mask_query: bool,
+}
+
+const ATOMS: &str = "hlutrmUqHsBbfaTMDLp";
+
+impl AccessFormat {
+    pub fn parse(format: &str) -> AccessFormat {
+        let mut pieces = Vec::new();
+        let mut headers: Vec<String> = Vec::new();
+        let mut lit = String::new();
+        let mut rest = format;
+        while let Some(at) = rest.find('%') {
+            lit.push_str(&rest[..at]);
+            rest = &rest[at..];
+            if let Some(r) = rest.strip_prefix("%%") {
+                lit.push('%');
+                rest = r;
+                continue;
+            }
+            // %(name)s — any one conversion letter after the parenthesis, as Python's % takes.
+            let parsed = rest.strip_prefix("%(").and_then(|r| {
+                let close = r.find(')')?;
+                let conv = r[close + 1..].chars().next()?;
+                Some((&r[..close], &r[close + 1 + conv.len_utf8()..]))
+            });
+            let Some((name, after)) = parsed else {
+                lit.push('%');
+                rest = &rest[1..];
+                continue;
+            };
+            if !lit.is_empty() {
+                pieces.push(Piece::Lit(std::mem::take(&mut lit)));
+            }
+            pieces.push(atom(name, &mut headers));
+            rest = after;
+        }
+        lit.push_str(rest);
+        if !lit.is_empty() {
+            pieces.push(Piece::Lit(lit));
+        }
+        AccessFormat { pieces, headers }
+    }
+
+    /// The request headers the format prints, for [`AccessFormat::header_values`].
+    pub fn wants_headers(&self) -> bool {
+        !self.headers.is_empty()
+    }
+
+    /// The values of the headers the format prints (several fields of a name joined with `,`).
+    pub fn header_values(&self, req: &Request) -> Vec<Option<String>> {
+        self.headers
+            .iter()
+            .map(|name| {
+                let mut values = req.headers.get_all(name).peekable();
+                values.peek()?;
+                let joined: Vec<String> = values
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .collect();
+                Some(joined.join(","))
+            })
+            .collect()
+    }
+
+    pub fn render(&self, l: &Line<'_>) -> String {
+        let mut out = String::with_capacity(160);
+        let log = l.meta.log.as_deref();
+        let target = log.map(|f| {
+            if l.mask_query {
+                crate::status::redact::target(&f.target).into_owned()
+            } else {
+                f.target.clone()
+            }
+        });
+        let (path, query) = match target.as_deref() {
+            Some(t) => match t.split_once('?') {
+                Some((p, q)) => (Some(p), Some(q)),
+                None => (Some(t), None),
+            },
+            None => (None, None),
+        };
+        let or_dash = |out: &mut String, v: Option<&str>| match v {
+            Some(v) if !v.is_empty() => crate::track::escape_into(out, v),
+            _ => out.push('-'),
+        };
+        for piece in &self.pieces {
+            match piece {
+                Piece::Lit(s) => out.push_str(s),
+                Piece::Dash => out.push('-'),
+                Piece::Header(i) => {
+                    or_dash(&mut out, l.headers.get(*i).and_then(|v| v.as_deref()));
+                }
+                Piece::Atom(c) => match c {
+                    'h' => match l.peer {
+                        Some(p) => {
+                            let _ = write!(out, "{}", p.ip());
+                        }
+                        None => out.push_str("unix"),
+                    },
+                    'l' | 'u' => out.push('-'),
+                    't' => {
+                        out.push('[');
+                        crate::track::clf_time(&mut out, l.now_us / 1_000_000);
+                        out.push(']');
+                    }
+                    'r' => {
+                        match log {
+                            Some(f) => {
+                                crate::track::escape_into(&mut out, &f.method);
+                                out.push(' ');
+                                crate::track::escape_into(
+                                    &mut out,
+                                    target.as_deref().unwrap_or(""),
+                                );
+                            }
+                            None => out.push('-'),
+                        }
+                        let _ = write!(out, " HTTP/1.{}", l.meta.minor_version);
+                    }
+                    'm' => or_dash(&mut out, log.map(|f| f.method.as_str())),
+                    'U' => or_dash(&mut out, path),
+                    'q' => {
+                        if let Some(q) = query {
+                            crate::track::escape_into(&mut out, q);
+                        }
+                    }
+                    'H' => {
+                        let _ = write!(out, "HTTP/1.{}", l.meta.minor_version);
+                    }
+                    's' => {
+                        let _ = write!(out, "{}", l.status);
+                    }
+                    'B' => {
+                        let _ = write!(out, "{}", l.body_len);
+                    }
+                    'b' => match l.body_len {
+                        0 => out.push('-'),
+                        n => {
+                            let _ = write!(out, "{n}");
+                        }
+                    },
+                    'f' => or_dash(&mut out, log.and_then(|f| f.referer.as_deref())),
+                    'a' => or_dash(&mut out, log.and_then(|f| f.user_agent.as_deref())),
+                    'T' => {
+                        let _ = write!(out, "{}", l.micros / 1_000_000);
+                    }
+                    'M' => {
+                        let _ = write!(out, "{}", l.micros / 1_000);
+                    }
+                    'D' => {
+                        let _ = write!(out, "{}", l.micros);
+                    }
+                    'L' => {
+                        let _ = write!(out, "{}.{:06}", l.micros / 1_000_000, l.micros % 1_000_000);
+                    }
+                    'p' => {
+                        let _ = write!(out, "<{}>", std::process::id());
+                    }
+                    _ => out.push('-'),
+                },
+            }
+        }
+        out.push('\n');
+        out
+    }
+}
+
+fn atom(name: &str, headers: &mut Vec<String>) -> Piece {
+    if let Some(inner) = name.strip_prefix('{') {
+        return match inner.rsplit_once('}') {
+            Some((header, "i")) if !header.is_empty() => {
+                let header = header.to_ascii_lowercase();
+                let i = match headers.iter().position(|h| *h == header) {
+                    Some(i) => i,
+                    None => {
+                        headers.push(header);
+                        headers.len() - 1
+                    }
+                };
+                Piece::Header(i)
+            }
+            _ => Piece::Dash,
+        };
+    }
+    let mut chars = name.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) if ATOMS.contains(c) => Piece::Atom(c),
+        _ => Piece::Dash,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Decoder, Limits};
+    use bytes::BytesMut;
+
+    fn decoded(raw: &[u8]) -> crate::proto::Incoming {
+        let mut buf = BytesMut::from(raw);
+        let mut d = Decoder::new(Limits::default()).capture_log_fields(true);
+        d.decode(&mut buf).unwrap().unwrap()
+    }
+
+    #[test]
+    fn gunicorns_default_format_and_its_atoms() {
+        let inc = decoded(
+            b"GET /a/b?x=1&token=s3cret HTTP/1.1\r\nHost: h\r\nUser-Agent: ab/2.3\r\n\
+              X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n",
+        );
+        let f = AccessFormat::parse(
+            "%(h)s %(l)s %(u)s %(t)s \"%(r)s\" %(s)s %(b)s \"%(f)s\" \"%(a)s\" %(m)s %(U)s \
+             %(q)s %(H)s %(B)s %(T)s %(M)s %(D)s %(L)s %({x-forwarded-for}i)s \
+             %({X-Missing}i)s %({Content-Type}o)s %({HOME}e)s %(zz)s 100%% %(bad",
+        );
+        assert!(f.wants_headers());
+        let headers = f.header_values(&inc.request);
+        let line = f.render(&Line {
+            peer: "192.0.2.7:5555".parse().ok(),
+            meta: &inc.meta,
+            status: 200,
+            body_len: 0,
+            now_us: 971_186_136_000_000,
+            micros: 2_345_678,
+            headers: &headers,
+            mask_query: true,
+        });
+        assert_eq!(
+            line,
+            "192.0.2.7 - - [10/Oct/2000:13:55:36 +0000] \"GET /a/b?x=1&token=*** HTTP/1.1\" \
+             200 - \"-\" \"ab/2.3\" GET /a/b x=1&token=*** HTTP/1.1 0 2 2345 2345678 2.345678 \
+             203.0.113.9,10.0.0.1 - - - - 100% %(bad\n"
+        );
+    }
+
+    #[test]
+    fn client_strings_cannot_forge_lines() {
+        let inc = decoded(b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\"b\xc2\x85c\r\n\r\n");
+        let f = AccessFormat::parse("%({x-a}i)s %(p)s");
+        let headers = f.header_values(&inc.request);
+        let line = f.render(&Line {
+            peer: None,
+            meta: &inc.meta,
+            status: 200,
+            body_len: 3,
+            now_us: 0,
+            micros: 1,
+            headers: &headers,
+            mask_query: false,
+        });
+        assert_eq!(line, format!("a\\\"b\\x85c <{}>\n", std::process::id()));
+    }
+}
