@@ -219,6 +219,9 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
                 }
             }
             let config = resolve_serve(sub, file.as_ref()).map_err(usage)?;
+            if !worker && !args.check_config {
+                crate::logging::give_to_workers(&log, &config)?;
+            }
             let mut app: AppArgs = layered(sub, file.as_ref()).map_err(usage)?;
             app.store_chosen = ["data_dir", "database"]
                 .iter()

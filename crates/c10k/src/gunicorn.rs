@@ -31,10 +31,6 @@ const RELOAD: &str = "c10k has no file-watching reloader; after deploying new co
                       a fresh process, so the replacements import the new code, one at a time; \
                       for development use your framework's reloader (flask run --debug, \
                       manage.py runserver)";
-const USER: &str = "c10k does not switch user; start it as the user instead (systemd User= and \
-                    Group=, Docker USER, setpriv/su); for a port below 1024 use systemd socket \
-                    activation (deploy/systemd/c10k.socket) or AmbientCapabilities=\
-                    CAP_NET_BIND_SERVICE";
 const LOGGING: &str = "c10k's log is text or JSON lines (--log-format json), on standard error \
                        or in --error-log FILE; under systemd it reaches the journal (and \
                        syslog through it); a Python logging config is not read";
@@ -200,27 +196,6 @@ const REFUSED: &[Refused] = &[
         takes_value: true,
         why: "it only matters with --proxy-protocol, which c10k does not read; the proxies \
               whose X-Forwarded-Proto is believed are --forwarded-allow-ips",
-    },
-    Refused {
-        long: "user",
-        short: Some('u'),
-        key: None,
-        takes_value: true,
-        why: USER,
-    },
-    Refused {
-        long: "group",
-        short: Some('g'),
-        key: None,
-        takes_value: true,
-        why: USER,
-    },
-    Refused {
-        long: "initgroups",
-        short: None,
-        key: None,
-        takes_value: false,
-        why: USER,
     },
     Refused {
         long: "log-config",
@@ -411,7 +386,7 @@ mod tests {
         let cmd = augment(clap::Command::new("serve"));
         let m = cmd
             .clone()
-            .try_get_matches_from(["serve", "--preload", "-u", "www-data", "--statsd-host=x"])
+            .try_get_matches_from(["serve", "--preload", "-n", "web", "--statsd-host=x"])
             .unwrap();
         let msg = refuse(&m).unwrap();
         assert!(msg.starts_with("--preload: "), "{msg}");

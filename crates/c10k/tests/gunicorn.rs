@@ -79,8 +79,6 @@ fn gunicorn_only_flags_stop_the_server_naming_the_flag() {
             &["--proxy-protocol"],
             &["--proxy-protocol: ", "PROXY protocol"],
         ),
-        (&["-u", "www-data"], &["--user: ", "User="]),
-        (&["--group", "www-data"], &["--group: "]),
         (&["--log-config", "logging.conf"], &["--log-config: "]),
         (&["-n", "myapp"], &["--name: "]),
     ] {
@@ -524,4 +522,81 @@ fn umask_sets_the_unix_sockets_mode() {
             "{err}"
         );
     }
+}
+
+/// The uid of a process, from /proc.
+fn uid_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// gunicorn's `-u/--user`, `-g/--group`: the master stays root (it bound the port), every
+/// worker runs as the user, the log files it opens are the user's, and the workers still stop
+/// when the master dies (a change of user clears the parent-death signal, so it is set after).
+#[test]
+fn user_and_group_run_the_workers_as_that_user() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: --user needs the test run as root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The user must reach the files it writes (as for any log directory).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let access = dir.path().join("access.log");
+    let errors = dir.path().join("error.log");
+    // The built-in app's journal is written by the workers: a directory of the user's.
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::os::unix::fs::chown(&data, Some(65534), Some(65534)).unwrap();
+    let mut s = Server::start(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "-w",
+        "2",
+        "-u",
+        "nobody",
+        "-g",
+        "nogroup",
+        "--access-logfile",
+        access.to_str().unwrap(),
+    ]);
+    let master = s.child.id();
+    assert_eq!(uid_of(master), Some(0));
+    let workers = s.worker_pids();
+    for &w in &workers {
+        assert_eq!(uid_of(w), Some(65534), "worker {w}: {}", s.log());
+    }
+    assert_eq!(get(s.addr, "/").unwrap().status, 200);
+    {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&access).unwrap().uid(), 65534);
+    }
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(master as i32, libc::SIGKILL) };
+    let _ = s.wait_exit(Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while workers.iter().any(|&w| uid_of(w).is_some()) {
+        assert!(Instant::now() < deadline, "workers outlived their master");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The error log file too; an unknown user is refused by name.
+    let out = c10k(
+        &[
+            "serve",
+            "--user",
+            "no-such-user-c10k",
+            "--error-logfile",
+            errors.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--user: no-such-user-c10k: no such user"),
+        "{err}"
+    );
 }

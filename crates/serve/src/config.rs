@@ -410,6 +410,41 @@ pub struct ServeConfig {
     #[serde(deserialize_with = "one_or_many")]
     pub bind: Vec<Bind>,
 
+    /// Run the workers as this user (a name or uid), as gunicorn's -u/--user: the master binds
+    /// as it was started (root, for a port below 1024) and each worker drops to the user, with
+    /// the user's groups, before it runs; the access and error log files and unix sockets are
+    /// given to the user. Needs c10k started as root.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            short = 'u',
+            long,
+            env = "C10K_USER",
+            value_name = "USER",
+            help_heading = "Workers"
+        )
+    )]
+    pub user: Option<String>,
+
+    /// The workers' group (a name or gid), as gunicorn's -g/--group; default: --user's primary
+    /// group.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            short = 'g',
+            long,
+            env = "C10K_GROUP",
+            value_name = "GROUP",
+            help_heading = "Workers"
+        )
+    )]
+    pub group: Option<String>,
+
+    /// Accepted for gunicorn's --initgroups: with --user, c10k always gives the workers the
+    /// user's supplementary groups.
+    #[cfg_attr(feature = "cli", arg(long, hide = true))]
+    pub initgroups: bool,
+
     /// Permission bits a unix-socket --bind is created without, as gunicorn's -m/--umask: the
     /// socket's mode is 0777 minus the mask (--umask 0o117: 0660, for a proxy in the socket's
     /// group). Default: the socket is 0666.
@@ -760,6 +795,9 @@ impl Default for ServeConfig {
                 [127, 0, 0, 1],
                 8000,
             ))))],
+            user: None,
+            group: None,
+            initgroups: false,
             umask: None,
             uwsgi_allow_from: AllowFrom::loopback(),
             forwarded_allow_ips: AllowFrom::loopback(),
@@ -888,6 +926,8 @@ impl ServeConfig {
                 return bad("--admin", "must not be one of the --bind addresses");
             }
         }
+        crate::owner::resolve(self.user.as_deref(), self.group.as_deref())
+            .map_err(|(flag, message)| ConfigError::Invalid { flag, message })?;
         if self.access_log_format.is_some() && self.access_log.is_none() {
             return bad(
                 "--access-log-format",

@@ -60,6 +60,7 @@ mod conn_async;
 mod conn_blocking;
 mod lazy_io;
 mod master;
+pub mod owner;
 mod pidfile;
 mod sendfile;
 mod stream;
