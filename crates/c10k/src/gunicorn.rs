@@ -223,14 +223,6 @@ const REFUSED: &[Refused] = &[
         why: USER,
     },
     Refused {
-        long: "umask",
-        short: Some('m'),
-        key: None,
-        takes_value: true,
-        why: "c10k does not set its own umask; it keeps the one it is started with (systemd \
-              UMask=, `umask 022` in the shell or entrypoint before c10k)",
-    },
-    Refused {
         long: "log-config",
         short: None,
         key: Some("logconfig"),

@@ -81,7 +81,6 @@ fn gunicorn_only_flags_stop_the_server_naming_the_flag() {
         ),
         (&["-u", "www-data"], &["--user: ", "User="]),
         (&["--group", "www-data"], &["--group: "]),
-        (&["--umask", "007"], &["--umask: ", "UMask="]),
         (&["--log-config", "logging.conf"], &["--log-config: "]),
         (&["-n", "myapp"], &["--name: "]),
     ] {
@@ -479,4 +478,50 @@ fn access_logformat_takes_gunicorns_atoms() {
         err.contains("--access-log-format: needs --access-log FILE"),
         "{err}"
     );
+}
+
+/// gunicorn's `-m/--umask` on a unix-socket bind: the socket's mode is 0777 without the mask, so
+/// `--umask 0o117` leaves it to the socket's owner and group (0660); from a TOML file too.
+#[test]
+fn umask_sets_the_unix_sockets_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("c10k.toml");
+    std::fs::write(&conf, "umask = 0o077\n").unwrap();
+    for (args, mode) in [
+        (&["--umask", "0o117"][..], 0o660),
+        (&["-m", "0117"], 0o660),
+        (&["--umask", "0"], 0o777),
+        (&["--config", conf.to_str().unwrap()], 0o700),
+        (&[], 0o666),
+    ] {
+        let path = dir.path().join("c10k.sock");
+        let bind = format!("unix:{}", path.display());
+        let mut argv = vec!["serve", "--bind", &bind, "--admin", "off"];
+        argv.extend_from_slice(args);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_c10k"))
+            .args(&argv)
+            .env("C10K_DATA_DIR", dir.path())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&path).is_err() {
+            assert!(Instant::now() < deadline, "{args:?}: no socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let got = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait().unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(got, mode, "{args:?}: {got:o}");
+    }
+    for bad in ["0o1000", "9x", "-1"] {
+        let err = refused(&["--umask", bad], &[]);
+        assert!(
+            err.contains("--umask") && err.contains("umask from 0 to 0o777"),
+            "{err}"
+        );
+    }
 }

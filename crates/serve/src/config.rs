@@ -266,6 +266,67 @@ impl<'de> Deserialize<'de> for Bind {
     }
 }
 
+/// `--umask`: permission bits taken away, as gunicorn's `umask` setting (`0o117`, `0117`,
+/// `0x4f`, or decimal as Python's `int(value, 0)` reads it; a leading 0 is octal).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Umask(pub u32);
+
+impl FromStr for Umask {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Umask, String> {
+        let t = s.trim().replace('_', "");
+        let parsed = if let Some(o) = t.strip_prefix("0o").or(t.strip_prefix("0O")) {
+            u32::from_str_radix(o, 8)
+        } else if let Some(x) = t.strip_prefix("0x").or(t.strip_prefix("0X")) {
+            u32::from_str_radix(x, 16)
+        } else if let Some(b) = t.strip_prefix("0b").or(t.strip_prefix("0B")) {
+            u32::from_str_radix(b, 2)
+        } else if t.len() > 1 && t.starts_with('0') {
+            u32::from_str_radix(&t[1..], 8)
+        } else {
+            t.parse()
+        };
+        match parsed {
+            Ok(m) if m <= 0o777 => Ok(Umask(m)),
+            _ => Err(format!(
+                "{s:?} is not a umask from 0 to 0o777 (e.g. 0o117, 0117 or 0x4f)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Umask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "0o{:03o}", self.0)
+    }
+}
+
+impl Serialize for Umask {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Umask {
+    /// A string (`"0o117"`) or a TOML integer (`0o117`).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Umask, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) if (0..=0o777).contains(&n) => Ok(Umask(n as u32)),
+            Raw::Int(n) => Err(serde::de::Error::custom(format!(
+                "{n} is not a umask from 0 to 0o777"
+            ))),
+            Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 /// Where the admin (status) listener binds: an address, or `off`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdminAddr(pub Option<BindAddr>);
@@ -348,6 +409,22 @@ pub struct ServeConfig {
     )]
     #[serde(deserialize_with = "one_or_many")]
     pub bind: Vec<Bind>,
+
+    /// Permission bits a unix-socket --bind is created without, as gunicorn's -m/--umask: the
+    /// socket's mode is 0777 minus the mask (--umask 0o117: 0660, for a proxy in the socket's
+    /// group). Default: the socket is 0666.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            allow_negative_numbers = true,
+            short = 'm',
+            long,
+            env = "C10K_UMASK",
+            value_name = "MASK",
+            help_heading = "Listening"
+        )
+    )]
+    pub umask: Option<Umask>,
 
     /// Peers allowed to connect to a uwsgi listener over TCP: addresses, ADDRESS/PREFIX
     /// networks, or * for any (like gunicorn's --forwarded-allow-ips). Unix sockets are always
@@ -683,6 +760,7 @@ impl Default for ServeConfig {
                 [127, 0, 0, 1],
                 8000,
             ))))],
+            umask: None,
             uwsgi_allow_from: AllowFrom::loopback(),
             forwarded_allow_ips: AllowFrom::loopback(),
             backlog: 2048,
@@ -907,6 +985,29 @@ mod tests {
         assert_eq!(l.max_request_line, c.limit_request_head);
         assert_eq!(l.max_headers, 32768);
         assert_eq!(l.max_field_size, 0);
+    }
+
+    #[test]
+    fn umask_spellings() {
+        for (s, m) in [
+            ("0o117", 0o117),
+            ("0117", 0o117),
+            ("0x4f", 0x4f),
+            ("91", 91),
+            ("0", 0),
+        ] {
+            assert_eq!(s.parse::<Umask>(), Ok(Umask(m)), "{s}");
+        }
+        for s in ["0o1000", "512", "x", "", "-1", "08"] {
+            assert!(s.parse::<Umask>().is_err(), "{s}");
+        }
+        let c: ServeConfig = toml::from_str("umask = 0o117").unwrap();
+        assert_eq!(c.umask, Some(Umask(0o117)));
+        let c: ServeConfig = toml::from_str("umask = \"0o22\"").unwrap();
+        assert_eq!(c.umask, Some(Umask(0o22)));
+        let back: ServeConfig = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back.umask, Some(Umask(0o22)));
+        assert!(toml::from_str::<ServeConfig>("umask = 1000").is_err());
     }
 
     #[test]

@@ -68,7 +68,7 @@ mod workers;
 
 pub use c10k_http::WorkerInfo;
 pub use config::{
-    AdminAddr, AllowFrom, Bind, BindAddr, Protocol, Scheduling, ServeConfig, WorkerClass,
+    AdminAddr, AllowFrom, Bind, BindAddr, Protocol, Scheduling, ServeConfig, Umask, WorkerClass,
 };
 pub use master::BootFailed;
 pub use scoreboard::WritePathFigures;
