@@ -144,6 +144,14 @@ pub struct Parsed {
 }
 
 pub fn parse() -> anyhow::Result<Parsed> {
+    // Before clap, which would only list c10k's classes for `-k uvicorn.workers.UvicornWorker`.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(msg) = crate::gunicorn::worker_class_arg(&args)
+        .as_deref()
+        .and_then(crate::gunicorn::refuse_worker_class)
+    {
+        return Err(UsageError::new(msg).into());
+    }
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,

@@ -248,6 +248,14 @@ const REFUSED: &[Refused] = &[
               (c10k serve ... MODULE:APP), which names the app",
     },
     Refused {
+        long: "no-sendfile",
+        short: None,
+        key: Some("sendfile"),
+        takes_value: false,
+        why: "c10k sends a wsgi.file_wrapper file with sendfile(2) and has no switch to read it \
+              through user space instead",
+    },
+    Refused {
         long: "spew",
         short: None,
         key: None,
@@ -316,6 +324,50 @@ pub fn refuse_key(key: &str) -> Option<String> {
         .iter()
         .find(|r| r.long.replace('-', "_") == key || r.key == Some(key.as_str()))
         .map(|r| format!("gunicorn's `{key}` (--{}): {}", r.long, r.why))
+}
+
+/// What c10k says to a gunicorn worker class it does not have (`-k uvicorn.workers.UvicornWorker`),
+/// or `None` for any other value (clap then takes it, or lists c10k's classes).
+pub fn refuse_worker_class(class: &str) -> Option<String> {
+    let lower = class.to_ascii_lowercase();
+    let why = if lower.contains("uvicorn") || lower.contains("asgi") {
+        "c10k hosts WSGI applications (Flask, Django's wsgi.py); an ASGI app (FastAPI, \
+         Starlette, Django's asgi.py) needs an ASGI server such as uvicorn. A Django project can \
+         be served by c10k through its WSGI entry point, MODULE.wsgi:application"
+    } else if lower.contains("eventlet") {
+        "c10k has no eventlet class; -k gevent runs each request in a greenlet with the standard \
+         library monkey-patched (gevent must be installed in the app's environment)"
+    } else if lower.contains("tornado") {
+        "c10k does not run Tornado applications; a WSGI app runs under -k sync, gthread, async \
+         or gevent"
+    } else {
+        return None;
+    };
+    Some(format!("--worker-class {class}: {why}"))
+}
+
+/// The `-k`/`--worker-class` value among `c10k serve`'s arguments, as clap would read it.
+pub fn worker_class_arg(args: &[std::ffi::OsString]) -> Option<String> {
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let serve = args.iter().position(|a| a == "serve")?;
+    let mut found = None;
+    let mut it = args[serve + 1..].iter();
+    while let Some(a) = it.next() {
+        if a == "--" {
+            break;
+        }
+        if a == "-k" || a == "--worker-class" {
+            found = it.next().cloned();
+        } else if let Some(v) = a.strip_prefix("--worker-class=") {
+            found = Some(v.to_owned());
+        } else if let Some(v) = a.strip_prefix("-k").filter(|_| !a.starts_with("--")) {
+            found = Some(v.trim_start_matches('=').to_owned());
+        }
+    }
+    found.or_else(|| std::env::var("C10K_WORKER_CLASS").ok())
 }
 
 /// The settings in gunicorn's config files that c10k has under another name.
@@ -392,6 +444,28 @@ mod tests {
         assert!(msg.starts_with("--preload: "), "{msg}");
         let m = cmd.try_get_matches_from(["serve"]).unwrap();
         assert!(refuse(&m).is_none());
+    }
+
+    #[test]
+    fn worker_class_as_clap_reads_it() {
+        let args = |v: &[&str]| -> Vec<std::ffi::OsString> { v.iter().map(|s| s.into()).collect() };
+        let k = |v: &[&str]| worker_class_arg(&args(v));
+        assert_eq!(
+            k(&["c10k", "serve", "-k", "a", "x:y"]).as_deref(),
+            Some("a")
+        );
+        assert_eq!(k(&["c10k", "serve", "-kb"]).as_deref(), Some("b"));
+        assert_eq!(
+            k(&["c10k", "serve", "--worker-class=c"]).as_deref(),
+            Some("c")
+        );
+        assert_eq!(
+            k(&["c10k", "serve", "-k", "a", "-k", "d"]).as_deref(),
+            Some("d")
+        );
+        assert_eq!(k(&["c10k", "bench", "-k", "http://h/"]), None);
+        assert!(refuse_worker_class("gthread").is_none());
+        assert!(refuse_worker_class("uvicorn.workers.UvicornH11Worker").is_some());
     }
 
     #[test]

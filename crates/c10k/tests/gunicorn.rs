@@ -81,6 +81,7 @@ fn gunicorn_only_flags_stop_the_server_naming_the_flag() {
         ),
         (&["--log-config", "logging.conf"], &["--log-config: "]),
         (&["-n", "myapp"], &["--name: "]),
+        (&["--no-sendfile"], &["--no-sendfile: ", "sendfile(2)"]),
     ] {
         let mut argv = args.to_vec();
         argv.push("myapp:app");
@@ -599,4 +600,55 @@ fn user_and_group_run_the_workers_as_that_user() {
         err.contains("--user: no-such-user-c10k: no such user"),
         "{err}"
     );
+}
+
+/// gunicorn's spellings of its worker classes are c10k's classes; the ones c10k does not have
+/// (ASGI's uvicorn worker, eventlet, tornado) are refused with what to use instead rather than
+/// clap's list of values.
+#[test]
+fn gunicorn_worker_classes() {
+    for (k, class) in [
+        ("gunicorn.workers.sync.SyncWorker", "sync"),
+        ("gunicorn.workers.gthread.ThreadWorker", "gthread"),
+        ("egg:gunicorn#gevent", "gevent"),
+        ("gunicorn.workers.ggevent.GeventWorker", "gevent"),
+    ] {
+        let text = effective(&["-k", k], &[]);
+        assert!(
+            text.contains(&format!("worker-class = \"{class}\"")),
+            "{k}: {text}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("c10k.toml");
+    std::fs::write(
+        &conf,
+        "worker_class = \"gunicorn.workers.gthread.ThreadWorker\"\n",
+    )
+    .unwrap();
+    let text = effective(&["--config", conf.to_str().unwrap()], &[]);
+    assert!(text.contains("worker-class = \"gthread\""), "{text}");
+    for (args, needle) in [
+        (
+            &["-k", "uvicorn.workers.UvicornWorker", "main:app"][..],
+            "ASGI",
+        ),
+        (
+            &["--worker-class=uvicorn_worker.UvicornWorker", "main:app"],
+            "ASGI",
+        ),
+        (&["-keventlet", "app:app"], "-k gevent"),
+        (&["-k", "tornado", "app:app"], "Tornado"),
+    ] {
+        let err = refused(args, &[]);
+        assert!(
+            err.contains("--worker-class ") && err.contains(needle),
+            "{args:?}: {err}"
+        );
+    }
+    let err = refused(
+        &["app:app"],
+        &[("C10K_WORKER_CLASS", "uvicorn.workers.UvicornWorker")],
+    );
+    assert!(err.contains("ASGI"), "{err}");
 }

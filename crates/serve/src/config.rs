@@ -17,21 +17,56 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::allow::AllowFrom;
 
-/// How a worker process runs requests; see `c10k serve --help` and the README.
+/// How a worker process runs requests; see `c10k serve --help` and the README. gunicorn's
+/// spellings of its classes (`gunicorn.workers.gthread.ThreadWorker`, `egg:gunicorn#gevent`)
+/// are accepted too.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum WorkerClass {
     /// One request at a time per worker; the connection closes after each response.
+    #[cfg_attr(
+        feature = "cli",
+        value(
+            alias = "gunicorn.workers.sync.SyncWorker",
+            alias = "egg:gunicorn#sync"
+        )
+    )]
+    #[serde(
+        alias = "gunicorn.workers.sync.SyncWorker",
+        alias = "egg:gunicorn#sync"
+    )]
     Sync,
     /// A new OS thread per connection, capped by --worker-connections.
     Thread,
     /// A fixed pool of --threads threads per worker; idle keep-alive connections hold no thread.
+    #[cfg_attr(
+        feature = "cli",
+        value(
+            alias = "gunicorn.workers.gthread.ThreadWorker",
+            alias = "egg:gunicorn#gthread"
+        )
+    )]
+    #[serde(
+        alias = "gunicorn.workers.gthread.ThreadWorker",
+        alias = "egg:gunicorn#gthread"
+    )]
     Gthread,
     /// An event loop per worker; waits yield, so one worker runs thousands of requests at once.
     Async,
     /// Python apps: the `async` event loop does the I/O; each request runs in a greenlet on the
     /// worker's gevent hub (monkey-patched), up to --worker-connections at once.
+    #[cfg_attr(
+        feature = "cli",
+        value(
+            alias = "gunicorn.workers.ggevent.GeventWorker",
+            alias = "egg:gunicorn#gevent"
+        )
+    )]
+    #[serde(
+        alias = "gunicorn.workers.ggevent.GeventWorker",
+        alias = "egg:gunicorn#gevent"
+    )]
     Gevent,
 }
 
