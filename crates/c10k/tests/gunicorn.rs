@@ -652,3 +652,32 @@ fn gunicorn_worker_classes() {
     );
     assert!(err.contains("ASGI"), "{err}");
 }
+
+/// gunicorn's `--check-config APP` loads the app: a Dockerfile's `RUN ... --check-config` step
+/// must fail on an app that cannot be imported (it printed the settings and passed).
+#[cfg(feature = "python")]
+#[test]
+fn check_config_loads_the_app() {
+    let Some(venv) = util::python::venv() else {
+        return;
+    };
+    let apps = util::python::apps();
+    let env = [("VIRTUAL_ENV", venv.as_str())];
+    let ok = effective(&["--pythonpath", &apps, "probe:app"], &env);
+    assert!(ok.contains("workers = 1"), "{ok}");
+    for (app, needle) in [
+        ("broken_import:app", "broken_import:app does not load"),
+        (
+            "no_such_module_c10k:app",
+            "No module named 'no_such_module_c10k'",
+        ),
+    ] {
+        let out = c10k(
+            &["serve", "--check-config", "--pythonpath", &apps, app],
+            &env,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{app}: {err}");
+        assert!(err.contains(needle), "{app}: {err}");
+    }
+}

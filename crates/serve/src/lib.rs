@@ -74,4 +74,4 @@ pub use config::{
 pub use master::BootFailed;
 pub use scoreboard::WritePathFigures;
 pub use shutdown::{Phase, Shutdown};
-pub use workers::{is_worker_process, run, run_hosted, Hosted, Server};
+pub use workers::{is_worker_process, run, run_hosted, worker_info, Hosted, Server};

@@ -124,7 +124,9 @@ impl Server {
 }
 
 /// What an application factory learns about the worker it runs in.
-fn worker_info(config: &ServeConfig, slot: usize) -> WorkerInfo {
+/// What an application factory is told about worker `slot` under `config` (also for loading
+/// the application once outside a worker, as `c10k serve --check-config` does).
+pub fn worker_info(config: &ServeConfig, slot: usize) -> WorkerInfo {
     let (class, threads, max_in_flight) = match config.worker_class {
         WorkerClass::Sync => ("sync", 1, 1),
         WorkerClass::Thread => (
