@@ -16,6 +16,7 @@ fn c10k(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_c10k"))
         .args(args)
         .env_remove("WEB_CONCURRENCY")
+        .env_remove("PORT")
         .env_remove("GUNICORN_CMD_ARGS")
         .env("C10K_ADMIN", "127.0.0.1:0")
         .envs(env.iter().copied())
@@ -680,4 +681,24 @@ fn check_config_loads_the_app() {
         assert_eq!(out.status.code(), Some(1), "{app}: {err}");
         assert!(err.contains(needle), "{app}: {err}");
     }
+}
+
+/// gunicorn binds `0.0.0.0:$PORT` when `PORT` is set and no bind is given (Heroku, Render,
+/// Cloud Run set it, and a Procfile's `web: gunicorn app:app` relies on it); c10k listened on
+/// 127.0.0.1:8000 there, out of the platform's reach.
+#[test]
+fn port_is_the_default_bind() {
+    let port = [("PORT", "5000")];
+    assert!(effective(&[], &port).contains("bind = [\"0.0.0.0:5000\"]"));
+    assert!(effective(&["-b", "127.0.0.1:7000"], &port).contains("bind = [\"127.0.0.1:7000\"]"));
+    let env_bind = [("PORT", "5000"), ("C10K_BIND", "127.0.0.1:7001")];
+    assert!(effective(&[], &env_bind).contains("bind = [\"127.0.0.1:7001\"]"));
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("c10k.toml");
+    std::fs::write(&conf, "bind = \"127.0.0.1:7002\"\n").unwrap();
+    let text = effective(&["--config", conf.to_str().unwrap()], &port);
+    assert!(text.contains("bind = [\"127.0.0.1:7002\"]"), "{text}");
+    assert!(effective(&[], &[]).contains("bind = [\"127.0.0.1:8000\"]"));
+    let err = refused(&[], &[("PORT", "http")]);
+    assert!(err.contains("PORT") && err.contains("--bind"), "{err}");
 }
