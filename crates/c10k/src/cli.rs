@@ -117,8 +117,9 @@ struct ServeArgs {
     #[arg(short, long, env = "C10K_CONFIG", help_heading = "Config")]
     config: Option<PathBuf>,
 
-    /// Print the effective configuration as TOML (the database password as ***) and exit.
-    /// gunicorn's --print-config is accepted too.
+    /// Print the effective configuration as TOML (the database password as ***) and exit; with
+    /// APP_MODULE, also load the application, and fail (exit status 1) if it cannot be, as
+    /// gunicorn's --check-config does. gunicorn's --print-config is accepted too.
     #[arg(long, alias = "print-config", help_heading = "Config")]
     check_config: bool,
 
@@ -144,6 +145,14 @@ pub struct Parsed {
 }
 
 pub fn parse() -> anyhow::Result<Parsed> {
+    // Before clap, which would only list c10k's classes for `-k uvicorn.workers.UvicornWorker`.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(msg) = crate::gunicorn::worker_class_arg(&args)
+        .as_deref()
+        .and_then(crate::gunicorn::refuse_worker_class)
+    {
+        return Err(UsageError::new(msg).into());
+    }
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
@@ -219,6 +228,9 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
                 }
             }
             let config = resolve_serve(sub, file.as_ref()).map_err(usage)?;
+            if !worker && !args.check_config {
+                crate::logging::give_to_workers(&log, &config)?;
+            }
             let mut app: AppArgs = layered(sub, file.as_ref()).map_err(usage)?;
             app.store_chosen = ["data_dir", "database"]
                 .iter()
@@ -230,8 +242,11 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
             if args.check_config {
                 // For people: the database password is shown as ***.
                 print!("{}{}{}", config.to_toml(), log.to_toml(), app.to_toml(true));
-                if python.spec().is_some() {
+                if let Some(spec) = python.spec() {
                     print!("{}", python.to_toml());
+                    // As gunicorn's --check-config: the app is loaded too, so one that cannot
+                    // be imported fails the check (exit status 1) with its traceback.
+                    check_python_app(&config, &python, spec)?;
                 }
                 return Ok(());
             }
@@ -278,6 +293,19 @@ fn serve_python(config: ServeConfig, python: &PythonArgs, spec: &str) -> anyhow:
         );
     }
     c10k_serve::run_hosted(config, |info| crate::python::factory(python, info))
+}
+
+#[cfg(feature = "python")]
+fn check_python_app(config: &ServeConfig, python: &PythonArgs, spec: &str) -> anyhow::Result<()> {
+    let info = c10k_serve::worker_info(config, 0);
+    crate::python::factory(python, &info)
+        .map(drop)
+        .with_context(|| format!("--check-config: the application {spec} does not load"))
+}
+
+#[cfg(not(feature = "python"))]
+fn check_python_app(_: &ServeConfig, _: &PythonArgs, spec: &str) -> anyhow::Result<()> {
+    Err(UsageError::new(crate::python::not_built(spec)).into())
 }
 
 #[cfg(not(feature = "python"))]

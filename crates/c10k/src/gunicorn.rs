@@ -31,10 +31,6 @@ const RELOAD: &str = "c10k has no file-watching reloader; after deploying new co
                       a fresh process, so the replacements import the new code, one at a time; \
                       for development use your framework's reloader (flask run --debug, \
                       manage.py runserver)";
-const USER: &str = "c10k does not switch user; start it as the user instead (systemd User= and \
-                    Group=, Docker USER, setpriv/su); for a port below 1024 use systemd socket \
-                    activation (deploy/systemd/c10k.socket) or AmbientCapabilities=\
-                    CAP_NET_BIND_SERVICE";
 const LOGGING: &str = "c10k's log is text or JSON lines (--log-format json), on standard error \
                        or in --error-log FILE; under systemd it reaches the journal (and \
                        syslog through it); a Python logging config is not read";
@@ -202,35 +198,6 @@ const REFUSED: &[Refused] = &[
               whose X-Forwarded-Proto is believed are --forwarded-allow-ips",
     },
     Refused {
-        long: "user",
-        short: Some('u'),
-        key: None,
-        takes_value: true,
-        why: USER,
-    },
-    Refused {
-        long: "group",
-        short: Some('g'),
-        key: None,
-        takes_value: true,
-        why: USER,
-    },
-    Refused {
-        long: "initgroups",
-        short: None,
-        key: None,
-        takes_value: false,
-        why: USER,
-    },
-    Refused {
-        long: "umask",
-        short: Some('m'),
-        key: None,
-        takes_value: true,
-        why: "c10k does not set its own umask; it keeps the one it is started with (systemd \
-              UMask=, `umask 022` in the shell or entrypoint before c10k)",
-    },
-    Refused {
         long: "log-config",
         short: None,
         key: Some("logconfig"),
@@ -279,6 +246,14 @@ const REFUSED: &[Refused] = &[
         takes_value: true,
         why: "c10k does not rename its processes; `ps` shows each one's command line \
               (c10k serve ... MODULE:APP), which names the app",
+    },
+    Refused {
+        long: "no-sendfile",
+        short: None,
+        key: Some("sendfile"),
+        takes_value: false,
+        why: "c10k sends a wsgi.file_wrapper file with sendfile(2) and has no switch to read it \
+              through user space instead",
     },
     Refused {
         long: "spew",
@@ -351,6 +326,50 @@ pub fn refuse_key(key: &str) -> Option<String> {
         .map(|r| format!("gunicorn's `{key}` (--{}): {}", r.long, r.why))
 }
 
+/// What c10k says to a gunicorn worker class it does not have (`-k uvicorn.workers.UvicornWorker`),
+/// or `None` for any other value (clap then takes it, or lists c10k's classes).
+pub fn refuse_worker_class(class: &str) -> Option<String> {
+    let lower = class.to_ascii_lowercase();
+    let why = if lower.contains("uvicorn") || lower.contains("asgi") {
+        "c10k hosts WSGI applications (Flask, Django's wsgi.py); an ASGI app (FastAPI, \
+         Starlette, Django's asgi.py) needs an ASGI server such as uvicorn. A Django project can \
+         be served by c10k through its WSGI entry point, MODULE.wsgi:application"
+    } else if lower.contains("eventlet") {
+        "c10k has no eventlet class; -k gevent runs each request in a greenlet with the standard \
+         library monkey-patched (gevent must be installed in the app's environment)"
+    } else if lower.contains("tornado") {
+        "c10k does not run Tornado applications; a WSGI app runs under -k sync, gthread, async \
+         or gevent"
+    } else {
+        return None;
+    };
+    Some(format!("--worker-class {class}: {why}"))
+}
+
+/// The `-k`/`--worker-class` value among `c10k serve`'s arguments, as clap would read it.
+pub fn worker_class_arg(args: &[std::ffi::OsString]) -> Option<String> {
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let serve = args.iter().position(|a| a == "serve")?;
+    let mut found = None;
+    let mut it = args[serve + 1..].iter();
+    while let Some(a) = it.next() {
+        if a == "--" {
+            break;
+        }
+        if a == "-k" || a == "--worker-class" {
+            found = it.next().cloned();
+        } else if let Some(v) = a.strip_prefix("--worker-class=") {
+            found = Some(v.to_owned());
+        } else if let Some(v) = a.strip_prefix("-k").filter(|_| !a.starts_with("--")) {
+            found = Some(v.trim_start_matches('=').to_owned());
+        }
+    }
+    found.or_else(|| std::env::var("C10K_WORKER_CLASS").ok())
+}
+
 /// The settings in gunicorn's config files that c10k has under another name.
 const RENAMED: &[(&str, &str)] = &[
     ("accesslog", "access-log"),
@@ -419,12 +438,34 @@ mod tests {
         let cmd = augment(clap::Command::new("serve"));
         let m = cmd
             .clone()
-            .try_get_matches_from(["serve", "--preload", "-u", "www-data", "--statsd-host=x"])
+            .try_get_matches_from(["serve", "--preload", "-n", "web", "--statsd-host=x"])
             .unwrap();
         let msg = refuse(&m).unwrap();
         assert!(msg.starts_with("--preload: "), "{msg}");
         let m = cmd.try_get_matches_from(["serve"]).unwrap();
         assert!(refuse(&m).is_none());
+    }
+
+    #[test]
+    fn worker_class_as_clap_reads_it() {
+        let args = |v: &[&str]| -> Vec<std::ffi::OsString> { v.iter().map(|s| s.into()).collect() };
+        let k = |v: &[&str]| worker_class_arg(&args(v));
+        assert_eq!(
+            k(&["c10k", "serve", "-k", "a", "x:y"]).as_deref(),
+            Some("a")
+        );
+        assert_eq!(k(&["c10k", "serve", "-kb"]).as_deref(), Some("b"));
+        assert_eq!(
+            k(&["c10k", "serve", "--worker-class=c"]).as_deref(),
+            Some("c")
+        );
+        assert_eq!(
+            k(&["c10k", "serve", "-k", "a", "-k", "d"]).as_deref(),
+            Some("d")
+        );
+        assert_eq!(k(&["c10k", "bench", "-k", "http://h/"]), None);
+        assert!(refuse_worker_class("gthread").is_none());
+        assert!(refuse_worker_class("uvicorn.workers.UvicornH11Worker").is_some());
     }
 
     #[test]

@@ -58,6 +58,21 @@ impl LogArgs {
     }
 }
 
+/// With `--user`/`--group`, gives the `--error-log` file to the workers' user, who opens it
+/// (as gunicorn does, so that it can still be written).
+pub fn give_to_workers(args: &LogArgs, config: &c10k_serve::ServeConfig) -> anyhow::Result<()> {
+    let owner = c10k_serve::owner::resolve(config.user.as_deref(), config.group.as_deref())
+        .map_err(|(flag, message)| UsageError::new(format!("{flag}: {message}")))?;
+    if let (Some(owner), Some(path)) = (owner, args.file()) {
+        // Only root may give files away; run_hosted refuses a switch it cannot make.
+        if c10k_serve::owner::can_switch(&owner) {
+            std::os::unix::fs::chown(path, Some(owner.uid), Some(owner.gid))
+                .with_context(|| format!("--user: cannot give --error-log {path} to it"))?;
+        }
+    }
+    Ok(())
+}
+
 /// Where log lines are written; `Stderr(false)` when standard error is the --error-log file (no
 /// colour codes in a file).
 pub enum Target {

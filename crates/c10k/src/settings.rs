@@ -197,6 +197,27 @@ fn web_concurrency() -> Result<Option<usize>, ConfigError> {
     }
 }
 
+/// `PORT`, which gunicorn (and Heroku, Render, Cloud Run, Fly, which set it) take as the default
+/// bind: `0.0.0.0:$PORT`. A `--bind`, `C10K_BIND` or the file's `bind` wins over it.
+fn platform_port() -> Result<Option<c10k_serve::Bind>, ConfigError> {
+    let Some(v) = std::env::var_os("PORT") else {
+        return Ok(None);
+    };
+    let v = v.to_string_lossy();
+    match v.trim().parse::<u16>() {
+        Ok(port) => Ok(Some(c10k_serve::Bind::http(c10k_serve::BindAddr::Tcp(
+            std::net::SocketAddr::from(([0, 0, 0, 0], port)),
+        )))),
+        Err(_) => Err(ConfigError::Invalid {
+            flag: "PORT",
+            message: format!(
+                "{v:?} is not a port number (c10k reads it as the default of --bind, \
+                 0.0.0.0:$PORT, as gunicorn does; unset it or give --bind)"
+            ),
+        }),
+    }
+}
+
 /// Builds the effective config from parsed command-line/env matches and an optional TOML
 /// file whose keys must all be the server's (the tests' way in; `c10k serve` shares its file
 /// with the application's settings and calls [`resolve_serve`]).
@@ -216,6 +237,11 @@ pub fn resolve_serve(
     file: Option<&ConfigFile>,
 ) -> Result<ServeConfig, ConfigError> {
     let mut config: ServeConfig = layered(matches, file)?;
+    if !given(matches, "bind") && !file.is_some_and(|f| f.contains("bind")) {
+        if let Some(bind) = platform_port()? {
+            config.bind = vec![bind];
+        }
+    }
     if !given(matches, "workers") && !file.is_some_and(|f| f.contains("workers")) {
         if let Some(n) = web_concurrency()? {
             config.workers = n;

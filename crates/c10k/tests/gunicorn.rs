@@ -16,6 +16,7 @@ fn c10k(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_c10k"))
         .args(args)
         .env_remove("WEB_CONCURRENCY")
+        .env_remove("PORT")
         .env_remove("GUNICORN_CMD_ARGS")
         .env("C10K_ADMIN", "127.0.0.1:0")
         .envs(env.iter().copied())
@@ -79,11 +80,9 @@ fn gunicorn_only_flags_stop_the_server_naming_the_flag() {
             &["--proxy-protocol"],
             &["--proxy-protocol: ", "PROXY protocol"],
         ),
-        (&["-u", "www-data"], &["--user: ", "User="]),
-        (&["--group", "www-data"], &["--group: "]),
-        (&["--umask", "007"], &["--umask: ", "UMask="]),
         (&["--log-config", "logging.conf"], &["--log-config: "]),
         (&["-n", "myapp"], &["--name: "]),
+        (&["--no-sendfile"], &["--no-sendfile: ", "sendfile(2)"]),
     ] {
         let mut argv = args.to_vec();
         argv.push("myapp:app");
@@ -479,4 +478,227 @@ fn access_logformat_takes_gunicorns_atoms() {
         err.contains("--access-log-format: needs --access-log FILE"),
         "{err}"
     );
+}
+
+/// gunicorn's `-m/--umask` on a unix-socket bind: the socket's mode is 0777 without the mask, so
+/// `--umask 0o117` leaves it to the socket's owner and group (0660); from a TOML file too.
+#[test]
+fn umask_sets_the_unix_sockets_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("c10k.toml");
+    std::fs::write(&conf, "umask = 0o077\n").unwrap();
+    for (args, mode) in [
+        (&["--umask", "0o117"][..], 0o660),
+        (&["-m", "0117"], 0o660),
+        (&["--umask", "0"], 0o777),
+        (&["--config", conf.to_str().unwrap()], 0o700),
+        (&[], 0o666),
+    ] {
+        let path = dir.path().join("c10k.sock");
+        let bind = format!("unix:{}", path.display());
+        let mut argv = vec!["serve", "--bind", &bind, "--admin", "off"];
+        argv.extend_from_slice(args);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_c10k"))
+            .args(&argv)
+            .env("C10K_DATA_DIR", dir.path())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&path).is_err() {
+            assert!(Instant::now() < deadline, "{args:?}: no socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let got = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait().unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(got, mode, "{args:?}: {got:o}");
+    }
+    for bad in ["0o1000", "9x", "-1"] {
+        let err = refused(&["--umask", bad], &[]);
+        assert!(
+            err.contains("--umask") && err.contains("umask from 0 to 0o777"),
+            "{err}"
+        );
+    }
+}
+
+/// The uid of a process, from /proc.
+fn uid_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// gunicorn's `-u/--user`, `-g/--group`: the master stays root (it bound the port), every
+/// worker runs as the user, the log files it opens are the user's, and the workers still stop
+/// when the master dies (a change of user clears the parent-death signal, so it is set after).
+#[test]
+fn user_and_group_run_the_workers_as_that_user() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: --user needs the test run as root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The user must reach the files it writes (as for any log directory).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let access = dir.path().join("access.log");
+    let errors = dir.path().join("error.log");
+    // The built-in app's journal is written by the workers: a directory of the user's.
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::os::unix::fs::chown(&data, Some(65534), Some(65534)).unwrap();
+    let mut s = Server::start(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "-w",
+        "2",
+        "-u",
+        "nobody",
+        "-g",
+        "nogroup",
+        "--access-logfile",
+        access.to_str().unwrap(),
+    ]);
+    let master = s.child.id();
+    assert_eq!(uid_of(master), Some(0));
+    let workers = s.worker_pids();
+    for &w in &workers {
+        assert_eq!(uid_of(w), Some(65534), "worker {w}: {}", s.log());
+    }
+    assert_eq!(get(s.addr, "/").unwrap().status, 200);
+    {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&access).unwrap().uid(), 65534);
+    }
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(master as i32, libc::SIGKILL) };
+    let _ = s.wait_exit(Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while workers.iter().any(|&w| uid_of(w).is_some()) {
+        assert!(Instant::now() < deadline, "workers outlived their master");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The error log file too; an unknown user is refused by name.
+    let out = c10k(
+        &[
+            "serve",
+            "--user",
+            "no-such-user-c10k",
+            "--error-logfile",
+            errors.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--user: no-such-user-c10k: no such user"),
+        "{err}"
+    );
+}
+
+/// gunicorn's spellings of its worker classes are c10k's classes; the ones c10k does not have
+/// (ASGI's uvicorn worker, eventlet, tornado) are refused with what to use instead rather than
+/// clap's list of values.
+#[test]
+fn gunicorn_worker_classes() {
+    for (k, class) in [
+        ("gunicorn.workers.sync.SyncWorker", "sync"),
+        ("gunicorn.workers.gthread.ThreadWorker", "gthread"),
+        ("egg:gunicorn#gevent", "gevent"),
+        ("gunicorn.workers.ggevent.GeventWorker", "gevent"),
+    ] {
+        let text = effective(&["-k", k], &[]);
+        assert!(
+            text.contains(&format!("worker-class = \"{class}\"")),
+            "{k}: {text}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("c10k.toml");
+    std::fs::write(
+        &conf,
+        "worker_class = \"gunicorn.workers.gthread.ThreadWorker\"\n",
+    )
+    .unwrap();
+    let text = effective(&["--config", conf.to_str().unwrap()], &[]);
+    assert!(text.contains("worker-class = \"gthread\""), "{text}");
+    for (args, needle) in [
+        (
+            &["-k", "uvicorn.workers.UvicornWorker", "main:app"][..],
+            "ASGI",
+        ),
+        (
+            &["--worker-class=uvicorn_worker.UvicornWorker", "main:app"],
+            "ASGI",
+        ),
+        (&["-keventlet", "app:app"], "-k gevent"),
+        (&["-k", "tornado", "app:app"], "Tornado"),
+    ] {
+        let err = refused(args, &[]);
+        assert!(
+            err.contains("--worker-class ") && err.contains(needle),
+            "{args:?}: {err}"
+        );
+    }
+    let err = refused(
+        &["app:app"],
+        &[("C10K_WORKER_CLASS", "uvicorn.workers.UvicornWorker")],
+    );
+    assert!(err.contains("ASGI"), "{err}");
+}
+
+/// gunicorn's `--check-config APP` loads the app: a Dockerfile's `RUN ... --check-config` step
+/// must fail on an app that cannot be imported (it printed the settings and passed).
+#[cfg(feature = "python")]
+#[test]
+fn check_config_loads_the_app() {
+    let Some(venv) = util::python::venv() else {
+        return;
+    };
+    let apps = util::python::apps();
+    let env = [("VIRTUAL_ENV", venv.as_str())];
+    let ok = effective(&["--pythonpath", &apps, "probe:app"], &env);
+    assert!(ok.contains("workers = 1"), "{ok}");
+    for (app, needle) in [
+        ("broken_import:app", "broken_import:app does not load"),
+        (
+            "no_such_module_c10k:app",
+            "No module named 'no_such_module_c10k'",
+        ),
+    ] {
+        let out = c10k(
+            &["serve", "--check-config", "--pythonpath", &apps, app],
+            &env,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{app}: {err}");
+        assert!(err.contains(needle), "{app}: {err}");
+    }
+}
+
+/// gunicorn binds `0.0.0.0:$PORT` when `PORT` is set and no bind is given (Heroku, Render,
+/// Cloud Run set it, and a Procfile's `web: gunicorn app:app` relies on it); c10k listened on
+/// 127.0.0.1:8000 there, out of the platform's reach.
+#[test]
+fn port_is_the_default_bind() {
+    let port = [("PORT", "5000")];
+    assert!(effective(&[], &port).contains("bind = [\"0.0.0.0:5000\"]"));
+    assert!(effective(&["-b", "127.0.0.1:7000"], &port).contains("bind = [\"127.0.0.1:7000\"]"));
+    let env_bind = [("PORT", "5000"), ("C10K_BIND", "127.0.0.1:7001")];
+    assert!(effective(&[], &env_bind).contains("bind = [\"127.0.0.1:7001\"]"));
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("c10k.toml");
+    std::fs::write(&conf, "bind = \"127.0.0.1:7002\"\n").unwrap();
+    let text = effective(&["--config", conf.to_str().unwrap()], &port);
+    assert!(text.contains("bind = [\"127.0.0.1:7002\"]"), "{text}");
+    assert!(effective(&[], &[]).contains("bind = [\"127.0.0.1:8000\"]"));
+    let err = refused(&[], &[("PORT", "http")]);
+    assert!(err.contains("PORT") && err.contains("--bind"), "{err}");
 }

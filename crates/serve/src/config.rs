@@ -17,21 +17,56 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::allow::AllowFrom;
 
-/// How a worker process runs requests; see `c10k serve --help` and the README.
+/// How a worker process runs requests; see `c10k serve --help` and the README. gunicorn's
+/// spellings of its classes (`gunicorn.workers.gthread.ThreadWorker`, `egg:gunicorn#gevent`)
+/// are accepted too.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum WorkerClass {
     /// One request at a time per worker; the connection closes after each response.
+    #[cfg_attr(
+        feature = "cli",
+        value(
+            alias = "gunicorn.workers.sync.SyncWorker",
+            alias = "egg:gunicorn#sync"
+        )
+    )]
+    #[serde(
+        alias = "gunicorn.workers.sync.SyncWorker",
+        alias = "egg:gunicorn#sync"
+    )]
     Sync,
     /// A new OS thread per connection, capped by --worker-connections.
     Thread,
     /// A fixed pool of --threads threads per worker; idle keep-alive connections hold no thread.
+    #[cfg_attr(
+        feature = "cli",
+        value(
+            alias = "gunicorn.workers.gthread.ThreadWorker",
+            alias = "egg:gunicorn#gthread"
+        )
+    )]
+    #[serde(
+        alias = "gunicorn.workers.gthread.ThreadWorker",
+        alias = "egg:gunicorn#gthread"
+    )]
     Gthread,
     /// An event loop per worker; waits yield, so one worker runs thousands of requests at once.
     Async,
     /// Python apps: the `async` event loop does the I/O; each request runs in a greenlet on the
     /// worker's gevent hub (monkey-patched), up to --worker-connections at once.
+    #[cfg_attr(
+        feature = "cli",
+        value(
+            alias = "gunicorn.workers.ggevent.GeventWorker",
+            alias = "egg:gunicorn#gevent"
+        )
+    )]
+    #[serde(
+        alias = "gunicorn.workers.ggevent.GeventWorker",
+        alias = "egg:gunicorn#gevent"
+    )]
     Gevent,
 }
 
@@ -266,6 +301,67 @@ impl<'de> Deserialize<'de> for Bind {
     }
 }
 
+/// `--umask`: permission bits taken away, as gunicorn's `umask` setting (`0o117`, `0117`,
+/// `0x4f`, or decimal as Python's `int(value, 0)` reads it; a leading 0 is octal).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Umask(pub u32);
+
+impl FromStr for Umask {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Umask, String> {
+        let t = s.trim().replace('_', "");
+        let parsed = if let Some(o) = t.strip_prefix("0o").or(t.strip_prefix("0O")) {
+            u32::from_str_radix(o, 8)
+        } else if let Some(x) = t.strip_prefix("0x").or(t.strip_prefix("0X")) {
+            u32::from_str_radix(x, 16)
+        } else if let Some(b) = t.strip_prefix("0b").or(t.strip_prefix("0B")) {
+            u32::from_str_radix(b, 2)
+        } else if t.len() > 1 && t.starts_with('0') {
+            u32::from_str_radix(&t[1..], 8)
+        } else {
+            t.parse()
+        };
+        match parsed {
+            Ok(m) if m <= 0o777 => Ok(Umask(m)),
+            _ => Err(format!(
+                "{s:?} is not a umask from 0 to 0o777 (e.g. 0o117, 0117 or 0x4f)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Umask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "0o{:03o}", self.0)
+    }
+}
+
+impl Serialize for Umask {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Umask {
+    /// A string (`"0o117"`) or a TOML integer (`0o117`).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Umask, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) if (0..=0o777).contains(&n) => Ok(Umask(n as u32)),
+            Raw::Int(n) => Err(serde::de::Error::custom(format!(
+                "{n} is not a umask from 0 to 0o777"
+            ))),
+            Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 /// Where the admin (status) listener binds: an address, or `off`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdminAddr(pub Option<BindAddr>);
@@ -348,6 +444,57 @@ pub struct ServeConfig {
     )]
     #[serde(deserialize_with = "one_or_many")]
     pub bind: Vec<Bind>,
+
+    /// Run the workers as this user (a name or uid), as gunicorn's -u/--user: the master binds
+    /// as it was started (root, for a port below 1024) and each worker drops to the user, with
+    /// the user's groups, before it runs; the access and error log files and unix sockets are
+    /// given to the user. Needs c10k started as root.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            short = 'u',
+            long,
+            env = "C10K_USER",
+            value_name = "USER",
+            help_heading = "Workers"
+        )
+    )]
+    pub user: Option<String>,
+
+    /// The workers' group (a name or gid), as gunicorn's -g/--group; default: --user's primary
+    /// group.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            short = 'g',
+            long,
+            env = "C10K_GROUP",
+            value_name = "GROUP",
+            help_heading = "Workers"
+        )
+    )]
+    pub group: Option<String>,
+
+    /// Accepted for gunicorn's --initgroups: with --user, c10k always gives the workers the
+    /// user's supplementary groups.
+    #[cfg_attr(feature = "cli", arg(long, hide = true))]
+    pub initgroups: bool,
+
+    /// Permission bits a unix-socket --bind is created without, as gunicorn's -m/--umask: the
+    /// socket's mode is 0777 minus the mask (--umask 0o117: 0660, for a proxy in the socket's
+    /// group). Default: the socket is 0666.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            allow_negative_numbers = true,
+            short = 'm',
+            long,
+            env = "C10K_UMASK",
+            value_name = "MASK",
+            help_heading = "Listening"
+        )
+    )]
+    pub umask: Option<Umask>,
 
     /// Peers allowed to connect to a uwsgi listener over TCP: addresses, ADDRESS/PREFIX
     /// networks, or * for any (like gunicorn's --forwarded-allow-ips). Unix sockets are always
@@ -683,6 +830,10 @@ impl Default for ServeConfig {
                 [127, 0, 0, 1],
                 8000,
             ))))],
+            user: None,
+            group: None,
+            initgroups: false,
+            umask: None,
             uwsgi_allow_from: AllowFrom::loopback(),
             forwarded_allow_ips: AllowFrom::loopback(),
             backlog: 2048,
@@ -810,6 +961,8 @@ impl ServeConfig {
                 return bad("--admin", "must not be one of the --bind addresses");
             }
         }
+        crate::owner::resolve(self.user.as_deref(), self.group.as_deref())
+            .map_err(|(flag, message)| ConfigError::Invalid { flag, message })?;
         if self.access_log_format.is_some() && self.access_log.is_none() {
             return bad(
                 "--access-log-format",
@@ -907,6 +1060,29 @@ mod tests {
         assert_eq!(l.max_request_line, c.limit_request_head);
         assert_eq!(l.max_headers, 32768);
         assert_eq!(l.max_field_size, 0);
+    }
+
+    #[test]
+    fn umask_spellings() {
+        for (s, m) in [
+            ("0o117", 0o117),
+            ("0117", 0o117),
+            ("0x4f", 0x4f),
+            ("91", 91),
+            ("0", 0),
+        ] {
+            assert_eq!(s.parse::<Umask>(), Ok(Umask(m)), "{s}");
+        }
+        for s in ["0o1000", "512", "x", "", "-1", "08"] {
+            assert!(s.parse::<Umask>().is_err(), "{s}");
+        }
+        let c: ServeConfig = toml::from_str("umask = 0o117").unwrap();
+        assert_eq!(c.umask, Some(Umask(0o117)));
+        let c: ServeConfig = toml::from_str("umask = \"0o22\"").unwrap();
+        assert_eq!(c.umask, Some(Umask(0o22)));
+        let back: ServeConfig = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back.umask, Some(Umask(0o22)));
+        assert!(toml::from_str::<ServeConfig>("umask = 1000").is_err());
     }
 
     #[test]

@@ -60,6 +60,7 @@ mod conn_async;
 mod conn_blocking;
 mod lazy_io;
 mod master;
+pub mod owner;
 mod pidfile;
 mod sendfile;
 mod stream;
@@ -68,9 +69,9 @@ mod workers;
 
 pub use c10k_http::WorkerInfo;
 pub use config::{
-    AdminAddr, AllowFrom, Bind, BindAddr, Protocol, Scheduling, ServeConfig, WorkerClass,
+    AdminAddr, AllowFrom, Bind, BindAddr, Protocol, Scheduling, ServeConfig, Umask, WorkerClass,
 };
 pub use master::BootFailed;
 pub use scoreboard::WritePathFigures;
 pub use shutdown::{Phase, Shutdown};
-pub use workers::{is_worker_process, run, run_hosted, Hosted, Server};
+pub use workers::{is_worker_process, run, run_hosted, worker_info, Hosted, Server};

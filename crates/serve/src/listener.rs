@@ -60,8 +60,12 @@ impl Listener {
         use anyhow::Context;
         let listener = Listener::bind(&bind.addr, config.backlog, config.reuse_port)
             .with_context(|| format!("cannot listen on {bind} (--bind)"))?;
+        let mode = match config.umask {
+            Some(mask) => 0o777 & !mask.0,
+            None => 0o666,
+        };
         listener
-            .open_to_proxies()
+            .open_to_proxies(mode)
             .with_context(|| format!("cannot make {bind} writable for a proxy"))?;
         Ok(listener)
     }
@@ -71,11 +75,13 @@ impl Listener {
     /// umask 022 the socket was 0755 and every `uwsgi_pass unix:` answered 502 (Permission
     /// denied). gunicorn's sockets are 0777 (its umask 0); uWSGI needs `--chmod-socket`. Who may
     /// reach the socket is then up to its directory's permissions. Nothing to do on TCP.
-    pub fn open_to_proxies(&self) -> io::Result<()> {
+    /// `--umask` (gunicorn's) narrows it: `mode` is then 0777 without the mask, as gunicorn's
+    /// socket under that umask is.
+    pub fn open_to_proxies(&self, mode: u32) -> io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         match self.local_addr()? {
             BindAddr::Unix(path) if !path.as_os_str().is_empty() => {
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             }
             _ => Ok(()),
         }

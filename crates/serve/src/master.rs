@@ -117,6 +117,8 @@ pub(crate) struct Master {
     signals: Signals,
     /// The admin listener and the books behind `/status`.
     status: Status,
+    /// Who workers run as (`--user`, `--group`).
+    owner: Option<crate::owner::Owner>,
 }
 
 impl Master {
@@ -139,7 +141,10 @@ impl Master {
         }
         let scoreboard = Scoreboard::create().context("cannot create the scoreboard")?;
         let signals = Signals::install()?;
+        let owner = crate::owner::resolve(config.user.as_deref(), config.group.as_deref())
+            .map_err(|(flag, message)| anyhow::anyhow!("{flag}: {message}"))?;
         Ok(Master {
+            owner,
             target: config.workers,
             config,
             listen_fds,
@@ -338,6 +343,7 @@ impl Master {
         let n = self.listen_fds.len();
         let sources: Vec<RawFd> = self.listen_fds.iter().map(|f| f.as_raw_fd()).collect();
         let scoreboard_fd = self.scoreboard.as_raw_fd();
+        let owner = self.owner.clone();
         let mut cmd = Command::new(exe);
         // The worker runs the binary's own `main` again with the master's arguments, so the
         // application's settings reach it as they reached the master (see `crate::run`).
@@ -350,7 +356,8 @@ impl Master {
             .env_remove("LISTEN_FDNAMES")
             .env(ENV_SCOREBOARD_FD, (FIRST_FD + n as RawFd).to_string());
         // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
-        // functions (dup2, prctl) on descriptors that are open in the child.
+        // functions (dup2, setgroups, setgid, setuid, prctl) on descriptors that are open in
+        // the child and values prepared before the fork.
         unsafe {
             cmd.pre_exec(move || {
                 for (i, &src) in sources.iter().enumerate() {
@@ -360,6 +367,10 @@ impl Master {
                 }
                 if libc::dup2(scoreboard_fd, FIRST_FD + n as RawFd) < 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                // --user/--group, before the death signal: a change of user clears it.
+                if let Some(owner) = &owner {
+                    crate::owner::switch(owner)?;
                 }
                 // If the master dies, its workers stop gracefully instead of living on.
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);

@@ -124,7 +124,9 @@ impl Server {
 }
 
 /// What an application factory learns about the worker it runs in.
-fn worker_info(config: &ServeConfig, slot: usize) -> WorkerInfo {
+/// What an application factory is told about worker `slot` under `config` (also for loading
+/// the application once outside a worker, as `c10k serve --check-config` does).
+pub fn worker_info(config: &ServeConfig, slot: usize) -> WorkerInfo {
     let (class, threads, max_in_flight) = match config.worker_class {
         WorkerClass::Sync => ("sync", 1, 1),
         WorkerClass::Thread => (
@@ -278,6 +280,20 @@ where
         return run_worker_process(factory);
     }
     let config = effective_class(config);
+    let owner = crate::owner::resolve(config.user.as_deref(), config.group.as_deref())
+        .map_err(|(flag, message)| anyhow::anyhow!("{flag}: {message}"))?;
+    if let Some(owner) = &owner {
+        if !crate::owner::can_switch(owner) {
+            anyhow::bail!(
+                "--user/--group: switching the workers to uid {} gid {} needs c10k started as \
+                 root (it runs as uid {}); start it as that user instead, without --user",
+                owner.uid,
+                owner.gid,
+                // SAFETY: geteuid has no preconditions.
+                unsafe { libc::geteuid() }
+            );
+        }
+    }
     // Before binding, as gunicorn: a second server given the same file says it is running.
     // Removed when this function returns, whichever way.
     let _pidfile = config
@@ -299,6 +315,10 @@ where
             .append(true)
             .open(path)
             .with_context(|| format!("cannot open --access-log {path}"))?;
+        if let Some(owner) = &owner {
+            crate::owner::give(path.as_ref(), owner)
+                .with_context(|| format!("--user: cannot give --access-log {path} to it"))?;
+        }
     }
     tracing::info!("Starting c10k {}", env!("CARGO_PKG_VERSION"));
     let mut config = config;
@@ -310,6 +330,17 @@ where
         config.validate()?;
         Server::from_listeners(listeners, config.clone())
     };
+    if let Some(owner) = &owner {
+        // As gunicorn does: the workers' user owns the unix sockets it serves.
+        for addr in server.local_addrs() {
+            if let BindAddr::Unix(path) = addr {
+                if !path.as_os_str().is_empty() {
+                    crate::owner::give(&path, owner)
+                        .with_context(|| format!("--user: cannot give {} to it", path.display()))?;
+                }
+            }
+        }
+    }
     for (i, addr) in server.local_addrs().into_iter().enumerate() {
         let bind = crate::config::Bind {
             protocol: config.protocol_of(i),
