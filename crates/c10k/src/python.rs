@@ -166,7 +166,8 @@ mod enabled {
             })),
         };
         let app = WsgiApp::boot(&config, info)?;
-        Ok(Hosted::new(Arc::new(app)))
+        // The app's `atexit` handlers run when the worker exits normally, as in gunicorn.
+        Ok(Hosted::new(Arc::new(app)).with_at_exit(c10k_wsgi::interp::run_exit_handlers))
     }
 }
 

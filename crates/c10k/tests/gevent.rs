@@ -692,3 +692,9 @@ fn a_waiting_greenlet_saves_a_small_stack() {
         assert_eq!(h.join().unwrap().text(), "slept\n");
     }
 }
+
+#[test]
+fn atexit_handlers_run_when_a_gevent_worker_exits() {
+    let Some(venv) = venv() else { return };
+    util::python::atexit_runs_on_every_normal_exit(&["-k", "gevent", "--venv", &venv]);
+}

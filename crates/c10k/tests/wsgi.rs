@@ -1037,3 +1037,7 @@ fn async_workers_with_idle_connections_take_new_ones_at_once() {
     );
     drop(idle);
 }
+
+per_class!(atexit_handlers_run_when_a_worker_exits, |class| {
+    util::python::atexit_runs_on_every_normal_exit(&["-k", class, "--threads", threads(class)]);
+});

@@ -229,3 +229,32 @@ pub fn attach<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
     });
     Python::attach(f)
 }
+
+/// What a Python process does on its way out, for a worker that exits without finalising the
+/// interpreter (finalising with pool threads, a gevent hub or a stuck view still attached is not
+/// safe): runs the `atexit` handlers — `logging.shutdown` flushes the app's log handlers there,
+/// and libraries flush metrics, close pools, remove pid files — then flushes `sys.stdout` and
+/// `sys.stderr`, whose buffered `print()` output would otherwise be lost. An exception in a
+/// handler is printed by `atexit` itself and does not stop the others. Does nothing if the
+/// interpreter was never started.
+pub fn run_exit_handlers() {
+    if STARTED.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
+        return;
+    }
+    attach(|py| {
+        let run = |py: Python<'_>| -> PyResult<()> {
+            py.import("atexit")?.call_method0("_run_exitfuncs")?;
+            Ok(())
+        };
+        if let Err(e) = run(py) {
+            e.print(py);
+        }
+        for stream in ["stdout", "stderr"] {
+            if let Ok(s) = py.import("sys").and_then(|sys| sys.getattr(stream)) {
+                if !s.is_none() {
+                    let _ = s.call_method0("flush");
+                }
+            }
+        }
+    });
+}

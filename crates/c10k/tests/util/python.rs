@@ -66,3 +66,37 @@ pub fn wait_closed(s: &super::Server, token: &str) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// The app's `atexit` handlers run in each worker that exits normally, as in gunicorn (whose
+/// workers leave through `sys.exit`): one retired by `--max-requests`, then one stopped by
+/// SIGTERM. `extra`: the class's arguments.
+pub fn atexit_runs_on_every_normal_exit(extra: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("atexit.log");
+    let env = format!("LIFECYCLE_ATEXIT={}", file.display());
+    let apps = apps();
+    let mut args = vec!["-w", "1", "--max-requests", "3", "--pythonpath", &apps];
+    args.extend_from_slice(&["-e", &env]);
+    args.extend_from_slice(extra);
+    args.push("lifecycle:app");
+    let mut s = super::Server::start(&args);
+    // Server::start's probe was the first request; the third retires the worker and its
+    // successor answers the fourth, so it is serving (booted) when SIGTERM comes.
+    for _ in 0..3 {
+        let r = super::get(s.addr, "/").expect("request");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    s.wait_log("worker exited", std::time::Duration::from_secs(10));
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(std::time::Duration::from_secs(20)), Some(0));
+    let lines = std::fs::read_to_string(&file).unwrap_or_default();
+    let pids = s.worker_pids();
+    assert!(pids.len() >= 2, "{}", s.log());
+    for pid in &pids {
+        assert!(
+            lines.contains(&format!("atexit {pid}\n")),
+            "worker {pid}'s atexit handler did not run: {lines:?}\n{}",
+            s.log()
+        );
+    }
+}

@@ -161,6 +161,7 @@ pub fn worker_info(config: &ServeConfig, slot: usize) -> WorkerInfo {
 pub struct Hosted<H> {
     pub handler: Arc<H>,
     figures: Option<Box<dyn Fn() -> Option<WritePathFigures> + Send>>,
+    at_exit: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl<H> Hosted<H> {
@@ -168,7 +169,17 @@ impl<H> Hosted<H> {
         Hosted {
             handler,
             figures: None,
+            at_exit: None,
         }
+    }
+
+    /// `at_exit` runs once on the worker's main thread when the worker has stopped serving and is
+    /// about to exit normally (SIGTERM, SIGHUP, `--max-requests`), after its last request is
+    /// done: a hosted Python app runs its `atexit` handlers there, as a gunicorn worker does.
+    /// It does not run when the worker is killed or stopped at once (SIGQUIT).
+    pub fn with_at_exit(mut self, at_exit: impl FnOnce() + Send + 'static) -> Hosted<H> {
+        self.at_exit = Some(Box::new(at_exit));
+        self
     }
 
     /// `figures` is called about twice a second on a thread of the worker's; `None` means the
@@ -458,7 +469,11 @@ where
             std::process::exit(master::BOOT_ERROR);
         }
     };
-    let Hosted { handler, figures } = hosted;
+    let Hosted {
+        handler,
+        figures,
+        at_exit,
+    } = hosted;
     match crate::sys::release_startup_pages() {
         Ok(r) => {
             tracing::debug!(
@@ -496,6 +511,9 @@ where
     if let Some(t) = figures_thread {
         t.thread().unpark();
         let _ = t.join();
+    }
+    if let Some(at_exit) = at_exit {
+        at_exit();
     }
     served
 }
