@@ -62,11 +62,6 @@ fn gunicorn_only_flags_stop_the_server_naming_the_flag() {
             &["--reload-extra-file", "x.html"],
             &["--reload-extra-file: "],
         ),
-        (
-            &["--worker-tmp-dir", "/dev/shm"],
-            &["--worker-tmp-dir: ", "scoreboard"],
-        ),
-        (&["--worker-tmp-dir=/dev/shm"], &["--worker-tmp-dir: "]),
         (&["--paste", "production.ini"], &["--paste: ", "loadapp"]),
         (
             &["--certfile", "c.pem", "--keyfile", "k.pem"],
@@ -798,5 +793,38 @@ fn sigusr1_reopens_rotated_log_files() {
         read(&errors).contains("all workers stopped"),
         "{}",
         read(&errors)
+    );
+}
+
+/// `--worker-tmp-dir /dev/shm` (gunicorn's advice for Docker) and `-R` ask for what c10k always
+/// does (no heartbeat files; stdio kept), so they are accepted with a note instead of refused;
+/// a tmp dir that does not exist is refused, as gunicorn could not start there.
+#[test]
+fn worker_tmp_dir_and_stdio_inheritance_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = c10k(
+        &["serve", "--worker-tmp-dir", d, "-R", "--check-config"],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("--worker-tmp-dir: accepted: "), "{err}");
+    assert!(
+        err.contains("--enable-stdio-inheritance: accepted: "),
+        "{err}"
+    );
+    let out = c10k(
+        &["serve", &format!("--worker-tmp-dir={d}"), "--check-config"],
+        &[],
+    );
+    assert!(out.status.success());
+    let conf = dir.path().join("c10k.toml");
+    std::fs::write(&conf, format!("worker_tmp_dir = {d:?}\nworkers = 2\n")).unwrap();
+    assert!(effective(&["--config", conf.to_str().unwrap()], &[]).contains("workers = 2"));
+    let err = refused(&["--worker-tmp-dir", "/no/such/dir/c10k"], &[]);
+    assert!(
+        err.contains("--worker-tmp-dir /no/such/dir/c10k: not a directory"),
+        "{err}"
     );
 }
