@@ -216,7 +216,14 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
                 crate::logging::open(&log, worker)?
             };
             crate::logging::init(&log_level, json, target)?;
+            let notes = crate::gunicorn::satisfied_notes(sub, |key| {
+                file.as_ref().is_some_and(|f| f.contains(key))
+            })
+            .map_err(UsageError::new)?;
             if !worker {
+                for note in notes {
+                    tracing::info!("{note}");
+                }
                 for w in crate::gunicorn::unread_config_warnings(args.config.is_some()) {
                     tracing::warn!("{w}");
                 }

@@ -59,8 +59,8 @@ const REFUSED: &[Refused] = &[
         short: Some('R'),
         key: None,
         takes_value: false,
-        why: "it only matters with --daemon, which c10k does not do: c10k and its workers \
-              always keep the standard output and error they were started with",
+        why: "accepted: it only matters with --daemon, and c10k and its workers always keep \
+              the standard output and error they were started with",
     },
     Refused {
         long: "reload",
@@ -88,9 +88,9 @@ const REFUSED: &[Refused] = &[
         short: None,
         key: None,
         takes_value: true,
-        why: "c10k's workers report their heartbeat through a shared-memory scoreboard, not \
-              through files in a temporary directory, so there is nothing to put on tmpfs: \
-              drop the flag",
+        why: "accepted: c10k's workers report their heartbeat through a shared-memory \
+              scoreboard, not through files, so nothing is written there (it is on tmpfs \
+              already, in effect)",
     },
     Refused {
         long: "tmp-upload-dir",
@@ -305,15 +305,57 @@ pub fn augment(mut cmd: clap::Command) -> clap::Command {
     cmd
 }
 
-/// The message for the first refused flag given on the command line, if any.
-pub fn refuse(matches: &ArgMatches) -> Option<String> {
-    REFUSED.iter().find_map(|r| {
-        let given = matches!(
+/// gunicorn flags whose effect c10k always has, so they are accepted (with a note in the log):
+/// `--worker-tmp-dir /dev/shm` keeps gunicorn's heartbeat files off a slow disk, and c10k has
+/// none; `-R` keeps standard output and error under `--daemon`, and c10k never detaches. Common
+/// in Dockerfiles and Procfiles, which a refusal would break for nothing.
+const SATISFIED: &[&str] = &["worker-tmp-dir", "enable-stdio-inheritance"];
+
+/// For each satisfied flag given (command line or config key): a note for the log; an error for
+/// a `--worker-tmp-dir` that is not a directory (gunicorn could not start there either).
+pub fn satisfied_notes(
+    matches: &ArgMatches,
+    file_has: impl Fn(&str) -> bool,
+) -> Result<Vec<String>, String> {
+    let mut notes = Vec::new();
+    for r in REFUSED.iter().filter(|r| SATISFIED.contains(&r.long)) {
+        let on_line = matches!(
             matches.value_source(r.long),
             Some(clap::parser::ValueSource::CommandLine)
         );
-        given.then(|| format!("--{}: {}", r.long, r.why))
-    })
+        if !on_line && !file_has(&r.long.replace('-', "_")) {
+            continue;
+        }
+        if r.takes_value {
+            for dir in matches.get_many::<String>(r.long).into_iter().flatten() {
+                if !std::path::Path::new(dir).is_dir() {
+                    return Err(format!("--{} {dir}: not a directory", r.long));
+                }
+            }
+        }
+        notes.push(format!("--{}: {}", r.long, r.why));
+    }
+    Ok(notes)
+}
+
+/// Whether a `--config` key is a satisfied gunicorn setting (accepted, see [`SATISFIED`]).
+pub fn satisfied_key(key: &str) -> bool {
+    let key = key.replace('-', "_");
+    SATISFIED.iter().any(|s| s.replace('-', "_") == key)
+}
+
+/// The message for the first refused flag given on the command line, if any.
+pub fn refuse(matches: &ArgMatches) -> Option<String> {
+    REFUSED
+        .iter()
+        .filter(|r| !SATISFIED.contains(&r.long))
+        .find_map(|r| {
+            let given = matches!(
+                matches.value_source(r.long),
+                Some(clap::parser::ValueSource::CommandLine)
+            );
+            given.then(|| format!("--{}: {}", r.long, r.why))
+        })
 }
 
 /// The message for a `--config` file key that is a refused gunicorn setting (by its flag name or
@@ -322,6 +364,7 @@ pub fn refuse_key(key: &str) -> Option<String> {
     let key = key.replace('-', "_");
     REFUSED
         .iter()
+        .filter(|r| !SATISFIED.contains(&r.long))
         .find(|r| r.long.replace('-', "_") == key || r.key == Some(key.as_str()))
         .map(|r| format!("gunicorn's `{key}` (--{}): {}", r.long, r.why))
 }
@@ -472,7 +515,8 @@ mod tests {
     fn config_keys_by_either_name() {
         assert!(refuse_key("preload_app").unwrap().contains("--preload"));
         assert!(refuse_key("preload").unwrap().contains("--preload"));
-        assert!(refuse_key("worker-tmp-dir").is_some());
+        assert!(refuse_key("worker-tmp-dir").is_none() && satisfied_key("worker-tmp-dir"));
+        assert!(refuse_key("reload-engine").is_some());
         assert!(refuse_key("workers").is_none());
         assert_eq!(renamed("accesslog"), Some("access-log"));
     }

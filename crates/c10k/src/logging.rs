@@ -91,6 +91,8 @@ pub fn open(args: &LogArgs, worker: bool) -> anyhow::Result<Target> {
         .append(true)
         .open(path)
         .with_context(|| format!("cannot open --error-log {path}"))?;
+    // SIGUSR1 reopens it (logrotate), in the master and in every worker.
+    let reopen = |fd| c10k_serve::reopen::register(path.as_ref(), fd);
     if args.capture_output {
         if !worker {
             use std::os::fd::AsFd;
@@ -98,7 +100,13 @@ pub fn open(args: &LogArgs, worker: bool) -> anyhow::Result<Target> {
                 .with_context(|| format!("--capture-output: cannot redirect to {path}"))?;
         }
         // Standard error is the file now (inherited by a worker).
+        reopen(1);
+        reopen(2);
         return Ok(Target::Stderr(false));
+    }
+    {
+        use std::os::fd::AsRawFd;
+        reopen(file.as_raw_fd());
     }
     Ok(Target::File(Arc::new(file)))
 }

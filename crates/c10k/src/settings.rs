@@ -96,6 +96,9 @@ impl ConfigFile {
         keys.sort_by_key(|k| self.lines.get(*k));
         for key in keys {
             let id = key_id(key);
+            if crate::gunicorn::satisfied_key(key) {
+                continue;
+            }
             if !known
                 .iter()
                 .any(|c| c.get_arguments().any(|a| a.get_id() == id.as_str()))

@@ -62,11 +62,6 @@ fn gunicorn_only_flags_stop_the_server_naming_the_flag() {
             &["--reload-extra-file", "x.html"],
             &["--reload-extra-file: "],
         ),
-        (
-            &["--worker-tmp-dir", "/dev/shm"],
-            &["--worker-tmp-dir: ", "scoreboard"],
-        ),
-        (&["--worker-tmp-dir=/dev/shm"], &["--worker-tmp-dir: "]),
         (&["--paste", "production.ini"], &["--paste: ", "loadapp"]),
         (
             &["--certfile", "c.pem", "--keyfile", "k.pem"],
@@ -701,4 +696,135 @@ fn port_is_the_default_bind() {
     assert!(effective(&[], &[]).contains("bind = [\"127.0.0.1:8000\"]"));
     let err = refused(&[], &[("PORT", "http")]);
     assert!(err.contains("PORT") && err.contains("--bind"), "{err}");
+}
+
+/// logrotate's `postrotate kill -USR1 $(cat PIDFILE)`, as for gunicorn: the log files moved
+/// away are reopened by the master and every worker, and later lines go to the new files. The
+/// master did not handle SIGUSR1, so the signal's default action killed it.
+#[test]
+fn sigusr1_reopens_rotated_log_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let access = dir.path().join("access.log");
+    let errors = dir.path().join("error.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--admin",
+            "off",
+            "-w",
+            "2",
+        ])
+        .args(["--access-logfile", access.to_str().unwrap()])
+        .args(["--access-logformat", "%(p)s %(r)s"])
+        .args(["--error-logfile", errors.to_str().unwrap()])
+        .env("C10K_LOG", "info")
+        .env("C10K_DATA_DIR", dir.path())
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed (master and workers, one process group) if an assertion fails first.
+    struct Group(i32);
+    impl Drop for Group {
+        fn drop(&mut self) {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(-self.0, libc::SIGKILL) };
+        }
+    }
+    let _group = Group(child.id() as i32);
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    let wait_for = |p: &std::path::Path, needle: &str, n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while read(p).matches(needle).count() < n {
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} x{n} not in {p:?}: {}",
+                read(p)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for(&errors, "Booting worker", 2);
+    wait_for(&errors, "all workers booted", 1);
+    let addr: std::net::SocketAddr = read(&errors)
+        .split("Listening at: http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert_eq!(get(addr, "/before").unwrap().status, 404);
+    wait_for(&access, "/before", 1);
+    std::fs::rename(&access, dir.path().join("access.log.1")).unwrap();
+    std::fs::rename(&errors, dir.path().join("error.log.1")).unwrap();
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
+    wait_for(&errors, "SIGUSR1: log files reopened", 1);
+    // Both workers have reopened once each answers into the new file (each connection lands on
+    // either; ask until two worker pids have written there).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for i in 0.. {
+        assert_eq!(get(addr, &format!("/after{i}")).unwrap().status, 404);
+        let pids: std::collections::HashSet<String> = read(&access)
+            .lines()
+            .filter(|l| l.contains("/after"))
+            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+            .collect();
+        if pids.len() >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no lines after rotation: {}",
+            read(&access)
+        );
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGUSR1 stopped the master"
+    );
+    assert!(!read(&dir.path().join("access.log.1")).contains("/after"));
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    assert!(
+        read(&errors).contains("all workers stopped"),
+        "{}",
+        read(&errors)
+    );
+}
+
+/// `--worker-tmp-dir /dev/shm` (gunicorn's advice for Docker) and `-R` ask for what c10k always
+/// does (no heartbeat files; stdio kept), so they are accepted with a note instead of refused;
+/// a tmp dir that does not exist is refused, as gunicorn could not start there.
+#[test]
+fn worker_tmp_dir_and_stdio_inheritance_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = c10k(
+        &["serve", "--worker-tmp-dir", d, "-R", "--check-config"],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("--worker-tmp-dir: accepted: "), "{err}");
+    assert!(
+        err.contains("--enable-stdio-inheritance: accepted: "),
+        "{err}"
+    );
+    let out = c10k(
+        &["serve", &format!("--worker-tmp-dir={d}"), "--check-config"],
+        &[],
+    );
+    assert!(out.status.success());
+    let conf = dir.path().join("c10k.toml");
+    std::fs::write(&conf, format!("worker_tmp_dir = {d:?}\nworkers = 2\n")).unwrap();
+    assert!(effective(&["--config", conf.to_str().unwrap()], &[]).contains("workers = 2"));
+    let err = refused(&["--worker-tmp-dir", "/no/such/dir/c10k"], &[]);
+    assert!(
+        err.contains("--worker-tmp-dir /no/such/dir/c10k: not a directory"),
+        "{err}"
+    );
 }

@@ -62,6 +62,7 @@ mod lazy_io;
 mod master;
 pub mod owner;
 mod pidfile;
+pub mod reopen;
 mod sendfile;
 mod stream;
 mod track;

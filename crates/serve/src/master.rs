@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1};
 
 use crate::config::ServeConfig;
 use crate::listener::Listener;
@@ -68,7 +68,9 @@ impl Signals {
         read.set_nonblocking(true)?;
         write.set_nonblocking(true)?;
         let mut flags = Vec::new();
-        for sig in [SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGCHLD] {
+        for sig in [
+            SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGCHLD, SIGUSR1,
+        ] {
             let flag = Arc::new(AtomicBool::new(false));
             signal_hook::flag::register(sig, flag.clone())
                 .with_context(|| format!("cannot install a handler for signal {sig}"))?;
@@ -202,6 +204,13 @@ impl Master {
                         slots.sort_unstable();
                         self.rolling = slots;
                         self.rolling_since = Some(Instant::now());
+                    }
+                    SIGUSR1 => {
+                        crate::reopen::reopen_all(self.owner.as_ref());
+                        tracing::info!("SIGUSR1: log files reopened");
+                        for pid in self.workers.keys() {
+                            signal(*pid, libc::SIGUSR1);
+                        }
                     }
                     SIGTTIN => {
                         if self.target < MAX_SLOTS {

@@ -261,11 +261,16 @@ impl AccessLog {
                 .context("cannot use standard output for --access-log -")?;
             File::from(fd)
         } else {
-            std::fs::OpenOptions::new()
+            let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(target)
-                .with_context(|| format!("cannot open --access-log {target}"))?
+                .with_context(|| format!("cannot open --access-log {target}"))?;
+            {
+                use std::os::fd::AsRawFd;
+                crate::reopen::register(target.as_ref(), file.as_raw_fd());
+            }
+            file
         };
         Ok(AccessLog {
             file,

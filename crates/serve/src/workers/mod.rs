@@ -531,10 +531,10 @@ fn env_number<T: std::str::FromStr>(name: &str) -> anyhow::Result<T> {
 /// (graceful stop, then fast on a second one) — gunicorn's workers quit on it and cut in-flight
 /// requests. The handler only records the signal; this thread acts on it.
 fn spawn_signal_thread(shutdown: Shutdown) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGQUIT, SIGTERM};
+    use signal_hook::consts::{SIGHUP, SIGQUIT, SIGTERM, SIGUSR1};
     // SAFETY: setting a signal's disposition to SIG_IGN has no memory-safety preconditions.
     unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGQUIT, SIGHUP])
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGQUIT, SIGHUP, SIGUSR1])
         .context("cannot install signal handlers")?;
     std::thread::Builder::new()
         .name("c10k-signals".into())
@@ -546,6 +546,7 @@ fn spawn_signal_thread(shutdown: Shutdown) -> anyhow::Result<()> {
                         std::process::exit(0);
                     }
                     SIGHUP => shutdown.trigger(Phase::Draining),
+                    SIGUSR1 => crate::reopen::reopen_all(None),
                     _ => shutdown.trigger(Phase::Graceful),
                 }
             }
