@@ -698,3 +698,18 @@ fn atexit_handlers_run_when_a_gevent_worker_exits() {
     let Some(venv) = venv() else { return };
     util::python::atexit_runs_on_every_normal_exit(&["-k", "gevent", "--venv", &venv]);
 }
+
+/// A view that runs a command (`subprocess.run`) or forks works under `-k gevent`, as under
+/// gunicorn's gevent worker: both are patched to watch the child from the hub, which needs
+/// gevent's default loop (the hub's thread had its own: "child watchers are only available on
+/// the default loop", a 500).
+#[test]
+fn a_gevent_view_can_run_a_subprocess_and_fork() {
+    let Some(venv) = venv() else { return };
+    let s = serve(&venv, "gevent", "1", &[], "gevent_app:app");
+    for _ in 0..3 {
+        let r = get(s.addr, "/subprocess").unwrap();
+        assert_eq!(r.status, 200, "{}\n{}", r.text(), s.log());
+        assert_eq!(r.text(), "from a child fork exit 7");
+    }
+}

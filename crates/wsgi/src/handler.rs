@@ -106,6 +106,9 @@ impl WsgiApp {
                 traceback: call::format_exception(py, &e),
             })?;
             let app = loader::load(py, &config.app)?;
+            if gevent {
+                crate::gevent::note_main_hub(py)?;
+            }
             // Greenlets run requests concurrently, as threads would (gunicorn says so too).
             let multithread = info.threads > 1 || gevent;
             let template = Template::new(py, &config.root_path, multithread, info.workers > 1)

@@ -100,6 +100,19 @@ pub(crate) fn prepare(py: Python<'_>, monkey_patch: bool) -> Result<(), BootErro
     Ok(())
 }
 
+/// After the app's import, on the main thread: records whether the import made the main thread's
+/// hub, so the worker's hub knows whether gevent's default loop is free for it (`hub.py`'s
+/// `own_hub`).
+pub(crate) fn note_main_hub(py: Python<'_>) -> Result<(), BootError> {
+    module(py)
+        .and_then(|m| m.getattr("note_main_hub")?.call0())
+        .map(drop)
+        .map_err(|e| BootError::Exception {
+            spec: "gevent".into(),
+            traceback: format_exception(py, &e),
+        })
+}
+
 /// The running request greenlet, kept for the steps of its streamed body (`hub.py`'s `own`):
 /// every `next()` and the `close()` run in it, in its `contextvars.Context`, so what the
 /// generator keeps per greenlet (`threading.local` when patched: Django's database connection

@@ -15,6 +15,7 @@ GEVENT_APP_GC_THRESHOLDS=500,5,5`).
 import contextvars
 import gc
 import os
+import subprocess
 import threading
 import time
 
@@ -42,6 +43,17 @@ def fetch():
 def boom():
     time.sleep(float(request.args.get("delay", "0")))
     raise RuntimeError("greenlet view failed")
+
+
+@app.route("/subprocess")
+def run_subprocess():
+    # Patched: gevent watches the child, which needs the hub on gevent's default loop.
+    out = subprocess.run(["echo", "from a child"], capture_output=True, timeout=10).stdout
+    pid = os.fork()
+    if pid == 0:
+        os._exit(7)
+    _, status = os.waitpid(pid, 0)
+    return "%s fork exit %d" % (out.decode().strip(), os.waitstatus_to_exitcode(status))
 
 
 @app.route("/patched")
