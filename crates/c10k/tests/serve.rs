@@ -559,6 +559,8 @@ fn stuck_worker_is_killed_after_timeout() {
     let addr = s.addr;
     std::thread::spawn(move || get(addr, "/cpu?ms=5000"));
     s.wait_log("WORKER TIMEOUT", Duration::from_secs(6));
+    // The line names the request that hung the worker, as gunicorn's traceback does.
+    s.wait_log("(running: GET /cpu?ms=5000 for ", Duration::from_secs(1));
     s.wait_for_workers(2);
     assert_eq!(get(s.addr, "/").unwrap().status, 200);
 }

@@ -28,7 +28,7 @@ use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SI
 
 use crate::config::ServeConfig;
 use crate::listener::Listener;
-use crate::scoreboard::{self, Scoreboard, MAX_SLOTS};
+use crate::scoreboard::{self, ConnState, Scoreboard, ENTRIES_PER_SLOT, MAX_SLOTS};
 use crate::status::{Admin, Status, View};
 use crate::sys::move_fd_high;
 
@@ -487,7 +487,8 @@ impl Master {
                     pid = *pid,
                     slot = w.slot,
                     silent_ms = now.saturating_sub(beat),
-                    "WORKER TIMEOUT: no heartbeat within --timeout; killing it"
+                    "WORKER TIMEOUT: no heartbeat within --timeout; killing it (running: {})",
+                    running_requests(&self.scoreboard, w.slot)
                 );
                 w.killed_for_timeout = true;
                 signal(*pid, libc::SIGKILL);
@@ -566,4 +567,35 @@ fn signal_name(sig: i32) -> String {
         libc::SIGBUS => "SIGBUS".into(),
         other => format!("signal {other}"),
     }
+}
+
+/// What a worker was running, from its processlist rows: `GET /busy?x=1 for 3.2 s`, longest
+/// first, at most five and how many more; for the WORKER TIMEOUT line, so the log names the
+/// request that hung the worker (gunicorn's names it in the traceback its worker prints).
+fn running_requests(sb: &Scoreboard, slot: usize) -> String {
+    let now = scoreboard::mono_us();
+    let mut running: Vec<(u64, String)> = (0..ENTRIES_PER_SLOT)
+        .filter_map(|i| sb.entry(slot, i).snapshot())
+        .filter(|e| matches!(e.state, ConnState::Handling | ConnState::Writing))
+        .map(|e| {
+            let us = now.saturating_sub(e.started_us);
+            let what = format!("{} {} for {:.1} s", e.method, e.path, us as f64 / 1e6);
+            (us, what)
+        })
+        .collect();
+    if running.is_empty() {
+        return "no request listed".into();
+    }
+    running.sort_by_key(|r| std::cmp::Reverse(r.0));
+    let more = running.len().saturating_sub(5);
+    let mut text = running
+        .into_iter()
+        .take(5)
+        .map(|(_, what)| what)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if more > 0 {
+        text.push_str(&format!(" and {more} more"));
+    }
+    text
 }
