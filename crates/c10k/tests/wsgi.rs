@@ -550,6 +550,20 @@ fn boot_errors_stop_the_server_with_status_3_and_the_reason() {
     assert!(err.contains("--root-path"), "{err}");
 }
 
+/// An import that hangs is stopped by `--timeout` (gunicorn's master waits for it forever): the
+/// worker is killed, the log says it was still loading the app, and after two such boots the
+/// server stops with status 3.
+#[test]
+fn an_import_that_hangs_is_stopped_by_the_timeout() {
+    let (code, err) = boot_failure(&["--timeout", "1", "hangs_at_import:app"]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("WORKER TIMEOUT") && err.contains("still booting: loading the application"),
+        "{err}"
+    );
+    assert!(err.contains("failed to boot twice"), "{err}");
+}
+
 per_class!(flask_app, |class| {
     let Some(venv) = venv() else { return };
     let apps = apps();

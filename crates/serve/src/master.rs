@@ -483,12 +483,17 @@ impl Master {
             let slot = self.scoreboard.slot(w.slot);
             let beat = slot.heartbeat_ms.load(Relaxed);
             if now.saturating_sub(beat) > limit_ms {
+                let booted = slot.ready.load(Relaxed) == 1 && slot.pid.load(Relaxed) as i32 == *pid;
+                let running = if booted {
+                    format!("running: {}", running_requests(&self.scoreboard, w.slot))
+                } else {
+                    "still booting: loading the application".to_owned()
+                };
                 tracing::error!(
                     pid = *pid,
                     slot = w.slot,
                     silent_ms = now.saturating_sub(beat),
-                    "WORKER TIMEOUT: no heartbeat within --timeout; killing it (running: {})",
-                    running_requests(&self.scoreboard, w.slot)
+                    "WORKER TIMEOUT: no heartbeat within --timeout; killing it ({running})"
                 );
                 w.killed_for_timeout = true;
                 signal(*pid, libc::SIGKILL);
