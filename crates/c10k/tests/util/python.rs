@@ -80,13 +80,16 @@ pub fn atexit_runs_on_every_normal_exit(extra: &[&str]) {
     args.extend_from_slice(extra);
     args.push("lifecycle:app");
     let mut s = super::Server::start(&args);
-    // Server::start's probe was the first request; the third retires the worker and its
-    // successor answers the fourth, so it is serving (booted) when SIGTERM comes.
+    // Server::start's probe was the first request; the third retires the worker.
     for _ in 0..3 {
         let r = super::get(s.addr, "/").expect("request");
         assert_eq!(r.status, 200, "{}", r.text());
     }
     s.wait_log("worker exited", std::time::Duration::from_secs(10));
+    // The retiring worker may have answered the fourth itself (a request it had accepted):
+    // wait until its successor answers one, so the app is loaded when SIGTERM comes (a worker
+    // stopped before it imported the app has no handler to run).
+    s.wait_for_workers(2);
     s.signal(libc::SIGTERM);
     assert_eq!(s.wait_exit(std::time::Duration::from_secs(20)), Some(0));
     let lines = std::fs::read_to_string(&file).unwrap_or_default();
