@@ -32,6 +32,8 @@ pub(crate) struct AccessFormat {
     pieces: Vec<Piece>,
     /// The request headers the format prints, lower-case.
     headers: Vec<String>,
+    /// Where `Authorization` is among them, for `%(u)s` (the Basic auth user).
+    auth: Option<usize>,
 }
 
 /// Everything a line can print about one request.
@@ -83,7 +85,18 @@ impl AccessFormat {
         if !lit.is_empty() {
             pieces.push(Piece::Lit(lit));
         }
-        AccessFormat { pieces, headers }
+        let auth = pieces
+            .contains(&Piece::Atom('u'))
+            .then(|| match atom("{authorization}i", &mut headers) {
+                Piece::Header(i) => Some(i),
+                _ => None,
+            })
+            .flatten();
+        AccessFormat {
+            pieces,
+            headers,
+            auth,
+        }
     }
 
     /// The request headers the format prints, for [`AccessFormat::header_values`].
@@ -141,7 +154,14 @@ impl AccessFormat {
                         }
                         None => out.push_str("unix"),
                     },
-                    'l' | 'u' => out.push('-'),
+                    'l' => out.push('-'),
+                    'u' => or_dash(
+                        &mut out,
+                        self.auth
+                            .and_then(|i| l.headers.get(i)?.as_deref())
+                            .and_then(basic_user)
+                            .as_deref(),
+                    ),
                     't' => {
                         out.push('[');
                         crate::track::clf_time(&mut out, l.now_us / 1_000_000);
@@ -209,6 +229,38 @@ impl AccessFormat {
     }
 }
 
+/// The user name of a `Basic` `Authorization` value (gunicorn's `%(u)s`); never the password.
+fn basic_user(value: &str) -> Option<String> {
+    let (scheme, b64) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in b64.trim().bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' => break,
+            _ => return None,
+        };
+        bits = (bits << 6) | u32::from(v);
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+            bits &= (1 << n) - 1;
+        }
+    }
+    let text = String::from_utf8_lossy(&out);
+    let user = text.split_once(':').map_or(&*text, |(u, _)| u);
+    Some(user.to_owned())
+}
+
 fn atom(name: &str, headers: &mut Vec<String>) -> Piece {
     if let Some(inner) = name.strip_prefix('{') {
         return match inner.rsplit_once('}') {
@@ -274,6 +326,33 @@ mod tests {
              200 - \"-\" \"ab/2.3\" GET /a/b x=1&token=*** HTTP/1.1 0 2 2345 2345678 2.345678 \
              203.0.113.9,10.0.0.1 - - - - 100% %(bad\n"
         );
+    }
+
+    #[test]
+    fn basic_auth_user_without_its_password() {
+        // "aladdin:opensesame"
+        let inc = decoded(
+            b"GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Basic YWxhZGRpbjpvcGVuc2VzYW1l\r\n\r\n",
+        );
+        let f = AccessFormat::parse("%(u)s");
+        let headers = f.header_values(&inc.request);
+        let line = |headers: &[Option<String>]| {
+            f.render(&Line {
+                peer: None,
+                meta: &inc.meta,
+                status: 200,
+                body_len: 0,
+                now_us: 0,
+                micros: 0,
+                headers,
+                mask_query: true,
+            })
+        };
+        assert_eq!(line(&headers), "aladdin\n");
+        assert_eq!(line(&[Some("Bearer abc".into())]), "-\n");
+        assert_eq!(line(&[Some("Basic !!".into())]), "-\n");
+        assert_eq!(line(&[]), "-\n");
+        assert_eq!(basic_user("basic dXNlcg=="), Some("user".into()));
     }
 
     #[test]

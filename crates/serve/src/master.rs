@@ -387,6 +387,9 @@ impl Master {
                 // the master, which drives the graceful stop. Ignored dispositions survive exec,
                 // so no INT can stop the worker before it is running either.
                 libc::signal(libc::SIGINT, libc::SIG_IGN);
+                // SIGUSR1 (reopen the logs) must not kill a worker that has not installed its
+                // handler yet: its default action is to terminate.
+                libc::signal(libc::SIGUSR1, libc::SIG_IGN);
                 Ok(())
             });
         }
