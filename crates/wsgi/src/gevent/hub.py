@@ -121,25 +121,20 @@ def python_entry(app):
     return app
 
 
-# The loop the worker's hub runs: gevent's default loop when the app's import made it (see
-# `note_main_hub`), else None (the hub thread makes it).
-MAIN_LOOP = [None]
-
-
 def note_main_hub():
     """Called on the main thread after the app is imported. Only gevent's default loop has child
     watchers, and a patched `subprocess.run` or `os.fork()` needs one (else "child watchers are
     only available on the default loop"); under gunicorn's gevent worker the hub is the main
     thread's, on that loop. Importing the app often makes the main thread's hub, which takes the
-    default loop (`requests` does): that hub never runs (the main thread serves no greenlet), so
-    it is destroyed here and its loop handed to the worker's hub thread (`own_hub`)."""
-    from gevent._hub_local import get_hub_if_exists, set_loop
+    default loop (`requests` does). That hub never runs (the main thread runs no greenlet after
+    the import), so it is destroyed here with its loop, and the worker's hub thread makes the
+    default loop again (`own_hub`). What the import left waiting on it (a patched thread started
+    at import: a greenlet of the main thread) could never run on another thread anyway."""
+    from gevent._hub_local import get_hub_if_exists
 
     hub = get_hub_if_exists()
-    if hub is not None and getattr(hub.loop, "default", False):
-        hub.destroy(destroy_loop=False)
-        set_loop(None)
-        MAIN_LOOP[0] = hub.loop
+    if hub is not None:
+        hub.destroy(destroy_loop=True)
 
 
 def own_hub():
@@ -148,12 +143,7 @@ def own_hub():
     from gevent._hub_local import get_hub_class, get_hub_if_exists, set_hub
 
     if get_hub_if_exists() is None:
-        loop = MAIN_LOOP[0]
-        MAIN_LOOP[0] = None
-        if loop is not None:
-            set_hub(get_hub_class()(loop=loop))
-        else:
-            set_hub(get_hub_class()(default=True))
+        set_hub(get_hub_class()(default=True))
     return gevent.get_hub()
 
 
