@@ -1055,3 +1055,33 @@ fn async_workers_with_idle_connections_take_new_ones_at_once() {
 per_class!(atexit_handlers_run_when_a_worker_exits, |class| {
     util::python::atexit_runs_on_every_normal_exit(&["-k", class, "--threads", threads(class)]);
 });
+
+per_class!(
+    an_app_replacing_the_worker_sigterm_handler_is_warned_about,
+    |class| {
+        let apps = apps();
+        let s = Server::start(&[
+            "-k",
+            class,
+            "--threads",
+            threads(class),
+            "--pythonpath",
+            &apps,
+            "sets_sigterm:app",
+        ]);
+        s.wait_log(
+            "the application set its own SIGTERM handler at import",
+            Duration::from_secs(5),
+        );
+        let probe = Server::start(&[
+            "-k",
+            class,
+            "--threads",
+            threads(class),
+            "--pythonpath",
+            &apps,
+            "probe:app",
+        ]);
+        assert!(!probe.log().contains("its own SIG"), "{}", probe.log());
+    }
+);

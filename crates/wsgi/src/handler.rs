@@ -53,6 +53,39 @@ struct Inner {
     time_held: bool,
 }
 
+/// Logs a warning for each of the worker's own signals (TERM, HUP, QUIT) the app gave a Python
+/// handler at import (`signal.signal`): it replaces c10k's, so the worker no longer stops or
+/// retires on it and the master kills it after `--graceful-timeout`, as gunicorn's worker, which
+/// also loads the app after installing its handlers. Only the main thread runs a Python handler,
+/// and only `sync` runs Python there after the import: under the other classes the app's handler
+/// never runs either.
+fn warn_replaced_signals(py: Python<'_>, main_thread_runs_python: bool) {
+    let replaced = |py: Python<'_>| -> PyResult<Vec<String>> {
+        let signal = py.import("signal")?;
+        let callable = py.import("builtins")?.getattr("callable")?;
+        let mut out = Vec::new();
+        for name in ["SIGTERM", "SIGHUP", "SIGQUIT"] {
+            let handler = signal.call_method1("getsignal", (signal.getattr(name)?,))?;
+            if callable.call1((handler,))?.is_truthy()? {
+                out.push(name.to_owned());
+            }
+        }
+        Ok(out)
+    };
+    for name in replaced(py).unwrap_or_default() {
+        let runs = if main_thread_runs_python {
+            "it runs instead"
+        } else {
+            "and under this worker class it never runs (only `sync` runs Python on the main thread)"
+        };
+        tracing::warn!(
+            "the application set its own {name} handler at import (signal.signal): it replaces \
+             c10k's, so this worker no longer stops or retires on {name} and is killed after \
+             --graceful-timeout; {runs}"
+        );
+    }
+}
+
 /// Requests that hold a pool thread longer than this on average are [slow](Capacity::slow).
 /// A view that sleeps or waits on a database or an upstream holds it for tens of milliseconds
 /// or more; CPU-bound views take well under one, a few under a contended GIL.
@@ -106,6 +139,7 @@ impl WsgiApp {
                 traceback: call::format_exception(py, &e),
             })?;
             let app = loader::load(py, &config.app)?;
+            warn_replaced_signals(py, info.class == "sync");
             if gevent {
                 crate::gevent::note_main_hub(py)?;
             }
