@@ -24,6 +24,8 @@ struct Refused {
 const TLS: &str = "c10k serves plain HTTP (and uwsgi); terminate TLS in front of it, in nginx \
                    (deploy/nginx/c10k-proxy.conf) or the load balancer, and keep \
                    --forwarded-allow-ips so the app still sees https";
+const PASTE: &str = "c10k does not read PasteDeploy .ini files; serve a module that builds the \
+                     app (app = paste.deploy.loadapp('config:/path/to/app.ini')) as MODULE:app";
 const STATSD: &str = "c10k does not send StatsD; its figures are Prometheus metrics on the admin \
                       listener (--admin, GET /metrics) and `c10k status`";
 const RELOAD: &str = "c10k has no file-watching reloader; after deploying new code send SIGHUP \
@@ -105,16 +107,14 @@ const REFUSED: &[Refused] = &[
         short: None,
         key: None,
         takes_value: true,
-        why: "c10k does not read PasteDeploy .ini files; serve a module that builds the app \
-              (app = paste.deploy.loadapp('config:/path/to/app.ini')) as MODULE:app",
+        why: PASTE,
     },
     Refused {
         long: "paster",
         short: None,
         key: None,
         takes_value: true,
-        why: "c10k does not read PasteDeploy .ini files; serve a module that builds the app \
-              (app = paste.deploy.loadapp('config:/path/to/app.ini')) as MODULE:app",
+        why: PASTE,
     },
     Refused {
         long: "certfile",

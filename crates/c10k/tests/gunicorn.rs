@@ -307,16 +307,8 @@ def app(environ, start_response):
 fn run_printing_app(dir: &std::path::Path, args: &[&str]) -> (String, String, String) {
     std::fs::write(dir.join("printing_app.py"), PRINTING_APP).unwrap();
     let log = dir.join("log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_c10k"))
-        .args([
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--admin",
-            "off",
-            "-w",
-            "2",
-        ])
+    let mut child = util::serve_command()
+        .args(["-w", "2"])
         .args(["--pythonpath", dir.to_str().unwrap()])
         .args(args)
         .arg("printing_app:app")
@@ -709,16 +701,8 @@ fn sigusr1_reopens_rotated_log_files() {
     let dir = tempfile::tempdir().unwrap();
     let access = dir.path().join("access.log");
     let errors = dir.path().join("error.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_c10k"))
-        .args([
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--admin",
-            "off",
-            "-w",
-            "2",
-        ])
+    let mut child = util::serve_command()
+        .args(["-w", "2"])
         .args(["--access-logfile", access.to_str().unwrap()])
         .args(["--access-logformat", "%(p)s %(r)s"])
         .args(["--error-logfile", errors.to_str().unwrap()])

@@ -272,16 +272,8 @@ fn admin_is_loopback_by_default_and_never_on_the_public_port() {
     }
     assert_eq!(get(admin, "/nope").unwrap().status, 404);
     // --log-format json: every log line, master's and worker's, is a JSON object.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_c10k"))
-        .args([
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--admin",
-            "off",
-            "--log-format",
-            "json",
-        ])
+    let mut child = util::serve_command()
+        .args(["--log-format", "json"])
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .spawn()

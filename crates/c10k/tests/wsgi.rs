@@ -11,13 +11,14 @@
 mod util;
 
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use util::python::{apps, mysql_url, venv, wait_closed};
 use util::{connect, get, threads, Reader, Resp, Server};
 
-fn probe(class: &str, extra: &[&str]) -> Server {
+/// `c10k serve -k CLASS EXTRA APP` with the test apps on the Python path.
+fn app_in_class(class: &str, app: &str, extra: &[&str]) -> Server {
     let apps = apps();
     let mut args = vec![
         "-k",
@@ -28,8 +29,12 @@ fn probe(class: &str, extra: &[&str]) -> Server {
         &apps,
     ];
     args.extend_from_slice(extra);
-    args.push("probe:app");
+    args.push(app);
     Server::start(&args)
+}
+
+fn probe(class: &str, extra: &[&str]) -> Server {
+    app_in_class(class, "probe:app", extra)
 }
 
 fn request(s: &Server, raw: &str) -> Resp {
@@ -194,16 +199,7 @@ fn exchange(s: &Server, raw: &str) -> (String, Vec<u8>) {
 
 per_class!(status_and_head_framing_on_the_wire, |class| {
     // probe:raw: the validator refuses a 204 with a Content-Type, before the server sees it.
-    let apps = apps();
-    let s = Server::start(&[
-        "-k",
-        class,
-        "--threads",
-        threads(class),
-        "--pythonpath",
-        &apps,
-        "probe:raw",
-    ]);
+    let s = app_in_class(class, "probe:raw", &[]);
     let req =
         |m: &str, t: &str| format!("{m} {t} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     // The probe answers every status with a 6-byte body: a 204 or 304 must send none of it (nor
@@ -374,18 +370,7 @@ per_class!(file_wrapper_sends_a_large_file, |class| {
     std::fs::write(&path, &data).unwrap();
     let env = format!("PROBE_BIG_FILE={}", path.display());
     // probe:raw: unvalidated, so the wrapper itself reaches the server (the sendfile path).
-    let apps = apps();
-    let s = Server::start(&[
-        "-k",
-        class,
-        "--threads",
-        threads(class),
-        "--pythonpath",
-        &apps,
-        "-e",
-        &env,
-        "probe:raw",
-    ]);
+    let s = app_in_class(class, "probe:raw", &["-e", &env]);
     // HTTP/1.1, twice on one connection where the class keeps connections (sync closes).
     let mut c = Reader::new(connect(s.addr));
     let rounds = if class == "sync" { 1 } else { 2 };
@@ -494,16 +479,8 @@ fn no_body_statuses_send_no_body_and_no_length() {
 
 /// Runs `c10k serve` with a broken app and returns (exit code, stderr).
 fn boot_failure(args: &[&str]) -> (Option<i32>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_c10k"))
-        .args([
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--admin",
-            "off",
-            "--pythonpath",
-            &apps(),
-        ])
+    let mut child = util::serve_command()
+        .args(["--pythonpath", &apps()])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -1059,29 +1036,12 @@ per_class!(atexit_handlers_run_when_a_worker_exits, |class| {
 per_class!(
     an_app_replacing_the_worker_sigterm_handler_is_warned_about,
     |class| {
-        let apps = apps();
-        let s = Server::start(&[
-            "-k",
-            class,
-            "--threads",
-            threads(class),
-            "--pythonpath",
-            &apps,
-            "sets_sigterm:app",
-        ]);
+        let s = app_in_class(class, "sets_sigterm:app", &[]);
         s.wait_log(
             "the application set its own SIGTERM handler at import",
             Duration::from_secs(5),
         );
-        let probe = Server::start(&[
-            "-k",
-            class,
-            "--threads",
-            threads(class),
-            "--pythonpath",
-            &apps,
-            "probe:app",
-        ]);
+        let probe = probe(class, &[]);
         assert!(!probe.log().contains("its own SIG"), "{}", probe.log());
     }
 );

@@ -429,3 +429,11 @@ pub fn concurrent_gets(addr: SocketAddr, target: &str, n: usize) -> (Vec<u16>, D
     let statuses = handles.into_iter().map(|h| h.join().unwrap_or(0)).collect();
     (statuses, start.elapsed())
 }
+
+/// `c10k serve --bind 127.0.0.1:0 --admin off`, for a test that runs the process itself (its
+/// output, its exit) instead of through [`Server`]; add the rest of the command line.
+pub fn serve_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_c10k"));
+    cmd.args(["serve", "--bind", "127.0.0.1:0", "--admin", "off"]);
+    cmd
+}
