@@ -474,7 +474,7 @@ fn capture_output_sends_the_apps_output_to_the_error_log() {
 }
 
 /// gunicorn's `--access-logformat`, with a request header atom (the client address a proxy
-/// reports), under every worker class; without an access log it is refused, not ignored.
+/// reports) and a response header atom, under every worker class; without an access log it is refused, not ignored.
 #[test]
 fn access_logformat_takes_gunicorns_atoms() {
     for class in ["sync", "thread", "gthread", "async"] {
@@ -487,7 +487,7 @@ fn access_logformat_takes_gunicorns_atoms() {
             path.to_str().unwrap(),
             "--access-logformat",
             "%({x-forwarded-for}i)s %(h)s %(l)s %(u)s \"%(r)s\" %(s)s %(b)s %(m)s %(U)s %(q)s %(H)s \
-             \"%(a)s\" %({x-missing}i)s %(zz)s",
+             \"%(a)s\" %({x-missing}i)s %({Content-Type}o)s %(zz)s",
         ]);
         let mut c = util::Reader::new(util::connect(s.addr));
         c.send(
@@ -499,7 +499,7 @@ fn access_logformat_takes_gunicorns_atoms() {
         assert_eq!(c.response().unwrap().status, 200);
         let want =
             "203.0.113.9 127.0.0.1 - aladdin \"GET /?delay=0&token=*** HTTP/1.1\" 200 6 GET / \
-                    delay=0&token=*** HTTP/1.1 \"t/1\" - -\n";
+                    delay=0&token=*** HTTP/1.1 \"t/1\" - text/plain; charset=utf-8 -\n";
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let log = std::fs::read_to_string(&path).unwrap_or_default();

@@ -3,15 +3,18 @@
 //!
 //! The format is parsed once, when a worker opens its access log, into pieces; a line is then
 //! one pass over them. Request header atoms (`%({X-Forwarded-For}i)s`) are looked up when the
-//! request is decoded (the request itself goes to the application by value), and only the names
-//! the format asks for are kept. As in gunicorn, an atom c10k cannot fill prints `-`: response
-//! headers (`%({name}o)s`), WSGI environ variables (`%({name}e)s`) and unknown names. Strings
-//! from the client are escaped as in the combined format, so no client can forge a log line.
+//! request is decoded (the request itself goes to the application by value), response header
+//! atoms (`%({Content-Type}o)s`) among the application's own header fields when it answers (as
+//! gunicorn's, which never sees the `Date`, `Server` or `Connection` it adds itself), and only
+//! the names the format asks for are kept. As in gunicorn, an atom c10k cannot fill prints `-`:
+//! WSGI environ variables (`%({name}e)s`, which live in Python) and unknown names. Strings from
+//! the client and the application are escaped as in the combined format, so no client can forge
+//! a log line.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use c10k_http::Request;
+use c10k_http::{Request, Response};
 
 use crate::proto::RequestMeta;
 
@@ -22,6 +25,8 @@ enum Piece {
     Atom(char),
     /// The request header at this index of [`AccessFormat::headers`].
     Header(usize),
+    /// The response header at this index of [`AccessFormat::resp_headers`].
+    RespHeader(usize),
     /// An atom c10k cannot fill: `-`.
     Dash,
 }
@@ -32,6 +37,8 @@ pub(crate) struct AccessFormat {
     pieces: Vec<Piece>,
     /// The request headers the format prints, lower-case.
     headers: Vec<String>,
+    /// The response headers the format prints, lower-case.
+    resp_headers: Vec<String>,
     /// Where `Authorization` is among them, for `%(u)s` (the Basic auth user).
     auth: Option<usize>,
 }
@@ -45,6 +52,8 @@ pub(crate) struct Line<'a> {
     pub now_us: u64,
     pub micros: u64,
     pub headers: &'a [Option<String>],
+    /// The values of [`AccessFormat::resp_headers`], in order.
+    pub resp_headers: &'a [Option<String>],
     pub mask_query: bool,
 }
 
@@ -54,6 +63,7 @@ impl AccessFormat {
     pub fn parse(format: &str) -> AccessFormat {
         let mut pieces = Vec::new();
         let mut headers: Vec<String> = Vec::new();
+        let mut resp_headers: Vec<String> = Vec::new();
         let mut lit = String::new();
         let mut rest = format;
         while let Some(at) = rest.find('%') {
@@ -78,7 +88,7 @@ impl AccessFormat {
             if !lit.is_empty() {
                 pieces.push(Piece::Lit(std::mem::take(&mut lit)));
             }
-            pieces.push(atom(name, &mut headers));
+            pieces.push(atom(name, &mut headers, &mut resp_headers));
             rest = after;
         }
         lit.push_str(rest);
@@ -87,14 +97,17 @@ impl AccessFormat {
         }
         let auth = pieces
             .contains(&Piece::Atom('u'))
-            .then(|| match atom("{authorization}i", &mut headers) {
-                Piece::Header(i) => Some(i),
-                _ => None,
-            })
+            .then(
+                || match atom("{authorization}i", &mut headers, &mut resp_headers) {
+                    Piece::Header(i) => Some(i),
+                    _ => None,
+                },
+            )
             .flatten();
         AccessFormat {
             pieces,
             headers,
+            resp_headers,
             auth,
         }
     }
@@ -102,6 +115,28 @@ impl AccessFormat {
     /// The request headers the format prints, for [`AccessFormat::header_values`].
     pub fn wants_headers(&self) -> bool {
         !self.headers.is_empty()
+    }
+
+    /// The response headers the format prints, for [`AccessFormat::response_header_values`].
+    pub fn wants_response_headers(&self) -> bool {
+        !self.resp_headers.is_empty()
+    }
+
+    /// The values of the response headers the format prints, from the application's header
+    /// fields (several fields of a name joined with `,`).
+    pub fn response_header_values(&self, resp: &Response) -> Vec<Option<String>> {
+        self.resp_headers
+            .iter()
+            .map(|name| {
+                let joined: Vec<String> = resp
+                    .headers
+                    .iter()
+                    .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                    .collect();
+                (!joined.is_empty()).then(|| joined.join(","))
+            })
+            .collect()
     }
 
     /// The values of the headers the format prints (several fields of a name joined with `,`).
@@ -146,6 +181,9 @@ impl AccessFormat {
                 Piece::Dash => out.push('-'),
                 Piece::Header(i) => {
                     or_dash(&mut out, l.headers.get(*i).and_then(|v| v.as_deref()));
+                }
+                Piece::RespHeader(i) => {
+                    or_dash(&mut out, l.resp_headers.get(*i).and_then(|v| v.as_deref()));
                 }
                 Piece::Atom(c) => match c {
                     'h' => match l.peer {
@@ -261,19 +299,23 @@ fn basic_user(value: &str) -> Option<String> {
     Some(user.to_owned())
 }
 
-fn atom(name: &str, headers: &mut Vec<String>) -> Piece {
+fn atom(name: &str, headers: &mut Vec<String>, resp_headers: &mut Vec<String>) -> Piece {
+    /// The index of `name` (lower-cased) in `names`, added if new.
+    fn index(names: &mut Vec<String>, name: &str) -> usize {
+        let name = name.to_ascii_lowercase();
+        match names.iter().position(|h| *h == name) {
+            Some(i) => i,
+            None => {
+                names.push(name);
+                names.len() - 1
+            }
+        }
+    }
     if let Some(inner) = name.strip_prefix('{') {
         return match inner.rsplit_once('}') {
-            Some((header, "i")) if !header.is_empty() => {
-                let header = header.to_ascii_lowercase();
-                let i = match headers.iter().position(|h| *h == header) {
-                    Some(i) => i,
-                    None => {
-                        headers.push(header);
-                        headers.len() - 1
-                    }
-                };
-                Piece::Header(i)
+            Some((header, "i")) if !header.is_empty() => Piece::Header(index(headers, header)),
+            Some((header, "o")) if !header.is_empty() => {
+                Piece::RespHeader(index(resp_headers, header))
             }
             _ => Piece::Dash,
         };
@@ -308,8 +350,9 @@ mod tests {
              %(q)s %(H)s %(B)s %(T)s %(M)s %(D)s %(L)s %({x-forwarded-for}i)s \
              %({X-Missing}i)s %({Content-Type}o)s %({HOME}e)s %(zz)s 100%% %(bad",
         );
-        assert!(f.wants_headers());
+        assert!(f.wants_headers() && f.wants_response_headers());
         let headers = f.header_values(&inc.request);
+        let resp_headers = f.response_header_values(&Response::text(200, "x"));
         let line = f.render(&Line {
             peer: "192.0.2.7:5555".parse().ok(),
             meta: &inc.meta,
@@ -318,14 +361,40 @@ mod tests {
             now_us: 971_186_136_000_000,
             micros: 2_345_678,
             headers: &headers,
+            resp_headers: &resp_headers,
             mask_query: true,
         });
         assert_eq!(
             line,
             "192.0.2.7 - - [10/Oct/2000:13:55:36 +0000] \"GET /a/b?x=1&token=*** HTTP/1.1\" \
              200 - \"-\" \"ab/2.3\" GET /a/b x=1&token=*** HTTP/1.1 0 2 2345 2345678 2.345678 \
-             203.0.113.9,10.0.0.1 - - - - 100% %(bad\n"
+             203.0.113.9,10.0.0.1 - text/plain; charset=utf-8 - - 100% %(bad\n"
         );
+    }
+
+    #[test]
+    fn response_header_atoms_are_the_applications_fields() {
+        let inc = decoded(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+        let f = AccessFormat::parse("%({set-cookie}o)s|%({X-Request-Id}o)s|%({date}o)s");
+        assert!(!f.wants_headers() && f.wants_response_headers());
+        let resp = Response::new(302)
+            .with_header("Set-Cookie", "a=1")
+            .with_header("set-cookie", "b=\"2\"")
+            .with_header("X-Request-Id", "r-7");
+        let resp_headers = f.response_header_values(&resp);
+        let line = f.render(&Line {
+            peer: None,
+            meta: &inc.meta,
+            status: 302,
+            body_len: 0,
+            now_us: 0,
+            micros: 0,
+            headers: &[],
+            resp_headers: &resp_headers,
+            mask_query: true,
+        });
+        // Escaped like every string; the server's own Date is not among the app's fields.
+        assert_eq!(line, "a=1,b=\\\"2\\\"|r-7|-\n");
     }
 
     #[test]
@@ -345,6 +414,7 @@ mod tests {
                 now_us: 0,
                 micros: 0,
                 headers,
+                resp_headers: &[],
                 mask_query: true,
             })
         };
@@ -368,6 +438,7 @@ mod tests {
             now_us: 0,
             micros: 1,
             headers: &headers,
+            resp_headers: &[],
             mask_query: false,
         });
         assert_eq!(line, format!("a\\\"b\\x85c <{}>\n", std::process::id()));

@@ -529,6 +529,7 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
                 return;
             }
         };
+        self.track.borrow_mut().responding(&resp);
         let keep = may_keep
             && self.keep_alive_allowed
             && self.settings.borrow().keepalive.is_some()

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use anyhow::Context;
-use c10k_http::Request;
+use c10k_http::{Request, Response};
 
 use crate::access_format::{AccessFormat, Line};
 use crate::config::ServeConfig;
@@ -77,6 +77,7 @@ impl Tracker {
             started_us: 0,
             last_us: 0,
             headers: Vec::new(),
+            resp_headers: Vec::new(),
         }
     }
 }
@@ -95,6 +96,8 @@ pub(crate) struct ConnTrack {
     last_us: u64,
     /// The current request's headers that `--access-log-format` prints.
     headers: Vec<Option<String>>,
+    /// The current answer's headers that `--access-log-format` prints.
+    resp_headers: Vec<Option<String>>,
 }
 
 impl ConnTrack {
@@ -168,6 +171,21 @@ impl ConnTrack {
         self.state = ConnState::Handling;
     }
 
+    /// The application's answer is about to be encoded: keeps the header fields the access log
+    /// format prints (the answer's head is gone by the time a streamed body ends).
+    pub fn responding(&mut self, resp: &Response) {
+        if let Some(format) = self
+            .tracker
+            .access_log
+            .as_ref()
+            .and_then(|l| l.format.as_ref())
+        {
+            if format.wants_response_headers() {
+                self.resp_headers = format.response_header_values(resp);
+            }
+        }
+    }
+
     /// The application answered `status` with a body of `body_len` bytes.
     pub fn end(&mut self, meta: &RequestMeta, status: u16, body_len: usize) {
         let t = &self.tracker;
@@ -189,6 +207,7 @@ impl ConnTrack {
                 now_us: now_us(),
                 micros,
                 headers: &self.headers,
+                resp_headers: &self.resp_headers,
                 mask_query: log.mask_query,
             });
         }
