@@ -109,7 +109,9 @@ Worker classes (how many requests one worker runs at once):
   async    up to --worker-connections: waits yield to an event loop (gevent, monkey-patched).
 
 Every flag can also be set as C10K_<FLAG> (C10K_WORKERS=4) or in the --config TOML file
-(workers = 4); the command line wins over the environment, which wins over the file.";
+(workers = 4), and gunicorn's GUNICORN_CMD_ARGS holds extra flags (shell-quoted): the command
+line wins over GUNICORN_CMD_ARGS (a flag given in both takes the command line's value, whole),
+which wins over C10K_* variables, which win over the file.";
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
@@ -142,27 +144,46 @@ struct ServeArgs {
 pub struct Parsed {
     cli: Cli,
     matches: ArgMatches,
+    /// The flags taken from `GUNICORN_CMD_ARGS`, and those the command line overrode.
+    from_env: Option<(Vec<String>, Vec<String>)>,
 }
 
 pub fn parse() -> anyhow::Result<Parsed> {
     // Before clap, which would only list c10k's classes for `-k uvicorn.workers.UvicornWorker`.
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut from_env = None;
+    if let Some(spliced) = crate::cmd_args::splice(
+        &Cli::command(),
+        &args,
+        std::env::var_os(crate::cmd_args::VAR),
+    )? {
+        args = spliced.args;
+        from_env = Some((spliced.used, spliced.overridden));
+    }
     if let Some(msg) = crate::gunicorn::worker_class_arg(&args)
         .as_deref()
         .and_then(crate::gunicorn::refuse_worker_class)
     {
         return Err(UsageError::new(msg).into());
     }
-    let matches = Cli::command().get_matches();
+    let matches = Cli::command().get_matches_from(args);
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    Ok(Parsed { cli, matches })
+    Ok(Parsed {
+        cli,
+        matches,
+        from_env,
+    })
 }
 
 pub fn run(parsed: Parsed) -> anyhow::Result<()> {
-    let Parsed { cli, matches } = parsed;
+    let Parsed {
+        cli,
+        matches,
+        from_env,
+    } = parsed;
     let log_level = gunicorn_level(&cli.log_level);
     let json = cli.log_format == LogFormat::Json;
     if !matches!(cli.command, Command::Serve(_)) {
@@ -221,6 +242,24 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
             })
             .map_err(UsageError::new)?;
             if !worker {
+                if let Some((used, overridden)) = &from_env {
+                    let mut line = format!(
+                        "flags taken from {}: {}",
+                        crate::cmd_args::VAR,
+                        if used.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            used.join(" ")
+                        }
+                    );
+                    if !overridden.is_empty() {
+                        line += &format!(
+                            " (overridden by the command line: {})",
+                            overridden.join(" ")
+                        );
+                    }
+                    tracing::info!("{line}");
+                }
                 for note in notes {
                     tracing::info!("{note}");
                 }

@@ -448,18 +448,11 @@ pub fn python_config(path: &std::path::Path) -> Option<String> {
     })
 }
 
-/// Warnings for gunicorn configuration that c10k would otherwise silently not read: the
-/// `GUNICORN_CMD_ARGS` variable and a `gunicorn.conf.py` in the working directory (gunicorn reads
-/// `./gunicorn.conf.py` when no `-c` is given).
+/// Warnings for gunicorn configuration that c10k would otherwise silently not read: a
+/// `gunicorn.conf.py` in the working directory (gunicorn reads `./gunicorn.conf.py` when no `-c`
+/// is given). (`GUNICORN_CMD_ARGS` is read: see `cmd_args`.)
 pub fn unread_config_warnings(config_given: bool) -> Vec<String> {
     let mut out = Vec::new();
-    if std::env::var_os("GUNICORN_CMD_ARGS").is_some_and(|v| !v.is_empty()) {
-        out.push(
-            "GUNICORN_CMD_ARGS is set, and c10k does not read it: move its flags to the command \
-             line or to C10K_* variables (C10K_WORKERS=4)"
-                .to_owned(),
-        );
-    }
     if !config_given && std::path::Path::new("gunicorn.conf.py").exists() {
         out.push(
             "./gunicorn.conf.py is not read by c10k (gunicorn reads it when no -c is given): \

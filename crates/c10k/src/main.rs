@@ -2,6 +2,7 @@
 
 mod builtin;
 mod cli;
+mod cmd_args;
 mod gunicorn;
 mod logging;
 mod python;

@@ -217,20 +217,74 @@ fn access_logfile_and_print_config_are_gunicorns_spellings() {
     }
 }
 
-/// gunicorn reads `GUNICORN_CMD_ARGS` and `./gunicorn.conf.py`; c10k reads neither and says so
-/// rather than starting with settings the user believes are in force.
+/// gunicorn's `GUNICORN_CMD_ARGS`: extra flags, shell-quoted, below the command line (a flag
+/// given in both takes the command line's value, whole, `--bind` too) and above `C10K_*`.
 #[test]
-fn unread_gunicorn_configuration_is_warned_about() {
+fn gunicorn_cmd_args_are_flags_below_the_command_line() {
+    let fmt = r#"%(h)s "%(r)s" %(s)s"#;
+    let var = format!("--workers=3 --access-log - --access-log-format '{fmt}' -b 127.0.0.1:1");
     let out = c10k(
         &["serve", "--check-config"],
-        &[("GUNICORN_CMD_ARGS", "--workers=3")],
+        &[("GUNICORN_CMD_ARGS", &var), ("C10K_WORKERS", "7")],
     );
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (toml, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
     assert!(out.status.success(), "{err}");
+    assert!(toml.contains("workers = 3\n"), "{toml}");
     assert!(
-        err.contains("GUNICORN_CMD_ARGS is set, and c10k does not read it"),
+        toml.contains(&format!("access-log-format = '{fmt}'")),
+        "{toml}"
+    );
+    assert!(toml.contains("127.0.0.1:1"), "{toml}");
+    assert!(
+        err.contains("flags taken from GUNICORN_CMD_ARGS: --workers=3"),
         "{err}"
     );
+
+    let toml = effective(
+        &["-w", "5", "--bind", "127.0.0.1:4"],
+        &[(
+            "GUNICORN_CMD_ARGS",
+            "-w 3 -b 127.0.0.1:1 -b 127.0.0.1:2 --timeout 9",
+        )],
+    );
+    assert!(toml.contains("workers = 5\n"), "{toml}");
+    assert!(toml.contains("timeout = 9.0\n"), "{toml}");
+    assert!(toml.contains("127.0.0.1:4"), "{toml}");
+    assert!(
+        !toml.contains("127.0.0.1:1") && !toml.contains("127.0.0.1:2"),
+        "{toml}"
+    );
+
+    // A started server: the variable's -w, the command line's --bind (127.0.0.1:0) alone; the
+    // workers, this binary started again, read the same variable.
+    let s = Server::start_env(&[], &[("GUNICORN_CMD_ARGS", "-w 3 --bind 127.0.0.1:1")]);
+    s.wait_for_workers(3);
+    assert!(get(s.addr, "/").is_ok());
+}
+
+/// A `GUNICORN_CMD_ARGS` c10k cannot take stops it (exit status 2) naming the variable
+/// (`--check-config`, so that a server started by mistake does not hang the test).
+#[test]
+fn a_bad_gunicorn_cmd_args_is_refused_naming_it() {
+    for (var, needle) in [
+        ("--bind '127.0.0.1:1", "unbalanced quote"),
+        ("--no-such-flag", "unexpected argument '--no-such-flag'"),
+        ("-w many", "invalid value 'many'"),
+        ("--preload", "--preload: "),
+    ] {
+        let err = refused(&["--check-config"], &[("GUNICORN_CMD_ARGS", var)]);
+        assert!(err.contains(&format!("GUNICORN_CMD_ARGS={var:?}")), "{err}");
+        assert!(err.contains(needle), "{var}: {err}");
+    }
+}
+
+/// gunicorn reads `./gunicorn.conf.py` when no `-c` is given; c10k does not, and says so rather
+/// than starting with settings the user believes are in force.
+#[test]
+fn an_unread_gunicorn_conf_py_is_warned_about() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("gunicorn.conf.py"), "workers = 3\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_c10k"))

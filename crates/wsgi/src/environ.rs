@@ -10,7 +10,7 @@
 //! cannot spoof `X-Forwarded-For` as `X_Forwarded_For`; `PATH_INFO` is percent-decoded and then
 //! decoded as latin-1, with `--root-path` stripped into `SCRIPT_NAME`; `CONTENT_LENGTH` is the
 //! length of the body the server received (also for chunked requests, whose body is complete);
-//! `REMOTE_ADDR`/`REMOTE_PORT` are absent on a unix socket.
+//! on a unix socket `REMOTE_ADDR` is empty and `REMOTE_PORT` absent.
 //!
 //! Behind nginx's `uwsgi_pass`, the CGI vars nginx sent beyond what the request carries
 //! (`Request::cgi_vars`: `SCRIPT_NAME`, `DOCUMENT_ROOT`, `uwsgi_param FOO bar`, ...) are set last
@@ -144,7 +144,7 @@ impl Template {
         )?;
         let root_path = root_path.trim_end_matches('/').to_owned();
         d.set_item(&k.script_name, &root_path)?;
-        // The keys every request sets (or, for the REMOTE_ pair, removes), with placeholder
+        // The keys every request sets (or, for REMOTE_PORT, removes), with placeholder
         // values: in the copy, setting them replaces a value instead of inserting a key.
         for key in k.per_request() {
             d.set_item(key, &k.empty)?;
@@ -248,8 +248,11 @@ impl Template {
             env.set_item(&k.remote_addr, remote_ip(py, peer.ip()))?;
             env.set_item(&k.remote_port, itoa::Buffer::new().format(peer.port()))?;
         } else {
-            // The template's placeholders: no address is known (a unix socket).
-            env.del_item(&k.remote_addr)?;
+            // No address is known (a unix socket): `REMOTE_ADDR` is empty and `REMOTE_PORT`
+            // absent, as gunicorn sets them (CGI requires `REMOTE_ADDR`; Django code reading
+            // `request.META["REMOTE_ADDR"]` behind nginx's `proxy_pass http://unix:...` raised
+            // KeyError). The template's placeholder for `REMOTE_ADDR` is that empty string.
+            env.set_item(&k.remote_addr, &k.empty)?;
             env.del_item(&k.remote_port)?;
         }
 
