@@ -103,6 +103,18 @@ impl WsgiApp {
     /// Starts the interpreter (once per process), applies `--chdir`, `--pythonpath` and `--env`,
     /// imports the application and checks it is callable. Call it in the worker process.
     pub fn boot(config: &WsgiConfig, info: &WorkerInfo) -> Result<WsgiApp, BootError> {
+        // A relative --venv is where it was typed (`--venv .venv --chdir myproject`: the
+        // .venv beside myproject), so it is made absolute before --chdir moves the process.
+        let venv = match &config.venv {
+            Some(v) if v.is_relative() => Some(
+                std::env::current_dir()
+                    .map_err(|e| {
+                        BootError::Environment(format!("cannot read the current directory: {e}"))
+                    })?
+                    .join(v),
+            ),
+            v => v.clone(),
+        };
         if let Some(dir) = &config.chdir {
             std::env::set_current_dir(dir)
                 .map_err(|e| BootError::Environment(format!("--chdir {}: {e}", dir.display())))?;
@@ -110,7 +122,7 @@ impl WsgiApp {
         let cwd = std::env::current_dir().map_err(|e| {
             BootError::Environment(format!("cannot read the current directory: {e}"))
         })?;
-        let started = interp::start(config.venv.as_deref())?;
+        let started = interp::start(venv.as_deref())?;
         tracing::info!(
             slot = info.slot,
             "Python {} (sys.prefix {}) loading {}",

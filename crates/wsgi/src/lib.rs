@@ -54,7 +54,8 @@ pub struct WsgiConfig {
     /// Directories put in front of `sys.path`.
     pub pythonpath: Vec<PathBuf>,
     /// The virtual environment whose `site-packages` the app uses; `None`: `$VIRTUAL_ENV`, else the
-    /// `python3` on `PATH`.
+    /// `python3` on `PATH`. A relative path is taken from the directory the worker started in,
+    /// not from `chdir`.
     pub venv: Option<PathBuf>,
     /// Environment variables set in the app's `os.environ` before it is imported.
     pub env: Vec<(String, String)>,
