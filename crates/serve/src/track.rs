@@ -258,7 +258,10 @@ impl Drop for ConnTrack {
 /// of all threads and worker processes interleave whole without a lock.
 #[derive(Debug)]
 struct AccessLog {
-    file: File,
+    /// The `--access-log` file, or (for `-`) descriptor 1 itself, never closed.
+    file: std::mem::ManuallyDrop<File>,
+    /// `file` is descriptor 1, which the process keeps open.
+    stdout: bool,
     /// Mask the values of sensitive-looking query keys.
     mask_query: bool,
     /// `--access-log-format`, else the combined format.
@@ -271,14 +274,16 @@ impl AccessLog {
         mask_query: bool,
         format: Option<AccessFormat>,
     ) -> anyhow::Result<AccessLog> {
-        let file = if target == "-" {
-            // Standard output, shared with the other workers; duplicated so it closes safely.
-            use std::os::fd::AsFd;
-            let fd = std::io::stdout()
-                .as_fd()
-                .try_clone_to_owned()
-                .context("cannot use standard output for --access-log -")?;
-            File::from(fd)
+        let stdout = target == "-";
+        let file = if stdout {
+            // Standard output, shared with the other workers: descriptor 1 itself, not a
+            // duplicate, so that SIGUSR1's dup2 over it (the error log file under
+            // --capture-output, reopened after logrotate moved it) moves these lines too.
+            use std::os::fd::FromRawFd;
+            // SAFETY: descriptor 1 is open for the process's life (the standard output it was
+            // started with, or what --capture-output put there); `file` is never dropped for it
+            // (ManuallyDrop, see Drop below), so it is not closed.
+            unsafe { File::from_raw_fd(libc::STDOUT_FILENO) }
         } else {
             let file = std::fs::OpenOptions::new()
                 .create(true)
@@ -292,7 +297,8 @@ impl AccessLog {
             file
         };
         Ok(AccessLog {
-            file,
+            file: std::mem::ManuallyDrop::new(file),
+            stdout,
             mask_query,
             format,
         })
@@ -316,7 +322,16 @@ impl AccessLog {
 
     fn write_line(&self, line: &str) {
         // A full disk or a closed pipe must not fail requests.
-        let _ = (&self.file).write_all(line.as_bytes());
+        let _ = (&*self.file).write_all(line.as_bytes());
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        if !self.stdout {
+            // SAFETY: dropped once, here, and not used again.
+            unsafe { std::mem::ManuallyDrop::drop(&mut self.file) };
+        }
     }
 }
 
