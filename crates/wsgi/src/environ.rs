@@ -81,6 +81,7 @@ keys! {
     patch = "PATCH",
     localhost = "localhost",
     port80 = "80",
+    port443 = "443",
 }
 
 impl Keys {
@@ -238,9 +239,13 @@ impl Template {
                 } else {
                     env.set_item(&k.server_name, name)?;
                 }
-                match port {
-                    Some(p) => env.set_item(&k.server_port, p)?,
-                    None => env.set_item(&k.server_port, &k.port80)?,
+                // Without a port in Host, the scheme's default (as gunicorn): 443 behind a
+                // proxy that says X-Forwarded-Proto: https, so Django's get_host() without a
+                // Host header does not build https://name:80.
+                match (port, req.scheme) {
+                    (Some(p), _) => env.set_item(&k.server_port, p)?,
+                    (None, Scheme::Https) => env.set_item(&k.server_port, &k.port443)?,
+                    (None, Scheme::Http) => env.set_item(&k.server_port, &k.port80)?,
                 }
             }
         }

@@ -12,7 +12,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use c10k_http::{Body, Ctx, Handler, Method, Request, Response, Wait, WorkerInfo};
+use c10k_http::{Body, Ctx, Handler, Method, Request, Response, Scheme, Wait, WorkerInfo};
 use c10k_wsgi::{BootError, WsgiApp, WsgiConfig};
 
 fn apps_dir() -> PathBuf {
@@ -691,6 +691,16 @@ fn environ_without_a_peer_and_with_many_headers() {
     for i in 0..40 {
         assert_eq!(e[format!("HTTP_X_MANY_{i}")], format!("v{i}"), "{e}");
     }
+    // Host without a port: the scheme's default port (443 behind a proxy saying https), as gunicorn.
+    let mut req = Request::new(Method::Get, "/environ");
+    req.headers.append("Host", "example.test");
+    assert_eq!(json(&app, req)["SERVER_PORT"], "80");
+    let mut req = Request::new(Method::Get, "/environ");
+    req.headers.append("Host", "example.test");
+    req.scheme = Scheme::Https;
+    let e = json(&app, req);
+    assert_eq!(e["SERVER_PORT"], "443", "{e}");
+    assert_eq!(e["wsgi.url_scheme"], "https", "{e}");
     // Then a request with a peer on the same thread: the template was not changed by the first.
     let e = json(&app, get("/environ"));
     assert_eq!(e["REMOTE_ADDR"], "10.1.2.3");
