@@ -233,6 +233,20 @@ const REFUSED: &[Refused] = &[
         why: LOGGING,
     },
     Refused {
+        long: "log-syslog-prefix",
+        short: None,
+        key: Some("syslog_prefix"),
+        takes_value: true,
+        why: LOGGING,
+    },
+    Refused {
+        long: "log-syslog-facility",
+        short: None,
+        key: Some("syslog_facility"),
+        takes_value: true,
+        why: LOGGING,
+    },
+    Refused {
         long: "logger-class",
         short: None,
         key: None,

@@ -76,6 +76,15 @@ fn gunicorn_only_flags_stop_the_server_naming_the_flag() {
             &["--proxy-protocol: ", "PROXY protocol"],
         ),
         (&["--log-config", "logging.conf"], &["--log-config: "]),
+        (
+            &[
+                "--log-syslog-prefix",
+                "web",
+                "--log-syslog-facility",
+                "local0",
+            ],
+            &["--log-syslog-prefix: ", "--error-log"],
+        ),
         (&["-n", "myapp"], &["--name: "]),
         (&["--no-sendfile"], &["--no-sendfile: ", "sendfile(2)"]),
     ] {
