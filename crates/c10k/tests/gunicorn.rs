@@ -533,6 +533,57 @@ fn access_logformat_takes_gunicorns_atoms() {
     );
 }
 
+/// gunicorn's `%({name}e)s` environ atoms (the name in any case, as gunicorn looks it up): the
+/// variables the server derives from the request, for the built-in app too, under every worker
+/// class; an empty one prints nothing, one the environ lacks `-`.
+#[test]
+fn access_logformat_prints_environ_variables() {
+    for class in ["sync", "thread", "gthread", "async"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let s = Server::start(&[
+            "-k",
+            class,
+            "--access-logfile",
+            path.to_str().unwrap(),
+            "--access-logformat",
+            "%({PATH_INFO}e)s|%({request_method}e)s|%({query_string}e)s|%({raw_uri}e)s|\
+             %({server_protocol}e)s|%({server_name}e)s:%({server_port}e)s|\
+             %({remote_addr}e)s:%({remote_port}e)s|%({content_type}e)s|%({content_length}e)s|\
+             %({http_x_forwarded_for}e)s|%({HTTP_COOKIE}e)s|%({wsgi.url_scheme}e)s|\
+             %({script_name}e)s|%({HOME}e)s",
+        ]);
+        let stream = util::connect(s.addr);
+        let me = stream.local_addr().unwrap();
+        let mut c = util::Reader::new(stream);
+        c.send(
+            b"GET /?delay=0&token=s3cret HTTP/1.1\r\nHost: h\r\nCookie: a=1\r\n\
+              X-Forwarded-For: 203.0.113.9\r\nX_Forwarded_For: spoofed\r\nCookie: b=\"2\"\r\n\
+              Connection: close\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(c.response().unwrap().status, 200);
+        let want = format!(
+            "/|GET|delay=0&token=***|/?delay=0&token=***|HTTP/1.1|127.0.0.1:{}|127.0.0.1:{}|-|-|\
+             203.0.113.9|a=1; b=\\\"2\\\"|http||-\n",
+            s.addr.port(),
+            me.port()
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = std::fs::read_to_string(&path).unwrap_or_default();
+            // The start-up probe's line first: no query, an empty QUERY_STRING.
+            if let Some(line) = log.split_inclusive('\n').find(|l| l.contains("token")) {
+                assert_eq!(line, want, "{class}");
+                assert!(log.starts_with("/|GET||/|HTTP/1.1|"), "{class}: {log}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{class}: no access log line");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 /// gunicorn's `-m/--umask` on a unix-socket bind: the socket's mode is 0777 without the mask, so
 /// `--umask 0o117` leaves it to the socket's owner and group (0660); from a TOML file too.
 #[test]

@@ -47,6 +47,95 @@ fn json(r: &Resp) -> serde_json::Value {
     serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
 }
 
+/// The access log's `%({name}e)s` atoms print what the app found in its environ (the probe
+/// answers with it), mounted under `--root-path`, under every worker class (gevent with the
+/// venv); a key the environ lacks prints `-`.
+#[test]
+fn access_log_environ_atoms_are_the_apps_environ() {
+    let keys = [
+        "REQUEST_METHOD",
+        "SCRIPT_NAME",
+        "PATH_INFO",
+        "QUERY_STRING",
+        "RAW_URI",
+        "REQUEST_URI",
+        "SERVER_PROTOCOL",
+        "SERVER_NAME",
+        "SERVER_PORT",
+        "SERVER_SOFTWARE",
+        "REMOTE_ADDR",
+        "REMOTE_PORT",
+        "CONTENT_TYPE",
+        "CONTENT_LENGTH",
+        "HTTP_HOST",
+        "HTTP_COOKIE",
+        "HTTP_X_CUSTOM",
+        "wsgi.url_scheme",
+        "HTTP_X_NONE",
+    ];
+    let format: Vec<String> = keys
+        .iter()
+        .enumerate()
+        // Any case: gunicorn lower-cases the name.
+        .map(|(i, k)| match i % 2 {
+            0 => format!("%({{{k}}}e)s"),
+            _ => format!("%({{{}}}e)s", k.to_lowercase()),
+        })
+        .collect();
+    let format = format.join("|");
+    let venv = venv();
+    let mut classes = vec!["sync", "thread", "gthread", "async"];
+    if venv.is_some() {
+        classes.push("gevent");
+    }
+    for class in classes {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("access.log");
+        let mut extra = vec![
+            "--root-path",
+            "/mnt/",
+            "--access-logfile",
+            log.to_str().unwrap(),
+            "--access-logformat",
+            &format,
+        ];
+        if class == "gevent" {
+            extra.extend_from_slice(&["--venv", venv.as_deref().unwrap_or_default()]);
+        }
+        let s = probe(class, &extra);
+        let body = "caf\u{e9}";
+        let r = request(
+            &s,
+            &format!(
+                "POST /mnt/%65nviron?q=1 HTTP/1.1\r\nHost: h.test:81\r\n\
+                 Cookie: a=1\r\nX-Custom: yes\r\nX_Custom: spoofed\r\nCookie: b=2\r\n\
+                 Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        );
+        assert_eq!(r.status, 200, "{class}: {}", r.text());
+        let e = json(&r);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let line = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.starts_with("POST|")) {
+                break line.to_owned();
+            }
+            assert!(Instant::now() < deadline, "{class}: no access log line");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let printed: Vec<&str> = line.split('|').collect();
+        assert_eq!(printed.len(), keys.len(), "{class}: {line}");
+        for (key, printed) in keys.iter().zip(printed) {
+            let want = e[key].as_str().unwrap_or("-");
+            assert_eq!(printed, want, "{class}: {key} in {line}");
+        }
+        assert_eq!(e["PATH_INFO"], "/environ", "{class}");
+        assert_eq!(e["HTTP_COOKIE"], "a=1; b=2", "{class}");
+    }
+}
+
 per_class!(probe_pep3333, |class| {
     let s = probe(
         class,

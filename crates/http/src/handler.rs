@@ -46,6 +46,13 @@ pub trait Handler: Send + Sync + 'static {
     fn capacity_freed(&self) -> impl Future<Output = ()> + Send {
         std::future::pending()
     }
+
+    /// The URL prefix the application is mounted at, as its `SCRIPT_NAME` (a WSGI app's
+    /// `--root-path`, see [`crate::cgi::script_name`]); empty for one mounted at `/`. The access
+    /// log's `%({SCRIPT_NAME}e)s` and `%({PATH_INFO}e)s` print what the application was given.
+    fn script_name(&self) -> &str {
+        ""
+    }
 }
 
 /// A handler's threads right now ([`Handler::capacity`]).

@@ -9,8 +9,12 @@
 //! (the built-in one, hosted Python WSGI apps) depend on this crate and never on the server. A key
 //! design decision is that handlers take the [`Request`] **by value**: a handler may move it to
 //! another thread (a pool of Python threads) without copying the body.
+//!
+//! [`cgi`] holds the rules by which a request becomes the CGI variables of a WSGI `environ`, for
+//! the hosted apps and for the server's access log alike.
 
 mod body;
+pub mod cgi;
 mod handler;
 mod headers;
 mod method;

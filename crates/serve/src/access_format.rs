@@ -6,14 +6,21 @@
 //! request is decoded (the request itself goes to the application by value), response header
 //! atoms (`%({Content-Type}o)s`) among the application's own header fields when it answers (as
 //! gunicorn's, which never sees the `Date`, `Server` or `Connection` it adds itself), and only
-//! the names the format asks for are kept. As in gunicorn, an atom c10k cannot fill prints `-`:
-//! WSGI environ variables (`%({name}e)s`, which live in Python) and unknown names. Strings from
-//! the client and the application are escaped as in the combined format, so no client can forge
-//! a log line.
+//! the names the format asks for are kept. WSGI environ atoms (`%({PATH_INFO}e)s`, the name in
+//! any case, as gunicorn looks it up) are the variables the server derives from the request,
+//! read when it is decoded by [`c10k_http::cgi`]'s rules, the same that build a hosted app's
+//! environ, so the log prints what the app was given; the built-in app gets the same values. A
+//! variable the environ has with an empty value prints nothing (gunicorn's `QUERY_STRING` of a
+//! request without a query), one it has not prints `-`. Keys the application or a middleware adds
+//! to its environ, and the environ's Python objects (`wsgi.input`, `wsgi.errors`, ...), live in
+//! Python, out of the log's sight: `-`. As in gunicorn, other atoms c10k cannot fill (unknown
+//! names) print `-`. Strings from the client and the application are escaped as in the combined
+//! format, so no client can forge a log line; query strings are masked as in `%(q)s`.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
+use c10k_http::cgi::{self, QueryIn, Var};
 use c10k_http::{Request, Response};
 
 use crate::proto::RequestMeta;
@@ -27,6 +34,8 @@ enum Piece {
     Header(usize),
     /// The response header at this index of [`AccessFormat::resp_headers`].
     RespHeader(usize),
+    /// The environ variable at this index of [`AccessFormat::environ`].
+    Environ(usize),
     /// An atom c10k cannot fill: `-`.
     Dash,
 }
@@ -39,6 +48,8 @@ pub(crate) struct AccessFormat {
     headers: Vec<String>,
     /// The response headers the format prints, lower-case.
     resp_headers: Vec<String>,
+    /// The environ variables the format prints.
+    environ: Vec<Var>,
     /// Where `Authorization` is among them, for `%(u)s` (the Basic auth user).
     auth: Option<usize>,
 }
@@ -54,6 +65,8 @@ pub(crate) struct Line<'a> {
     pub headers: &'a [Option<String>],
     /// The values of [`AccessFormat::resp_headers`], in order.
     pub resp_headers: &'a [Option<String>],
+    /// The values of [`AccessFormat::environ`], in order.
+    pub environ: &'a [Option<String>],
     pub mask_query: bool,
 }
 
@@ -64,6 +77,7 @@ impl AccessFormat {
         let mut pieces = Vec::new();
         let mut headers: Vec<String> = Vec::new();
         let mut resp_headers: Vec<String> = Vec::new();
+        let mut environ: Vec<Var> = Vec::new();
         let mut lit = String::new();
         let mut rest = format;
         while let Some(at) = rest.find('%') {
@@ -88,7 +102,7 @@ impl AccessFormat {
             if !lit.is_empty() {
                 pieces.push(Piece::Lit(std::mem::take(&mut lit)));
             }
-            pieces.push(atom(name, &mut headers, &mut resp_headers));
+            pieces.push(atom(name, &mut headers, &mut resp_headers, &mut environ));
             rest = after;
         }
         lit.push_str(rest);
@@ -97,19 +111,54 @@ impl AccessFormat {
         }
         let auth = pieces
             .contains(&Piece::Atom('u'))
-            .then(
-                || match atom("{authorization}i", &mut headers, &mut resp_headers) {
+            .then(|| {
+                match atom(
+                    "{authorization}i",
+                    &mut headers,
+                    &mut resp_headers,
+                    &mut environ,
+                ) {
                     Piece::Header(i) => Some(i),
                     _ => None,
-                },
-            )
+                }
+            })
             .flatten();
         AccessFormat {
             pieces,
             headers,
             resp_headers,
+            environ,
             auth,
         }
+    }
+
+    /// The format prints environ variables, for [`AccessFormat::environ_values`].
+    pub fn wants_environ(&self) -> bool {
+        !self.environ.is_empty()
+    }
+
+    /// The values of the environ variables the format prints, as the environ of `req` holds them
+    /// for an application mounted at `script_name` (latin-1 text, as the environ's `str`);
+    /// `mask_query`: sensitive-looking query values masked as in `%(q)s`.
+    pub fn environ_values(
+        &self,
+        req: &Request,
+        script_name: &str,
+        mask_query: bool,
+    ) -> Vec<Option<String>> {
+        self.environ
+            .iter()
+            .map(|var| {
+                let value = var.value(req, script_name)?;
+                let text = cgi::latin1(&value);
+                let text = match (mask_query, var.query_in()) {
+                    (true, Some(QueryIn::Value)) => crate::status::redact::query(&text),
+                    (true, Some(QueryIn::Target)) => crate::status::redact::target(&text),
+                    _ => text,
+                };
+                Some(text.into_owned())
+            })
+            .collect()
     }
 
     /// The request headers the format prints, for [`AccessFormat::header_values`].
@@ -185,6 +234,11 @@ impl AccessFormat {
                 Piece::RespHeader(i) => {
                     or_dash(&mut out, l.resp_headers.get(*i).and_then(|v| v.as_deref()));
                 }
+                // An empty value is printed as it is (gunicorn's), a missing one as `-`.
+                Piece::Environ(i) => match l.environ.get(*i).and_then(|v| v.as_deref()) {
+                    Some(v) => crate::track::escape_into(&mut out, v),
+                    None => out.push('-'),
+                },
                 Piece::Atom(c) => match c {
                     'h' => match l.peer {
                         Some(p) => {
@@ -299,7 +353,12 @@ fn basic_user(value: &str) -> Option<String> {
     Some(user.to_owned())
 }
 
-fn atom(name: &str, headers: &mut Vec<String>, resp_headers: &mut Vec<String>) -> Piece {
+fn atom(
+    name: &str,
+    headers: &mut Vec<String>,
+    resp_headers: &mut Vec<String>,
+    environ: &mut Vec<Var>,
+) -> Piece {
     /// The index of `name` (lower-cased) in `names`, added if new.
     fn index(names: &mut Vec<String>, name: &str) -> usize {
         let name = name.to_ascii_lowercase();
@@ -316,6 +375,16 @@ fn atom(name: &str, headers: &mut Vec<String>, resp_headers: &mut Vec<String>) -
             Some((header, "i")) if !header.is_empty() => Piece::Header(index(headers, header)),
             Some((header, "o")) if !header.is_empty() => {
                 Piece::RespHeader(index(resp_headers, header))
+            }
+            Some((key, "e")) if !key.is_empty() => {
+                let var = Var::new(key);
+                Piece::Environ(match environ.iter().position(|v| *v == var) {
+                    Some(i) => i,
+                    None => {
+                        environ.push(var);
+                        environ.len() - 1
+                    }
+                })
             }
             _ => Piece::Dash,
         };
@@ -362,6 +431,7 @@ mod tests {
             micros: 2_345_678,
             headers: &headers,
             resp_headers: &resp_headers,
+            environ: &[],
             mask_query: true,
         });
         assert_eq!(
@@ -391,10 +461,76 @@ mod tests {
             micros: 0,
             headers: &[],
             resp_headers: &resp_headers,
+            environ: &[],
             mask_query: true,
         });
         // Escaped like every string; the server's own Date is not among the app's fields.
         assert_eq!(line, "a=1,b=\\\"2\\\"|r-7|-\n");
+    }
+
+    #[test]
+    fn environ_atoms_are_the_servers_environ_in_any_case() {
+        let mut inc = decoded(
+            b"POST /api/caf%C3%A9?x=1&token=s3cret HTTP/1.0\r\nHost: example.com\r\n\
+              Cookie: a=1\r\nX-A: \"q\"\r\nCookie: b=2\r\nX_Forwarded_For: spoofed\r\n\
+              Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi",
+        );
+        inc.request.peer = "192.0.2.7:5555".parse().ok();
+        inc.request.local = "127.0.0.1:8000".parse().ok();
+        let f = AccessFormat::parse(
+            "%({REQUEST_METHOD}e)s %({script_name}e)s %({Path_Info}e)s [%({query_string}e)s] \
+             %({RAW_URI}e)s %({server_protocol}e)s %({server_name}e)s:%({server_port}e)s \
+             %({remote_addr}e)s:%({remote_port}e)s %({content_type}e)s %({content_length}e)s \
+             %({http_cookie}e)s %({HTTP_X_A}e)s %({http_x_forwarded_for}e)s \
+             %({wsgi.url_scheme}e)s %({wsgi.input}e)s %({HOME}e)s %({path_info}e)s",
+        );
+        assert!(f.wants_environ() && !f.wants_headers() && !f.wants_response_headers());
+        let line = |environ: &[Option<String>]| {
+            f.render(&Line {
+                peer: None,
+                meta: &inc.meta,
+                status: 200,
+                body_len: 0,
+                now_us: 0,
+                micros: 0,
+                headers: &[],
+                resp_headers: &[],
+                environ,
+                mask_query: true,
+            })
+        };
+        assert_eq!(
+            line(&f.environ_values(&inc.request, "/api", true)),
+            "POST /api /caf\u{c3}\u{a9} [x=1&token=***] /api/caf%C3%A9?x=1&token=*** HTTP/1.0 \
+             127.0.0.1:8000 192.0.2.7:5555 text/plain 2 a=1; b=2 \\\"q\\\" - http - - \
+             /caf\u{c3}\u{a9}\n"
+        );
+        let values = f.environ_values(&inc.request, "", false);
+        assert_eq!(values[2].as_deref(), Some("/api/caf\u{c3}\u{a9}"));
+        assert_eq!(values[3].as_deref(), Some("x=1&token=s3cret"));
+
+        // No query, mounted at /: empty values print nothing (gunicorn's); a unix socket has
+        // no REMOTE_PORT.
+        let mut inc = decoded(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+        inc.request.peer = None;
+        let f = AccessFormat::parse(
+            "[%({query_string}e)s][%({script_name}e)s][%({remote_addr}e)s][%({remote_port}e)s]\
+             [%({server_name}e)s:%({server_port}e)s][%({content_length}e)s]",
+        );
+        let environ = f.environ_values(&inc.request, "", true);
+        let line = f.render(&Line {
+            peer: None,
+            meta: &inc.meta,
+            status: 200,
+            body_len: 0,
+            now_us: 0,
+            micros: 0,
+            headers: &[],
+            resp_headers: &[],
+            environ: &environ,
+            mask_query: true,
+        });
+        assert_eq!(line, "[][][][-][h:80][-]\n");
     }
 
     #[test]
@@ -415,6 +551,7 @@ mod tests {
                 micros: 0,
                 headers,
                 resp_headers: &[],
+                environ: &[],
                 mask_query: true,
             })
         };
@@ -439,6 +576,7 @@ mod tests {
             micros: 1,
             headers: &headers,
             resp_headers: &[],
+            environ: &[],
             mask_query: false,
         });
         assert_eq!(line, format!("a\\\"b\\x85c <{}>\n", std::process::id()));

@@ -759,8 +759,10 @@ pub struct ServeConfig {
 
     /// The access log's line in gunicorn's atoms instead of the combined format, e.g.
     /// '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(L)s
-    /// %({x-forwarded-for}i)s'. Atoms: h l u t r m U q H s B b f a T M D L p, {header}i (u: the
-    /// Basic auth user); {name}o, {name}e and unknown atoms print -. gunicorn's --access-logformat is accepted too.
+    /// %({x-forwarded-for}i)s'. Atoms: h l u t r m U q H s B b f a T M D L p (u: the Basic auth
+    /// user), {header}i, {header}o (the application's response header) and {NAME}e (a WSGI
+    /// environ variable the server derives: PATH_INFO, REMOTE_ADDR, HTTP_*, ...; those the app
+    /// adds print -); unknown atoms print -. gunicorn's --access-logformat is accepted too.
     #[cfg_attr(
         feature = "cli",
         arg(

@@ -32,6 +32,8 @@ pub(crate) struct Tracker {
     /// Mask the values of sensitive-looking query keys (not `--log-query-values`).
     mask_query: bool,
     access_log: Option<AccessLog>,
+    /// The application's `SCRIPT_NAME`, for the access log's environ atoms.
+    script_name: String,
 }
 
 impl Tracker {
@@ -54,7 +56,14 @@ impl Tracker {
             on: !config.no_request_tracking,
             mask_query: !config.log_query_values,
             access_log,
+            script_name: String::new(),
         })
+    }
+
+    /// The application is mounted at `script_name` ([`c10k_http::Handler::script_name`]).
+    pub fn with_script_name(mut self, script_name: &str) -> Tracker {
+        self.script_name = script_name.to_owned();
+        self
     }
 
     fn stats(&self) -> &Stats {
@@ -78,6 +87,7 @@ impl Tracker {
             last_us: 0,
             headers: Vec::new(),
             resp_headers: Vec::new(),
+            environ: Vec::new(),
         }
     }
 }
@@ -98,6 +108,8 @@ pub(crate) struct ConnTrack {
     headers: Vec<Option<String>>,
     /// The current answer's headers that `--access-log-format` prints.
     resp_headers: Vec<Option<String>>,
+    /// The current request's environ variables that `--access-log-format` prints.
+    environ: Vec<Option<String>>,
 }
 
 impl ConnTrack {
@@ -156,6 +168,9 @@ impl ConnTrack {
             if format.wants_headers() {
                 self.headers = format.header_values(req);
             }
+            if format.wants_environ() {
+                self.environ = format.environ_values(req, &t.script_name, t.mask_query);
+            }
         }
         if let Some(i) = self.entry {
             let e = t.scoreboard.entry(t.slot, i);
@@ -208,6 +223,7 @@ impl ConnTrack {
                 micros,
                 headers: &self.headers,
                 resp_headers: &self.resp_headers,
+                environ: &self.environ,
                 mask_query: log.mask_query,
             });
         }

@@ -5,12 +5,10 @@
 //! `SCRIPT_NAME`, ...) live in a template dict that each request copies in one call (a dict copy
 //! moves the whole hash table), and header names are turned into `HTTP_*` keys once per thread.
 //!
-//! Decisions where PEP 3333 leaves room (gunicorn's, unless said): repeated header fields are joined
-//! with `, ` (`Cookie` with `; `, RFC 6265); a header name containing `_` is dropped, so a client
-//! cannot spoof `X-Forwarded-For` as `X_Forwarded_For`; `PATH_INFO` is percent-decoded and then
-//! decoded as latin-1, with `--root-path` stripped into `SCRIPT_NAME`; `CONTENT_LENGTH` is the
-//! length of the body the server received (also for chunked requests, whose body is complete);
-//! on a unix socket `REMOTE_ADDR` is empty and `REMOTE_PORT` absent.
+//! What each variable holds, and the decisions where PEP 3333 leaves room (header names with `_`
+//! dropped, repeated fields joined, `PATH_INFO` percent-decoded with `--root-path` stripped into
+//! `SCRIPT_NAME`, ...), are [`c10k_http::cgi`]'s rules, shared with the access log's
+//! `%({name}e)s`; this module makes Python strings of them (bytes decoded as latin-1).
 //!
 //! Behind nginx's `uwsgi_pass`, the CGI vars nginx sent beyond what the request carries
 //! (`Request::cgi_vars`: `SCRIPT_NAME`, `DOCUMENT_ROOT`, `uwsgi_param FOO bar`, ...) are set last
@@ -22,6 +20,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use c10k_http::cgi::{self, HeaderVar};
 use c10k_http::{Method, Request, Scheme, Version};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -139,11 +138,8 @@ impl Template {
         d.set_item(&k.wsgi_run_once, false)?;
         d.set_item(&k.wsgi_input_terminated, true)?;
         d.set_item(&k.wsgi_file_wrapper, py.get_type::<FileWrapper>())?;
-        d.set_item(
-            &k.server_software,
-            concat!("c10k/", env!("CARGO_PKG_VERSION")),
-        )?;
-        let root_path = root_path.trim_end_matches('/').to_owned();
+        d.set_item(&k.server_software, cgi::SERVER_SOFTWARE)?;
+        let root_path = cgi::script_name(root_path).to_owned();
         d.set_item(&k.script_name, &root_path)?;
         // The keys every request sets (or, for REMOTE_PORT, removes), with placeholder
         // values: in the copy, setting them replaces a value instead of inserting a key.
@@ -202,20 +198,13 @@ impl Template {
             },
         )?;
 
-        let decoded = percent_decode(req.path.as_bytes());
-        let mut path: &[u8] = &decoded;
-        if !self.root_path.is_empty() {
-            let root = self.root_path.as_bytes();
-            if path.starts_with(root) && matches!(path.get(root.len()), None | Some(b'/')) {
-                path = &path[root.len()..];
-            }
-        }
+        let path = cgi::path_info(&req.path, &self.root_path);
         let target = PyString::new(py, &req.target);
-        if path.is_ascii() && path == req.target.as_bytes() {
+        if path.is_ascii() && *path == *req.target.as_bytes() {
             // No query, no escapes, no root path: PATH_INFO is the target's text, one string.
             env.set_item(&k.path_info, &target)?;
         } else {
-            env.set_item(&k.path_info, latin1(py, path)?)?;
+            env.set_item(&k.path_info, latin1(py, &path)?)?;
         }
         match &req.query {
             Some(q) => env.set_item(&k.query_string, PyString::new(py, q))?,
@@ -231,21 +220,16 @@ impl Template {
                 env.set_item(&k.server_port, port)?;
             }
             None => {
-                // A unix socket: the Host header names the server, as a proxy in front saw it.
-                let host = req.host().unwrap_or("");
-                let (name, port) = split_host(host);
-                if name.is_empty() {
-                    env.set_item(&k.server_name, &k.localhost)?;
-                } else {
-                    env.set_item(&k.server_name, name)?;
+                // A unix socket: from the Host header (the defaults as interned strings).
+                let (name, port) = cgi::server_from_host(req.host(), req.scheme);
+                match name {
+                    "localhost" => env.set_item(&k.server_name, &k.localhost)?,
+                    name => env.set_item(&k.server_name, name)?,
                 }
-                // Without a port in Host, the scheme's default (as gunicorn): 443 behind a
-                // proxy that says X-Forwarded-Proto: https, so Django's get_host() without a
-                // Host header does not build https://name:80.
-                match (port, req.scheme) {
-                    (Some(p), _) => env.set_item(&k.server_port, p)?,
-                    (None, Scheme::Https) => env.set_item(&k.server_port, &k.port443)?,
-                    (None, Scheme::Http) => env.set_item(&k.server_port, &k.port80)?,
+                match port {
+                    "80" => env.set_item(&k.server_port, &k.port80)?,
+                    "443" => env.set_item(&k.server_port, &k.port443)?,
+                    port => env.set_item(&k.server_port, port)?,
                 }
             }
         }
@@ -261,11 +245,10 @@ impl Template {
             env.del_item(&k.remote_port)?;
         }
 
-        let body = std::mem::replace(&mut req.body, c10k_http::RequestBody::empty());
-        let has_length_header = req.headers.get("content-length").is_some();
-        if !body.is_empty() || has_length_header {
-            env.set_item(&k.content_length, itoa::Buffer::new().format(body.len()))?;
+        if let Some(n) = cgi::content_length(req) {
+            env.set_item(&k.content_length, itoa::Buffer::new().format(n))?;
         }
+        let body = std::mem::replace(&mut req.body, c10k_http::RequestBody::empty());
         if body.is_empty() {
             let empty = EMPTY_INPUT.get_or_init(py, || {
                 Py::new(py, EmptyInput).expect("allocating the empty wsgi.input")
@@ -291,7 +274,9 @@ impl Template {
     fn headers(&self, py: Python<'_>, env: &Bound<'_, PyDict>, req: &Request) -> PyResult<()> {
         let k = keys(py);
         for (i, (name, value)) in req.headers.iter().enumerate() {
-            if name.contains('_') {
+            let var = cgi::header_var(name);
+            // CONTENT_LENGTH was set from the body actually received (above).
+            if matches!(var, HeaderVar::Dropped | HeaderVar::ContentLength) {
                 continue;
             }
             let same = |(n, _): &(&str, &bytes::Bytes)| n.eq_ignore_ascii_case(name);
@@ -299,31 +284,16 @@ impl Template {
             if req.headers.iter().take(i).any(|f| same(&f)) {
                 continue;
             }
-            if name.eq_ignore_ascii_case("content-length") {
-                // Set from the body actually received (above).
-                continue;
-            }
-            let mut rest = req.headers.iter().skip(i + 1).filter(same).peekable();
-            let val = if rest.peek().is_some() {
-                let sep: &[u8] = if name.eq_ignore_ascii_case("cookie") {
-                    b"; "
-                } else {
-                    b", "
-                };
-                let mut joined = value.to_vec();
-                for (_, v) in rest {
-                    joined.extend_from_slice(sep);
-                    joined.extend_from_slice(v);
-                }
-                latin1(py, &joined)?
-            } else if name.eq_ignore_ascii_case("content-type") {
+            let val = if req.headers.iter().skip(i + 1).any(|f| same(&f)) {
+                latin1(py, &cgi::joined(&req.headers, name).unwrap_or_default())?
+            } else if var == HeaderVar::ContentType {
                 latin1(py, value)?
             } else {
                 let (key, val) = header_entry(py, name, value)?;
                 env.set_item(key, val)?;
                 continue;
             };
-            if name.eq_ignore_ascii_case("content-type") {
+            if var == HeaderVar::ContentType {
                 env.set_item(&k.content_type, val)?;
             } else {
                 env.set_item(header_key(py, name), val)?;
@@ -351,13 +321,7 @@ const HEADER_KEYS_MAX: usize = 256;
 const LAST_VALUE_MAX: usize = 256;
 
 fn make_header_key<'py>(py: Python<'py>, name: &str) -> Bound<'py, PyString> {
-    let mut key = String::with_capacity(5 + name.len());
-    key.push_str("HTTP_");
-    key.extend(name.chars().map(|c| match c {
-        '-' => '_',
-        c => c.to_ascii_uppercase(),
-    }));
-    PyString::intern(py, &key)
+    PyString::intern(py, &cgi::http_key(name))
 }
 
 fn header_key<'py>(py: Python<'py>, name: &str) -> Bound<'py, PyString> {
@@ -478,20 +442,6 @@ fn remote_ip(py: Python<'_>, ip: std::net::IpAddr) -> Bound<'_, PyString> {
     })
 }
 
-/// `host:port` → (`host`, `Some(port)`); `[::1]:80` → (`::1`, `Some(80)`).
-fn split_host(host: &str) -> (&str, Option<&str>) {
-    if let Some(rest) = host.strip_prefix('[') {
-        return match rest.split_once(']') {
-            Some((h, tail)) => (h, tail.strip_prefix(':')),
-            None => (host, None),
-        };
-    }
-    match host.rsplit_once(':') {
-        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(p)),
-        _ => (host, None),
-    }
-}
-
 /// Bytes as a `str` the way WSGI wants them: each byte one code point (latin-1).
 pub(crate) fn latin1<'py>(py: Python<'py>, b: &[u8]) -> PyResult<Bound<'py, PyString>> {
     if b.is_ascii() {
@@ -509,57 +459,5 @@ pub(crate) fn latin1<'py>(py: Python<'py>, b: &[u8]) -> PyResult<Bound<'py, PySt
             std::ptr::null(),
         );
         Bound::from_owned_ptr_or_err(py, ptr).map(|o| o.cast_into_unchecked())
-    }
-}
-
-/// `%XX` sequences decoded; a `%` not followed by two hex digits is kept as it is.
-pub(crate) fn percent_decode(s: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    if !s.contains(&b'%') {
-        return std::borrow::Cow::Borrowed(s);
-    }
-    let hex = |b: u8| match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    };
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'%' && i + 2 < s.len() {
-            if let (Some(h), Some(l)) = (hex(s[i + 1]), hex(s[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(s[i]);
-        i += 1;
-    }
-    std::borrow::Cow::Owned(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percent_decoding_keeps_bad_escapes() {
-        assert_eq!(&*percent_decode(b"/a%20b"), b"/a b");
-        assert_eq!(&*percent_decode(b"/%e9t%C3%A9"), b"/\xe9t\xc3\xa9");
-        assert_eq!(&*percent_decode(b"/100%"), b"/100%");
-        assert_eq!(&*percent_decode(b"/%zz%4"), b"/%zz%4");
-        assert_eq!(&*percent_decode(b"%41"), b"A");
-    }
-
-    #[test]
-    fn host_splitting() {
-        assert_eq!(
-            split_host("example.com:8080"),
-            ("example.com", Some("8080"))
-        );
-        assert_eq!(split_host("example.com"), ("example.com", None));
-        assert_eq!(split_host("[::1]:80"), ("::1", Some("80")));
-        assert_eq!(split_host("[::1]"), ("::1", None));
     }
 }

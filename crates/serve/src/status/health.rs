@@ -116,6 +116,10 @@ impl<H: Handler> Handler for HealthPath<H> {
     fn capacity_freed(&self) -> impl std::future::Future<Output = ()> + Send {
         self.inner.capacity_freed()
     }
+
+    fn script_name(&self) -> &str {
+        self.inner.script_name()
+    }
 }
 
 #[cfg(test)]

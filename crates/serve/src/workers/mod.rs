@@ -98,7 +98,8 @@ impl Server {
                 tracing::warn!("--scheduling batch: cannot set SCHED_BATCH ({e}); running normal");
             }
         }
-        let tracker = crate::track::Tracker::new(scoreboard.clone(), slot, config)?;
+        let tracker = crate::track::Tracker::new(scoreboard.clone(), slot, config)?
+            .with_script_name(handler.script_name());
         let handler = Arc::new(crate::status::HealthPath::new(
             handler,
             config.health_path.clone(),
