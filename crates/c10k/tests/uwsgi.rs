@@ -592,3 +592,59 @@ per_class!(wsgi_environ_has_the_vars_nginx_sends, |class| {
         assert_eq!(e["wsgi.url_scheme"], "http", "{transport}: {e}");
     }
 });
+
+// --root-path over uwsgi: without a SCRIPT_NAME var (stock `uwsgi_params` sends none) c10k
+// splits PATH_INFO itself, and a path outside the root is a 500, as over HTTP (gunicorn's
+// ConfigurationProblem; uWSGI's "no python application found" for a path under no `--mount`).
+// With `uwsgi_param SCRIPT_NAME`, nginx made the split: its vars stand, whatever the path.
+#[cfg(feature = "python")]
+per_class!(root_path_over_uwsgi, |class| {
+    let apps = util::python::apps();
+    let server = Server::start(&[
+        "--worker-class",
+        class,
+        "--threads",
+        util::threads(class),
+        "--bind",
+        "uwsgi://127.0.0.1:0",
+        "--root-path",
+        "/app",
+        "--pythonpath",
+        &apps,
+        "probe:app",
+    ]);
+    let addr = uwsgi_addr(&server);
+    let answer = |vars: &[(&str, &str)]| {
+        let mut all = vec![("REQUEST_METHOD", "GET")];
+        all.extend_from_slice(vars);
+        let out = String::from_utf8(raw(addr, &packet(&all, b""))).unwrap();
+        let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+        (head.to_owned(), body.to_owned())
+    };
+    // Before: 404 "not found: /other" (the app was called).
+    let (head, body) = answer(&[("PATH_INFO", "/other"), ("REQUEST_URI", "/other")]);
+    assert!(head.starts_with("HTTP/1.1 500 "), "{head}");
+    assert_eq!(
+        body,
+        "request path is not under this server's --root-path\n"
+    );
+    server.wait_log(
+        "request path is not under --root-path",
+        Duration::from_secs(5),
+    );
+    let (head, body) = answer(&[("PATH_INFO", "/app/environ")]);
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    let e: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (&e["SCRIPT_NAME"], &e["PATH_INFO"]),
+        (&"/app".into(), &"/environ".into())
+    );
+    // The front's split (modifier1 0, PATH_INFO already without SCRIPT_NAME) is served as sent.
+    let (head, body) = answer(&[("SCRIPT_NAME", "/mnt"), ("PATH_INFO", "/environ")]);
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    let e: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (&e["SCRIPT_NAME"], &e["PATH_INFO"]),
+        (&"/mnt".into(), &"/environ".into())
+    );
+});

@@ -266,6 +266,33 @@ per_class!(probe_pep3333, |class| {
     assert!(head.starts_with("HTTP/1.1 200"), "{raw}");
     assert!(head.contains("Content-Length: 5"), "{raw}");
     assert_eq!(body, "", "no body after a HEAD");
+    // A path outside --root-path is not the app's: gunicorn's 500 (its ConfigurationProblem,
+    // logged as a warning), with a short reason that echoes neither the path nor the root; the
+    // mount point itself, bare, with its slash or below it, is still the app's. `/mntx` is not
+    // under `/mnt`. (Before: all served, e.g. 404 "not found: /other".)
+    let refused = "request path is not under this server's --root-path\n";
+    for (target, status, body) in [
+        ("/other", 500, refused),
+        ("/mntx/environ", 500, refused),
+        ("/mnt", 404, "not found: "),
+        ("/mnt/", 200, "probe"),
+        ("/mnt/x", 404, "not found: /x"),
+        ("/%6Dnt/x", 404, "not found: /x"),
+    ] {
+        let r = get(s.addr, target).unwrap();
+        assert_eq!((r.status, r.text().as_str()), (status, body), "{target}");
+    }
+    s.wait_log("path=/mntx/environ", Duration::from_secs(5));
+    let line = s
+        .log()
+        .lines()
+        .find(|l| l.contains("path=/mntx/environ"))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(
+        line.contains("WARN") && line.contains("request path is not under --root-path"),
+        "{line}"
+    );
     // The worker still serves after all that.
     assert_eq!(get(s.addr, "/mnt/").unwrap().status, 200);
 });

@@ -35,10 +35,7 @@ pub fn script_name(root_path: &str) -> &str {
 pub fn path_info<'a>(path: &'a str, script_name: &str) -> Cow<'a, [u8]> {
     let decoded = percent_decode(path.as_bytes());
     let root = script_name.as_bytes();
-    let under = !root.is_empty()
-        && decoded.starts_with(root)
-        && matches!(decoded.get(root.len()), None | Some(b'/'));
-    if !under {
+    if root.is_empty() || !segment_prefix(&decoded, root) {
         return decoded;
     }
     match decoded {
@@ -48,6 +45,20 @@ pub fn path_info<'a>(path: &'a str, script_name: &str) -> Cow<'a, [u8]> {
             Cow::Owned(v)
         }
     }
+}
+
+/// Whether `path` (still percent-encoded, as [`Request::path`]) is, decoded, the mount point
+/// `script_name` or below it: `/app`, `/app/` and `/app/x` are under `/app`, `/application` is
+/// not (gunicorn compares bare prefixes and serves it with `PATH_INFO` `lication`; uWSGI's
+/// `--manage-script-name` wants a whole segment, as here). Every path is under an empty one.
+pub fn under_root(path: &str, script_name: &str) -> bool {
+    let root = script_name.as_bytes();
+    root.is_empty() || segment_prefix(&percent_decode(path.as_bytes()), root)
+}
+
+/// `root` is `path` or a leading run of its segments.
+fn segment_prefix(path: &[u8], root: &[u8]) -> bool {
+    path.starts_with(root) && matches!(path.get(root.len()), None | Some(b'/'))
 }
 
 /// `%XX` sequences decoded; a `%` not followed by two hex digits is kept as it is.
@@ -335,6 +346,17 @@ impl Var {
 mod tests {
     use super::*;
     use crate::method::Method;
+
+    #[test]
+    fn root_path_holds_whole_segments_only() {
+        for path in ["/app", "/app/", "/app/x", "/app/x/y", "/%61pp/x"] {
+            assert!(under_root(path, "/app"), "{path}");
+        }
+        for path in ["/application", "/ap", "/", "/other", "/x/app", "*"] {
+            assert!(!under_root(path, "/app"), "{path}");
+        }
+        assert!(under_root("*", ""));
+    }
 
     #[test]
     fn percent_decoding_keeps_bad_escapes() {

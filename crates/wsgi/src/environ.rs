@@ -8,7 +8,8 @@
 //! What each variable holds, and the decisions where PEP 3333 leaves room (header names with `_`
 //! dropped, repeated fields joined, `PATH_INFO` percent-decoded with `--root-path` stripped into
 //! `SCRIPT_NAME`, ...), are [`c10k_http::cgi`]'s rules, shared with the access log's
-//! `%({name}e)s`; this module makes Python strings of them (bytes decoded as latin-1).
+//! `%({name}e)s`; this module makes Python strings of them (bytes decoded as latin-1). A path
+//! outside `--root-path` is not the app's: see [`Template::outside_root`].
 //!
 //! Behind nginx's `uwsgi_pass`, the CGI vars nginx sent beyond what the request carries
 //! (`Request::cgi_vars`: `SCRIPT_NAME`, `DOCUMENT_ROOT`, `uwsgi_param FOO bar`, ...) are set last
@@ -162,6 +163,20 @@ impl Template {
             dict: d.unbind(),
             root_path,
         })
+    }
+
+    /// Whether `req` is outside `--root-path`, so that the app must not be called (see
+    /// [`cgi::under_root`]): gunicorn raises `ConfigurationProblem` for a path that does not start
+    /// with its `SCRIPT_NAME` and answers 500, as uWSGI does under `--manage-script-name
+    /// --no-default-app` for a path under none of its `--mount` points (without
+    /// `--no-default-app` it calls its only app with `SCRIPT_NAME` empty). A front that sent its
+    /// own `SCRIPT_NAME` (nginx's `uwsgi_param SCRIPT_NAME`) has made the split itself: its word
+    /// stands, as under uWSGI, where that var picks the mount point.
+    pub(crate) fn outside_root(&self, req: &Request) -> bool {
+        if self.root_path.is_empty() || req.cgi_var("SCRIPT_NAME").is_some() {
+            return false;
+        }
+        !cgi::under_root(&req.path, &self.root_path)
     }
 
     /// The environ of `req`. `body` is moved into `wsgi.input`.

@@ -495,6 +495,20 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// The answer to a request outside `--root-path`, made without Python: gunicorn's status (500,
+/// from its `ConfigurationProblem`: a server set up for another mount point is a configuration
+/// fault, not the client's) and log level (a warning naming the client), with a short reason
+/// and without gunicorn's echo of the path and the root in the body. The worker goes on.
+fn outside_root_answer(req: &Request) -> Response {
+    tracing::warn!(
+        peer = %req.peer.map_or_else(|| "unix socket".to_owned(), |p| p.ip().to_string()),
+        method = %req.method,
+        path = %req.path,
+        "request path is not under --root-path; answered 500"
+    );
+    Response::error(500, "request path is not under this server's --root-path")
+}
+
 fn timeout_response() -> Response {
     Response::text(504, "Gateway Timeout\n")
 }
@@ -503,6 +517,9 @@ impl Handler for WsgiApp {
     fn call(&self, req: Request, ctx: Ctx) -> impl std::future::Future<Output = Response> + Send {
         let inner = self.inner.clone();
         async move {
+            if inner.state.template.outside_root(&req) {
+                return outside_root_answer(&req);
+            }
             match (ctx.wait, ctx.deadline) {
                 (Wait::Block, None) => inner.call_inline(req),
                 (Wait::Block, Some(d)) => inner.call_pooled_blocking(req, d),

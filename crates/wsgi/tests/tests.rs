@@ -179,6 +179,52 @@ fn path_info_is_percent_and_latin1_decoded_and_root_path_is_script_name() {
 }
 
 #[test]
+fn a_path_outside_root_path_is_a_500_unless_the_front_set_script_name() {
+    let mut cfg = config("probe:app");
+    cfg.root_path = "/app".into();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for wait in [Wait::Block, Wait::Yield] {
+        let app = WsgiApp::boot(&cfg, &info(wait, 2)).unwrap();
+        let call = |req: Request| text(rt.block_on(app.call(req, Ctx::new(wait))));
+        // Failed before the fix: 404 "not found: /other" and "not found: /application" (the app
+        // was called with PATH_INFO the whole path).
+        for target in ["/other", "/application", "/ap", "/"] {
+            assert_eq!(
+                call(get(target)),
+                (
+                    500,
+                    "request path is not under this server's --root-path\n".into()
+                ),
+                "{target} {wait:?}"
+            );
+        }
+        for (target, want) in [
+            ("/app", (404, "not found: ".into())),
+            ("/app/", (200, "probe".into())),
+            ("/app/x", (404, "not found: /x".into())),
+        ] {
+            assert_eq!(call(get(target)), want, "{target} {wait:?}");
+        }
+        // nginx's `uwsgi_param SCRIPT_NAME` made the split: its SCRIPT_NAME and PATH_INFO stand.
+        let mut req = get("/environ");
+        req.cgi_vars.push((
+            Bytes::from_static(b"SCRIPT_NAME"),
+            Bytes::from_static(b"/mnt"),
+        ));
+        let (status, body) = call(req);
+        assert_eq!(status, 200, "{body}");
+        let e: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            (&e["SCRIPT_NAME"], &e["PATH_INFO"]),
+            (&"/mnt".into(), &"/environ".into())
+        );
+    }
+}
+
+#[test]
 fn echo_body_through_every_input_method() {
     let app = boot("probe:app", Wait::Block);
     let body = "line one\nline two\nlast";

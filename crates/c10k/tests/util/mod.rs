@@ -48,6 +48,9 @@ pub struct Server {
     /// The write path's `--data-dir` (journals, SQLite), one per server so tests never share a
     /// journal; removed after the server is killed.
     pub data: tempfile::TempDir,
+    /// What [`Server::wait_for_workers`] GETs: `/`, or the `--root-path` (a path outside it is
+    /// a 500).
+    ready: String,
 }
 
 impl Server {
@@ -99,11 +102,16 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(20));
         };
+        let ready = args.windows(2).find(|w| w[0] == "--root-path").map_or_else(
+            || "/".to_owned(),
+            |w| format!("{}/", w[1].trim_end_matches('/')),
+        );
         let server = Server {
             child,
             addr,
             log,
             data,
+            ready,
         };
         let workers = arg_value(args, &["-w", "--workers"])
             .or_else(|| {
@@ -133,7 +141,7 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
         loop {
-            if let Ok(r) = get(self.addr, "/") {
+            if let Ok(r) = get(self.addr, &self.ready) {
                 if r.status == 200 {
                     return;
                 }
