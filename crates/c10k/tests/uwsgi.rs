@@ -648,3 +648,51 @@ per_class!(root_path_over_uwsgi, |class| {
         (&"/mnt".into(), &"/environ".into())
     );
 });
+
+// A client's chunked body behind `uwsgi_pass`: nginx de-chunks it and sends CONTENT_LENGTH, and
+// passes the client's `Transfer-Encoding: chunked` on as HTTP_TRANSFER_ENCODING. Flask reads the
+// body either way (c10k sets wsgi.input_terminated; uWSGI does not, and Flask behind it reads
+// nothing), but with that var Werkzeug's content_length was None, and Bottle parsed chunk sizes
+// out of the data (a 400). It is dropped: the app sees what it sees behind `proxy_pass`.
+#[cfg(feature = "python")]
+#[test]
+fn a_chunked_body_behind_uwsgi_pass_has_its_length_and_no_chunked_header() {
+    let Some(venv) = util::python::venv() else {
+        return;
+    };
+    let apps = util::python::apps();
+    let Some((_server, nginx, _sock)) = start_with(
+        "gthread",
+        &["--venv", &venv, "--chdir", &apps, "flask_app:app"],
+        "",
+    ) else {
+        return;
+    };
+    let json = r#"{"a": [1, 2, 3], "b": "chunked"}"#;
+    for (front, transport) in [(nginx.tcp, "tcp"), (nginx.unix, "unix")] {
+        let mut s = TcpStream::connect_timeout(&front, Duration::from_secs(5)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let (one, two) = json.split_at(10);
+        write!(
+            s,
+            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+             Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+             {:x}\r\n{one}\r\n{:x}\r\n{two}\r\n0\r\n\r\n",
+            one.len(),
+            two.len()
+        )
+        .unwrap();
+        let mut all = String::new();
+        s.read_to_string(&mut all).unwrap();
+        let (head, body) = all.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{transport}: {all}");
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            v["got"],
+            serde_json::json!({"a": [1, 2, 3], "b": "chunked"}),
+            "{transport}: {v}"
+        );
+        // Before: null (Werkzeug: HTTP_TRANSFER_ENCODING chunked → no length).
+        assert_eq!(v["length"], json.len(), "{transport}: {v}");
+    }
+}

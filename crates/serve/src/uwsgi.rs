@@ -30,6 +30,10 @@
 //!   Under modifier1 30, `SCRIPT_NAME` is cut off the front of `PATH_INFO` when it is a whole
 //!   leading segment of it (uWSGI cuts its length blindly; `/application` under `/app`, or a
 //!   path outside the mount point, is left whole rather than mangled).
+//! - A chunked request body reaches us de-chunked by nginx, with `CONTENT_LENGTH`; the client's
+//!   `Transfer-Encoding` (nginx passes it on as `HTTP_TRANSFER_ENCODING`) is dropped, so an app
+//!   sees the environ it gets behind nginx's `proxy_pass` (`CONTENT_LENGTH`, no
+//!   `HTTP_TRANSFER_ENCODING`). uWSGI passes it, and Flask behind uWSGI reads an empty body.
 //! - Every var that is not a header and not carried by the request's own fields (`SCRIPT_NAME`,
 //!   `DOCUMENT_ROOT`, a custom `uwsgi_param`, ...) goes to `Request::cgi_vars` as sent, so a
 //!   hosted WSGI app sees it in `environ` as under uWSGI.
@@ -390,8 +394,12 @@ fn build_request(
                 }
                 continue;
             }
-            // The body's length comes from CONTENT_LENGTH only (the protocol's framing).
-            b"HTTP_CONTENT_LENGTH" => continue,
+            // The body's length comes from CONTENT_LENGTH only (the protocol's framing). The
+            // client's Transfer-Encoding described its hop to nginx, which de-chunked the body
+            // before sending it with CONTENT_LENGTH: kept, it told the app a complete body was
+            // chunked (Werkzeug's content_length was None, Bottle parsed chunk sizes out of the
+            // data and answered 400). nginx's proxy_pass drops it too.
+            b"HTTP_CONTENT_LENGTH" | b"HTTP_TRANSFER_ENCODING" => continue,
             _ => {
                 if let Some(name) = key.strip_prefix(b"HTTP_") {
                     fields.push((header_name(name)?, field_value(value)?));

@@ -169,6 +169,23 @@ fn maps_nginx_vars_to_the_request() {
     assert!(r.headers.is_empty(), "{:?}", r.headers);
 }
 
+/// A client's chunked body, as nginx passes it on: de-chunked, with `CONTENT_LENGTH`, and the
+/// client's `Transfer-Encoding` as a header var. The request says what the app gets: a body of
+/// that length, not a chunked one. (Before: `Transfer-Encoding: chunked` was among the headers.)
+#[test]
+fn a_body_nginx_de_chunked_is_not_announced_as_chunked() {
+    let mut vars = nginx_vars();
+    vars.retain(|(k, _)| *k != b"HTTP_CONTENT_LENGTH");
+    vars.push((b"HTTP_TRANSFER_ENCODING", b"chunked"));
+    let r = decode_one(&packet(0, &vars, b"hello")).unwrap();
+    assert_eq!(r.headers.get("transfer-encoding"), None);
+    assert_eq!(
+        r.headers.get("content-length").map(|v| &v[..]),
+        Some(&b"5"[..])
+    );
+    assert_eq!(&r.body.to_bytes().unwrap()[..], b"hello");
+}
+
 #[test]
 fn every_split_gives_the_one_shot_result() {
     // Two packets back to back, so a split can also fall across a packet boundary.
