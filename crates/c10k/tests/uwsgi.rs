@@ -389,6 +389,57 @@ per_class!(behind_nginx, |class| {
     );
 });
 
+// A TLS load balancer in front of nginx says `X-Forwarded-Proto: https`; nginx passes it on as
+// HTTP_X_FORWARDED_PROTO. uWSGI makes that the scheme, so an app moved from uWSGI must see https
+// too (or Django's SECURE_SSL_REDIRECT redirects forever, and url_for(_external=True) says
+// http). It counts when nginx is in --forwarded-allow-ips (a unix socket always), as over HTTP.
+per_class!(forwarded_proto_behind_uwsgi_pass_sets_the_scheme, |class| {
+    let Some((_server, nginx, _sock)) = start(class, &[]) else {
+        return;
+    };
+    let scheme = |front, headers: &[(&str, &str)]| {
+        let a = request(front, "GET", "/whoami", headers, b"");
+        assert_eq!(a.status, 200, "{headers:?}: {a:?}\n{}", nginx.errors());
+        a.json()["scheme"].as_str().unwrap().to_owned()
+    };
+    for (front, transport) in [(nginx.tcp, "tcp"), (nginx.unix, "unix")] {
+        assert_eq!(scheme(front, &[]), "http", "{transport}");
+        // Before: http.
+        let https = [("X-Forwarded-Proto", "https")];
+        assert_eq!(scheme(front, &https), "https", "{transport}");
+        assert_eq!(
+            scheme(front, &[("X-Forwarded-Ssl", "on")]),
+            "https",
+            "{transport}"
+        );
+        assert_eq!(
+            scheme(front, &[("X-Forwarded-Proto", "http")]),
+            "http",
+            "{transport}"
+        );
+        // Two that disagree: 400, as over HTTP (gunicorn's InvalidSchemeHeaders).
+        let both = [("X-Forwarded-Proto", "https"), ("X-Forwarded-Ssl", "off")];
+        let a = request(front, "GET", "/whoami", &both, b"");
+        assert_eq!(a.status, 400, "{transport}: {a:?}");
+        assert!(
+            String::from_utf8_lossy(&a.body).contains("contradictory scheme headers"),
+            "{transport}: {a:?}"
+        );
+    }
+    // nginx not in --forwarded-allow-ips: its TCP connections' headers do not count.
+    let Some((_server, nginx, _sock)) = start(class, &["--forwarded-allow-ips", "192.0.2.1"])
+    else {
+        return;
+    };
+    let https = [("X-Forwarded-Proto", "https")];
+    assert_eq!(scheme(nginx.tcp, &https), "http");
+    assert_eq!(
+        scheme(nginx.unix, &https),
+        "https",
+        "a unix socket is trusted"
+    );
+});
+
 /// A uwsgi packet (modifier1 0).
 fn packet(vars: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
     let mut block = Vec::new();

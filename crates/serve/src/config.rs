@@ -511,11 +511,11 @@ pub struct ServeConfig {
     )]
     pub uwsgi_allow_from: Vec<AllowFrom>,
 
-    /// Proxies whose scheme headers are believed over HTTP (gunicorn's --forwarded-allow-ips):
-    /// from these peers `X-Forwarded-Proto: https`, `X-Forwarded-Protocol: ssl` or
-    /// `X-Forwarded-Ssl: on` makes the request https (`wsgi.url_scheme`), and two that disagree
-    /// are a 400. Addresses, ADDRESS/PREFIX networks, or * for any. Unix sockets are always
-    /// trusted.
+    /// Proxies whose scheme headers are believed (gunicorn's --forwarded-allow-ips): from these
+    /// peers `X-Forwarded-Proto: https`, `X-Forwarded-Protocol: ssl` or `X-Forwarded-Ssl: on`
+    /// makes the request https (`wsgi.url_scheme`), and two that disagree are a 400; over uwsgi
+    /// the peer is nginx, passing on a load balancer's headers. Addresses, ADDRESS/PREFIX
+    /// networks, or * for any. Unix sockets are always trusted.
     #[cfg_attr(
         feature = "cli",
         arg(

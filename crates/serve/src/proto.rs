@@ -763,7 +763,7 @@ fn field_line_len(buf: &[u8], name: &str, value: &[u8]) -> usize {
 
 /// A proxy's scheme header (gunicorn's default `secure_scheme_headers`): `Some(true)` when it
 /// says https, `Some(false)` when it says something else, `None` when it is no such header.
-fn secure_scheme_header(name: &str, value: &[u8]) -> Option<bool> {
+pub(crate) fn secure_scheme_header(name: &str, value: &[u8]) -> Option<bool> {
     let rest = name
         .get(..12)
         .filter(|p| p.eq_ignore_ascii_case("x-forwarded-"))

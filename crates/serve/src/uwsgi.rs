@@ -34,16 +34,23 @@
 //!   `Transfer-Encoding` (nginx passes it on as `HTTP_TRANSFER_ENCODING`) is dropped, so an app
 //!   sees the environ it gets behind nginx's `proxy_pass` (`CONTENT_LENGTH`, no
 //!   `HTTP_TRANSFER_ENCODING`). uWSGI passes it, and Flask behind uWSGI reads an empty body.
+//! - The scheme: `UWSGI_SCHEME` (or `wsgi.url_scheme`), then the `X-Forwarded-Proto`/`-Protocol`/
+//!   `-Ssl` headers nginx passes on from a TLS load balancer, when nginx is in
+//!   `--forwarded-allow-ips` as over HTTP (uWSGI believes them from anyone; without them an app
+//!   moved from uWSGI saw http and redirected to https forever), then `HTTPS`, then
+//!   `REQUEST_SCHEME`. Two of those headers that disagree are a 400, as over HTTP.
 //! - Every var that is not a header and not carried by the request's own fields (`SCRIPT_NAME`,
 //!   `DOCUMENT_ROOT`, a custom `uwsgi_param`, ...) goes to `Request::cgi_vars` as sent, so a
 //!   hosted WSGI app sees it in `environ` as under uWSGI.
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use c10k_http::{is_tchar, Body, Headers, Method, Request, RequestBody, Response, Scheme, Version};
 
+use crate::allow::AllowFrom;
 pub use crate::proto::{BodyFraming, ConnInfo};
 
 /// modifier1 of a plain WSGI/HTTP request (what `uwsgi_pass` sends by default).
@@ -62,6 +69,9 @@ pub struct UwsgiLimits {
     pub max_vars: usize,
     /// Largest body (`CONTENT_LENGTH`) → 413.
     pub max_body: u64,
+    /// Peers (nginx) whose passed-on `X-Forwarded-Proto`/`-Protocol`/`-Ssl` set the scheme, as
+    /// over HTTP (`--forwarded-allow-ips`; a unix-socket peer always).
+    pub forwarded_allow: Arc<[AllowFrom]>,
 }
 
 impl Default for UwsgiLimits {
@@ -79,6 +89,7 @@ impl UwsgiLimits {
             max_vars_block: MAX_VARS_BLOCK,
             max_vars: l.max_headers + 64,
             max_body: l.max_body,
+            forwarded_allow: l.forwarded_allow.clone(),
         }
     }
 }
@@ -301,6 +312,10 @@ struct Cgi<'a> {
     https: Option<&'a [u8]>,
     request_scheme: Option<&'a [u8]>,
     url_scheme: Option<&'a [u8]>,
+    /// What the client's (or a load balancer's) `X-Forwarded-Proto`/`-Protocol`/`-Ssl` say:
+    /// https or not, and whether two of them disagree.
+    forwarded_https: Option<bool>,
+    forwarded_conflict: bool,
 }
 
 /// The vars a [`Request`] carries exactly in its own fields; every other var that is not a header
@@ -402,7 +417,12 @@ fn build_request(
             b"HTTP_CONTENT_LENGTH" | b"HTTP_TRANSFER_ENCODING" => continue,
             _ => {
                 if let Some(name) = key.strip_prefix(b"HTTP_") {
-                    fields.push((header_name(name)?, field_value(value)?));
+                    let name = header_name(name)?;
+                    if let Some(https) = crate::proto::secure_scheme_header(&name, value) {
+                        cgi.forwarded_conflict |= cgi.forwarded_https.is_some_and(|w| w != https);
+                        cgi.forwarded_https = Some(https);
+                    }
+                    fields.push((name, field_value(value)?));
                 }
                 continue;
             }
@@ -444,7 +464,18 @@ fn build_request(
         // HTTP/1.1, and HTTP/2 or 3 spoken by nginx to its client: the response is the same.
         _ => Version::Http11,
     };
-    let scheme = scheme(&cgi);
+    let trusted = match conn.peer {
+        None => true,
+        Some(p) => limits.forwarded_allow.iter().any(|a| a.allows(p.ip())),
+    };
+    if trusted && cgi.forwarded_conflict && cgi.url_scheme.is_none() {
+        // As over HTTP (gunicorn's InvalidSchemeHeaders): the app must not guess which is true.
+        return Err(UwsgiError::Refused {
+            status: 400,
+            reason: "contradictory scheme headers (X-Forwarded-Proto, X-Forwarded-Protocol, X-Forwarded-Ssl)".into(),
+        });
+    }
+    let scheme = scheme(&cgi, trusted);
     // nginx's REMOTE_ADDR is the client; the socket's peer is nginx. A client nginx took on a
     // unix socket has REMOTE_ADDR "unix:", which is no address: then the socket's peer stands.
     let peer = match parse_ip(cgi.remote_addr) {
@@ -594,15 +625,19 @@ fn encode(s: &[u8], keep: Keep) -> String {
     out
 }
 
-fn scheme(cgi: &Cgi<'_>) -> Scheme {
-    // uWSGI: UWSGI_SCHEME (wsgi.url_scheme) first, then HTTPS; REQUEST_SCHEME last.
+/// The request's scheme. `forwarded_trusted`: nginx (the socket's peer) is in
+/// `--forwarded-allow-ips`, so the `X-Forwarded-*` scheme headers it passed on count.
+fn scheme(cgi: &Cgi<'_>, forwarded_trusted: bool) -> Scheme {
+    // uWSGI: UWSGI_SCHEME (wsgi.url_scheme) first, then X-Forwarded-Proto and X-Forwarded-Ssl
+    // (a TLS load balancer in front of nginx says https there, and uWSGI believes it from
+    // anyone), then HTTPS; REQUEST_SCHEME last.
     let https = |v: &[u8]| v.eq_ignore_ascii_case(b"https");
+    let of = |https: bool| if https { Scheme::Https } else { Scheme::Http };
     if let Some(s) = cgi.url_scheme {
-        return if https(s) {
-            Scheme::Https
-        } else {
-            Scheme::Http
-        };
+        return of(https(s));
+    }
+    if let Some(forwarded) = cgi.forwarded_https.filter(|_| forwarded_trusted) {
+        return of(forwarded);
     }
     if let Some(v) = cgi.https {
         if v.eq_ignore_ascii_case(b"on") || v == b"1" {

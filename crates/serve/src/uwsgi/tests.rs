@@ -594,9 +594,50 @@ fn addresses_scheme_and_version() {
             Scheme::Http,
         ),
         (vec![], Scheme::Http),
+        // A load balancer's header, passed on by nginx, beats nginx's own view (uWSGI's order).
+        (
+            vec![
+                (b"REQUEST_SCHEME", b"http"),
+                (b"HTTP_X_FORWARDED_PROTO", b"https"),
+            ],
+            Scheme::Https,
+        ),
+        (vec![(b"HTTP_X_FORWARDED_SSL", b"on")], Scheme::Https),
+        (vec![(b"HTTP_X_FORWARDED_PROTOCOL", b"ssl")], Scheme::Https),
+        (
+            vec![(b"HTTPS", b"on"), (b"HTTP_X_FORWARDED_PROTO", b"http")],
+            Scheme::Http,
+        ),
+        (
+            vec![
+                (b"UWSGI_SCHEME", b"http"),
+                (b"HTTP_X_FORWARDED_PROTO", b"https"),
+            ],
+            Scheme::Http,
+        ),
     ] {
         assert_eq!(decode(&vars, tcp_conn()).scheme, want, "{vars:?}");
     }
+    // From a peer not in --forwarded-allow-ips the headers do not count; a unix socket's do.
+    let far = ConnInfo {
+        peer: Some(SocketAddr::from(([192, 0, 2, 9], 40000))),
+        ..tcp_conn()
+    };
+    let xfp: &[(&[u8], &[u8])] = &[(b"HTTP_X_FORWARDED_PROTO", b"https")];
+    assert_eq!(decode(xfp, far).scheme, Scheme::Http);
+    assert_eq!(decode(xfp, unix).scheme, Scheme::Https);
+    // Two that disagree are refused with a 400, as over HTTP.
+    let both: Vec<(&[u8], &[u8])> = vec![
+        (b"REQUEST_METHOD", b"GET"),
+        (b"PATH_INFO", b"/"),
+        (b"HTTP_X_FORWARDED_PROTO", b"https"),
+        (b"HTTP_X_FORWARDED_SSL", b"off"),
+    ];
+    let err = decode_one(&packet(0, &both, b"")).unwrap_err();
+    assert!(
+        matches!(err, UwsgiError::Refused { status: 400, .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
