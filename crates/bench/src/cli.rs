@@ -76,6 +76,9 @@ pub struct BenchArgs {
     /// Proxyserver and port number to use.
     #[arg(short = 'X', value_name = "proxy:port")]
     pub proxy: Option<String>,
+    /// Size of TCP send/receive buffer, in bytes.
+    #[arg(short = 'b', value_name = "windowsize")]
+    pub window_size: Option<usize>,
     /// Address to bind to when making outgoing connections.
     #[arg(short = 'B', value_name = "address")]
     pub local_address: Option<String>,
@@ -106,6 +109,11 @@ pub struct BenchArgs {
     /// Print version number and exit.
     #[arg(short = 'V', long = "version")]
     pub version: bool,
+    /// ab's HTML report (`-w`, `-x`, `-y`, `-z`) and TLS options (`-I`, `-Z`, `-f`, `-E`):
+    /// accepted by the parser only to be refused with the reason, rather than clap's
+    /// "unexpected argument" and its advice to pass them as values.
+    #[command(flatten)]
+    pub unsupported: Unsupported,
     /// Display usage information (this message); `--help` too, as on every other subcommand.
     #[arg(short = 'h', long = "help", action = ArgAction::Help)]
     pub help: Option<bool>,
@@ -174,6 +182,53 @@ pub struct BenchArgs {
         help = "http://hostname[:port]/path (several: round robin)"
     )]
     pub urls: Vec<String>,
+}
+
+/// ab flags `c10k bench` does not implement; see [`BenchArgs::unsupported`].
+#[derive(Debug, Clone, Default, Args)]
+pub struct Unsupported {
+    #[arg(short = 'w', hide = true)]
+    html: bool,
+    #[arg(short = 'x', hide = true)]
+    table_attributes: Option<String>,
+    #[arg(short = 'y', hide = true)]
+    tr_attributes: Option<String>,
+    #[arg(short = 'z', hide = true)]
+    td_attributes: Option<String>,
+    #[arg(short = 'I', hide = true)]
+    no_sni: bool,
+    #[arg(short = 'Z', hide = true)]
+    ciphersuite: Option<String>,
+    #[arg(short = 'f', hide = true)]
+    tls_protocol: Option<String>,
+    #[arg(short = 'E', hide = true)]
+    certfile: Option<String>,
+}
+
+impl Unsupported {
+    /// The first unsupported flag given, with why.
+    fn refusal(&self) -> Option<String> {
+        let html = [
+            ("-w", self.html),
+            ("-x", self.table_attributes.is_some()),
+            ("-y", self.tr_attributes.is_some()),
+            ("-z", self.td_attributes.is_some()),
+        ];
+        let tls = [
+            ("-I", self.no_sni),
+            ("-Z", self.ciphersuite.is_some()),
+            ("-f", self.tls_protocol.is_some()),
+            ("-E", self.certfile.is_some()),
+        ];
+        if let Some((flag, _)) = html.iter().find(|(_, given)| *given) {
+            return Some(format!(
+                "{flag}: ab's HTML report is not supported (the text report, --json or --csv are)"
+            ));
+        }
+        tls.iter().find(|(_, given)| *given).map(|(flag, _)| {
+            format!("{flag}: TLS is not supported (c10k bench speaks plain HTTP; https URLs are refused)")
+        })
+    }
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -270,6 +325,9 @@ fn read_body(flag: &str, p: &PathBuf) -> anyhow::Result<Vec<u8>> {
 impl BenchArgs {
     /// Checks the flags and builds the plan; errors name the flag.
     pub fn to_plan(&self) -> anyhow::Result<Plan> {
+        if let Some(why) = self.unsupported.refusal() {
+            return Err(usage(why));
+        }
         let mut urls = self.urls.clone();
         if let Some(f) = &self.urls_file {
             let text = std::fs::read_to_string(f)
@@ -422,6 +480,8 @@ impl BenchArgs {
             plan.start_at = Some(parse_start_at(s, SystemTime::now()).map_err(usage)?);
         }
         plan.save_bodies.clone_from(&self.save_bodies);
+        // ab: 0 leaves the OS default.
+        plan.window_size = self.window_size.filter(|&w| w > 0);
         crate::plan::Prepared::new(&plan)?;
         Ok(plan)
     }
@@ -630,10 +690,11 @@ fn write_gnuplot(path: &PathBuf, mut samples: Vec<crate::Sample>) -> anyhow::Res
     Ok(())
 }
 
-/// `Mon Nov 30 22:38:26 2026` (UTC), the shape of apr_ctime.
+/// `Sat Dec 05 21:44:42 2026` (UTC), the shape of apr_ctime: the day is zero-padded, unlike
+/// C's ctime (ab's `-g` file shows `Dec 05`).
 fn ctime(unix: u64) -> String {
     let format = time::macros::format_description!(
-        "[weekday repr:short] [month repr:short] [day padding:space] [hour]:[minute]:[second] [year]"
+        "[weekday repr:short] [month repr:short] [day] [hour]:[minute]:[second] [year]"
     );
     i64::try_from(unix)
         .ok()
@@ -756,7 +817,8 @@ mod tests {
 
     #[test]
     fn ctime_formats_like_apr() {
-        assert_eq!(ctime(0), "Thu Jan  1 00:00:00 1970");
+        assert_eq!(ctime(0), "Thu Jan 01 00:00:00 1970");
+        assert_eq!(ctime(1_796_507_082), "Sat Dec 05 21:44:42 2026");
         assert_eq!(ctime(1_796_078_306), "Mon Nov 30 22:38:26 2026");
     }
 }

@@ -108,6 +108,8 @@ pub struct Params {
     pub keep_going: bool,
     pub variable_length: bool,
     pub source_ips: Vec<std::net::IpAddr>,
+    /// `-b`: SO_SNDBUF and SO_RCVBUF of each TCP connection.
+    pub window_size: Option<usize>,
     pub record_samples: bool,
     pub verbosity: u32,
     pub threads: usize,
@@ -607,7 +609,7 @@ impl<'a> Worker<'a> {
                 } else {
                     Some(self.p.source_ips[self.conns[i].src % self.p.source_ips.len()])
                 };
-                tcp_connect(*addr, src).map(Sock::Tcp)
+                tcp_connect(*addr, src, self.p.window_size).map(Sock::Tcp)
             }
         }
     }
@@ -619,14 +621,17 @@ impl<'a> Worker<'a> {
         self.connect_failures += 1;
         if !self.p.keep_going && self.connect_failures > 10 {
             self.shared.abort(format!(
-                "Test aborted after 10 failures\n\napr_socket_connect(): {e}{}",
+                "Test aborted after 10 failures\n\napr_socket_connect(): {}{}",
+                apr_error(e),
                 limit_hint(e)
             ));
             return;
         }
         if !self.p.keep_going && is_refused(e) {
-            // ab gives up at once on a refused connection.
-            self.shared.abort(format!("apr_socket_connect(): {e}"));
+            // ab gives up at once on a refused connection; on Linux its non-blocking connect
+            // reports the refusal from the first read, hence ab's well-known words.
+            self.shared
+                .abort(format!("apr_socket_recv: {}", apr_error(e)));
             return;
         }
         self.reopen_later(i);
@@ -793,6 +798,14 @@ impl<'a> Worker<'a> {
             };
             if front.beginread == 0 {
                 front.beginread = now;
+                if self.p.verbosity >= 2 {
+                    // ab's -v 2: what the first read of a response brought (head, and the
+                    // body as far as it came).
+                    eprintln!(
+                        "LOG: header received:\n{}",
+                        String::from_utf8_lossy(&self.buf[off..n])
+                    );
+                }
             }
             let mut server = if self.server.as_ref().is_some_and(|s| s.is_empty()) {
                 self.server.take()
@@ -861,10 +874,14 @@ impl<'a> Worker<'a> {
         self.m.responses += 1;
         self.m.completed += 1;
         self.m.body_bytes += d.body;
-        self.m.body_sent += self.p.prepared.body_len;
+        // ab's "Total body sent" counts every byte of the request, head included.
+        self.m.body_sent += self.p.prepared.requests[f.url as usize].len() as u64;
         self.last_end = self.last_end.max(now);
         let slot = (d.status as usize).min(self.statuses.len() - 1);
         self.statuses[slot] += 1;
+        if self.p.verbosity >= 3 {
+            eprintln!("LOG: Response code = {}", d.status);
+        }
         if self.p.verbosity >= 2 && !(200..300).contains(&d.status) {
             eprintln!("WARNING: Response code not 2xx ({})", d.status);
         }
@@ -974,7 +991,8 @@ impl<'a> Worker<'a> {
             return;
         }
         if !self.p.keep_going {
-            self.shared.abort(format!("apr_socket_recv: {e}"));
+            self.shared
+                .abort(format!("apr_socket_recv: {}", apr_error(e)));
         }
         self.fail_front(i, |e| &mut e.receive);
     }
@@ -1066,18 +1084,40 @@ fn limit_hint(e: &io::Error) -> &'static str {
     }
 }
 
+/// An error as ab's `apr_err` prints it: "Connection refused (111)", not Rust's
+/// "Connection refused (os error 111)", so what people grep for in ab's output matches.
+fn apr_error(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => {
+            let text = e.to_string();
+            let suffix = format!(" (os error {code})");
+            format!("{} ({code})", text.strip_suffix(&suffix).unwrap_or(&text))
+        }
+        None => e.to_string(),
+    }
+}
+
 fn is_refused(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::ConnectionRefused
 }
 
 /// A non-blocking connect, optionally from a chosen local address. The port is picked at
 /// connect time (`IP_BIND_ADDRESS_NO_PORT`), so each local address offers the whole
-/// ephemeral range per destination instead of per address.
-fn tcp_connect(addr: SocketAddr, src: Option<std::net::IpAddr>) -> io::Result<mio::net::TcpStream> {
+/// ephemeral range per destination instead of per address. `window`: ab's `-b`, set before
+/// connecting as ab does, so the receive window is announced in the handshake.
+fn tcp_connect(
+    addr: SocketAddr,
+    src: Option<std::net::IpAddr>,
+    window: Option<usize>,
+) -> io::Result<mio::net::TcpStream> {
     use socket2::{Domain, Protocol, Socket, Type};
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     sock.set_nonblocking(true)?;
     sock.set_nodelay(true)?;
+    if let Some(w) = window {
+        sock.set_send_buffer_size(w)?;
+        sock.set_recv_buffer_size(w)?;
+    }
     if let Some(ip) = src {
         #[cfg(target_os = "linux")]
         {
@@ -1103,4 +1143,30 @@ fn tcp_connect(addr: SocketAddr, src: Option<std::net::IpAddr>) -> io::Result<mi
         Err(e) => return Err(e),
     }
     Ok(mio::net::TcpStream::from_std(sock.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_size_sets_both_socket_buffers() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let buffers = |window| {
+            let s = tcp_connect(addr, None, window).unwrap();
+            let r = socket2::SockRef::from(&s);
+            (r.recv_buffer_size().unwrap(), r.send_buffer_size().unwrap())
+        };
+        let (recv_default, send_default) = buffers(None);
+        let (recv, send) = buffers(Some(4096));
+        // Linux doubles the value asked for (bookkeeping overhead); other kernels keep it.
+        assert!((4096..=8192).contains(&recv), "{recv}");
+        assert!((4096..=8192).contains(&send), "{send}");
+        assert!(recv < recv_default && send < send_default);
+        assert_eq!(
+            apr_error(&io::Error::from_raw_os_error(libc::ECONNREFUSED)),
+            "Connection refused (111)"
+        );
+    }
 }

@@ -119,6 +119,7 @@ pub fn measure(plan: &Plan, opts: &Options) -> anyhow::Result<Outcome> {
         keep_going: plan.keep_going,
         variable_length: plan.variable_length,
         source_ips: plan.source_ips.clone(),
+        window_size: plan.window_size,
         record_samples: plan.record_samples,
         verbosity: plan.verbosity,
         threads,
@@ -137,10 +138,13 @@ pub fn measure(plan: &Plan, opts: &Options) -> anyhow::Result<Outcome> {
         },
     };
     if plan.verbosity >= 2 {
+        // ab's words, with the method the request line carries (HEAD for -i, POST for -p).
+        let request = &params.prepared.requests[0];
+        let method = request.split(|&b| b == b' ').next().unwrap_or(b"GET");
         eprintln!(
             "INFO: {} header == \n---\n{}\n---",
-            plan.method.as_deref().unwrap_or("GET"),
-            String::from_utf8_lossy(&params.prepared.requests[0])
+            String::from_utf8_lossy(method),
+            String::from_utf8_lossy(request)
         );
     }
     let interrupt = opts

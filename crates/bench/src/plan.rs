@@ -77,6 +77,10 @@ pub struct Plan {
     /// `--processes` can share the file.
     #[serde(default)]
     pub save_bodies: Option<PathBuf>,
+    /// ab's `-b`: the TCP send and receive buffer size of each connection, bytes; `None`:
+    /// the OS default.
+    #[serde(default)]
+    pub window_size: Option<usize>,
 }
 
 impl Plan {
@@ -110,6 +114,7 @@ impl Plan {
             verbosity: 0,
             start_at: None,
             save_bodies: None,
+            window_size: None,
         }
     }
 
@@ -253,7 +258,6 @@ pub struct Prepared {
     pub requests: Vec<Vec<u8>>,
     /// HEAD requests: responses carry no body whatever their headers say.
     pub head: bool,
-    pub body_len: u64,
 }
 
 impl Prepared {
@@ -318,7 +322,6 @@ impl Prepared {
             url: first,
             requests,
             head: plan.head,
-            body_len: plan.body.as_ref().map_or(0, |b| b.len() as u64),
         })
     }
 }

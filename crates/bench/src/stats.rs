@@ -285,7 +285,8 @@ pub struct Measurement {
     pub bytes_read: u64,
     /// Response body bytes (after chunked decoding).
     pub body_bytes: u64,
-    /// Request body bytes sent.
+    /// Request bytes sent for answered requests, head and body (what ab counts as "Total body
+    /// sent"; the report shows it only when a body is sent).
     pub body_sent: u64,
     pub connections_opened: u64,
     pub server_software: Option<String>,

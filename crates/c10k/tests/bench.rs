@@ -259,6 +259,13 @@ fn csv_and_ab_files() {
     let gp = std::fs::read_to_string(g).unwrap();
     assert_eq!(gp.lines().count(), 41);
     assert!(gp.starts_with("starttime\tseconds\tctime\tdtime\tttime\twait\n"));
+    // apr_ctime's date, as ab writes it: "Sat Dec 05 21:44:42 2026" (day zero-padded).
+    for line in gp.lines().skip(1) {
+        let date = line.split('\t').next().unwrap();
+        let words: Vec<&str> = date.split(' ').collect();
+        assert_eq!(words.len(), 5, "{line:?}");
+        assert_eq!(words[2].len(), 2, "{line:?}");
+    }
 }
 
 #[test]
@@ -414,7 +421,73 @@ fn merge_gives_percentiles_of_the_union_not_averages() {
 }
 
 #[test]
-fn aborted_run_exits_1_like_ab() {
+fn abs_html_and_tls_flags_are_refused_with_the_reason() {
+    for (args, why) in [
+        (vec!["-w"], "-w: ab's HTML report is not supported"),
+        (
+            vec!["-x", "border=1"],
+            "-x: ab's HTML report is not supported",
+        ),
+        (vec!["-y", "a"], "-y: ab's HTML"),
+        (vec!["-z", "a"], "-z: ab's HTML"),
+        (vec!["-I"], "-I: TLS is not supported"),
+        (vec!["-Z", "ALL"], "-Z: TLS is not supported"),
+        (vec!["-f", "TLS1.2"], "-f: TLS is not supported"),
+        (vec!["-E", "cert.pem"], "-E: TLS is not supported"),
+    ] {
+        let mut all = args.clone();
+        all.extend(["-n", "1", "http://127.0.0.1:1/"]);
+        let o = bench(&all);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn verbosity_prints_abs_request_response_and_status_lines() {
+    let srv = Serve::start();
+    let o = bench(&["-v", "3", "-i", "-n", "2", &srv.url("/")]);
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("INFO: HEAD header == \n---\nHEAD / HTTP/1.1\r\n"),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("LOG: header received:\nHTTP/1.1 200").count(),
+        2,
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("LOG: Response code = 200\n").count(),
+        2,
+        "{err}"
+    );
+    // -v 2 shows the exchange but not the status lines.
+    let o = bench(&["-v", "2", "-n", "1", &srv.url("/")]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("INFO: GET header == "), "{err}");
+    assert!(err.contains("LOG: header received:"), "{err}");
+    assert!(!err.contains("LOG: Response code"), "{err}");
+}
+
+#[test]
+fn window_size_b_is_accepted_as_ab_does() {
+    let srv = Serve::start();
+    for b in ["65536", "0"] {
+        let o = bench(&["-b", b, "-n", "20", "-c", "2", &srv.url("/")]);
+        assert!(
+            o.status.success(),
+            "-b {b}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(stdout(&o).contains("Complete requests:      20\n"));
+    }
+}
+
+#[test]
+fn aborted_run_exits_1_with_abs_message() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -423,7 +496,11 @@ fn aborted_run_exits_1_like_ab() {
     let o = bench(&["-n", "3", &format!("http://127.0.0.1:{port}/")]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("apr_socket_connect()"), "{err}");
+    // ab's words and errno format ("(111)", not Rust's "(os error 111)").
+    assert!(
+        err.contains("apr_socket_recv: Connection refused (111)\n"),
+        "{err}"
+    );
     // ab counts only requests that got an answer, and says nothing when none did.
     let all = format!("{}{err}", stdout(&o));
     assert!(!all.contains("Total of"), "{all}");

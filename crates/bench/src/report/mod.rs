@@ -25,7 +25,7 @@ pub struct Report {
     pub server_hostname: String,
     pub server_port: u16,
     pub document_path: String,
-    /// `None`: ab's "Variable" (`-l`) or no response arrived.
+    /// `None`: ab's "Variable" (`-l`); 0 when no response arrived, as ab prints it.
     pub document_length: Option<u64>,
     pub concurrency: usize,
     pub time_taken_s: f64,
@@ -37,7 +37,8 @@ pub struct Report {
     /// Present when connections were kept alive (`-k`).
     pub keep_alive_requests: Option<u64>,
     pub total_transferred: u64,
-    /// Present when a body was sent (`-p`/`-u`).
+    /// Present when a body was sent (`-p`/`-u`): every request byte, head and body, as ab
+    /// counts its "Total body sent".
     pub total_body_sent: Option<u64>,
     pub html_transferred: u64,
     pub requests_per_second: f64,
@@ -206,10 +207,11 @@ impl Report {
             server_hostname: url.host.clone(),
             server_port: url.port,
             document_path: url.path.clone(),
+            // ab prints "0 bytes" when no response arrived (its length starts at 0).
             document_length: if plan.variable_length {
                 None
             } else {
-                m.document_length
+                Some(m.document_length.unwrap_or(0))
             },
             concurrency: plan.concurrency,
             time_taken_s: secs,
