@@ -59,7 +59,8 @@
 # (CLASS: c10k's --worker-class for the built-in rows C and D, async by default; PY_CLASS: for
 # row A, sync by default; HTTP_PY_CLASS: for row E, async by default.) LAYOUTS="front upstream"
 # (default) picks the layouts; THREADS (default 1) is row E's --threads and row F's --threads.
-# uWSGI comes from $UWSGI, else /work/venv/bin/uwsgi, else PATH (pip install pyuwsgi); rows A and
+# uWSGI comes from $UWSGI, else $C10K_TEST_VENV/bin/uwsgi (the venv of scripts/python-venv.sh, as the
+# other scripts), else /work/venv/bin/uwsgi, else PATH (pip install pyuwsgi); rows A and
 # E's virtualenv is $VENV, else uWSGI's (the directory above its bin/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -77,10 +78,11 @@ layouts=${LAYOUTS:-front upstream}
 for tool in nginx wrk taskset curl python3 ss; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y nginx-light wrk util-linux curl python3 iproute2)" >&2; exit 2; }
 done
-# find_peer NAME ENV_VALUE: the peer's executable ($ENV_VALUE, else /work/venv/bin/NAME, else
-# PATH), or nothing.
+# find_peer NAME ENV_VALUE: the peer's executable ($ENV_VALUE, else $C10K_TEST_VENV/bin/NAME, else
+# /work/venv/bin/NAME, else PATH), or nothing.
 find_peer() {
   if [ -n "$2" ]; then echo "$2"
+  elif [ -n "${C10K_TEST_VENV:-}" ] && [ -x "$C10K_TEST_VENV/bin/$1" ]; then echo "$C10K_TEST_VENV/bin/$1"
   elif [ -x "/work/venv/bin/$1" ]; then echo "/work/venv/bin/$1"
   else command -v "$1" || true; fi
 }
@@ -89,8 +91,8 @@ if [ -z "$uwsgi" ] || [ ! -x "$uwsgi" ]; then echo "missing uWSGI: set UWSGI=/pa
 gunicorn=$(find_peer gunicorn "${GUNICORN:-}")
 granian=$(find_peer granian "${GRANIAN:-}")
 skip_f=""; skip_g=""
-[ -x "${gunicorn:-/nonexistent}" ] || skip_f="no gunicorn (GUNICORN, /work/venv/bin/gunicorn or PATH; pip install gunicorn)"
-[ -x "${granian:-/nonexistent}" ] || skip_g="no Granian (GRANIAN, /work/venv/bin/granian or PATH; pip install granian)"
+[ -x "${gunicorn:-/nonexistent}" ] || skip_f="no gunicorn (GUNICORN, $C10K_TEST_VENV/bin, /work/venv/bin/gunicorn or PATH; pip install gunicorn)"
+[ -x "${granian:-/nonexistent}" ] || skip_g="no Granian (GRANIAN, $C10K_TEST_VENV/bin, /work/venv/bin/granian or PATH; pip install granian)"
 if [ "$(nproc)" -lt 2 ]; then echo "needs 2 CPUs to pin servers and load generator apart" >&2; exit 2; fi
 server_cpus=${SERVER_CPUS:-0}
 front_cpus=${FRONT_CPUS:-1}
