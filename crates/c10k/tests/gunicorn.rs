@@ -828,15 +828,7 @@ fn sigusr1_reopens_rotated_log_files() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Killed (master and workers, one process group) if an assertion fails first.
-    struct Group(i32);
-    impl Drop for Group {
-        fn drop(&mut self) {
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe { libc::kill(-self.0, libc::SIGKILL) };
-        }
-    }
-    let _group = Group(child.id() as i32);
+    let _group = util::KillGroup(child.id() as i32);
     let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
     let wait_for = |p: &std::path::Path, needle: &str, n: usize| {
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -7,6 +7,17 @@ pub mod admin;
 pub mod load;
 pub mod python;
 
+/// Kills a process group (a master and its workers, started with `process_group(0)`) when
+/// dropped, so a test whose assertion fails first leaves no server behind.
+pub struct KillGroup(pub i32);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(-self.0, libc::SIGKILL) };
+    }
+}
+
 /// `--threads` for a class: gthread gets a pool of 4; sync must keep 1 (more would make it
 /// gthread, as in gunicorn).
 pub fn threads(class: &str) -> &'static str {
