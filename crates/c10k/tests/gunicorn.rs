@@ -509,22 +509,14 @@ fn access_logformat_takes_gunicorns_atoms() {
         let want =
             "203.0.113.9 127.0.0.1 - aladdin \"GET /?delay=0&token=*** HTTP/1.1\" 200 6 GET / \
                     delay=0&token=*** HTTP/1.1 \"t/1\" - text/plain; charset=utf-8 -\n";
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let log = std::fs::read_to_string(&path).unwrap_or_default();
-            // The start-up probe's line first ("GET / HTTP/1.1", no header: -).
-            if let Some(line) = log.split_inclusive('\n').find(|l| l.contains("token")) {
-                assert_eq!(line, want, "{class}");
-                assert!(
-                    log.starts_with("- 127.0.0.1 - - \"GET / HTTP/1.1\" 200"),
-                    "{log}"
-                );
-                assert!(!log.contains("opensesame"), "{log}");
-                break;
-            }
-            assert!(Instant::now() < deadline, "{class}: no access log line");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (line, log) = util::wait_for_line(&path, class, |l| l.contains("token"));
+        assert_eq!(line, want, "{class}");
+        // The start-up probe's line first ("GET / HTTP/1.1", no header: -).
+        assert!(
+            log.starts_with("- 127.0.0.1 - - \"GET / HTTP/1.1\" 200"),
+            "{log}"
+        );
+        assert!(!log.contains("opensesame"), "{log}");
     }
     let err = refused(&["--access-logformat", "%(h)s"], &[]);
     assert!(
@@ -569,18 +561,10 @@ fn access_logformat_prints_environ_variables() {
             s.addr.port(),
             me.port()
         );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let log = std::fs::read_to_string(&path).unwrap_or_default();
-            // The start-up probe's line first: no query, an empty QUERY_STRING.
-            if let Some(line) = log.split_inclusive('\n').find(|l| l.contains("token")) {
-                assert_eq!(line, want, "{class}");
-                assert!(log.starts_with("/|GET||/|HTTP/1.1|"), "{class}: {log}");
-                break;
-            }
-            assert!(Instant::now() < deadline, "{class}: no access log line");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (line, log) = util::wait_for_line(&path, class, |l| l.contains("token"));
+        assert_eq!(line, want, "{class}");
+        // The start-up probe's line first: no query, an empty QUERY_STRING.
+        assert!(log.starts_with("/|GET||/|HTTP/1.1|"), "{class}: {log}");
     }
 }
 

@@ -116,15 +116,8 @@ fn access_log_environ_atoms_are_the_apps_environ() {
         );
         assert_eq!(r.status, 200, "{class}: {}", r.text());
         let e = json(&r);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let line = loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(line) = text.lines().find(|l| l.starts_with("POST|")) {
-                break line.to_owned();
-            }
-            assert!(Instant::now() < deadline, "{class}: no access log line");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let (line, _) = util::wait_for_line(&log, class, |l| l.starts_with("POST|"));
+        let line = line.trim_end_matches('\n');
         let printed: Vec<&str> = line.split('|').collect();
         assert_eq!(printed.len(), keys.len(), "{class}: {line}");
         for (key, printed) in keys.iter().zip(printed) {

@@ -18,6 +18,28 @@ impl Drop for KillGroup {
     }
 }
 
+/// Waits (10 s at most) for a line of the file at `path` that `pick` accepts, as an access log
+/// written by another process fills in; returns that line (with its `\n`) and the whole file.
+/// Panics naming `what` if none comes.
+pub fn wait_for_line(
+    path: &std::path::Path,
+    what: &str,
+    pick: impl Fn(&str) -> bool,
+) -> (String, String) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(line) = text.split_inclusive('\n').find(|l| pick(l)) {
+            return (line.to_owned(), text);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: no such line in {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// `--threads` for a class: gthread gets a pool of 4; sync must keep 1 (more would make it
 /// gthread, as in gunicorn).
 pub fn threads(class: &str) -> &'static str {
