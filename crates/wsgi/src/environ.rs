@@ -165,6 +165,11 @@ impl Template {
         })
     }
 
+    /// The environ's `SCRIPT_NAME`: `--root-path` without its trailing `/`.
+    pub(crate) fn script_name(&self) -> &str {
+        &self.root_path
+    }
+
     /// Whether `req` is outside `--root-path`, so that the app must not be called (see
     /// [`cgi::under_root`]): gunicorn raises `ConfigurationProblem` for a path that does not start
     /// with its `SCRIPT_NAME` and answers 500, as uWSGI does under `--manage-script-name

@@ -51,8 +51,6 @@ struct Inner {
     /// siblings to leave connections to, so a lone worker does not read the clock twice per
     /// request for it.
     time_held: bool,
-    /// The environ's `SCRIPT_NAME` (`--root-path`), for the access log ([`Handler::script_name`]).
-    script_name: String,
 }
 
 /// Logs a warning for each of the worker's own signals (TERM, HUP, QUIT) the app gave a Python
@@ -198,7 +196,6 @@ impl WsgiApp {
                 freed: tokio::sync::Notify::new(),
                 streaming: AtomicUsize::new(0),
                 held_ns: AtomicU64::new(0),
-                script_name: c10k_http::cgi::script_name(&config.root_path).to_owned(),
                 time_held: info.workers > 1,
             }),
         })
@@ -559,6 +556,6 @@ impl Handler for WsgiApp {
     }
 
     fn script_name(&self) -> &str {
-        &self.inner.script_name
+        self.inner.state.template.script_name()
     }
 }
