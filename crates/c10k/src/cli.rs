@@ -284,6 +284,19 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
             app.validate().map_err(UsageError::new)?;
             let mut python: PythonArgs = layered(sub, file.as_ref()).map_err(usage)?;
             python.app_module = sub.get_one::<String>("app_module").cloned();
+            let root_path_set =
+                given(sub, "root_path") || file.as_ref().is_some_and(|f| f.contains("root_path"));
+            if python.spec().is_some() && !root_path_set {
+                let source = python
+                    .root_path_from_script_name()
+                    .map_err(UsageError::new)?;
+                if let Some(source) = source.filter(|_| !c10k_serve::is_worker_process()) {
+                    tracing::info!(
+                        "--root-path {} taken from {source}, as gunicorn does",
+                        python.root_path
+                    );
+                }
+            }
             python.validate().map_err(UsageError::new)?;
             if args.check_config {
                 // For people: the database password is shown as ***.

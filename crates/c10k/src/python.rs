@@ -70,7 +70,8 @@ pub struct PythonArgs {
           help_heading = "Python (WSGI)")]
     pub env: Vec<String>,
 
-    /// The URL prefix the application is mounted at (WSGI SCRIPT_NAME), e.g. /api.
+    /// The URL prefix the application is mounted at (WSGI SCRIPT_NAME), e.g. /api. Default:
+    /// SCRIPT_NAME from --env SCRIPT_NAME=... or the environment, as gunicorn takes it.
     #[arg(
         long,
         env = "C10K_ROOT_PATH",
@@ -120,6 +121,40 @@ impl PythonArgs {
             }
         }
         Ok(())
+    }
+
+    /// gunicorn's mount point when `--root-path` is not set: `SCRIPT_NAME` from `--env
+    /// SCRIPT_NAME=...` (the last one), else from c10k's own environment — gunicorn reads
+    /// `os.environ["SCRIPT_NAME"]`, which `-e` and a systemd unit or Dockerfile `ENV` both set.
+    /// Without this, a project moved from gunicorn with either was served at `/` without a word:
+    /// its `/prefix/...` URLs were 404s and Django's `reverse()` left the prefix out. Returns
+    /// where the value came from, for the start-up log.
+    pub fn root_path_from_script_name(&mut self) -> Result<Option<&'static str>, String> {
+        let from_env_flag = self
+            .env
+            .iter()
+            .filter_map(|kv| kv.split_once('='))
+            .filter(|(k, _)| *k == "SCRIPT_NAME")
+            .map(|(_, v)| v.to_owned())
+            .next_back();
+        let (value, source) = match from_env_flag {
+            Some(v) => (v, "--env SCRIPT_NAME"),
+            None => match std::env::var_os("SCRIPT_NAME") {
+                Some(v) => (v.to_string_lossy().into_owned(), "SCRIPT_NAME"),
+                None => return Ok(None),
+            },
+        };
+        if value.is_empty() {
+            return Ok(None);
+        }
+        if !value.starts_with('/') {
+            return Err(format!(
+                "{source}={value:?}: c10k takes it as --root-path, as gunicorn takes SCRIPT_NAME, \
+                 and it must start with /, e.g. /api"
+            ));
+        }
+        self.root_path = value;
+        Ok(Some(source))
     }
 
     pub fn to_toml(&self) -> String {

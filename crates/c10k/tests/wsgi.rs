@@ -290,6 +290,48 @@ per_class!(probe_pep3333, |class| {
     assert_eq!(get(s.addr, "/mnt/").unwrap().status, 200);
 });
 
+/// gunicorn mounts the app at `SCRIPT_NAME` from its environment (`-e SCRIPT_NAME=/api`, a
+/// systemd unit's `Environment=`, a Dockerfile's `ENV`); without `--root-path`, c10k takes it the
+/// same way, `--env` over the environment, and `--root-path` (or `C10K_ROOT_PATH`) over both.
+/// Before, both were ignored without a word: `/mnt/environ` reached the app whole, with
+/// `SCRIPT_NAME` empty, so a Django project moved from gunicorn answered 404 under its prefix.
+#[test]
+fn script_name_from_the_environment_is_the_root_path_as_in_gunicorn() {
+    let apps = apps();
+    let cases: [(&[&str], &str, &str); 4] = [
+        (&[], "/mnt", "taken from SCRIPT_NAME"),
+        (
+            &["-e", "SCRIPT_NAME=/api"],
+            "/api",
+            "taken from --env SCRIPT_NAME",
+        ),
+        (&["--root-path", "/x"], "/x", ""),
+        (&["-e", "SCRIPT_NAME="], "", ""),
+    ];
+    for (extra, root, logged) in cases {
+        let mut args = vec!["-k", "sync", "--pythonpath", &apps];
+        args.extend_from_slice(extra);
+        args.push("probe:app");
+        let s = Server::start_env(&args, &[("SCRIPT_NAME", "/mnt")]);
+        let r = get(s.addr, &format!("{root}/environ")).unwrap();
+        assert_eq!(r.status, 200, "{extra:?}: {}", r.text());
+        let e = json(&r);
+        assert_eq!(e["SCRIPT_NAME"], root, "{extra:?}");
+        assert_eq!(e["PATH_INFO"], "/environ", "{extra:?}");
+        if !logged.is_empty() {
+            assert!(s.log().contains(logged), "{extra:?}: {}", s.log());
+        }
+    }
+    // A value that cannot be a mount point stops the start naming it (gunicorn would answer
+    // every request 500 instead).
+    let (code, err) = boot_failure(&["-e", "SCRIPT_NAME=api", "probe:app"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("SCRIPT_NAME") && err.contains("--root-path"),
+        "{err}"
+    );
+}
+
 /// Sends `raw` on a fresh connection and reads to the close: the head (lower-cased) and every
 /// byte after it.
 fn exchange(s: &Server, raw: &str) -> (String, Vec<u8>) {

@@ -81,8 +81,8 @@ pub struct Server {
     /// The write path's `--data-dir` (journals, SQLite), one per server so tests never share a
     /// journal; removed after the server is killed.
     pub data: tempfile::TempDir,
-    /// What [`Server::wait_for_workers`] GETs: `/`, or the `--root-path` (a path outside it is
-    /// a 500).
+    /// What [`Server::wait_for_workers`] GETs: `/`, or the mount point (`--root-path`, or
+    /// `SCRIPT_NAME`; a path outside it is a 500).
     ready: String,
 }
 
@@ -135,10 +135,23 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(20));
         };
-        let ready = args.windows(2).find(|w| w[0] == "--root-path").map_or_else(
-            || "/".to_owned(),
-            |w| format!("{}/", w[1].trim_end_matches('/')),
-        );
+        // The mount point: `--root-path`, else `SCRIPT_NAME` from `-e` or the environment, as
+        // c10k takes it for a Python app.
+        let script_name = args
+            .windows(2)
+            .filter(|w| w[0] == "-e" || w[0] == "--env")
+            .filter_map(|w| w[1].strip_prefix("SCRIPT_NAME="))
+            .next_back()
+            .or_else(|| env.iter().find(|(k, _)| *k == "SCRIPT_NAME").map(|kv| kv.1));
+        let ready = args
+            .windows(2)
+            .find(|w| w[0] == "--root-path")
+            .map(|w| w[1])
+            .or(script_name)
+            .map_or_else(
+                || "/".to_owned(),
+                |root| format!("{}/", root.trim_end_matches('/')),
+            );
         let server = Server {
             child,
             addr,
