@@ -630,6 +630,45 @@ fn ttin_ttou_change_the_worker_count() {
 }
 
 #[test]
+fn workers_respawn_after_the_binary_is_replaced_on_disk() {
+    // A deploy renames a new binary over the old one: the master's path then names a deleted
+    // file. HUP and TTIN must still start workers (they failed with "cannot start a worker
+    // process: No such file or directory", which stopped the server).
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("c10k");
+    std::fs::copy(env!("CARGO_BIN_EXE_c10k"), &exe).unwrap();
+    let s = Server::start_exe(&exe, &["-k", "sync", "-w", "1"], &[]);
+    let fresh = dir.path().join("c10k.new");
+    std::fs::copy(env!("CARGO_BIN_EXE_c10k"), &fresh).unwrap();
+    std::fs::rename(&fresh, &exe).unwrap();
+    s.signal(libc::SIGHUP);
+    s.wait_log("rolling restart done", Duration::from_secs(15));
+    s.signal(libc::SIGTTIN);
+    s.wait_for_workers(3);
+    assert_eq!(get(s.addr, "/").unwrap().status, 200, "{}", s.log());
+    assert!(!s.log().contains("cannot start a worker"), "{}", s.log());
+}
+
+#[test]
+fn usr2_and_winch_leave_the_server_running() {
+    // gunicorn's re-exec upgrade signals: c10k has no upgrade, and says so; USR2's default
+    // action used to kill the master (and its workers through their parent-death signal).
+    let mut s = Server::start(&["-k", "sync", "-w", "2"]);
+    s.signal(libc::SIGUSR2);
+    s.wait_log(
+        "SIGUSR2 ignored: c10k has no re-exec upgrade",
+        Duration::from_secs(5),
+    );
+    s.signal(libc::SIGWINCH);
+    s.wait_log("SIGWINCH ignored", Duration::from_secs(5));
+    assert!(s.child.try_wait().unwrap().is_none(), "{}", s.log());
+    assert_eq!(get(s.addr, "/").unwrap().status, 200, "{}", s.log());
+    assert_eq!(s.worker_pids().len(), 2, "no worker replaced:\n{}", s.log());
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
 fn worker_with_broken_inheritance_fails_clearly() {
     // A worker process started without a usable config from its master says so and fails.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_c10k"))

@@ -591,7 +591,14 @@ fn readiness_turns_503_for_the_drain_delay_while_requests_complete() {
         "listeners stayed open for the drain delay"
     );
     let log = s.log();
-    assert!(log.contains("draining for 1.5s"), "{log}");
+    // The whole sentence, one space between its words (a string continuation once left 30).
+    assert!(
+        log.contains(
+            "draining for 1.5s (--drain-delay): readiness answers 503, requests are still \
+             served; then a graceful stop"
+        ),
+        "{log}"
+    );
     assert!(log.contains("--drain-delay over: graceful stop"), "{log}");
 }
 

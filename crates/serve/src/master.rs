@@ -24,7 +24,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1};
+use signal_hook::consts::{
+    SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGWINCH,
+};
 
 use crate::config::ServeConfig;
 use crate::listener::Listener;
@@ -69,7 +71,7 @@ impl Signals {
         write.set_nonblocking(true)?;
         let mut flags = Vec::new();
         for sig in [
-            SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGCHLD, SIGUSR1,
+            SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGCHLD, SIGUSR1, SIGUSR2, SIGWINCH,
         ] {
             let flag = Arc::new(AtomicBool::new(false));
             signal_hook::flag::register(sig, flag.clone())
@@ -179,7 +181,8 @@ impl Master {
                     SIGTERM if drain_until.is_none() && self.config.drain_delay > 0.0 => {
                         let delay = Duration::from_secs_f64(self.config.drain_delay);
                         tracing::info!(
-                            "SIGTERM: draining for {:.1}s (--drain-delay): readiness answers 503,                              requests are still served; then a graceful stop",
+                            "SIGTERM: draining for {:.1}s (--drain-delay): readiness answers 503, \
+                             requests are still served; then a graceful stop",
                             delay.as_secs_f64()
                         );
                         self.scoreboard.header().draining.store(1, Relaxed);
@@ -212,6 +215,15 @@ impl Master {
                             signal(*pid, libc::SIGUSR1);
                         }
                     }
+                    // gunicorn's binary upgrade (USR2 starts a new master, WINCH then stops
+                    // the old one's workers). c10k has none; USR2's default action would kill
+                    // the master and, through it, every worker, leaving a stale --pid file.
+                    SIGUSR2 => tracing::warn!(
+                        "SIGUSR2 ignored: c10k has no re-exec upgrade; to run a new c10k binary, \
+                         restart the server (under systemd socket activation the socket keeps \
+                         new connections meanwhile); to reload the application, SIGHUP"
+                    ),
+                    SIGWINCH => tracing::info!("SIGWINCH ignored (c10k has no re-exec upgrade)"),
                     SIGTTIN => {
                         if self.target < MAX_SLOTS {
                             self.target += 1;
@@ -347,13 +359,20 @@ impl Master {
     }
 
     fn spawn(&mut self, slot: usize) -> anyhow::Result<()> {
-        let exe =
-            std::env::current_exe().context("cannot find this executable to start a worker")?;
         let n = self.listen_fds.len();
         let sources: Vec<RawFd> = self.listen_fds.iter().map(|f| f.as_raw_fd()).collect();
         let scoreboard_fd = self.scoreboard.as_raw_fd();
         let owner = self.owner.clone();
-        let mut cmd = Command::new(exe);
+        // The worker runs the master's own binary through `/proc/self/exe` (in the forked
+        // child it names the same file the master runs), not the path it was started from: a
+        // deploy that replaced that file (a rename over it, as package managers and `cargo
+        // install` do) would leave the path naming a deleted file, and every respawn (`HUP`,
+        // `TTIN`, a crash) would fail; and a worker of a newer build would not share this
+        // master's scoreboard layout. argv[0] stays the master's, for `ps`.
+        let mut cmd = Command::new("/proc/self/exe");
+        if let Some(arg0) = std::env::args_os().next() {
+            cmd.arg0(arg0);
+        }
         // The worker runs the binary's own `main` again with the master's arguments, so the
         // application's settings reach it as they reached the master (see `crate::run`).
         cmd.args(std::env::args_os().skip(1))

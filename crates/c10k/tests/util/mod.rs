@@ -69,6 +69,7 @@ macro_rules! per_class {
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -95,8 +96,13 @@ impl Server {
     /// [`Server::start`] with more environment variables; `-w` in `args`, else a
     /// `WEB_CONCURRENCY` among them, is the number of workers waited for.
     pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_exe(Path::new(env!("CARGO_BIN_EXE_c10k")), args, env)
+    }
+
+    /// [`Server::start_env`] from another copy of the c10k binary (`exe`).
+    pub fn start_exe(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let data = tempfile::tempdir().expect("data dir");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_c10k"));
+        let mut cmd = Command::new(exe);
         cmd.envs(env.iter().copied());
         cmd.args(["serve", "--bind", "127.0.0.1:0"])
             .args(args)
