@@ -190,9 +190,19 @@ const REFUSED: &[Refused] = &[
               nginx's uwsgi_pass",
     },
     Refused {
-        long: "proxy-allow-from",
+        long: "protocol",
         short: None,
         key: None,
+        takes_value: true,
+        why: "c10k chooses the protocol per listener, by its --bind: --bind \
+              uwsgi://127.0.0.1:3031 or --bind uwsgi+unix:/run/c10k.sock speaks uwsgi to nginx's \
+              uwsgi_pass (gunicorn's --protocol uwsgi; peers allowed by --uwsgi-allow-from, as \
+              in gunicorn), beside or instead of HTTP ones; for HTTP drop the flag",
+    },
+    Refused {
+        long: "proxy-allow-from",
+        short: None,
+        key: Some("proxy_allow_ips"),
         takes_value: true,
         why: "it only matters with --proxy-protocol, which c10k does not read; the proxies \
               whose X-Forwarded-Proto is believed are --forwarded-allow-ips",
@@ -440,6 +450,7 @@ const RENAMED: &[(&str, &str)] = &[
     ("raw_env", "env"),
     ("keep_alive", "keepalive"),
     ("wsgi_app", "app"),
+    ("uwsgi_allow_ips", "uwsgi-allow-from"),
 ];
 
 /// For an unknown `--config` key: the c10k name of a gunicorn setting that has one.

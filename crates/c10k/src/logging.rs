@@ -114,6 +114,7 @@ pub fn open(args: &LogArgs, worker: bool) -> anyhow::Result<Target> {
 /// Installs the global subscriber: `filter` (a level or tracing directives) and `json` lines or
 /// text, written to `target`.
 pub fn init(filter: &str, json: bool, target: Target) -> anyhow::Result<()> {
+    check_level(filter).map_err(UsageError::new)?;
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .map_err(|e| UsageError::new(format!("--log-level {filter:?}: {e}")))?;
     let fmt = tracing_subscriber::fmt()
@@ -131,4 +132,45 @@ pub fn init(filter: &str, json: bool, target: Target) -> anyhow::Result<()> {
         (Target::File(f), true) => fmt.with_writer(f).with_ansi(false).json().init(),
     }
     Ok(())
+}
+
+/// Refuses a bare word that is not a level. tracing reads one as a target (`--log-level verbose`:
+/// the lines of a module named `verbose`), which silenced the whole log, errors included; a
+/// directive naming a target says `target=level`. (gunicorn takes an unknown level as `info`.)
+fn check_level(filter: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let word = filter.trim();
+    if word.contains(['=', ',', '[', ':']) || LEVELS.iter().any(|l| word.eq_ignore_ascii_case(l)) {
+        return Ok(());
+    }
+    Err(format!(
+        "--log-level {filter:?}: not a level: debug, info, warning, error or critical (also \
+         trace, off, or tracing directives such as info,c10k_serve=debug)"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_level;
+
+    #[test]
+    fn bare_words_must_be_levels() {
+        for ok in [
+            "info",
+            "DEBUG",
+            "warn",
+            "error",
+            "off",
+            "info,c10k_serve=debug",
+            "c10k_serve=trace",
+        ] {
+            assert!(check_level(ok).is_ok(), "{ok}");
+        }
+        for bad in ["foo", "verbose", "", "warnings"] {
+            assert!(
+                check_level(bad).unwrap_err().contains("--log-level"),
+                "{bad}"
+            );
+        }
+    }
 }

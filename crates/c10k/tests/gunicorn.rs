@@ -87,6 +87,11 @@ fn gunicorn_only_flags_stop_the_server_naming_the_flag() {
         ),
         (&["-n", "myapp"], &["--name: "]),
         (&["--no-sendfile"], &["--no-sendfile: ", "sendfile(2)"]),
+        // gunicorn 27's uwsgi listener: clap's own answer suggested --proxy-protocol.
+        (
+            &["--protocol", "uwsgi"],
+            &["--protocol: ", "--bind uwsgi://127.0.0.1:3031"],
+        ),
     ] {
         let mut argv = args.to_vec();
         argv.push("myapp:app");
@@ -114,6 +119,16 @@ fn gunicorn_config_files_get_a_c10k_answer() {
         err.contains("(--preload): c10k starts each worker"),
         "{err}"
     );
+    // gunicorn 27's config-file names of --proxy-allow-from and --uwsgi-allow-from.
+    std::fs::write(&file, "proxy_allow_ips = \"*\"\n").unwrap();
+    let err = refused(&["--config", file.to_str().unwrap()], &[]);
+    assert!(
+        err.contains("gunicorn's `proxy_allow_ips` (--proxy-allow-from)"),
+        "{err}"
+    );
+    std::fs::write(&file, "uwsgi_allow_ips = [\"10.0.0.1\"]\n").unwrap();
+    let err = refused(&["--config", file.to_str().unwrap()], &[]);
+    assert!(err.contains("c10k's is `uwsgi-allow-from`"), "{err}");
     std::fs::write(&file, "accesslog = \"-\"\n").unwrap();
     let err = refused(&["--config", file.to_str().unwrap()], &[]);
     assert!(
@@ -156,6 +171,54 @@ fn web_concurrency_is_the_default_worker_count() {
         s.log()
     );
     assert_eq!(s.worker_pids().len(), 2, "{}", s.log());
+}
+
+/// A level that is not one (a typo, `--log-level verbose`) was read by the log filter as a module
+/// name and silenced the whole log; gunicorn logs at `info` then. c10k refuses it, naming it.
+#[test]
+fn log_level_that_is_no_level_is_refused() {
+    for level in ["foo", "verbose"] {
+        let err = refused(&["--log-level", level, "--check-config"], &[]);
+        assert!(
+            err.contains(&format!("--log-level \"{level}\": not a level")),
+            "{level}: {err}"
+        );
+    }
+    effective(&["--log-level", "info,c10k_serve=debug"], &[]);
+}
+
+/// Durations beyond what `std::time::Duration` holds panicked (`--graceful-timeout 1e20` at
+/// SIGTERM, `--keepalive 1e300` in every worker at boot); now each is refused naming its flag, or
+/// its file, line and key. So is a worker count above the scoreboard's slots.
+#[test]
+fn huge_values_are_refused_naming_the_setting() {
+    for flag in [
+        "--graceful-timeout",
+        "--keep-alive",
+        "--timeout",
+        "--request-timeout",
+        "--drain-delay",
+    ] {
+        let err = refused(&[flag, "1e20", "--check-config"], &[]);
+        assert!(err.contains("from 0 to 1000000000"), "{flag}: {err}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c10k.toml");
+    std::fs::write(&file, "workers = 1\ngraceful_timeout = 1e20\n").unwrap();
+    let err = refused(&["--config", file.to_str().unwrap(), "--check-config"], &[]);
+    assert!(
+        err.contains("line 2, key `graceful-timeout`") && err.contains("from 0 to 1000000000"),
+        "{err}"
+    );
+    // More workers than the scoreboard has slots: refused at once (exit 2), not after the
+    // banner by the master (exit 1).
+    let err = refused(&["--workers", "1000", "--check-config"], &[]);
+    assert!(
+        err.contains("--workers: 1000 is above the maximum of 256"),
+        "{err}"
+    );
+    // A long one that fits is still taken, as gunicorn takes it.
+    assert!(effective(&["--graceful-timeout", "86400"], &[]).contains("graceful-timeout = 86400"));
 }
 
 /// gunicorn's `--log-level warning` was read by the log filter as the name of a module, so

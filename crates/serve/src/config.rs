@@ -404,10 +404,20 @@ fn seconds(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
         .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if !v.is_finite() || v < 0.0 {
-        return Err(format!("{s:?} must be a number of seconds ≥ 0"));
+    if !seconds_in_range(v) {
+        return Err(format!("{s:?} {SECONDS_RANGE}"));
     }
     Ok(v)
+}
+
+/// The longest duration a setting takes, about 31 years. A `Duration` (and an `Instant` plus
+/// one) overflows near 1.8e19 seconds and panics; `--graceful-timeout 1e20` stopped the master
+/// with a panic at SIGTERM, `--keepalive 1e300` every worker at boot.
+const MAX_SECONDS: f64 = 1e9;
+const SECONDS_RANGE: &str = "must be a number of seconds from 0 to 1000000000 (about 31 years)";
+
+fn seconds_in_range(v: f64) -> bool {
+    (0.0..=MAX_SECONDS).contains(&v)
 }
 
 #[cfg(feature = "cli")]
@@ -913,6 +923,18 @@ impl ServeConfig {
                 return bad(flag, "must be at least 1");
             }
         }
+        // The scoreboard has a slot per worker; above it the master could not start (exit 1,
+        // after the banner had announced that many workers).
+        if self.workers > crate::scoreboard::MAX_SLOTS {
+            return Err(ConfigError::Invalid {
+                flag: "--workers",
+                message: format!(
+                    "{} is above the maximum of {}",
+                    self.workers,
+                    crate::scoreboard::MAX_SLOTS
+                ),
+            });
+        }
         for (flag, s) in [
             ("--keepalive", self.keepalive),
             ("--header-timeout", self.header_timeout),
@@ -922,8 +944,8 @@ impl ServeConfig {
             ("--request-timeout", self.request_timeout.unwrap_or(0.0)),
             ("--drain-delay", self.drain_delay),
         ] {
-            if !s.is_finite() || s < 0.0 {
-                return bad(flag, "must be a number of seconds ≥ 0");
+            if !seconds_in_range(s) {
+                return bad(flag, SECONDS_RANGE);
             }
         }
         if self.backlog == 0 {
