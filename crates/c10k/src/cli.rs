@@ -217,6 +217,9 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
                 .transpose()
                 .map_err(usage)?;
             if let Some(file) = &file {
+                if !c10k_serve::is_worker_process() {
+                    file.hand_to_workers();
+                }
                 file.refuse_keys(crate::gunicorn::refuse_key)
                     .map_err(usage)?;
                 file.check_keys(&[

@@ -22,6 +22,8 @@ use serde::Serialize;
 #[derive(Clone, Debug)]
 pub struct ConfigFile {
     pub path: PathBuf,
+    /// The file's text as read, which the master hands to its workers.
+    text: String,
     table: toml::Table,
     /// The line of each key (as written), so every error can name it.
     lines: HashMap<String, usize>,
@@ -29,10 +31,13 @@ pub struct ConfigFile {
 
 impl ConfigFile {
     pub fn read(path: &Path) -> Result<ConfigFile, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = match text_from_master() {
+            Some(text) => text,
+            None => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?,
+        };
         // Values keep their byte spans: toml's own message names the line of a syntax error.
         let spanned: std::collections::BTreeMap<String, toml::Spanned<toml::Value>> =
             toml::from_str(&text).map_err(|e| ConfigError::File {
@@ -53,9 +58,16 @@ impl ConfigFile {
         }
         Ok(ConfigFile {
             path: path.to_owned(),
+            text,
             table,
             lines,
         })
+    }
+
+    /// In the master, before any worker starts: gives the workers this text (see
+    /// [`ENV_FILE_TEXT`]).
+    pub fn hand_to_workers(&self) {
+        std::env::set_var(ENV_FILE_TEXT, &self.text);
     }
 
     /// "line 3, key `workers`": where a key of this file is.
@@ -126,6 +138,25 @@ impl ConfigFile {
     pub fn contains(&self, id: &str) -> bool {
         self.table.keys().any(|k| key_id(k) == id)
     }
+}
+
+/// The variable in which the master hands the text of its `--config` file to its workers. A
+/// worker started again by the master (`HUP`, `TTIN`, `--max-requests`, a crash) used to read the
+/// file anew: one being edited, or left broken, then failed every boot and stopped the whole
+/// server ("worker failed to boot twice"), and a `HUP` took some of its new settings (`env`,
+/// `app`) but not the server's. Now every worker runs with the configuration the master read at
+/// start, the file included; a changed file takes a restart.
+const ENV_FILE_TEXT: &str = "C10K_WORKER_CONFIG_FILE";
+
+/// In a worker, the master's text of the `--config` file, taken out of the environment so the
+/// application does not inherit it (it may hold a database password).
+fn text_from_master() -> Option<String> {
+    if !c10k_serve::is_worker_process() {
+        return None;
+    }
+    let text = std::env::var(ENV_FILE_TEXT).ok()?;
+    std::env::remove_var(ENV_FILE_TEXT);
+    Some(text)
 }
 
 /// gunicorn config files use snake_case; accept it beside kebab-case. The clap id is snake_case.

@@ -650,6 +650,24 @@ fn workers_respawn_after_the_binary_is_replaced_on_disk() {
 }
 
 #[test]
+fn workers_keep_the_config_file_read_at_start() {
+    // A worker started later (TTIN, HUP, --max-requests, a crash) read the --config file again:
+    // one left broken by an edit failed every boot ("failed to boot twice") and stopped the
+    // server. Now workers take the master's text of it.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c10k.toml");
+    std::fs::write(&file, "worker-class = \"sync\"\nworkers = 1\n").unwrap();
+    let s = Server::start(&["--config", file.to_str().unwrap()]);
+    std::fs::write(&file, "workers = \"three\"\n").unwrap();
+    s.signal(libc::SIGTTIN);
+    s.wait_for_workers(2);
+    s.signal(libc::SIGHUP);
+    s.wait_log("rolling restart done", Duration::from_secs(15));
+    assert_eq!(get(s.addr, "/").unwrap().status, 200, "{}", s.log());
+    assert!(!s.log().contains("failed to boot"), "{}", s.log());
+}
+
+#[test]
 fn usr2_and_winch_leave_the_server_running() {
     // gunicorn's re-exec upgrade signals: c10k has no upgrade, and says so; USR2's default
     // action used to kill the master (and its workers through their parent-death signal).
