@@ -706,7 +706,7 @@ per_class!(flask_app, |class| {
         &apps,
         "flask_app:app",
     ]);
-    let r = get(s.addr, "/hello").unwrap();
+    let r = get(s.addr, "/").unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "Hello, world!"));
     // Flask answers HEAD with no body and GET's Content-Length: that length goes out.
     let (head, rest) = exchange(
@@ -1196,3 +1196,85 @@ per_class!(
         assert!(!probe.log().contains("its own SIG"), "{}", probe.log());
     }
 );
+
+per_class!(
+    a_client_that_stops_reading_is_dropped_after_the_send_timeout,
+    |class| {
+        stalled_readers_are_dropped(class, &[]);
+    }
+);
+
+#[test]
+fn a_client_that_stops_reading_is_dropped_after_the_send_timeout_under_gevent() {
+    let Some(venv) = venv() else { return };
+    stalled_readers_are_dropped("gevent", &["--venv", &venv]);
+}
+
+/// A client that asks for a large body and then stops reading, without closing: before
+/// `--send-timeout`, nothing ever gave up on it, so it held its thread (`sync`, `thread`,
+/// `gthread`) or its body's Python thread (`async`, `gevent`) until it went away — with
+/// `--threads 4`, four such clients stopped a worker for good (gunicorn's gthread too; uWSGI
+/// drops them after its `--socket-timeout`). Now the write that waits fails after the timeout:
+/// the connection closes, a streamed body's `close()` runs, and the worker serves on. Both body
+/// kinds: a streamed iterable (written by the driver) and a `wsgi.file_wrapper` file
+/// (`sendfile(2)`).
+fn stalled_readers_are_dropped(class: &str, extra: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sparse.bin");
+    let file_len: u64 = 64 << 20;
+    // Sparse: no disk blocks, read as zeros.
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(file_len)
+        .unwrap();
+    let env = format!("PROBE_BIG_FILE={}", path.display());
+    let mut args = vec!["--send-timeout", "1", "-e", &env];
+    args.extend_from_slice(extra);
+    let s = app_in_class(class, "probe:raw", &args);
+    // 20 MB streamed, far more than the socket buffers hold (the client's is kept small).
+    for (target, len) in [
+        ("/stream?n=200&size=100000&token=stalled", 200 * 100_000),
+        ("/file?big=1", file_len as usize),
+    ] {
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(16 * 1024).unwrap();
+        sock.connect_timeout(&s.addr.into(), Duration::from_secs(5))
+            .unwrap();
+        let mut c: std::net::TcpStream = sock.into();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut got = c.read(&mut buf).unwrap();
+        assert!(String::from_utf8_lossy(&buf[..got]).starts_with("HTTP/1.1 200"));
+        // Stop reading for longer than --send-timeout, keeping the connection open.
+        if target.contains("token=") {
+            // Answered by the same worker: the stalled body gave its thread back, closed.
+            std::thread::sleep(Duration::from_secs(2));
+            wait_closed(&s, "stalled");
+        } else {
+            // Nothing to ask the app: wait long enough. A `sendfile(2)` call that moved some
+            // bytes before the stall returns them first, so its failure can take a few times
+            // the timeout (about 4 s for 1 s here).
+            std::thread::sleep(Duration::from_secs(7));
+        }
+        // What was in the socket buffers, then the end: the body was cut, not finished.
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("{target}: {e} after {got} bytes"),
+            }
+        }
+        assert!(got < len, "{target}: the whole body ({got} bytes) went out");
+    }
+    let r = get(s.addr, "/").unwrap();
+    assert_eq!(r.status, 200, "{}", s.log());
+    assert!(
+        s.log().contains("--send-timeout"),
+        "the log names the timeout:\n{}",
+        s.log()
+    );
+}

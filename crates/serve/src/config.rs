@@ -637,6 +637,14 @@ pub struct ServeConfig {
           help_heading = "Timeouts"))]
     pub body_timeout: f64,
 
+    /// Seconds a response may go without the client taking any of it before the connection is
+    /// closed (and a streamed body's iterable closed): a client that stops reading must not hold
+    /// a thread forever (nginx's send_timeout). Below --timeout's 30, so that a `sync` worker is
+    /// freed rather than killed. 0: no limit.
+    #[cfg_attr(feature = "cli", arg(allow_negative_numbers = true, long, env = "C10K_SEND_TIMEOUT", default_value_t = 20.0, value_parser = seconds,
+          help_heading = "Timeouts"))]
+    pub send_timeout: f64,
+
     /// Seconds one request may run before it is answered 504 (the same meaning under every
     /// worker class). Off by default.
     #[cfg_attr(feature = "cli", arg(allow_negative_numbers = true, long, env = "C10K_REQUEST_TIMEOUT", value_parser = seconds, help_heading = "Timeouts"))]
@@ -861,6 +869,7 @@ impl Default for ServeConfig {
             keepalive: 5.0,
             header_timeout: 10.0,
             body_timeout: 60.0,
+            send_timeout: 20.0,
             request_timeout: None,
             graceful_timeout: 30.0,
             drain_delay: 0.0,
@@ -939,6 +948,7 @@ impl ServeConfig {
             ("--keepalive", self.keepalive),
             ("--header-timeout", self.header_timeout),
             ("--body-timeout", self.body_timeout),
+            ("--send-timeout", self.send_timeout),
             ("--graceful-timeout", self.graceful_timeout),
             ("--timeout", self.timeout),
             ("--request-timeout", self.request_timeout.unwrap_or(0.0)),

@@ -38,6 +38,9 @@ pub(crate) struct ConnSettings {
     /// Time for a whole request body, from the end of its head (`--body-timeout`).
     pub body_timeout: Option<Duration>,
     pub request_timeout: Option<Duration>,
+    /// How long one write may wait for the client to take any of the response
+    /// (`--send-timeout`); past it the driver fails the write and drops the connection.
+    pub send_timeout: Option<Duration>,
     /// Initial read buffer; it grows on demand up to the head and body limits.
     pub read_buffer: usize,
     /// How long and how much to read after refusing a request, before closing. The bytes must
@@ -64,6 +67,7 @@ impl ConnSettings {
             header_timeout: Duration::from_secs_f64(c.header_timeout),
             body_timeout: (c.body_timeout > 0.0).then(|| Duration::from_secs_f64(c.body_timeout)),
             request_timeout: c.request_timeout.map(Duration::from_secs_f64),
+            send_timeout: (c.send_timeout > 0.0).then(|| Duration::from_secs_f64(c.send_timeout)),
             read_buffer: 2048,
             linger: Duration::from_secs(1),
             linger_bytes: 64 * 1024 * 1024,
@@ -72,6 +76,18 @@ impl ConnSettings {
             uwsgi_allow_from: c.uwsgi_allow_from.clone(),
         }
     }
+}
+
+/// The error of a write that waited `limit` (`--send-timeout`) without the client taking any
+/// of the response.
+pub(crate) fn stalled(limit: Duration) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!(
+            "the client took none of the response for {} s (--send-timeout); closing",
+            limit.as_secs_f64()
+        ),
+    )
 }
 
 /// How much room a read gets while a body arrives.

@@ -63,15 +63,10 @@ where
         let stopping = *stop.borrow() >= Phase::Graceful;
         match conn.next(now, stopping) {
             Action::Write => {
-                let mut writing = std::pin::pin!(io.write_all(conn.output()));
                 // A write the socket takes at once (the usual case) took no time worth a
                 // clock read; one that had to wait did.
-                match std::future::poll_fn(|cx| Poll::Ready(writing.as_mut().poll(cx))).await {
-                    Poll::Ready(r) => r?,
-                    Poll::Pending => {
-                        writing.await?;
-                        now = Instant::now();
-                    }
+                if write_all(&mut io, conn.output(), settings.send_timeout).await? {
+                    now = Instant::now();
                 }
                 conn.written(now);
             }
@@ -132,7 +127,7 @@ where
             }
             Action::SendFile => {
                 let (sent, ok) = match conn.file() {
-                    Some(f) => io.send_file(f).await,
+                    Some(f) => io.send_file(f, settings.send_timeout).await,
                     None => (0, false),
                 };
                 now = Instant::now();
@@ -152,6 +147,39 @@ where
             }
         }
     }
+}
+
+/// Writes all of `buf`; `Ok(true)` when that had to wait for the client. A wait in which the
+/// client takes none of it for `stall` (`--send-timeout`) fails the write: a client that stops
+/// reading must not hold the connection, and a streamed body's Python thread, for ever. Each
+/// write that goes through starts the wait anew, so a slow download is not cut, only a stall.
+async fn write_all<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    mut buf: &[u8],
+    stall: Option<std::time::Duration>,
+) -> io::Result<bool> {
+    let mut waited = false;
+    while !buf.is_empty() {
+        let mut writing = std::pin::pin!(io.write(buf));
+        // The timer is armed only when the socket is full: most writes never wait.
+        let n = match std::future::poll_fn(|cx| Poll::Ready(writing.as_mut().poll(cx))).await {
+            Poll::Ready(r) => r?,
+            Poll::Pending => {
+                waited = true;
+                match stall {
+                    Some(limit) => tokio::time::timeout(limit, writing)
+                        .await
+                        .map_err(|_| crate::conn::stalled(limit))??,
+                    None => writing.await?,
+                }
+            }
+        };
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        buf = &buf[n..];
+    }
+    Ok(waited)
 }
 
 /// Calls the `on_opened` hook of [`serve`] if it has not been called yet.

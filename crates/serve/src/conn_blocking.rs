@@ -90,7 +90,14 @@ where
         };
         match action {
             Action::Write => {
-                stream.write_all(conn.output())?;
+                // The socket's SO_SNDTIMEO is --send-timeout (see `accept_blocking`): a client
+                // that takes nothing for that long fails the write and the connection closes.
+                if let Err(e) = stream.write_all(conn.output()) {
+                    return Err(match (is_timeout(&e), conn.settings().send_timeout) {
+                        (true, Some(limit)) => crate::conn::stalled(limit),
+                        _ => e,
+                    });
+                }
                 conn.written(Instant::now());
             }
             Action::Read { deadline, .. } if mode == Mode::Pool => {

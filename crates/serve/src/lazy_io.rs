@@ -56,9 +56,11 @@ writable!(tokio::net::UnixStream);
 /// A connection that can send a file body with `sendfile(2)` (see `crate::sendfile`).
 pub(crate) trait SendFile {
     /// Sends all of `f`; returns the bytes sent and whether that was all of it.
+    /// `stall` (`--send-timeout`): how long the socket may stay full before the send fails.
     fn send_file(
         &mut self,
         f: &mut FileBody,
+        stall: Option<std::time::Duration>,
     ) -> impl std::future::Future<Output = (u64, bool)> + Send;
 }
 
@@ -66,7 +68,11 @@ impl<S: Adopt + Send> SendFile for LazyStream<S>
 where
     S::Registered: Send + Sync,
 {
-    async fn send_file(&mut self, f: &mut FileBody) -> (u64, bool) {
+    async fn send_file(
+        &mut self,
+        f: &mut FileBody,
+        stall: Option<std::time::Duration>,
+    ) -> (u64, bool) {
         let mut sent = 0u64;
         while f.len > 0 {
             let step = match self {
@@ -77,7 +83,7 @@ where
                     },
                     other => other,
                 },
-                LazyStream::Registered(s) => match s.writable().await {
+                LazyStream::Registered(s) => match writable_within(s, stall).await {
                     Ok(()) => {
                         let fd = s.as_raw_fd();
                         match s.try_write_io(|| crate::sendfile::send_once(fd, f)) {
@@ -99,6 +105,17 @@ where
             }
         }
         (sent, true)
+    }
+}
+
+/// Waits until `s` is writable, for at most `stall` (`None`: as long as it takes).
+async fn writable_within<W: Writable>(s: &W, stall: Option<std::time::Duration>) -> io::Result<()> {
+    match stall {
+        Some(limit) => match tokio::time::timeout(limit, s.writable()).await {
+            Ok(ready) => ready,
+            Err(_) => Err(crate::conn::stalled(limit)),
+        },
+        None => s.writable().await,
     }
 }
 

@@ -23,6 +23,8 @@ pub(crate) struct Acceptor {
     /// [`Listener::fixed_local`]).
     locals: Vec<Option<SocketAddr>>,
     pollfds: Vec<libc::pollfd>,
+    /// `--send-timeout`, given to each accepted connection.
+    send_timeout: Option<Duration>,
     /// The listen queue had a connection waiting the last time we looked: try `accept` before
     /// `poll`. Under load (nginx opens a connection per uwsgi request) the queue is rarely
     /// empty and the `poll` would be a syscall per connection for nothing; when the worker is
@@ -64,6 +66,7 @@ impl Acceptor {
             protocols,
             locals,
             pollfds,
+            send_timeout: send_timeout(config),
             hot: false,
             next: 0,
             polls: 0,
@@ -115,7 +118,7 @@ impl Acceptor {
             if polled && self.pollfds[i].revents == 0 {
                 continue;
             }
-            match accept_blocking(&self.listeners[i]) {
+            match accept_blocking(&self.listeners[i], self.send_timeout) {
                 Ok((conn, peer)) => {
                     self.next = (i + 1) % n;
                     return Ok(Some(Accepted {
@@ -149,6 +152,7 @@ pub(crate) enum SharedAcceptor {
         listener: Listener,
         protocol: Protocol,
         local: Option<SocketAddr>,
+        send_timeout: Option<Duration>,
     },
     Many(Mutex<Acceptor>),
 }
@@ -185,6 +189,7 @@ impl SharedAcceptor {
             listener,
             protocol,
             local,
+            send_timeout: send_timeout(config),
         })
     }
 
@@ -208,9 +213,10 @@ impl SharedAcceptor {
                 listener,
                 protocol,
                 local,
+                send_timeout,
             } => {
                 let started = Instant::now();
-                match accept_blocking(listener) {
+                match accept_blocking(listener, *send_timeout) {
                     Ok((conn, peer)) => Ok(Some(Accepted {
                         conn,
                         peer,
@@ -288,13 +294,30 @@ pub(crate) fn serve_accepted<H: c10k_http::Handler>(
 
 /// Accepts one connection from a non-blocking listener, as a blocking stream with Nagle off,
 /// with the client's address (`None` on a unix socket).
-pub(crate) fn accept_blocking(listener: &Listener) -> io::Result<(Stream, Option<SocketAddr>)> {
+///
+/// `send_timeout` (`--send-timeout`) becomes the socket's `SO_SNDTIMEO`: a `write` or
+/// `sendfile` that the client lets sit with its window closed fails after it, so a client that
+/// stops reading gives its thread back (and the app's iterable is closed) instead of holding it
+/// until it disconnects. The kernel's timer restarts whenever some bytes go out, so it bounds a
+/// stall, not a slow download.
+pub(crate) fn accept_blocking(
+    listener: &Listener,
+    send_timeout: Option<Duration>,
+) -> io::Result<(Stream, Option<SocketAddr>)> {
     let (conn, peer) = listener.accept()?;
     // Accepted sockets inherit O_NONBLOCK on some systems; the drivers block. On Linux, std's
     // accept4 gives a blocking socket whatever the listener's mode: no call needed.
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     conn.set_nonblocking(false)?;
+    if send_timeout.is_some() {
+        conn.set_write_timeout(send_timeout)?;
+    }
     Ok((conn, peer))
+}
+
+/// `--send-timeout` as the blocking drivers use it (`None`: no limit).
+fn send_timeout(config: &ServeConfig) -> Option<Duration> {
+    (config.send_timeout > 0.0).then(|| Duration::from_secs_f64(config.send_timeout))
 }
 
 /// Turns Nagle off on a TCP listener: answers go out in one write, and Linux copies the option

@@ -80,11 +80,12 @@ fn hot_accept(
     open: &Gauge,
 ) -> Option<Hot> {
     for door in doors {
-        let (conn, peer) = match super::blocking::accept_blocking(&door.listener) {
-            Ok(accepted) => accepted,
-            // Nothing queued, or an error the reactor meets and reports on its next accept.
-            Err(_) => continue,
-        };
+        let (conn, peer) =
+            match super::blocking::accept_blocking(&door.listener, settings.send_timeout) {
+                Ok(accepted) => accepted,
+                // Nothing queued, or an error the reactor meets and reports on its next accept.
+                Err(_) => continue,
+            };
         let track = life.open(peer);
         if door.protocol == Protocol::Uwsgi && !super::uwsgi_admits(settings, &track, peer) {
             continue;
@@ -514,7 +515,10 @@ impl Reactor<'_> {
             if !self.has_room() {
                 return;
             }
-            match super::blocking::accept_blocking(&self.listeners[index]) {
+            match super::blocking::accept_blocking(
+                &self.listeners[index],
+                self.settings.send_timeout,
+            ) {
                 Ok((conn, peer)) => {
                     let track = self.life.open(peer);
                     let protocol = self.protocols[index];
