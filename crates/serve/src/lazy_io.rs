@@ -98,6 +98,12 @@ where
             match step {
                 Ok(n) => sent += n as u64,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    // `--send-timeout` (see `writable_within`): worth a line, unlike a client
+                    // that went away.
+                    tracing::warn!("sending a file body: {e}");
+                    return (sent, false);
+                }
                 Err(e) => {
                     tracing::debug!("sending a file body: {e}");
                     return (sent, false);

@@ -49,6 +49,12 @@ pub(crate) fn send_blocking(sock: RawFd, f: &mut FileBody) -> (u64, bool) {
         match send_once(sock, f) {
             Ok(n) => sent += n as u64,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // The socket blocks, so this is its SO_SNDTIMEO: `--send-timeout` ran out with
+                // the client taking nothing (see `accept_blocking`).
+                tracing::warn!("the client took none of the file body for --send-timeout; closing");
+                return (sent, false);
+            }
             Err(e) => {
                 tracing::debug!("sending a file body: {e}");
                 return (sent, false);
