@@ -90,14 +90,7 @@ where
         };
         match action {
             Action::Write => {
-                // The socket's SO_SNDTIMEO is --send-timeout (see `accept_blocking`): a client
-                // that takes nothing for that long fails the write and the connection closes.
-                if let Err(e) = stream.write_all(conn.output()) {
-                    return Err(match (is_timeout(&e), conn.settings().send_timeout) {
-                        (true, Some(limit)) => crate::conn::stalled(limit),
-                        _ => e,
-                    });
-                }
+                write_all(&mut stream, conn.output(), conn.settings().send_timeout)?;
                 conn.written(Instant::now());
             }
             Action::Read { deadline, .. } if mode == Mode::Pool => {
@@ -134,8 +127,9 @@ where
                 conn.respond(resp, may_keep);
             }
             Action::SendFile => {
+                let stall = conn.settings().send_timeout;
                 let (sent, ok) = match conn.file() {
-                    Some(f) => crate::sendfile::send_blocking(stream.as_raw_fd(), f),
+                    Some(f) => crate::sendfile::send_blocking(stream.as_raw_fd(), f, stall),
                     None => (0, false),
                 };
                 conn.file_sent(sent, ok, Instant::now());
@@ -213,6 +207,36 @@ fn read_nonblocking(stream: &Stream, buf: &mut BytesMut) -> io::Result<usize> {
     // SAFETY: the kernel initialised `n` bytes of the spare capacity.
     unsafe { buf.set_len(buf.len() + n) };
     Ok(n)
+}
+
+/// Writes all of `buf` to `stream`, whose `SO_SNDTIMEO` is `stall` (`--send-timeout`, see
+/// `accept_blocking`). The kernel fails a `send` that could move nothing within the timeout, but
+/// one that moved some bytes into the room the socket had at its start waits out the timeout and
+/// returns them: without a look at the clock, that partial write would count as progress, and a
+/// client that never reads again would hold the thread for ever, one timeout per call.
+fn write_all(stream: &mut Stream, mut buf: &[u8], stall: Option<Duration>) -> io::Result<()> {
+    while !buf.is_empty() {
+        let started = Instant::now();
+        match stream.write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                if let Some(limit) = stall {
+                    if n < buf.len() && started.elapsed() >= limit {
+                        return Err(crate::conn::stalled(limit));
+                    }
+                }
+                buf = &buf[n..];
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(match stall {
+                    Some(limit) if is_timeout(&e) => crate::conn::stalled(limit),
+                    _ => e,
+                })
+            }
+        }
+    }
+    Ok(())
 }
 
 fn call<H: Handler>(handler: &H, req: Request, s: &ConnSettings) -> Response {

@@ -41,17 +41,30 @@ pub(crate) fn send_once(sock: RawFd, f: &mut FileBody) -> io::Result<usize> {
     Ok(n as usize)
 }
 
-/// Sends all of `f` to a blocking socket. Returns the bytes sent and whether that was all of it
-/// (an error is logged at debug: a client going away mid-file is ordinary).
-pub(crate) fn send_blocking(sock: RawFd, f: &mut FileBody) -> (u64, bool) {
+/// Sends all of `f` to a blocking socket whose `SO_SNDTIMEO` is `stall` (`--send-timeout`, see
+/// `accept_blocking`). Returns the bytes sent and whether that was all of it (an error is
+/// logged at debug: a client going away mid-file is ordinary; a stall at warn).
+pub(crate) fn send_blocking(
+    sock: RawFd,
+    f: &mut FileBody,
+    stall: Option<std::time::Duration>,
+) -> (u64, bool) {
     let mut sent = 0u64;
     while f.len > 0 {
+        let started = std::time::Instant::now();
+        let want = f.len.min(MAX_CALL);
         match send_once(sock, f) {
+            // A call cut short only after waiting out the timeout: the bytes it moved went
+            // into room the socket had at its start, and the client has taken nothing since.
+            Ok(n) if (n as u64) < want && stall.is_some_and(|t| started.elapsed() >= t) => {
+                tracing::warn!("the client took none of the file body for --send-timeout; closing");
+                return (sent + n as u64, false);
+            }
             Ok(n) => sent += n as u64,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // The socket blocks, so this is its SO_SNDTIMEO: `--send-timeout` ran out with
-                // the client taking nothing (see `accept_blocking`).
+                // the client taking nothing.
                 tracing::warn!("the client took none of the file body for --send-timeout; closing");
                 return (sent, false);
             }
