@@ -706,7 +706,7 @@ per_class!(flask_app, |class| {
         &apps,
         "flask_app:app",
     ]);
-    let r = get(s.addr, "/").unwrap();
+    let r = get(s.addr, "/hello").unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "Hello, world!"));
     // Flask answers HEAD with no body and GET's Content-Length: that length goes out.
     let (head, rest) = exchange(
