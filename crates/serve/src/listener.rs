@@ -152,7 +152,7 @@ impl Listener {
     /// Accepts one connection, with the client's address (`None` on a unix socket). The stream
     /// keeps the listener's blocking mode. Nagle is off: answers go out in one write, and Linux
     /// copies TCP_NODELAY from the listener (set when accepting starts, see
-    /// `workers::blocking::set_nodelay`), so only other systems need a call per connection.
+    /// `workers::blocking::prepare_listener`), so only other systems need a call per connection.
     pub(crate) fn accept(&self) -> io::Result<(Stream, Option<std::net::SocketAddr>)> {
         match self {
             Listener::Tcp(l) => {

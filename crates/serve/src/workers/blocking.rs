@@ -50,7 +50,7 @@ impl Acceptor {
             .collect();
         for l in &listeners {
             l.set_nonblocking(true)?;
-            set_nodelay(l)?;
+            prepare_listener(l, send_timeout(config))?;
         }
         let locals = listeners.iter().map(Listener::fixed_local).collect();
         let pollfds = listeners
@@ -177,7 +177,7 @@ impl SharedAcceptor {
         let listener = listeners.into_iter().next().ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "no listener to accept on")
         })?;
-        set_nodelay(&listener)?;
+        prepare_listener(&listener, send_timeout(config))?;
         listener.set_nonblocking(false)?;
         let timeout = Some(wait.max(Duration::from_millis(1)));
         match &listener {
@@ -309,23 +309,37 @@ pub(crate) fn accept_blocking(
     // accept4 gives a blocking socket whatever the listener's mode: no call needed.
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     conn.set_nonblocking(false)?;
-    if send_timeout.is_some() {
+    if send_timeout.is_some() && !inherits_options(listener) {
         conn.set_write_timeout(send_timeout)?;
     }
     Ok((conn, peer))
 }
 
+/// Linux copies a TCP listener's socket options (`TCP_NODELAY`, `SO_SNDTIMEO`) to every
+/// connection accepted from it; a unix socket's connections, and other systems', start afresh.
+fn inherits_options(l: &Listener) -> bool {
+    cfg!(any(target_os = "linux", target_os = "android")) && matches!(l, Listener::Tcp(_))
+}
+
 /// `--send-timeout` as the blocking drivers use it (`None`: no limit).
-fn send_timeout(config: &ServeConfig) -> Option<Duration> {
+pub(crate) fn send_timeout(config: &ServeConfig) -> Option<Duration> {
     (config.send_timeout > 0.0).then(|| Duration::from_secs_f64(config.send_timeout))
 }
 
-/// Turns Nagle off on a TCP listener: answers go out in one write, and Linux copies the option
-/// to every accepted socket, so one call here saves one per connection (a socket from systemd
-/// may not have it yet).
-pub(crate) fn set_nodelay(l: &Listener) -> io::Result<()> {
+/// Readies a listener for the blocking drivers: Nagle off on TCP (answers go out in one write),
+/// and `send_timeout` as its `SO_SNDTIMEO`. Where the accepted sockets inherit both (see
+/// [`inherits_options`]), these calls here save two per connection; elsewhere [`accept_blocking`]
+/// sets the timeout on each connection. A socket from systemd may have neither yet.
+pub(crate) fn prepare_listener(l: &Listener, send_timeout: Option<Duration>) -> io::Result<()> {
     match l {
-        Listener::Tcp(t) => socket2::SockRef::from(t).set_nodelay(true),
+        Listener::Tcp(t) => {
+            let t = socket2::SockRef::from(t);
+            t.set_nodelay(true)?;
+            if send_timeout.is_some() {
+                t.set_write_timeout(send_timeout)?;
+            }
+            Ok(())
+        }
         Listener::Unix(_) => Ok(()),
     }
 }

@@ -385,7 +385,7 @@ impl Reactor<'_> {
     ) -> anyhow::Result<()> {
         for l in &self.listeners {
             l.set_nonblocking(true)?;
-            super::blocking::set_nodelay(l)?;
+            super::blocking::prepare_listener(l, self.settings.send_timeout)?;
         }
         let n_listeners = self.listeners.len();
         let mut ready = Vec::new();
