@@ -67,7 +67,7 @@ impl ConnSettings {
             header_timeout: Duration::from_secs_f64(c.header_timeout),
             body_timeout: (c.body_timeout > 0.0).then(|| Duration::from_secs_f64(c.body_timeout)),
             request_timeout: c.request_timeout.map(Duration::from_secs_f64),
-            send_timeout: (c.send_timeout > 0.0).then(|| Duration::from_secs_f64(c.send_timeout)),
+            send_timeout: send_timeout(c),
             read_buffer: 2048,
             linger: Duration::from_secs(1),
             linger_bytes: 64 * 1024 * 1024,
@@ -76,6 +76,12 @@ impl ConnSettings {
             uwsgi_allow_from: c.uwsgi_allow_from.clone(),
         }
     }
+}
+
+/// `--send-timeout` as the drivers use it (`None`: no limit); the blocking classes also give it
+/// to their listeners before any connection exists.
+pub(crate) fn send_timeout(c: &ServeConfig) -> Option<Duration> {
+    (c.send_timeout > 0.0).then(|| Duration::from_secs_f64(c.send_timeout))
 }
 
 /// The error of a write that waited `limit` (`--send-timeout`) without the client taking any

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::config::{Protocol, ServeConfig};
+use crate::conn::send_timeout;
 use crate::listener::Listener;
 use crate::stream::Stream;
 
@@ -319,11 +320,6 @@ pub(crate) fn accept_blocking(
 /// connection accepted from it; a unix socket's connections, and other systems', start afresh.
 fn inherits_options(l: &Listener) -> bool {
     cfg!(any(target_os = "linux", target_os = "android")) && matches!(l, Listener::Tcp(_))
-}
-
-/// `--send-timeout` as the blocking drivers use it (`None`: no limit).
-pub(crate) fn send_timeout(config: &ServeConfig) -> Option<Duration> {
-    (config.send_timeout > 0.0).then(|| Duration::from_secs_f64(config.send_timeout))
 }
 
 /// Readies a listener for the blocking drivers: Nagle off on TCP (answers go out in one write),
