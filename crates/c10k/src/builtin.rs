@@ -91,6 +91,12 @@ impl AppArgs {
 pub fn refuse_a_data_dir_in_use(args: &AppArgs) -> anyhow::Result<()> {
     let dir = &args.store.data_dir;
     match c10k_store::journal::data_dir_holder(dir) {
+        Some((pid, parent)) if c10k_serve::started_by_upgrade() => anyhow::bail!(
+            "--data-dir {} is in use by the old master's worker (pid {pid}, started by pid \
+             {parent}): the built-in application keeps a journal per worker, so a SIGUSR2 \
+             upgrade cannot run beside the old master; restart the server instead",
+            dir.display()
+        ),
         Some((pid, parent)) => anyhow::bail!(
             "--data-dir {} is in use by another c10k server: pid {pid} (started by pid {parent}) \
              holds its journal; stop that server or choose another --data-dir",

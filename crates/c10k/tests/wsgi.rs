@@ -14,6 +14,7 @@ use std::io::{Read, Write};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use util::load::{finish_load, steady_load};
 use util::python::{apps, mysql_url, venv, wait_closed};
 use util::{connect, get, threads, Reader, Resp, Server};
 
@@ -1280,4 +1281,130 @@ fn stalled_readers_are_dropped(class: &str, extra: &[&str]) {
     // Both stalls are logged, naming the flag.
     s.wait_log("response for 2 s (--send-timeout)", Duration::from_secs(5));
     s.wait_log("file body", Duration::from_secs(5));
+}
+
+#[test]
+fn usr2_upgrades_to_the_new_binary_and_no_request_fails() {
+    // gunicorn's binary upgrade: USR2 starts a new master from the binary now at the path (a
+    // deploy renamed a new build over it), both serve, WINCH stops the old workers, TERM the old
+    // master, and the --pid file moves to the new one. USR2 used to be only logged as ignored.
+    // The new master is started by the old one; once that has exited, it must be handed to this
+    // test to be reaped.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("c10k");
+    std::fs::copy(env!("CARGO_BIN_EXE_c10k"), &exe).unwrap();
+    let pid_file = dir.path().join("c10k.pid");
+    let second = dir.path().join("c10k.pid.2");
+    let apps = apps();
+    let pid = pid_file.to_str().unwrap();
+    let args = [
+        "-k",
+        "sync",
+        "-w",
+        "2",
+        "--pid",
+        pid,
+        "--pythonpath",
+        &apps,
+        "probe:app",
+    ];
+    let mut s = Server::start_exe(&exe, &args, &[]);
+    // The new master joins the old one's process group: whatever fails, nothing is left.
+    let _group = util::KillGroup(s.child.id() as i32);
+    let fresh = dir.path().join("c10k.new");
+    std::fs::copy(env!("CARGO_BIN_EXE_c10k"), &fresh).unwrap();
+    std::fs::rename(&fresh, &exe).unwrap();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = steady_load(s.addr, "/", 3, false, stop.clone());
+    std::thread::sleep(Duration::from_millis(200));
+    s.signal(libc::SIGUSR2);
+    let read_pid = |p: &std::path::Path| -> Option<i32> {
+        std::fs::read_to_string(p).ok()?.trim().parse().ok()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let new = loop {
+        if let Some(pid) = read_pid(&second) {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "no {second:?}:\n{}", s.log());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_ne!(new, s.child.id() as i32);
+    assert_eq!(
+        read_pid(&pid_file),
+        Some(s.child.id() as i32),
+        "old master keeps FILE"
+    );
+    // It runs the file now at the path, not the deleted one the old master runs.
+    let running = std::fs::read_link(format!("/proc/{new}/exe")).unwrap();
+    assert_eq!(running, exe, "{}", s.log());
+    while s.log().matches("all workers booted").count() < 2 {
+        assert!(Instant::now() < deadline, "new workers:\n{}", s.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.signal(libc::SIGWINCH);
+    s.wait_log(
+        "SIGWINCH: stopping this master's workers",
+        Duration::from_secs(5),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0), "{}", s.log());
+    while read_pid(&pid_file) != Some(new) {
+        assert!(
+            Instant::now() < deadline,
+            "pid file not moved:\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!second.exists());
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = finish_load(load);
+    assert_eq!(failed, 0, "{ok} ok, {failed} failed\n{}", s.log());
+    assert!(ok > 20, "{ok}");
+    assert_eq!(get(s.addr, "/").unwrap().status, 200, "{}", s.log());
+
+    // SAFETY: kill and waitpid on the new master, now this process's child.
+    unsafe { libc::kill(new, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let mut status = 0;
+        // SAFETY: as above.
+        if unsafe { libc::waitpid(new, &mut status, libc::WNOHANG) } == new {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "new master did not stop:\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{}",
+        s.log()
+    );
+    assert!(!pid_file.exists(), "{}", s.log());
+}
+
+#[test]
+fn a_second_usr2_and_a_winch_without_upgrade_change_nothing() {
+    // WINCH means something only after a USR2; a second USR2 while the new master runs would
+    // start a third.
+    let s = app_in_class("sync", "probe:app", &["-w", "2"]);
+    let _group = util::KillGroup(s.child.id() as i32);
+    s.signal(libc::SIGWINCH);
+    s.wait_log("SIGWINCH ignored", Duration::from_secs(5));
+    s.signal(libc::SIGUSR2);
+    s.wait_log("SIGUSR2: started a new master", Duration::from_secs(5));
+    s.signal(libc::SIGUSR2);
+    s.wait_log("SIGUSR2 ignored: the new master", Duration::from_secs(5));
+    assert_eq!(s.log().matches("SIGUSR2: started a new master").count(), 1);
+    assert_eq!(get(s.addr, "/").unwrap().status, 200, "{}", s.log());
 }

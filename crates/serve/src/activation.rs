@@ -51,7 +51,7 @@ pub(crate) fn inherited() -> anyhow::Result<Vec<Listener>> {
         let l = unsafe { Listener::from_raw_fd(fd) }
             .with_context(|| format!("descriptor {fd} from systemd (LISTEN_FDS)"))?;
         // sd_listen_fds sets close-on-exec: workers get their copies from the master explicitly.
-        set_cloexec(fd);
+        crate::sys::set_cloexec(fd);
         out.push(l);
     }
     Ok(out)
@@ -116,16 +116,6 @@ fn is_listening_stream(fd: RawFd) -> bool {
         (rc == 0).then_some(v)
     };
     get(libc::SO_TYPE) == Some(libc::SOCK_STREAM) && get(libc::SO_ACCEPTCONN) == Some(1)
-}
-
-fn set_cloexec(fd: RawFd) {
-    // SAFETY: fcntl on a descriptor this process owns; failure leaves it as it was.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFD);
-        if flags >= 0 {
-            libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
-        }
-    }
 }
 
 #[cfg(test)]

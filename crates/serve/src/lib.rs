@@ -66,6 +66,7 @@ pub mod reopen;
 mod sendfile;
 mod stream;
 mod track;
+mod upgrade;
 mod workers;
 
 pub use c10k_http::WorkerInfo;
@@ -75,4 +76,6 @@ pub use config::{
 pub use master::BootFailed;
 pub use scoreboard::WritePathFigures;
 pub use shutdown::{Phase, Shutdown};
-pub use workers::{is_worker_process, run, run_hosted, worker_info, Hosted, Server};
+pub use workers::{
+    is_worker_process, run, run_hosted, started_by_upgrade, worker_info, Hosted, Server,
+};

@@ -123,6 +123,16 @@ pub(crate) struct Master {
     status: Status,
     /// Who workers run as (`--user`, `--group`).
     owner: Option<crate::owner::Owner>,
+    /// `--pid`'s file, moved to its name once an old master has gone (see `upgrade`).
+    pidfile: Option<crate::pidfile::PidFile>,
+    /// How this master was started, to start a successor the same way (`USR2`).
+    start: crate::upgrade::Start,
+    /// The new master a `USR2` started, while it runs.
+    successor: Option<i32>,
+    /// The old master whose `USR2` started this one, while it runs.
+    predecessor: Option<i32>,
+    /// The worker target before `WINCH` stopped the workers (`HUP` brings them back).
+    winched: Option<usize>,
 }
 
 impl Master {
@@ -159,7 +169,18 @@ impl Master {
             rolling_since: None,
             signals,
             status: Status::new(addrs, admin),
+            pidfile: None,
+            start: crate::upgrade::Start::capture(),
+            successor: None,
+            predecessor: None,
+            winched: None,
         })
+    }
+
+    /// What this master takes over: its `--pid` file and, after a `USR2`, the old master's pid.
+    pub fn inherit(&mut self, pidfile: Option<crate::pidfile::PidFile>, predecessor: Option<i32>) {
+        self.pidfile = pidfile;
+        self.predecessor = predecessor;
     }
 
     /// Runs until stopped. Returns an error when workers cannot boot.
@@ -196,6 +217,13 @@ impl Master {
                         tracing::info!("SIGQUIT: fast stop");
                         return self.stop(false);
                     }
+                    SIGHUP if self.winched.is_some() => {
+                        self.target = self.winched.take().unwrap_or(1);
+                        tracing::info!(
+                            workers = self.target,
+                            "SIGHUP: starting the workers SIGWINCH stopped"
+                        );
+                    }
                     SIGHUP => {
                         tracing::info!("SIGHUP: rolling restart of all workers");
                         let mut slots: Vec<usize> = self
@@ -215,15 +243,19 @@ impl Master {
                             signal(*pid, libc::SIGUSR1);
                         }
                     }
-                    // gunicorn's binary upgrade (USR2 starts a new master, WINCH then stops
-                    // the old one's workers). c10k has none; USR2's default action would kill
-                    // the master and, through it, every worker, leaving a stale --pid file.
-                    SIGUSR2 => tracing::warn!(
-                        "SIGUSR2 ignored: c10k has no re-exec upgrade; to run a new c10k binary, \
-                         restart the server (under systemd socket activation the socket keeps \
-                         new connections meanwhile); to reload the application, SIGHUP"
+                    SIGUSR2 => self.upgrade(),
+                    SIGWINCH if self.successor.is_some() && self.target > 0 => {
+                        tracing::info!(
+                            "SIGWINCH: stopping this master's workers gracefully; the new master \
+                             serves (SIGHUP starts them again, SIGTERM stops this master)"
+                        );
+                        self.winched = Some(self.target);
+                        self.target = 0;
+                    }
+                    SIGWINCH => tracing::info!(
+                        "SIGWINCH ignored: it stops the old master's workers after a SIGUSR2 \
+                         upgrade, and no new master is running"
                     ),
-                    SIGWINCH => tracing::info!("SIGWINCH ignored (c10k has no re-exec upgrade)"),
                     SIGTTIN => {
                         if self.target < MAX_SLOTS {
                             self.target += 1;
@@ -243,6 +275,7 @@ impl Master {
                 tracing::info!("--drain-delay over: graceful stop");
                 return self.stop(true);
             }
+            self.watch_predecessor();
             self.murder_stuck();
             self.advance_rolling();
             self.reconcile()?;
@@ -255,6 +288,66 @@ impl Master {
                 listen_fds: &self.listen_fds,
             };
             self.status.tick(&view);
+        }
+    }
+
+    /// `USR2`, gunicorn's binary upgrade: starts a new master from the binary at the path this
+    /// one was started from, with these listening sockets (see `upgrade`). The admin listener
+    /// goes to the new master: this one closes it first, and binds it again if the new master
+    /// exits.
+    fn upgrade(&mut self) {
+        if let Some(pid) = self.successor {
+            tracing::warn!("SIGUSR2 ignored: the new master (pid {pid}) is running");
+            return;
+        }
+        if let Some(pid) = self.predecessor {
+            tracing::warn!(
+                "SIGUSR2 ignored: the old master (pid {pid}) is still running; stop it first"
+            );
+            return;
+        }
+        self.status.close_admin();
+        let sockets: Vec<RawFd> = self.listen_fds.iter().map(|f| f.as_raw_fd()).collect();
+        match self.start.spawn(&sockets) {
+            Ok(pid) => {
+                tracing::info!(
+                    new_master = pid,
+                    "SIGUSR2: started a new master from {} with the listening sockets; both \
+                     serve until this one stops (SIGWINCH stops its workers, SIGTERM the master)",
+                    self.start.exe().display()
+                );
+                self.successor = Some(pid);
+            }
+            Err(e) => {
+                tracing::error!("SIGUSR2: {e:#}; this master carries on");
+                self.rebind_admin();
+            }
+        }
+    }
+
+    /// The admin listener again, after a successor that had it exited.
+    fn rebind_admin(&mut self) {
+        if let Some(addr) = &self.config.admin.0 {
+            match Admin::bind(addr, self.config.admin_token.clone()) {
+                Ok(admin) => self.status.reopen_admin(admin),
+                Err(e) => tracing::warn!("admin listener off: cannot listen on {addr} ({e})"),
+            }
+        }
+    }
+
+    /// After a `USR2` upgrade: once the old master has exited (this process was handed to
+    /// another parent), this master's `--pid` file takes the name.
+    fn watch_predecessor(&mut self) {
+        let Some(old) = self.predecessor else {
+            return;
+        };
+        // SAFETY: getppid has no preconditions.
+        if unsafe { libc::getppid() } != old {
+            tracing::info!(old_master = old, "the old master has exited");
+            self.predecessor = None;
+            if let Some(p) = &mut self.pidfile {
+                p.promote();
+            }
         }
     }
 
@@ -382,6 +475,9 @@ impl Master {
             // The systemd hand-over was the master's (see `activation`), not the worker's.
             .env_remove("LISTEN_PID")
             .env_remove("LISTEN_FDNAMES")
+            // Nor was a USR2 hand-over (see `upgrade`).
+            .env_remove(crate::upgrade::ENV_PARENT)
+            .env_remove(crate::upgrade::ENV_FDS)
             .env(ENV_SCOREBOARD_FD, (FIRST_FD + n as RawFd).to_string());
         // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
         // functions (dup2, setgroups, setgid, setuid, prctl) on descriptors that are open in
@@ -443,6 +539,18 @@ impl Master {
                 return Ok(());
             }
             let Some(worker) = self.workers.remove(&pid) else {
+                if self.successor == Some(pid) {
+                    self.successor = None;
+                    tracing::error!(
+                        new_master = pid,
+                        "the new master exited ({}); this master carries on",
+                        exit_description(status)
+                    );
+                    if let Some(t) = self.winched.take() {
+                        self.target = t;
+                    }
+                    self.rebind_admin();
+                }
                 continue;
             };
             let slot = worker.slot;
@@ -578,6 +686,17 @@ impl Master {
 fn signal(pid: i32, sig: i32) {
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(pid, sig) };
+}
+
+/// "status 3", "signal SIGKILL": how a process ended, from `waitpid`'s status.
+fn exit_description(status: i32) -> String {
+    if libc::WIFEXITED(status) {
+        format!("status {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("signal {}", signal_name(libc::WTERMSIG(status)))
+    } else {
+        "stopped".into()
+    }
 }
 
 fn signal_name(sig: i32) -> String {

@@ -5,6 +5,9 @@
 //! running"), a stale one is replaced; the pid is written to a temporary file in the same
 //! directory and renamed over, so a reader never sees a half-written file; and the file is only
 //! removed if it still holds this process's pid.
+//!
+//! A master started by a `USR2` upgrade while the old one still runs writes `FILE.2` and moves
+//! it to `FILE` once the old master has exited ([`PidFile::promote`]), as gunicorn does.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,9 +19,35 @@ use anyhow::Context;
 pub(crate) struct PidFile {
     path: PathBuf,
     pid: u32,
+    /// `FILE`, while this master writes `FILE.2` beside the old master's.
+    promote_to: Option<PathBuf>,
 }
 
 impl PidFile {
+    /// `path.2`, for a master started by a `USR2` upgrade; [`PidFile::promote`] moves it.
+    pub fn create_beside(path: &Path) -> anyhow::Result<PidFile> {
+        let mut second = path.as_os_str().to_owned();
+        second.push(".2");
+        let mut me = PidFile::create(Path::new(&second))?;
+        me.promote_to = Some(path.to_owned());
+        Ok(me)
+    }
+
+    /// The old master has exited: `FILE.2` becomes `FILE`.
+    pub fn promote(&mut self) {
+        let Some(to) = self.promote_to.take() else {
+            return;
+        };
+        match std::fs::rename(&self.path, &to) {
+            Ok(()) => self.path = to,
+            Err(e) => tracing::warn!(
+                "cannot move --pid {} to {}: {e}",
+                self.path.display(),
+                to.display()
+            ),
+        }
+    }
+
     pub fn create(path: &Path) -> anyhow::Result<PidFile> {
         let pid = std::process::id();
         if let Some(other) = read_pid(path).filter(|&p| p != pid && alive(p)) {
@@ -48,6 +77,7 @@ impl PidFile {
         Ok(PidFile {
             path: path.to_owned(),
             pid,
+            promote_to: None,
         })
     }
 }
@@ -101,5 +131,24 @@ mod tests {
         let e = PidFile::create(&path).unwrap_err().to_string();
         assert!(e.contains("--pid") && e.contains("already running"), "{e}");
         assert!(path.exists());
+    }
+
+    #[test]
+    fn an_upgraded_master_writes_beside_then_takes_the_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c10k.pid");
+        let parent = std::os::unix::process::parent_id();
+        std::fs::write(&path, format!("{parent}\n")).unwrap();
+        let mut p = PidFile::create_beside(&path).unwrap();
+        let me = format!("{}\n", std::process::id());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("c10k.pid.2")).unwrap(),
+            me
+        );
+        p.promote();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), me);
+        assert!(!dir.path().join("c10k.pid.2").exists());
+        drop(p);
+        assert!(!path.exists());
     }
 }

@@ -21,6 +21,18 @@ pub fn move_fd_high(fd: std::os::fd::OwnedFd) -> std::io::Result<std::os::fd::Ow
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(high) })
 }
 
+/// Sets close-on-exec on an inherited descriptor (systemd's and an old master's come without
+/// it): the master hands workers their copies explicitly. Failure leaves it as it was.
+pub(crate) fn set_cloexec(fd: std::os::fd::RawFd) {
+    // SAFETY: fcntl on a descriptor this process owns.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+        }
+    }
+}
+
 /// Points this process's standard output and error (descriptors 1 and 2) at `fd`, as
 /// gunicorn's `--capture-output` does; processes started afterwards inherit them.
 pub fn redirect_stdout_stderr(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {

@@ -99,6 +99,11 @@ impl Status {
         self.admin = None;
     }
 
+    /// Serves `admin` from now on (after [`Status::close_admin`]).
+    pub fn reopen_admin(&mut self, admin: Admin) {
+        self.admin = Some(admin);
+    }
+
     /// How long the master may sleep before status needs it again, and the descriptors to wake
     /// it for.
     pub fn wake(&self) -> (Option<Instant>, Vec<libc::pollfd>) {

@@ -295,13 +295,16 @@ where
             );
         }
     }
-    // Before binding, as gunicorn: a second server given the same file says it is running.
-    // Removed when this function returns, whichever way.
-    let _pidfile = config
-        .pid
-        .as_deref()
-        .map(crate::pidfile::PidFile::create)
-        .transpose()?;
+    // A master started by an old master's USR2 serves the sockets it passed (see `upgrade`).
+    let upgrade = crate::upgrade::inherited()?;
+    // Before binding, as gunicorn: a second server given the same file says it is running
+    // (a successor writes beside the old master's file). Removed when this function returns,
+    // whichever way.
+    let pidfile = match (config.pid.as_deref(), &upgrade) {
+        (Some(path), Some(_)) => Some(crate::pidfile::PidFile::create_beside(path)?),
+        (Some(path), None) => Some(crate::pidfile::PidFile::create(path)?),
+        (None, _) => None,
+    };
     match crate::sys::raise_nofile_limit() {
         Ok((soft, hard)) => tracing::info!(soft, hard, "open files limit (RLIMIT_NOFILE)"),
         Err(e) => tracing::warn!("cannot read or raise RLIMIT_NOFILE: {e}"),
@@ -323,13 +326,28 @@ where
     }
     tracing::info!("Starting c10k {}", env!("CARGO_PKG_VERSION"));
     let mut config = config;
-    let inherited = crate::activation::inherited()?;
-    let server = if inherited.is_empty() {
-        Server::bind(config.clone())?
-    } else {
-        let listeners = crate::activation::take(&mut config, inherited)?;
-        config.validate()?;
-        Server::from_listeners(listeners, config.clone())
+    let mut upgraded_from = None;
+    let server = match upgrade {
+        Some((parent, sockets)) => {
+            tracing::info!(
+                old_master = parent,
+                "started by the old master's SIGUSR2: serving its sockets beside it"
+            );
+            upgraded_from = Some(parent);
+            let listeners = crate::upgrade::take(&mut config, sockets)?;
+            config.validate()?;
+            Server::from_listeners(listeners, config.clone())
+        }
+        None => {
+            let inherited = crate::activation::inherited()?;
+            if inherited.is_empty() {
+                Server::bind(config.clone())?
+            } else {
+                let listeners = crate::activation::take(&mut config, inherited)?;
+                config.validate()?;
+                Server::from_listeners(listeners, config.clone())
+            }
+        }
     };
     if let Some(owner) = &owner {
         // As gunicorn does: the workers' user owns the unix sockets it serves.
@@ -372,7 +390,7 @@ where
                         "admin listener off: cannot listen on the default {addr} ({e}); \
                          choose one with --admin ADDR"
                     );
-                    return serve_master(config, server, None);
+                    return serve_master(config, server, None, pidfile, upgraded_from);
                 }
                 Err(e) => {
                     return Err(e).with_context(|| {
@@ -396,16 +414,20 @@ where
         }
         None => None,
     };
-    serve_master(config, server, admin)
+    serve_master(config, server, admin, pidfile, upgraded_from)
 }
 
 fn serve_master(
     config: ServeConfig,
     server: Server,
     admin: Option<crate::status::Admin>,
+    pidfile: Option<crate::pidfile::PidFile>,
+    upgraded_from: Option<i32>,
 ) -> anyhow::Result<()> {
     // The master starts no thread before its workers exist (see `master`).
-    master::Master::new(config, server.listeners, admin)?.run()?;
+    let mut master = master::Master::new(config, server.listeners, admin)?;
+    master.inherit(pidfile, upgraded_from);
+    master.run()?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -439,6 +461,12 @@ fn effective_class(mut config: ServeConfig) -> ServeConfig {
 /// Whether this process is a worker started by a master (see [`run`]).
 pub fn is_worker_process() -> bool {
     std::env::var_os(master::ENV_SLOT).is_some()
+}
+
+/// Whether this process is a master started by an old master's `SIGUSR2` (see `upgrade`),
+/// which still runs beside it.
+pub fn started_by_upgrade() -> bool {
+    std::env::var_os(crate::upgrade::ENV_PARENT).is_some()
 }
 
 /// The life of a worker process started by the master: take over the inherited listeners and
