@@ -1394,9 +1394,9 @@ fn usr2_upgrades_to_the_new_binary_and_no_request_fails() {
 }
 
 #[test]
-fn a_second_usr2_and_a_winch_without_upgrade_change_nothing() {
+fn a_second_usr2_and_a_winch_without_upgrade_change_nothing_and_hup_rolls_back() {
     // WINCH means something only after a USR2; a second USR2 while the new master runs would
-    // start a third.
+    // start a third. After WINCH, HUP brings the old master's workers back.
     let s = app_in_class("sync", "probe:app", &["-w", "2"]);
     let _group = util::KillGroup(s.child.id() as i32);
     s.signal(libc::SIGWINCH);
@@ -1406,5 +1406,25 @@ fn a_second_usr2_and_a_winch_without_upgrade_change_nothing() {
     s.signal(libc::SIGUSR2);
     s.wait_log("SIGUSR2 ignored: the new master", Duration::from_secs(5));
     assert_eq!(s.log().matches("SIGUSR2: started a new master").count(), 1);
+    assert_eq!(get(s.addr, "/").unwrap().status, 200, "{}", s.log());
+    // Roll back: WINCH stops the old master's workers, HUP starts them again.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while s.log().matches("all workers booted").count() < 2 {
+        assert!(Instant::now() < deadline, "new workers:\n{}", s.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let booted = s.worker_pids().len();
+    assert_eq!(booted, 4, "{}", s.log());
+    s.signal(libc::SIGWINCH);
+    s.wait_log(
+        "SIGWINCH: stopping this master's workers",
+        Duration::from_secs(5),
+    );
+    s.signal(libc::SIGHUP);
+    s.wait_log(
+        "SIGHUP: starting the workers SIGWINCH stopped",
+        Duration::from_secs(5),
+    );
+    s.wait_for_workers(booted + 2);
     assert_eq!(get(s.addr, "/").unwrap().status, 200, "{}", s.log());
 }
