@@ -518,6 +518,7 @@ mod tests {
             ("bind = \"nowhere\"\n", 1, "bind"),
             ("threads = 2\nkeepalive = -1.0\n", 2, "keepalive"),
             ("graceful_timeout = \"x\"\n", 1, "graceful-timeout"),
+            ("body-min-rate = -1\n", 1, "body-min-rate"),
             ("x = 1\nwrokers = 3\n", 1, "x"),
         ] {
             std::fs::write(&path, text).unwrap();
@@ -541,6 +542,8 @@ mod tests {
             &["--workers", "0"][..],
             &["--worker-class", "fork"],
             &["--keepalive", "-1"],
+            &["--body-min-rate", "-1"],
+            &["--body-min-rate", "0.5"],
             &["--bind", "nonsense"],
             &["--bind", "uwsgi://nonsense"],
             &["--uwsgi-allow-from", "nonsense"],

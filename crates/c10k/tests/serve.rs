@@ -891,6 +891,68 @@ per_class!(trickled_bodies_are_cut_at_the_body_timeout, |class| {
     }
 });
 
+/// Sends a `len`-byte body to /echo in `piece`-byte writes `every` apart, until all is sent or
+/// the server answers; returns the answer and how long it took.
+fn trickle_upload(
+    addr: std::net::SocketAddr,
+    len: usize,
+    piece: usize,
+    every: Duration,
+) -> (Option<util::Resp>, Duration) {
+    let mut c = connect(addr);
+    write!(
+        c,
+        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n"
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < len {
+        std::thread::sleep(every);
+        let n = piece.min(len - sent);
+        if c.write_all(&vec![b'x'; n]).is_err() {
+            break;
+        }
+        sent += n;
+        c.set_nonblocking(true).unwrap();
+        let mut peek = [0u8; 64];
+        let answered = matches!(c.peek(&mut peek), Ok(n) if n > 0);
+        c.set_nonblocking(false).unwrap();
+        if answered {
+            break;
+        }
+    }
+    let mut r = Reader::new(c);
+    (r.response().ok(), started.elapsed())
+}
+
+// A slow but steady upload sent straight to c10k (a 20 MB file over a 1 Mbit/s uplink) got 408
+// once --body-timeout (60 s) had passed since its head, where gunicorn takes it. Now each
+// --body-min-rate bytes received buy a second more (Apache mod_reqtimeout's MinRate); a body
+// slower than the rate is still cut.
+per_class!(steady_uploads_outlast_the_body_timeout, |class| {
+    let s = start_class(class, &["--body-timeout", "1", "--body-min-rate", "1000"]);
+    // 2 kB/s, twice the rate, for 3 s: three times --body-timeout.
+    let (answer, took) = trickle_upload(s.addr, 6000, 500, Duration::from_millis(250));
+    let r = answer.unwrap_or_else(|| panic!("{class}: no answer after {took:?}"));
+    assert_eq!(
+        (r.status, r.body.len()),
+        (200, 6000),
+        "{class}: after {took:?}"
+    );
+    assert!(took > Duration::from_millis(2500), "{class}: {took:?}");
+    // 400 B/s, under the rate: its deadline, 1 + 0.4 t s, comes at about 1.7 s.
+    let (answer, took) = trickle_upload(s.addr, 6000, 100, Duration::from_millis(250));
+    let r = answer.unwrap_or_else(|| panic!("{class}: no answer after {took:?}"));
+    assert_eq!(r.status, 408, "{class}: after {took:?}");
+    assert!(
+        r.text().contains("--body-min-rate"),
+        "{class}: {}",
+        r.text()
+    );
+    assert!(took < Duration::from_secs(5), "{class}: 408 after {took:?}");
+});
+
 /// Issue 17.4: gthread gave a pool thread to a client that had sent only part of its head, so
 /// a few slowloris clients (a header byte every few hundred ms) took every thread and probes
 /// waited. The poller now reads until a request is complete; threads only run requests. (sync

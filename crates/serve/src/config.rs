@@ -637,6 +637,22 @@ pub struct ServeConfig {
           help_heading = "Timeouts"))]
     pub body_timeout: f64,
 
+    /// A request body earns one second beyond --body-timeout for every BYTES of it received,
+    /// so a slow but steady upload is not cut and a trickle is (Apache mod_reqtimeout's MinRate,
+    /// with its default for bodies). 0: no extension, the whole body within --body-timeout.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            allow_negative_numbers = true,
+            long,
+            env = "C10K_BODY_MIN_RATE",
+            default_value_t = 500,
+            value_name = "BYTES",
+            help_heading = "Timeouts"
+        )
+    )]
+    pub body_min_rate: u64,
+
     /// Seconds a response may go without the client taking any of it before the connection is
     /// closed (and a streamed body's iterable closed): a client that stops reading must not hold
     /// a thread forever (nginx's send_timeout). Below --timeout's 30, so that a `sync` worker is
@@ -869,6 +885,7 @@ impl Default for ServeConfig {
             keepalive: 5.0,
             header_timeout: 10.0,
             body_timeout: 60.0,
+            body_min_rate: 500,
             send_timeout: 20.0,
             request_timeout: None,
             graceful_timeout: 30.0,

@@ -16,6 +16,7 @@
 //! unanswered, logged and counted, as uWSGI does and nginx expects).
 
 use std::borrow::{Borrow, BorrowMut};
+use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -35,8 +36,12 @@ pub(crate) struct ConnSettings {
     pub keepalive: Option<Duration>,
     /// Time for a whole request head, and for each read of a body to make progress.
     pub header_timeout: Duration,
-    /// Time for a whole request body, from the end of its head (`--body-timeout`).
+    /// Time for a whole request body, from the end of its head (`--body-timeout`); see
+    /// [`body_deadline`].
     pub body_timeout: Option<Duration>,
+    /// Each this many bytes of a body received extend its `body_timeout` by a second
+    /// (`--body-min-rate`); `None`: no extension.
+    pub body_min_rate: Option<NonZeroU64>,
     pub request_timeout: Option<Duration>,
     /// How long one write may wait for the client to take any of the response
     /// (`--send-timeout`); past it the driver fails the write and drops the connection.
@@ -66,6 +71,7 @@ impl ConnSettings {
             keepalive: (c.keepalive > 0.0).then(|| Duration::from_secs_f64(c.keepalive)),
             header_timeout: Duration::from_secs_f64(c.header_timeout),
             body_timeout: (c.body_timeout > 0.0).then(|| Duration::from_secs_f64(c.body_timeout)),
+            body_min_rate: NonZeroU64::new(c.body_min_rate),
             request_timeout: c.request_timeout.map(Duration::from_secs_f64),
             send_timeout: send_timeout(c),
             read_buffer: 2048,
@@ -82,6 +88,28 @@ impl ConnSettings {
 /// to their listeners before any connection exists.
 pub(crate) fn send_timeout(c: &ServeConfig) -> Option<Duration> {
     (c.send_timeout > 0.0).then(|| Duration::from_secs_f64(c.send_timeout))
+}
+
+/// When a body whose head ended at `started` must be complete, `received` bytes of it in:
+/// `started + limit + received / min_rate` seconds (Apache mod_reqtimeout's
+/// `RequestReadTimeout body=LIMIT,MinRate=RATE`, without its MaxTimeout cap, which
+/// `--limit-request-body` makes moot). `None`: beyond what an `Instant` can hold, so no limit.
+/// Integer arithmetic only (no allocation, no syscall): it runs on every read of a body.
+fn body_deadline(
+    started: Instant,
+    limit: Duration,
+    received: u64,
+    min_rate: Option<NonZeroU64>,
+) -> Option<Instant> {
+    let earned = match min_rate {
+        None => Duration::ZERO,
+        Some(rate) => {
+            let (rate, nanos) = (u128::from(rate.get()), 1_000_000_000u128);
+            let n = u128::from(received) * nanos / rate;
+            Duration::from_nanos(u64::try_from(n).ok()?)
+        }
+    };
+    started.checked_add(limit)?.checked_add(earned)
 }
 
 /// The error of a write that waited `limit` (`--send-timeout`) without the client taking any
@@ -285,6 +313,10 @@ pub(crate) struct Machine<S, T> {
     head_started: Option<Instant>,
     /// The current request's head was complete at this time; its body is being read.
     body_started: Option<Instant>,
+    /// Bytes read since `body_started` (what `--body-min-rate` counts). Bytes that came in the
+    /// same read as the end of the head are not among them, so this errs on the short side by
+    /// at most one read.
+    body_received: u64,
     last_read: Instant,
     /// `track.partial()` was reported for the request under way.
     partial_reported: bool,
@@ -313,6 +345,7 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
             idle_since: now,
             head_started: None,
             body_started: None,
+            body_received: 0,
             last_read: now,
             partial_reported: false,
         }
@@ -382,6 +415,7 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
             if was_idle && !self.codec.is_idle() {
                 // The head is complete; the body is on its way.
                 self.body_started = Some(now);
+                self.body_received = 0;
             }
             if self.codec.take_continue() {
                 self.out.extend_from_slice(CONTINUE);
@@ -437,12 +471,19 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
                 Some("request not received in time (--header-timeout)"),
             );
         }
-        // Reading a body: each read must make progress in time, and the whole body too.
+        // Reading a body: each read must make progress in time, and the whole body too, by a
+        // deadline that its bytes push back (`body_deadline`).
         let progress = self.last_read + s.header_timeout;
-        match (s.body_timeout, self.body_started) {
-            (Some(limit), Some(started)) if started + limit < progress => (
-                started + limit,
-                Some("request body not received in time (--body-timeout)"),
+        let whole = match (s.body_timeout, self.body_started) {
+            (Some(limit), Some(started)) => {
+                body_deadline(started, limit, self.body_received, s.body_min_rate)
+            }
+            _ => None,
+        };
+        match whole {
+            Some(whole) if whole < progress => (
+                whole,
+                Some("request body not received in time (--body-timeout, --body-min-rate)"),
             ),
             _ => (
                 progress,
@@ -519,6 +560,9 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
             return;
         }
         self.track.borrow_mut().read(n);
+        if self.body_started.is_some() {
+            self.body_received = self.body_received.saturating_add(n as u64);
+        }
         if self.codec.is_idle() && self.head_started.is_none() {
             self.head_started = Some(now);
         }
@@ -843,7 +887,10 @@ mod tests {
 
     #[test]
     fn a_trickled_body_gets_408_at_the_body_deadline() {
-        let (s, mut t, t0) = (settings(), track(), Instant::now());
+        // --body-min-rate 0: the whole body within --body-timeout, however many bytes came.
+        let mut s = settings();
+        s.body_min_rate = None;
+        let (mut t, t0) = (track(), Instant::now());
         let mut m = Machine::new(&s, &mut t, ConnInfo::default(), Protocol::Http, true, t0);
         feed(
             &mut m,
@@ -868,7 +915,103 @@ mod tests {
         assert_eq!(deadline, t0 + Duration::from_secs(30));
         let out = written(&mut m, deadline);
         assert!(out.starts_with("HTTP/1.1 408"), "{out}");
-        assert!(out.contains("--body-timeout"), "{out}");
+        assert!(out.contains("--body-timeout, --body-min-rate"), "{out}");
+    }
+
+    #[test]
+    fn body_deadline_is_the_limit_plus_a_second_per_min_rate_bytes() {
+        let (t0, limit) = (Instant::now(), Duration::from_secs(20));
+        let rate = NonZeroU64::new(500);
+        let at = |received| body_deadline(t0, limit, received, rate).map(|d| d - t0);
+        assert_eq!(at(0), Some(limit));
+        assert_eq!(at(250), Some(Duration::from_millis(20_500)));
+        assert_eq!(at(1_000), Some(Duration::from_secs(22)));
+        // A 20 MB upload at 1 Mbit/s (125 kB/s, 160 s) has 20 + 40 000 s.
+        assert_eq!(at(20_000_000), Some(Duration::from_secs(40_020)));
+        assert_eq!(body_deadline(t0, limit, 1_000, None), Some(t0 + limit));
+        // Past what an Instant holds: no limit, not a panic.
+        assert_eq!(body_deadline(t0, limit, u64::MAX, NonZeroU64::new(1)), None);
+    }
+
+    /// Feeds `body` in pieces of `piece` bytes, one every second from `t0`, while the
+    /// machine keeps reading; returns the time and the action that ended the reads.
+    fn trickle(m: &mut M<'_>, body: &[u8], piece: usize, t0: Instant) -> (Instant, Action) {
+        let mut now = t0;
+        for part in body.chunks(piece) {
+            match m.next(now, false) {
+                Action::Read { deadline, .. } if deadline > now + Duration::from_secs(1) => {}
+                other => return (now, other),
+            }
+            now += Duration::from_secs(1);
+            feed(m, part, now);
+        }
+        (now, m.next(now, false))
+    }
+
+    /// Compared with Apache's `RequestReadTimeout body=30,MinRate=500`: a body sent faster
+    /// than --body-min-rate is taken however long it takes (before it, 408 at 30 s); one
+    /// sent slower is cut once its bytes no longer pay for the time. Content-Length,
+    /// chunked and uwsgi bodies are counted alike.
+    #[test]
+    fn a_body_faster_than_the_min_rate_outlasts_the_body_timeout() {
+        let s = settings(); // --body-timeout 30, --body-min-rate 500
+        let body = vec![b'x'; 60_000];
+        let mut chunked = Vec::new();
+        for part in body.chunks(1000) {
+            chunked.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+            chunked.extend_from_slice(part);
+            chunked.extend_from_slice(b"\r\n");
+        }
+        chunked.extend_from_slice(b"0\r\n\r\n");
+        let length = "60000".to_string();
+        let uwsgi = uwsgi_packet(
+            &[
+                ("REQUEST_METHOD", "POST"),
+                ("PATH_INFO", "/"),
+                ("CONTENT_LENGTH", &length),
+            ],
+            b"",
+        );
+        let cases: [(Protocol, Vec<u8>, &[u8]); 3] = [
+            (
+                Protocol::Http,
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n".to_vec(),
+                &body,
+            ),
+            (
+                Protocol::Http,
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
+                &chunked,
+            ),
+            (Protocol::Uwsgi, uwsgi, &body),
+        ];
+        for (protocol, head, body) in cases {
+            // 1 kB/s, twice the rate: 60 s, each second earning two more.
+            let (mut t, t0) = (track(), Instant::now());
+            let mut m = Machine::new(&s, &mut t, ConnInfo::default(), protocol, true, t0);
+            feed(&mut m, &head, t0);
+            let (now, last) = trickle(&mut m, body, 1000, t0);
+            let Action::Handle(req) = last else {
+                panic!("{protocol:?}: expected the request, got {last:?}")
+            };
+            assert!(now >= t0 + Duration::from_secs(60), "{protocol:?}");
+            assert_eq!(req.body.to_bytes().unwrap().len(), 60_000, "{protocol:?}");
+
+            // 100 B/s, a fifth of the rate: each second earns 0.2 s, so the deadline
+            // (30 + 0.2 t) comes at 37.5 s.
+            let (mut t, t0) = (track(), Instant::now());
+            let mut m = Machine::new(&s, &mut t, ConnInfo::default(), protocol, true, t0);
+            feed(&mut m, &head, t0);
+            let (now, last) = trickle(&mut m, body, 100, t0);
+            let Action::Read { deadline, .. } = last else {
+                panic!("{protocol:?}: expected a read, got {last:?}")
+            };
+            assert_eq!(now, t0 + Duration::from_secs(37), "{protocol:?}");
+            assert_eq!(deadline, t0 + Duration::from_millis(37_400), "{protocol:?}");
+            let out = written(&mut m, deadline);
+            assert!(out.contains("408"), "{protocol:?}: {out}");
+            assert!(out.contains("--body-min-rate"), "{protocol:?}: {out}");
+        }
     }
 
     #[test]
