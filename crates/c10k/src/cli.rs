@@ -302,10 +302,19 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
             }
             python.validate().map_err(UsageError::new)?;
             if args.check_config {
-                // For people: the database password is shown as ***.
-                print!("{}{}{}", config.to_toml(), log.to_toml(), app.to_toml(true));
+                // For people: the database password is shown as ***. Written, not print!ed: a
+                // closed pipe (`| head`) must reach main as an error (exit 0), not a panic.
+                let mut text =
+                    format!("{}{}{}", config.to_toml(), log.to_toml(), app.to_toml(true));
+                if python.spec().is_some() {
+                    text.push_str(&python.to_toml());
+                }
+                let mut out = std::io::stdout().lock();
+                std::io::Write::write_all(&mut out, text.as_bytes())
+                    .and_then(|()| std::io::Write::flush(&mut out))
+                    .context("--check-config: cannot write the configuration")?;
+                drop(out);
                 if let Some(spec) = python.spec() {
-                    print!("{}", python.to_toml());
                     // As gunicorn's --check-config: the app is loaded too, so one that cannot
                     // be imported fails the check (exit status 1) with its traceback.
                     check_python_app(&config, &python, spec)?;

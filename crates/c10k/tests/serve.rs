@@ -731,6 +731,37 @@ fn bad_config_exits_2_naming_the_setting() {
     }
 }
 
+/// `c10k serve --check-config | head -2` exits 0, as every other command does on a closed pipe,
+/// and a full disk is an error that says so, exit status 1 — not a panic (status 101 and a
+/// backtrace) from `print!`.
+#[test]
+fn check_config_survives_a_closed_pipe_and_a_full_disk() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // The reader is gone before c10k writes: its first write fails with EPIPE.
+    drop(unsafe { OwnedFd::from_raw_fd(fds[0]) });
+    let writer = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    for (stdout, code, needle) in [
+        (std::process::Stdio::from(writer), 0, ""),
+        (full.into(), 1, "No space left on device"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_c10k"))
+            .args(["serve", "--admin", "off", "--check-config"])
+            .stdout(stdout)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(err.contains(needle), "{err}");
+    }
+}
+
 /// gunicorn's banner (version, listeners, class, workers) instead of the whole configuration;
 /// the full one at debug level and in --check-config, with the database password hidden.
 #[test]
