@@ -107,11 +107,13 @@ Worker classes (how many requests one worker runs at once):
   thread   one OS thread per connection, up to --worker-connections (Flask threaded=True).
   gthread  --threads: a fixed thread pool; idle keep-alive connections hold no thread.
   async    up to --worker-connections: waits yield to an event loop (gevent, monkey-patched).
+  gevent   Python apps, up to --worker-connections: each request in a greenlet (monkey-patched).
 
-Every flag can also be set as C10K_<FLAG> (C10K_WORKERS=4) or in the --config TOML file
-(workers = 4), and gunicorn's GUNICORN_CMD_ARGS holds extra flags (shell-quoted): the command
-line wins over GUNICORN_CMD_ARGS (a flag given in both takes the command line's value, whole),
-which wins over C10K_* variables, which win over the file.";
+Every flag (but -e/--env and --check-config) can also be set as C10K_<FLAG> (C10K_WORKERS=4)
+or in the --config TOML file (workers = 4; env = [\"K=V\"] for -e), and gunicorn's
+GUNICORN_CMD_ARGS holds extra flags (shell-quoted): the command line wins over GUNICORN_CMD_ARGS
+(a flag given in both takes the command line's value, whole), which wins over C10K_* variables,
+which win over the file.";
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
