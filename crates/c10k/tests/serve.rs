@@ -627,6 +627,10 @@ fn ttin_ttou_change_the_worker_count() {
     s.signal(libc::SIGTTOU);
     s.wait_log("retiring worker", Duration::from_secs(5));
     assert_eq!(get(s.addr, "/").unwrap().status, 200);
+    // At one worker TTOU changes nothing, and the log says so (it said "one fewer worker").
+    s.signal(libc::SIGTTOU);
+    s.wait_log("SIGTTOU ignored", Duration::from_secs(5));
+    assert_eq!(s.log().matches("SIGTTOU: one fewer worker").count(), 1);
 }
 
 #[test]

@@ -256,16 +256,21 @@ impl Master {
                         "SIGWINCH ignored: it stops the old master's workers after a SIGUSR2 \
                          upgrade, and no new master is running"
                     ),
+                    SIGTTIN if self.target >= MAX_SLOTS => tracing::warn!(
+                        workers = self.target,
+                        "SIGTTIN ignored: already at the most workers c10k runs ({MAX_SLOTS})"
+                    ),
                     SIGTTIN => {
-                        if self.target < MAX_SLOTS {
-                            self.target += 1;
-                        }
+                        self.target += 1;
                         tracing::info!(workers = self.target, "SIGTTIN: one more worker");
                     }
+                    // Never fewer than one, as in gunicorn.
+                    SIGTTOU if self.target <= 1 => tracing::info!(
+                        workers = self.target,
+                        "SIGTTOU ignored: never fewer than one worker"
+                    ),
                     SIGTTOU => {
-                        if self.target > 1 {
-                            self.target -= 1;
-                        }
+                        self.target -= 1;
                         tracing::info!(workers = self.target, "SIGTTOU: one fewer worker");
                     }
                     _ => {}
