@@ -36,7 +36,8 @@ pub struct PythonArgs {
     )]
     pub app: Option<String>,
 
-    /// Change to this directory before loading the application (it goes first on sys.path).
+    /// Change to this directory before loading the application (it goes on sys.path, first
+    /// after the --pythonpath directories).
     #[arg(
         long,
         env = "C10K_CHDIR",

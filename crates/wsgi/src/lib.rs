@@ -49,7 +49,8 @@ pub use handler::WsgiApp;
 pub struct WsgiConfig {
     /// `module:callable`, `module` (callable `application`), or `module:factory(args)`.
     pub app: String,
-    /// Change to this directory before importing (it also goes first on `sys.path`).
+    /// Change to this directory before importing (it also goes on `sys.path`, first after the
+    /// `pythonpath` directories).
     pub chdir: Option<PathBuf>,
     /// Directories put in front of `sys.path`.
     pub pythonpath: Vec<PathBuf>,
