@@ -677,6 +677,57 @@ fn umask_sets_the_unix_sockets_mode() {
     }
 }
 
+/// A unix `--bind` as gunicorn's: a stale socket file (a crash) is replaced, anything else at the
+/// path is refused and left alone, and the socket file goes away when the server stops.
+#[test]
+fn unix_socket_files_are_replaced_kept_and_removed_as_gunicorns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.sock");
+    let bind = format!("unix:{}", path.display());
+    // A file that is no socket, a mistyped `--bind unix:app.py`: before, it was deleted.
+    std::fs::write(&path, "precious\n").unwrap();
+    let errfile = dir.path().join("stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args(["serve", "--bind", &bind, "--admin", "off"])
+        .env("C10K_DATA_DIR", dir.path())
+        .stderr(std::fs::File::create(&errfile).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let err = std::fs::read_to_string(&errfile).unwrap();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(1),
+        "still serving: {err}"
+    );
+    assert!(
+        err.contains(&format!("cannot listen on {bind} (--bind)")) && err.contains("not a socket"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious\n");
+    std::fs::remove_file(&path).unwrap();
+    // A socket file nothing answers on, as a killed server leaves it: replaced.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let mut s = Server::start(&["--bind", &bind]);
+    assert!(std::os::unix::net::UnixStream::connect(&path).is_ok());
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0), "{}", s.log());
+    // Before, the file stayed after every stop.
+    assert!(!path.exists(), "the socket file is removed at exit");
+}
+
 /// The uid of a process, from /proc.
 fn uid_of(pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

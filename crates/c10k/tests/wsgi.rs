@@ -1299,11 +1299,16 @@ fn usr2_upgrades_to_the_new_binary_and_no_request_fails() {
     let second = dir.path().join("c10k.pid.2");
     let apps = apps();
     let pid = pid_file.to_str().unwrap();
+    // A unix socket too: the old master, stopping, must leave its file to the new one.
+    let sock = dir.path().join("c10k.sock");
+    let unix = format!("unix:{}", sock.display());
     let args = [
         "-k",
         "sync",
         "-w",
         "2",
+        "--bind",
+        &unix,
         "--pid",
         pid,
         "--pythonpath",
@@ -1362,6 +1367,11 @@ fn usr2_upgrades_to_the_new_binary_and_no_request_fails() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(!second.exists());
+    assert!(
+        std::os::unix::net::UnixStream::connect(&sock).is_ok(),
+        "the new master's unix socket:\n{}",
+        s.log()
+    );
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (ok, failed) = finish_load(load);

@@ -13,6 +13,49 @@ use socket2::{Domain, SockAddr, Socket, Type};
 use crate::config::{Bind, BindAddr, ServeConfig};
 use crate::stream::Stream;
 
+/// A unix socket file the master created, removed when it is dropped (the master stopping), as
+/// gunicorn removes its sockets at exit: a file left behind looks like a server to scripts that
+/// test for it, and nginx then logs `connection refused` instead of `no such file`. Only the very
+/// file bound is removed (same device and inode): a server started on the same path since then
+/// keeps its socket, and so does a file some process still listens on: after a `USR2` upgrade
+/// the new master serves the same socket when the old one stops (gunicorn's old master does not
+/// unlink either). Sockets systemd passed (`LISTEN_FDS`) are systemd's and never get one.
+#[derive(Debug)]
+pub(crate) struct SocketFile {
+    path: std::path::PathBuf,
+    id: (u64, u64),
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        let same = std::fs::symlink_metadata(&self.path)
+            .map(|m| (m.dev(), m.ino()) == self.id)
+            .unwrap_or(false);
+        if same && !listened_on(&self.path) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Whether a process listens on the unix socket at `path`: a non-blocking connect is accepted or
+/// finds the queue full; refused (or any other error) means no one does.
+fn listened_on(path: &std::path::Path) -> bool {
+    let Ok(addr) = SockAddr::unix(path) else {
+        return true;
+    };
+    let Ok(socket) = Socket::new(Domain::UNIX, Type::STREAM, None) else {
+        return true;
+    };
+    if socket.set_nonblocking(true).is_err() {
+        return true;
+    }
+    match socket.connect(&addr) {
+        Ok(()) => true,
+        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+    }
+}
+
 /// A bound, listening socket.
 #[derive(Debug)]
 pub enum Listener {
@@ -41,10 +84,21 @@ impl Listener {
                 Ok(Listener::Tcp(socket.into()))
             }
             BindAddr::Unix(path) => {
-                // A stale socket file from a previous run would make bind fail; remove it only
-                // when nothing answers on it.
-                if path.exists() && std::os::unix::net::UnixStream::connect(path).is_err() {
-                    let _ = std::fs::remove_file(path);
+                // A stale socket file from a previous run (a crash, a SIGKILL) would make bind
+                // fail; remove it only when nothing answers on it. Anything else at the path is
+                // not ours to delete (gunicorn: "is not a socket"): before, a mistyped
+                // `--bind unix:app.py` removed the file.
+                if let Ok(meta) = std::fs::symlink_metadata(path) {
+                    use std::os::unix::fs::FileTypeExt;
+                    if !meta.file_type().is_socket() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::AlreadyExists,
+                            format!("{} exists and is not a socket", path.display()),
+                        ));
+                    }
+                    if std::os::unix::net::UnixStream::connect(path).is_err() {
+                        let _ = std::fs::remove_file(path);
+                    }
                 }
                 let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
                 socket.bind(&SockAddr::unix(path)?)?;
@@ -68,6 +122,22 @@ impl Listener {
             .open_to_proxies(mode)
             .with_context(|| format!("cannot make {bind} writable for a proxy"))?;
         Ok(listener)
+    }
+
+    /// The socket file of a unix listener this process bound, to remove when the server stops
+    /// ([`SocketFile`]); `None` for TCP and abstract sockets.
+    pub(crate) fn socket_file(&self) -> Option<SocketFile> {
+        use std::os::unix::fs::MetadataExt;
+        match self.local_addr().ok()? {
+            BindAddr::Unix(path) if !path.as_os_str().is_empty() => {
+                let meta = std::fs::symlink_metadata(&path).ok()?;
+                Some(SocketFile {
+                    path,
+                    id: (meta.dev(), meta.ino()),
+                })
+            }
+            _ => None,
+        }
     }
 
     /// Lets a proxy running as another user connect to a unix socket: mode 0666. nginx's

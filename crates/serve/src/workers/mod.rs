@@ -327,6 +327,9 @@ where
     tracing::info!("Starting c10k {}", env!("CARGO_PKG_VERSION"));
     let mut config = config;
     let mut upgraded_from = None;
+    // The unix socket files bound here are removed when this function returns (see
+    // `SocketFile`); those systemd or an old master passed are not.
+    let mut _socket_files = Vec::new();
     let server = match upgrade {
         Some((parent, sockets)) => {
             tracing::info!(
@@ -341,7 +344,13 @@ where
         None => {
             let inherited = crate::activation::inherited()?;
             if inherited.is_empty() {
-                Server::bind(config.clone())?
+                let server = Server::bind(config.clone())?;
+                _socket_files = server
+                    .listeners
+                    .iter()
+                    .filter_map(Listener::socket_file)
+                    .collect();
+                server
             } else {
                 let listeners = crate::activation::take(&mut config, inherited)?;
                 config.validate()?;
