@@ -551,7 +551,9 @@ pub struct ServeConfig {
     )]
     pub backlog: u32,
 
-    /// One listening socket per worker (SO_REUSEPORT) instead of one shared socket.
+    /// Set SO_REUSEPORT on the listening sockets, as gunicorn's --reuse-port: the workers still
+    /// share one socket per address, and another server started with the flag can bind the same
+    /// address beside this one.
     #[cfg_attr(
         feature = "cli",
         arg(long, env = "C10K_REUSE_PORT", help_heading = "Listening")
