@@ -115,8 +115,20 @@ pub fn open(args: &LogArgs, worker: bool) -> anyhow::Result<Target> {
 /// text, written to `target`.
 pub fn init(filter: &str, json: bool, target: Target) -> anyhow::Result<()> {
     check_level(filter).map_err(UsageError::new)?;
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+    let level = filter.trim();
+    let mut filter = tracing_subscriber::EnvFilter::try_new(filter)
         .map_err(|e| UsageError::new(format!("--log-level {filter:?}: {e}")))?;
+    // What the app writes to wsgi.errors (Flask's app.logger, the traceback of each 500) is the
+    // app's output, not c10k's, and gunicorn writes it whatever --log-level says. Its lines are
+    // warnings, so `--log-level error` (or `critical`) hid every traceback; keep them unless the
+    // log is off or the filter names targets itself.
+    if level.eq_ignore_ascii_case("error") {
+        filter = filter.add_directive(
+            "wsgi.errors=warn"
+                .parse()
+                .context("the wsgi.errors directive")?,
+        );
+    }
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);

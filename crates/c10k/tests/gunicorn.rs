@@ -510,6 +510,62 @@ fn error_logfile_takes_the_servers_log() {
     }
 }
 
+/// What the app writes to wsgi.errors (Flask's tracebacks of a 500) stays in the log at
+/// `--log-level error` and `critical`, as gunicorn writes it whatever the level; c10k's own info
+/// and warnings do not. Before, those levels hid it.
+#[cfg(feature = "python")]
+#[test]
+fn wsgi_errors_stay_at_log_level_error() {
+    use std::io::{Read, Write};
+    if util::python::venv().is_none() {
+        return;
+    }
+    for level in ["error", "critical"] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("printing_app.py"), PRINTING_APP).unwrap();
+        // No "Listening at" line at these levels: reach it on a unix socket of known path.
+        let sock = dir.path().join("s.sock");
+        let mut child = util::serve_command()
+            .args(["--bind", &format!("unix:{}", sock.display())])
+            .args(["--pythonpath", dir.path().to_str().unwrap()])
+            .args(["--error-logfile", "log", "--log-level", level])
+            .arg("printing_app:app")
+            .current_dir(dir.path())
+            .env(
+                "VIRTUAL_ENV",
+                std::env::var("C10K_TEST_VENV").unwrap_or_default(),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let log = || std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let answer = loop {
+            if let Ok(mut c) = std::os::unix::net::UnixStream::connect(&sock) {
+                c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                c.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+                let mut answer = String::new();
+                let _ = c.read_to_string(&mut answer);
+                break answer;
+            }
+            assert!(Instant::now() < deadline, "{level}: no socket: {}", log());
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{level}: {answer}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !log().contains("wsgi.errors in view") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait().unwrap();
+        let log = log();
+        assert!(log.contains("wsgi.errors in view"), "{level}: {log}");
+        assert!(!log.contains("Booting worker"), "{level}: {log}");
+    }
+}
+
 /// gunicorn's `--capture-output`: with an error log file, the app's standard output and error
 /// (print(), sys.stderr) land in it too, from every worker.
 #[cfg(feature = "python")]
