@@ -679,6 +679,28 @@ fn boot_errors_stop_the_server_with_status_3_and_the_reason() {
     assert!(err.contains("--root-path"), "{err}");
 }
 
+/// A venv whose `bin/python3` link leads nowhere (its Python removed or upgraded, or under a
+/// directory the `--user` cannot enter) is named as such, with where the link points; before,
+/// the log said "no bin/python3 in it", which sent the reader to look for a file that is there.
+#[test]
+fn a_venv_whose_python_link_is_broken_says_where_it_points() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("bin")).unwrap();
+    let target = dir.path().join("gone/python3.11");
+    std::os::unix::fs::symlink(&target, dir.path().join("bin/python3")).unwrap();
+    let venv = dir.path().to_str().unwrap();
+    let (code, err) = boot_failure(&["--venv", venv, "probe:app"]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains(&format!(
+            "--venv {venv}: bin/python3 links to {}, which cannot be reached",
+            target.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("no bin/python3 in it"), "{err}");
+}
+
 /// An import that hangs is stopped by `--timeout` (gunicorn's master waits for it forever): the
 /// worker is killed, the log says it was still loading the app, and after two such boots the
 /// server stops with status 3.

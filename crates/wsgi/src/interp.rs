@@ -71,17 +71,31 @@ fn python_program(venv: Option<&Path>) -> Result<Option<PathBuf>, BootError> {
     let Some(venv) = venv else {
         return Ok(which("python3"));
     };
-    let python = ["python3", "python"]
-        .iter()
-        .map(|n| venv.join("bin").join(n))
-        .find(|p| p.exists())
-        .ok_or_else(|| {
-            BootError::Environment(format!(
+    let candidates = ["python3", "python"].map(|n| venv.join("bin").join(n));
+    let Some(python) = candidates.iter().find(|p| p.exists()).cloned() else {
+        // A venv's python is a link to the interpreter it was made from. Unreachable — that
+        // Python removed or upgraded, or under a directory `--user` cannot enter (`/root`) —
+        // it is not "missing": say where the link points and why it cannot be followed.
+        let dangling = candidates.iter().find_map(|p| {
+            let target = std::fs::read_link(p).ok()?;
+            let why = std::fs::metadata(p).err()?;
+            Some(format!(
+                "{flag} {}: bin/{} links to {}, which cannot be reached ({why}; as uid {});                  recreate the venv with a Python that exists and that user can read",
+                venv.display(),
+                p.file_name().unwrap_or_default().to_string_lossy(),
+                target.display(),
+                // SAFETY: geteuid has no preconditions.
+                unsafe { libc::geteuid() }
+            ))
+        });
+        return Err(BootError::Environment(dangling.unwrap_or_else(|| {
+            format!(
                 "{flag} {}: no bin/python3 in it (create one with `python3 -m venv {}`)",
                 venv.display(),
                 venv.display()
-            ))
-        })?;
+            )
+        })));
+    };
     if let Some(version) = venv_version(&venv) {
         let linked = linked_version();
         if !linked.is_empty() && !version.starts_with(&format!("{linked}.")) && version != linked {
