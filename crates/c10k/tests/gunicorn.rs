@@ -535,10 +535,13 @@ fn wsgi_errors_stay_at_log_level_error() {
                 "VIRTUAL_ENV",
                 std::env::var("C10K_TEST_VENV").unwrap_or_default(),
             )
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        // A failed assertion must not leave the server running.
+        let _group = util::KillGroup(child.id() as i32);
         let log = || std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
         let deadline = Instant::now() + Duration::from_secs(20);
         let answer = loop {
