@@ -752,18 +752,7 @@ fn unix_socket_files_are_replaced_kept_and_removed_as_gunicorns() {
         .stderr(std::fs::File::create(&errfile).unwrap())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = util::exit_within(&mut child, Duration::from_secs(15));
     let err = std::fs::read_to_string(&errfile).unwrap();
     assert_eq!(
         status.and_then(|s| s.code()),

@@ -897,11 +897,7 @@ per_class!(trickled_bodies_are_cut_at_the_body_timeout, |class| {
                         break;
                     }
                     std::thread::sleep(Duration::from_millis(200));
-                    c.set_nonblocking(true).unwrap();
-                    let mut peek = [0u8; 64];
-                    let answered = matches!(c.peek(&mut peek), Ok(n) if n > 0);
-                    c.set_nonblocking(false).unwrap();
-                    if answered {
+                    if util::answered(&c) {
                         break;
                     }
                 }
@@ -949,11 +945,7 @@ fn trickle_upload(
             break;
         }
         sent += n;
-        c.set_nonblocking(true).unwrap();
-        let mut peek = [0u8; 64];
-        let answered = matches!(c.peek(&mut peek), Ok(n) if n > 0);
-        c.set_nonblocking(false).unwrap();
-        if answered {
+        if util::answered(&c) {
             break;
         }
     }

@@ -739,18 +739,7 @@ fn admin_beyond_loopback_refuses_to_start_without_a_token() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = util::exit_within(&mut child, Duration::from_secs(10));
     let mut err = String::new();
     use std::io::Read;
     let _ = child.stderr.take().unwrap().read_to_string(&mut err);

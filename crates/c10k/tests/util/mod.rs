@@ -50,6 +50,34 @@ pub fn threads(class: &str) -> &'static str {
     }
 }
 
+/// Waits up to `limit` for `child` to exit; kills and reaps it and returns `None` if it does not.
+pub fn exit_within(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Whether the server has answered on `c` (bytes are waiting to be read), without reading them.
+pub fn answered(c: &std::net::TcpStream) -> bool {
+    c.set_nonblocking(true).unwrap();
+    let mut peek = [0u8; 64];
+    let got = matches!(c.peek(&mut peek), Ok(n) if n > 0);
+    c.set_nonblocking(false).unwrap();
+    got
+}
+
 /// Runs a test body once per worker class, each in its own test (needs `#[macro_use] mod util`).
 #[allow(unused_macros)]
 macro_rules! per_class {
