@@ -31,26 +31,33 @@ pub(crate) fn inherited() -> anyhow::Result<Vec<Listener>> {
         // Meant for another process (a parent that exported it and forked us).
         return Ok(Vec::new());
     }
-    let n: usize = fds
+    adopt(&fds, "LISTEN_FDS", "systemd")
+}
+
+/// Takes the listening sockets a parent put at descriptors 3.. for this process: `count` is the
+/// value of the variable `var` that says how many, `from` who passed them (for the errors).
+/// Used for systemd's sockets and for an old master's (`upgrade`). Each is made close-on-exec:
+/// workers get their copies from the master explicitly.
+pub(crate) fn adopt(count: &str, var: &str, from: &str) -> anyhow::Result<Vec<Listener>> {
+    let n: usize = count
         .trim()
         .parse()
         .ok()
         .filter(|&n| n <= MAX_FDS)
-        .with_context(|| format!("LISTEN_FDS={fds:?} is not a count of descriptors"))?;
+        .with_context(|| format!("{var}={count:?} is not a count of descriptors"))?;
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let fd = FIRST_FD + i as RawFd;
         if !is_listening_stream(fd) {
             anyhow::bail!(
-                "descriptor {fd} from systemd (LISTEN_FDS={n}) is not a listening stream socket \
-                 (the .socket unit needs ListenStream=)"
+                "descriptor {fd} from {from} ({var}={n}) is not a listening stream socket \
+                 (a systemd .socket unit needs ListenStream=)"
             );
         }
-        // SAFETY: systemd handed descriptor `fd` to this process to own, and nothing else in
+        // SAFETY: the parent handed descriptor `fd` to this process to own, and nothing else in
         // this process has taken it (this runs once, before any listener exists).
         let l = unsafe { Listener::from_raw_fd(fd) }
-            .with_context(|| format!("descriptor {fd} from systemd (LISTEN_FDS)"))?;
-        // sd_listen_fds sets close-on-exec: workers get their copies from the master explicitly.
+            .with_context(|| format!("descriptor {fd} from {from} ({var})"))?;
         crate::sys::set_cloexec(fd);
         out.push(l);
     }

@@ -120,22 +120,9 @@ pub(crate) fn inherited() -> anyhow::Result<Option<(i32, Vec<Listener>)>> {
     if unsafe { libc::getppid() } != parent {
         return Ok(None);
     }
-    let n: usize = fds
-        .to_str()
-        .and_then(|n| n.parse().ok())
-        .filter(|&n| n <= 1024)
-        .with_context(|| format!("{ENV_FDS}={fds:?} is not a count of descriptors"))?;
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let fd = FIRST_FD + i as RawFd;
-        // SAFETY: the old master put a listening socket at `fd` for this process to own, and
-        // nothing else in this process has taken it (this runs once, before any listener).
-        let l = unsafe { Listener::from_raw_fd(fd) }
-            .with_context(|| format!("descriptor {fd} from the old master ({ENV_FDS})"))?;
-        crate::sys::set_cloexec(fd);
-        out.push(l);
-    }
-    Ok(Some((parent, out)))
+    let fds = fds.to_string_lossy();
+    let sockets = crate::activation::adopt(&fds, ENV_FDS, "the old master")?;
+    Ok(Some((parent, sockets)))
 }
 
 /// Pairs the sockets the old master passed with `config.bind`, in order, and rewrites each
