@@ -189,8 +189,16 @@ fn stopping_nginx_stops_its_workers() {
         return;
     };
     let master = nginx.child.id();
-    let workers = children(master);
-    assert!(!workers.is_empty(), "nginx {master} has no worker");
+    // nginx listens (which is what `start` waits for) before its master has forked the workers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let workers = loop {
+        let workers = children(master);
+        if !workers.is_empty() {
+            break workers;
+        }
+        assert!(Instant::now() < deadline, "nginx {master} has no worker");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     drop(nginx);
     let deadline = Instant::now() + Duration::from_secs(10);
     while workers.iter().any(|&w| running(w)) {
