@@ -1452,6 +1452,13 @@ fn a_second_usr2_and_a_winch_without_upgrade_change_nothing_and_hup_rolls_back()
         "SIGWINCH: stopping this master's workers",
         Duration::from_secs(5),
     );
+    // With no worker left, TTOU has nothing to take (it said "never fewer than one worker").
+    s.signal(libc::SIGTTOU);
+    s.wait_log(
+        "SIGTTOU ignored: SIGWINCH stopped this master's workers",
+        Duration::from_secs(5),
+    );
+    assert!(!s.log().contains("never fewer than one"), "{}", s.log());
     s.signal(libc::SIGHUP);
     s.wait_log(
         "SIGHUP: starting the workers SIGWINCH stopped",

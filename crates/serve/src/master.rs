@@ -264,6 +264,12 @@ impl Master {
                         self.target += 1;
                         tracing::info!(workers = self.target, "SIGTTIN: one more worker");
                     }
+                    // WINCH stopped them all (gunicorn sets its count to 0 too): TTOU has
+                    // nothing to take away, and HUP is what brings them back.
+                    SIGTTOU if self.target == 0 => tracing::info!(
+                        "SIGTTOU ignored: SIGWINCH stopped this master's workers (SIGHUP starts \
+                         them again)"
+                    ),
                     // Never fewer than one, as in gunicorn.
                     SIGTTOU if self.target <= 1 => tracing::info!(
                         workers = self.target,
