@@ -385,11 +385,11 @@ pub fn refuse(matches: &ArgMatches) -> Option<String> {
 /// The message for a `--config` file key that is a refused gunicorn setting (by its flag name or
 /// gunicorn's config-file name), if it is one.
 pub fn refuse_key(key: &str) -> Option<String> {
-    let key = key.replace('-', "_");
+    let id = key.replace('-', "_");
     REFUSED
         .iter()
         .filter(|r| !SATISFIED.contains(&r.long))
-        .find(|r| r.long.replace('-', "_") == key || r.key == Some(key.as_str()))
+        .find(|r| r.long.replace('-', "_") == id || r.key == Some(id.as_str()))
         .map(|r| format!("gunicorn's `{key}` (--{}): {}", r.long, r.why))
 }
 
@@ -534,7 +534,13 @@ mod tests {
         assert!(refuse_key("preload_app").unwrap().contains("--preload"));
         assert!(refuse_key("preload").unwrap().contains("--preload"));
         assert!(refuse_key("worker-tmp-dir").is_none() && satisfied_key("worker-tmp-dir"));
-        assert!(refuse_key("reload-engine").is_some());
+        // Named as the file spells it, whichever spelling matched.
+        assert!(refuse_key("reload-engine")
+            .unwrap()
+            .starts_with("gunicorn's `reload-engine` (--reload-engine)"));
+        assert!(refuse_key("reload_engine")
+            .unwrap()
+            .starts_with("gunicorn's `reload_engine` (--reload-engine)"));
         assert!(refuse_key("workers").is_none());
         assert_eq!(renamed("accesslog"), Some("access-log"));
     }

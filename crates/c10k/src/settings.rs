@@ -70,12 +70,12 @@ impl ConfigFile {
         std::env::set_var(ENV_FILE_TEXT, &self.text);
     }
 
-    /// "line 3, key `workers`": where a key of this file is.
+    /// "line 3, key `graceful_timeout`": where a key of this file is, named as the file spells
+    /// it (either spelling is read, see [`key_id`]; the one to look for in the file is the user's).
     fn place(&self, key: &str) -> String {
-        let shown = key.replace('_', "-");
         match self.lines.get(key) {
-            Some(line) => format!("line {line}, key `{shown}`"),
-            None => format!("key `{shown}`"),
+            Some(line) => format!("line {line}, key `{key}`"),
+            None => format!("key `{key}`"),
         }
     }
 
@@ -517,7 +517,8 @@ mod tests {
             ("# comment\n\nworkers = 0\n", 3, "workers"),
             ("bind = \"nowhere\"\n", 1, "bind"),
             ("threads = 2\nkeepalive = -1.0\n", 2, "keepalive"),
-            ("graceful_timeout = \"x\"\n", 1, "graceful-timeout"),
+            // Named as written, not rewritten with dashes.
+            ("graceful_timeout = \"x\"\n", 1, "graceful_timeout"),
             ("body-min-rate = -1\n", 1, "body-min-rate"),
             ("x = 1\nwrokers = 3\n", 1, "x"),
         ] {
