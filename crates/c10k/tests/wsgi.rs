@@ -287,6 +287,20 @@ per_class!(probe_pep3333, |class| {
         line.contains("WARN") && line.contains("request path is not under --root-path"),
         "{line}"
     );
+    // And the connection ends after that 500, as gunicorn's does after its ConfigurationProblem
+    // (it stayed open for a next request, until --keep-alive ended it).
+    let mut c = connect(s.addr);
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"GET /other HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut raw = String::new();
+    let read = c.read_to_string(&mut raw);
+    assert!(
+        read.is_ok()
+            && raw.starts_with("HTTP/1.1 500")
+            && raw.contains("\r\nConnection: close\r\n"),
+        "{class}: {read:?} after {raw:?}"
+    );
     // The worker still serves after all that.
     assert_eq!(get(s.addr, "/mnt/").unwrap().status, 200);
 });

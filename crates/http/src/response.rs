@@ -23,6 +23,9 @@ pub struct Response {
     pub reason: Option<Bytes>,
     pub headers: Vec<(Cow<'static, str>, Bytes)>,
     pub body: Body,
+    /// The server closes the connection after this response (`Connection: close`), whatever
+    /// the client asked: set by [`Response::closing`].
+    pub close: bool,
 }
 
 impl Response {
@@ -33,6 +36,7 @@ impl Response {
             reason: None,
             headers: Vec::new(),
             body: Body::empty(),
+            close: false,
         }
     }
 
@@ -54,6 +58,14 @@ impl Response {
     /// An error answer whose body says why, as one line of text.
     pub fn error(status: u16, reason: impl fmt::Display) -> Response {
         Response::text(status, format!("{reason}\n"))
+    }
+
+    /// Ends the connection after this response, as gunicorn does after an error it answers
+    /// itself: the client's next request on it would meet the same fault. (A handler cannot
+    /// ask for this with a `Connection` header: the server writes that field itself.)
+    pub fn closing(mut self) -> Response {
+        self.close = true;
+        self
     }
 
     /// Sets the reason phrase sent after the status code (see [`Response::reason`]).

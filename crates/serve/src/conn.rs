@@ -597,6 +597,7 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
         };
         self.track.borrow_mut().responding(&resp);
         let keep = may_keep
+            && !resp.close
             && self.keep_alive_allowed
             && self.settings.borrow().keepalive.is_some()
             && meta.keep_alive;

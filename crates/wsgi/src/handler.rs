@@ -495,7 +495,9 @@ impl Drop for InFlight<'_> {
 /// The answer to a request outside `--root-path`, made without Python: gunicorn's status (500,
 /// from its `ConfigurationProblem`: a server set up for another mount point is a configuration
 /// fault, not the client's) and log level (a warning naming the client), with a short reason
-/// and without gunicorn's echo of the path and the root in the body. The worker goes on.
+/// and without gunicorn's echo of the path and the root in the body. The worker goes on; the
+/// connection closes after the answer (`Connection: close`), as gunicorn's does after any error
+/// it answers itself.
 fn outside_root_answer(req: &Request) -> Response {
     tracing::warn!(
         peer = %req.peer.map_or_else(|| "unix socket".to_owned(), |p| p.ip().to_string()),
@@ -503,7 +505,7 @@ fn outside_root_answer(req: &Request) -> Response {
         path = %req.path,
         "request path is not under --root-path; answered 500"
     );
-    Response::error(500, "request path is not under this server's --root-path")
+    Response::error(500, "request path is not under this server's --root-path").closing()
 }
 
 fn timeout_response() -> Response {
