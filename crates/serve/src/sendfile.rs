@@ -53,25 +53,25 @@ pub(crate) fn send_blocking(
     while f.len > 0 {
         let started = std::time::Instant::now();
         let want = f.len.min(MAX_CALL);
-        match send_once(sock, f) {
-            // A call cut short only after waiting out the timeout: the bytes it moved went
-            // into room the socket had at its start, and the client has taken nothing since.
-            Ok(n) if (n as u64) < want && stall.is_some_and(|t| started.elapsed() >= t) => {
-                tracing::warn!("the client took none of the file body for --send-timeout; closing");
-                return (sent + n as u64, false);
+        let stalled = match send_once(sock, f) {
+            Ok(n) => {
+                sent += n as u64;
+                // A call cut short only after waiting out the timeout: the bytes it moved went
+                // into room the socket had at its start, and the client has taken nothing since.
+                (n as u64) < want && stall.is_some_and(|t| started.elapsed() >= t)
             }
-            Ok(n) => sent += n as u64,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // The socket blocks, so this is its SO_SNDTIMEO: `--send-timeout` ran out with
-                // the client taking nothing.
-                tracing::warn!("the client took none of the file body for --send-timeout; closing");
-                return (sent, false);
-            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
+            // The socket blocks, so this is its SO_SNDTIMEO: `--send-timeout` ran out with the
+            // client taking nothing.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
             Err(e) => {
                 tracing::debug!("sending a file body: {e}");
                 return (sent, false);
             }
+        };
+        if stalled {
+            tracing::warn!("the client took none of the file body for --send-timeout; closing");
+            return (sent, false);
         }
     }
     (sent, true)
