@@ -1297,9 +1297,9 @@ fn stalled_readers_are_dropped(class: &str, extra: &[&str]) {
             let took = stopped.elapsed();
             assert!(took < Duration::from_millis(3500), "closed after {took:?}");
         } else {
-            // Nothing to ask the app: wait long enough. One `sendfile(2)` call is several
-            // socket writes, each allowed the timeout, so it may take a few times 2 s.
-            std::thread::sleep(Duration::from_secs(10));
+            // Nothing to ask the app: wait long enough (about one timeout, see
+            // a_stalled_file_body_gives_up_after_one_send_timeout).
+            std::thread::sleep(Duration::from_secs(5));
         }
         // What was in the socket buffers, then the end: the body was cut, not finished.
         loop {
@@ -1317,6 +1317,73 @@ fn stalled_readers_are_dropped(class: &str, extra: &[&str]) {
     // Both stalls are logged, naming the flag.
     s.wait_log("response for 2 s (--send-timeout)", Duration::from_secs(5));
     s.wait_log("file body", Duration::from_secs(5));
+}
+
+per_class!(
+    a_stalled_file_body_gives_up_after_one_send_timeout,
+    |class| {
+        // A `wsgi.file_wrapper` file to a client that never reads: the worker gives up about one
+        // --send-timeout after the last byte went out. Under the blocking classes it took twice the
+        // timeout (4.3 s for 2 s): one sendfile(2) call is several socket sends in the kernel, each
+        // allowed the whole SO_SNDTIMEO, and a call that moved some bytes then waited out two.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sparse.bin");
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+        let env = format!("PROBE_BIG_FILE={}", path.display());
+        let s = app_in_class(class, "probe:raw", &["--send-timeout", "2", "-e", &env]);
+        let limit = Duration::from_secs(2);
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(16 * 1024).unwrap();
+        sock.connect_timeout(&s.addr.into(), Duration::from_secs(5))
+            .unwrap();
+        let mut c: std::net::TcpStream = sock.into();
+        c.write_all(b"GET /file?big=1 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let asked = Instant::now();
+        // Bytes the server never reads, so that its close sends a RST, which this side sees without
+        // reading what is queued for it.
+        std::thread::sleep(Duration::from_millis(200));
+        c.write_all(b"unread").unwrap();
+        let closed = loop {
+            if !tcp_established(&c) {
+                break asked.elapsed();
+            }
+            assert!(
+                asked.elapsed() < 5 * limit,
+                "{class}: still open after {:?}",
+                asked.elapsed()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(
+            closed >= limit && closed < limit * 8 / 5,
+            "{class}: closed {closed:?} after the request, --send-timeout 2 s"
+        );
+        s.wait_log("file body", Duration::from_secs(5));
+    }
+);
+
+/// Whether `c` is still in TCP's ESTABLISHED state (`TCP_INFO`'s first byte, `tcpi_state`).
+fn tcp_established(c: &std::net::TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut info = [0u8; 256];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into the buffer we own.
+    let r = unsafe {
+        libc::getsockopt(
+            c.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(r, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    info[0] == 1 // TCP_ESTABLISHED
 }
 
 #[test]

@@ -296,8 +296,9 @@ pub(crate) fn serve_accepted<H: c10k_http::Handler>(
 /// Accepts one connection from a non-blocking listener, as a blocking stream with Nagle off,
 /// with the client's address (`None` on a unix socket).
 ///
-/// `send_timeout` (`--send-timeout`) becomes the socket's `SO_SNDTIMEO`: a `write` or
-/// `sendfile` that the client lets sit with its window closed fails after it, so a client that
+/// `send_timeout` (`--send-timeout`) becomes the socket's `SO_SNDTIMEO`: a `write` that the
+/// client lets sit with its window closed fails after it (a file body's `sendfile` waits with
+/// `poll` instead, see `crate::sendfile::send_blocking`), so a client that
 /// stops reading gives its thread back (and the app's iterable is closed) instead of holding it
 /// until it disconnects. The kernel's timer restarts whenever some bytes go out, so it bounds a
 /// stall, not a slow download.
