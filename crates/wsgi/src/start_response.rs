@@ -3,8 +3,8 @@
 //! The status and headers are checked and converted to Rust values as soon as the app hands them
 //! over, so the Rust side never looks at Python objects to build the response head. PEP 3333's
 //! rules: a second call needs `exc_info`; with `exc_info` before the head has gone out, the new
-//! status and headers replace the old; after it has gone out, the exception is re-raised into the
-//! app. Data given to `write()` is sent before the iterable's chunks, in order.
+//! status and headers replace the old; after it has gone out, or after `write()` was given data,
+//! the exception is re-raised into the app. Data given to `write()` is sent before the iterable's chunks, in order.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -126,7 +126,9 @@ impl StartResponse {
         {
             let me = slf.borrow();
             match exc_info {
-                Some(info) if me.head_sent => {
+                // Data given to write() counts as sent: PEP 3333's write() returns once its data
+                // is sent or buffered for sending under the head given so far.
+                Some(info) if me.head_sent || !me.written.is_empty() => {
                     // Too late to change the head: re-raise into the app (PEP 3333).
                     let value = info.cast::<PyTuple>()?.get_item(1)?;
                     return Err(PyErr::from_value(value));

@@ -334,6 +334,17 @@ fn exc_info_replaces_the_head_before_it_is_sent_and_reraises_after() {
 }
 
 #[test]
+fn exc_info_after_write_reraises_and_keeps_the_head() {
+    // write() promises its data went out under the head given so far (PEP 3333), so a later
+    // start_response(..., exc_info) must re-raise, not swap the status under that data.
+    let app = boot("probe:app", Wait::Block);
+    assert_eq!(
+        text(block(&app, get("/exc_info_after_write"))),
+        (200, "written,re-raised".to_owned())
+    );
+}
+
+#[test]
 fn file_wrapper_reads_real_files_in_rust_and_others_in_python() {
     let probe = std::fs::read_to_string(apps_dir().join("probe.py")).unwrap();
     // Unvalidated: the wrapper reaches the server, which reads the file itself.

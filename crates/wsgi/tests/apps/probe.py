@@ -160,6 +160,18 @@ def dispatch(environ, start_response):
             yield b"never sent"
         start_response("200 OK", [("Content-Type", "text/plain")])
         return body()
+    if path == "/exc_info_after_write":
+        # write() has sent the head (PEP 3333): exc_info now re-raises instead of replacing it.
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"written,")
+        try:
+            raise ValueError("too late to change the head")
+        except ValueError:
+            try:
+                start_response("500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info())
+            except ValueError:
+                return [b"re-raised"]
+        return [b"replaced"]
     if path == "/file":
         # ?big=1: the file named by $PROBE_BIG_FILE (set with -e); ?proc=1: a procfs file, whose
         # size says 0 though it has content; ?cl=N: the app's Content-Length.
