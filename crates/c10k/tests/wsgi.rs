@@ -347,6 +347,62 @@ fn script_name_from_the_environment_is_the_root_path_as_in_gunicorn() {
     );
 }
 
+/// nginx's `proxy_set_header SCRIPT_NAME /api` mounts the app as under gunicorn (its
+/// `--forwarder-headers`, default `SCRIPT_NAME,PATH_INFO`, believed from
+/// `--forwarded-allow-ips`), over `--root-path`, under every class; from a peer not in that list
+/// the header is dropped as any `_` name. Failed before: SCRIPT_NAME was `/x` and PATH_INFO
+/// `/api/environ` (a 500, the path being outside `--root-path`), the header dropped.
+#[test]
+fn a_trusted_proxys_script_name_header_mounts_the_app() {
+    let venv = venv();
+    let mut classes = vec!["sync", "gthread", "async"];
+    if venv.is_some() {
+        classes.push("gevent");
+    }
+    for class in classes {
+        let mut extra = vec!["--root-path", "/x"];
+        if class == "gevent" {
+            extra.extend_from_slice(&["--venv", venv.as_deref().unwrap_or_default()]);
+        }
+        let s = probe(class, &extra);
+        let r = request(
+            &s,
+            "GET /api/environ HTTP/1.1\r\nHost: h\r\nSCRIPT_NAME: /api/\r\n\
+             Remote_User: eve\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(r.status, 200, "{class}: {}", r.text());
+        let e = json(&r);
+        assert_eq!(
+            (&e["SCRIPT_NAME"], &e["PATH_INFO"], &e["HTTP_SCRIPT_NAME"]),
+            (&"/api".into(), &"/environ".into(), &"/api/".into()),
+            "{class}"
+        );
+        assert!(e.get("HTTP_REMOTE_USER").is_none(), "{class}: not listed");
+        // Outside the proxy's mount point: its set-up is wrong, a 500 with the reason.
+        let (head, body) = exchange(
+            &s,
+            "GET /other HTTP/1.1\r\nHost: h\r\nSCRIPT_NAME: /api\r\n\r\n",
+        );
+        assert!(head.starts_with("http/1.1 500"), "{class}: {head}");
+        assert!(
+            String::from_utf8_lossy(&body).contains("SCRIPT_NAME header"),
+            "{class}"
+        );
+        drop(s);
+
+        // From a peer outside --forwarded-allow-ips the header is anyone's: dropped.
+        extra[1] = "/";
+        extra.extend_from_slice(&["--forwarded-allow-ips", "192.0.2.1"]);
+        let s = probe(class, &extra);
+        let r = request(
+            &s,
+            "GET /api/environ HTTP/1.1\r\nHost: h\r\nSCRIPT_NAME: /api\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(r.status, 404, "{class}: {}", r.text());
+        assert_eq!(r.text(), "not found: /api/environ", "{class}");
+    }
+}
+
 /// Sends `raw` on a fresh connection and reads to the close: the head (lower-cased) and every
 /// byte after it.
 fn exchange(s: &Server, raw: &str) -> (String, Vec<u8>) {

@@ -6,7 +6,8 @@
 //! Values are bytes, as the environ's latin-1 strings hold them (one byte, one code point;
 //! [`latin1`] makes text of them). Decisions where PEP 3333 leaves room (gunicorn's, unless said):
 //! a header name containing `_` is dropped, so a client cannot spoof `X-Forwarded-For` as
-//! `X_Forwarded_For`; repeated header fields are joined with `, ` (`Cookie` with `; `, RFC 6265;
+//! `X_Forwarded_For` (the names a trusted front may send, `--forwarder-headers`, come as
+//! [`Request::cgi_vars`]); repeated header fields are joined with `, ` (`Cookie` with `; `, RFC 6265;
 //! gunicorn joins with `,`); `Content-Type` is `CONTENT_TYPE` and never an `HTTP_` key;
 //! `CONTENT_LENGTH` is the length of the body the server received (also for chunked requests,
 //! whose body is complete), present when there is a body or a `Content-Length` header;
@@ -33,18 +34,33 @@ pub fn script_name(root_path: &str) -> &str {
 /// `PATH_INFO`: `path` (still percent-encoded, as [`Request::path`]) decoded, with `script_name`
 /// stripped when the path is under it (`/api/x` → `/x`; `/apix` keeps its prefix).
 pub fn path_info<'a>(path: &'a str, script_name: &str) -> Cow<'a, [u8]> {
-    let decoded = percent_decode(path.as_bytes());
-    let root = script_name.as_bytes();
-    if root.is_empty() || !segment_prefix(&decoded, root) {
-        return decoded;
+    match strip_root(percent_decode(path.as_bytes()), script_name.as_bytes()) {
+        Ok(below) | Err(below) => below,
     }
-    match decoded {
+}
+
+/// `PATH_INFO` of `path` (still percent-encoded) below mount point `script_name` (as bytes: a
+/// front's `SCRIPT_NAME` header), or `None` when the path is not under it (see [`under_root`]).
+pub fn path_below<'a>(path: &'a str, script_name: &[u8]) -> Option<Cow<'a, [u8]>> {
+    strip_root(percent_decode(path.as_bytes()), script_name).ok()
+}
+
+/// `decoded` without its leading `root` segments; `Err(decoded)` unchanged when it is not
+/// under `root` (an empty root holds every path).
+fn strip_root<'a>(decoded: Cow<'a, [u8]>, root: &[u8]) -> Result<Cow<'a, [u8]>, Cow<'a, [u8]>> {
+    if root.is_empty() {
+        return Ok(decoded);
+    }
+    if !segment_prefix(&decoded, root) {
+        return Err(decoded);
+    }
+    Ok(match decoded {
         Cow::Borrowed(b) => Cow::Borrowed(&b[root.len()..]),
         Cow::Owned(mut v) => {
             v.drain(..root.len());
             Cow::Owned(v)
         }
-    }
+    })
 }
 
 /// Whether `path` (still percent-encoded, as [`Request::path`]) is, decoded, the mount point

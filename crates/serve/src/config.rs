@@ -538,6 +538,24 @@ pub struct ServeConfig {
     )]
     pub forwarded_allow_ips: Vec<AllowFrom>,
 
+    /// Header names with `_` that a peer in --forwarded-allow-ips may send to the app (gunicorn's
+    /// --forwarder-headers): such a header, dropped from anyone else, becomes `HTTP_NAME` in the
+    /// environ, and a `SCRIPT_NAME` one (nginx's `proxy_set_header SCRIPT_NAME /api`) is the
+    /// request's `SCRIPT_NAME`, cut off the front of `PATH_INFO` (a path outside it is a 500).
+    /// `*` for any name; an empty value for none.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            env = "C10K_FORWARDER_HEADERS",
+            value_delimiter = ',',
+            default_value = "SCRIPT_NAME,PATH_INFO",
+            value_name = "NAMES",
+            help_heading = "Listening"
+        )
+    )]
+    pub forwarder_headers: Vec<String>,
+
     /// Listen queue length (capped by net.core.somaxconn; a warning says so).
     #[cfg_attr(
         feature = "cli",
@@ -874,6 +892,7 @@ impl Default for ServeConfig {
             umask: None,
             uwsgi_allow_from: AllowFrom::loopback(),
             forwarded_allow_ips: AllowFrom::loopback(),
+            forwarder_headers: vec!["SCRIPT_NAME".into(), "PATH_INFO".into()],
             backlog: 2048,
             reuse_port: false,
             worker_class: WorkerClass::Async,
@@ -1069,6 +1088,7 @@ impl ServeConfig {
             },
             body_buffer: self.body_buffer_size,
             forwarded_allow: self.forwarded_allow_ips.as_slice().into(),
+            forwarder_headers: crate::proto::forwarder_names(&self.forwarder_headers),
         }
     }
 }

@@ -495,7 +495,12 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
     fn refuse(&mut self, refusal: &Refusal) {
         match refusal {
             Refusal::Answer(err) => {
-                tracing::debug!(status = err.status, reason = %err.reason, "refused request");
+                if err.status == 500 {
+                    // The server's set-up, not the client, is at fault: say so where it shows.
+                    tracing::warn!(reason = %err.reason, "refused request");
+                } else {
+                    tracing::debug!(status = err.status, reason = %err.reason, "refused request");
+                }
                 self.track.borrow_mut().refused(err.status, &err.reason);
                 self.codec.refuse(&mut self.out, err);
                 self.state = State::Closing(Lingering::Yes);

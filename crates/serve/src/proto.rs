@@ -43,6 +43,19 @@ pub struct Limits {
     /// sets the request's scheme (gunicorn's `--forwarded-allow-ips`); a unix socket's peer is
     /// always trusted, as in gunicorn.
     pub forwarded_allow: Arc<[AllowFrom]>,
+    /// Header names with `_` (upper-case, or `*` for any) that a `forwarded_allow` peer may send
+    /// to the app (gunicorn's `--forwarder-headers`): see [`forwarder_vars`].
+    pub forwarder_headers: Arc<[Box<str>]>,
+}
+
+/// `--forwarder-headers` as [`Limits::forwarder_headers`] holds them: trimmed, upper-case, no
+/// empty ones.
+pub fn forwarder_names<S: AsRef<str>>(names: &[S]) -> Arc<[Box<str>]> {
+    names
+        .iter()
+        .map(|n| n.as_ref().trim().to_ascii_uppercase().into_boxed_str())
+        .filter(|n| !n.is_empty())
+        .collect()
 }
 
 impl Default for Limits {
@@ -55,6 +68,7 @@ impl Default for Limits {
             max_body: 10 * 1024 * 1024,
             body_buffer: 64 * 1024,
             forwarded_allow: AllowFrom::loopback().into(),
+            forwarder_headers: forwarder_names(&["SCRIPT_NAME", "PATH_INFO"]),
         }
     }
 }
@@ -582,6 +596,8 @@ fn interpret(
     // What the proxy's scheme headers say (https or not), and whether two of them disagree.
     let mut forwarded_https: Option<bool> = None;
     let mut forwarded_conflict = false;
+    // A field whose name has a `_`, which only a trusted front may send to the app.
+    let mut underscored = false;
     let mut log = capture_log.then(|| {
         Box::new(LogFields {
             method: method.as_str().to_owned(),
@@ -656,6 +672,8 @@ fn interpret(
         } else if let Some(https) = secure_scheme_header(name, h.value) {
             forwarded_conflict |= forwarded_https.is_some_and(|was| was != https);
             forwarded_https = Some(https);
+        } else if name.as_bytes().contains(&b'_') {
+            underscored = !limits.forwarder_headers.is_empty();
         } else if let Some(log) = log.as_mut() {
             if name.eq_ignore_ascii_case("referer") {
                 log.referer = Some(String::from_utf8_lossy(h.value).into_owned());
@@ -693,13 +711,13 @@ fn interpret(
         }
         Framing::Sized(len as usize)
     };
+    let trusted = || match conn.peer {
+        None => true,
+        Some(p) => limits.forwarded_allow.iter().any(|a| a.allows(p.ip())),
+    };
     let mut scheme = Scheme::Http;
     if let Some(https) = forwarded_https {
-        let trusted = match conn.peer {
-            None => true,
-            Some(p) => limits.forwarded_allow.iter().any(|a| a.allows(p.ip())),
-        };
-        if trusted {
+        if trusted() {
             if forwarded_conflict {
                 // gunicorn's InvalidSchemeHeaders: the app must not guess which one is true.
                 return Err(HttpError::bad(
@@ -711,6 +729,11 @@ fn interpret(
             }
         }
     }
+    let cgi_vars = if underscored && trusted() {
+        forwarder_vars(&headers, &path, limits)?
+    } else {
+        Vec::new()
+    };
     let keep_alive = if minor_version == 1 {
         !conn_close
     } else {
@@ -731,7 +754,7 @@ fn interpret(
         local: conn.local,
         transport: conn.transport,
         scheme,
-        cgi_vars: Vec::new(),
+        cgi_vars,
         body: RequestBody::empty(),
     };
     Ok((
@@ -744,6 +767,62 @@ fn interpret(
         },
         framing,
     ))
+}
+
+/// The environ vars of the fields with a `_` in their name that a trusted front sent and
+/// `--forwarder-headers` names, as gunicorn sets them: each as `HTTP_NAME` (repeated fields joined
+/// with `, `), and a `SCRIPT_NAME` one (nginx's `proxy_set_header SCRIPT_NAME /api`) also as the
+/// request's `SCRIPT_NAME` (without a trailing `/`), with `PATH_INFO` the decoded path below it.
+/// They go to [`Request::cgi_vars`], which the environ sets last, so they win over `--root-path`.
+/// A path outside that `SCRIPT_NAME` is a 500, as gunicorn's `ConfigurationProblem` (and as a
+/// path outside `--root-path`): the proxy in front is set up for another mount point.
+fn forwarder_vars(
+    headers: &Headers,
+    path: &str,
+    limits: &Limits,
+) -> Result<Vec<(Bytes, Bytes)>, HttpError> {
+    let any = limits.forwarder_headers.iter().any(|n| &**n == "*");
+    let mut vars: Vec<(Bytes, Bytes)> = Vec::new();
+    let mut script_name: Option<Bytes> = None;
+    for (name, value) in headers.iter() {
+        if !name.contains('_')
+            || !(any
+                || limits
+                    .forwarder_headers
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(name)))
+        {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("script_name") {
+            script_name = Some(value.clone());
+        }
+        let key = c10k_http::cgi::http_key(name);
+        match vars.iter_mut().find(|(k, _)| k[..] == *key.as_bytes()) {
+            Some((_, joined)) => {
+                let mut both = Vec::with_capacity(joined.len() + 2 + value.len());
+                both.extend_from_slice(joined);
+                both.extend_from_slice(b", ");
+                both.extend_from_slice(value);
+                *joined = both.into();
+            }
+            None => vars.push((key.into(), value.clone())),
+        }
+    }
+    if let Some(script) = script_name {
+        let end = script.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
+        let script = script.slice(..end);
+        let path_info = c10k_http::cgi::path_below(path, &script).ok_or_else(|| {
+            HttpError::new(
+                500,
+                "request path is not under the SCRIPT_NAME header's prefix (--forwarder-headers)",
+            )
+        })?;
+        let path_info = Bytes::copy_from_slice(&path_info);
+        vars.push((Bytes::from_static(b"SCRIPT_NAME"), script));
+        vars.push((Bytes::from_static(b"PATH_INFO"), path_info));
+    }
+    Ok(vars)
 }
 
 /// The length of a header's line in `buf`, from its name through the CRLF, as gunicorn counts
@@ -1646,6 +1725,85 @@ mod tests {
         let cookies: Vec<_> = r.headers.get_all("cookie").map(|v| &v[..]).collect();
         assert_eq!(cookies, [&b"a=1"[..], &b"b=2"[..]]);
         assert_eq!(&r.headers.get("x-latin").unwrap()[..], b"caf\xe9");
+    }
+
+    /// gunicorn 27, checked by hand: from a `--forwarded-allow-ips` peer, a `SCRIPT_NAME` header
+    /// (listed in its `--forwarder-headers`, default `SCRIPT_NAME,PATH_INFO`) mounts the app there
+    /// and other listed `_` names reach the environ as `HTTP_NAME`; from anyone else they are
+    /// dropped, as every `_` name. c10k dropped them from everyone.
+    #[test]
+    fn a_trusted_fronts_forwarder_headers_reach_the_environ() {
+        type Vars = Vec<(String, String)>;
+        let vars = |peer: &str, names: &[&str], target: &str, headers: &str| {
+            let info = ConnInfo {
+                peer: Some(peer.parse().unwrap()),
+                ..ConnInfo::default()
+            };
+            let limits = Limits {
+                forwarder_headers: forwarder_names(names),
+                ..Limits::default()
+            };
+            let mut d = Decoder::new(limits).with_conn(info);
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: h\r\n{headers}\r\n");
+            d.decode(&mut BytesMut::from(raw.as_bytes()))
+                .map(|r| {
+                    let r = r.unwrap().request;
+                    let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+                    r.cgi_vars
+                        .iter()
+                        .map(|(k, v)| (text(k), text(v)))
+                        .collect::<Vars>()
+                })
+                .map_err(|e| (e.status, e.reason.into_owned()))
+        };
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        let default = ["script_name", " PATH_INFO "];
+        let (local, far) = ("127.0.0.1:5000", "192.0.2.1:5000");
+        assert_eq!(
+            vars(local, &default, "/api/a%20b?q=1", "SCRIPT_NAME: /api/\r\n"),
+            Ok(vec![
+                pair("HTTP_SCRIPT_NAME", "/api/"),
+                pair("SCRIPT_NAME", "/api"),
+                pair("PATH_INFO", "/a b"),
+            ])
+        );
+        assert_eq!(
+            vars(local, &default, "/api", "SCRIPT_NAME: /api\r\n"),
+            Ok(vec![
+                pair("HTTP_SCRIPT_NAME", "/api"),
+                pair("SCRIPT_NAME", "/api"),
+                pair("PATH_INFO", ""),
+            ])
+        );
+        // Repeats joined; a name not listed (and one without `_`) is not a forwarder header.
+        assert_eq!(
+            vars(
+                local,
+                &default,
+                "/",
+                "PATH_INFO: /a\r\nRemote_User: x\r\nPath-Info: /c\r\nPATH_INFO: /b\r\n"
+            ),
+            Ok(vec![pair("HTTP_PATH_INFO", "/a, /b")])
+        );
+        assert_eq!(
+            vars(local, &["*"], "/", "Remote_User: x\r\n"),
+            Ok(vec![pair("HTTP_REMOTE_USER", "x")])
+        );
+        // Not from a peer outside --forwarded-allow-ips, and not when the list is empty.
+        assert_eq!(
+            vars(far, &default, "/api/x", "SCRIPT_NAME: /api\r\n"),
+            Ok(vec![])
+        );
+        assert_eq!(
+            vars(local, &[""], "/api/x", "SCRIPT_NAME: /api\r\n"),
+            Ok(vec![])
+        );
+        // A path outside the front's mount point: the front is set up wrong (gunicorn: 500).
+        for target in ["/other", "/apix"] {
+            let err = vars(local, &default, target, "SCRIPT_NAME: /api\r\n").unwrap_err();
+            assert_eq!(err.0, 500, "{target}");
+            assert!(err.1.contains("SCRIPT_NAME"), "{}", err.1);
+        }
     }
 
     #[test]

@@ -40,6 +40,7 @@ fn limits() -> Limits {
         body_buffer: 0,
         // No admin route looks at the scheme.
         forwarded_allow: Vec::new().into(),
+        forwarder_headers: Vec::new().into(),
     }
 }
 
