@@ -1303,6 +1303,16 @@ fn a_client_that_stops_reading_is_dropped_after_the_send_timeout_under_gevent() 
     stalled_readers_are_dropped("gevent", &["--venv", &venv]);
 }
 
+/// A client whose receive buffer is kept small (16 KiB), so that a large body fills the socket
+/// buffers soon after it stops reading.
+fn small_window_client(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(16 * 1024).unwrap();
+    sock.connect_timeout(&addr.into(), Duration::from_secs(5))
+        .unwrap();
+    sock.into()
+}
+
 /// A client that asks for a large body and then stops reading, without closing: before
 /// `--send-timeout`, nothing ever gave up on it, so it held its thread (`sync`, `thread`,
 /// `gthread`) or its body's Python thread (`async`, `gevent`) until it went away — with
@@ -1329,12 +1339,7 @@ fn stalled_readers_are_dropped(class: &str, extra: &[&str]) {
         ("/stream?n=200&size=100000&token=stalled", 200 * 100_000),
         ("/file?big=1", file_len as usize),
     ] {
-        let sock =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        sock.set_recv_buffer_size(16 * 1024).unwrap();
-        sock.connect_timeout(&s.addr.into(), Duration::from_secs(5))
-            .unwrap();
-        let mut c: std::net::TcpStream = sock.into();
+        let mut c = small_window_client(s.addr);
         c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         c.write_all(format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
             .unwrap();
@@ -1391,12 +1396,7 @@ per_class!(
         let env = format!("PROBE_BIG_FILE={}", path.display());
         let s = app_in_class(class, "probe:raw", &["--send-timeout", "2", "-e", &env]);
         let limit = Duration::from_secs(2);
-        let sock =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        sock.set_recv_buffer_size(16 * 1024).unwrap();
-        sock.connect_timeout(&s.addr.into(), Duration::from_secs(5))
-            .unwrap();
-        let mut c: std::net::TcpStream = sock.into();
+        let mut c = small_window_client(s.addr);
         c.write_all(b"GET /file?big=1 HTTP/1.1\r\nHost: t\r\n\r\n")
             .unwrap();
         let asked = Instant::now();

@@ -4,7 +4,8 @@
 //! over, so the Rust side never looks at Python objects to build the response head. PEP 3333's
 //! rules: a second call needs `exc_info`; with `exc_info` before the head has gone out, the new
 //! status and headers replace the old; after it has gone out, or after `write()` was given data,
-//! the exception is re-raised into the app. Data given to `write()` is sent before the iterable's chunks, in order.
+//! the exception is re-raised into the app. Data given to `write()` is sent before the iterable's
+//! chunks, in order.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
