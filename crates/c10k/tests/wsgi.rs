@@ -1077,6 +1077,68 @@ fn django_on_mariadb_keeps_one_connection_per_thread() {
     }
 }
 
+/// `-k thread` retires a thread that has been idle for 30 s; the thread's Django connection
+/// (`CONN_MAX_AGE=60`) must close with it. Its `threading.local` is cleared when the thread
+/// exits, but the database wrapper sits in reference cycles, so only the cyclic collector
+/// closes it, and a quiet worker allocates nothing that would run the collector: before the fix
+/// each thread of a burst left its MariaDB connection open after it was gone (`/db-open` still
+/// counted the burst's connections 40 s later). Takes some 35 s: the retirement time is fixed.
+#[test]
+fn django_connections_of_retired_threads_close() {
+    let Some(venv) = venv() else { return };
+    let Some(url) = mysql_url() else { return };
+    let dir = format!("{}/djangoproj", apps());
+    let db_url = format!("DJANGO_MYSQL_URL={url}");
+    let s = Server::start(&[
+        "-k",
+        "thread",
+        "--venv",
+        &venv,
+        "--chdir",
+        &dir,
+        "--env",
+        &db_url,
+        // No migrate at import: it would leave a connection open on the main thread.
+        "djangoproj.wsgi:application",
+    ]);
+    let burst: Vec<_> = (0..6)
+        .map(|_| {
+            let addr = s.addr;
+            std::thread::spawn(move || get(addr, "/db-sleep?s=0.3").map(|r| r.status))
+        })
+        .collect();
+    for b in burst {
+        assert_eq!(b.join().unwrap().expect("db-sleep"), 200, "{}", s.log());
+    }
+    let open = || -> u32 {
+        let r = get(s.addr, "/db-open").expect("db-open");
+        r.text()
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{}", r.text()))
+    };
+    let after_burst = open();
+    assert!(
+        after_burst >= 6,
+        "a connection per thread of the burst: {after_burst}"
+    );
+    // No request meanwhile: each one would keep the thread that takes it from retiring.
+    std::thread::sleep(Duration::from_secs(32));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // The thread that answers keeps its own connection.
+        let n = open();
+        if n <= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} Django connections still open 40 s after a burst of {after_burst}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 /// `-k async --threads 4` hosting Python: four Python threads, and the event loop on one thread
 /// (no tokio worker threads contending for the GIL).
 #[test]

@@ -9,13 +9,17 @@
 //! **Attaching.** PyO3's `Python::attach` on a thread with no Python thread state creates one and
 //! destroys it when the closure returns, which would reset every `threading.local` on each request.
 //! [`attach`] first gives the calling thread a permanent thread state (one `PyGILState_Ensure`
-//! that is only released when the thread exits), so later attaches just take the GIL.
+//! that is only released when the thread exits), so later attaches just take the GIL. A thread
+//! that exits (a retired `-k thread` thread) is followed by a garbage collection, which frees what
+//! its `threading.local` values held in reference cycles, such as Django's database connection.
 
 use std::cell::RefCell;
 use std::ffi::{CStr, CString};
 use std::mem::MaybeUninit;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Mutex;
 
 use pyo3::ffi;
@@ -217,6 +221,46 @@ impl Drop for ThreadState {
             ffi::PyEval_RestoreThread(self.tstate);
             ffi::PyGILState_Release(self.gstate);
         }
+        // SAFETY: getpid and gettid have no preconditions.
+        let main_thread = unsafe { libc::getpid() == libc::gettid() };
+        // The main thread's state goes only as the process exits: nothing to free for anyone.
+        if !main_thread {
+            collect_exited_threads_garbage();
+        }
+    }
+}
+
+/// Set when a thread's locals were cleared after the last collection began.
+static GARBAGE: AtomicBool = AtomicBool::new(false);
+/// Held by the exiting thread that runs the collections for all of them.
+static COLLECTING: AtomicBool = AtomicBool::new(false);
+
+/// Frees what an exited thread's `threading.local` values held in reference cycles. Releasing
+/// the thread state drops those values, but a Django database wrapper points at its helpers and
+/// they at it, so only the cyclic collector closes its connection (`CONN_MAX_AGE`): in a quiet
+/// worker, which allocates nothing that would run the collector, never. (The gevent hub does the
+/// same for its greenlets, see `gevent/hub.py`.) A full collection of a Django worker takes some
+/// 20-30 ms and the idle threads of a burst retire together, so one exiting thread collects for
+/// all: a thread that finds another collecting leaves its flag for it, and the collector goes
+/// round again while the flag is set, so every exit is followed by a collection that began after
+/// its locals were gone.
+fn collect_exited_threads_garbage() {
+    GARBAGE.store(true, SeqCst);
+    while GARBAGE.load(SeqCst)
+        && COLLECTING
+            .compare_exchange(false, true, SeqCst, SeqCst)
+            .is_ok()
+    {
+        while GARBAGE.swap(false, SeqCst) {
+            // SAFETY: this thread's own state was released above, so it holds no GIL; Ensure
+            // gives it a fresh thread state for the collection and Release deletes it again.
+            unsafe {
+                let gstate = ffi::PyGILState_Ensure();
+                ffi::PyGC_Collect();
+                ffi::PyGILState_Release(gstate);
+            }
+        }
+        COLLECTING.store(false, SeqCst);
     }
 }
 
