@@ -21,7 +21,33 @@ fn free_addr() -> SocketAddr {
         .unwrap()
 }
 
-fn start(data: &Path, addr: SocketAddr, database: Option<&str>, instance: u16) -> Child {
+/// A server started in its own process group: dropped while it still runs (a test that failed
+/// half-way, a server that never came up), it takes the whole group down with it, so no test
+/// leaves a server behind.
+struct Group(Child);
+
+impl std::ops::Deref for Group {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Group {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            kill_group(&mut self.0);
+        }
+    }
+}
+
+fn start(data: &Path, addr: SocketAddr, database: Option<&str>, instance: u16) -> Group {
     start_with(
         data,
         addr,
@@ -30,7 +56,7 @@ fn start(data: &Path, addr: SocketAddr, database: Option<&str>, instance: u16) -
     )
 }
 
-fn start_with(data: &Path, addr: SocketAddr, database: Option<&str>, extra: &[&str]) -> Child {
+fn start_with(data: &Path, addr: SocketAddr, database: Option<&str>, extra: &[&str]) -> Group {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_c10k"));
     cmd.args(["serve", "--bind", &addr.to_string()])
         .args(extra)
@@ -44,7 +70,8 @@ fn start_with(data: &Path, addr: SocketAddr, database: Option<&str>, extra: &[&s
     if let Some(url) = database {
         cmd.args(["--database", url]);
     }
-    let child = cmd.spawn().unwrap();
+    // Before the wait: one that never comes up (its database down) is stopped by the panic.
+    let child = Group(cmd.spawn().unwrap());
     let deadline = Instant::now() + Duration::from_secs(30);
     while request(addr, "GET", "/ids", "").is_err() {
         assert!(
