@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use util::admin::{admin_addr, admin_json, c10k, wait_until};
 use util::load::{finish_load, steady_load};
-use util::python::{apps, mysql_url, venv, wait_closed};
+use util::python::{apps, venv, wait_closed};
 use util::{connect, get, Resp, Server};
 
 fn serve(venv: &str, class: &str, threads: &str, extra: &[&str], app: &str) -> Server {
@@ -354,26 +354,9 @@ fn gevents_warning_about_early_ssl_imports_is_logged() {
     assert!(found, "no gevent warning in the log:\n{log}");
 }
 
-/// The test Django project on one gevent worker, its database on the MariaDB that CI starts;
-/// `None` (skip) without the venv or MariaDB.
+/// The test Django project on one gevent worker (see [`util::python::django_on_mariadb`]).
 fn django_on_mariadb() -> Option<Server> {
-    let venv = venv()?;
-    let url = mysql_url()?;
-    let dir = format!("{}/djangoproj", apps());
-    let db_url = format!("DJANGO_MYSQL_URL={url}");
-    Some(Server::start(&[
-        "-k",
-        "gevent",
-        "-w",
-        "1",
-        "--venv",
-        &venv,
-        "--chdir",
-        &dir,
-        "--env",
-        &db_url,
-        "djangoproj.wsgi:application",
-    ]))
+    util::python::django_on_mariadb(&["-k", "gevent", "-w", "1"])
 }
 
 /// A Django view waiting in MariaDB through PyMySQL (pure Python, so its socket is patched): 20

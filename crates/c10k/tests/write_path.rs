@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod util;
+
 fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -21,29 +23,23 @@ fn free_addr() -> SocketAddr {
         .unwrap()
 }
 
-/// A server started in its own process group: dropped while it still runs (a test that failed
-/// half-way, a server that never came up), it takes the whole group down with it, so no test
-/// leaves a server behind.
-struct Group(Child);
+/// A server started in its own process group, which goes down with it when dropped (a test that
+/// failed half-way, a server that never came up), so no test leaves a server behind.
+struct Group {
+    child: Child,
+    _kill: util::KillGroup,
+}
 
 impl std::ops::Deref for Group {
     type Target = Child;
     fn deref(&self) -> &Child {
-        &self.0
+        &self.child
     }
 }
 
 impl std::ops::DerefMut for Group {
     fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            kill_group(&mut self.0);
-        }
+        &mut self.child
     }
 }
 
@@ -71,7 +67,11 @@ fn start_with(data: &Path, addr: SocketAddr, database: Option<&str>, extra: &[&s
         cmd.args(["--database", url]);
     }
     // Before the wait: one that never comes up (its database down) is stopped by the panic.
-    let child = Group(cmd.spawn().unwrap());
+    let child = cmd.spawn().unwrap();
+    let child = Group {
+        _kill: util::KillGroup(child.id() as i32),
+        child,
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     while request(addr, "GET", "/ids", "").is_err() {
         assert!(

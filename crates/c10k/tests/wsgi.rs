@@ -1085,31 +1085,12 @@ fn django_on_mariadb_keeps_one_connection_per_thread() {
 /// counted the burst's connections 40 s later). Takes some 35 s: the retirement time is fixed.
 #[test]
 fn django_connections_of_retired_threads_close() {
-    let Some(venv) = venv() else { return };
-    let Some(url) = mysql_url() else { return };
-    let dir = format!("{}/djangoproj", apps());
-    let db_url = format!("DJANGO_MYSQL_URL={url}");
-    let s = Server::start(&[
-        "-k",
-        "thread",
-        "--venv",
-        &venv,
-        "--chdir",
-        &dir,
-        "--env",
-        &db_url,
-        // No migrate at import: it would leave a connection open on the main thread.
-        "djangoproj.wsgi:application",
-    ]);
-    let burst: Vec<_> = (0..6)
-        .map(|_| {
-            let addr = s.addr;
-            std::thread::spawn(move || get(addr, "/db-sleep?s=0.3").map(|r| r.status))
-        })
-        .collect();
-    for b in burst {
-        assert_eq!(b.join().unwrap().expect("db-sleep"), 200, "{}", s.log());
-    }
+    // No migrate at import: it would leave a connection open on the main thread.
+    let Some(s) = util::python::django_on_mariadb(&["-k", "thread"]) else {
+        return;
+    };
+    let (statuses, _) = util::concurrent_gets(s.addr, "/db-sleep?s=0.3", 6);
+    assert_eq!(statuses, [200; 6], "{}", s.log());
     let open = || -> u32 {
         let r = get(s.addr, "/db-open").expect("db-open");
         r.text()

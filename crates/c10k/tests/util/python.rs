@@ -103,3 +103,23 @@ pub fn atexit_runs_on_every_normal_exit(extra: &[&str]) {
         );
     }
 }
+
+/// The test Django project (`djangoproj`) under `class` (e.g. `["-k", "gevent", "-w", "1"]`), its
+/// database on the MariaDB that CI starts; `None` (skip) without the venv or MariaDB.
+pub fn django_on_mariadb(class: &[&str]) -> Option<super::Server> {
+    let venv = venv()?;
+    let url = mysql_url()?;
+    let dir = format!("{}/djangoproj", apps());
+    let db_url = format!("DJANGO_MYSQL_URL={url}");
+    let mut args = class.to_vec();
+    args.extend_from_slice(&[
+        "--venv",
+        &venv,
+        "--chdir",
+        &dir,
+        "--env",
+        &db_url,
+        "djangoproj.wsgi:application",
+    ]);
+    Some(super::Server::start(&args))
+}
