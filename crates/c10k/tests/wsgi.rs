@@ -15,7 +15,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use util::load::{finish_load, steady_load};
-use util::python::{apps, mysql_url, venv, wait_closed};
+use util::python::{apps, venv, wait_closed};
 use util::{connect, get, threads, Reader, Resp, Server};
 
 /// `c10k serve -k CLASS EXTRA APP` with the test apps on the Python path.
@@ -1036,27 +1036,12 @@ fn django_streamed_queryset_stays_on_its_view_thread() {
 /// counted the connections of tests running beside this one).
 #[test]
 fn django_on_mariadb_keeps_one_connection_per_thread() {
-    let Some(venv) = venv() else { return };
-    let Some(url) = mysql_url() else { return };
-    let dir = format!("{}/djangoproj", apps());
-    let db_url = format!("DJANGO_MYSQL_URL={url}");
     for (class, n_threads) in [("gthread", 4usize), ("async", 4)] {
         let nt = n_threads.to_string();
-        let s = Server::start(&[
-            "-k",
-            class,
-            "--threads",
-            &nt,
-            "--venv",
-            &venv,
-            "--chdir",
-            &dir,
-            "--env",
-            &db_url,
-            "--env",
-            "DJANGO_MIGRATE=1",
-            "djangoproj.wsgi:application",
-        ]);
+        let class_args = ["-k", class, "--threads", &nt, "--env", "DJANGO_MIGRATE=1"];
+        let Some(s) = util::python::django_on_mariadb(&class_args) else {
+            return;
+        };
         assert_eq!(get(s.addr, "/notes").unwrap().status, 200);
         let mut used = std::collections::BTreeSet::new();
         let mut c = Reader::new(connect(s.addr));
