@@ -7,7 +7,9 @@
 //!
 //! Framing follows RFC 9112 strictly where leniency enables request smuggling: a request with both
 //! `Transfer-Encoding` and `Content-Length`, differing `Content-Length` values, or a
-//! `Transfer-Encoding` other than a final `chunked` is refused and the connection closed.
+//! `Transfer-Encoding` other than a final `chunked` is refused and the connection closed; so is
+//! a second `Host` or `Content-Type`, and a trailer that would frame, route or authenticate the
+//! request (RFC 9110 §6.5.1), which gunicorn 27 refuses as well.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -593,6 +595,7 @@ fn interpret(
     let mut conn_keep_alive = false;
     let mut expect_continue = false;
     let mut hosts = 0;
+    let mut content_types = 0;
     // What the proxy's scheme headers say (https or not), and whether two of them disagree.
     let mut forwarded_https: Option<bool> = None;
     let mut forwarded_conflict = false;
@@ -668,6 +671,13 @@ fn interpret(
                 .any(|&b| b == b' ' || b == b'\t' || b == b'@')
             {
                 return Err(HttpError::bad("invalid Host header"));
+            }
+        } else if name.eq_ignore_ascii_case("content-type") {
+            // RFC 9110 §5.3: a field whose grammar has one member cannot be combined into a
+            // list, so two leave the body's type to whoever reads which (gunicorn refuses too).
+            content_types += 1;
+            if content_types > 1 {
+                return Err(HttpError::bad("more than one Content-Type header"));
             }
         } else if let Some(https) = secure_scheme_header(name, h.value) {
             forwarded_conflict |= forwarded_https.is_some_and(|was| was != https);
@@ -1028,7 +1038,8 @@ fn decode_chunked(
                 *state = ChunkState::Size;
             }
             ChunkState::Trailers { seen } => {
-                // Trailer fields are read and dropped; the section ends with an empty line.
+                // Trailer fields are checked (a malformed line or a field RFC 9110 §6.5.1 keeps out of
+                // trailers is a 400) and dropped; the section ends with an empty line.
                 let too_large = || HttpError::new(431, "trailer section too large");
                 let Some(nl) = memchr::memchr(b'\n', buf) else {
                     if seen + buf.len() > MAX_TRAILERS {
@@ -1040,8 +1051,17 @@ fn decode_chunked(
                 if line.as_ref() == b"\r\n" {
                     return Ok(true);
                 }
-                if !is_trailer_field(&line) {
+                let Some(name) = trailer_field_name(&line) else {
                     return Err(HttpError::bad("malformed trailer field"));
+                };
+                if FORBIDDEN_TRAILERS
+                    .iter()
+                    .any(|f| name.eq_ignore_ascii_case(f.as_bytes()))
+                {
+                    return Err(HttpError::bad(format!(
+                        "{} is not allowed in a trailer",
+                        String::from_utf8_lossy(name)
+                    )));
                 }
                 let seen = seen + line.len();
                 if seen > MAX_TRAILERS {
@@ -1129,21 +1149,29 @@ fn quoted_string_rest(s: &[u8]) -> Option<&[u8]> {
     None
 }
 
-/// A trailer line, CRLF included: `token ":" value` with no control byte in the value but HTAB
-/// (as in a header). Trailers are dropped, but a line this server reads differently from a
-/// proxy (a bare CR, obsolete folding) is a framing disagreement all the same.
-fn is_trailer_field(line: &[u8]) -> bool {
-    let Some(line) = line.strip_suffix(b"\r\n") else {
-        return false;
-    };
-    let (name, rest) = split_token(line);
-    let Some(value) = rest.strip_prefix(b":") else {
-        return false;
-    };
-    !name.is_empty()
+/// Fields a trailer may not carry (RFC 9110 §6.5.1): they frame, route or authenticate the
+/// message, which is settled before the body. gunicorn 27's list.
+const FORBIDDEN_TRAILERS: [&str; 6] = [
+    "Content-Length",
+    "Transfer-Encoding",
+    "Host",
+    "Trailer",
+    "TE",
+    "Authorization",
+];
+
+/// The name of a trailer line, CRLF included: `token ":" value` with no control byte in the
+/// value but HTAB (as in a header); `None` when the line is not one. Trailers are dropped, but a
+/// line this server reads differently from a proxy (a bare CR, obsolete folding) is a framing
+/// disagreement all the same.
+fn trailer_field_name(line: &[u8]) -> Option<&[u8]> {
+    let (name, rest) = split_token(line.strip_suffix(b"\r\n")?);
+    let value = rest.strip_prefix(b":")?;
+    let valid = !name.is_empty()
         && value
             .iter()
-            .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+            .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f));
+    valid.then_some(name)
 }
 
 /// Whether the connection stays open after this response.
@@ -1919,6 +1947,68 @@ mod tests {
         let d = decode_chunks(&Limits::default(), [&ok[..]]);
         assert!(d.refused.is_none(), "{d:?}");
         assert_eq!(d.requests.len(), 1);
+    }
+
+    /// gunicorn's corpus, invalid/041: a second `Content-Type` is a 400 (RFC 9110 §5.3: its
+    /// grammar has one member, so two cannot be combined). c10k handed the app both, joined
+    /// (`application/json, text/html`), so a filter in front that read one and the app could
+    /// disagree on what the body is.
+    #[test]
+    fn a_second_content_type_is_refused() {
+        for second in ["text/html", "application/json"] {
+            let raw = format!(
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                 content-type: {second}\r\nContent-Length: 2\r\n\r\n{{}}"
+            );
+            let d = decode_chunks(&Limits::default(), [raw.as_bytes()]);
+            assert!(d.requests.is_empty(), "{second}: {d:?}");
+            assert_eq!(
+                d.refused,
+                Some((400, "more than one Content-Type header".to_owned()))
+            );
+        }
+        let one = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi";
+        let d = decode_chunks(&Limits::default(), [&one[..]]);
+        assert!(d.refused.is_none(), "{d:?}");
+        assert_eq!(d.requests.len(), 1);
+    }
+
+    /// gunicorn's corpus, invalid/rfc9110_trailer_forbidden_{cl,te,host}_01: a trailer that
+    /// would change the message's framing, routing or authentication (RFC 9110 §6.5.1) is a
+    /// 400, as gunicorn 27 refuses it (its app gets `InvalidHeaderName` from `wsgi.input`).
+    /// c10k dropped trailers unread and ran the app: harmless here, but a proxy in front that
+    /// merges trailers into the head would have seen another length or host than c10k did.
+    #[test]
+    fn framing_routing_and_credentials_in_a_trailer_are_refused() {
+        for name in [
+            "Content-Length",
+            "transfer-encoding",
+            "Host",
+            "Trailer",
+            "TE",
+            "Authorization",
+        ] {
+            let raw = format!(
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+                 5\r\nhello\r\n0\r\nX-Ok: 1\r\n{name}: 5\r\n\r\n"
+            );
+            for step in [raw.len(), 1] {
+                let d = decode_chunks(&Limits::default(), raw.as_bytes().chunks(step));
+                assert!(d.requests.is_empty(), "{name}: {d:?}");
+                assert_eq!(
+                    d.refused,
+                    Some((400, format!("{name} is not allowed in a trailer"))),
+                    "{name}"
+                );
+            }
+        }
+        // Other trailers are still read and dropped; a name that merely starts like a forbidden
+        // one is not forbidden.
+        let ok = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+                   5\r\nhello\r\n0\r\nTEx: 1\r\nHosts: 2\r\nVary: *\r\n\r\n";
+        let d = decode_chunks(&Limits::default(), [&ok[..]]);
+        assert!(d.refused.is_none(), "{d:?}");
+        assert_eq!(d.requests[0].body, b"hello");
     }
 
     #[test]
