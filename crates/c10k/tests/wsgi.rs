@@ -699,6 +699,79 @@ fn no_body_statuses_send_no_body_and_no_length() {
     }
 }
 
+per_class!(
+    the_apps_content_length_is_checked_and_frames_the_answer,
+    |class| {
+        app_content_length(class, &[]);
+    }
+);
+
+#[test]
+fn the_apps_content_length_is_checked_and_frames_the_answer_under_gevent() {
+    let Some(venv) = venv() else { return };
+    app_content_length("gevent", &["--venv", &venv]);
+}
+
+/// What an app's own `Content-Length` does (gunicorn 27 as the model, where its framing is
+/// sound): not a number of bytes, or two that differ, is the app's error (500, the reason in the
+/// log); a body longer than it is cut there; a shorter one goes out under it and the connection
+/// closes after it (gunicorn's gthread kept it open, so the client read the next answer as the
+/// rest of this one).
+fn app_content_length(class: &str, extra: &[&str]) {
+    let s = app_in_class(class, "probe:raw", extra);
+    for gen in ["", "&gen=1"] {
+        for (v, why) in [
+            ("abc", "must be a length in bytes"),
+            ("-5", "must be a length in bytes"),
+            ("%2B5", "must be a length in bytes"),
+            ("5_0", "must be a length in bytes"),
+            ("5%7C6", "given twice with different values (5 and 6)"),
+        ] {
+            let r = get(s.addr, &format!("/content_length?v={v}{gen}")).unwrap();
+            assert_eq!(r.status, 500, "{class} {v}{gen}: {}", r.text());
+            assert_eq!(r.text(), "Internal Server Error\n", "{class} {v}{gen}");
+            s.wait_log(why, Duration::from_secs(5));
+        }
+        // The same length twice is one length, sent once.
+        let r = get(s.addr, &format!("/content_length?v=5%7C5{gen}")).unwrap();
+        assert_eq!((r.status, r.text()), (200, "hello".into()), "{class}{gen}");
+        let lengths = r
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"));
+        assert_eq!(lengths.count(), 1, "{class}{gen}: {:?}", r.headers);
+        // Longer than announced: cut, and the connection can serve the next request.
+        let mut c = Reader::new(connect(s.addr));
+        let next = "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+        c.send(
+            format!("GET /content_length?v=3{gen} HTTP/1.1\r\nHost: t\r\n\r\n{next}").as_bytes(),
+        )
+        .unwrap();
+        let r = c.response().unwrap();
+        assert_eq!((r.status, r.text()), (200, "hel".into()), "{class}{gen}");
+        if class != "sync" {
+            // (sync closes after every answer, as gunicorn's does.)
+            assert_eq!(c.response().unwrap().text(), "probe", "{class}{gen}");
+        }
+        // Shorter than announced: the app's length, its five bytes, and the close.
+        let (head, rest) = exchange(
+            &s,
+            &format!("GET /content_length?v=10{gen} HTTP/1.1\r\nHost: t\r\n\r\n{next}"),
+        );
+        assert!(head.starts_with("http/1.1 200"), "{class}{gen}: {head}");
+        assert!(
+            head.contains("content-length: 10\r\n"),
+            "{class}{gen}: {head}"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&rest),
+            "hello",
+            "{class}{gen}: nothing after it"
+        );
+        s.wait_log("does not match its Content-Length", Duration::from_secs(5));
+    }
+}
+
 /// Runs `c10k serve` with a broken app and returns (exit code, stderr).
 fn boot_failure(args: &[&str]) -> (Option<i32>, String) {
     let mut child = util::serve_command()

@@ -4,7 +4,9 @@
 //! `Connection`, `Server`) and drops the body of a `HEAD` response. A complete body is always
 //! sent with `Content-Length`, and so is a file body (its range's length; the bytes go out with
 //! `sendfile(2)`); a streamed one with the handler's own `Content-Length` when it set one, chunked
-//! to HTTP/1.1 clients otherwise, and close-delimited to HTTP/1.0 clients.
+//! to HTTP/1.1 clients otherwise, and close-delimited to HTTP/1.0 clients. A stream that ends
+//! short of its `Content-Length` ends the connection after its last byte (the client then knows
+//! the answer is incomplete); one that goes past it is an error too.
 
 use std::borrow::Cow;
 use std::fmt;

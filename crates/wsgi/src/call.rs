@@ -11,6 +11,10 @@
 //!   sends with `sendfile(2)` (a [`PyBody`] that Rust reads without the GIL if the app also used
 //!   the `write()` callable, whose data must go first).
 //!
+//! The app's `Content-Length` is what the head announces, as under gunicorn: a longer body is cut
+//! there (PEP 3333), and a shorter one goes out under it, after which the server closes the
+//! connection, so that the client sees the answer incomplete rather than whole and wrong.
+//!
 //! An exception from the app (or a broken response: no `start_response`, a `str` chunk, a bad
 //! status or header) gives the client a 500 with a generic body and the log the traceback; the
 //! iterable is closed either way.
@@ -199,7 +203,7 @@ fn answer(
         Ok(None) => {
             // Complete: close now (lists have no close()).
             close_logged(py, req, &result);
-            Called::Done(complete(sr, head_only))
+            Called::Done(complete(sr, head_only, &label(req)))
         }
         Err(e) => {
             let label = label(req);
@@ -299,7 +303,7 @@ fn respond<'py>(
             // The head is all a HEAD request gets: stop the app's iteration here.
             drop(me);
             close_logged(py, req, result);
-            return Ok(Some(Called::Done(resp.with_stream(Box::pin(EmptyStream)))));
+            return Ok(Some(Called::Done(resp.with_stream(Box::pin(Chunk(None))))));
         }
         return Ok(Some(Called::Streaming {
             head: resp,
@@ -348,7 +352,7 @@ fn require_head(sr: &Bound<'_, StartResponse>) -> PyResult<()> {
 }
 
 /// The complete response from what `sr` collected.
-fn complete(sr: &Bound<'_, StartResponse>, head_only: bool) -> Response {
+fn complete(sr: &Bound<'_, StartResponse>, head_only: bool, label: &str) -> Response {
     let mut me = sr.borrow_mut();
     me.head_sent = true;
     let head = me.head.take().unwrap_or_default();
@@ -364,17 +368,37 @@ fn complete(sr: &Bound<'_, StartResponse>, head_only: bool) -> Response {
             all.freeze()
         }
     };
-    if head_only && body.is_empty() {
+    if head_only && (body.is_empty() || head.content_length.is_some()) {
         // The app left the body out of its HEAD answer, as Flask (werkzeug) does: its
         // Content-Length, if it set one, is the length GET would get, and without one no
         // length is known — a stream's head announces it or nothing, never the 0 of this body.
-        return head_response(head, true).with_stream(Box::pin(EmptyStream));
+        // With a body and a length, the head is GET's too: the app's length.
+        return head_response(head, true).with_stream(Box::pin(Chunk(None)));
     }
-    // Never more than the app's Content-Length (PEP 3333).
     if let Some(n) = head.content_length {
-        body.truncate(n.min(body.len() as u64) as usize);
+        let have = body.len() as u64;
+        if have > n {
+            // Never more than the app's Content-Length (PEP 3333; gunicorn cuts it too).
+            warn_longer(label);
+            body.truncate(n as usize);
+        } else if have < n {
+            // Fewer bytes than the app announced. Its length goes out (as under gunicorn) with
+            // what the body has, and the server then closes the connection: the client sees an
+            // incomplete answer, never a complete wrong one, and never reads the next answer
+            // as the rest of this one (gunicorn's gthread keeps the connection open there).
+            // The server logs the mismatch when it closes.
+            return head_response(head, true).with_stream(Box::pin(Chunk(Some(body))));
+        }
     }
     head_response(head, false).with_full_body(body)
+}
+
+/// The log line for a body cut at the app's `Content-Length`.
+fn warn_longer(label: &str) {
+    tracing::warn!(
+        request = label,
+        "the response body is longer than the application's Content-Length: the rest is not sent"
+    );
 }
 
 /// The response head; the app's `Content-Length` is kept only for a stream (the server computes
@@ -617,6 +641,7 @@ impl PyBody {
             }
             if c.len() as u64 > *r {
                 c.truncate(*r as usize);
+                warn_longer(&self.label);
             }
             *r -= c.len() as u64;
         }
@@ -643,16 +668,17 @@ impl PyBody {
     }
 }
 
-/// The body of a HEAD answer to a streamed response: nothing.
-struct EmptyStream;
+/// A body already complete, sent as a stream so that the head can keep the app's
+/// `Content-Length`: nothing for a HEAD answer, or a body shorter than that length.
+struct Chunk(Option<Bytes>);
 
-impl futures_core::Stream for EmptyStream {
+impl futures_core::Stream for Chunk {
     type Item = Result<Bytes, c10k_http::BoxError>;
     fn poll_next(
-        self: std::pin::Pin<&mut Self>,
+        mut self: std::pin::Pin<&mut Self>,
         _: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        std::task::Poll::Ready(None)
+        std::task::Poll::Ready(self.0.take().map(Ok))
     }
 }
 

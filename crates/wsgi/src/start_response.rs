@@ -5,7 +5,9 @@
 //! rules: a second call needs `exc_info`; with `exc_info` before the head has gone out, the new
 //! status and headers replace the old; after it has gone out, or after `write()` was given data,
 //! the exception is re-raised into the app. Data given to `write()` is sent before the iterable's
-//! chunks, in order.
+//! chunks, in order. A `Content-Length` that is not a number of bytes, or two that differ, is a
+//! `ValueError` in the app, hence a 500 (gunicorn raises for what `int()` refuses): the server
+//! never guesses the framing of an answer, nor replaces the app's length with its own.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -22,7 +24,8 @@ pub(crate) struct Head {
     /// The app's reason phrase when it differs from the code's standard one (`404 NOT FOUND`).
     pub reason: Option<Bytes>,
     pub headers: Vec<(Cow<'static, str>, Bytes)>,
-    /// The app's `Content-Length`, if it set a valid one.
+    /// The app's `Content-Length`, if it set one (an invalid one, or two that differ, is the
+    /// app's `ValueError`).
     pub content_length: Option<u64>,
 }
 
@@ -234,14 +237,51 @@ fn add_header(head: &mut Head, item: &Bound<'_, PyAny>) -> PyResult<()> {
             return Ok(());
         }
         NameKind::ContentLength => {
-            head.content_length = std::str::from_utf8(&value)
-                .ok()
-                .and_then(|v| v.trim().parse().ok());
+            let n = parse_length(&value).ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "header {} must be a length in bytes (digits only), not {:?}",
+                    name.name,
+                    shown(&value)
+                ))
+            })?;
+            match head.content_length {
+                // Which one would the client believe? It must refuse the response (RFC 9112
+                // §6.3), so it is the app's error, as an invalid value is.
+                Some(m) if m != n => {
+                    return Err(PyValueError::new_err(format!(
+                        "header {} is given twice with different values ({m} and {n})",
+                        name.name
+                    )));
+                }
+                // The same length again says nothing new: sent once.
+                Some(_) => return Ok(()),
+                None => head.content_length = Some(n),
+            }
         }
         NameKind::Other => {}
     }
     head.headers.push((name.name, value));
     Ok(())
+}
+
+/// A `Content-Length` value: 1*DIGIT (RFC 9110 §8.6), as the request parser accepts it. A sign,
+/// a `_` or a list (which Python's `int()` would take, and gunicorn then sends as given) or a
+/// number past `u64` is not a length: the server would have to guess the framing.
+fn parse_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// The start of a (latin-1) header value, for an error message.
+fn shown(value: &[u8]) -> String {
+    const MAX: usize = 40;
+    let mut s: String = value.iter().take(MAX).map(|&b| char::from(b)).collect();
+    if value.len() > MAX {
+        s.push_str("...");
+    }
+    s
 }
 
 /// A checked response header name.
@@ -495,5 +535,25 @@ mod tests {
         assert_eq!(status_code("2000 OK"), None);
         assert_eq!(status_code("OK 200"), None);
         assert_eq!(status_code("099 x"), None);
+    }
+
+    #[test]
+    fn content_length_values() {
+        assert_eq!(parse_length(b"0"), Some(0));
+        assert_eq!(parse_length(b"0012"), Some(12));
+        assert_eq!(parse_length(b"18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            &b""[..],
+            b"abc",
+            b"-5",
+            b"+5",
+            b"5_0",
+            b"5, 5",
+            b"5 5",
+            b"0x10",
+            b"18446744073709551616",
+        ] {
+            assert_eq!(parse_length(bad), None, "{:?}", shown(bad));
+        }
     }
 }

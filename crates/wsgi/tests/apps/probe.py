@@ -244,6 +244,15 @@ def dispatch(environ, start_response):
             headers.append(("Content-Length", str(len(body))))
         start_response("200 OK", headers)
         return [] if environ["REQUEST_METHOD"] == "HEAD" else [body]
+    if path == "/content_length":
+        # The app's own Content-Length headers (?v=5|6 sends two) over the body `hello`, as a
+        # list or (?gen=1) a generator of two chunks.
+        headers = [("Content-Type", "text/plain")]
+        headers += [("Content-Length", v) for v in q.get("v", "5").split("|")]
+        start_response("200 OK", headers)
+        if q.get("gen"):
+            return iter([b"hel", b"lo"])
+        return [b"hello"]
     if path == "/":
         return _text(start_response, "probe")
     return _text(start_response, "not found: " + path, status="404 Not Found")
