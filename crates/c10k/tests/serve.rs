@@ -43,6 +43,35 @@ per_class!(routes, |class| {
     assert_eq!(r.header("content-type"), Some("text/x-test"));
 });
 
+per_class!(
+    the_builtin_app_ignores_a_trusted_fronts_script_name,
+    |class| {
+        // From 127.0.0.1, a --forwarded-allow-ips peer by default, a SCRIPT_NAME header (listed in
+        // the default --forwarder-headers) mounts a WSGI app, and a path outside it is that app's
+        // 500. The built-in app has no mount point: it answers as without the header (it was the
+        // server's 500, closing the connection, for every app).
+        let s = start_class(class, &[]);
+        let mut c = Reader::new(connect(s.addr));
+        let keep = if class == "sync" {
+            "close"
+        } else {
+            "keep-alive"
+        };
+        c.send(
+            format!("GET / HTTP/1.1\r\nHost: t\r\nSCRIPT_NAME: /api\r\nConnection: {keep}\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+        let r = c.response().unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "hello\n"), "{class}");
+        if class != "sync" {
+            c.send(b"GET /missing HTTP/1.1\r\nHost: t\r\nScript_Name: /api\r\n\r\n")
+                .unwrap();
+            assert_eq!(c.response().unwrap().status, 404, "{class}");
+        }
+    }
+);
+
 per_class!(keepalive_and_pipelining, |class| {
     let s = start_class(class, &[]);
     let mut c = Reader::new(connect(s.addr));

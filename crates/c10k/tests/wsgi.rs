@@ -384,9 +384,16 @@ fn a_trusted_proxys_script_name_header_mounts_the_app() {
             "GET /other HTTP/1.1\r\nHost: h\r\nSCRIPT_NAME: /api\r\n\r\n",
         );
         assert!(head.starts_with("http/1.1 500"), "{class}: {head}");
+        // (read to the close: the request did not ask for it)
+        assert!(head.contains("connection: close\r\n"), "{class}: {head}");
         assert!(
             String::from_utf8_lossy(&body).contains("SCRIPT_NAME header"),
             "{class}"
+        );
+        s.wait_log(
+            "request path is not under the SCRIPT_NAME header's prefix (--forwarder-headers); \
+             answered 500",
+            Duration::from_secs(5),
         );
         drop(s);
 

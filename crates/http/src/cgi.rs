@@ -45,6 +45,58 @@ pub fn path_below<'a>(path: &'a str, script_name: &[u8]) -> Option<Cow<'a, [u8]>
     strip_root(percent_decode(path.as_bytes()), script_name).ok()
 }
 
+/// The environ key under which the server passes on a trusted front's `SCRIPT_NAME` header (see
+/// [`front_mount`]).
+const FRONT_SCRIPT_NAME: &[u8] = b"HTTP_SCRIPT_NAME";
+
+/// Where a trusted front mounted the app for this request (see [`front_mount`]).
+#[derive(Debug, PartialEq, Eq)]
+pub struct FrontMount<'a> {
+    /// The front's `SCRIPT_NAME` without its trailing `/`.
+    pub script_name: &'a [u8],
+    /// The decoded path below it.
+    pub path_info: Cow<'a, [u8]>,
+}
+
+/// The request path is not under the front's `SCRIPT_NAME` (see [`front_mount`]).
+#[derive(Debug, PartialEq, Eq)]
+pub struct NotUnderFront;
+
+/// A trusted front's `SCRIPT_NAME` header (nginx's `proxy_set_header SCRIPT_NAME /api`), which the
+/// server passed on as `HTTP_SCRIPT_NAME` among [`Request::cgi_vars`] (it came from a
+/// `--forwarded-allow-ips` peer and `--forwarder-headers` lists it), as gunicorn reads it: the
+/// app's `SCRIPT_NAME` for this request (its last such field, without a trailing `/`), over
+/// `--root-path`, and `PATH_INFO` the path below it. `None` without one (and at once when the
+/// request has no CGI vars, as almost every request). `Err` when the path is not under it:
+/// gunicorn's `ConfigurationProblem`, a 500 from a WSGI app whose front is set up for another
+/// mount point; an app without a mount point (c10k's built-in one) ignores it.
+pub fn front_mount(req: &Request) -> Option<Result<FrontMount<'_>, NotUnderFront>> {
+    if req.cgi_vars.is_empty()
+        || !req
+            .cgi_vars
+            .iter()
+            .any(|(k, _)| k[..] == *FRONT_SCRIPT_NAME)
+    {
+        return None;
+    }
+    // The fields themselves: `HTTP_SCRIPT_NAME` joins repeated ones, gunicorn takes the last.
+    let (_, script) = req
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("script_name"))
+        .last()?;
+    let end = script.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
+    let script_name = &script[..end];
+    Some(
+        path_below(&req.path, script_name)
+            .map(|path_info| FrontMount {
+                script_name,
+                path_info,
+            })
+            .ok_or(NotUnderFront),
+    )
+}
+
 /// `decoded` without its leading `root` segments; `Err(decoded)` unchanged when it is not
 /// under `root` (an empty root holds every path).
 fn strip_root<'a>(decoded: Cow<'a, [u8]>, root: &[u8]) -> Result<Cow<'a, [u8]>, Cow<'a, [u8]>> {
@@ -330,8 +382,14 @@ impl Var {
         let owned = |s: String| Some(Cow::Owned(s.into_bytes()));
         match &self.kind {
             Kind::RequestMethod => text(req.method.as_str()),
-            Kind::ScriptName => Some(Cow::Owned(script_name.as_bytes().to_vec())),
-            Kind::PathInfo => Some(path_info(&req.path, script_name)),
+            Kind::ScriptName => match front_mount(req) {
+                Some(Ok(m)) => Some(Cow::Borrowed(m.script_name)),
+                _ => Some(Cow::Owned(script_name.as_bytes().to_vec())),
+            },
+            Kind::PathInfo => match front_mount(req) {
+                Some(Ok(m)) => Some(m.path_info),
+                _ => Some(path_info(&req.path, script_name)),
+            },
             Kind::QueryString => text(req.query.as_deref().unwrap_or("")),
             Kind::RawUri | Kind::RequestUri => text(&req.target),
             Kind::ServerProtocol => text(req.version.as_str()),
@@ -498,6 +556,59 @@ mod tests {
         assert_eq!(v("server_port").as_deref(), Some("443"));
         assert_eq!(v("SCRIPT_NAME").as_deref(), Some("/front"));
         assert_eq!(v("wsgi.url_scheme").as_deref(), Some("https"));
+    }
+
+    #[test]
+    fn a_trusted_fronts_script_name_mounts_the_app() {
+        // As the server hands it over: the field, and HTTP_SCRIPT_NAME once it trusted it.
+        let req = |target: &str, fields: &[&str], trusted: bool| {
+            let mut r = Request::new(Method::Get, target);
+            for f in fields {
+                r.headers.append("Script_Name", f.to_string());
+            }
+            if trusted {
+                let joined = fields.join(", ");
+                r.cgi_vars.push((FRONT_SCRIPT_NAME.into(), joined.into()));
+            }
+            r
+        };
+        let mount = |script_name: &'static str, path_info: &'static str| {
+            Some(Ok(FrontMount {
+                script_name: script_name.as_bytes(),
+                path_info: Cow::Borrowed(path_info.as_bytes()),
+            }))
+        };
+        assert_eq!(
+            front_mount(&req("/api/x", &["/api/"], true)),
+            mount("/api", "/x")
+        );
+        assert_eq!(
+            front_mount(&req("/api", &["/api"], true)),
+            mount("/api", "")
+        );
+        assert_eq!(
+            front_mount(&req("/api/a%20b", &["/api"], true)).map(|m| m.map(|m| m.path_info)),
+            Some(Ok(Cow::Owned(b"/a b".to_vec())))
+        );
+        // The last field counts, as in gunicorn.
+        assert_eq!(
+            front_mount(&req("/b/x", &["/a", "/b"], true)),
+            mount("/b", "/x")
+        );
+        for outside in ["/other", "/apix"] {
+            assert_eq!(
+                front_mount(&req(outside, &["/api"], true)),
+                Some(Err(NotUnderFront))
+            );
+        }
+        // The field alone (an untrusted peer, or not listed) is no mount point.
+        assert_eq!(front_mount(&req("/other", &["/api"], false)), None);
+        assert_eq!(front_mount(&req("/", &[], false)), None);
+        // What the access log prints is what the app gets.
+        let r = req("/api/x", &["/api"], true);
+        let v = |key: &str| Var::new(key).value(&r, "/root").map(|v| v.into_owned());
+        assert_eq!(v("SCRIPT_NAME").as_deref(), Some(&b"/api"[..]));
+        assert_eq!(v("PATH_INFO").as_deref(), Some(&b"/x"[..]));
     }
 
     #[test]

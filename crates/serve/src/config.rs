@@ -541,7 +541,8 @@ pub struct ServeConfig {
     /// Header names with `_` that a peer in --forwarded-allow-ips may send to the app (gunicorn's
     /// --forwarder-headers): such a header, dropped from anyone else, becomes `HTTP_NAME` in the
     /// environ, and a `SCRIPT_NAME` one (nginx's `proxy_set_header SCRIPT_NAME /api`) is the
-    /// request's `SCRIPT_NAME`, cut off the front of `PATH_INFO` (a path outside it is a 500).
+    /// request's `SCRIPT_NAME`, cut off the front of `PATH_INFO` (a path outside it is a WSGI app's
+    /// 500; the built-in app has no mount point and ignores it).
     /// `*` for any name; an empty value for none.
     #[cfg_attr(
         feature = "cli",

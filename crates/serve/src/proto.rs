@@ -740,7 +740,7 @@ fn interpret(
         }
     }
     let cgi_vars = if underscored && trusted() {
-        forwarder_vars(&headers, &path, limits)?
+        forwarder_vars(&headers, limits)
     } else {
         Vec::new()
     };
@@ -781,19 +781,13 @@ fn interpret(
 
 /// The environ vars of the fields with a `_` in their name that a trusted front sent and
 /// `--forwarder-headers` names, as gunicorn sets them: each as `HTTP_NAME` (repeated fields joined
-/// with `, `), and a `SCRIPT_NAME` one (nginx's `proxy_set_header SCRIPT_NAME /api`) also as the
-/// request's `SCRIPT_NAME` (without a trailing `/`), with `PATH_INFO` the decoded path below it.
-/// They go to [`Request::cgi_vars`], which the environ sets last, so they win over `--root-path`.
-/// A path outside that `SCRIPT_NAME` is a 500, as gunicorn's `ConfigurationProblem` (and as a
-/// path outside `--root-path`): the proxy in front is set up for another mount point.
-fn forwarder_vars(
-    headers: &Headers,
-    path: &str,
-    limits: &Limits,
-) -> Result<Vec<(Bytes, Bytes)>, HttpError> {
+/// with `, `), in [`Request::cgi_vars`], which the environ sets last. What a `SCRIPT_NAME` one
+/// means (nginx's `proxy_set_header SCRIPT_NAME /api`: the app's mount point, and a 500 for a path
+/// outside it) is the WSGI side's to say ([`c10k_http::cgi::front_mount`]): the server only
+/// decides whom to believe, and an app without a mount point (the built-in one) is not refused.
+fn forwarder_vars(headers: &Headers, limits: &Limits) -> Vec<(Bytes, Bytes)> {
     let any = limits.forwarder_headers.iter().any(|n| &**n == "*");
     let mut vars: Vec<(Bytes, Bytes)> = Vec::new();
-    let mut script_name: Option<Bytes> = None;
     for (name, value) in headers.iter() {
         if !name.contains('_')
             || !(any
@@ -803,9 +797,6 @@ fn forwarder_vars(
                     .any(|n| n.eq_ignore_ascii_case(name)))
         {
             continue;
-        }
-        if name.eq_ignore_ascii_case("script_name") {
-            script_name = Some(value.clone());
         }
         let key = c10k_http::cgi::http_key(name);
         match vars.iter_mut().find(|(k, _)| k[..] == *key.as_bytes()) {
@@ -819,20 +810,7 @@ fn forwarder_vars(
             None => vars.push((key.into(), value.clone())),
         }
     }
-    if let Some(script) = script_name {
-        let end = script.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
-        let script = script.slice(..end);
-        let path_info = c10k_http::cgi::path_below(path, &script).ok_or_else(|| {
-            HttpError::new(
-                500,
-                "request path is not under the SCRIPT_NAME header's prefix (--forwarder-headers)",
-            )
-        })?;
-        let path_info = Bytes::copy_from_slice(&path_info);
-        vars.push((Bytes::from_static(b"SCRIPT_NAME"), script));
-        vars.push((Bytes::from_static(b"PATH_INFO"), path_info));
-    }
-    Ok(vars)
+    vars
 }
 
 /// The length of a header's line in `buf`, from its name through the CRLF, as gunicorn counts
@@ -1755,10 +1733,10 @@ mod tests {
         assert_eq!(&r.headers.get("x-latin").unwrap()[..], b"caf\xe9");
     }
 
-    /// gunicorn 27, checked by hand: from a `--forwarded-allow-ips` peer, a `SCRIPT_NAME` header
-    /// (listed in its `--forwarder-headers`, default `SCRIPT_NAME,PATH_INFO`) mounts the app there
-    /// and other listed `_` names reach the environ as `HTTP_NAME`; from anyone else they are
-    /// dropped, as every `_` name. c10k dropped them from everyone.
+    /// gunicorn 27, checked by hand: from a `--forwarded-allow-ips` peer, the `_` names listed in
+    /// its `--forwarder-headers` (default `SCRIPT_NAME,PATH_INFO`) reach the environ as
+    /// `HTTP_NAME` (and a `SCRIPT_NAME` one mounts the app there: `cgi::front_mount`); from anyone
+    /// else they are dropped, as every `_` name. c10k dropped them from everyone.
     #[test]
     fn a_trusted_fronts_forwarder_headers_reach_the_environ() {
         type Vars = Vec<(String, String)>;
@@ -1789,19 +1767,7 @@ mod tests {
         let (local, far) = ("127.0.0.1:5000", "192.0.2.1:5000");
         assert_eq!(
             vars(local, &default, "/api/a%20b?q=1", "SCRIPT_NAME: /api/\r\n"),
-            Ok(vec![
-                pair("HTTP_SCRIPT_NAME", "/api/"),
-                pair("SCRIPT_NAME", "/api"),
-                pair("PATH_INFO", "/a b"),
-            ])
-        );
-        assert_eq!(
-            vars(local, &default, "/api", "SCRIPT_NAME: /api\r\n"),
-            Ok(vec![
-                pair("HTTP_SCRIPT_NAME", "/api"),
-                pair("SCRIPT_NAME", "/api"),
-                pair("PATH_INFO", ""),
-            ])
+            Ok(vec![pair("HTTP_SCRIPT_NAME", "/api/")])
         );
         // Repeats joined; a name not listed (and one without `_`) is not a forwarder header.
         assert_eq!(
@@ -1826,11 +1792,14 @@ mod tests {
             vars(local, &[""], "/api/x", "SCRIPT_NAME: /api\r\n"),
             Ok(vec![])
         );
-        // A path outside the front's mount point: the front is set up wrong (gunicorn: 500).
+        // A path outside the front's mount point is not the server's to refuse (the WSGI
+        // handler answers 500; the built-in app has no mount point): passed on as sent.
         for target in ["/other", "/apix"] {
-            let err = vars(local, &default, target, "SCRIPT_NAME: /api\r\n").unwrap_err();
-            assert_eq!(err.0, 500, "{target}");
-            assert!(err.1.contains("SCRIPT_NAME"), "{}", err.1);
+            assert_eq!(
+                vars(local, &default, target, "SCRIPT_NAME: /api\r\n"),
+                Ok(vec![pair("HTTP_SCRIPT_NAME", "/api")]),
+                "{target}"
+            );
         }
     }
 

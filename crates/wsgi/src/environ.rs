@@ -9,7 +9,8 @@
 //! dropped, repeated fields joined, `PATH_INFO` percent-decoded with `--root-path` stripped into
 //! `SCRIPT_NAME`, ...), are [`c10k_http::cgi`]'s rules, shared with the access log's
 //! `%({name}e)s`; this module makes Python strings of them (bytes decoded as latin-1). A path
-//! outside `--root-path` is not the app's: see [`Template::outside_root`].
+//! outside `--root-path`, or outside a trusted front's `SCRIPT_NAME` header, is not the app's:
+//! see [`Template::mount_fault`].
 //!
 //! Behind nginx's `uwsgi_pass`, the CGI vars nginx sent beyond what the request carries
 //! (`Request::cgi_vars`: `SCRIPT_NAME`, `DOCUMENT_ROOT`, `uwsgi_param FOO bar`, ...) are set last
@@ -114,6 +115,15 @@ pub(crate) fn keys(py: Python<'_>) -> &Keys {
     KEYS.get_or_init(py, || Keys::new(py))
 }
 
+/// Why a request must not reach the app (see [`Template::mount_fault`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MountFault {
+    /// Not under `--root-path`.
+    OutsideRoot,
+    /// Not under the trusted front's `SCRIPT_NAME` header.
+    OutsideFront,
+}
+
 /// What is the same in every environ of this worker.
 pub(crate) struct Template {
     dict: Py<PyDict>,
@@ -170,18 +180,25 @@ impl Template {
         &self.root_path
     }
 
-    /// Whether `req` is outside `--root-path`, so that the app must not be called (see
-    /// [`cgi::under_root`]): gunicorn raises `ConfigurationProblem` for a path that does not start
-    /// with its `SCRIPT_NAME` and answers 500, as uWSGI does under `--manage-script-name
-    /// --no-default-app` for a path under none of its `--mount` points (without
-    /// `--no-default-app` it calls its only app with `SCRIPT_NAME` empty). A front that sent its
-    /// own `SCRIPT_NAME` (nginx's `uwsgi_param SCRIPT_NAME`) has made the split itself: its word
-    /// stands, as under uWSGI, where that var picks the mount point.
-    pub(crate) fn outside_root(&self, req: &Request) -> bool {
-        if self.root_path.is_empty() || req.cgi_var("SCRIPT_NAME").is_some() {
-            return false;
+    /// Why `req` must not reach the app, if it must not: its path is outside the app's mount
+    /// point. That is a trusted front's `SCRIPT_NAME` header when it sent one
+    /// ([`cgi::front_mount`]), else `--root-path` ([`cgi::under_root`]). gunicorn raises
+    /// `ConfigurationProblem` for a path that does not start with its `SCRIPT_NAME` and answers
+    /// 500, as uWSGI does under `--manage-script-name --no-default-app` for a path under none of
+    /// its `--mount` points (without `--no-default-app` it calls its only app with `SCRIPT_NAME`
+    /// empty). A uwsgi front that sent its own `SCRIPT_NAME` var (nginx's `uwsgi_param
+    /// SCRIPT_NAME`) has made the split itself: its word stands, as under uWSGI, where that var
+    /// picks the mount point.
+    pub(crate) fn mount_fault(&self, req: &Request) -> Option<MountFault> {
+        match cgi::front_mount(req) {
+            Some(Ok(_)) => return None,
+            Some(Err(cgi::NotUnderFront)) => return Some(MountFault::OutsideFront),
+            None => {}
         }
-        !cgi::under_root(&req.path, &self.root_path)
+        if self.root_path.is_empty() || req.cgi_var("SCRIPT_NAME").is_some() {
+            return None;
+        }
+        (!cgi::under_root(&req.path, &self.root_path)).then_some(MountFault::OutsideRoot)
     }
 
     /// The environ of `req`. `body` is moved into `wsgi.input`.
@@ -287,6 +304,12 @@ impl Template {
                 continue;
             }
             env.set_item(cgi_key(py, name)?, latin1(py, value)?)?;
+        }
+        // A trusted front's SCRIPT_NAME header mounts the app for this request, over
+        // --root-path (a path outside it never gets here: see `Template::mount_fault`).
+        if let Some(Ok(mount)) = cgi::front_mount(req) {
+            env.set_item(&k.script_name, latin1(py, mount.script_name)?)?;
+            env.set_item(&k.path_info, latin1(py, &mount.path_info)?)?;
         }
         Ok(env)
     }

@@ -9,7 +9,7 @@ use c10k_http::{Capacity, Ctx, Handler, Request, Response, Wait, WorkerInfo};
 use pyo3::prelude::*;
 
 use crate::call::{self, AppState};
-use crate::environ::Template;
+use crate::environ::{MountFault, Template};
 use crate::gevent::Hub;
 use crate::pool::Pool;
 use crate::stream::{InlineStream, PoolStream, Runner, Steps};
@@ -492,20 +492,33 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// The answer to a request outside `--root-path`, made without Python: gunicorn's status (500,
-/// from its `ConfigurationProblem`: a server set up for another mount point is a configuration
+/// The answer to a request outside the app's mount point (`--root-path`, or a trusted front's
+/// `SCRIPT_NAME` header), made without Python: gunicorn's status (500, from its
+/// `ConfigurationProblem`: a server or front set up for another mount point is a configuration
 /// fault, not the client's) and log level (a warning naming the client), with a short reason
 /// and without gunicorn's echo of the path and the root in the body. The worker goes on; the
 /// connection closes after the answer (`Connection: close`), as gunicorn's does after any error
 /// it answers itself.
-fn outside_root_answer(req: &Request) -> Response {
+fn mount_fault_answer(req: &Request, fault: MountFault) -> Response {
+    // (what the log says, what the client reads)
+    let (logged, reason) = match fault {
+        MountFault::OutsideRoot => (
+            "request path is not under --root-path",
+            "request path is not under this server's --root-path",
+        ),
+        MountFault::OutsideFront => {
+            let r =
+                "request path is not under the SCRIPT_NAME header's prefix (--forwarder-headers)";
+            (r, r)
+        }
+    };
     tracing::warn!(
         peer = %req.peer.map_or_else(|| "unix socket".to_owned(), |p| p.ip().to_string()),
         method = %req.method,
         path = %req.path,
-        "request path is not under --root-path; answered 500"
+        "{logged}; answered 500"
     );
-    Response::error(500, "request path is not under this server's --root-path").closing()
+    Response::error(500, reason).closing()
 }
 
 fn timeout_response() -> Response {
@@ -516,8 +529,8 @@ impl Handler for WsgiApp {
     fn call(&self, req: Request, ctx: Ctx) -> impl std::future::Future<Output = Response> + Send {
         let inner = self.inner.clone();
         async move {
-            if inner.state.template.outside_root(&req) {
-                return outside_root_answer(&req);
+            if let Some(fault) = inner.state.template.mount_fault(&req) {
+                return mount_fault_answer(&req, fault);
             }
             match (ctx.wait, ctx.deadline) {
                 (Wait::Block, None) => inner.call_inline(req),
