@@ -5,6 +5,7 @@ protocol (environ types and keys, start_response rules, close() called, input/er
 `raw` is the same dispatcher unwrapped, for what the validator hides (the file_wrapper fast path).
 """
 
+import gc
 import json
 import os
 import sys
@@ -69,6 +70,12 @@ class RaisingClose(list):
 
     def close(self):
         raise RuntimeError("close() of the probe failed")
+
+
+def _gc_said(phase, info):
+    if phase == "start" and info["generation"] == 2:
+        sys.stderr.write("probe: full garbage collection\n")
+        sys.stderr.flush()
 
 
 def dispatch(environ, start_response):
@@ -244,6 +251,11 @@ def dispatch(environ, start_response):
             headers.append(("Content-Length", str(len(body))))
         start_response("200 OK", headers)
         return [] if environ["REQUEST_METHOD"] == "HEAD" else [body]
+    if path == "/gc_watch":
+        # From now on every full garbage collection says so in the log as it starts.
+        if _gc_said not in gc.callbacks:
+            gc.callbacks.append(_gc_said)
+        return _text(start_response, "watching")
     if path == "/content_length":
         # The app's own Content-Length headers (?v=5|6 sends two) over the body `hello`, as a
         # list or (?gen=1) a generator of two chunks.
