@@ -797,9 +797,15 @@ fn a_stopping_workers_threads_exit_without_a_garbage_collection() {
     s.wait_log("all workers stopped", Duration::from_secs(5));
     let log = s.log();
     let stop = log.find("graceful stop").expect("the stop in the log");
+    // Before, each exiting thread collected (four collections for four threads). Now the
+    // collector waits a second for the burst, so none runs unless the stop takes that long on a
+    // loaded machine, and then one: more than one is the old behaviour.
+    let collections = log[stop..]
+        .matches("probe: full garbage collection")
+        .count();
     assert!(
-        !log[stop..].contains("probe: full garbage collection"),
-        "a collection after TERM:\n{}",
+        collections <= 1,
+        "{collections} collections after TERM:\n{}",
         &log[stop..]
     );
 }
