@@ -4,14 +4,13 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use c10k_serve::ServeConfig;
-use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use c10k_bench::UsageError;
 
 use crate::builtin::AppArgs;
 use crate::logging::LogArgs;
 use crate::python::PythonArgs;
-use crate::settings::{given, layered, resolve_serve, ConfigFile};
 
 /// c10k: an application server whose concurrency model is a flag, and the tools to measure it.
 #[derive(Debug, Parser)]
@@ -201,7 +200,6 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
             let sub = matches
                 .subcommand_matches("serve")
                 .context("serve matches missing")?;
-            let usage = |e: c10k_serve::config::ConfigError| UsageError::new(e.to_string());
             if let Some(refused) = crate::gunicorn::refuse(sub) {
                 return Err(UsageError::new(refused).into());
             }
@@ -212,40 +210,21 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
             {
                 return Err(UsageError::new(msg).into());
             }
-            let file = args
-                .config
-                .as_deref()
-                .map(ConfigFile::read)
-                .transpose()
-                .map_err(usage)?;
-            if let Some(file) = &file {
-                if !c10k_serve::is_worker_process() {
+            let settings = crate::serve_settings::build(sub, args.config.as_deref())?;
+            let worker = c10k_serve::is_worker_process();
+            if let Some(file) = &settings.file {
+                if !worker {
                     file.hand_to_workers();
                 }
-                file.refuse_keys(crate::gunicorn::refuse_key)
-                    .map_err(usage)?;
-                file.check_keys(&[
-                    ServeConfig::augment_args(clap::Command::new("serve")),
-                    AppArgs::augment_args(clap::Command::new("serve")),
-                    PythonArgs::augment_args(clap::Command::new("serve")),
-                    LogArgs::augment_args(clap::Command::new("serve")),
-                ])
-                .map_err(usage)?;
             }
-            let log: LogArgs = layered(sub, file.as_ref()).map_err(usage)?;
-            log.validate().map_err(UsageError::new)?;
-            let worker = c10k_serve::is_worker_process();
+            let log = &settings.log;
             // --check-config only prints: it leaves standard output and error where they are.
             let target = if args.check_config {
                 crate::logging::Target::Stderr(true)
             } else {
-                crate::logging::open(&log, worker)?
+                crate::logging::open(log, worker)?
             };
             crate::logging::init(&log_level, json, target)?;
-            let notes = crate::gunicorn::satisfied_notes(sub, |key| {
-                file.as_ref().is_some_and(|f| f.contains(key))
-            })
-            .map_err(UsageError::new)?;
             if !worker {
                 if let Some((used, overridden)) = &from_env {
                     let mut line = format!(
@@ -265,7 +244,7 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
                     }
                     tracing::info!("{line}");
                 }
-                for note in notes {
+                for note in &settings.notes {
                     tracing::info!("{note}");
                 }
                 for w in crate::gunicorn::unread_config_warnings(args.config.is_some()) {
@@ -277,32 +256,18 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
                          gunicorn): the app's output stays on standard output and error"
                     );
                 }
-            }
-            let config = resolve_serve(sub, file.as_ref()).map_err(usage)?;
-            if !worker && !args.check_config {
-                crate::logging::give_to_workers(&log, &config)?;
-            }
-            let mut app: AppArgs = layered(sub, file.as_ref()).map_err(usage)?;
-            app.store_chosen = ["data_dir", "database"]
-                .iter()
-                .any(|id| given(sub, id) || file.as_ref().is_some_and(|f| f.contains(id)));
-            app.validate().map_err(UsageError::new)?;
-            let mut python: PythonArgs = layered(sub, file.as_ref()).map_err(usage)?;
-            python.app_module = sub.get_one::<String>("app_module").cloned();
-            let root_path_set =
-                given(sub, "root_path") || file.as_ref().is_some_and(|f| f.contains("root_path"));
-            if python.spec().is_some() && !root_path_set {
-                let source = python
-                    .root_path_from_script_name()
-                    .map_err(UsageError::new)?;
-                if let Some(source) = source.filter(|_| !c10k_serve::is_worker_process()) {
+                if let Some(source) = settings.root_path_from {
                     tracing::info!(
                         "--root-path {} taken from {source}, as gunicorn does",
-                        python.root_path
+                        settings.python.root_path
                     );
                 }
             }
-            python.validate().map_err(UsageError::new)?;
+            let config = settings.serve.clone();
+            if !worker && !args.check_config {
+                crate::logging::give_to_workers(log, &config)?;
+            }
+            let (app, python) = (&settings.app, &settings.python);
             if args.check_config {
                 // For people: the database password is shown as ***. Written, not print!ed: a
                 // closed pipe (`| head`) must reach main as an error (exit 0), not a panic.
@@ -319,23 +284,21 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
                 if let Some(spec) = python.spec() {
                     // As gunicorn's --check-config: the app is loaded too, so one that cannot
                     // be imported fails the check (exit status 1) with its traceback.
-                    check_python_app(&config, &python, spec)?;
+                    check_python_app(&config, python, spec)?;
                 }
                 return Ok(());
             }
+            settings.check_servable()?;
+            // `SIGHUP` builds the settings again, with the file read anew (see
+            // `serve_settings`); a worker never reloads, so it gets none.
+            let reload = (!worker).then(|| {
+                crate::serve_settings::reloader(sub.clone(), args.config.clone(), &settings)
+            });
             if let Some(spec) = python.spec() {
-                return serve_python(config, &python, spec);
+                return serve_python(config, reload, python, spec);
             }
-            if config.worker_class == c10k_serve::WorkerClass::Gevent {
-                return Err(UsageError::new(
-                    "--worker-class gevent runs a Python WSGI application (c10k serve -k gevent \
-                     MODULE:APP); the built-in application is already asynchronous: use \
-                     --worker-class async",
-                )
-                .into());
-            }
-            if !c10k_serve::is_worker_process() {
-                crate::builtin::refuse_a_data_dir_in_use(&app)?;
+            if !worker {
+                crate::builtin::refuse_a_data_dir_in_use(app)?;
                 // The banner stays short (gunicorn's); the whole configuration is at debug.
                 tracing::debug!(
                     "application: built-in; {}",
@@ -343,8 +306,8 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
                 );
             }
             let worker_timeout = config.timeout;
-            c10k_serve::run_hosted(config, |info| {
-                crate::builtin::factory(&app, info, worker_timeout)
+            c10k_serve::run_reloading(config, reload, |info| {
+                crate::builtin::factory(app, info, worker_timeout)
             })
         }
         Command::Bench(args) => c10k_bench::cli::run(*args),
@@ -357,7 +320,12 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
 }
 
 #[cfg(feature = "python")]
-fn serve_python(config: ServeConfig, python: &PythonArgs, spec: &str) -> anyhow::Result<()> {
+fn serve_python(
+    config: ServeConfig,
+    reload: Option<c10k_serve::Reload>,
+    python: &PythonArgs,
+    spec: &str,
+) -> anyhow::Result<()> {
     if !c10k_serve::is_worker_process() {
         tracing::info!("application: Python WSGI {spec}");
         tracing::debug!(
@@ -365,7 +333,7 @@ fn serve_python(config: ServeConfig, python: &PythonArgs, spec: &str) -> anyhow:
             python.to_toml().trim_end().replace('\n', ", ")
         );
     }
-    c10k_serve::run_hosted(config, |info| crate::python::factory(python, info))
+    c10k_serve::run_reloading(config, reload, |info| crate::python::factory(python, info))
 }
 
 #[cfg(feature = "python")]
@@ -382,7 +350,12 @@ fn check_python_app(_: &ServeConfig, _: &PythonArgs, spec: &str) -> anyhow::Resu
 }
 
 #[cfg(not(feature = "python"))]
-fn serve_python(_: ServeConfig, _: &PythonArgs, spec: &str) -> anyhow::Result<()> {
+fn serve_python(
+    _: ServeConfig,
+    _: Option<c10k_serve::Reload>,
+    _: &PythonArgs,
+    spec: &str,
+) -> anyhow::Result<()> {
     Err(UsageError::new(crate::python::not_built(spec)).into())
 }
 

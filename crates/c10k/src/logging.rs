@@ -17,7 +17,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 
 /// The log settings of `c10k serve` (a flag, a `C10K_*` variable and a `--config` key each).
-#[derive(Clone, Debug, Default, Args, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Args, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", default)]
 pub struct LogArgs {
     /// Write c10k's log to FILE (appended) instead of standard error; `-` is standard error.

@@ -6,6 +6,7 @@ mod cmd_args;
 mod gunicorn;
 mod logging;
 mod python;
+mod serve_settings;
 mod settings;
 mod status;
 

@@ -17,8 +17,9 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, FromArgMatches};
 use serde::Serialize;
 
-/// A `--config` TOML file, read once; its keys may belong to several settings structs (the
-/// server's and the application's), each taking its own with [`layered`].
+/// A `--config` TOML file, read once per load (at start, and on each `SIGHUP`); its keys may
+/// belong to several settings structs (the server's and the application's), each taking its own
+/// with [`layered`].
 #[derive(Clone, Debug)]
 pub struct ConfigFile {
     pub path: PathBuf,
@@ -68,6 +69,12 @@ impl ConfigFile {
     /// [`ENV_FILE_TEXT`]).
     pub fn hand_to_workers(&self) {
         std::env::set_var(ENV_FILE_TEXT, &self.text);
+    }
+
+    /// The variable that gives workers this text, for the workers a `SIGHUP` starts (the
+    /// master's own environment keeps the text of the start).
+    pub fn for_workers(&self) -> (String, String) {
+        (ENV_FILE_TEXT.to_owned(), self.text.clone())
     }
 
     /// "line 3, key `graceful_timeout`": where a key of this file is, named as the file spells
@@ -144,8 +151,9 @@ impl ConfigFile {
 /// worker started again by the master (`HUP`, `TTIN`, `--max-requests`, a crash) used to read the
 /// file anew: one being edited, or left broken, then failed every boot and stopped the whole
 /// server ("worker failed to boot twice"), and a `HUP` took some of its new settings (`env`,
-/// `app`) but not the server's. Now every worker runs with the configuration the master read at
-/// start, the file included; a changed file takes a restart.
+/// `app`) but not the server's. Now every worker runs with the configuration its master last
+/// read and checked, the file included: the start's, or that of the last `SIGHUP` whose
+/// configuration loaded (see `serve_settings::reloader`).
 const ENV_FILE_TEXT: &str = "C10K_WORKER_CONFIG_FILE";
 
 /// In a worker, the master's text of the `--config` file, taken out of the environment so the

@@ -130,6 +130,39 @@ fn access_log_environ_atoms_are_the_apps_environ() {
     }
 }
 
+/// HUP reads the --config file again, as gunicorn's does: the new workers get the app's new
+/// environment (`env`) and number, with no failed request under light load. (Before, HUP
+/// replaced the workers with the configuration of the start: `/boot` still said `one`.)
+#[test]
+fn hup_gives_new_workers_the_config_files_new_env() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c10k.toml");
+    std::fs::write(&file, "workers = 1\nenv = [\"PROBE_BOOT_MARK=one\"]\n").unwrap();
+    let s = probe("gthread", &["--config", file.to_str().unwrap()]);
+    let _group = util::KillGroup(s.child.id() as i32);
+    assert_eq!(get(s.addr, "/boot").unwrap().text(), "one");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = steady_load(s.addr, "/", 2, true, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(
+        &file,
+        "workers = 2\nenv = [\"PROBE_BOOT_MARK=two\"]\ntimeout = 12\n",
+    )
+    .unwrap();
+    s.signal(libc::SIGHUP);
+    s.wait_log("rolling restart done", Duration::from_secs(20));
+    s.wait_for_workers(3);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = finish_load(load);
+    assert_eq!(failed, 0, "{ok} ok, {failed} failed\n{}", s.log());
+    assert!(ok > 10, "{ok}");
+    for _ in 0..6 {
+        assert_eq!(get(s.addr, "/boot").unwrap().text(), "two", "{}", s.log());
+    }
+    assert!(s.log().contains("timeout = 12.0"), "{}", s.log());
+}
+
 per_class!(probe_pep3333, |class| {
     let s = probe(
         class,

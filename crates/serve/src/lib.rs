@@ -14,7 +14,8 @@
 //! - [`scoreboard`] and `track`: what every worker is doing, in shared memory; [`status`]: the
 //!   typed report the master gathers from it and serves on its admin listener (`/status`,
 //!   `/processlist`, `/metrics`), which `c10k status` reads back.
-//! - `master`: the supervising process `c10k serve` runs ([`run`]): the arbiter only.
+//! - `master`: the supervising process `c10k serve` runs ([`run`]): the arbiter only; [`reload`]:
+//!   what its `SIGHUP` does to the configuration ([`run_reloading`]).
 //!
 //! Serving your own handler in-process:
 //!
@@ -62,6 +63,7 @@ mod lazy_io;
 mod master;
 pub mod owner;
 mod pidfile;
+pub mod reload;
 pub mod reopen;
 mod sendfile;
 mod stream;
@@ -74,8 +76,10 @@ pub use config::{
     AdminAddr, AllowFrom, Bind, BindAddr, Protocol, Scheduling, ServeConfig, Umask, WorkerClass,
 };
 pub use master::BootFailed;
+pub use reload::{Reload, Reloaded};
 pub use scoreboard::WritePathFigures;
 pub use shutdown::{Phase, Shutdown};
 pub use workers::{
-    is_worker_process, run, run_hosted, started_by_upgrade, worker_info, Hosted, Server,
+    is_worker_process, run, run_hosted, run_reloading, started_by_upgrade, worker_info, Hosted,
+    Server,
 };

@@ -9,6 +9,10 @@
 //! half-initialised runtime from a `fork` of a threaded process; the master never starts a thread
 //! or a runtime of its own.
 //!
+//! `HUP` loads the configuration again through the binary's hook before the rolling restart
+//! (see `reload`): workers started from then on get the new one, and one that does not load
+//! changes nothing.
+//!
 //! The same loop wakes [`Status`] (the admin listener and the listen-queue sampling): its
 //! descriptors join the poll and every step on them is non-blocking; what status shows and how
 //! it is gathered lives in `status`, not here.
@@ -133,6 +137,11 @@ pub(crate) struct Master {
     predecessor: Option<i32>,
     /// The worker target before `WINCH` stopped the workers (`HUP` brings them back).
     winched: Option<usize>,
+    /// The configuration as loaded at start and the hook that loads it again on `HUP` (see
+    /// `reload`); without one, `HUP` keeps the configuration.
+    reload: Option<(ServeConfig, crate::reload::Reload)>,
+    /// What the last reload hands every worker started since (see `Reloaded::worker_env`).
+    worker_env: Vec<(String, String)>,
 }
 
 impl Master {
@@ -174,6 +183,8 @@ impl Master {
             successor: None,
             predecessor: None,
             winched: None,
+            reload: None,
+            worker_env: Vec::new(),
         })
     }
 
@@ -181,6 +192,12 @@ impl Master {
     pub fn inherit(&mut self, pidfile: Option<crate::pidfile::PidFile>, predecessor: Option<i32>) {
         self.pidfile = pidfile;
         self.predecessor = predecessor;
+    }
+
+    /// Makes `HUP` load the configuration again with `reload`; `as_given` is the configuration
+    /// as loaded, before inherited sockets rewrote its `bind`.
+    pub fn reload_with(&mut self, as_given: ServeConfig, reload: crate::reload::Reload) {
+        self.reload = Some((as_given, reload));
     }
 
     /// Runs until stopped. Returns an error when workers cannot boot.
@@ -224,6 +241,7 @@ impl Master {
                             "SIGHUP: starting the workers SIGWINCH stopped"
                         );
                     }
+                    SIGHUP if !self.reload_config() => {}
                     SIGHUP => {
                         tracing::info!("SIGHUP: rolling restart of all workers");
                         let mut slots: Vec<usize> = self
@@ -300,6 +318,52 @@ impl Master {
             };
             self.status.tick(&view);
         }
+    }
+
+    /// `HUP`'s first half: loads the configuration again and takes it for the workers started
+    /// from now on (their number included, as gunicorn resets it). Returns `false`, and changes
+    /// nothing, when the new configuration does not load or cannot be run: the old one and its
+    /// workers serve on.
+    fn reload_config(&mut self) -> bool {
+        let Some((as_given, reload)) = self.reload.as_mut() else {
+            return true;
+        };
+        let merged = reload().and_then(|r| {
+            Ok((
+                crate::reload::merge(as_given, &self.config, r.config)?,
+                r.worker_env,
+            ))
+        });
+        let (merged, worker_env) = match merged {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(
+                    "SIGHUP: the new configuration was not loaded, so nothing changed: {e:#}; \
+                     the workers carry on with the configuration they have (fix it and send \
+                     SIGHUP again)"
+                );
+                return false;
+            }
+        };
+        for kept in &merged.kept {
+            tracing::warn!("SIGHUP: {kept}; kept as it was");
+        }
+        if merged.changed.is_empty() {
+            tracing::info!("SIGHUP: configuration reloaded: the server's settings are unchanged");
+        } else {
+            tracing::info!(
+                "SIGHUP: configuration reloaded: {}",
+                merged.changed.join(", ")
+            );
+        }
+        self.config = merged.config;
+        self.target = self.config.workers;
+        self.worker_env = worker_env;
+        tracing::info!(
+            "Using worker: {}",
+            crate::workers::worker_summary(&self.config)
+        );
+        true
     }
 
     /// `USR2`, gunicorn's binary upgrade: starts a new master from the binary at the path this
@@ -481,6 +545,7 @@ impl Master {
         // application's settings reach it as they reached the master (see `crate::run`).
         cmd.args(std::env::args_os().skip(1))
             .env(ENV_SLOT, slot.to_string())
+            .envs(self.worker_env.iter().map(|(k, v)| (k, v)))
             .env(ENV_CONFIG, self.config.to_toml())
             .env(ENV_LISTEN_FDS, n.to_string())
             // The systemd hand-over was the master's (see `activation`), not the worker's.

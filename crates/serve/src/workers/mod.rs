@@ -13,6 +13,7 @@ use c10k_http::{Handler, Wait, WorkerInfo};
 use crate::config::{BindAddr, Scheduling, ServeConfig, WorkerClass};
 use crate::listener::{self, Listener};
 use crate::master;
+use crate::reload::Reload;
 use crate::scoreboard::{Scoreboard, WritePathFigures};
 use crate::shutdown::{Phase, Shutdown};
 
@@ -272,7 +273,23 @@ where
 }
 
 /// [`run`] for an application that also reports write-path figures ([`Hosted::with_figures`]).
+/// `SIGHUP` replaces the workers and keeps this configuration.
 pub fn run_hosted<H, F>(config: ServeConfig, factory: F) -> anyhow::Result<()>
+where
+    H: Handler,
+    F: FnOnce(&WorkerInfo) -> anyhow::Result<Hosted<H>>,
+{
+    run_reloading(config, None, factory)
+}
+
+/// [`run_hosted`] whose `SIGHUP` builds the configuration again with `reload` (see
+/// [`crate::reload`]) before it replaces the workers, as gunicorn's does. In a worker process,
+/// `reload` is dropped unused.
+pub fn run_reloading<H, F>(
+    config: ServeConfig,
+    reload: Option<Reload>,
+    factory: F,
+) -> anyhow::Result<()>
 where
     H: Handler,
     F: FnOnce(&WorkerInfo) -> anyhow::Result<Hosted<H>>,
@@ -281,6 +298,8 @@ where
         return run_worker_process(factory);
     }
     let config = effective_class(config);
+    // What a reload compares with: the sockets taken over below rewrite `bind`.
+    let as_given = config.clone();
     let owner = crate::owner::resolve(config.user.as_deref(), config.group.as_deref())
         .map_err(|(flag, message)| anyhow::anyhow!("{flag}: {message}"))?;
     if let Some(owner) = &owner {
@@ -399,7 +418,13 @@ where
                         "admin listener off: cannot listen on the default {addr} ({e}); \
                          choose one with --admin ADDR"
                     );
-                    return serve_master(config, server, None, pidfile, upgraded_from);
+                    let started = Started {
+                        admin: None,
+                        pidfile,
+                        upgraded_from,
+                        reload: reload.map(|r| (as_given, r)),
+                    };
+                    return serve_master(config, server, started);
                 }
                 Err(e) => {
                     return Err(e).with_context(|| {
@@ -423,26 +448,39 @@ where
         }
         None => None,
     };
-    serve_master(config, server, admin, pidfile, upgraded_from)
+    let started = Started {
+        admin,
+        pidfile,
+        upgraded_from,
+        reload: reload.map(|r| (as_given, r)),
+    };
+    serve_master(config, server, started)
 }
 
-fn serve_master(
-    config: ServeConfig,
-    server: Server,
+/// What the master takes over beside its configuration and listeners.
+struct Started {
     admin: Option<crate::status::Admin>,
     pidfile: Option<crate::pidfile::PidFile>,
     upgraded_from: Option<i32>,
-) -> anyhow::Result<()> {
+    /// The configuration as loaded (before inherited sockets rewrote its `bind`) and the hook
+    /// that loads it again on `SIGHUP`.
+    reload: Option<(ServeConfig, Reload)>,
+}
+
+fn serve_master(config: ServeConfig, server: Server, started: Started) -> anyhow::Result<()> {
     // The master starts no thread before its workers exist (see `master`).
-    let mut master = master::Master::new(config, server.listeners, admin)?;
-    master.inherit(pidfile, upgraded_from);
+    let mut master = master::Master::new(config, server.listeners, started.admin)?;
+    master.inherit(started.pidfile, started.upgraded_from);
+    if let Some((as_given, reload)) = started.reload {
+        master.reload_with(as_given, reload);
+    }
     master.run()?;
     tracing::info!("stopped");
     Ok(())
 }
 
 /// "gthread (4 workers × 50 threads)": what the banner says about the worker model.
-fn worker_summary(config: &ServeConfig) -> String {
+pub(crate) fn worker_summary(config: &ServeConfig) -> String {
     let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     let workers = plural(config.workers, "worker");
     match config.worker_class {
@@ -456,7 +494,7 @@ fn worker_summary(config: &ServeConfig) -> String {
 }
 
 /// gunicorn runs `sync` with more than one thread as `gthread`; so do we, and say so.
-fn effective_class(mut config: ServeConfig) -> ServeConfig {
+pub(crate) fn effective_class(mut config: ServeConfig) -> ServeConfig {
     if config.worker_class == WorkerClass::Sync && config.threads > 1 {
         tracing::warn!(
             threads = config.threads,
