@@ -328,6 +328,9 @@ fn serve_python(
 ) -> anyhow::Result<()> {
     if !c10k_serve::is_worker_process() {
         tracing::info!("application: Python WSGI {spec}");
+        for note in python.reload_notes() {
+            tracing::warn!("{note}");
+        }
         tracing::debug!(
             "Python settings: {}",
             python.to_toml().trim_end().replace('\n', ", ")
@@ -339,7 +342,12 @@ fn serve_python(
 #[cfg(feature = "python")]
 fn check_python_app(config: &ServeConfig, python: &PythonArgs, spec: &str) -> anyhow::Result<()> {
     let info = c10k_serve::worker_info(config, 0);
-    crate::python::factory(python, &info)
+    // A check loads the app once: no watcher, and a SyntaxError fails it, --reload or not.
+    let python = PythonArgs {
+        reload: false,
+        ..python.clone()
+    };
+    crate::python::factory(&python, &info)
         .map(drop)
         .with_context(|| format!("--check-config: the application {spec} does not load"))
 }

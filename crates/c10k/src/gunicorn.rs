@@ -28,11 +28,6 @@ const PASTE: &str = "c10k does not read PasteDeploy .ini files; serve a module t
                      app (app = paste.deploy.loadapp('config:/path/to/app.ini')) as MODULE:app";
 const STATSD: &str = "c10k does not send StatsD; its figures are Prometheus metrics on the admin \
                       listener (--admin, GET /metrics) and `c10k status`";
-const RELOAD: &str = "c10k has no file-watching reloader; after deploying new code send SIGHUP \
-                      to the master (kill -HUP $(cat FILE) with --pid FILE): each worker is \
-                      a fresh process, so the replacements import the new code, one at a time; \
-                      for development use your framework's reloader (flask run --debug, \
-                      manage.py runserver)";
 const LOGGING: &str = "c10k's log is text or JSON lines (--log-format json), on standard error \
                        or in --error-log FILE; under systemd it reaches the journal (and \
                        syslog through it); a Python logging config is not read";
@@ -63,27 +58,6 @@ const REFUSED: &[Refused] = &[
         takes_value: false,
         why: "accepted: it only matters with --daemon, and c10k and its workers always keep \
               the standard output and error they were started with",
-    },
-    Refused {
-        long: "reload",
-        short: None,
-        key: None,
-        takes_value: false,
-        why: RELOAD,
-    },
-    Refused {
-        long: "reload-engine",
-        short: None,
-        key: None,
-        takes_value: true,
-        why: RELOAD,
-    },
-    Refused {
-        long: "reload-extra-file",
-        short: None,
-        key: Some("reload_extra_files"),
-        takes_value: true,
-        why: RELOAD,
     },
     Refused {
         long: "worker-tmp-dir",
@@ -535,12 +509,16 @@ mod tests {
         assert!(refuse_key("preload").unwrap().contains("--preload"));
         assert!(refuse_key("worker-tmp-dir").is_none() && satisfied_key("worker-tmp-dir"));
         // Named as the file spells it, whichever spelling matched.
-        assert!(refuse_key("reload-engine")
+        assert!(refuse_key("log-syslog-to")
             .unwrap()
-            .starts_with("gunicorn's `reload-engine` (--reload-engine)"));
-        assert!(refuse_key("reload_engine")
+            .starts_with("gunicorn's `log-syslog-to` (--log-syslog-to)"));
+        assert!(refuse_key("log_syslog_to")
             .unwrap()
-            .starts_with("gunicorn's `reload_engine` (--reload-engine)"));
+            .starts_with("gunicorn's `log_syslog_to` (--log-syslog-to)"));
+        // Taken now, not refused.
+        for key in ["reload", "reload_engine", "reload_extra_files"] {
+            assert!(refuse_key(key).is_none(), "{key}");
+        }
         assert!(refuse_key("workers").is_none());
         assert_eq!(renamed("accesslog"), Some("access-log"));
     }

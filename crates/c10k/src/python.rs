@@ -86,6 +86,47 @@ pub struct PythonArgs {
     /// application (for apps that patch the standard library themselves).
     #[arg(long, env = "C10K_NO_MONKEY_PATCH", help_heading = "Python (WSGI)")]
     pub no_monkey_patch: bool,
+
+    /// Restart a worker when a file of its application changes (every module it imported, and
+    /// the --reload-extra-file files), for development: it finishes its requests and exits, and
+    /// the master starts a fresh one that imports the new code. A SyntaxError is then served as
+    /// a 500 with its traceback (to anyone who can reach the server) until the file is fixed.
+    #[arg(long, env = "C10K_RELOAD", help_heading = "Python (WSGI)")]
+    pub reload: bool,
+
+    /// How --reload notices a change: inotify (kernel events), poll (a look at every file each
+    /// second), or auto (inotify where the kernel gives it, else poll).
+    #[arg(
+        long,
+        env = "C10K_RELOAD_ENGINE",
+        value_enum,
+        default_value_t = ReloadEngine::Auto,
+        value_name = "ENGINE",
+        help_heading = "Python (WSGI)"
+    )]
+    pub reload_engine: ReloadEngine,
+
+    /// With --reload, also watch this file (templates, configuration); a glob pattern (*, ?,
+    /// [...], ** to recurse) is expanded again on every look. Repeat, or separate with commas.
+    /// Config key: reload_extra_files.
+    #[arg(
+        long = "reload-extra-file",
+        env = "C10K_RELOAD_EXTRA_FILE",
+        value_name = "FILE",
+        value_delimiter = ',',
+        help_heading = "Python (WSGI)"
+    )]
+    pub reload_extra_files: Vec<String>,
+}
+
+/// `--reload-engine`, gunicorn's names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReloadEngine {
+    #[default]
+    Auto,
+    Poll,
+    Inotify,
 }
 
 impl PythonArgs {
@@ -121,7 +162,34 @@ impl PythonArgs {
                 return Err(format!("--venv {}: not a directory", dir.display()));
             }
         }
+        // As gunicorn: a file must exist, a pattern may match nothing yet.
+        for file in &self.reload_extra_files {
+            if !reload_pattern(file) && !std::path::Path::new(file).exists() {
+                return Err(format!("--reload-extra-file {file}: no such file"));
+            }
+        }
         Ok(())
+    }
+
+    /// What the master says about `--reload` at start: its warning, and a note for extra files
+    /// that do nothing without it.
+    #[cfg_attr(not(feature = "python"), allow(dead_code))]
+    pub fn reload_notes(&self) -> Vec<String> {
+        if self.reload {
+            vec![format!(
+                "Reloader is on ({} engine): workers restart when the application's files \
+                 change. Use in development only!",
+                match self.reload_engine {
+                    ReloadEngine::Auto => "auto",
+                    ReloadEngine::Poll => "poll",
+                    ReloadEngine::Inotify => "inotify",
+                }
+            )]
+        } else if !self.reload_extra_files.is_empty() {
+            vec!["--reload-extra-file does nothing without --reload".to_owned()]
+        } else {
+            Vec::new()
+        }
     }
 
     /// gunicorn's mount point when `--root-path` is not set: `SCRIPT_NAME` from `--env
@@ -163,6 +231,12 @@ impl PythonArgs {
     }
 }
 
+/// Whether a `--reload-extra-file` is a glob pattern (gunicorn's `is_glob_pattern`; the same
+/// test as `c10k_wsgi::reload::is_pattern`, written here for the build without Python).
+fn reload_pattern(entry: &str) -> bool {
+    entry.contains(['*', '?', '['])
+}
+
 #[cfg(feature = "python")]
 pub use enabled::factory;
 
@@ -172,10 +246,10 @@ mod enabled {
 
     use c10k_serve::{Hosted, WorkerInfo};
     // A direct dependency so that build.rs can ask pyo3-build-config for libpython's rpath.
-    use c10k_wsgi::{WsgiApp, WsgiConfig};
+    use c10k_wsgi::{Reload, WsgiApp, WsgiConfig};
     use pyo3 as _;
 
-    use super::PythonArgs;
+    use super::{PythonArgs, ReloadEngine};
 
     /// Boots the app in a worker process. A boot error is the worker's "failed to boot" (exit
     /// status 3), with the Python traceback in the message.
@@ -200,6 +274,24 @@ mod enabled {
                 // SAFETY: kill on our own pid with a signal the worker handles.
                 unsafe { libc::kill(libc::getpid(), libc::SIGHUP) };
             })),
+            reload: args.reload.then(|| Reload {
+                engine: match args.reload_engine {
+                    ReloadEngine::Auto => c10k_wsgi::ReloadEngine::Auto,
+                    ReloadEngine::Poll => c10k_wsgi::ReloadEngine::Poll,
+                    ReloadEngine::Inotify => c10k_wsgi::ReloadEngine::Inotify,
+                },
+                extra_files: args.reload_extra_files.clone(),
+                // Retiring, as --max-requests and HUP do, not SIGTERM's graceful stop: that
+                // closes idle connections at once, a connection accepted a moment before among
+                // them, whose client then finds it closed under the request it was sending
+                // (the reload tests saw "Broken pipe" under sync, thread and gthread).
+                // Retiring answers every request that reaches the worker, and closes each
+                // keep-alive connection after its next answer or its --keepalive time.
+                on_change: Arc::new(|| {
+                    // SAFETY: kill on our own pid with a signal the worker handles.
+                    unsafe { libc::kill(libc::getpid(), libc::SIGHUP) };
+                }),
+            }),
         };
         let app = WsgiApp::boot(&config, info)?;
         // The app's `atexit` handlers run when the worker exits normally, as in gunicorn.

@@ -85,7 +85,8 @@ pub fn build(sub: &ArgMatches, config: Option<&Path>) -> anyhow::Result<Settings
 
 impl Settings {
     /// What serving needs beyond [`build`]'s checks (`--check-config` prints gevent with the
-    /// built-in app, as it prints any class): the gevent class runs Python apps only.
+    /// built-in app, as it prints any class): the gevent class and `--reload` are for Python
+    /// apps only.
     pub fn check_servable(&self) -> anyhow::Result<()> {
         if self.python.spec().is_none()
             && self.serve.worker_class == c10k_serve::WorkerClass::Gevent
@@ -94,6 +95,15 @@ impl Settings {
                 "--worker-class gevent runs a Python WSGI application (c10k serve -k gevent \
                  MODULE:APP); the built-in application is already asynchronous: use \
                  --worker-class async",
+            )
+            .into());
+        }
+        if self.python.spec().is_none() && self.python.reload {
+            return Err(UsageError::new(
+                "--reload restarts the workers of a hosted Python application when its files \
+                 change (c10k serve --reload MODULE:APP); the built-in application is part of \
+                 the c10k binary: after a new build, restart the server or send the master \
+                 SIGUSR2 to upgrade to the new binary",
             )
             .into());
         }

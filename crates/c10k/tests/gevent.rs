@@ -696,3 +696,25 @@ fn a_gevent_view_can_run_a_subprocess_and_fork() {
         assert_eq!(r.text(), "from a child fork exit 7");
     }
 }
+
+/// `--reload` under gevent: the watcher is an OS thread of c10k's, not a `threading.Thread`
+/// (which monkey-patching makes a greenlet), so it notices edits while greenlets serve; the same
+/// scenario as under the other classes (`util::reload::edits_reload_the_app`), with both engines.
+#[test]
+fn edits_reload_the_app_under_gevent() {
+    let Some(venv) = venv() else { return };
+    util::reload::edits_reload_the_app(
+        &["-k", "gevent", "--venv", &venv],
+        util::reload::Source::Flags("auto"),
+    );
+    util::reload::edits_reload_the_app(
+        &["-k", "gevent", "--venv", &venv],
+        util::reload::Source::Flags("poll"),
+    );
+}
+
+#[test]
+fn without_reload_an_edit_is_not_picked_up_under_gevent() {
+    let Some(venv) = venv() else { return };
+    util::reload::without_reload_an_edit_is_not_picked_up(&["-k", "gevent", "--venv", &venv]);
+}

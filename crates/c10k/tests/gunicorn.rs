@@ -57,11 +57,6 @@ fn gunicorn_only_flags_stop_the_server_naming_the_flag() {
         ),
         (&["--daemon"], &["--daemon: ", "systemd"]),
         (&["-D"], &["--daemon: "]),
-        (&["--reload"], &["--reload: ", "SIGHUP"]),
-        (
-            &["--reload-extra-file", "x.html"],
-            &["--reload-extra-file: "],
-        ),
         (&["--paste", "production.ini"], &["--paste: ", "loadapp"]),
         (
             &["--certfile", "c.pem", "--keyfile", "k.pem"],
@@ -1071,4 +1066,43 @@ fn worker_tmp_dir_and_stdio_inheritance_are_accepted() {
         err.contains("--worker-tmp-dir /no/such/dir/c10k: not a directory"),
         "{err}"
     );
+}
+
+/// gunicorn's `--reload` is taken for a Python app (tests in wsgi.rs and gevent.rs); for the
+/// built-in app, which is compiled in, c10k says what it is for instead of ignoring it, from a
+/// flag, `C10K_RELOAD` or a config file's `reload` alike. A `--reload-extra-file` that does not
+/// exist is refused, as gunicorn refuses it (a pattern may match nothing yet).
+#[test]
+fn reload_is_for_python_apps_and_its_extra_files_must_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c10k.toml");
+    std::fs::write(&file, "reload = true\n").unwrap();
+    let file = file.to_str().unwrap();
+    for (args, env) in [
+        (&["--reload"][..], &[][..]),
+        (&[], &[("C10K_RELOAD", "true")]),
+        (&["--config", file], &[]),
+    ] {
+        let err = refused(args, env);
+        assert!(
+            err.contains("--reload restarts the workers of a hosted Python application")
+                && err.contains("c10k serve --reload MODULE:APP"),
+            "{args:?} {env:?}: {err}"
+        );
+    }
+    let err = refused(
+        &[
+            "--reload",
+            "--reload-extra-file",
+            "/nonexistent/page.html",
+            "myapp:app",
+        ],
+        &[],
+    );
+    assert!(
+        err.contains("--reload-extra-file /nonexistent/page.html: no such file"),
+        "{err}"
+    );
+    let err = refused(&["--reload-engine", "fsevents", "myapp:app"], &[]);
+    assert!(err.contains("fsevents") && err.contains("inotify"), "{err}");
 }

@@ -1776,3 +1776,42 @@ fn a_second_usr2_and_a_winch_without_upgrade_change_nothing_and_hup_rolls_back()
     s.wait_for_workers(booted + 2);
     assert_eq!(get(s.addr, "/").unwrap().status, 200, "{}", s.log());
 }
+
+/// `--reload` (gunicorn's developer reloader) under each blocking class and `async`, its
+/// settings taken from each place settings come from, with each engine (see
+/// `util::reload::edits_reload_the_app`); and nothing of it without the flag.
+mod reload {
+    use super::util::reload::Source;
+    use super::util::reload::{edits_reload_the_app, without_reload_an_edit_is_not_picked_up};
+
+    #[test]
+    fn sync_with_flags_and_poll() {
+        edits_reload_the_app(&["-k", "sync"], Source::Flags("poll"));
+    }
+
+    #[test]
+    fn thread_from_the_environment_with_inotify() {
+        edits_reload_the_app(&["-k", "thread"], Source::Env("inotify"));
+    }
+
+    #[test]
+    fn gthread_with_flags_and_inotify() {
+        edits_reload_the_app(
+            &["-k", "gthread", "--threads", "4"],
+            Source::Flags("inotify"),
+        );
+    }
+
+    #[test]
+    fn async_from_a_config_file_with_auto() {
+        edits_reload_the_app(
+            &["-k", "async", "--threads", "2"],
+            Source::ConfigFile("auto"),
+        );
+    }
+
+    #[test]
+    fn without_reload_an_edit_is_not_picked_up_under_gthread() {
+        without_reload_an_edit_is_not_picked_up(&["-k", "gthread", "--threads", "4"]);
+    }
+}

@@ -115,6 +115,8 @@ impl WsgiApp {
             ),
             v => v.clone(),
         };
+        // `--reload-extra-file`s are taken from here too, before --chdir, as gunicorn takes them.
+        let started_in = std::env::current_dir().unwrap_or_default();
         if let Some(dir) = &config.chdir {
             std::env::set_current_dir(dir)
                 .map_err(|e| BootError::Environment(format!("--chdir {}: {e}", dir.display())))?;
@@ -131,6 +133,8 @@ impl WsgiApp {
             config.app
         );
         let gevent = info.class == "gevent";
+        // Files to watch beyond the modules': a SyntaxError's (see `reload`).
+        let mut broken = Vec::new();
         let state = interp::attach(|py| -> Result<AppState, BootError> {
             if gevent {
                 // Before anything else is imported: the app must see the patched modules.
@@ -150,7 +154,36 @@ impl WsgiApp {
                 spec: config.app.clone(),
                 traceback: call::format_exception(py, &e),
             })?;
-            let app = loader::load(py, &config.app)?;
+            let app = match loader::load(py, &config.app) {
+                Ok(app) => app,
+                Err(loader::Failed {
+                    error,
+                    syntax: Some(file),
+                }) if config.reload.is_some() => {
+                    // gunicorn's `load_wsgi` under --reload: the worker serves the error and
+                    // watches the broken file, so that saving the fix reloads it.
+                    tracing::error!(
+                        slot = info.slot,
+                        "{error}\n--reload: serving this error as a 500 until a watched file \
+                         changes"
+                    );
+                    broken.extend(file.map(|f| cwd.join(f)));
+                    let module = loader::parse(&config.app).map(|s| s.module.to_owned());
+                    if let Some(origin) = module
+                        .ok()
+                        .and_then(|m| crate::reload::module_origin(py, &m))
+                    {
+                        broken.push(origin);
+                    }
+                    crate::reload::fail_app(py, &error.to_string()).map_err(|e| {
+                        BootError::Exception {
+                            spec: config.app.clone(),
+                            traceback: call::format_exception(py, &e),
+                        }
+                    })?
+                }
+                Err(failed) => return Err(failed.error),
+            };
             warn_replaced_signals(py, info.class == "sync");
             if gevent {
                 crate::gevent::note_main_hub(py)?;
@@ -179,6 +212,11 @@ impl WsgiApp {
         } else {
             None
         };
+        if let Some(reload) = &config.reload {
+            crate::reload::spawn(reload, info.slot, &started_in, broken).map_err(|e| {
+                BootError::Environment(format!("--reload: cannot start the watcher thread: {e}"))
+            })?;
+        }
         let max_in_flight = info
             .max_in_flight
             .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);

@@ -38,10 +38,12 @@ mod input;
 pub mod interp;
 mod loader;
 mod pool;
+pub mod reload;
 mod start_response;
 mod stream;
 
 pub use handler::WsgiApp;
+pub use reload::{Engine as ReloadEngine, Reload};
 
 /// How to find and host the application; the command line's `APP_MODULE`, `--chdir`,
 /// `--pythonpath`, `--venv`, `--env` and `--root-path`.
@@ -71,6 +73,10 @@ pub struct WsgiConfig {
     /// Called once when more Python threads are stuck than tolerated: the worker should finish
     /// what it is doing and exit, so the master replaces it with a fresh process.
     pub recycle: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// `--reload`: watch the application's files and call its `on_change` when one changes;
+    /// a `SyntaxError` at import is then served as a 500 instead of failing the boot (see
+    /// [`reload`]).
+    pub reload: Option<Reload>,
 }
 
 impl std::fmt::Debug for WsgiConfig {
@@ -84,6 +90,7 @@ impl std::fmt::Debug for WsgiConfig {
             .field("root_path", &self.root_path)
             .field("max_stuck_threads", &self.max_stuck_threads)
             .field("no_monkey_patch", &self.no_monkey_patch)
+            .field("reload", &self.reload)
             .finish_non_exhaustive()
     }
 }

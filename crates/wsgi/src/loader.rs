@@ -2,7 +2,9 @@
 //! (name `application`), or `module:factory(literal args)` — the factory is called once per
 //! worker with arguments evaluated by `ast.literal_eval`, never `eval`.
 
-use pyo3::exceptions::PyModuleNotFoundError;
+use std::path::PathBuf;
+
+use pyo3::exceptions::{PyModuleNotFoundError, PySyntaxError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
@@ -50,12 +52,47 @@ pub(crate) fn parse(spec: &str) -> Result<Spec<'_>, BootError> {
     Ok(Spec { module, name, args })
 }
 
+/// Why the application could not be loaded.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub error: BootError,
+    /// Set when a `SyntaxError` (`IndentationError`, `TabError`) was raised: the file it names,
+    /// if any. Under `--reload` the worker serves it instead of failing to boot, as gunicorn's.
+    pub syntax: Option<Option<PathBuf>>,
+}
+
+impl From<BootError> for Failed {
+    fn from(error: BootError) -> Failed {
+        Failed {
+            error,
+            syntax: None,
+        }
+    }
+}
+
+/// The file a `SyntaxError` names (`e.filename`), if `e` is one.
+fn syntax_error_file(py: Python<'_>, e: &PyErr) -> Option<Option<PathBuf>> {
+    if !e.is_instance_of::<PySyntaxError>(py) {
+        return None;
+    }
+    let file = e
+        .value(py)
+        .getattr_opt("filename")
+        .ok()
+        .flatten()
+        .and_then(|f| f.extract::<Option<PathBuf>>().ok().flatten());
+    Some(file)
+}
+
 /// Imports the module and returns the callable application.
-pub(crate) fn load(py: Python<'_>, spec_text: &str) -> Result<Py<PyAny>, BootError> {
+pub(crate) fn load(py: Python<'_>, spec_text: &str) -> Result<Py<PyAny>, Failed> {
     let spec = parse(spec_text)?;
-    let exception = |e: PyErr| BootError::Exception {
-        spec: spec_text.to_owned(),
-        traceback: crate::call::format_exception(py, &e),
+    let exception = |e: PyErr| Failed {
+        syntax: syntax_error_file(py, &e),
+        error: BootError::Exception {
+            spec: spec_text.to_owned(),
+            traceback: crate::call::format_exception(py, &e),
+        },
     };
     let module = match py.import(spec.module) {
         Ok(m) => m,
@@ -74,7 +111,8 @@ pub(crate) fn load(py: Python<'_>, spec_text: &str) -> Result<Py<PyAny>, BootErr
                 module: spec.module.to_owned(),
                 sys_path,
                 traceback: crate::call::format_exception(py, &e),
-            });
+            }
+            .into());
         }
         Err(e) => return Err(exception(e)),
     };
@@ -104,7 +142,8 @@ pub(crate) fn load(py: Python<'_>, spec_text: &str) -> Result<Py<PyAny>, BootErr
                 .name()
                 .map(|n| n.to_string())
                 .unwrap_or_default(),
-        });
+        }
+        .into());
     }
     Ok(app.unbind())
 }

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod load;
 pub mod python;
+pub mod reload;
 
 /// Kills a process group (a master and its workers, started with `process_group(0)`) when
 /// dropped, so a test whose assertion fails first leaves no server behind.

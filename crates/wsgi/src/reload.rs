@@ -1,0 +1,614 @@
+//! `--reload`, gunicorn's developer reloader: a worker whose application's files change finishes
+//! its in-flight requests and exits, and the master starts a fresh process that imports the new
+//! code.
+//!
+//! What is watched, as in gunicorn's `reloader.py`: the file of every module in `sys.modules`
+//! (`.pyc` read as its `.py`), the `--reload-extra-file` files, and the glob patterns among them
+//! (`*`, `?`, `[`) expanded again on every look, so a file created later is watched too. When the
+//! application could not be imported for a `SyntaxError`, the worker serves a 500 carrying the
+//! traceback instead of failing to boot ([`fail_app`]) and watches the broken file, so saving the
+//! fix reloads.
+//!
+//! The key design decision is **where this runs**: on a plain OS thread of its own — never a
+//! tokio thread, and never a greenlet, since under `gevent` the standard library's `threading` is
+//! monkey-patched and a Python thread would be one; this one is started by Rust. It attaches to
+//! the interpreter only for a moment, to read `sys.modules` when the count of modules has
+//! changed since its last look, and stats the files (or reads inotify events) without the GIL.
+//!
+//! Engines: `poll` stats every file once a second and reloads when one's modification time, size
+//! or inode differs from what it saw first (a replaced file counts, in either direction of time);
+//! `inotify` watches the files' directories through the kernel and reloads on an event naming a
+//! watched file — unlike gunicorn's, an editor's swap file or a SQLite database written beside
+//! the code reloads nothing — once the directory has been quiet for [`SETTLE`], so an editor's
+//! save in several steps (rename away, write anew) is seen finished. `auto` is inotify, or poll
+//! where inotify cannot be had.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+/// How often the poll engine looks, and the inotify engine re-reads `sys.modules` (gunicorn's
+/// interval).
+const INTERVAL: Duration = Duration::from_secs(1);
+
+/// inotify: how long a watched file's directory must be quiet before the reload.
+const SETTLE: Duration = Duration::from_millis(150);
+
+/// inotify: never wait longer than this for quiet (a file rewritten without pause).
+const SETTLE_MAX: Duration = Duration::from_secs(1);
+
+/// How file changes are noticed (`--reload-engine`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// inotify where the kernel gives it, else poll.
+    Auto,
+    /// Stat every watched file once a second.
+    Poll,
+    /// Kernel events on the watched files' directories (Linux).
+    Inotify,
+}
+
+/// `--reload`'s settings.
+#[derive(Clone)]
+pub struct Reload {
+    pub engine: Engine,
+    /// `--reload-extra-file`: files, and glob patterns (`*`, `?`, `[`; `**` recurses) expanded
+    /// on every look. Relative ones are taken from the directory the worker started in, before
+    /// `--chdir`, as gunicorn takes them.
+    pub extra_files: Vec<String>,
+    /// Called once, on the watcher's thread, when a watched file changed: the worker should
+    /// finish its in-flight requests and exit, so that the master starts a fresh one.
+    pub on_change: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for Reload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reload")
+            .field("engine", &self.engine)
+            .field("extra_files", &self.extra_files)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether an extra file is a glob pattern (gunicorn's `is_glob_pattern`).
+pub fn is_pattern(entry: &str) -> bool {
+    entry.contains(['*', '?', '['])
+}
+
+/// The application gunicorn's reloader serves when the app has a `SyntaxError`: every request is
+/// a 500 whose body is `text` (the traceback). Anyone who can reach the server reads it, which is
+/// why `--reload` is for development only.
+pub(crate) fn fail_app(py: Python<'_>, text: &str) -> PyResult<Py<PyAny>> {
+    const CODE: &std::ffi::CStr = c"
+def make(text):
+    body = text.encode('utf-8', 'replace')
+
+    def app(environ, start_response):
+        start_response('500 Internal Server Error', [
+            ('Content-Type', 'text/plain; charset=utf-8'),
+            ('Content-Length', str(len(body))),
+        ])
+        return [body]
+
+    return app
+";
+    let module = PyModule::from_code(py, CODE, c"c10k_reload.py", c"c10k_reload")?;
+    Ok(module.getattr("make")?.call1((text,))?.unbind())
+}
+
+/// The file of the app's own module when its import failed (it is not in `sys.modules` then):
+/// the file `importlib.util.find_spec` names, looked up only where that imports nothing new (a
+/// top-level module, or one whose package is imported), since a package's `__init__` that
+/// failed would run again.
+pub(crate) fn module_origin(py: Python<'_>, module: &str) -> Option<PathBuf> {
+    let find = |py: Python<'_>| -> PyResult<Option<PathBuf>> {
+        if let Some((parent, _)) = module.rsplit_once('.') {
+            let modules = py.import("sys")?.getattr("modules")?;
+            if !modules.contains(parent)? {
+                return Ok(None);
+            }
+        }
+        let spec = py
+            .import("importlib.util")?
+            .call_method1("find_spec", (module,))?;
+        if spec.is_none() {
+            return Ok(None);
+        }
+        let origin = spec.getattr("origin")?;
+        if origin.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(origin.extract::<PathBuf>()?).filter(|p| p.is_file()))
+    };
+    find(py).ok().flatten()
+}
+
+/// Starts the watcher thread. `cwd` is the directory the worker started in (relative extra
+/// files are taken from it); `broken` are files to watch beyond the modules' (the file of a
+/// `SyntaxError`).
+pub(crate) fn spawn(
+    reload: &Reload,
+    slot: usize,
+    cwd: &Path,
+    broken: Vec<PathBuf>,
+) -> std::io::Result<()> {
+    let mut sources = Sources {
+        files: broken,
+        patterns: Vec::new(),
+        modules_seen: None,
+        modules: Vec::new(),
+    };
+    for entry in &reload.extra_files {
+        if is_pattern(entry) {
+            sources
+                .patterns
+                .push(cwd.join(entry).to_string_lossy().into_owned());
+        } else {
+            sources.files.push(cwd.join(entry));
+        }
+    }
+    let on_change = reload.on_change.clone();
+    let engine = reload.engine;
+    std::thread::Builder::new()
+        .name("c10k-reload".into())
+        .spawn(move || watch(sources, engine, slot, on_change))
+        .map(drop)
+}
+
+/// What to watch, gathered again on every look.
+struct Sources {
+    /// Extra files (absolute) and broken files.
+    files: Vec<PathBuf>,
+    /// Extra-file glob patterns (absolute).
+    patterns: Vec<String>,
+    /// `len(sys.modules)` at the last look: the module files are listed again when it changes.
+    modules_seen: Option<usize>,
+    modules: Vec<PathBuf>,
+}
+
+impl Sources {
+    /// Every file to watch now.
+    fn current(&mut self) -> Vec<PathBuf> {
+        let seen = self.modules_seen;
+        match Python::attach(|py| module_files(py, seen)) {
+            Ok(Some((n, files))) => {
+                self.modules_seen = Some(n);
+                self.modules = files;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!("--reload: cannot read sys.modules: {e}"),
+        }
+        let mut all = self.modules.clone();
+        all.extend(self.files.iter().cloned());
+        let options = glob::MatchOptions {
+            // As Python's glob: `*` does not match a dotfile.
+            require_literal_leading_dot: true,
+            ..glob::MatchOptions::new()
+        };
+        for pattern in &self.patterns {
+            if let Ok(paths) = glob::glob_with(pattern, options) {
+                all.extend(paths.filter_map(Result::ok));
+            }
+        }
+        all
+    }
+}
+
+/// The files of the modules in `sys.modules` and how many modules there are, or `None` when
+/// there are still `seen` of them (nothing was imported since: no need to list them again).
+fn module_files(py: Python<'_>, seen: Option<usize>) -> PyResult<Option<(usize, Vec<PathBuf>)>> {
+    let modules = py
+        .import("sys")?
+        .getattr("modules")?
+        .cast_into::<PyDict>()?;
+    let n = modules.len();
+    if seen == Some(n) {
+        return Ok(None);
+    }
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let mut files = Vec::with_capacity(n);
+    // `values()` is a list: a module attribute that runs code cannot change what is iterated.
+    for module in modules.values() {
+        let Ok(Some(file)) = module.getattr_opt("__file__") else {
+            continue;
+        };
+        let Ok(file) = file.extract::<PathBuf>() else {
+            continue;
+        };
+        files.push(cwd.join(source_of(file)));
+    }
+    Ok(Some((n, files)))
+}
+
+/// `x.pyc` → `x.py` (gunicorn's `COMPILED_EXT_RE`): the source is what a developer edits.
+fn source_of(file: PathBuf) -> PathBuf {
+    match file.extension().and_then(|e| e.to_str()) {
+        Some("pyc" | "pyo") => file.with_extension("py"),
+        _ => file,
+    }
+}
+
+/// The watcher thread: looks until a file changed, then reports it and ends.
+fn watch(
+    mut sources: Sources,
+    engine: Engine,
+    slot: usize,
+    on_change: Arc<dyn Fn() + Send + Sync>,
+) {
+    let mut watcher = match engine {
+        Engine::Poll => Watcher::Poll(Poll::default()),
+        Engine::Auto | Engine::Inotify => match Inotify::new() {
+            Ok(i) => Watcher::Inotify(i),
+            Err(e) => {
+                let log = if engine == Engine::Inotify {
+                    "--reload-engine inotify"
+                } else {
+                    "--reload"
+                };
+                tracing::warn!("{log}: inotify is not available ({e}); polling files instead");
+                Watcher::Poll(Poll::default())
+            }
+        },
+    };
+    let mut logged = false;
+    let changed = loop {
+        // A look: the poll engine stats every file, inotify watches the new ones.
+        let files = sources.current();
+        let looked = match &mut watcher {
+            Watcher::Poll(p) => Ok(p.check(&files)),
+            Watcher::Inotify(i) => i.watch(&files).map(|()| None),
+        };
+        match looked {
+            Ok(Some(file)) => break file,
+            Ok(None) => {}
+            Err(e) => watcher = watcher.fall_back(&e, &files),
+        }
+        if !logged {
+            logged = true;
+            // After the first look: from here on an edit is noticed.
+            tracing::info!(
+                slot,
+                files = files.len(),
+                engine = watcher.name(),
+                "--reload: watching the application's files"
+            );
+        }
+        // Until the next look.
+        let waited = match &mut watcher {
+            Watcher::Poll(_) => {
+                std::thread::sleep(INTERVAL);
+                Ok(None)
+            }
+            Watcher::Inotify(i) => i.wait(INTERVAL),
+        };
+        match waited {
+            Ok(Some(file)) => break file,
+            Ok(None) => {}
+            Err(e) => watcher = watcher.fall_back(&e, &files),
+        }
+    };
+    tracing::info!(slot, "Worker reloading: {} modified", changed.display());
+    on_change();
+}
+
+enum Watcher {
+    Poll(Poll),
+    Inotify(Inotify),
+}
+
+impl Watcher {
+    /// Polling instead of an inotify that failed (a full watch table: `max_user_watches`),
+    /// starting from what the files look like now.
+    fn fall_back(self, e: &std::io::Error, files: &[PathBuf]) -> Watcher {
+        tracing::warn!("--reload: inotify failed ({e}); polling files instead");
+        let mut p = Poll::default();
+        p.check(files);
+        Watcher::Poll(p)
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Watcher::Poll(_) => "poll",
+            Watcher::Inotify(_) => "inotify",
+        }
+    }
+}
+
+/// What a file looked like: modification time (ns), size, inode.
+type Stamp = (i64, i64, u64, u64);
+
+/// The poll engine: each file's [`Stamp`] as first seen.
+#[derive(Default)]
+struct Poll {
+    seen: HashMap<PathBuf, Stamp>,
+}
+
+impl Poll {
+    /// The first file that changed since it was first seen. A file that cannot be read (being
+    /// saved, or deleted) is skipped, as in gunicorn; a file seen for the first time is only
+    /// recorded: it is an edit that reloads, not a creation.
+    fn check(&mut self, files: &[PathBuf]) -> Option<PathBuf> {
+        for file in files {
+            let Ok(meta) = std::fs::metadata(file) else {
+                continue;
+            };
+            let stamp = (meta.mtime(), meta.mtime_nsec(), meta.size(), meta.ino());
+            match self.seen.get(file) {
+                None => {
+                    self.seen.insert(file.clone(), stamp);
+                }
+                Some(old) if *old != stamp => return Some(file.clone()),
+                Some(_) => {}
+            }
+        }
+        None
+    }
+}
+
+/// The inotify engine: one watch per directory holding a watched file (and per directory of its
+/// target, for a file reached through a symbolic link).
+struct Inotify {
+    fd: OwnedFd,
+    /// Watch descriptor → directory.
+    dirs: HashMap<i32, PathBuf>,
+    watched_dirs: HashSet<PathBuf>,
+    /// The watched files, as listed and as resolved through links.
+    files: HashSet<PathBuf>,
+}
+
+const EVENTS: u32 = libc::IN_MODIFY
+    | libc::IN_ATTRIB
+    | libc::IN_CLOSE_WRITE
+    | libc::IN_CREATE
+    | libc::IN_DELETE
+    | libc::IN_MOVED_FROM
+    | libc::IN_MOVED_TO;
+
+impl Inotify {
+    fn new() -> std::io::Result<Inotify> {
+        // SAFETY: inotify_init1 has no memory-safety preconditions.
+        let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Inotify {
+            // SAFETY: a new descriptor that nothing else owns.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            dirs: HashMap::new(),
+            watched_dirs: HashSet::new(),
+            files: HashSet::new(),
+        })
+    }
+
+    /// Adds the files not watched yet (and their directories).
+    fn watch(&mut self, files: &[PathBuf]) -> std::io::Result<()> {
+        for file in files {
+            if self.files.contains(file) {
+                continue;
+            }
+            let resolved = std::fs::canonicalize(file).ok();
+            for f in std::iter::once(file.clone()).chain(resolved) {
+                if let Some(dir) = f.parent() {
+                    if !self.watched_dirs.contains(dir) && dir.is_dir() {
+                        self.add_dir(dir)?;
+                    }
+                }
+                self.files.insert(f);
+            }
+        }
+        Ok(())
+    }
+
+    fn add_dir(&mut self, dir: &Path) -> std::io::Result<()> {
+        let c = CString::new(dir.as_os_str().as_bytes())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: a valid descriptor and a NUL-terminated path.
+        let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), EVENTS) };
+        if wd < 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("cannot watch {}: {e}", dir.display()),
+            ));
+        }
+        self.dirs.insert(wd, dir.to_owned());
+        self.watched_dirs.insert(dir.to_owned());
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for an event naming a watched file; once one came, waits for quiet
+    /// ([`SETTLE`]) and returns that file.
+    fn wait(&mut self, timeout: Duration) -> std::io::Result<Option<PathBuf>> {
+        let deadline = Instant::now() + timeout;
+        let mut changed = None;
+        let mut settle_by = None;
+        loop {
+            let now = Instant::now();
+            let until = match settle_by {
+                Some(limit) => std::cmp::min(now + SETTLE, limit),
+                None => deadline,
+            };
+            if !self.readable(until.saturating_duration_since(now))? {
+                if changed.is_some() || Instant::now() >= deadline {
+                    return Ok(changed);
+                }
+                continue;
+            }
+            let hit = self.read_events()?;
+            if changed.is_none() {
+                if let Some(file) = hit {
+                    changed = Some(file);
+                    settle_by = Some(Instant::now() + SETTLE_MAX);
+                }
+            }
+            if settle_by.is_some_and(|limit| Instant::now() >= limit) {
+                return Ok(changed);
+            }
+            if changed.is_none() && Instant::now() >= deadline {
+                return Ok(None);
+            }
+        }
+    }
+
+    fn readable(&self, timeout: Duration) -> std::io::Result<bool> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            return if e.kind() == std::io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(e)
+            };
+        }
+        Ok(n > 0)
+    }
+
+    /// Reads the queued events; returns the first watched file one names. A queue overflow
+    /// (events lost) counts as a change of every file.
+    fn read_events(&mut self) -> std::io::Result<Option<PathBuf>> {
+        let mut hit = None;
+        // Aligned for inotify_event, large enough for several with names.
+        let mut buf = [0u64; 1024];
+        loop {
+            // SAFETY: the buffer is valid for its size in bytes.
+            let n = unsafe {
+                libc::read(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    std::mem::size_of_val(&buf),
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                return match e.kind() {
+                    std::io::ErrorKind::WouldBlock => Ok(hit),
+                    std::io::ErrorKind::Interrupted => continue,
+                    _ => Err(e),
+                };
+            }
+            let bytes: &[u8] = {
+                let all: &[u8] = as_bytes(&buf);
+                &all[..n as usize]
+            };
+            let mut at = 0;
+            let header = std::mem::size_of::<libc::inotify_event>();
+            while at + header <= bytes.len() {
+                // SAFETY: the kernel wrote a whole event header at `at`; read_unaligned copies
+                // it out without assuming alignment.
+                let event: libc::inotify_event =
+                    unsafe { std::ptr::read_unaligned(bytes[at..].as_ptr().cast()) };
+                let name_end = (at + header + event.len as usize).min(bytes.len());
+                let name = &bytes[at + header..name_end];
+                let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+                at = name_end;
+                if hit.is_some() {
+                    continue;
+                }
+                if event.mask & libc::IN_Q_OVERFLOW != 0 {
+                    hit = Some(PathBuf::from("(inotify queue overflow: events were lost)"));
+                    continue;
+                }
+                let Some(dir) = self.dirs.get(&event.wd) else {
+                    continue;
+                };
+                let path = dir.join(std::ffi::OsStr::from_bytes(name));
+                if !name.is_empty() && self.files.contains(&path) {
+                    hit = Some(path);
+                }
+            }
+        }
+    }
+}
+
+/// The bytes of a `u64` buffer.
+fn as_bytes(buf: &[u64]) -> &[u8] {
+    // SAFETY: u8 has no alignment or validity requirements; the length covers the same memory.
+    unsafe { std::slice::from_raw_parts(buf.as_ptr().cast(), std::mem::size_of_val(buf)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bump(path: &Path, secs: u64) {
+        let f = std::fs::File::options().write(true).open(path).unwrap();
+        f.set_modified(std::time::SystemTime::now() + Duration::from_secs(secs))
+            .unwrap();
+    }
+
+    #[test]
+    fn poll_reloads_on_an_edit_not_on_a_first_sight() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.py");
+        let b = dir.path().join("b.py");
+        std::fs::write(&a, "x = 1\n").unwrap();
+        let mut p = Poll::default();
+        let files = vec![a.clone(), b.clone()];
+        assert_eq!(p.check(&files), None);
+        // Created after the first look: recorded, not a change.
+        std::fs::write(&b, "y = 1\n").unwrap();
+        assert_eq!(p.check(&files), None);
+        assert_eq!(p.check(&files), None);
+        bump(&a, 5);
+        assert_eq!(p.check(&files), Some(a.clone()));
+        // Replaced by a file with an older time still counts (a checkout, a restored copy).
+        let mut p = Poll::default();
+        assert_eq!(p.check(&files), None);
+        let f = std::fs::File::options().write(true).open(&b).unwrap();
+        f.set_modified(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000))
+            .unwrap();
+        assert_eq!(p.check(&files), Some(b));
+    }
+
+    #[test]
+    fn inotify_names_only_watched_files_and_follows_a_rename_over_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.py");
+        std::fs::write(&a, "x = 1\n").unwrap();
+        let mut i = Inotify::new().unwrap();
+        i.watch(std::slice::from_ref(&a)).unwrap();
+        // A swap file or a database beside the code is not the code.
+        std::fs::write(dir.path().join(".a.py.swp"), "junk").unwrap();
+        std::fs::write(dir.path().join("db.sqlite3"), "junk").unwrap();
+        assert_eq!(i.wait(Duration::from_millis(300)).unwrap(), None);
+        // An editor's save: write elsewhere, rename over.
+        let tmp = dir.path().join("a.py.tmp");
+        std::fs::write(&tmp, "x = 2\n").unwrap();
+        std::fs::rename(&tmp, &a).unwrap();
+        let canonical = std::fs::canonicalize(&a).unwrap();
+        let got = i.wait(Duration::from_secs(2)).unwrap().unwrap();
+        assert!(got == a || got == canonical, "{got:?}");
+        // A bumped time alone (touch) counts too.
+        bump(&a, 5);
+        assert!(i.wait(Duration::from_secs(2)).unwrap().is_some());
+    }
+
+    #[test]
+    fn patterns_and_compiled_files() {
+        assert!(is_pattern("templates/**/*.html") && is_pattern("x?.txt") && is_pattern("[ab]"));
+        assert!(!is_pattern("templates/index.html"));
+        assert_eq!(
+            source_of(PathBuf::from("/a/m.pyc")),
+            PathBuf::from("/a/m.py")
+        );
+        assert_eq!(
+            source_of(PathBuf::from("/a/m.so")),
+            PathBuf::from("/a/m.so")
+        );
+    }
+}
