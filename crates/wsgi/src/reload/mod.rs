@@ -19,31 +19,26 @@
 //! or inode differs from what it saw first (a replaced file counts, in either direction of time);
 //! `inotify` watches the files' directories through the kernel and reloads on an event naming a
 //! watched file — unlike gunicorn's, an editor's swap file or a SQLite database written beside
-//! the code reloads nothing — once the directory has been quiet for [`SETTLE`], so an editor's
+//! the code reloads nothing — once the directory has been quiet for a moment, so an editor's
 //! save in several steps (rename away, write anew) is seen finished. `auto` is inotify, or poll
-//! where inotify cannot be had.
+//! where inotify cannot be had (`poll.rs`, `inotify.rs`).
 
-use std::collections::{HashMap, HashSet};
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+mod inotify;
+mod poll;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use self::inotify::Inotify;
+use self::poll::Poll;
+
 /// How often the poll engine looks, and the inotify engine re-reads `sys.modules` (gunicorn's
 /// interval).
 const INTERVAL: Duration = Duration::from_secs(1);
-
-/// inotify: how long a watched file's directory must be quiet before the reload.
-const SETTLE: Duration = Duration::from_millis(150);
-
-/// inotify: never wait longer than this for quiet (a file rewritten without pause).
-const SETTLE_MAX: Duration = Duration::from_secs(1);
 
 /// How file changes are noticed (`--reload-engine`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -322,281 +317,18 @@ impl Watcher {
     }
 }
 
-/// What a file looked like: modification time (ns), size, inode.
-type Stamp = (i64, i64, u64, u64);
-
-/// The poll engine: each file's [`Stamp`] as first seen.
-#[derive(Default)]
-struct Poll {
-    seen: HashMap<PathBuf, Stamp>,
-}
-
-impl Poll {
-    /// The first file that changed since it was first seen. A file that cannot be read (being
-    /// saved, or deleted) is skipped, as in gunicorn; a file seen for the first time is only
-    /// recorded: it is an edit that reloads, not a creation.
-    fn check(&mut self, files: &[PathBuf]) -> Option<PathBuf> {
-        for file in files {
-            let Ok(meta) = std::fs::metadata(file) else {
-                continue;
-            };
-            let stamp = (meta.mtime(), meta.mtime_nsec(), meta.size(), meta.ino());
-            match self.seen.get(file) {
-                None => {
-                    self.seen.insert(file.clone(), stamp);
-                }
-                Some(old) if *old != stamp => return Some(file.clone()),
-                Some(_) => {}
-            }
-        }
-        None
-    }
-}
-
-/// The inotify engine: one watch per directory holding a watched file (and per directory of its
-/// target, for a file reached through a symbolic link).
-struct Inotify {
-    fd: OwnedFd,
-    /// Watch descriptor → directory.
-    dirs: HashMap<i32, PathBuf>,
-    watched_dirs: HashSet<PathBuf>,
-    /// The watched files, as listed and as resolved through links.
-    files: HashSet<PathBuf>,
-}
-
-const EVENTS: u32 = libc::IN_MODIFY
-    | libc::IN_ATTRIB
-    | libc::IN_CLOSE_WRITE
-    | libc::IN_CREATE
-    | libc::IN_DELETE
-    | libc::IN_MOVED_FROM
-    | libc::IN_MOVED_TO;
-
-impl Inotify {
-    fn new() -> std::io::Result<Inotify> {
-        // SAFETY: inotify_init1 has no memory-safety preconditions.
-        let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(Inotify {
-            // SAFETY: a new descriptor that nothing else owns.
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-            dirs: HashMap::new(),
-            watched_dirs: HashSet::new(),
-            files: HashSet::new(),
-        })
-    }
-
-    /// Adds the files not watched yet (and their directories).
-    fn watch(&mut self, files: &[PathBuf]) -> std::io::Result<()> {
-        for file in files {
-            if self.files.contains(file) {
-                continue;
-            }
-            let resolved = std::fs::canonicalize(file).ok();
-            for f in std::iter::once(file.clone()).chain(resolved) {
-                if let Some(dir) = f.parent() {
-                    if !self.watched_dirs.contains(dir) && dir.is_dir() {
-                        self.add_dir(dir)?;
-                    }
-                }
-                self.files.insert(f);
-            }
-        }
-        Ok(())
-    }
-
-    fn add_dir(&mut self, dir: &Path) -> std::io::Result<()> {
-        let c = CString::new(dir.as_os_str().as_bytes())
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        // SAFETY: a valid descriptor and a NUL-terminated path.
-        let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), EVENTS) };
-        if wd < 0 {
-            let e = std::io::Error::last_os_error();
-            return Err(std::io::Error::new(
-                e.kind(),
-                format!("cannot watch {}: {e}", dir.display()),
-            ));
-        }
-        self.dirs.insert(wd, dir.to_owned());
-        self.watched_dirs.insert(dir.to_owned());
-        Ok(())
-    }
-
-    /// Waits up to `timeout` for an event naming a watched file; once one came, waits for quiet
-    /// ([`SETTLE`]) and returns that file.
-    fn wait(&mut self, timeout: Duration) -> std::io::Result<Option<PathBuf>> {
-        let deadline = Instant::now() + timeout;
-        let mut changed = None;
-        let mut settle_by = None;
-        loop {
-            let now = Instant::now();
-            let until = match settle_by {
-                Some(limit) => std::cmp::min(now + SETTLE, limit),
-                None => deadline,
-            };
-            if !self.readable(until.saturating_duration_since(now))? {
-                if changed.is_some() || Instant::now() >= deadline {
-                    return Ok(changed);
-                }
-                continue;
-            }
-            let hit = self.read_events()?;
-            if changed.is_none() {
-                if let Some(file) = hit {
-                    changed = Some(file);
-                    settle_by = Some(Instant::now() + SETTLE_MAX);
-                }
-            }
-            if settle_by.is_some_and(|limit| Instant::now() >= limit) {
-                return Ok(changed);
-            }
-            if changed.is_none() && Instant::now() >= deadline {
-                return Ok(None);
-            }
-        }
-    }
-
-    fn readable(&self, timeout: Duration) -> std::io::Result<bool> {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
-        // SAFETY: one valid pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            return if e.kind() == std::io::ErrorKind::Interrupted {
-                Ok(false)
-            } else {
-                Err(e)
-            };
-        }
-        Ok(n > 0)
-    }
-
-    /// Reads the queued events; returns the first watched file one names. A queue overflow
-    /// (events lost) counts as a change of every file.
-    fn read_events(&mut self) -> std::io::Result<Option<PathBuf>> {
-        let mut hit = None;
-        // Aligned for inotify_event, large enough for several with names.
-        let mut buf = [0u64; 1024];
-        loop {
-            // SAFETY: the buffer is valid for its size in bytes.
-            let n = unsafe {
-                libc::read(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    std::mem::size_of_val(&buf),
-                )
-            };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                return match e.kind() {
-                    std::io::ErrorKind::WouldBlock => Ok(hit),
-                    std::io::ErrorKind::Interrupted => continue,
-                    _ => Err(e),
-                };
-            }
-            let bytes: &[u8] = {
-                let all: &[u8] = as_bytes(&buf);
-                &all[..n as usize]
-            };
-            let mut at = 0;
-            let header = std::mem::size_of::<libc::inotify_event>();
-            while at + header <= bytes.len() {
-                // SAFETY: the kernel wrote a whole event header at `at`; read_unaligned copies
-                // it out without assuming alignment.
-                let event: libc::inotify_event =
-                    unsafe { std::ptr::read_unaligned(bytes[at..].as_ptr().cast()) };
-                let name_end = (at + header + event.len as usize).min(bytes.len());
-                let name = &bytes[at + header..name_end];
-                let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
-                at = name_end;
-                if hit.is_some() {
-                    continue;
-                }
-                if event.mask & libc::IN_Q_OVERFLOW != 0 {
-                    hit = Some(PathBuf::from("(inotify queue overflow: events were lost)"));
-                    continue;
-                }
-                let Some(dir) = self.dirs.get(&event.wd) else {
-                    continue;
-                };
-                let path = dir.join(std::ffi::OsStr::from_bytes(name));
-                if !name.is_empty() && self.files.contains(&path) {
-                    hit = Some(path);
-                }
-            }
-        }
-    }
-}
-
-/// The bytes of a `u64` buffer.
-fn as_bytes(buf: &[u64]) -> &[u8] {
-    // SAFETY: u8 has no alignment or validity requirements; the length covers the same memory.
-    unsafe { std::slice::from_raw_parts(buf.as_ptr().cast(), std::mem::size_of_val(buf)) }
+/// Sets `path`'s modification time `secs` into the future (a test's edit that a coarse clock
+/// cannot hide).
+#[cfg(test)]
+fn bump(path: &Path, secs: u64) {
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(secs))
+        .unwrap();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn bump(path: &Path, secs: u64) {
-        let f = std::fs::File::options().write(true).open(path).unwrap();
-        f.set_modified(std::time::SystemTime::now() + Duration::from_secs(secs))
-            .unwrap();
-    }
-
-    #[test]
-    fn poll_reloads_on_an_edit_not_on_a_first_sight() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = dir.path().join("a.py");
-        let b = dir.path().join("b.py");
-        std::fs::write(&a, "x = 1\n").unwrap();
-        let mut p = Poll::default();
-        let files = vec![a.clone(), b.clone()];
-        assert_eq!(p.check(&files), None);
-        // Created after the first look: recorded, not a change.
-        std::fs::write(&b, "y = 1\n").unwrap();
-        assert_eq!(p.check(&files), None);
-        assert_eq!(p.check(&files), None);
-        bump(&a, 5);
-        assert_eq!(p.check(&files), Some(a.clone()));
-        // Replaced by a file with an older time still counts (a checkout, a restored copy).
-        let mut p = Poll::default();
-        assert_eq!(p.check(&files), None);
-        let f = std::fs::File::options().write(true).open(&b).unwrap();
-        f.set_modified(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000))
-            .unwrap();
-        assert_eq!(p.check(&files), Some(b));
-    }
-
-    #[test]
-    fn inotify_names_only_watched_files_and_follows_a_rename_over_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = dir.path().join("a.py");
-        std::fs::write(&a, "x = 1\n").unwrap();
-        let mut i = Inotify::new().unwrap();
-        i.watch(std::slice::from_ref(&a)).unwrap();
-        // A swap file or a database beside the code is not the code.
-        std::fs::write(dir.path().join(".a.py.swp"), "junk").unwrap();
-        std::fs::write(dir.path().join("db.sqlite3"), "junk").unwrap();
-        assert_eq!(i.wait(Duration::from_millis(300)).unwrap(), None);
-        // An editor's save: write elsewhere, rename over.
-        let tmp = dir.path().join("a.py.tmp");
-        std::fs::write(&tmp, "x = 2\n").unwrap();
-        std::fs::rename(&tmp, &a).unwrap();
-        let canonical = std::fs::canonicalize(&a).unwrap();
-        let got = i.wait(Duration::from_secs(2)).unwrap().unwrap();
-        assert!(got == a || got == canonical, "{got:?}");
-        // A bumped time alone (touch) counts too.
-        bump(&a, 5);
-        assert!(i.wait(Duration::from_secs(2)).unwrap().is_some());
-    }
 
     #[test]
     fn patterns_and_compiled_files() {
