@@ -4,8 +4,9 @@
 //! calling another local HTTP server through `requests` runs concurrently, a failing greenlet
 //! leaves the others alone, a disconnected client's streamed body is closed, --request-timeout
 //! answers 504 and kills the greenlet, and the boot errors. The server's life cycle with
-//! greenlets in flight: `--max-requests` and HUP replace workers without losing a request, and
-//! the processlist lists each in-flight greenlet's request as a row.
+//! greenlets in flight: `--max-requests` and HUP replace workers without losing a request, a
+//! stopping worker still answers a new connection's first request, and the processlist lists each
+//! in-flight greenlet's request as a row.
 
 #![cfg(feature = "python")]
 
@@ -55,6 +56,21 @@ fn concurrent(addr: SocketAddr, target: &str, n: usize) -> (Vec<Resp>, Duration)
         .collect();
     let answers = handles.into_iter().map(|h| h.join().unwrap()).collect();
     (answers, start.elapsed())
+}
+
+/// A stopping gevent worker (the async driver) lets a new connection send its first request,
+/// as under the other classes (see `util::stop_lets_a_new_connection_send_its_first_request`).
+#[test]
+fn a_stopping_worker_answers_a_new_connections_first_request() {
+    let Some(venv) = venv() else { return };
+    let s = serve(
+        &venv,
+        "gevent",
+        "1",
+        &["--keepalive", "30"],
+        "flask_app:app",
+    );
+    util::stop_lets_a_new_connection_send_its_first_request(&s, true);
 }
 
 /// The seed's experiment in small: 100 concurrent `time.sleep(0.1)` views.

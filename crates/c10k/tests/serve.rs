@@ -468,6 +468,18 @@ fn graceful_stop_closes_idle_keepalive_at_once() {
     assert!(idle.closed());
 }
 
+// A worker told to stop lets a connection that has not sent its first request yet send it (see
+// `util::stop_lets_a_new_connection_send_its_first_request`). Before, such a connection was
+// closed unanswered like an idle kept-alive one.
+per_class!(
+    stopping_worker_answers_a_new_connections_first_request,
+    |class| {
+        let s = start_class(class, &["--keepalive", "30", "--graceful-timeout", "10"]);
+        // sync answers one request per connection: it has no kept-alive connection to close.
+        util::stop_lets_a_new_connection_send_its_first_request(&s, class != "sync");
+    }
+);
+
 /// With W workers and T threads, C concurrent `delay=0.3` requests take about
 /// ceil(C / capacity) × 0.3 s, capacity being W (sync), W·T (gthread), C (thread, async).
 #[test]

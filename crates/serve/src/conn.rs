@@ -36,6 +36,10 @@ pub(crate) struct ConnSettings {
     pub keepalive: Option<Duration>,
     /// Time for a whole request head, and for each read of a body to make progress.
     pub header_timeout: Duration,
+    /// How long after it was accepted a connection whose client has sent nothing yet may still
+    /// send its first request once the worker stops ([`FIRST_REQUEST_GRACE`], at most
+    /// `--header-timeout` and `--graceful-timeout`).
+    pub first_request_grace: Duration,
     /// Time for a whole request body, from the end of its head (`--body-timeout`); see
     /// [`body_deadline`].
     pub body_timeout: Option<Duration>,
@@ -70,6 +74,9 @@ impl ConnSettings {
             limits: c.limits(),
             keepalive: (c.keepalive > 0.0).then(|| Duration::from_secs_f64(c.keepalive)),
             header_timeout: Duration::from_secs_f64(c.header_timeout),
+            first_request_grace: FIRST_REQUEST_GRACE
+                .min(Duration::from_secs_f64(c.header_timeout))
+                .min(Duration::from_secs_f64(c.graceful_timeout)),
             body_timeout: (c.body_timeout > 0.0).then(|| Duration::from_secs_f64(c.body_timeout)),
             body_min_rate: NonZeroU64::new(c.body_min_rate),
             request_timeout: c.request_timeout.map(Duration::from_secs_f64),
@@ -83,6 +90,14 @@ impl ConnSettings {
         }
     }
 }
+
+/// How long a stopping worker still waits, from its accept, for the first request of a
+/// connection whose client has sent nothing yet. Such a client has just connected to send a
+/// request; closing under it fails that request (a broken pipe or a reset, a 502 from nginx for
+/// a POST it may not retry), whereas a client whose kept-alive connection closes between requests
+/// retries on a new one. nginx's graceful shutdown makes the same distinction. A second covers a
+/// client's connect-then-send on any network; one that says nothing for longer is closed quietly.
+pub(crate) const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
 /// `--send-timeout` as the drivers use it (`None`: no limit); the blocking classes also give it
 /// to their listeners before any connection exists.
@@ -309,6 +324,10 @@ pub(crate) struct Machine<S, T> {
     keep_alive_allowed: bool,
     /// The last answer went out (or the connection opened) at this time.
     idle_since: Instant,
+    /// The connection was accepted at this time.
+    opened: Instant,
+    /// A request has been decoded on this connection (it is no longer waiting for its first).
+    begun: bool,
     /// The first byte of the current request head arrived at this time.
     head_started: Option<Instant>,
     /// The current request's head was complete at this time; its body is being read.
@@ -343,6 +362,8 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
             state: State::Reading,
             keep_alive_allowed,
             idle_since: now,
+            opened: now,
+            begun: false,
             head_started: None,
             body_started: None,
             body_received: 0,
@@ -355,7 +376,10 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
         self.settings.borrow()
     }
 
-    /// What to do next. `stopping`: the worker is shutting down, so an idle connection closes.
+    /// What to do next. `stopping`: the worker is shutting down, so an idle connection closes —
+    /// at once when it has served a request, or after [`ConnSettings::first_request_grace`]
+    /// from its accept when its client has not sent anything yet (see [`FIRST_REQUEST_GRACE`]);
+    /// a request that arrives within it is answered with `Connection: close`.
     pub fn next(&mut self, now: Instant, stopping: bool) -> Action {
         loop {
             match &self.state {
@@ -395,6 +419,7 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
             let log_fields = self.settings.borrow().log_fields;
             match self.codec.decode(&mut self.buf, log_fields) {
                 Ok(Some((request, meta))) => {
+                    self.begun = true;
                     self.head_started = None;
                     self.body_started = None;
                     self.partial_reported = false;
@@ -424,11 +449,16 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
                 return Action::Write;
             }
             let idle = self.codec.is_idle() && self.buf.is_empty();
+            let (mut deadline, why) = self.deadline(idle);
             if idle && stopping {
-                self.state = State::Closed;
-                return Action::Close(Lingering::No);
+                match self.first_request_grace() {
+                    Some(end) => deadline = deadline.min(end),
+                    None => {
+                        self.state = State::Closed;
+                        return Action::Close(Lingering::No);
+                    }
+                }
             }
-            let (deadline, why) = self.deadline(idle);
             if now >= deadline {
                 match why {
                     None => {
@@ -453,6 +483,12 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
             }
             return Action::Read { deadline, idle };
         }
+    }
+
+    /// When the grace of a stopping worker ends for a connection that has not begun a request;
+    /// `None` once one has begun (see [`Machine::next`]).
+    fn first_request_grace(&self) -> Option<Instant> {
+        (!self.begun).then(|| self.opened + self.settings.borrow().first_request_grace)
     }
 
     /// When the wait for the next bytes ends, and what ends it (`None`: a quiet close, for an
@@ -836,9 +872,90 @@ mod tests {
         assert!(written(&mut m, t0).contains("Connection: close"));
         assert!(matches!(m.next(t0, false), Action::Close(Lingering::No)));
 
+        // Kept alive after its answer, then the worker stops: closed at once (a client retries
+        // an idempotent request when a reused connection closes).
         let mut t = track();
         let mut m = Machine::new(&s, &mut t, ConnInfo::default(), Protocol::Http, true, t0);
-        assert!(matches!(m.next(t0, true), Action::Close(_)));
+        feed(&mut m, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", t0);
+        handle(&mut m, t0);
+        m.respond(Response::text(200, "x"), true);
+        written(&mut m, t0);
+        assert!(matches!(m.next(t0, false), Action::Read { idle: true, .. }));
+        assert!(matches!(m.next(t0, true), Action::Close(Lingering::No)));
+    }
+
+    #[test]
+    fn a_stopping_worker_waits_a_moment_for_a_new_connections_first_request() {
+        let (s, t0) = (settings(), Instant::now());
+        let grace = s.first_request_grace;
+        assert_eq!(grace, FIRST_REQUEST_GRACE);
+        // The request comes within the grace: answered, with the connection closed after it.
+        let mut t = track();
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), Protocol::Http, true, t0);
+        let later = t0 + grace / 2;
+        let Action::Read { deadline, idle } = m.next(later, true) else {
+            panic!("expected a read")
+        };
+        assert!(idle);
+        assert_eq!(deadline, t0 + grace, "the grace counts from the accept");
+        feed(&mut m, b"GET /late HTTP/1.1\r\nHost: x\r\n\r\n", later);
+        let Action::Handle(r) = m.next(later, true) else {
+            panic!("expected the request")
+        };
+        assert_eq!(r.path, "/late");
+        m.respond(Response::text(200, "x"), false);
+        let out = written(&mut m, later);
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(out.contains("Connection: close"), "{out}");
+        assert!(matches!(m.next(later, true), Action::Close(Lingering::No)));
+
+        // Silent through the grace: closed quietly, no 408.
+        let mut t = track();
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), Protocol::Http, true, t0);
+        assert!(matches!(m.next(t0, true), Action::Read { .. }));
+        assert!(matches!(
+            m.next(t0 + grace, true),
+            Action::Close(Lingering::No)
+        ));
+        assert!(m.output().is_empty());
+
+        // A head under way when the stop comes is not cut: it keeps its --header-timeout.
+        let mut t = track();
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), Protocol::Http, true, t0);
+        feed(&mut m, b"GET / HTTP/1.1\r\n", t0);
+        let Action::Read { deadline, idle } = m.next(t0 + grace, true) else {
+            panic!("expected a read")
+        };
+        assert!(!idle);
+        assert_eq!(deadline, t0 + s.header_timeout);
+    }
+
+    #[test]
+    fn the_first_request_grace_is_bounded_by_the_usual_timeouts() {
+        let t0 = Instant::now();
+        // A shorter keep-alive (the wait for a first request too) ends it sooner.
+        let mut s = settings();
+        s.keepalive = Some(Duration::from_millis(300));
+        let mut t = track();
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), Protocol::Http, true, t0);
+        let Action::Read { deadline, .. } = m.next(t0, true) else {
+            panic!("expected a read")
+        };
+        assert_eq!(deadline, t0 + Duration::from_millis(300));
+        // --header-timeout and --graceful-timeout bound it.
+        let mut c = ServeConfig {
+            header_timeout: 0.5,
+            ..ServeConfig::default()
+        };
+        assert_eq!(
+            ConnSettings::from_config(&c).first_request_grace,
+            Duration::from_millis(500)
+        );
+        c.graceful_timeout = 0.25;
+        assert_eq!(
+            ConnSettings::from_config(&c).first_request_grace,
+            Duration::from_millis(250)
+        );
     }
 
     #[test]

@@ -10,7 +10,9 @@ pub enum Phase {
     /// is closed after its next response or when its keep-alive time runs out, so no client has
     /// its connection closed under a request it is about to send.
     Draining,
-    /// Stop accepting; finish in-flight requests; close idle connections at once.
+    /// Stop accepting; finish in-flight requests; close idle connections at once, except one
+    /// whose client has not sent its first request yet, which gets a short grace to send it
+    /// (`crate::conn::FIRST_REQUEST_GRACE`).
     Graceful,
     /// Stop now (SIGQUIT, or the graceful timeout ran out).
     Immediate,

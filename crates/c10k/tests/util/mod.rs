@@ -70,6 +70,79 @@ pub fn exit_within(
     }
 }
 
+/// What a worker told to stop (SIGTERM to it) does with its connections: an idle kept-alive one
+/// (`keep_alive`: the class keeps connections) closes at once, its client retries on a new one;
+/// one that has not sent its first request yet may still send it for a short grace from its
+/// accept (1 s, as nginx lets such a connection deliver its request), and it is answered with
+/// `Connection: close`; the worker exits. Then on the worker the master starts next: a silent new
+/// connection is closed quietly after the grace, and that worker exits too. `s` runs one worker
+/// whose `GET /` answers 200, with a `--keepalive` of several seconds.
+pub fn stop_lets_a_new_connection_send_its_first_request(s: &Server, keep_alive: bool) {
+    let worker = *s.worker_pids().last().expect("a worker");
+    let mut kept = keep_alive.then(|| {
+        let mut k = Reader::new(connect(s.addr));
+        k.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let r = k.response().unwrap();
+        assert_eq!(r.status, 200);
+        assert_ne!(r.header("connection"), Some("close"), "kept alive");
+        k
+    });
+    let mut fresh = Reader::new(connect(s.addr));
+    // Time for the worker to accept it (it is accepting: it just answered); the grace counts
+    // from the accept.
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(worker as i32, libc::SIGTERM) };
+    if let Some(k) = kept.as_mut() {
+        assert!(k.closed(), "the idle kept-alive connection closes at once");
+    }
+    // Past the blocking drivers' poll interval (200 ms), so that every thread has seen the stop
+    // before the request comes: it must be the grace that lets it in.
+    std::thread::sleep(Duration::from_millis(300));
+    fresh
+        .send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("the new connection is still open");
+    let r = fresh.response().unwrap_or_else(|e| {
+        panic!(
+            "the new connection's first request is answered, got {e}:\n{}",
+            s.log()
+        )
+    });
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(fresh.closed());
+    exited(worker, s);
+
+    s.wait_for_workers(2);
+    let worker = *s.worker_pids().last().expect("a worker");
+    let mut silent = Reader::new(connect(s.addr));
+    std::thread::sleep(Duration::from_millis(100));
+    let stopped = Instant::now();
+    // SAFETY: as above.
+    unsafe { libc::kill(worker as i32, libc::SIGTERM) };
+    assert!(silent.closed(), "closed quietly, unanswered");
+    assert!(
+        stopped.elapsed() >= Duration::from_millis(500),
+        "held through the grace: {:?}",
+        stopped.elapsed()
+    );
+    exited(worker, s);
+}
+
+/// Waits (10 s at most) until process `pid` (a worker of `s`) has exited and been reaped.
+pub fn exited(pid: u32, s: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    while unsafe { libc::kill(pid as i32, 0) } == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "worker {pid} did not exit:\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Whether the server has answered on `c` (bytes are waiting to be read), without reading them.
 pub fn answered(c: &std::net::TcpStream) -> bool {
     c.set_nonblocking(true).unwrap();

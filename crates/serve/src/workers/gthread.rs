@@ -269,8 +269,11 @@ pub(super) fn run<H: Handler>(
     };
     let served = reactor.run(&work, &idle_rx);
 
-    // Stop: in-flight requests get until the graceful deadline; parked ones are closed now.
+    // Stop: in-flight requests get until the graceful deadline. Parked connections close now,
+    // except those whose client has not sent its first request yet (they get the machine's
+    // short grace) or is sending a head.
     let deadline = Instant::now() + Duration::from_secs_f64(config.graceful_timeout);
+    let served = served.and_then(|()| reactor.stop(&work, &idle_rx, deadline));
     reactor.close_parked();
     // Pool threads finish what is queued, then exit.
     work.close();
@@ -458,6 +461,106 @@ impl Reactor<'_> {
                 }
             }
             self.expire(Instant::now(), work);
+        }
+    }
+
+    /// The worker stops (the phase is past `Draining`): accepts no more, closes the parked
+    /// connections that wait between requests at once, and watches the others — a client that
+    /// has not sent its first request yet, within its grace (see
+    /// [`crate::conn::FIRST_REQUEST_GRACE`]), or one sending a head — until each has a request
+    /// for the pool or its wait ends, or until `deadline` (`--graceful-timeout`) or an
+    /// immediate stop, while the pool finishes the requests under way (which may hand a
+    /// connection back). With no connection open this returns at once.
+    fn stop(
+        &mut self,
+        work: &WorkQueue<Work>,
+        idle: &chan::Receiver<(Tracked, Instant)>,
+        deadline: Instant,
+    ) -> anyhow::Result<()> {
+        self.set_listening(false)?;
+        self.fresh = 0;
+        self.fresh_queue.clear();
+        let keys: Vec<usize> = self.parked.keys().copied().collect();
+        for key in keys {
+            if let Some((conn, _, _)) = self.parked.remove(&key) {
+                let _ = self.poller.delete(&conn.conn);
+                self.settle(conn, work)?;
+            }
+        }
+        let mut ready = Vec::new();
+        loop {
+            // Handed back by the pool, or accepted by a pool thread just before the stop.
+            while let Ok((conn, _)) = idle.try_recv() {
+                self.settle(conn, work)?;
+            }
+            // A pool thread that finishes a connection wakes the poller (see `Seats`).
+            self.seats.reactor_may_wait(true);
+            let now = Instant::now();
+            if self.open.get() == 0 || now >= deadline || self.life.phase() == Phase::Immediate {
+                return Ok(());
+            }
+            self.life.beat();
+            let next = self.parked.values().map(|(_, d, _)| *d).min();
+            let wait = next
+                .map_or(super::POLL, |d| d.saturating_duration_since(now))
+                .min(deadline.saturating_duration_since(now))
+                .min(super::POLL);
+            self.poller
+                .wait(&mut ready, wait)
+                .context("gthread poller")?;
+            for &key in &ready {
+                let Some((mut conn, _, _)) = self.parked.remove(&key) else {
+                    continue;
+                };
+                let _ = self.poller.delete(&conn.conn);
+                match conn_blocking::read_ready(&conn.conn, &mut *conn.machine, true) {
+                    Ok(Ok(first)) => self.dispatch(work, conn, first),
+                    Ok(Err(until)) => self.park(conn, until, false)?,
+                    Err(e) => {
+                        super::async_::log_io_error(&e);
+                        drop(conn);
+                        closed(self.life, self.open);
+                    }
+                }
+            }
+            let now = Instant::now();
+            let expired: Vec<usize> = self
+                .parked
+                .iter()
+                .filter(|(_, (_, d, _))| *d <= now)
+                .map(|(k, _)| *k)
+                .collect();
+            for key in expired {
+                if let Some((conn, _, _)) = self.parked.remove(&key) {
+                    let _ = self.poller.delete(&conn.conn);
+                    self.settle(conn, work)?;
+                }
+            }
+        }
+    }
+
+    /// Asks a stopping connection's machine what becomes of it: closed here at once (idle
+    /// between requests, or silent past its grace — no pool thread needed for that), watched
+    /// until its deadline, or handed to the pool (a 408 to write, say).
+    fn settle(&mut self, mut conn: Tracked, work: &WorkQueue<Work>) -> anyhow::Result<()> {
+        match conn.machine.next(Instant::now(), true) {
+            // From `Reading`, a close never lingers (a refusal writes its answer first).
+            crate::conn::Action::Close(_) => {
+                drop(conn);
+                closed(self.life, self.open);
+                Ok(())
+            }
+            crate::conn::Action::Read { deadline, .. } => self.park(conn, deadline, false),
+            crate::conn::Action::Handle(request) => {
+                self.dispatch(work, conn, Some(request));
+                Ok(())
+            }
+            // Something to write: the pool's work. The machine gives the same action again when
+            // the pool asks.
+            _ => {
+                self.dispatch(work, conn, None);
+                Ok(())
+            }
         }
     }
 
