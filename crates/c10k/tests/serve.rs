@@ -717,15 +717,8 @@ fn hup_reloads_the_config_file_under_load() {
         ),
     )
     .unwrap();
-    s.signal(libc::SIGHUP);
-    s.wait_log("rolling restart done", Duration::from_secs(20));
     // The old worker and two new ones.
-    s.wait_for_workers(3);
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (ok, failed) = finish_load(load);
-    assert_eq!(failed, 0, "{ok} ok, {failed} failed\n{}", s.log());
-    assert!(ok > 10, "{ok}");
+    s.hup_under_load(3, &stop, load);
     let r = get(s.addr, "/healthz").unwrap();
     assert_eq!((r.status, r.text().trim()), (200, "ready"), "{}", s.log());
     let log = s.log();

@@ -149,14 +149,8 @@ fn hup_gives_new_workers_the_config_files_new_env() {
         "workers = 2\nenv = [\"PROBE_BOOT_MARK=two\"]\ntimeout = 12\n",
     )
     .unwrap();
-    s.signal(libc::SIGHUP);
-    s.wait_log("rolling restart done", Duration::from_secs(20));
-    s.wait_for_workers(3);
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (ok, failed) = finish_load(load);
-    assert_eq!(failed, 0, "{ok} ok, {failed} failed\n{}", s.log());
-    assert!(ok > 10, "{ok}");
+    // The old worker and two new ones.
+    s.hup_under_load(3, &stop, load);
     for _ in 0..6 {
         assert_eq!(get(s.addr, "/boot").unwrap().text(), "two", "{}", s.log());
     }

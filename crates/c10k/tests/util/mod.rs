@@ -282,6 +282,25 @@ impl Server {
         self.log.lock().unwrap().clone()
     }
 
+    /// `HUP`s the master while `load` runs: waits for the rolling restart to end and for `workers`
+    /// workers to have booted in all (the old ones included), lets the new ones serve for a
+    /// moment, then stops the load and checks that none of its requests failed.
+    pub fn hup_under_load(
+        &self,
+        workers: usize,
+        stop: &std::sync::atomic::AtomicBool,
+        load: Vec<std::thread::JoinHandle<(u32, u32)>>,
+    ) {
+        self.signal(libc::SIGHUP);
+        self.wait_log("rolling restart done", Duration::from_secs(20));
+        self.wait_for_workers(workers);
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (ok, failed) = load::finish_load(load);
+        assert_eq!(failed, 0, "{ok} ok, {failed} failed\n{}", self.log());
+        assert!(ok > 10, "{ok}");
+    }
+
     /// Waits until `n` workers have reported ready (each logs its boot), then until a request
     /// succeeds.
     pub fn wait_for_workers(&self, n: usize) {

@@ -523,18 +523,8 @@ impl Reactor<'_> {
                     }
                 }
             }
-            let now = Instant::now();
-            let expired: Vec<usize> = self
-                .parked
-                .iter()
-                .filter(|(_, (_, d, _))| *d <= now)
-                .map(|(k, _)| *k)
-                .collect();
-            for key in expired {
-                if let Some((conn, _, _)) = self.parked.remove(&key) {
-                    let _ = self.poller.delete(&conn.conn);
-                    self.settle(conn, work)?;
-                }
+            for conn in self.take_expired(Instant::now()) {
+                self.settle(conn, work)?;
             }
         }
     }
@@ -718,21 +708,30 @@ impl Reactor<'_> {
     /// Connections whose wait ended go to the pool, where their state machine answers 408 (a
     /// request under way) or closes them quietly (idle).
     fn expire(&mut self, now: Instant, work: &WorkQueue<Work>) {
+        for conn in self.take_expired(now) {
+            self.dispatch(work, conn, None);
+        }
+    }
+
+    /// The parked connections whose wait has ended by `now`, out of the poller.
+    fn take_expired(&mut self, now: Instant) -> Vec<Tracked> {
         let expired: Vec<usize> = self
             .parked
             .iter()
             .filter(|(_, (_, d, _))| *d <= now)
             .map(|(k, _)| *k)
             .collect();
+        let mut conns = Vec::with_capacity(expired.len());
         for key in expired {
             if let Some((conn, _, fresh)) = self.parked.remove(&key) {
                 if fresh {
                     self.fresh -= 1;
                 }
                 let _ = self.poller.delete(&conn.conn);
-                self.dispatch(work, conn, None);
+                conns.push(conn);
             }
         }
+        conns
     }
 
     fn close_parked(&mut self) {
