@@ -950,6 +950,32 @@ pub enum ConfigError {
 }
 
 impl ServeConfig {
+    /// "gthread (4 workers × 50 threads)": what the banner says about the worker model.
+    pub(crate) fn worker_summary(&self) -> String {
+        let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+        let workers = plural(self.workers, "worker");
+        match self.worker_class {
+            WorkerClass::Gthread | WorkerClass::Async if self.threads > 1 => format!(
+                "{} ({workers} × {})",
+                self.worker_class,
+                plural(self.threads, "thread")
+            ),
+            _ => format!("{} ({workers})", self.worker_class),
+        }
+    }
+
+    /// gunicorn runs `sync` with more than one thread as `gthread`; so do we, and say so.
+    pub(crate) fn effective_class(mut self) -> ServeConfig {
+        if self.worker_class == WorkerClass::Sync && self.threads > 1 {
+            tracing::warn!(
+                threads = self.threads,
+                "--worker-class sync runs one request at a time; with --threads > 1 using gthread"
+            );
+            self.worker_class = WorkerClass::Gthread;
+        }
+        self
+    }
+
     /// Checks what the types alone cannot (values read from a file skip clap's parsers).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |flag, message: &str| {

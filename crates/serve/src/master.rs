@@ -359,10 +359,7 @@ impl Master {
         self.config = merged.config;
         self.target = self.config.workers;
         self.worker_env = worker_env;
-        tracing::info!(
-            "Using worker: {}",
-            crate::workers::worker_summary(&self.config)
-        );
+        tracing::info!("Using worker: {}", self.config.worker_summary());
         true
     }
 

@@ -55,7 +55,7 @@ pub(crate) fn merge(
     running: &ServeConfig,
     new: ServeConfig,
 ) -> anyhow::Result<Merged> {
-    let mut new = crate::workers::effective_class(new);
+    let mut new = new.effective_class();
     let mut kept = Vec::new();
     macro_rules! keep {
         ($needs:expr; $($field:ident),+) => {$(

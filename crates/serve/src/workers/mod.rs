@@ -297,7 +297,7 @@ where
     if is_worker_process() {
         return run_worker_process(factory);
     }
-    let config = effective_class(config);
+    let config = config.effective_class();
     // What a reload compares with: the sockets taken over below rewrite `bind`.
     let as_given = config.clone();
     let owner = crate::owner::resolve(config.user.as_deref(), config.group.as_deref())
@@ -404,7 +404,7 @@ where
     }
     // gunicorn's short banner: version, listeners, class and workers. The whole configuration
     // is one `--check-config` (or `--log-level debug`) away.
-    tracing::info!("Using worker: {}", worker_summary(&config));
+    tracing::info!("Using worker: {}", config.worker_summary());
     tracing::debug!(
         "effective config: {}",
         config.to_toml().trim_end().replace('\n', ", ")
@@ -477,32 +477,6 @@ fn serve_master(config: ServeConfig, server: Server, started: Started) -> anyhow
     master.run()?;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// "gthread (4 workers × 50 threads)": what the banner says about the worker model.
-pub(crate) fn worker_summary(config: &ServeConfig) -> String {
-    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
-    let workers = plural(config.workers, "worker");
-    match config.worker_class {
-        WorkerClass::Gthread | WorkerClass::Async if config.threads > 1 => format!(
-            "{} ({workers} × {})",
-            config.worker_class,
-            plural(config.threads, "thread")
-        ),
-        _ => format!("{} ({workers})", config.worker_class),
-    }
-}
-
-/// gunicorn runs `sync` with more than one thread as `gthread`; so do we, and say so.
-pub(crate) fn effective_class(mut config: ServeConfig) -> ServeConfig {
-    if config.worker_class == WorkerClass::Sync && config.threads > 1 {
-        tracing::warn!(
-            threads = config.threads,
-            "--worker-class sync runs one request at a time; with --threads > 1 using gthread"
-        );
-        config.worker_class = WorkerClass::Gthread;
-    }
-    config
 }
 
 /// Whether this process is a worker started by a master (see [`run`]).
