@@ -349,7 +349,10 @@ impl Master {
             tracing::warn!("SIGHUP: {kept}; kept as it was");
         }
         if merged.changed.is_empty() {
-            tracing::info!("SIGHUP: configuration reloaded: the server's settings are unchanged");
+            tracing::info!(
+                "SIGHUP: configuration reloaded: the server's settings are unchanged; the new \
+                 workers read the application's (app, env, chdir, ...) from the file as it is now"
+            );
         } else {
             tracing::info!(
                 "SIGHUP: configuration reloaded: {}",
