@@ -8,6 +8,9 @@
 # overhead would reach. Prints requests/s, the ratios the goals name, and each figure as a share of
 # its limit. c10k-async-normal is c10k-async with --scheduling normal (the kernel's default policy
 # instead of SCHED_BATCH), to show what that default is worth; it is left out of the ratios.
+# granian is Granian as the goal names it (`granian --interface wsgi`, its defaults); granian-bt1 is
+# Granian given one Python thread (`--blocking-threads 1`), as c10k gets `--threads 1`: its tuned
+# configuration for this test, so the ratio against it is shown too.
 #
 # The ceiling: c10k-rust is the same c10k server (async, 1 worker) answering its built-in Rust hello
 # at `/`, no Python at all: what the sockets, parsing and answering cost on this machine (the
@@ -50,12 +53,15 @@ server_cmd() {
     c10k-rust) echo "$C10K serve --bind 127.0.0.1:$port --admin off --workers 1 -k async --log-level warn" ;;
     c10k-sync) echo "$C10K serve --bind 127.0.0.1:$port --admin off --workers 1 -k sync --venv $VENV --chdir $APPS --log-level warn $app" ;;
     granian) echo "$VENV/bin/granian --interface wsgi --host 127.0.0.1 --port $port --workers 1 --working-dir $APPS --log-level warning $app" ;;
+    # Granian tuned like c10k's --threads 1: one blocking (Python) thread instead of its WSGI default
+    # of backpressure/2 (512 with the default backlog), so its threads do not contend for the GIL.
+    granian-bt1) echo "$VENV/bin/granian --interface wsgi --host 127.0.0.1 --port $port --workers 1 --blocking-threads 1 --working-dir $APPS --log-level warning $app" ;;
     gunicorn-gthread) echo "$VENV/bin/gunicorn --bind 127.0.0.1:$port --workers 1 -k gthread --threads 4 --chdir $APPS --log-level warning $app" ;;
     uwsgi) echo "$VENV/bin/uwsgi --http-socket 127.0.0.1:$port --processes 1 --threads 1 --disable-logging --die-on-term --chdir $APPS --module $app --virtualenv $VENV" ;;
   esac
 }
 
-SERVERS=(c10k-gthread c10k-async c10k-async-normal c10k-sync granian gunicorn-gthread uwsgi)
+SERVERS=(c10k-gthread c10k-async c10k-async-normal c10k-sync granian granian-bt1 gunicorn-gthread uwsgi)
 echo "app,server,round,rps,errors" >"$OUT/raw.csv"
 measure() { # APPNAME MODULE PATH [EXTRA-SERVER...]
   local appname=$1 module=$2
@@ -144,7 +150,7 @@ for app in ("bare", "flask"):
     normal = med.get((app, "c10k-async-normal"), 0)
     if normal:
         print(f"\nc10k-async (SCHED_BATCH, the default) / c10k-async-normal: **{med.get((app, 'c10k-async'), 0) / normal:.2f}x**", end="")
-    for peer in ("granian", "gunicorn-gthread", "uwsgi"):
+    for peer in ("granian", "granian-bt1", "gunicorn-gthread", "uwsgi"):
         p = med.get((app, peer), 0)
         if p:
             print(f"\n{best_name} / {peer}: **{best / p:.2f}x**", end="")
