@@ -206,16 +206,7 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
 
 /// Checks one `(name, value)` item of the app's header list and adds it to `head`.
 fn add_header(head: &mut Head, item: &Bound<'_, PyAny>) -> PyResult<()> {
-    let pair = item
-        .cast::<PyTuple>()
-        .map_err(|_| PyTypeError::new_err("each header must be a (name, value) tuple"))?;
-    if pair.len() != 2 {
-        return Err(PyTypeError::new_err(
-            "each header must be a (name, value) tuple",
-        ));
-    }
-    let name = pair.get_item(0)?;
-    let value = pair.get_item(1)?;
+    let (name, value) = pair(item)?;
     let name = name
         .cast::<PyString>()
         .map_err(|_| PyTypeError::new_err("header names must be str"))?;
@@ -262,6 +253,24 @@ fn add_header(head: &mut Head, item: &Bound<'_, PyAny>) -> PyResult<()> {
     }
     head.headers.push((name.name, value));
     Ok(())
+}
+
+/// The name and value of one header item: a 2-tuple, as PEP 3333 asks, or a 2-item list, which
+/// gunicorn takes too (it unpacks any pair): an app that builds its headers as lists works under
+/// gunicorn, and refusing it here would only break it.
+fn pair<'py>(item: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    if let Ok(t) = item.cast::<PyTuple>() {
+        if t.len() == 2 {
+            return Ok((t.get_item(0)?, t.get_item(1)?));
+        }
+    } else if let Ok(l) = item.cast::<PyList>() {
+        if l.len() == 2 {
+            return Ok((l.get_item(0)?, l.get_item(1)?));
+        }
+    }
+    Err(PyTypeError::new_err(
+        "each header must be a (name, value) tuple",
+    ))
 }
 
 /// A `Content-Length` value: 1*DIGIT (RFC 9110 §8.6), as the request parser accepts it. A sign,

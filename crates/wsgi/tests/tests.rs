@@ -729,6 +729,18 @@ fn response_headers_in_any_iterable_are_taken() {
 }
 
 #[test]
+fn response_headers_given_as_two_item_lists_are_taken() {
+    // gunicorn unpacks any pair; an app that builds its headers as lists works there.
+    let app = boot("probe:raw", Wait::Block);
+    let resp = block(&app, get("/list_headers"));
+    let probe = resp.headers.iter().find(|(n, _)| n == "X-Probe");
+    assert_eq!(probe.map(|(_, v)| v.as_ref()), Some(&b"list"[..]));
+    assert_eq!(text(resp), (200, "list".into()));
+    // Three items are not a (name, value) pair.
+    assert_eq!(text(block(&app, get("/list_headers?n=3"))).0, 500);
+}
+
+#[test]
 fn environ_without_a_peer_and_with_many_headers() {
     let app = boot("probe:app", Wait::Block);
     // No client address (a unix socket): REMOTE_ADDR empty and no REMOTE_PORT, as gunicorn sets

@@ -243,6 +243,12 @@ def dispatch(environ, start_response):
         # Not a list: the server must take any iterable of pairs (the validator would refuse).
         start_response("200 OK", (("Content-Type", "text/plain"), ("X-Probe", "tuple")))
         return [b"tuple"]
+    if path == "/list_headers":
+        # Pairs as lists: gunicorn unpacks them (the validator, and PEP 3333's letter, want
+        # tuples); a 3-item one is still an error.
+        extra = [["X-Probe", "list"]] if q.get("n") != "3" else [["X-Probe", "list", "x"]]
+        start_response("200 OK", [["Content-Type", "text/plain"]] + extra)
+        return [b"list"]
     if path == "/head_empty":
         # As werkzeug answers HEAD: the length GET would get, and no body (?cl=0: no length).
         body = b"twelve bytes"
