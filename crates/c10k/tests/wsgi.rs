@@ -806,6 +806,51 @@ fn app_content_length(class: &str, extra: &[&str]) {
     }
 }
 
+per_class!(
+    an_app_exception_answers_500_and_keeps_the_connection,
+    |class| {
+        app_exception_keeps_the_connection(class, &[]);
+    }
+);
+
+#[test]
+fn an_app_exception_answers_500_and_keeps_the_connection_under_gevent() {
+    let Some(venv) = venv() else { return };
+    app_exception_keeps_the_connection("gevent", &["--venv", &venv]);
+}
+
+/// gunicorn closes the connection after an app's exception (its 500 carries `Connection:
+/// close`), because its app reads the request body from the socket and a failed one may have
+/// left part of it there. c10k has the whole body before the app runs, so the next request on
+/// the connection starts where the failed one ended: the 500 keeps the connection, and a request
+/// pipelined behind a body the app never read gets its own answer (scripts/wsgi-diff.py
+/// compares this with gunicorn; README: "Where c10k differs on purpose").
+fn app_exception_keeps_the_connection(class: &str, extra: &[&str]) {
+    let s = probe(class, extra);
+    let body = "x".repeat(100_000);
+    let mut c = Reader::new(connect(s.addr));
+    c.send(
+        format!(
+            "POST /raise HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}\
+             GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let r = c.response().unwrap();
+    assert_eq!(r.status, 500, "{class}: {}", r.text());
+    assert_eq!(r.text(), "Internal Server Error\n", "{class}");
+    if class == "sync" {
+        // (sync closes after every answer, as gunicorn's does.)
+        assert_eq!(r.header("connection"), Some("close"), "{class}");
+        return;
+    }
+    assert_ne!(r.header("connection"), Some("close"), "{class}");
+    let next = c.response().unwrap();
+    assert_eq!((next.status, next.text()), (200, "probe".into()), "{class}");
+}
+
 /// A stopping worker's threads all exit at once; the garbage collection that follows a thread's
 /// exit (for a retired thread's Django connection) must not hold up the worker's exit: the
 /// process exits first, and what the collection would free goes with it. It used to run in the
