@@ -767,6 +767,229 @@ fn hup_with_a_broken_config_file_keeps_the_old_one() {
     assert_eq!(get(s.addr, "/").unwrap().status, 200, "{}", s.log());
 }
 
+/// A free port on 127.0.0.1, for an address a reload adds: bound, read and closed (another
+/// process may take it in between; unlikely in a test's second).
+fn free_addr() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Writes a `--config` file that sets only `bind`.
+fn write_binds(file: &std::path::Path, binds: &[String]) {
+    std::fs::write(file, format!("bind = {binds:?}\n")).unwrap();
+}
+
+/// HUPs the master and waits for its `n`th rolling restart to end.
+fn hup_and_roll(s: &Server, n: usize) {
+    s.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.log().matches("rolling restart done").count() < n {
+        assert!(
+            Instant::now() < deadline,
+            "rolling restart {n} never ended:\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits (15 s at most) until connecting to `addr` is refused: its listener is closed.
+fn wait_refused(s: &Server, addr: std::net::SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
+            _ => assert!(
+                Instant::now() < deadline,
+                "{addr} still takes connections:\n{}",
+                s.log()
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `GET /` over the unix socket at `path`: the whole answer.
+fn unix_get(path: &std::path::Path) -> String {
+    use std::io::Read;
+    let mut c = std::os::unix::net::UnixStream::connect(path).expect("connect to the socket");
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    answer
+}
+
+per_class!(hup_rebinds_changed_addresses_under_load, |class| {
+    // HUP kept `bind` as it was, with a warning that a stop and start was needed; gunicorn opens
+    // the new addresses. Under load on the address every version keeps: add a second one, move
+    // it to a unix socket (the TCP one stops taking connections), drop that (its file goes).
+    // Not one request on the kept address fails: it keeps its socket throughout.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c10k.toml");
+    write_binds(&file, &["127.0.0.1:0".into()]);
+    let conf = file.to_str().unwrap();
+    let args = ["--config", conf, "-k", class, "--threads", threads(class)];
+    let mut all = args.to_vec();
+    all.extend(["-w", "2", "--keepalive", "1"]);
+    let s = Server::start_unbound(&all);
+    let _group = util::KillGroup(s.child.id() as i32);
+    let kept = s.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = steady_load(kept, "/?delay=0.01", 4, false, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+
+    let second = free_addr();
+    write_binds(&file, &[kept.to_string(), second.to_string()]);
+    hup_and_roll(&s, 1);
+    assert_eq!(get(second, "/").unwrap().status, 200, "{}", s.log());
+    assert!(s
+        .log()
+        .contains(&format!("SIGHUP: listening on {second} too")));
+    assert!(!s.log().contains("needs a stop and start"), "{}", s.log());
+
+    let sock = dir.path().join("c10k.sock");
+    write_binds(
+        &file,
+        &[kept.to_string(), format!("unix:{}", sock.display())],
+    );
+    hup_and_roll(&s, 2);
+    assert!(unix_get(&sock).starts_with("HTTP/1.1 200"), "{}", s.log());
+    wait_refused(&s, second);
+    s.wait_log(
+        &format!("closed the listener on {second}"),
+        Duration::from_secs(5),
+    );
+    let admin = util::admin::admin_addr(&s);
+    let report = util::admin::admin_json(admin, "/status");
+    let shown: Vec<&str> = report["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["address"].as_str().unwrap())
+        .collect();
+    let unix = format!("unix:{}", sock.display());
+    assert_eq!(
+        shown,
+        [kept.to_string(), unix.clone()],
+        "status shows the current set"
+    );
+
+    write_binds(&file, &[kept.to_string()]);
+    hup_and_roll(&s, 3);
+    assert!(!sock.exists(), "the removed unix socket's file is gone");
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = finish_load(load);
+    assert_eq!(failed, 0, "{ok} ok, {failed} failed\n{}", s.log());
+    assert!(ok > 20, "{ok}");
+    assert_eq!(get(kept, "/").unwrap().status, 200);
+});
+
+#[test]
+fn hup_to_an_address_that_cannot_be_bound_changes_nothing() {
+    // Address in use, then a unix socket in a directory that does not exist: the reload fails
+    // whole, as for a file that does not load. One error line names the address and the reason;
+    // the old listener and worker serve on; nothing is left at the new addresses. Then a free
+    // address is taken.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c10k.toml");
+    write_binds(&file, &["127.0.0.1:0".into()]);
+    let s = Server::start_unbound(&["--config", file.to_str().unwrap(), "-k", "sync"]);
+    let _group = util::KillGroup(s.child.id() as i32);
+    let kept = s.addr;
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_addr = busy.local_addr().unwrap();
+    let sock = dir.path().join("c10k.sock");
+    // The unix socket opens first and must not stay behind when the next address fails.
+    write_binds(
+        &file,
+        &[
+            kept.to_string(),
+            format!("unix:{}", sock.display()),
+            busy_addr.to_string(),
+        ],
+    );
+    s.signal(libc::SIGHUP);
+    s.wait_log("so nothing changed", Duration::from_secs(10));
+    let log = s.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("so nothing changed"))
+        .unwrap();
+    assert!(
+        line.contains(&format!("cannot listen on {busy_addr}")),
+        "{line}"
+    );
+    assert!(line.contains("in use"), "{line}");
+    assert!(!sock.exists(), "{log}");
+
+    let missing = dir.path().join("missing").join("c10k.sock");
+    write_binds(
+        &file,
+        &[kept.to_string(), format!("unix:{}", missing.display())],
+    );
+    s.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.log().matches("so nothing changed").count() < 2 {
+        assert!(Instant::now() < deadline, "{}", s.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = s.log();
+    assert!(
+        log.contains(&format!("cannot listen on unix:{}", missing.display())),
+        "{log}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let log = s.log();
+    assert!(!log.contains("rolling restart"), "{log}");
+    assert_eq!(s.worker_pids().len(), 1, "{log}");
+    assert_eq!(get(kept, "/").unwrap().status, 200);
+    assert!(
+        std::net::TcpStream::connect_timeout(&busy_addr, Duration::from_secs(1)).is_ok(),
+        "the test's own listener is untouched"
+    );
+
+    drop(busy);
+    let free = free_addr();
+    write_binds(&file, &[kept.to_string(), free.to_string()]);
+    hup_and_roll(&s, 1);
+    assert_eq!(get(free, "/").unwrap().status, 200, "{}", s.log());
+    assert_eq!(get(kept, "/").unwrap().status, 200);
+}
+
+#[test]
+fn a_removed_listeners_waiting_connections_are_answered() {
+    // One sync worker, busy for 1.5 s: a connection to the second address waits in that
+    // listener's queue when a HUP removes the address. The old worker is the last that accepts
+    // on it, so the rolling restart waits for the queue to empty before it retires it: the
+    // waiting request is answered. Retired at once, the worker would finish its request and
+    // exit, and the kernel would reset the connection still queued.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c10k.toml");
+    let second = free_addr();
+    write_binds(&file, &["127.0.0.1:0".into(), second.to_string()]);
+    let s = Server::start_unbound(&["--config", file.to_str().unwrap(), "-k", "sync"]);
+    let _group = util::KillGroup(s.child.id() as i32);
+    let kept = s.addr;
+    let busy = std::thread::spawn(move || get(kept, "/?delay=1.5"));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut waiting = Reader::new(connect(second));
+    waiting
+        .send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    write_binds(&file, &[kept.to_string()]);
+    s.signal(libc::SIGHUP);
+    let r = waiting
+        .response()
+        .unwrap_or_else(|e| panic!("the waiting request was not answered ({e}):\n{}", s.log()));
+    assert_eq!(r.status, 200);
+    assert_eq!(busy.join().unwrap().unwrap().status, 200);
+    s.wait_log("rolling restart done", Duration::from_secs(15));
+    wait_refused(&s, second);
+    assert_eq!(get(kept, "/").unwrap().status, 200);
+}
+
 #[test]
 fn usr2_beside_the_built_in_apps_journal_fails_clearly_and_the_old_master_serves_on() {
     // The built-in app keeps a journal per worker slot, locked by the old master's workers: the

@@ -1774,6 +1774,65 @@ fn usr2_upgrades_to_the_new_binary_and_no_request_fails() {
 }
 
 #[test]
+fn usr2_after_a_hup_that_added_an_address_hands_on_both() {
+    // A HUP re-binds (it used to keep `bind`); a later USR2 hands on the listeners the master
+    // serves by then: the new master reads the file (both addresses) and takes both sockets in
+    // their order. With the old master's workers stopped (WINCH), both addresses answer.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c10k.toml");
+    std::fs::write(&file, "bind = [\"127.0.0.1:0\"]\n").unwrap();
+    let apps = apps();
+    let conf = file.to_str().unwrap();
+    let s = Server::start_unbound(&[
+        "--config",
+        conf,
+        "-k",
+        "sync",
+        "-w",
+        "1",
+        "--pythonpath",
+        &apps,
+        "probe:app",
+    ]);
+    // The new master joins the old one's process group: whatever fails, nothing is left.
+    let _group = util::KillGroup(s.child.id() as i32);
+    let second = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    std::fs::write(&file, format!("bind = [\"{}\", \"{second}\"]\n", s.addr)).unwrap();
+    s.signal(libc::SIGHUP);
+    s.wait_log("rolling restart done", Duration::from_secs(20));
+    assert_eq!(get(second, "/").unwrap().status, 200, "{}", s.log());
+    s.signal(libc::SIGUSR2);
+    s.wait_log("SIGUSR2: started a new master", Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while s.log().matches("all workers booted").count() < 2 {
+        assert!(Instant::now() < deadline, "new workers:\n{}", s.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.signal(libc::SIGWINCH);
+    s.wait_log(
+        "SIGWINCH: stopping this master's workers",
+        Duration::from_secs(5),
+    );
+    s.wait_log("worker exited", Duration::from_secs(10));
+    for addr in [s.addr, second] {
+        for _ in 0..3 {
+            assert_eq!(get(addr, "/").unwrap().status, 200, "{addr}\n{}", s.log());
+        }
+    }
+    let log = s.log();
+    assert!(!log.contains("needs the same --bind"), "{log}");
+    assert_eq!(
+        log.matches(&format!("Listening at: http://{second} "))
+            .count(),
+        2,
+        "the HUP's line and the new master's:\n{log}"
+    );
+}
+
+#[test]
 fn a_second_usr2_and_a_winch_without_upgrade_change_nothing_and_hup_rolls_back() {
     // WINCH means something only after a USR2; a second USR2 while the new master runs would
     // start a third. After WINCH, HUP brings the old master's workers back.

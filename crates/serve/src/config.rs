@@ -233,6 +233,15 @@ pub struct Bind {
 }
 
 impl Bind {
+    /// `http://` before an HTTP listener's TCP address in the log (a link to click), else
+    /// nothing.
+    pub fn scheme(&self) -> &'static str {
+        match (self.protocol, &self.addr) {
+            (Protocol::Http, BindAddr::Tcp(_)) => "http://",
+            _ => "",
+        }
+    }
+
     pub fn http(addr: BindAddr) -> Bind {
         Bind {
             protocol: Protocol::Http,

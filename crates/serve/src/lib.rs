@@ -63,6 +63,7 @@ mod lazy_io;
 mod master;
 pub mod owner;
 mod pidfile;
+mod rebind;
 pub mod reload;
 pub mod reopen;
 mod sendfile;

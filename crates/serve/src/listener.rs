@@ -26,13 +26,32 @@ pub(crate) struct SocketFile {
     id: (u64, u64),
 }
 
+impl SocketFile {
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Whether the path still names the very file bound.
+    fn same(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(&self.path)
+            .map(|m| (m.dev(), m.ino()) == self.id)
+            .unwrap_or(false)
+    }
+
+    /// Removes the file now, though this process still listens on it: a `SIGHUP` took its
+    /// address out of `--bind`, so new clients find no socket there while the old workers
+    /// answer the connections already queued (see `rebind`).
+    pub(crate) fn remove_now(&self) {
+        if self.same() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 impl Drop for SocketFile {
     fn drop(&mut self) {
-        use std::os::unix::fs::MetadataExt;
-        let same = std::fs::symlink_metadata(&self.path)
-            .map(|m| (m.dev(), m.ino()) == self.id)
-            .unwrap_or(false);
-        if same && !listened_on(&self.path) {
+        if self.same() && !listened_on(&self.path) {
             let _ = std::fs::remove_file(&self.path);
         }
     }
@@ -114,12 +133,8 @@ impl Listener {
         use anyhow::Context;
         let listener = Listener::bind(&bind.addr, config.backlog, config.reuse_port)
             .with_context(|| format!("cannot listen on {bind} (--bind)"))?;
-        let mode = match config.umask {
-            Some(mask) => 0o777 & !mask.0,
-            None => 0o666,
-        };
         listener
-            .open_to_proxies(mode)
+            .open_to_proxies(proxy_mode(config.umask))
             .with_context(|| format!("cannot make {bind} writable for a proxy"))?;
         Ok(listener)
     }
@@ -255,6 +270,14 @@ impl AsFd for Listener {
             Listener::Tcp(l) => l.as_fd(),
             Listener::Unix(l) => l.as_fd(),
         }
+    }
+}
+
+/// The mode of a unix socket file this server binds ([`Listener::open_to_proxies`]).
+pub(crate) fn proxy_mode(umask: Option<crate::config::Umask>) -> u32 {
+    match umask {
+        Some(mask) => 0o777 & !mask.0,
+        None => 0o666,
     }
 }
 

@@ -11,7 +11,8 @@
 //!
 //! `HUP` loads the configuration again through the binary's hook before the rolling restart
 //! (see `reload`): workers started from then on get the new one, and one that does not load
-//! changes nothing.
+//! changes nothing. Changed addresses are opened first, and the workers started from then on get
+//! the new set of listeners (see `rebind`).
 //!
 //! The same loop wakes [`Status`] (the admin listener and the listen-queue sampling): its
 //! descriptors join the poll and every step on them is non-blocking; what status shows and how
@@ -19,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -33,10 +34,10 @@ use signal_hook::consts::{
 };
 
 use crate::config::ServeConfig;
-use crate::listener::Listener;
+use crate::listener::{Listener, SocketFile};
+use crate::rebind::{Listening, Shape};
 use crate::scoreboard::{self, ConnState, Scoreboard, ENTRIES_PER_SLOT, MAX_SLOTS};
 use crate::status::{Admin, Status, View};
-use crate::sys::move_fd_high;
 
 /// Exit status of a worker whose application could not be built (gunicorn's WORKER_BOOT_ERROR).
 pub const BOOT_ERROR: i32 = 3;
@@ -53,6 +54,9 @@ pub(crate) const ENV_CONFIG: &str = "C10K_WORKER_CONFIG";
 pub(crate) const ENV_SCOREBOARD_FD: &str = "C10K_SCOREBOARD_FD";
 pub(crate) const ENV_LISTEN_FDS: &str = "LISTEN_FDS";
 const FIRST_FD: RawFd = 3;
+/// How long a rolling restart waits for the queue of a listener a `HUP` removed to empty before
+/// it retires the last worker accepting on it.
+const QUEUE_HOLD: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 struct Worker {
@@ -61,6 +65,8 @@ struct Worker {
     /// Told to finish and exit (rolling restart, TTOU); not respawned if beyond the target.
     retiring: bool,
     killed_for_timeout: bool,
+    /// The generation of the listeners it was started with (see `rebind`).
+    listeners: u64,
 }
 
 struct Signals {
@@ -112,8 +118,8 @@ impl Signals {
 
 pub(crate) struct Master {
     config: ServeConfig,
-    /// Listening descriptors, moved above the range workers receive them in.
-    listen_fds: Vec<OwnedFd>,
+    /// The listeners workers get, and those a `HUP` removed while older workers use them.
+    listening: Listening,
     scoreboard: Scoreboard,
     workers: HashMap<i32, Worker>,
     target: usize,
@@ -145,9 +151,13 @@ pub(crate) struct Master {
 }
 
 impl Master {
+    /// `as_given` is the configuration as loaded (before inherited sockets rewrote its `bind`),
+    /// `files` the unix socket files bound for `listeners`.
     pub fn new(
         config: ServeConfig,
+        as_given: &ServeConfig,
         listeners: Vec<Listener>,
+        files: Vec<SocketFile>,
         admin: Option<Admin>,
     ) -> anyhow::Result<Master> {
         if config.workers > MAX_SLOTS {
@@ -156,12 +166,7 @@ impl Master {
                 config.workers
             );
         }
-        let mut listen_fds = Vec::new();
-        let mut addrs = Vec::new();
-        for l in listeners {
-            addrs.push(l.local_addr().context("cannot read a listener's address")?);
-            listen_fds.push(move_fd_high(l.into_fd()).context("cannot move a listener")?);
-        }
+        let listening = Listening::new(listeners, &config.bind, &as_given.bind, files)?;
         let scoreboard = Scoreboard::create().context("cannot create the scoreboard")?;
         let signals = Signals::install()?;
         let owner = crate::owner::resolve(config.user.as_deref(), config.group.as_deref())
@@ -170,14 +175,14 @@ impl Master {
             owner,
             target: config.workers,
             config,
-            listen_fds,
+            listening,
             scoreboard,
             workers: HashMap::new(),
             boot_failures: 0,
             rolling: Vec::new(),
             rolling_since: None,
             signals,
-            status: Status::new(addrs, admin),
+            status: Status::new(admin),
             pidfile: None,
             start: crate::upgrade::Start::capture(),
             successor: None,
@@ -214,6 +219,8 @@ impl Master {
             }
             let signals = self.signals.wait(timeout, &extra);
             self.reap()?;
+            let oldest = self.workers.values().map(|w| w.listeners).min();
+            self.listening.release(oldest);
             for sig in signals {
                 match sig {
                     SIGTERM if drain_until.is_none() && self.config.drain_delay > 0.0 => {
@@ -314,7 +321,7 @@ impl Master {
                 scoreboard: &self.scoreboard,
                 live: self.live(),
                 target: self.target,
-                listen_fds: &self.listen_fds,
+                listeners: self.listening.listeners(),
             };
             self.status.tick(&view);
         }
@@ -345,6 +352,33 @@ impl Master {
                 return false;
             }
         };
+        // The new listeners open before anything else changes: one that cannot changes nothing.
+        let rebound = if merged.sockets {
+            let old = Shape::of(&self.config);
+            match self
+                .listening
+                .rebind(&merged.config, old, self.owner.as_ref())
+            {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::error!(
+                        "SIGHUP: {e:#}, so nothing changed: the listeners and workers carry on \
+                         as they were (free the address or fix the file, and send SIGHUP again)"
+                    );
+                    return false;
+                }
+            }
+        } else {
+            None
+        };
+        if merged.sockets {
+            as_given.backlog = merged.config.backlog;
+            as_given.reuse_port = merged.config.reuse_port;
+            as_given.umask = merged.config.umask;
+            if let Some(bind) = &merged.given_bind {
+                as_given.bind = bind.clone();
+            }
+        }
         for kept in &merged.kept {
             tracing::warn!("SIGHUP: {kept}; kept as it was");
         }
@@ -362,6 +396,28 @@ impl Master {
         self.config = merged.config;
         self.target = self.config.workers;
         self.worker_env = worker_env;
+        if let Some(r) = rebound {
+            for addr in &r.opened {
+                tracing::info!("SIGHUP: listening on {addr} too");
+            }
+            for addr in &r.removed {
+                tracing::info!(
+                    "SIGHUP: no longer listening on {addr}: it takes no new connection, and \
+                     closes once the old workers have answered those waiting in it"
+                );
+            }
+            for (i, (addr, _)) in self.listening.listeners().into_iter().enumerate() {
+                let bind = crate::config::Bind {
+                    protocol: self.config.protocol_of(i),
+                    addr: addr.clone(),
+                };
+                tracing::info!(
+                    "Listening at: {}{bind} ({})",
+                    bind.scheme(),
+                    std::process::id()
+                );
+            }
+        }
         tracing::info!("Using worker: {}", self.config.worker_summary());
         true
     }
@@ -382,8 +438,7 @@ impl Master {
             return;
         }
         self.status.close_admin();
-        let sockets: Vec<RawFd> = self.listen_fds.iter().map(|f| f.as_raw_fd()).collect();
-        match self.start.spawn(&sockets) {
+        match self.start.spawn(&self.listening.fds()) {
             Ok(pid) => {
                 tracing::info!(
                     new_master = pid,
@@ -503,6 +558,8 @@ impl Master {
             .collect();
         match in_slot.as_slice() {
             // The old worker is still in the slot: retire it (once).
+            // Unless connections wait for it in a removed listener's queue.
+            [(pid, false)] if self.is_original(*pid) && self.holds_queue(*pid) => {}
             [(pid, false)] if self.is_original(*pid) => self.retire(*pid),
             // A fresh worker is in the slot and ready: this slot is done.
             [(pid, false)] => {
@@ -518,6 +575,39 @@ impl Master {
         }
     }
 
+    /// Whether the rolling restart waits before retiring `pid`: it is the last worker accepting
+    /// on a listener a `HUP` removed, and connections still wait in that listener's queue (they
+    /// would be reset when its last worker exits). At most [`QUEUE_HOLD`] from the reload.
+    fn holds_queue(&self, pid: i32) -> bool {
+        let Some(w) = self.workers.get(&pid) else {
+            return false;
+        };
+        let last = |g: u64| {
+            w.listeners < g
+                && !self
+                    .workers
+                    .iter()
+                    .any(|(p, o)| *p != pid && !o.retiring && o.listeners < g)
+        };
+        let Some(addr) = self.listening.queued(last) else {
+            return false;
+        };
+        if self.rolling_since.is_some_and(|t| t.elapsed() < QUEUE_HOLD) {
+            tracing::debug!(
+                pid,
+                "waiting for the queue of {addr} to empty before retiring"
+            );
+            return true;
+        }
+        tracing::warn!(
+            pid,
+            "retiring the last worker of {addr} with connections still in its queue (they are \
+             reset): it did not empty within {}s",
+            QUEUE_HOLD.as_secs()
+        );
+        false
+    }
+
     /// Whether `pid` was running when the current rolling restart began.
     fn is_original(&self, pid: i32) -> bool {
         let since = self.rolling_since;
@@ -527,8 +617,8 @@ impl Master {
     }
 
     fn spawn(&mut self, slot: usize) -> anyhow::Result<()> {
-        let n = self.listen_fds.len();
-        let sources: Vec<RawFd> = self.listen_fds.iter().map(|f| f.as_raw_fd()).collect();
+        let sources: Vec<RawFd> = self.listening.fds();
+        let n = sources.len();
         let scoreboard_fd = self.scoreboard.as_raw_fd();
         let owner = self.owner.clone();
         // The worker runs the master's own binary through `/proc/self/exe` (in the forked
@@ -600,6 +690,7 @@ impl Master {
                 started: Instant::now(),
                 retiring: false,
                 killed_for_timeout: false,
+                listeners: self.listening.generation(),
             },
         );
         Ok(())
@@ -717,7 +808,7 @@ impl Master {
         };
         // Close our copies of the listeners: once workers stop accepting, new connections are
         // refused instead of waiting in a queue nobody reads.
-        self.listen_fds.clear();
+        self.listening.close();
         self.status.close_admin();
         for pid in self.workers.keys() {
             signal(*pid, sig);

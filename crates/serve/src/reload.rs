@@ -6,8 +6,9 @@
 //! The design choice: a reload is all or nothing, decided before anything changes. A
 //! configuration that does not load, or that the master could not run, is logged and changes
 //! nothing — the old configuration and workers serve on, as nginx's `-s reload` does (gunicorn's
-//! master exits instead). And a few settings belong to what the master set up once at start (the
-//! listening sockets, the admin listener, the pid file, the workers' user): a change to one of
+//! master exits instead). Changed listening addresses are opened again (see `rebind`), and one
+//! that cannot be opened fails the reload the same way. A few settings belong to what the master
+//! set up once at start (the admin listener, the pid file, the workers' user): a change to one of
 //! them is logged with what it needs, and the running value is kept.
 
 use std::collections::BTreeSet;
@@ -34,22 +35,25 @@ pub type Reload = Box<dyn FnMut() -> anyhow::Result<Reloaded>>;
 #[derive(Debug)]
 pub(crate) struct Merged {
     pub config: ServeConfig,
-    /// "bind (needs a stop and start: ...)": settings changed in the new configuration that the
+    /// "pid (needs a restart (USR2))": settings changed in the new configuration that the
     /// running master keeps.
     pub kept: Vec<String>,
+    /// The listeners are to be opened again (see `rebind`): `bind`, `backlog`, `reuse-port` or
+    /// `umask` changed.
+    pub sockets: bool,
+    /// The new `bind` as the file gives it (before a `:0` has a port), when it changed.
+    pub given_bind: Option<Vec<crate::config::Bind>>,
     /// "workers = 4", "access-log (unset)": what the new workers get that the old ones did not.
     pub changed: Vec<String>,
 }
 
-/// The listening sockets are the master's and are handed on as they are by `SIGUSR2` too.
-const SOCKETS: &str = "needs a stop and start: the master keeps its listening sockets, and a \
-                       SIGUSR2 upgrade hands the same ones on";
 /// What a `SIGUSR2` upgrade sets up again: its new master reads the configuration afresh.
 const USR2: &str = "needs a restart (USR2)";
 
 /// `new` as the running master can take it: the settings it cannot change copied from
 /// `running` (each change named in `kept`, compared with `as_given`, the configuration as it was
 /// loaded before inherited sockets rewrote its addresses), and checked as a start checks them.
+/// An unchanged `bind` stays the running one (with the addresses inherited sockets have).
 pub(crate) fn merge(
     as_given: &ServeConfig,
     running: &ServeConfig,
@@ -65,9 +69,14 @@ pub(crate) fn merge(
             new.$field = running.$field.clone();
         )+};
     }
-    keep!(SOCKETS; bind, backlog, reuse_port, umask);
     keep!(USR2; user, group, initgroups, pid, admin, admin_token);
-    new.bind_chosen = running.bind_chosen;
+    let sockets = new.bind != as_given.bind
+        || crate::rebind::Shape::of(&new) != crate::rebind::Shape::of(as_given);
+    let given_bind = (new.bind != as_given.bind).then(|| new.bind.clone());
+    if given_bind.is_none() {
+        new.bind = running.bind.clone();
+        new.bind_chosen = running.bind_chosen;
+    }
     new.admin_chosen = running.admin_chosen;
     new.validate()?;
     if new.access_log != running.access_log {
@@ -77,6 +86,8 @@ pub(crate) fn merge(
     Ok(Merged {
         config: new,
         kept,
+        sockets,
+        given_bind,
         changed,
     })
 }
@@ -121,7 +132,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn workers_change_and_the_sockets_are_kept() {
+    fn workers_change_and_a_changed_bind_is_taken() {
         let as_given = ServeConfig::default();
         let mut running = as_given.clone();
         // As a systemd or USR2 hand-over rewrites it: not a change of the configuration.
@@ -135,21 +146,30 @@ mod tests {
         assert!(m.kept.is_empty(), "{:?}", m.kept);
         assert_eq!(m.changed, ["timeout = 7.0", "workers = 3"]);
 
+        assert!(!m.sockets);
+
         let mut new = as_given.clone();
         new.bind = vec!["127.0.0.1:9000".parse().unwrap()];
         new.pid = Some("/tmp/x.pid".into());
         new.access_log = Some("-".into());
+        let m = merge(&as_given, &running, new.clone()).unwrap();
+        // A new address is the new workers', opened by the master (see `rebind`).
+        assert_eq!(m.config.bind, new.bind);
+        assert!(m.sockets);
+        assert_eq!(m.given_bind, Some(new.bind.clone()));
+        assert_eq!(m.config.pid, None);
+        assert_eq!(m.kept, ["pid (needs a restart (USR2))"]);
+        assert_eq!(
+            m.changed,
+            ["access-log = \"-\"", "bind = [\"127.0.0.1:9000\"]"]
+        );
+
+        // Only the backlog: the running addresses, shaped anew.
+        let mut new = as_given.clone();
+        new.backlog = 64;
         let m = merge(&as_given, &running, new).unwrap();
         assert_eq!(m.config.bind, running.bind);
-        assert_eq!(m.config.pid, None);
-        assert_eq!(m.kept.len(), 2, "{:?}", m.kept);
-        assert!(
-            m.kept[0].starts_with("bind (needs a stop and start"),
-            "{:?}",
-            m.kept
-        );
-        assert_eq!(m.kept[1], "pid (needs a restart (USR2))");
-        assert_eq!(m.changed, ["access-log = \"-\""]);
+        assert!(m.sockets && m.given_bind.is_none());
     }
 
     #[test]

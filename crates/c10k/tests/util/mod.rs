@@ -203,10 +203,22 @@ impl Server {
 
     /// [`Server::start_env`] from another copy of the c10k binary (`exe`).
     pub fn start_exe(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut all = vec!["--bind", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        Server::start_args(exe, &all, env)
+    }
+
+    /// `c10k serve ARGS` with no `--bind` of the test's: a `--config` file's `bind` counts (a
+    /// command line's would win over it), and its first address must be an HTTP one on TCP.
+    pub fn start_unbound(args: &[&str]) -> Server {
+        Server::start_args(Path::new(env!("CARGO_BIN_EXE_c10k")), args, &[])
+    }
+
+    fn start_args(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let data = tempfile::tempdir().expect("data dir");
         let mut cmd = Command::new(exe);
         cmd.envs(env.iter().copied());
-        cmd.args(["serve", "--bind", "127.0.0.1:0"])
+        cmd.arg("serve")
             .args(args)
             .env("C10K_LOG", "info")
             // Parallel tests must not race for the default admin port; --admin still wins.

@@ -20,7 +20,8 @@ mod probes;
 pub(crate) mod redact;
 pub mod report;
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::collections::HashMap;
+use std::os::fd::RawFd;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -42,8 +43,9 @@ pub(crate) struct View<'a> {
     pub live: Vec<(usize, u32)>,
     /// The number of workers the master is keeping (`--workers`, moved by TTIN/TTOU).
     pub target: usize,
-    /// The listening descriptors, in the order of the addresses given to [`Status::new`].
-    pub listen_fds: &'a [OwnedFd],
+    /// The listeners the master serves now, as (address bound, descriptor), in `--bind` order:
+    /// a `SIGHUP` may change them (see `rebind`).
+    pub listeners: Vec<(&'a BindAddr, RawFd)>,
 }
 
 /// The master's books for status, and its admin listener.
@@ -55,18 +57,16 @@ pub(crate) struct Status {
     retired: StatsSnapshot,
     retired_requests: u64,
     respawns: u64,
-    /// Address of each listener, beside the master's listening descriptors.
-    addrs: Vec<BindAddr>,
     queues: Vec<ListenerInfo>,
     last_sample: Option<Instant>,
-    /// When each listener's full queue was last logged.
-    warned: Vec<Option<Instant>>,
+    /// When each listener's full queue was last logged, by address.
+    warned: HashMap<String, Instant>,
     overflows_at_start: Option<u64>,
     overflows_seen: Option<u64>,
 }
 
 impl Status {
-    pub fn new(addrs: Vec<BindAddr>, admin: Option<Admin>) -> Status {
+    pub fn new(admin: Option<Admin>) -> Status {
         Status {
             admin,
             started: Instant::now(),
@@ -74,9 +74,8 @@ impl Status {
             retired: StatsSnapshot::default(),
             retired_requests: 0,
             respawns: 0,
-            warned: vec![None; addrs.len()],
+            warned: HashMap::new(),
             queues: Vec::new(),
-            addrs,
             last_sample: None,
             overflows_at_start: probes::listen_overflows(),
             overflows_seen: None,
@@ -126,7 +125,7 @@ impl Status {
             .last_sample
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
         {
-            self.sample_queues(view.listen_fds);
+            self.sample_queues(&view.listeners);
         }
         if let Some(mut admin) = self.admin.take() {
             admin.progress(|req| self.route(&req.path, view));
@@ -159,7 +158,7 @@ impl Status {
 
     /// Reads every listener's accept queue and warns about full ones (uWSGI's "listen queue of
     /// socket ... full"), at most every 10 s per listener.
-    fn sample_queues(&mut self, listen_fds: &[OwnedFd]) {
+    fn sample_queues(&mut self, listeners: &[(&BindAddr, RawFd)]) {
         let now = Instant::now();
         self.last_sample = Some(now);
         let overflows = probes::listen_overflows();
@@ -168,13 +167,11 @@ impl Status {
             _ => 0,
         };
         self.overflows_seen = overflows;
-        self.queues = self
-            .addrs
+        self.queues = listeners
             .iter()
-            .zip(listen_fds)
-            .map(|(addr, fd)| {
+            .map(|&(addr, fd)| {
                 let q = match addr {
-                    BindAddr::Tcp(_) => probes::listen_queue(fd.as_raw_fd()),
+                    BindAddr::Tcp(_) => probes::listen_queue(fd),
                     BindAddr::Unix(_) => None,
                 };
                 ListenerInfo {
@@ -185,11 +182,13 @@ impl Status {
                 }
             })
             .collect();
-        for (i, l) in self.queues.iter().enumerate() {
-            let recently =
-                self.warned[i].is_some_and(|t| now.duration_since(t) < Duration::from_secs(10));
+        for l in &self.queues {
+            let recently = self
+                .warned
+                .get(&l.address)
+                .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(10));
             if l.queue_full && !recently {
-                self.warned[i] = Some(now);
+                self.warned.insert(l.address.clone(), now);
                 tracing::warn!(
                     listener = %l.address,
                     queue = l.queue.unwrap_or(0),
@@ -209,7 +208,7 @@ impl Status {
     /// Gathers the report from the scoreboard and the books.
     pub fn report(&mut self, view: &View) -> Report {
         // Queue figures fresh for the asker (and the once-a-second sampling goes on as well).
-        self.sample_queues(view.listen_fds);
+        self.sample_queues(&view.listeners);
         let sb = view.scoreboard;
         let now_ms = scoreboard::now_ms();
         let mut totals = self.retired;

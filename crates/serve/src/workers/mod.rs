@@ -346,9 +346,9 @@ where
     tracing::info!("Starting c10k {}", env!("CARGO_PKG_VERSION"));
     let mut config = config;
     let mut upgraded_from = None;
-    // The unix socket files bound here are removed when this function returns (see
-    // `SocketFile`); those systemd or an old master passed are not.
-    let mut _socket_files = Vec::new();
+    // The unix socket files bound here are removed when the master exits (see `SocketFile`), or
+    // when a `SIGHUP` removes their address; those systemd or an old master passed are not.
+    let mut socket_files = Vec::new();
     let server = match upgrade {
         Some((parent, sockets)) => {
             tracing::info!(
@@ -364,7 +364,7 @@ where
             let inherited = crate::activation::inherited()?;
             if inherited.is_empty() {
                 let server = Server::bind(config.clone())?;
-                _socket_files = server
+                socket_files = server
                     .listeners
                     .iter()
                     .filter_map(Listener::socket_file)
@@ -393,14 +393,11 @@ where
             protocol: config.protocol_of(i),
             addr,
         };
-        let scheme = match &bind {
-            crate::config::Bind {
-                protocol: crate::config::Protocol::Http,
-                addr: BindAddr::Tcp(_),
-            } => "http://",
-            _ => "",
-        };
-        tracing::info!("Listening at: {scheme}{bind} ({})", std::process::id());
+        tracing::info!(
+            "Listening at: {}{bind} ({})",
+            bind.scheme(),
+            std::process::id()
+        );
     }
     // gunicorn's short banner: version, listeners, class and workers. The whole configuration
     // is one `--check-config` (or `--log-level debug`) away.
@@ -422,7 +419,9 @@ where
                         admin: None,
                         pidfile,
                         upgraded_from,
-                        reload: reload.map(|r| (as_given, r)),
+                        as_given,
+                        reload,
+                        socket_files,
                     };
                     return serve_master(config, server, started);
                 }
@@ -452,7 +451,9 @@ where
         admin,
         pidfile,
         upgraded_from,
-        reload: reload.map(|r| (as_given, r)),
+        as_given,
+        reload,
+        socket_files,
     };
     serve_master(config, server, started)
 }
@@ -462,17 +463,26 @@ struct Started {
     admin: Option<crate::status::Admin>,
     pidfile: Option<crate::pidfile::PidFile>,
     upgraded_from: Option<i32>,
-    /// The configuration as loaded (before inherited sockets rewrote its `bind`) and the hook
-    /// that loads it again on `SIGHUP`.
-    reload: Option<(ServeConfig, Reload)>,
+    /// The configuration as loaded (before inherited sockets rewrote its `bind`).
+    as_given: ServeConfig,
+    /// The hook that loads the configuration again on `SIGHUP`.
+    reload: Option<Reload>,
+    /// The unix socket files this process bound for its listeners.
+    socket_files: Vec<crate::listener::SocketFile>,
 }
 
 fn serve_master(config: ServeConfig, server: Server, started: Started) -> anyhow::Result<()> {
     // The master starts no thread before its workers exist (see `master`).
-    let mut master = master::Master::new(config, server.listeners, started.admin)?;
+    let mut master = master::Master::new(
+        config,
+        &started.as_given,
+        server.listeners,
+        started.socket_files,
+        started.admin,
+    )?;
     master.inherit(started.pidfile, started.upgraded_from);
-    if let Some((as_given, reload)) = started.reload {
-        master.reload_with(as_given, reload);
+    if let Some(reload) = started.reload {
+        master.reload_with(started.as_given, reload);
     }
     master.run()?;
     tracing::info!("stopped");
