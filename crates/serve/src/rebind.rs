@@ -10,8 +10,9 @@
 //! on it), but first stops taking new connections — a TCP listener drops new SYNs (a socket
 //! filter: clients retry, then find the port closed), a unix socket's file is removed — so the
 //! old workers empty its queue, and the master holds the last of them back from retiring while
-//! connections still wait in it ([`Listening::queued`]). gunicorn closes the old sockets at once
-//! and its old workers' exit resets what waited in them.
+//! connections still wait in it ([`Listening::queued`]). A reload that brings a removed TCP
+//! address back while it is still open takes the same socket again. gunicorn closes the old
+//! sockets at once, and its old workers' exit resets what waited in them.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
@@ -150,25 +151,37 @@ impl Listening {
         owner: Option<&crate::owner::Owner>,
     ) -> anyhow::Result<Rebound> {
         // Which held socket each new address keeps: the address bound first, then the names a
-        // configuration gave it (a `:0` keeps the port it got).
+        // configuration gave it (a `:0` keeps the port it got). Candidates are the current
+        // sockets, then the removed TCP ones still open (a HUP that undoes the last one before
+        // its old workers are gone): their port is still theirs, and binding it again would
+        // fail. A removed unix socket has lost its file: its path is bound afresh.
+        let n = self.current.len();
+        let revivable: Vec<usize> = (0..self.closing.len())
+            .filter(|&k| matches!(self.closing[k].1.addr, BindAddr::Tcp(_)))
+            .collect();
+        let candidates: Vec<&Held> = self
+            .current
+            .iter()
+            .chain(revivable.iter().map(|&k| &self.closing[k].1))
+            .collect();
         let mut pick: Vec<Option<usize>> = vec![None; config.bind.len()];
-        let mut taken = vec![false; self.current.len()];
+        let mut taken = vec![false; candidates.len()];
         for exact in [true, false] {
             for (i, bind) in config.bind.iter().enumerate() {
                 if pick[i].is_some() {
                     continue;
                 }
-                let found = self.current.iter().enumerate().position(|(j, h)| {
-                    !taken[j]
+                let found = candidates.iter().enumerate().position(|(c, h)| {
+                    !taken[c]
                         && if exact {
                             h.addr == bind.addr
                         } else {
                             h.names.contains(&bind.addr)
                         }
                 });
-                if let Some(j) = found {
-                    pick[i] = Some(j);
-                    taken[j] = true;
+                if let Some(c) = found {
+                    pick[i] = Some(c);
+                    taken[c] = true;
                 }
             }
         }
@@ -186,9 +199,25 @@ impl Listening {
             .into_iter()
             .map(Some)
             .collect();
+        let mut closing: Vec<Option<(u64, Held)>> = std::mem::take(&mut self.closing)
+            .into_iter()
+            .map(Some)
+            .collect();
         let mut done = Rebound::default();
         for ((bind, p), fresh) in config.bind.iter().zip(pick).zip(opened) {
-            let held = match (p.and_then(|j| old_set.get_mut(j)?.take()), fresh) {
+            let kept = match p {
+                Some(c) if c < n => old_set.get_mut(c).and_then(Option::take),
+                Some(c) => revivable
+                    .get(c - n)
+                    .and_then(|&k| closing.get_mut(k)?.take())
+                    .map(|(_, h)| {
+                        take_again(&h);
+                        done.opened.push(h.addr.to_string());
+                        h
+                    }),
+                None => None,
+            };
+            let held = match (kept, fresh) {
                 (Some(mut h), _) => {
                     if !h.names.contains(&bind.addr) {
                         h.names.push(bind.addr.clone());
@@ -204,6 +233,7 @@ impl Listening {
             };
             self.current.push(held);
         }
+        self.closing = closing.into_iter().flatten().collect();
         self.generation += 1;
         for h in old_set.into_iter().flatten() {
             stop_taking(&h);
@@ -338,6 +368,13 @@ fn stop_taking(h: &Held) {
     }
 }
 
+/// Undoes [`stop_taking`] on a removed TCP listener a reload brings back.
+fn take_again(h: &Held) {
+    if let Err(e) = socket2::SockRef::from(&h.fd).detach_filter() {
+        tracing::warn!("SIGHUP: {} still drops new connections: {e}", h.addr);
+    }
+}
+
 /// Whether a connection waits in a listening socket's queue.
 fn readable(fd: RawFd) -> bool {
     let mut p = libc::pollfd {
@@ -406,6 +443,30 @@ mod tests {
             refused.unwrap_err().kind(),
             std::io::ErrorKind::ConnectionRefused
         );
+    }
+
+    #[test]
+    fn a_removed_tcp_listener_still_open_is_taken_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Listener::bind(&"127.0.0.1:0".parse().unwrap(), 8, false).unwrap();
+        let a_addr = a.local_addr().unwrap().to_string();
+        let given: Vec<Bind> = vec!["127.0.0.1:0".parse().unwrap()];
+        let mut l = Listening::new(vec![a], &given, &given, Vec::new()).unwrap();
+        let a_fd = l.fds()[0];
+        let shape = Shape::of(&ServeConfig::default());
+        let unix = format!("unix:{}", dir.path().join("b.sock").display());
+        l.rebind(&config(std::slice::from_ref(&unix)), shape, None)
+            .unwrap();
+        assert_eq!(l.closing.len(), 1);
+        // A worker of generation 0 still holds `a`, and the undo comes before it exits.
+        let c = config(&[a_addr.clone(), unix.clone()]);
+        let done = l.rebind(&c, shape, None).unwrap();
+        assert_eq!(l.fds()[0], a_fd, "the same socket again, not bound anew");
+        assert_eq!(done.opened, std::slice::from_ref(&a_addr));
+        assert!(l.closing.is_empty(), "{:?}", l.closing);
+        let a_sock: std::net::SocketAddr = a_addr.parse().unwrap();
+        std::net::TcpStream::connect_timeout(&a_sock, Duration::from_secs(1))
+            .expect("it takes connections again");
     }
 
     #[test]
