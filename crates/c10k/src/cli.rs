@@ -116,7 +116,9 @@ which win over the file.";
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
-    /// Read settings from this TOML file (keys are the long flag names).
+    /// Read settings from this file: TOML (keys are the long flag names), or a gunicorn config
+    /// in Python (FILE.py, python:MODULE), run with the app's Python. Default:
+    /// ./gunicorn.conf.py if there is one, as gunicorn reads it.
     #[arg(short, long, env = "C10K_CONFIG", help_heading = "Config")]
     config: Option<PathBuf>,
 
@@ -185,7 +187,7 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
         matches,
         from_env,
     } = parsed;
-    let log_level = gunicorn_level(&cli.log_level);
+    let mut log_level = gunicorn_level(&cli.log_level);
     let json = cli.log_format == LogFormat::Json;
     if !matches!(cli.command, Command::Serve(_)) {
         crate::logging::init(&log_level, json, crate::logging::Target::Stderr(true))?;
@@ -203,18 +205,54 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
             if let Some(refused) = crate::gunicorn::refuse(sub) {
                 return Err(UsageError::new(refused).into());
             }
-            if let Some(msg) = args
-                .config
-                .as_deref()
-                .and_then(crate::gunicorn::python_config)
-            {
-                return Err(UsageError::new(msg).into());
-            }
-            let settings = crate::serve_settings::build(sub, args.config.as_deref())?;
             let worker = c10k_serve::is_worker_process();
+            // gunicorn reads ./gunicorn.conf.py when no -c is given (get_default_config_file).
+            let mut unread_default = None;
+            let config_path = match &args.config {
+                Some(path) => Some(path.clone()),
+                None => match crate::pyconfig::default_file() {
+                    Some(path) if cfg!(feature = "python") => {
+                        // The workers (and a USR2 upgrade) take the same file, even if it is
+                        // gone by then: a worker reads its master's text, named by this path.
+                        if !worker {
+                            std::env::set_var("C10K_CONFIG", &path);
+                        }
+                        Some(path)
+                    }
+                    Some(path) => {
+                        unread_default = Some(format!(
+                            "./{} is not read: {}",
+                            path.display(),
+                            crate::pyconfig::not_built()
+                        ));
+                        None
+                    }
+                    None => None,
+                },
+            };
+            let settings = crate::serve_settings::build(sub, config_path.as_deref())?;
             if let Some(file) = &settings.file {
                 if !worker {
                     file.hand_to_workers();
+                }
+                // A Python file's `loglevel`, unless --log-level or C10K_LOG gave one (the
+                // workers get it in C10K_LOG).
+                let level_given = matches!(
+                    matches.value_source("log_level"),
+                    Some(
+                        clap::parser::ValueSource::CommandLine
+                            | clap::parser::ValueSource::EnvVariable
+                    )
+                );
+                if let (false, Some(level)) = (level_given, file.log_level()) {
+                    log_level = gunicorn_level(level);
+                    crate::logging::check_level(&log_level).map_err(|e| {
+                        UsageError::new(format!(
+                            "config file {}: key `loglevel`: {e}",
+                            file.path.display()
+                        ))
+                    })?;
+                    std::env::set_var("C10K_LOG", &log_level);
                 }
             }
             let log = &settings.log;
@@ -247,7 +285,13 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
                 for note in &settings.notes {
                     tracing::info!("{note}");
                 }
-                for w in crate::gunicorn::unread_config_warnings(args.config.is_some()) {
+                if let Some(file) = &settings.file {
+                    tracing::info!("{}", file.describe());
+                    for warning in file.warnings() {
+                        tracing::warn!("{warning}");
+                    }
+                }
+                if let Some(w) = &unread_default {
                     tracing::warn!("{w}");
                 }
                 if log.capture_output && log.error_log.as_deref().unwrap_or("-") == "-" {
@@ -292,7 +336,7 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
             // `SIGHUP` builds the settings again, with the file read anew (see
             // `serve_settings`); a worker never reloads, so it gets none.
             let reload = (!worker).then(|| {
-                crate::serve_settings::reloader(sub.clone(), args.config.clone(), &settings)
+                crate::serve_settings::reloader(sub.clone(), config_path.clone(), &settings)
             });
             if let Some(spec) = python.spec() {
                 return serve_python(config, reload, python, spec);

@@ -433,35 +433,6 @@ pub fn renamed(key: &str) -> Option<&'static str> {
     RENAMED.iter().find(|(g, _)| *g == key).map(|(_, c)| *c)
 }
 
-/// What `--config FILE` says when FILE is a gunicorn Python config, before trying to read it as
-/// TOML.
-pub fn python_config(path: &std::path::Path) -> Option<String> {
-    (path.extension().is_some_and(|e| e == "py")).then(|| {
-        format!(
-            "--config {}: c10k's config file is TOML with the long flag names as keys \
-             (workers = 4, bind = \"0.0.0.0:8000\", worker-class = \"gthread\"), not a Python \
-             gunicorn.conf.py; write its settings into a c10k.toml (the README's gunicorn → c10k \
-             table gives each one's name), or pass them as flags",
-            path.display()
-        )
-    })
-}
-
-/// Warnings for gunicorn configuration that c10k would otherwise silently not read: a
-/// `gunicorn.conf.py` in the working directory (gunicorn reads `./gunicorn.conf.py` when no `-c`
-/// is given). (`GUNICORN_CMD_ARGS` is read: see `cmd_args`.)
-pub fn unread_config_warnings(config_given: bool) -> Vec<String> {
-    let mut out = Vec::new();
-    if !config_given && std::path::Path::new("gunicorn.conf.py").exists() {
-        out.push(
-            "./gunicorn.conf.py is not read by c10k (gunicorn reads it when no -c is given): \
-             put its settings in a TOML file for --config, or in flags"
-                .to_owned(),
-        );
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -149,7 +149,7 @@ pub fn init(filter: &str, json: bool, target: Target) -> anyhow::Result<()> {
 /// Refuses a bare word that is not a level. tracing reads one as a target (`--log-level verbose`:
 /// the lines of a module named `verbose`), which silenced the whole log, errors included; a
 /// directive naming a target says `target=level`. (gunicorn takes an unknown level as `info`.)
-fn check_level(filter: &str) -> Result<(), String> {
+pub fn check_level(filter: &str) -> Result<(), String> {
     const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
     let word = filter.trim();
     if word.contains(['=', ',', '[', ':']) || LEVELS.iter().any(|l| word.eq_ignore_ascii_case(l)) {

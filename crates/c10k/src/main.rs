@@ -5,6 +5,7 @@ mod cli;
 mod cmd_args;
 mod gunicorn;
 mod logging;
+mod pyconfig;
 mod python;
 mod serve_settings;
 mod settings;

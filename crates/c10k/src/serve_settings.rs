@@ -38,7 +38,13 @@ pub struct Settings {
 /// `config`, read now. Every error is a usage error naming the flag, or the file, line and key.
 pub fn build(sub: &ArgMatches, config: Option<&Path>) -> anyhow::Result<Settings> {
     let usage = |e: c10k_serve::config::ConfigError| UsageError::new(e.to_string());
-    let file = config.map(ConfigFile::read).transpose().map_err(usage)?;
+    // A Python config runs with the workers' Python: --venv from the command line or
+    // C10K_VENV (the file cannot choose the Python it is run with).
+    let venv = sub.get_one::<PathBuf>("venv").map(PathBuf::as_path);
+    let file = config
+        .map(|path| ConfigFile::load(path, venv))
+        .transpose()
+        .map_err(usage)?;
     if let Some(file) = &file {
         file.refuse_keys(crate::gunicorn::refuse_key)
             .map_err(usage)?;
@@ -123,7 +129,11 @@ pub fn reloader(sub: ArgMatches, config: Option<PathBuf>, start: &Settings) -> R
         new.check_servable()?;
         let mut worker_env = Vec::new();
         if let Some(file) = &new.file {
-            worker_env.push(file.for_workers());
+            tracing::info!("SIGHUP: {}", file.describe());
+            for warning in file.warnings() {
+                tracing::warn!("{warning}");
+            }
+            worker_env.extend(file.for_workers());
         }
         if new.log != start_log {
             tracing::warn!(

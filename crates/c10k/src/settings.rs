@@ -1,5 +1,6 @@
 //! Where `c10k serve`'s settings come from: the command line, `C10K_*` environment variables
-//! and a `--config` TOML file, layered in that order of precedence over the defaults.
+//! and a `--config` file, layered in that order of precedence over the defaults. The file is
+//! TOML, or a gunicorn config in Python, whose settings `pyconfig` turns into the same table.
 //!
 //! The settings structs (the server's `ServeConfig`, the store's `StoreConfig`, the built-in
 //! app's and the Python app's) each derive clap's `Args` and serde, so every setting is a flag,
@@ -17,27 +18,49 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, FromArgMatches};
 use serde::Serialize;
 
-/// A `--config` TOML file, read once per load (at start, and on each `SIGHUP`); its keys may
+/// A `--config` file, read once per load (at start, and on each `SIGHUP`); its keys may
 /// belong to several settings structs (the server's and the application's), each taking its own
 /// with [`layered`].
 #[derive(Clone, Debug)]
 pub struct ConfigFile {
     pub path: PathBuf,
-    /// The file's text as read, which the master hands to its workers.
+    /// The file's text as read, which the master hands to its workers (for a Python file: its
+    /// settings as TOML, so that the workers do not run it again).
     text: String,
     table: toml::Table,
     /// The line of each key (as written), so every error can name it.
     lines: HashMap<String, usize>,
+    /// A Python file's keys as it spells them (gunicorn's `accesslog` for c10k's `access_log`).
+    written: HashMap<String, String>,
+    /// What running a Python file gave besides its settings (`None` for TOML).
+    python: Option<crate::pyconfig::Evaluated>,
 }
 
 impl ConfigFile {
+    /// Reads a TOML file (or a Python one with the `python3` on `PATH`).
+    #[cfg(test)]
     pub fn read(path: &Path) -> Result<ConfigFile, ConfigError> {
-        let text = match text_from_master() {
+        ConfigFile::load(path, None)
+    }
+
+    /// Reads the file at `path`: a gunicorn Python config (see [`crate::pyconfig::location`]),
+    /// run with the Python of `venv` (else `$VIRTUAL_ENV`, else `python3`); else TOML. A
+    /// worker reads neither: it takes the text its master read.
+    pub fn load(path: &Path, venv: Option<&Path>) -> Result<ConfigFile, ConfigError> {
+        let from_master = text_from_master();
+        if from_master.is_none() {
+            if let Some(at) = crate::pyconfig::location(path) {
+                return ConfigFile::from_python(path, &at, venv);
+            }
+        }
+        let text = match from_master {
             Some(text) => text,
-            None => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_owned(),
-                source,
-            })?,
+            None => std::fs::read_to_string(crate::pyconfig::strip_file_prefix(path)).map_err(
+                |source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                },
+            )?,
         };
         // Values keep their byte spans: toml's own message names the line of a syntax error.
         let spanned: std::collections::BTreeMap<String, toml::Spanned<toml::Value>> =
@@ -62,27 +85,152 @@ impl ConfigFile {
             text,
             table,
             lines,
+            written: HashMap::new(),
+            python: None,
+        })
+    }
+
+    /// A gunicorn config in Python, run now (see `pyconfig`); its settings become the table.
+    fn from_python(
+        path: &Path,
+        at: &crate::pyconfig::Location,
+        venv: Option<&Path>,
+    ) -> Result<ConfigFile, ConfigError> {
+        let error = |message: String| ConfigError::File {
+            path: path.to_owned(),
+            message,
+        };
+        if let crate::pyconfig::Location::File(file) = at {
+            // As a TOML file's: "cannot read config file x.py: No such file or directory".
+            std::fs::metadata(file).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
+        let evaluated =
+            crate::pyconfig::evaluate(at, venv, crate::pyconfig::TIMEOUT).map_err(error)?;
+        let mut table = toml::Table::new();
+        let mut lines = HashMap::new();
+        let mut written = HashMap::new();
+        for s in &evaluated.settings {
+            table.insert(s.key.clone(), s.value.clone());
+            if let Some(line) = s.line {
+                lines.insert(s.key.clone(), line);
+            }
+            written.insert(s.key.clone(), s.name.clone());
+        }
+        let text = toml::to_string(&table).map_err(|e| error(e.to_string()))?;
+        Ok(ConfigFile {
+            path: path.to_owned(),
+            text,
+            table,
+            lines,
+            written,
+            python: Some(evaluated),
         })
     }
 
     /// In the master, before any worker starts: gives the workers this text (see
-    /// [`ENV_FILE_TEXT`]).
+    /// [`ENV_FILE_TEXT`]), and the environment a Python file made, as gunicorn's workers
+    /// inherit its master's.
     pub fn hand_to_workers(&self) {
-        std::env::set_var(ENV_FILE_TEXT, &self.text);
+        for (k, v) in self.for_workers() {
+            std::env::set_var(k, v);
+        }
+        if let Some(py) = &self.python {
+            for k in &py.removed {
+                std::env::remove_var(k);
+            }
+        }
     }
 
-    /// The variable that gives workers this text, for the workers a `SIGHUP` starts (the
-    /// master's own environment keeps the text of the start).
-    pub fn for_workers(&self) -> (String, String) {
-        (ENV_FILE_TEXT.to_owned(), self.text.clone())
+    /// The variables that give workers this text (and a Python file's environment), for the
+    /// workers a `SIGHUP` starts (the master's own environment keeps those of the start).
+    pub fn for_workers(&self) -> Vec<(String, String)> {
+        let mut env = vec![(ENV_FILE_TEXT.to_owned(), self.text.clone())];
+        if let Some(py) = &self.python {
+            env.extend(py.environ.iter().cloned());
+        }
+        env
+    }
+
+    /// A Python file's `loglevel`, which c10k takes as `--log-level` when that is not given.
+    pub fn log_level(&self) -> Option<&str> {
+        self.python.as_ref()?.log_level.as_deref()
+    }
+
+    /// For the log: which file was read, and for a Python one, how and what it set.
+    pub fn describe(&self) -> String {
+        let Some(py) = &self.python else {
+            return format!("config file {} read (TOML)", self.path.display());
+        };
+        let mut names: Vec<&str> = py.settings.iter().map(|s| s.name.as_str()).collect();
+        names.extend(py.log_level.as_ref().map(|_| "loglevel"));
+        let mut line = format!(
+            "config file {} read (a gunicorn config, run with {}",
+            self.path.display(),
+            py.python.display()
+        );
+        let module = matches!(
+            crate::pyconfig::location(&self.path),
+            Some(crate::pyconfig::Location::Module(_))
+        );
+        if let (true, Some(file)) = (module, &py.file) {
+            line += &format!(" from {file}");
+        }
+        line += &format!(
+            "): {}",
+            if names.is_empty() {
+                "no settings".to_owned()
+            } else {
+                names.join(", ")
+            }
+        );
+        if !py.environ.is_empty() {
+            let vars: Vec<&str> = py.environ.iter().map(|(k, _)| k.as_str()).collect();
+            line += &format!(
+                "; it set os.environ {}, which the workers inherit, as in gunicorn",
+                vars.join(", ")
+            );
+        }
+        if !py.removed.is_empty() {
+            line += &format!("; it removed {} from os.environ", py.removed.join(", "));
+        }
+        line
+    }
+
+    /// For the log: the server hooks a Python file sets, which c10k does not call.
+    pub fn warnings(&self) -> Vec<String> {
+        let Some(py) = self.python.as_ref().filter(|p| !p.hooks.is_empty()) else {
+            return Vec::new();
+        };
+        let hooks: Vec<String> = py
+            .hooks
+            .iter()
+            .map(|(name, line)| match line {
+                Some(l) => format!("{name} (line {l})"),
+                None => name.clone(),
+            })
+            .collect();
+        vec![format!(
+            "{}: c10k does not call gunicorn's server hooks: {} {} ignored. c10k's master is \
+             not Python and its workers are not forked from it; work a hook did per worker \
+             belongs in the app's module (it is imported in each worker), work done once at \
+             start in the unit that starts c10k (a systemd ExecStartPre=, a container's \
+             entrypoint)",
+            self.path.display(),
+            hooks.join(", "),
+            if hooks.len() == 1 { "is" } else { "are" }
+        )]
     }
 
     /// "line 3, key `graceful_timeout`": where a key of this file is, named as the file spells
     /// it (either spelling is read, see [`key_id`]; the one to look for in the file is the user's).
     fn place(&self, key: &str) -> String {
+        let name = self.written.get(key).map_or(key, String::as_str);
         match self.lines.get(key) {
-            Some(line) => format!("line {line}, key `{key}`"),
-            None => format!("key `{key}`"),
+            Some(line) => format!("line {line}, key `{name}`"),
+            None => format!("key `{name}`"),
         }
     }
 
@@ -126,7 +274,13 @@ impl ConfigFile {
                     Some(name) => format!(" (gunicorn's name; c10k's is `{name}`)"),
                     None => String::new(),
                 };
-                return Err(self.error(format!("{}: unknown key{hint}", self.place(key))));
+                let what = if self.python.is_some() {
+                    "a gunicorn setting that c10k does not have; remove it, or see the README's \
+                     gunicorn → c10k table"
+                } else {
+                    "unknown key"
+                };
+                return Err(self.error(format!("{}: {what}{hint}", self.place(key))));
             }
         }
         Ok(())

@@ -100,11 +100,23 @@ fn gunicorn_only_flags_stop_the_server_naming_the_flag() {
 
 #[test]
 fn gunicorn_config_files_get_a_c10k_answer() {
+    // A gunicorn.conf.py is read (see `python_config` below); one that is not there is c10k's
+    // "cannot read", as for a TOML file.
     let err = refused(&["-c", "gunicorn.conf.py", "myapp:app"], &[]);
     assert!(
-        err.contains("--config gunicorn.conf.py: c10k's config file is TOML with the long flag names as keys"),
+        err.contains("cannot read config file gunicorn.conf.py: No such file"),
         "{err}"
     );
+    if let Some(venv) = util::python::venv() {
+        // gunicorn's own names are taken from a Python file (TOML's `accesslog` is refused
+        // below, with c10k's name).
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gunicorn.conf.py");
+        std::fs::write(&file, "workers = 2\naccesslog = \"-\"\n").unwrap();
+        let text = effective(&["-c", file.to_str().unwrap()], &[("VIRTUAL_ENV", &venv)]);
+        assert!(text.contains("workers = 2"), "{text}");
+        assert!(text.contains("access-log = \"-\""), "{text}");
+    }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("c10k.toml");
     std::fs::write(&file, "workers = 2\npreload_app = true\n").unwrap();
@@ -350,25 +362,6 @@ fn a_bad_gunicorn_cmd_args_is_refused_naming_it() {
         assert!(err.contains(&format!("GUNICORN_CMD_ARGS={var:?}")), "{err}");
         assert!(err.contains(needle), "{var}: {err}");
     }
-}
-
-/// gunicorn reads `./gunicorn.conf.py` when no `-c` is given; c10k does not, and says so rather
-/// than starting with settings the user believes are in force.
-#[test]
-fn an_unread_gunicorn_conf_py_is_warned_about() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("gunicorn.conf.py"), "workers = 3\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_c10k"))
-        .args(["serve", "--check-config"])
-        .current_dir(dir.path())
-        .env_remove("GUNICORN_CMD_ARGS")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("./gunicorn.conf.py is not read by c10k"),
-        "{err}"
-    );
 }
 
 /// gunicorn's `-p/--pid FILE`: the master's pid while it runs, gone after it stops; a second
@@ -1105,4 +1098,368 @@ fn reload_is_for_python_apps_and_its_extra_files_must_exist() {
     );
     let err = refused(&["--reload-engine", "fsevents", "myapp:app"], &[]);
     assert!(err.contains("fsevents") && err.contains("inotify"), "{err}");
+}
+
+/// gunicorn's Python config files (`-c gunicorn.conf.py`, `-c python:MODULE`, and
+/// `./gunicorn.conf.py` when no `-c` is given), run with the app's Python (the test venv) as
+/// gunicorn runs them, their settings taken as a TOML file's keys.
+#[cfg(feature = "python")]
+mod python_config {
+    use super::*;
+    use std::path::Path;
+    use util::python::{apps, venv};
+
+    /// `c10k serve ARGS` in `dir` with the test venv as `VIRTUAL_ENV`, bounded (20 s).
+    fn run_in(dir: &Path, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_c10k"));
+        cmd.arg("serve")
+            .args(args)
+            .current_dir(dir)
+            .env_remove("WEB_CONCURRENCY")
+            .env_remove("PORT")
+            .env_remove("GUNICORN_CMD_ARGS")
+            .env_remove("C10K_CONFIG")
+            .env("C10K_ADMIN", "127.0.0.1:0")
+            .env("VIRTUAL_ENV", venv().unwrap())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = cmd.spawn().unwrap();
+        let pid = child.id() as i32;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done2 = done.clone();
+        let watchdog = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !done2.load(std::sync::atomic::Ordering::Relaxed) {
+                if Instant::now() > deadline {
+                    // SAFETY: kill has no memory-safety preconditions.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            false
+        });
+        let out = child.wait_with_output().unwrap();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            !watchdog.join().unwrap(),
+            "c10k serve {args:?} did not stop"
+        );
+        out
+    }
+
+    fn text(out: &Output) -> (String, String) {
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// What the config-file tests ask of every error: a usage error (exit status 2) naming the
+    /// file, and nothing of c10k's insides.
+    fn config_error(dir: &Path, args: &[&str]) -> String {
+        let out = run_in(dir, args);
+        let (_, err) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        for inside in ["pyconfig", "<string>", "importlib", "Error {", "panicked"] {
+            assert!(!err.contains(inside), "{inside:?} in: {err}");
+        }
+        err
+    }
+
+    const REALISTIC: &str = r#"# A gunicorn.conf.py as projects write it.
+import multiprocessing
+import os
+
+bind = ["127.0.0.1:0"]
+workers = int(os.environ.get("TEST_WORKERS", multiprocessing.cpu_count() * 2 + 1))
+worker_class = "gthread"
+threads = 4
+timeout = 45
+keepalive = 5
+accesslog = os.path.join(os.path.dirname(__file__), "access.log")
+errorlog = "-"
+loglevel = "info"
+raw_env = ["PROBE_BOOT_MARK=from raw_env"]
+forwarded_allow_ips = "10.0.0.1,10.0.0.2"
+proc = "not a gunicorn setting: ignored"
+"#;
+
+    #[test]
+    fn a_realistic_gunicorn_conf_py_serves_with_its_settings() {
+        let Some(venv) = venv() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gunicorn.conf.py");
+        std::fs::write(&file, REALISTIC).unwrap();
+        let file = file.to_str().unwrap();
+        // The number multiprocessing gives in the venv's Python.
+        let cpus = Command::new(format!("{venv}/bin/python3"))
+            .args([
+                "-c",
+                "import multiprocessing; print(multiprocessing.cpu_count() * 2 + 1)",
+            ])
+            .output()
+            .unwrap();
+        let cpus = String::from_utf8_lossy(&cpus.stdout).trim().to_owned();
+        let out = run_in(dir.path(), &["-c", file, "--check-config"]);
+        let (toml, err) = text(&out);
+        assert!(out.status.success(), "{err}");
+        for line in [
+            "bind = [\"127.0.0.1:0\"]".to_owned(),
+            format!("workers = {cpus}"),
+            "worker-class = \"gthread\"".to_owned(),
+            "threads = 4".to_owned(),
+            "timeout = 45.0".to_owned(),
+            "keepalive = 5.0".to_owned(),
+            format!("access-log = \"{}/access.log\"", dir.path().display()),
+            "forwarded-allow-ips = [\"10.0.0.1\", \"10.0.0.2\"]".to_owned(),
+        ] {
+            assert!(toml.contains(&line), "{line:?} not in:\n{toml}");
+        }
+        assert!(
+            err.contains(&format!(
+                "config file {file} read (a gunicorn config, run with {venv}/bin/python"
+            )),
+            "{err}"
+        );
+        // Served, with the settings in force: the workers, the class, the app's environment
+        // and the access log.
+        let apps = apps();
+        let s = Server::start_env(
+            &["-c", file, "--pythonpath", &apps, "probe:app"],
+            &[("TEST_WORKERS", "2"), ("VIRTUAL_ENV", &venv)],
+        );
+        let _group = util::KillGroup(s.child.id() as i32);
+        s.wait_for_workers(2);
+        let log = s.log();
+        assert!(
+            log.contains("Using worker: gthread (2 workers × 4 threads)"),
+            "{log}"
+        );
+        assert_eq!(get(s.addr, "/boot").unwrap().text(), "from raw_env");
+        util::wait_for_line(&dir.path().join("access.log"), "access log", |l| {
+            l.contains("GET /boot")
+        });
+    }
+
+    #[test]
+    fn the_default_gunicorn_conf_py_is_read_and_dash_c_wins() {
+        let Some(venv) = venv() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("gunicorn.conf.py"),
+            "import os\n\
+             os.environ['PROBE_BOOT_MARK'] = 'set by the file'\n\
+             workers = 2\n\
+             \n\
+             def when_ready(server):\n\
+             \x20   server.log.info('ready')\n\
+             \n\
+             def post_fork(server, worker):\n\
+             \x20   pass\n",
+        )
+        .unwrap();
+        // Read without -c; the workers inherit what it put in os.environ, as gunicorn's do.
+        let apps = apps();
+        let s = Server::start_in(
+            dir.path(),
+            &["--pythonpath", &apps, "probe:app"],
+            &[("VIRTUAL_ENV", &venv)],
+        );
+        let _group = util::KillGroup(s.child.id() as i32);
+        s.wait_for_workers(2);
+        let log = s.log();
+        assert!(
+            log.contains("config file gunicorn.conf.py read (a gunicorn config"),
+            "{log}"
+        );
+        assert!(log.contains("it set os.environ PROBE_BOOT_MARK"), "{log}");
+        assert!(
+            log.contains(
+                "c10k does not call gunicorn's server hooks: when_ready (line 5), post_fork \
+                 (line 8) are ignored"
+            ),
+            "{log}"
+        );
+        assert_eq!(get(s.addr, "/boot").unwrap().text(), "set by the file");
+        drop(s);
+        // -c names another file: ./gunicorn.conf.py is not read.
+        std::fs::write(dir.path().join("other.toml"), "workers = 3\n").unwrap();
+        let out = run_in(dir.path(), &["-c", "other.toml", "--check-config"]);
+        let (toml, err) = text(&out);
+        assert!(out.status.success(), "{err}");
+        assert!(toml.contains("workers = 3"), "{toml}");
+        assert!(!err.contains("gunicorn.conf.py"), "{err}");
+    }
+
+    #[test]
+    fn a_python_module_config() {
+        if venv().is_none() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("deploy")).unwrap();
+        std::fs::write(dir.path().join("deploy/__init__.py"), "").unwrap();
+        std::fs::write(
+            dir.path().join("deploy/gunicorn_settings.py"),
+            "workers = 4\nthreads = 2\nworker_class = 'gthread'\n",
+        )
+        .unwrap();
+        let out = run_in(
+            dir.path(),
+            &["-c", "python:deploy.gunicorn_settings", "--check-config"],
+        );
+        let (toml, err) = text(&out);
+        assert!(out.status.success(), "{err}");
+        assert!(
+            toml.contains("workers = 4") && toml.contains("threads = 2"),
+            "{toml}"
+        );
+        assert!(
+            err.contains("config file python:deploy.gunicorn_settings read"),
+            "{err}"
+        );
+        let err = config_error(
+            dir.path(),
+            &["-c", "python:deploy.missing", "--check-config"],
+        );
+        assert!(
+            err.contains(
+                "config file python:deploy.missing: ModuleNotFoundError: No module named \
+                 'deploy.missing'"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_broken_file_stops_the_start_naming_it() {
+        if venv().is_none() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gunicorn.conf.py");
+        for (text, needle) in [
+            (
+                "import os\nworkers = int(os.environ['NOT_SET_ANYWHERE'])\n",
+                "config file gunicorn.conf.py: line 2: KeyError: 'NOT_SET_ANYWHERE'",
+            ),
+            (
+                "workers = (\n",
+                "config file gunicorn.conf.py: line 1: SyntaxError: '(' was never closed",
+            ),
+            (
+                "bind = '127.0.0.1:0'\nworkers = 'four'\n",
+                "config file gunicorn.conf.py: line 2, key `workers`: \"four\": invalid type",
+            ),
+            (
+                "timeout = {'worker': 30}\n",
+                "config file gunicorn.conf.py: line 1, key `timeout`: a dict is not a value \
+                 c10k takes",
+            ),
+            (
+                "bind = ['127.0.0.1:0', 8000]\n",
+                "line 1, key `bind`: a list with the item 8000 is not a value c10k takes",
+            ),
+            (
+                "workers = 0\n",
+                "config file gunicorn.conf.py: line 1, key `workers`: must be at least 1",
+            ),
+            (
+                "preload_app = True\n",
+                "line 1, key `preload_app`: gunicorn's `preload_app` (--preload)",
+            ),
+            (
+                "loglevel = 'verbose'\n",
+                "config file gunicorn.conf.py: key `loglevel`: --log-level \"verbose\": not a level",
+            ),
+            (
+                "secure_scheme_headers = 'x'\n",
+                "key `secure_scheme_headers`: a gunicorn setting that c10k does not have",
+            ),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            // By -c and by default.
+            for args in [
+                &["-c", "gunicorn.conf.py", "--check-config"][..],
+                &["--check-config"],
+            ] {
+                let err = config_error(dir.path(), args);
+                assert!(err.contains(needle), "{text:?} {args:?}: {err}");
+            }
+        }
+    }
+
+    /// gunicorn's `loglevel` is c10k's `--log-level` (not a file key in TOML), unless the
+    /// command line or `C10K_LOG` gives one.
+    #[test]
+    fn loglevel_is_the_log_level_unless_given() {
+        if venv().is_none() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("gunicorn.conf.py"),
+            "loglevel = 'warning'\ndef on_exit(server):\n    pass\n",
+        )
+        .unwrap();
+        let out = run_in(dir.path(), &["--check-config"]);
+        let (_, err) = text(&out);
+        assert!(out.status.success(), "{err}");
+        assert!(!err.contains("config file gunicorn.conf.py read"), "{err}");
+        assert!(err.contains("on_exit (line 2) is ignored"), "{err}");
+        let out = run_in(dir.path(), &["--check-config", "--log-level", "info"]);
+        let (_, err) = text(&out);
+        assert!(err.contains("config file gunicorn.conf.py read"), "{err}");
+    }
+
+    #[test]
+    fn hup_runs_the_file_again() {
+        let Some(venv) = venv() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gunicorn.conf.py");
+        std::fs::write(&file, "workers = 1\nraw_env = ['PROBE_BOOT_MARK=one']\n").unwrap();
+        let apps = apps();
+        let s = Server::start_env(
+            &[
+                "-c",
+                file.to_str().unwrap(),
+                "--pythonpath",
+                &apps,
+                "probe:app",
+            ],
+            &[("VIRTUAL_ENV", &venv)],
+        );
+        let _group = util::KillGroup(s.child.id() as i32);
+        assert_eq!(get(s.addr, "/boot").unwrap().text(), "one");
+        std::fs::write(
+            &file,
+            "import os\nos.environ['PYCONFIG_HUP'] = '2'\nworkers = 2\n\
+             raw_env = ['PROBE_BOOT_MARK=two']\n",
+        )
+        .unwrap();
+        s.signal(libc::SIGHUP);
+        s.wait_log("rolling restart done", Duration::from_secs(20));
+        // The old worker and two new ones.
+        s.wait_for_workers(3);
+        for _ in 0..4 {
+            assert_eq!(get(s.addr, "/boot").unwrap().text(), "two", "{}", s.log());
+        }
+        assert!(
+            s.log().contains("SIGHUP: config file") && s.log().contains("workers = 2"),
+            "{}",
+            s.log()
+        );
+        // A broken file keeps the running configuration.
+        std::fs::write(&file, "workers = 1\nraise ValueError('half-edited')\n").unwrap();
+        s.signal(libc::SIGHUP);
+        s.wait_log(
+            "SIGHUP: the new configuration was not loaded, so nothing changed",
+            Duration::from_secs(20),
+        );
+        let log = s.log();
+        assert!(log.contains("line 2: ValueError: half-edited"), "{log}");
+        assert_eq!(get(s.addr, "/boot").unwrap().text(), "two", "{log}");
+    }
 }

@@ -49,3 +49,40 @@ fn serving_a_python_app_says_how_to_get_python_support() {
     assert!(err.contains("without Python support"), "{err}");
     assert!(err.contains("cargo install --path crates/c10k"), "{err}");
 }
+
+/// A gunicorn config in Python needs Python: `-c FILE.py` stops with a usage error that says how
+/// to get a build that reads it; a `./gunicorn.conf.py` that gunicorn would read is named in a
+/// warning instead of stopping a server whose command line did not ask for it.
+#[test]
+fn a_python_config_says_how_to_get_python_support() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gunicorn.conf.py"), "workers = 3\n").unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_c10k"))
+            .arg("serve")
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("GUNICORN_CMD_ARGS")
+            .env_remove("C10K_CONFIG")
+            .env("C10K_ADMIN", "127.0.0.1:0")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = run(&["-c", "gunicorn.conf.py", "--check-config"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("config file gunicorn.conf.py: this c10k was built without Python support"),
+        "{err}"
+    );
+    assert!(err.contains("cargo install --path crates/c10k"), "{err}");
+    let out = run(&["--check-config"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("./gunicorn.conf.py is not read: this c10k was built without Python"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("workers = 1"));
+}

@@ -64,7 +64,9 @@ pub fn start(venv: Option<&Path>) -> Result<Started, BootError> {
 
 /// The interpreter's `program_name`: `<venv>/bin/python` for `--venv` or `$VIRTUAL_ENV`, else the
 /// `python3` found on `PATH` (`None` when there is none: Python's compiled-in prefix is used).
-fn python_program(venv: Option<&Path>) -> Result<Option<PathBuf>, BootError> {
+/// Public so that the binary can run the same Python as a program (a gunicorn config file is
+/// evaluated with it) and refuse the same venvs, with the same messages.
+pub fn python_program(venv: Option<&Path>) -> Result<Option<PathBuf>, BootError> {
     let from_env = std::env::var_os("VIRTUAL_ENV")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from);

@@ -205,18 +205,28 @@ impl Server {
     pub fn start_exe(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut all = vec!["--bind", "127.0.0.1:0"];
         all.extend_from_slice(args);
-        Server::start_args(exe, &all, env)
+        Server::start_args(exe, None, &all, env)
     }
 
     /// `c10k serve ARGS` with no `--bind` of the test's: a `--config` file's `bind` counts (a
     /// command line's would win over it), and its first address must be an HTTP one on TCP.
     pub fn start_unbound(args: &[&str]) -> Server {
-        Server::start_args(Path::new(env!("CARGO_BIN_EXE_c10k")), args, &[])
+        Server::start_args(Path::new(env!("CARGO_BIN_EXE_c10k")), None, args, &[])
     }
 
-    fn start_args(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+    /// [`Server::start_env`] in the working directory `dir` (where `./gunicorn.conf.py` is).
+    pub fn start_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut all = vec!["--bind", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        Server::start_args(Path::new(env!("CARGO_BIN_EXE_c10k")), Some(dir), &all, env)
+    }
+
+    fn start_args(exe: &Path, dir: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Server {
         let data = tempfile::tempdir().expect("data dir");
         let mut cmd = Command::new(exe);
+        if let Some(dir) = dir {
+            cmd.current_dir(dir);
+        }
         cmd.envs(env.iter().copied());
         cmd.arg("serve")
             .args(args)
