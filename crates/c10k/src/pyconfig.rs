@@ -300,6 +300,13 @@ pub fn evaluate(
                 ));
             }
         };
+        // A refused switch set to False (`preload_app = False`, `daemon = False`, as files
+        // often spell gunicorn's defaults out) asks for nothing c10k lacks.
+        if value == toml::Value::Boolean(false)
+            && crate::gunicorn::refuse_key(&found.name).is_some()
+        {
+            continue;
+        }
         if found.name == "loglevel" {
             match value {
                 toml::Value::String(level) => out.log_level = Some(level),

@@ -132,6 +132,9 @@ def plain(value):
     return {"type": type(value).__name__}
 
 
+GUNICORN_SECURE_SCHEME_HEADERS = {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https",
+                                  "X-FORWARDED-SSL": "on"}
+
 lines = assigned_lines(filename) if filename and filename.endswith(".py") else {}
 found, hooks_set = [], []
 for name, value in vars(mod).items():
@@ -145,6 +148,11 @@ for name, value in vars(mod).items():
         continue
     # None is every optional setting's default in gunicorn (accesslog = None: no access log).
     if value is None:
+        continue
+    # gunicorn's default secure_scheme_headers, often written out in full: exactly the headers
+    # c10k trusts from --forwarded-allow-ips peers, so nothing to take (another set is refused).
+    if name == "secure_scheme_headers" and isinstance(value, dict) and \
+            {str(k).upper(): v for k, v in value.items()} == GUNICORN_SECURE_SCHEME_HEADERS:
         continue
     entry.update(plain(value))
     found.append(entry)

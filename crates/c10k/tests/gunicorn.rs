@@ -1184,6 +1184,10 @@ loglevel = "info"
 raw_env = ["PROBE_BOOT_MARK=from raw_env"]
 forwarded_allow_ips = "10.0.0.1,10.0.0.2"
 proc = "not a gunicorn setting: ignored"
+# gunicorn's defaults spelled out: they ask for nothing c10k lacks.
+preload_app = False
+daemon = False
+secure_scheme_headers = {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-Forwarded-Ssl": "on"}
 "#;
 
     #[test]
@@ -1373,6 +1377,10 @@ proc = "not a gunicorn setting: ignored"
             (
                 "loglevel = 'verbose'\n",
                 "config file gunicorn.conf.py: key `loglevel`: --log-level \"verbose\": not a level",
+            ),
+            (
+                "secure_scheme_headers = {'X-SCHEME': 'https'}\n",
+                "line 1, key `secure_scheme_headers`: a dict is not a value c10k takes",
             ),
             (
                 "secure_scheme_headers = 'x'\n",
