@@ -221,7 +221,7 @@ impl AccessFormat {
             None => (None, None),
         };
         let or_dash = |out: &mut String, v: Option<&str>| match v {
-            Some(v) if !v.is_empty() => crate::track::escape_into(out, v),
+            Some(v) if !v.is_empty() => crate::log_text::escape_into(out, v),
             _ => out.push('-'),
         };
         for piece in &self.pieces {
@@ -236,7 +236,7 @@ impl AccessFormat {
                 }
                 // An empty value is printed as it is (gunicorn's), a missing one as `-`.
                 Piece::Environ(i) => match l.environ.get(*i).and_then(|v| v.as_deref()) {
-                    Some(v) => crate::track::escape_into(&mut out, v),
+                    Some(v) => crate::log_text::escape_into(&mut out, v),
                     None => out.push('-'),
                 },
                 Piece::Atom(c) => match c {
@@ -256,15 +256,15 @@ impl AccessFormat {
                     ),
                     't' => {
                         out.push('[');
-                        crate::track::clf_time(&mut out, l.now_us / 1_000_000);
+                        crate::log_text::clf_time(&mut out, l.now_us / 1_000_000);
                         out.push(']');
                     }
                     'r' => {
                         match log {
                             Some(f) => {
-                                crate::track::escape_into(&mut out, &f.method);
+                                crate::log_text::escape_into(&mut out, &f.method);
                                 out.push(' ');
-                                crate::track::escape_into(
+                                crate::log_text::escape_into(
                                     &mut out,
                                     target.as_deref().unwrap_or(""),
                                 );
@@ -277,7 +277,7 @@ impl AccessFormat {
                     'U' => or_dash(&mut out, path),
                     'q' => {
                         if let Some(q) = query {
-                            crate::track::escape_into(&mut out, q);
+                            crate::log_text::escape_into(&mut out, q);
                         }
                     }
                     'H' => {

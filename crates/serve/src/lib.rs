@@ -60,6 +60,7 @@ mod conn;
 mod conn_async;
 mod conn_blocking;
 mod lazy_io;
+mod log_text;
 mod master;
 pub mod owner;
 mod pidfile;
