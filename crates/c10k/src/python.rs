@@ -267,6 +267,7 @@ mod enabled {
                 .collect(),
             root_path: args.root_path.clone(),
             max_stuck_threads: None,
+            pool_thread_idle: None,
             no_monkey_patch: args.no_monkey_patch,
             // Retiring is what SIGHUP does to a worker: finish in-flight requests, exit, and the
             // master starts a fresh process.

@@ -12,6 +12,17 @@
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// What [`WorkQueue::pop_timeout`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Popped<T> {
+    Item(T),
+    /// Closed and empty: no more work comes.
+    Closed,
+    /// Nothing came within the time given.
+    Idle,
+}
 
 /// A multi-producer, multi-consumer queue of `T` with sleeping consumers. Share it with an `Arc`.
 pub struct WorkQueue<T> {
@@ -71,20 +82,51 @@ impl<T> WorkQueue<T> {
 
     /// The next item, sleeping until there is one; `None` once the queue is closed and empty.
     pub fn pop(&self) -> Option<T> {
+        match self.pop_until(None) {
+            Popped::Item(item) => Some(item),
+            Popped::Closed | Popped::Idle => None,
+        }
+    }
+
+    /// As [`pop`](Self::pop), but gives up with [`Popped::Idle`] when nothing came for `idle`:
+    /// how a pool thread learns that it is no longer needed.
+    pub fn pop_timeout(&self, idle: Duration) -> Popped<T> {
+        self.pop_until(Instant::now().checked_add(idle))
+    }
+
+    fn pop_until(&self, deadline: Option<Instant>) -> Popped<T> {
         let mut q = self.lock();
         loop {
             if let Some(item) = q.items.pop_front() {
-                return Some(item);
+                return Popped::Item(item);
             }
             if q.closed {
-                return None;
+                return Popped::Closed;
             }
             q.sleeping += 1;
-            q = self.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+            let timed_out = match deadline {
+                None => {
+                    q = self.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+                    false
+                }
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    let (g, r) = self
+                        .ready
+                        .wait_timeout(q, left)
+                        .unwrap_or_else(|e| e.into_inner());
+                    q = g;
+                    r.timed_out()
+                }
+            };
             q.sleeping -= 1;
             // A spurious wake-up may take another's signal: then one more notify is sent later,
-            // never one too few.
+            // never one too few. A sleeper that timed out as it was signalled takes the signal
+            // too, and looks at the items once more below before it leaves.
             q.signaled = q.signaled.saturating_sub(1);
+            if timed_out && q.items.is_empty() && !q.closed {
+                return Popped::Idle;
+            }
         }
     }
 
@@ -176,6 +218,22 @@ mod tests {
         let mut want: Vec<u32> = (0..100).chain([7]).collect();
         want.sort_unstable();
         assert_eq!(all, want);
+    }
+
+    #[test]
+    fn pop_timeout_gives_up_when_idle_and_takes_what_comes() {
+        let q = Arc::new(WorkQueue::<u8>::default());
+        let started = Instant::now();
+        assert_eq!(q.pop_timeout(Duration::from_millis(50)), Popped::Idle);
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert_eq!(q.lock().sleeping, 0);
+        let q2 = q.clone();
+        let waiter = std::thread::spawn(move || q2.pop_timeout(Duration::from_secs(30)));
+        until_sleeping(&q, 1);
+        q.push(5).unwrap();
+        assert_eq!(waiter.join().unwrap(), Popped::Item(5));
+        q.close();
+        assert_eq!(q.pop_timeout(Duration::from_secs(30)), Popped::Closed);
     }
 
     #[test]

@@ -28,6 +28,8 @@ struct Inner {
     pool: OnceLock<Pool>,
     pool_size: usize,
     max_stuck: usize,
+    /// How long a pool thread may be idle before it exits (see [`crate::pool`]); `None`: never.
+    pool_idle: Option<Duration>,
     recycle: Option<Arc<dyn Fn() + Send + Sync>>,
     /// The `gevent` class: requests run in greenlets on this hub instead of the pool.
     hub: Option<Hub>,
@@ -90,6 +92,10 @@ fn warn_replaced_signals(py: Python<'_>, main_thread_runs_python: bool) {
 /// A view that sleeps or waits on a database or an upstream holds it for tens of milliseconds
 /// or more; CPU-bound views take well under one, a few under a contended GIL.
 const SLOW: Duration = Duration::from_millis(5);
+
+/// How long a blocking class's pool thread may wait for a request before it exits (the `thread`
+/// class's connection threads wait as long).
+const POOL_THREAD_IDLE: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for WsgiApp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -228,6 +234,11 @@ impl WsgiApp {
                 answers: Answers::default(),
                 pool_size,
                 max_stuck: config.max_stuck_threads.unwrap_or(pool_size),
+                // The `async` pool is `--threads` in size and its threads are the workers': they
+                // stay. The blocking classes' pool, up to `--worker-connections` under `thread`,
+                // gives back what a burst started.
+                pool_idle: (info.wait == Wait::Block)
+                    .then(|| config.pool_thread_idle.unwrap_or(POOL_THREAD_IDLE)),
                 recycle: config.recycle.clone(),
                 in_flight: tokio::sync::Semaphore::new(max_in_flight),
                 max_in_flight,
@@ -263,8 +274,14 @@ fn streamed_here(called: call::Called) -> (Response, Option<Steps>) {
 
 impl Inner {
     fn pool(&self) -> &Pool {
-        self.pool
-            .get_or_init(|| Pool::new(self.pool_size, self.max_stuck, self.recycle.clone()))
+        self.pool.get_or_init(|| {
+            Pool::new(
+                self.pool_size,
+                self.max_stuck,
+                self.pool_idle,
+                self.recycle.clone(),
+            )
+        })
     }
 
     /// Folds one request's time on its thread into [`Inner::held_ns`] (an exponential moving

@@ -226,11 +226,19 @@ impl Drop for ThreadState {
         }
         // The main thread's state goes only as the process exits: nothing to free for anyone.
         if !is_main_thread() {
-            let mut garbage = GARBAGE.lock().unwrap_or_else(|e| e.into_inner());
-            *garbage = true;
-            EXITED.notify_one();
+            thread_exited();
         }
     }
+}
+
+/// Called once a thread's Python state is gone (its `threading.local` values dropped): the
+/// collector thread frees what they held in reference cycles (see [`collect_after_exits`]). A
+/// thread that attaches with `Python::attach` for its whole life (a pool thread) calls it after
+/// that attach has returned, and [`start_collector`] before.
+pub(crate) fn thread_exited() {
+    let mut garbage = GARBAGE.lock().unwrap_or_else(|e| e.into_inner());
+    *garbage = true;
+    EXITED.notify_one();
 }
 
 fn is_main_thread() -> bool {
@@ -283,7 +291,7 @@ fn collect_after_exits() {
 
 /// Starts [`collect_after_exits`] once per process, from a thread that attaches (never from an
 /// exiting one).
-fn start_collector() {
+pub(crate) fn start_collector() {
     COLLECTOR.call_once(|| {
         let started = std::thread::Builder::new()
             .name("c10k-py-gc".into())

@@ -67,6 +67,10 @@ pub struct WsgiConfig {
     /// Python threads that may be stuck past `--request-timeout` before the worker asks to be
     /// recycled; `None`: as many as the worker has threads.
     pub max_stuck_threads: Option<usize>,
+    /// How long a Python thread that runs the blocking classes' requests with a
+    /// `--request-timeout` may wait for one before it exits (`None`: 30 s, the `thread` class's
+    /// connection threads' time). Settable for tests.
+    pub pool_thread_idle: Option<std::time::Duration>,
     /// `--no-monkey-patch`: under `--worker-class gevent`, do not call `gevent.monkey.patch_all()`
     /// before importing the app (it patches itself).
     pub no_monkey_patch: bool,
@@ -89,6 +93,7 @@ impl std::fmt::Debug for WsgiConfig {
             .field("env", &self.env)
             .field("root_path", &self.root_path)
             .field("max_stuck_threads", &self.max_stuck_threads)
+            .field("pool_thread_idle", &self.pool_thread_idle)
             .field("no_monkey_patch", &self.no_monkey_patch)
             .field("reload", &self.reload)
             .finish_non_exhaustive()

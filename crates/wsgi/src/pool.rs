@@ -18,12 +18,21 @@
 //! One more stuck thread than that and the worker is asked to recycle (the `recycle` callback: the
 //! worker drains and exits, and the master starts a fresh process), since a process full of stuck
 //! threads only grows.
+//!
+//! **Idle threads.** A pool sized for the `thread` class (as many threads as
+//! `--worker-connections`) is built with `retire_after`: a thread that has had no request for that
+//! long exits, as the `thread` class's connection threads do, and its `threading.local` values
+//! (Django's database connection) go with it. Without it, every thread a burst started stayed for
+//! the worker's life: a `-k thread --request-timeout` worker only ever grew to its busiest moment's
+//! count of threads, each holding its thread state and whatever the app kept per thread. The
+//! `async` pool, `--threads` in size, keeps its threads.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use c10k_queue::WorkQueue;
+use c10k_queue::{Popped, WorkQueue};
 use pyo3::prelude::*;
 
 /// Work for a Python thread.
@@ -79,6 +88,8 @@ struct Shared {
     queue: WorkQueue<Task>,
     size: usize,
     max_stuck: usize,
+    /// A thread idle this long exits (see the module's doc); `None`: threads stay.
+    retire_after: Option<Duration>,
     counts: Mutex<Counts>,
     /// Tasks submitted and not finished (queued or running): more than `live` threads means one
     /// waits for another's task to end.
@@ -98,12 +109,14 @@ impl Pool {
     pub(crate) fn new(
         size: usize,
         max_stuck: usize,
+        retire_after: Option<Duration>,
         recycle: Option<Arc<dyn Fn() + Send + Sync>>,
     ) -> Pool {
         let shared = Arc::new(Shared {
             queue: WorkQueue::default(),
             size: size.max(1),
             max_stuck,
+            retire_after,
             counts: Mutex::new(Counts::default()),
             pending: AtomicUsize::new(0),
             recycle,
@@ -230,13 +243,46 @@ impl Pool {
     }
 }
 
+/// The next task for this thread; `None` when it should exit: the queue is closed, or the
+/// thread was idle for `retire_after` (it is then no longer counted live).
+fn wait(shared: &Shared) -> Option<Task> {
+    let Some(idle) = shared.retire_after else {
+        return shared.queue.pop();
+    };
+    match shared.queue.pop_timeout(idle) {
+        Popped::Item(t) => Some(t),
+        Popped::Closed => None,
+        Popped::Idle => {
+            // Decided under the counts' lock, with one more look at the queue: a task pushed
+            // after that look is followed by its `grow`, which then sees this thread gone and
+            // starts another; one pushed before it is taken here.
+            let mut c = shared.counts.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(t) = shared.queue.try_pop() {
+                return Some(t);
+            }
+            c.live -= 1;
+            None
+        }
+    }
+}
+
 fn run_thread(shared: &Shared) {
-    Python::attach(|py| loop {
+    crate::interp::start_collector();
+    Python::attach(|py| serve(py, shared));
+    // Its thread state is gone now: what its `threading.local` values held in reference
+    // cycles (a Django database connection) is collected soon, not whenever Python next runs
+    // its collector.
+    crate::interp::thread_exited();
+}
+
+/// Runs tasks on this attached thread until it is to exit.
+fn serve(py: Python<'_>, shared: &Shared) {
+    loop {
         // Work already queued runs without giving up the GIL in between; only an empty queue
         // releases it for the wait.
         let task = match shared.queue.try_pop() {
             Some(t) => Some(t),
-            None => py.detach(|| shared.queue.pop()),
+            None => py.detach(|| wait(shared)),
         };
         let Some(Task { job, ticket }) = task else {
             return;
@@ -270,5 +316,5 @@ fn run_thread(shared: &Shared) {
                 return;
             }
         }
-    })
+    }
 }

@@ -596,6 +596,62 @@ fn request_timeout_answers_504_and_caps_stuck_threads() {
     assert_eq!(recycled.load(Ordering::SeqCst), 1);
 }
 
+/// This process's threads whose name starts with `prefix`.
+fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|n| n.starts_with(prefix))
+        .count()
+}
+
+/// The pool that runs the blocking classes' requests with a deadline (`-k thread
+/// --request-timeout`: up to `--worker-connections` threads) gives back the threads a burst
+/// started once they are idle, and what their `threading.local` held in reference cycles is
+/// freed. Before, every thread stayed for the worker's life (the soak of `-k thread` saw the
+/// worker's threads climb with each new peak of concurrency, and this test counted 6 pool
+/// threads and 0 freed objects after the wait).
+#[test]
+fn idle_pool_threads_exit_and_free_their_locals() {
+    const N: usize = 6;
+    let mut cfg = config("probe:app");
+    cfg.pool_thread_idle = Some(Duration::from_millis(300));
+    let app = Arc::new(WsgiApp::boot(&cfg, &info(Wait::Block, 64)).unwrap());
+    let with_deadline = |app: &WsgiApp, target: &str| {
+        let ctx =
+            Ctx::new(Wait::Block).with_deadline(Some(Instant::now() + Duration::from_secs(10)));
+        body_text(pollster::block_on(app.call(get(target), ctx)))
+    };
+    // N requests inside the app at once: N pool threads, each keeping a cyclic local.
+    let burst: Vec<_> = (0..N)
+        .map(|_| {
+            let app = app.clone();
+            std::thread::spawn(move || {
+                with_deadline(&app, &format!("/meet?n={N}&token=idle&keep=1&timeout=5"))
+            })
+        })
+        .collect();
+    for t in burst {
+        assert_eq!(t.join().unwrap(), "met");
+    }
+    assert!(threads_named("c10k-python") >= N);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (threads, freed) = (threads_named("c10k-python"), with_deadline(&app, "/freed"));
+        // The thread that answers /freed is a new one (or one of the burst's): it may stay.
+        if threads <= 1 && freed.parse::<usize>().unwrap() >= N - 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "10 s after a burst of {N}: {threads} pool threads left, {freed} locals freed"
+        );
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    // A thread starts again for the next request.
+    assert_eq!(with_deadline(&app, "/"), "probe");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_wait_runs_python_on_the_pool_and_streams_through_it() {
     let app = WsgiApp::boot(&config("probe:app"), &info(Wait::Yield, 2)).unwrap();

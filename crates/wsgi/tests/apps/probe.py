@@ -23,6 +23,19 @@ KEPT = []
 MEETINGS = {}
 MEETINGS_LOCK = threading.Lock()
 BOOTED = os.environ.get("PROBE_BOOT_MARK", "")
+# how many objects kept by /meet?keep=1 in a thread's LOCAL have been freed
+FREED = [0]
+
+
+class Cyclic:
+    """Held in a thread's LOCAL, in a reference cycle (as Django's database wrapper is): only
+    the cyclic collector frees it once its thread is gone."""
+
+    def __init__(self):
+        self.me = self
+
+    def __del__(self):
+        FREED[0] += 1
 
 
 def _qs(environ):
@@ -200,6 +213,8 @@ def dispatch(environ, start_response):
         # Answers "met" once n requests with this token are inside the app at the same time,
         # "alone" if they are not within `timeout` seconds: whether the server runs them at once.
         n = int(q.get("n", "2"))
+        if q.get("keep"):
+            LOCAL.kept = Cyclic()
         with MEETINGS_LOCK:
             barrier = MEETINGS.setdefault(q.get("token", "t"), threading.Barrier(n))
         try:
@@ -207,6 +222,8 @@ def dispatch(environ, start_response):
             return _text(start_response, "met")
         except threading.BrokenBarrierError:
             return _text(start_response, "alone")
+    if path == "/freed":
+        return _text(start_response, str(FREED[0]))
     if path == "/raise":
         raise RuntimeError("boom from the probe app")
     if path == "/errors":
