@@ -20,7 +20,7 @@ use std::ffi::{CStr, CString};
 use std::mem::MaybeUninit;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, Once};
+use std::sync::{Condvar, Mutex, Once, OnceLock};
 use std::time::Duration;
 
 use pyo3::ffi;
@@ -55,11 +55,74 @@ pub fn start(venv: Option<&Path>) -> Result<Started, BootError> {
         let prefix: String = sys.getattr("prefix")?.extract()?;
         let version: String = sys.getattr("version")?.extract()?;
         let version = version.lines().next().unwrap_or_default().to_owned();
+        let mark = install_forget_dummy(py).unwrap_or_else(|e| {
+            tracing::warn!(
+                "cannot arrange for exiting threads to leave threading.active_count(): {e}"
+            );
+            None
+        });
+        let _ = MARK_THREAD.set(mark);
         Ok(Started { prefix, version })
     })
     .map_err(|e| BootError::Interpreter(e.to_string()))?;
     *started = Some(info.clone());
     Ok(info)
+}
+
+/// `mark()`, called on each thread's first attach ([`mark_thread`]): `None` on Python 3.12+,
+/// which does the same itself.
+static MARK_THREAD: OnceLock<Option<Py<PyAny>>> = OnceLock::new();
+
+/// What CPython 3.12 does for a thread it did not start (gh-102512's `_DeleteDummyThreadOnDel`),
+/// for 3.8-3.11: `threading.current_thread()` there (logging calls it for every record) puts a
+/// `_DummyThread` in `threading._active` that nothing removes, so after c10k's threads exit
+/// (a retired `-k thread` thread, an idle pool thread) `threading.active_count()` and
+/// `threading.enumerate()` still counted them. A `_thread._local` value made on each thread's
+/// first attach is dropped when its thread state is cleared at exit, and takes the thread's dummy
+/// out. The `_thread` functions are taken before gevent can patch them.
+const FORGET_DUMMY: &CStr = c"
+import threading
+import _thread
+
+_local = _thread._local()
+_get_ident = _thread.get_ident
+_active = threading._active
+_lock = threading._active_limbo_lock
+_Dummy = threading._DummyThread
+
+
+class _Forget:
+    __slots__ = ('ident',)
+
+    def __init__(self, ident):
+        self.ident = ident
+
+    def __del__(self):
+        with _lock:
+            if isinstance(_active.get(self.ident), _Dummy):
+                del _active[self.ident]
+
+
+def mark():
+    _local.forget = _Forget(_get_ident())
+";
+
+fn install_forget_dummy(py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+    if py.version_info() >= (3, 12) {
+        return Ok(None);
+    }
+    let module = PyModule::from_code(py, FORGET_DUMMY, c"<c10k>", c"_c10k_threads")?;
+    Ok(Some(module.getattr("mark")?.unbind()))
+}
+
+/// Arranges for this thread's `threading._DummyThread`, if it gets one, to go when the thread
+/// exits (see [`FORGET_DUMMY`]). Call it once per thread, attached.
+pub(crate) fn mark_thread(py: Python<'_>) {
+    if let Some(Some(mark)) = MARK_THREAD.get() {
+        if let Err(e) = mark.call0(py) {
+            e.print(py);
+        }
+    }
 }
 
 /// The interpreter's `program_name`: `<venv>/bin/python` for `--venv` or `$VIRTUAL_ENV`, else the
@@ -312,7 +375,7 @@ thread_local! {
 /// `Python::attach`, but the calling thread keeps its Python thread state (and so its
 /// `threading.local` values) from one call to the next. The interpreter must be started.
 pub fn attach<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
-    THREAD_STATE.with(|cell| {
+    let new = THREAD_STATE.with(|cell| {
         let mut cell = cell.borrow_mut();
         // SAFETY: PyGILState_Check is always safe once the interpreter is started; a thread that
         // already holds the GIL (a nested attach) is left as it is.
@@ -327,9 +390,16 @@ pub fn attach<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
                 let tstate = ffi::PyEval_SaveThread();
                 *cell = Some(ThreadState { tstate, gstate });
             }
+            return true;
         }
+        false
     });
-    Python::attach(f)
+    Python::attach(|py| {
+        if new {
+            mark_thread(py);
+        }
+        f(py)
+    })
 }
 
 /// What a Python process does on its way out, for a worker that exits without finalising the

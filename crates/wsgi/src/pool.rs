@@ -268,7 +268,10 @@ fn wait(shared: &Shared) -> Option<Task> {
 
 fn run_thread(shared: &Shared) {
     crate::interp::start_collector();
-    Python::attach(|py| serve(py, shared));
+    Python::attach(|py| {
+        crate::interp::mark_thread(py);
+        serve(py, shared)
+    });
     // Its thread state is gone now: what its `threading.local` values held in reference
     // cycles (a Django database connection) is collected soon, not whenever Python next runs
     // its collector.

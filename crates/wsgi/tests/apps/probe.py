@@ -215,6 +215,9 @@ def dispatch(environ, start_response):
         n = int(q.get("n", "2"))
         if q.get("keep"):
             LOCAL.kept = Cyclic()
+            # As logging does for every record: a thread Python did not start gets a
+            # threading._DummyThread here.
+            threading.current_thread()
         with MEETINGS_LOCK:
             barrier = MEETINGS.setdefault(q.get("token", "t"), threading.Barrier(n))
         try:
@@ -224,6 +227,8 @@ def dispatch(environ, start_response):
             return _text(start_response, "alone")
     if path == "/freed":
         return _text(start_response, str(FREED[0]))
+    if path == "/active_count":
+        return _text(start_response, str(threading.active_count()))
     if path == "/raise":
         raise RuntimeError("boom from the probe app")
     if path == "/errors":
