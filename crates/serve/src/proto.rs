@@ -75,15 +75,16 @@ impl Default for Limits {
     }
 }
 
-/// Where a request body goes while it arrives: memory up to the body buffer, then a file.
+/// Where a request body goes while it arrives: memory up to the body buffer, then a file. The
+/// uwsgi codec ([`crate::uwsgi`]) spools its bodies through the same sink.
 #[derive(Debug)]
-enum BodySink {
+pub(crate) enum BodySink {
     Memory(BytesMut),
     File { file: std::fs::File, len: u64 },
 }
 
 impl BodySink {
-    fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         match self {
             BodySink::Memory(b) => b.len() as u64,
             BodySink::File { len, .. } => *len,
@@ -91,7 +92,7 @@ impl BodySink {
     }
 
     /// Appends body bytes, moving to a temporary file once past `buffer` bytes.
-    fn extend(&mut self, data: &[u8], buffer: usize) -> Result<(), HttpError> {
+    pub(crate) fn extend(&mut self, data: &[u8], buffer: usize) -> Result<(), HttpError> {
         use std::io::Write;
         if let BodySink::Memory(mem) = self {
             if mem.len() + data.len() <= buffer {
@@ -112,7 +113,7 @@ impl BodySink {
         Ok(())
     }
 
-    fn into_body(self) -> RequestBody {
+    pub(crate) fn into_body(self) -> RequestBody {
         match self {
             BodySink::Memory(b) => RequestBody::Memory(b.freeze()),
             BodySink::File { file, len } => RequestBody::File {

@@ -20,6 +20,10 @@
 //!   `REQUEST_METHOD`, a header var that is not a token) is [`UwsgiError::Malformed`]: the driver
 //!   closes without an answer (what uWSGI does; nginx answers its client 502). A readable request
 //!   we refuse (body over `--limit-request-body`) is answered with a status, then closed.
+//! - The body is taken as it arrives: past `--body-buffer-size` into an unlinked temporary file,
+//!   as over HTTP, so a large upload costs disk rather than the worker's memory. The app still
+//!   runs once the whole body is in (uWSGI streams it into `wsgi.input` as the app reads); behind
+//!   nginx's default `uwsgi_request_buffering on`, nginx has it all before it connects anyway.
 //! - A CGI var sent twice: the last one wins, as in uWSGI (a config with `include uwsgi_params;`
 //!   followed by its own `uwsgi_param HTTPS on;` sends the key twice), except `CONTENT_LENGTH`
 //!   with two different values, which is refused (the body's length would be ambiguous).
@@ -51,6 +55,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use c10k_http::{is_tchar, Body, Headers, Method, Request, RequestBody, Response, Scheme, Version};
 
 use crate::allow::AllowFrom;
+use crate::proto::BodySink;
 pub use crate::proto::{BodyFraming, ConnInfo};
 
 /// modifier1 of a plain WSGI/HTTP request (what `uwsgi_pass` sends by default).
@@ -69,6 +74,9 @@ pub struct UwsgiLimits {
     pub max_vars: usize,
     /// Largest body (`CONTENT_LENGTH`) → 413.
     pub max_body: u64,
+    /// Largest body kept in memory; a bigger one is spooled to an unlinked temporary file as it
+    /// arrives, as over HTTP (`--body-buffer-size`).
+    pub body_buffer: usize,
     /// Peers (nginx) whose passed-on `X-Forwarded-Proto`/`-Protocol`/`-Ssl` set the scheme, as
     /// over HTTP (`--forwarded-allow-ips`; a unix-socket peer always).
     pub forwarded_allow: Arc<[AllowFrom]>,
@@ -89,6 +97,7 @@ impl UwsgiLimits {
             max_vars_block: MAX_VARS_BLOCK,
             max_vars: l.max_headers + 64,
             max_body: l.max_body,
+            body_buffer: l.body_buffer,
             forwarded_allow: l.forwarded_allow.clone(),
         }
     }
@@ -128,8 +137,13 @@ enum State {
     /// consumed until it is all there, so "idle" means what it means for HTTP: no request head
     /// yet (the connection machine times the head as a whole).
     Head,
-    /// Head read; waiting for `len` body bytes.
-    Body { request: Box<Request>, len: usize },
+    /// Head read; `left` body bytes still to come, the rest taken into `sink` (memory up to
+    /// the body buffer, then a temporary file) as they arrive.
+    Body {
+        request: Box<Request>,
+        left: usize,
+        sink: BodySink,
+    },
 }
 
 /// Turns buffered bytes into complete requests. One per connection.
@@ -191,21 +205,34 @@ impl Decoder {
                         build_request(&block, modifier1, &self.limits, &self.conn)?;
                     self.state = State::Body {
                         request: Box::new(request),
-                        len,
+                        left: len,
+                        sink: BodySink::Memory(BytesMut::new()),
                     };
                 }
-                State::Body { len, .. } => {
-                    if buf.len() < *len {
+                State::Body { left, sink, .. } => {
+                    // Taken as it arrives, as over HTTP: a body bigger than the body buffer
+                    // goes to a file, so a 50 MB upload does not hold 50 MB of the worker's
+                    // memory (before, the whole body waited in the read buffer).
+                    let take = (*left).min(buf.len());
+                    if take > 0 {
+                        sink.extend(&buf[..take], self.limits.body_buffer)
+                            .map_err(|e| UwsgiError::Refused {
+                                status: e.status,
+                                reason: e.reason,
+                            })?;
+                        buf.advance(take);
+                        *left -= take;
+                    }
+                    if *left > 0 {
                         return Ok(None);
                     }
-                    let body = buf.split_to(*len).freeze();
-                    let State::Body { request, .. } =
+                    let State::Body { request, sink, .. } =
                         std::mem::replace(&mut self.state, State::Head)
                     else {
                         unreachable!("matched State::Body above")
                     };
                     let mut request = *request;
-                    request.body = RequestBody::Memory(body);
+                    request.body = sink.into_body();
                     return Ok(Some(request));
                 }
             }
@@ -216,9 +243,9 @@ impl Decoder {
     /// for the log: how much of the head or the body was missing.
     pub fn truncated(&self, buffered: usize) -> String {
         match &self.state {
-            State::Body { len, .. } => format!(
+            State::Body { left, .. } => format!(
                 "the peer closed mid-packet ({} body bytes missing)",
-                len.saturating_sub(buffered)
+                left.saturating_sub(buffered)
             ),
             State::Head => format!("the peer closed mid-packet ({buffered} bytes of the head)"),
         }
