@@ -47,15 +47,17 @@ except (OSError, AttributeError):
 
 
 def _malloc_kb():
-    """Bytes malloc has handed out and not had back (glibc), the Rust side's and Python's."""
+    """KiB malloc has handed out and not had back (glibc, every arena), the Rust side's and
+    Python's; and KiB it holds (arenas and mmapped chunks), in use or free."""
     if _mallinfo2 is None:
-        return -1
+        return -1, -1
     m = _mallinfo2()
-    return (m.uordblks + m.hblkhd) // 1024
+    return (m.uordblks + m.hblkhd) // 1024, (m.arena + m.hblkhd) // 1024
 
 
 def probe_body():
     gc.collect()
+    used, held = _malloc_kb()
     with _LOCK:
         counts = dict(COUNTS)
     return json.dumps(
@@ -64,7 +66,8 @@ def probe_body():
             "objects": len(gc.get_objects()),
             "threads": threading.active_count(),
             "blocks": sys.getallocatedblocks(),
-            "malloc_kb": _malloc_kb(),
+            "malloc_kb": used,
+            "malloc_held_kb": held,
             **counts,
         }
     ).encode()
