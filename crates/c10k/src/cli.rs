@@ -31,7 +31,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the application server (the built-in app) under a chosen worker class.
+    /// Run the application server under a chosen worker class: the built-in app, or a Python
+    /// WSGI app given as APP_MODULE (`c10k serve app:app`, as `gunicorn app:app`).
     #[command(after_long_help = SERVE_AFTER_HELP)]
     Serve(Box<ServeArgs>),
     /// Load-test an HTTP server: ApacheBench's flags and report, as fast as wrk.
@@ -452,5 +453,25 @@ fn gunicorn_level(level: &str) -> String {
         "warning" => "warn".to_owned(),
         "critical" => "error".to_owned(),
         _ => level.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `c10k --help` is where a gunicorn user looks first: its `serve` line must say that it
+    /// hosts their WSGI app, not only the built-in one (it said "(the built-in app)").
+    #[test]
+    fn top_level_help_says_serve_hosts_a_wsgi_app() {
+        let help = Cli::command().render_help().to_string();
+        let serve = help
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("serve"))
+            .take_while(|l| !l.trim_start().starts_with("bench"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(serve.contains("WSGI"), "{serve}");
+        assert!(serve.contains("app:app"), "{serve}");
     }
 }
