@@ -242,8 +242,9 @@ const REFUSED: &[Refused] = &[
         short: Some('n'),
         key: Some("proc_name"),
         takes_value: true,
-        why: "c10k does not rename its processes; `ps` shows each one's command line \
-              (c10k serve ... MODULE:APP), which names the app",
+        why: "accepted: c10k does not rename its processes (gunicorn does only with \
+              setproctitle installed); `ps` shows each one's command line (c10k serve ... \
+              MODULE:APP), which names the app",
     },
     Refused {
         long: "no-sendfile",
@@ -303,11 +304,13 @@ pub fn augment(mut cmd: clap::Command) -> clap::Command {
     cmd
 }
 
-/// gunicorn flags whose effect c10k always has, so they are accepted (with a note in the log):
-/// `--worker-tmp-dir /dev/shm` keeps gunicorn's heartbeat files off a slow disk, and c10k has
-/// none; `-R` keeps standard output and error under `--daemon`, and c10k never detaches. Common
-/// in Dockerfiles and Procfiles, which a refusal would break for nothing.
-const SATISFIED: &[&str] = &["worker-tmp-dir", "enable-stdio-inheritance"];
+/// gunicorn flags whose effect c10k always has, or that change nothing but a name, so they are
+/// accepted (with a note in the log): `--worker-tmp-dir /dev/shm` keeps gunicorn's heartbeat
+/// files off a slow disk, and c10k has none; `-R` keeps standard output and error under
+/// `--daemon`, and c10k never detaches; `-n/--name` (`proc_name`) only sets the process title,
+/// and only when setproctitle is installed. Common in Dockerfiles, Procfiles and
+/// gunicorn.conf.py files, which a refusal would break for nothing.
+const SATISFIED: &[&str] = &["worker-tmp-dir", "enable-stdio-inheritance", "name"];
 
 /// For each satisfied flag given (command line or config key): a note for the log; an error for
 /// a `--worker-tmp-dir` that is not a directory (gunicorn could not start there either).
@@ -321,10 +324,11 @@ pub fn satisfied_notes(
             matches.value_source(r.long),
             Some(clap::parser::ValueSource::CommandLine)
         );
-        if !on_line && !file_has(&r.long.replace('-', "_")) {
+        let in_file = file_has(&r.long.replace('-', "_")) || r.key.is_some_and(&file_has);
+        if !on_line && !in_file {
             continue;
         }
-        if r.takes_value {
+        if r.long == "worker-tmp-dir" {
             for dir in matches.get_many::<String>(r.long).into_iter().flatten() {
                 if !std::path::Path::new(dir).is_dir() {
                     return Err(format!("--{} {dir}: not a directory", r.long));
@@ -339,7 +343,10 @@ pub fn satisfied_notes(
 /// Whether a `--config` key is a satisfied gunicorn setting (accepted, see [`SATISFIED`]).
 pub fn satisfied_key(key: &str) -> bool {
     let key = key.replace('-', "_");
-    SATISFIED.iter().any(|s| s.replace('-', "_") == key)
+    REFUSED
+        .iter()
+        .filter(|r| SATISFIED.contains(&r.long))
+        .any(|r| r.long.replace('-', "_") == key || r.key == Some(key.as_str()))
 }
 
 /// The message for the first refused flag given on the command line, if any.

@@ -80,7 +80,6 @@ fn gunicorn_only_flags_stop_the_server_naming_the_flag() {
             ],
             &["--log-syslog-prefix: ", "--error-log"],
         ),
-        (&["-n", "myapp"], &["--name: "]),
         (&["--no-sendfile"], &["--no-sendfile: ", "sendfile(2)"]),
         // gunicorn 27's uwsgi listener: clap's own answer suggested --proxy-protocol.
         (
@@ -1029,19 +1028,30 @@ fn sigusr1_reopens_rotated_log_files() {
 }
 
 /// `--worker-tmp-dir /dev/shm` (gunicorn's advice for Docker) and `-R` ask for what c10k always
-/// does (no heartbeat files; stdio kept), so they are accepted with a note instead of refused;
+/// does (no heartbeat files; stdio kept), and `-n/--name` (`proc_name`) only a process title, so
+/// they are accepted with a note instead of refused;
 /// a tmp dir that does not exist is refused, as gunicorn could not start there.
 #[test]
 fn worker_tmp_dir_and_stdio_inheritance_are_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     let out = c10k(
-        &["serve", "--worker-tmp-dir", d, "-R", "--check-config"],
+        &[
+            "serve",
+            "--worker-tmp-dir",
+            d,
+            "-R",
+            "-n",
+            "web",
+            "--check-config",
+        ],
         &[],
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("--worker-tmp-dir: accepted: "), "{err}");
+    // gunicorn's process title (only with setproctitle installed): c10k keeps its own.
+    assert!(err.contains("--name: accepted: "), "{err}");
     assert!(
         err.contains("--enable-stdio-inheritance: accepted: "),
         "{err}"
@@ -1052,8 +1062,23 @@ fn worker_tmp_dir_and_stdio_inheritance_are_accepted() {
     );
     assert!(out.status.success());
     let conf = dir.path().join("c10k.toml");
-    std::fs::write(&conf, format!("worker_tmp_dir = {d:?}\nworkers = 2\n")).unwrap();
+    std::fs::write(
+        &conf,
+        format!("worker_tmp_dir = {d:?}\nproc_name = \"web\"\nworkers = 2\n"),
+    )
+    .unwrap();
     assert!(effective(&["--config", conf.to_str().unwrap()], &[]).contains("workers = 2"));
+    let out = c10k(
+        &[
+            "serve",
+            "--config",
+            conf.to_str().unwrap(),
+            "--check-config",
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--name: accepted: "), "{err}");
     let err = refused(&["--worker-tmp-dir", "/no/such/dir/c10k"], &[]);
     assert!(
         err.contains("--worker-tmp-dir /no/such/dir/c10k: not a directory"),
@@ -1184,6 +1209,7 @@ loglevel = "info"
 raw_env = ["PROBE_BOOT_MARK=from raw_env"]
 forwarded_allow_ips = "10.0.0.1,10.0.0.2"
 proc = "not a gunicorn setting: ignored"
+proc_name = "mysite"
 # gunicorn's defaults spelled out: they ask for nothing c10k lacks.
 preload_app = False
 daemon = False
