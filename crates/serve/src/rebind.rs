@@ -310,13 +310,9 @@ fn open(
 fn reshape(h: &Held, old: Shape, new: Shape) {
     if new.backlog != old.backlog {
         let backlog = i32::try_from(new.backlog).unwrap_or(i32::MAX);
-        // SAFETY: listen on a socket this process owns; a failure only leaves the old queue.
-        if unsafe { libc::listen(h.fd.as_raw_fd(), backlog) } != 0 {
-            tracing::warn!(
-                "SIGHUP: {} keeps its backlog: {}",
-                h.addr,
-                std::io::Error::last_os_error()
-            );
+        // A failure only leaves the old queue.
+        if let Err(e) = socket2::SockRef::from(&h.fd).listen(backlog) {
+            tracing::warn!("SIGHUP: {} keeps its backlog: {e}", h.addr);
         }
     }
     if new.umask != old.umask {
