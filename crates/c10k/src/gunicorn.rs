@@ -182,6 +182,17 @@ const REFUSED: &[Refused] = &[
               whose X-Forwarded-Proto is believed are --forwarded-allow-ips",
     },
     Refused {
+        long: "secure-scheme-headers",
+        short: None,
+        key: None,
+        takes_value: true,
+        why: "c10k believes exactly gunicorn's default scheme headers (X-Forwarded-Proto: https, \
+              X-Forwarded-Protocol: ssl, X-Forwarded-Ssl: on), from the --forwarded-allow-ips \
+              peers only, and no other set; remove the setting (c10k then believes those three, \
+              as gunicorn does by default; gunicorn's default written out is accepted) and have \
+              the proxy send one of them",
+    },
+    Refused {
         long: "log-config",
         short: None,
         key: Some("logconfig"),
@@ -363,6 +374,48 @@ pub fn refuse(matches: &ArgMatches) -> Option<String> {
         })
 }
 
+/// gunicorn's default `secure_scheme_headers`, the headers c10k believes (keys upper-cased).
+const SECURE_SCHEME_HEADERS: [(&str, &str); 3] = [
+    ("X-FORWARDED-PROTOCOL", "ssl"),
+    ("X-FORWARDED-PROTO", "https"),
+    ("X-FORWARDED-SSL", "on"),
+];
+
+/// Whether the `--config` key `key`, a gunicorn setting c10k refuses, asks for nothing with
+/// `value` (as gunicorn's validator converted it, see `gunicorn_values`): gunicorn's default
+/// written out, as files often do (`preload_app = False`, `daemon = False`, the default
+/// `secure_scheme_headers` dict, `logconfig_dict = {}`, `proxy_protocol = "off"`). Such a key
+/// is dropped instead of refused, in a TOML file as in a Python one. `sendfile` has no such
+/// value: gunicorn turns sendfile off when it is set at all (`Config.sendfile`), True included.
+pub fn asks_for_nothing(key: &str, value: &toml::Value) -> bool {
+    use toml::Value;
+    let id = key.replace('-', "_");
+    let Some(r) = REFUSED
+        .iter()
+        .find(|r| r.long.replace('-', "_") == id || r.key == Some(id.as_str()))
+    else {
+        return false;
+    };
+    match (r.long, value) {
+        ("no-sendfile", _) if id == "sendfile" => false,
+        ("secure-scheme-headers", Value::Table(t)) => {
+            t.len() == SECURE_SCHEME_HEADERS.len()
+                && t.iter().all(|(k, v)| {
+                    SECURE_SCHEME_HEADERS
+                        .iter()
+                        .any(|(h, s)| k.eq_ignore_ascii_case(h) && v.as_str() == Some(s))
+                })
+        }
+        ("log-config-dict", Value::Table(t)) => t.is_empty(),
+        // gunicorn 27's validate_proxy_protocol reads these as "off".
+        ("proxy-protocol", Value::String(s)) => {
+            ["off", "false", "0", "none"].contains(&s.trim().to_lowercase().as_str())
+        }
+        (_, Value::Boolean(false)) => !r.takes_value,
+        _ => false,
+    }
+}
+
 /// The message for a `--config` file key that is a refused gunicorn setting (by its flag name or
 /// gunicorn's config-file name), if it is one.
 pub fn refuse_key(key: &str) -> Option<String> {
@@ -498,6 +551,60 @@ mod tests {
             assert!(refuse_key(key).is_none(), "{key}");
         }
         assert!(refuse_key("workers").is_none());
+        assert!(refuse_key("secure_scheme_headers")
+            .unwrap()
+            .contains("exactly gunicorn's default scheme headers"));
+    }
+
+    #[test]
+    fn refused_settings_at_gunicorns_default_ask_for_nothing() {
+        use toml::Value;
+        let nothing = |key: &str, toml: &str| {
+            let table: toml::Table = toml::from_str(&format!("v = {toml}")).unwrap();
+            asks_for_nothing(key, &table["v"])
+        };
+        for (key, value) in [
+            ("preload_app", "false"),
+            ("preload", "false"),
+            ("daemon", "false"),
+            ("spew", "false"),
+            ("syslog", "false"),
+            ("proxy_protocol", "false"),
+            ("proxy_protocol", "\"off\""),
+            ("proxy_protocol", "\" None \""),
+            ("no-sendfile", "false"),
+            ("logconfig_dict", "{}"),
+            (
+                "secure_scheme_headers",
+                r#"{ X-FORWARDED-PROTOCOL = "ssl", X-FORWARDED-PROTO = "https", X-Forwarded-Ssl = "on" }"#,
+            ),
+        ] {
+            assert!(nothing(key, value), "{key} = {value}");
+        }
+        for (key, value) in [
+            ("preload_app", "true"),
+            ("daemon", "true"),
+            ("proxy_protocol", "\"v1\""),
+            // gunicorn turns sendfile off for any value it is given.
+            ("sendfile", "false"),
+            ("sendfile", "true"),
+            ("no_sendfile", "true"),
+            ("logconfig_dict", "{ version = 1 }"),
+            (
+                "secure_scheme_headers",
+                r#"{ X-FORWARDED-PROTO = "https" }"#,
+            ),
+            (
+                "secure_scheme_headers",
+                r#"{ X-FORWARDED-PROTOCOL = "ssl", X-FORWARDED-PROTO = "http", X-FORWARDED-SSL = "on" }"#,
+            ),
+            // Not refused at all: nothing to drop.
+            ("workers", "false"),
+            ("statsd_host", "\"\""),
+        ] {
+            assert!(!nothing(key, value), "{key} = {value}");
+        }
+        assert!(!asks_for_nothing("reload", &Value::Boolean(false)));
         assert_eq!(renamed("accesslog"), Some("access-log"));
     }
 }

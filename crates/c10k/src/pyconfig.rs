@@ -87,16 +87,6 @@ const RENAMED: &[(&str, &str)] = &[
     ("uwsgi_allow_ips", "uwsgi_allow_from"),
 ];
 
-/// gunicorn's settings that take a comma-separated string (`forwarded_allow_ips = "*"`,
-/// `pythonpath = "src,lib"`), which c10k's keys take as a list.
-const COMMA_LISTS: &[&str] = &[
-    "forwarded_allow_ips",
-    "forwarder_headers",
-    "pythonpath",
-    "uwsgi_allow_ips",
-    "proxy_allow_ips",
-];
-
 /// Where a Python config is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Location {
@@ -285,8 +275,9 @@ pub fn evaluate(
     };
     for found in answer.settings {
         let value = match (found.value, found.type_name) {
-            (Some(v), _) => to_toml(&found.name, v)
-                .map_err(|why| format!("{}: {why}", place(&found.name, found.line)))?,
+            (Some(v), _) => {
+                to_toml(v).map_err(|why| format!("{}: {why}", place(&found.name, found.line)))?
+            }
             (None, type_name) => {
                 // A setting c10k refuses is refused for what it is, whatever its value.
                 if let Some(why) = crate::gunicorn::refuse_key(&found.name) {
@@ -300,16 +291,10 @@ pub fn evaluate(
                 ));
             }
         };
-        // A refused switch set to False (`preload_app = False`, `daemon = False`, as files
-        // often spell gunicorn's defaults out) asks for nothing c10k lacks.
-        if value == toml::Value::Boolean(false)
-            && crate::gunicorn::refuse_key(&found.name).is_some()
-        {
-            continue;
-        }
         if found.name == "loglevel" {
             match value {
-                toml::Value::String(level) => out.log_level = Some(level),
+                // gunicorn's validate_string strips it.
+                toml::Value::String(level) => out.log_level = Some(level.trim().to_owned()),
                 other => {
                     return Err(format!(
                         "{}: {other}: a level name (debug, info, warning, error, critical)",
@@ -334,10 +319,17 @@ pub fn evaluate(
     Ok(out)
 }
 
-/// A value from Python's JSON as TOML (which has no null: the script leaves `None` out).
-fn to_toml(name: &str, v: serde_json::Value) -> Result<toml::Value, String> {
+/// A value from Python's JSON as TOML (which has no null: the script leaves `None` out, and
+/// sends a dict only without one). gunicorn's validators then convert it as for a TOML file
+/// (`gunicorn_values`: `workers = "4"`, `forwarded_allow_ips = "a,b"`).
+fn to_toml(v: serde_json::Value) -> Result<toml::Value, String> {
     use serde_json::Value as J;
     Ok(match v {
+        J::Object(map) => toml::Value::Table(
+            map.into_iter()
+                .map(|(k, v)| Ok((k, in_dict(v)?)))
+                .collect::<Result<_, String>>()?,
+        ),
         J::Bool(b) => toml::Value::Boolean(b),
         J::Number(n) => match (n.as_i64(), n.as_f64()) {
             (Some(i), _) => toml::Value::Integer(i),
@@ -345,13 +337,6 @@ fn to_toml(name: &str, v: serde_json::Value) -> Result<toml::Value, String> {
             (None, Some(f)) => toml::Value::Float(f),
             (None, None) => return Err(format!("{n} is not a number c10k takes")),
         },
-        J::String(s) if COMMA_LISTS.contains(&name) => toml::Value::Array(
-            s.split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(|p| toml::Value::String(p.to_owned()))
-                .collect(),
-        ),
         J::String(s) => toml::Value::String(s),
         J::Array(items) => toml::Value::Array(
             items
@@ -364,6 +349,18 @@ fn to_toml(name: &str, v: serde_json::Value) -> Result<toml::Value, String> {
         ),
         other => return Err(format!("{other} is not a value c10k takes")),
     })
+}
+
+/// A value inside a dict (`logconfig_dict`'s nested ones): any JSON but null.
+fn in_dict(v: serde_json::Value) -> Result<toml::Value, String> {
+    use serde_json::Value as J;
+    match v {
+        J::Array(items) => Ok(toml::Value::Array(
+            items.into_iter().map(in_dict).collect::<Result<_, _>>()?,
+        )),
+        J::Object(_) | J::Bool(_) | J::Number(_) | J::String(_) => to_toml(v),
+        J::Null => Err("a dict holding None is not a value c10k takes".into()),
+    }
 }
 
 /// The Python the workers run: `c10k_wsgi`'s choice, with its checks and messages.
@@ -498,17 +495,21 @@ mod tests {
 
     #[test]
     fn values_as_toml() {
-        let v = |name: &str, j: serde_json::Value| to_toml(name, j);
-        assert_eq!(v("workers", 5.into()), Ok(toml::Value::Integer(5)));
-        assert_eq!(v("timeout", 2.5.into()), Ok(toml::Value::Float(2.5)));
+        let v = to_toml;
+        assert_eq!(v(5.into()), Ok(toml::Value::Integer(5)));
+        assert_eq!(v(2.5.into()), Ok(toml::Value::Float(2.5)));
+        // Split later, for TOML files too (gunicorn_values).
         assert_eq!(
-            v("forwarded_allow_ips", "10.0.0.1, 10.0.0.2".into()),
-            Ok(toml::Value::Array(vec![
-                "10.0.0.1".into(),
-                "10.0.0.2".into()
-            ]))
+            v("10.0.0.1, 10.0.0.2".into()),
+            Ok(toml::Value::String("10.0.0.1, 10.0.0.2".into()))
         );
-        assert!(v("workers", serde_json::json!(u64::MAX)).is_err());
-        assert!(v("bind", serde_json::json!([1])).is_err());
+        let dict = serde_json::json!({"version": 1, "loggers": {"x": {"handlers": ["a", 2]}}});
+        let toml::Value::Table(t) = v(dict).unwrap() else {
+            panic!("not a table")
+        };
+        assert_eq!(t["version"], toml::Value::Integer(1));
+        assert!(v(serde_json::json!({"x": null})).is_err());
+        assert!(v(serde_json::json!(u64::MAX)).is_err());
+        assert!(v(serde_json::json!([1])).is_err());
     }
 }

@@ -114,8 +114,23 @@ except BaseException as e:  # SystemExit and KeyboardInterrupt too: the file did
     answer({"error": last, "line": line})
 
 
+def in_dict(value):
+    """Whether a value inside a dict is JSON that TOML can hold: no None, no inf or nan."""
+    if isinstance(value, (bool, str, int)):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(in_dict(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and in_dict(v) for k, v in value.items())
+    return False
+
+
 def plain(value):
-    """The value as JSON c10k can take as a TOML value, or a description of its type."""
+    """The value as JSON c10k can take as a TOML value, or a description of its type. A dict
+    goes as a TOML table: c10k takes gunicorn's default (secure_scheme_headers as gunicorn
+    ships it, logconfig_dict = {}) as asking for nothing, and names the setting for another."""
     if isinstance(value, (bool, str)):
         return {"value": value}
     if isinstance(value, int):
@@ -129,11 +144,10 @@ def plain(value):
             if not isinstance(item, str):
                 return {"type": "%s with the item %r" % (type(value).__name__, item)}
         return {"value": list(value)}
+    if isinstance(value, dict) and in_dict(value):
+        return {"value": value}
     return {"type": type(value).__name__}
 
-
-GUNICORN_SECURE_SCHEME_HEADERS = {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https",
-                                  "X-FORWARDED-SSL": "on"}
 
 lines = assigned_lines(filename) if filename and filename.endswith(".py") else {}
 found, hooks_set = [], []
@@ -148,11 +162,6 @@ for name, value in vars(mod).items():
         continue
     # None is every optional setting's default in gunicorn (accesslog = None: no access log).
     if value is None:
-        continue
-    # gunicorn's default secure_scheme_headers, often written out in full: exactly the headers
-    # c10k trusts from --forwarded-allow-ips peers, so nothing to take (another set is refused).
-    if name == "secure_scheme_headers" and isinstance(value, dict) and \
-            {str(k).upper(): v for k, v in value.items()} == GUNICORN_SECURE_SCHEME_HEADERS:
         continue
     entry.update(plain(value))
     found.append(entry)

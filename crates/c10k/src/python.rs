@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-fn key_value(s: &str) -> Result<String, String> {
+pub(crate) fn key_value(s: &str) -> Result<String, String> {
     match s.split_once('=') {
         Some((k, _)) if !k.is_empty() && !k.contains('\0') => Ok(s.to_owned()),
         _ => Err(format!("{s:?} is not KEY=VALUE")),

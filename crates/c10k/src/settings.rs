@@ -80,14 +80,49 @@ impl ConfigFile {
             lines.insert(key.clone(), line_of(value.span().start));
             table.insert(key, value.into_inner());
         }
-        Ok(ConfigFile {
+        let mut file = ConfigFile {
             path: path.to_owned(),
             text,
             table,
             lines,
             written: HashMap::new(),
             python: None,
-        })
+        };
+        file.take_gunicorn_values()?;
+        Ok(file)
+    }
+
+    /// gunicorn's validators on the file's values (see `gunicorn_values`), in file order: each
+    /// value becomes what gunicorn would take it as (`workers = "4"` is 4), and a refused
+    /// gunicorn setting at gunicorn's default (`preload_app = false`) is dropped, since it asks
+    /// for nothing (see `gunicorn::asks_for_nothing`). The same for a TOML and a Python file.
+    fn take_gunicorn_values(&mut self) -> Result<(), ConfigError> {
+        let mut keys: Vec<String> = self.table.keys().cloned().collect();
+        keys.sort_by_key(|k| self.lines.get(k).copied());
+        for key in keys {
+            let Some(value) = self.table.remove(&key) else {
+                continue;
+            };
+            let value = crate::gunicorn_values::convert(&key, value)
+                .map_err(|why| self.error(format!("{}: {why}", self.place(&key))))?;
+            if crate::gunicorn::asks_for_nothing(&key, &value) {
+                continue;
+            }
+            // A Python dict reaches here for the settings that gunicorn takes as dicts
+            // (refused unless at gunicorn's default, above); for any other it is no value.
+            if self.python.is_some()
+                && value.is_table()
+                && crate::gunicorn::refuse_key(&key).is_none()
+            {
+                return Err(self.error(format!(
+                    "{}: a dict is not a value c10k takes (it takes str, int, float, bool, or \
+                     a list of str, as a TOML --config file does)",
+                    self.place(&key)
+                )));
+            }
+            self.table.insert(key, value);
+        }
+        Ok(())
     }
 
     /// A gunicorn config in Python, run now (see `pyconfig`); its settings become the table.
@@ -119,15 +154,18 @@ impl ConfigFile {
             }
             written.insert(s.key.clone(), s.name.clone());
         }
-        let text = toml::to_string(&table).map_err(|e| error(e.to_string()))?;
-        Ok(ConfigFile {
+        let mut file = ConfigFile {
             path: path.to_owned(),
-            text,
+            text: String::new(),
             table,
             lines,
             written,
             python: Some(evaluated),
-        })
+        };
+        file.take_gunicorn_values()?;
+        // The workers take the values as converted, and run nothing.
+        file.text = toml::to_string(&file.table).map_err(|e| error(e.to_string()))?;
+        Ok(file)
     }
 
     /// In the master, before any worker starts: gives the workers this text (see
@@ -164,7 +202,13 @@ impl ConfigFile {
         let Some(py) = &self.python else {
             return format!("config file {} read (TOML)", self.path.display());
         };
-        let mut names: Vec<&str> = py.settings.iter().map(|s| s.name.as_str()).collect();
+        // Those taken: not gunicorn's defaults that ask for nothing (`preload_app = False`).
+        let mut names: Vec<&str> = py
+            .settings
+            .iter()
+            .filter(|s| self.table.contains_key(&s.key))
+            .map(|s| s.name.as_str())
+            .collect();
         names.extend(py.log_level.as_ref().map(|_| "loglevel"));
         let mut line = format!(
             "config file {} read (a gunicorn config, run with {}",
@@ -697,6 +741,78 @@ mod tests {
         std::fs::write(&path, "workers = 0\n").unwrap();
         let c = resolve(&matches(&["--workers", "2"]), Some(&path)).unwrap();
         assert_eq!(c.workers, 2);
+    }
+
+    /// A TOML file takes the values gunicorn's validators take (gunicorn_values): numbers and
+    /// booleans as strings, a comma-separated string for a list; and gunicorn's defaults of
+    /// settings c10k refuses, written out, ask for nothing, as in a gunicorn.conf.py. Before,
+    /// `workers = "4"` was "invalid type: string \"4\", expected usize", and
+    /// `preload_app = false` was refused as --preload (by `c10k serve`; here it was an unknown key).
+    #[test]
+    fn toml_takes_gunicorns_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c10k.toml");
+        std::fs::write(
+            &path,
+            "workers = \"4\"\nthreads = \" 2 \"\ntimeout = \"45\"\nbacklog = \"0x40\"\n\
+             max_requests = \"1_000\"\nreuse_port = \"True\"\n\
+             forwarded_allow_ips = \"10.0.0.1, 10.0.0.2\"\npreload_app = false\n\
+             daemon = \"false\"\nlogconfig_dict = {}\n\
+             [secure_scheme_headers]\nX-FORWARDED-PROTOCOL = \"ssl\"\n\
+             X-FORWARDED-PROTO = \"https\"\nX-FORWARDED-SSL = \"on\"\n",
+        )
+        .unwrap();
+        let c = resolve(&matches(&[]), Some(&path)).unwrap();
+        assert_eq!((c.workers, c.threads, c.backlog), (4, 2, 64));
+        assert_eq!(
+            (c.timeout, c.max_requests, c.reuse_port),
+            (45.0, 1000, true)
+        );
+        assert_eq!(
+            c.forwarded_allow_ips,
+            vec![
+                "10.0.0.1".parse::<AllowFrom>().unwrap(),
+                "10.0.0.2".parse().unwrap()
+            ]
+        );
+        let file = ConfigFile::read(&path).unwrap();
+        for dropped in [
+            "preload_app",
+            "daemon",
+            "logconfig_dict",
+            "secure_scheme_headers",
+        ] {
+            assert!(!file.contains(dropped), "{dropped}");
+        }
+        // What gunicorn refuses too is refused, naming the file, line and key, what was given
+        // and what is expected.
+        for (text, needle) in [
+            (
+                "backlog = 64\nworkers = \"four\"\n",
+                "c10k.toml: line 2, key `workers`: \"four\" is not a whole number: an int, or a \
+                 str that Python's int(value, 0) reads",
+            ),
+            (
+                "workers = \"-1\"\n",
+                "c10k.toml: line 1, key `workers`: \"-1\" is -1: must not be negative",
+            ),
+            (
+                "max-requests = -1\n",
+                "c10k.toml: line 1, key `max-requests`: -1: must not be negative",
+            ),
+            (
+                "reuse_port = \"yes\"\n",
+                "c10k.toml: line 1, key `reuse_port`: \"yes\" is not a boolean: true or false",
+            ),
+            (
+                "workers = \"0\"\n",
+                "c10k.toml: line 1, key `workers`: must be at least 1",
+            ),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = resolve(&matches(&[]), Some(&path)).unwrap_err().to_string();
+            assert!(e.contains(needle), "{text:?}: {e}");
+        }
     }
 
     #[test]

@@ -145,6 +145,25 @@ fn gunicorn_config_files_get_a_c10k_answer() {
         err.contains("unknown key (gunicorn's name; c10k's is `access-log`)"),
         "{err}"
     );
+    // gunicorn's defaults of settings c10k refuses, written out, ask for nothing in TOML too,
+    // as in a gunicorn.conf.py; and numbers and booleans may be strings, as gunicorn takes them.
+    // Before, `preload_app = false` was refused as --preload.
+    std::fs::write(
+        &file,
+        "workers = \"3\"\nreload = \"false\"\npreload_app = false\ndaemon = false\n\
+         spew = false\nproxy_protocol = \"off\"\n\
+         [secure_scheme_headers]\nX-FORWARDED-PROTOCOL = \"ssl\"\nX-FORWARDED-PROTO = \"https\"\n\
+         X-FORWARDED-SSL = \"on\"\n",
+    )
+    .unwrap();
+    let text = effective(&["-c", file.to_str().unwrap()], &[]);
+    assert!(text.contains("workers = 3"), "{text}");
+    std::fs::write(&file, "daemon = true\n").unwrap();
+    let err = refused(&["--config", file.to_str().unwrap()], &[]);
+    assert!(
+        err.contains("line 1, key `daemon`: gunicorn's `daemon`"),
+        "{err}"
+    );
     // -c is --config, as in gunicorn.
     std::fs::write(&file, "workers = 2\n").unwrap();
     let text = effective(&["-c", file.to_str().unwrap()], &[]);
@@ -1379,9 +1398,36 @@ secure_scheme_headers = {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "ht
                 "workers = (\n",
                 "config file gunicorn.conf.py: line 1: SyntaxError: '(' was never closed",
             ),
+            // What gunicorn's validators refuse too, with what was given and what is expected.
             (
                 "bind = '127.0.0.1:0'\nworkers = 'four'\n",
-                "config file gunicorn.conf.py: line 2, key `workers`: \"four\": invalid type",
+                "config file gunicorn.conf.py: line 2, key `workers`: \"four\" is not a whole \
+                 number: an int, or a str that Python's int(value, 0) reads, such as \"4\"",
+            ),
+            (
+                "import os\nworkers = os.environ.get('NOT_SET_ANYWHERE', '-1')\n",
+                "config file gunicorn.conf.py: line 2, key `workers`: \"-1\" is -1: must not be \
+                 negative",
+            ),
+            (
+                "reload = 'yes'\n",
+                "config file gunicorn.conf.py: line 1, key `reload`: \"yes\" is not a boolean: \
+                 true or false, or the str \"true\" or \"false\"",
+            ),
+            (
+                "raw_env = ['DJANGO_DEBUG']\n",
+                "config file gunicorn.conf.py: line 1, key `raw_env`: \"DJANGO_DEBUG\" is not \
+                 KEY=VALUE",
+            ),
+            // gunicorn turns sendfile off when `sendfile` is set at all; c10k cannot.
+            (
+                "sendfile = False\n",
+                "line 1, key `sendfile`: gunicorn's `sendfile` (--no-sendfile)",
+            ),
+            (
+                "logconfig_dict = {'version': 1, 'root': {'level': 'INFO'}}\n",
+                "line 1, key `logconfig_dict`: gunicorn's `logconfig_dict` (--log-config-dict): \
+                 c10k's log is text or JSON lines",
             ),
             (
                 "timeout = {'worker': 30}\n",
@@ -1406,11 +1452,21 @@ secure_scheme_headers = {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "ht
             ),
             (
                 "secure_scheme_headers = {'X-SCHEME': 'https'}\n",
-                "line 1, key `secure_scheme_headers`: a dict is not a value c10k takes",
+                "line 1, key `secure_scheme_headers`: gunicorn's `secure_scheme_headers` \
+                 (--secure-scheme-headers): c10k believes exactly gunicorn's default scheme \
+                 headers",
+            ),
+            (
+                "secure_scheme_headers = {'X-FORWARDED-PROTO': 'https'}\n",
+                "line 1, key `secure_scheme_headers`: gunicorn's `secure_scheme_headers`",
             ),
             (
                 "secure_scheme_headers = 'x'\n",
-                "key `secure_scheme_headers`: a gunicorn setting that c10k does not have",
+                "line 1, key `secure_scheme_headers`: gunicorn's `secure_scheme_headers`",
+            ),
+            (
+                "timeout = {'worker': None}\n",
+                "line 1, key `timeout`: a dict is not a value c10k takes",
             ),
         ] {
             std::fs::write(&file, text).unwrap();
@@ -1423,6 +1479,79 @@ secure_scheme_headers = {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "ht
                 assert!(err.contains(needle), "{text:?} {args:?}: {err}");
             }
         }
+    }
+
+    /// gunicorn's validators take a number or a boolean as a string (`validate_pos_int` does
+    /// `int(val, 0)`), so a gunicorn.conf.py often passes environment variables on as they
+    /// are: c10k takes them as gunicorn does, and starts with them; gunicorn's default
+    /// `logconfig_dict = {}` asks for nothing. Before, the start stopped at `logconfig_dict`
+    /// (refused as --log-config-dict), and without it at `workers` ("\"3\": invalid type:
+    /// string \"3\", expected usize", as `workers = 'four'` still showed in the test above).
+    #[test]
+    fn strings_from_os_environ_are_taken_as_gunicorn_takes_them() {
+        let Some(venv) = venv() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gunicorn.conf.py");
+        std::fs::write(
+            &file,
+            r#"import os
+
+workers = os.environ.get("WEB_CONCURRENCY_TEST", "3")
+worker_class = os.environ.get("TEST_WORKER_CLASS", "gthread")
+threads = os.environ.get("PYTHON_MAX_THREADS", "5")
+timeout = os.environ.get("GUNICORN_TIMEOUT", "45")
+graceful_timeout = os.getenv("GUNICORN_GRACEFUL_TIMEOUT", "20")
+keepalive = os.getenv("GUNICORN_KEEPALIVE", "0x3")
+max_requests = os.getenv("GUNICORN_MAX_REQUESTS", "1_000")
+max_requests_jitter = os.getenv("GUNICORN_MAX_REQUESTS_JITTER", " 50 ")
+backlog = os.getenv("GUNICORN_BACKLOG", "64")
+reuse_port = os.getenv("GUNICORN_REUSE_PORT", "False")
+capture_output = os.getenv("GUNICORN_CAPTURE_OUTPUT", "false")
+forwarded_allow_ips = os.getenv("FORWARDED_ALLOW_IPS", "10.0.0.1, 10.0.0.2")
+raw_env = "PROBE_BOOT_MARK=" + os.getenv("TEST_MARK", "default")
+preload_app = os.getenv("GUNICORN_PRELOAD", "false")
+logconfig_dict = {}
+"#,
+        )
+        .unwrap();
+        let file = file.to_str().unwrap();
+        let out = run_in(dir.path(), &["-c", file, "--check-config"]);
+        let (toml, err) = text(&out);
+        assert!(out.status.success(), "{err}");
+        for line in [
+            "workers = 3",
+            "worker-class = \"gthread\"",
+            "threads = 5",
+            "timeout = 45.0",
+            "graceful-timeout = 20.0",
+            "keepalive = 3.0",
+            "max-requests = 1000",
+            "max-requests-jitter = 50",
+            "backlog = 64",
+            "reuse-port = false",
+            "forwarded-allow-ips = [\"10.0.0.1\", \"10.0.0.2\"]",
+        ] {
+            assert!(toml.contains(line), "{line:?} not in:\n{toml}");
+        }
+        // The server comes up with the values the environment gave.
+        let apps = apps();
+        let s = Server::start_env(
+            &["-c", file, "--pythonpath", &apps, "probe:app"],
+            &[
+                ("WEB_CONCURRENCY_TEST", "2"),
+                ("PYTHON_MAX_THREADS", "3"),
+                ("TEST_MARK", "from os.environ"),
+                ("VIRTUAL_ENV", &venv),
+            ],
+        );
+        let _group = util::KillGroup(s.child.id() as i32);
+        s.wait_for_workers(2);
+        let log = s.log();
+        assert!(
+            log.contains("Using worker: gthread (2 workers × 3 threads)"),
+            "{log}"
+        );
+        assert_eq!(get(s.addr, "/boot").unwrap().text(), "from os.environ");
     }
 
     /// gunicorn's `loglevel` is c10k's `--log-level` (not a file key in TOML), unless the
