@@ -402,6 +402,74 @@ per_class!(sigterm_finishes_in_flight, |class| {
     );
 });
 
+// A graceful stop serves the connections the kernel had already queued for the workers when it
+// began: their clients connected and sent their requests while every thread was busy. Before,
+// every class stopped accepting at once (sync and gthread queue beyond their threads, thread and
+// async beyond --worker-connections), and the kernel reset each connection still in the queue
+// when the last worker closed the listener: nginx in front answers 502.
+per_class!(sigterm_serves_the_listen_queue, |class| {
+    // Workers of two threads or connections (one for sync): two slow requests fill each.
+    let threads = if class == "sync" { 1 } else { 2 };
+    for workers in [1, 2] {
+        let (w, t) = (workers.to_string(), threads.to_string());
+        let mut s = Server::start(&[
+            "-k",
+            class,
+            "-w",
+            &w,
+            "--threads",
+            &t,
+            "--worker-connections",
+            "2",
+            "--graceful-timeout",
+            "20",
+        ]);
+        let addr = s.addr;
+        let slow: Vec<_> = (0..workers * threads)
+            .map(|_| std::thread::spawn(move || get(addr, "/?delay=1")))
+            .collect();
+        // Time for the workers to take them.
+        std::thread::sleep(Duration::from_millis(300));
+        let mut queued: Vec<_> = (0..4)
+            .map(|i| {
+                let mut c = Reader::new(connect(addr));
+                c.send(format!("GET /?delay=0.3&n={i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+                    .unwrap();
+                c
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        for c in &mut queued {
+            assert!(!util::answered(&c.stream), "{class}: not queued");
+        }
+        let stopped = Instant::now();
+        s.signal(libc::SIGTERM);
+        for (i, mut c) in queued.into_iter().enumerate() {
+            let r = c.response().unwrap_or_else(|e| {
+                panic!(
+                    "{class} -w {workers}: queued connection {i} not answered ({e}):\n{}",
+                    s.log()
+                )
+            });
+            assert_eq!(
+                (r.status, r.text().as_str()),
+                (200, "hello\n"),
+                "{class} {i}"
+            );
+            assert_eq!(r.header("connection"), Some("close"), "{class} {i}");
+        }
+        for h in slow {
+            assert_eq!(h.join().unwrap().expect("in flight").status, 200, "{class}");
+        }
+        assert_eq!(s.wait_exit(Duration::from_secs(15)), Some(0), "{}", s.log());
+        assert!(
+            stopped.elapsed() < Duration::from_secs(10),
+            "{class} -w {workers}: {:?}",
+            stopped.elapsed()
+        );
+    }
+});
+
 // Ctrl-C at a terminal signals the whole process group: the workers must leave SIGINT to the
 // master, whose graceful stop lets the in-flight request finish.
 per_class!(ctrl_c_finishes_in_flight, |class| {

@@ -295,6 +295,17 @@ impl LazyListener {
             }
         }
     }
+
+    /// A connection already waiting in the queue, without waiting for one: `Ok(None)` when it
+    /// is empty (a graceful stop's drain, see
+    /// [`crate::shutdown::Shutdown::queue_drain_until`]).
+    pub fn take_queued(&self) -> io::Result<Option<Accepted>> {
+        match accept_nonblocking(self.fd.get_ref()) {
+            Ok(accepted) => Ok(Some(accepted)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// `accept4(SOCK_NONBLOCK | SOCK_CLOEXEC)`: one call where std's `accept` and then

@@ -806,8 +806,9 @@ impl Master {
         } else {
             (libc::SIGQUIT, Duration::from_secs(1))
         };
-        // Close our copies of the listeners: once workers stop accepting, new connections are
-        // refused instead of waiting in a queue nobody reads.
+        // Close our copies of the listeners: a worker's graceful stop serves what already waits
+        // in the queue (see `Shutdown::queue_drain_until`), and once the last worker has closed
+        // its copy, new connections are refused instead of waiting in a queue nobody reads.
         self.listening.close();
         self.status.close_admin();
         for pid in self.workers.keys() {

@@ -268,8 +268,8 @@ impl Listening {
     }
 
     /// The server is stopping: closes the master's copies of every listener (once the workers
-    /// stop accepting, new connections are refused instead of waiting in a queue nobody
-    /// reads); the socket files go when the master exits.
+    /// have served what waits in the queue and closed theirs, new connections are refused
+    /// instead of waiting in a queue nobody reads); the socket files go when the master exits.
     pub fn close(&mut self) {
         self.closing.clear();
         for mut h in self.current.drain(..) {

@@ -58,9 +58,10 @@ pub(super) fn run<H: Handler>(
     rt.block_on(async move {
         let permits = Arc::new(Semaphore::new(max_conns));
         let opening = Arc::new(AtomicUsize::new(0));
+        let mut accepting = Vec::with_capacity(listeners.len());
         for (i, l) in listeners.into_iter().enumerate() {
             let acceptor = Acceptor::new(l)?;
-            tokio::spawn(accept_loop(
+            accepting.push(tokio::spawn(accept_loop(
                 acceptor,
                 protocols[i],
                 handler.clone(),
@@ -68,7 +69,8 @@ pub(super) fn run<H: Handler>(
                 permits.clone(),
                 life.clone(),
                 defer_when_busy.then(|| opening.clone()),
-            ));
+                graceful,
+            )));
         }
         // The heartbeat runs on the event loop itself: a request that blocks the loop (CPU work,
         // a blocking call) stops it, and the master's --timeout catches the stuck worker.
@@ -86,10 +88,18 @@ pub(super) fn run<H: Handler>(
         let _ = stop.wait_for(|p| *p != Phase::Running).await;
         let phase = *stop.borrow();
         if matches!(phase, Phase::Draining | Phase::Graceful) {
-            // Every open connection holds a permit; all permits back means all connections done.
+            // The accept loops first (a graceful stop's drain of the listen queue takes permits
+            // as connections end); then every open connection holds a permit, and all permits
+            // back means all connections done.
             let all = u32::try_from(max_conns).unwrap_or(u32::MAX);
+            let done = async {
+                for l in accepting {
+                    let _ = l.await;
+                }
+                permits.acquire_many(all).await
+            };
             tokio::select! {
-                _ = permits.acquire_many(all) => {}
+                _ = done => {}
                 _ = tokio::time::sleep(graceful) => {
                     tracing::warn!(
                         open = max_conns - permits.available_permits(),
@@ -163,6 +173,7 @@ impl Drop for Opening {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn accept_loop<H: Handler>(
     acceptor: Acceptor,
     protocol: Protocol,
@@ -173,13 +184,29 @@ async fn accept_loop<H: Handler>(
     // Set when there are sibling workers: this worker's connections not yet past their first
     // request (see `DEFER_WHEN_BUSY`).
     opening: Option<Arc<AtomicUsize>>,
+    // `--graceful-timeout`: how long a graceful stop serves the listen queue at most.
+    graceful: Duration,
 ) {
     let mut stop = life.shutdown.subscribe();
+    let local = acceptor.local;
+    let serve = |accepted: crate::lazy_io::Accepted, permit| {
+        let opened = opening.as_ref().map(Opening::new);
+        tokio::spawn(serve_conn(
+            accepted,
+            permit,
+            opened,
+            local,
+            protocol,
+            handler.clone(),
+            settings.clone(),
+            life.clone(),
+        ));
+    };
     loop {
         // Checked here, so the selects below can try their work first: a stop branch polled
         // first registers a waiter (a lock, a list insert and removal) for every connection.
         if *stop.borrow() != Phase::Running {
-            return;
+            break;
         }
         // Take a connection slot before accepting: when all are taken, new connections wait in
         // the kernel's listen queue instead of costing memory here.
@@ -189,7 +216,7 @@ async fn accept_loop<H: Handler>(
                 Ok(p) => p,
                 Err(_) => return,
             },
-            _ = stop.wait_for(|p| *p != Phase::Running) => return,
+            _ = stop.wait_for(|p| *p != Phase::Running) => break,
         };
         // Whether to leave it to a sibling is decided when a connection is there, not before
         // waiting for one: the requests in flight change meanwhile.
@@ -197,64 +224,89 @@ async fn accept_loop<H: Handler>(
         let accepted = tokio::select! {
             biased;
             r = acceptor.listener.accept_after(busy) => r,
-            _ = stop.wait_for(|p| *p != Phase::Running) => return,
+            _ = stop.wait_for(|p| *p != Phase::Running) => break,
         };
-        let accepted = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                accept_error(&e).await;
-                continue;
-            }
-        };
-        let handler = handler.clone();
-        let settings = settings.clone();
-        let stop = stop.clone();
-        let life = life.clone();
-        let local = acceptor.local;
-        let opened = opening.as_ref().map(Opening::new);
-        life.slot().connections.fetch_add(1, Relaxed);
-        tokio::spawn(async move {
-            let (stream, peer) = accepted;
-            let mut track = life.open(peer);
-            let on_request = || life.on_request();
-            let t = &mut track;
-            let h = &*handler;
-            // A uwsgi listener serves only the peers --uwsgi-allow-from names (unix: any).
-            let admitted = protocol == Protocol::Http || super::uwsgi_admits(&settings, t, peer);
-            let on = &on_request;
-            let first = move || drop(opened);
-            // Connections are served unregistered until they must wait (see lazy_io).
-            let result = match stream {
-                _ if !admitted => Ok(()),
-                Stream::Tcp(s) => {
-                    let info = ConnInfo {
-                        peer,
-                        local: local.or_else(|| s.local_addr().ok()),
-                        transport: Transport::Tcp,
-                    };
-                    let s = LazyStream::new(s);
-                    crate::conn_async::serve(s, t, h, &settings, stop, on, first, info, protocol)
-                        .await
-                }
-                Stream::Unix(s) => {
-                    let info = ConnInfo {
-                        peer: None,
-                        local: None,
-                        transport: Transport::Unix,
-                    };
-                    let s = LazyStream::new(s);
-                    crate::conn_async::serve(s, t, h, &settings, stop, on, first, info, protocol)
-                        .await
-                }
-            };
-            if let Err(e) = result {
-                log_io_error(&e);
-            }
-            drop(track);
-            life.slot().connections.fetch_sub(1, Relaxed);
-            drop(permit);
-        });
+        match accepted {
+            Ok(accepted) => serve(accepted, permit),
+            Err(e) => accept_error(&e).await,
+        }
     }
+    // A graceful stop: the connections already queued (beyond `--worker-connections`) are
+    // served as slots free up, until the queue is empty or the deadline passes (see
+    // `Shutdown::queue_drain_until`).
+    while let Some(until) = life.shutdown.queue_drain_until(graceful) {
+        let until = tokio::time::Instant::from_std(until);
+        let permit = tokio::select! {
+            biased;
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = tokio::time::sleep_until(until) => return,
+            _ = stop.wait_for(|p| *p == Phase::Immediate) => return,
+        };
+        if tokio::time::Instant::now() >= until {
+            return;
+        }
+        match acceptor.listener.take_queued() {
+            Ok(Some(accepted)) => serve(accepted, permit),
+            Ok(None) => return,
+            Err(e) => accept_error(&e).await,
+        }
+    }
+}
+
+/// Serves one accepted connection to its end, then gives its slot back.
+#[allow(clippy::too_many_arguments)]
+async fn serve_conn<H: Handler>(
+    accepted: crate::lazy_io::Accepted,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    opened: Option<Opening>,
+    local: Option<std::net::SocketAddr>,
+    protocol: Protocol,
+    handler: Arc<H>,
+    settings: Arc<ConnSettings>,
+    life: Arc<Life>,
+) {
+    let stop = life.shutdown.subscribe();
+    life.slot().connections.fetch_add(1, Relaxed);
+    let (stream, peer) = accepted;
+    let mut track = life.open(peer);
+    let on_request = || life.on_request();
+    let t = &mut track;
+    let h = &*handler;
+    // A uwsgi listener serves only the peers --uwsgi-allow-from names (unix: any).
+    let admitted = protocol == Protocol::Http || super::uwsgi_admits(&settings, t, peer);
+    let on = &on_request;
+    let first = move || drop(opened);
+    // Connections are served unregistered until they must wait (see lazy_io).
+    let result = match stream {
+        _ if !admitted => Ok(()),
+        Stream::Tcp(s) => {
+            let info = ConnInfo {
+                peer,
+                local: local.or_else(|| s.local_addr().ok()),
+                transport: Transport::Tcp,
+            };
+            let s = LazyStream::new(s);
+            crate::conn_async::serve(s, t, h, &settings, stop, on, first, info, protocol).await
+        }
+        Stream::Unix(s) => {
+            let info = ConnInfo {
+                peer: None,
+                local: None,
+                transport: Transport::Unix,
+            };
+            let s = LazyStream::new(s);
+            crate::conn_async::serve(s, t, h, &settings, stop, on, first, info, protocol).await
+        }
+    };
+    if let Err(e) = result {
+        log_io_error(&e);
+    }
+    drop(track);
+    life.slot().connections.fetch_sub(1, Relaxed);
+    drop(permit);
 }
 
 /// Waits while `handler` has no thread free for one more request beyond the `opening`

@@ -110,6 +110,13 @@ impl Acceptor {
         Ok(accepted)
     }
 
+    /// A connection already waiting in a listen queue, without waiting for one: `Ok(None)` when
+    /// every queue is empty (a graceful stop's drain, see
+    /// [`crate::shutdown::Shutdown::queue_drain_until`]).
+    pub fn take_queued(&mut self) -> io::Result<Option<Accepted>> {
+        self.try_accept(false)
+    }
+
     /// Accepts from the first listener that has a connection queued, starting after the one
     /// that gave the last. `polled`: only from listeners `poll` reported readable.
     fn try_accept(&mut self, polled: bool) -> io::Result<Option<Accepted>> {
@@ -240,6 +247,38 @@ impl SharedAcceptor {
             }
         }
     }
+
+    /// A connection already waiting in the listen queue, without waiting for one: `Ok(None)`
+    /// when the queue is empty (a graceful stop's drain, see
+    /// [`crate::shutdown::Shutdown::queue_drain_until`]). One listener is blocking (see
+    /// [`SharedAcceptor::new`]): it is accepted from only when `poll` finds a connection there,
+    /// and if a sibling takes that one first, the accept's timeout ends the wait.
+    pub fn take_queued(&self) -> io::Result<Option<Accepted>> {
+        match self {
+            SharedAcceptor::Many(acceptor) => acceptor
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take_queued(),
+            SharedAcceptor::One { listener, .. } => {
+                if !readable_now(listener) {
+                    return Ok(None);
+                }
+                self.accept(Duration::ZERO, &|| true)
+            }
+        }
+    }
+}
+
+/// Whether a connection waits in `listener`'s queue now.
+fn readable_now(listener: &Listener) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd struct, no wait.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0 && pfd.revents & libc::POLLIN != 0
 }
 
 /// Waits up to `wait` for `listener` to be readable.

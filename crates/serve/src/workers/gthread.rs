@@ -8,7 +8,8 @@
 //!
 //! The reactor accepts only while a pool thread is free (see `Reactor::has_room`), and a thread
 //! that frees up wakes it (see [`Seats`]), so a worker that was full takes new connections again
-//! the moment it can serve them, never a heartbeat tick later.
+//! the moment it can serve them, never a heartbeat tick later. The connections left waiting in
+//! the listen queue meanwhile are served in a graceful stop too (see `Reactor::stop`).
 //!
 //! Hand-offs cost context switches, and a worker's threads often share one CPU with its siblings,
 //! so each connection is handed over as few times as possible: a freshly accepted connection is
@@ -271,9 +272,12 @@ pub(super) fn run<H: Handler>(
 
     // Stop: in-flight requests get until the graceful deadline. Parked connections close now,
     // except those whose client has not sent its first request yet (they get the machine's
-    // short grace) or is sending a head.
-    let deadline = Instant::now() + Duration::from_secs_f64(config.graceful_timeout);
-    let served = served.and_then(|()| reactor.stop(&work, &idle_rx, deadline));
+    // short grace) or is sending a head. A graceful stop also serves the connections waiting in
+    // the listen queue (see `Shutdown::queue_drain_until`).
+    let graceful = Duration::from_secs_f64(config.graceful_timeout);
+    let deadline = Instant::now() + graceful;
+    let drain_until = life.shutdown.queue_drain_until(graceful);
+    let served = served.and_then(|()| reactor.stop(&work, &idle_rx, deadline, drain_until));
     reactor.close_parked();
     // Pool threads finish what is queued, then exit.
     work.close();
@@ -434,7 +438,7 @@ impl Reactor<'_> {
                 .context("gthread poller")?;
             for &key in &ready {
                 if key < n_listeners {
-                    self.accept_from(key, work);
+                    self.accept_from(key, work, false);
                 } else if let Some((mut conn, _, fresh)) = self.parked.remove(&key) {
                     let _ = self.poller.delete(&conn.conn);
                     if fresh {
@@ -464,18 +468,21 @@ impl Reactor<'_> {
         }
     }
 
-    /// The worker stops (the phase is past `Draining`): accepts no more, closes the parked
-    /// connections that wait between requests at once, and watches the others — a client that
-    /// has not sent its first request yet, within its grace (see
-    /// [`crate::conn::FIRST_REQUEST_GRACE`]), or one sending a head — until each has a request
-    /// for the pool or its wait ends, or until `deadline` (`--graceful-timeout`) or an
-    /// immediate stop, while the pool finishes the requests under way (which may hand a
-    /// connection back). With no connection open this returns at once.
+    /// The worker stops (the phase is past `Running`): closes the parked connections that wait
+    /// between requests at once, and watches the others — a client that has not sent its first
+    /// request yet, within its grace (see [`crate::conn::FIRST_REQUEST_GRACE`]), or one sending
+    /// a head — until each has a request for the pool or its wait ends, or until `deadline`
+    /// (`--graceful-timeout`) or an immediate stop, while the pool finishes the requests under
+    /// way (which may hand a connection back). Until `drain_until` (a graceful stop, see
+    /// `Shutdown::queue_drain_until`) it also accepts the connections already waiting in the
+    /// listen queue, as threads free up, until the queue is empty; it accepts nothing else.
+    /// With no connection open and the queue empty this returns at once.
     fn stop(
         &mut self,
         work: &WorkQueue<Work>,
         idle: &chan::Receiver<(Tracked, Instant)>,
         deadline: Instant,
+        mut drain_until: Option<Instant>,
     ) -> anyhow::Result<()> {
         self.set_listening(false)?;
         self.fresh = 0;
@@ -495,8 +502,24 @@ impl Reactor<'_> {
             }
             // A pool thread that finishes a connection wakes the poller (see `Seats`).
             self.seats.reactor_may_wait(true);
+            if let Some(until) = drain_until {
+                if Instant::now() >= until || self.life.phase() != Phase::Graceful {
+                    drain_until = None;
+                } else if self.has_room() {
+                    let mut emptied = true;
+                    for index in 0..self.listeners.len() {
+                        emptied &= self.accept_from(index, work, true);
+                    }
+                    if emptied {
+                        drain_until = None;
+                    }
+                }
+            }
             let now = Instant::now();
-            if self.open.get() == 0 || now >= deadline || self.life.phase() == Phase::Immediate {
+            if (self.open.get() == 0 && drain_until.is_none())
+                || now >= deadline
+                || self.life.phase() == Phase::Immediate
+            {
                 return Ok(());
             }
             self.life.beat();
@@ -509,9 +532,12 @@ impl Reactor<'_> {
                 .wait(&mut ready, wait)
                 .context("gthread poller")?;
             for &key in &ready {
-                let Some((mut conn, _, _)) = self.parked.remove(&key) else {
+                let Some((mut conn, _, fresh)) = self.parked.remove(&key) else {
                     continue;
                 };
+                if fresh {
+                    self.fresh -= 1;
+                }
                 let _ = self.poller.delete(&conn.conn);
                 match conn_blocking::read_ready(&conn.conn, &mut *conn.machine, true) {
                     Ok(Ok(first)) => self.dispatch(work, conn, first),
@@ -602,11 +628,13 @@ impl Reactor<'_> {
         Ok(())
     }
 
-    fn accept_from(&mut self, index: usize, work: &WorkQueue<Work>) {
-        // Accept what is queued while this worker has room (see `has_room`).
+    /// Accepts what is queued on listener `index` while this worker has room (see `has_room`),
+    /// 64 connections at most; `stopping`: a graceful stop's drain of the queue. `true`: the
+    /// queue was found empty.
+    fn accept_from(&mut self, index: usize, work: &WorkQueue<Work>, stopping: bool) -> bool {
         for _ in 0..64 {
             if !self.has_room() {
-                return;
+                return false;
             }
             match super::blocking::accept_blocking(
                 &self.listeners[index],
@@ -636,11 +664,12 @@ impl Reactor<'_> {
                     // with its request complete goes to the pool without ever joining the
                     // poller — no watch added and removed, no poller round.
                     let first =
-                        match conn_blocking::read_ready(&conn.conn, &mut *conn.machine, false) {
+                        match conn_blocking::read_ready(&conn.conn, &mut *conn.machine, stopping) {
                             Ok(Ok(first)) => first,
                             // The machine's deadline: --keepalive for a client that has sent
                             // nothing yet (as under the other classes; this waited
-                            // --header-timeout), --header-timeout from a head's first byte.
+                            // --header-timeout), --header-timeout from a head's first byte;
+                            // stopping, the first request's grace.
                             Ok(Err(deadline)) => {
                                 if let Err(e) = self.park(conn, deadline, true) {
                                     tracing::error!("cannot watch a new connection: {e:#}");
@@ -656,13 +685,14 @@ impl Reactor<'_> {
                         };
                     self.dispatch(work, conn, first);
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
                 Err(e) => {
                     accept_error(&e);
-                    return;
+                    return false;
                 }
             }
         }
+        false
     }
 
     /// Whether to accept another connection. Besides the connection cap, a worker whose threads
@@ -815,7 +845,10 @@ mod tests {
         let mut ready = UnixStream::connect(&path).unwrap();
         ready.write_all(&uwsgi_get()).unwrap();
         let _silent = UnixStream::connect(&path).unwrap();
-        reactor.accept_from(0, &work);
+        assert!(
+            reactor.accept_from(0, &work, false),
+            "the queue was emptied"
+        );
         let got = work
             .try_pop()
             .expect("the connection with its request went to the pool");

@@ -50,6 +50,7 @@ pub(super) fn run<H: Handler>(
         idle: AtomicUsize::new(0),
         live: AtomicUsize::new(0),
         cap: config.worker_connections.max(1),
+        graceful: Duration::from_secs_f64(config.graceful_timeout),
     });
     life.ready();
     crew.spawn();
@@ -96,6 +97,8 @@ struct Crew<H> {
     live: AtomicUsize,
     /// `--worker-connections`: at most this many threads, so at most this many connections.
     cap: usize,
+    /// `--graceful-timeout`.
+    graceful: Duration,
 }
 
 impl<H: Handler> Crew<H> {
@@ -143,6 +146,19 @@ impl<H: Handler> Crew<H> {
                         break;
                     }
                 }
+                Err(e) => accept_error(&e),
+            }
+        }
+        // A graceful stop: the connections already queued (beyond `cap`) are served by the
+        // threads as they free up, until the queue is empty or the deadline passes (see
+        // `Shutdown::queue_drain_until`).
+        while let Some(until) = self.life.shutdown.queue_drain_until(self.graceful) {
+            if Instant::now() >= until {
+                break;
+            }
+            match self.acceptor.take_queued() {
+                Ok(Some(accepted)) => self.serve(accepted),
+                Ok(None) => break,
                 Err(e) => accept_error(&e),
             }
         }
@@ -224,6 +240,7 @@ mod tests {
             idle: AtomicUsize::new(0),
             live: AtomicUsize::new(0),
             cap: 100,
+            graceful: Duration::from_secs(1),
         });
         crew.spawn();
         let ask = |c: &mut std::net::TcpStream| {
