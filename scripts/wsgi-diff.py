@@ -408,7 +408,7 @@ APP_FAILS = [
     "status-abc", "status-99", "status-1000", "status-empty", "status-bytes", "status-int",
     "status-crlf", "status-100", "status-leading-space", "hdr-non-latin1", "hdr-crlf", "hdr-lf",
     "hdr-name-*", "hdr-bytes-value", "hdr-int-value", "body-str*", "gen-raise-before",
-    "write-then-raise", "write-str", "sr-twice", "return-none", "no-start-response", "raise-*",
+    "write-str", "sr-twice", "return-none", "no-start-response", "raise-*",
     "close-raises",
     "HEAD gen-raise-*", "HEAD close-raises", "cl-abc", "cl-twice-differ", "read-then-raise*",
 ]
@@ -431,10 +431,10 @@ EXPLAINED = [
     (["hop-upgrade"], ["headers"],
      "the app's Upgrade is dropped: c10k cannot hand the socket over to it (gunicorn sends "
      "`Upgrade: websocket` on for websocket apps of its async workers)"),
-    (["body-str", "body-str-gen", "write-str", "write-then-raise"],
+    (["body-str", "body-str-gen", "write-str"],
      ["status", "body", "headers", "whole"],
-     "the head goes out with the first non-empty chunk, write() data included, so a str chunk "
-     "or an exception before it is a clean 500; gunicorn has sent the head: a cut 200"),
+     "the head goes out with the first non-empty chunk or write() data, so a str chunk (or a str "
+     "given to write() before any data) is a clean 500; gunicorn has sent the head: a cut 200"),
     (["sr-twice-exc-info"], ["headers"],
      "start_response with exc_info replaces the head (PEP 3333); gunicorn 27 keeps the first "
      "call's headers too"),

@@ -616,6 +616,223 @@ per_class!(client_disconnect_mid_body_closes_the_iterable, |class| {
     }
 });
 
+// The legacy write() callable: its data goes to the client as it is written, not when the app
+// returns (gunicorn sends it at once). The app writes, then waits for a file that this side
+// creates only once it has the first data: held back, the data would never come and the app
+// would give up waiting. Without and with --request-timeout (the blocking classes' views then
+// run on the pool and answer through its channel).
+per_class!(write_data_goes_out_as_it_is_written, |class| {
+    write_goes_out_at_once(class, &[]);
+});
+
+#[test]
+fn write_data_goes_out_as_it_is_written_under_gevent() {
+    let Some(venv) = venv() else { return };
+    write_goes_out_at_once("gevent", &["--venv", &venv]);
+}
+
+/// Reads from `c` into `got` until it holds `want`; panics (naming `what`) at the read timeout
+/// or the close.
+fn read_until(c: &mut std::net::TcpStream, got: &mut Vec<u8>, want: &str, what: &str) {
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(got).contains(want) {
+        match c.read(&mut buf) {
+            Ok(0) => panic!(
+                "{what}: closed before {want:?}: {:?}",
+                String::from_utf8_lossy(got)
+            ),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!(
+                "{what}: no {want:?} ({e}): write() data held back? got {:?}",
+                String::from_utf8_lossy(got)
+            ),
+        }
+    }
+}
+
+fn write_goes_out_at_once(class: &str, extra: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    for pooled in [false, true] {
+        let mut args: Vec<&str> = if pooled {
+            vec!["--request-timeout", "30"]
+        } else {
+            vec![]
+        };
+        args.extend_from_slice(extra);
+        let s = app_in_class(class, "probe:raw", &args);
+        for (i, version) in ["HTTP/1.1", "HTTP/1.0"].into_iter().enumerate() {
+            let what = format!("{class} pooled={pooled} {version}");
+            let signal = dir.path().join(format!("got-first-{pooled}-{i}"));
+            let mut c = connect(s.addr);
+            // The app waits 10 s for the signal: the first data must come well before.
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            c.write_all(
+                format!(
+                    "GET /write_wait?signal={} {version}\r\nHost: t\r\nConnection: close\r\n\r\n",
+                    signal.display()
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+            let mut got = Vec::new();
+            read_until(&mut c, &mut got, "first,", &what);
+            std::fs::write(&signal, b"").unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            c.read_to_end(&mut got).unwrap();
+            let text = String::from_utf8_lossy(&got).to_lowercase();
+            let end = text.find("\r\n\r\n").expect("a head") + 4;
+            let (head, body) = text.split_at(end);
+            assert!(head.starts_with("http/1.1 200"), "{what}: {head}");
+            if version == "HTTP/1.1" {
+                // Chunked, each write() its own chunk, then the iterable's.
+                assert!(
+                    head.contains("transfer-encoding: chunked"),
+                    "{what}: {head}"
+                );
+                assert_eq!(
+                    body, "6\r\nfirst,\r\na\r\nsignalled,\r\n3\r\nend\r\n0\r\n\r\n",
+                    "{what}"
+                );
+            } else {
+                // Delimited by the close.
+                assert!(!head.contains("transfer-encoding"), "{what}: {head}");
+                assert_eq!(body, "first,signalled,end", "{what}");
+            }
+        }
+        // HEAD: the head goes out, no body.
+        let mut c = connect(s.addr);
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.write_all(
+            b"HEAD /write_wait?signal=/nonexistent&wait=0 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).unwrap();
+        let text = String::from_utf8_lossy(&got).to_lowercase();
+        assert!(text.starts_with("http/1.1 200"), "{class}: {text}");
+        assert!(
+            text.ends_with("\r\n\r\n"),
+            "{class}: a body after a HEAD head: {text:?}"
+        );
+        assert_eq!(get(s.addr, "/").unwrap().status, 200);
+    }
+}
+
+// A write() of 64 MiB to a client that does not read waits for it (the GIL released, or the
+// greenlet yielding) instead of copying all of it into the server: the app's write() has not
+// returned while the client stalls, and the worker has not grown by another 64 MiB. Then the
+// client reads it all (the app's Content-Length).
+per_class!(a_large_write_waits_for_a_slow_client, |class| {
+    large_write_waits(class, &[]);
+});
+
+#[test]
+fn a_large_write_waits_for_a_slow_client_under_gevent() {
+    let Some(venv) = venv() else { return };
+    large_write_waits("gevent", &["--venv", &venv]);
+}
+
+/// VmRSS of `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+fn large_write_waits(class: &str, extra: &[&str]) {
+    const MIB: usize = 64;
+    let dir = tempfile::tempdir().unwrap();
+    let mark = dir.path().join("mark");
+    let s = app_in_class(class, "probe:raw", extra);
+    let mut c = small_window_client(s.addr);
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c.write_all(
+        format!(
+            "GET /write_big?mb={MIB}&mark={} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            mark.display()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut c, &mut got, "\r\n\r\n", class);
+    // Stalled: the app is inside write().
+    std::thread::sleep(Duration::from_millis(1500));
+    let marked = std::fs::read_to_string(&mark).unwrap();
+    assert!(
+        !marked.contains("returned"),
+        "{class}: write() returned while the client read nothing (the data was buffered)"
+    );
+    let mut first = marked.split_whitespace();
+    let pid: u32 = first.next().unwrap().parse().unwrap();
+    let before: u64 = first.next().unwrap().parse().unwrap();
+    let grown = rss_kib(pid).saturating_sub(before);
+    // The app's own bytes object is 64 MiB; a copy of it in the server would be as much again.
+    assert!(
+        grown < (MIB as u64 * 1024) * 3 / 2,
+        "{class}: the worker grew by {grown} KiB for a {MIB} MiB write()"
+    );
+    c.read_to_end(&mut got).unwrap();
+    let end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&got[..end]).to_lowercase();
+    assert!(
+        head.contains(&format!("content-length: {}", MIB << 20)),
+        "{head}"
+    );
+    assert_eq!(got.len() - end, MIB << 20, "{class}: body length");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&mark).unwrap().contains("returned") {
+        assert!(Instant::now() < deadline, "{class}: write() never returned");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(get(s.addr, "/").unwrap().status, 200);
+}
+
+// A client gone while the app writes: write() raises an OSError in the app (gunicorn raises the
+// socket's error), the iterable the app then returns is closed, and the worker serves on.
+per_class!(a_client_gone_mid_write_is_an_oserror_in_the_app, |class| {
+    client_gone_mid_write(class, &[]);
+});
+
+#[test]
+fn a_client_gone_mid_write_is_an_oserror_in_the_app_under_gevent() {
+    let Some(venv) = venv() else { return };
+    client_gone_mid_write("gevent", &["--venv", &venv]);
+}
+
+fn client_gone_mid_write(class: &str, extra: &[&str]) {
+    let s = app_in_class(class, "probe:raw", extra);
+    let mut c = small_window_client(s.addr);
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // 128 MiB in 64 KiB writes: far more than the socket buffers hold.
+    c.write_all(b"GET /write_gone?token=wgone&n=2048 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut c, &mut got, "\r\n\r\n", class);
+    drop(c);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let raised = loop {
+        let r = get(s.addr, "/write_error?token=wgone").unwrap().text();
+        if !r.is_empty() {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{class}: the app never finished writing"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        raised.ends_with("oserror=True"),
+        "{class}: write() gave {raised:?}"
+    );
+    wait_closed(&s, "wgone");
+    assert_eq!(get(s.addr, "/").unwrap().status, 200);
+}
+
 per_class!(file_wrapper_sends_a_large_file, |class| {
     // 3 MiB and a bit, not a multiple of any buffer or of sendfile's 1 MiB per call.
     let dir = tempfile::tempdir().unwrap();

@@ -15,6 +15,7 @@
 
 mod body;
 pub mod cgi;
+pub mod early;
 mod handler;
 mod headers;
 mod method;

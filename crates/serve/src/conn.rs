@@ -717,6 +717,11 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
         }
     }
 
+    /// Whether a streamed body is being sent (what [`Action::Pull`] pulls from).
+    pub fn is_streaming(&self) -> bool {
+        matches!(self.state, State::Streaming(_))
+    }
+
     /// The stream to poll for [`Action::Pull`].
     pub fn stream(&mut self) -> Option<&mut BodyStream> {
         match &mut self.state {

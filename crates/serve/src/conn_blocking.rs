@@ -3,6 +3,10 @@
 //!
 //! A blocked `read` cannot see a shutdown, so reads use a short socket timeout and re-check the
 //! stop phase in between; the cost is one wake-up per poll interval per idle connection.
+//!
+//! While the handler runs, the connection's writing side is lent to it ([`c10k_http::early`]), so
+//! that a handler running on this thread (a WSGI app's `write()`) can answer before it returns;
+//! the answer still goes through the machine, and the driver serves the rest of its stream after.
 
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
@@ -121,10 +125,28 @@ where
                 }
             }
             Action::Handle(request) => {
-                let resp = call(handler, request, conn.settings());
+                let timeout = conn.settings().request_timeout;
+                let mut early = Early {
+                    stream: &mut stream,
+                    conn: &mut *conn,
+                    shutdown,
+                    answered: false,
+                    failed: None,
+                };
+                let resp = c10k_http::early::lend(&mut early, || call(handler, request, timeout));
+                let Early {
+                    answered, failed, ..
+                } = early;
                 on_request();
-                let may_keep = shutdown.phase() == Phase::Running;
-                conn.respond(resp, may_keep);
+                if answered {
+                    // The handler answered while it ran (see `Early`); what it returned is moot.
+                    if let Some(e) = failed {
+                        return Err(e);
+                    }
+                } else {
+                    let may_keep = shutdown.phase() == Phase::Running;
+                    conn.respond(resp, may_keep);
+                }
             }
             Action::SendFile => {
                 let stall = conn.settings().send_timeout;
@@ -239,14 +261,82 @@ fn write_all(stream: &mut Stream, mut buf: &[u8], stall: Option<Duration>) -> io
     Ok(())
 }
 
-fn call<H: Handler>(handler: &H, req: Request, s: &ConnSettings) -> Response {
+/// The connection's writing side, lent to a handler while it runs on this thread
+/// ([`c10k_http::early`]): a WSGI app's `write()` sends its head and data through it as it runs.
+/// The answer goes to the machine as any other; a flush then executes the machine's writes and
+/// pulls until the body stream has nothing ready (its chunks come from the running handler), so
+/// the handler waits for the client as the connection's writes do (`--send-timeout` included).
+struct Early<'a, C, T> {
+    stream: &'a mut Stream,
+    conn: &'a mut Machine<C, T>,
+    shutdown: &'a Shutdown,
+    answered: bool,
+    /// The connection failed under a flush: it closes once the handler returns.
+    failed: Option<io::Error>,
+}
+
+impl<C, T> c10k_http::early::Responder for Early<'_, C, T>
+where
+    C: std::borrow::Borrow<ConnSettings>,
+    T: std::borrow::BorrowMut<ConnTrack>,
+{
+    fn answer(&mut self, resp: Response) -> io::Result<()> {
+        if self.answered {
+            return Err(io::Error::other("the request was already answered"));
+        }
+        self.answered = true;
+        let may_keep = self.shutdown.phase() == Phase::Running;
+        self.conn.respond(resp, may_keep);
+        self.flush()
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if let Some(e) = &self.failed {
+            return Err(io::Error::new(e.kind(), e.to_string()));
+        }
+        let done = self.pump();
+        if let Err(e) = &done {
+            self.failed = Some(io::Error::new(e.kind(), e.to_string()));
+        }
+        done
+    }
+}
+
+impl<C, T> Early<'_, C, T>
+where
+    C: std::borrow::Borrow<ConnSettings>,
+    T: std::borrow::BorrowMut<ConnTrack>,
+{
+    fn pump(&mut self) -> io::Result<()> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        loop {
+            if !self.conn.output().is_empty() {
+                let stall = self.conn.settings().send_timeout;
+                write_all(self.stream, self.conn.output(), stall)?;
+                self.conn.written(Instant::now());
+            }
+            // Only the answered stream: once it ends (or a HEAD answer dropped it), what comes
+            // next (the next request, a close) is the driver's, after the handler returns.
+            if !self.conn.is_streaming() {
+                return Ok(());
+            }
+            let Some(s) = self.conn.stream() else {
+                return Ok(());
+            };
+            match s.as_mut().poll_next(&mut cx) {
+                std::task::Poll::Pending => return Ok(()),
+                std::task::Poll::Ready(item) => self.conn.pulled(item),
+            }
+        }
+    }
+}
+
+fn call<H: Handler>(handler: &H, req: Request, request_timeout: Option<Duration>) -> Response {
     let started = Instant::now();
-    let deadline = s.request_timeout.map(|t| started + t);
-    let names = s
-        .request_timeout
-        .map(|_| (req.method.as_str().to_owned(), req.path.clone()));
+    let deadline = request_timeout.map(|t| started + t);
+    let names = request_timeout.map(|_| (req.method.as_str().to_owned(), req.path.clone()));
     let resp = pollster::block_on(handler.call(req, Ctx::new(Wait::Block).with_deadline(deadline)));
-    if let (Some(limit), Some((method, path))) = (s.request_timeout, names) {
+    if let (Some(limit), Some((method, path))) = (request_timeout, names) {
         let elapsed = started.elapsed();
         if elapsed >= limit {
             // The handler could not be interrupted (it did not wait through Ctx); its answer is
@@ -437,5 +527,109 @@ mod tests {
         let text = String::from_utf8(got).unwrap();
         assert!(text.contains("Connection: close\r\n"), "{text}");
         assert!(text.ends_with("\r\n\r\none two three"), "{text:?}");
+    }
+
+    /// A stream fed from a channel: `Pending` while it has nothing (the handler still runs).
+    struct Fed(std::sync::Mutex<std::sync::mpsc::Receiver<Option<Bytes>>>);
+
+    impl futures_core::Stream for Fed {
+        type Item = Result<Bytes, BoxError>;
+        fn poll_next(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            match self.0.lock().unwrap().try_recv() {
+                Ok(item) => std::task::Poll::Ready(item.map(Ok)),
+                Err(_) => std::task::Poll::Pending,
+            }
+        }
+    }
+
+    /// Answers through the lent responder while it runs (as a WSGI app's write() does): the head
+    /// and `one `, then waits until the client says it has them before it sends `two` and returns
+    /// a response the driver must ignore.
+    struct EarlyAnswer {
+        client_has_one: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+        in_time: Arc<AtomicBool>,
+    }
+
+    impl Handler for EarlyAnswer {
+        async fn call(&self, _: Request, _: Ctx) -> Response {
+            let (tx, rx) = std::sync::mpsc::channel();
+            tx.send(Some(Bytes::from_static(b"one "))).unwrap();
+            let resp = Response::new(200).with_stream(Box::pin(Fed(rx.into())));
+            c10k_http::early::with(|r| r.answer(resp))
+                .expect("a responder is lent")
+                .unwrap();
+            let waited = self
+                .client_has_one
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(10));
+            self.in_time.store(waited.is_ok(), Ordering::SeqCst);
+            tx.send(Some(Bytes::from_static(b"two"))).unwrap();
+            c10k_http::early::with(|r| r.flush()).unwrap().unwrap();
+            tx.send(None).unwrap();
+            Response::text(500, "ignored")
+        }
+    }
+
+    #[test]
+    fn a_handler_answers_through_the_lent_responder_before_it_returns() {
+        let (mut client, server) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (has_one, client_has_one) = std::sync::mpsc::channel();
+        let in_time = Arc::new(AtomicBool::new(false));
+        let handler = EarlyAnswer {
+            client_has_one: client_has_one.into(),
+            in_time: in_time.clone(),
+        };
+        let t = std::thread::spawn(move || {
+            let sb = Arc::new(Scoreboard::create().unwrap());
+            sb.reset(0, 1);
+            let config = ServeConfig::default();
+            let tracker = Arc::new(Tracker::new(sb, 0, &config).unwrap());
+            let mut track = tracker.open(None);
+            let settings = ConnSettings::from_config(&config);
+            let server = Stream::Unix(server);
+            let info = server.info();
+            let _ = serve(
+                server,
+                info,
+                &mut track,
+                &handler,
+                &settings,
+                &Shutdown::new(),
+                Mode::UntilClosed,
+                Protocol::Http,
+                &mut || {},
+            );
+        });
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&got).contains("one ") {
+            let n = client.read(&mut buf).unwrap();
+            assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        has_one.send(()).unwrap();
+        client.read_to_end(&mut got).unwrap();
+        t.join().unwrap();
+        assert!(
+            in_time.load(Ordering::SeqCst),
+            "the head waited for the handler"
+        );
+        let text = String::from_utf8(got).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(
+            text.ends_with("\r\n\r\n4\r\none \r\n3\r\ntwo\r\n0\r\n\r\n"),
+            "{text:?}"
+        );
+        assert!(!text.contains("ignored"), "{text}");
     }
 }

@@ -9,7 +9,11 @@
 //!   [`PyBody`] the server pulls chunk by chunk, never read ahead;
 //! - a `wsgi.file_wrapper` around a real file becomes a [`c10k_http::Body::File`], which the server
 //!   sends with `sendfile(2)` (a [`PyBody`] that Rust reads without the GIL if the app also used
-//!   the `write()` callable, whose data must go first).
+//!   the `write()` callable, whose data must go first);
+//! - once `write()` has sent the head while the app ran (write.rs, [`Outcome::Sent`]), whatever the
+//!   app returns is the rest of that body: a list's items are written at once, any other iterable
+//!   (a `wsgi.file_wrapper` too, read in Python) is a [`PyBody`] stepped as above, and an
+//!   exception cuts the answer (too late for a 500, as under gunicorn).
 //!
 //! The app's `Content-Length` is what the head announces, as under gunicorn: a longer body is cut
 //! there (PEP 3333), and a shorter one goes out under it, after which the server closes the
@@ -41,7 +45,8 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use crate::environ::Template;
 use crate::file_wrapper::FileWrapper;
-use crate::start_response::{Head, StartResponse};
+use crate::start_response::{Exclusive, Head, StartResponse};
+use crate::write::{Reply, Tail, Writer};
 
 /// The loaded app and what every environ of this worker shares.
 pub(crate) struct AppState {
@@ -61,6 +66,16 @@ pub(crate) enum Called {
     },
 }
 
+/// What became of a request's call.
+pub(crate) enum Outcome {
+    /// Nothing was sent yet: the caller answers with the [`Called`] through the [`Reply`] it
+    /// gave (handed back).
+    Answer(Called, Reply),
+    /// `write()` sent the head while the app ran (write.rs); the rest of the body, if the app
+    /// returned an iterable that still has some, for the caller to step where the app ran.
+    Sent(Option<Tail>),
+}
+
 /// The `METHOD /path` of a request, for log lines.
 pub(crate) fn label(req: &Request) -> Arc<str> {
     format!("{} {}", req.method, req.path).into()
@@ -68,28 +83,46 @@ pub(crate) fn label(req: &Request) -> Arc<str> {
 
 /// [`run_request`] in a fresh copy of the thread's `contextvars.Context`, which a streamed body
 /// keeps and enters for each later step (see the module documentation).
-pub(crate) fn run_request_isolated(py: Python<'_>, state: &AppState, req: Request) -> Called {
+pub(crate) fn run_request_isolated(
+    py: Python<'_>,
+    state: &AppState,
+    req: Request,
+    reply: Reply,
+) -> Outcome {
     let ctx = match RequestContext::copy_current(py) {
         Ok(c) => c,
-        Err(e) => return Called::Done(app_error(py, &label(&req), "copying the context", &e)),
+        Err(e) => {
+            let resp = app_error(py, &label(&req), "copying the context", &e);
+            return Outcome::Answer(Called::Done(resp), reply);
+        }
     };
-    let called = {
+    let outcome = {
         let _entered = match ctx.enter(py) {
             Ok(g) => g,
-            Err(e) => return Called::Done(app_error(py, &label(&req), "entering the context", &e)),
+            Err(e) => {
+                let resp = app_error(py, &label(&req), "entering the context", &e);
+                return Outcome::Answer(Called::Done(resp), reply);
+            }
         };
-        run_request(py, state, req)
+        run_request(py, state, req, reply)
     };
-    match called {
-        Called::Streaming {
-            head,
-            first,
-            mut body,
-        } => {
+    match outcome {
+        Outcome::Answer(
+            Called::Streaming {
+                head,
+                first,
+                mut body,
+            },
+            reply,
+        ) => {
             body.context = Some(ctx);
-            Called::Streaming { head, first, body }
+            Outcome::Answer(Called::Streaming { head, first, body }, reply)
         }
-        done => done,
+        Outcome::Sent(Some(mut tail)) => {
+            tail.body_mut().context = Some(ctx);
+            Outcome::Sent(Some(tail))
+        }
+        other => other,
     }
 }
 
@@ -133,11 +166,12 @@ impl Drop for Entered<'_> {
     }
 }
 
-/// Calls the app for `req`. Never fails: app errors become a logged 500.
-pub(crate) fn run_request(py: Python<'_>, state: &AppState, req: Request) -> Called {
-    let (environ, started) = match start(py, state, req) {
+/// Calls the app for `req`. Never fails: app errors become a logged 500 (or, once `write()` has
+/// sent the head, a cut answer).
+pub(crate) fn run_request(py: Python<'_>, state: &AppState, req: Request, reply: Reply) -> Outcome {
+    let (environ, started) = match start(py, state, req, reply) {
         Ok(s) => s,
-        Err(resp) => return Called::Done(resp),
+        Err((resp, reply)) => return Outcome::Answer(Called::Done(resp), reply),
     };
     let result = state.app.bind(py).call1((environ, started.sr.bind(py)));
     finish(py, started, result)
@@ -158,33 +192,129 @@ impl Started {
 
 /// The first half of [`run_request`], for a caller that calls the app itself (the gevent hub, so
 /// that no Rust frame is on a greenlet's stack while the app waits): the environ and what
-/// [`finish`] needs, or the (logged) 500 when the environ cannot be made.
+/// [`finish`] needs, or the (logged) 500 when the environ cannot be made, with `reply` back.
+#[allow(clippy::result_large_err)]
 pub(crate) fn start<'py>(
     py: Python<'py>,
     state: &AppState,
     mut req: Request,
-) -> Result<(Bound<'py, pyo3::types::PyDict>, Started), Response> {
+    reply: Reply,
+) -> Result<(Bound<'py, pyo3::types::PyDict>, Started), (Response, Reply)> {
     let environ = match state.template.environ(py, &mut req) {
         Ok(e) => e,
-        Err(e) => return Err(app_error(py, &label(&req), "building the environ", &e)),
+        Err(e) => {
+            return Err((
+                app_error(py, &label(&req), "building the environ", &e),
+                reply,
+            ))
+        }
     };
     match StartResponse::acquire(py) {
-        Ok(sr) => Ok((environ, Started { req, sr })),
-        Err(e) => Err(app_error(py, &label(&req), "start_response", &e)),
+        Ok(sr) => {
+            {
+                let mut me = sr.borrow_mut(py);
+                me.reply = Exclusive::new(Some(reply));
+                me.head_only = req.method == Method::Head;
+            }
+            Ok((environ, Started { req, sr }))
+        }
+        Err(e) => Err((app_error(py, &label(&req), "start_response", &e), reply)),
     }
 }
 
 /// The second half of [`run_request`]: what the app's call returned (or raised) becomes the
-/// answer. Never fails: app errors become a logged 500.
+/// answer. Never fails: app errors become a logged 500 (a cut answer once the head is out).
 pub(crate) fn finish(
     py: Python<'_>,
     started: Started,
     result: PyResult<Bound<'_, PyAny>>,
-) -> Called {
+) -> Outcome {
     let Started { req, sr } = started;
-    let called = answer(py, &req, sr.bind(py), result);
+    // From here on, write() (from the body's iterator) is held for the body, as before.
+    let (reply, writer) = {
+        let mut me = sr.borrow_mut(py);
+        (me.reply.get_mut().take(), me.writer.take())
+    };
+    let outcome = match (writer, reply) {
+        (Some(writer), _) => Outcome::Sent(after_write(py, &req, sr.bind(py), &writer, result)),
+        (None, Some(reply)) => Outcome::Answer(answer(py, &req, sr.bind(py), result), reply),
+        // Not reached: the reply is only taken by the write() that makes the writer.
+        (None, None) => Outcome::Sent(None),
+    };
     StartResponse::release(py, sr);
-    called
+    outcome
+}
+
+/// What the app returned (or raised) after `write()` sent the head: the rest of the body.
+fn after_write(
+    py: Python<'_>,
+    req: &Request,
+    sr: &Bound<'_, StartResponse>,
+    writer: &Writer,
+    result: PyResult<Bound<'_, PyAny>>,
+) -> Option<Tail> {
+    let label = label(req);
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => {
+            // Too late for a 500: the client sees the answer cut, as under gunicorn.
+            log_exception(py, &label, "calling the application, after write()", &e);
+            writer.end(true);
+            return None;
+        }
+    };
+    if writer.takes_no_body() {
+        // A HEAD answer, the app's Content-Length reached, or the client gone.
+        close_logged(py, req, &result);
+        writer.end(false);
+        return None;
+    }
+    let seq = result
+        .cast_exact::<PyList>()
+        .map(|l| l.as_sequence().clone())
+        .or_else(|_| {
+            result
+                .cast_exact::<PyTuple>()
+                .map(|t| t.as_sequence().clone())
+        });
+    if let Ok(seq) = seq {
+        // `write(...); return []`, or a few more chunks: written here, as write() does.
+        let written = seq.try_iter().and_then(|items| {
+            for item in items {
+                let item = item?;
+                let b = item.cast::<PyBytes>().map_err(|_| {
+                    pyo3::exceptions::PyTypeError::new_err(
+                        "the response iterable yielded something other than bytes",
+                    )
+                })?;
+                writer.write(py, b.as_bytes())?;
+            }
+            Ok(())
+        });
+        if let Err(e) = &written {
+            log_exception(py, &label, "iterating the response", e);
+        }
+        writer.end(written.is_err());
+        return None;
+    }
+    let iter = match result.try_iter() {
+        Ok(i) => i,
+        Err(e) => {
+            log_exception(py, &label, "iterating the response", &e);
+            close_logged(py, req, &result);
+            writer.end(true);
+            return None;
+        }
+    };
+    writer.tail(PyBody {
+        source: Source::Iter(iter.unbind().into_any()),
+        closer: Some(result.clone().unbind()),
+        sr: sr.clone().unbind(),
+        remaining: writer.remaining(),
+        pending: VecDeque::new(),
+        label,
+        context: None,
+    })
 }
 
 fn answer(
@@ -403,7 +533,7 @@ fn warn_longer(label: &str) {
 
 /// The response head; the app's `Content-Length` is kept only for a stream (the server computes
 /// it for a complete body).
-fn head_response(head: Head, streaming: bool) -> Response {
+pub(crate) fn head_response(head: Head, streaming: bool) -> Response {
     let mut resp = Response::new(head.status);
     resp.reason = head.reason;
     resp.headers = head.headers;

@@ -1,6 +1,7 @@
 //! [`WsgiApp`]: boots the app in a worker process and serves it as a [`Handler`], choosing per
 //! request where Python runs (see the crate documentation).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -8,11 +9,12 @@ use std::time::{Duration, Instant};
 use c10k_http::{Capacity, Ctx, Handler, Request, Response, Wait, WorkerInfo};
 use pyo3::prelude::*;
 
-use crate::call::{self, AppState};
+use crate::call::{self, AppState, Outcome};
 use crate::environ::{MountFault, Template};
 use crate::gevent::Hub;
 use crate::pool::Pool;
 use crate::stream::{InlineStream, PoolStream, Runner, Steps};
+use crate::write::{Reply, Tail};
 use crate::{interp, loader, BootError, WsgiConfig};
 
 /// A hosted WSGI application; one per worker process.
@@ -40,12 +42,10 @@ struct Inner {
     in_flight: tokio::sync::Semaphore,
     /// `in_flight`'s size.
     max_in_flight: usize,
-    /// Told each time a pooled `async` request is answered, or a pool thread is done with a
-    /// streamed body (see [`Handler::capacity_freed`]).
-    freed: tokio::sync::Notify,
-    /// Pool threads kept by the streamed body of an answered `async` request (see stream.rs):
-    /// busy, though their requests no longer count in `in_flight`.
-    streaming: AtomicUsize,
+    /// Pool threads kept by answered `async` requests, and the notice of a freed thread. One per
+    /// worker process, for its life: leaked at boot, so that a request's [`Reply`] refers to it
+    /// without a reference count to bump.
+    busy: &'static Busy,
     /// How long pooled `async` requests hold their thread, in nanoseconds: a moving average
     /// over the last few (see [`Capacity::slow`]).
     held_ns: AtomicU64,
@@ -85,6 +85,32 @@ fn warn_replaced_signals(py: Python<'_>, main_thread_runs_python: bool) {
              c10k's, so this worker no longer stops or retires on {name} and is killed after \
              --graceful-timeout; {runs}"
         );
+    }
+}
+
+/// Pool threads kept by answered `async` requests: by a streamed body (see stream.rs), or by
+/// an app that goes on running after `write()` sent its head (write.rs). They are busy, though
+/// their requests no longer count in `in_flight`.
+#[derive(Default)]
+pub(crate) struct Busy {
+    streaming: AtomicUsize,
+    /// Told each time a pooled `async` request is answered, or a pool thread is done with a
+    /// streamed body (see [`Handler::capacity_freed`]).
+    freed: tokio::sync::Notify,
+}
+
+impl Busy {
+    /// A pool thread goes on with a request whose answer is about to free its place.
+    pub(crate) fn begin(&self) {
+        self.streaming.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// That thread is free.
+    fn end(&self) {
+        let _ = self
+            .streaming
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        self.freed.notify_one();
     }
 }
 
@@ -242,8 +268,7 @@ impl WsgiApp {
                 recycle: config.recycle.clone(),
                 in_flight: tokio::sync::Semaphore::new(max_in_flight),
                 max_in_flight,
-                freed: tokio::sync::Notify::new(),
-                streaming: AtomicUsize::new(0),
+                busy: Box::leak(Box::default()),
                 held_ns: AtomicU64::new(0),
                 time_held: info.workers > 1,
             }),
@@ -256,6 +281,15 @@ impl WsgiApp {
     pub fn stuck_threads(&self) -> usize {
         self.inner.pool.get().map_or(0, Pool::stuck)
     }
+}
+
+/// Attaches the rest of an early answer's body (write.rs) to be stepped on this pool thread,
+/// whose [`Steps`] are then to be served.
+fn tail_here(tail: Tail) -> Steps {
+    let steps = Steps::new();
+    let runner = steps.runner();
+    tail.attach(|body| Box::pin(PoolStream::new(VecDeque::new(), body, runner)));
+    steps
 }
 
 /// The response of an app called on this pool thread, and, when its body is a stream, the
@@ -296,10 +330,19 @@ impl Inner {
 
     /// On this (attached-once) thread: the blocking classes without a deadline.
     fn call_inline(&self, req: Request) -> Response {
-        let called = interp::attach(|py| call::run_request(py, &self.state, req));
-        call::into_response(called, |first, body| {
-            Box::pin(InlineStream::new(first, body))
-        })
+        let outcome = interp::attach(|py| call::run_request(py, &self.state, req, Reply::Inline));
+        match outcome {
+            Outcome::Answer(called, _) => call::into_response(called, |first, body| {
+                Box::pin(InlineStream::new(first, body))
+            }),
+            Outcome::Sent(tail) => {
+                // The driver has the answer (c10k_http::early) and pulls the rest from it.
+                if let Some(tail) = tail {
+                    tail.attach(|body| Box::pin(InlineStream::new(VecDeque::new(), body)));
+                }
+                Response::new(200)
+            }
+        }
     }
 
     /// On the pool, waiting on this thread until `deadline`: the blocking classes with
@@ -311,12 +354,19 @@ impl Inner {
         let ticket = self.pool().submit_tracked(
             label,
             Box::new(move |py| {
-                let called = call::run_request_isolated(py, &me.state, req);
+                let outcome = call::run_request_isolated(py, &me.state, req, Reply::Blocking(tx));
                 // The body's steps run here, not on the connection's thread (see stream.rs).
-                let (resp, steps) = streamed_here(called);
-                // Nobody waiting (timed out): dropping the answer queues its close() for this
-                // thread, which runs it in `serve`.
-                let _ = tx.send(resp);
+                let steps = match outcome {
+                    Outcome::Answer(called, Reply::Blocking(tx)) => {
+                        let (resp, steps) = streamed_here(called);
+                        // Nobody waiting (timed out): dropping the answer queues its close()
+                        // for this thread, which runs it in `serve`.
+                        let _ = tx.send(resp);
+                        steps
+                    }
+                    Outcome::Answer(..) => None,
+                    Outcome::Sent(tail) => tail.map(tail_here),
+                };
                 if let Some(steps) = steps {
                     steps.serve(py);
                 }
@@ -342,7 +392,7 @@ impl Inner {
         };
         let _in_flight = InFlight {
             permit: Some(permit),
-            freed: &self.freed,
+            freed: &self.busy.freed,
         };
         // Only a request with a deadline can get stuck and be named in the log.
         let label = deadline.map(|_| call::label(&req));
@@ -353,22 +403,39 @@ impl Inner {
             label,
             Box::new(move |py| {
                 let began = me.time_held.then(Instant::now);
-                let called = call::run_request_isolated(py, &me.state, req);
-                // A streamed body keeps this thread until it is done (see stream.rs).
-                let (resp, steps) = streamed_here(called);
+                let reply = Reply::Async {
+                    tx,
+                    answers,
+                    busy: me.busy,
+                };
+                let outcome = call::run_request_isolated(py, &me.state, req, reply);
                 if let Some(began) = began {
                     me.held(began.elapsed());
                 }
-                // Counted busy before the answer frees its place in `in_flight`.
-                if steps.is_some() {
-                    me.streaming.fetch_add(1, Ordering::AcqRel);
-                }
-                // Nobody waiting: dropping the answer queues its close() for this thread.
-                let _ = answers.send((tx, resp));
-                if let Some(steps) = steps {
-                    steps.serve(py);
-                    me.streaming.fetch_sub(1, Ordering::AcqRel);
-                    me.freed.notify_one();
+                match outcome {
+                    Outcome::Answer(called, Reply::Async { tx, answers, .. }) => {
+                        // A streamed body keeps this thread until it is done (see stream.rs).
+                        let (resp, steps) = streamed_here(called);
+                        // Counted busy before the answer frees its place in `in_flight`.
+                        if steps.is_some() {
+                            me.busy.begin();
+                        }
+                        // Nobody waiting: dropping the answer queues its close() for this
+                        // thread.
+                        let _ = answers.send((tx, resp));
+                        if let Some(steps) = steps {
+                            steps.serve(py);
+                            me.busy.end();
+                        }
+                    }
+                    Outcome::Answer(..) => {}
+                    Outcome::Sent(tail) => {
+                        // Counted busy when write() sent the answer (`Reply::send`).
+                        if let Some(steps) = tail.map(tail_here) {
+                            steps.serve(py);
+                        }
+                        me.busy.end();
+                    }
                 }
             }),
         );
@@ -458,7 +525,7 @@ impl Inner {
 }
 
 /// An answer on its way back to the request that waits for it.
-type Delivery = (tokio::sync::oneshot::Sender<Response>, Response);
+pub(crate) type Delivery = (tokio::sync::oneshot::Sender<Response>, Response);
 
 /// The way back from the pool to the event loop, shared by every `async` request of the worker.
 ///
@@ -613,7 +680,7 @@ impl Handler for WsgiApp {
             return None;
         }
         let in_flight = inner.max_in_flight - inner.in_flight.available_permits();
-        let busy = in_flight + inner.streaming.load(Ordering::Acquire);
+        let busy = in_flight + inner.busy.streaming.load(Ordering::Acquire);
         Some(Capacity {
             free: inner.pool_size.saturating_sub(busy),
             slow: inner.held_ns.load(Ordering::Relaxed) > SLOW.as_nanos() as u64,
@@ -622,7 +689,7 @@ impl Handler for WsgiApp {
 
     fn capacity_freed(&self) -> impl std::future::Future<Output = ()> + Send {
         let inner = self.inner.clone();
-        async move { inner.freed.notified().await }
+        async move { inner.busy.freed.notified().await }
     }
 
     fn script_name(&self) -> &str {

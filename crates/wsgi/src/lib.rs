@@ -23,7 +23,9 @@
 //! `wsgi.file_wrapper` over a real file is read by Rust without the GIL, any other iterable is
 //! streamed chunk by chunk and `close()`d when the server drops the stream). Under `gevent`
 //! (`Wait::Yield` with a hub) the same two pieces, [`call::run_request`] and [`call::PyBody`], run
-//! in greenlets on the worker's gevent hub instead of the pool (see [`gevent`]).
+//! in greenlets on the worker's gevent hub instead of the pool (see [`gevent`]). Data given to the
+//! legacy `write()` callable goes to the client as the app writes it, under every class (see
+//! [`write`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,6 +43,7 @@ mod pool;
 pub mod reload;
 mod start_response;
 mod stream;
+mod write;
 
 pub use handler::WsgiApp;
 pub use reload::{Engine as ReloadEngine, Reload};

@@ -5,7 +5,8 @@
 //! rules: a second call needs `exc_info`; with `exc_info` before the head has gone out, the new
 //! status and headers replace the old; after it has gone out, or after `write()` was given data,
 //! the exception is re-raised into the app. Data given to `write()` is sent before the iterable's
-//! chunks, in order. A `Content-Length` that is not a number of bytes, or two that differ, is a
+//! chunks, in order, and goes to the client as it is written: the first non-empty `write()` sends
+//! the head (write.rs). A `Content-Length` that is not a number of bytes, or two that differ, is a
 //! `ValueError` in the app, hence a 500 (gunicorn raises for what `int()` refuses): the server
 //! never guesses the framing of an answer, nor replaces the app's length with its own.
 
@@ -16,6 +17,8 @@ use bytes::Bytes;
 use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+
+use crate::write::{Reply, Writer};
 
 /// A response head as the app gave it, already checked.
 #[derive(Debug, Default)]
@@ -37,6 +40,34 @@ pub(crate) struct StartResponse {
     pub head_sent: bool,
     /// Data from `write()` not yet handed to the server.
     pub written: Vec<Bytes>,
+    /// How the answer leaves the app's thread, until the app returns or `write()` sends the head
+    /// (see write.rs). `None` outside the app's call: `write()` data is then held, as before the
+    /// head, for the body that is being stepped.
+    pub reply: Exclusive<Option<Reply>>,
+    /// Set once `write()` has sent the head, until the app returns.
+    pub writer: Option<Writer>,
+    /// The request is a HEAD: the head goes out, the body does not.
+    pub head_only: bool,
+}
+
+/// A value reached only through `&mut` (as in a `start_response`, borrowed mutably under the
+/// GIL), so sharing `&Exclusive` between threads shares nothing: [`Reply`] holds the gevent
+/// class's `Send`-only callback, and a `#[pyclass]` must be `Sync`. No lock on the request's path.
+#[derive(Default)]
+pub(crate) struct Exclusive<T>(T);
+
+// SAFETY: `&Exclusive<T>` gives no access to the `T` (only `&mut` does, through `get_mut`), so
+// sharing it between threads cannot share the `T`; moving it needs `T: Send`.
+unsafe impl<T: Send> Sync for Exclusive<T> {}
+
+impl<T> Exclusive<T> {
+    pub(crate) fn new(t: T) -> Exclusive<T> {
+        Exclusive(t)
+    }
+
+    pub(crate) fn get_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
 }
 
 impl StartResponse {
@@ -159,10 +190,14 @@ impl StartResponse {
         }
     }
 
-    /// The legacy `write(data)` callable.
-    fn write(&mut self, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// The legacy `write(data)` callable. Its first non-empty data sends the head, and it and
+    /// the rest go to the client as they are written (write.rs); until then, or when the answer
+    /// cannot leave early, the data is held for the answer, before the iterable's chunks.
+    fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let mut me = slf.borrow_mut();
         // Once the head has gone out (`head` taken), the body's iterator may still write.
-        if self.head.is_none() && !self.head_sent {
+        if me.head.is_none() && !me.head_sent {
             return Err(PyAssertionError::new_err(
                 "write() called before start_response()",
             ));
@@ -171,10 +206,43 @@ impl StartResponse {
             .cast::<PyBytes>()
             .map_err(|_| PyTypeError::new_err("write() takes bytes"))?;
         let b = data.as_bytes();
-        if !b.is_empty() {
-            self.written.push(Bytes::copy_from_slice(b));
+        if b.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        if let Some(w) = &me.writer {
+            // Not borrowed while it waits for the client.
+            let w = w.clone();
+            drop(me);
+            return w.write(py, b);
+        }
+        let early = me
+            .reply
+            .get_mut()
+            .as_ref()
+            .is_some_and(Reply::can_answer_early);
+        let reply = if early {
+            me.reply.get_mut().take()
+        } else {
+            None
+        };
+        let Some(reply) = reply else {
+            me.written.push(Bytes::copy_from_slice(b));
+            return Ok(());
+        };
+        // The first data: the head goes out now, under what start_response was given so far.
+        me.head_sent = true;
+        let head = me.head.take().unwrap_or_default();
+        let remaining = head.content_length;
+        let held = me.take_written();
+        let resp = crate::call::head_response(head, true);
+        let (resp, writer) = crate::write::open(resp, me.head_only, remaining, &reply);
+        me.writer = Some(writer.clone());
+        drop(me);
+        reply.send(py, resp).map_err(PyErr::from)?;
+        for h in held {
+            writer.write(py, &h)?;
+        }
+        writer.write(py, b)
     }
 }
 

@@ -22,13 +22,17 @@
 //! previous one has been written, and each `next()` (and the final `close()`) is one more job on
 //! the hub ([`crate::stream::PoolStream`] with a hub runner), run in the greenlet that ran the view
 //! ([`own`]: greenlet-local state such as Django's database connection must be the view's). A
-//! slow client therefore holds one chunk in memory and one parked greenlet.
+//! slow client therefore holds one chunk in memory and one parked greenlet. Data the view gives
+//! the legacy `write()` is pushed instead, while it runs: its head goes out through the same
+//! answer queue ([`Hub::flush_answers`]), and `write()` waits on a gevent event, yielding to the
+//! hub, while the client is slow (see write.rs).
 //!
 //! `--request-timeout`: the job's greenlet arms a `gevent.Timeout` for what is left of the
 //! deadline, so the view is interrupted at its next cooperative wait and its iterable closed, and
 //! the client gets a 504 (from whichever side sees the deadline first). A request whose waiting
 //! future goes away (the server's own timer, shutdown) has its greenlet killed with `GreenletExit`.
 
+use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,8 +46,10 @@ use tokio::sync::oneshot;
 use crossbeam_channel as chan;
 use pyo3::prelude::*;
 
-use crate::call::{self, format_exception, AppState, Called, Started};
+use crate::call::{self, format_exception, AppState, Called, Outcome, Started};
 use crate::pool::Job;
+use crate::stream::{PoolStream, Runner};
+use crate::write::Reply;
 use crate::BootError;
 
 const HUB_PY: &str = include_str!("hub.py");
@@ -289,6 +295,27 @@ impl Hub {
         lock(&self.shared.answers).push((tx, resp));
     }
 
+    /// Wakes [`deliver`] for the answers queued so far, outside the hub's batching: for an
+    /// answer whose greenlet runs on (`write()` sent its head, see write.rs).
+    pub(crate) fn flush_answers(&self) {
+        if lock(&self.shared.answers).is_empty() {
+            return;
+        }
+        let waker = lock(&self.shared.deliverer).take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Runs `job` in a greenlet of its own (from any thread).
+    pub(crate) fn run(&self, job: Job) {
+        self.send(Task::Run {
+            job,
+            context: None,
+            last: false,
+        });
+    }
+
     fn send(&self, task: Task) {
         if self.shared.tx.send(task).is_err() {
             return; // unreachable: the hub holds a receiver itself
@@ -351,13 +378,10 @@ struct Queue {
 impl Queue {
     /// Wakes [`deliver`] when answers are queued: once per batch of greenlets, not per answer.
     fn flush(&self) {
-        if lock(&self.shared.answers).is_empty() {
-            return;
+        Hub {
+            shared: self.shared.clone(),
         }
-        let waker = lock(&self.shared.deliverer).take();
-        if let Some(w) = waker {
-            w.wake();
-        }
+        .flush_answers();
     }
 
     /// The jobs to spawn and the greenlets to kill, queued since the last call.
@@ -380,6 +404,9 @@ impl Queue {
                             started: Mutex::new(None),
                             deadline,
                             slot,
+                            hub: Hub {
+                                shared: self.shared.clone(),
+                            },
                         },
                     )?
                     .into_any(),
@@ -442,19 +469,34 @@ fn seconds_left(deadline: Option<Instant>) -> Option<f64> {
 #[pyclass(frozen, module = "c10k")]
 struct HubCall {
     call: Mutex<Option<Call>>,
-    /// Between `begin` and `finish`/`fail`.
-    started: Mutex<Option<(Started, Done)>>,
+    /// Between `begin` and `finish`/`fail` (the request's `Done` is in its `start_response`,
+    /// for `write()`, until then).
+    started: Mutex<Option<Started>>,
     deadline: Option<Instant>,
     slot: Arc<Slot>,
+    hub: Hub,
 }
 
 impl HubCall {
     /// Turns the call's outcome into the request's answer; the greenlet is no longer killable.
     fn complete(&self, py: Python<'_>, result: PyResult<Bound<'_, PyAny>>) {
         let started = lock(&self.started).take();
-        if let Some((started, done)) = started {
+        if let Some(started) = started {
             let finished = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                done(py, call::finish(py, started, result))
+                match call::finish(py, started, result) {
+                    Outcome::Answer(called, Reply::Hub { done, .. }) => done(py, called),
+                    Outcome::Answer(..) => {}
+                    // `write()` sent the answer; the rest of the body is stepped in this
+                    // greenlet, as an iterable's (see `own`).
+                    Outcome::Sent(tail) => {
+                        if let Some(tail) = tail {
+                            let runner = Runner::Hub(own(py, self.hub.clone()));
+                            tail.attach(|body| {
+                                Box::pin(PoolStream::new(VecDeque::new(), body, runner))
+                            });
+                        }
+                    }
+                }
             }));
             if finished.is_err() {
                 tracing::error!("a greenlet's request panicked");
@@ -489,17 +531,23 @@ impl HubCall {
             return None;
         }
         let Call { state, req, done } = lock(&self.call).take()?;
-        match call::start(py, &state, req) {
+        let reply = Reply::Hub {
+            done,
+            hub: self.hub.clone(),
+        };
+        match call::start(py, &state, req, reply) {
             Ok((environ, started)) => {
                 *lock(&self.slot.greenlet) = Some(greenlet);
                 let sr = started.start_response().clone_ref(py);
-                *lock(&self.started) = Some((started, done));
+                *lock(&self.started) = Some(started);
                 Some((state.app.clone_ref(py), environ, sr))
             }
-            Err(resp) => {
-                let answered = AssertUnwindSafe(|| done(py, Called::Done(resp)));
-                if std::panic::catch_unwind(answered).is_err() {
-                    tracing::error!("a greenlet's request panicked");
+            Err((resp, reply)) => {
+                if let Reply::Hub { done, .. } = reply {
+                    let answered = AssertUnwindSafe(|| done(py, Called::Done(resp)));
+                    if std::panic::catch_unwind(answered).is_err() {
+                        tracing::error!("a greenlet's request panicked");
+                    }
                 }
                 None
             }

@@ -25,6 +25,8 @@ MEETINGS_LOCK = threading.Lock()
 BOOTED = os.environ.get("PROBE_BOOT_MARK", "")
 # how many objects kept by /meet?keep=1 in a thread's LOCAL have been freed
 FREED = [0]
+# token -> what write() raised in /write_gone (the exception's class and its OSError ancestry)
+WRITE_ERRORS = {}
 
 
 class Cyclic:
@@ -293,9 +295,58 @@ def dispatch(environ, start_response):
         if q.get("gen"):
             return iter([b"hel", b"lo"])
         return [b"hello"]
+    if path == "/write_wait":
+        # write() goes out at once: the client gets `first,` while the app waits for the file
+        # (?signal=PATH) the client creates once it has it, then the app writes the rest.
+        signal = q["signal"]
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"first,")
+        deadline = time.monotonic() + float(q.get("wait", "10"))
+        while not os.path.exists(signal) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        write(b"signalled," if os.path.exists(signal) else b"not-signalled,")
+        return [b"end"]
+    if path == "/write_big":
+        # One write() of ?mb= MiB; ?mark=PATH gets the worker's pid and resident size (KiB)
+        # before, and `returned` once write() has returned.
+        mark = q["mark"]
+        size = int(q.get("mb", "64")) << 20
+        with open(mark, "w") as f:
+            f.write("%d %d\n" % (os.getpid(), _rss_kib()))
+        write = start_response(
+            "200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))]
+        )
+        write(b"x" * size)
+        with open(mark, "a") as f:
+            f.write("returned\n")
+        return []
+    if path == "/write_gone":
+        # Writes until write() raises (the client left), then returns an iterable whose close()
+        # is recorded (?token=).
+        token = q.get("token", "t")
+        CLOSED.setdefault(token, 0)
+        write = start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        piece = b"y" * 65536
+        try:
+            for _ in range(int(q.get("n", "4096"))):
+                write(piece)
+            WRITE_ERRORS[token] = "none"
+        except Exception as e:  # noqa: BLE001 - the test reads what it was
+            WRITE_ERRORS[token] = "%s oserror=%s" % (type(e).__name__, isinstance(e, OSError))
+        return Tracked(token, [b"after"], 0)
+    if path == "/write_error":
+        return _text(start_response, WRITE_ERRORS.get(q.get("token", "t"), ""))
     if path == "/":
         return _text(start_response, "probe")
     return _text(start_response, "not found: " + path, status="404 Not Found")
+
+
+def _rss_kib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
 
 
 app = validator(dispatch)
