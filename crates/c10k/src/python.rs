@@ -282,15 +282,16 @@ mod enabled {
                     ReloadEngine::Inotify => c10k_wsgi::ReloadEngine::Inotify,
                 },
                 extra_files: args.reload_extra_files.clone(),
-                // Retiring, as --max-requests and HUP do, not SIGTERM's graceful stop: that
-                // closes idle connections at once, a connection accepted a moment before among
-                // them, whose client then finds it closed under the request it was sending
-                // (the reload tests saw "Broken pipe" under sync, thread and gthread).
-                // Retiring answers every request that reaches the worker, and closes each
-                // keep-alive connection after its next answer or its --keepalive time.
+                // Retiring, as --max-requests and HUP do (every request that reaches the
+                // worker is answered, and the siblings and the successor take the listen
+                // queue), except that an idle keep-alive connection closes at once instead of
+                // after one more answer from the stale code: a browser's refresh then meets
+                // the new code, as under gunicorn's reloader (`Phase::Reloading`).
                 on_change: Arc::new(|| {
-                    // SAFETY: kill on our own pid with a signal the worker handles.
-                    unsafe { libc::kill(libc::getpid(), libc::SIGHUP) };
+                    if !c10k_serve::retire_for_reload() {
+                        // Only workers start a watcher (`--check-config` loads without one).
+                        tracing::warn!("--reload: not in a worker process; nothing to retire");
+                    }
                 }),
             }),
         };

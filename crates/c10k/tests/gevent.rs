@@ -729,6 +729,14 @@ fn edits_reload_the_app_under_gevent() {
     );
 }
 
+/// `--reload` under gevent closes an idle keep-alive connection at once, as under the other
+/// classes (`util::reload::a_reload_closes_idle_keep_alive_connections`).
+#[test]
+fn a_reload_closes_idle_keep_alive_connections_under_gevent() {
+    let Some(venv) = venv() else { return };
+    util::reload::a_reload_closes_idle_keep_alive_connections(&["-k", "gevent", "--venv", &venv]);
+}
+
 #[test]
 fn without_reload_an_edit_is_not_picked_up_under_gevent() {
     let Some(venv) = venv() else { return };

@@ -728,6 +728,58 @@ per_class!(max_requests_rotates_workers, |class| {
     assert!(s.log().contains("--max-requests reached"));
 });
 
+// A retirement by `--max-requests` keeps an idle keep-alive connection for its next request,
+// which is answered (with `Connection: close`): the code is not stale, and the client was not
+// about to learn its connection was closed under it. Only `--reload` closes idle connections at
+// once (see `util::reload::a_reload_closes_idle_keep_alive_connections`). `sync` keeps no
+// connection. One worker, so that the other connections' requests reach its budget.
+per_class!(
+    max_requests_answers_an_idle_connections_next_request,
+    |class| {
+        if class == "sync" {
+            return;
+        }
+        let s = Server::start(&[
+            "-k",
+            class,
+            "-w",
+            "1",
+            "--threads",
+            "4",
+            "--keepalive",
+            "20",
+            "--max-requests",
+            "10",
+        ]);
+        let mut kept = Reader::new(connect(s.addr));
+        kept.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let r = kept.response().unwrap();
+        assert_eq!(r.status, 200);
+        assert_ne!(r.header("connection"), Some("close"), "kept alive");
+        // Requests on other connections until the worker retires (the harness's start-up probes
+        // count too, so the budget is not reached at a known one).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !s.log().contains("--max-requests reached") {
+            assert!(Instant::now() < deadline, "never retired:\n{}", s.log());
+            assert_eq!(get(s.addr, "/").unwrap().status, 200);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Past the blocking drivers' poll interval (200 ms): every thread has seen the phase.
+        std::thread::sleep(Duration::from_millis(500));
+        kept.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .expect("the idle connection is still open");
+        let r = kept.response().unwrap_or_else(|e| {
+            panic!(
+                "the idle connection's next request is answered, got {e}:\n{}",
+                s.log()
+            )
+        });
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("connection"), Some("close"));
+        assert!(kept.closed());
+    }
+);
+
 #[test]
 fn ttin_ttou_change_the_worker_count() {
     let s = Server::start(&["-k", "async", "-w", "1"]);

@@ -2097,7 +2097,10 @@ fn a_second_usr2_and_a_winch_without_upgrade_change_nothing_and_hup_rolls_back()
 /// `util::reload::edits_reload_the_app`); and nothing of it without the flag.
 mod reload {
     use super::util::reload::Source;
-    use super::util::reload::{edits_reload_the_app, without_reload_an_edit_is_not_picked_up};
+    use super::util::reload::{
+        a_reload_closes_idle_keep_alive_connections, edits_reload_the_app,
+        without_reload_an_edit_is_not_picked_up,
+    };
 
     #[test]
     fn sync_with_flags_and_poll() {
@@ -2123,6 +2126,26 @@ mod reload {
             &["-k", "async", "--threads", "2"],
             Source::ConfigFile("auto"),
         );
+    }
+
+    #[test]
+    fn a_reload_closes_idle_keep_alive_connections_under_sync() {
+        a_reload_closes_idle_keep_alive_connections(&["-k", "sync"]);
+    }
+
+    #[test]
+    fn a_reload_closes_idle_keep_alive_connections_under_thread() {
+        a_reload_closes_idle_keep_alive_connections(&["-k", "thread"]);
+    }
+
+    #[test]
+    fn a_reload_closes_idle_keep_alive_connections_under_gthread() {
+        a_reload_closes_idle_keep_alive_connections(&["-k", "gthread", "--threads", "4"]);
+    }
+
+    #[test]
+    fn a_reload_closes_idle_keep_alive_connections_under_async() {
+        a_reload_closes_idle_keep_alive_connections(&["-k", "async", "--threads", "2"]);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Drives one connection on the tokio runtime: a thin I/O shell around [`crate::conn::Machine`],
 //! which holds every protocol decision. Reads wait with the machine's deadline; an idle
-//! connection also wakes for a shutdown.
+//! connection also wakes for a shutdown or a reload ([`Phase::closes_idle`]).
 
 use std::future::Future;
 use std::io;
@@ -50,9 +50,10 @@ where
     // waiter, under their locks, on every request. Moving the deadline later is lock-free.
     let mut timer = std::pin::pin!(tokio::time::sleep_until(tokio::time::Instant::now()));
     let mut stop_watch = stop.clone();
-    // `true`: the server is stopping; `false`: the stop channel closed (the worker is exiting).
+    // `true`: idle connections close (a stop, or a reload); `false`: the stop channel closed
+    // (the worker is exiting).
     let mut stopped =
-        std::pin::pin!(async move { stop_watch.wait_for(|p| *p >= Phase::Graceful).await.is_ok() });
+        std::pin::pin!(async move { stop_watch.wait_for(|p| p.closes_idle()).await.is_ok() });
     let mut stop_seen = false;
     // The time after the last wait: each step after an await reads the clock once and the
     // machine's next decision reuses it (a clock read is a measurable share of a small request).
@@ -60,7 +61,7 @@ where
     let opening_ends = tokio::time::Instant::from_std(now + OPENING);
     let mut on_opened = Some(on_opened);
     loop {
-        let stopping = *stop.borrow() >= Phase::Graceful;
+        let stopping = stop.borrow().closes_idle();
         match conn.next(now, stopping) {
             Action::Write => {
                 // A write the socket takes at once (the usual case) took no time worth a

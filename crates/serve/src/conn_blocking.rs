@@ -1,8 +1,9 @@
 //! Drives one connection on a blocking OS thread (the `sync`, `thread` and `gthread` classes): a
 //! thin I/O shell around [`crate::conn::Machine`], which holds every protocol decision.
 //!
-//! A blocked `read` cannot see a shutdown, so reads use a short socket timeout and re-check the
-//! stop phase in between; the cost is one wake-up per poll interval per idle connection.
+//! A blocked `read` cannot see a shutdown (or a reload: [`Phase::closes_idle`]), so reads use a
+//! short socket timeout and re-check the stop phase in between; the cost is one wake-up per poll
+//! interval per idle connection.
 //!
 //! While the handler runs, the connection's writing side is lent to it ([`c10k_http::early`]), so
 //! that a handler running on this thread (a WSGI app's `write()`) can answer before it returns;
@@ -87,7 +88,7 @@ where
     // The socket's receive timeout, as last set here (`None`: never set, or set elsewhere).
     let mut read_timeout: Option<Duration> = None;
     loop {
-        let stopping = shutdown.phase() >= Phase::Graceful;
+        let stopping = shutdown.phase().closes_idle();
         let action = match first.take() {
             Some(request) => Action::Handle(request),
             None => conn.next(Instant::now(), stopping),

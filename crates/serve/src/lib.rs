@@ -82,6 +82,6 @@ pub use reload::{Reload, Reloaded};
 pub use scoreboard::WritePathFigures;
 pub use shutdown::{Phase, Shutdown};
 pub use workers::{
-    is_worker_process, run, run_hosted, run_reloading, started_by_upgrade, worker_info, Hosted,
-    Server,
+    is_worker_process, retire_for_reload, run, run_hosted, run_reloading, started_by_upgrade,
+    worker_info, Hosted, Server,
 };

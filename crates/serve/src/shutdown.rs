@@ -13,6 +13,14 @@ pub enum Phase {
     /// is closed after its next response or when its keep-alive time runs out, so no client has
     /// its connection closed under a request it is about to send.
     Draining,
+    /// Retiring because the application's code changed on disk (`--reload`): as `Draining`, but
+    /// an idle keep-alive connection closes at once, as in `Graceful`, since its next request
+    /// would be answered by code known to be stale; the client sends it again on a new
+    /// connection, which the siblings or the fresh worker answer. A request in flight or being
+    /// received, and a new connection's first request within its grace, are still answered.
+    /// Unlike `Graceful`, the listen queue is left to the siblings and the successor (see
+    /// [`Shutdown::queue_drain_until`]): served here, its requests would meet the stale code.
+    Reloading,
     /// Stop accepting new connections, but serve those already waiting in the listen queue
     /// (see [`Shutdown::queue_drain_until`]); finish in-flight requests; close idle connections
     /// at once, except one whose client has not sent its first request yet, which gets a short
@@ -20,6 +28,14 @@ pub enum Phase {
     Graceful,
     /// Stop now (SIGQUIT, or the graceful timeout ran out).
     Immediate,
+}
+
+impl Phase {
+    /// Whether an idle connection closes now instead of after its next answer (see
+    /// `crate::conn::Machine::next`): in `Reloading` and every phase of a stop.
+    pub fn closes_idle(self) -> bool {
+        self >= Phase::Reloading
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -70,8 +86,9 @@ impl Shutdown {
     /// sent its request, which nginx in front answers with a 502 and cannot safely retry for a
     /// POST. So a stopping worker serves what is queued, one connection at a time as its threads
     /// free up, until the queue is empty (then it stops taking any) or this deadline passes.
-    /// A retiring worker (`Draining`: HUP, `--max-requests`) does not: its siblings, its
-    /// successor and the master keep the listener open, and they serve the queue.
+    /// A retiring worker (`Draining`: HUP, `--max-requests`; `Reloading`: `--reload`) does not:
+    /// its siblings, its successor and the master keep the listener open, and they serve the
+    /// queue.
     pub fn queue_drain_until(&self, graceful: Duration) -> Option<Instant> {
         if self.phase() != Phase::Graceful {
             return None;
@@ -101,6 +118,12 @@ mod tests {
             None,
             "retiring: the siblings serve it"
         );
+        s.trigger(Phase::Reloading);
+        assert_eq!(
+            s.queue_drain_until(g),
+            None,
+            "retiring for stale code: the siblings serve it"
+        );
         let before = Instant::now();
         s.trigger(Phase::Graceful);
         let until = s.queue_drain_until(g).expect("a graceful stop drains");
@@ -110,5 +133,24 @@ mod tests {
         assert_eq!(s.queue_drain_until(g), Some(until));
         s.trigger(Phase::Immediate);
         assert_eq!(s.queue_drain_until(g), None, "stopping now");
+    }
+
+    #[test]
+    fn a_reload_closes_idle_connections_and_outranks_a_plain_retirement_only() {
+        assert!(!Phase::Running.closes_idle());
+        assert!(!Phase::Draining.closes_idle(), "HUP, --max-requests");
+        assert!(Phase::Reloading.closes_idle());
+        assert!(Phase::Graceful.closes_idle());
+        assert!(Phase::Immediate.closes_idle());
+        // --max-requests reached, then an edit: the stale code no longer answers idle clients.
+        let s = Shutdown::new();
+        s.trigger(Phase::Draining);
+        s.trigger(Phase::Reloading);
+        assert_eq!(s.phase(), Phase::Reloading);
+        // A HUP after the edit changes nothing; a graceful stop still wins.
+        s.trigger(Phase::Draining);
+        assert_eq!(s.phase(), Phase::Reloading);
+        s.trigger(Phase::Graceful);
+        assert_eq!(s.phase(), Phase::Graceful);
     }
 }

@@ -306,3 +306,54 @@ pub fn without_reload_an_edit_is_not_picked_up(class: &[&str]) {
     assert!(!s.log().contains("Worker reloading"), "{}", s.log());
     assert_eq!(s.worker_pids().len(), 1, "{}", s.log());
 }
+
+/// Under `class`: a keep-alive connection idle when its worker reloads is closed at once, so
+/// that its client's next request (a browser's refresh) goes to a new connection and meets the
+/// new code, as under gunicorn's reloader; it is not answered once more by the old code, which
+/// a retirement by HUP or `--max-requests` does (see `serve.rs`). Two workers, a `--keepalive`
+/// (20 s) longer than every wait here, so that only the reload can close the connection.
+pub fn a_reload_closes_idle_keep_alive_connections(class: &[&str]) {
+    let mut dir = AppDir::new("v1");
+    let mut args = class.to_vec();
+    args.extend_from_slice(&["--keepalive", "20"]);
+    let s = start(&args, Source::Flags("auto"), &dir);
+    wait_watching(&s);
+    let reloading = format!("Worker reloading: {} modified", dir.module().display());
+
+    let mut kept = super::Reader::new(super::connect(s.addr));
+    kept.stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    kept.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let r = kept.response().unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "v1"), "{}", s.log());
+    let sync = class.contains(&"sync");
+    // `sync` keeps no connection (as gunicorn's): there the close below is its usual one.
+    assert_eq!(
+        r.header("connection") == Some("close"),
+        sync,
+        "{:?}",
+        r.headers
+    );
+
+    dir.save_app("v2");
+    wait_count(&s, &reloading, 2);
+    // Closed (the blocking classes see the reload within their 200 ms poll), not kept for the
+    // request below: before the fix the read waited out its 5 s for the 20 s keep-alive.
+    let closed_at = Instant::now();
+    assert!(
+        kept.closed(),
+        "the idle keep-alive connection is still open {:?} after the reload:\n{}",
+        closed_at.elapsed(),
+        s.log()
+    );
+    // Nor does the old code answer a request sent on it (the send may already fail).
+    if kept.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").is_ok() {
+        if let Ok(r) = kept.response() {
+            panic!("answered {:?} on the reloaded connection", r.text());
+        }
+    }
+    // A new connection meets the new code.
+    wait_answer(&s, "answered v2", |r| r.status == 200 && r.text() == "v2");
+    assert!(!s.log().contains("failed to boot"), "{}", s.log());
+}

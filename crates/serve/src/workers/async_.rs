@@ -87,7 +87,7 @@ pub(super) fn run<H: Handler>(
         // An error means the sender is gone, which only happens at exit: stop either way.
         let _ = stop.wait_for(|p| *p != Phase::Running).await;
         let phase = *stop.borrow();
-        if matches!(phase, Phase::Draining | Phase::Graceful) {
+        if matches!(phase, Phase::Draining | Phase::Reloading | Phase::Graceful) {
             // The accept loops first (a graceful stop's drain of the listen queue takes permits
             // as connections end); then every open connection holds a permit, and all permits
             // back means all connections done.

@@ -400,7 +400,9 @@ impl Reactor<'_> {
         loop {
             self.life.beat();
             let phase = self.life.phase();
-            if phase >= Phase::Graceful {
+            // A stop, or a reload: `stop` closes the idle connections (a plain retirement,
+            // `Draining`, keeps them until their next answer).
+            if phase.closes_idle() {
                 return Ok(());
             }
             // A pool thread that frees up from here on wakes the poller (see `Seats`), unless

@@ -500,6 +500,25 @@ pub fn started_by_upgrade() -> bool {
     std::env::var_os(crate::upgrade::ENV_PARENT).is_some()
 }
 
+/// This worker process's stop signal, for [`retire_for_reload`]; set once the worker has its
+/// [`Server`]. (Like the signal thread that also holds it, it belongs to the process.)
+static WORKER_SHUTDOWN: std::sync::OnceLock<Shutdown> = std::sync::OnceLock::new();
+
+/// Retires this worker process because the application's code changed on disk (`--reload`'s
+/// watcher, from any thread): as SIGHUP does, except that idle keep-alive connections close at
+/// once instead of after one more answer from the stale code (see [`Phase::Reloading`]); the
+/// master then starts a fresh worker. `false` (and nothing happens) outside a worker process
+/// started by a master, or before it has its server.
+pub fn retire_for_reload() -> bool {
+    match WORKER_SHUTDOWN.get() {
+        Some(shutdown) => {
+            shutdown.trigger(Phase::Reloading);
+            true
+        }
+        None => false,
+    }
+}
+
 /// The life of a worker process started by the master: take over the inherited listeners and
 /// scoreboard, build the application, serve until told to stop.
 fn run_worker_process<H, F>(factory: F) -> anyhow::Result<()>
@@ -522,6 +541,8 @@ where
     let scoreboard = Arc::new(unsafe { Scoreboard::from_raw_fd(sb_fd) }.context("scoreboard")?);
     let server = Server::from_listeners(listeners, config);
     spawn_signal_thread(server.shutdown_handle())?;
+    // Before the factory, which starts `--reload`'s watcher.
+    let _ = WORKER_SHUTDOWN.set(server.shutdown_handle());
     let hosted = match factory(&server.worker_info(slot)) {
         Ok(hosted) => hosted,
         Err(e) => {
