@@ -26,6 +26,11 @@ COUNT_LOCK = threading.Lock()
 SENT = itertools.count()
 
 
+def sent_so_far():
+    """Requests written so far, without counting one more (itertools.count's repr is count(N))."""
+    return int(repr(SENT)[len("count(") : -1])
+
+
 def tally(kind, ok=True):
     with COUNT_LOCK:
         COUNT[kind] = COUNT.get(kind, 0) + 1
@@ -210,7 +215,10 @@ def sc_stream_cut():
         want = random.randint(1, 50000)
         got = len(r.buf)
         while got < want:
-            got += len(s.recv(4096))
+            d = s.recv(4096)
+            if not d:  # closed early (a 504, a server stopping): without this the loop spins
+                break
+            got += len(d)
         if random.random() < 0.5:  # an RST instead of a FIN
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         return True
@@ -358,7 +366,7 @@ def sample(label):
     for pid, st in stats.items():
         st.update({("py_" + k): v for k, v in py.get(pid, {}).items() if k != "pid"})
         out[pid] = st
-        print("%-6s pid %d %s" % (label, pid, json.dumps(st, sort_keys=True)), flush=True)
+        print("%-6s sent %d pid %d %s" % (label, sent_so_far(), pid, json.dumps(st, sort_keys=True)), flush=True)
     return out
 
 
