@@ -1809,6 +1809,56 @@ fn stalled_readers_are_dropped(class: &str, extra: &[&str]) {
 }
 
 per_class!(
+    a_slow_steady_reader_is_not_dropped_by_the_send_timeout,
+    |class| {
+        slow_readers_are_served(class, &[]);
+    }
+);
+
+#[test]
+fn a_slow_steady_reader_is_not_dropped_by_the_send_timeout_under_gevent() {
+    let Some(venv) = venv() else { return };
+    slow_readers_are_served("gevent", &["--venv", &venv]);
+}
+
+/// A client that downloads a large body steadily but slowly (a small receive window, read a
+/// piece at a time) is not a stalled one. Linux grew the server's send buffer to megabytes and
+/// woke the writer only once a third of it was free again, which such a client takes far longer
+/// than `--send-timeout` to make: the server's writes stopped going through and the client was
+/// dropped as stalled (found by the soak: a 20 MB stream cut after 4 MB, "took none of the
+/// response for 20 s" logged while it read 30 KB/s). With TCP_NOTSENT_LOWAT a write goes through
+/// for every 64 KiB the client takes.
+fn slow_readers_are_served(class: &str, extra: &[&str]) {
+    let mut args = vec!["--send-timeout", "2"];
+    args.extend_from_slice(extra);
+    let s = app_in_class(class, "probe:raw", &args);
+    // Reads 4 KiB every 20 ms: about 200 KB/s, so the 20 MB body takes far longer than the
+    // test, and the socket buffers stay full.
+    let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"GET /stream?n=200&size=100000&token=slow HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut got = c.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..got]).starts_with("HTTP/1.1 200"));
+    // Three timeouts' worth of steady reading.
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_secs(6) {
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {got} bytes, {:?} in", began.elapsed());
+        got += n;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !s.log().contains("(--send-timeout)"),
+        "a steady reader ({got} bytes in 6 s) was dropped as stalled: {}",
+        s.log()
+    );
+    drop(c);
+    wait_closed(&s, "slow");
+}
+
+per_class!(
     a_stalled_file_body_gives_up_after_one_send_timeout,
     |class| {
         // A `wsgi.file_wrapper` file to a client that never reads: the worker gives up about one

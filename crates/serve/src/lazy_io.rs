@@ -265,6 +265,8 @@ impl LazyListener {
             // Linux copies the option to every accepted socket: one call here, none per
             // connection (a socket from systemd may not have it yet).
             socket2::SockRef::from(t).set_nodelay(true)?;
+            // A slow client's writes wake for every 64 KiB it takes (see the constant).
+            crate::listener::limit_unsent(t)?;
         }
         // SAFETY: a Listener owns its descriptor and always returns that one; it stays open
         // until the AsyncFd (which owns the Listener) is dropped.

@@ -82,6 +82,46 @@ pub enum Listener {
     Unix(UnixListener),
 }
 
+/// How much of an answer the kernel may hold unsent for one connection (`TCP_NOTSENT_LOWAT`):
+/// a writer is woken, and a blocked write goes on, once less than half of it waits.
+///
+/// Without it Linux grows a connection's send buffer to `net.ipv4.tcp_wmem`'s maximum (4 MiB)
+/// and wakes a writer only when a third of that is free again. A client that downloads steadily
+/// but slowly (a phone on a poor link, or on loopback a 4 KiB receive window: 30 KB/s) then
+/// takes minutes to make room, no write of the server's goes through meanwhile, and
+/// `--send-timeout`, which measures the time between writes, dropped it as a stalled client
+/// after 20 s with megabytes still queued. With this low-water mark a write goes through for
+/// every 64 KiB the client takes, so only a client that really takes nothing for the whole
+/// timeout is dropped, and a slow client holds 128 KiB of kernel memory instead of 4 MiB. A
+/// fast client is not slowed: what is in flight is not limited, only what waits behind it.
+pub(crate) const UNSENT_LOW_WATER: u32 = 128 * 1024;
+
+/// Sets [`UNSENT_LOW_WATER`] on a listening TCP socket; Linux copies it to every connection
+/// accepted from it, so no call is made per connection.
+pub(crate) fn limit_unsent(l: &std::net::TcpListener) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let v = libc::c_int::try_from(UNSENT_LOW_WATER).unwrap_or(libc::c_int::MAX);
+        // SAFETY: setsockopt on a descriptor the listener owns, with a live c_int of the size
+        // given.
+        let r = unsafe {
+            libc::setsockopt(
+                l.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_NOTSENT_LOWAT,
+                std::ptr::from_ref(&v).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = l;
+    Ok(())
+}
+
 impl Listener {
     /// Binds `addr` with `backlog`. `SO_REUSEADDR` is always set on TCP so a restart does not
     /// wait out TIME_WAIT; `reuse_port` adds `SO_REUSEPORT`.

@@ -369,6 +369,7 @@ fn inherits_options(l: &Listener) -> bool {
 pub(crate) fn prepare_listener(l: &Listener, send_timeout: Option<Duration>) -> io::Result<()> {
     match l {
         Listener::Tcp(t) => {
+            crate::listener::limit_unsent(t)?;
             let t = socket2::SockRef::from(t);
             t.set_nodelay(true)?;
             if send_timeout.is_some() {
