@@ -454,15 +454,13 @@ mod tests {
         }
     }
 
-    fn serve_pair(
-        requests: &'static [u8],
-    ) -> (Vec<u8>, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
-        let (mut client, server) = std::os::unix::net::UnixStream::pair().unwrap();
-        let dropped = Arc::new(AtomicBool::new(false));
-        let handler = Streamer {
-            dropped: dropped.clone(),
-        };
-        let t = std::thread::spawn(move || {
+    /// Serves `server` with `handler` on a thread of its own, with default settings, until the
+    /// client closes.
+    fn serve_on<H: Handler + Send + 'static>(
+        server: std::os::unix::net::UnixStream,
+        handler: H,
+    ) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
             let sb = Arc::new(Scoreboard::create().unwrap());
             sb.reset(0, 1);
             let config = ServeConfig::default();
@@ -482,7 +480,18 @@ mod tests {
                 Protocol::Http,
                 &mut || {},
             );
-        });
+        })
+    }
+
+    fn serve_pair(
+        requests: &'static [u8],
+    ) -> (Vec<u8>, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+        let (mut client, server) = std::os::unix::net::UnixStream::pair().unwrap();
+        let dropped = Arc::new(AtomicBool::new(false));
+        let handler = Streamer {
+            dropped: dropped.clone(),
+        };
+        let t = serve_on(server, handler);
         client.write_all(requests).unwrap();
         client
             .set_read_timeout(Some(Duration::from_secs(10)))
@@ -584,27 +593,7 @@ mod tests {
             client_has_one: client_has_one.into(),
             in_time: in_time.clone(),
         };
-        let t = std::thread::spawn(move || {
-            let sb = Arc::new(Scoreboard::create().unwrap());
-            sb.reset(0, 1);
-            let config = ServeConfig::default();
-            let tracker = Arc::new(Tracker::new(sb, 0, &config).unwrap());
-            let mut track = tracker.open(None);
-            let settings = ConnSettings::from_config(&config);
-            let server = Stream::Unix(server);
-            let info = server.info();
-            let _ = serve(
-                server,
-                info,
-                &mut track,
-                &handler,
-                &settings,
-                &Shutdown::new(),
-                Mode::UntilClosed,
-                Protocol::Http,
-                &mut || {},
-            );
-        });
+        let t = serve_on(server, handler);
         client
             .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .unwrap();
