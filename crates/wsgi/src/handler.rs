@@ -2,18 +2,22 @@
 //! request where Python runs (see the crate documentation).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use c10k_http::{Capacity, Ctx, Handler, Request, Response, Wait, WorkerInfo};
 use pyo3::prelude::*;
 
-use crate::call::{self, AppState, Outcome};
+use crate::answers::{Answers, Busy};
+use crate::body::{into_response, Called};
+use crate::call::{self, Outcome};
 use crate::environ::{MountFault, Template};
-use crate::gevent::Hub;
+use crate::hub_handle::{Call, Hub, Slot};
+use crate::loader::AppState;
 use crate::pool::Pool;
 use crate::stream::{InlineStream, PoolStream, Runner, Steps};
+use crate::traceback::format_exception;
 use crate::write::{Reply, Tail};
 use crate::{interp, loader, BootError, WsgiConfig};
 
@@ -88,32 +92,6 @@ fn warn_replaced_signals(py: Python<'_>, main_thread_runs_python: bool) {
     }
 }
 
-/// Pool threads kept by answered `async` requests: by a streamed body (see stream.rs), or by
-/// an app that goes on running after `write()` sent its head (write.rs). They are busy, though
-/// their requests no longer count in `in_flight`.
-#[derive(Default)]
-pub(crate) struct Busy {
-    streaming: AtomicUsize,
-    /// Told each time a pooled `async` request is answered, or a pool thread is done with a
-    /// streamed body (see [`Handler::capacity_freed`]).
-    freed: tokio::sync::Notify,
-}
-
-impl Busy {
-    /// A pool thread goes on with a request whose answer is about to free its place.
-    pub(crate) fn begin(&self) {
-        self.streaming.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// That thread is free.
-    fn end(&self) {
-        let _ = self
-            .streaming
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-        self.freed.notify_one();
-    }
-}
-
 /// Requests that hold a pool thread longer than this on average are [slow](Capacity::slow).
 /// A view that sleeps or waits on a database or an upstream holds it for tens of milliseconds
 /// or more; CPU-bound views take well under one, a few under a contended GIL.
@@ -184,7 +162,7 @@ impl WsgiApp {
             };
             setup(py).map_err(|e| BootError::Exception {
                 spec: config.app.clone(),
-                traceback: call::format_exception(py, &e),
+                traceback: format_exception(py, &e),
             })?;
             let app = match loader::load(py, &config.app) {
                 Ok(app) => app,
@@ -210,7 +188,7 @@ impl WsgiApp {
                     crate::reload::fail_app(py, &error.to_string()).map_err(|e| {
                         BootError::Exception {
                             spec: config.app.clone(),
-                            traceback: call::format_exception(py, &e),
+                            traceback: format_exception(py, &e),
                         }
                     })?
                 }
@@ -225,7 +203,7 @@ impl WsgiApp {
             let template = Template::new(py, &config.root_path, multithread, info.workers > 1)
                 .map_err(|e| BootError::Exception {
                     spec: config.app.clone(),
-                    traceback: call::format_exception(py, &e),
+                    traceback: format_exception(py, &e),
                 })?;
             Ok(AppState { app, template })
         })?;
@@ -295,9 +273,9 @@ fn tail_here(tail: Tail) -> Steps {
 /// The response of an app called on this pool thread, and, when its body is a stream, the
 /// [`Steps`] this thread must serve until the body is done (see stream.rs). A complete answer
 /// makes no channel and never releases the GIL for one.
-fn streamed_here(called: call::Called) -> (Response, Option<Steps>) {
+fn streamed_here(called: Called) -> (Response, Option<Steps>) {
     let mut steps = None;
-    let resp = call::into_response(called, |first, body| {
+    let resp = into_response(called, |first, body| {
         let s = Steps::new();
         let runner = s.runner();
         steps = Some(s);
@@ -332,7 +310,7 @@ impl Inner {
     fn call_inline(&self, req: Request) -> Response {
         let outcome = interp::attach(|py| call::run_request(py, &self.state, req, Reply::Inline));
         match outcome {
-            Outcome::Answer(called, _) => call::into_response(called, |first, body| {
+            Outcome::Answer(called, _) => into_response(called, |first, body| {
                 Box::pin(InlineStream::new(first, body))
             }),
             Outcome::Sent(tail) => {
@@ -477,8 +455,8 @@ impl Inner {
         let (tx, rx) = tokio::sync::oneshot::channel::<Response>();
         let hub2 = hub.clone();
         let batched = hub.deliver_on_this_runtime().then(|| hub.clone());
-        let done = move |py: Python<'_>, called: call::Called| {
-            let resp = call::into_response(called, |first, body| {
+        let done = move |py: Python<'_>, called: Called| {
+            let resp = into_response(called, |first, body| {
                 let runner = Runner::Hub(crate::gevent::own(py, hub2));
                 Box::pin(PoolStream::new(first, body, runner))
             });
@@ -498,7 +476,7 @@ impl Inner {
             }
         };
         let slot = hub.call(
-            crate::gevent::Call {
+            Call {
                 state: self.state.clone(),
                 req,
                 done: Box::new(done),
@@ -524,51 +502,11 @@ impl Inner {
     }
 }
 
-/// An answer on its way back to the request that waits for it.
-pub(crate) type Delivery = (tokio::sync::oneshot::Sender<Response>, Response);
-
-/// The way back from the pool to the event loop, shared by every `async` request of the worker.
-///
-/// Waking a task from a thread outside the runtime costs a write to the runtime's eventfd (and
-/// a read on the other side), one per answer if each request's oneshot were completed by the
-/// pool thread itself. Here the pool threads send answers down one channel instead, whose
-/// receiving task is woken once per batch: a channel only wakes its receiver when it waits, so
-/// answers sent while the event loop is busy cost no system call. That task, running on the
-/// event loop, completes each request's oneshot (a local wake-up).
-#[derive(Default)]
-struct Answers {
-    tx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<Delivery>>>,
-}
-
-impl Answers {
-    /// The channel into the current runtime's delivery task, started on first use (and again
-    /// if the runtime it ran on is gone). Call it on the event loop.
-    fn sender(&self) -> tokio::sync::mpsc::UnboundedSender<Delivery> {
-        let mut tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(t) = tx.as_ref().filter(|t| !t.is_closed()) {
-            return t.clone();
-        }
-        let (t, mut rx) = tokio::sync::mpsc::unbounded_channel::<Delivery>();
-        tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(64);
-            while rx.recv_many(&mut batch, 256).await > 0 {
-                for (waiter, resp) in batch.drain(..) {
-                    // Nobody waiting: the answer is dropped here; a streamed body hands its
-                    // close() to the pool, never running Python on this thread.
-                    let _ = waiter.send(resp);
-                }
-            }
-        });
-        *tx = Some(t.clone());
-        t
-    }
-}
-
 /// Kills a request's greenlet when its future is dropped before the answer. At the deadline the
 /// greenlet's own `gevent.Timeout` does it (so the log shows where the view was waiting).
 struct KillOnDrop<'a> {
     hub: &'a Hub,
-    slot: &'a Arc<crate::gevent::Slot>,
+    slot: &'a Arc<Slot>,
     deadline: Option<Instant>,
     armed: bool,
 }

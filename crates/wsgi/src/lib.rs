@@ -22,7 +22,7 @@
 //! [`call`] calls the app and turns its answer into a [`c10k_http::Response`] (a list is joined, a
 //! `wsgi.file_wrapper` over a real file is read by Rust without the GIL, any other iterable is
 //! streamed chunk by chunk and `close()`d when the server drops the stream). Under `gevent`
-//! (`Wait::Yield` with a hub) the same two pieces, [`call::run_request`] and [`call::PyBody`], run
+//! (`Wait::Yield` with a hub) the same two pieces, [`call::run_request`] and [`body::PyBody`], run
 //! in greenlets on the worker's gevent hub instead of the pool (see [`gevent`]). Data given to the
 //! legacy `write()` callable goes to the client as the app writes it, under every class (see
 //! [`write`]).
@@ -30,12 +30,15 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+mod answers;
+mod body;
 mod call;
 mod environ;
 mod errors;
 mod file_wrapper;
 mod gevent;
 mod handler;
+mod hub_handle;
 mod input;
 pub mod interp;
 mod loader;
@@ -43,6 +46,7 @@ mod pool;
 pub mod reload;
 mod start_response;
 mod stream;
+mod traceback;
 mod write;
 
 pub use handler::WsgiApp;

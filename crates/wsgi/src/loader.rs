@@ -1,6 +1,7 @@
 //! Finding the application object from `APP_MODULE`, as gunicorn does: `module:name`, `module`
 //! (name `application`), or `module:factory(literal args)` — the factory is called once per
-//! worker with arguments evaluated by `ast.literal_eval`, never `eval`.
+//! worker with arguments evaluated by `ast.literal_eval`, never `eval`. The app found is kept in
+//! an [`AppState`], beside what every environ of the worker shares.
 
 use std::path::PathBuf;
 
@@ -8,7 +9,15 @@ use pyo3::exceptions::{PyModuleNotFoundError, PySyntaxError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
+use crate::environ::Template;
+use crate::traceback::format_exception;
 use crate::BootError;
+
+/// The loaded app and what every environ of this worker shares.
+pub(crate) struct AppState {
+    pub app: Py<PyAny>,
+    pub template: Template,
+}
 
 /// The parts of an `APP_MODULE`.
 #[derive(Debug, PartialEq, Eq)]
@@ -91,7 +100,7 @@ pub(crate) fn load(py: Python<'_>, spec_text: &str) -> Result<Py<PyAny>, Failed>
         syntax: syntax_error_file(py, &e),
         error: BootError::Exception {
             spec: spec_text.to_owned(),
-            traceback: crate::call::format_exception(py, &e),
+            traceback: format_exception(py, &e),
         },
     };
     let module = match py.import(spec.module) {
@@ -110,7 +119,7 @@ pub(crate) fn load(py: Python<'_>, spec_text: &str) -> Result<Py<PyAny>, Failed>
                 spec: spec_text.to_owned(),
                 module: spec.module.to_owned(),
                 sys_path,
-                traceback: crate::call::format_exception(py, &e),
+                traceback: format_exception(py, &e),
             }
             .into());
         }

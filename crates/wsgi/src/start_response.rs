@@ -8,12 +8,14 @@
 //! chunks, in order, and goes to the client as it is written: the first non-empty `write()` sends
 //! the head (write.rs). A `Content-Length` that is not a number of bytes, or two that differ, is a
 //! `ValueError` in the app, hence a 500 (gunicorn raises for what `int()` refuses): the server
-//! never guesses the framing of an answer, nor replaces the app's length with its own.
+//! never guesses the framing of an answer, nor replaces the app's length with its own. The
+//! checked [`Head`] becomes a response head through [`head_response`] (here and in call.rs).
 
 use std::borrow::Cow;
 use std::cell::RefCell;
 
 use bytes::Bytes;
+use c10k_http::Response;
 use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
@@ -30,6 +32,19 @@ pub(crate) struct Head {
     /// The app's `Content-Length`, if it set one (an invalid one, or two that differ, is the
     /// app's `ValueError`).
     pub content_length: Option<u64>,
+}
+
+/// The response head; the app's `Content-Length` is kept only for a stream (the server computes
+/// it for a complete body).
+pub(crate) fn head_response(head: Head, streaming: bool) -> Response {
+    let mut resp = Response::new(head.status);
+    resp.reason = head.reason;
+    resp.headers = head.headers;
+    if !streaming {
+        resp.headers
+            .retain(|(n, _)| !n.eq_ignore_ascii_case("content-length"));
+    }
+    resp
 }
 
 #[pyclass(module = "c10k", name = "StartResponse")]
@@ -234,7 +249,7 @@ impl StartResponse {
         let head = me.head.take().unwrap_or_default();
         let remaining = head.content_length;
         let held = me.take_written();
-        let resp = crate::call::head_response(head, true);
+        let resp = head_response(head, true);
         let (resp, writer) = crate::write::open(resp, me.head_only, remaining, &reply);
         me.writer = Some(writer.clone());
         drop(me);

@@ -41,8 +41,8 @@ use c10k_http::BoxError;
 use futures_core::Stream;
 use pyo3::Python;
 
-use crate::call::{Next, PyBody};
-use crate::gevent::Owner;
+use crate::body::{Next, PyBody};
+use crate::hub_handle::Owner;
 use crate::interp;
 use crate::pool::Job;
 

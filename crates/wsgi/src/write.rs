@@ -35,8 +35,9 @@ use c10k_http::{BodyStream, BoxError, Response};
 use futures_core::Stream;
 use pyo3::prelude::*;
 
-use crate::call::{Called, PyBody};
-use crate::gevent::Hub;
+use crate::answers::{Busy, Delivery};
+use crate::body::{Called, PyBody};
+use crate::hub_handle::{Done, Hub};
 
 /// The most `write()` copies at once before it waits for the writer.
 pub(crate) const PIECE: usize = 64 * 1024;
@@ -55,11 +56,11 @@ pub(crate) enum Reply {
     /// busy once the early answer frees the request's place (see `Handler::capacity`).
     Async {
         tx: tokio::sync::oneshot::Sender<Response>,
-        answers: tokio::sync::mpsc::UnboundedSender<crate::handler::Delivery>,
-        busy: &'static crate::handler::Busy,
+        answers: tokio::sync::mpsc::UnboundedSender<Delivery>,
+        busy: &'static Busy,
     },
     /// A greenlet on the hub (the `gevent` class).
-    Hub { done: crate::gevent::Done, hub: Hub },
+    Hub { done: Done, hub: Hub },
 }
 
 impl Reply {

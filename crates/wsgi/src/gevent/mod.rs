@@ -14,9 +14,9 @@
 //!
 //! Answers go back in batches: a finished greenlet queues its response ([`Hub::answer`]) and the
 //! hub wakes the event loop once, after the greenlets runnable in that loop iteration have run;
-//! one task on the event loop ([`deliver`]) then completes each request's oneshot there. Waking
-//! the event loop per answer cost a write to its eventfd and, on a busy CPU, a context switch per
-//! request.
+//! one task on the event loop (hub_handle.rs's `deliver`) then completes each request's oneshot
+//! there. Waking the event loop per answer cost a write to its eventfd and, on a busy CPU, a
+//! context switch per request.
 //!
 //! Streamed bodies are pulled, not pushed: the Rust writer asks for the next chunk only when the
 //! previous one has been written, and each `next()` (and the final `close()`) is one more job on
@@ -31,24 +31,28 @@
 //! deadline, so the view is interrupted at its next cooperative wait and its iterable closed, and
 //! the client gets a 504 (from whichever side sees the deadline first). A request whose waiting
 //! future goes away (the server's own timer, shutdown) has its greenlet killed with `GreenletExit`.
+//!
+//! This folder is what runs on the hub thread (and the boot-time set-up of gevent); the handle that
+//! any other thread uses to reach the hub ([`Hub`]: its queue of tasks, a body's [`Owner`], the
+//! answers' way back) is hub_handle.rs, which names nothing of it.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Once};
-use std::task::{Poll, Waker};
 use std::time::Instant;
-
-use c10k_http::{Request, Response};
-use tokio::sync::oneshot;
 
 use crossbeam_channel as chan;
 use pyo3::prelude::*;
 
-use crate::call::{self, format_exception, AppState, Called, Outcome, Started};
+use crate::body::Called;
+use crate::call::{self, Outcome, Started};
+use crate::hub_handle::{lock, Call, Hub, Owner, Shared, Slot, Task};
 use crate::pool::Job;
+use crate::start_response::StartResponse;
 use crate::stream::{PoolStream, Runner};
+use crate::traceback::format_exception;
 use crate::write::Reply;
 use crate::BootError;
 
@@ -135,95 +139,6 @@ pub(crate) fn own(py: Python<'_>, hub: Hub) -> Owner {
     }
 }
 
-/// Where the steps of a streamed body run: the greenlet that ran its view (see [`own`]).
-pub(crate) struct Owner {
-    hub: Hub,
-    /// `hub.py`'s `Owned`; `None` if it could not be made (then each step runs in a fresh greenlet).
-    owned: Option<Arc<Py<PyAny>>>,
-}
-
-impl Owner {
-    /// Runs `job` in the owning greenlet, after the steps submitted before it.
-    pub(crate) fn submit(&self, job: Job) {
-        self.hub.send(Task::Run {
-            job,
-            context: self.owned.clone(),
-            last: false,
-        });
-    }
-}
-
-impl Drop for Owner {
-    fn drop(&mut self) {
-        // After the body's last step (its close(), submitted first): the greenlet is free.
-        if let Some(owned) = self.owned.take() {
-            self.hub.send(Task::Run {
-                job: Box::new(|_| {}),
-                context: Some(owned),
-                last: true,
-            });
-        }
-    }
-}
-
-/// A request for the hub to call the app with, in a greenlet of its own.
-pub(crate) struct Call {
-    pub state: Arc<AppState>,
-    pub req: Request,
-    /// Given the app's answer, in the request's greenlet once the app has returned.
-    pub done: Done,
-}
-
-/// What becomes of a [`Call`]'s answer.
-pub(crate) type Done = Box<dyn for<'py> FnOnce(Python<'py>, Called) + Send>;
-
-/// What the hub is asked to do.
-// Nearly every task is a `Call`: boxing it would cost an allocation per request to save the
-// space of the rare small ones.
-#[allow(clippy::large_enum_variant)]
-enum Task {
-    Call {
-        call: Call,
-        deadline: Option<Instant>,
-        slot: Arc<Slot>,
-    },
-    /// A step of a streamed body, for its owner (`hub.py`'s `Owned`); `last`: the owner's
-    /// release, after its last step.
-    Run {
-        job: Job,
-        context: Option<Arc<Py<PyAny>>>,
-        last: bool,
-    },
-    Kill(Arc<Slot>),
-}
-
-/// A request's greenlet, as far as the waiting side needs it to give up.
-#[derive(Default)]
-pub(crate) struct Slot {
-    greenlet: Mutex<Option<Py<PyAny>>>,
-    cancelled: AtomicBool,
-}
-
-struct Shared {
-    tx: chan::Sender<Task>,
-    rx: chan::Receiver<Task>,
-    /// An eventfd: readable when tasks are queued.
-    fd: OwnedFd,
-    /// A wake-up is pending (the eventfd was written and the hub has not drained the queue yet).
-    notified: AtomicBool,
-    /// Answers waiting for [`deliver`], and its waker.
-    answers: Mutex<Vec<(oneshot::Sender<Response>, Response)>>,
-    deliverer: Mutex<Option<Waker>>,
-    /// [`deliver`] runs on the event loop (started by the first request).
-    delivering: Once,
-}
-
-/// A handle to the worker's hub; cheap to clone.
-#[derive(Clone)]
-pub(crate) struct Hub {
-    shared: Arc<Shared>,
-}
-
 impl Hub {
     /// Starts the hub thread. The interpreter is started and the app loaded.
     pub(crate) fn start() -> Result<Hub, BootError> {
@@ -256,96 +171,6 @@ impl Hub {
             .map_err(|e| BootError::Environment(format!("cannot start the gevent hub: {e}")))?;
         Ok(hub)
     }
-
-    /// Calls the app for a request in a greenlet of its own (in a fresh `contextvars` context),
-    /// with a `gevent.Timeout` at `deadline`; the returned slot lets the waiting side kill it.
-    pub(crate) fn call(&self, call: Call, deadline: Option<Instant>) -> Arc<Slot> {
-        let slot = Arc::new(Slot::default());
-        self.send(Task::Call {
-            call,
-            deadline,
-            slot: slot.clone(),
-        });
-        slot
-    }
-
-    /// Gives up on a tracked job: it will not start, or its greenlet gets `GreenletExit`.
-    pub(crate) fn kill(&self, slot: &Arc<Slot>) {
-        if !slot.cancelled.swap(true, Ordering::AcqRel) {
-            self.send(Task::Kill(slot.clone()));
-        }
-    }
-
-    /// Starts [`deliver`] on the calling task's tokio runtime, once; false outside one (answers
-    /// are then sent one by one).
-    pub(crate) fn deliver_on_this_runtime(&self) -> bool {
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return false;
-        };
-        let shared = self.shared.clone();
-        self.shared.delivering.call_once(|| {
-            rt.spawn(deliver(shared));
-        });
-        true
-    }
-
-    /// On the hub: queues `resp` for the request waiting on `tx`; `hub.py` flushes the queue
-    /// after the runnable greenlets have run ([`Queue::flush`]).
-    pub(crate) fn answer(&self, tx: oneshot::Sender<Response>, resp: Response) {
-        lock(&self.shared.answers).push((tx, resp));
-    }
-
-    /// Wakes [`deliver`] for the answers queued so far, outside the hub's batching: for an
-    /// answer whose greenlet runs on (`write()` sent its head, see write.rs).
-    pub(crate) fn flush_answers(&self) {
-        if lock(&self.shared.answers).is_empty() {
-            return;
-        }
-        let waker = lock(&self.shared.deliverer).take();
-        if let Some(w) = waker {
-            w.wake();
-        }
-    }
-
-    /// Runs `job` in a greenlet of its own (from any thread).
-    pub(crate) fn run(&self, job: Job) {
-        self.send(Task::Run {
-            job,
-            context: None,
-            last: false,
-        });
-    }
-
-    fn send(&self, task: Task) {
-        if self.shared.tx.send(task).is_err() {
-            return; // unreachable: the hub holds a receiver itself
-        }
-        if !self.shared.notified.swap(true, Ordering::AcqRel) {
-            let one = 1u64.to_ne_bytes();
-            // SAFETY: writing 8 bytes from a live buffer to our eventfd. It can only fail with
-            // EAGAIN when the counter is saturated, which means the hub is being woken anyway.
-            unsafe { libc::write(self.shared.fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The event loop's side of the answers: completes every queued request's oneshot on the loop's
-/// own thread (a local wake, no system call), then waits for the hub's next flush.
-async fn deliver(shared: Arc<Shared>) {
-    std::future::poll_fn(|cx| {
-        // The waker first: an answer queued after the drain below wakes this task again.
-        *lock(&shared.deliverer) = Some(cx.waker().clone());
-        let batch = std::mem::take(&mut *lock(&shared.answers));
-        for (tx, resp) in batch {
-            let _ = tx.send(resp);
-        }
-        Poll::<()>::Pending
-    })
-    .await
 }
 
 /// The hub thread: attached to Python for good, it runs `hub.serve` until the process exits.
@@ -376,7 +201,8 @@ struct Queue {
 
 #[pymethods]
 impl Queue {
-    /// Wakes [`deliver`] when answers are queued: once per batch of greenlets, not per answer.
+    /// Wakes `deliver` (hub_handle.rs) when answers are queued: once per batch of greenlets, not
+    /// per answer.
     fn flush(&self) {
         Hub {
             shared: self.shared.clone(),
@@ -525,7 +351,7 @@ impl HubCall {
     ) -> Option<(
         Py<PyAny>,
         Bound<'py, pyo3::types::PyDict>,
-        Py<crate::start_response::StartResponse>,
+        Py<StartResponse>,
     )> {
         if self.slot.cancelled.load(Ordering::Acquire) {
             return None;
