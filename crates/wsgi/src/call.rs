@@ -55,7 +55,7 @@ pub(crate) enum Outcome {
     Answer(Called, Reply),
     /// `write()` sent the head while the app ran (write.rs); the rest of the body, if the app
     /// returned an iterable that still has some, for the caller to step where the app ran.
-    Sent(Option<Tail>),
+    Sent(Option<Tail<PyBody>>),
 }
 
 /// The `METHOD /path` of a request, for log lines.
@@ -194,7 +194,7 @@ fn after_write(
     sr: &Bound<'_, StartResponse>,
     writer: &Writer,
     result: PyResult<Bound<'_, PyAny>>,
-) -> Option<Tail> {
+) -> Option<Tail<PyBody>> {
     let label = label(req);
     let result = match result {
         Ok(r) => r,

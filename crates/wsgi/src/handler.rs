@@ -10,13 +10,13 @@ use c10k_http::{Capacity, Ctx, Handler, Request, Response, Wait, WorkerInfo};
 use pyo3::prelude::*;
 
 use crate::answers::{Answers, Busy};
-use crate::body::{into_response, Called};
+use crate::body::{into_response, Called, PyBody};
 use crate::call::{self, Outcome};
 use crate::environ::{MountFault, Template};
 use crate::hub_handle::{Call, Hub, Slot};
 use crate::loader::AppState;
 use crate::pool::Pool;
-use crate::stream::{InlineStream, PoolStream, Runner, Steps};
+use crate::stream::{InlineStream, PoolStream, Steps};
 use crate::traceback::format_exception;
 use crate::write::{Reply, Tail};
 use crate::{interp, loader, BootError, WsgiConfig};
@@ -263,7 +263,7 @@ impl WsgiApp {
 
 /// Attaches the rest of an early answer's body (write.rs) to be stepped on this pool thread,
 /// whose [`Steps`] are then to be served.
-fn tail_here(tail: Tail) -> Steps {
+fn tail_here(tail: Tail<PyBody>) -> Steps {
     let steps = Steps::new();
     let runner = steps.runner();
     tail.attach(|body| Box::pin(PoolStream::new(VecDeque::new(), body, runner)));
@@ -453,13 +453,9 @@ impl Inner {
             return Response::text(503, "Service Unavailable\n");
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<Response>();
-        let hub2 = hub.clone();
         let batched = hub.deliver_on_this_runtime().then(|| hub.clone());
-        let done = move |py: Python<'_>, called: Called| {
-            let resp = into_response(called, |first, body| {
-                let runner = Runner::Hub(crate::gevent::own(py, hub2));
-                Box::pin(PoolStream::new(first, body, runner))
-            });
+        // Given the response by the request's greenlet (a streamed body's steps run there).
+        let done = move |_: Python<'_>, resp: Response| {
             // Interrupted by its gevent.Timeout (or just too late): the client gets the 504;
             // dropping a streamed answer closes its iterable in another greenlet.
             let resp = if deadline.is_some_and(|d| Instant::now() >= d) {

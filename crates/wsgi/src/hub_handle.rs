@@ -17,7 +17,6 @@ use crossbeam_channel as chan;
 use pyo3::prelude::*;
 use tokio::sync::oneshot;
 
-use crate::body::Called;
 use crate::loader::AppState;
 use crate::pool::Job;
 
@@ -29,8 +28,9 @@ pub(crate) struct Call {
     pub done: Done,
 }
 
-/// What becomes of a [`Call`]'s answer.
-pub(crate) type Done = Box<dyn for<'py> FnOnce(Python<'py>, Called) + Send>;
+/// What becomes of a [`Call`]'s answer: the response, given in the request's greenlet (a streamed
+/// body's steps are already bound to it).
+pub(crate) type Done = Box<dyn for<'py> FnOnce(Python<'py>, Response) + Send>;
 
 /// What the hub is asked to do.
 // Nearly every task is a `Call`: boxing it would cost an allocation per request to save the

@@ -36,7 +36,6 @@ use futures_core::Stream;
 use pyo3::prelude::*;
 
 use crate::answers::{Busy, Delivery};
-use crate::body::{Called, PyBody};
 use crate::hub_handle::{Done, Hub};
 
 /// The most `write()` copies at once before it waits for the writer.
@@ -101,7 +100,7 @@ impl Reply {
                 Ok(())
             }
             Reply::Hub { done, hub } => {
-                done(py, Called::Done(resp));
+                done(py, resp);
                 // Answers are batched until a greenlet's job ends; this one runs on.
                 hub.flush_answers();
                 Ok(())
@@ -272,7 +271,7 @@ impl Writer {
 
     /// The rest of the body is `body`, to be stepped where the app ran ([`Tail::attach`]); the
     /// connection pulls it after what was written. `None` for a HEAD answer.
-    pub(crate) fn tail(&self, body: PyBody) -> Option<Tail> {
+    pub(crate) fn tail<B>(&self, body: B) -> Option<Tail<B>> {
         match &self.0 {
             Kind::Discard => None,
             Kind::Stream { shared, .. } => Some(Tail {
@@ -375,19 +374,19 @@ fn new_event(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
 }
 
 /// The rest of an early answer's body: what the app's iterable yields after its `write()`s.
-pub(crate) struct Tail {
+pub(crate) struct Tail<B> {
     shared: Arc<Shared>,
-    body: PyBody,
+    body: B,
 }
 
-impl Tail {
-    pub(crate) fn body_mut(&mut self) -> &mut PyBody {
+impl<B> Tail<B> {
+    pub(crate) fn body_mut(&mut self) -> &mut B {
         &mut self.body
     }
 
     /// Hands the body to `make`, which wraps it for where it is stepped, and the result to the
     /// connection. A connection already gone drops it at once (which closes the iterable).
-    pub(crate) fn attach(self, make: impl FnOnce(PyBody) -> BodyStream) {
+    pub(crate) fn attach(self, make: impl FnOnce(B) -> BodyStream) {
         let Tail { shared, body } = self;
         let stream = make(body);
         let (reader, dropped) = {

@@ -46,7 +46,7 @@ use std::time::Instant;
 use crossbeam_channel as chan;
 use pyo3::prelude::*;
 
-use crate::body::Called;
+use crate::body::into_response;
 use crate::call::{self, Outcome, Started};
 use crate::hub_handle::{lock, Call, Hub, Owner, Shared, Slot, Task};
 use crate::pool::Job;
@@ -310,7 +310,14 @@ impl HubCall {
         if let Some(started) = started {
             let finished = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 match call::finish(py, started, result) {
-                    Outcome::Answer(called, Reply::Hub { done, .. }) => done(py, called),
+                    Outcome::Answer(called, Reply::Hub { done, hub }) => {
+                        // A streamed body's steps run in this greenlet (see `own`).
+                        let resp = into_response(called, |first, body| {
+                            let runner = Runner::Hub(own(py, hub));
+                            Box::pin(PoolStream::new(first, body, runner))
+                        });
+                        done(py, resp)
+                    }
                     Outcome::Answer(..) => {}
                     // `write()` sent the answer; the rest of the body is stepped in this
                     // greenlet, as an iterable's (see `own`).
@@ -370,7 +377,7 @@ impl HubCall {
             }
             Err((resp, reply)) => {
                 if let Reply::Hub { done, .. } = reply {
-                    let answered = AssertUnwindSafe(|| done(py, Called::Done(resp)));
+                    let answered = AssertUnwindSafe(|| done(py, resp));
                     if std::panic::catch_unwind(answered).is_err() {
                         tracing::error!("a greenlet's request panicked");
                     }
