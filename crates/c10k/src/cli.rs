@@ -150,12 +150,16 @@ pub struct Parsed {
     matches: ArgMatches,
     /// The flags taken from `GUNICORN_CMD_ARGS`, and those the command line overrode.
     from_env: Option<(Vec<String>, Vec<String>)>,
+    /// gunicorn flags left out for giving the default of a setting c10k lacks (`--protocol
+    /// http`), from the command line or `GUNICORN_CMD_ARGS`.
+    at_default: Vec<String>,
 }
 
 pub fn parse() -> anyhow::Result<Parsed> {
     // Before clap, which would only list c10k's classes for `-k uvicorn.workers.UvicornWorker`.
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let mut from_env = None;
+    let mut at_default = Vec::new();
     if let Some(spliced) = crate::cmd_args::splice(
         &Cli::command(),
         &args,
@@ -163,6 +167,24 @@ pub fn parse() -> anyhow::Result<Parsed> {
     )? {
         args = spliced.args;
         from_env = Some((spliced.used, spliced.overridden));
+        at_default = spliced.at_default;
+    }
+    // gunicorn's flags at the default of a setting c10k lacks (`--protocol http`) ask for
+    // nothing: left out before clap, which refuses (or does not know) the flag.
+    let mut cmd = Cli::command();
+    cmd.build();
+    let argv: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if let (Some(at), Some(serve)) = (
+        crate::cmd_args::serve_at(&cmd, &argv),
+        cmd.find_subcommand("serve"),
+    ) {
+        let (rest, dropped) = crate::gunicorn_defaults::drop_default_flags(serve, &args[at + 1..]);
+        args.truncate(at + 1);
+        args.extend(rest);
+        at_default.extend(dropped);
     }
     if let Some(msg) = crate::gunicorn::worker_class_arg(&args)
         .as_deref()
@@ -179,6 +201,7 @@ pub fn parse() -> anyhow::Result<Parsed> {
         cli,
         matches,
         from_env,
+        at_default,
     })
 }
 
@@ -187,6 +210,7 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
         cli,
         matches,
         from_env,
+        at_default,
     } = parsed;
     let mut log_level = gunicorn_level(&cli.log_level);
     let json = cli.log_format == LogFormat::Json;
@@ -282,6 +306,13 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
                         );
                     }
                     tracing::info!("{line}");
+                }
+                if !at_default.is_empty() {
+                    tracing::info!(
+                        "gunicorn flags at gunicorn's default, which ask for nothing c10k \
+                         lacks, ignored: {}",
+                        at_default.join(" ")
+                    );
                 }
                 for note in &settings.notes {
                     tracing::info!("{note}");

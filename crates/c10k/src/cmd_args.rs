@@ -28,6 +28,9 @@ pub struct Spliced {
     pub used: Vec<String>,
     /// The variable's flags (and APP_MODULE) that the command line overrode.
     pub overridden: Vec<String>,
+    /// The variable's gunicorn flags at gunicorn's default of a setting c10k lacks
+    /// (`--protocol http`), left out (see `gunicorn_defaults`).
+    pub at_default: Vec<String>,
 }
 
 /// What a run of tokens holds: flags (by clap id; `None` for a flag clap does not know, which
@@ -40,7 +43,7 @@ enum Item {
     DoubleDash(usize),
 }
 
-fn find_long<'a>(cmd: &'a Command, name: &str) -> Option<&'a Arg> {
+pub(crate) fn find_long<'a>(cmd: &'a Command, name: &str) -> Option<&'a Arg> {
     cmd.get_arguments().find(|a| {
         a.get_long() == Some(name)
             || a.get_all_aliases()
@@ -48,7 +51,7 @@ fn find_long<'a>(cmd: &'a Command, name: &str) -> Option<&'a Arg> {
     })
 }
 
-fn find_short(cmd: &Command, c: char) -> Option<&Arg> {
+pub(crate) fn find_short(cmd: &Command, c: char) -> Option<&Arg> {
     cmd.get_arguments().find(|a| {
         a.get_short() == Some(c)
             || a.get_all_short_aliases()
@@ -56,7 +59,7 @@ fn find_short(cmd: &Command, c: char) -> Option<&Arg> {
     })
 }
 
-fn takes_value(arg: &Arg) -> bool {
+pub(crate) fn takes_value(arg: &Arg) -> bool {
     arg.get_action().takes_values()
 }
 
@@ -185,18 +188,24 @@ pub fn splice(
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    // The global flags before the subcommand count as the command line's too.
-    let top = items(&cmd, argv.get(1..).unwrap_or_default(), true);
-    let Some(&Item::Positional(sub_at)) = top.last() else {
+    let Some(sub_at) = serve_at(&cmd, &argv) else {
         return Ok(None);
     };
-    let sub_at = sub_at + 1;
-    if argv[sub_at] != "serve" {
-        return Ok(None);
-    }
+    // The global flags before the subcommand count as the command line's too.
+    let top = items(&cmd, &argv[1..sub_at], false);
     let Some(serve) = cmd.find_subcommand("serve") else {
         return Ok(None);
     };
+    // gunicorn's flags at the default of a setting c10k lacks ask for nothing: left out before
+    // anything checks the variable.
+    let (tokens, at_default) = crate::gunicorn_defaults::drop_default_flags(
+        serve,
+        &tokens.iter().map(OsString::from).collect::<Vec<_>>(),
+    );
+    let tokens: Vec<String> = tokens
+        .iter()
+        .map(|t| t.to_string_lossy().into_owned())
+        .collect();
 
     // The variable alone first, so that its mistakes are reported as its own.
     let alone: Vec<OsString> = ["c10k", "serve"]
@@ -275,7 +284,19 @@ pub fn splice(
         args: out,
         used,
         overridden,
+        at_default,
     }))
+}
+
+/// Where `serve` is in `argv` (the process's arguments, the program first), if it is the
+/// subcommand: after the global flags and their values.
+pub(crate) fn serve_at(cmd: &Command, argv: &[String]) -> Option<usize> {
+    let top = items(cmd, argv.get(1..).unwrap_or_default(), true);
+    let Some(&Item::Positional(sub_at)) = top.last() else {
+        return None;
+    };
+    let sub_at = sub_at + 1;
+    (argv[sub_at] == "serve").then_some(sub_at)
 }
 
 #[cfg(test)]

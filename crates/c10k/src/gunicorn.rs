@@ -5,7 +5,9 @@
 //! themselves); the ones in [`REFUSED`] are accepted by the parser only so that c10k can stop
 //! with a message naming the flag and saying what to do, instead of clap's bare "unexpected
 //! argument" — and never so that they are silently ignored. The same table answers for a
-//! `--config` file key (gunicorn's snake_case names, e.g. `preload_app`).
+//! `--config` file key (gunicorn's snake_case names, e.g. `preload_app`). A value that is
+//! gunicorn's default (`protocol = "http"`, `--protocol http`) asks for nothing and is left out
+//! before any of this (see `gunicorn_defaults`).
 
 use clap::{Arg, ArgAction, ArgMatches};
 
@@ -374,45 +376,28 @@ pub fn refuse(matches: &ArgMatches) -> Option<String> {
         })
 }
 
-/// gunicorn's default `secure_scheme_headers`, the headers c10k believes (keys upper-cased).
-const SECURE_SCHEME_HEADERS: [(&str, &str); 3] = [
-    ("X-FORWARDED-PROTOCOL", "ssl"),
-    ("X-FORWARDED-PROTO", "https"),
-    ("X-FORWARDED-SSL", "on"),
-];
-
-/// Whether the `--config` key `key`, a gunicorn setting c10k refuses, asks for nothing with
-/// `value` (as gunicorn's validator converted it, see `gunicorn_values`): gunicorn's default
-/// written out, as files often do (`preload_app = False`, `daemon = False`, the default
-/// `secure_scheme_headers` dict, `logconfig_dict = {}`, `proxy_protocol = "off"`). Such a key
-/// is dropped instead of refused, in a TOML file as in a Python one. `sendfile` has no such
-/// value: gunicorn turns sendfile off when it is set at all (`Config.sendfile`), True included.
+/// Whether the `--config` key `key`, a gunicorn setting c10k refuses or does not have, asks for
+/// nothing with `value` (as gunicorn's validator converted it, see `gunicorn_values`):
+/// gunicorn's default written out, as files often do (`preload_app = False`,
+/// `check_config = False`, `protocol = "http"`, the default `secure_scheme_headers` dict,
+/// `logconfig_dict = {}`, `proxy_protocol = "off"`; see `gunicorn_defaults`), or one of c10k's
+/// refused switches set to false (`no-sendfile = false`). Such a key is dropped instead of
+/// refused, in a TOML file as in a Python one. `sendfile` has no such value: gunicorn turns
+/// sendfile off when it is set at all (`Config.sendfile`), True included.
 pub fn asks_for_nothing(key: &str, value: &toml::Value) -> bool {
-    use toml::Value;
     let id = key.replace('-', "_");
-    let Some(r) = REFUSED
+    let refused = REFUSED
         .iter()
-        .find(|r| r.long.replace('-', "_") == id || r.key == Some(id.as_str()))
-    else {
-        return false;
+        .find(|r| r.long.replace('-', "_") == id || r.key == Some(id.as_str()));
+    // gunicorn's config-file name for c10k's spelling of a refused flag (`log-syslog-to`).
+    let name = match refused {
+        Some(r) if r.long.replace('-', "_") == id => r.key.map_or(id.clone(), str::to_owned),
+        _ => id.clone(),
     };
-    match (r.long, value) {
-        ("no-sendfile", _) if id == "sendfile" => false,
-        ("secure-scheme-headers", Value::Table(t)) => {
-            t.len() == SECURE_SCHEME_HEADERS.len()
-                && t.iter().all(|(k, v)| {
-                    SECURE_SCHEME_HEADERS
-                        .iter()
-                        .any(|(h, s)| k.eq_ignore_ascii_case(h) && v.as_str() == Some(s))
-                })
-        }
-        ("log-config-dict", Value::Table(t)) => t.is_empty(),
-        // gunicorn 27's validate_proxy_protocol reads these as "off".
-        ("proxy-protocol", Value::String(s)) => {
-            ["off", "false", "0", "none"].contains(&s.trim().to_lowercase().as_str())
-        }
-        (_, Value::Boolean(false)) => !r.takes_value,
-        _ => false,
+    match (refused, value) {
+        (Some(r), _) if r.long == "no-sendfile" && id == "sendfile" => false,
+        (Some(r), toml::Value::Boolean(false)) if !r.takes_value => true,
+        _ => crate::gunicorn_defaults::is_default(&name, value),
     }
 }
 

@@ -136,7 +136,7 @@ fn str_list(id: &str, items: Vec<Value>) -> Result<Value, String> {
 }
 
 /// Python's `str.strip()`: Unicode white space, and the separators U+001C to U+001F.
-fn py_strip(s: &str) -> &str {
+pub(crate) fn py_strip(s: &str) -> &str {
     s.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
 }
 
@@ -145,7 +145,7 @@ fn py_strip(s: &str) -> &str {
 /// read, `"00"` is), single underscores between digits (`"1_000"`, `"0x_ff"`). `None` when
 /// Python would not read it; `Some(Err(()))` when it is beyond what a TOML integer holds.
 /// (Python also reads non-ASCII decimal digits, `"٤"`; c10k does not.)
-fn python_int(text: &str) -> Option<Result<i64, ()>> {
+pub(crate) fn python_int(text: &str) -> Option<Result<i64, ()>> {
     let t = text.trim();
     let (negative, t) = match t.as_bytes().first() {
         Some(b'-') => (true, &t[1..]),

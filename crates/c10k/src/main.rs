@@ -4,6 +4,7 @@ mod builtin;
 mod cli;
 mod cmd_args;
 mod gunicorn;
+mod gunicorn_defaults;
 mod gunicorn_values;
 mod logging;
 mod pyconfig;

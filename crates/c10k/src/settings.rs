@@ -34,6 +34,9 @@ pub struct ConfigFile {
     written: HashMap<String, String>,
     /// What running a Python file gave besides its settings (`None` for TOML).
     python: Option<crate::pyconfig::Evaluated>,
+    /// The keys (as written) dropped for asking for nothing: gunicorn's default of a setting
+    /// c10k refuses or does not have (`check_config = False`), for the log.
+    at_default: Vec<String>,
 }
 
 impl ConfigFile {
@@ -87,15 +90,17 @@ impl ConfigFile {
             lines,
             written: HashMap::new(),
             python: None,
+            at_default: Vec::new(),
         };
         file.take_gunicorn_values()?;
         Ok(file)
     }
 
     /// gunicorn's validators on the file's values (see `gunicorn_values`), in file order: each
-    /// value becomes what gunicorn would take it as (`workers = "4"` is 4), and a refused
-    /// gunicorn setting at gunicorn's default (`preload_app = false`) is dropped, since it asks
-    /// for nothing (see `gunicorn::asks_for_nothing`). The same for a TOML and a Python file.
+    /// value becomes what gunicorn would take it as (`workers = "4"` is 4), and a gunicorn
+    /// setting c10k refuses or does not have, at gunicorn's default (`preload_app = false`,
+    /// `protocol = "http"`), is dropped, since it asks for nothing (see
+    /// `gunicorn::asks_for_nothing`). The same for a TOML and a Python file.
     fn take_gunicorn_values(&mut self) -> Result<(), ConfigError> {
         let mut keys: Vec<String> = self.table.keys().cloned().collect();
         keys.sort_by_key(|k| self.lines.get(k).copied());
@@ -106,6 +111,8 @@ impl ConfigFile {
             let value = crate::gunicorn_values::convert(&key, value)
                 .map_err(|why| self.error(format!("{}: {why}", self.place(&key))))?;
             if crate::gunicorn::asks_for_nothing(&key, &value) {
+                let name = self.written.get(&key).unwrap_or(&key).clone();
+                self.at_default.push(name);
                 continue;
             }
             // A Python dict reaches here for the settings that gunicorn takes as dicts
@@ -161,6 +168,7 @@ impl ConfigFile {
             lines,
             written,
             python: Some(evaluated),
+            at_default: Vec::new(),
         };
         file.take_gunicorn_values()?;
         // The workers take the values as converted, and run nothing.
@@ -199,8 +207,17 @@ impl ConfigFile {
 
     /// For the log: which file was read, and for a Python one, how and what it set.
     pub fn describe(&self) -> String {
+        // Named, so that a key that seems to vanish from --check-config's output is explained.
+        let ignored = if self.at_default.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; at gunicorn's default, which asks for nothing c10k lacks, so ignored: {}",
+                self.at_default.join(", ")
+            )
+        };
         let Some(py) = &self.python else {
-            return format!("config file {} read (TOML)", self.path.display());
+            return format!("config file {} read (TOML){ignored}", self.path.display());
         };
         // Those taken: not gunicorn's defaults that ask for nothing (`preload_app = False`).
         let mut names: Vec<&str> = py
@@ -240,7 +257,7 @@ impl ConfigFile {
         if !py.removed.is_empty() {
             line += &format!("; it removed {} from os.environ", py.removed.join(", "));
         }
-        line
+        line + &ignored
     }
 
     /// For the log: the server hooks a Python file sets, which c10k does not call.
@@ -489,6 +506,14 @@ pub fn resolve_serve(
     }
     config.admin_chosen = given(matches, "admin") || file.is_some_and(|f| f.contains("admin"));
     config.bind_chosen = given(matches, "bind") || file.is_some_and(|f| f.contains("bind"));
+    // gunicorn's default format written out, with no access log, asks for nothing (gunicorn
+    // writes no access log either); another format without a log stays refused.
+    if config.access_log.is_none()
+        && config.access_log_format.as_deref().map(str::trim)
+            == Some(crate::gunicorn_defaults::ACCESS_LOG_FORMAT)
+    {
+        config.access_log_format = None;
+    }
     if given(matches, "admin_token") {
         // Not serialised, so the layering above lost it (a file's value came through).
         config.admin_token = matches.get_one::<String>("admin_token").cloned();

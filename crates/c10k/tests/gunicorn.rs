@@ -1,7 +1,8 @@
 //! A gunicorn command line moved to `c10k serve`, as from a Procfile, Dockerfile or systemd unit:
 //! the settings c10k has keep gunicorn's meaning and spelling (`WEB_CONCURRENCY`,
 //! `--access-logfile`, `--log-level warning`, ...), and the ones it has not stop it at once with
-//! a message that names the flag and says what to do instead — never silently ignored.
+//! a message that names the flag and says what to do instead — never silently ignored, unless
+//! they give gunicorn's default, which asks for nothing (`protocol = 'http'`, `--protocol http`).
 
 mod util;
 
@@ -1155,6 +1156,11 @@ mod python_config {
 
     /// `c10k serve ARGS` in `dir` with the test venv as `VIRTUAL_ENV`, bounded (20 s).
     fn run_in(dir: &Path, args: &[&str]) -> Output {
+        run_in_env(dir, args, &[])
+    }
+
+    /// [`run_in`] with variables added to its environment.
+    fn run_in_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_c10k"));
         cmd.arg("serve")
             .args(args)
@@ -1165,6 +1171,7 @@ mod python_config {
             .env_remove("C10K_CONFIG")
             .env("C10K_ADMIN", "127.0.0.1:0")
             .env("VIRTUAL_ENV", venv().unwrap())
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -1290,6 +1297,173 @@ secure_scheme_headers = {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "ht
         util::wait_for_line(&dir.path().join("access.log"), "access log", |l| {
             l.contains("GET /boot")
         });
+    }
+
+    /// Writes, from the gunicorn of the test venv (`KNOWN_SETTINGS`, each `.default` as
+    /// gunicorn computes it here: `chdir` is this directory, `control_socket` under `$HOME`),
+    /// every gunicorn setting at its default: `gunicorn.conf.py` (all but the hooks, which are
+    /// callables, warned about), `defaults.toml` (the same but `None`s and the names c10k's TOML
+    /// spells otherwise) and the command line (`--flag=value` for each flag whose value can
+    /// be the default, and `--suppress-ragged-eofs`, whose switch sets its default).
+    /// Returns the flags, and them shell-quoted for GUNICORN_CMD_ARGS.
+    fn write_gunicorn_defaults(venv: &str, dir: &Path) -> (Vec<String>, String) {
+        const SCRIPT: &str = r#"
+import enum, json, shlex
+from gunicorn.config import KNOWN_SETTINGS
+# c10k's TOML names these otherwise (access-log, error-log, pid, env, app, uwsgi-allow-from,
+# and --log-level, a flag), and says so; a gunicorn.conf.py takes them.
+TOML_RENAMED = {"accesslog", "errorlog", "pidfile", "raw_env", "wsgi_app", "uwsgi_allow_ips",
+                "loglevel"}
+def toml(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, dict):
+        return "{ %s }" % ", ".join("%s = %s" % (json.dumps(k), toml(x)) for k, x in v.items())
+    return json.dumps(v)
+py, tm, cli = [], [], []
+for s in KNOWN_SETTINGS:
+    d = s.default
+    if callable(d):
+        continue
+    if isinstance(d, enum.Enum):
+        d = d.value
+    py.append("%s = %r" % (s.name, d))
+    if d is not None and s.name not in TOML_RENAMED:
+        tm.append("%s = %s" % (s.name, toml(d)))
+    flag = (s.cli or [None])[-1]
+    # --config would name a file to read; gunicorn reads --ssl-version's "2" as a str, not its
+    # default ssl.PROTOCOL_TLS (and warns).
+    if not flag or not flag.startswith("--") or s.name in ("config", "ssl_version"):
+        continue
+    if s.action == "store_true" and d is True:
+        cli.append(flag)
+    elif s.action in (None, "store") and d is not None and not isinstance(d, (list, dict)):
+        cli.append("%s=%s" % (flag, d))
+open("gunicorn.conf.py", "w").write("\n".join(py) + "\n")
+open("defaults.toml", "w").write("\n".join(tm) + "\n")
+print(json.dumps([cli, shlex.join(cli)]))
+"#;
+        let out = Command::new(format!("{venv}/bin/python3"))
+            .args(["-c", SCRIPT])
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// A gunicorn config often spells settings out at gunicorn's defaults, and gunicorn starts
+    /// with them; so does c10k now, for every setting it refuses or does not have, in a
+    /// gunicorn.conf.py, a TOML file, on the command line and in GUNICORN_CMD_ARGS. Before,
+    /// 44 of gunicorn 27's settings written alone at their default stopped a gunicorn.conf.py
+    /// (`check_config = False`: "a gunicorn setting that c10k does not have"; `protocol =
+    /// 'http'` refused as --protocol; `access_log_format` without an access log), this whole
+    /// file at line 44, `logger_class`, and 29 flags at their default the command line
+    /// (`--protocol=http` refused, `--http-parser=auto` an unexpected argument). A value that is
+    /// not the default is refused as before, naming the file, line and key, or the flag.
+    #[test]
+    fn every_gunicorn_setting_at_its_default_is_accepted() {
+        let Some(venv) = venv() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path().canonicalize().unwrap();
+        let (flags, joined) = write_gunicorn_defaults(&venv, &dir);
+        let python = std::fs::read_to_string(dir.join("gunicorn.conf.py")).unwrap();
+        for (name, at) in [
+            ("check_config", "check_config = False"),
+            ("protocol", "protocol = 'http'"),
+            ("http_parser", "http_parser = 'auto'"),
+            ("secure_scheme_headers", "secure_scheme_headers = {"),
+        ] {
+            assert!(python.contains(at), "{name}: {python}");
+        }
+        assert!(flags.iter().any(|f| f == "--protocol=http"), "{flags:?}");
+
+        let out = run_in(&dir, &["--check-config"]);
+        let (toml, err) = text(&out);
+        assert!(out.status.success(), "gunicorn.conf.py:\n{python}\n{err}");
+        assert!(
+            err.contains("at gunicorn's default, which asks for nothing c10k lacks, so ignored: ")
+                && err.contains("check_config")
+                && err.contains("protocol"),
+            "{err}"
+        );
+        assert!(toml.contains("workers = 1"), "{toml}");
+
+        std::fs::write(dir.join("empty.toml"), "").unwrap();
+        let out = run_in(&dir, &["-c", "defaults.toml", "--check-config"]);
+        let (_, err) = text(&out);
+        let written = std::fs::read_to_string(dir.join("defaults.toml")).unwrap();
+        assert!(out.status.success(), "defaults.toml:\n{written}\n{err}");
+
+        let mut args = vec!["-c", "empty.toml", "--check-config"];
+        args.extend(flags.iter().map(String::as_str));
+        let out = run_in(&dir, &args);
+        let (_, err) = text(&out);
+        assert!(out.status.success(), "{args:?}\n{err}");
+        assert!(
+            err.contains(
+                "gunicorn flags at gunicorn's default, which ask for nothing c10k lacks, ignored: "
+            ) && err.contains("--protocol=http"),
+            "{err}"
+        );
+        let out = run_in_env(
+            &dir,
+            &["-c", "empty.toml", "--check-config"],
+            &[("GUNICORN_CMD_ARGS", &joined)],
+        );
+        let (_, err) = text(&out);
+        assert!(out.status.success(), "GUNICORN_CMD_ARGS={joined}\n{err}");
+
+        // Not the default: refused as before.
+        let other = tempfile::tempdir().unwrap();
+        for (file, needle) in [
+            (
+                "workers = 2\nprotocol = 'uwsgi'\n",
+                "line 2, key `protocol`: gunicorn's `protocol` (--protocol): c10k chooses",
+            ),
+            (
+                "check_config = True\n",
+                "line 1, key `check_config`: a gunicorn setting that c10k does not have",
+            ),
+            (
+                "http_parser = 'fast'\n",
+                "line 1, key `http_parser`: a gunicorn setting that c10k does not have",
+            ),
+            (
+                "proxy_allow_ips = '*'\n",
+                "line 1, key `proxy_allow_ips`: gunicorn's `proxy_allow_ips` (--proxy-allow-from)",
+            ),
+            (
+                "access_log_format = '%(h)s'\n",
+                "line 1, key `access_log_format`: needs --access-log FILE",
+            ),
+        ] {
+            std::fs::write(other.path().join("gunicorn.conf.py"), file).unwrap();
+            let err = config_error(other.path(), &["--check-config"]);
+            assert!(
+                err.contains(&format!("config file gunicorn.conf.py: {needle}")),
+                "{file:?}: {err}"
+            );
+        }
+        std::fs::remove_file(other.path().join("gunicorn.conf.py")).unwrap();
+        for (args, needle) in [
+            (
+                &["--http-parser", "fast"][..],
+                "unexpected argument '--http-parser'",
+            ),
+            (&["--protocol=uwsgi"][..], "--protocol: c10k chooses"),
+            (
+                &["--proxy-protocol", "v1"][..],
+                "--proxy-protocol: c10k does not read",
+            ),
+        ] {
+            let err = config_error(other.path(), args);
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
     }
 
     #[test]
