@@ -17,9 +17,12 @@
 //!   build a bigger packet). uWSGI's default `buffer-size` of 4,096 is the cause of the well-known
 //!   "invalid request block size" 502s behind nginx with large cookies; we accept what nginx sends.
 //! - A packet we cannot read (bad modifier1, a var running past the block, an empty key, no
-//!   `REQUEST_METHOD`, a header var that is not a token) is [`UwsgiError::Malformed`]: the driver
-//!   closes without an answer (what uWSGI does; nginx answers its client 502). A readable request
-//!   we refuse (body over `--limit-request-body`) is answered with a status, then closed.
+//!   `REQUEST_METHOD`) is [`UwsgiError::Malformed`]: the driver closes without an answer (what
+//!   uWSGI does; nginx answers its client 502). A readable request we refuse is answered with the
+//!   status and reason the HTTP listener gives, then closed: a body over `--limit-request-body`
+//!   (413), more header fields than `--limit-request-fields` (431), a header name that is not a
+//!   token or a value with a line break (400; nginx passes such names on only with
+//!   `ignore_invalid_headers off`). Closed unanswered, those were a 502 that blamed the server.
 //! - The body is taken as it arrives: past `--body-buffer-size` into an unlinked temporary file,
 //!   as over HTTP, so a large upload costs disk rather than the worker's memory. The app still
 //!   runs once the whole body is in (uWSGI streams it into `wsgi.input` as the app reads); behind
@@ -72,6 +75,9 @@ pub struct UwsgiLimits {
     pub max_vars_block: usize,
     /// Most key/value pairs in the vars block.
     pub max_vars: usize,
+    /// Most header fields (`HTTP_*` vars, `CONTENT_TYPE`, `CONTENT_LENGTH`) → 431, as over HTTP
+    /// (`--limit-request-fields`).
+    pub max_headers: usize,
     /// Largest body (`CONTENT_LENGTH`) → 413.
     pub max_body: u64,
     /// Largest body kept in memory; a bigger one is spooled to an unlinked temporary file as it
@@ -96,6 +102,7 @@ impl UwsgiLimits {
         UwsgiLimits {
             max_vars_block: MAX_VARS_BLOCK,
             max_vars: l.max_headers + 64,
+            max_headers: l.max_headers,
             max_body: l.max_body,
             body_buffer: l.body_buffer,
             forwarded_allow: l.forwarded_allow.clone(),
@@ -375,6 +382,9 @@ fn build_request(
         let (key, value) = pair?;
         count += 1;
         if count > limits.max_vars {
+            if fields.len() > limits.max_headers {
+                return Err(too_many_headers(limits.max_headers));
+            }
             return Err(UwsgiError::malformed(format!(
                 "more than {} vars",
                 limits.max_vars
@@ -457,6 +467,9 @@ fn build_request(
         *slot = Some(value);
     }
 
+    if fields.len() > limits.max_headers {
+        return Err(too_many_headers(limits.max_headers));
+    }
     let method = cgi
         .method
         .filter(|m| !m.is_empty() && m.iter().all(|&b| is_tchar(b)))
@@ -534,9 +547,9 @@ fn build_request(
 /// `X_FORWARDED_FOR` → `X-Forwarded-For`; the name must be a token once `_` becomes `-`.
 fn header_name(var: &[u8]) -> Result<String, UwsgiError> {
     if var.is_empty() || !var.iter().all(|&b| is_tchar(b)) {
-        return Err(UwsgiError::malformed(
-            "an HTTP_ var whose name is not a token",
-        ));
+        // As over HTTP. nginx sends such a name (`X@Y`, `X/Y`, non-ASCII) only under
+        // `ignore_invalid_headers off`; uWSGI passes it to the app.
+        return Err(bad_request("invalid header name"));
     }
     let mut name = String::with_capacity(var.len());
     let mut start = true;
@@ -555,11 +568,26 @@ fn header_name(var: &[u8]) -> Result<String, UwsgiError> {
 /// A header value must not carry a line break or NUL (it may be re-serialised downstream).
 fn field_value(v: &[u8]) -> Result<Bytes, UwsgiError> {
     if v.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
-        return Err(UwsgiError::malformed(
-            "a header var with a line break or NUL",
-        ));
+        return Err(bad_request("invalid header value"));
     }
     Ok(Bytes::copy_from_slice(v))
+}
+
+/// More header fields than `--limit-request-fields`: 431, as over HTTP (closed unanswered, it was
+/// nginx's 502).
+fn too_many_headers(max: usize) -> UwsgiError {
+    UwsgiError::Refused {
+        status: 431,
+        reason: format!("more than {max} header fields").into(),
+    }
+}
+
+/// A readable request refused as the HTTP listener refuses it: 400 with `reason`.
+fn bad_request(reason: &'static str) -> UwsgiError {
+    UwsgiError::Refused {
+        status: 400,
+        reason: reason.into(),
+    }
 }
 
 fn target_path_query(

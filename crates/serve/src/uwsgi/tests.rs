@@ -264,8 +264,8 @@ fn oversize_vars_block_and_too_many_vars() {
     let r = decode_one(&input).unwrap();
     assert_eq!(r.headers.get("cookie").map(|v| v.len()), Some(65_000));
 
-    // Too many vars.
-    let names: Vec<String> = (0..200).map(|i| format!("HTTP_X_{i}")).collect();
+    // Too many vars (custom `uwsgi_param`s; header fields have their own limit, below).
+    let names: Vec<String> = (0..200).map(|i| format!("X_{i}")).collect();
     let mut vars: Vec<(&[u8], &[u8])> = vec![(b"REQUEST_METHOD", b"GET"), (b"PATH_INFO", b"/")];
     vars.extend(names.iter().map(|n| (n.as_bytes(), &b"1"[..])));
     let err = decode_one(&packet(0, &vars, b"")).unwrap_err();
@@ -274,6 +274,71 @@ fn oversize_vars_block_and_too_many_vars() {
     let limit = UwsgiLimits::default().max_vars;
     vars.truncate(limit);
     decode_one(&packet(0, &vars, b"")).unwrap();
+}
+
+// What the HTTP listener answers 400 or 431 is answered the same over uwsgi: nginx passes the
+// answer on to its client. Before, each was closed unanswered as a malformed packet, so the
+// client got nginx's 502 and no reason: a header name nginx passes on under
+// `ignore_invalid_headers off` (`X@Y`, `X/Y`, `X[0]`, non-ASCII; uWSGI serves them), or more
+// header fields than --limit-request-fields (100 over HTTP, about 150 over uwsgi).
+#[test]
+fn header_fields_refused_as_over_http() {
+    let with = |extra: &[(&[u8], &[u8])]| {
+        let mut vars: Vec<(&[u8], &[u8])> = vec![
+            (b"REQUEST_METHOD", b"GET"),
+            (b"PATH_INFO", b"/"),
+            (b"DOCUMENT_ROOT", b"/srv"),
+        ];
+        vars.extend_from_slice(extra);
+        decode_one(&packet(0, &vars, b""))
+    };
+    for name in [
+        &b"HTTP_X@AT"[..],
+        b"HTTP_X/SLASH",
+        b"HTTP_X[0]",
+        b"HTTP_X\xc3\xa9",
+        b"HTTP_",
+    ] {
+        let err = with(&[(name, b"1")]).unwrap_err();
+        assert_eq!(
+            err,
+            UwsgiError::Refused {
+                status: 400,
+                reason: "invalid header name".into()
+            },
+            "{}",
+            String::from_utf8_lossy(name)
+        );
+    }
+    for value in [&b"1\r\nEvil: 1"[..], b"a\0b"] {
+        let err = with(&[(b"HTTP_X", value)]).unwrap_err();
+        assert_eq!(
+            err,
+            UwsgiError::Refused {
+                status: 400,
+                reason: "invalid header value".into()
+            }
+        );
+    }
+    // A dot is a token character: served.
+    with(&[(b"HTTP_X.DOT", b"1")]).unwrap();
+
+    // Header fields: at the limit is fine, one more is a 431.
+    let max = UwsgiLimits::default().max_headers;
+    let names: Vec<String> = (0..max).map(|i| format!("HTTP_X_{i}")).collect();
+    let mut extra: Vec<(&[u8], &[u8])> = names.iter().map(|n| (n.as_bytes(), &b"1"[..])).collect();
+    let r = with(&extra).unwrap();
+    assert_eq!(r.headers.len(), max);
+    extra.push((b"HTTP_ONE_MORE", b"1"));
+    let too_many = UwsgiError::Refused {
+        status: 431,
+        reason: format!("more than {max} header fields").into(),
+    };
+    assert_eq!(with(&extra).unwrap_err(), too_many);
+    // So many that the vars limit is reached first: still the header fields' 431.
+    let names: Vec<String> = (0..2 * max).map(|i| format!("HTTP_X_{i}")).collect();
+    let extra: Vec<(&[u8], &[u8])> = names.iter().map(|n| (n.as_bytes(), &b"1"[..])).collect();
+    assert_eq!(with(&extra).unwrap_err(), too_many);
 }
 
 #[test]
@@ -418,30 +483,6 @@ fn malformed_blocks() {
             packet(0, &[(b"REQUEST_METHOD", b"G T"), (b"PATH_INFO", b"/")], b""),
         ),
         ("no path", packet(0, &[(b"REQUEST_METHOD", b"GET")], b"")),
-        (
-            "bad header name",
-            packet(
-                0,
-                &[
-                    (b"REQUEST_METHOD", b"GET"),
-                    (b"PATH_INFO", b"/"),
-                    (b"HTTP_X:Y", b"1"),
-                ],
-                b"",
-            ),
-        ),
-        (
-            "line break in a header value",
-            packet(
-                0,
-                &[
-                    (b"REQUEST_METHOD", b"GET"),
-                    (b"PATH_INFO", b"/"),
-                    (b"HTTP_X", b"1\r\nEvil: 1"),
-                ],
-                b"",
-            ),
-        ),
         (
             "bad content length",
             packet(
