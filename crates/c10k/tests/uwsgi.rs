@@ -795,3 +795,25 @@ fn a_chunked_body_behind_uwsgi_pass_has_its_length_and_no_chunked_header() {
         assert_eq!(v["length"], json.len(), "{transport}: {v}");
     }
 }
+
+// nginx's auth_request idiom behind `uwsgi_pass`: `uwsgi_pass_request_body off; uwsgi_param
+// CONTENT_LENGTH "";` after `include uwsgi_params;` sends the client's CONTENT_LENGTH, then an
+// empty one, and no body. The last var wins, as in uWSGI. Before, the two values were refused as
+// ambiguous and the connection closed unanswered: every request with a body was nginx's 502
+// (and a 500 from the auth_request location), where uWSGI served it.
+#[test]
+fn a_location_that_passes_no_body_empties_content_length() {
+    let location = r#"uwsgi_pass_request_body off; uwsgi_param CONTENT_LENGTH "";"#;
+    let Some((_server, nginx, _sock)) = start_with("sync", &[], location) else {
+        return;
+    };
+    for (front, transport) in [(nginx.tcp, "tcp"), (nginx.unix, "unix")] {
+        let a = request(front, "POST", "/echo", &[], b"hello");
+        assert_eq!(
+            (a.status, &a.body[..]),
+            (200, &b""[..]),
+            "{transport}: {a:?}\n{}",
+            nginx.errors()
+        );
+    }
+}

@@ -28,9 +28,11 @@
 //!   runs once the whole body is in (uWSGI streams it into `wsgi.input` as the app reads); behind
 //!   nginx's default `uwsgi_request_buffering on`, nginx has it all before it connects anyway.
 //! - A CGI var sent twice: the last one wins, as in uWSGI (a config with `include uwsgi_params;`
-//!   followed by its own `uwsgi_param HTTPS on;` sends the key twice), except `CONTENT_LENGTH`
-//!   with two different values, which is refused (the body's length would be ambiguous).
-//!   `HTTP_*` vars sent twice are kept in order as repeated header fields.
+//!   followed by its own `uwsgi_param HTTPS on;` sends the key twice), `CONTENT_LENGTH` too:
+//!   nginx sends the body the last one describes (`uwsgi_pass_request_body off; uwsgi_param
+//!   CONTENT_LENGTH "";` sends none), and one request per connection leaves no second request
+//!   for a wrong length to smuggle. `HTTP_*` vars sent twice are kept in order as repeated header
+//!   fields.
 //! - Paths: `PATH_INFO` (nginx's `$document_uri`, decoded and after rewrites) is what uWSGI and
 //!   WSGI route on, so the request's `path` is `PATH_INFO` percent-encoded again; the `target` is
 //!   `REQUEST_URI` as the client sent it. Without `PATH_INFO`, the path is `REQUEST_URI`'s.
@@ -376,6 +378,7 @@ fn build_request(
     // Where the Content-Type field sits, and whether it came from CONTENT_TYPE (which beats
     // the HTTP_CONTENT_TYPE nginx also sends, since uwsgi_params does not hide it).
     let mut content_type: Option<(usize, bool)> = None;
+    let mut content_length_at: Option<usize> = None;
     let mut cgi_vars: Vec<(Bytes, Bytes)> = Vec::new();
     let mut count = 0usize;
     for pair in (Vars { block }) {
@@ -413,18 +416,13 @@ fn build_request(
             b"HTTPS" => &mut cgi.https,
             b"REQUEST_SCHEME" => &mut cgi.request_scheme,
             b"UWSGI_SCHEME" | b"wsgi.url_scheme" => &mut cgi.url_scheme,
+            // The last one wins, as in uWSGI: nginx sends the body it says it sends with the
+            // last. `uwsgi_pass_request_body off; uwsgi_param CONTENT_LENGTH "";` (the
+            // auth_request idiom, after `include uwsgi_params;`) sends the client's length, then
+            // "", and no body; refused as ambiguous, every request with a body was nginx's 502.
             b"CONTENT_LENGTH" => {
-                if cgi
-                    .content_length
-                    .is_some_and(|old| old.trim_ascii() != value.trim_ascii())
-                {
-                    return Err(UwsgiError::malformed("two different CONTENT_LENGTH vars"));
-                }
-                let v = value.trim_ascii();
-                if cgi.content_length.is_none() && !v.is_empty() {
-                    // Checked to be a number below, once all vars are in.
-                    fields.push(("Content-Length".to_owned(), Bytes::copy_from_slice(v)));
-                }
+                // Its field goes where the first one came (nginx: among the CGI vars).
+                content_length_at.get_or_insert(fields.len());
                 &mut cgi.content_length
             }
             // uwsgi_params sends CONTENT_TYPE even when the request has none: empty.
@@ -467,6 +465,15 @@ fn build_request(
         *slot = Some(value);
     }
 
+    if let Some(v) = cgi
+        .content_length
+        .map(<[u8]>::trim_ascii)
+        .filter(|v| !v.is_empty())
+    {
+        // Checked to be a number below.
+        let at = content_length_at.unwrap_or(fields.len());
+        fields.insert(at, ("Content-Length".to_owned(), Bytes::copy_from_slice(v)));
+    }
     if fields.len() > limits.max_headers {
         return Err(too_many_headers(limits.max_headers));
     }
