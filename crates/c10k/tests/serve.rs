@@ -119,6 +119,63 @@ per_class!(http10, |class| {
     }
 });
 
+// A client that sends more while its request runs (a pipelined request, the rest of an upload)
+// and then reads an answer that ends with the connection: closing with those bytes unread made
+// the kernel send a RST, so the client's read failed with "connection reset" after the answer
+// (and a large answer still in the socket buffer was cut, its tail destroyed). RFC 9112 §9.6's
+// staged close, which gunicorn does: shut the writing side, read off what comes, then close.
+per_class!(
+    a_close_with_bytes_unread_does_not_reset_the_answer,
+    |class| {
+        let s = start_class(class, &[]);
+        for req in [
+            "GET /?delay=0.3 HTTP/1.0\r\n\r\n",
+            "GET /?delay=0.3 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        ] {
+            let mut c = connect(s.addr);
+            c.write_all(req.as_bytes()).unwrap();
+            // Arrives while the request runs: read by nobody before the close.
+            std::thread::sleep(Duration::from_millis(100));
+            c.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            std::thread::sleep(Duration::from_millis(400));
+            let mut raw = Vec::new();
+            let read = std::io::Read::read_to_end(&mut c, &mut raw);
+            let text = String::from_utf8_lossy(&raw);
+            assert!(read.is_ok(), "{req:?}: {read:?} after {text:?}");
+            assert!(text.starts_with("HTTP/1.1 200 "), "{req:?}: {text:?}");
+            assert_eq!(text.matches("HTTP/1.1").count(), 1, "{req:?}: {text:?}");
+        }
+        // A large answer to a client that reads late: much of it is still queued unsent when the
+        // server is done with it, and the request the client sends meanwhile reset it there.
+        let body = vec![b'x'; 3 << 20];
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(64 * 1024).unwrap();
+        sock.connect(&s.addr.into()).unwrap();
+        let mut c = std::net::TcpStream::from(sock);
+        let head = format!(
+            "POST /echo HTTP/1.0\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        c.write_all(head.as_bytes()).unwrap();
+        c.write_all(&body).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        c.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(1000));
+        let mut raw = Vec::new();
+        let read = std::io::Read::read_to_end(&mut c, &mut raw);
+        let got = raw.len().saturating_sub(head_len(&raw));
+        assert!(read.is_ok(), "{read:?} after {got} bytes of the body");
+        assert_eq!(got, body.len());
+    }
+);
+
+/// The length of an answer's head (through its blank line), 0 without one.
+fn head_len(raw: &[u8]) -> usize {
+    raw.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(0, |i| i + 4)
+}
 per_class!(limits, |class| {
     let s = Server::start(&[
         "-k",

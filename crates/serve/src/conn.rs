@@ -142,12 +142,18 @@ pub(crate) fn stalled(limit: Duration) -> std::io::Error {
 /// How much room a read gets while a body arrives.
 const BODY_READ: usize = 16 * 1024;
 
-/// Whether to read (and drop) what the client still sends before closing: after a refusal the
-/// client may be mid-upload, and closing with unread data makes the kernel send a RST that can
-/// destroy the answer in flight (nginx's lingering close).
+/// Whether to read (and drop) what the client still sends before closing: closing with unread
+/// data makes the kernel send a RST that can destroy the answer in flight (nginx's lingering
+/// close; RFC 9112 §9.6's staged close).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Lingering {
+    /// Always: after a refusal the client may be mid-upload.
     Yes,
+    /// When closing at once could destroy the answer: the client sent bytes we have not read,
+    /// or part of the answer is still queued unsent (`crate::sys::close_may_lose_answer`).
+    IfAtRisk,
+    /// Never: the answer did not get through (a stalled client, a failed send, a body cut by
+    /// the app), so there is nothing to protect and the client is dropped at once.
     No,
 }
 
@@ -383,13 +389,13 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
     pub fn next(&mut self, now: Instant, stopping: bool) -> Action {
         loop {
             match &self.state {
-                State::Closed => return Action::Close(Lingering::No),
+                State::Closed => return Action::Close(Lingering::IfAtRisk),
                 State::Closing(lingering) => {
                     if !self.out.is_empty() {
                         return Action::Write;
                     }
                     let mut lingering = *lingering;
-                    if !self.buf.is_empty() {
+                    if !self.buf.is_empty() && lingering != Lingering::No {
                         // Pipelined requests we will not answer: read them off before closing.
                         lingering = Lingering::Yes;
                     }
@@ -399,7 +405,7 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
                 State::Handling(_) => {
                     // The driver must call `respond` first; treat a confused driver as a close.
                     self.state = State::Closed;
-                    return Action::Close(Lingering::No);
+                    return Action::Close(Lingering::IfAtRisk);
                 }
                 State::Streaming(_) => {
                     if !self.out.is_empty() {
@@ -455,7 +461,7 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
                     Some(end) => deadline = deadline.min(end),
                     None => {
                         self.state = State::Closed;
-                        return Action::Close(Lingering::No);
+                        return Action::Close(Lingering::IfAtRisk);
                     }
                 }
             }
@@ -463,7 +469,7 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
                 match why {
                     None => {
                         self.state = State::Closed;
-                        return Action::Close(Lingering::No);
+                        return Action::Close(Lingering::IfAtRisk);
                     }
                     Some(reason) => {
                         self.refuse(&Refusal::Answer(HttpError {
@@ -472,7 +478,7 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
                         }));
                         // The client is slow, not hostile: no need to drain it.
                         self.buf.clear();
-                        self.state = State::Closing(Lingering::No);
+                        self.state = State::Closing(Lingering::IfAtRisk);
                         continue;
                     }
                 }
@@ -544,7 +550,7 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
             Refusal::Drop(why) => {
                 self.malformed(why);
                 self.buf.clear();
-                self.state = State::Closing(Lingering::No);
+                self.state = State::Closing(Lingering::IfAtRisk);
             }
         }
     }
@@ -592,7 +598,7 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
                     if let Some(err) = d.incomplete(self.buf.len()) {
                         self.refuse(&Refusal::Answer(err));
                         self.buf.clear();
-                        self.state = State::Closing(Lingering::No);
+                        self.state = State::Closing(Lingering::IfAtRisk);
                         return;
                     }
                 }
@@ -678,7 +684,7 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
                 };
                 self.track.borrow_mut().end(&meta, status, len);
                 if !keep {
-                    self.state = State::Closing(Lingering::No);
+                    self.state = State::Closing(Lingering::IfAtRisk);
                 }
             }
         }
@@ -709,8 +715,10 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
         let ok = ok && file.len == 0;
         self.track.borrow_mut().writing(sent as usize);
         self.track.borrow_mut().end(&meta, status, sent as usize);
-        if !(ok && keep) {
+        if !ok {
             self.state = State::Closing(Lingering::No);
+        } else if !keep {
+            self.state = State::Closing(Lingering::IfAtRisk);
         } else {
             self.idle_since = now;
             self.track.borrow_mut().waiting(!self.buf.is_empty());
@@ -772,8 +780,10 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
             ..
         } = *s;
         self.track.borrow_mut().end(&meta, status, sent);
-        if !(ok && keep) {
+        if !ok {
             self.state = State::Closing(Lingering::No);
+        } else if !keep {
+            self.state = State::Closing(Lingering::IfAtRisk);
         }
     }
 }
@@ -863,7 +873,7 @@ mod tests {
         // Past it, the connection closes quietly.
         assert!(matches!(
             m.next(t0 + Duration::from_secs(5), false),
-            Action::Close(Lingering::No)
+            Action::Close(Lingering::IfAtRisk)
         ));
     }
 
@@ -875,7 +885,10 @@ mod tests {
         handle(&mut m, t0);
         m.respond(Response::text(200, "x"), false);
         assert!(written(&mut m, t0).contains("Connection: close"));
-        assert!(matches!(m.next(t0, false), Action::Close(Lingering::No)));
+        assert!(matches!(
+            m.next(t0, false),
+            Action::Close(Lingering::IfAtRisk)
+        ));
 
         // Kept alive after its answer, then the worker stops: closed at once (a client retries
         // an idempotent request when a reused connection closes).
@@ -886,7 +899,10 @@ mod tests {
         m.respond(Response::text(200, "x"), true);
         written(&mut m, t0);
         assert!(matches!(m.next(t0, false), Action::Read { idle: true, .. }));
-        assert!(matches!(m.next(t0, true), Action::Close(Lingering::No)));
+        assert!(matches!(
+            m.next(t0, true),
+            Action::Close(Lingering::IfAtRisk)
+        ));
     }
 
     #[test]
@@ -912,7 +928,10 @@ mod tests {
         let out = written(&mut m, later);
         assert!(out.starts_with("HTTP/1.1 200"), "{out}");
         assert!(out.contains("Connection: close"), "{out}");
-        assert!(matches!(m.next(later, true), Action::Close(Lingering::No)));
+        assert!(matches!(
+            m.next(later, true),
+            Action::Close(Lingering::IfAtRisk)
+        ));
 
         // Silent through the grace: closed quietly, no 408.
         let mut t = track();
@@ -920,7 +939,7 @@ mod tests {
         assert!(matches!(m.next(t0, true), Action::Read { .. }));
         assert!(matches!(
             m.next(t0 + grace, true),
-            Action::Close(Lingering::No)
+            Action::Close(Lingering::IfAtRisk)
         ));
         assert!(m.output().is_empty());
 
@@ -971,7 +990,10 @@ mod tests {
         handle(&mut m, t0);
         m.respond(Response::text(200, "x"), true);
         assert!(written(&mut m, t0).contains("Connection: close"));
-        assert!(matches!(m.next(t0, false), Action::Close(Lingering::No)));
+        assert!(matches!(
+            m.next(t0, false),
+            Action::Close(Lingering::IfAtRisk)
+        ));
     }
 
     #[test]
@@ -1009,7 +1031,7 @@ mod tests {
         assert!(out.contains("--header-timeout"), "{out}");
         assert!(matches!(
             m.next(t0 + Duration::from_secs(10), false),
-            Action::Close(Lingering::No)
+            Action::Close(Lingering::IfAtRisk)
         ));
     }
 
@@ -1189,6 +1211,7 @@ mod tests {
         m.respond(Response::new(200).with_stream(Box::pin(Never)), true);
         written(&mut m, t0);
         m.pulled(Some(Err("boom".into())));
+        // The answer is cut: nothing to protect, so no lingering.
         assert!(matches!(m.next(t0, false), Action::Close(Lingering::No)));
     }
 
@@ -1203,7 +1226,10 @@ mod tests {
         let mut m = Machine::new(&s, &mut t, ConnInfo::default(), Protocol::Http, true, t0);
         feed(&mut m, b"GET / HT", t0);
         m.received(0, t0);
-        assert!(matches!(m.next(t0, false), Action::Close(Lingering::No)));
+        assert!(matches!(
+            m.next(t0, false),
+            Action::Close(Lingering::IfAtRisk)
+        ));
     }
 
     /// Compared with gunicorn 27: a client that sends a head and part of its body, then shuts
@@ -1234,7 +1260,10 @@ mod tests {
             let out = written(&mut m, t0);
             assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
             assert!(out.ends_with(&format!("{reason}\n")), "{out}");
-            assert!(matches!(m.next(t0, false), Action::Close(Lingering::No)));
+            assert!(matches!(
+                m.next(t0, false),
+                Action::Close(Lingering::IfAtRisk)
+            ));
         }
     }
     /// A uwsgi packet (modifier1 0) with these vars and body.
@@ -1289,7 +1318,7 @@ mod tests {
         assert_eq!(written(&mut m, t0), "x", "never chunked");
         m.pulled(None);
         assert!(
-            matches!(m.next(t0, false), Action::Close(Lingering::No)),
+            matches!(m.next(t0, false), Action::Close(Lingering::IfAtRisk)),
             "one request per connection: the close ends the body"
         );
     }
@@ -1360,7 +1389,10 @@ mod tests {
         assert!(matches!(m.next(t0, false), Action::SendFile));
         m.file().unwrap().len = 0;
         m.file_sent(7, true, t0);
-        assert!(matches!(m.next(t0, false), Action::Close(Lingering::No)));
+        assert!(matches!(
+            m.next(t0, false),
+            Action::Close(Lingering::IfAtRisk)
+        ));
     }
 
     #[test]
@@ -1370,7 +1402,10 @@ mod tests {
         let mut t = track();
         let mut m = Machine::new(&s, &mut t, ConnInfo::default(), Protocol::Uwsgi, true, t0);
         feed(&mut m, b"GET / HTTP/1.1\r\n", t0);
-        assert!(matches!(m.next(t0, false), Action::Close(Lingering::No)));
+        assert!(matches!(
+            m.next(t0, false),
+            Action::Close(Lingering::IfAtRisk)
+        ));
         assert!(m.output().is_empty(), "no answer");
         // A body cut short by the peer.
         let mut t = track();
@@ -1389,7 +1424,10 @@ mod tests {
             Action::Read { idle: false, .. }
         ));
         m.received(0, t0);
-        assert!(matches!(m.next(t0, false), Action::Close(Lingering::No)));
+        assert!(matches!(
+            m.next(t0, false),
+            Action::Close(Lingering::IfAtRisk)
+        ));
         // A body over the limit is answered 413 as uWSGI would write it.
         let mut t = track();
         let mut m = Machine::new(&s, &mut t, ConnInfo::default(), Protocol::Uwsgi, true, t0);

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::config::Protocol;
 use crate::conn::{Action, ConnSettings, Lingering, Machine};
-use crate::lazy_io::SendFile;
+use crate::lazy_io::{SendFile, StagedClose};
 use crate::proto::ConnInfo;
 use crate::shutdown::Phase;
 use crate::track::ConnTrack;
@@ -40,7 +40,7 @@ pub(crate) async fn serve<S, H>(
     protocol: Protocol,
 ) -> io::Result<()>
 where
-    S: AsyncRead + AsyncWrite + SendFile + Unpin,
+    S: AsyncRead + AsyncWrite + SendFile + StagedClose + Unpin,
     H: Handler,
 {
     let mut conn = Machine::new(settings, track, info, protocol, true, Instant::now());
@@ -211,13 +211,21 @@ async fn call<H: Handler>(handler: &H, req: Request, s: &ConnSettings) -> Respon
 
 /// Closes the connection. After refusing a request the client may still be sending; reading
 /// what it sends for a moment before closing keeps the kernel from answering with a RST that
-/// would destroy our error response in flight (nginx's lingering close).
-async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
+/// would destroy our error response in flight (nginx's lingering close). The same holds after
+/// any answer when the client sent more meanwhile (a pipelined request) that lies unread in the
+/// socket, or when part of the answer is still unsent: RFC 9112 §9.6's staged close, which
+/// gunicorn does on every close.
+async fn finish<S: AsyncRead + AsyncWrite + StagedClose + Unpin>(
     mut io: S,
     lingering: Lingering,
     settings: &ConnSettings,
 ) -> io::Result<()> {
-    if lingering == Lingering::Yes {
+    let linger = match lingering {
+        Lingering::Yes => true,
+        Lingering::IfAtRisk => io.close_may_lose_answer(),
+        Lingering::No => false,
+    };
+    if linger {
         // The FIN goes first so the client sees the answer is complete while we drain. Without
         // lingering, dropping the socket closes it with the same FIN: a shutdown would be a
         // syscall for nothing.

@@ -64,6 +64,22 @@ pub(crate) trait SendFile {
     ) -> impl std::future::Future<Output = (u64, bool)> + Send;
 }
 
+/// A connection that can tell whether closing it now could destroy the answer just written (see
+/// `crate::sys::close_may_lose_answer`).
+pub(crate) trait StagedClose {
+    fn close_may_lose_answer(&self) -> bool;
+}
+
+impl<S: Adopt> StagedClose for LazyStream<S> {
+    fn close_may_lose_answer(&self) -> bool {
+        match self {
+            LazyStream::Direct(s) => crate::sys::close_may_lose_answer(s.as_raw_fd()),
+            LazyStream::Registered(s) => crate::sys::close_may_lose_answer(s.as_raw_fd()),
+            LazyStream::Lost => false,
+        }
+    }
+}
+
 impl<S: Adopt + Send> SendFile for LazyStream<S>
 where
     S::Registered: Send + Sync,

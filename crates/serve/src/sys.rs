@@ -33,6 +33,35 @@ pub(crate) fn set_cloexec(fd: std::os::fd::RawFd) {
     }
 }
 
+/// Whether closing the socket `fd` now could destroy the answer just written: the client has sent
+/// bytes that wait unread in its receive queue (closing then makes the kernel answer with a RST
+/// instead of a FIN), or part of our answer is still queued unsent (a RST from a request the
+/// client sends a moment later would discard it). Either way the close should be staged (RFC
+/// 9112 §9.6): shut the writing side, read off what comes, then close. Two syscalls that never
+/// block; a small answer on a fast link is sent at once, so most closes stay immediate.
+pub(crate) fn close_may_lose_answer(fd: std::os::fd::RawFd) -> bool {
+    /// `SIOCOUTQNSD` (linux/sockios.h): bytes in the send queue not yet sent.
+    const SIOCOUTQNSD: libc::c_ulong = 0x894B;
+    let mut byte = 0u8;
+    // SAFETY: `recv` writes at most one byte into `byte`, which we own; MSG_PEEK leaves it queued.
+    let unread = unsafe {
+        libc::recv(
+            fd,
+            std::ptr::from_mut(&mut byte).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if unread > 0 {
+        return true;
+    }
+    let mut unsent: libc::c_int = 0;
+    // SAFETY: the ioctl writes one int into `unsent`, which we own; on a socket that does not
+    // know it (a unix socket) it fails and writes nothing.
+    let r = unsafe { libc::ioctl(fd, SIOCOUTQNSD as _, &mut unsent) };
+    r == 0 && unsent > 0
+}
+
 /// Points this process's standard output and error (descriptors 1 and 2) at `fd`, as
 /// gunicorn's `--capture-output` does; processes started afterwards inherit them.
 pub fn redirect_stdout_stderr(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
