@@ -613,12 +613,15 @@ fn admin_metrics(server: &Server) -> String {
 
 // A hosted WSGI app behind nginx sees every var nginx sends, as under uWSGI: a custom
 // `uwsgi_param`, `SCRIPT_NAME` (and `PATH_INFO` without it under `uwsgi_modifier1 30`),
-// `DOCUMENT_ROOT`; and a front cannot replace the server's `wsgi.*` objects.
+// `DOCUMENT_ROOT`; and a front cannot replace the server's `wsgi.*` objects. `HTTP_HOST` set
+// twice (Debian's `uwsgi_params` sets it, and so did many sites' own lines) is the last one, as
+// under uWSGI; before, the app saw "test.local, test.local" (Django: DisallowedHost).
 #[cfg(feature = "python")]
 per_class!(wsgi_environ_has_the_vars_nginx_sends, |class| {
     let apps = util::python::apps();
     let location = "uwsgi_param FOO 'bar baz'; uwsgi_param SCRIPT_NAME /mnt; \
-                    uwsgi_param wsgi.input spoofed; uwsgi_modifier1 30;";
+                    uwsgi_param wsgi.input spoofed; uwsgi_modifier1 30; \
+                    uwsgi_param HTTP_HOST $host; uwsgi_param HTTP_HOST $host;";
     let Some((_server, nginx, _sock)) =
         start_with(class, &["--pythonpath", &apps, "probe:app"], location)
     else {
@@ -647,6 +650,7 @@ per_class!(wsgi_environ_has_the_vars_nginx_sends, |class| {
             "{transport}: {e}"
         );
         assert_eq!(e["HTTP_X_CUSTOM"], "yes", "{transport}: {e}");
+        assert_eq!(e["HTTP_HOST"], "test.local", "{transport}: {e}");
         assert_ne!(e["__input__"], "str", "{transport}: {e}");
         assert_eq!(e["wsgi.url_scheme"], "http", "{transport}: {e}");
     }

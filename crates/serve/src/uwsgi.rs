@@ -32,7 +32,9 @@
 //!   nginx sends the body the last one describes (`uwsgi_pass_request_body off; uwsgi_param
 //!   CONTENT_LENGTH "";` sends none), and one request per connection leaves no second request
 //!   for a wrong length to smuggle. `HTTP_*` vars sent twice are kept in order as repeated header
-//!   fields.
+//!   fields (a client's repeated header), but for `HTTP_HOST`, whose last one wins: Host is one
+//!   field, and a second one comes from the config (`uwsgi_param HTTP_HOST` in Debian's
+//!   `uwsgi_params` and in the site's own lines).
 //! - Paths: `PATH_INFO` (nginx's `$document_uri`, decoded and after rewrites) is what uWSGI and
 //!   WSGI route on, so the request's `path` is `PATH_INFO` percent-encoded again; the `target` is
 //!   `REQUEST_URI` as the client sent it. Without `PATH_INFO`, the path is `REQUEST_URI`'s.
@@ -379,6 +381,7 @@ fn build_request(
     // the HTTP_CONTENT_TYPE nginx also sends, since uwsgi_params does not hide it).
     let mut content_type: Option<(usize, bool)> = None;
     let mut content_length_at: Option<usize> = None;
+    let mut host_at: Option<usize> = None;
     let mut cgi_vars: Vec<(Bytes, Bytes)> = Vec::new();
     let mut count = 0usize;
     for pair in (Vars { block }) {
@@ -450,6 +453,22 @@ fn build_request(
             // chunked (Werkzeug's content_length was None, Bottle parsed chunk sizes out of the
             // data and answered 400). nginx's proxy_pass drops it too.
             b"HTTP_CONTENT_LENGTH" | b"HTTP_TRANSFER_ENCODING" => continue,
+            // Host is one field (RFC 9110 §7.2), and nginx refuses a client's second one, so a
+            // second HTTP_HOST is the config's: Debian's uwsgi_params now sets
+            // `uwsgi_param HTTP_HOST $host;`, and a site's own such line sent it again. The last
+            // wins, as in uWSGI; joined, "example.com, example.com" was Django's DisallowedHost
+            // (a 400) and an empty `request.host` in Flask.
+            b"HTTP_HOST" => {
+                let value = field_value(value)?;
+                match host_at {
+                    Some(i) => fields[i].1 = value,
+                    None => {
+                        host_at = Some(fields.len());
+                        fields.push(("Host".to_owned(), value));
+                    }
+                }
+                continue;
+            }
             _ => {
                 if let Some(name) = key.strip_prefix(b"HTTP_") {
                     let name = header_name(name)?;

@@ -438,6 +438,26 @@ fn duplicate_vars() {
     let cookies: Vec<_> = r.headers.get_all("cookie").collect();
     assert_eq!(cookies, [&Bytes::from("a=1"), &Bytes::from("b=2")]);
 
+    // But Host is one field: a second HTTP_HOST comes from the config (Debian's uwsgi_params sets
+    // `uwsgi_param HTTP_HOST $host;`, and so did many sites), and the last one wins, as in
+    // uWSGI. Before, the app saw "a.test, a.test:8080" (Django: DisallowedHost, a 400).
+    let r = decode_one(&packet(
+        0,
+        &[
+            (b"REQUEST_METHOD", b"GET"),
+            (b"PATH_INFO", b"/"),
+            (b"HTTP_HOST", b"a.test"),
+            (b"HTTP_X_A", b"1"),
+            (b"HTTP_HOST", b"a.test:8080"),
+        ],
+        b"",
+    ))
+    .unwrap();
+    let hosts: Vec<_> = r.headers.get_all("host").collect();
+    assert_eq!(hosts, [&Bytes::from("a.test:8080")]);
+    let names: Vec<_> = r.headers.iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["Host", "X-A"]);
+
     // A repeated CGI var: the last wins (uwsgi_params, then the site's own uwsgi_param).
     let r = decode_one(&packet(
         0,
