@@ -277,6 +277,23 @@ per_class!(probe_pep3333, |class| {
     s.wait_log("GET /mnt/raise", Duration::from_secs(5));
     get(s.addr, "/mnt/errors").unwrap();
     s.wait_log("probe wrote to wsgi.errors", Duration::from_secs(5));
+    // wsgi.errors as the stream code takes it for: a logging handler, a terminal check before
+    // colouring, fileno(), close() (one object serves the worker: it stays open). Before, each
+    // of isatty/writable/readable/seekable/fileno/close was an AttributeError in the app.
+    let r = get(s.addr, "/mnt/errors_stream").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({
+            "isatty": false, "writable": true, "readable": false, "seekable": false,
+            "fileno": "UnsupportedOperation (OSError)", "encoding": "utf-8", "closed": false,
+        }),
+        "{v}"
+    );
+    s.wait_log("through a logging handler", Duration::from_secs(5));
+    s.wait_log("lines joined", Duration::from_secs(5));
+    s.wait_log("still open after close()", Duration::from_secs(5));
     // HEAD: the head only, with the length GET would have.
     let mut c = connect(s.addr);
     c.write_all(b"HEAD /mnt/ HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")

@@ -237,6 +237,38 @@ def dispatch(environ, start_response):
         print("probe wrote to wsgi.errors", file=environ["wsgi.errors"])
         environ["wsgi.errors"].flush()
         return _text(start_response, "ok")
+    if path == "/errors_stream":
+        # What code that takes wsgi.errors for a stream asks of it (a logging handler, a
+        # library checking for a terminal before colouring its output).
+        # Unwrapped from wsgiref.validate's wrapper, which offers write/writelines/flush only
+        # (and forbids close(); gunicorn's wsgi.errors has them all).
+        err = environ["wsgi.errors"]
+        err = getattr(err, "errors", err)
+        out = {}
+        for name in ("isatty", "writable", "readable", "seekable"):
+            try:
+                out[name] = getattr(err, name)()
+            except Exception as e:  # noqa: BLE001 - reported to the test
+                out[name] = type(e).__name__
+        try:
+            err.fileno()
+            out["fileno"] = "no error"
+        except Exception as e:  # noqa: BLE001
+            out["fileno"] = type(e).__name__ + (" (OSError)" if isinstance(e, OSError) else "")
+        out["encoding"] = getattr(err, "encoding", None)
+        import logging
+        handler = logging.StreamHandler(err)
+        log = logging.getLogger("probe.errors_stream")
+        log.addHandler(handler)
+        log.propagate = False
+        log.warning("through a logging handler")
+        log.removeHandler(handler)
+        err.writelines(["lines ", "joined\n"])
+        err.close()
+        out["closed"] = err.closed
+        err.write("still open after close()\n")
+        err.flush()
+        return _text(start_response, json.dumps(out), ctype="application/json")
     if path == "/status":
         return _text(start_response, "custom", status=q.get("s", "201 Created"))
     if path == "/prefix":
