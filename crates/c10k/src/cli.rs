@@ -33,7 +33,10 @@ pub struct Cli {
 enum Command {
     /// Run the application server under a chosen worker class: the built-in app, or a Python
     /// WSGI app given as APP_MODULE (`c10k serve app:app`, as `gunicorn app:app`).
-    #[command(after_long_help = SERVE_AFTER_HELP)]
+    // A flag given twice takes its last value, as gunicorn's argparse does (a wrapper script's
+    // `exec gunicorn --workers 2 "$@"` run with `--workers 4`); flags that take a list
+    // (`--bind`, `--env`, ...) keep every value.
+    #[command(after_long_help = SERVE_AFTER_HELP, args_override_self = true)]
     Serve(Box<ServeArgs>),
     /// Load-test an HTTP server: ApacheBench's flags and report, as fast as wrk.
     Bench(Box<c10k_bench::BenchArgs>),

@@ -1807,3 +1807,35 @@ logconfig_dict = {}
         assert_eq!(get(s.addr, "/boot").unwrap().text(), "two", "{log}");
     }
 }
+
+// A flag given twice takes its last value, as under gunicorn (argparse): a wrapper script's
+// `exec c10k serve --workers 2 "$@"` run with `--workers 4` gets 4. Before, clap refused it
+// ("the argument '--workers <WORKERS>' cannot be used multiple times"), on the command line and
+// in GUNICORN_CMD_ARGS. Flags that take a list (`-b`) keep every value.
+#[test]
+fn a_flag_given_twice_takes_its_last_value() {
+    let toml = effective(
+        &[
+            "--workers",
+            "2",
+            "-b",
+            "127.0.0.1:8001",
+            "--graceful-timeout",
+            "10",
+            "--workers",
+            "4",
+            "-b",
+            "127.0.0.1:8002",
+            "--graceful-timeout=2",
+        ],
+        &[],
+    );
+    assert!(toml.contains("\nworkers = 4\n"), "{toml}");
+    assert!(toml.contains("graceful-timeout = 2.0\n"), "{toml}");
+    assert!(
+        toml.contains(r#"bind = ["127.0.0.1:8001", "127.0.0.1:8002"]"#),
+        "{toml}"
+    );
+    let toml = effective(&[], &[("GUNICORN_CMD_ARGS", "--workers 2 --workers 3")]);
+    assert!(toml.contains("\nworkers = 3\n"), "{toml}");
+}
