@@ -15,9 +15,11 @@
 use std::ffi::OsString;
 use std::ops::Range;
 
-use clap::{Arg, Command};
+use clap::Command;
 
 use c10k_bench::UsageError;
+
+use crate::arg_lookup::{find_long, find_short, takes_value};
 
 pub const VAR: &str = "GUNICORN_CMD_ARGS";
 
@@ -41,26 +43,6 @@ enum Item {
     Positional(usize),
     /// A `--`: everything after it is positional.
     DoubleDash(usize),
-}
-
-pub(crate) fn find_long<'a>(cmd: &'a Command, name: &str) -> Option<&'a Arg> {
-    cmd.get_arguments().find(|a| {
-        a.get_long() == Some(name)
-            || a.get_all_aliases()
-                .is_some_and(|aliases| aliases.contains(&name))
-    })
-}
-
-pub(crate) fn find_short(cmd: &Command, c: char) -> Option<&Arg> {
-    cmd.get_arguments().find(|a| {
-        a.get_short() == Some(c)
-            || a.get_all_short_aliases()
-                .is_some_and(|aliases| aliases.contains(&c))
-    })
-}
-
-pub(crate) fn takes_value(arg: &Arg) -> bool {
-    arg.get_action().takes_values()
 }
 
 /// Splits `tokens` into flags (with their values) and positionals, as clap would, stopping at

@@ -252,8 +252,8 @@ pub fn drop_default_flags(
             if let Some(c) = text.strip_prefix('-').and_then(|s| s.chars().last()) {
                 let alone = text.chars().count() == 2;
                 if alone
-                    && crate::cmd_args::find_short(serve, c)
-                        .is_some_and(crate::cmd_args::takes_value)
+                    && crate::arg_lookup::find_short(serve, c)
+                        .is_some_and(crate::arg_lookup::takes_value)
                 {
                     kept.extend(tokens.get(i).cloned());
                     i += 1;
@@ -292,7 +292,7 @@ pub fn drop_default_flags(
         kept.push(token.clone());
         i += 1;
         if inline.is_none()
-            && crate::cmd_args::find_long(serve, name).is_some_and(crate::cmd_args::takes_value)
+            && crate::arg_lookup::find_long(serve, name).is_some_and(crate::arg_lookup::takes_value)
         {
             kept.extend(tokens.get(i).cloned());
             i += 1;
@@ -390,7 +390,7 @@ mod tests {
                 );
             }
             if let Some(flag) = s.flag {
-                if let Some(arg) = crate::cmd_args::find_long(&serve, flag) {
+                if let Some(arg) = crate::arg_lookup::find_long(&serve, flag) {
                     assert!(arg.is_hide_set(), "--{flag} is c10k's");
                 }
             }

@@ -1,5 +1,6 @@
 //! The `c10k` binary: parse the command line, run it, map the outcome to an exit code.
 
+mod arg_lookup;
 mod builtin;
 mod cli;
 mod cmd_args;
