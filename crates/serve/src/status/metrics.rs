@@ -7,7 +7,7 @@
 
 use std::fmt::{Display, Write as _};
 
-use super::report::Report;
+use super::report::{JournalReport, ListenerInfo, PoolReport, Report, WorkerInfo};
 use crate::scoreboard::BUCKETS_US;
 
 /// Prometheus metric types used here.
@@ -69,12 +69,36 @@ impl Samples {
 }
 
 /// Per-worker samples, labelled by slot and pid.
-fn per_worker(r: &Report, s: &mut Samples, f: fn(&super::report::WorkerInfo) -> Option<u64>) {
+fn per_worker(r: &Report, s: &mut Samples, f: fn(&WorkerInfo) -> Option<u64>) {
     for w in &r.workers {
         if let Some(v) = f(w) {
             let (slot, pid) = (w.slot.to_string(), w.pid.to_string());
             s.labeled(&[("slot", &slot), ("pid", &pid)], v);
         }
+    }
+}
+
+/// Per-listener samples, labelled by address; a listener without the figure (a unix socket) has
+/// none.
+fn per_listener(r: &Report, s: &mut Samples, f: fn(&ListenerInfo) -> Option<u32>) {
+    for l in &r.listeners {
+        if let Some(v) = f(l) {
+            s.labeled(&[("listener", &l.address)], v);
+        }
+    }
+}
+
+/// A figure of the database pools; none without a write path.
+fn pool(r: &Report, s: &mut Samples, f: fn(&PoolReport) -> u64) {
+    if let Some(p) = &r.pool {
+        s.value(f(p))
+    }
+}
+
+/// A figure of the journals; none without a write path.
+fn journal<T: Display>(r: &Report, s: &mut Samples, f: fn(&JournalReport) -> T) {
+    if let Some(j) = &r.journal {
+        s.value(f(j))
     }
 }
 
@@ -150,25 +174,13 @@ const FAMILIES: &[Family] = &[
         name: "c10k_listen_queue",
         kind: Kind::Gauge,
         help: "Connections waiting in a listener's accept queue.",
-        samples: |r, s| {
-            for l in &r.listeners {
-                if let Some(q) = l.queue {
-                    s.labeled(&[("listener", &l.address)], q);
-                }
-            }
-        },
+        samples: |r, s| per_listener(r, s, |l| l.queue),
     },
     Family {
         name: "c10k_listen_queue_max",
         kind: Kind::Gauge,
         help: "A listener's accept queue limit.",
-        samples: |r, s| {
-            for l in &r.listeners {
-                if let Some(q) = l.queue_max {
-                    s.labeled(&[("listener", &l.address)], q);
-                }
-            }
-        },
+        samples: |r, s| per_listener(r, s, |l| l.queue_max),
     },
     Family {
         name: "c10k_requests_total",
@@ -223,121 +235,73 @@ const FAMILIES: &[Family] = &[
         name: "c10k_pool_connections",
         kind: Kind::Gauge,
         help: "Database connections open, all workers' pools.",
-        samples: |r, s| {
-            if let Some(p) = &r.pool {
-                s.value(p.size)
-            }
-        },
+        samples: |r, s| pool(r, s, |p| p.size),
     },
     Family {
         name: "c10k_pool_idle_connections",
         kind: Kind::Gauge,
         help: "Database connections idle.",
-        samples: |r, s| {
-            if let Some(p) = &r.pool {
-                s.value(p.idle)
-            }
-        },
+        samples: |r, s| pool(r, s, |p| p.idle),
     },
     Family {
         name: "c10k_pool_max_connections",
         kind: Kind::Gauge,
         help: "Pool size limit, summed over workers.",
-        samples: |r, s| {
-            if let Some(p) = &r.pool {
-                s.value(p.max)
-            }
-        },
+        samples: |r, s| pool(r, s, |p| p.max),
     },
     Family {
         name: "c10k_journal_appended_total",
         kind: Kind::Counter,
         help: "Rows written to the journals.",
-        samples: |r, s| {
-            if let Some(j) = &r.journal {
-                s.value(j.appended)
-            }
-        },
+        samples: |r, s| journal(r, s, |j| j.appended),
     },
     Family {
         name: "c10k_journal_unflushed_rows",
         kind: Kind::Gauge,
         help: "Rows in the journals not yet in the database.",
-        samples: |r, s| {
-            if let Some(j) = &r.journal {
-                s.value(j.unflushed)
-            }
-        },
+        samples: |r, s| journal(r, s, |j| j.unflushed),
     },
     Family {
         name: "c10k_journal_flushed_total",
         kind: Kind::Counter,
         help: "Rows flushed to the database.",
-        samples: |r, s| {
-            if let Some(j) = &r.journal {
-                s.value(j.flushed)
-            }
-        },
+        samples: |r, s| journal(r, s, |j| j.flushed),
     },
     Family {
         name: "c10k_journal_flushes_total",
         kind: Kind::Counter,
         help: "Batches flushed to the database.",
-        samples: |r, s| {
-            if let Some(j) = &r.journal {
-                s.value(j.flushes)
-            }
-        },
+        samples: |r, s| journal(r, s, |j| j.flushes),
     },
     Family {
         name: "c10k_journal_fsyncs_total",
         kind: Kind::Counter,
         help: "Journal fsyncs.",
-        samples: |r, s| {
-            if let Some(j) = &r.journal {
-                s.value(j.fsyncs)
-            }
-        },
+        samples: |r, s| journal(r, s, |j| j.fsyncs),
     },
     Family {
         name: "c10k_journal_db_errors_total",
         kind: Kind::Counter,
         help: "Failed database flushes.",
-        samples: |r, s| {
-            if let Some(j) = &r.journal {
-                s.value(j.db_errors)
-            }
-        },
+        samples: |r, s| journal(r, s, |j| j.db_errors),
     },
     Family {
         name: "c10k_journal_damaged_ranges",
         kind: Kind::Gauge,
         help: "Damaged ranges the workers' journals had at start-up (skipped, later records replayed).",
-        samples: |r, s| {
-            if let Some(j) = &r.journal {
-                s.value(j.damaged)
-            }
-        },
+        samples: |r, s| journal(r, s, |j| j.damaged),
     },
     Family {
         name: "c10k_journal_records_lost",
         kind: Kind::Gauge,
         help: "Journal records lost to damage found at start-up.",
-        samples: |r, s| {
-            if let Some(j) = &r.journal {
-                s.value(j.records_lost)
-            }
-        },
+        samples: |r, s| journal(r, s, |j| j.records_lost),
     },
     Family {
         name: "c10k_journal_db_up",
         kind: Kind::Gauge,
         help: "1 while every worker's last database attempt succeeded.",
-        samples: |r, s| {
-            if let Some(j) = &r.journal {
-                s.value(u8::from(j.db_up))
-            }
-        },
+        samples: |r, s| journal(r, s, |j| u8::from(j.db_up)),
     },
     Family {
         name: "c10k_worker_requests_total",
