@@ -22,6 +22,7 @@
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -325,6 +326,31 @@ fn keep_copy(path: &Path) -> io::Result<PathBuf> {
     Ok(copy)
 }
 
+/// The bytes `range` of the segment at `path` (whose content is `buf`) as [`Damage`]: the segment
+/// is copied aside first, and the loss is logged as an error saying `what`.
+fn damaged(path: &Path, buf: &[u8], range: Range<usize>, why: &str, what: &str) -> Damage {
+    let copy = keep_copy(path);
+    let damage = Damage {
+        segment: path.to_owned(),
+        from: range.start as u64,
+        to: range.end as u64,
+        records: records_in(buf, range.start, range.end),
+        why: why.to_owned(),
+        copy: copy.as_ref().ok().cloned(),
+    };
+    tracing::error!(
+        segment = %path.display(),
+        from = damage.from,
+        to = damage.to,
+        bytes = damage.to - damage.from,
+        records_lost = damage.records,
+        why,
+        copy = %copy.as_ref().map_or_else(|e| format!("cannot copy: {e}"), |c| c.display().to_string()),
+        "{what}"
+    );
+    damage
+}
+
 /// Reads every unflushed record. Never panics on file content.
 ///
 /// A torn or corrupt *tail* of the newest segment (nothing valid after it: a write the crash cut
@@ -368,26 +394,13 @@ pub fn recover(dir: &Path) -> io::Result<Recovered> {
                 }
                 Err(e) => match resync(&buf, e.offset, last_id) {
                     Some(good) => {
-                        let copy = keep_copy(&path);
-                        let damage = Damage {
-                            segment: path.clone(),
-                            from: e.offset as u64,
-                            to: good as u64,
-                            records: records_in(&buf, e.offset, good),
-                            why: e.why.to_owned(),
-                            copy: copy.as_ref().ok().cloned(),
-                        };
-                        tracing::error!(
-                            segment = %path.display(),
-                            from = damage.from,
-                            to = damage.to,
-                            bytes = damage.to - damage.from,
-                            records_lost = damage.records,
-                            why = e.why,
-                            copy = %copy.as_ref().map_or_else(|e| format!("cannot copy: {e}"), |c| c.display().to_string()),
-                            "journal segment is damaged: skipped the bad bytes and replayed the records after them"
-                        );
-                        out.damage.push(damage);
+                        out.damage.push(damaged(
+                            &path,
+                            &buf,
+                            e.offset..good,
+                            e.why,
+                            "journal segment is damaged: skipped the bad bytes and replayed the records after them",
+                        ));
                         offset = good;
                     }
                     None if Some(seg) == newest => {
@@ -408,26 +421,13 @@ pub fn recover(dir: &Path) -> io::Result<Recovered> {
                     None => {
                         // The end of an older segment: the writer moved on after it, so this was
                         // acknowledged data, not a torn write. Keep the evidence; nothing to cut.
-                        let copy = keep_copy(&path);
-                        let damage = Damage {
-                            segment: path.clone(),
-                            from: e.offset as u64,
-                            to: buf.len() as u64,
-                            records: records_in(&buf, e.offset, buf.len()),
-                            why: e.why.to_owned(),
-                            copy: copy.as_ref().ok().cloned(),
-                        };
-                        tracing::error!(
-                            segment = %path.display(),
-                            from = damage.from,
-                            to = damage.to,
-                            bytes = damage.to - damage.from,
-                            records_lost = damage.records,
-                            why = e.why,
-                            copy = %copy.as_ref().map_or_else(|e| format!("cannot copy: {e}"), |c| c.display().to_string()),
-                            "end of an older journal segment is damaged; its records there are lost"
-                        );
-                        out.damage.push(damage);
+                        out.damage.push(damaged(
+                            &path,
+                            &buf,
+                            e.offset..buf.len(),
+                            e.why,
+                            "end of an older journal segment is damaged; its records there are lost",
+                        ));
                         break;
                     }
                 },
