@@ -17,6 +17,25 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::allow::AllowFrom;
 
+/// `Serialize` as the `Display` text and `Deserialize` through `FromStr`, so that a config file
+/// spells a value (`bind = "uwsgi://127.0.0.1:3031"`) exactly as the command line does.
+macro_rules! serde_as_text {
+    ($t:ty) => {
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$t, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 /// How a worker process runs requests; see `c10k serve --help` and the README. gunicorn's
 /// spellings of its classes (`gunicorn.workers.gthread.ThreadWorker`, `egg:gunicorn#gevent`)
 /// are accepted too.
@@ -200,18 +219,7 @@ impl fmt::Display for BindAddr {
     }
 }
 
-impl Serialize for BindAddr {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for BindAddr {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<BindAddr, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+serde_as_text!(BindAddr);
 
 /// The protocol a listener speaks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -297,18 +305,7 @@ impl fmt::Display for Bind {
     }
 }
 
-impl Serialize for Bind {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Bind {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Bind, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+serde_as_text!(Bind);
 
 /// `--umask`: permission bits taken away, as gunicorn's `umask` setting (`0o117`, `0117`,
 /// `0x4f`, or decimal as Python's `int(value, 0)` reads it; a leading 0 is octal).
@@ -395,18 +392,7 @@ impl fmt::Display for AdminAddr {
     }
 }
 
-impl Serialize for AdminAddr {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for AdminAddr {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<AdminAddr, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+serde_as_text!(AdminAddr);
 
 #[cfg(feature = "cli")]
 fn seconds(s: &str) -> Result<f64, String> {
