@@ -108,6 +108,14 @@ fn decode_one(input: &[u8]) -> Result<Request, UwsgiError> {
     }
 }
 
+/// Decodes a GET that must be served: `REQUEST_METHOD GET`, then `vars`, and no body.
+#[track_caller]
+fn get(modifier1: u8, vars: &[(&[u8], &[u8])]) -> Request {
+    let mut all: Vec<(&[u8], &[u8])> = vec![(b"REQUEST_METHOD", b"GET")];
+    all.extend_from_slice(vars);
+    decode_one(&packet(modifier1, &all, b"")).unwrap()
+}
+
 #[test]
 fn maps_nginx_vars_to_the_request() {
     let r = decode_one(&packet(0, &nginx_vars(), b"hello")).unwrap();
@@ -155,17 +163,14 @@ fn maps_nginx_vars_to_the_request() {
     );
 
     // A GET through uwsgi_params: empty CONTENT_TYPE and CONTENT_LENGTH are no header fields.
-    let r = decode_one(&packet(
+    let r = get(
         0,
         &[
-            (b"REQUEST_METHOD", b"GET"),
             (b"CONTENT_TYPE", b""),
             (b"CONTENT_LENGTH", b""),
             (b"PATH_INFO", b"/"),
         ],
-        b"",
-    ))
-    .unwrap();
+    );
     assert!(r.headers.is_empty(), "{:?}", r.headers);
 }
 
@@ -424,54 +429,45 @@ fn a_body_over_the_body_buffer_is_spooled_as_it_arrives() {
 #[test]
 fn duplicate_vars() {
     // Repeated header vars are repeated fields, in order.
-    let r = decode_one(&packet(
+    let r = get(
         0,
         &[
-            (b"REQUEST_METHOD", b"GET"),
             (b"PATH_INFO", b"/"),
             (b"HTTP_COOKIE", b"a=1"),
             (b"HTTP_COOKIE", b"b=2"),
         ],
-        b"",
-    ))
-    .unwrap();
+    );
     let cookies: Vec<_> = r.headers.get_all("cookie").collect();
     assert_eq!(cookies, [&Bytes::from("a=1"), &Bytes::from("b=2")]);
 
     // But Host is one field: a second HTTP_HOST comes from the config (Debian's uwsgi_params sets
     // `uwsgi_param HTTP_HOST $host;`, and so did many sites), and the last one wins, as in
     // uWSGI. Before, the app saw "a.test, a.test:8080" (Django: DisallowedHost, a 400).
-    let r = decode_one(&packet(
+    let r = get(
         0,
         &[
-            (b"REQUEST_METHOD", b"GET"),
             (b"PATH_INFO", b"/"),
             (b"HTTP_HOST", b"a.test"),
             (b"HTTP_X_A", b"1"),
             (b"HTTP_HOST", b"a.test:8080"),
         ],
-        b"",
-    ))
-    .unwrap();
+    );
     let hosts: Vec<_> = r.headers.get_all("host").collect();
     assert_eq!(hosts, [&Bytes::from("a.test:8080")]);
     let names: Vec<_> = r.headers.iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["Host", "X-A"]);
 
     // A repeated CGI var: the last wins (uwsgi_params, then the site's own uwsgi_param).
-    let r = decode_one(&packet(
+    let r = get(
         0,
         &[
-            (b"REQUEST_METHOD", b"GET"),
             (b"PATH_INFO", b"/"),
             (b"HTTPS", b""),
             (b"HTTPS", b"on"),
             (b"CONTENT_TYPE", b"a/b"),
             (b"CONTENT_TYPE", b"c/d"),
         ],
-        b"",
-    ))
-    .unwrap();
+    );
     assert_eq!(r.scheme, Scheme::Https);
     assert_eq!(r.content_type(), Some("c/d"));
     assert_eq!(r.headers.get_all("content-type").count(), 1);
@@ -583,67 +579,38 @@ fn modifier_30_strips_script_name() {
     let r = decode_one(&packet(0, vars, b"")).unwrap();
     assert_eq!(r.path, "/app/x");
     assert_eq!(r.cgi_var("SCRIPT_NAME").map(|v| &v[..]), Some(&b"/app"[..]));
-    // Only a whole path segment is a mount point: /application is not under /app.
-    let r = decode_one(&packet(
-        30,
-        &[
-            (b"REQUEST_METHOD", b"GET"),
-            (b"SCRIPT_NAME", b"/app"),
-            (b"PATH_INFO", b"/application"),
-        ],
-        b"",
-    ))
-    .unwrap();
-    assert_eq!(r.path, "/application");
-    // The whole path is the mount point: the application's root.
-    let r = decode_one(&packet(
-        30,
-        &[
-            (b"REQUEST_METHOD", b"GET"),
-            (b"SCRIPT_NAME", b"/app"),
-            (b"PATH_INFO", b"/app"),
-        ],
-        b"",
-    ))
-    .unwrap();
-    assert_eq!(r.path, "/");
-    // What is left always starts with '/'.
-    let r = decode_one(&packet(
-        30,
-        &[
-            (b"REQUEST_METHOD", b"GET"),
-            (b"SCRIPT_NAME", b"/app/"),
-            (b"PATH_INFO", b"/app/x"),
-        ],
-        b"",
-    ))
-    .unwrap();
-    assert_eq!(r.path, "/x");
+    for (script_name, path_info, path) in [
+        // Only a whole path segment is a mount point: /application is not under /app.
+        ("/app", "/application", "/application"),
+        // The whole path is the mount point: the application's root.
+        ("/app", "/app", "/"),
+        // What is left always starts with '/'.
+        ("/app/", "/app/x", "/x"),
+    ] {
+        let r = get(
+            30,
+            &[
+                (b"SCRIPT_NAME", script_name.as_bytes()),
+                (b"PATH_INFO", path_info.as_bytes()),
+            ],
+        );
+        assert_eq!(
+            r.path, path,
+            "SCRIPT_NAME {script_name}, PATH_INFO {path_info}"
+        );
+    }
 }
 
 #[test]
 fn paths_without_request_uri_or_path_info() {
     // Only REQUEST_URI: path and query come from it.
-    let r = decode_one(&packet(
-        0,
-        &[(b"REQUEST_METHOD", b"GET"), (b"REQUEST_URI", b"/p%3F?a=1")],
-        b"",
-    ))
-    .unwrap();
+    let r = get(0, &[(b"REQUEST_URI", b"/p%3F?a=1")]);
     assert_eq!(
         (r.path.as_str(), r.query.as_deref()),
         ("/p%3F", Some("a=1"))
     );
     // PATH_INFO is decoded text: '%', '?', '#' and non-ASCII come back encoded.
-    let r = decode_one(&packet(
-        0,
-        &[
-            (b"REQUEST_METHOD", b"GET"),
-            (b"PATH_INFO", "/50%?#é".as_bytes()),
-        ],
-        b"",
-    ))
-    .unwrap();
+    let r = get(0, &[(b"PATH_INFO", "/50%?#é".as_bytes())]);
     assert_eq!(r.path, "/50%25%3F%23%C3%A9");
     assert_eq!(r.target, r.path);
     assert_eq!(r.query, None);
@@ -652,31 +619,13 @@ fn paths_without_request_uri_or_path_info() {
 #[test]
 fn a_fragment_in_request_uri_is_in_neither_path_nor_query() {
     // Without PATH_INFO the path comes from REQUEST_URI: its `#fragment` was part of it.
-    let r = decode_one(&packet(
-        0,
-        &[(b"REQUEST_METHOD", b"GET"), (b"REQUEST_URI", b"/p/q#frag")],
-        b"",
-    ))
-    .unwrap();
+    let r = get(0, &[(b"REQUEST_URI", b"/p/q#frag")]);
     assert_eq!((r.path.as_str(), r.query.as_deref()), ("/p/q", None));
     assert_eq!(r.target, "/p/q#frag");
     // ... and without QUERY_STRING the query came from it with the fragment on its end.
-    let r = decode_one(&packet(
-        0,
-        &[
-            (b"REQUEST_METHOD", b"GET"),
-            (b"REQUEST_URI", b"/p?x=1#frag"),
-        ],
-        b"",
-    ))
-    .unwrap();
+    let r = get(0, &[(b"REQUEST_URI", b"/p?x=1#frag")]);
     assert_eq!((r.path.as_str(), r.query.as_deref()), ("/p", Some("x=1")));
-    let r = decode_one(&packet(
-        0,
-        &[(b"REQUEST_METHOD", b"GET"), (b"REQUEST_URI", b"/p#f?x=1")],
-        b"",
-    ))
-    .unwrap();
+    let r = get(0, &[(b"REQUEST_URI", b"/p#f?x=1")]);
     assert_eq!((r.path.as_str(), r.query.as_deref()), ("/p", None));
 }
 
