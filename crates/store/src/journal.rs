@@ -622,25 +622,34 @@ mod tests {
         }
     }
 
-    fn start(
-        dir: &Path,
-        sync: Sync,
-    ) -> (
+    /// A running writer: its channel, the state it shares, its thread.
+    type Running = (
         mpsc::Sender<Append>,
         Arc<Shared>,
         std::thread::JoinHandle<()>,
-    ) {
+    );
+
+    /// `start_with` with 1 MiB segments, `sync`, and a flush batch of 1000.
+    fn start(dir: &Path, sync: Sync) -> Running {
+        start_with(
+            dir,
+            WriterOptions {
+                segment_bytes: 1 << 20,
+                sync,
+                flush_batch: 1000,
+            },
+        )
+    }
+
+    /// Recovers `dir` and runs a writer over it on its own thread.
+    fn start_with(dir: &Path, options: WriterOptions) -> Running {
         let rec = recover(dir).unwrap();
         let shared = Arc::new(Shared::default());
         shared.pending.lock().unwrap().extend(rec.pending);
         let w = Writer::create(
             dir,
             rec.next_segment,
-            WriterOptions {
-                segment_bytes: 1 << 20,
-                sync,
-                flush_batch: 1000,
-            },
+            options,
             shared.clone(),
             Arc::new(tokio::sync::Notify::new()),
             None,
@@ -728,22 +737,14 @@ mod tests {
     #[test]
     fn segments_rotate_and_durability_none_skips_fsync() {
         let dir = tempfile::tempdir().unwrap();
-        let shared = Arc::new(Shared::default());
-        let w = Writer::create(
+        let (tx, shared, h) = start_with(
             dir.path(),
-            1,
             WriterOptions {
                 segment_bytes: 200, // a few records per segment
                 sync: Sync::None,
                 flush_batch: 1000,
             },
-            shared.clone(),
-            Arc::new(tokio::sync::Notify::new()),
-            None,
-        )
-        .unwrap();
-        let (tx, rx) = mpsc::channel();
-        let h = std::thread::spawn(move || w.run(rx));
+        );
         for i in 1..=20 {
             pollster::block_on(append(&tx, msg(i))).unwrap().unwrap();
         }
