@@ -507,8 +507,8 @@ kill_host() {
   # What the restarted host found in its journals (each worker replays when it opens its
   # store): rows acknowledged before the kill, never flushed.
   replayed=$(
-    sed 's/\x1b\[[0-9;]*m//g' "$TMP/app$victim.log" |
-      awk '/^--- start/{n=0} /replaying unflushed journal rows/{if (match($0, /rows[=":]+[0-9]+/)) {s=substr($0, RSTART, RLENGTH); gsub(/[^0-9]/, "", s); n+=s}} END{print n+0}')
+    awk '/^--- start/{n=0} /replaying unflushed journal rows/{if (match($0, /rows[=":]+[0-9]+/)) {s=substr($0, RSTART, RLENGTH); gsub(/[^0-9]/, "", s); n+=s}} END{print n+0}' "$TMP/app$victim.log"
+  )
   after=$(per_host_since "$restarted_at")
   out=$(drain_and_check kill) || ok=broken
   # Only requests in flight on the killed host may fail: at most one per connection.

@@ -218,7 +218,7 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
     let mut log_level = gunicorn_level(&cli.log_level);
     let json = cli.log_format == LogFormat::Json;
     if !matches!(cli.command, Command::Serve(_)) {
-        crate::logging::init(&log_level, json, crate::logging::Target::Stderr(true))?;
+        crate::logging::init(&log_level, json, crate::logging::Target::stderr())?;
     }
     // Worker processes are this binary started again by the master: they read the level here.
     std::env::set_var("C10K_LOG", &log_level);
@@ -286,7 +286,7 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
             let log = &settings.log;
             // --check-config only prints: it leaves standard output and error where they are.
             let target = if args.check_config {
-                crate::logging::Target::Stderr(true)
+                crate::logging::Target::stderr()
             } else {
                 crate::logging::open(log, worker)?
             };

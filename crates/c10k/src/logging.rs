@@ -73,18 +73,33 @@ pub fn give_to_workers(args: &LogArgs, config: &c10k_serve::ServeConfig) -> anyh
     Ok(())
 }
 
-/// Where log lines are written; `Stderr(false)` when standard error is the --error-log file (no
-/// colour codes in a file).
+/// Where log lines are written; `Stderr(false)`: no colour codes, because standard error is not
+/// a terminal (the --error-log file, a pipe, journald) or `NO_COLOR` is set.
 pub enum Target {
     Stderr(bool),
     File(Arc<File>),
+}
+
+impl Target {
+    /// Standard error, coloured when a person is likely to read it there.
+    pub fn stderr() -> Target {
+        Target::Stderr(colours_on_stderr())
+    }
+}
+
+/// Colour codes only for a person at a terminal: standard error redirected to a file, a pipe,
+/// journald or a container's log gets plain lines (as gunicorn writes them), and `NO_COLOR`
+/// (no-color.org) turns them off at a terminal too.
+fn colours_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Opens `--error-log` and, in the master with `--capture-output`, points standard output and
 /// error at it. Returns where c10k's own lines go.
 pub fn open(args: &LogArgs, worker: bool) -> anyhow::Result<Target> {
     let Some(path) = args.file() else {
-        return Ok(Target::Stderr(true));
+        return Ok(Target::stderr());
     };
     let file = std::fs::OpenOptions::new()
         .create(true)

@@ -1604,3 +1604,110 @@ per_class!(worker_connections_reserves_no_memory, |class| {
     let kib = rss_kib(pid);
     assert!(kib < 64 * 1024, "{class} worker RSS {kib} KiB");
 });
+
+/// Runs `c10k serve` with standard error on `stderr` (and `NO_COLOR` when `no_color`), waits for
+/// its `Listening at` line on `read` (the other end), stops it, and returns all it wrote there.
+fn log_written_to(
+    stderr: std::process::Stdio,
+    mut read: impl std::io::Read + Send + 'static,
+    no_color: bool,
+) -> String {
+    let mut cmd = util::serve_command();
+    cmd.env_remove("NO_COLOR")
+        .env("C10K_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr);
+    if no_color {
+        cmd.env("NO_COLOR", "1");
+    }
+    let mut child = cmd.spawn().expect("start c10k serve");
+    drop(cmd); // its copy of the terminal's end, so the reader sees the end when the child exits
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        // A terminal's end reads EIO once the child is gone: either way, the end.
+        while let Ok(n) = read.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen2.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    let text = || String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !text().contains("Listening at") {
+        assert!(Instant::now() < deadline, "no Listening line: {}", text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "no exit after TERM: {}", text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !reader.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    text()
+}
+
+/// Log lines going to a pipe (a file, journald, a container's log) are plain text, as gunicorn
+/// writes them; before, every line carried colour codes around its level and fields
+/// (`\x1b[32m INFO\x1b[0m`), whatever standard error was.
+#[test]
+fn the_log_has_no_colour_codes_when_standard_error_is_not_a_terminal() {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened by pipe2 and are owned here alone.
+    let (read, write) = unsafe {
+        use std::os::fd::FromRawFd;
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    let log = log_written_to(write.into(), read, false);
+    assert!(log.contains("Listening at"), "{log}");
+    assert!(!log.contains('\u{1b}'), "colour codes in a pipe: {log:?}");
+}
+
+/// At a terminal the log is coloured, unless `NO_COLOR` is set (no-color.org).
+#[test]
+fn the_log_is_coloured_at_a_terminal_unless_no_color_is_set() {
+    for no_color in [false, true] {
+        let (mut master, mut slave) = (0, 0);
+        // SAFETY: openpty writes two descriptors into the two ints; the other arguments may be
+        // null.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both descriptors were just opened by openpty and are owned here alone.
+        let (master, slave) = unsafe {
+            use std::os::fd::FromRawFd;
+            (
+                std::fs::File::from_raw_fd(master),
+                std::os::fd::OwnedFd::from_raw_fd(slave),
+            )
+        };
+        let log = log_written_to(slave.into(), master, no_color);
+        assert!(log.contains("Listening at"), "{log}");
+        assert_eq!(
+            log.contains('\u{1b}'),
+            !no_color,
+            "NO_COLOR set: {no_color}; log: {log:?}"
+        );
+    }
+}
