@@ -32,16 +32,28 @@ pub struct BenchArgs {
     pub command: Option<BenchCommand>,
 
     /// Number of requests to perform.
-    #[arg(short = 'n', value_name = "requests")]
+    // allow_negative_numbers here and below: `-n -1` is a bad value of -n, refused naming -n,
+    // not an unknown flag `-1` with clap's advice to write `-- -1`.
+    #[arg(short = 'n', value_name = "requests", allow_negative_numbers = true)]
     pub requests: Option<u64>,
     /// Number of multiple requests to make at a time.
-    #[arg(short = 'c', value_name = "concurrency", default_value_t = 1)]
+    #[arg(
+        short = 'c',
+        value_name = "concurrency",
+        allow_negative_numbers = true,
+        default_value_t = 1
+    )]
     pub concurrency: usize,
     /// Seconds to max. to spend on benchmarking (without -n: run until then).
-    #[arg(short = 't', value_name = "timelimit")]
+    #[arg(short = 't', value_name = "timelimit", allow_negative_numbers = true)]
     pub timelimit: Option<f64>,
     /// Seconds to max. wait for each response.
-    #[arg(short = 's', value_name = "timeout", default_value_t = 30.0)]
+    #[arg(
+        short = 's',
+        value_name = "timeout",
+        allow_negative_numbers = true,
+        default_value_t = 30.0
+    )]
     pub timeout: f64,
     /// Use HTTP KeepAlive feature.
     #[arg(short = 'k')]
@@ -77,7 +89,7 @@ pub struct BenchArgs {
     #[arg(short = 'X', value_name = "proxy:port")]
     pub proxy: Option<String>,
     /// Size of TCP send/receive buffer, in bytes.
-    #[arg(short = 'b', value_name = "windowsize")]
+    #[arg(short = 'b', value_name = "windowsize", allow_negative_numbers = true)]
     pub window_size: Option<usize>,
     /// Address to bind to when making outgoing connections.
     #[arg(short = 'B', value_name = "address")]

@@ -879,11 +879,14 @@ impl<'a> Worker<'a> {
         self.last_end = self.last_end.max(now);
         let slot = (d.status as usize).min(self.statuses.len() - 1);
         self.statuses[slot] += 1;
-        if self.p.verbosity >= 3 {
+        // ab prints one of the two: the warning for a non-2xx answer (from -v 2), else the
+        // code (from -v 3).
+        if !(200..300).contains(&d.status) {
+            if self.p.verbosity >= 2 {
+                eprintln!("WARNING: Response code not 2xx ({})", d.status);
+            }
+        } else if self.p.verbosity >= 3 {
             eprintln!("LOG: Response code = {}", d.status);
-        }
-        if self.p.verbosity >= 2 && !(200..300).contains(&d.status) {
-            eprintln!("WARNING: Response code not 2xx ({})", d.status);
         }
         let expect = &self.shared.doclen[f.url as usize];
         let mut known = expect.load(Ordering::Relaxed);

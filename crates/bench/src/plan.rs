@@ -183,12 +183,17 @@ pub struct Url {
 impl Url {
     pub fn parse(s: &str) -> Result<Url, UsageError> {
         let bad = |why: &str| UsageError::new(format!("invalid URL {s:?}: {why}"));
+        // ab's usage line is `[http[s]://]hostname[:port]/path`: without a scheme, http.
         let rest = if let Some(r) = s.strip_prefix("http://") {
             r
         } else if s.starts_with("https://") {
             return Err(bad("https is not supported"));
-        } else {
+        } else if s.contains("://") || !s.contains('/') {
+            // A stray word is not taken for a host: without a scheme, a path is required, as
+            // ab requires one.
             return Err(bad("expected http://host[:port]/path"));
+        } else {
+            s
         };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
@@ -434,6 +439,21 @@ mod tests {
         assert_eq!(Url::parse("http://h?q=1").unwrap().path, "/?q=1");
         assert!(Url::parse("https://h/").is_err());
         assert!(Url::parse("ftp://h/").is_err());
+        // ab's `[http[s]://]hostname[:port]/path`: the scheme may be left out (refused before
+        // with "expected http://host[:port]/path"), the path may not (a stray word is no host).
+        let u = Url::parse("127.0.0.1:8000/x?y=1").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("127.0.0.1", 8000, "/x?y=1")
+        );
+        let u = Url::parse("localhost/").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("localhost", 80, "/")
+        );
+        assert!(Url::parse("[::1]:81/").is_ok());
+        assert!(Url::parse("extra").is_err());
+        assert!(Url::parse("/x").is_err());
         assert!(Url::parse("http://h:99999/").is_err());
         assert!(Url::parse("http://:80/").is_err());
     }

@@ -730,3 +730,290 @@ fn every_subcommand_answers_help() {
     let o = bench(&["--help"]);
     assert!(stdout(&o).contains("-n <requests>"), "{}", stdout(&o));
 }
+
+// ---- Differential checks against the real `ab` (apache2-utils; .ci/run installs it). ----
+
+/// Runs a program under coreutils' `timeout`, so no test waits on a hung peer forever.
+fn bounded(prog: &str, args: &[&str]) -> Output {
+    Command::new("timeout")
+        .arg("60")
+        .arg(prog)
+        .args(args)
+        .output()
+        .expect("run timeout")
+}
+
+/// True when `ab` runs here; otherwise says so (the test then checks c10k alone or skips).
+fn have_ab() -> bool {
+    let ok = Command::new("ab")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("skipped the comparison: ab is not installed (apt-get install apache2-utils)");
+    }
+    ok
+}
+
+/// The report lines whose figures do not depend on timing, as "Label: value" (the failure
+/// split as it stands).
+fn counts(text: &str) -> Vec<String> {
+    const LABELS: [&str; 9] = [
+        "Document Length:",
+        "Complete requests:",
+        "Failed requests:",
+        "   (Connect:",
+        "Write errors:",
+        "Non-2xx responses:",
+        "Keep-Alive requests:",
+        "Total transferred:",
+        "HTML transferred:",
+    ];
+    text.lines()
+        .filter(|l| LABELS.iter().any(|p| l.starts_with(p)))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+/// A raw server for the differential runs: ab and c10k ask for different connection
+/// handling (ab: HTTP/1.0, `Connection: Keep-Alive` with -k; c10k: HTTP/1.1, `Connection:
+/// close` without -k), so it keeps a connection when the request allows it and says so in the
+/// same header bytes either way. `body(i)` is request i's body; `status` its status line.
+fn diff_server(status: &'static str, body: fn(u64) -> Vec<u8>) -> RawServer {
+    RawServer::start(move |i, req| {
+        let head = String::from_utf8_lossy(req).to_ascii_lowercase();
+        let http10 = head.lines().next().is_some_and(|l| l.ends_with("http/1.0"));
+        let keep = if http10 {
+            head.contains("connection: keep-alive")
+        } else {
+            !head.contains("connection: close")
+        };
+        let head_only = head.starts_with("head ");
+        let b = body(i);
+        let mut resp = format!(
+            "HTTP/1.1 {status}\r\nServer: diff\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
+            b.len(),
+            if keep { "keep-alive" } else { "close" }
+        )
+        .into_bytes();
+        if !head_only {
+            resp.extend_from_slice(&b);
+        }
+        (resp, if keep { Next::Keep } else { Next::Close })
+    })
+}
+
+/// The same runs through ab and c10k bench, each against a fresh server (so request numbers,
+/// and with them the varying body lengths, start from 0 for both): the figures that do not
+/// depend on timing must be equal, and so must the -e and -g files' shapes.
+#[test]
+fn counts_equal_abs_on_the_same_runs() {
+    if !have_ab() {
+        return;
+    }
+    fn fixed(_: u64) -> Vec<u8> {
+        b"hello\n".to_vec()
+    }
+    // 5, 6, 7, 5, ... bytes: ab takes the first length as the document's and counts every
+    // other one under Length, unless -l.
+    fn varying(i: u64) -> Vec<u8> {
+        vec![b'x'; 5 + (i % 3) as usize]
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let post = dir.path().join("post");
+    std::fs::write(&post, "a=1&b=2").unwrap();
+    let post = post.to_str().unwrap();
+    // (status line, body of request i, flags, path)
+    type Case<'a> = (&'static str, fn(u64) -> Vec<u8>, Vec<&'a str>, &'static str);
+    let cases: Vec<Case<'_>> = vec![
+        ("200 OK", fixed, vec!["-n", "20", "-c", "2"], "/"),
+        ("200 OK", fixed, vec!["-n", "20", "-c", "2", "-k"], "/"),
+        ("200 OK", varying, vec!["-n", "9"], "/vary"),
+        ("200 OK", varying, vec!["-n", "9", "-l"], "/vary"),
+        ("200 OK", varying, vec!["-n", "9", "-k"], "/vary"),
+        ("404 Not Found", fixed, vec!["-n", "5", "-c", "1"], "/404"),
+        ("500 Oops", fixed, vec!["-n", "6", "-c", "3", "-k"], "/500"),
+        ("200 OK", fixed, vec!["-n", "4", "-i"], "/"),
+        ("200 OK", fixed, vec!["-n", "4", "-m", "DELETE"], "/"),
+        (
+            "201 Created",
+            fixed,
+            vec!["-n", "4", "-p", post, "-T", "a/b"],
+            "/",
+        ),
+        ("200 OK", fixed, vec!["-n", "4", "-u", post], "/"),
+        (
+            "200 OK",
+            fixed,
+            vec!["-n", "4", "-C", "a=1", "-H", "X-A: 1"],
+            "/",
+        ),
+    ];
+    for (status, body, args, path) in cases {
+        let mut figures = Vec::new();
+        for prog in ["ab", BIN] {
+            let srv = diff_server(status, body);
+            let mut all: Vec<&str> = if prog == BIN { vec!["bench"] } else { vec![] };
+            all.extend(["-s", "10"]);
+            all.extend(&args);
+            let url = srv.url(path);
+            all.push(&url);
+            let o = bounded(prog, &all);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(o.status.success(), "{prog} {args:?}: {err}");
+            figures.push(counts(&stdout(&o)));
+        }
+        assert!(!figures[0].is_empty(), "{args:?}: no figures from ab");
+        assert_eq!(
+            figures[1], figures[0],
+            "c10k (left) and ab (right), {args:?}"
+        );
+    }
+
+    // -e and -g: the same header and one line per percentage / per request.
+    let mut files = Vec::new();
+    for prog in ["ab", BIN] {
+        let srv = diff_server("200 OK", fixed);
+        let (e, g) = (dir.path().join("e.csv"), dir.path().join("g.tsv"));
+        let mut all: Vec<&str> = if prog == BIN { vec!["bench"] } else { vec![] };
+        let url = srv.url("/");
+        all.extend(["-q", "-s", "10", "-n", "7", "-e", e.to_str().unwrap()]);
+        all.extend(["-g", g.to_str().unwrap(), &url]);
+        assert!(bounded(prog, &all).status.success(), "{prog}");
+        let shape = |text: String| {
+            let first = text.lines().next().unwrap_or("").to_owned();
+            (first, text.lines().count())
+        };
+        files.push((
+            shape(std::fs::read_to_string(&e).unwrap()),
+            shape(std::fs::read_to_string(&g).unwrap()),
+        ));
+    }
+    assert_eq!(files[1], files[0], "c10k (left) and ab (right): -e and -g");
+}
+
+/// ab's `-v` lines: from 2, the exchange and, for a non-2xx answer, "WARNING: Response code not
+/// 2xx"; from 3, "LOG: Response code = N" for a 2xx one — one or the other, never both (c10k
+/// printed both for a 404). c10k prints them on stderr (README), ab on stdout.
+#[test]
+fn verbose_lines_are_abs() {
+    let verbose_lines = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("LOG: ") || l.starts_with("WARNING: Response"))
+            .map(|l| {
+                l.trim_start_matches("Benchmarking 127.0.0.1 (be patient)...")
+                    .to_owned()
+            })
+            .collect()
+    };
+    let srv = diff_server("404 Not Found", |_| b"nope\n".to_vec());
+    let ok = diff_server("200 OK", |_| b"ok\n".to_vec());
+    for (v, url, want) in [
+        (
+            "2",
+            srv.url("/"),
+            &[
+                "LOG: header received:",
+                "WARNING: Response code not 2xx (404)",
+            ][..],
+        ),
+        (
+            "3",
+            srv.url("/"),
+            &[
+                "LOG: header received:",
+                "WARNING: Response code not 2xx (404)",
+            ][..],
+        ),
+        ("2", ok.url("/"), &["LOG: header received:"][..]),
+        (
+            "4",
+            ok.url("/"),
+            &["LOG: header received:", "LOG: Response code = 200"][..],
+        ),
+    ] {
+        let args = ["-s", "10", "-n", "1", "-v", v, &url];
+        let mut all = vec!["bench"];
+        all.extend(args);
+        let o = bounded(BIN, &all);
+        assert!(o.status.success());
+        let ours = verbose_lines(&String::from_utf8_lossy(&o.stderr));
+        assert_eq!(ours, want, "-v {v} {url}");
+        if Command::new("ab").arg("-V").output().is_ok() {
+            let o = bounded("ab", &args);
+            assert_eq!(verbose_lines(&stdout(&o)), want, "ab's own, -v {v} {url}");
+        }
+    }
+}
+
+/// What ab refuses before running, c10k refuses (exit 2, naming the flag); what ab accepts,
+/// c10k accepts, but for the differences README lists.
+#[test]
+fn accepts_and_refuses_what_ab_does() {
+    let srv = diff_server("200 OK", |_| b"ok\n".to_vec());
+    let url = srv.url("/");
+    // ab's `[http[s]://]hostname[:port]/path`: no scheme means http (c10k refused it).
+    let bare = url.trim_start_matches("http://").to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("body");
+    std::fs::write(&f, "x").unwrap();
+    let f = f.to_str().unwrap();
+    let missing = dir.path().join("missing");
+    let missing = missing.to_str().unwrap();
+    let refused: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["-n", "0", &url], "-n"),
+        // c10k: clap's "unexpected argument '-1'" and its `-- -1` advice, naming no flag.
+        (vec!["-n", "-1", &url], "-n"),
+        (vec!["-c", "-2", &url], "-c"),
+        (vec!["-n", "5", "-c", "10", &url], "-c"),
+        (vec!["-n", &url], "-n"),
+        (vec!["-n", "2", "-p", missing, &url], "-p"),
+        (vec!["-n", "2", "-p", f, "-u", f, &url], "-p and -u"),
+        (vec!["-n", "2", "-i", "-p", f, &url], "-i"),
+        (vec!["-n", "2", "http://127.0.0.1:99999/"], "bad port"),
+        (vec!["-n", "2", "ftp://127.0.0.1/"], "invalid URL"),
+    ];
+    let ab = have_ab();
+    for (args, names) in refused {
+        let mut all = vec!["bench", "-s", "10"];
+        all.extend(&args);
+        let o = bounded(BIN, &all);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(names), "{args:?}: {err}");
+        assert!(o.stdout.is_empty(), "{args:?}: refused before the banner");
+        if ab {
+            let mut all = vec!["-s", "10"];
+            all.extend(&args);
+            let o = bounded("ab", &all);
+            assert!(!o.status.success(), "ab accepted {args:?}");
+            assert!(!stdout(&o).contains("Server Software:"), "ab ran {args:?}");
+        }
+    }
+    let accepted: Vec<Vec<&str>> = vec![
+        vec!["-n", "3", &bare],
+        vec!["-n", "3", "-c", "3", "-b", "0", "-q", "-S", "-d", &url],
+        vec![
+            "-n", "2", "-C", "a=1", "-C", "b=2", "-H", "X-A: 1", "-H", "X-B: 2", &url,
+        ],
+        vec!["-n", "2", "-A", "u:p", "-P", "v:q", "-B", "127.0.0.1", &url],
+        vec!["-t", "1", "-n", "3", "-k", &url],
+    ];
+    for args in accepted {
+        let mut all = vec!["bench", "-s", "10"];
+        all.extend(&args);
+        let o = bounded(BIN, &all);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{args:?}: {err}");
+        let n = args.iter().position(|a| *a == "-n").map_or("1", |i| args[i + 1]);
+        let want = format!("Complete requests:      {n}\n");
+        assert!(stdout(&o).contains(&want), "{args:?}: {}", stdout(&o));
+        if ab {
+            let mut all = vec!["-s", "10"];
+            all.extend(&args);
+            let o = bounded("ab", &all);
+            assert!(o.status.success(), "ab refused {args:?}");
+            assert!(stdout(&o).contains(&want), "ab {args:?}: {}", stdout(&o));
+        }
+    }
+}
