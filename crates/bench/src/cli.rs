@@ -14,6 +14,7 @@ use clap::{ArgAction, Args, Subcommand};
 pub use crate::plan::parse_source_ips;
 
 use crate::report::ab::TextOptions;
+use crate::report::html::HtmlAttrs;
 use crate::{hdrlog, report, stats, Measurement, Options, Plan, Progress, Report, UsageError};
 
 /// Load-test an HTTP server (ApacheBench's flags, report and formulas; as fast as wrk).
@@ -121,9 +122,21 @@ pub struct BenchArgs {
     /// Print version number and exit.
     #[arg(short = 'V', long = "version")]
     pub version: bool,
-    /// ab's HTML report (`-w`, `-x`, `-y`, `-z`) and TLS options (`-I`, `-Z`, `-f`, `-E`):
-    /// accepted by the parser only to be refused with the reason, rather than clap's
-    /// "unexpected argument" and its advice to pass them as values.
+    /// Print out results in HTML tables.
+    #[arg(short = 'w')]
+    pub html: bool,
+    /// String to insert as table attributes (implies -w, as in ab).
+    #[arg(short = 'x', value_name = "attributes")]
+    pub table_attributes: Option<String>,
+    /// String to insert as tr attributes (implies -w).
+    #[arg(short = 'y', value_name = "attributes")]
+    pub tr_attributes: Option<String>,
+    /// String to insert as td or th attributes (implies -w).
+    #[arg(short = 'z', value_name = "attributes")]
+    pub td_attributes: Option<String>,
+    /// ab's TLS options (`-I`, `-Z`, `-f`, `-E`): accepted by the parser only to be refused
+    /// with the reason, rather than clap's "unexpected argument" and its advice to pass them
+    /// as values.
     #[command(flatten)]
     pub unsupported: Unsupported,
     /// Display usage information (this message); `--help` too, as on every other subcommand.
@@ -199,14 +212,6 @@ pub struct BenchArgs {
 /// ab flags `c10k bench` does not implement; see [`BenchArgs::unsupported`].
 #[derive(Debug, Clone, Default, Args)]
 pub struct Unsupported {
-    #[arg(short = 'w', hide = true)]
-    html: bool,
-    #[arg(short = 'x', hide = true)]
-    table_attributes: Option<String>,
-    #[arg(short = 'y', hide = true)]
-    tr_attributes: Option<String>,
-    #[arg(short = 'z', hide = true)]
-    td_attributes: Option<String>,
     #[arg(short = 'I', hide = true)]
     no_sni: bool,
     #[arg(short = 'Z', hide = true)]
@@ -220,23 +225,12 @@ pub struct Unsupported {
 impl Unsupported {
     /// The first unsupported flag given, with why.
     fn refusal(&self) -> Option<String> {
-        let html = [
-            ("-w", self.html),
-            ("-x", self.table_attributes.is_some()),
-            ("-y", self.tr_attributes.is_some()),
-            ("-z", self.td_attributes.is_some()),
-        ];
         let tls = [
             ("-I", self.no_sni),
             ("-Z", self.ciphersuite.is_some()),
             ("-f", self.tls_protocol.is_some()),
             ("-E", self.certfile.is_some()),
         ];
-        if let Some((flag, _)) = html.iter().find(|(_, given)| *given) {
-            return Some(format!(
-                "{flag}: ab's HTML report is not supported (the text report, --json or --csv are)"
-            ));
-        }
         tls.iter().find(|(_, given)| *given).map(|(flag, _)| {
             format!("{flag}: TLS is not supported (c10k bench speaks plain HTTP; https URLs are refused)")
         })
@@ -335,10 +329,24 @@ fn read_body(flag: &str, p: &PathBuf) -> anyhow::Result<Vec<u8>> {
 }
 
 impl BenchArgs {
+    /// ab's HTML report: `-w`, or any of its attribute flags (ab's `-x`, `-y`, `-z` each turn
+    /// it on too).
+    fn html_report(&self) -> bool {
+        self.html
+            || self.table_attributes.is_some()
+            || self.tr_attributes.is_some()
+            || self.td_attributes.is_some()
+    }
+
     /// Checks the flags and builds the plan; errors name the flag.
     pub fn to_plan(&self) -> anyhow::Result<Plan> {
         if let Some(why) = self.unsupported.refusal() {
             return Err(usage(why));
+        }
+        if self.html_report() && (self.json || self.csv) {
+            return Err(usage(
+                "-w (or -x, -y, -z): the HTML report cannot be combined with --json or --csv",
+            ));
         }
         let mut urls = self.urls.clone();
         if let Some(f) = &self.urls_file {
@@ -539,6 +547,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let text = !args.json && !args.csv;
+    let html = args.html_report();
     // On a terminal, a bar that fits it; elsewhere ab's own lines. Both read the engine's
     // counters, so they are for a single engine process (--processes N shows none).
     let progress = if args.quiet || args.processes > 1 {
@@ -569,7 +578,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         out.flush()
     };
-    if text {
+    if html {
+        // ab's -w: an HTML banner and no "Benchmarking" line; "..done" as in text.
+        report::html::write_banner(&mut out)?;
+        out.flush()?;
+    } else if text {
         report::ab::write_banner(&mut out)?;
         // With a bar, the line is written once the bar is gone, so the two never share a line.
         if progress != Progress::Bar {
@@ -600,7 +613,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let o = crate::measure(&plan, &opts)?;
         (o.measurement, o.samples)
     };
-    if text && progress == Progress::Bar {
+    if text && !html && progress == Progress::Bar {
         intro(&mut out)?;
     }
     if let Some(why) = &m.aborted {
@@ -634,11 +647,21 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             Progress::Heartbeat(_) => writeln!(out, "\n")?,
             _ => writeln!(out, "..done\n\n")?,
         }
-        let o = TextOptions {
-            percentiles: !args.no_percentiles,
-            confidence: !args.no_confidence,
-        };
-        report::ab::write_report(&r, &o, &mut out)?;
+        if html {
+            let defaults = HtmlAttrs::default();
+            let attrs = HtmlAttrs {
+                table: args.table_attributes.clone().unwrap_or(defaults.table),
+                tr: args.tr_attributes.clone().unwrap_or(defaults.tr),
+                td: args.td_attributes.clone().unwrap_or(defaults.td),
+            };
+            report::html::write_report(&r, &attrs, &mut out)?;
+        } else {
+            let o = TextOptions {
+                percentiles: !args.no_percentiles,
+                confidence: !args.no_confidence,
+            };
+            report::ab::write_report(&r, &o, &mut out)?;
+        }
     } else if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
     } else {

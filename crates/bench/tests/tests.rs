@@ -496,6 +496,30 @@ fn golden_text_report() {
     );
 }
 
+/// ab's `-w` table for the same figures; the server's name carries markup, which is escaped.
+#[test]
+fn golden_html_report() {
+    let mut m = fixed_measurement();
+    m.server_software = Some("<b>x</b> & co".into());
+    let r = Report::new(&fixed_plan(), &m);
+    let mut out = Vec::new();
+    let attrs = c10k_bench::report::html::HtmlAttrs {
+        table: "border=1".into(),
+        ..Default::default()
+    };
+    c10k_bench::report::html::write_report(&r, &attrs, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/report.html");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(golden, &text).unwrap();
+    }
+    let want = std::fs::read_to_string(golden).unwrap();
+    assert_eq!(
+        text, want,
+        "rerun with UPDATE_GOLDEN=1 after an intended change"
+    );
+}
+
 #[test]
 fn json_report_matches_schema() {
     let schema: serde_json::Value =

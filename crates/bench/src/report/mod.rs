@@ -1,10 +1,11 @@
 //! A [`Report`] is a [`Measurement`] turned into the figures people read: ab's, siege's, and
 //! what both lack (per-status and per-error counts, HDR percentiles to p99.99). It is what
-//! `--json` prints (schema: `schema/report.schema.json`); [`ab`] renders it as text and [`csv`]
-//! as one CSV row.
+//! `--json` prints (schema: `schema/report.schema.json`); [`ab`] renders it as text, [`html`] as
+//! ab's `-w` table and [`csv`] as one CSV row.
 
 pub mod ab;
 pub mod csv;
+pub mod html;
 pub mod siege;
 
 use std::collections::BTreeMap;
