@@ -187,9 +187,13 @@ impl PyBody {
         Next::Chunk(c)
     }
 
-    /// Calls the iterable's `close()` (once); errors are logged.
+    /// Calls the iterable's `close()` (once); errors are logged. The body has ended: a later
+    /// `write()` (from a thread the app started) raises (see call.rs's `finish`).
     pub(crate) fn close(&mut self, py: Python<'_>) {
         if let Some(obj) = self.closer.take() {
+            if let Ok(mut sr) = self.sr.bind(py).try_borrow_mut() {
+                sr.ended = true;
+            }
             let closed = self
                 .context
                 .as_ref()

@@ -11,9 +11,12 @@
 //!   sends with `sendfile(2)` (a [`PyBody`] that Rust reads without the GIL if the app also used
 //!   the `write()` callable, whose data must go first);
 //! - once `write()` has sent the head while the app ran (write.rs, [`Outcome::Sent`]), whatever the
-//!   app returns is the rest of that body: a list's items are written at once, any other iterable
-//!   (a `wsgi.file_wrapper` too, read in Python) is a [`PyBody`] stepped as above, and an
-//!   exception cuts the answer (too late for a 500, as under gunicorn).
+//!   app returns is the rest of that body: a list's items are written at once, a
+//!   `wsgi.file_wrapper` around a real file is a [`PyBody`] that Rust reads without the GIL (not
+//!   `sendfile(2)`: the head and its framing are already out), any other iterable is a [`PyBody`]
+//!   stepped as above, and an exception cuts the answer (too late for a 500, as under gunicorn);
+//! - `write()` from a thread the app started goes where the app's own would at that moment; once
+//!   the answer is complete (or the rest is such a file), it raises an `OSError` ([`finish`]).
 //!
 //! The app's `Content-Length` is what the head announces, as under gunicorn: a longer body is cut
 //! there (PEP 3333), and a shorter one goes out under it, after which the server closes the
@@ -177,12 +180,27 @@ pub(crate) fn finish(
         let mut me = sr.borrow_mut(py);
         (me.reply.get_mut().take(), me.writer.take())
     };
-    let outcome = match (writer, reply) {
+    let mut outcome = match (writer, reply) {
         (Some(writer), _) => Outcome::Sent(after_write(py, &req, sr.bind(py), &writer, result)),
         (None, Some(reply)) => Outcome::Answer(answer(py, &req, sr.bind(py), result), reply),
         // Not reached: the reply is only taken by the write() that makes the writer.
         (None, None) => Outcome::Sent(None),
     };
+    // A thread the app started may still hold `write`. Until the body ends, what it writes goes
+    // out before the iterable's next chunk (body.rs); once nothing more can be sent in order (the
+    // answer is complete, or the rest is a file read without Python), write() raises instead of
+    // dropping the data unseen. A body that still steps the app's iterator sets it when it is
+    // closed (`PyBody::close`).
+    let steps_python = match &mut outcome {
+        Outcome::Answer(Called::Streaming { body, .. }, _) => body.needs_python(),
+        Outcome::Sent(Some(tail)) => tail.body_mut().needs_python(),
+        Outcome::Answer(Called::Done(_), _) | Outcome::Sent(None) => false,
+    };
+    if !steps_python {
+        if let Ok(mut me) = sr.bind(py).try_borrow_mut() {
+            me.ended = true;
+        }
+    }
     StartResponse::release(py, sr);
     outcome
 }
@@ -239,17 +257,35 @@ fn after_write(
         writer.end(written.is_err());
         return None;
     }
-    let iter = match result.try_iter() {
-        Ok(i) => i,
-        Err(e) => {
-            log_exception(py, &label, "iterating the response", &e);
-            close_logged(py, req, &result);
-            writer.end(true);
-            return None;
-        }
+    // A wsgi.file_wrapper over a real file: read by Rust without the GIL, 64 KiB at a time, after
+    // what write() sent (sendfile(2) would need the file to be the whole body: the head, with its
+    // framing, went out with the first write()).
+    let file = match result.cast_exact::<FileWrapper>() {
+        Ok(fw) => match real_file(py, &fw.borrow()) {
+            Ok(file) => file,
+            Err(e) => {
+                log_exception(py, &label, "reading the wsgi.file_wrapper", &e);
+                close_logged(py, req, &result);
+                writer.end(true);
+                return None;
+            }
+        },
+        Err(_) => None,
+    };
+    let source = match file {
+        Some((file, pos)) => Source::File { file, pos },
+        None => match result.try_iter() {
+            Ok(i) => Source::Iter(i.unbind().into_any()),
+            Err(e) => {
+                log_exception(py, &label, "iterating the response", &e);
+                close_logged(py, req, &result);
+                writer.end(true);
+                return None;
+            }
+        },
     };
     writer.tail(PyBody {
-        source: Source::Iter(iter.unbind().into_any()),
+        source,
         closer: Some(result.clone().unbind()),
         sr: sr.clone().unbind(),
         remaining: writer.remaining(),

@@ -6,7 +6,8 @@
 //! status and headers replace the old; after it has gone out, or after `write()` was given data,
 //! the exception is re-raised into the app. Data given to `write()` is sent before the iterable's
 //! chunks, in order, and goes to the client as it is written: the first non-empty `write()` sends
-//! the head (write.rs). A `Content-Length` that is not a number of bytes, or two that differ, is a
+//! the head (write.rs); once the answer is complete, it raises an `OSError` (a thread the app
+//! started, writing too late). A `Content-Length` that is not a number of bytes, or two that differ, is a
 //! `ValueError` in the app, hence a 500 (gunicorn raises for what `int()` refuses): the server
 //! never guesses the framing of an answer, nor replaces the app's length with its own. The
 //! checked [`Head`] becomes a response head through [`head_response`] (here and in call.rs).
@@ -63,6 +64,10 @@ pub(crate) struct StartResponse {
     pub writer: Option<Writer>,
     /// The request is a HEAD: the head goes out, the body does not.
     pub head_only: bool,
+    /// The answer's body is complete, or is a file that Rust reads: data `write()` is given now
+    /// (from a thread the app started) can no longer be sent in order, and is refused with an
+    /// `OSError` rather than dropped unseen.
+    pub ended: bool,
 }
 
 /// A value reached only through `&mut` (as in a `start_response`, borrowed mutably under the
@@ -211,6 +216,9 @@ impl StartResponse {
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let mut me = slf.borrow_mut();
+        if me.ended {
+            return Err(crate::write::ended_error().into());
+        }
         // Once the head has gone out (`head` taken), the body's iterator may still write.
         if me.head.is_none() && !me.head_sent {
             return Err(PyAssertionError::new_err(

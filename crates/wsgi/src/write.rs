@@ -18,6 +18,12 @@
 //! - in a gevent greenlet: the same, but waiting on a `gevent.event.Event` that the writer side
 //!   sets through the hub's queue, so the hub runs other greenlets meanwhile.
 //!
+//! A thread the app started may call `write()` too. On a pool thread or in a greenlet its data
+//! goes out as the app's own would; on the connection's own thread only that thread can write to
+//! the socket, so another thread's data waits in memory (in `start_response`, or here without
+//! [`Waits::Inline`]'s flush) until the app's thread writes again or returns. Once the answer is
+//! complete, `write()` raises ([`ended_error`]) instead of queueing data nobody will send.
+//!
 //! `write()` copies at most [`PIECE`] bytes at a time before it waits, so a 10 MB `write()` to a
 //! slow client costs the worker a piece or two, not a copy of the whole. A client gone (the
 //! server dropped the stream, or a write to it failed) is an `OSError` in the app
@@ -217,6 +223,17 @@ fn gone_error() -> io::Error {
     )
 }
 
+/// What `write()` raises once the answer's body is complete (or is a file being sent): data from
+/// a thread the app started, written after the app's call returned and its body ended, has no
+/// place in the answer any more. gunicorn raises the closed socket's `OSError` there (or, on a
+/// kept-alive connection, writes it into the next answer).
+pub(crate) fn ended_error() -> io::Error {
+    io::Error::other(
+        "write() came after the response was complete: the application's call had returned \
+         and its body had ended, so this data cannot be sent",
+    )
+}
+
 /// The `write()` side of an answer that went out early.
 #[derive(Clone)]
 pub(crate) struct Writer(Kind);
@@ -302,6 +319,11 @@ fn push(shared: &Shared, piece: &[u8]) -> io::Result<()> {
         let mut s = shared.lock();
         if s.gone {
             return Err(gone_error());
+        }
+        if !matches!(s.end, End::Writing) {
+            // The app returned while another of its threads was still in write(): what it
+            // still had to give would follow the answer's end (or the iterable's chunks).
+            return Err(ended_error());
         }
         let mut piece = piece;
         if let Some(r) = s.remaining {
