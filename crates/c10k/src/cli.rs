@@ -346,6 +346,8 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
             if !worker && !args.check_config {
                 crate::logging::give_to_workers(log, &config)?;
             }
+            // Before --check-config: a check that passes what the start refuses checks nothing.
+            settings.check_servable()?;
             let (app, python) = (&settings.app, &settings.python);
             if args.check_config {
                 // For people: the database password is shown as ***. Written, not print!ed: a
@@ -367,7 +369,6 @@ pub fn run(parsed: Parsed) -> anyhow::Result<()> {
                 }
                 return Ok(());
             }
-            settings.check_servable()?;
             // `SIGHUP` builds the settings again, with the file read anew (see
             // `serve_settings`); a worker never reloads, so it gets none.
             let reload = (!worker).then(|| {

@@ -251,6 +251,28 @@ fn huge_values_are_refused_naming_the_setting() {
     assert!(effective(&["--graceful-timeout", "86400"], &[]).contains("graceful-timeout = 86400"));
 }
 
+/// `--check-config` refuses what the start refuses: `-k gevent` or `--reload` for the built-in
+/// application passed the check (exit 0, the settings printed) and then stopped `c10k serve`
+/// with exit status 2, so a Dockerfile's `RUN c10k serve --check-config` step did not catch them.
+#[test]
+fn check_config_refuses_what_the_start_refuses() {
+    for (args, needle) in [
+        (&["-k", "gevent"][..], "use --worker-class async"),
+        (
+            &["--reload"],
+            "the built-in application is part of the c10k binary",
+        ),
+    ] {
+        let err = refused(&[args, &["--check-config"]].concat(), &[]);
+        assert!(err.contains(needle), "{args:?}: {err}");
+        let err = refused(args, &[]);
+        assert!(
+            err.contains(needle),
+            "{args:?} without --check-config: {err}"
+        );
+    }
+}
+
 /// gunicorn's `--log-level warning` was read by the log filter as the name of a module, so
 /// c10k logged nothing at all, errors included.
 #[test]
@@ -872,13 +894,22 @@ fn gunicorn_worker_classes() {
     for (k, class) in [
         ("gunicorn.workers.sync.SyncWorker", "sync"),
         ("gunicorn.workers.gthread.ThreadWorker", "gthread"),
-        ("egg:gunicorn#gevent", "gevent"),
-        ("gunicorn.workers.ggevent.GeventWorker", "gevent"),
     ] {
         let text = effective(&["-k", k], &[]);
         assert!(
             text.contains(&format!("worker-class = \"{class}\"")),
             "{k}: {text}"
+        );
+    }
+    // gevent hosts Python apps only: for the built-in app the check refuses it by name.
+    for k in [
+        "egg:gunicorn#gevent",
+        "gunicorn.workers.ggevent.GeventWorker",
+    ] {
+        let err = refused(&["-k", k, "--check-config"], &[]);
+        assert!(
+            err.contains("--worker-class gevent runs a Python WSGI application"),
+            "{k}: {err}"
         );
     }
     let dir = tempfile::tempdir().unwrap();
