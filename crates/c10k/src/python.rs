@@ -226,8 +226,12 @@ impl PythonArgs {
         Ok(Some(source))
     }
 
+    /// The settings as TOML (`--check-config`, the debug log), the app under its key `app`
+    /// however it was given: APP_MODULE is no key of its own.
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+        let mut shown = self.clone();
+        shown.app = self.spec().map(str::to_owned);
+        toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 }
 

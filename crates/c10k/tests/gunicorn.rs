@@ -947,7 +947,8 @@ fn gunicorn_worker_classes() {
 }
 
 /// gunicorn's `--check-config APP` loads the app: a Dockerfile's `RUN ... --check-config` step
-/// must fail on an app that cannot be imported (it printed the settings and passed).
+/// must fail on an app that cannot be imported (it printed the settings and passed). The
+/// settings it prints name the app, given as APP_MODULE (they left it out: only `--app` showed).
 #[cfg(feature = "python")]
 #[test]
 fn check_config_loads_the_app() {
@@ -958,6 +959,7 @@ fn check_config_loads_the_app() {
     let env = [("VIRTUAL_ENV", venv.as_str())];
     let ok = effective(&["--pythonpath", &apps, "probe:app"], &env);
     assert!(ok.contains("workers = 1"), "{ok}");
+    assert!(ok.contains("app = \"probe:app\""), "{ok}");
     for (app, needle) in [
         ("broken_import:app", "broken_import:app does not load"),
         (
