@@ -88,15 +88,30 @@ impl AppArgs {
 
 /// Refuses to start a second server on a `--data-dir` another one uses, naming it, before
 /// anything is bound: its workers would otherwise find every journal locked. Creates nothing.
+///
+/// A master started by a `SIGUSR2` upgrade is refused even when no journal is open yet (no
+/// `--data-dir` or `--database` chosen, and no `/messages` or `/ids` request so far): both
+/// masters' workers would serve, and whichever worker of a slot opened its journal first would
+/// keep it, every write reaching the other one a 503 until the old master stopped.
 pub fn refuse_a_data_dir_in_use(args: &AppArgs) -> anyhow::Result<()> {
     let dir = &args.store.data_dir;
-    match c10k_store::journal::data_dir_holder(dir) {
-        Some((pid, parent)) if c10k_serve::started_by_upgrade() => anyhow::bail!(
-            "--data-dir {} is in use by the old master's worker (pid {pid}, started by pid \
-             {parent}): the built-in application keeps a journal per worker, so a SIGUSR2 \
-             upgrade cannot run beside the old master; restart the server instead",
+    let holder = c10k_store::journal::data_dir_holder(dir);
+    if c10k_serve::started_by_upgrade() {
+        let state = match holder {
+            Some((pid, parent)) => {
+                format!("is in use by the old master's worker (pid {pid}, started by pid {parent})")
+            }
+            None => "would be opened by the old master's workers at their first /messages or \
+                     /ids request"
+                .to_owned(),
+        };
+        anyhow::bail!(
+            "--data-dir {} {state}: the built-in application keeps a journal per worker, so a \
+             SIGUSR2 upgrade cannot run beside the old master; restart the server instead",
             dir.display()
-        ),
+        );
+    }
+    match holder {
         Some((pid, parent)) => anyhow::bail!(
             "--data-dir {} is in use by another c10k server: pid {pid} (started by pid {parent}) \
              holds its journal; stop that server or choose another --data-dir",

@@ -1187,6 +1187,27 @@ fn usr2_beside_the_built_in_apps_journal_fails_clearly_and_the_old_master_serves
 }
 
 #[test]
+fn usr2_is_refused_for_the_built_in_app_before_its_journal_is_open() {
+    // Without --data-dir or --database the journal opens at the first /messages or /ids
+    // request. A USR2 before it started a new master whose workers served beside the old
+    // ones: whichever side's worker 0 opened the journal first kept it, and every write that
+    // reached the other side was a 503 ("the journal of worker 0: in use by another process")
+    // until the old master stopped. The new master now refuses, as with the journal open.
+    let s = Server::start_default_data_dir(&["-k", "sync", "-w", "1"]);
+    let _group = util::KillGroup(s.child.id() as i32);
+    s.signal(libc::SIGUSR2);
+    s.wait_log("the new master exited (status 1)", Duration::from_secs(10));
+    assert!(
+        s.log()
+            .contains("a SIGUSR2 upgrade cannot run beside the old master"),
+        "{}",
+        s.log()
+    );
+    assert_eq!(get(s.addr, "/").unwrap().status, 200, "{}", s.log());
+    assert_eq!(s.worker_pids().len(), 1, "{}", s.log());
+}
+
+#[test]
 fn worker_with_broken_inheritance_fails_clearly() {
     // A worker process started without a usable config from its master says so and fails.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_c10k"))

@@ -176,6 +176,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Whether a test server is given its `--data-dir` (as `C10K_DATA_DIR`), or runs in that
+/// directory without one, where the default `./c10k-data` is.
+#[derive(Clone, Copy)]
+enum DataDir {
+    Chosen,
+    Default,
+}
+
 /// A running `c10k serve` (master and workers). Killed on drop.
 pub struct Server {
     pub child: Child,
@@ -205,35 +213,57 @@ impl Server {
     pub fn start_exe(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut all = vec!["--bind", "127.0.0.1:0"];
         all.extend_from_slice(args);
-        Server::start_args(exe, None, &all, env)
+        Server::start_args(exe, None, &all, env, DataDir::Chosen)
     }
 
     /// `c10k serve ARGS` with no `--bind` of the test's: a `--config` file's `bind` counts (a
     /// command line's would win over it), and its first address must be an HTTP one on TCP.
     pub fn start_unbound(args: &[&str]) -> Server {
-        Server::start_args(Path::new(env!("CARGO_BIN_EXE_c10k")), None, args, &[])
+        let exe = Path::new(env!("CARGO_BIN_EXE_c10k"));
+        Server::start_args(exe, None, args, &[], DataDir::Chosen)
     }
 
     /// [`Server::start_env`] in the working directory `dir` (where `./gunicorn.conf.py` is).
     pub fn start_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut all = vec!["--bind", "127.0.0.1:0"];
         all.extend_from_slice(args);
-        Server::start_args(Path::new(env!("CARGO_BIN_EXE_c10k")), Some(dir), &all, env)
+        let exe = Path::new(env!("CARGO_BIN_EXE_c10k"));
+        Server::start_args(exe, Some(dir), &all, env, DataDir::Chosen)
     }
 
-    fn start_args(exe: &Path, dir: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Server {
+    /// [`Server::start`] with no `--data-dir` chosen, as a user who gives neither it nor
+    /// `--database`: the built-in app opens its write path at the first `/messages` or `/ids`
+    /// request instead of at boot. The server runs in its own temporary directory, where the
+    /// default `./c10k-data` then is.
+    pub fn start_default_data_dir(args: &[&str]) -> Server {
+        let mut all = vec!["--bind", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let exe = Path::new(env!("CARGO_BIN_EXE_c10k"));
+        Server::start_args(exe, None, &all, &[], DataDir::Default)
+    }
+
+    fn start_args(
+        exe: &Path,
+        dir: Option<&Path>,
+        args: &[&str],
+        env: &[(&str, &str)],
+        data_dir: DataDir,
+    ) -> Server {
         let data = tempfile::tempdir().expect("data dir");
         let mut cmd = Command::new(exe);
         if let Some(dir) = dir {
             cmd.current_dir(dir);
         }
         cmd.envs(env.iter().copied());
+        match data_dir {
+            DataDir::Chosen => cmd.env("C10K_DATA_DIR", data.path()),
+            DataDir::Default => cmd.current_dir(data.path()),
+        };
         cmd.arg("serve")
             .args(args)
             .env("C10K_LOG", "info")
             // Parallel tests must not race for the default admin port; --admin still wins.
             .env("C10K_ADMIN", "127.0.0.1:0")
-            .env("C10K_DATA_DIR", data.path())
             // Its own process group, as a shell gives a job: `signal_group` plays Ctrl-C.
             .process_group(0)
             .stdin(Stdio::null())
