@@ -1732,3 +1732,40 @@ fn the_log_is_coloured_at_a_terminal_unless_no_color_is_set() {
         );
     }
 }
+
+/// The access log counts the body bytes sent: none for a HEAD (`%(b)s` is `-`, `%(B)s` 0, as
+/// for Flask's HEAD). Before, the built-in app's `HEAD /` logged the 6 bytes a GET sends.
+#[test]
+fn the_access_log_counts_no_body_for_a_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let s = Server::start(&[
+        "--access-log",
+        log.to_str().unwrap(),
+        "--access-log-format",
+        "%(m)s %(s)s b=%(b)s B=%(B)s",
+    ]);
+    let mut c = connect(s.addr);
+    c.write_all(b"HEAD / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut head = Vec::new();
+    std::io::Read::read_to_end(&mut c, &mut head).unwrap();
+    let head = String::from_utf8_lossy(&head);
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.ends_with("\r\n\r\n"),
+        "{head}"
+    );
+    let get = get(s.addr, "/").unwrap();
+    assert_eq!(get.body.len(), 6, "{}", get.text());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().count() >= 2 {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "access log: {text:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(text.contains("HEAD 200 b=- B=0"), "{text}");
+    assert!(text.contains("GET 200 b=6 B=6"), "{text}");
+}

@@ -24,7 +24,8 @@ use c10k_http::{Body, BodyStream, BoxError, FileBody, Request, Response};
 
 use crate::config::{Protocol, ServeConfig};
 use crate::proto::{
-    encode_head, BodyFraming, ConnInfo, Decoder, HttpError, Limits, Persist, RequestMeta, CONTINUE,
+    encode_head, has_content, BodyFraming, ConnInfo, Decoder, HttpError, Limits, Persist,
+    RequestMeta, CONTINUE,
 };
 use crate::track::ConnTrack;
 
@@ -676,11 +677,12 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
                 }));
             }
             // A complete body is in the output; a HEAD answer's stream is dropped unread (that
-            // is how a stream learns it is done).
+            // is how a stream learns it is done). A body that is not sent (HEAD, 1xx, 204, 304)
+            // counts as none in the access log.
             body => {
                 let len = match &body {
-                    Body::Full(b) => b.len(),
-                    Body::Stream(_) | Body::File(_) => 0,
+                    Body::Full(b) if !meta.head_only && has_content(status) => b.len(),
+                    Body::Full(_) | Body::Stream(_) | Body::File(_) => 0,
                 };
                 self.track.borrow_mut().end(&meta, status, len);
                 if !keep {

@@ -1355,6 +1355,12 @@ pub fn encode_head(
     framing
 }
 
+/// Whether an answer with this status carries content: a 1xx, 204 or 304 has none whatever the
+/// handler returned (RFC 9112 §6.3), nor has a 205 (RFC 9110 §15.3.6).
+pub fn has_content(status: u16) -> bool {
+    !(status < 200 || status == 204 || status == 205 || status == 304)
+}
+
 /// Appends a response whose body is complete (a stream's body is left out: use [`encode_head`]).
 pub fn encode_response(
     out: &mut Vec<u8>,
