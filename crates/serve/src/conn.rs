@@ -158,6 +158,25 @@ pub(crate) enum Lingering {
     No,
 }
 
+impl Lingering {
+    /// Whether to close `io` in stages (shut the writing side, drain what comes for
+    /// [`ConnSettings::linger`], then close) rather than at once: both drivers ask here, so
+    /// `IfAtRisk`'s checks are made in one place.
+    pub(crate) fn wanted(self, io: &impl StagedClose) -> bool {
+        match self {
+            Lingering::Yes => true,
+            Lingering::IfAtRisk => io.close_may_lose_answer(),
+            Lingering::No => false,
+        }
+    }
+}
+
+/// A connection's socket, as far as closing it goes: it can tell whether closing it now could
+/// destroy the answer just written (see `crate::sys::close_may_lose_answer`).
+pub(crate) trait StagedClose {
+    fn close_may_lose_answer(&self) -> bool;
+}
+
 /// What the driver must do next; see [`Machine::next`].
 // An action lives for one step of a driver's loop; boxing the request would cost an allocation
 // per request for nothing.
@@ -177,7 +196,7 @@ pub(crate) enum Action {
     Pull,
     /// Send all of [`Machine::file`] (`sendfile(2)`), then report with [`Machine::file_sent`].
     SendFile,
-    /// Shut the connection down (writing side first; with [`Lingering::Yes`], drain the
+    /// Shut the connection down (writing side first; when [`Lingering::wanted`], drain the
     /// reading side for a moment) and drop it.
     Close(Lingering),
 }

@@ -12,8 +12,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::config::Protocol;
-use crate::conn::{Action, ConnSettings, Lingering, Machine};
-use crate::lazy_io::{SendFile, StagedClose};
+use crate::conn::{Action, ConnSettings, Lingering, Machine, StagedClose};
+use crate::lazy_io::SendFile;
 use crate::proto::ConnInfo;
 use crate::shutdown::Phase;
 use crate::track::ConnTrack;
@@ -220,12 +220,7 @@ async fn finish<S: AsyncRead + AsyncWrite + StagedClose + Unpin>(
     lingering: Lingering,
     settings: &ConnSettings,
 ) -> io::Result<()> {
-    let linger = match lingering {
-        Lingering::Yes => true,
-        Lingering::IfAtRisk => io.close_may_lose_answer(),
-        Lingering::No => false,
-    };
-    if linger {
+    if lingering.wanted(&io) {
         // The FIN goes first so the client sees the answer is complete while we drain. Without
         // lingering, dropping the socket closes it with the same FIN: a shutdown would be a
         // syscall for nothing.

@@ -376,12 +376,7 @@ fn is_timeout(e: &io::Error) -> bool {
 /// in the socket or our answer is not all sent, so the answer is not lost to a RST.
 fn finish(stream: &mut Stream, lingering: Lingering, settings: &ConnSettings) {
     let _ = stream.flush();
-    let linger = match lingering {
-        Lingering::Yes => true,
-        Lingering::IfAtRisk => crate::sys::close_may_lose_answer(stream.as_raw_fd()),
-        Lingering::No => false,
-    };
-    if linger {
+    if lingering.wanted(&*stream) {
         // Without lingering, the close that follows sends the same FIN (see conn_async).
         let _ = stream.shutdown_write();
         let deadline = Instant::now() + settings.linger;

@@ -20,6 +20,7 @@ use c10k_http::FileBody;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::conn::StagedClose;
 use crate::listener::Listener;
 use crate::stream::Stream;
 
@@ -64,19 +65,14 @@ pub(crate) trait SendFile {
     ) -> impl std::future::Future<Output = (u64, bool)> + Send;
 }
 
-/// A connection that can tell whether closing it now could destroy the answer just written (see
-/// `crate::sys::close_may_lose_answer`).
-pub(crate) trait StagedClose {
-    fn close_may_lose_answer(&self) -> bool;
-}
-
 impl<S: Adopt> StagedClose for LazyStream<S> {
     fn close_may_lose_answer(&self) -> bool {
-        match self {
-            LazyStream::Direct(s) => crate::sys::close_may_lose_answer(s.as_raw_fd()),
-            LazyStream::Registered(s) => crate::sys::close_may_lose_answer(s.as_raw_fd()),
-            LazyStream::Lost => false,
-        }
+        let fd = match self {
+            LazyStream::Direct(s) => s.as_raw_fd(),
+            LazyStream::Registered(s) => s.as_raw_fd(),
+            LazyStream::Lost => return false,
+        };
+        crate::sys::close_may_lose_answer(fd)
     }
 }
 

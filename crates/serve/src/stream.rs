@@ -72,6 +72,12 @@ impl Stream {
     }
 }
 
+impl crate::conn::StagedClose for Stream {
+    fn close_may_lose_answer(&self) -> bool {
+        crate::sys::close_may_lose_answer(self.as_raw_fd())
+    }
+}
+
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
