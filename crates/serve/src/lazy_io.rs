@@ -16,7 +16,7 @@ use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use c10k_http::FileBody;
+use c10k_http::{FileBody, Transport};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -27,6 +27,8 @@ use crate::stream::Stream;
 /// A std stream that tokio can adopt.
 pub(crate) trait Adopt: Read + Write + AsRawFd + Sized {
     type Registered: AsyncRead + AsyncWrite + Writable + Unpin;
+    /// TCP or unix: which checks a staged close makes (see `crate::sys::close_may_lose_answer`).
+    const TRANSPORT: Transport;
     /// Registers the (non-blocking) socket with the current runtime's reactor.
     fn register(self) -> io::Result<Self::Registered>;
     fn shutdown_write(&self) -> io::Result<()>;
@@ -72,7 +74,7 @@ impl<S: Adopt> StagedClose for LazyStream<S> {
             LazyStream::Registered(s) => s.as_raw_fd(),
             LazyStream::Lost => return false,
         };
-        crate::sys::close_may_lose_answer(fd)
+        crate::sys::close_may_lose_answer(fd, S::TRANSPORT)
     }
 }
 
@@ -139,6 +141,7 @@ async fn writable_within<W: Writable>(s: &W, stall: Option<std::time::Duration>)
 
 impl Adopt for std::net::TcpStream {
     type Registered = tokio::net::TcpStream;
+    const TRANSPORT: Transport = Transport::Tcp;
     fn register(self) -> io::Result<tokio::net::TcpStream> {
         tokio::net::TcpStream::from_std(self)
     }
@@ -149,6 +152,7 @@ impl Adopt for std::net::TcpStream {
 
 impl Adopt for std::os::unix::net::UnixStream {
     type Registered = tokio::net::UnixStream;
+    const TRANSPORT: Transport = Transport::Unix;
     fn register(self) -> io::Result<tokio::net::UnixStream> {
         tokio::net::UnixStream::from_std(self)
     }

@@ -74,7 +74,11 @@ impl Stream {
 
 impl crate::conn::StagedClose for Stream {
     fn close_may_lose_answer(&self) -> bool {
-        crate::sys::close_may_lose_answer(self.as_raw_fd())
+        use c10k_http::Transport;
+        match self {
+            Stream::Tcp(s) => crate::sys::close_may_lose_answer(s.as_raw_fd(), Transport::Tcp),
+            Stream::Unix(s) => crate::sys::close_may_lose_answer(s.as_raw_fd(), Transport::Unix),
+        }
     }
 }
 

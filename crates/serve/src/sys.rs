@@ -37,11 +37,29 @@ pub(crate) fn set_cloexec(fd: std::os::fd::RawFd) {
 /// bytes that wait unread in its receive queue (closing then makes the kernel answer with a RST
 /// instead of a FIN), or part of our answer is still queued unsent (a RST from a request the
 /// client sends a moment later would discard it). Either way the close should be staged (RFC
-/// 9112 §9.6): shut the writing side, read off what comes, then close. Two syscalls that never
-/// block; a small answer on a fast link is sent at once, so most closes stay immediate.
-pub(crate) fn close_may_lose_answer(fd: std::os::fd::RawFd) -> bool {
-    /// `SIOCOUTQNSD` (linux/sockios.h): bytes in the send queue not yet sent.
-    const SIOCOUTQNSD: libc::c_ulong = 0x894B;
+/// 9112 §9.6): shut the writing side, read off what comes, then close. At most two syscalls,
+/// neither of which blocks; a small answer on a fast link is sent at once, so most closes stay
+/// immediate.
+///
+/// Each check is made only where it can tell something: unread bytes found by the first need
+/// no second, and a unix socket has no queue of unsent bytes (a write lands in the peer's
+/// receive queue at once; SIOCOUTQNSD is TCP's and fails there), so it gets the peek alone.
+/// Unread bytes matter there too: closing with them makes the peer's next read fail with
+/// ECONNRESET instead of ending cleanly.
+pub(crate) fn close_may_lose_answer(
+    fd: std::os::fd::RawFd,
+    transport: c10k_http::Transport,
+) -> bool {
+    unread_bytes_wait(fd)
+        || match transport {
+            c10k_http::Transport::Tcp => unsent_bytes_wait(fd),
+            c10k_http::Transport::Unix => false,
+        }
+}
+
+/// Whether the client has sent bytes that wait unread in `fd`'s receive queue (a non-blocking
+/// one-byte `MSG_PEEK`, which leaves them there).
+fn unread_bytes_wait(fd: std::os::fd::RawFd) -> bool {
     let mut byte = 0u8;
     // SAFETY: `recv` writes at most one byte into `byte`, which we own; MSG_PEEK leaves it queued.
     let unread = unsafe {
@@ -52,12 +70,16 @@ pub(crate) fn close_may_lose_answer(fd: std::os::fd::RawFd) -> bool {
             libc::MSG_PEEK | libc::MSG_DONTWAIT,
         )
     };
-    if unread > 0 {
-        return true;
-    }
+    unread > 0
+}
+
+/// Whether part of what was written to the TCP socket `fd` is still queued unsent.
+fn unsent_bytes_wait(fd: std::os::fd::RawFd) -> bool {
+    /// `SIOCOUTQNSD` (linux/sockios.h): bytes in the send queue not yet sent.
+    const SIOCOUTQNSD: libc::c_ulong = 0x894B;
     let mut unsent: libc::c_int = 0;
     // SAFETY: the ioctl writes one int into `unsent`, which we own; on a socket that does not
-    // know it (a unix socket) it fails and writes nothing.
+    // know it, it fails and writes nothing.
     let r = unsafe { libc::ioctl(fd, SIOCOUTQNSD as _, &mut unsent) };
     r == 0 && unsent > 0
 }
@@ -199,6 +221,57 @@ pub fn release_startup_pages() -> std::io::Result<Released> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+
+    use c10k_http::Transport;
+
+    use super::close_may_lose_answer;
+
+    #[test]
+    fn a_unix_socket_with_bytes_unread_is_at_risk_without_the_ioctl() {
+        // Only the peek tells here (SIOCOUTQNSD fails on a unix socket and is not asked): what
+        // the client sent and we did not read would turn its next read into ECONNRESET.
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(!close_may_lose_answer(ours.as_raw_fd(), Transport::Unix));
+        theirs.write_all(b"GET").unwrap();
+        assert!(close_may_lose_answer(ours.as_raw_fd(), Transport::Unix));
+        let mut buf = [0u8; 3];
+        (&ours).read_exact(&mut buf).unwrap();
+        assert!(!close_may_lose_answer(ours.as_raw_fd(), Transport::Unix));
+    }
+
+    #[test]
+    fn a_tcp_socket_is_at_risk_with_bytes_unread_or_unsent() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        client.set_recv_buffer_size(4096).unwrap();
+        client.connect(&l.local_addr().unwrap().into()).unwrap();
+        let mut client = std::net::TcpStream::from(client);
+        let (mut ours, _) = l.accept().unwrap();
+        assert!(!close_may_lose_answer(ours.as_raw_fd(), Transport::Tcp));
+        client.write_all(b"GET").unwrap();
+        client.flush().unwrap();
+        let mut unread = false;
+        for _ in 0..100 {
+            unread = close_may_lose_answer(ours.as_raw_fd(), Transport::Tcp);
+            if unread {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(unread, "the peek sees the request");
+        let mut buf = [0u8; 3];
+        ours.read_exact(&mut buf).unwrap();
+        assert!(!close_may_lose_answer(ours.as_raw_fd(), Transport::Tcp));
+        // More than the client's window takes: the rest waits unsent in our send queue.
+        ours.set_nonblocking(true).unwrap();
+        let chunk = [b'x'; 64 * 1024];
+        while ours.write(&chunk).is_ok() {}
+        assert!(close_may_lose_answer(ours.as_raw_fd(), Transport::Tcp));
+    }
+
     #[test]
     fn releasing_the_start_up_pages_keeps_the_process_running() {
         let released = super::release_startup_pages().unwrap();
