@@ -17,11 +17,23 @@ use bytes::BytesMut;
 use c10k_http::{Ctx, Handler, Request, Response, Wait};
 
 use crate::config::Protocol;
-use crate::conn::{Action, ConnSettings, Lingering, Machine};
+use crate::conn::{Action, ConnSettings, Lingering, Machine, StagedClose};
 use crate::proto::ConnInfo;
 use crate::shutdown::{Phase, Shutdown};
 use crate::stream::Stream;
 use crate::track::ConnTrack;
+
+/// A blocking connection's socket, for the staged close (here, not in stream.rs, so that the
+/// stream type names nothing of the connection state machine above it).
+impl StagedClose for Stream {
+    fn close_may_lose_answer(&self) -> bool {
+        use c10k_http::Transport;
+        match self {
+            Stream::Tcp(s) => crate::sys::close_may_lose_answer(s.as_raw_fd(), Transport::Tcp),
+            Stream::Unix(s) => crate::sys::close_may_lose_answer(s.as_raw_fd(), Transport::Unix),
+        }
+    }
+}
 
 /// How often a blocked read wakes to look at the stop phase.
 const POLL: Duration = Duration::from_millis(200);

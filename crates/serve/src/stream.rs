@@ -72,16 +72,6 @@ impl Stream {
     }
 }
 
-impl crate::conn::StagedClose for Stream {
-    fn close_may_lose_answer(&self) -> bool {
-        use c10k_http::Transport;
-        match self {
-            Stream::Tcp(s) => crate::sys::close_may_lose_answer(s.as_raw_fd(), Transport::Tcp),
-            Stream::Unix(s) => crate::sys::close_may_lose_answer(s.as_raw_fd(), Transport::Unix),
-        }
-    }
-}
-
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
