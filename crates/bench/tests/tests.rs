@@ -484,12 +484,17 @@ fn golden_text_report() {
     let r = Report::new(&fixed_plan(), &fixed_measurement());
     let mut out = Vec::new();
     write_report(&r, &TextOptions::default(), &mut out).unwrap();
+    assert_golden("report.txt", out);
+}
+
+/// `out` is the golden file `tests/golden/NAME`; `UPDATE_GOLDEN=1` writes it instead.
+fn assert_golden(name: &str, out: Vec<u8>) {
     let text = String::from_utf8(out).unwrap();
-    let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/report.txt");
+    let golden = format!("{}/tests/golden/{name}", env!("CARGO_MANIFEST_DIR"));
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(golden, &text).unwrap();
+        std::fs::write(&golden, &text).unwrap();
     }
-    let want = std::fs::read_to_string(golden).unwrap();
+    let want = std::fs::read_to_string(&golden).unwrap();
     assert_eq!(
         text, want,
         "rerun with UPDATE_GOLDEN=1 after an intended change"
@@ -508,16 +513,7 @@ fn golden_html_report() {
         ..Default::default()
     };
     c10k_bench::report::html::write_report(&r, &attrs, &mut out).unwrap();
-    let text = String::from_utf8(out).unwrap();
-    let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/report.html");
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(golden, &text).unwrap();
-    }
-    let want = std::fs::read_to_string(golden).unwrap();
-    assert_eq!(
-        text, want,
-        "rerun with UPDATE_GOLDEN=1 after an intended change"
-    );
+    assert_golden("report.html", out);
 }
 
 #[test]
