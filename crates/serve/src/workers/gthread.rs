@@ -471,9 +471,9 @@ impl Reactor<'_> {
     }
 
     /// The worker stops (the phase is past `Running`): closes the parked connections that wait
-    /// between requests at once, and watches the others — a client that has not sent its first
-    /// request yet, within its grace (see [`crate::conn::FIRST_REQUEST_GRACE`]), or one sending
-    /// a head — until each has a request for the pool or its wait ends, or until `deadline`
+    /// between requests (at once, or in stages on the pool: see `settle`), and watches the
+    /// others — a client that has not sent its first request yet, within its grace (see
+    /// [`crate::conn::FIRST_REQUEST_GRACE`]), or one sending a head — until each has a request for the pool or its wait ends, or until `deadline`
     /// (`--graceful-timeout`) or an immediate stop, while the pool finishes the requests under
     /// way (which may hand a connection back). Until `drain_until` (a graceful stop, see
     /// `Shutdown::queue_drain_until`) it also accepts the connections already waiting in the
@@ -558,11 +558,20 @@ impl Reactor<'_> {
     }
 
     /// Asks a stopping connection's machine what becomes of it: closed here at once (idle
-    /// between requests, or silent past its grace — no pool thread needed for that), watched
-    /// until its deadline, or handed to the pool (a 408 to write, say).
+    /// between requests, or silent past its grace — no pool thread needed for that, unless the
+    /// close must be staged), watched until its deadline, or handed to the pool (a 408 to write,
+    /// say).
     fn settle(&mut self, mut conn: Tracked, work: &WorkQueue<Work>) -> anyhow::Result<()> {
         match conn.machine.next(Instant::now(), true) {
-            // From `Reading`, a close never lingers (a refusal writes its answer first).
+            // A connection idle after an answer closes as under the other classes: in stages
+            // when closing at once could destroy that answer (its tail still queued unsent, or
+            // the client's next request unread, which makes the kernel send a RST). A staged
+            // close may wait up to a second, so a pool thread makes it, never the reactor; the
+            // machine gives it the same close.
+            crate::conn::Action::Close(lingering) if lingering.wanted(&conn.conn) => {
+                self.dispatch(work, conn, None);
+                Ok(())
+            }
             crate::conn::Action::Close(_) => {
                 drop(conn);
                 closed(self.life, self.open);
@@ -815,6 +824,38 @@ mod tests {
         (life, Arc::new(ConnSettings::from_config(config)))
     }
 
+    /// A reactor for a worker of 4 threads on listener `l`, made of `parts`.
+    fn reactor<'a>(
+        l: Listener,
+        protocol: Protocol,
+        parts: (
+            &'a Poller,
+            &'a Arc<ConnSettings>,
+            &'a Life,
+            &'a Gauge,
+            &'a Seats,
+        ),
+    ) -> Reactor<'a> {
+        let (poller, settings, life, open, seats) = parts;
+        Reactor {
+            poller,
+            listeners: vec![l],
+            protocols: vec![protocol],
+            locals: vec![None],
+            listening: false,
+            parked: HashMap::new(),
+            next_key: 0,
+            settings,
+            life,
+            open,
+            max_conns: 10,
+            threads: 4,
+            seats,
+            fresh: 0,
+            fresh_queue: std::collections::VecDeque::new(),
+        }
+    }
+
     #[test]
     fn a_connection_with_its_request_there_goes_to_the_pool_unwatched() {
         let dir = tempfile::tempdir().unwrap();
@@ -825,23 +866,8 @@ mod tests {
         let (life, settings) = one_worker(&config);
         let poller = Poller::new().unwrap();
         let (open, seats) = (Gauge::default(), Seats::default());
-        let mut reactor = Reactor {
-            poller: &poller,
-            listeners: vec![l],
-            protocols: vec![Protocol::Uwsgi],
-            locals: vec![None],
-            listening: false,
-            parked: HashMap::new(),
-            next_key: 0,
-            settings: &settings,
-            life: &life,
-            open: &open,
-            max_conns: 10,
-            threads: 4,
-            seats: &seats,
-            fresh: 0,
-            fresh_queue: std::collections::VecDeque::new(),
-        };
+        let parts = (&poller, &settings, &life, &open, &seats);
+        let mut reactor = reactor(l, Protocol::Uwsgi, parts);
         let work = WorkQueue::default();
         // nginx's way: the whole packet is written before the connection is accepted.
         let mut ready = UnixStream::connect(&path).unwrap();
@@ -859,6 +885,84 @@ mod tests {
         assert_eq!(reactor.parked.len(), 1, "only the silent one is watched");
         assert_eq!(seats.taken(), 1);
         reactor.close_parked();
+    }
+
+    /// Answers every request with `hello`.
+    struct Hello;
+
+    impl Handler for Hello {
+        async fn call(&self, _: c10k_http::Request, _: c10k_http::Ctx) -> c10k_http::Response {
+            c10k_http::Response::text(200, "hello\n")
+        }
+    }
+
+    /// Runs `job` as a pool thread does (see `run`): the connection handed back to wait for
+    /// its client, or `None` once closed.
+    fn pool_turn(job: Work, life: &Life) -> Option<Tracked> {
+        let Work {
+            tracked: Tracked { conn, mut machine },
+            first,
+        } = job;
+        let shutdown = &life.shutdown;
+        match conn_blocking::drive(
+            conn,
+            &mut *machine,
+            first,
+            &Hello,
+            shutdown,
+            Mode::Pool,
+            &mut || {},
+        ) {
+            Ok(Outcome::Wait(conn, _)) => Some(Tracked { conn, machine }),
+            Ok(Outcome::Closed) => None,
+            Err(e) => panic!("the pool's turn failed: {e}"),
+        }
+    }
+
+    /// A graceful stop finds a keep-alive connection idle after its answer, with the client's
+    /// next request already in the socket, unread (sent just as the worker stopped). Dropped
+    /// there at once, the kernel reset the connection: the client's read failed after the
+    /// answer (and a tail of the answer still queued would have been lost). Now the close is
+    /// staged on a pool thread, as under the other classes: the answer, then the end.
+    #[test]
+    fn a_stop_closes_an_idle_connection_with_a_request_unread_in_stages() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let l = Listener::bind(&BindAddr::Unix(path.clone()), 8, false).unwrap();
+        l.set_nonblocking(true).unwrap();
+        let config = ServeConfig::default();
+        let (life, settings) = one_worker(&config);
+        let poller = Poller::new().unwrap();
+        let (open, seats) = (Gauge::default(), Seats::default());
+        let parts = (&poller, &settings, &life, &open, &seats);
+        let mut reactor = reactor(l, Protocol::Http, parts);
+        let work = WorkQueue::default();
+        let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut client = UnixStream::connect(&path).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        client.write_all(request).unwrap();
+        reactor.accept_from(0, &work, false);
+        let job = work.try_pop().expect("the request went to the pool");
+        let idle = pool_turn(job, &life).expect("answered and handed back idle");
+        client.write_all(request).unwrap();
+        reactor.settle(idle, &work).unwrap();
+        std::thread::scope(|s| {
+            // The pool's turn, if the stop gave it one; meanwhile the client reads to the end
+            // and closes, which ends a staged close's wait.
+            if let Some(job) = work.try_pop() {
+                let life = &life;
+                s.spawn(move || assert!(pool_turn(job, life).is_none(), "closed"));
+            }
+            let mut got = Vec::new();
+            let read = std::io::Read::read_to_end(&mut client, &mut got);
+            let text = String::from_utf8_lossy(&got);
+            assert!(read.is_ok(), "{read:?} after {text:?}");
+            assert!(text.starts_with("HTTP/1.1 200 "), "{text:?}");
+            assert!(text.ends_with("hello\n"), "{text:?}");
+            drop(client);
+        });
     }
 
     #[test]
