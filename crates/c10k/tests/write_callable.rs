@@ -359,6 +359,183 @@ fn write_then_a_file_wrapper_sends_the_file_without_python_under_gevent() {
     write_then_file("gevent", &["--venv", &venv]);
 }
 
+/// Holds the first read of a file until [`HeldReads::release`], as a slow disk would (a
+/// fanotify permission watch, `FAN_ACCESS_PERM`: every read of the file waits for this side's
+/// answer); later reads go through at once. Dropping it lets every read through.
+struct HeldReads {
+    /// Told once the first read waits.
+    waiting: std::sync::mpsc::Receiver<()>,
+    release: Option<std::sync::mpsc::Sender<()>>,
+    answerer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HeldReads {
+    /// `None` where fanotify's permission events are not allowed (they need CAP_SYS_ADMIN).
+    fn watch(path: &std::path::Path) -> Option<HeldReads> {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        use std::os::unix::ffi::OsStrExt;
+        let flags = libc::FAN_CLASS_CONTENT | libc::FAN_CLOEXEC | libc::FAN_NONBLOCK;
+        // SAFETY: plain syscalls; the descriptor returned is owned here.
+        let fd = unsafe { libc::fanotify_init(flags, libc::O_RDONLY as u32) };
+        if fd < 0 {
+            eprintln!(
+                "skipped: fanotify permission events: {}",
+                std::io::Error::last_os_error()
+            );
+            return None;
+        }
+        // SAFETY: a fresh descriptor nobody else owns.
+        let fan = unsafe { OwnedFd::from_raw_fd(fd) };
+        let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid descriptor and a NUL-terminated path.
+        let marked = unsafe {
+            libc::fanotify_mark(
+                fd,
+                libc::FAN_MARK_ADD,
+                libc::FAN_ACCESS_PERM,
+                libc::AT_FDCWD,
+                c_path.as_ptr(),
+            )
+        };
+        assert_eq!(marked, 0, "{}", std::io::Error::last_os_error());
+        let (waiting_tx, waiting) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let answerer = std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            let mut first = true;
+            let mut buf = [0u8; 4096];
+            loop {
+                // SAFETY: reads into our buffer, at most its length.
+                let n = unsafe { libc::read(fan.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                if n <= 0 {
+                    // Nothing yet (non-blocking): stop once the test has dropped its side.
+                    if let Err(std::sync::mpsc::RecvTimeoutError::Disconnected) =
+                        release_rx.recv_timeout(Duration::from_millis(20))
+                    {
+                        return;
+                    }
+                    continue;
+                }
+                let mut at = 0;
+                while at + std::mem::size_of::<libc::fanotify_event_metadata>() <= n as usize {
+                    // SAFETY: the kernel wrote whole events; read_unaligned copes with the
+                    // buffer's alignment.
+                    let ev: libc::fanotify_event_metadata =
+                        unsafe { std::ptr::read_unaligned(buf[at..].as_ptr().cast()) };
+                    at += ev.event_len as usize;
+                    if first {
+                        first = false;
+                        let _ = waiting_tx.send(());
+                        // Released by the test, or at the latest when it gives up.
+                        let _ = release_rx.recv_timeout(Duration::from_secs(30));
+                    }
+                    let answer = libc::fanotify_response {
+                        fd: ev.fd,
+                        response: libc::FAN_ALLOW,
+                    };
+                    // SAFETY: writes the response struct we own; then closes the event's
+                    // descriptor, which the kernel opened for us.
+                    unsafe {
+                        libc::write(
+                            fan.as_raw_fd(),
+                            (&raw const answer).cast(),
+                            std::mem::size_of_val(&answer),
+                        );
+                        libc::close(ev.fd);
+                    }
+                }
+            }
+        });
+        Some(HeldReads {
+            waiting,
+            release: Some(release),
+            answerer: Some(answerer),
+        })
+    }
+
+    fn release(&self) {
+        if let Some(r) = &self.release {
+            let _ = r.send(());
+        }
+    }
+}
+
+impl Drop for HeldReads {
+    fn drop(&mut self) {
+        // The answerer lets the held read through and stops; closing the watch lets any read
+        // still waiting through.
+        drop(self.release.take());
+        if let Some(t) = self.answerer.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Under `async` and `gevent`, the file behind a `wsgi.file_wrapper` that follows `write()` data
+/// is read off the event loop (on tokio's blocking pool): while that read waits for the disk,
+/// the worker's other clients are still answered. Before, the file was read on the event loop,
+/// and one slow read stalled every connection of the worker.
+fn write_then_a_slow_file(class: &str, extra: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, data) = probe_file(dir.path());
+    let Some(held) = HeldReads::watch(std::path::Path::new(&file)) else {
+        return;
+    };
+    let (apps, env) = (apps(), format!("WRITE_PROBE_FILE={file}"));
+    let mut args = vec!["-k", class, "-w", "1", "--threads", "2"];
+    args.extend_from_slice(&["--pythonpath", &apps, "-e", &env]);
+    args.extend_from_slice(extra);
+    args.push("write_probe:app");
+    let s = Server::start(&args);
+    let mut slow = connect(s.addr);
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    slow.write_all(req("GET", "/write_file?token=slow", "HTTP/1.0").as_bytes())
+        .unwrap();
+    held.waiting
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the server read the file");
+    // The read waits: another client of the same worker is answered meanwhile.
+    let mut other = connect(s.addr);
+    other
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    other
+        .write_all(req("GET", "/", "HTTP/1.0").as_bytes())
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = other.read_to_end(&mut answer);
+    held.release();
+    assert!(
+        read.is_ok() && answer.starts_with(b"HTTP/1.1 200 "),
+        "{class}: no answer while the file's read waited ({read:?} after {:?}): the event loop \
+         waited for it",
+        String::from_utf8_lossy(&answer)
+    );
+    let mut all = Vec::new();
+    slow.read_to_end(&mut all).unwrap();
+    let (head, rest) = split_head(all);
+    let mut want = b"prefix:".to_vec();
+    want.extend_from_slice(&data);
+    assert!(
+        content(&head, &rest) == want,
+        "{class}: {head}: {} bytes, not {}",
+        rest.len(),
+        want.len()
+    );
+}
+
+#[test]
+fn a_write_then_file_tail_is_read_off_the_event_loop() {
+    write_then_a_slow_file("async", &[]);
+}
+
+#[test]
+fn a_write_then_file_tail_is_read_off_the_event_loop_under_gevent() {
+    let Some(venv) = venv() else { return };
+    write_then_a_slow_file("gevent", &["--venv", &venv]);
+}
+
 // ---- 3. write() from a thread the app started ----
 
 /// What the app's thread recorded for `token` (20 s at most): `ok` or the exception.

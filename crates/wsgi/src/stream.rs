@@ -9,7 +9,10 @@
 //!   connection's thread while the view ran on the pool); each `next()` and the final `close()`
 //!   run where the view ran: on the pool thread that called the app, which serves nothing else
 //!   until the body is done ([`Steps`]), or under `gevent` in the view's greenlet. A body read
-//!   from a real file needs no Python and is read where it is polled.
+//!   from a real file (`write()` data, then a `wsgi.file_wrapper`) needs no Python: polled on an
+//!   event loop, each chunk is read on tokio's blocking pool ([`read_file`]), since a read that
+//!   waits for a slow disk there stalled every connection of the worker; on a connection's own
+//!   thread it is read where it is polled.
 //!
 //! Why the view's own thread: frameworks keep per-thread state that a streamed body still uses.
 //! Django's database connection is a `threading.local`; a generator over `queryset.iterator()`
@@ -33,7 +36,9 @@
 //! the server drops the stream early because the client went away.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -232,11 +237,14 @@ fn pump(py: Python<'_>, mut body: PyBody, tx: Sender, shared: Shared) {
 /// where the view ran ([`Runner`]), pumped ([`pump`]).
 pub(crate) struct PoolStream {
     first: VecDeque<Bytes>,
-    /// The body until its first pump job starts (or, read from a file, for good).
+    /// The body until its first pump job starts (or, read from a file, between its reads).
     body: Option<PyBody>,
+    /// A file body's read under way on tokio's blocking pool, which has the body meanwhile.
+    reading: Option<tokio::sync::oneshot::Receiver<(PyBody, Next)>>,
     /// Set once the body is pumped.
     pumped: Option<(tokio::sync::mpsc::UnboundedReceiver<Next>, Shared)>,
-    pool: Runner,
+    /// Shared with a file read under way, which closes the body if the stream is gone by then.
+    pool: Arc<Runner>,
     done: bool,
 }
 
@@ -245,8 +253,9 @@ impl PoolStream {
         PoolStream {
             first,
             body: Some(body),
+            reading: None,
             pumped: None,
-            pool,
+            pool: Arc::new(pool),
             done: false,
         }
     }
@@ -276,19 +285,35 @@ impl Stream for PoolStream {
         if this.done {
             return Poll::Ready(None);
         }
-        if this.pumped.is_none() {
+        if this.pumped.is_none() && this.reading.is_none() {
             let Some(mut body) = this.body.take() else {
                 return Poll::Ready(None);
             };
-            if !body.needs_python() {
+            if body.needs_python() {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                let shared = Shared::default();
+                this.start_pump(body, tx, shared.clone());
+                this.pumped = Some((rx, shared));
+            } else if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                this.reading = Some(read_file(&rt, body, this.pool.clone()));
+            } else {
+                // A blocking class's connection thread, which has nothing else to do.
                 let next = body.next_file();
                 this.body = Some(body);
                 return Poll::Ready(this.settle(next));
             }
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            let shared = Shared::default();
-            this.start_pump(body, tx, shared.clone());
-            this.pumped = Some((rx, shared));
+        }
+        if let Some(reading) = this.reading.as_mut() {
+            let read = std::task::ready!(Pin::new(reading).poll(cx));
+            this.reading = None;
+            let Ok((body, next)) = read else {
+                // The read's task is gone without a word (a panic, a runtime shutting down),
+                // and the body with it, unclosed.
+                this.done = true;
+                return Poll::Ready(Some(Err(failed())));
+            };
+            this.body = Some(body);
+            return Poll::Ready(this.settle(next));
         }
         let Some((rx, shared)) = this.pumped.as_mut() else {
             return Poll::Ready(None);
@@ -345,8 +370,33 @@ impl PoolStream {
     }
 }
 
+/// Reads a file body's next chunk on `rt`'s blocking pool; the chunk comes back with the body.
+/// A stream dropped meanwhile takes neither, and the body is closed where the view ran.
+fn read_file(
+    rt: &tokio::runtime::Handle,
+    mut body: PyBody,
+    pool: Arc<Runner>,
+) -> tokio::sync::oneshot::Receiver<(PyBody, Next)> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    rt.spawn_blocking(move || {
+        let next = body.next_file();
+        if let Err((mut body, _)) = tx.send((body, next)) {
+            pool.submit(Box::new(move |py| body.close(py)));
+        }
+    });
+    rx
+}
+
 impl Drop for PoolStream {
     fn drop(&mut self) {
+        // A file read under way: a chunk already read brings its body back to close here;
+        // otherwise the read, refused its answer, closes the body itself.
+        if let Some(mut reading) = self.reading.take() {
+            reading.close();
+            if let Ok((body, _)) = reading.try_recv() {
+                self.body = Some(body);
+            }
+        }
         // A pump job that is running closes the body itself when it sees the stream gone; a
         // parked body is closed here, where the view ran.
         if let Some((_, shared)) = &self.pumped {
