@@ -1418,6 +1418,40 @@ per_class!(django_orm_on_sqlite, |class| {
     assert_eq!(get(s.addr, "/fail").unwrap().status, 500);
 });
 
+// The access log's `%({Content-Length}o)s` is the application's own `Content-Length`, as in
+// gunicorn: Django's CommonMiddleware sets it on a complete answer and FileResponse on the file
+// it hands to `wsgi.file_wrapper` (sent with `sendfile`); a stream without one prints `-`.
+// Before, the field was dropped from a complete answer's head before the log saw it: `-`.
+per_class!(django_access_log_prints_the_apps_content_length, |class| {
+    let Some(venv) = venv() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let (s, _db) = django_on_sqlite(
+        &venv,
+        class,
+        threads(class),
+        &[
+            "--access-logfile",
+            log.to_str().unwrap(),
+            "--access-logformat",
+            "%(U)s %({Content-Length}o)s %(B)s",
+        ],
+    );
+    let file = std::fs::metadata(format!("{}/djangoproj/manage.py", apps()))
+        .unwrap()
+        .len();
+    for (path, want) in [
+        ("/file", format!("{file} {file}")),
+        ("/notes/stream", "- 4".to_owned()),
+        ("/", "6 6".to_owned()),
+    ] {
+        let r = get(s.addr, path).unwrap();
+        assert_eq!(r.status, 200, "{class} {path}: {}", r.text());
+        let (line, _) = util::wait_for_line(&log, class, |l| l.starts_with(&format!("{path} ")));
+        assert_eq!(line, format!("{path} {want}\n"), "{class}");
+    }
+});
+
 /// A streamed body runs on the thread that ran its view, which takes no other request until the
 /// body is done: Django's streaming-CSV pattern reads `queryset.iterator()` rows from a cursor of
 /// that thread's connection, and with the default `CONN_MAX_AGE = 0` another request starting on

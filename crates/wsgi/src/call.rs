@@ -364,7 +364,7 @@ fn respond<'py>(
                 });
                 drop(me);
                 close_logged(py, req, result);
-                let mut resp = head_response(head, false);
+                let mut resp = head_response(head);
                 resp.body = Body::File(FileBody {
                     file,
                     offset: pos,
@@ -374,7 +374,7 @@ fn respond<'py>(
             }
             let remaining = head.content_length;
             return Ok(Some(Called::Streaming {
-                head: head_response(head, true),
+                head: head_response(head),
                 first,
                 body: PyBody {
                     source: Source::File { file, pos },
@@ -406,7 +406,7 @@ fn respond<'py>(
         let head = me.head.take().unwrap_or_default();
         let first: VecDeque<Bytes> = me.take_written().into();
         let remaining = head.content_length.map(|n| n - have);
-        let resp = head_response(head, true);
+        let resp = head_response(head);
         if head_only {
             // The head is all a HEAD request gets: stop the app's iteration here.
             drop(me);
@@ -481,7 +481,7 @@ fn complete(sr: &Bound<'_, StartResponse>, head_only: bool, label: &str) -> Resp
         // Content-Length, if it set one, is the length GET would get, and without one no
         // length is known — a stream's head announces it or nothing, never the 0 of this body.
         // With a body and a length, the head is GET's too: the app's length.
-        return head_response(head, true).with_stream(Box::pin(Chunk(None)));
+        return head_response(head).with_stream(Box::pin(Chunk(None)));
     }
     if let Some(n) = head.content_length {
         let have = body.len() as u64;
@@ -495,10 +495,10 @@ fn complete(sr: &Bound<'_, StartResponse>, head_only: bool, label: &str) -> Resp
             // incomplete answer, never a complete wrong one, and never reads the next answer
             // as the rest of this one (gunicorn's gthread keeps the connection open there).
             // The server logs the mismatch when it closes.
-            return head_response(head, true).with_stream(Box::pin(Chunk(Some(body))));
+            return head_response(head).with_stream(Box::pin(Chunk(Some(body))));
         }
     }
-    head_response(head, false).with_full_body(body)
+    head_response(head).with_full_body(body)
 }
 
 /// A duplicate of the wrapped file's descriptor and its current offset, when it is a regular file.

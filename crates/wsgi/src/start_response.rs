@@ -35,16 +35,14 @@ pub(crate) struct Head {
     pub content_length: Option<u64>,
 }
 
-/// The response head; the app's `Content-Length` is kept only for a stream (the server computes
-/// it for a complete body).
-pub(crate) fn head_response(head: Head, streaming: bool) -> Response {
+/// The response head, the app's header fields all kept: its `Content-Length` frames a stream,
+/// and for a complete body, which the encoder frames by its own length (dropping the app's
+/// field), it is still the app's field that the access log's `%({Content-Length}o)s` prints, as
+/// gunicorn's does.
+pub(crate) fn head_response(head: Head) -> Response {
     let mut resp = Response::new(head.status);
     resp.reason = head.reason;
     resp.headers = head.headers;
-    if !streaming {
-        resp.headers
-            .retain(|(n, _)| !n.eq_ignore_ascii_case("content-length"));
-    }
     resp
 }
 
@@ -257,7 +255,7 @@ impl StartResponse {
         let head = me.head.take().unwrap_or_default();
         let remaining = head.content_length;
         let held = me.take_written();
-        let resp = head_response(head, true);
+        let resp = head_response(head);
         let (resp, writer) = crate::write::open(resp, me.head_only, remaining, &reply);
         me.writer = Some(writer.clone());
         drop(me);

@@ -9,4 +9,5 @@ urlpatterns = [
     path("db-sleep", views.db_sleep),
     path("db-open", views.db_open),
     path("fail", views.fail),
+    path("file", views.file),
 ]

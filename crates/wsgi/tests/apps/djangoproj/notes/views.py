@@ -1,8 +1,9 @@
 import threading
 import time
+from pathlib import Path
 
 from django.db import connection
-from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import FileResponse, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from .models import Note
@@ -73,6 +74,12 @@ def db_open(request):
         if isinstance(o, pymysql.connections.Connection) and o._sock is not None
     )
     return HttpResponse(f"{n}\n", content_type="text/plain")
+
+
+def file(request):
+    """This project's manage.py through FileResponse (Django hands it to wsgi.file_wrapper)."""
+    path = Path(__file__).resolve().parent.parent / "manage.py"
+    return FileResponse(open(path, "rb"), content_type="text/plain")
 
 
 def fail(request):
