@@ -676,6 +676,51 @@ per_class!(client_disconnect_mid_body_closes_the_iterable, |class| {
     }
 });
 
+// A body that waits between chunks (server-sent events, a long poll) whose client has gone is
+// closed at the first write that fails, as under gunicorn, which writes each chunk before it asks
+// for the next: its `finally` (Flask's teardown) runs one wait after the client left, not two.
+// Under `async`, `gevent` and `--request-timeout` the pump ran a step ahead: it was inside the
+// next wait when the write failed, and the body was closed a whole wait later (4 s here, not 2).
+per_class!(
+    a_waiting_body_is_closed_at_the_first_write_after_its_client_left,
+    |class| {
+        waiting_body_closed_at_the_first_write(class, &[]);
+        waiting_body_closed_at_the_first_write(class, &["--request-timeout", "30"]);
+    }
+);
+
+#[test]
+fn a_waiting_body_is_closed_at_the_first_write_after_its_client_left_under_gevent() {
+    let Some(venv) = venv() else { return };
+    waiting_body_closed_at_the_first_write("gevent", &["--venv", &venv]);
+}
+
+fn waiting_body_closed_at_the_first_write(class: &str, extra: &[&str]) {
+    let s = probe(class, extra);
+    let token = "waiting";
+    let mut c = connect(s.addr);
+    // Each chunk comes 2 s after the one before.
+    c.write_all(
+        format!("GET /stream?n=6&delay=2&token={token} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut c, &mut got, "chunk0", "the first chunk");
+    // Reset, not a FIN: the next write fails at once, as it does in gunicorn's worker.
+    socket2::SockRef::from(&c)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(c);
+    let left = Instant::now();
+    wait_closed(&s, token);
+    let after = left.elapsed();
+    assert!(
+        after < Duration::from_millis(3000),
+        "close() {after:?} after the client left: the write of the next chunk (2 s) failed, \
+         and the body was not closed until the step after it"
+    );
+}
+
 // The legacy write() callable: its data goes to the client as it is written, not when the app
 // returns (gunicorn sends it at once). The app writes, then waits for a file that this side
 // creates only once it has the first data: held back, the data would never come and the app

@@ -30,7 +30,11 @@
 //! a body of 100,000 small rows took 0.75 s under `async` against 0.28 s under `gthread`
 //! (gunicorn's gthread: 0.34), and 1.09 s under `gevent` (gunicorn's gevent: 0.54). A chunk is
 //! never held back for the next one, so a body that waits between chunks (server-sent events)
-//! still sends each as soon as the app yields it.
+//! still sends each as soon as the app yields it. After a step that waited ([`SLOW_STEP`]) the
+//! pump parks until the writer has written that chunk and asks for more, as gunicorn writes each
+//! chunk before it asks for the next: running ahead, the pump was inside the next (waiting) step
+//! when the write failed, so a client that had gone had the body closed one chunk late (a
+//! server-sent events generator's `finally`, Flask's teardown, a heartbeat later).
 //!
 //! Either way `close()` is called exactly once: at the end of the body, when the app fails, or when
 //! the server drops the stream early because the client went away.
@@ -176,6 +180,12 @@ impl Drop for InlineStream {
 /// taken them all (a chunk that is yielded always goes at once).
 const PUMP_BYTES: usize = 64 * 1024;
 
+/// A `next()` this long waited for something (a sleep, a queue, a database) rather than computed
+/// its chunk: the pump then parks until that chunk is written, so a write that fails stops the
+/// body before its next wait. A step of a body that computes its chunks takes microseconds, and
+/// such bodies keep being pumped ahead.
+const SLOW_STEP: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// What a pump job and its [`PoolStream`] share.
 #[derive(Default)]
 struct PumpState {
@@ -186,6 +196,10 @@ struct PumpState {
     parked: Option<(PyBody, Sender)>,
     /// The stream is gone (its client left): a pump job closes the body.
     gone: bool,
+    /// The body was parked after a [`SLOW_STEP`]: the stream starts the next pump job when it is
+    /// polled again with nothing ahead, i.e. once the writer has written the chunk, not when it
+    /// takes it.
+    after_write: bool,
 }
 
 type Sender = tokio::sync::mpsc::UnboundedSender<Next>;
@@ -201,6 +215,7 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, PumpState> {
 /// the thread or greenlet free to wait for that job).
 fn pump(py: Python<'_>, mut body: PyBody, tx: Sender, shared: Shared) {
     loop {
+        let started = std::time::Instant::now();
         let next = body.next(py);
         let len = match &next {
             Next::Chunk(c) => c.len(),
@@ -210,6 +225,23 @@ fn pump(py: Python<'_>, mut body: PyBody, tx: Sender, shared: Shared) {
                 return;
             }
         };
+        if started.elapsed() >= SLOW_STEP {
+            // Parked before the chunk is sent, so the writer cannot take it and poll again
+            // before there is a body to resume.
+            let mut s = lock(&shared);
+            if s.gone {
+                drop(s);
+                body.close(py);
+                return;
+            }
+            s.ahead += len;
+            s.after_write = true;
+            s.parked = Some((body, tx.clone()));
+            drop(s);
+            // Err: the stream is gone, and its drop closes the parked body.
+            let _ = tx.send(next);
+            return;
+        }
         // Counted before it is sent, so the writer never takes what is not counted yet.
         let gone = {
             let mut s = lock(&shared);
@@ -315,6 +347,23 @@ impl Stream for PoolStream {
             this.body = Some(body);
             return Poll::Ready(this.settle(next));
         }
+        let Some((_, shared)) = this.pumped.as_ref() else {
+            return Poll::Ready(None);
+        };
+        // Polled again after taking everything: what it took has been written.
+        let resume = {
+            let mut s = lock(shared);
+            if s.ahead == 0 && s.after_write {
+                s.after_write = false;
+                s.parked.take()
+            } else {
+                None
+            }
+        };
+        if let Some((body, tx)) = resume {
+            let shared = shared.clone();
+            this.start_pump(body, tx, shared);
+        }
         let Some((rx, shared)) = this.pumped.as_mut() else {
             return Poll::Ready(None);
         };
@@ -324,7 +373,7 @@ impl Stream for PoolStream {
                 let resume = {
                     let mut s = lock(shared);
                     s.ahead = s.ahead.saturating_sub(c.len());
-                    if s.ahead == 0 {
+                    if s.ahead == 0 && !s.after_write {
                         s.parked.take()
                     } else {
                         None
