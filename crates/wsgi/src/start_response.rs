@@ -35,14 +35,19 @@ pub(crate) struct Head {
     pub content_length: Option<u64>,
 }
 
-/// The response head, the app's header fields all kept: its `Content-Length` frames a stream,
-/// and for a complete body, which the encoder frames by its own length (dropping the app's
-/// field), it is still the app's field that the access log's `%({Content-Length}o)s` prints, as
-/// gunicorn's does.
+/// The response head, the app's header fields kept: its `Content-Length` frames a stream, and
+/// for a complete body, which the encoder frames by its own length (dropping the app's field),
+/// it is still the app's field that the access log's `%({Content-Length}o)s` prints, as
+/// gunicorn's does. But a 204 never has one (RFC 9110 §8.6): gunicorn drops the app's, so its
+/// log prints `-`, and so does ours (a 304's is kept, as gunicorn keeps it).
 pub(crate) fn head_response(head: Head) -> Response {
     let mut resp = Response::new(head.status);
     resp.reason = head.reason;
     resp.headers = head.headers;
+    if resp.status == 204 {
+        resp.headers
+            .retain(|(n, _)| !n.eq_ignore_ascii_case("content-length"));
+    }
     resp
 }
 
@@ -623,6 +628,24 @@ fn latin1_bytes(s: &Bound<'_, PyString>) -> PyResult<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_apps_content_length_is_kept_but_on_a_204() {
+        let head = |status| Head {
+            status,
+            headers: vec![
+                ("Content-Length".into(), Bytes::from_static(b"0")),
+                ("X-A".into(), Bytes::from_static(b"1")),
+            ],
+            content_length: Some(0),
+            ..Head::default()
+        };
+        for (status, kept) in [(200, true), (304, true), (404, true), (204, false)] {
+            let resp = head_response(head(status));
+            assert_eq!(resp.header("content-length").is_some(), kept, "{status}");
+            assert!(resp.header("x-a").is_some(), "{status}");
+        }
+    }
 
     #[test]
     fn status_lines() {
