@@ -477,11 +477,17 @@ impl BenchArgs {
         plan.variable_length = self.variable_length;
         plan.unix.clone_from(&self.unix);
         let mut ips = Vec::new();
-        if let Some(b) = &self.local_address {
-            ips.push(
-                b.parse::<IpAddr>()
-                    .map_err(|_| usage(format!("-B {b:?}: not an IP address")))?,
-            );
+        // An address is bound as given; a host name is resolved with the target (see
+        // `Plan::local_host`).
+        match self
+            .local_address
+            .as_deref()
+            .map(|b| (b, b.parse::<IpAddr>()))
+        {
+            Some((_, Ok(ip))) => ips.push(ip),
+            Some(("", Err(_))) => return Err(usage("-B: empty address")),
+            Some((b, Err(_))) => plan.local_host = Some(b.to_string()),
+            None => {}
         }
         if let Some(s) = &self.source_ips {
             ips.extend(parse_source_ips(s).ok_or_else(|| {

@@ -118,7 +118,7 @@ pub fn measure(plan: &Plan, opts: &Options) -> anyhow::Result<Outcome> {
             .map(|d| d.as_nanos().min(u64::MAX as u128) as u64),
         keep_going: plan.keep_going,
         variable_length: plan.variable_length,
-        source_ips: plan.source_ips.clone(),
+        source_ips: prepared.source_ips.clone(),
         window_size: plan.window_size,
         record_samples: plan.record_samples,
         verbosity: plan.verbosity,

@@ -81,6 +81,10 @@ pub struct Plan {
     /// the OS default.
     #[serde(default)]
     pub window_size: Option<usize>,
+    /// ab's `-B` given as a host name: resolved with the target, to its first address of the
+    /// target's IP family, and bound before [`Plan::source_ips`].
+    #[serde(default)]
+    pub local_host: Option<String>,
 }
 
 impl Plan {
@@ -115,6 +119,7 @@ impl Plan {
             start_at: None,
             save_bodies: None,
             window_size: None,
+            local_host: None,
         }
     }
 
@@ -263,6 +268,9 @@ pub struct Prepared {
     pub requests: Vec<Vec<u8>>,
     /// HEAD requests: responses carry no body whatever their headers say.
     pub head: bool,
+    /// The local addresses to bind, round robin over connections: [`Plan::local_host`]
+    /// resolved, then [`Plan::source_ips`].
+    pub source_ips: Vec<IpAddr>,
 }
 
 impl Prepared {
@@ -308,13 +316,14 @@ impl Prepared {
                 .ok_or_else(|| UsageError::new(format!("cannot resolve {host}")))?;
             Target::Tcp(addr)
         };
-        if !plan.source_ips.is_empty() {
+        let mut source_ips = Vec::with_capacity(plan.source_ips.len() + 1);
+        if let Some(host) = &plan.local_host {
+            source_ips.push(resolve_local(host, &target)?);
+        }
+        source_ips.extend_from_slice(&plan.source_ips);
+        if !source_ips.is_empty() {
             if let Target::Tcp(addr) = &target {
-                if plan
-                    .source_ips
-                    .iter()
-                    .any(|ip| ip.is_ipv4() != addr.is_ipv4())
-                {
+                if source_ips.iter().any(|ip| ip.is_ipv4() != addr.is_ipv4()) {
                     return Err(UsageError::new(
                         "-B/--source-ips: local addresses must be of the target's IP family",
                     ));
@@ -327,7 +336,34 @@ impl Prepared {
             url: first,
             requests,
             head: plan.head,
+            source_ips,
         })
+    }
+}
+
+/// `-B NAME`: the first address `NAME` resolves to of the target's IP family (ab binds the
+/// resolver's first address, whatever its family, and fails to connect when they differ:
+/// `-B localhost` gives `::1` before `127.0.0.1` on most systems).
+fn resolve_local(host: &str, target: &Target) -> Result<IpAddr, UsageError> {
+    let mut ips = (host, 0)
+        .to_socket_addrs()
+        .map_err(|e| UsageError::new(format!("-B {host}: cannot resolve: {e}")))?
+        .map(|a| a.ip())
+        .peekable();
+    let first = ips
+        .peek()
+        .copied()
+        .ok_or_else(|| UsageError::new(format!("-B {host}: cannot resolve")))?;
+    match target {
+        Target::Tcp(addr) => ips
+            .find(|ip| ip.is_ipv4() == addr.is_ipv4())
+            .ok_or_else(|| {
+                UsageError::new(format!(
+                    "-B {host}: no address of the target's IP family ({} only)",
+                    first
+                ))
+            }),
+        Target::Unix(_) => Ok(first),
     }
 }
 
@@ -424,6 +460,24 @@ pub fn parse_source_ips(s: &str) -> Option<Vec<std::net::IpAddr>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_local_host_name_resolves_to_the_targets_family() {
+        let v4 = Target::Tcp("127.0.0.1:80".parse().unwrap());
+        let v6 = Target::Tcp("[::1]:80".parse().unwrap());
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(resolve_local("127.0.0.2", &v4).unwrap(), ip("127.0.0.2"));
+        let err = resolve_local("127.0.0.2", &v6).unwrap_err().to_string();
+        assert!(
+            err.contains("-B 127.0.0.2") && err.contains("IP family"),
+            "{err}"
+        );
+        // `localhost` gives 127.0.0.1, often `::1` too, in either order: never the other family.
+        assert_eq!(resolve_local("localhost", &v4).unwrap(), ip("127.0.0.1"));
+        if let Ok(got) = resolve_local("localhost", &v6) {
+            assert_eq!(got, ip("::1"));
+        }
+    }
 
     #[test]
     fn parses_urls() {

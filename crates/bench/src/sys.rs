@@ -34,7 +34,10 @@ pub fn check_limits(plan: &Plan) -> Result<(), UsageError> {
             )));
         }
     }
-    if plan.unix.is_none() && plan.source_ips.len() <= 1 && plan.reuses_connections() {
+    if plan.unix.is_none()
+        && plan.source_ips.len() + usize::from(plan.local_host.is_some()) <= 1
+        && plan.reuses_connections()
+    {
         if let Some((lo, hi)) = port_range() {
             let ports = u64::from(hi.saturating_sub(lo) + 1);
             if plan.concurrency as u64 > ports {
