@@ -67,6 +67,23 @@ impl Nginx {
             eprintln!("nginx is not installed: skipping (apt-get install nginx-light)");
             return None;
         };
+        // The ports are free when picked, but another test's server may take one before nginx
+        // binds it: nginx then exits, and the port answers for that other server. Try anew.
+        for _ in 0..5 {
+            if let Some(n) = Nginx::try_start(&nginx, upstream_tcp, upstream_unix, location) {
+                return Some(n);
+            }
+        }
+        panic!("nginx did not start on free ports in 5 tries");
+    }
+
+    /// One start on two freshly picked ports; `None` when nginx exited (a port was taken).
+    fn try_start(
+        nginx: &Path,
+        upstream_tcp: SocketAddr,
+        upstream_unix: &Path,
+        location: &str,
+    ) -> Option<Nginx> {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display();
         std::fs::write(dir.path().join("uwsgi_params"), UWSGI_PARAMS).unwrap();
@@ -120,14 +137,23 @@ http {{
             .stderr(Stdio::null())
             .spawn()
             .expect("start nginx");
-        let n = Nginx {
+        let mut n = Nginx {
             child,
             tcp: SocketAddr::from(([127, 0, 0, 1], tcp)),
             unix: SocketAddr::from(([127, 0, 0, 1], unix)),
             dir,
         };
+        // nginx writes its pid file once it holds its ports; a port it could not bind makes it
+        // exit before.
+        let pid_file = n.dir.path().join("nginx.pid");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(n.tcp).is_err() || TcpStream::connect(n.unix).is_err() {
+        while !pid_file.exists()
+            || TcpStream::connect(n.tcp).is_err()
+            || TcpStream::connect(n.unix).is_err()
+        {
+            if n.child.try_wait().ok().flatten().is_some() {
+                return None;
+            }
             assert!(
                 Instant::now() < deadline,
                 "nginx did not start:\n{}",
