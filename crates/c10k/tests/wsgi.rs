@@ -130,6 +130,65 @@ fn access_log_environ_atoms_are_the_apps_environ() {
     }
 }
 
+/// Bytes outside ASCII in the access log are the bytes gunicorn 27 (sync, `--access-logfile
+/// FILE`, mounted at `/mnt` by `SCRIPT_NAME`) writes for the same requests to the probe, checked
+/// by hand: each byte of a header field, of the decoded `PATH_INFO` and of the app's own field is
+/// one character (latin-1, the environ's `str`), written as UTF-8; the `Basic` user is UTF-8 or
+/// `-`. Under every worker class (gevent with the venv). Before, header fields were read as
+/// UTF-8 with U+FFFD for the rest (`café \u{fffd}`, `ag\u{fffd}nt`, the app's `caf\u{fffd}`), `%(U)s`
+/// was the path as sent with its mount (`/mnt/caf%C3%A9%E9`), and the user printed `caf\u{fffd}`.
+#[test]
+fn access_log_prints_non_ascii_bytes_as_gunicorn_does() {
+    let format = "%(U)s|%({PATH_INFO}e)s|%(q)s|%(r)s|%({x-foo}i)s|%({HTTP_X_FOO}e)s|%(f)s|\
+                  %(a)s|%(u)s|%({x-echo}o)s";
+    let sent: [(&[u8], &str); 2] = [
+        (
+            // The user "caf\xe9" is no UTF-8.
+            b"GET /mnt/caf%C3%A9%E9?v=%E9 HTTP/1.1\r\nHost: h\r\nX-Foo: caf\xc3\xa9 \xe9\r\n\
+              Referer: http://x/caf\xc3\xa9\r\nUser-Agent: ag\xe9nt\r\n\
+              Authorization: Basic Y2Fm6Tpwdw==\r\nConnection: close\r\n\r\n",
+            "/caf\u{c3}\u{a9}\u{e9}|/caf\u{c3}\u{a9}\u{e9}|v=%E9|GET /mnt/caf%C3%A9%E9?v=%E9 HTTP/1.1|\
+             caf\u{c3}\u{a9} \u{e9}|caf\u{c3}\u{a9} \u{e9}|http://x/caf\u{c3}\u{a9}|ag\u{e9}nt|-|-\n",
+        ),
+        (
+            // The probe answers `X-Echo: café` (latin-1 on the wire); the user is "café".
+            b"GET /mnt/echo_header?v=caf%C3%A9 HTTP/1.1\r\nHost: h\r\n\
+              Authorization: Basic Y2Fmw6k6cHc=\r\nConnection: close\r\n\r\n",
+            "/echo_header|/echo_header|v=caf%C3%A9|GET /mnt/echo_header?v=caf%C3%A9 HTTP/1.1|\
+             -|-|-|-|caf\u{e9}|caf\u{e9}\n",
+        ),
+    ];
+    let venv = venv();
+    let mut classes = vec!["sync", "thread", "gthread", "async"];
+    if venv.is_some() {
+        classes.push("gevent");
+    }
+    for class in classes {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("access.log");
+        let mut extra = vec![
+            "--root-path",
+            "/mnt",
+            "--access-logfile",
+            log.to_str().unwrap(),
+            "--access-logformat",
+            format,
+        ];
+        if class == "gevent" {
+            extra.extend_from_slice(&["--venv", venv.as_deref().unwrap_or_default()]);
+        }
+        let s = probe(class, &extra);
+        for (raw, want) in sent {
+            let mut c = Reader::new(connect(s.addr));
+            c.send(raw).unwrap();
+            assert_ne!(c.response().unwrap().status, 400, "{class}");
+            let head = want.split('|').nth(3).unwrap();
+            let (line, _) = util::wait_for_line(&log, class, |l| l.contains(head));
+            assert_eq!(line, want, "{class}");
+        }
+    }
+}
+
 /// HUP reads the --config file again, as gunicorn's does: the new workers get the app's new
 /// environment (`env`) and number, with no failed request under light load. (Before, HUP
 /// replaced the workers with the configuration of the start: `/boot` still said `one`.)

@@ -14,8 +14,11 @@
 //! request without a query), one it has not prints `-`. Keys the application or a middleware adds
 //! to its environ, and the environ's Python objects (`wsgi.input`, `wsgi.errors`, ...), live in
 //! Python, out of the log's sight: `-`. As in gunicorn, other atoms c10k cannot fill (unknown
-//! names) print `-`. Strings from the client and the application are escaped as in the combined
-//! format, so no client can forge a log line; query strings are masked as in `%(q)s`.
+//! names) print `-`. As in gunicorn, `%(U)s` is `PATH_INFO` and `%(f)s`/`%(a)s` are header atoms,
+//! and every header field, the app's or the client's, is latin-1 text like the environ's (each
+//! byte one character), so bytes outside ASCII print as gunicorn writes them. Strings from the
+//! client and the application are escaped as in the combined format, so no client can forge a
+//! log line; query strings are masked as in `%(q)s`.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -70,7 +73,8 @@ pub(crate) struct Line<'a> {
     pub mask_query: bool,
 }
 
-const ATOMS: &str = "hlutrmUqHsBbfaTMDLp";
+/// The one-letter atoms read here; `U`, `f` and `a` are environ and header atoms (see [`atom`]).
+const ATOMS: &str = "hlutrmqHsBbTMDLp";
 
 impl AccessFormat {
     pub fn parse(format: &str) -> AccessFormat {
@@ -172,7 +176,7 @@ impl AccessFormat {
     }
 
     /// The values of the response headers the format prints, from the application's header
-    /// fields (several fields of a name joined with `,`).
+    /// fields (several fields of a name joined with `,`), latin-1 text as the app's `str`s were.
     pub fn response_header_values(&self, resp: &Response) -> Vec<Option<String>> {
         self.resp_headers
             .iter()
@@ -181,23 +185,22 @@ impl AccessFormat {
                     .headers
                     .iter()
                     .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                    .map(|(_, v)| cgi::latin1(v).into_owned())
                     .collect();
                 (!joined.is_empty()).then(|| joined.join(","))
             })
             .collect()
     }
 
-    /// The values of the headers the format prints (several fields of a name joined with `,`).
+    /// The values of the headers the format prints (several fields of a name joined with `,`),
+    /// latin-1 text as gunicorn's header `str`s are.
     pub fn header_values(&self, req: &Request) -> Vec<Option<String>> {
         self.headers
             .iter()
             .map(|name| {
                 let mut values = req.headers.get_all(name).peekable();
                 values.peek()?;
-                let joined: Vec<String> = values
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-                    .collect();
+                let joined: Vec<String> = values.map(|v| cgi::latin1(v).into_owned()).collect();
                 Some(joined.join(","))
             })
             .collect()
@@ -213,13 +216,10 @@ impl AccessFormat {
                 f.target.clone()
             }
         });
-        let (path, query) = match target.as_deref() {
-            Some(t) => match t.split_once('?') {
-                Some((p, q)) => (Some(p), Some(q)),
-                None => (Some(t), None),
-            },
-            None => (None, None),
-        };
+        let query = target
+            .as_deref()
+            .and_then(|t| t.split_once('?'))
+            .map(|(_, q)| q);
         let or_dash = |out: &mut String, v: Option<&str>| match v {
             Some(v) if !v.is_empty() => crate::log_text::escape_into(out, v),
             _ => out.push('-'),
@@ -274,7 +274,6 @@ impl AccessFormat {
                         let _ = write!(out, " HTTP/1.{}", l.meta.minor_version);
                     }
                     'm' => or_dash(&mut out, log.map(|f| f.method.as_str())),
-                    'U' => or_dash(&mut out, path),
                     'q' => {
                         if let Some(q) = query {
                             crate::log_text::escape_into(&mut out, q);
@@ -295,8 +294,6 @@ impl AccessFormat {
                             let _ = write!(out, "{n}");
                         }
                     },
-                    'f' => or_dash(&mut out, log.and_then(|f| f.referer.as_deref())),
-                    'a' => or_dash(&mut out, log.and_then(|f| f.user_agent.as_deref())),
                     'T' => {
                         let _ = write!(out, "{}", l.micros / 1_000_000);
                     }
@@ -321,7 +318,8 @@ impl AccessFormat {
     }
 }
 
-/// The user name of a `Basic` `Authorization` value (gunicorn's `%(u)s`); never the password.
+/// The user name of a `Basic` `Authorization` value (gunicorn's `%(u)s`); never the password,
+/// and none if it is not UTF-8, as in gunicorn.
 fn basic_user(value: &str) -> Option<String> {
     let (scheme, b64) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -348,9 +346,9 @@ fn basic_user(value: &str) -> Option<String> {
             bits &= (1 << n) - 1;
         }
     }
-    let text = String::from_utf8_lossy(&out);
-    let user = text.split_once(':').map_or(&*text, |(u, _)| u);
-    Some(user.to_owned())
+    // Split before decoding, and UTF-8 or nothing: gunicorn's `-` for a user that is not.
+    let user = out.split(|&b| b == b':').next().unwrap_or_default();
+    String::from_utf8(user.to_vec()).ok()
 }
 
 fn atom(
@@ -389,6 +387,14 @@ fn atom(
             _ => Piece::Dash,
         };
     }
+    // As gunicorn's: `U` is `PATH_INFO`, `f` and `a` the request's header fields (its
+    // `HTTP_REFERER` and `HTTP_USER_AGENT`), text as the environ's `str`s are.
+    match name {
+        "U" => return atom("{path_info}e", headers, resp_headers, environ),
+        "f" => return atom("{referer}i", headers, resp_headers, environ),
+        "a" => return atom("{user-agent}i", headers, resp_headers, environ),
+        _ => {}
+    }
     let mut chars = name.chars();
     match (chars.next(), chars.next()) {
         (Some(c), None) if ATOMS.contains(c) => Piece::Atom(c),
@@ -422,6 +428,7 @@ mod tests {
         assert!(f.wants_headers() && f.wants_response_headers());
         let headers = f.header_values(&inc.request);
         let resp_headers = f.response_header_values(&Response::text(200, "x"));
+        let environ = f.environ_values(&inc.request, "", true);
         let line = f.render(&Line {
             peer: "192.0.2.7:5555".parse().ok(),
             meta: &inc.meta,
@@ -431,7 +438,7 @@ mod tests {
             micros: 2_345_678,
             headers: &headers,
             resp_headers: &resp_headers,
-            environ: &[],
+            environ: &environ,
             mask_query: true,
         });
         assert_eq!(
@@ -533,6 +540,70 @@ mod tests {
         assert_eq!(line, "[][][][-][h:80][-]\n");
     }
 
+    /// Bytes outside ASCII print as gunicorn 27 prints them to an access log file: each byte of
+    /// a header field, of a percent-decoded `PATH_INFO` and of the app's own header field one
+    /// character (latin-1, as the environ's `str`s), written as UTF-8 (`%C3%A9` is `Ã©`, `%E9`
+    /// is `é`); the `Basic` user is UTF-8 or `-`. Control characters stay escaped (gunicorn
+    /// writes them raw). Before, header fields were decoded as UTF-8 with U+FFFD for the rest
+    /// (`café \u{fffd}` for `caf\xc3\xa9 \xe9`), `%(U)s` was the raw target path with its
+    /// mount (`/mnt/caf%C3%A9%E9`) and a user that is no UTF-8 printed with U+FFFD.
+    #[test]
+    fn non_ascii_bytes_print_as_gunicorns_latin1_text() {
+        // "caf\xe9:pw" and "café:pw"
+        let inc = decoded(
+            b"GET /mnt/caf%C3%A9%E9%C2%85?v=%C3%A9 HTTP/1.1\r\nHost: h\r\n\
+              X-Foo: caf\xc3\xa9 \xe9\r\nX-Foo: \x85\"\r\nReferer: http://x/caf\xc3\xa9\r\n\
+              User-Agent: ag\xe9nt\r\nAuthorization: Basic Y2Fm6Tpwdw==\r\n\r\n",
+        );
+        let f = AccessFormat::parse(
+            "%(U)s|%({PATH_INFO}e)s|%({x-foo}i)s|%({HTTP_X_FOO}e)s|%(f)s|%(a)s|%(u)s|\
+             %({x-out}o)s|%(q)s|%(r)s",
+        );
+        let headers = f.header_values(&inc.request);
+        let resp = Response::new(200).with_header("X-Out", b"caf\xe9 \xc3\xa9".to_vec());
+        let resp_headers = f.response_header_values(&resp);
+        let environ = f.environ_values(&inc.request, "/mnt", true);
+        let line = |headers: &[Option<String>]| {
+            f.render(&Line {
+                peer: None,
+                meta: &inc.meta,
+                status: 200,
+                body_len: 0,
+                now_us: 0,
+                micros: 0,
+                headers,
+                resp_headers: &resp_headers,
+                environ: &environ,
+                mask_query: true,
+            })
+        };
+        assert_eq!(
+            line(&headers),
+            "/caf\u{c3}\u{a9}\u{e9}\u{c2}\\x85|/caf\u{c3}\u{a9}\u{e9}\u{c2}\\x85|\
+             caf\u{c3}\u{a9} \u{e9},\\x85\\\"|caf\u{c3}\u{a9} \u{e9}, \\x85\\\"|\
+             http://x/caf\u{c3}\u{a9}|ag\u{e9}nt|-|caf\u{e9} \u{c3}\u{a9}|v=%C3%A9|\
+             GET /mnt/caf%C3%A9%E9%C2%85?v=%C3%A9 HTTP/1.1\n"
+        );
+        let user = |b64: &str| {
+            let auth = [Some(format!("Basic {b64}"))];
+            let f = AccessFormat::parse("%(u)s");
+            f.render(&Line {
+                peer: None,
+                meta: &inc.meta,
+                status: 200,
+                body_len: 0,
+                now_us: 0,
+                micros: 0,
+                headers: &auth,
+                resp_headers: &[],
+                environ: &[],
+                mask_query: true,
+            })
+        };
+        assert_eq!(user("Y2Fmw6k6cHc="), "caf\u{e9}\n");
+        assert_eq!(user("Y2Fm6Tpwdw=="), "-\n");
+    }
+
     #[test]
     fn basic_auth_user_without_its_password() {
         // "aladdin:opensesame"
@@ -579,6 +650,10 @@ mod tests {
             environ: &[],
             mask_query: false,
         });
-        assert_eq!(line, format!("a\\\"b\\x85c <{}>\n", std::process::id()));
+        // Latin-1 text, as gunicorn's: U+0085 (NEL, a line break to some readers) is the 0x85.
+        assert_eq!(
+            line,
+            format!("a\\\"b\u{c2}\\x85c <{}>\n", std::process::id())
+        );
     }
 }
