@@ -815,75 +815,105 @@ mod tests {
         packet
     }
 
-    /// The life and connection settings of worker 0 of 1, on a fresh scoreboard.
-    fn one_worker(config: &ServeConfig) -> (Life, Arc<ConnSettings>) {
-        let sb = Arc::new(Scoreboard::create().unwrap());
-        sb.reset(0, 1);
-        let tracker = Tracker::new(sb.clone(), 0, config).unwrap();
-        let life = Life::new(Shutdown::new(), sb, 0, 0, tracker);
-        (life, Arc::new(ConnSettings::from_config(config)))
+    /// What a reactor test plays against: worker 0 of 1 (default settings, a fresh scoreboard)
+    /// with its poller, counters and work queue, and a unix-socket listener in a temporary dir
+    /// for the test's clients.
+    struct Rig {
+        path: std::path::PathBuf,
+        /// Bound at once, so clients can connect; handed to the reactor or door a test builds.
+        listener: std::cell::Cell<Option<Listener>>,
+        poller: Poller,
+        life: Life,
+        settings: Arc<ConnSettings>,
+        open: Gauge,
+        seats: Seats,
+        work: WorkQueue<Work>,
+        /// Last: removed after the listener is closed.
+        _dir: tempfile::TempDir,
     }
 
-    /// A reactor for a worker of 4 threads on listener `l`, made of `parts`.
-    fn reactor<'a>(
-        l: Listener,
-        protocol: Protocol,
-        parts: (
-            &'a Poller,
-            &'a Arc<ConnSettings>,
-            &'a Life,
-            &'a Gauge,
-            &'a Seats,
-        ),
-    ) -> Reactor<'a> {
-        let (poller, settings, life, open, seats) = parts;
-        Reactor {
-            poller,
-            listeners: vec![l],
-            protocols: vec![protocol],
-            locals: vec![None],
-            listening: false,
-            parked: HashMap::new(),
-            next_key: 0,
-            settings,
-            life,
-            open,
-            max_conns: 10,
-            threads: 4,
-            seats,
-            fresh: 0,
-            fresh_queue: std::collections::VecDeque::new(),
+    impl Rig {
+        fn new() -> Rig {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("s.sock");
+            let l = Listener::bind(&BindAddr::Unix(path.clone()), 8, false).unwrap();
+            l.set_nonblocking(true).unwrap();
+            let config = ServeConfig::default();
+            let sb = Arc::new(Scoreboard::create().unwrap());
+            sb.reset(0, 1);
+            let tracker = Tracker::new(sb.clone(), 0, &config).unwrap();
+            Rig {
+                path,
+                listener: std::cell::Cell::new(Some(l)),
+                poller: Poller::new().unwrap(),
+                life: Life::new(Shutdown::new(), sb, 0, 0, tracker),
+                settings: Arc::new(ConnSettings::from_config(&config)),
+                open: Gauge::default(),
+                seats: Seats::default(),
+                work: WorkQueue::default(),
+                _dir: dir,
+            }
+        }
+
+        /// A new client of the listener.
+        fn connect(&self) -> UnixStream {
+            UnixStream::connect(&self.path).unwrap()
+        }
+
+        fn take_listener(&self) -> Listener {
+            self.listener
+                .take()
+                .expect("one reactor or door per rig takes the listener")
+        }
+
+        /// A reactor for a worker of 4 threads on the listener, speaking `protocol`.
+        fn reactor(&self, protocol: Protocol) -> Reactor<'_> {
+            Reactor {
+                poller: &self.poller,
+                listeners: vec![self.take_listener()],
+                protocols: vec![protocol],
+                locals: vec![None],
+                listening: false,
+                parked: HashMap::new(),
+                next_key: 0,
+                settings: &self.settings,
+                life: &self.life,
+                open: &self.open,
+                max_conns: 10,
+                threads: 4,
+                seats: &self.seats,
+                fresh: 0,
+                fresh_queue: std::collections::VecDeque::new(),
+            }
+        }
+
+        /// The listener as the one door of a worker, speaking HTTP.
+        fn door(&self) -> Door {
+            Door {
+                listener: self.take_listener(),
+                protocol: Protocol::Http,
+                local: None,
+            }
         }
     }
 
     #[test]
     fn a_connection_with_its_request_there_goes_to_the_pool_unwatched() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.sock");
-        let l = Listener::bind(&BindAddr::Unix(path.clone()), 8, false).unwrap();
-        l.set_nonblocking(true).unwrap();
-        let config = ServeConfig::default();
-        let (life, settings) = one_worker(&config);
-        let poller = Poller::new().unwrap();
-        let (open, seats) = (Gauge::default(), Seats::default());
-        let parts = (&poller, &settings, &life, &open, &seats);
-        let mut reactor = reactor(l, Protocol::Uwsgi, parts);
-        let work = WorkQueue::default();
+        let rig = Rig::new();
+        let mut reactor = rig.reactor(Protocol::Uwsgi);
+        let work = &rig.work;
         // nginx's way: the whole packet is written before the connection is accepted.
-        let mut ready = UnixStream::connect(&path).unwrap();
+        let mut ready = rig.connect();
         ready.write_all(&uwsgi_get()).unwrap();
-        let _silent = UnixStream::connect(&path).unwrap();
-        assert!(
-            reactor.accept_from(0, &work, false),
-            "the queue was emptied"
-        );
+        let _silent = rig.connect();
+        assert!(reactor.accept_from(0, work, false), "the queue was emptied");
         let got = work
             .try_pop()
             .expect("the connection with its request went to the pool");
         assert_eq!(got.first.as_ref().map(|r| r.path.as_str()), Some("/"));
         assert!(work.try_pop().is_none(), "the silent one did not");
         assert_eq!(reactor.parked.len(), 1, "only the silent one is watched");
-        assert_eq!(seats.taken(), 1);
+        assert_eq!(rig.seats.taken(), 1);
         reactor.close_parked();
     }
 
@@ -926,33 +956,24 @@ mod tests {
     /// staged on a pool thread, as under the other classes: the answer, then the end.
     #[test]
     fn a_stop_closes_an_idle_connection_with_a_request_unread_in_stages() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.sock");
-        let l = Listener::bind(&BindAddr::Unix(path.clone()), 8, false).unwrap();
-        l.set_nonblocking(true).unwrap();
-        let config = ServeConfig::default();
-        let (life, settings) = one_worker(&config);
-        let poller = Poller::new().unwrap();
-        let (open, seats) = (Gauge::default(), Seats::default());
-        let parts = (&poller, &settings, &life, &open, &seats);
-        let mut reactor = reactor(l, Protocol::Http, parts);
-        let work = WorkQueue::default();
+        let rig = Rig::new();
+        let mut reactor = rig.reactor(Protocol::Http);
+        let (work, life) = (&rig.work, &rig.life);
         let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-        let mut client = UnixStream::connect(&path).unwrap();
+        let mut client = rig.connect();
         client
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         client.write_all(request).unwrap();
-        reactor.accept_from(0, &work, false);
+        reactor.accept_from(0, work, false);
         let job = work.try_pop().expect("the request went to the pool");
-        let idle = pool_turn(job, &life).expect("answered and handed back idle");
+        let idle = pool_turn(job, life).expect("answered and handed back idle");
         client.write_all(request).unwrap();
-        reactor.settle(idle, &work).unwrap();
+        reactor.settle(idle, work).unwrap();
         std::thread::scope(|s| {
             // The pool's turn, if the stop gave it one; meanwhile the client reads to the end
             // and closes, which ends a staged close's wait.
             if let Some(job) = work.try_pop() {
-                let life = &life;
                 s.spawn(move || assert!(pool_turn(job, life).is_none(), "closed"));
             }
             let mut got = Vec::new();
@@ -967,39 +988,30 @@ mod tests {
 
     #[test]
     fn a_free_pool_thread_takes_a_queued_connection_itself() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.sock");
-        let l = Listener::bind(&BindAddr::Unix(path.clone()), 8, false).unwrap();
-        l.set_nonblocking(true).unwrap();
-        let doors = [Door {
-            listener: l,
-            protocol: Protocol::Http,
-            local: None,
-        }];
-        let config = ServeConfig::default();
-        let (life, settings) = one_worker(&config);
-        let open = Gauge::default();
+        let rig = Rig::new();
+        let doors = [rig.door()];
+        let (life, settings, open) = (&rig.life, &rig.settings, &rig.open);
         assert!(
-            hot_accept(&doors, &life, &settings, &open).is_none(),
+            hot_accept(&doors, life, settings, open).is_none(),
             "nothing queued: no wait"
         );
         // A client whose request is there: the thread gets it to run.
-        let mut ready = UnixStream::connect(&path).unwrap();
+        let mut ready = rig.connect();
         ready
             .write_all(b"GET /hot HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
-        let Some(Ok(Ok((_conn, Some(first))))) = hot_accept(&doors, &life, &settings, &open) else {
+        let Some(Ok(Ok((_conn, Some(first))))) = hot_accept(&doors, life, settings, open) else {
             panic!("the queued connection with its request")
         };
         assert_eq!(first.path, "/hot");
         assert_eq!(open.get(), 1, "counted as open");
         // A client that has sent nothing yet goes to the reactor, with its deadline.
-        let _silent = UnixStream::connect(&path).unwrap();
-        let Some(Ok(Err((_conn, deadline)))) = hot_accept(&doors, &life, &settings, &open) else {
+        let _silent = rig.connect();
+        let Some(Ok(Err((_conn, deadline)))) = hot_accept(&doors, life, settings, open) else {
             panic!("the silent connection, to be watched")
         };
         assert!(deadline > Instant::now());
         assert_eq!(open.get(), 2);
-        assert!(hot_accept(&doors, &life, &settings, &open).is_none());
+        assert!(hot_accept(&doors, life, settings, open).is_none());
     }
 }
