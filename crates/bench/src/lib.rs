@@ -40,31 +40,18 @@ pub mod sys;
 mod procs;
 mod progress;
 mod timer;
+mod usage;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-#[cfg(feature = "cli")]
-pub use cli::{BenchArgs, MergeArgs};
 pub use engine::Sample;
 pub use plan::Plan;
 pub use progress::Progress;
 pub use report::Report;
 pub use stats::Measurement;
-
-/// A refused plan or command line; the binary exits 2 with this message. The one usage error of
-/// every `c10k` command: `c10k lab` and `c10k serve` raise it too (this is the lowest crate
-/// that all of them depend on).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(String);
-
-impl UsageError {
-    pub fn new(msg: impl Into<String>) -> UsageError {
-        UsageError(msg.into())
-    }
-}
+pub use usage::UsageError;
 
 /// Sleeps until `start_at` (`--start-at`), waking every 100 ms to see Ctrl-C.
 fn wait_until_start(start_at: Option<SystemTime>, interrupt: &AtomicBool) {

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::UsageError;
+use crate::usage::UsageError;
 
 /// One load-generation run. Build it with [`Plan::new`] and set the public fields.
 #[derive(Debug, Clone, Serialize, Deserialize)]

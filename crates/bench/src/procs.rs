@@ -9,7 +9,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::Context;
 
-use crate::{Measurement, Plan};
+use crate::plan::Plan;
+use crate::stats::Measurement;
 
 /// Splits `total` into `n` near-equal shares.
 pub fn split(total: u64, n: u64) -> Vec<u64> {

@@ -2,7 +2,8 @@
 //! limit (raised to the hard limit at start) and the ephemeral port range. When a run asks for
 //! more than they allow, the error names the limit that binds and what to do about it.
 
-use crate::{Plan, UsageError};
+use crate::plan::Plan;
+use crate::usage::UsageError;
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit. Returns (soft, hard) after the change.
 pub fn raise_nofile_limit() -> std::io::Result<(u64, u64)> {

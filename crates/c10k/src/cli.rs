@@ -39,7 +39,7 @@ enum Command {
     #[command(after_long_help = SERVE_AFTER_HELP, args_override_self = true)]
     Serve(Box<ServeArgs>),
     /// Load-test an HTTP server: ApacheBench's flags and report, as fast as wrk.
-    Bench(Box<c10k_bench::BenchArgs>),
+    Bench(Box<c10k_bench::cli::BenchArgs>),
     /// Reproduce the seed's results table on this machine: every worker class × workload ×
     /// concurrency, direct and behind nginx, with plots.
     Lab(c10k_lab::LabArgs),
