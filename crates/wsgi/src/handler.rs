@@ -11,7 +11,9 @@ use pyo3::prelude::*;
 
 use crate::answers::{Answers, Busy};
 use crate::body::{into_response, Called, PyBody};
+use crate::boot_error::BootError;
 use crate::call::{self, Outcome};
+use crate::config::WsgiConfig;
 use crate::environ::{MountFault, Template};
 use crate::hub_handle::{Call, Hub, Slot};
 use crate::loader::AppState;
@@ -19,7 +21,7 @@ use crate::pool::Pool;
 use crate::stream::{InlineStream, PoolStream, Steps};
 use crate::traceback::format_exception;
 use crate::write::{Reply, Tail};
-use crate::{interp, loader, BootError, WsgiConfig};
+use crate::{interp, loader};
 
 /// A hosted WSGI application; one per worker process.
 #[derive(Clone)]

@@ -27,7 +27,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-use crate::BootError;
+use crate::boot_error::BootError;
 
 /// Where the interpreter was started from, for the boot log.
 #[derive(Clone, Debug)]
@@ -41,7 +41,7 @@ pub struct Started {
 static STARTED: Mutex<Option<Started>> = Mutex::new(None);
 
 /// Starts the interpreter if this process has not yet (later calls return the first result).
-/// `venv`: see [`crate::WsgiConfig::venv`].
+/// `venv`: see [`crate::config::WsgiConfig::venv`].
 pub fn start(venv: Option<&Path>) -> Result<Started, BootError> {
     let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(s) = started.as_ref() {

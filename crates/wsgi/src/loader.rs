@@ -9,9 +9,9 @@ use pyo3::exceptions::{PyModuleNotFoundError, PySyntaxError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
+use crate::boot_error::BootError;
 use crate::environ::Template;
 use crate::traceback::format_exception;
-use crate::BootError;
 
 /// The loaded app and what every environ of this worker shares.
 pub(crate) struct AppState {

@@ -47,6 +47,7 @@ use crossbeam_channel as chan;
 use pyo3::prelude::*;
 
 use crate::body::into_response;
+use crate::boot_error::BootError;
 use crate::call::{self, Outcome, Started};
 use crate::hub_handle::{lock, Call, Hub, Owner, Shared, Slot, Task};
 use crate::pool::Job;
@@ -54,7 +55,6 @@ use crate::start_response::StartResponse;
 use crate::stream::{PoolStream, Runner};
 use crate::traceback::format_exception;
 use crate::write::Reply;
-use crate::BootError;
 
 const HUB_PY: &str = include_str!("hub.py");
 
