@@ -304,6 +304,29 @@ impl PoolStream {
         self.pool
             .submit(Box::new(move |py| pump(py, body, tx, shared)));
     }
+
+    /// Starts the next pump job with the parked body once the writer has caught up. `took`
+    /// bytes, just taken, are counted off; a body parked at [`PUMP_BYTES`] resumes when nothing
+    /// is ahead any more, one parked after a [`SLOW_STEP`] only when the stream is polled again
+    /// after that (`written`: what it took has been written).
+    fn resume(&self, took: usize, written: bool) {
+        let Some((_, shared)) = &self.pumped else {
+            return;
+        };
+        let parked = {
+            let mut s = lock(shared);
+            s.ahead = s.ahead.saturating_sub(took);
+            if s.ahead == 0 && s.after_write == written {
+                s.after_write = false;
+                s.parked.take()
+            } else {
+                None
+            }
+        };
+        if let Some((body, tx)) = parked {
+            self.start_pump(body, tx, shared.clone());
+        }
+    }
 }
 
 impl Stream for PoolStream {
@@ -347,42 +370,16 @@ impl Stream for PoolStream {
             this.body = Some(body);
             return Poll::Ready(this.settle(next));
         }
-        let Some((_, shared)) = this.pumped.as_ref() else {
-            return Poll::Ready(None);
-        };
         // Polled again after taking everything: what it took has been written.
-        let resume = {
-            let mut s = lock(shared);
-            if s.ahead == 0 && s.after_write {
-                s.after_write = false;
-                s.parked.take()
-            } else {
-                None
-            }
-        };
-        if let Some((body, tx)) = resume {
-            let shared = shared.clone();
-            this.start_pump(body, tx, shared);
-        }
-        let Some((rx, shared)) = this.pumped.as_mut() else {
+        this.resume(0, true);
+        let Some((rx, _)) = this.pumped.as_mut() else {
             return Poll::Ready(None);
         };
         match rx.poll_recv(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Next::Chunk(c))) => {
-                let resume = {
-                    let mut s = lock(shared);
-                    s.ahead = s.ahead.saturating_sub(c.len());
-                    if s.ahead == 0 && !s.after_write {
-                        s.parked.take()
-                    } else {
-                        None
-                    }
-                };
-                if let Some((body, tx)) = resume {
-                    let shared = shared.clone();
-                    this.start_pump(body, tx, shared);
-                }
+                // Taken, not yet written: resumes a body parked at PUMP_BYTES only.
+                this.resume(c.len(), false);
                 Poll::Ready(Some(Ok(c)))
             }
             // The pump has closed the body.
