@@ -392,7 +392,9 @@ impl Store {
         let (db2, h2, space) = (db.clone(), holder.clone(), config.lease_ids);
         let got = run_blocking(handle, async move {
             // Workers start together: on SQLite their first schema writes can meet a lock the
-            // busy timeout does not cover (WAL set-up). Retry those briefly.
+            // busy timeout does not cover (WAL set-up), and a connection whose pragmas wait out
+            // a lock (another process's transaction, siblings creating the file on a slow
+            // disk) can take longer than the pool's acquire timeout. Retry those briefly.
             let mut backoff = Duration::from_millis(50);
             loop {
                 let attempt = async {
@@ -410,7 +412,10 @@ impl Store {
                         .map(|(id, last)| (id, last, false)))
                 };
                 match attempt.await {
-                    Err(e) if is_busy(&e) && backoff < Duration::from_secs(5) => {
+                    Err(e)
+                        if (is_busy(&e) || sqlite_timed_out(&db2, &e))
+                            && backoff < Duration::from_secs(5) =>
+                    {
                         tracing::debug!(error = %e, "database busy at start; retrying");
                         tokio::time::sleep(backoff).await;
                         backoff *= 2;
@@ -904,6 +909,13 @@ async fn renew_lease(db: Db, lease: Arc<Lease>, ids: Arc<IdGenerator>) {
 }
 
 /// SQLite's "database is busy/locked" (result codes 5 and 6, any extended form): transient.
+/// A pool time-out on SQLite: the file is local, so the connection's pragmas were waiting out a
+/// lock. (On a server database it means the server is down or unreachable: no retry, so a wrong
+/// `--database` stops the start at once.)
+fn sqlite_timed_out(db: &Db, e: &sqlx::Error) -> bool {
+    db.dialect() == Dialect::Sqlite && matches!(e, sqlx::Error::PoolTimedOut)
+}
+
 fn is_busy(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(d) => d

@@ -764,3 +764,51 @@ fn simultaneous_first_boots_create_the_schema_once() {
         assert!(errors.is_empty(), "round {round}: {errors:?}");
     }
 }
+
+/// A worker that finds its SQLite database locked at start for longer than
+/// `--db-acquire-timeout` (another process's write transaction, a backup, or sibling workers
+/// creating the file on a slow disk) waits for it and boots. The pool's connect runs SQLite's
+/// pragmas, which wait out the lock (busy timeout) past the acquire timeout; the start-up retry
+/// covered only a busy error, not the pool's time-out, so the worker failed to boot ("pool
+/// timed out while waiting for an open connection"), and two such boots in a row stop the
+/// server. Seen under a loaded test run with two workers opening a new database.
+#[test]
+fn a_sqlite_database_locked_at_start_is_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("locked.db");
+    // python3's sqlite3 holds an exclusive lock on a new rollback-journal database (the store
+    // switches it to WAL, which needs that lock) for 2.5 s, then releases it.
+    let mut holder = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('CREATE TABLE t (x)')\n\
+             c.execute('BEGIN EXCLUSIVE')\n\
+             print('locked', flush=True)\n\
+             time.sleep(2.5)\n\
+             c.execute('COMMIT')\n",
+        )
+        .arg(&db_path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let mut c = c10k_store::StoreConfig::in_dir(dir.path().join("journal"));
+    c.database = Some(format!("sqlite://{}", db_path.display()));
+    c.db_acquire_timeout = 0.5;
+    let started = Instant::now();
+    let opened = Store::open(&c, 0);
+    let took = started.elapsed();
+    assert!(holder.wait().unwrap().success());
+    let store = opened.unwrap_or_else(|e| panic!("open after {took:?}: {e}"));
+    assert!(
+        took >= Duration::from_secs(1),
+        "the lock was not waited for: {took:?}"
+    );
+    drop(store);
+}
