@@ -1833,6 +1833,51 @@ fn async_worker_leaves_connections_beyond_its_free_threads_to_a_sibling() {
     }
 }
 
+/// `-k async -w 2 --threads 2`, right after fast requests (so connections still opening do not
+/// count, see `DEFER_WHEN_BUSY`): four connections whose requests are all waiting in the listen
+/// queue when the workers wake are split between them. The workers are stopped (SIGSTOP) while
+/// the four connect and send, so the queue holds the whole burst at once, as after a client's
+/// burst with deferred accepts. (Before, the worker that ran first accepted all four without
+/// letting any of their requests reach its threads, so its threads looked free, and two of the
+/// four then waited for a thread: twice the view's time.)
+#[test]
+fn async_worker_takes_a_queued_burst_only_up_to_its_free_threads() {
+    let s = two_async_workers(2);
+    let workers = s.worker_pids();
+    assert_eq!(workers.len(), 2, "{}", s.log());
+    for round in 0..4 {
+        // Fast requests: the app's recent requests held their thread briefly.
+        for _ in 0..20 {
+            assert_eq!(get(s.addr, "/").expect("get").status, 200);
+        }
+        for &w in &workers {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(w as i32, libc::SIGSTOP) };
+        }
+        let mut conns: Vec<Reader> = (0..4).map(|_| Reader::new(connect(s.addr))).collect();
+        for c in &mut conns {
+            c.send(b"GET /slow?s=0.6 HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let started = Instant::now();
+        for &w in &workers {
+            // SAFETY: as above.
+            unsafe { libc::kill(w as i32, libc::SIGCONT) };
+        }
+        for (i, c) in conns.iter_mut().enumerate() {
+            let r = c.response().expect("the slow answer");
+            assert_eq!(r.text(), "slept", "round {round}, connection {i}");
+        }
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(1000),
+            "round {round}: four 0.6 s views on two workers of two threads took {took:?}: \
+             one worker took more connections than it had threads"
+        );
+    }
+}
+
 /// `-k async -w 2 --threads 1`: a worker whose only thread streams a body (its steps run on the
 /// thread that ran the view) counts that thread busy, so new connections go to its sibling
 /// instead of waiting behind the whole body. (Before, the answered request no longer counted:

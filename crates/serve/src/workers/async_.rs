@@ -230,6 +230,14 @@ async fn accept_loop<H: Handler>(
             Ok(accepted) => serve(accepted, permit),
             Err(e) => accept_error(&e).await,
         }
+        // With siblings, let the connection just taken read its request (already there with
+        // deferred accepts) and take its thread before accepting again, so `defer_if_busy`
+        // sees it: without this yield, a worker took a whole burst of ready connections
+        // before any of them counted, more than its threads when the app's recent requests
+        // were fast (see `DEFER_WHEN_BUSY`).
+        if opening.is_some() {
+            tokio::task::yield_now().await;
+        }
     }
     // A graceful stop: the connections already queued (beyond `--worker-connections`) are
     // served as slots free up, until the queue is empty or the deadline passes (see
