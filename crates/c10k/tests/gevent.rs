@@ -67,7 +67,7 @@ fn a_stopping_worker_answers_a_new_connections_first_request() {
         &venv,
         "gevent",
         "1",
-        &["--keepalive", "30"],
+        &["--keepalive", "30", "--no-defer-accept"],
         "flask_app:app",
     );
     util::stop_lets_a_new_connection_send_its_first_request(&s, true);

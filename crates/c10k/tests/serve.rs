@@ -599,7 +599,16 @@ fn graceful_stop_closes_idle_keepalive_at_once() {
 per_class!(
     stopping_worker_answers_a_new_connections_first_request,
     |class| {
-        let s = start_class(class, &["--keepalive", "30", "--graceful-timeout", "10"]);
+        let s = start_class(
+            class,
+            &[
+                "--keepalive",
+                "30",
+                "--graceful-timeout",
+                "10",
+                "--no-defer-accept",
+            ],
+        );
         // sync answers one request per connection: it has no kept-alive connection to close.
         util::stop_lets_a_new_connection_send_its_first_request(&s, class != "sync");
     }

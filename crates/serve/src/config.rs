@@ -574,6 +574,15 @@ pub struct ServeConfig {
     )]
     pub reuse_port: bool,
 
+    /// Accept a TCP connection as soon as it is open, not once its first bytes arrive (uWSGI's
+    /// --no-defer-accept). By default TCP listeners set TCP_DEFER_ACCEPT (1 s): a worker is
+    /// woken for a connection when its request can be read.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "C10K_NO_DEFER_ACCEPT", help_heading = "Listening")
+    )]
+    pub no_defer_accept: bool,
+
     /// Concurrency model of each worker process.
     #[cfg_attr(feature = "cli", arg(short = 'k', long, env = "C10K_WORKER_CLASS", value_enum,
           default_value_t = WorkerClass::Async, help_heading = "Workers"))]
@@ -891,6 +900,7 @@ impl Default for ServeConfig {
             forwarder_headers: vec!["SCRIPT_NAME".into(), "PATH_INFO".into()],
             backlog: 2048,
             reuse_port: false,
+            no_defer_accept: false,
             worker_class: WorkerClass::Async,
             workers: 1,
             threads: 1,

@@ -122,6 +122,47 @@ pub(crate) fn limit_unsent(l: &std::net::TcpListener) -> io::Result<()> {
     Ok(())
 }
 
+/// How long a TCP listener holds a new connection whose client has sent nothing yet
+/// (`TCP_DEFER_ACCEPT`, unless `--no-defer-accept`): the kernel completes the handshake but
+/// wakes no worker until the first bytes arrive, so a worker that accepts a connection finds its
+/// request already readable. Without it a client's request arrives a moment after its connection
+/// (an HTTP client sends once the handshake is done): the worker woke for the connection, found
+/// nothing to read, registered the socket with its event loop (or blocked a thread on it), and
+/// woke again for the request — two wake-ups, and under `async` four more system calls, per
+/// connection. uWSGI defers by default too (`--no-defer-accept` turns it off; it holds a silent
+/// client for its socket timeout, 4 s); nginx has `listen ... deferred`. One second: a client
+/// that stays silent (a browser's speculative connection, a slowloris) is accepted after it,
+/// when the kernel's first SYN-ACK retransmission is answered, and is from then on treated as
+/// without it (the same header timeout).
+pub(crate) const DEFER_ACCEPT_SECS: libc::c_int = 1;
+
+/// Sets or clears [`DEFER_ACCEPT_SECS`] on a listening socket (nothing on a unix socket). It
+/// can change on a listening socket: a `SIGHUP` applies a changed `--no-defer-accept` to the
+/// sockets it keeps.
+pub(crate) fn defer_accept(fd: std::os::fd::RawFd, on: bool) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let v: libc::c_int = if on { DEFER_ACCEPT_SECS } else { 0 };
+        // SAFETY: setsockopt on a descriptor the caller owns, with a live c_int of the size
+        // given.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_DEFER_ACCEPT,
+                std::ptr::from_ref(&v).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (fd, on);
+    Ok(())
+}
+
 impl Listener {
     /// Binds `addr` with `backlog`. `SO_REUSEADDR` is always set on TCP so a restart does not
     /// wait out TIME_WAIT; `reuse_port` adds `SO_REUSEPORT`.
@@ -167,12 +208,17 @@ impl Listener {
         }
     }
 
-    /// Binds one `--bind` address as every server does: `config`'s backlog and
-    /// `--reuse-port`, and a unix socket open to a proxy ([`Listener::open_to_proxies`]).
+    /// Binds one `--bind` address as every server does: `config`'s backlog, `--reuse-port`
+    /// and deferred accepts ([`DEFER_ACCEPT_SECS`]) on TCP, and a unix socket open to a proxy
+    /// ([`Listener::open_to_proxies`]).
     pub fn bind_serving(bind: &Bind, config: &ServeConfig) -> anyhow::Result<Listener> {
         use anyhow::Context;
         let listener = Listener::bind(&bind.addr, config.backlog, config.reuse_port)
             .with_context(|| format!("cannot listen on {bind} (--bind)"))?;
+        if let Listener::Tcp(t) = &listener {
+            defer_accept(t.as_raw_fd(), !config.no_defer_accept)
+                .with_context(|| format!("cannot set TCP_DEFER_ACCEPT on {bind}"))?;
+        }
         listener
             .open_to_proxies(proxy_mode(config.umask))
             .with_context(|| format!("cannot make {bind} writable for a proxy"))?;
@@ -380,6 +426,72 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let unix = Listener::bind(&BindAddr::Unix(dir.path().join("s.sock")), 16, false).unwrap();
         assert_eq!(unix.fixed_local(), None);
+    }
+
+    /// By default a worker is not woken for a TCP connection until its client has sent
+    /// something (before, `accept` returned the silent connection at once);
+    /// `--no-defer-accept` gives it at once.
+    #[test]
+    fn a_connection_is_accepted_once_its_client_has_sent_something() {
+        use std::io::Write;
+        use std::time::{Duration, Instant};
+        let bind: Bind = "127.0.0.1:0".parse().unwrap();
+        let accepts_within = |l: &Listener, wait: Duration| {
+            let until = Instant::now() + wait;
+            loop {
+                match l.accept() {
+                    Ok(_) => return true,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("accept: {e}"),
+                }
+                if Instant::now() >= until {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        let addr_of = |l: &Listener| match l.local_addr().unwrap() {
+            BindAddr::Tcp(a) => a,
+            other => panic!("unexpected {other}"),
+        };
+
+        let deferred = Listener::bind_serving(&bind, &ServeConfig::default()).unwrap();
+        deferred.set_nonblocking(true).unwrap();
+        let mut c = std::net::TcpStream::connect(addr_of(&deferred)).unwrap();
+        assert!(
+            !accepts_within(&deferred, Duration::from_millis(300)),
+            "a silent connection was accepted"
+        );
+        c.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+        assert!(
+            accepts_within(&deferred, Duration::from_secs(5)),
+            "a connection with bytes to read was not accepted"
+        );
+        // A client that stays silent is accepted after about a second (its answer to the
+        // first SYN-ACK retransmission), not held for good.
+        let t0 = Instant::now();
+        let _silent = std::net::TcpStream::connect(addr_of(&deferred)).unwrap();
+        assert!(
+            accepts_within(&deferred, Duration::from_secs(10)),
+            "a silent connection was never accepted"
+        );
+        assert!(
+            t0.elapsed() >= Duration::from_millis(500),
+            "{:?}",
+            t0.elapsed()
+        );
+
+        let config = ServeConfig {
+            no_defer_accept: true,
+            ..ServeConfig::default()
+        };
+        let at_once = Listener::bind_serving(&bind, &config).unwrap();
+        at_once.set_nonblocking(true).unwrap();
+        let _c = std::net::TcpStream::connect(addr_of(&at_once)).unwrap();
+        assert!(
+            accepts_within(&at_once, Duration::from_secs(5)),
+            "--no-defer-accept: a silent connection was not accepted"
+        );
     }
 
     #[test]

@@ -42,6 +42,7 @@ struct Held {
 pub(crate) struct Shape {
     backlog: u32,
     reuse_port: bool,
+    no_defer_accept: bool,
     umask: Option<Umask>,
 }
 
@@ -50,6 +51,7 @@ impl Shape {
         Shape {
             backlog: config.backlog,
             reuse_port: config.reuse_port,
+            no_defer_accept: config.no_defer_accept,
             umask: config.umask,
         }
     }
@@ -305,9 +307,14 @@ fn open(
 }
 
 /// A kept socket takes what of the new shape it can without closing: the backlog (`listen(2)`
-/// again sets it) and the unix socket file's mode. `SO_REUSEPORT` counts when a socket binds:
-/// a kept one keeps its own.
+/// again sets it), deferred accepts and the unix socket file's mode. `SO_REUSEPORT` counts
+/// when a socket binds: a kept one keeps its own.
 fn reshape(h: &Held, old: Shape, new: Shape) {
+    if new.no_defer_accept != old.no_defer_accept && matches!(h.addr, BindAddr::Tcp(_)) {
+        if let Err(e) = crate::listener::defer_accept(h.fd.as_raw_fd(), !new.no_defer_accept) {
+            tracing::warn!("SIGHUP: {} keeps its deferred accepts: {e}", h.addr);
+        }
+    }
     if new.backlog != old.backlog {
         let backlog = i32::try_from(new.backlog).unwrap_or(i32::MAX);
         // A failure only leaves the old queue.
@@ -439,6 +446,42 @@ mod tests {
             refused.unwrap_err().kind(),
             std::io::ErrorKind::ConnectionRefused
         );
+    }
+
+    /// `--no-defer-accept` changed by a `SIGHUP` applies to a kept TCP socket.
+    #[test]
+    fn a_kept_socket_takes_a_changed_no_defer_accept() {
+        let defer_secs = |fd: RawFd| {
+            let mut v: libc::c_int = -1;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: getsockopt into a live c_int of the size given, on a listener's fd.
+            let r = unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::IPPROTO_TCP,
+                    libc::TCP_DEFER_ACCEPT,
+                    std::ptr::from_mut(&mut v).cast(),
+                    &mut len,
+                )
+            };
+            assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+            v
+        };
+        let given: Vec<Bind> = vec!["127.0.0.1:0".parse().unwrap()];
+        let a = Listener::bind_serving(&given[0], &ServeConfig::default()).unwrap();
+        let a_addr = a.local_addr().unwrap().to_string();
+        let mut l = Listening::new(vec![a], &given, &given, Vec::new()).unwrap();
+        let a_fd = l.fds()[0];
+        assert!(defer_secs(a_fd) > 0, "deferred by default");
+        let mut c = config(std::slice::from_ref(&a_addr));
+        c.no_defer_accept = true;
+        l.rebind(&c, Shape::of(&ServeConfig::default()), None)
+            .unwrap();
+        assert_eq!(l.fds()[0], a_fd, "kept");
+        assert_eq!(defer_secs(a_fd), 0, "--no-defer-accept applied");
+        let back = config(std::slice::from_ref(&a_addr));
+        l.rebind(&back, Shape::of(&c), None).unwrap();
+        assert!(defer_secs(a_fd) > 0, "deferred again");
     }
 
     #[test]

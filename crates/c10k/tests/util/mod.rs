@@ -76,7 +76,8 @@ pub fn exit_within(
 /// accept (1 s, as nginx lets such a connection deliver its request), and it is answered with
 /// `Connection: close`; the worker exits. Then on the worker the master starts next: a silent new
 /// connection is closed quietly after the grace, and that worker exits too. `s` runs one worker
-/// whose `GET /` answers 200, with a `--keepalive` of several seconds.
+/// whose `GET /` answers 200, with a `--keepalive` of several seconds and `--no-defer-accept`
+/// (by default the kernel holds a silent connection for its first second: no worker sees it).
 pub fn stop_lets_a_new_connection_send_its_first_request(s: &Server, keep_alive: bool) {
     let worker = *s.worker_pids().last().expect("a worker");
     let mut kept = keep_alive.then(|| {
