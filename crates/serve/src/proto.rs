@@ -687,9 +687,9 @@ fn interpret(
             underscored = !limits.forwarder_headers.is_empty();
         } else if let Some(log) = log.as_mut() {
             if name.eq_ignore_ascii_case("referer") {
-                log.referer = Some(String::from_utf8_lossy(h.value).into_owned());
+                log.referer = Some(c10k_http::cgi::latin1(h.value).into_owned());
             } else if name.eq_ignore_ascii_case("user-agent") {
-                log.user_agent = Some(String::from_utf8_lossy(h.value).into_owned());
+                log.user_agent = Some(c10k_http::cgi::latin1(h.value).into_owned());
             }
         }
     }

@@ -455,6 +455,24 @@ mod tests {
         assert!(line.contains(" 404 - "), "{line}");
     }
 
+    /// The default line's `Referer` and `User-Agent` are latin-1 text, each byte one
+    /// character, as in `%(f)s`/`%(a)s` and gunicorn's log (before: UTF-8 with U+FFFD for
+    /// the rest, `ag\u{fffd}nt`).
+    #[test]
+    fn combined_format_prints_header_bytes_as_latin1() {
+        let mut buf = BytesMut::from(
+            &b"GET / HTTP/1.1\r\nHost: h\r\nReferer: http://x/caf\xc3\xa9\r\n\
+               User-Agent: ag\xe9nt\r\n\r\n"[..],
+        );
+        let mut d = Decoder::new(Limits::default()).capture_log_fields(true);
+        let inc = d.decode(&mut buf).unwrap().unwrap();
+        let line = combined_line(None, &inc.meta, 200, 1, 0, 1, true);
+        assert!(
+            line.ends_with(" \"http://x/caf\u{c3}\u{a9}\" \"ag\u{e9}nt\" 1\n"),
+            "{line}"
+        );
+    }
+
     #[test]
     fn secrets_in_the_query_are_masked_unless_asked_for() {
         let mut buf = BytesMut::from(

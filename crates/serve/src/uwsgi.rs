@@ -269,7 +269,7 @@ pub fn meta(req: &Request, log_fields: bool) -> crate::proto::RequestMeta {
     let header = |n: &str| {
         req.headers
             .get(n)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .map(|v| c10k_http::cgi::latin1(v).into_owned())
     };
     crate::proto::RequestMeta {
         minor_version: match req.version {
