@@ -14,6 +14,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use util::held_reads::HeldReads;
 use util::python::{apps, venv};
 use util::{connect, get, threads, KillGroup, Server};
 
@@ -357,118 +358,6 @@ per_class!(
 fn write_then_a_file_wrapper_sends_the_file_without_python_under_gevent() {
     let Some(venv) = venv() else { return };
     write_then_file("gevent", &["--venv", &venv]);
-}
-
-/// Holds the first read of a file until [`HeldReads::release`], as a slow disk would (a
-/// fanotify permission watch, `FAN_ACCESS_PERM`: every read of the file waits for this side's
-/// answer); later reads go through at once. Dropping it lets every read through.
-struct HeldReads {
-    /// Told once the first read waits.
-    waiting: std::sync::mpsc::Receiver<()>,
-    release: Option<std::sync::mpsc::Sender<()>>,
-    answerer: Option<std::thread::JoinHandle<()>>,
-}
-
-impl HeldReads {
-    /// `None` where fanotify's permission events are not allowed (they need CAP_SYS_ADMIN).
-    fn watch(path: &std::path::Path) -> Option<HeldReads> {
-        use std::os::fd::{FromRawFd, OwnedFd};
-        use std::os::unix::ffi::OsStrExt;
-        let flags = libc::FAN_CLASS_CONTENT | libc::FAN_CLOEXEC | libc::FAN_NONBLOCK;
-        // SAFETY: plain syscalls; the descriptor returned is owned here.
-        let fd = unsafe { libc::fanotify_init(flags, libc::O_RDONLY as u32) };
-        if fd < 0 {
-            eprintln!(
-                "skipped: fanotify permission events: {}",
-                std::io::Error::last_os_error()
-            );
-            return None;
-        }
-        // SAFETY: a fresh descriptor nobody else owns.
-        let fan = unsafe { OwnedFd::from_raw_fd(fd) };
-        let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
-        // SAFETY: a valid descriptor and a NUL-terminated path.
-        let marked = unsafe {
-            libc::fanotify_mark(
-                fd,
-                libc::FAN_MARK_ADD,
-                libc::FAN_ACCESS_PERM,
-                libc::AT_FDCWD,
-                c_path.as_ptr(),
-            )
-        };
-        assert_eq!(marked, 0, "{}", std::io::Error::last_os_error());
-        let (waiting_tx, waiting) = std::sync::mpsc::channel();
-        let (release, release_rx) = std::sync::mpsc::channel::<()>();
-        let answerer = std::thread::spawn(move || {
-            use std::os::fd::AsRawFd;
-            let mut first = true;
-            let mut buf = [0u8; 4096];
-            loop {
-                // SAFETY: reads into our buffer, at most its length.
-                let n = unsafe { libc::read(fan.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-                if n <= 0 {
-                    // Nothing yet (non-blocking): stop once the test has dropped its side.
-                    if let Err(std::sync::mpsc::RecvTimeoutError::Disconnected) =
-                        release_rx.recv_timeout(Duration::from_millis(20))
-                    {
-                        return;
-                    }
-                    continue;
-                }
-                let mut at = 0;
-                while at + std::mem::size_of::<libc::fanotify_event_metadata>() <= n as usize {
-                    // SAFETY: the kernel wrote whole events; read_unaligned copes with the
-                    // buffer's alignment.
-                    let ev: libc::fanotify_event_metadata =
-                        unsafe { std::ptr::read_unaligned(buf[at..].as_ptr().cast()) };
-                    at += ev.event_len as usize;
-                    if first {
-                        first = false;
-                        let _ = waiting_tx.send(());
-                        // Released by the test, or at the latest when it gives up.
-                        let _ = release_rx.recv_timeout(Duration::from_secs(30));
-                    }
-                    let answer = libc::fanotify_response {
-                        fd: ev.fd,
-                        response: libc::FAN_ALLOW,
-                    };
-                    // SAFETY: writes the response struct we own; then closes the event's
-                    // descriptor, which the kernel opened for us.
-                    unsafe {
-                        libc::write(
-                            fan.as_raw_fd(),
-                            (&raw const answer).cast(),
-                            std::mem::size_of_val(&answer),
-                        );
-                        libc::close(ev.fd);
-                    }
-                }
-            }
-        });
-        Some(HeldReads {
-            waiting,
-            release: Some(release),
-            answerer: Some(answerer),
-        })
-    }
-
-    fn release(&self) {
-        if let Some(r) = &self.release {
-            let _ = r.send(());
-        }
-    }
-}
-
-impl Drop for HeldReads {
-    fn drop(&mut self) {
-        // The answerer lets the held read through and stops; closing the watch lets any read
-        // still waiting through.
-        drop(self.release.take());
-        if let Some(t) = self.answerer.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 /// Under `async` and `gevent`, the file behind a `wsgi.file_wrapper` that follows `write()` data

@@ -1064,6 +1064,78 @@ per_class!(file_wrapper_sends_a_large_file, |class| {
     assert_eq!(get(s.addr, "/").unwrap().status, 200);
 });
 
+/// Under `async` and `gevent`, a `wsgi.file_wrapper` answer whose file is not in the page cache
+/// is read into it on tokio's blocking pool before `sendfile(2)` sends it from the event loop:
+/// while that read waits for the disk (held by a fanotify watch, as a slow disk would), the
+/// worker's other clients are answered. Before, `sendfile` read the disk on the event loop and
+/// every connection of the worker waited for it.
+fn cold_file_off_the_event_loop(class: &str, extra: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cold.bin");
+    // More than one MiB (a piece read ahead at a time), and not a multiple of it.
+    let data: Vec<u8> = (0..2 * 1024 * 1024 + 4321u32)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    std::fs::write(&path, &data).unwrap();
+    if !util::held_reads::evict(&path) {
+        return;
+    }
+    let Some(held) = util::held_reads::HeldReads::watch(&path) else {
+        return;
+    };
+    let (apps, env) = (apps(), format!("PROBE_BIG_FILE={}", path.display()));
+    let mut args = vec!["-k", class, "-w", "1", "--threads", "2"];
+    args.extend_from_slice(&["--pythonpath", &apps, "-e", &env]);
+    args.extend_from_slice(extra);
+    // probe:raw: unvalidated, so the wrapper itself reaches the server (the sendfile path).
+    args.push("probe:raw");
+    let s = Server::start(&args);
+    let mut slow = connect(s.addr);
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    slow.write_all(b"GET /file?big=1 HTTP/1.0\r\n\r\n").unwrap();
+    held.waiting
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the server read the file");
+    // The read waits for the "disk": another client of the same worker is answered meanwhile.
+    let mut other = connect(s.addr);
+    other
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    other.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let read = other.read_to_end(&mut answer);
+    held.release();
+    assert!(
+        read.is_ok() && answer.starts_with(b"HTTP/1.1 200 "),
+        "{class}: no answer while the file's read waited ({read:?} after {:?}): the event loop \
+         waited for the disk",
+        String::from_utf8_lossy(&answer)
+    );
+    let mut raw = Vec::new();
+    slow.read_to_end(&mut raw).unwrap();
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&raw[..end]).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{class}: {head}");
+    assert!(
+        raw[end..] == data[..],
+        "{class}: {} bytes after the head, not the file's {}",
+        raw.len() - end,
+        data.len()
+    );
+}
+
+#[test]
+fn a_cold_file_wrapper_is_read_off_the_event_loop() {
+    cold_file_off_the_event_loop("async", &[]);
+}
+
+#[test]
+fn a_cold_file_wrapper_is_read_off_the_event_loop_under_gevent() {
+    let Some(venv) = venv() else { return };
+    cold_file_off_the_event_loop("gevent", &["--venv", &venv]);
+}
+
 per_class!(request_timeout_is_504_and_names_the_path, |class| {
     let s = probe(class, &["--request-timeout", "0.5"]);
     let start = Instant::now();

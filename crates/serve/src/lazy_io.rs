@@ -88,19 +88,34 @@ where
         stall: Option<std::time::Duration>,
     ) -> (u64, bool) {
         let mut sent = 0u64;
+        let mut probe = crate::page_cache::Probe::new();
         while f.len > 0 {
-            let step = match self {
-                LazyStream::Direct(s) => match crate::sendfile::send_once(s.as_raw_fd(), f) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => match self.register() {
-                        Ok(()) => Ok(0),
-                        Err(e) => Err(e),
-                    },
-                    other => other,
+            // What `sendfile` may send without a disk read, which would hold the event loop
+            // (see `crate::page_cache`); what is not cached is read in off the loop first.
+            let ready = match probe.ready(f) {
+                Some(n) => n,
+                None => match probe.load(f).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::debug!("reading a file body: {e}");
+                        return (sent, false);
+                    }
                 },
+            };
+            let step = match self {
+                LazyStream::Direct(s) => {
+                    match crate::sendfile::send_once(s.as_raw_fd(), f, ready) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => match self.register() {
+                            Ok(()) => Ok(0),
+                            Err(e) => Err(e),
+                        },
+                        other => other,
+                    }
+                }
                 LazyStream::Registered(s) => match writable_within(s, stall).await {
                     Ok(()) => {
                         let fd = s.as_raw_fd();
-                        match s.try_write_io(|| crate::sendfile::send_once(fd, f)) {
+                        match s.try_write_io(|| crate::sendfile::send_once(fd, f, ready)) {
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
                             other => other,
                         }

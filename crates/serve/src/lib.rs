@@ -63,6 +63,7 @@ mod lazy_io;
 mod log_text;
 mod master;
 pub mod owner;
+mod page_cache;
 mod pidfile;
 mod rebind;
 pub mod reload;

@@ -1,8 +1,10 @@
 //! Writing a [`FileBody`] to a socket with `sendfile(2)`: the kernel moves the bytes from the
 //! page cache to the socket, so a large file costs the worker neither a copy nor a buffer. The
 //! blocking drivers call [`send_blocking`]; the async driver calls [`send_once`] whenever the
-//! socket is writable (`crate::lazy_io`). Both wait for room in the socket themselves, so that
-//! `--send-timeout` bounds the wait, not the kernel's per-send `SO_SNDTIMEO`.
+//! socket is writable (`crate::lazy_io`), for no more than `crate::page_cache` found cached, so
+//! that the event loop never waits for the disk (a blocking driver's thread may). Both wait for
+//! room in the socket themselves, so that `--send-timeout` bounds the wait, not the kernel's
+//! per-send `SO_SNDTIMEO`.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -13,13 +15,14 @@ use c10k_http::FileBody;
 /// The most one call sends, so that a huge file still yields to the driver's other work.
 const MAX_CALL: u64 = 1 << 20;
 
-/// One `sendfile(2)` call: sends up to 1 MiB of `f` to `sock` and advances `f`. `Ok(0)` only
-/// when `f` is empty; a file that ends before its length is an `UnexpectedEof` error.
-pub(crate) fn send_once(sock: RawFd, f: &mut FileBody) -> io::Result<usize> {
-    if f.len == 0 {
+/// One `sendfile(2)` call: sends up to `limit` bytes (and 1 MiB) of `f` to `sock` and advances
+/// `f`. `Ok(0)` only when `f` is empty or `limit` 0; a file that ends before its length is an
+/// `UnexpectedEof` error.
+pub(crate) fn send_once(sock: RawFd, f: &mut FileBody, limit: u64) -> io::Result<usize> {
+    let want = f.len.min(limit).min(MAX_CALL) as usize;
+    if want == 0 {
         return Ok(0);
     }
-    let want = f.len.min(MAX_CALL) as usize;
     let Ok(mut offset) = libc::off_t::try_from(f.offset) else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -57,7 +60,7 @@ pub(crate) fn send_blocking(sock: RawFd, f: &mut FileBody, stall: Option<Duratio
     let result = NonBlocking::set(sock).and_then(|_restored_on_drop| {
         let mut progress = Instant::now();
         while f.len > 0 {
-            match send_once(sock, f) {
+            match send_once(sock, f, MAX_CALL) {
                 Ok(n) => {
                     sent += n as u64;
                     progress = Instant::now();

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod admin;
+pub mod held_reads;
 pub mod load;
 pub mod python;
 pub mod reload;
