@@ -826,6 +826,53 @@ fn a_chunked_body_behind_uwsgi_pass_has_its_length_and_no_chunked_header() {
     }
 }
 
+// A streamed answer of unknown length goes to nginx close-delimited (as uWSGI sends it): when
+// the app fails mid-stream, a plain close (FIN) made the cut body look whole, and nginx ended the
+// client's chunked answer with its last chunk, so the client took a truncated export for a
+// complete one. c10k now closes such a connection with a RST, which nginx reports as an upstream
+// error, dropping the client's connection without the last chunk. Over TCP only: a unix socket
+// has no RST, so nginx behind one still sees a clean end (as with uWSGI).
+per_class!(
+    a_stream_that_fails_midway_is_cut_behind_uwsgi_pass,
+    |class| {
+        let Some(venv) = util::python::venv() else {
+            return;
+        };
+        let apps = util::python::apps();
+        let Some((_server, nginx, _sock)) =
+            start_with(class, &["--venv", &venv, "--chdir", &apps, "probe:app"], "")
+        else {
+            return;
+        };
+        let mut s = TcpStream::connect_timeout(&nginx.tcp, Duration::from_secs(5)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        // The probe yields `first`, then calls start_response with exc_info after the head went
+        // out, which re-raises: the stream fails.
+        s.write_all(b"GET /exc_info_late HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut all = Vec::new();
+        // nginx may end the cut answer with a reset of its own.
+        let _ = s.read_to_end(&mut all);
+        let text = String::from_utf8_lossy(&all);
+        assert!(
+            text.starts_with("HTTP/1.1 200"),
+            "{text}\n{}",
+            nginx.errors()
+        );
+        assert!(
+            text.contains("Transfer-Encoding: chunked"),
+            "{text}\n{}",
+            nginx.errors()
+        );
+        // Before: the answer ended with nginx's last chunk (`0\r\n\r\n`), complete to the client.
+        assert!(
+            !text.ends_with("0\r\n\r\n"),
+            "a failed stream must not look complete: {text:?}\n{}",
+            nginx.errors()
+        );
+    }
+);
+
 // nginx's auth_request idiom behind `uwsgi_pass`: `uwsgi_pass_request_body off; uwsgi_param
 // CONTENT_LENGTH "";` after `include uwsgi_params;` sends the client's CONTENT_LENGTH, then an
 // empty one, and no body. The last var wins, as in uWSGI. Before, the two values were refused as

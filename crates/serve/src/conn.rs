@@ -159,6 +159,12 @@ pub(crate) enum Lingering {
     /// make the kernel reset what is still queued (the usual end of a keep-alive connection, so
     /// its close costs no check).
     No,
+    /// Never, and with a RST rather than a FIN (see `crate::sys::reset_on_close`): the answer
+    /// is incomplete and its framing cannot tell (a body delimited by the close, for HTTP/1.0
+    /// and over uwsgi, whose stream failed). A FIN would make the cut body look whole: nginx
+    /// behind `uwsgi_pass` then ends the client's chunked answer cleanly and keeps the
+    /// connection, where a RST makes it drop the connection without the last chunk.
+    Reset,
 }
 
 impl Lingering {
@@ -169,7 +175,7 @@ impl Lingering {
         match self {
             Lingering::Yes => true,
             Lingering::IfAtRisk => io.close_may_lose_answer(),
-            Lingering::No => false,
+            Lingering::No | Lingering::Reset => false,
         }
     }
 }
@@ -179,6 +185,8 @@ impl Lingering {
 /// know whether the socket is TCP or unix).
 pub(crate) trait StagedClose {
     fn close_may_lose_answer(&self) -> bool;
+    /// Makes the close that follows send a RST (for [`Lingering::Reset`]).
+    fn reset_on_close(&self);
 }
 
 /// What the driver must do next; see [`Machine::next`].
@@ -421,7 +429,9 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
                         return Action::Write;
                     }
                     let mut lingering = *lingering;
-                    if !self.buf.is_empty() && lingering != Lingering::No {
+                    if !self.buf.is_empty()
+                        && matches!(lingering, Lingering::Yes | Lingering::IfAtRisk)
+                    {
                         // Pipelined requests we will not answer: read them off before closing.
                         lingering = Lingering::Yes;
                     }
@@ -807,10 +817,14 @@ impl<S: Borrow<ConnSettings>, T: BorrowMut<ConnTrack>> Machine<S, T> {
             sent,
             status,
             meta,
+            framing,
             ..
         } = *s;
         self.track.borrow_mut().end(&meta, status, sent);
-        if !ok {
+        if !ok && framing == BodyFraming::Close {
+            // Only the close delimits this body: a FIN would make the cut one look whole.
+            self.state = State::Closing(Lingering::Reset);
+        } else if !ok {
             self.state = State::Closing(Lingering::No);
         } else if !keep {
             self.state = State::Closing(Lingering::IfAtRisk);
@@ -854,6 +868,18 @@ mod tests {
         sb.reset(0, 1);
         let tracker = Arc::new(Tracker::new(sb, 0, &ServeConfig::default()).unwrap());
         tracker.open(None)
+    }
+
+    /// A body stream that never yields: the tests hand the machine its items with `pulled`.
+    struct Never;
+    impl futures_core::Stream for Never {
+        type Item = Result<Bytes, BoxError>;
+        fn poll_next(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            std::task::Poll::Pending
+        }
     }
 
     fn feed(m: &mut M<'_>, bytes: &[u8], now: Instant) {
@@ -1210,16 +1236,6 @@ mod tests {
 
     #[test]
     fn a_stream_is_pulled_chunk_by_chunk_and_the_connection_kept() {
-        struct Never;
-        impl futures_core::Stream for Never {
-            type Item = Result<Bytes, BoxError>;
-            fn poll_next(
-                self: std::pin::Pin<&mut Self>,
-                _: &mut std::task::Context<'_>,
-            ) -> std::task::Poll<Option<Self::Item>> {
-                std::task::Poll::Pending
-            }
-        }
         let (s, mut t, t0) = (settings(), track(), Instant::now());
         let mut m = Machine::new(&s, &mut t, ConnInfo::default(), Protocol::Http, true, t0);
         feed(&mut m, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", t0);
@@ -1243,6 +1259,23 @@ mod tests {
         m.pulled(Some(Err("boom".into())));
         // The answer is cut: nothing to protect, so no lingering.
         assert!(matches!(m.next(t0, false), Action::Close(Lingering::No)));
+    }
+
+    /// A close-delimited body (HTTP/1.0) has no way to say it was cut but the close itself: a
+    /// stream that fails there ends with a RST, not the FIN that would make it look whole.
+    #[test]
+    fn a_failed_close_delimited_stream_is_reset() {
+        let (s, mut t, t0) = (settings(), track(), Instant::now());
+        let mut m = Machine::new(&s, &mut t, ConnInfo::default(), Protocol::Http, true, t0);
+        feed(&mut m, b"GET / HTTP/1.0\r\n\r\n", t0);
+        handle(&mut m, t0);
+        m.respond(Response::new(200).with_stream(Box::pin(Never)), true);
+        written(&mut m, t0);
+        m.pulled(Some(Ok(Bytes::from_static(b"first"))));
+        m.pulled(Some(Err("boom".into())));
+        assert_eq!(written(&mut m, t0), "first");
+        // Before: Close(No), a plain close.
+        assert!(matches!(m.next(t0, false), Action::Close(Lingering::Reset)));
     }
 
     fn handle_again(m: &mut M<'_>, now: Instant) {

@@ -220,6 +220,9 @@ async fn finish<S: AsyncRead + AsyncWrite + StagedClose + Unpin>(
     lingering: Lingering,
     settings: &ConnSettings,
 ) -> io::Result<()> {
+    if lingering == Lingering::Reset {
+        io.reset_on_close();
+    }
     if lingering.wanted(&io) {
         // The FIN goes first so the client sees the answer is complete while we drain. Without
         // lingering, dropping the socket closes it with the same FIN: a shutdown would be a

@@ -33,6 +33,13 @@ impl StagedClose for Stream {
             Stream::Unix(s) => crate::sys::close_may_lose_answer(s.as_raw_fd(), Transport::Unix),
         }
     }
+
+    fn reset_on_close(&self) {
+        match self {
+            Stream::Tcp(s) => crate::sys::reset_on_close(s.as_raw_fd()),
+            Stream::Unix(s) => crate::sys::reset_on_close(s.as_raw_fd()),
+        }
+    }
 }
 
 /// How often a blocked read wakes to look at the stop phase.
@@ -388,6 +395,9 @@ fn is_timeout(e: &io::Error) -> bool {
 /// in the socket or our answer is not all sent, so the answer is not lost to a RST.
 fn finish(stream: &mut Stream, lingering: Lingering, settings: &ConnSettings) {
     let _ = stream.flush();
+    if lingering == Lingering::Reset {
+        stream.reset_on_close();
+    }
     if lingering.wanted(&*stream) {
         // Without lingering, the close that follows sends the same FIN (see conn_async).
         let _ = stream.shutdown_write();

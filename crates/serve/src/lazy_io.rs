@@ -76,6 +76,14 @@ impl<S: Adopt> StagedClose for LazyStream<S> {
         };
         crate::sys::close_may_lose_answer(fd, S::TRANSPORT)
     }
+
+    fn reset_on_close(&self) {
+        match self {
+            LazyStream::Direct(s) => crate::sys::reset_on_close(s.as_raw_fd()),
+            LazyStream::Registered(s) => crate::sys::reset_on_close(s.as_raw_fd()),
+            LazyStream::Lost => {}
+        }
+    }
 }
 
 impl<S: Adopt + Send> SendFile for LazyStream<S>

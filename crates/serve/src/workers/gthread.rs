@@ -572,7 +572,10 @@ impl Reactor<'_> {
                 self.dispatch(work, conn, None);
                 Ok(())
             }
-            crate::conn::Action::Close(_) => {
+            crate::conn::Action::Close(lingering) => {
+                if lingering == crate::conn::Lingering::Reset {
+                    crate::conn::StagedClose::reset_on_close(&conn.conn);
+                }
                 drop(conn);
                 closed(self.life, self.open);
                 Ok(())
