@@ -370,36 +370,15 @@ fn write_then_a_slow_file(class: &str, extra: &[&str]) {
     let Some(held) = HeldReads::watch(std::path::Path::new(&file)) else {
         return;
     };
-    let (apps, env) = (apps(), format!("WRITE_PROBE_FILE={file}"));
-    let mut args = vec!["-k", class, "-w", "1", "--threads", "2"];
-    args.extend_from_slice(&["--pythonpath", &apps, "-e", &env]);
-    args.extend_from_slice(extra);
-    args.push("write_probe:app");
-    let s = Server::start(&args);
-    let mut slow = connect(s.addr);
-    slow.set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    slow.write_all(req("GET", "/write_file?token=slow", "HTTP/1.0").as_bytes())
-        .unwrap();
-    held.waiting
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the server read the file");
-    // The read waits: another client of the same worker is answered meanwhile.
-    let mut other = connect(s.addr);
-    other
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
-    other
-        .write_all(req("GET", "/", "HTTP/1.0").as_bytes())
-        .unwrap();
-    let mut answer = Vec::new();
-    let read = other.read_to_end(&mut answer);
-    held.release();
-    assert!(
-        read.is_ok() && answer.starts_with(b"HTTP/1.1 200 "),
-        "{class}: no answer while the file's read waited ({read:?} after {:?}): the event loop \
-         waited for it",
-        String::from_utf8_lossy(&answer)
+    let env = format!("WRITE_PROBE_FILE={file}");
+    let request = req("GET", "/write_file?token=slow", "HTTP/1.0");
+    let (_s, mut slow) = util::held_reads::answered_while_a_read_waits(
+        &held,
+        class,
+        extra,
+        &env,
+        "write_probe:app",
+        request.as_bytes(),
     );
     let mut all = Vec::new();
     slow.read_to_end(&mut all).unwrap();

@@ -1083,34 +1083,15 @@ fn cold_file_off_the_event_loop(class: &str, extra: &[&str]) {
     let Some(held) = util::held_reads::HeldReads::watch(&path) else {
         return;
     };
-    let (apps, env) = (apps(), format!("PROBE_BIG_FILE={}", path.display()));
-    let mut args = vec!["-k", class, "-w", "1", "--threads", "2"];
-    args.extend_from_slice(&["--pythonpath", &apps, "-e", &env]);
-    args.extend_from_slice(extra);
+    let env = format!("PROBE_BIG_FILE={}", path.display());
     // probe:raw: unvalidated, so the wrapper itself reaches the server (the sendfile path).
-    args.push("probe:raw");
-    let s = Server::start(&args);
-    let mut slow = connect(s.addr);
-    slow.set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    slow.write_all(b"GET /file?big=1 HTTP/1.0\r\n\r\n").unwrap();
-    held.waiting
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the server read the file");
-    // The read waits for the "disk": another client of the same worker is answered meanwhile.
-    let mut other = connect(s.addr);
-    other
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
-    other.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
-    let mut answer = Vec::new();
-    let read = other.read_to_end(&mut answer);
-    held.release();
-    assert!(
-        read.is_ok() && answer.starts_with(b"HTTP/1.1 200 "),
-        "{class}: no answer while the file's read waited ({read:?} after {:?}): the event loop \
-         waited for the disk",
-        String::from_utf8_lossy(&answer)
+    let (_s, mut slow) = util::held_reads::answered_while_a_read_waits(
+        &held,
+        class,
+        extra,
+        &env,
+        "probe:raw",
+        b"GET /file?big=1 HTTP/1.0\r\n\r\n",
     );
     let mut raw = Vec::new();
     slow.read_to_end(&mut raw).unwrap();
@@ -1870,6 +1851,29 @@ fn slow_requests_at_once(addr: std::net::SocketAddr, n: usize) {
     }
 }
 
+/// Sends each connection a request for a 0.6 s view.
+fn send_slow_views(conns: &mut [Reader]) {
+    for c in conns {
+        c.send(b"GET /slow?s=0.6 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+    }
+}
+
+/// Checks that the four 0.6 s views sent on `conns` (two workers of two threads) were answered
+/// within a second of `started`: they ran at the same time, none waited for a thread.
+fn assert_ran_at_once(conns: &mut [Reader], started: Instant, round: usize) {
+    for (i, c) in conns.iter_mut().enumerate() {
+        let r = c.response().expect("the slow answer");
+        assert_eq!(r.text(), "slept", "round {round}, connection {i}");
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(1000),
+        "round {round}: four 0.6 s views on two workers of two threads took {took:?}: \
+         one worker took more connections than it had threads"
+    );
+}
+
 /// `-k async -w 2 --threads 2`, an app whose views sleep: four connections that open at once and
 /// send their requests a moment later are split between the workers, so the four sleeping views
 /// run at the same time.
@@ -1888,20 +1892,8 @@ fn async_worker_leaves_connections_beyond_its_free_threads_to_a_sibling() {
         // The workers take the connections before any request is there.
         std::thread::sleep(Duration::from_millis(150));
         let started = Instant::now();
-        for c in &mut conns {
-            c.send(b"GET /slow?s=0.6 HTTP/1.1\r\nHost: t\r\n\r\n")
-                .unwrap();
-        }
-        for (i, c) in conns.iter_mut().enumerate() {
-            let r = c.response().expect("the slow answer");
-            assert_eq!(r.text(), "slept", "round {round}, connection {i}");
-        }
-        let took = started.elapsed();
-        assert!(
-            took < Duration::from_millis(1000),
-            "round {round}: four 0.6 s views on two workers of two threads took {took:?}: \
-             one worker took more connections than it had threads"
-        );
+        send_slow_views(&mut conns);
+        assert_ran_at_once(&mut conns, started, round);
     }
 }
 
@@ -1927,26 +1919,14 @@ fn async_worker_takes_a_queued_burst_only_up_to_its_free_threads() {
             unsafe { libc::kill(w as i32, libc::SIGSTOP) };
         }
         let mut conns: Vec<Reader> = (0..4).map(|_| Reader::new(connect(s.addr))).collect();
-        for c in &mut conns {
-            c.send(b"GET /slow?s=0.6 HTTP/1.1\r\nHost: t\r\n\r\n")
-                .unwrap();
-        }
+        send_slow_views(&mut conns);
         std::thread::sleep(Duration::from_millis(50));
         let started = Instant::now();
         for &w in &workers {
             // SAFETY: as above.
             unsafe { libc::kill(w as i32, libc::SIGCONT) };
         }
-        for (i, c) in conns.iter_mut().enumerate() {
-            let r = c.response().expect("the slow answer");
-            assert_eq!(r.text(), "slept", "round {round}, connection {i}");
-        }
-        let took = started.elapsed();
-        assert!(
-            took < Duration::from_millis(1000),
-            "round {round}: four 0.6 s views on two workers of two threads took {took:?}: \
-             one worker took more connections than it had threads"
-        );
+        assert_ran_at_once(&mut conns, started, round);
     }
 }
 

@@ -408,6 +408,28 @@ mod tests {
     use crate::proto::{Decoder, Limits};
     use bytes::BytesMut;
 
+    /// A line of a request answered at the epoch in no time, from no peer, queries masked.
+    fn plain<'a>(
+        meta: &'a RequestMeta,
+        status: u16,
+        headers: &'a [Option<String>],
+        resp_headers: &'a [Option<String>],
+        environ: &'a [Option<String>],
+    ) -> Line<'a> {
+        Line {
+            peer: None,
+            meta,
+            status,
+            body_len: 0,
+            now_us: 0,
+            micros: 0,
+            headers,
+            resp_headers,
+            environ,
+            mask_query: true,
+        }
+    }
+
     fn decoded(raw: &[u8]) -> crate::proto::Incoming {
         let mut buf = BytesMut::from(raw);
         let mut d = Decoder::new(Limits::default()).capture_log_fields(true);
@@ -459,18 +481,7 @@ mod tests {
             .with_header("set-cookie", "b=\"2\"")
             .with_header("X-Request-Id", "r-7");
         let resp_headers = f.response_header_values(&resp);
-        let line = f.render(&Line {
-            peer: None,
-            meta: &inc.meta,
-            status: 302,
-            body_len: 0,
-            now_us: 0,
-            micros: 0,
-            headers: &[],
-            resp_headers: &resp_headers,
-            environ: &[],
-            mask_query: true,
-        });
+        let line = f.render(&plain(&inc.meta, 302, &[], &resp_headers, &[]));
         // Escaped like every string; the server's own Date is not among the app's fields.
         assert_eq!(line, "a=1,b=\\\"2\\\"|r-7|-\n");
     }
@@ -525,18 +536,7 @@ mod tests {
              [%({server_name}e)s:%({server_port}e)s][%({content_length}e)s]",
         );
         let environ = f.environ_values(&inc.request, "", true);
-        let line = f.render(&Line {
-            peer: None,
-            meta: &inc.meta,
-            status: 200,
-            body_len: 0,
-            now_us: 0,
-            micros: 0,
-            headers: &[],
-            resp_headers: &[],
-            environ: &environ,
-            mask_query: true,
-        });
+        let line = f.render(&plain(&inc.meta, 200, &[], &[], &environ));
         assert_eq!(line, "[][][][-][h:80][-]\n");
     }
 
@@ -564,18 +564,7 @@ mod tests {
         let resp_headers = f.response_header_values(&resp);
         let environ = f.environ_values(&inc.request, "/mnt", true);
         let line = |headers: &[Option<String>]| {
-            f.render(&Line {
-                peer: None,
-                meta: &inc.meta,
-                status: 200,
-                body_len: 0,
-                now_us: 0,
-                micros: 0,
-                headers,
-                resp_headers: &resp_headers,
-                environ: &environ,
-                mask_query: true,
-            })
+            f.render(&plain(&inc.meta, 200, headers, &resp_headers, &environ))
         };
         assert_eq!(
             line(&headers),
@@ -587,18 +576,7 @@ mod tests {
         let user = |b64: &str| {
             let auth = [Some(format!("Basic {b64}"))];
             let f = AccessFormat::parse("%(u)s");
-            f.render(&Line {
-                peer: None,
-                meta: &inc.meta,
-                status: 200,
-                body_len: 0,
-                now_us: 0,
-                micros: 0,
-                headers: &auth,
-                resp_headers: &[],
-                environ: &[],
-                mask_query: true,
-            })
+            f.render(&plain(&inc.meta, 200, &auth, &[], &[]))
         };
         assert_eq!(user("Y2Fmw6k6cHc="), "caf\u{e9}\n");
         assert_eq!(user("Y2Fm6Tpwdw=="), "-\n");
@@ -612,20 +590,7 @@ mod tests {
         );
         let f = AccessFormat::parse("%(u)s");
         let headers = f.header_values(&inc.request);
-        let line = |headers: &[Option<String>]| {
-            f.render(&Line {
-                peer: None,
-                meta: &inc.meta,
-                status: 200,
-                body_len: 0,
-                now_us: 0,
-                micros: 0,
-                headers,
-                resp_headers: &[],
-                environ: &[],
-                mask_query: true,
-            })
-        };
+        let line = |headers: &[Option<String>]| f.render(&plain(&inc.meta, 200, headers, &[], &[]));
         assert_eq!(line(&headers), "aladdin\n");
         assert_eq!(line(&[Some("Bearer abc".into())]), "-\n");
         assert_eq!(line(&[Some("Basic !!".into())]), "-\n");

@@ -116,6 +116,52 @@ impl Drop for HeldReads {
     }
 }
 
+/// The scenario of a slow disk under one event loop: starts `c10k serve -k CLASS -w 1 --threads 2
+/// EXTRA APP` with the probe apps on the Python path and `env` in the app's environment, sends
+/// `request` (whose answer reads the watched file), waits until the server reads the file, and
+/// checks that meanwhile another client of the same worker gets its `GET /` answered within 3 s;
+/// then lets the read through. Returns the server and the first connection, whose answer the
+/// caller reads and checks.
+pub fn answered_while_a_read_waits(
+    held: &HeldReads,
+    class: &str,
+    extra: &[&str],
+    env: &str,
+    app: &str,
+    request: &[u8],
+) -> (super::Server, std::net::TcpStream) {
+    use std::io::{Read, Write};
+    let apps = super::python::apps();
+    let mut args = vec!["-k", class, "-w", "1", "--threads", "2"];
+    args.extend_from_slice(&["--pythonpath", &apps, "-e", env]);
+    args.extend_from_slice(extra);
+    args.push(app);
+    let s = super::Server::start(&args);
+    let mut slow = super::connect(s.addr);
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    slow.write_all(request).unwrap();
+    held.waiting
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the server read the file");
+    // The read waits for the "disk": another client of the same worker is answered meanwhile.
+    let mut other = super::connect(s.addr);
+    other
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    other.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let read = other.read_to_end(&mut answer);
+    held.release();
+    assert!(
+        read.is_ok() && answer.starts_with(b"HTTP/1.1 200 "),
+        "{class}: no answer while the file's read waited ({read:?} after {:?}): the event loop \
+         waited for the disk",
+        String::from_utf8_lossy(&answer)
+    );
+    (s, slow)
+}
+
 /// Drops `path`'s pages from the page cache (synced first, then `POSIX_FADV_DONTNEED`); `false`
 /// (with a "skipped" line) when some stay, as on tmpfs, whose pages are the file.
 pub fn evict(path: &std::path::Path) -> bool {
