@@ -84,29 +84,10 @@ fn access_log_environ_atoms_are_the_apps_environ() {
         })
         .collect();
     let format = format.join("|");
-    let venv = venv();
-    let mut classes = vec!["sync", "thread", "gthread", "async"];
-    if venv.is_some() {
-        classes.push("gevent");
-    }
-    for class in classes {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("access.log");
-        let mut extra = vec![
-            "--root-path",
-            "/mnt/",
-            "--access-logfile",
-            log.to_str().unwrap(),
-            "--access-logformat",
-            &format,
-        ];
-        if class == "gevent" {
-            extra.extend_from_slice(&["--venv", venv.as_deref().unwrap_or_default()]);
-        }
-        let s = probe(class, &extra);
+    with_access_log_under_every_class("/mnt/", &format, |class, s, log| {
         let body = "caf\u{e9}";
         let r = request(
-            &s,
+            s,
             &format!(
                 "POST /mnt/%65nviron?q=1 HTTP/1.1\r\nHost: h.test:81\r\n\
                  Cookie: a=1\r\nX-Custom: yes\r\nX_Custom: spoofed\r\nCookie: b=2\r\n\
@@ -117,7 +98,7 @@ fn access_log_environ_atoms_are_the_apps_environ() {
         );
         assert_eq!(r.status, 200, "{class}: {}", r.text());
         let e = json(&r);
-        let (line, _) = util::wait_for_line(&log, class, |l| l.starts_with("POST|"));
+        let (line, _) = util::wait_for_line(log, class, |l| l.starts_with("POST|"));
         let line = line.trim_end_matches('\n');
         let printed: Vec<&str> = line.split('|').collect();
         assert_eq!(printed.len(), keys.len(), "{class}: {line}");
@@ -127,6 +108,37 @@ fn access_log_environ_atoms_are_the_apps_environ() {
         }
         assert_eq!(e["PATH_INFO"], "/environ", "{class}");
         assert_eq!(e["HTTP_COOKIE"], "a=1; b=2", "{class}");
+    });
+}
+
+/// Runs `check(class, server, access log)` against the probe app under every worker class
+/// (gevent with the test venv), each with an access log in `format` and mounted at `root`.
+fn with_access_log_under_every_class(
+    root: &str,
+    format: &str,
+    check: impl Fn(&str, &Server, &std::path::Path),
+) {
+    let venv = venv();
+    let mut classes = vec!["sync", "thread", "gthread", "async"];
+    if venv.is_some() {
+        classes.push("gevent");
+    }
+    for class in classes {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("access.log");
+        let mut extra = vec![
+            "--root-path",
+            root,
+            "--access-logfile",
+            log.to_str().unwrap(),
+            "--access-logformat",
+            format,
+        ];
+        if class == "gevent" {
+            extra.extend_from_slice(&["--venv", venv.as_deref().unwrap_or_default()]);
+        }
+        let s = probe(class, &extra);
+        check(class, &s, &log);
     }
 }
 
@@ -158,35 +170,16 @@ fn access_log_prints_non_ascii_bytes_as_gunicorn_does() {
              -|-|-|-|caf\u{e9}|caf\u{e9}\n",
         ),
     ];
-    let venv = venv();
-    let mut classes = vec!["sync", "thread", "gthread", "async"];
-    if venv.is_some() {
-        classes.push("gevent");
-    }
-    for class in classes {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("access.log");
-        let mut extra = vec![
-            "--root-path",
-            "/mnt",
-            "--access-logfile",
-            log.to_str().unwrap(),
-            "--access-logformat",
-            format,
-        ];
-        if class == "gevent" {
-            extra.extend_from_slice(&["--venv", venv.as_deref().unwrap_or_default()]);
-        }
-        let s = probe(class, &extra);
+    with_access_log_under_every_class("/mnt", format, |class, s, log| {
         for (raw, want) in sent {
             let mut c = Reader::new(connect(s.addr));
             c.send(raw).unwrap();
             assert_ne!(c.response().unwrap().status, 400, "{class}");
             let head = want.split('|').nth(3).unwrap();
-            let (line, _) = util::wait_for_line(&log, class, |l| l.contains(head));
+            let (line, _) = util::wait_for_line(log, class, |l| l.contains(head));
             assert_eq!(line, want, "{class}");
         }
-    }
+    });
 }
 
 /// HUP reads the --config file again, as gunicorn's does: the new workers get the app's new
