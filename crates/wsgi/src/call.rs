@@ -311,7 +311,7 @@ fn answer(
         Ok(None) => {
             // Complete: close now (lists have no close()).
             close_logged(py, req, &result);
-            Called::Done(complete(sr, head_only, &label(req)))
+            Called::Done(complete(sr, head_only, req))
         }
         Err(e) => {
             let label = label(req);
@@ -460,7 +460,7 @@ fn require_head(sr: &Bound<'_, StartResponse>) -> PyResult<()> {
 }
 
 /// The complete response from what `sr` collected.
-fn complete(sr: &Bound<'_, StartResponse>, head_only: bool, label: &str) -> Response {
+fn complete(sr: &Bound<'_, StartResponse>, head_only: bool, req: &Request) -> Response {
     let mut me = sr.borrow_mut();
     me.head_sent = true;
     let head = me.head.take().unwrap_or_default();
@@ -487,7 +487,8 @@ fn complete(sr: &Bound<'_, StartResponse>, head_only: bool, label: &str) -> Resp
         let have = body.len() as u64;
         if have > n {
             // Never more than the app's Content-Length (PEP 3333; gunicorn cuts it too).
-            warn_longer(label);
+            // The label only when it is needed: building it is a `format!` per request.
+            warn_longer(&label(req));
             body.truncate(n as usize);
         } else if have < n {
             // Fewer bytes than the app announced. Its length goes out (as under gunicorn) with
