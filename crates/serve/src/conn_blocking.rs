@@ -36,8 +36,8 @@ impl StagedClose for Stream {
 
     fn reset_on_close(&self) {
         match self {
-            Stream::Tcp(s) => crate::sys::reset_on_close(s.as_raw_fd()),
-            Stream::Unix(s) => crate::sys::reset_on_close(s.as_raw_fd()),
+            Stream::Tcp(s) => crate::sys::reset_on_close(s),
+            Stream::Unix(s) => crate::sys::reset_on_close(s),
         }
     }
 }

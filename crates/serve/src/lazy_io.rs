@@ -12,7 +12,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -25,7 +25,7 @@ use crate::listener::Listener;
 use crate::stream::Stream;
 
 /// A std stream that tokio can adopt.
-pub(crate) trait Adopt: Read + Write + AsRawFd + Sized {
+pub(crate) trait Adopt: Read + Write + AsRawFd + AsFd + Sized {
     type Registered: AsyncRead + AsyncWrite + Writable + Unpin;
     /// TCP or unix: which checks a staged close makes (see `crate::sys::close_may_lose_answer`).
     const TRANSPORT: Transport;
@@ -36,7 +36,7 @@ pub(crate) trait Adopt: Read + Write + AsRawFd + Sized {
 
 /// What [`LazyStream::send_file`] needs of a registered (tokio) socket: to wait until it is
 /// writable, and to run a non-blocking operation that clears that readiness if it would block.
-pub(crate) trait Writable: AsRawFd {
+pub(crate) trait Writable: AsRawFd + AsFd {
     fn writable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send;
     fn try_write_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
 }
@@ -79,8 +79,8 @@ impl<S: Adopt> StagedClose for LazyStream<S> {
 
     fn reset_on_close(&self) {
         match self {
-            LazyStream::Direct(s) => crate::sys::reset_on_close(s.as_raw_fd()),
-            LazyStream::Registered(s) => crate::sys::reset_on_close(s.as_raw_fd()),
+            LazyStream::Direct(s) => crate::sys::reset_on_close(s),
+            LazyStream::Registered(s) => crate::sys::reset_on_close(s),
             LazyStream::Lost => {}
         }
     }

@@ -73,27 +73,13 @@ fn unread_bytes_wait(fd: std::os::fd::RawFd) -> bool {
     unread > 0
 }
 
-/// Makes closing the TCP socket `fd` send a RST instead of a FIN (`SO_LINGER` on, 0 s): for an
+/// Makes closing the TCP `socket` send a RST instead of a FIN (`SO_LINGER` on, 0 s): for an
 /// answer known to be incomplete whose framing cannot say so (a close-delimited body whose
 /// stream failed), so the peer sees an error rather than a clean end. Bytes still queued unsent
 /// are dropped with it. On a unix socket it changes nothing (the peer reads a plain end).
 /// Failure leaves the socket as it was.
-pub(crate) fn reset_on_close(fd: std::os::fd::RawFd) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt reads one `linger` from a value we own; the result is ignored (the
-    // close then sends a FIN, as before).
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            std::ptr::from_ref(&linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
+pub(crate) fn reset_on_close(socket: &impl std::os::fd::AsFd) {
+    let _ = socket2::SockRef::from(socket).set_linger(Some(std::time::Duration::ZERO));
 }
 
 /// Whether part of what was written to the TCP socket `fd` is still queued unsent.
