@@ -195,7 +195,7 @@ pub fn parse() -> anyhow::Result<Parsed> {
     {
         return Err(UsageError::new(msg).into());
     }
-    let matches = Cli::command().get_matches_from(args);
+    let matches = boolish_env(Cli::command()).get_matches_from(args);
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
@@ -206,6 +206,21 @@ pub fn parse() -> anyhow::Result<Parsed> {
         from_env,
         at_default,
     })
+}
+
+/// Boolean flags read from their environment variable take what environment files write for yes
+/// and no (`1`/`0`, `yes`/`no`, `on`/`off`, `true`/`false`: clap's "boolish" values), as uWSGI's
+/// `UWSGI_*` variables do; clap's default takes `true` and `false` only. On the command line they
+/// stay plain flags.
+fn boolish_env(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|a| {
+        if a.get_env().is_some() && matches!(a.get_action(), clap::ArgAction::SetTrue) {
+            a.value_parser(clap::builder::BoolishValueParser::new())
+        } else {
+            a
+        }
+    })
+    .mut_subcommands(boolish_env)
 }
 
 pub fn run(parsed: Parsed) -> anyhow::Result<()> {

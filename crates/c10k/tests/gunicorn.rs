@@ -171,6 +171,30 @@ fn gunicorn_config_files_get_a_c10k_answer() {
     assert!(text.contains("workers = 2"), "{text}");
 }
 
+/// A boolean flag's environment variable takes what environment files write for yes and no
+/// (`1`/`0`, `yes`/`no`, `on`/`off`, `true`/`false`, any case), as uWSGI's `UWSGI_*` variables
+/// do; anything else is refused naming the flag.
+#[test]
+fn a_boolean_flags_variable_takes_1_yes_on_and_their_opposites() {
+    for yes in ["1", "yes", "on", "true", "TRUE", "Y"] {
+        let text = effective(
+            &[],
+            &[("C10K_NO_DEFER_ACCEPT", yes), ("C10K_REUSE_PORT", yes)],
+        );
+        assert!(text.contains("no-defer-accept = true"), "{yes}: {text}");
+        assert!(text.contains("reuse-port = true"), "{yes}: {text}");
+    }
+    for no in ["0", "no", "off", "false"] {
+        let text = effective(&[], &[("C10K_NO_DEFER_ACCEPT", no)]);
+        assert!(text.contains("no-defer-accept = false"), "{no}: {text}");
+    }
+    let err = refused(&[], &[("C10K_NO_DEFER_ACCEPT", "sure")]);
+    assert!(
+        err.contains("'sure'") && err.contains("--no-defer-accept"),
+        "{err}"
+    );
+}
+
 /// gunicorn (and Heroku, Render, Dokku, which set it) take `WEB_CONCURRENCY` as the default
 /// number of workers; a flag, `C10K_WORKERS` or the file's `workers` wins over it.
 #[test]
