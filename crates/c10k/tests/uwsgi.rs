@@ -826,6 +826,58 @@ fn a_chunked_body_behind_uwsgi_pass_has_its_length_and_no_chunked_header() {
     }
 }
 
+/// The stock Django site's admin login (cookies, CSRF, redirects) and a browser's uploads to Flask
+/// (3 MiB multipart, chunked, `Expect: 100-continue`: nginx answers the 100 and buffers the body)
+/// through nginx's `uwsgi_pass`, the deployment the seed's users run; see
+/// `wsgi::django_admin_login_works_under_every_class` for the checks.
+#[cfg(feature = "python")]
+#[test]
+fn django_admin_and_flask_uploads_work_behind_uwsgi_pass() {
+    let Some(venv) = util::python::venv() else {
+        return;
+    };
+    let apps = util::python::apps();
+    let db = tempfile::tempdir().unwrap();
+    let sqlite = format!(
+        "DJANGO_SQLITE={}",
+        db.path().join("admin.sqlite3").display()
+    );
+    let django = format!("{apps}/djangoproj");
+    let sites = [
+        (
+            "django-admin",
+            vec![
+                "--venv",
+                &venv,
+                "--chdir",
+                &django,
+                "--env",
+                &sqlite,
+                "--env",
+                "DJANGO_MIGRATE=1",
+                "--env",
+                "DJANGO_SETTINGS_MODULE=djangoproj.settings_admin",
+                "--env",
+                "DJANGO_ADMIN_PASSWORD=pw",
+                "djangoproj.wsgi:application",
+            ],
+        ),
+        (
+            "flask-upload",
+            vec!["--venv", &venv, "--chdir", &apps, "flask_app:app"],
+        ),
+    ];
+    for (kind, args) in sites {
+        let Some((server, nginx, _sock)) = start_with("async", &args, "") else {
+            return;
+        };
+        for (front, transport) in [(nginx.tcp, "tcp"), (nginx.unix, "unix")] {
+            let what = format!("{kind} over uwsgi {transport}");
+            util::python::browser(&venv, kind, front, &server, &what);
+        }
+    }
+}
+
 // A streamed answer of unknown length goes to nginx close-delimited (as uWSGI sends it): when
 // the app fails mid-stream, a plain close (FIN) made the cut body look whole, and nginx ended the
 // client's chunked answer with its last chunk, so the client took a truncated export for a

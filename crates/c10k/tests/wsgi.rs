@@ -15,7 +15,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use util::load::{finish_load, steady_load};
-use util::python::{apps, venv, wait_closed};
+use util::python::{apps, browser, venv, wait_closed};
 use util::{connect, get, threads, Reader, Resp, Server};
 
 /// `c10k serve -k CLASS EXTRA APP` with the test apps on the Python path.
@@ -1515,6 +1515,55 @@ fn flask_stream_with_context_steps_on_the_view_thread() {
         all_threads.len() > 1,
         "every body streamed from one thread: the bodies did not run at once"
     );
+}
+
+/// A stock Django site (`startproject`'s apps and middleware: admin, auth, sessions, messages,
+/// CSRF, clickjacking) as a browser uses it, under every class: the admin's redirect to its login
+/// form, a wrong password, the login's redirect setting the session and CSRF cookies (two
+/// `Set-Cookie` fields in one answer), the user list, logging out, and a POST without the CSRF
+/// token refused. The same client passes against gunicorn.
+#[test]
+fn django_admin_login_works_under_every_class() {
+    let Some(venv) = venv() else { return };
+    let env = [
+        "--env",
+        "DJANGO_SETTINGS_MODULE=djangoproj.settings_admin",
+        "--env",
+        "DJANGO_ADMIN_PASSWORD=pw",
+    ];
+    for class in ["sync", "thread", "gthread", "async", "gevent"] {
+        let (s, _db) = django_on_sqlite(&venv, class, threads(class), &env);
+        browser(&venv, "django-admin", s.addr, &s, class);
+        assert!(
+            !s.log().contains("Traceback"),
+            "{class}: the app failed:\n{}",
+            s.log()
+        );
+    }
+}
+
+/// A browser's uploads to a Flask app under every class: a 3 MiB multipart file with a
+/// non-ASCII file name and form field (spooled to disk beyond `--body-buffer-size`), the same
+/// bytes chunked, and with `Expect: 100-continue` (the body sent only after the interim 100).
+#[test]
+fn flask_uploads_work_under_every_class() {
+    let Some(venv) = venv() else { return };
+    let dir = apps();
+    for class in ["sync", "thread", "gthread", "async", "gevent"] {
+        let args = [
+            "-k",
+            class,
+            "--threads",
+            threads(class),
+            "--venv",
+            &venv,
+            "--chdir",
+            &dir,
+            "flask_app:app",
+        ];
+        let s = Server::start(&args);
+        browser(&venv, "flask-upload", s.addr, &s, class);
+    }
 }
 
 /// The test Django project under `class` on a fresh SQLite database (migrated at boot); the

@@ -28,6 +28,27 @@ pub fn venv() -> Option<String> {
     }
 }
 
+/// Runs `crates/wsgi/tests/clients/browser.py KIND` (what a browser does, through `requests`)
+/// against `http://ADDR` (`s` itself, or a proxy in front of it), at most 90 s; panics with the
+/// script's account of each failed check and `s`'s log.
+pub fn browser(venv: &str, kind: &str, addr: std::net::SocketAddr, s: &super::Server, what: &str) {
+    let script = format!("{}/../clients/browser.py", apps());
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut child = std::process::Command::new(format!("{venv}/bin/python"))
+        .args([&script, kind, &format!("http://{addr}")])
+        .stdout(out.reopen().unwrap())
+        .stderr(out.reopen().unwrap())
+        .spawn()
+        .expect("the venv's python");
+    let status = super::exit_within(&mut child, std::time::Duration::from_secs(90));
+    let said = std::fs::read_to_string(out.path()).unwrap_or_default();
+    assert!(
+        status.is_some_and(|st| st.success()) && said == "ok\n",
+        "{what}: browser.py {kind} {status:?}:\n{said}\nthe server's log:\n{}",
+        s.log()
+    );
+}
+
 /// The MariaDB URL that `scripts/ci-services.sh` exports, or `None` with a skip message (a
 /// missing URL fails under CI, which must set it).
 pub fn mysql_url() -> Option<String> {

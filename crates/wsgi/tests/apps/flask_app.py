@@ -1,5 +1,6 @@
 """The seed's Flask service, as its users run it under gunicorn: `c10k serve flask_app:app`."""
 
+import hashlib
 import threading
 import time
 
@@ -32,6 +33,26 @@ def echo():
 @app.route("/form", methods=["POST"])
 def form():
     return jsonify(dict(request.form))
+
+
+@app.route("/upload", methods=["POST"])
+def upload():
+    # A browser's file upload: werkzeug parses the multipart body from wsgi.input.
+    f = request.files["file"]
+    data = f.read()
+    return jsonify(
+        name=f.filename,
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        note=request.form.get("note"),
+    )
+
+
+@app.route("/digest", methods=["POST", "PUT"])
+def digest():
+    # Any request body, however framed (Content-Length or chunked).
+    data = request.get_data()
+    return jsonify(size=len(data), sha256=hashlib.sha256(data).hexdigest())
 
 
 @app.route("/stream")
