@@ -1402,20 +1402,25 @@ fn an_import_that_hangs_is_stopped_by_the_timeout() {
     assert!(err.contains("failed to boot twice"), "{err}");
 }
 
-per_class!(flask_app, |class| {
-    let Some(venv) = venv() else { return };
+/// The test Flask app (`flask_app:app`) under `class`, from the test venv.
+fn flask_in_class(venv: &str, class: &str) -> Server {
     let apps = apps();
-    let s = Server::start(&[
+    Server::start(&[
         "-k",
         class,
         "--threads",
         threads(class),
         "--venv",
-        &venv,
+        venv,
         "--chdir",
         &apps,
         "flask_app:app",
-    ]);
+    ])
+}
+
+per_class!(flask_app, |class| {
+    let Some(venv) = venv() else { return };
+    let s = flask_in_class(&venv, class);
     let r = get(s.addr, "/hello").unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "Hello, world!"));
     // Flask answers HEAD with no body and GET's Content-Length: that length goes out.
@@ -1534,11 +1539,7 @@ fn django_admin_login_works_under_every_class() {
     for class in ["sync", "thread", "gthread", "async", "gevent"] {
         let (s, _db) = django_on_sqlite(&venv, class, threads(class), &env);
         browser(&venv, "django-admin", s.addr, &s, class);
-        assert!(
-            !s.log().contains("Traceback"),
-            "{class}: the app failed:\n{}",
-            s.log()
-        );
+        assert_app_never_failed(&s, class);
     }
 }
 
@@ -1548,22 +1549,19 @@ fn django_admin_login_works_under_every_class() {
 #[test]
 fn flask_uploads_work_under_every_class() {
     let Some(venv) = venv() else { return };
-    let dir = apps();
     for class in ["sync", "thread", "gthread", "async", "gevent"] {
-        let args = [
-            "-k",
-            class,
-            "--threads",
-            threads(class),
-            "--venv",
-            &venv,
-            "--chdir",
-            &dir,
-            "flask_app:app",
-        ];
-        let s = Server::start(&args);
+        let s = flask_in_class(&venv, class);
         browser(&venv, "flask-upload", s.addr, &s, class);
     }
+}
+
+/// Panics with the log if the app raised (a traceback in `s`'s log) under `class`.
+fn assert_app_never_failed(s: &Server, class: &str) {
+    assert!(
+        !s.log().contains("Traceback"),
+        "{class}: the app failed:\n{}",
+        s.log()
+    );
 }
 
 /// The test Django project under `class` on a fresh SQLite database (migrated at boot); the
@@ -1722,11 +1720,7 @@ fn django_streamed_queryset_stays_on_its_view_thread() {
             }
         }
         others.join().unwrap();
-        assert!(
-            !s.log().contains("Traceback"),
-            "{class}: the app failed:\n{}",
-            s.log()
-        );
+        assert_app_never_failed(&s, class);
     }
 }
 
