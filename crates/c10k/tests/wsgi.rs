@@ -2486,9 +2486,19 @@ fn a_second_usr2_and_a_winch_without_upgrade_change_nothing_and_hup_rolls_back()
 mod reload {
     use super::util::reload::Source;
     use super::util::reload::{
-        a_reload_closes_idle_keep_alive_connections, edits_reload_the_app,
-        without_reload_an_edit_is_not_picked_up,
+        a_reload_closes_idle_keep_alive_connections, an_edit_while_the_worker_imports_reloads,
+        edits_reload_the_app, without_reload_an_edit_is_not_picked_up,
     };
+
+    #[test]
+    fn an_edit_while_the_worker_imports_reloads_under_sync_with_poll() {
+        an_edit_while_the_worker_imports_reloads(&["-k", "sync"], "poll");
+    }
+
+    #[test]
+    fn an_edit_while_the_worker_imports_reloads_under_async_with_inotify() {
+        an_edit_while_the_worker_imports_reloads(&["-k", "async", "--threads", "2"], "inotify");
+    }
 
     #[test]
     fn sync_with_flags_and_poll() {

@@ -136,6 +136,9 @@ impl WsgiApp {
         let cwd = std::env::current_dir().map_err(|e| {
             BootError::Environment(format!("cannot read the current directory: {e}"))
         })?;
+        // Before the first module is read: a module file changed after this may have been
+        // imported before the change (see `reload`).
+        let loading_since = std::time::SystemTime::now();
         let started = interp::start(venv.as_deref())?;
         tracing::info!(
             slot = info.slot,
@@ -225,9 +228,13 @@ impl WsgiApp {
             None
         };
         if let Some(reload) = &config.reload {
-            crate::reload::spawn(reload, info.slot, &started_in, broken).map_err(|e| {
-                BootError::Environment(format!("--reload: cannot start the watcher thread: {e}"))
-            })?;
+            crate::reload::spawn(reload, info.slot, &started_in, broken, loading_since).map_err(
+                |e| {
+                    BootError::Environment(format!(
+                        "--reload: cannot start the watcher thread: {e}"
+                    ))
+                },
+            )?;
         }
         let max_in_flight = info
             .max_in_flight

@@ -142,9 +142,9 @@ fn wait_count(s: &Server, needle: &str, n: usize) {
 
 /// Waits (20 s at most) until the server is settled: every worker that reloaded has exited, both
 /// slots have a worker, and every worker booted so far has taken its first look at its files.
-/// An edit made before a fresh worker's first look is not an edit to that worker (it may have
-/// imported the code before it), so the next edit must wait for this. (Workers exit here only
-/// by reloading.)
+/// An edit made before a fresh worker's first look reloads that worker too (it may have
+/// imported the code before the edit), so the next edit waits for this, and each edit reloads
+/// each worker once. (Workers exit here only by reloading.)
 pub fn wait_watching(s: &Server) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -286,6 +286,63 @@ pub fn edits_reload_the_app(class: &[&str], source: Source<'_>) {
         r.status == 200 && r.text() == "v3"
     });
     assert!(s.child.try_wait().unwrap().is_none(), "{}", s.log());
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(Duration::from_secs(20)), Some(0), "{}", s.log());
+}
+
+/// Under `class` with `--reload-engine engine`: an edit saved while the worker imports the app
+/// (its module already read, the watcher not yet looking) reloads it once the worker is up,
+/// and only once. Before, the first look took the edited file for the starting state and the
+/// worker kept the old code until the next edit, as gunicorn's reloader does.
+pub fn an_edit_while_the_worker_imports_reloads(class: &[&str], engine: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("slowimport.py");
+    let importing = dir.path().join("importing");
+    let app = |text: &str, import: &str| {
+        format!(
+            "{import}\n\
+             def app(environ, start_response):\n\
+             \x20   start_response('200 OK', [('Content-Type', 'text/plain')])\n\
+             \x20   return [b'{text}']\n"
+        )
+    };
+    // v1 says it is being imported (Python has read the whole file by then), then takes 1.5 s
+    // more to define its app.
+    let slow = format!(
+        "import time\nopen({:?}, 'w').close()\ntime.sleep(1.5)\n",
+        importing.display().to_string()
+    );
+    std::fs::write(&module, app("v1", &slow)).unwrap();
+    let edit = {
+        let (module, importing) = (module.clone(), importing.clone());
+        let v2 = app("v2", "");
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !importing.exists() {
+                assert!(Instant::now() < deadline, "the worker never imported v1");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // Saved as editors save: a new file renamed over the old one.
+            let tmp = module.with_extension("tmp");
+            std::fs::write(&tmp, v2).unwrap();
+            std::fs::rename(&tmp, &module).unwrap();
+        })
+    };
+    let mut args: Vec<&str> = class.to_vec();
+    let path = dir.path().to_str().unwrap();
+    args.extend_from_slice(&["-w", "1", "--reload", "--reload-engine", engine]);
+    args.extend_from_slice(&["--chdir", path, "slowimport:app"]);
+    let mut s = Server::start(&args);
+    edit.join().unwrap();
+    wait_answer(&s, "answered v2", |r| r.status == 200 && r.text() == "v2");
+    let reloading = format!(
+        "Worker reloading: {} modified while the worker was loading the application",
+        module.display()
+    );
+    assert_eq!(count(&s, &reloading), 1, "{}", s.log());
+    // The fresh worker found nothing to reload for: three more looks change nothing.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(count(&s, "Worker reloading"), 1, "{}", s.log());
     s.signal(libc::SIGTERM);
     assert_eq!(s.wait_exit(Duration::from_secs(20)), Some(0), "{}", s.log());
 }

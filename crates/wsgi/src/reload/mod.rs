@@ -15,6 +15,17 @@
 //! the interpreter only for a moment, to read `sys.modules` when the count of modules has
 //! changed since its last look, and stats the files (or reads inotify events) without the GIL.
 //!
+//! **An edit made while the worker imports.** A watcher's first look records the files as they
+//! are then, but the worker may have read a module before that: an edit saved in between (a
+//! second save right after the one that reloaded; Django takes a second or two to import) would
+//! be seen as the starting state and never reload, leaving the old code running (gunicorn's
+//! reloader has this gap). So the first look also reloads for a module's file (or a broken
+//! file) whose status changed after the worker began loading Python. Status change time
+//! (`ctime`), not modification time: a write, a rename over the file or a `touch` sets it to the
+//! real time, while a modification time can be set anywhere (`touch -d`, an archive's times),
+//! and a future one would reload every fresh worker again. `--reload-extra-file`s are left out:
+//! an app may write a watched asset while it starts, which would reload it without end.
+//!
 //! Engines: `poll` stats every file once a second and reloads when one's modification time, size
 //! or inode differs from what it saw first (a replaced file counts, in either direction of time);
 //! `inotify` watches the files' directories through the kernel and reloads on an event naming a
@@ -28,7 +39,7 @@ mod poll;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -128,15 +139,17 @@ pub(crate) fn module_origin(py: Python<'_>, module: &str) -> Option<PathBuf> {
 
 /// Starts the watcher thread. `cwd` is the directory the worker started in (relative extra
 /// files are taken from it); `broken` are files to watch beyond the modules' (the file of a
-/// `SyntaxError`).
+/// `SyntaxError`); `since` is when the worker began loading Python.
 pub(crate) fn spawn(
     reload: &Reload,
     slot: usize,
     cwd: &Path,
     broken: Vec<PathBuf>,
+    since: SystemTime,
 ) -> std::io::Result<()> {
     let mut sources = Sources {
-        files: broken,
+        files: Vec::new(),
+        broken,
         patterns: Vec::new(),
         modules_seen: None,
         modules: Vec::new(),
@@ -154,14 +167,16 @@ pub(crate) fn spawn(
     let engine = reload.engine;
     std::thread::Builder::new()
         .name("c10k-reload".into())
-        .spawn(move || watch(sources, engine, slot, on_change))
+        .spawn(move || watch(sources, engine, slot, since, on_change))
         .map(drop)
 }
 
 /// What to watch, gathered again on every look.
 struct Sources {
-    /// Extra files (absolute) and broken files.
+    /// Extra files (absolute).
     files: Vec<PathBuf>,
+    /// Files of a `SyntaxError` (absolute).
+    broken: Vec<PathBuf>,
     /// Extra-file glob patterns (absolute).
     patterns: Vec<String>,
     /// `len(sys.modules)` at the last look: the module files are listed again when it changes.
@@ -181,7 +196,7 @@ impl Sources {
             Ok(None) => {}
             Err(e) => tracing::debug!("--reload: cannot read sys.modules: {e}"),
         }
-        let mut all = self.modules.clone();
+        let mut all = self.code();
         all.extend(self.files.iter().cloned());
         let options = glob::MatchOptions {
             // As Python's glob: `*` does not match a dotfile.
@@ -195,6 +210,35 @@ impl Sources {
         }
         all
     }
+
+    /// The application's code as last listed: the modules' files and the broken files.
+    fn code(&self) -> Vec<PathBuf> {
+        let mut code = self.modules.clone();
+        code.extend(self.broken.iter().cloned());
+        code
+    }
+}
+
+/// The first of `files` whose status changed after `since` (and not after now: a clock set back
+/// would otherwise reload every fresh worker).
+fn changed_since(files: &[PathBuf], since: SystemTime) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let now = SystemTime::now();
+    files
+        .iter()
+        .find(|file| {
+            let Ok(meta) = std::fs::metadata(file) else {
+                return false;
+            };
+            let Ok(nsec) = u32::try_from(meta.ctime_nsec()) else {
+                return false;
+            };
+            let ctime = u64::try_from(meta.ctime())
+                .map(|s| SystemTime::UNIX_EPOCH + Duration::new(s, nsec))
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            ctime > since && ctime <= now
+        })
+        .cloned()
 }
 
 /// The files of the modules in `sys.modules` and how many modules there are, or `None` when
@@ -236,6 +280,7 @@ fn watch(
     mut sources: Sources,
     engine: Engine,
     slot: usize,
+    since: SystemTime,
     on_change: Arc<dyn Fn() + Send + Sync>,
 ) {
     let mut watcher = match engine {
@@ -257,12 +302,18 @@ fn watch(
     let changed = loop {
         // A look: the poll engine stats every file, inotify watches the new ones.
         let files = sources.current();
+        // The first look also asks whether the code changed while the worker was loading it.
+        if !logged {
+            if let Some(file) = changed_since(&sources.code(), since) {
+                break (file, " while the worker was loading the application");
+            }
+        }
         let looked = match &mut watcher {
             Watcher::Poll(p) => Ok(p.check(&files)),
             Watcher::Inotify(i) => i.watch(&files).map(|()| None),
         };
         match looked {
-            Ok(Some(file)) => break file,
+            Ok(Some(file)) => break (file, ""),
             Ok(None) => {}
             Err(e) => watcher = watcher.fall_back(&e, &files),
         }
@@ -285,12 +336,13 @@ fn watch(
             Watcher::Inotify(i) => i.wait(INTERVAL),
         };
         match waited {
-            Ok(Some(file)) => break file,
+            Ok(Some(file)) => break (file, ""),
             Ok(None) => {}
             Err(e) => watcher = watcher.fall_back(&e, &files),
         }
     };
-    tracing::info!(slot, "Worker reloading: {} modified", changed.display());
+    let (file, when) = changed;
+    tracing::info!(slot, "Worker reloading: {} modified{when}", file.display());
     on_change();
 }
 
@@ -329,6 +381,40 @@ fn bump(path: &Path, secs: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changed_since_reads_the_status_change_not_the_modification_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new, gone) = (
+            dir.path().join("old.py"),
+            dir.path().join("new.py"),
+            dir.path().join("gone.py"),
+        );
+        std::fs::write(&old, "x = 1\n").unwrap();
+        // Dated a day ahead before the worker started: not a change since (a modification time
+        // would say so to every fresh worker).
+        bump(&old, 86_400);
+        // The kernel's file times tick coarser than the clock.
+        std::thread::sleep(Duration::from_millis(50));
+        let since = SystemTime::now();
+        assert_eq!(changed_since(&[old.clone(), gone.clone()], since), None);
+        std::thread::sleep(Duration::from_millis(50));
+        std::fs::write(&new, "y = 1\n").unwrap();
+        assert_eq!(changed_since(&[old.clone(), new.clone()], since), Some(new));
+        // An older copy put back (`cp -p`, `rsync -t`, a checkout keeping times) is a change,
+        // though its modification time is from before the worker started.
+        let restored = dir.path().join("restored.py");
+        std::fs::write(&restored, "z = 1\n").unwrap();
+        let f = std::fs::File::options()
+            .write(true)
+            .open(&restored)
+            .unwrap();
+        f.set_modified(since - Duration::from_secs(86_400)).unwrap();
+        assert_eq!(
+            changed_since(&[old, restored.clone()], since),
+            Some(restored)
+        );
+    }
 
     #[test]
     fn patterns_and_compiled_files() {
