@@ -23,7 +23,7 @@ fn concurrent_writes_group_commit_and_flush() {
     for (k, backend) in backends().into_iter().enumerate() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(open(&config(dir.path(), &backend, 900 + k as u16)));
-        let room = format!("gc-{}", std::process::id());
+        let room = unique("gc");
         let threads: Vec<_> = (0..32)
             .map(|t| {
                 let store = store.clone();
@@ -78,7 +78,7 @@ fn reads_merge_unflushed_rows() {
         cfg.flush_interval = 60_000; // nothing gets flushed during the test
         cfg.flush_batch = 5000;
         let store = open(&cfg);
-        let room = format!("ryw-{}", std::process::id());
+        let room = unique("ryw");
         let ids: Vec<u64> = (0..10).map(|i| post(&store, &room, i).unwrap()).collect();
         assert_eq!(store.stats().flushed, 0);
         let got = pollster::block_on(store.list(&room, ids[4], 3, None)).unwrap();
@@ -347,7 +347,7 @@ fn direct_mode_inserts_before_answering() {
         let mut cfg = config(dir.path(), &backend, 970 + k as u16);
         cfg.write_mode = c10k_store::WriteMode::Direct;
         let store = open(&cfg);
-        let room = format!("direct-{}", std::process::id());
+        let room = unique("direct");
         let ids: Vec<u64> = (0..5).map(|i| post(&store, &room, i).unwrap()).collect();
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "{}", backend.name);
         assert_eq!(store.stats().appended, 0, "no journal in direct mode");
@@ -449,7 +449,7 @@ fn unicode_round_trips_through_every_database() {
     for (k, backend) in backends().into_iter().enumerate() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&config(dir.path(), &backend, 995 + k as u16));
-        let room = format!("ünï-{}", std::process::id());
+        let room = unique("ünï");
         let text = "héllo 👋 世界\n\ttab";
         let m = pollster::block_on(store.post(&room, "zoë", text, None)).unwrap();
         assert!(store.wait_flushed(Duration::from_secs(10)));
@@ -670,7 +670,7 @@ fn four_workers_boot_together_on_an_empty_database() {
         let url = backend.url.clone().unwrap();
         let (base, _) = url.rsplit_once('/').unwrap();
         for round in 0..3 {
-            let name = format!("c10k_fresh_{}_{round}", std::process::id());
+            let name = unique(&format!("c10k_fresh_{round}"));
             admin(&url, &format!("CREATE DATABASE {name}"));
             let fresh = format!("{base}/{name}");
             let dir = tempfile::tempdir().unwrap();
@@ -736,7 +736,7 @@ fn simultaneous_first_boots_create_the_schema_once() {
         .unwrap();
     for round in 0..3 {
         // A fresh, empty schema each round: the first boot on a new database.
-        let schema = format!("c10k_boot_{}_{round}", std::process::id());
+        let schema = unique(&format!("c10k_boot_{round}"));
         let sep = if url.contains('?') { '&' } else { '?' };
         let fresh = format!("{url}{sep}options[search_path]={schema}");
         let errors: Vec<String> = rt.block_on(async {

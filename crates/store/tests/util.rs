@@ -6,7 +6,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use c10k_store::{Store, StoreConfig};
 
@@ -44,6 +44,16 @@ pub fn real_backends() -> Vec<Backend> {
         }
     }
     out
+}
+
+/// A room, database or schema name that no earlier run used: `PREFIX_PID_NANOS`. The process id
+/// alone repeats (pids wrap at 32,768 on the CI machine) and the server databases keep earlier
+/// runs' rows: a room named by pid once listed an earlier run's 1,280 rows ahead of this run's.
+pub fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{prefix}_{}_{nanos}", std::process::id())
 }
 
 /// A store config under `dir` for `backend`, with a fixed instance id (tests sharing one server
