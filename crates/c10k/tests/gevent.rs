@@ -742,3 +742,66 @@ fn without_reload_an_edit_is_not_picked_up_under_gevent() {
     let Some(venv) = venv() else { return };
     util::reload::without_reload_an_edit_is_not_picked_up(&["-k", "gevent", "--venv", &venv]);
 }
+
+/// A thread the app starts at import (a scheduler, a metrics pusher; monkey-patched, a greenlet)
+/// runs under `-k gevent`, and a socket it opens at import (a client that connects then) can be
+/// waited on in a view, as under gunicorn's gevent worker: the app is imported on the hub's
+/// thread, whose hub then serves. (Imported on the main thread, both belonged to the main
+/// thread's hub, which never runs: the greenlet never ran again, and the read failed with
+/// "operation on destroyed loop".) The import's `signal.signal` still works though CPython
+/// allows it only on the main thread: it answers and fails as CPython's does, and the main
+/// thread installs the handler once the import is done.
+#[test]
+fn a_thread_and_a_socket_made_at_import_work_and_signal_handlers_install_under_gevent() {
+    let Some(venv) = venv() else { return };
+    let s = serve(&venv, "gevent", "1", &[], "import_time:app");
+    let read = || -> Value {
+        let r = get(s.addr, "/").expect("get");
+        assert_eq!(r.status, 200, "{}\n{}", r.text(), s.log());
+        serde_json::from_str(&r.text()).expect("json")
+    };
+    let ticks = |v: &Value| v["ticks"].as_u64().expect("ticks");
+    let first = read();
+    assert_eq!(first["socket"], "x", "{first}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = first.clone();
+    while ticks(&last) < ticks(&first) + 5 {
+        assert!(
+            Instant::now() < deadline,
+            "the thread started at import did not run: {last}\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        last = read();
+    }
+    let seen = &last["seen"];
+    assert_eq!(seen["previous"], "<Handlers.SIG_DFL: 0>", "{last}");
+    assert_eq!(seen["getsignal_is_handler"], true, "{last}");
+    assert_eq!(seen["second_previous_is_handler"], true, "{last}");
+    assert_eq!(seen["kill"], "OSError", "{last}");
+    assert_eq!(seen["not_callable"], "TypeError", "{last}");
+    assert_eq!(seen["out_of_range"], "ValueError", "{last}");
+    // The worker catches SIGUSR2 now (c10k itself leaves it alone).
+    let pid = last["pid"].as_u64().expect("pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let caught = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .expect("SigCgt");
+    assert_ne!(caught & (1 << (libc::SIGUSR2 - 1)), 0, "{status}");
+}
+
+/// An app replacing the worker's SIGTERM handler at import is warned about under `-k gevent`
+/// too, though its import runs on the hub's thread: the main thread installs the handler after
+/// the import (see the test above), and then finds it.
+#[test]
+fn an_app_replacing_the_worker_sigterm_handler_is_warned_about_under_gevent() {
+    let Some(venv) = venv() else { return };
+    let s = serve(&venv, "gevent", "1", &[], "sets_sigterm:app");
+    s.wait_log(
+        "the application set its own SIGTERM handler at import",
+        Duration::from_secs(5),
+    );
+    assert_eq!(get(s.addr, "/").expect("get").text(), "ok\n", "{}", s.log());
+}

@@ -2,6 +2,7 @@
 //! request where Python runs (see the crate documentation).
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -103,6 +104,81 @@ const SLOW: Duration = Duration::from_millis(5);
 /// class's connection threads wait as long).
 const POOL_THREAD_IDLE: Duration = Duration::from_secs(30);
 
+/// What loading the app needs, owned, so that the `gevent` class can load it on its hub's
+/// thread.
+struct Load {
+    config: WsgiConfig,
+    /// The directory the app is imported from (after `--chdir`).
+    cwd: PathBuf,
+    slot: usize,
+    multithread: bool,
+    several_workers: bool,
+}
+
+impl Load {
+    /// Applies `--pythonpath` and `--env`, imports the app and makes the environ template. Also
+    /// returns the files to watch beyond the modules': a `SyntaxError`'s, when `--reload` serves
+    /// it (see `reload`).
+    fn run(self, py: Python<'_>) -> Result<(AppState, Vec<PathBuf>), BootError> {
+        let Load { config, cwd, .. } = &self;
+        let mut broken = Vec::new();
+        let setup = |py: Python<'_>| -> PyResult<()> {
+            let mut path = config.pythonpath.clone();
+            path.push(cwd.clone());
+            interp::prepend_sys_path(py, &path)?;
+            let environ = py.import("os")?.getattr("environ")?;
+            for (k, v) in &config.env {
+                environ.set_item(k, v)?;
+            }
+            Ok(())
+        };
+        setup(py).map_err(|e| BootError::Exception {
+            spec: config.app.clone(),
+            traceback: format_exception(py, &e),
+        })?;
+        let app = match loader::load(py, &config.app) {
+            Ok(app) => app,
+            Err(loader::Failed {
+                error,
+                syntax: Some(file),
+            }) if config.reload.is_some() => {
+                // gunicorn's `load_wsgi` under --reload: the worker serves the error and
+                // watches the broken file, so that saving the fix reloads it.
+                tracing::error!(
+                    slot = self.slot,
+                    "{error}\n--reload: serving this error as a 500 until a watched file changes"
+                );
+                broken.extend(file.map(|f| cwd.join(f)));
+                let module = loader::parse(&config.app).map(|s| s.module.to_owned());
+                if let Some(origin) = module
+                    .ok()
+                    .and_then(|m| crate::reload::module_origin(py, &m))
+                {
+                    broken.push(origin);
+                }
+                crate::reload::fail_app(py, &error.to_string()).map_err(|e| {
+                    BootError::Exception {
+                        spec: config.app.clone(),
+                        traceback: format_exception(py, &e),
+                    }
+                })?
+            }
+            Err(failed) => return Err(failed.error),
+        };
+        let template = Template::new(
+            py,
+            &config.root_path,
+            self.multithread,
+            self.several_workers,
+        )
+        .map_err(|e| BootError::Exception {
+            spec: config.app.clone(),
+            traceback: format_exception(py, &e),
+        })?;
+        Ok((AppState { app, template }, broken))
+    }
+}
+
 impl std::fmt::Debug for WsgiApp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WsgiApp")
@@ -148,84 +224,46 @@ impl WsgiApp {
             config.app
         );
         let gevent = info.class == "gevent";
-        // Files to watch beyond the modules': a SyntaxError's (see `reload`).
-        let mut broken = Vec::new();
-        let state = interp::attach(|py| -> Result<AppState, BootError> {
-            if gevent {
+        let load = Load {
+            config: config.clone(),
+            cwd,
+            slot: info.slot,
+            // Greenlets run requests concurrently, as threads would (gunicorn says so too).
+            multithread: info.threads > 1 || gevent,
+            several_workers: info.workers > 1,
+        };
+        let (state, broken, hub) = if gevent {
+            interp::attach(|py| -> Result<(), BootError> {
                 // Before anything else is imported: the app must see the patched modules.
                 crate::gevent::prepare(py, !config.no_monkey_patch)?;
-            }
-            let setup = |py: Python<'_>| -> PyResult<()> {
-                let mut path = config.pythonpath.clone();
-                path.push(cwd.clone());
-                interp::prepend_sys_path(py, &path)?;
-                let environ = py.import("os")?.getattr("environ")?;
-                for (k, v) in &config.env {
-                    environ.set_item(k, v)?;
-                }
-                Ok(())
-            };
-            setup(py).map_err(|e| BootError::Exception {
-                spec: config.app.clone(),
-                traceback: format_exception(py, &e),
+                crate::gevent::note_main_hub(py)
             })?;
-            let app = match loader::load(py, &config.app) {
-                Ok(app) => app,
-                Err(loader::Failed {
-                    error,
-                    syntax: Some(file),
-                }) if config.reload.is_some() => {
-                    // gunicorn's `load_wsgi` under --reload: the worker serves the error and
-                    // watches the broken file, so that saving the fix reloads it.
-                    tracing::error!(
-                        slot = info.slot,
-                        "{error}\n--reload: serving this error as a 500 until a watched file \
-                         changes"
-                    );
-                    broken.extend(file.map(|f| cwd.join(f)));
-                    let module = loader::parse(&config.app).map(|s| s.module.to_owned());
-                    if let Some(origin) = module
-                        .ok()
-                        .and_then(|m| crate::reload::module_origin(py, &m))
-                    {
-                        broken.push(origin);
-                    }
-                    crate::reload::fail_app(py, &error.to_string()).map_err(|e| {
-                        BootError::Exception {
-                            spec: config.app.clone(),
-                            traceback: format_exception(py, &e),
-                        }
-                    })?
-                }
-                Err(failed) => return Err(failed.error),
-            };
-            warn_replaced_signals(py, info.class == "sync");
-            if gevent {
-                crate::gevent::note_main_hub(py)?;
-            }
-            // Greenlets run requests concurrently, as threads would (gunicorn says so too).
-            let multithread = info.threads > 1 || gevent;
-            let template = Template::new(py, &config.root_path, multithread, info.workers > 1)
-                .map_err(|e| BootError::Exception {
-                    spec: config.app.clone(),
-                    traceback: format_exception(py, &e),
-                })?;
-            Ok(AppState { app, template })
-        })?;
-        let pool_size = match info.wait {
-            Wait::Yield => info.threads.max(1),
-            // Only requests with a deadline use the pool: as many as may run at once.
-            Wait::Block => info.threads.clamp(1, 1024),
-        };
-        let hub = if gevent {
             tracing::info!(
                 slot = info.slot,
                 max_in_flight = info.max_in_flight,
                 "gevent hub: one greenlet per request"
             );
-            Some(Hub::start()?)
+            // The app is imported on the hub's thread, as gunicorn's gevent worker imports and
+            // serves on one: a thread it starts at import is a greenlet of the hub that serves.
+            let (hub, (state, broken)) = Hub::start(move |py| load.run(py))?;
+            interp::attach(|py| -> Result<(), BootError> {
+                crate::gevent::apply_deferred_signals(py)?;
+                warn_replaced_signals(py, false);
+                Ok(())
+            })?;
+            (state, broken, Some(hub))
         } else {
-            None
+            let (state, broken) = interp::attach(|py| -> Result<_, BootError> {
+                let loaded = load.run(py)?;
+                warn_replaced_signals(py, info.class == "sync");
+                Ok(loaded)
+            })?;
+            (state, broken, None)
+        };
+        let pool_size = match info.wait {
+            Wait::Yield => info.threads.max(1),
+            // Only requests with a deadline use the pool: as many as may run at once.
+            Wait::Block => info.threads.clamp(1, 1024),
         };
         if let Some(reload) = &config.reload {
             crate::reload::spawn(reload, info.slot, &started_in, broken, loading_since).map_err(

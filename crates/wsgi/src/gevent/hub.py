@@ -1,5 +1,8 @@
 """The gevent side of c10k's `gevent` worker class (see crates/wsgi/src/gevent/mod.rs).
 
+The app is imported on the hub's thread, with `signal.signal` deferred to the main thread
+(`defer_signals`), so that what it starts at import runs on the hub that serves.
+
 c10k's Rust event loop accepts, parses and writes every connection. Complete requests (and the
 steps of streamed bodies) arrive through `queue`; an eventfd (`fd`) says when there is work, and an
 io watcher on this hub turns that into a callback in the hub greenlet, which only schedules: each
@@ -122,19 +125,92 @@ def python_entry(app):
 
 
 def note_main_hub():
-    """Called on the main thread after the app is imported. Only gevent's default loop has child
-    watchers, and a patched `subprocess.run` or `os.fork()` needs one (else "child watchers are
-    only available on the default loop"); under gunicorn's gevent worker the hub is the main
-    thread's, on that loop. Importing the app often makes the main thread's hub, which takes the
-    default loop (`requests` does). That hub never runs (the main thread runs no greenlet after
-    the import), so it is destroyed here with its loop, and the worker's hub thread makes the
-    default loop again (`own_hub`). What the import left waiting on it (a patched thread started
-    at import: a greenlet of the main thread) could never run on another thread anyway."""
+    """Called on the main thread after gevent is imported and before the hub's thread starts.
+    Only gevent's default loop has child watchers, and a patched `subprocess.run` or `os.fork()`
+    needs one (else "child watchers are only available on the default loop"); under gunicorn's
+    gevent worker the hub is the main thread's, on that loop. If patching made the main thread's
+    hub, it would hold the default loop and never run (the main thread runs no greenlet), so it is
+    destroyed here with its loop, and the hub's thread makes the default loop again
+    (`own_hub`)."""
     from gevent._hub_local import get_hub_if_exists
 
     hub = get_hub_if_exists()
     if hub is not None:
         hub.destroy(destroy_loop=True)
+
+
+# The app is imported on the hub's thread (so that what it starts at import runs on the hub that
+# serves), but CPython lets only the main thread call signal.signal: while it imports, the calls
+# are recorded here and the main thread makes them once the import is done (see defer_signals).
+DEFERRED_SIGNALS = []
+_deferring = [False]
+
+
+def defer_signals():
+    """Until `undo_defer_signals`: `signal.signal` called on another thread than the main one is
+    checked as CPython checks it (signal number, handler; SIGKILL and SIGSTOP refused), recorded
+    for `apply_deferred_signals` and answered with the previous handler, and `signal.getsignal`
+    answers with what was recorded. An app that installs a handler at import (as under gunicorn's
+    gevent worker, which imports on its main thread) therefore boots. Outside the import, the
+    replacements call through (a module may have kept them: `from signal import signal`)."""
+    import errno
+    import signal
+
+    real_signal, real_getsignal = signal.signal, signal.getsignal
+    pending = {}
+
+    def getsignal(signalnum):
+        if _deferring[0] and signalnum in pending:
+            return pending[signalnum]
+        return real_getsignal(signalnum)
+
+    def deferring_signal(signalnum, handler):
+        if not _deferring[0]:
+            return real_signal(signalnum, handler)
+        try:
+            # The main thread, or gevent's own SIGCHLD handling: nothing to defer.
+            return real_signal(signalnum, handler)
+        except ValueError:
+            pass
+        previous = getsignal(signalnum)  # ValueError for a number out of range, as CPython
+        if handler not in (signal.SIG_IGN, signal.SIG_DFL) and not callable(handler):
+            raise TypeError(
+                "signal handler must be signal.SIG_IGN, signal.SIG_DFL, or a callable object"
+            )
+        if signalnum in (signal.SIGKILL, signal.SIGSTOP):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        pending[signalnum] = handler
+        DEFERRED_SIGNALS.append((signalnum, handler))
+        return previous
+
+    deferring_signal.__wrapped__ = real_signal
+    getsignal.__wrapped__ = real_getsignal
+    signal.signal, signal.getsignal = deferring_signal, getsignal
+    _deferring[0] = True
+
+
+def undo_defer_signals():
+    """Ends `defer_signals`: `signal.signal` and `signal.getsignal` are the real ones again."""
+    import signal
+
+    _deferring[0] = False
+    for name in ("signal", "getsignal"):
+        wrapper = getattr(signal, name)
+        real = getattr(wrapper, "__wrapped__", None)
+        if real is not None:
+            setattr(signal, name, real)
+
+
+def apply_deferred_signals():
+    """On the main thread, after the import: makes the `signal.signal` calls the import made on
+    the hub's thread, in their order (with the C function: gevent's own wrapper would make the
+    main thread a hub for a SIGCHLD reset)."""
+    import _signal
+
+    calls = list(DEFERRED_SIGNALS)
+    DEFERRED_SIGNALS.clear()
+    for signalnum, handler in calls:
+        _signal.signal(signalnum, handler)
 
 
 def own_hub():

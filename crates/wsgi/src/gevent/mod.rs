@@ -32,6 +32,12 @@
 //! the client gets a 504 (from whichever side sees the deadline first). A request whose waiting
 //! future goes away (the server's own timer, shutdown) has its greenlet killed with `GreenletExit`.
 //!
+//! The app is imported on the hub's thread too ([`Hub::start`]), once its hub is made, as
+//! gunicorn's gevent worker imports on the thread that serves: a thread the app starts at import
+//! (patched: a greenlet) belongs to the serving hub and runs. Meanwhile `signal.signal`, which
+//! CPython allows only on the main thread, is recorded there and made by the main thread after
+//! the import (`hub.py`'s `defer_signals`).
+//!
 //! This folder is what runs on the hub thread (and the boot-time set-up of gevent); the handle that
 //! any other thread uses to reach the hub ([`Hub`]: its queue of tasks, a body's [`Owner`], the
 //! answers' way back) is hub_handle.rs, which names nothing of it.
@@ -110,15 +116,26 @@ pub(crate) fn prepare(py: Python<'_>, monkey_patch: bool) -> Result<(), BootErro
     Ok(())
 }
 
-/// After the app's import, on the main thread: records whether the import made the main thread's
-/// hub, so the worker's hub knows whether gevent's default loop is free for it (`hub.py`'s
-/// `own_hub`).
+/// On the main thread, after gevent is imported and before the hub's thread starts: frees
+/// gevent's default loop for the hub (`hub.py`'s `note_main_hub` and `own_hub`).
 pub(crate) fn note_main_hub(py: Python<'_>) -> Result<(), BootError> {
     module(py)
         .and_then(|m| m.getattr("note_main_hub")?.call0())
         .map(drop)
         .map_err(|e| BootError::Exception {
             spec: "gevent".into(),
+            traceback: format_exception(py, &e),
+        })
+}
+
+/// On the main thread, once the hub's thread has imported the app: the `signal.signal` calls
+/// the import made there, which CPython allows only here (`hub.py`'s `defer_signals`).
+pub(crate) fn apply_deferred_signals(py: Python<'_>) -> Result<(), BootError> {
+    module(py)
+        .and_then(|m| m.getattr("apply_deferred_signals")?.call0())
+        .map(drop)
+        .map_err(|e| BootError::Exception {
+            spec: "signal.signal at import".into(),
             traceback: format_exception(py, &e),
         })
 }
@@ -140,8 +157,12 @@ pub(crate) fn own(py: Python<'_>, hub: Hub) -> Owner {
 }
 
 impl Hub {
-    /// Starts the hub thread. The interpreter is started and the app loaded.
-    pub(crate) fn start() -> Result<Hub, BootError> {
+    /// Starts the hub's thread, which makes its hub, runs `boot` (the app's import) and then
+    /// serves; returns what `boot` returned once it has. The interpreter is started and gevent
+    /// imported (`prepare`, `note_main_hub`).
+    pub(crate) fn start<T: Send + 'static>(
+        boot: impl for<'py> FnOnce(Python<'py>) -> Result<T, BootError> + Send + 'static,
+    ) -> Result<(Hub, T), BootError> {
         // SAFETY: plain syscall; the result is checked and owned below.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if fd < 0 {
@@ -165,25 +186,69 @@ impl Hub {
             }),
         };
         let shared = hub.shared.clone();
+        let (booted_tx, booted) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("c10k-gevent-hub".into())
-            .spawn(move || run_hub(shared))
+            .spawn(move || run_hub(shared, boot, booted_tx))
             .map_err(|e| BootError::Environment(format!("cannot start the gevent hub: {e}")))?;
-        Ok(hub)
+        match booted.recv() {
+            Ok(loaded) => loaded.map(|t| (hub, t)),
+            Err(_) => Err(BootError::Environment(
+                "the gevent hub's thread stopped while it loaded the application".into(),
+            )),
+        }
     }
 }
 
-/// The hub thread: attached to Python for good, it runs `hub.serve` until the process exits.
-fn run_hub(shared: Arc<Shared>) {
+/// On the hub's thread: its hub first (gevent's default loop), so that a greenlet the import
+/// spawns (a patched `threading.Thread`: a scheduler, a metrics pusher) is the serving hub's
+/// and runs once it serves, as under gunicorn's gevent worker; then `boot` with `signal.signal`
+/// deferred to the main thread.
+fn boot_here<T>(
+    py: Python<'_>,
+    boot: impl for<'py> FnOnce(Python<'py>) -> Result<T, BootError>,
+) -> Result<T, BootError> {
+    let failed = |py: Python<'_>, e: PyErr| BootError::Exception {
+        spec: "gevent".into(),
+        traceback: format_exception(py, &e),
+    };
+    let m = module(py).map_err(|e| failed(py, e))?;
+    m.getattr("own_hub")
+        .and_then(|f| f.call0())
+        .and_then(|_| m.getattr("defer_signals")?.call0())
+        .map_err(|e| failed(py, e))?;
+    let booted = boot(py);
+    let undone = m.getattr("undo_defer_signals").and_then(|f| f.call0());
+    let t = booted?;
+    undone.map_err(|e| failed(py, e))?;
+    Ok(t)
+}
+
+/// The hub's thread: attached to Python for good, it loads the app (telling [`Hub::start`] how
+/// that went) and runs `hub.serve` until the process exits.
+fn run_hub<T>(
+    shared: Arc<Shared>,
+    boot: impl for<'py> FnOnce(Python<'py>) -> Result<T, BootError>,
+    booted: std::sync::mpsc::SyncSender<Result<T, BootError>>,
+) {
     let fd = shared.fd.as_raw_fd();
-    let result = crate::interp::attach(|py| -> Result<(), String> {
-        let queue = Py::new(py, Queue { shared }).map_err(|e| e.to_string())?;
-        let (call_type, job_type) = (py.get_type::<HubCall>(), py.get_type::<HubJob>());
-        module(py)
-            .and_then(|m| m.getattr("serve")?.call1((fd, queue, call_type, job_type)))
-            .map(drop)
-            .map_err(|e| format_exception(py, &e))
+    let served = crate::interp::attach(|py| {
+        let loaded = boot_here(py, boot);
+        let ok = loaded.is_ok();
+        if booted.send(loaded).is_err() || !ok {
+            // The main thread reports the boot error and the worker exits.
+            return None;
+        }
+        Some((|| -> Result<(), String> {
+            let queue = Py::new(py, Queue { shared }).map_err(|e| e.to_string())?;
+            let (call_type, job_type) = (py.get_type::<HubCall>(), py.get_type::<HubJob>());
+            module(py)
+                .and_then(|m| m.getattr("serve")?.call1((fd, queue, call_type, job_type)))
+                .map(drop)
+                .map_err(|e| format_exception(py, &e))
+        })())
     });
+    let Some(result) = served else { return };
     let why = result.err().unwrap_or_else(|| "it returned".into());
     tracing::error!("the gevent hub stopped; the worker exits: {why}");
     // Requests would wait forever: let the master start a fresh worker.
