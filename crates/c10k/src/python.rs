@@ -299,9 +299,10 @@ mod enabled {
                 }),
             }),
         };
-        let app = WsgiApp::boot(&config, info)?;
+        let app = Arc::new(WsgiApp::boot(&config, info)?);
         // The app's `atexit` handlers run when the worker exits normally, as in gunicorn.
-        Ok(Hosted::new(Arc::new(app)).with_at_exit(c10k_wsgi::interp::run_exit_handlers))
+        let exiting = app.clone();
+        Ok(Hosted::new(app).with_at_exit(move || exiting.run_exit_handlers()))
     }
 }
 

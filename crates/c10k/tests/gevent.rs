@@ -805,3 +805,21 @@ fn an_app_replacing_the_worker_sigterm_handler_is_warned_about_under_gevent() {
     );
     assert_eq!(get(s.addr, "/").expect("get").text(), "ok\n", "{}", s.log());
 }
+
+/// The app's `atexit` handlers run on the hub under `-k gevent`, where the app was imported, as
+/// under gunicorn's gevent worker: a handler that waits on a socket the app opened at import
+/// (a client flushing on exit) gets its answer. (Run on the main thread, the wait was another
+/// thread's hub's and failed.)
+#[test]
+fn atexit_handlers_run_on_the_hub_under_gevent() {
+    let Some(venv) = venv() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("atexit.txt");
+    let env = format!("IMPORT_TIME_ATEXIT={}", file.display());
+    let mut s = serve(&venv, "gevent", "1", &["-e", &env], "import_time:app");
+    assert_eq!(get(s.addr, "/").expect("get").status, 200, "{}", s.log());
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(Duration::from_secs(20)), Some(0), "{}", s.log());
+    let wrote = std::fs::read_to_string(&file).unwrap_or_default();
+    assert_eq!(wrote, "x", "{}", s.log());
+}

@@ -301,7 +301,35 @@ impl WsgiApp {
     }
 }
 
+/// How long a worker that has stopped serving waits for its gevent hub to run the app's `atexit`
+/// handlers (gunicorn's default `--graceful-timeout`; the master may kill the worker sooner).
+const EXIT_HANDLERS_ON_HUB: Duration = Duration::from_secs(30);
+
 impl WsgiApp {
+    /// Runs the app's `atexit` handlers ([`interp::run_exit_handlers`]) once the worker has
+    /// stopped serving. Under `gevent` they run in a greenlet on the hub, where the app was
+    /// imported, as under gunicorn's gevent worker (whose hub is the main thread's): what they
+    /// wait on, a thread the app started or a socket it opened at import, is that hub's. A hub
+    /// that does not run them within [`EXIT_HANDLERS_ON_HUB`] (a view that never yields) is
+    /// given up on, and they are not run.
+    pub fn run_exit_handlers(&self) {
+        let Some(hub) = &self.inner.hub else {
+            return interp::run_exit_handlers();
+        };
+        let (done, ran) = std::sync::mpsc::sync_channel(1);
+        hub.run(Box::new(move |py| {
+            interp::exit_handlers(py);
+            let _ = done.send(());
+        }));
+        if ran.recv_timeout(EXIT_HANDLERS_ON_HUB).is_err() {
+            tracing::warn!(
+                "the gevent hub did not run the application's atexit handlers within {}s (a \
+                 greenlet that never yields?): the worker exits without them",
+                EXIT_HANDLERS_ON_HUB.as_secs()
+            );
+        }
+    }
+
     /// Python threads running a request whose client already got its 504 (see [`crate::pool`]).
     pub fn stuck_threads(&self) -> usize {
         self.inner.pool.get().map_or(0, Pool::stuck)

@@ -413,20 +413,24 @@ pub fn run_exit_handlers() {
     if STARTED.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
         return;
     }
-    attach(|py| {
-        let run = |py: Python<'_>| -> PyResult<()> {
-            py.import("atexit")?.call_method0("_run_exitfuncs")?;
-            Ok(())
-        };
-        if let Err(e) = run(py) {
-            e.print(py);
-        }
-        for stream in ["stdout", "stderr"] {
-            if let Ok(s) = py.import("sys").and_then(|sys| sys.getattr(stream)) {
-                if !s.is_none() {
-                    let _ = s.call_method0("flush");
-                }
+    attach(exit_handlers);
+}
+
+/// [`run_exit_handlers`] on a thread that holds the GIL (the gevent hub's, see
+/// [`crate::WsgiApp::run_exit_handlers`]).
+pub(crate) fn exit_handlers(py: Python<'_>) {
+    let run = |py: Python<'_>| -> PyResult<()> {
+        py.import("atexit")?.call_method0("_run_exitfuncs")?;
+        Ok(())
+    };
+    if let Err(e) = run(py) {
+        e.print(py);
+    }
+    for stream in ["stdout", "stderr"] {
+        if let Ok(s) = py.import("sys").and_then(|sys| sys.getattr(stream)) {
+            if !s.is_none() {
+                let _ = s.call_method0("flush");
             }
         }
-    });
+    }
 }
