@@ -239,20 +239,23 @@ fn run_hub<T>(
             // The main thread reports the boot error and the worker exits.
             return None;
         }
-        Some((|| -> Result<(), String> {
-            let queue = Py::new(py, Queue { shared }).map_err(|e| e.to_string())?;
-            let (call_type, job_type) = (py.get_type::<HubCall>(), py.get_type::<HubJob>());
-            module(py)
-                .and_then(|m| m.getattr("serve")?.call1((fd, queue, call_type, job_type)))
-                .map(drop)
-                .map_err(|e| format_exception(py, &e))
-        })())
+        Some(serve(py, shared, fd))
     });
     let Some(result) = served else { return };
     let why = result.err().unwrap_or_else(|| "it returned".into());
     tracing::error!("the gevent hub stopped; the worker exits: {why}");
     // Requests would wait forever: let the master start a fresh worker.
     std::process::exit(1);
+}
+
+/// Runs `hub.py`'s `serve`, which returns only if something broke.
+fn serve(py: Python<'_>, shared: Arc<Shared>, fd: i32) -> Result<(), String> {
+    let queue = Py::new(py, Queue { shared }).map_err(|e| e.to_string())?;
+    let (call_type, job_type) = (py.get_type::<HubCall>(), py.get_type::<HubJob>());
+    module(py)
+        .and_then(|m| m.getattr("serve")?.call1((fd, queue, call_type, job_type)))
+        .map(drop)
+        .map_err(|e| format_exception(py, &e))
 }
 
 /// The jobs to run (a [`HubCall`] or a [`HubJob`] each) and the requests whose greenlets to kill.
