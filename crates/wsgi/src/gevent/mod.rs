@@ -116,28 +116,28 @@ pub(crate) fn prepare(py: Python<'_>, monkey_patch: bool) -> Result<(), BootErro
     Ok(())
 }
 
+/// Calls `hub.py`'s function `name` without arguments, while the worker boots; a failure is a
+/// boot error of `spec`.
+fn boot_step(py: Python<'_>, name: &str, spec: &str) -> Result<(), BootError> {
+    module(py)
+        .and_then(|m| m.getattr(name)?.call0())
+        .map(drop)
+        .map_err(|e| BootError::Exception {
+            spec: spec.into(),
+            traceback: format_exception(py, &e),
+        })
+}
+
 /// On the main thread, after gevent is imported and before the hub's thread starts: frees
 /// gevent's default loop for the hub (`hub.py`'s `note_main_hub` and `own_hub`).
 pub(crate) fn note_main_hub(py: Python<'_>) -> Result<(), BootError> {
-    module(py)
-        .and_then(|m| m.getattr("note_main_hub")?.call0())
-        .map(drop)
-        .map_err(|e| BootError::Exception {
-            spec: "gevent".into(),
-            traceback: format_exception(py, &e),
-        })
+    boot_step(py, "note_main_hub", "gevent")
 }
 
 /// On the main thread, once the hub's thread has imported the app: the `signal.signal` calls
 /// the import made there, which CPython allows only here (`hub.py`'s `defer_signals`).
 pub(crate) fn apply_deferred_signals(py: Python<'_>) -> Result<(), BootError> {
-    module(py)
-        .and_then(|m| m.getattr("apply_deferred_signals")?.call0())
-        .map(drop)
-        .map_err(|e| BootError::Exception {
-            spec: "signal.signal at import".into(),
-            traceback: format_exception(py, &e),
-        })
+    boot_step(py, "apply_deferred_signals", "signal.signal at import")
 }
 
 /// The running request greenlet, kept for the steps of its streamed body (`hub.py`'s `own`):
@@ -208,19 +208,12 @@ fn boot_here<T>(
     py: Python<'_>,
     boot: impl for<'py> FnOnce(Python<'py>) -> Result<T, BootError>,
 ) -> Result<T, BootError> {
-    let failed = |py: Python<'_>, e: PyErr| BootError::Exception {
-        spec: "gevent".into(),
-        traceback: format_exception(py, &e),
-    };
-    let m = module(py).map_err(|e| failed(py, e))?;
-    m.getattr("own_hub")
-        .and_then(|f| f.call0())
-        .and_then(|_| m.getattr("defer_signals")?.call0())
-        .map_err(|e| failed(py, e))?;
+    boot_step(py, "own_hub", "gevent")?;
+    boot_step(py, "defer_signals", "gevent")?;
     let booted = boot(py);
-    let undone = m.getattr("undo_defer_signals").and_then(|f| f.call0());
+    let undone = boot_step(py, "undo_defer_signals", "gevent");
     let t = booted?;
-    undone.map_err(|e| failed(py, e))?;
+    undone?;
     Ok(t)
 }
 
