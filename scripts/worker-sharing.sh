@@ -47,7 +47,7 @@ OUT=${OUT:-runs/$(date -u +%F)-worker-sharing}
 APP_DIR=$PWD/lab/peers
 
 source scripts/lib-peers.sh
-peers_need ab taskset curl
+peers_need ab taskset curl ss
 peers_venv uwsgi flask
 peers_build
 
