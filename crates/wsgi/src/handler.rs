@@ -214,7 +214,7 @@ impl WsgiApp {
         })?;
         // Before the first module is read: a module file changed after this may have been
         // imported before the change (see `reload`).
-        let loading_since = std::time::SystemTime::now();
+        let loading_since = crate::reload::file_clock_now();
         let started = interp::start(venv.as_deref())?;
         tracing::info!(
             slot = info.slot,

@@ -219,8 +219,30 @@ impl Sources {
     }
 }
 
-/// The first of `files` whose status changed after `since` (and not after now: a clock set back
-/// would otherwise reload every fresh worker).
+/// Now, by the clock the kernel stamps files with (`CLOCK_REALTIME_COARSE`, which runs up to a
+/// tick, a few milliseconds, behind the precise one): the `since` of [`changed_since`]. By the
+/// precise clock, a file changed a moment after `since` could be stamped before it, and an edit
+/// made while the worker imports the application would be missed; a worker forked from a zygote
+/// starts importing within microseconds of taking it.
+pub fn file_clock_now() -> SystemTime {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } != 0 {
+        return SystemTime::now() - Duration::from_millis(20);
+    }
+    match (u64::try_from(ts.tv_sec), u32::try_from(ts.tv_nsec)) {
+        (Ok(s), Ok(ns)) => SystemTime::UNIX_EPOCH + Duration::new(s, ns),
+        _ => SystemTime::UNIX_EPOCH,
+    }
+}
+
+/// The first of `files` whose status changed at or after `since` (taken with
+/// [`file_clock_now`]; a change in the same tick just before it counts too, which costs one
+/// needless reload at most), and not after now: a clock set back would otherwise reload every
+/// fresh worker.
 fn changed_since(files: &[PathBuf], since: SystemTime) -> Option<PathBuf> {
     use std::os::unix::fs::MetadataExt;
     let now = SystemTime::now();
@@ -236,7 +258,7 @@ fn changed_since(files: &[PathBuf], since: SystemTime) -> Option<PathBuf> {
             let ctime = u64::try_from(meta.ctime())
                 .map(|s| SystemTime::UNIX_EPOCH + Duration::new(s, nsec))
                 .unwrap_or(SystemTime::UNIX_EPOCH);
-            ctime > since && ctime <= now
+            ctime >= since && ctime <= now
         })
         .cloned()
 }
@@ -414,6 +436,23 @@ mod tests {
             changed_since(&[old, restored.clone()], since),
             Some(restored)
         );
+    }
+
+    /// A file changed right after `since` is a change: taken with the precise clock, `since`
+    /// was most often later than the file's stamp (the kernel's coarser clock lags it).
+    #[test]
+    fn a_change_right_after_since_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..20 {
+            let file = dir.path().join(format!("m{i}.py"));
+            let since = file_clock_now();
+            std::fs::write(&file, "x = 1\n").unwrap();
+            assert_eq!(
+                changed_since(std::slice::from_ref(&file), since),
+                Some(file.clone()),
+                "round {i}"
+            );
+        }
     }
 
     #[test]
