@@ -431,7 +431,10 @@ fn serve_python(
             python.to_toml().trim_end().replace('\n', ", ")
         );
     }
-    c10k_serve::run_reloading(config, reload, |info| crate::python::factory(python, info))
+    let forking = crate::python::forking(python);
+    c10k_serve::run_forking(config, reload, Some(forking), |info| {
+        crate::python::factory(python, info)
+    })
 }
 
 #[cfg(feature = "python")]

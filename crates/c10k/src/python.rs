@@ -242,18 +242,29 @@ fn reload_pattern(entry: &str) -> bool {
 }
 
 #[cfg(feature = "python")]
-pub use enabled::factory;
+pub use enabled::{factory, forking};
 
 #[cfg(feature = "python")]
 mod enabled {
     use std::sync::Arc;
 
-    use c10k_serve::{Hosted, WorkerInfo};
+    use c10k_serve::{Forking, Hosted, WorkerInfo};
     // A direct dependency so that build.rs can ask pyo3-build-config for libpython's rpath.
     use c10k_wsgi::{Reload, WsgiApp, WsgiConfig};
     use pyo3 as _;
 
     use super::{PythonArgs, ReloadEngine};
+
+    /// How the workers are forked: the zygote starts the interpreter (the venv's, as a worker
+    /// would) and forks them with Python's fork hooks; each worker then imports the app itself,
+    /// as gunicorn's workers do without `--preload`.
+    pub fn forking(args: &PythonArgs) -> Forking {
+        let venv = args.venv.clone();
+        Forking {
+            prepare: Box::new(move || Ok(WsgiApp::prestart(venv.as_deref())?)),
+            fork: c10k_wsgi::interp::fork,
+        }
+    }
 
     /// Boots the app in a worker process. A boot error is the worker's "failed to boot" (exit
     /// status 3), with the Python traceback in the message.

@@ -15,7 +15,8 @@
 //!   typed report the master gathers from it and serves on its admin listener (`/status`,
 //!   `/processlist`, `/metrics`), which `c10k status` reads back.
 //! - `master`: the supervising process `c10k serve` runs ([`run`]): the arbiter only; [`reload`]:
-//!   what its `SIGHUP` does to the configuration ([`run_reloading`]).
+//!   what its `SIGHUP` does to the configuration ([`run_reloading`]); `zygote`: the process that
+//!   forks workers sharing an application's runtime ([`run_forking`]).
 //!
 //! Serving your own handler in-process:
 //!
@@ -73,6 +74,7 @@ mod stream;
 mod track;
 mod upgrade;
 mod workers;
+mod zygote;
 
 pub use c10k_http::WorkerInfo;
 pub use config::{
@@ -83,6 +85,7 @@ pub use reload::{Reload, Reloaded};
 pub use scoreboard::WritePathFigures;
 pub use shutdown::{Phase, Shutdown};
 pub use workers::{
-    is_worker_process, retire_for_reload, run, run_hosted, run_reloading, started_by_upgrade,
-    worker_info, Hosted, Server,
+    is_worker_process, retire_for_reload, run, run_forking, run_hosted, run_reloading,
+    started_by_upgrade, worker_info, Hosted, Server,
 };
+pub use zygote::Forking;

@@ -7,7 +7,8 @@
 //! Workers are started by re-executing this binary with the listening sockets at descriptors
 //! 3.. (the `LISTEN_FDS` convention) and the scoreboard after them, so no worker inherits a
 //! half-initialised runtime from a `fork` of a threaded process; the master never starts a thread
-//! or a runtime of its own.
+//! or a runtime of its own. An application with a runtime to share (Python) has its workers
+//! forked instead by a zygote the master starts the same way (see `zygote`).
 //!
 //! `HUP` loads the configuration again through the binary's hook before the rolling restart
 //! (see `reload`): workers started from then on get the new one, and one that does not load
@@ -38,6 +39,7 @@ use crate::listener::{Listener, SocketFile};
 use crate::rebind::{Listening, Shape};
 use crate::scoreboard::{self, ConnState, Scoreboard, ENTRIES_PER_SLOT, MAX_SLOTS};
 use crate::status::{Admin, Status, View};
+use crate::zygote::Zygote;
 
 /// Exit status of a worker whose application could not be built (gunicorn's WORKER_BOOT_ERROR).
 pub const BOOT_ERROR: i32 = 3;
@@ -148,7 +150,18 @@ pub(crate) struct Master {
     reload: Option<(ServeConfig, crate::reload::Reload)>,
     /// What the last reload hands every worker started since (see `Reloaded::worker_env`).
     worker_env: Vec<(String, String)>,
+    /// Whether workers are forked by a zygote (see `zygote`): the application has a runtime to
+    /// share and this master is a child subreaper.
+    forking: bool,
+    /// The running zygote, started at the first worker that needs it.
+    zygote: Option<Zygote>,
+    /// Zygotes in a row that could not give a worker; at [`ZYGOTE_TRIES`] workers are started
+    /// by exec until the next `HUP`.
+    zygote_failures: u32,
 }
+
+/// See `Master::zygote_failures`.
+const ZYGOTE_TRIES: u32 = 3;
 
 impl Master {
     /// `as_given` is the configuration as loaded (before inherited sockets rewrote its `bind`),
@@ -190,7 +203,24 @@ impl Master {
             winched: None,
             reload: None,
             worker_env: Vec::new(),
+            forking: false,
+            zygote: None,
+            zygote_failures: 0,
         })
+    }
+
+    /// Has workers forked by a zygote instead of executed (see `zygote`). Without the subreaper
+    /// that adopts them, workers are executed and a warning says so.
+    pub fn fork_workers(&mut self) {
+        // SAFETY: prctl with PR_SET_CHILD_SUBREAPER and a flag.
+        if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) } == 0 {
+            self.forking = true;
+        } else {
+            tracing::warn!(
+                "cannot become a child subreaper ({}): workers are started by exec, not forked",
+                std::io::Error::last_os_error()
+            );
+        }
     }
 
     /// What this master takes over: its `--pid` file and, after a `USR2`, the old master's pid.
@@ -251,6 +281,10 @@ impl Master {
                     SIGHUP if !self.reload_config() => {}
                     SIGHUP => {
                         tracing::info!("SIGHUP: rolling restart of all workers");
+                        // It holds the old configuration and listeners: the next worker starts
+                        // a new one.
+                        self.stop_zygote();
+                        self.zygote_failures = 0;
                         let mut slots: Vec<usize> = self
                             .workers
                             .values()
@@ -617,67 +651,17 @@ impl Master {
     }
 
     fn spawn(&mut self, slot: usize) -> anyhow::Result<()> {
-        let sources: Vec<RawFd> = self.listening.fds();
-        let n = sources.len();
-        let scoreboard_fd = self.scoreboard.as_raw_fd();
-        let owner = self.owner.clone();
-        // The worker runs the master's own binary through `/proc/self/exe` (in the forked
-        // child it names the same file the master runs), not the path it was started from: a
-        // deploy that replaced that file (a rename over it, as package managers and `cargo
-        // install` do) would leave the path naming a deleted file, and every respawn (`HUP`,
-        // `TTIN`, a crash) would fail; and a worker of a newer build would not share this
-        // master's scoreboard layout. argv[0] stays the master's, for `ps`.
-        let mut cmd = Command::new("/proc/self/exe");
-        if let Some(arg0) = std::env::args_os().next() {
-            cmd.arg0(arg0);
-        }
-        // The worker runs the binary's own `main` again with the master's arguments, so the
-        // application's settings reach it as they reached the master (see `crate::run`).
-        cmd.args(std::env::args_os().skip(1))
-            .env(ENV_SLOT, slot.to_string())
-            .envs(self.worker_env.iter().map(|(k, v)| (k, v)))
-            .env(ENV_CONFIG, self.config.to_toml())
-            .env(ENV_LISTEN_FDS, n.to_string())
-            // The systemd hand-over was the master's (see `activation`), not the worker's.
-            .env_remove("LISTEN_PID")
-            .env_remove("LISTEN_FDNAMES")
-            // Nor was a USR2 hand-over (see `upgrade`).
-            .env_remove(crate::upgrade::ENV_PARENT)
-            .env_remove(crate::upgrade::ENV_FDS)
-            .env(ENV_SCOREBOARD_FD, (FIRST_FD + n as RawFd).to_string());
-        // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
-        // functions (dup2, setgroups, setgid, setuid, prctl) on descriptors that are open in
-        // the child and values prepared before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                for (i, &src) in sources.iter().enumerate() {
-                    if libc::dup2(src, FIRST_FD + i as RawFd) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                if libc::dup2(scoreboard_fd, FIRST_FD + n as RawFd) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // --user/--group, before the death signal: a change of user clears it.
-                if let Some(owner) = &owner {
-                    crate::owner::switch(owner)?;
-                }
-                // If the master dies, its workers stop gracefully instead of living on.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                // Ctrl-C at a terminal reaches the whole process group: the worker leaves it to
-                // the master, which drives the graceful stop. Ignored dispositions survive exec,
-                // so no INT can stop the worker before it is running either.
-                libc::signal(libc::SIGINT, libc::SIG_IGN);
-                // SIGUSR1 (reopen the logs) must not kill a worker that has not installed its
-                // handler yet: its default action is to terminate.
-                libc::signal(libc::SIGUSR1, libc::SIG_IGN);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().context("cannot start a worker process")?;
-        let pid = child.id() as i32;
-        // The child is reaped with waitpid in `reap`; the handle itself is not needed.
-        drop(child);
+        let pid = match self.fork_from_zygote(slot) {
+            Some(pid) => pid,
+            None => {
+                let child = self
+                    .command(Some(slot), None)
+                    .spawn()
+                    .context("cannot start a worker process")?;
+                // The child is reaped with waitpid in `reap`; the handle itself is not needed.
+                child.id() as i32
+            }
+        };
         if self.scoreboard.slot(slot).generation.load(Relaxed) > 0 {
             self.status.respawned();
         }
@@ -696,6 +680,140 @@ impl Master {
         Ok(())
     }
 
+    /// A worker forked by the zygote, which is started first if none runs; `None` when workers
+    /// are not forked, or the zygote failed (it is then stopped, and the caller executes one).
+    fn fork_from_zygote(&mut self, slot: usize) -> Option<i32> {
+        if !self.forking || self.zygote_failures >= ZYGOTE_TRIES {
+            return None;
+        }
+        if self.zygote.is_none() {
+            match self.start_zygote() {
+                Ok(zygote) => self.zygote = Some(zygote),
+                Err(e) => {
+                    self.zygote_failures += 1;
+                    tracing::warn!("cannot start the zygote ({e:#}); starting the worker by exec");
+                    return None;
+                }
+            }
+        }
+        let zygote = self.zygote.as_ref()?;
+        match zygote.fork_worker(slot) {
+            Ok(pid) => {
+                self.zygote_failures = 0;
+                Some(pid)
+            }
+            Err(e) => {
+                self.zygote_failures += 1;
+                tracing::warn!(
+                    zygote = zygote.pid(),
+                    slot,
+                    "the zygote could not fork a worker ({e}); starting it by exec"
+                );
+                if self.zygote_failures >= ZYGOTE_TRIES {
+                    tracing::warn!(
+                        "{ZYGOTE_TRIES} zygotes in a row failed: workers are started by exec \
+                         until the next SIGHUP"
+                    );
+                }
+                self.stop_zygote();
+                None
+            }
+        }
+    }
+
+    /// Starts a zygote the way a worker is started, with the control socket beside the
+    /// scoreboard.
+    fn start_zygote(&mut self) -> anyhow::Result<Zygote> {
+        let (ours, theirs) =
+            crate::zygote::control_pair().context("cannot create the zygote's socket")?;
+        let child = self
+            .command(None, Some(theirs.as_raw_fd()))
+            .spawn()
+            .context("cannot start the zygote")?;
+        let pid = child.id() as i32;
+        tracing::debug!(pid, "zygote started");
+        Ok(Zygote::new(pid, ours))
+    }
+
+    /// Stops the zygote, if one runs, and returns its pid; `reap` collects it.
+    fn stop_zygote(&mut self) -> Option<i32> {
+        let zygote = self.zygote.take()?;
+        signal(zygote.pid(), libc::SIGKILL);
+        Some(zygote.pid())
+    }
+
+    /// The command that starts a worker in `slot`, or a zygote (`slot` `None`) with `control`
+    /// as its control socket.
+    fn command(&self, slot: Option<usize>, control: Option<RawFd>) -> Command {
+        let sources: Vec<RawFd> = self.listening.fds();
+        let n = sources.len();
+        let scoreboard_fd = self.scoreboard.as_raw_fd();
+        let control_at = FIRST_FD + n as RawFd + 1;
+        let owner = self.owner.clone();
+        // The worker runs the master's own binary through `/proc/self/exe` (in the forked
+        // child it names the same file the master runs), not the path it was started from: a
+        // deploy that replaced that file (a rename over it, as package managers and `cargo
+        // install` do) would leave the path naming a deleted file, and every respawn (`HUP`,
+        // `TTIN`, a crash) would fail; and a worker of a newer build would not share this
+        // master's scoreboard layout. argv[0] stays the master's, for `ps`.
+        let mut cmd = Command::new("/proc/self/exe");
+        if let Some(arg0) = std::env::args_os().next() {
+            cmd.arg0(arg0);
+        }
+        // The worker runs the binary's own `main` again with the master's arguments, so the
+        // application's settings reach it as they reached the master (see `crate::run`).
+        cmd.args(std::env::args_os().skip(1))
+            .envs(self.worker_env.iter().map(|(k, v)| (k, v)))
+            .env(ENV_CONFIG, self.config.to_toml())
+            .env(ENV_LISTEN_FDS, n.to_string())
+            // The systemd hand-over was the master's (see `activation`), not the worker's.
+            .env_remove("LISTEN_PID")
+            .env_remove("LISTEN_FDNAMES")
+            // Nor was a USR2 hand-over (see `upgrade`).
+            .env_remove(crate::upgrade::ENV_PARENT)
+            .env_remove(crate::upgrade::ENV_FDS)
+            .env(ENV_SCOREBOARD_FD, (FIRST_FD + n as RawFd).to_string());
+        match slot {
+            Some(slot) => cmd.env(ENV_SLOT, slot.to_string()),
+            None => cmd.env(crate::zygote::ENV_ZYGOTE, control_at.to_string()),
+        };
+        // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
+        // functions (dup2, setgroups, setgid, setuid, prctl) on descriptors that are open in
+        // the child and values prepared before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                for (i, &src) in sources.iter().enumerate() {
+                    if libc::dup2(src, FIRST_FD + i as RawFd) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if libc::dup2(scoreboard_fd, FIRST_FD + n as RawFd) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let Some(control) = control {
+                    if libc::dup2(control, control_at) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                // --user/--group, before the death signal: a change of user clears it.
+                if let Some(owner) = &owner {
+                    crate::owner::switch(owner)?;
+                }
+                // If the master dies, its workers stop gracefully instead of living on.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                // Ctrl-C at a terminal reaches the whole process group: the worker leaves it to
+                // the master, which drives the graceful stop. Ignored dispositions survive exec,
+                // so no INT can stop the worker before it is running either.
+                libc::signal(libc::SIGINT, libc::SIG_IGN);
+                // SIGUSR1 (reopen the logs) must not kill a worker that has not installed its
+                // handler yet: its default action is to terminate.
+                libc::signal(libc::SIGUSR1, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+        cmd
+    }
+
     /// Collects exited workers, says why each one died, and counts boot failures.
     fn reap(&mut self) -> anyhow::Result<()> {
         loop {
@@ -706,7 +824,14 @@ impl Master {
                 return Ok(());
             }
             let Some(worker) = self.workers.remove(&pid) else {
-                if self.successor == Some(pid) {
+                if self.zygote.as_ref().is_some_and(|z| z.pid() == pid) {
+                    self.zygote = None;
+                    tracing::warn!(
+                        pid,
+                        "the zygote exited ({}); the next worker starts a new one",
+                        exit_description(status)
+                    );
+                } else if self.successor == Some(pid) {
                     self.successor = None;
                     tracing::error!(
                         new_master = pid,
@@ -811,6 +936,8 @@ impl Master {
         // its copy, new connections are refused instead of waiting in a queue nobody reads.
         self.listening.close();
         self.status.close_admin();
+        // The zygote holds copies of the listeners too.
+        let zygote = self.stop_zygote();
         for pid in self.workers.keys() {
             signal(*pid, sig);
         }
@@ -831,6 +958,12 @@ impl Master {
         while !self.workers.is_empty() {
             self.reap_quietly();
             std::thread::sleep(Duration::from_millis(10));
+        }
+        if let Some(pid) = zygote {
+            // Killed above: it is gone at once (ECHILD if `reap_quietly` collected it).
+            let mut status = 0;
+            // SAFETY: waits for our own child; status is ours.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
         }
         tracing::info!("all workers stopped");
         Ok(())

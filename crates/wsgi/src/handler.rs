@@ -188,21 +188,16 @@ impl std::fmt::Debug for WsgiApp {
 }
 
 impl WsgiApp {
+    /// Starts the interpreter as [`WsgiApp::boot`] does, and nothing more: for a process that
+    /// forks workers which then boot the application (a zygote). Starts no thread.
+    pub fn prestart(venv: Option<&std::path::Path>) -> Result<(), BootError> {
+        interp::start(absolute_venv(venv)?.as_deref()).map(drop)
+    }
+
     /// Starts the interpreter (once per process), applies `--chdir`, `--pythonpath` and `--env`,
     /// imports the application and checks it is callable. Call it in the worker process.
     pub fn boot(config: &WsgiConfig, info: &WorkerInfo) -> Result<WsgiApp, BootError> {
-        // A relative --venv is where it was typed (`--venv .venv --chdir myproject`: the
-        // .venv beside myproject), so it is made absolute before --chdir moves the process.
-        let venv = match &config.venv {
-            Some(v) if v.is_relative() => Some(
-                std::env::current_dir()
-                    .map_err(|e| {
-                        BootError::Environment(format!("cannot read the current directory: {e}"))
-                    })?
-                    .join(v),
-            ),
-            v => v.clone(),
-        };
+        let venv = absolute_venv(config.venv.as_deref())?;
         // `--reload-extra-file`s are taken from here too, before --chdir, as gunicorn takes them.
         let started_in = std::env::current_dir().unwrap_or_default();
         if let Some(dir) = &config.chdir {
@@ -703,5 +698,20 @@ impl Handler for WsgiApp {
 
     fn script_name(&self) -> &str {
         self.inner.state.template.script_name()
+    }
+}
+
+/// A relative `--venv` is where it was typed (`--venv .venv --chdir myproject`: the .venv beside
+/// myproject), so it is made absolute before `--chdir` moves the process.
+fn absolute_venv(venv: Option<&std::path::Path>) -> Result<Option<std::path::PathBuf>, BootError> {
+    match venv {
+        Some(v) if v.is_relative() => Ok(Some(
+            std::env::current_dir()
+                .map_err(|e| {
+                    BootError::Environment(format!("cannot read the current directory: {e}"))
+                })?
+                .join(v),
+        )),
+        v => Ok(v.map(ToOwned::to_owned)),
     }
 }

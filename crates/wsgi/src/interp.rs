@@ -402,6 +402,33 @@ pub fn attach<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
     })
 }
 
+/// `fork(2)` as Python's `os.fork()` does it: `PyOS_BeforeFork` first (it takes the import lock
+/// and runs `os.register_at_fork`'s `before` hooks), then `PyOS_AfterFork_Child` in the child
+/// (the GIL and the thread states made again for the one thread left, and the `after_in_child`
+/// hooks, such as `random`'s reseeding) or `PyOS_AfterFork_Parent` in the parent. Returns 0 in
+/// the child and its pid in the parent. The interpreter must be started, and the process should
+/// have no other thread: the child gets only this one.
+pub fn fork() -> std::io::Result<libc::pid_t> {
+    attach(|_py| {
+        // SAFETY: this thread holds the GIL, as the PyOS_*Fork functions require.
+        unsafe {
+            ffi::PyOS_BeforeFork();
+            let pid = libc::fork();
+            let error = std::io::Error::last_os_error();
+            if pid == 0 {
+                ffi::PyOS_AfterFork_Child();
+            } else {
+                ffi::PyOS_AfterFork_Parent();
+            }
+            if pid < 0 {
+                Err(error)
+            } else {
+                Ok(pid)
+            }
+        }
+    })
+}
+
 /// What a Python process does on its way out, for a worker that exits without finalising the
 /// interpreter (finalising with pool threads, a gevent hub or a stuck view still attached is not
 /// safe): runs the `atexit` handlers — `logging.shutdown` flushes the app's log handlers there,

@@ -16,6 +16,7 @@ use crate::master;
 use crate::reload::Reload;
 use crate::scoreboard::{Scoreboard, WritePathFigures};
 use crate::shutdown::{Phase, Shutdown};
+use crate::zygote::Forking;
 
 mod async_;
 mod blocking;
@@ -294,10 +295,35 @@ where
     H: Handler,
     F: FnOnce(&WorkerInfo) -> anyhow::Result<Hosted<H>>,
 {
+    run_forking(config, reload, None, factory)
+}
+
+/// [`run_reloading`] whose workers are forked from a zygote that prepared the application's
+/// runtime once with `forking` (see [`Forking`]), instead of each started by exec: they share
+/// the runtime's pages. The zygote is this binary started again too, so its `main` calls this
+/// again with the same arguments; in it, this prepares the runtime, forks workers and returns
+/// only in them, once they have served.
+pub fn run_forking<H, F>(
+    config: ServeConfig,
+    reload: Option<Reload>,
+    forking: Option<Forking>,
+    factory: F,
+) -> anyhow::Result<()>
+where
+    H: Handler,
+    F: FnOnce(&WorkerInfo) -> anyhow::Result<Hosted<H>>,
+{
+    if crate::zygote::is_zygote() {
+        let forking = forking.context("started as a zygote by a master that forks no workers")?;
+        let slot = crate::zygote::serve(forking)?;
+        return run_worker_process(slot, factory);
+    }
     if is_worker_process() {
-        return run_worker_process(factory);
+        return run_worker_process(env_number(master::ENV_SLOT)?, factory);
     }
     let config = config.effective_class();
+    // The master only needs to know; the zygote runs the preparation.
+    let forking = forking.is_some();
     // What a reload compares with: the sockets taken over below rewrite `bind`.
     let as_given = config.clone();
     let owner = crate::owner::resolve(config.user.as_deref(), config.group.as_deref())
@@ -422,6 +448,7 @@ where
                         as_given,
                         reload,
                         socket_files,
+                        forking,
                     };
                     return serve_master(config, server, started);
                 }
@@ -454,6 +481,7 @@ where
         as_given,
         reload,
         socket_files,
+        forking,
     };
     serve_master(config, server, started)
 }
@@ -469,6 +497,8 @@ struct Started {
     reload: Option<Reload>,
     /// The unix socket files this process bound for its listeners.
     socket_files: Vec<crate::listener::SocketFile>,
+    /// Whether a zygote forks the workers (see [`run_forking`]).
+    forking: bool,
 }
 
 fn serve_master(config: ServeConfig, server: Server, started: Started) -> anyhow::Result<()> {
@@ -481,6 +511,9 @@ fn serve_master(config: ServeConfig, server: Server, started: Started) -> anyhow
         started.admin,
     )?;
     master.inherit(started.pidfile, started.upgraded_from);
+    if started.forking {
+        master.fork_workers();
+    }
     if let Some(reload) = started.reload {
         master.reload_with(started.as_given, reload);
     }
@@ -489,9 +522,10 @@ fn serve_master(config: ServeConfig, server: Server, started: Started) -> anyhow
     Ok(())
 }
 
-/// Whether this process is a worker started by a master (see [`run`]).
+/// Whether this process is a worker started by a master (see [`run`]), or the zygote that forks
+/// them (see [`run_forking`]).
 pub fn is_worker_process() -> bool {
-    std::env::var_os(master::ENV_SLOT).is_some()
+    std::env::var_os(master::ENV_SLOT).is_some() || crate::zygote::is_zygote()
 }
 
 /// Whether this process is a master started by an old master's `SIGUSR2` (see `upgrade`),
@@ -521,12 +555,11 @@ pub fn retire_for_reload() -> bool {
 
 /// The life of a worker process started by the master: take over the inherited listeners and
 /// scoreboard, build the application, serve until told to stop.
-fn run_worker_process<H, F>(factory: F) -> anyhow::Result<()>
+fn run_worker_process<H, F>(slot: usize, factory: F) -> anyhow::Result<()>
 where
     H: Handler,
     F: FnOnce(&WorkerInfo) -> anyhow::Result<Hosted<H>>,
 {
-    let slot: usize = env_number(master::ENV_SLOT)?;
     let n: usize = env_number(master::ENV_LISTEN_FDS)?;
     let sb_fd: i32 = env_number(master::ENV_SCOREBOARD_FD)?;
     let text = std::env::var(master::ENV_CONFIG).context("worker started without its config")?;

@@ -1,0 +1,180 @@
+//! Python workers are forked by a zygote (`crates/serve/src/zygote.rs`): they are the master's
+//! children, they share the interpreter's pages, they import the app themselves, and a zygote
+//! that dies or outlives its configuration (`HUP`) is replaced; none outlives the master.
+
+#![cfg(feature = "python")]
+
+#[macro_use]
+mod util;
+
+use std::time::{Duration, Instant};
+
+use util::python::apps;
+use util::{get, threads, Server};
+
+/// `c10k serve -k CLASS -w 2 forked:app`.
+fn forked(class: &str) -> Server {
+    let apps = apps();
+    Server::start(&[
+        "-k",
+        class,
+        "--threads",
+        threads(class),
+        "-w",
+        "2",
+        "--pythonpath",
+        &apps,
+        "forked:app",
+    ])
+}
+
+/// The parent of `pid`, from `/proc/PID/stat` (the field after the parenthesised name).
+fn parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The live (not zombie) children of `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let ppid: Option<u32> = fields.next().and_then(|p| p.parse().ok());
+        if ppid == Some(pid) && state != Some("Z") {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// The master's child that is no worker the log names: the zygote. Waits for it (5 s).
+fn zygote(s: &Server) -> u32 {
+    let master = s.child.id();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let workers = s.worker_pids();
+        let others: Vec<u32> = children(master)
+            .into_iter()
+            .filter(|c| !workers.contains(c))
+            .collect();
+        if let [one] = others[..] {
+            return one;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no single zygote among the master's children ({others:?}):\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `field` of `/proc/PID/smaps_rollup`, in kB.
+fn smaps_kb(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in {text}"))
+}
+
+fn answer(s: &Server) -> serde_json::Value {
+    let r = get(s.addr, "/").unwrap();
+    assert_eq!(r.status, 200, "{}", s.log());
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+/// Each worker is the master's child (so the master reaps it and its death signal names the
+/// master), imported the app itself, and shares dirty pages with the zygote and its sibling:
+/// the interpreter's heap as the zygote left it. A worker started by exec shares next to none
+/// (a few kB); these share the better part of a megabyte and more.
+#[test]
+fn python_workers_are_forked_children_of_the_master_that_share_the_interpreter() {
+    for class in ["sync", "gthread", "async"] {
+        let s = forked(class);
+        let master = s.child.id();
+        let workers = s.worker_pids();
+        assert_eq!(workers.len(), 2, "{class}: {}", s.log());
+        for &w in &workers {
+            assert_eq!(parent(w), Some(master), "{class}: worker {w}:\n{}", s.log());
+            let shared = smaps_kb(w, "Shared_Dirty:");
+            assert!(
+                shared >= 512,
+                "{class}: worker {w} shares {shared} kB of dirty pages:\n{}",
+                s.log()
+            );
+        }
+        let z = zygote(&s);
+        assert!(!workers.contains(&z));
+        for _ in 0..6 {
+            let a = answer(&s);
+            let pid = a["pid"].as_u64().unwrap() as u32;
+            assert!(workers.contains(&pid), "{class}: {a}");
+            assert_eq!(a["ppid"].as_u64(), Some(u64::from(master)), "{class}: {a}");
+            assert_eq!(a["imported_in"], a["pid"], "{class}: {a}");
+        }
+    }
+}
+
+/// A zygote killed is started again by the next worker that needs one, and `HUP` replaces the
+/// zygote (it holds the configuration and listeners the rolling restart leaves behind); the
+/// workers forked by either are the master's children and serve.
+#[test]
+fn a_killed_zygote_and_a_hup_start_a_new_zygote() {
+    let s = forked("sync");
+    let master = s.child.id();
+    let first = zygote(&s);
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(first as i32, libc::SIGKILL) };
+    s.wait_log("the zygote exited", Duration::from_secs(10));
+    let victim = s.worker_pids()[0];
+    // SAFETY: as above.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    s.wait_for_workers(3);
+    let second = zygote(&s);
+    assert_ne!(second, first, "{}", s.log());
+    let respawned = *s.worker_pids().last().unwrap();
+    assert_eq!(parent(respawned), Some(master), "{}", s.log());
+
+    s.signal(libc::SIGHUP);
+    s.wait_for_workers(5);
+    let third = zygote(&s);
+    assert_ne!(third, second, "{}", s.log());
+    for &w in &s.worker_pids()[3..] {
+        assert_eq!(parent(w), Some(master), "worker {w}:\n{}", s.log());
+    }
+    for _ in 0..4 {
+        let a = answer(&s);
+        assert_eq!(a["ppid"].as_u64(), Some(u64::from(master)), "{a}");
+    }
+}
+
+/// A graceful stop ends the zygote with the workers: it holds copies of the listeners, and a
+/// copy left open would queue connections nobody serves.
+#[test]
+fn the_zygote_does_not_outlive_the_master() {
+    let mut s = forked("gthread");
+    let z = zygote(&s);
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(Duration::from_secs(20)), Some(0), "{}", s.log());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{z}")).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the zygote {z} is still running:\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,317 @@
+//! Forked workers: a zygote process starts the application's runtime (the Python interpreter)
+//! once and forks every worker from it, as gunicorn's and uWSGI's masters fork theirs.
+//!
+//! **Why.** A worker started by exec shares only file-backed pages with its siblings. Forked
+//! workers share every page of the runtime that none of them has written since the fork: less
+//! memory (PSS), and, where workers share a CPU, one copy of those pages in its caches instead of
+//! one per worker (`scripts/worker-sharing.sh` measures what that is worth).
+//!
+//! **Who forks.** The master cannot: it starts no runtime, and it stays single-threaded and
+//! small. So it starts one more process the way it starts a worker (`/proc/self/exe`, the same
+//! descriptors and environment), plus one end of a control socket: the zygote. The zygote runs
+//! [`Forking::prepare`], starts no thread, and then waits for requests, each a slot number.
+//! For each, it forks twice ([`Forking::fork`], the runtime's own fork with its hooks): the
+//! middle process reports the worker's pid on the control socket and exits, so the worker is
+//! re-parented to the master, which is a child subreaper (`PR_SET_CHILD_SUBREAPER`) and reaps
+//! it as it reaps the workers it starts by exec. The worker waits until the master is its
+//! parent, sets its death signal (which a change of parent would otherwise fire), and goes on
+//! with a worker's boot in that slot.
+//!
+//! **When it fails.** A zygote that cannot prepare the runtime, dies, or does not answer is
+//! stopped, and the master starts that worker by exec as it does without a zygote: the worker's
+//! own boot then says what is wrong. The master stops a zygote when it stops and at each
+//! rolling restart (`HUP`), whose configuration and listeners the old one would still hold.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+/// The environment variable that makes a started process a zygote: its control socket's
+/// descriptor.
+pub(crate) const ENV_ZYGOTE: &str = "C10K_ZYGOTE_FD";
+/// How long the master waits for a worker's pid, the zygote's start included.
+const REPLY_WAIT: Duration = Duration::from_secs(15);
+/// How long a forked worker waits to be re-parented to the master.
+const REPARENT_WAIT: Duration = Duration::from_secs(5);
+
+/// How a hosted runtime is started once in a zygote and forked into workers.
+pub struct Forking {
+    /// Starts the runtime, in the zygote, before any fork. An error stops the zygote, and the
+    /// master starts its workers by exec (whose boot reports the error).
+    pub prepare: Box<dyn FnOnce() -> anyhow::Result<()>>,
+    /// `fork(2)` with the runtime's fork hooks (Python: `PyOS_BeforeFork` and the
+    /// `PyOS_AfterFork_*` pair). Returns 0 in the child and the child's pid in the parent.
+    pub fork: fn() -> io::Result<libc::pid_t>,
+}
+
+impl std::fmt::Debug for Forking {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forking").finish_non_exhaustive()
+    }
+}
+
+/// Whether this process was started as a zygote.
+pub(crate) fn is_zygote() -> bool {
+    std::env::var_os(ENV_ZYGOTE).is_some()
+}
+
+/// The master's end of a zygote.
+#[derive(Debug)]
+pub(crate) struct Zygote {
+    pid: i32,
+    control: OwnedFd,
+}
+
+/// A connected pair of control sockets (close-on-exec): the master keeps the first and hands
+/// the second to the zygote.
+pub(crate) fn control_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: socketpair writes two descriptors into `fds` on success.
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are fresh and ours.
+    let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((crate::sys::move_fd_high(a)?, crate::sys::move_fd_high(b)?))
+}
+
+impl Zygote {
+    pub(crate) fn new(pid: i32, control: OwnedFd) -> Zygote {
+        Zygote { pid, control }
+    }
+
+    pub(crate) fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Asks for a worker in `slot` and returns its pid, once it is forked (it may still be
+    /// waiting to be re-parented). Waits at most [`REPLY_WAIT`], the zygote's start included.
+    pub(crate) fn fork_worker(&self, slot: usize) -> io::Result<i32> {
+        send(self.control.as_raw_fd(), slot as i64, 0)?;
+        let deadline = Instant::now() + REPLY_WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the zygote did not answer",
+                ));
+            }
+            let mut pfd = libc::pollfd {
+                fd: self.control.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = left.as_millis().min(i32::MAX as u128) as i32;
+            // SAFETY: one valid pollfd.
+            let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                continue;
+            }
+            let (got, pid) = recv(self.control.as_raw_fd())?
+                .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "the zygote exited"))?;
+            return match (got == slot as i64, pid) {
+                (false, _) => Err(io::Error::other(format!(
+                    "the zygote answered for slot {got}, not {slot}"
+                ))),
+                (true, pid) if pid > 0 => Ok(pid as i32),
+                (true, errno) => Err(io::Error::from_raw_os_error(-errno as i32)),
+            };
+        }
+    }
+}
+
+/// One message: two little-endian i64 (the slot, and a pid or 0 or `-errno`).
+fn send(fd: RawFd, slot: i64, value: i64) -> io::Result<()> {
+    let mut buf = [0u8; 16];
+    buf[..8].copy_from_slice(&slot.to_le_bytes());
+    buf[8..].copy_from_slice(&value.to_le_bytes());
+    loop {
+        // SAFETY: sends from a live buffer of its length.
+        let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+        if n == buf.len() as isize {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if n < 0 && e.kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        return Err(if n < 0 {
+            e
+        } else {
+            io::Error::other("short send")
+        });
+    }
+}
+
+/// The next message, or `None` at end of stream (the other end is closed).
+fn recv(fd: RawFd) -> io::Result<Option<(i64, i64)>> {
+    let mut buf = [0u8; 16];
+    loop {
+        // SAFETY: receives into a live buffer of its length.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n == 0 {
+            return Ok(None);
+        }
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n != buf.len() as isize {
+            return Err(io::Error::other("a control message of the wrong size"));
+        }
+        let slot = i64::from_le_bytes(buf[..8].try_into().unwrap_or_default());
+        let value = i64::from_le_bytes(buf[8..].try_into().unwrap_or_default());
+        return Ok(Some((slot, value)));
+    }
+}
+
+/// The zygote's life: prepares the runtime, then forks workers until the master closes the
+/// control socket (the zygote then exits). Returns only in a forked worker, with its slot.
+pub(crate) fn serve(forking: Forking) -> anyhow::Result<usize> {
+    let fd: RawFd = std::env::var(ENV_ZYGOTE)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("zygote started without a valid {ENV_ZYGOTE}"))?;
+    // SAFETY: the master placed the control socket at this descriptor for this process alone.
+    let control = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Not for the runtime's environment (Python copies it at start) nor the workers'.
+    std::env::remove_var(ENV_ZYGOTE);
+    // SAFETY: getppid has no preconditions. The zygote is the master's child.
+    let master = unsafe { libc::getppid() };
+    // A SIGHUP sent to the whole process group must not end the zygote. A worker installs its
+    // own handler over the inherited SIG_IGN.
+    // SAFETY: setting a disposition to SIG_IGN has no memory-safety preconditions.
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+    if let Err(e) = (forking.prepare)() {
+        // The worker the master then starts by exec meets the same error and reports it.
+        tracing::debug!("the zygote cannot start the runtime: {e:#}");
+        std::process::exit(crate::master::BOOT_ERROR);
+    }
+    tracing::debug!("zygote ready");
+    loop {
+        let Some((slot, _)) = recv(control.as_raw_fd()).context("zygote control socket")? else {
+            std::process::exit(0);
+        };
+        let Ok(slot_index) = usize::try_from(slot) else {
+            send(control.as_raw_fd(), slot, -i64::from(libc::EINVAL))?;
+            continue;
+        };
+        if let Err(e) = single_threaded() {
+            send(
+                control.as_raw_fd(),
+                slot,
+                -i64::from(e.raw_os_error().unwrap_or(0)),
+            )?;
+            continue;
+        }
+        match (forking.fork)() {
+            Err(e) => send(control.as_raw_fd(), slot, -errno(&e))?,
+            Ok(0) => {
+                // The middle process: fork the worker, say its pid, exit.
+                match (forking.fork)() {
+                    Ok(0) => {
+                        drop(control);
+                        adopted_by(master);
+                        // As an executed worker finds it (`is_worker_process`).
+                        std::env::set_var(crate::master::ENV_SLOT, slot_index.to_string());
+                        return Ok(slot_index);
+                    }
+                    Ok(pid) => {
+                        let sent = send(control.as_raw_fd(), slot, i64::from(pid));
+                        // SAFETY: _exit ends this copy without running the runtime's exit
+                        // handlers, which belong to the zygote.
+                        unsafe { libc::_exit(i32::from(sent.is_err())) };
+                    }
+                    Err(e) => {
+                        let _ = send(control.as_raw_fd(), slot, -errno(&e));
+                        // SAFETY: as above.
+                        unsafe { libc::_exit(1) };
+                    }
+                }
+            }
+            Ok(middle) => wait_for(middle),
+        }
+    }
+}
+
+fn errno(e: &io::Error) -> i64 {
+    i64::from(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// Only a process with one thread forks safely: the child gets the forking thread alone, and a
+/// lock another thread held stays locked in it for good. The runtime's preparation must not
+/// start threads; this makes sure it did not.
+fn single_threaded() -> io::Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse::<u32>().ok());
+    match threads {
+        Some(1) => Ok(()),
+        other => {
+            tracing::warn!(
+                threads = other.unwrap_or(0),
+                "the zygote has more than one thread; it cannot fork workers"
+            );
+            Err(io::Error::from_raw_os_error(libc::EDEADLK))
+        }
+    }
+}
+
+/// Reaps the middle process.
+fn wait_for(pid: libc::pid_t) {
+    loop {
+        let mut status = 0;
+        // SAFETY: waits for our own child; status is ours.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return;
+        }
+    }
+}
+
+/// In a forked worker: waits until the middle process has exited and `master` is this process's
+/// parent, then sets the death signal the master's other workers have (it is cleared by a
+/// fork and would fire at the change of parent if set before). Exits if the master is gone or
+/// did not adopt the worker: a worker its master cannot reap must not serve.
+fn adopted_by(master: libc::pid_t) {
+    let deadline = Instant::now() + REPARENT_WAIT;
+    // SAFETY: getppid has no preconditions.
+    while unsafe { libc::getppid() } != master {
+        if Instant::now() >= deadline {
+            tracing::error!("a forked worker was not adopted by its master; exiting");
+            // SAFETY: as in `serve`.
+            unsafe { libc::_exit(crate::master::BOOT_ERROR) };
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number; getppid has no preconditions.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+        if libc::getppid() != master {
+            libc::_exit(0);
+        }
+    }
+}
