@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# What a forked master's pages are worth to worker processes that share one CPU: c10k, which
-# starts each worker by executing itself again, against uWSGI forked from its master, and against
-# four uWSGI processes started on their own (nothing shared between them), same Flask app, same
-# run.
+# What a forked master's pages are worth to worker processes that share one CPU: c10k, whose
+# Python workers are forked by a zygote that has started the interpreter (crates/serve/src/
+# zygote.rs; before 8aa9b76 each worker executed the binary again), against uWSGI forked from its
+# master, and against four uWSGI processes started on their own (nothing shared between them), same
+# Flask app, same run.
 #
-# Why: in the seed's experiment the four workers of every server are pinned to one CPU, and there
-# c10k's workers spend about a quarter more CPU per request than uWSGI's, although each c10k worker
-# alone is faster than a uWSGI worker alone and runs the same Python calls (cProfile: 351 against
-# 352 per request) with the same context switches per request. The likely reason: a CPU's caches
-# are indexed by physical address, and forked workers keep sharing every page that none of them has
-# written since the fork (much of what the interpreter set up before it), so what one worker brought
-# into the cache is there for the next one the CPU switches to; executed workers share only
-# file-backed pages. The third server, uWSGI without its fork, is the control: if the sharing is
-# what counts, it falls to c10k's figure.
+# Why: in the seed's experiment the four workers of every server are pinned to one CPU. A CPU's
+# caches are indexed by physical address, and forked workers keep sharing every page that none of
+# them has written since the fork (much of what the interpreter set up before it), so what one
+# worker brought into the cache is there for the next one the CPU switches to; executed workers
+# share only file-backed pages. When c10k still executed its workers, they spent about a quarter
+# more CPU per request than uWSGI's there (bba5235: 3,985 against 5,093 req/s), although each alone
+# was as fast and ran the same Python calls. The third server, uWSGI without its fork, is the
+# control: it shows what the sharing is worth on this host.
 #
 # Servers (each pinned to SRV_CPU, ab to GEN_CPU, rounds alternating):
 #   c10k-1        c10k serve -k sync -w 1                    (one process: no sharing to lose)

@@ -13,11 +13,11 @@
 # every page the worker maps, also pages it shares with its master and siblings after a fork; PSS
 # divides shared pages among the processes sharing them, so it is the fairer figure for forked
 # workers (gunicorn and uWSGI fork their workers from a master that imported nothing or the app;
-# c10k re-executes itself, so its workers share only file-backed pages). A forked worker never maps
-# the code its master ran to start; a c10k worker, which starts the interpreter itself, drops those
-# page-table entries once booted (`release_startup_pages` in crates/serve/src/sys.rs), so both
-# figures count the file pages that serving touches — measured after the warm-up, which faults in
-# whatever the load needs.
+# c10k forks its Python workers from a zygote that has started the interpreter, and each imports
+# the app after the fork). A c10k worker drops the page-table entries of the start-up code once
+# booted (`release_startup_pages` in crates/serve/src/sys.rs), so both figures count the file
+# pages that serving touches — measured after the warm-up, which faults in whatever the load
+# needs. c10k's zygote is reported beside the master, not as a worker.
 #
 # Prints per server the median over its workers of RSS, PSS, private (anonymous) memory and
 # threads, and the ratio c10k / gunicorn for each c10k class against gunicorn's class of the same
@@ -66,8 +66,8 @@ server_cmd() {
 }
 SERVERS=(c10k-sync c10k-thread c10k-gthread c10k-async c10k-gevent gunicorn-sync gunicorn-gthread gunicorn-gevent uwsgi-threads)
 
-# workers MASTER: the worker processes. The master is the process setsid started (taskset execs
-# into it); its children are the workers.
+# workers MASTER: the master's children. The master is the process setsid started (taskset execs
+# into it); its children are the workers, and c10k's zygote (`sample` tells it apart).
 workers() { pgrep -P "$1" || true; }
 kib() { awk -v k="$2" '$1 == k":" {print $2; exit}' "$1" 2>/dev/null; }
 
@@ -76,6 +76,8 @@ sample() { # APP NAME: one line per process of the running server
   local app=$1 name=$2 p role
   for p in "$SERVER" $(workers "$SERVER"); do
     role=worker; [[ $p == "$SERVER" ]] && role=master
+    # c10k's zygote, which forks its Python workers, is no worker (see crates/serve/src/zygote.rs).
+    [[ $(cat "/proc/$p/comm" 2>/dev/null) == c10k-zygote ]] && role=zygote
     echo "$app,$name,$p,$role,$(kib "/proc/$p/status" VmRSS),$(kib "/proc/$p/smaps_rollup" Pss),$(kib "/proc/$p/smaps_rollup" Anonymous),$(kib "/proc/$p/status" Threads)" >>"$TMP/raw.csv"
   done
 }
@@ -137,10 +139,10 @@ model = {"c10k-sync": "gunicorn-sync", "c10k-gevent": "gunicorn-gevent"}
 for app in apps:
     print(f"## {app}")
     print()
-    print("Per worker process, medians over the workers (MiB); the master separately.")
+    print("Per worker process, medians over the workers (MiB); the master and c10k's zygote separately.")
     print()
-    print("| server | workers | RSS | PSS | anonymous | threads | master RSS | master PSS |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| server | workers | RSS | PSS | anonymous | threads | master RSS | master PSS | zygote PSS |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for s in servers:
         n = sum(1 for r in rows if r["app"] == app and r["server"] == s and r["role"] == "worker")
         if not n:
@@ -148,7 +150,7 @@ for app in apps:
         t = med(app, s, "threads")
         print(f"| {s} | {n} | {mib(med(app, s, 'rss_kib'))} | {mib(med(app, s, 'pss_kib'))} | "
               f"{mib(med(app, s, 'anon_kib'))} | {t:.0f} | {mib(med(app, s, 'rss_kib', 'master'))} | "
-              f"{mib(med(app, s, 'pss_kib', 'master'))} |")
+              f"{mib(med(app, s, 'pss_kib', 'master'))} | {mib(med(app, s, 'pss_kib', 'zygote'))} |")
     print()
     print("| c10k class | gunicorn peer | RSS ratio | PSS ratio | goal (RSS ≤ gunicorn's) |")
     print("|---|---|---|---|---|")
