@@ -40,10 +40,11 @@ const REFUSED: &[Refused] = &[
         short: None,
         key: Some("preload_app"),
         takes_value: false,
-        why: "c10k starts each worker as a fresh process (the c10k binary executed again, not a \
-              fork of the master), so an app imported in the master would not be shared with \
-              the workers: drop --preload. An app that fails to import already stops the \
-              server at start, with the traceback and exit status 3",
+        why: "c10k forks its Python workers from a zygote that has started the interpreter \
+              but not imported the app, and each worker imports the app itself (an app's \
+              threads and open connections do not survive a fork): drop --preload. An app \
+              that fails to import already stops the server at start, with the traceback and \
+              exit status 3",
     },
     Refused {
         long: "daemon",

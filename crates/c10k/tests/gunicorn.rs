@@ -54,7 +54,7 @@ fn gunicorn_only_flags_stop_the_server_naming_the_flag() {
     for (args, needles) in [
         (
             &["--preload"][..],
-            &["--preload: ", "fresh process", "exit status 3"][..],
+            &["--preload: ", "zygote", "exit status 3"][..],
         ),
         (&["--daemon"], &["--daemon: ", "systemd"]),
         (&["-D"], &["--daemon: "]),
@@ -127,7 +127,7 @@ fn gunicorn_config_files_get_a_c10k_answer() {
         "{err}"
     );
     assert!(
-        err.contains("(--preload): c10k starts each worker"),
+        err.contains("(--preload): c10k forks its Python workers"),
         "{err}"
     );
     // gunicorn 27's config-file names of --proxy-allow-from and --uwsgi-allow-from.

@@ -1,12 +1,15 @@
 //! Python workers are forked by a zygote (`crates/serve/src/zygote.rs`): they are the master's
 //! children, they share the interpreter's pages, they import the app themselves, and a zygote
-//! that dies or outlives its configuration (`HUP`) is replaced; none outlives the master.
+//! that dies or outlives its configuration (`HUP`) or its log files (`USR1`) is replaced; none
+//! outlives the master.
 
 #![cfg(feature = "python")]
 
 #[macro_use]
 mod util;
 
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use util::python::apps;
@@ -182,6 +185,71 @@ fn the_zygote_does_not_outlive_the_master() {
             "the zygote {z} is still running:\n{}",
             s.log()
         );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `--error-logfile FILE` moved away and SIGUSR1 (logrotate's `postrotate`): a worker forked
+/// afterwards logs to the new FILE. The zygote ignores SIGUSR1 and holds the file it opened at
+/// start, so a worker it forked after the rotation wrote to the rotated file (to be compressed or
+/// deleted) until the master replaced the zygote at the reopen.
+#[test]
+fn a_worker_forked_after_sigusr1_logs_to_the_new_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let errors = dir.path().join("error.log");
+    let apps = apps();
+    let mut child = util::serve_command()
+        .args(["-k", "sync", "-w", "1", "--pythonpath", &apps])
+        .args(["--error-logfile", errors.to_str().unwrap()])
+        .arg("forked:app")
+        .env("C10K_LOG", "info")
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _group = util::KillGroup(child.id() as i32);
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    let wait_for = |p: &std::path::Path, needle: &str, n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while read(p).matches(needle).count() < n {
+            assert!(
+                Instant::now() < deadline,
+                "{n} × {needle:?} not in {p:?}: {}",
+                read(p)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // The worker's own line (the master logs "Booting worker").
+    let loading = "loading forked:app slot=0";
+    wait_for(&errors, "all workers booted", 1);
+    wait_for(&errors, loading, 1);
+    let rotated = dir.path().join("error.log.1");
+    std::fs::rename(&errors, &rotated).unwrap();
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
+    wait_for(&errors, "SIGUSR1: log files reopened", 1);
+    let worker: i32 = read(&rotated)
+        .split("Booting worker with pid: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(worker, libc::SIGKILL) };
+    wait_for(&errors, loading, 1);
+    assert_eq!(
+        read(&rotated).matches(loading).count(),
+        1,
+        "{}",
+        read(&rotated)
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "{}", read(&errors));
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -297,6 +297,9 @@ impl Master {
                     }
                     SIGUSR1 => {
                         crate::reopen::reopen_all(self.owner.as_ref());
+                        // It ignores the signal and holds the files it opened at start, which
+                        // the workers it forks would inherit: the next worker starts a new one.
+                        self.stop_zygote();
                         tracing::info!("SIGUSR1: log files reopened");
                         for pid in self.workers.keys() {
                             signal(*pid, libc::SIGUSR1);

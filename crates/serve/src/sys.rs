@@ -159,8 +159,9 @@ pub struct Released {
 /// extension modules, the locale archive), once the worker has booted.
 ///
 /// Why: a worker is a fresh process (the master re-executes itself), so it runs the interpreter's
-/// start, the app's import, argument and config parsing, and the logging set-up itself, and the
-/// kernel maps each page it touches with up to 15 neighbours (fault-around). That code never runs
+/// start, the app's import, argument and config parsing, and the logging set-up itself (a Python
+/// worker forked from a zygote, see `zygote`, inherits the zygote's mappings of all but the
+/// import, which it runs itself), and the kernel maps each page it touches with up to 15 neighbours (fault-around). That code never runs
 /// again, but without this a worker's RSS counts it for good: ~6 MB of file pages per Flask
 /// worker, ~3 MB of them the executable's. A gunicorn worker, forked from a master that did that
 /// work, never maps those pages at all (fork copies no page-table entries of read-only file

@@ -19,8 +19,9 @@
 //!
 //! **When it fails.** A zygote that cannot prepare the runtime, dies, or does not answer is
 //! stopped, and the master starts that worker by exec as it does without a zygote: the worker's
-//! own boot then says what is wrong. The master stops a zygote when it stops and at each
-//! rolling restart (`HUP`), whose configuration and listeners the old one would still hold.
+//! own boot then says what is wrong. The master stops a zygote when it stops, at each rolling
+//! restart (`HUP`), whose configuration and listeners the old one would still hold, and at
+//! `USR1`, whose reopened log files it would not have (it ignores the signal).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
