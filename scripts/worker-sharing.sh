@@ -126,7 +126,7 @@ print()
 ratio("c10k-1", "uwsgi-1", "one worker each: the servers' own cost per request")
 ratio("c10k-4", "uwsgi-fork-4", "four workers on one CPU: what the seed's setting sees")
 ratio("uwsgi-exec-4", "uwsgi-fork-4", "the same uWSGI without its fork: what the shared pages are worth")
-ratio("c10k-4", "uwsgi-exec-4", "c10k against uWSGI when neither shares pages")
+ratio("c10k-4", "uwsgi-exec-4", "c10k (forked by its zygote since 8aa9b76) against uWSGI without its fork")
 ratio("c10k-4", "c10k-1", "c10k from one worker to four on one CPU")
 ratio("uwsgi-fork-4", "uwsgi-1", "uWSGI (forked) from one worker to four on one CPU")
 EOF

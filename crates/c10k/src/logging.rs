@@ -2,8 +2,8 @@
 //! `--capture-output`, which sends the application's standard output and error there too.
 //!
 //! Worker processes are the binary executed again with the master's arguments (or forked from a
-//! zygote that is, for a Python app), so each opens the same file itself (appending: every log line is one `write`, so lines of all processes
-//! interleave whole). `--capture-output` is done the way gunicorn does it, by pointing
+//! zygote that is, for a Python app), so each opens the same file itself (appending: every log
+//! line is one `write`, so lines of all processes interleave whole). `--capture-output` is done the way gunicorn does it, by pointing
 //! descriptors 1 and 2 at the file (`dup2`) in the master before any worker starts: the workers
 //! inherit them, so whatever the app prints (`print()`, `sys.stderr`, a C library) lands in the
 //! file, and c10k's own lines reach it through standard error.
