@@ -1029,32 +1029,17 @@ fn sigusr1_reopens_rotated_log_files() {
     let dir = tempfile::tempdir().unwrap();
     let access = dir.path().join("access.log");
     let errors = dir.path().join("error.log");
-    let mut child = util::serve_command()
-        .args(["-w", "2"])
-        .args(["--access-logfile", access.to_str().unwrap()])
-        .args(["--access-logformat", "%(p)s %(r)s"])
-        .args(["--error-logfile", errors.to_str().unwrap()])
-        .env("C10K_LOG", "info")
-        .env("C10K_DATA_DIR", dir.path())
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _group = util::KillGroup(child.id() as i32);
+    let (mut child, _group) = util::spawn_quiet(
+        util::serve_command()
+            .args(["-w", "2"])
+            .args(["--access-logfile", access.to_str().unwrap()])
+            .args(["--access-logformat", "%(p)s %(r)s"])
+            .args(["--error-logfile", errors.to_str().unwrap()])
+            .env("C10K_LOG", "info")
+            .env("C10K_DATA_DIR", dir.path()),
+    );
     let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
-    let wait_for = |p: &std::path::Path, needle: &str, n: usize| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while read(p).matches(needle).count() < n {
-            assert!(
-                Instant::now() < deadline,
-                "{needle:?} x{n} not in {p:?}: {}",
-                read(p)
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
+    let wait_for = util::wait_for_count;
     wait_for(&errors, "Booting worker", 2);
     wait_for(&errors, "all workers booted", 1);
     let addr: std::net::SocketAddr = read(&errors)

@@ -4,8 +4,6 @@
 
 mod util;
 
-use std::os::unix::process::CommandExt;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use util::get;
@@ -18,33 +16,18 @@ use util::get;
 fn access_log_on_captured_stdout_follows_sigusr1() {
     let dir = tempfile::tempdir().unwrap();
     let errors = dir.path().join("error.log");
-    let mut child = util::serve_command()
-        .args(["-w", "1"])
-        .args(["--access-logfile", "-"])
-        .args(["--access-logformat", "%(p)s %(r)s"])
-        .args(["--error-logfile", errors.to_str().unwrap()])
-        .arg("--capture-output")
-        .env("C10K_LOG", "info")
-        .env("C10K_DATA_DIR", dir.path())
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _group = util::KillGroup(child.id() as i32);
+    let (mut child, _group) = util::spawn_quiet(
+        util::serve_command()
+            .args(["-w", "1"])
+            .args(["--access-logfile", "-"])
+            .args(["--access-logformat", "%(p)s %(r)s"])
+            .args(["--error-logfile", errors.to_str().unwrap()])
+            .arg("--capture-output")
+            .env("C10K_LOG", "info")
+            .env("C10K_DATA_DIR", dir.path()),
+    );
     let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
-    let wait_for = |p: &std::path::Path, needle: &str| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !read(p).contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "{needle:?} not in {p:?}: {}",
-                read(p)
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
+    let wait_for = |p: &std::path::Path, needle: &str| util::wait_for_count(p, needle, 1);
     wait_for(&errors, "all workers booted");
     let addr: std::net::SocketAddr = read(&errors)
         .split("Listening at: http://")

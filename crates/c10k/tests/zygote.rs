@@ -8,8 +8,6 @@
 #[macro_use]
 mod util;
 
-use std::os::unix::process::CommandExt;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use util::python::apps;
@@ -198,30 +196,15 @@ fn a_worker_forked_after_sigusr1_logs_to_the_new_file() {
     let dir = tempfile::tempdir().unwrap();
     let errors = dir.path().join("error.log");
     let apps = apps();
-    let mut child = util::serve_command()
-        .args(["-k", "sync", "-w", "1", "--pythonpath", &apps])
-        .args(["--error-logfile", errors.to_str().unwrap()])
-        .arg("forked:app")
-        .env("C10K_LOG", "info")
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _group = util::KillGroup(child.id() as i32);
+    let (mut child, _group) = util::spawn_quiet(
+        util::serve_command()
+            .args(["-k", "sync", "-w", "1", "--pythonpath", &apps])
+            .args(["--error-logfile", errors.to_str().unwrap()])
+            .arg("forked:app")
+            .env("C10K_LOG", "info"),
+    );
     let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
-    let wait_for = |p: &std::path::Path, needle: &str, n: usize| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while read(p).matches(needle).count() < n {
-            assert!(
-                Instant::now() < deadline,
-                "{n} × {needle:?} not in {p:?}: {}",
-                read(p)
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
+    let wait_for = util::wait_for_count;
     // The worker's own line (the master logs "Booting worker").
     let loading = "loading forked:app slot=0";
     wait_for(&errors, "all workers booted", 1);

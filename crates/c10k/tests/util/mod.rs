@@ -42,6 +42,35 @@ pub fn wait_for_line(
     }
 }
 
+/// Starts `cmd` in a process group of its own with no standard streams (its log goes to a
+/// file), and the guard that kills that group when dropped.
+pub fn spawn_quiet(cmd: &mut Command) -> (Child, KillGroup) {
+    let child = cmd
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let group = KillGroup(child.id() as i32);
+    (child, group)
+}
+
+/// Waits (10 s at most) until the file at `path`, a log another process writes, holds `needle`
+/// at least `n` times; panics showing the file if it does not.
+pub fn wait_for_count(path: &std::path::Path, needle: &str, n: usize) {
+    let read = || std::fs::read_to_string(path).unwrap_or_default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while read().matches(needle).count() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{needle:?} x{n} not in {path:?}: {}",
+            read()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// `--threads` for a class: gthread gets a pool of 4; sync must keep 1 (more would make it
 /// gthread, as in gunicorn).
 pub fn threads(class: &str) -> &'static str {
