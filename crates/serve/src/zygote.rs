@@ -189,7 +189,9 @@ fn recv(fd: RawFd) -> io::Result<Option<(i64, i64)>> {
 
 /// The zygote's life: prepares the runtime, then forks workers until the master closes the
 /// control socket (the zygote then exits). Returns only in a forked worker, with its slot.
-pub(crate) fn serve(forking: Forking) -> anyhow::Result<usize> {
+/// `boot_error` is the exit status of a zygote that cannot prepare the runtime and of a worker
+/// its master did not adopt.
+pub(crate) fn serve(forking: Forking, boot_error: i32) -> anyhow::Result<usize> {
     let fd: RawFd = std::env::var(ENV_ZYGOTE)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -211,7 +213,7 @@ pub(crate) fn serve(forking: Forking) -> anyhow::Result<usize> {
     if let Err(e) = (forking.prepare)() {
         // The worker the master then starts by exec meets the same error and reports it.
         tracing::debug!("the zygote cannot start the runtime: {e:#}");
-        std::process::exit(crate::master::BOOT_ERROR);
+        std::process::exit(boot_error);
     }
     tracing::debug!("zygote ready");
     loop {
@@ -238,9 +240,7 @@ pub(crate) fn serve(forking: Forking) -> anyhow::Result<usize> {
                     Ok(0) => {
                         drop(control);
                         set_name(name.strip_suffix(b"\n").unwrap_or(&name));
-                        adopted_by(master);
-                        // As an executed worker finds it (`is_worker_process`).
-                        std::env::set_var(crate::master::ENV_SLOT, slot_index.to_string());
+                        adopted_by(master, boot_error);
                         return Ok(slot_index);
                     }
                     Ok(pid) => {
@@ -311,14 +311,14 @@ fn wait_for(pid: libc::pid_t) {
 /// parent, then sets the death signal the master's other workers have (it is cleared by a
 /// fork and would fire at the change of parent if set before). Exits if the master is gone or
 /// did not adopt the worker: a worker its master cannot reap must not serve.
-fn adopted_by(master: libc::pid_t) {
+fn adopted_by(master: libc::pid_t, boot_error: i32) {
     let deadline = Instant::now() + REPARENT_WAIT;
     // SAFETY: getppid has no preconditions.
     while unsafe { libc::getppid() } != master {
         if Instant::now() >= deadline {
             tracing::error!("a forked worker was not adopted by its master; exiting");
             // SAFETY: as in `serve`.
-            unsafe { libc::_exit(crate::master::BOOT_ERROR) };
+            unsafe { libc::_exit(boot_error) };
         }
         std::thread::sleep(Duration::from_millis(1));
     }

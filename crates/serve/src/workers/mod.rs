@@ -315,7 +315,9 @@ where
 {
     if crate::zygote::is_zygote() {
         let forking = forking.context("started as a zygote by a master that forks no workers")?;
-        let slot = crate::zygote::serve(forking)?;
+        let slot = crate::zygote::serve(forking, master::BOOT_ERROR)?;
+        // In the forked worker: as an executed worker finds it (`is_worker_process`).
+        std::env::set_var(master::ENV_SLOT, slot.to_string());
         return run_worker_process(slot, factory);
     }
     if is_worker_process() {
