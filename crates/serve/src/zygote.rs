@@ -245,9 +245,17 @@ pub(crate) fn serve(forking: Forking, boot_error: i32) -> anyhow::Result<usize> 
                     }
                     Ok(pid) => {
                         let sent = send(control.as_raw_fd(), slot, i64::from(pid));
-                        // SAFETY: _exit ends this copy without running the runtime's exit
-                        // handlers, which belong to the zygote.
-                        unsafe { libc::_exit(i32::from(sent.is_err())) };
+                        // SAFETY: kill has no memory-safety preconditions; _exit ends this copy
+                        // without running the runtime's exit handlers, which belong to the
+                        // zygote.
+                        unsafe {
+                            if sent.is_err() {
+                                // A worker the master does not know of (it gave up waiting
+                                // or is gone) must not serve beside the one it starts instead.
+                                libc::kill(pid, libc::SIGKILL);
+                            }
+                            libc::_exit(i32::from(sent.is_err()))
+                        };
                     }
                     Err(e) => {
                         let _ = send(control.as_raw_fd(), slot, -errno(&e));
