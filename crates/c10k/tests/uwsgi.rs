@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use util::Server;
+use util::{children, running, Server};
 
 /// nginx's stock `uwsgi_params` (distributions patch theirs; this is upstream's).
 const UWSGI_PARAMS: &str = "\
@@ -185,26 +185,6 @@ impl Drop for Nginx {
         unsafe { libc::kill(group, libc::SIGKILL) };
         let _ = self.child.wait();
     }
-}
-
-/// The pids of `pid`'s children, from /proc.
-fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
-}
-
-/// Whether `pid` still runs (a zombie left to an init that does not reap counts as gone).
-fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        == Some(false)
 }
 
 #[test]

@@ -10,8 +10,9 @@ mod util;
 
 use std::time::{Duration, Instant};
 
+use util::admin::wait_until;
 use util::python::apps;
-use util::{get, threads, Server};
+use util::{children, get, running, threads, Server};
 
 /// `c10k serve -k CLASS -w 2 forked:app`.
 fn forked(class: &str) -> Server {
@@ -36,29 +37,6 @@ fn parent(pid: u32) -> Option<u32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// The live (not zombie) children of `pid`.
-fn children(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next();
-        let ppid: Option<u32> = fields.next().and_then(|p| p.parse().ok());
-        if ppid == Some(pid) && state != Some("Z") {
-            out.push(child);
-        }
-    }
-    out
-}
-
 /// The master's child that is no worker the log names: the zygote. Waits for it (5 s).
 fn zygote(s: &Server) -> u32 {
     let master = s.child.id();
@@ -67,7 +45,7 @@ fn zygote(s: &Server) -> u32 {
         let workers = s.worker_pids();
         let others: Vec<u32> = children(master)
             .into_iter()
-            .filter(|c| !workers.contains(c))
+            .filter(|&c| running(c) && !workers.contains(&c))
             .collect();
         if let [one] = others[..] {
             return one;
@@ -176,15 +154,10 @@ fn the_zygote_does_not_outlive_the_master() {
     let z = zygote(&s);
     s.signal(libc::SIGTERM);
     assert_eq!(s.wait_exit(Duration::from_secs(20)), Some(0), "{}", s.log());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::path::Path::new(&format!("/proc/{z}")).exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the zygote {z} is still running:\n{}",
-            s.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // Gone, not a zombie: the master reaps it before it exits.
+    wait_until(Duration::from_secs(5), "the zygote to be gone", || {
+        !std::path::Path::new(&format!("/proc/{z}")).exists()
+    });
 }
 
 /// `--error-logfile FILE` moved away and SIGUSR1 (logrotate's `postrotate`): a worker forked

@@ -42,6 +42,26 @@ pub fn wait_for_line(
     }
 }
 
+/// The pids of `pid`'s children, from /proc.
+pub fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Whether `pid` still runs (a zombie left to an init that does not reap counts as gone).
+pub fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        == Some(false)
+}
+
 /// Starts `cmd` in a process group of its own with no standard streams (its log goes to a
 /// file), and the guard that kills that group when dropped.
 pub fn spawn_quiet(cmd: &mut Command) -> (Child, KillGroup) {
