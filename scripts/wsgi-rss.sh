@@ -5,8 +5,8 @@
 # Apps (crates/wsgi/tests/apps): Flask (`flask_app:app`, warmed on /hello and /stream) and Django
 # (`djangoproj.wsgi:application` on SQLite, warmed on / and /notes). Servers, W=4 worker processes
 # each, T=4 threads where the class has threads:
-#   c10k sync, thread, gthread ×T, async ×T, gevent; gunicorn sync, gthread ×T, gevent; uWSGI W×T
-#   threads.
+#   c10k sync, thread, gthread ×T, async ×T, gevent, sync --preload; gunicorn sync, gthread ×T,
+#   gevent, sync --preload; uWSGI W×T threads (which imports the app before it forks, by default).
 # Each server is started, warmed with `ab -n WARM -c 2T` on every warm-up path (so every thread of
 # every worker has run requests), then for every worker process (the master's children) the script
 # reads VmRSS and Threads from /proc/PID/status and Pss from /proc/PID/smaps_rollup. RSS counts
@@ -14,7 +14,9 @@
 # divides shared pages among the processes sharing them, so it is the fairer figure for forked
 # workers (gunicorn and uWSGI fork their workers from a master that imported nothing or the app;
 # c10k forks its Python workers from a zygote that has started the interpreter, and each imports
-# the app after the fork). A c10k worker drops the page-table entries of the start-up code once
+# the app after the fork; with --preload the zygote, and gunicorn's master, import the app before
+# the fork). What is shared moves into the master or the zygote, so the total PSS of every
+# process of the server is reported too. A c10k worker drops the page-table entries of the start-up code once
 # booted (`release_startup_pages` in crates/serve/src/sys.rs), so both figures count the file
 # pages that serving touches — measured after the warm-up, which faults in whatever the load
 # needs. c10k's zygote is reported beside the master, not as a worker.
@@ -58,13 +60,15 @@ server_cmd() {
     c10k-gthread) echo "$c10k -k gthread --threads $THREADS $app" ;;
     c10k-async) echo "$c10k -k async --threads $THREADS $app" ;;
     c10k-gevent) echo "$c10k -k gevent $app" ;;
+    c10k-sync-preload) echo "$c10k -k sync --preload $app" ;;
+    gunicorn-sync-preload) echo "$VENV/bin/gunicorn --bind 127.0.0.1:$port --workers $WORKERS -k sync --preload --chdir $dir --log-level warning $app" ;;
     gunicorn-sync) echo "$VENV/bin/gunicorn --bind 127.0.0.1:$port --workers $WORKERS -k sync --chdir $dir --log-level warning $app" ;;
     gunicorn-gthread) echo "$VENV/bin/gunicorn --bind 127.0.0.1:$port --workers $WORKERS -k gthread --threads $THREADS --chdir $dir --log-level warning $app" ;;
     gunicorn-gevent) echo "$VENV/bin/gunicorn --bind 127.0.0.1:$port --workers $WORKERS -k gevent --chdir $dir --log-level warning $app" ;;
     uwsgi-threads) echo "$VENV/bin/uwsgi --http-socket 127.0.0.1:$port --master --processes $WORKERS --threads $THREADS --disable-logging --die-on-term --chdir $dir --module $app --virtualenv $VENV" ;;
   esac
 }
-SERVERS=(c10k-sync c10k-thread c10k-gthread c10k-async c10k-gevent gunicorn-sync gunicorn-gthread gunicorn-gevent uwsgi-threads)
+SERVERS=(c10k-sync c10k-thread c10k-gthread c10k-async c10k-gevent c10k-sync-preload gunicorn-sync gunicorn-gthread gunicorn-gevent gunicorn-sync-preload uwsgi-threads)
 
 # workers MASTER: the master's children. The master is the process setsid started (taskset execs
 # into it); its children are the workers, and c10k's zygote (`sample` tells it apart).
@@ -130,19 +134,25 @@ def med(app, server, key, role="worker"):
     return statistics.median(v) if v else None
 
 
+def total(app, server):
+    v = [float(r["pss_kib"]) for r in rows if r["app"] == app and r["server"] == server and r["pss_kib"]]
+    return sum(v) if v else None
+
+
 def mib(v):
     return "–" if v is None else f"{v / 1024:.1f}"
 
 
 # Each c10k class against gunicorn's class of the same model, then against gthread.
-model = {"c10k-sync": "gunicorn-sync", "c10k-gevent": "gunicorn-gevent"}
+model = {"c10k-sync": "gunicorn-sync", "c10k-gevent": "gunicorn-gevent",
+         "c10k-sync-preload": "gunicorn-sync-preload"}
 for app in apps:
     print(f"## {app}")
     print()
     print("Per worker process, medians over the workers (MiB); the master and c10k's zygote separately.")
     print()
-    print("| server | workers | RSS | PSS | anonymous | threads | master RSS | master PSS | zygote PSS |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| server | workers | RSS | PSS | anonymous | threads | master RSS | master PSS | zygote PSS | total PSS |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for s in servers:
         n = sum(1 for r in rows if r["app"] == app and r["server"] == s and r["role"] == "worker")
         if not n:
@@ -150,10 +160,11 @@ for app in apps:
         t = med(app, s, "threads")
         print(f"| {s} | {n} | {mib(med(app, s, 'rss_kib'))} | {mib(med(app, s, 'pss_kib'))} | "
               f"{mib(med(app, s, 'anon_kib'))} | {t:.0f} | {mib(med(app, s, 'rss_kib', 'master'))} | "
-              f"{mib(med(app, s, 'pss_kib', 'master'))} | {mib(med(app, s, 'pss_kib', 'zygote'))} |")
+              f"{mib(med(app, s, 'pss_kib', 'master'))} | {mib(med(app, s, 'pss_kib', 'zygote'))} | "
+              f"{mib(total(app, s))} |")
     print()
-    print("| c10k class | gunicorn peer | RSS ratio | PSS ratio | goal (RSS ≤ gunicorn's) |")
-    print("|---|---|---|---|---|")
+    print("| c10k class | gunicorn peer | RSS ratio | PSS ratio | total PSS ratio | goal (RSS ≤ gunicorn's) |")
+    print("|---|---|---|---|---|---|")
     for s in servers:
         if not s.startswith("c10k-") or med(app, s, "rss_kib") is None:
             continue
@@ -161,9 +172,10 @@ for app in apps:
             mine, theirs = med(app, s, "rss_kib"), med(app, p, "rss_kib")
             pmine, ptheirs = med(app, s, "pss_kib"), med(app, p, "pss_kib")
             if theirs is None:
-                print(f"| {s} | {p}: not measured | – | – | not checked |")
+                print(f"| {s} | {p}: not measured | – | – | – | not checked |")
                 continue
-            print(f"| {s} | {p} | {mine / theirs:.2f} | {pmine / ptheirs:.2f} | {'met' if mine <= theirs else 'NOT met'} |")
+            print(f"| {s} | {p} | {mine / theirs:.2f} | {pmine / ptheirs:.2f} | "
+                  f"{total(app, s) / total(app, p):.2f} | {'met' if mine <= theirs else 'NOT met'} |")
     print()
 EOF
 } >"$OUT/results.md"

@@ -396,7 +396,7 @@ mod tests {
             ("--bind '127.0.0.1:1", "cannot be split"),
             ("--no-such-flag", "unexpected argument"),
             ("--workers many", "invalid value"),
-            ("--preload", "--preload:"),
+            ("--daemon", "--daemon:"),
             ("-k uvicorn.workers.UvicornWorker", "ASGI"),
         ] {
             let err = run(value, &["c10k", "serve"]).err().unwrap().to_string();

@@ -36,17 +36,6 @@ const LOGGING: &str = "c10k's log is text or JSON lines (--log-format json), on 
 
 const REFUSED: &[Refused] = &[
     Refused {
-        long: "preload",
-        short: None,
-        key: Some("preload_app"),
-        takes_value: false,
-        why: "c10k forks its Python workers from a zygote that has started the interpreter \
-              but not imported the app, and each worker imports the app itself (an app's \
-              threads and open connections do not survive a fork): drop --preload. An app \
-              that fails to import already stops the server at start, with the traceback and \
-              exit status 3",
-    },
-    Refused {
         long: "daemon",
         short: Some('D'),
         key: None,

@@ -93,7 +93,6 @@ const SETTINGS: &[Setting] = {
         s("spew", None, Bool(false)),
         s("check_config", None, Bool(false)),
         s("print_config", None, Bool(false)),
-        s("preload_app", None, Bool(false)),
         s("daemon", None, Bool(false)),
         s("secure_scheme_headers", None, SchemeHeaders),
         s("disable_redirect_access_to_syslog", None, Bool(false)),

@@ -36,8 +36,8 @@ enum Kind {
 }
 
 /// c10k's keys (clap ids) whose values gunicorn's validators convert; a refused gunicorn
-/// switch is here under its gunicorn name and c10k's flag, so that `preload_app = "false"`
-/// asks for nothing as `preload_app = False` does (see `gunicorn::asks_for_nothing`).
+/// switch is here under its gunicorn name and c10k's flag, so that `daemon = "false"` asks for
+/// nothing as `daemon = False` does (see `gunicorn::asks_for_nothing`).
 /// `umask` is not here: c10k's own parser takes gunicorn's forms and more (`"022"`).
 #[rustfmt::skip]
 const KINDS: &[(&str, Kind)] = &[
@@ -49,7 +49,7 @@ const KINDS: &[(&str, Kind)] = &[
     ("limit_request_field_size", Kind::PosInt),
     ("reload", Kind::Bool), ("reuse_port", Kind::Bool), ("initgroups", Kind::Bool),
     ("capture_output", Kind::Bool), ("enable_stdio_inheritance", Kind::Bool),
-    ("preload_app", Kind::Bool), ("preload", Kind::Bool), ("daemon", Kind::Bool),
+    ("preload_app", Kind::Bool), ("daemon", Kind::Bool),
     ("spew", Kind::Bool), ("syslog", Kind::Bool), ("log_syslog", Kind::Bool),
     ("sendfile", Kind::Bool), ("no_sendfile", Kind::Bool),
     ("user", Kind::UserOrGroup), ("group", Kind::UserOrGroup),

@@ -82,6 +82,15 @@ pub struct PythonArgs {
     )]
     pub root_path: String,
 
+    /// Import the application once, in the process the workers are forked from, instead of in
+    /// each worker (gunicorn's --preload; config key preload_app): workers start sooner and
+    /// share the modules' memory. What the app opens at import (a database connection, a
+    /// socket) is then shared by every worker, and a thread it starts makes c10k start the
+    /// workers by exec instead, each importing the app. Not with -k gevent or --reload; HUP
+    /// imports the application again.
+    #[arg(long = "preload", env = "C10K_PRELOAD", help_heading = "Python (WSGI)")]
+    pub preload_app: bool,
+
     /// With --worker-class gevent: do not call gevent.monkey.patch_all() before importing the
     /// application (for apps that patch the standard library themselves).
     #[arg(long, env = "C10K_NO_MONKEY_PATCH", help_heading = "Python (WSGI)")]
@@ -257,19 +266,25 @@ mod enabled {
 
     /// How the workers are forked: the zygote starts the interpreter (the venv's, as a worker
     /// would) and forks them with Python's fork hooks; each worker then imports the app itself,
-    /// as gunicorn's workers do without `--preload`.
+    /// as gunicorn's workers do without `--preload`. With it, the zygote imports the app and
+    /// the workers take it from there.
     pub fn forking(args: &PythonArgs) -> Forking {
-        let venv = args.venv.clone();
+        let prepare: Box<dyn FnOnce() -> anyhow::Result<()>> = if args.preload_app {
+            let config = config(args);
+            Box::new(move || Ok(WsgiApp::preload(&config)?))
+        } else {
+            let venv = args.venv.clone();
+            Box::new(move || Ok(WsgiApp::prestart(venv.as_deref())?))
+        };
         Forking {
-            prepare: Box::new(move || Ok(WsgiApp::prestart(venv.as_deref())?)),
+            prepare,
             fork: c10k_wsgi::interp::fork,
         }
     }
 
-    /// Boots the app in a worker process. A boot error is the worker's "failed to boot" (exit
-    /// status 3), with the Python traceback in the message.
-    pub fn factory(args: &PythonArgs, info: &WorkerInfo) -> anyhow::Result<Hosted<WsgiApp>> {
-        let config = WsgiConfig {
+    /// The app's settings, as `c10k_wsgi` takes them.
+    fn config(args: &PythonArgs) -> WsgiConfig {
+        WsgiConfig {
             app: args.spec().unwrap_or_default().to_owned(),
             chdir: args.chdir.clone(),
             pythonpath: args.pythonpath.clone(),
@@ -309,7 +324,13 @@ mod enabled {
                     }
                 }),
             }),
-        };
+        }
+    }
+
+    /// Boots the app in a worker process. A boot error is the worker's "failed to boot" (exit
+    /// status 3), with the Python traceback in the message.
+    pub fn factory(args: &PythonArgs, info: &WorkerInfo) -> anyhow::Result<Hosted<WsgiApp>> {
+        let config = config(args);
         let app = Arc::new(WsgiApp::boot(&config, info)?);
         // The app's `atexit` handlers run when the worker exits normally, as in gunicorn.
         let exiting = app.clone();

@@ -91,8 +91,8 @@ pub fn build(sub: &ArgMatches, config: Option<&Path>) -> anyhow::Result<Settings
 
 impl Settings {
     /// What serving needs beyond [`build`]'s checks (`--check-config` prints gevent with the
-    /// built-in app, as it prints any class): the gevent class and `--reload` are for Python
-    /// apps only.
+    /// built-in app, as it prints any class): the gevent class, `--reload` and `--preload` are
+    /// for Python apps only, and `--preload` goes with neither gevent nor `--reload`.
     pub fn check_servable(&self) -> anyhow::Result<()> {
         if self.python.spec().is_none()
             && self.serve.worker_class == c10k_serve::WorkerClass::Gevent
@@ -112,6 +112,33 @@ impl Settings {
                  SIGUSR2 to upgrade to the new binary",
             )
             .into());
+        }
+        if self.python.preload_app {
+            let why = if self.python.spec().is_none() {
+                Some(
+                    "it imports a hosted Python application once, before the workers are \
+                     forked (c10k serve --preload MODULE:APP); the built-in application has \
+                     nothing to import",
+                )
+            } else if self.serve.worker_class == c10k_serve::WorkerClass::Gevent {
+                Some(
+                    "-k gevent patches the standard library in each worker before the \
+                     application is imported, and a preloaded one was imported unpatched: drop \
+                     --preload (gunicorn's gevent workers have the same problem with it)",
+                )
+            } else if self.python.reload {
+                Some(
+                    "--reload restarts a worker that imports the changed code, and a preloaded \
+                     application is imported once, before the workers: use --reload without \
+                     --preload in development (in production, HUP imports the application \
+                     again with --preload)",
+                )
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(UsageError::new(format!("--preload: {why}")).into());
+            }
         }
         Ok(())
     }

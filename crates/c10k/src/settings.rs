@@ -98,7 +98,7 @@ impl ConfigFile {
 
     /// gunicorn's validators on the file's values (see `gunicorn_values`), in file order: each
     /// value becomes what gunicorn would take it as (`workers = "4"` is 4), and a gunicorn
-    /// setting c10k refuses or does not have, at gunicorn's default (`preload_app = false`,
+    /// setting c10k refuses or does not have, at gunicorn's default (`daemon = false`,
     /// `protocol = "http"`), is dropped, since it asks for nothing (see
     /// `gunicorn::asks_for_nothing`). The same for a TOML and a Python file.
     fn take_gunicorn_values(&mut self) -> Result<(), ConfigError> {
@@ -219,7 +219,7 @@ impl ConfigFile {
         let Some(py) = &self.python else {
             return format!("config file {} read (TOML){ignored}", self.path.display());
         };
-        // Those taken: not gunicorn's defaults that ask for nothing (`preload_app = False`).
+        // Those taken: not gunicorn's defaults that ask for nothing (`daemon = False`).
         let mut names: Vec<&str> = py
             .settings
             .iter()
@@ -781,7 +781,7 @@ mod tests {
             &path,
             "workers = \"4\"\nthreads = \" 2 \"\ntimeout = \"45\"\nbacklog = \"0x40\"\n\
              max_requests = \"1_000\"\nreuse_port = \"True\"\n\
-             forwarded_allow_ips = \"10.0.0.1, 10.0.0.2\"\npreload_app = false\n\
+             forwarded_allow_ips = \"10.0.0.1, 10.0.0.2\"\nspew = false\n\
              daemon = \"false\"\nlogconfig_dict = {}\n\
              [secure_scheme_headers]\nX-FORWARDED-PROTOCOL = \"ssl\"\n\
              X-FORWARDED-PROTO = \"https\"\nX-FORWARDED-SSL = \"on\"\n",
@@ -801,12 +801,7 @@ mod tests {
             ]
         );
         let file = ConfigFile::read(&path).unwrap();
-        for dropped in [
-            "preload_app",
-            "daemon",
-            "logconfig_dict",
-            "secure_scheme_headers",
-        ] {
+        for dropped in ["spew", "daemon", "logconfig_dict", "secure_scheme_headers"] {
             assert!(!file.contains(dropped), "{dropped}");
         }
         // What gunicorn refuses too is refused, naming the file, line and key, what was given

@@ -1360,6 +1360,14 @@ fn boot_errors_stop_the_server_with_status_3_and_the_reason() {
         assert!(err.contains(needle), "{app}: no {needle:?} in:\n{err}");
         assert!(err.contains("failed to boot"), "{app}:\n{err}");
     }
+    // The same with --preload: the zygote's import fails, and the worker started by exec
+    // instead reports it.
+    let (code, err) = boot_failure(&["--preload", "broken_import:app"]);
+    assert_eq!(code, Some(3), "--preload:\n{err}");
+    assert!(
+        err.contains("ZeroDivisionError") && err.contains("failed to boot"),
+        "{err}"
+    );
     // Usage errors are status 2, before any Python runs.
     let (code, err) = boot_failure(&["--root-path", "api", "probe:app"]);
     assert_eq!(code, Some(2), "{err}");

@@ -160,6 +160,25 @@ fn the_zygote_does_not_outlive_the_master() {
     });
 }
 
+/// systemd's `KillMode=control-group` sends TERM to every process of the server at once, the
+/// zygote's included (here to the zygote first, then to the process group): the zygote ignores
+/// it and the master stops it with the workers. Before, the zygote died of it, and the master
+/// logged a warning that it had exited before its own graceful stop.
+#[test]
+fn a_term_to_every_process_stops_the_server_without_a_warning() {
+    let mut s = forked("sync");
+    let z = zygote(&s);
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(z as i32, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(300));
+    s.signal_group(libc::SIGTERM);
+    assert_eq!(s.wait_exit(Duration::from_secs(20)), Some(0), "{}", s.log());
+    assert!(!s.log().contains("the zygote exited"), "{}", s.log());
+    wait_until(Duration::from_secs(5), "the zygote to be gone", || {
+        !std::path::Path::new(&format!("/proc/{z}")).exists()
+    });
+}
+
 /// `--error-logfile FILE` moved away and SIGUSR1 (logrotate's `postrotate`): a worker forked
 /// afterwards logs to the new FILE. The zygote ignores SIGUSR1 and holds the file it opened at
 /// start, so a worker it forked after the rotation wrote to the rotated file (to be compressed or

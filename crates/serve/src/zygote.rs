@@ -202,10 +202,16 @@ pub(crate) fn serve(forking: Forking, boot_error: i32) -> anyhow::Result<usize> 
     std::env::remove_var(ENV_ZYGOTE);
     // SAFETY: getppid has no preconditions. The zygote is the master's child.
     let master = unsafe { libc::getppid() };
-    // A SIGHUP sent to the whole process group must not end the zygote. A worker installs its
-    // own handler over the inherited SIG_IGN.
+    // A SIGHUP or SIGTERM sent to every process of the server (a process group, systemd's
+    // `KillMode=control-group`) must not end the zygote: the master stops it (SIGKILL) when it
+    // is done with it, and its control socket's end of stream stops it if the master dies.
+    // SIGINT is ignored already, as by every worker. A worker installs its own HUP handler over
+    // the inherited SIG_IGN, and takes back TERM's default at once (see `adopted_by`).
     // SAFETY: setting a disposition to SIG_IGN has no memory-safety preconditions.
-    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::signal(libc::SIGTERM, libc::SIG_IGN);
+    }
     // `ps -o comm`, `top` and `pgrep c10k-zygote` tell it from the workers; a worker takes back
     // the name it had.
     let name = std::fs::read("/proc/self/comm").unwrap_or_default();
@@ -284,7 +290,7 @@ fn errno(e: &io::Error) -> i64 {
 
 /// Only a process with one thread forks safely: the child gets the forking thread alone, and a
 /// lock another thread held stays locked in it for good. The runtime's preparation must not
-/// start threads; this makes sure it did not.
+/// start threads (nor must an application imported in it); this makes sure it did not.
 fn single_threaded() -> io::Result<()> {
     let status = std::fs::read_to_string("/proc/self/status")?;
     let threads = status
@@ -296,7 +302,9 @@ fn single_threaded() -> io::Result<()> {
         other => {
             tracing::warn!(
                 threads = other.unwrap_or(0),
-                "the zygote has more than one thread; it cannot fork workers"
+                "the zygote has more than one thread, so it cannot fork workers, and they are \
+                 started by exec instead (with --preload: the application started a thread \
+                 at import; start it later, e.g. at its first request)"
             );
             Err(io::Error::from_raw_os_error(libc::EDEADLK))
         }
@@ -330,8 +338,12 @@ fn adopted_by(master: libc::pid_t, boot_error: i32) {
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number; getppid has no preconditions.
+    // SAFETY: signal, prctl with PR_SET_PDEATHSIG and a signal number, and getppid have no
+    // memory-safety preconditions.
     unsafe {
+        // The zygote ignores TERM; a worker must not, or the death signal would do nothing
+        // until the worker installs its handler (an app's import can take seconds).
+        libc::signal(libc::SIGTERM, libc::SIG_DFL);
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
         if libc::getppid() != master {
             libc::_exit(0);

@@ -122,21 +122,18 @@ impl Load {
     fn run(self, py: Python<'_>) -> Result<(AppState, Vec<PathBuf>), BootError> {
         let Load { config, cwd, .. } = &self;
         let mut broken = Vec::new();
-        let setup = |py: Python<'_>| -> PyResult<()> {
-            let mut path = config.pythonpath.clone();
-            path.push(cwd.clone());
-            interp::prepend_sys_path(py, &path)?;
-            let environ = py.import("os")?.getattr("environ")?;
-            for (k, v) in &config.env {
-                environ.set_item(k, v)?;
-            }
-            Ok(())
+        let preloaded = crate::preload::take(py, &config.app);
+        if preloaded.is_none() {
+            loader::setup(py, config, cwd).map_err(|e| BootError::Exception {
+                spec: config.app.clone(),
+                traceback: format_exception(py, &e),
+            })?;
+        }
+        let loaded = match preloaded {
+            Some(app) => Ok(app),
+            None => loader::load(py, &config.app),
         };
-        setup(py).map_err(|e| BootError::Exception {
-            spec: config.app.clone(),
-            traceback: format_exception(py, &e),
-        })?;
-        let app = match loader::load(py, &config.app) {
+        let app = match loaded {
             Ok(app) => app,
             Err(loader::Failed {
                 error,
@@ -189,9 +186,21 @@ impl std::fmt::Debug for WsgiApp {
 
 impl WsgiApp {
     /// Starts the interpreter as [`WsgiApp::boot`] does, and nothing more: for a process that
-    /// forks workers which then boot the application (a zygote). Starts no thread.
+    /// forks workers which then boot the application (a zygote). Starts no thread. What the
+    /// start made is frozen out of the garbage collector's reach (`gc.freeze()`, see
+    /// `preload`), so that the workers keep sharing it.
     pub fn prestart(venv: Option<&std::path::Path>) -> Result<(), BootError> {
-        interp::start(absolute_venv(venv)?.as_deref()).map(drop)
+        interp::start(absolute_venv(venv)?.as_deref())?;
+        crate::preload::freeze()
+    }
+
+    /// `--preload`: what [`WsgiApp::prestart`] does, and then the import of the application, as
+    /// [`WsgiApp::boot`] does it (`--chdir`, `--pythonpath`, `--env`): for a zygote whose
+    /// workers then boot with this app instead of importing it. Not for `gevent`, whose workers
+    /// must patch the standard library before the app is imported, nor with `--reload` (the
+    /// workers would watch files they did not import). Starts no thread unless the app does.
+    pub fn preload(config: &WsgiConfig) -> Result<(), BootError> {
+        crate::preload::run(config, absolute_venv(config.venv.as_deref())?)
     }
 
     /// Starts the interpreter (once per process), applies `--chdir`, `--pythonpath` and `--env`,
@@ -200,7 +209,19 @@ impl WsgiApp {
         let venv = absolute_venv(config.venv.as_deref())?;
         // `--reload-extra-file`s are taken from here too, before --chdir, as gunicorn takes them.
         let started_in = std::env::current_dir().unwrap_or_default();
-        if let Some(dir) = &config.chdir {
+        // A worker forked from a process that preloaded the app: it has the app, the
+        // interpreter's `sys.path` and `os.environ`, and the current directory after --chdir.
+        let preloaded = crate::preload::is_preloaded(&config.app);
+        let gevent = info.class == "gevent";
+        if preloaded && (gevent || config.reload.is_some()) {
+            return Err(BootError::Environment(
+                "--preload: the application was imported before the fork, and neither -k \
+                 gevent (which patches the standard library before the import) nor --reload \
+                 (which watches what the worker imported) can take it"
+                    .to_owned(),
+            ));
+        }
+        if let (Some(dir), false) = (&config.chdir, preloaded) {
             std::env::set_current_dir(dir)
                 .map_err(|e| BootError::Environment(format!("--chdir {}: {e}", dir.display())))?;
         }
@@ -213,12 +234,16 @@ impl WsgiApp {
         let started = interp::start(venv.as_deref())?;
         tracing::info!(
             slot = info.slot,
-            "Python {} (sys.prefix {}) loading {}",
+            "Python {} (sys.prefix {}) {} {}",
             started.version,
             started.prefix,
+            if preloaded {
+                "serving the preloaded"
+            } else {
+                "loading"
+            },
             config.app
         );
-        let gevent = info.class == "gevent";
         let load = Load {
             config: config.clone(),
             cwd,

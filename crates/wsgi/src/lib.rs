@@ -42,6 +42,7 @@ mod input;
 pub mod interp;
 mod loader;
 mod pool;
+mod preload;
 pub mod reload;
 mod start_response;
 mod stream;

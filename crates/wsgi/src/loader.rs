@@ -1,16 +1,19 @@
 //! Finding the application object from `APP_MODULE`, as gunicorn does: `module:name`, `module`
 //! (name `application`), or `module:factory(literal args)` — the factory is called once per
 //! worker with arguments evaluated by `ast.literal_eval`, never `eval`. The app found is kept in
-//! an [`AppState`], beside what every environ of the worker shares.
+//! an [`AppState`], beside what every environ of the worker shares. [`setup`] makes the import
+//! find the app (`--pythonpath`, `--chdir`, `--env`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use pyo3::exceptions::{PyModuleNotFoundError, PySyntaxError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use crate::boot_error::BootError;
+use crate::config::WsgiConfig;
 use crate::environ::Template;
+use crate::interp;
 use crate::traceback::format_exception;
 
 /// The loaded app and what every environ of this worker shares.
@@ -91,6 +94,19 @@ fn syntax_error_file(py: Python<'_>, e: &PyErr) -> Option<Option<PathBuf>> {
         .flatten()
         .and_then(|f| f.extract::<Option<PathBuf>>().ok().flatten());
     Some(file)
+}
+
+/// Puts the `--pythonpath` directories and then `cwd` (the directory after `--chdir`) in front of
+/// `sys.path`, and sets `--env` in `os.environ`: what the app's import needs.
+pub(crate) fn setup(py: Python<'_>, config: &WsgiConfig, cwd: &Path) -> PyResult<()> {
+    let mut path = config.pythonpath.clone();
+    path.push(cwd.to_owned());
+    interp::prepend_sys_path(py, &path)?;
+    let environ = py.import("os")?.getattr("environ")?;
+    for (k, v) in &config.env {
+        environ.set_item(k, v)?;
+    }
+    Ok(())
 }
 
 /// Imports the module and returns the callable application.

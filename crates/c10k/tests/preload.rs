@@ -1,0 +1,171 @@
+//! `--preload` (gunicorn's `preload_app`): the app is imported once, in the zygote the workers
+//! are forked from, and the workers serve it without importing it; `HUP` imports it again; an app
+//! that starts a thread at import is served by workers started by exec; and what cannot take a
+//! preloaded app (gevent, `--reload`, the built-in app) is refused at start.
+
+#![cfg(feature = "python")]
+
+#[macro_use]
+mod util;
+
+use std::time::Duration;
+
+use util::python::apps;
+use util::{children, get, running, threads, Server};
+
+fn answer(s: &Server) -> serde_json::Value {
+    let r = get(s.addr, "/").unwrap();
+    assert_eq!(r.status, 200, "{}", s.log());
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+/// The master's children that are not workers the log names: the zygote, while one runs.
+fn zygotes(s: &Server) -> Vec<u32> {
+    let workers = s.worker_pids();
+    children(s.child.id())
+        .into_iter()
+        .filter(|&c| running(c) && !workers.contains(&c))
+        .collect()
+}
+
+/// Every answer comes from a worker that did not import the app: the zygote did, once, and the
+/// worker says so in the log. Without --preload each worker imports it (`zygote.rs`).
+#[test]
+fn a_preloaded_app_is_imported_once_by_the_zygote_and_served_by_every_worker() {
+    for class in ["sync", "gthread", "async"] {
+        let apps = apps();
+        let s = Server::start(&[
+            "-k",
+            class,
+            "--threads",
+            threads(class),
+            "-w",
+            "2",
+            "--preload",
+            "--pythonpath",
+            &apps,
+            "forked:app",
+        ]);
+        let workers = s.worker_pids();
+        let zygote = zygotes(&s);
+        assert_eq!(zygote.len(), 1, "{class}: {zygote:?}\n{}", s.log());
+        for _ in 0..6 {
+            let a = answer(&s);
+            let pid = a["pid"].as_u64().unwrap() as u32;
+            assert!(workers.contains(&pid), "{class}: {a}");
+            assert_eq!(
+                a["imported_in"].as_u64(),
+                Some(u64::from(zygote[0])),
+                "{class}: {a}\n{}",
+                s.log()
+            );
+        }
+        let log = s.log();
+        assert_eq!(log.matches("preloading forked:app").count(), 1, "{log}");
+        assert_eq!(
+            log.matches("serving the preloaded forked:app").count(),
+            2,
+            "{log}"
+        );
+    }
+}
+
+/// A module that says which version of its code runs and which process imported it.
+fn write_versioned(dir: &std::path::Path, version: u32) {
+    std::fs::write(
+        dir.join("versioned.py"),
+        format!(
+            "import json, os\nIMPORTED_IN = os.getpid()\n\n\
+             def app(environ, start_response):\n    \
+             start_response('200 OK', [('Content-Type', 'application/json')])\n    \
+             return [json.dumps({{'version': {version}, 'imported_in': IMPORTED_IN}}).encode()]\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// gunicorn's master keeps the app it preloaded across `HUP`, so a deploy needs a restart; c10k's
+/// `HUP` replaces the zygote, which imports the new code, and the new workers serve it.
+#[test]
+fn hup_imports_a_preloaded_app_again() {
+    let dir = tempfile::tempdir().unwrap();
+    write_versioned(dir.path(), 1);
+    let path = dir.path().to_str().unwrap();
+    let s = Server::start(&[
+        "-w",
+        "2",
+        "--preload",
+        "--pythonpath",
+        path,
+        "versioned:app",
+    ]);
+    assert_eq!(answer(&s)["version"], 1, "{}", s.log());
+    write_versioned(dir.path(), 2);
+    s.signal(libc::SIGHUP);
+    s.wait_for_workers(4);
+    util::admin::wait_until(Duration::from_secs(10), "the old workers to stop", || {
+        s.log().matches("worker exited").count() >= 2
+    });
+    for _ in 0..4 {
+        let a = answer(&s);
+        assert_eq!(a["version"], 2, "{a}\n{}", s.log());
+    }
+    assert_eq!(s.log().matches("preloading versioned:app").count(), 2);
+}
+
+/// A thread started at import stays in the zygote, which then cannot fork (the child would get
+/// the forking thread alone, and a lock the other held stays locked in it): the log says why, and
+/// the workers are started by exec and import the app themselves, and serve.
+#[test]
+fn an_app_that_starts_a_thread_at_import_is_served_by_executed_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("threaded.py"),
+        "import json, os, threading, time\nIMPORTED_IN = os.getpid()\n\
+         threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n\n\
+         def app(environ, start_response):\n    \
+         start_response('200 OK', [('Content-Type', 'application/json')])\n    \
+         return [json.dumps({'pid': os.getpid(), 'imported_in': IMPORTED_IN}).encode()]\n",
+    )
+    .unwrap();
+    let path = dir.path().to_str().unwrap();
+    let s = Server::start(&["-w", "2", "--preload", "--pythonpath", path, "threaded:app"]);
+    for _ in 0..4 {
+        let a = answer(&s);
+        assert_eq!(a["imported_in"], a["pid"], "{a}\n{}", s.log());
+    }
+    let log = s.log();
+    assert!(
+        log.contains("the zygote has more than one thread")
+            && log.contains("the application started a thread at import"),
+        "{log}"
+    );
+}
+
+/// What cannot take an app imported before the fork is refused at start (status 2), naming
+/// --preload and why.
+#[test]
+fn preload_is_refused_where_it_cannot_work() {
+    let apps = apps();
+    for (args, needle) in [
+        (&["-k", "gevent", "forked:app"][..], "-k gevent patches"),
+        (&["--reload", "forked:app"], "--reload restarts a worker"),
+        (&[], "the built-in application has nothing to import"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("err.log");
+        let mut child = util::serve_command()
+            .args(["--preload", "--pythonpath", &apps])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let status = util::exit_within(&mut child, Duration::from_secs(20));
+        let err = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(status.and_then(|s| s.code()), Some(2), "{args:?}: {err}");
+        assert!(err.contains("--preload: "), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {needle:?} missing: {err}");
+    }
+}

@@ -1,0 +1,98 @@
+//! `--preload`: the application imported once, in the process the workers are forked from (the
+//! zygote), as gunicorn's `--preload` imports it in its master and uWSGI does by default. A
+//! worker forked from that process takes the imported app from [`take`] instead of importing it:
+//! it starts serving sooner, and the modules' pages are shared by every worker until one writes
+//! to them.
+//!
+//! `gc.freeze()` follows the import (and [`freeze`] follows a start without one), as CPython's
+//! documentation advises a process that forks without exec: objects in the permanent generation
+//! are never visited by a collection, so a worker's garbage collector does not write to the pages
+//! they share.
+//!
+//! What the app starts at import is in the zygote, not in the workers: a thread makes the zygote
+//! refuse to fork (the workers are then started by exec and import the app themselves), and a
+//! socket (a database connection) would be shared by every worker, so it must be opened later,
+//! as under gunicorn's `--preload`.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use pyo3::prelude::*;
+
+use crate::boot_error::BootError;
+use crate::config::WsgiConfig;
+use crate::traceback::format_exception;
+use crate::{interp, loader};
+
+/// The preloaded app, and the spec it was loaded from.
+struct Preloaded {
+    spec: String,
+    app: Py<PyAny>,
+}
+
+static PRELOADED: OnceLock<Preloaded> = OnceLock::new();
+
+/// Starts the interpreter, applies `--chdir`, `--pythonpath` and `--env`, and imports the app,
+/// as a worker's boot does, then freezes the garbage collector's objects. Call it once, in a
+/// process with no other thread that is going to fork the workers.
+pub(crate) fn run(config: &WsgiConfig, venv: Option<PathBuf>) -> Result<(), BootError> {
+    if let Some(dir) = &config.chdir {
+        std::env::set_current_dir(dir)
+            .map_err(|e| BootError::Environment(format!("--chdir {}: {e}", dir.display())))?;
+    }
+    let cwd = std::env::current_dir()
+        .map_err(|e| BootError::Environment(format!("cannot read the current directory: {e}")))?;
+    let started = interp::start(venv.as_deref())?;
+    tracing::info!(
+        "Python {} (sys.prefix {}) preloading {}",
+        started.version,
+        started.prefix,
+        config.app
+    );
+    interp::attach(|py| -> Result<(), BootError> {
+        let exception = |e: PyErr| BootError::Exception {
+            spec: config.app.clone(),
+            traceback: format_exception(py, &e),
+        };
+        loader::setup(py, config, &cwd).map_err(exception)?;
+        let app = loader::load(py, &config.app).map_err(|f| f.error)?;
+        freeze_objects(py).map_err(exception)?;
+        let preloaded = Preloaded {
+            spec: config.app.clone(),
+            app,
+        };
+        if PRELOADED.set(preloaded).is_err() {
+            return Err(BootError::Environment(
+                "the application was preloaded twice in one process".to_owned(),
+            ));
+        }
+        Ok(())
+    })
+}
+
+/// Whether `spec` was preloaded in this process (before the fork that made it a worker).
+pub(crate) fn is_preloaded(spec: &str) -> bool {
+    PRELOADED.get().is_some_and(|p| p.spec == spec)
+}
+
+/// The app preloaded from `spec`, if it was.
+pub(crate) fn take(py: Python<'_>, spec: &str) -> Option<Py<PyAny>> {
+    PRELOADED
+        .get()
+        .filter(|p| p.spec == spec)
+        .map(|p| p.app.clone_ref(py))
+}
+
+/// `gc.freeze()` for a process that has started the interpreter and imports nothing before it
+/// forks: what the start made (`site`, the codecs) is shared as the app's modules are.
+pub(crate) fn freeze() -> Result<(), BootError> {
+    interp::attach(|py| {
+        freeze_objects(py).map_err(|e| {
+            BootError::Environment(format!("gc.freeze() failed: {}", format_exception(py, &e)))
+        })
+    })
+}
+
+fn freeze_objects(py: Python<'_>) -> PyResult<()> {
+    py.import("gc")?.call_method0("freeze").map(drop)
+}
