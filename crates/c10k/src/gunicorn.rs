@@ -479,10 +479,10 @@ mod tests {
         let cmd = augment(clap::Command::new("serve"));
         let m = cmd
             .clone()
-            .try_get_matches_from(["serve", "--preload", "-n", "web", "--statsd-host=x"])
+            .try_get_matches_from(["serve", "--daemon", "-n", "web", "--statsd-host=x"])
             .unwrap();
         let msg = refuse(&m).unwrap();
-        assert!(msg.starts_with("--preload: "), "{msg}");
+        assert!(msg.starts_with("--daemon: "), "{msg}");
         let m = cmd.try_get_matches_from(["serve"]).unwrap();
         assert!(refuse(&m).is_none());
     }
@@ -511,8 +511,10 @@ mod tests {
 
     #[test]
     fn config_keys_by_either_name() {
-        assert!(refuse_key("preload_app").unwrap().contains("--preload"));
-        assert!(refuse_key("preload").unwrap().contains("--preload"));
+        assert!(refuse_key("daemon").unwrap().contains("--daemon"));
+        assert!(refuse_key("statsd_host").unwrap().contains("--statsd-host"));
+        // Taken since c10k has --preload.
+        assert!(refuse_key("preload_app").is_none() && refuse_key("preload").is_none());
         assert!(refuse_key("worker-tmp-dir").is_none() && satisfied_key("worker-tmp-dir"));
         // Named as the file spells it, whichever spelling matched.
         assert!(refuse_key("log-syslog-to")
@@ -539,8 +541,6 @@ mod tests {
             asks_for_nothing(key, &table["v"])
         };
         for (key, value) in [
-            ("preload_app", "false"),
-            ("preload", "false"),
             ("daemon", "false"),
             ("spew", "false"),
             ("syslog", "false"),
@@ -557,8 +557,9 @@ mod tests {
             assert!(nothing(key, value), "{key} = {value}");
         }
         for (key, value) in [
-            ("preload_app", "true"),
             ("daemon", "true"),
+            // Taken, not refused: nothing to drop.
+            ("preload_app", "false"),
             ("proxy_protocol", "\"v1\""),
             // gunicorn turns sendfile off for any value it is given.
             ("sendfile", "false"),

@@ -59,6 +59,8 @@ fn a_preloaded_app_is_imported_once_by_the_zygote_and_served_by_every_worker() {
                 "{class}: {a}\n{}",
                 s.log()
             );
+            // gc.freeze() after the import: the app's objects are in the permanent generation.
+            assert!(a["frozen"].as_u64().unwrap() > 1000, "{class}: {a}");
         }
         let log = s.log();
         assert_eq!(log.matches("preloading forked:app").count(), 1, "{log}");

@@ -109,6 +109,8 @@ fn python_workers_are_forked_children_of_the_master_that_share_the_interpreter()
             assert!(workers.contains(&pid), "{class}: {a}");
             assert_eq!(a["ppid"].as_u64(), Some(u64::from(master)), "{class}: {a}");
             assert_eq!(a["imported_in"], a["pid"], "{class}: {a}");
+            // Only --preload freezes (gevent's and the app's gc.get_referrers see everything).
+            assert_eq!(a["frozen"], 0, "{class}: {a}");
         }
     }
 }

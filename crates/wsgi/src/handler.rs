@@ -186,12 +186,9 @@ impl std::fmt::Debug for WsgiApp {
 
 impl WsgiApp {
     /// Starts the interpreter as [`WsgiApp::boot`] does, and nothing more: for a process that
-    /// forks workers which then boot the application (a zygote). Starts no thread. What the
-    /// start made is frozen out of the garbage collector's reach (`gc.freeze()`, see
-    /// `preload`), so that the workers keep sharing it.
+    /// forks workers which then boot the application (a zygote). Starts no thread.
     pub fn prestart(venv: Option<&std::path::Path>) -> Result<(), BootError> {
-        interp::start(absolute_venv(venv)?.as_deref())?;
-        crate::preload::freeze()
+        interp::start(absolute_venv(venv)?.as_deref()).map(drop)
     }
 
     /// `--preload`: what [`WsgiApp::prestart`] does, and then the import of the application, as
