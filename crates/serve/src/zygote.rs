@@ -126,8 +126,12 @@ impl Zygote {
             if n == 0 {
                 continue;
             }
-            let (got, pid) = recv(self.control.as_raw_fd())?
-                .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "the zygote exited"))?;
+            let exited = || io::Error::new(io::ErrorKind::UnexpectedEof, "the zygote exited");
+            // A zygote that exits with our request unread resets the connection.
+            let (got, pid) = match recv(self.control.as_raw_fd()) {
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Err(exited()),
+                other => other?.ok_or_else(exited)?,
+            };
             return match (got == slot as i64, pid) {
                 (false, _) => Err(io::Error::other(format!(
                     "the zygote answered for slot {got}, not {slot}"
