@@ -1368,6 +1368,11 @@ fn boot_errors_stop_the_server_with_status_3_and_the_reason() {
         err.contains("ZeroDivisionError") && err.contains("failed to boot"),
         "{err}"
     );
+    // The master's warning says what happened to the zygote (it said "Connection reset by peer").
+    assert!(
+        err.contains("the zygote could not fork a worker (the zygote exited)"),
+        "{err}"
+    );
     // Usage errors are status 2, before any Python runs.
     let (code, err) = boot_failure(&["--root-path", "api", "probe:app"]);
     assert_eq!(code, Some(2), "{err}");
