@@ -18,7 +18,9 @@
 #   c10k-1        c10k serve -k sync -w 1                    (one process: no sharing to lose)
 #   uwsgi-1       uwsgi --master --workers 1
 #   c10k-4        c10k serve -k sync -w 4
-#   uwsgi-fork-4  uwsgi --master --workers 4                 (forked after Python is set up)
+#   c10k-preload-4 c10k serve -k sync -w 4 --preload         (the zygote imports the app first)
+#   uwsgi-fork-4  uwsgi --master --workers 4                 (forked after Python is set up and the
+#                                                             app imported: uWSGI's default)
 #   uwsgi-exec-4  4 × uwsgi --workers 1 --reuse-port         (four executed processes, one port)
 # With THREADS=T, c10k runs `-k gthread --threads T` and every uWSGI `--threads T`.
 # Load: ab -r -q -n N -c C '/?delay=DELAY' after WARM requests (the seed's app,
@@ -51,7 +53,7 @@ peers_need ab taskset curl ss
 peers_venv uwsgi flask
 peers_build
 
-SERVERS=(c10k-1 uwsgi-1 c10k-4 uwsgi-fork-4 uwsgi-exec-4)
+SERVERS=(c10k-1 uwsgi-1 c10k-4 c10k-preload-4 uwsgi-fork-4 uwsgi-exec-4)
 
 # start_server NAME PORT: starts NAME (as SERVER) on 127.0.0.1:PORT.
 start_server() {
@@ -68,6 +70,7 @@ start_server() {
   case $name in
     c10k-1) start "$name" "$port" "$SRV_CPU" / "${c10k[@]}" -w 1 ;;
     c10k-4) start "$name" "$port" "$SRV_CPU" / "${c10k[@]}" -w 4 ;;
+    c10k-preload-4) start "$name" "$port" "$SRV_CPU" / "${c10k[@]}" -w 4 --preload ;;
     uwsgi-1) start "$name" "$port" "$SRV_CPU" / "${uwsgi[@]}" --master --workers 1 ;;
     uwsgi-fork-4) start "$name" "$port" "$SRV_CPU" / "${uwsgi[@]}" --master --workers 4 ;;
     uwsgi-exec-4)
@@ -125,6 +128,7 @@ def ratio(a, b, what):
 print()
 ratio("c10k-1", "uwsgi-1", "one worker each: the servers' own cost per request")
 ratio("c10k-4", "uwsgi-fork-4", "four workers on one CPU: what the seed's setting sees")
+ratio("c10k-preload-4", "uwsgi-fork-4", "the same, c10k with --preload: both import the app before the fork")
 ratio("uwsgi-exec-4", "uwsgi-fork-4", "the same uWSGI without its fork: what the shared pages are worth")
 ratio("c10k-4", "uwsgi-exec-4", "c10k (forked by its zygote since 8aa9b76) against uWSGI without its fork")
 ratio("c10k-4", "c10k-1", "c10k from one worker to four on one CPU")
