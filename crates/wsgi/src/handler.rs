@@ -194,8 +194,9 @@ impl WsgiApp {
     /// `--preload`: what [`WsgiApp::prestart`] does, and then the import of the application, as
     /// [`WsgiApp::boot`] does it (`--chdir`, `--pythonpath`, `--env`): for a zygote whose
     /// workers then boot with this app instead of importing it. Not for `gevent`, whose workers
-    /// must patch the standard library before the app is imported, nor with `--reload` (the
-    /// workers would watch files they did not import). Starts no thread unless the app does.
+    /// must patch the standard library before the app is imported, nor with `--reload` (a worker
+    /// started after a change would be forked with the old code). Starts no thread unless the
+    /// app does.
     pub fn preload(config: &WsgiConfig) -> Result<(), BootError> {
         crate::preload::run(config, absolute_venv(config.venv.as_deref())?)
     }
@@ -214,7 +215,7 @@ impl WsgiApp {
             return Err(BootError::Environment(
                 "--preload: the application was imported before the fork, and neither -k \
                  gevent (which patches the standard library before the import) nor --reload \
-                 (which watches what the worker imported) can take it"
+                 (whose new workers must import the changed code) can take it"
                     .to_owned(),
             ));
         }
