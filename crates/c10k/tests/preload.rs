@@ -11,7 +11,7 @@ mod util;
 use std::time::Duration;
 
 use util::python::apps;
-use util::{children, get, running, threads, Server};
+use util::{children, get, running, Server};
 
 fn answer(s: &Server) -> serde_json::Value {
     let r = get(s.addr, "/").unwrap();
@@ -33,19 +33,7 @@ fn zygotes(s: &Server) -> Vec<u32> {
 #[test]
 fn a_preloaded_app_is_imported_once_by_the_zygote_and_served_by_every_worker() {
     for class in ["sync", "gthread", "async"] {
-        let apps = apps();
-        let s = Server::start(&[
-            "-k",
-            class,
-            "--threads",
-            threads(class),
-            "-w",
-            "2",
-            "--preload",
-            "--pythonpath",
-            &apps,
-            "forked:app",
-        ]);
+        let s = util::python::forked(class, &["--preload"]);
         let workers = s.worker_pids();
         let zygote = zygotes(&s);
         assert_eq!(zygote.len(), 1, "{class}: {zygote:?}\n{}", s.log());

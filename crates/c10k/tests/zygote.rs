@@ -12,22 +12,11 @@ use std::time::{Duration, Instant};
 
 use util::admin::wait_until;
 use util::python::apps;
-use util::{children, get, running, threads, Server};
+use util::{children, get, running, Server};
 
 /// `c10k serve -k CLASS -w 2 forked:app`.
 fn forked(class: &str) -> Server {
-    let apps = apps();
-    Server::start(&[
-        "-k",
-        class,
-        "--threads",
-        threads(class),
-        "-w",
-        "2",
-        "--pythonpath",
-        &apps,
-        "forked:app",
-    ])
+    util::python::forked(class, &[])
 }
 
 /// The parent of `pid`, from `/proc/PID/stat` (the field after the parenthesised name).

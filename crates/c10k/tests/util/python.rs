@@ -12,6 +12,16 @@ pub fn apps() -> String {
         .to_string()
 }
 
+/// `c10k serve -k CLASS -w 2 [EXTRA...] forked:app` (`crates/wsgi/tests/apps/forked.py`, which
+/// says which process imported it and which answers), for the zygote and `--preload` tests.
+pub fn forked(class: &str, extra: &[&str]) -> super::Server {
+    let apps = apps();
+    let mut args = vec!["-k", class, "--threads", super::threads(class), "-w", "2"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--pythonpath", &apps, "forked:app"]);
+    super::Server::start(&args)
+}
+
 /// The test venv (Flask, Django, gevent, requests, PyMySQL), or `None` (skip, with a message)
 /// outside CI; under CI a missing venv fails the test.
 pub fn venv() -> Option<String> {
