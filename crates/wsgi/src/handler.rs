@@ -219,13 +219,8 @@ impl WsgiApp {
                     .to_owned(),
             ));
         }
-        if let (Some(dir), false) = (&config.chdir, preloaded) {
-            std::env::set_current_dir(dir)
-                .map_err(|e| BootError::Environment(format!("--chdir {}: {e}", dir.display())))?;
-        }
-        let cwd = std::env::current_dir().map_err(|e| {
-            BootError::Environment(format!("cannot read the current directory: {e}"))
-        })?;
+        // A preloading process applied --chdir before the fork.
+        let cwd = loader::enter_dir(config.chdir.as_deref().filter(|_| !preloaded))?;
         // Before the first module is read: a module file changed after this may have been
         // imported before the change (see `reload`).
         let loading_since = crate::reload::file_clock_now();

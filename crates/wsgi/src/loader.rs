@@ -96,6 +96,17 @@ fn syntax_error_file(py: Python<'_>, e: &PyErr) -> Option<Option<PathBuf>> {
     Some(file)
 }
 
+/// Changes to `chdir` (`--chdir`), if given, and returns the directory the app is imported from
+/// (the current one after that).
+pub(crate) fn enter_dir(chdir: Option<&Path>) -> Result<PathBuf, BootError> {
+    if let Some(dir) = chdir {
+        std::env::set_current_dir(dir)
+            .map_err(|e| BootError::Environment(format!("--chdir {}: {e}", dir.display())))?;
+    }
+    std::env::current_dir()
+        .map_err(|e| BootError::Environment(format!("cannot read the current directory: {e}")))
+}
+
 /// Puts the `--pythonpath` directories and then `cwd` (the directory after `--chdir`) in front of
 /// `sys.path`, and sets `--env` in `os.environ`: what the app's import needs.
 pub(crate) fn setup(py: Python<'_>, config: &WsgiConfig, cwd: &Path) -> PyResult<()> {

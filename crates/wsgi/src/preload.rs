@@ -39,12 +39,7 @@ static PRELOADED: OnceLock<Preloaded> = OnceLock::new();
 /// as a worker's boot does, then freezes the garbage collector's objects. Call it once, in a
 /// process with no other thread that is going to fork the workers.
 pub(crate) fn run(config: &WsgiConfig, venv: Option<PathBuf>) -> Result<(), BootError> {
-    if let Some(dir) = &config.chdir {
-        std::env::set_current_dir(dir)
-            .map_err(|e| BootError::Environment(format!("--chdir {}: {e}", dir.display())))?;
-    }
-    let cwd = std::env::current_dir()
-        .map_err(|e| BootError::Environment(format!("cannot read the current directory: {e}")))?;
+    let cwd = loader::enter_dir(config.chdir.as_deref())?;
     let started = interp::start(venv.as_deref())?;
     tracing::info!(
         "Python {} (sys.prefix {}) preloading {}",
