@@ -860,6 +860,26 @@ fn ttin_ttou_change_the_worker_count() {
     assert_eq!(s.log().matches("SIGTTOU: one fewer worker").count(), 1);
 }
 
+/// `ps -o comm`, `top`, `pgrep c10k` and `killall c10k` see every worker under the master's
+/// name, under a name the binary was started as too. The kernel names a process after the file
+/// it executes, and the workers are started through `/proc/self/exe`: they were all `exe`.
+#[test]
+fn workers_have_the_masters_process_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("myc10k");
+    std::fs::copy(env!("CARGO_BIN_EXE_c10k"), &exe).unwrap();
+    for class in ["sync", "gthread", "async"] {
+        let s = Server::start_exe(&exe, &["-k", class, "-w", "2"], &[]);
+        s.wait_for_workers(2);
+        let comm = |p: u32| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap();
+        assert_eq!(comm(s.child.id()), "myc10k\n");
+        for w in s.worker_pids() {
+            assert_eq!(comm(w), "myc10k\n", "{class}: worker {w}");
+        }
+        assert_eq!(get(s.addr, "/").unwrap().status, 200, "{}", s.log());
+    }
+}
+
 #[test]
 fn workers_respawn_after_the_binary_is_replaced_on_disk() {
     // A deploy renames a new binary over the old one: the master's path then names a deleted

@@ -85,12 +85,13 @@ fn python_workers_are_forked_children_of_the_master_that_share_the_interpreter()
         }
         let z = zygote(&s);
         assert!(!workers.contains(&z));
-        // `ps` tells them apart: the workers take back the name the zygote changed (that of
-        // `/proc/self/exe`, which every process the master starts is).
+        // `ps` tells them apart: the workers take back the name the zygote changed, which is
+        // the master's (not `exe`, after the `/proc/self/exe` the master starts the zygote by).
         let comm = |p: u32| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap();
         assert_eq!(comm(z), "c10k-zygote\n", "{class}");
+        assert_eq!(comm(master), "c10k\n", "{class}");
         for &w in &workers {
-            assert_eq!(comm(w), "exe\n", "{class}: worker {w}");
+            assert_eq!(comm(w), "c10k\n", "{class}: worker {w}");
         }
         for _ in 0..6 {
             let a = answer(&s);

@@ -66,6 +66,7 @@ mod master;
 pub mod owner;
 mod page_cache;
 mod pidfile;
+mod proc_name;
 mod rebind;
 pub mod reload;
 pub mod reopen;

@@ -22,6 +22,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -775,7 +776,11 @@ impl Master {
             // Nor was a USR2 hand-over (see `upgrade`).
             .env_remove(crate::upgrade::ENV_PARENT)
             .env_remove(crate::upgrade::ENV_FDS)
-            .env(ENV_SCOREBOARD_FD, (FIRST_FD + n as RawFd).to_string());
+            .env(ENV_SCOREBOARD_FD, (FIRST_FD + n as RawFd).to_string())
+            .env(
+                crate::proc_name::ENV_NAME,
+                std::ffi::OsStr::from_bytes(&crate::proc_name::current()),
+            );
         match slot {
             Some(slot) => cmd.env(ENV_SLOT, slot.to_string()),
             None => cmd.env(crate::zygote::ENV_ZYGOTE, control_at.to_string()),

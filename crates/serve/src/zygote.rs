@@ -218,8 +218,8 @@ pub(crate) fn serve(forking: Forking, boot_error: i32) -> anyhow::Result<usize> 
     }
     // `ps -o comm`, `top` and `pgrep c10k-zygote` tell it from the workers; a worker takes back
     // the name it had.
-    let name = std::fs::read("/proc/self/comm").unwrap_or_default();
-    set_name(b"c10k-zygote");
+    let name = crate::proc_name::current();
+    crate::proc_name::set(b"c10k-zygote");
     if let Err(e) = (forking.prepare)() {
         // The worker the master then starts by exec meets the same error and reports it.
         tracing::debug!("the zygote cannot start the runtime: {e:#}");
@@ -249,7 +249,7 @@ pub(crate) fn serve(forking: Forking, boot_error: i32) -> anyhow::Result<usize> 
                 match (forking.fork)() {
                     Ok(0) => {
                         drop(control);
-                        set_name(name.strip_suffix(b"\n").unwrap_or(&name));
+                        crate::proc_name::set(&name);
                         adopted_by(master, boot_error);
                         return Ok(slot_index);
                     }
@@ -277,15 +277,6 @@ pub(crate) fn serve(forking: Forking, boot_error: i32) -> anyhow::Result<usize> 
             Ok(middle) => wait_for(middle),
         }
     }
-}
-
-/// This thread's name (`/proc/PID/comm`, 15 bytes at most); ignored if it cannot be set.
-fn set_name(name: &[u8]) {
-    let mut buf = [0u8; 16];
-    let n = name.len().min(15);
-    buf[..n].copy_from_slice(&name[..n]);
-    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes from a live buffer.
-    unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr()) };
 }
 
 fn errno(e: &io::Error) -> i64 {

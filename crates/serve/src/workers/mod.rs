@@ -313,6 +313,8 @@ where
     H: Handler,
     F: FnOnce(&WorkerInfo) -> anyhow::Result<Hosted<H>>,
 {
+    // Before anything logs or starts a thread, which is named after the process.
+    crate::proc_name::take_back();
     if crate::zygote::is_zygote() {
         let forking = forking.context("started as a zygote by a master that forks no workers")?;
         let slot = crate::zygote::serve(forking, master::BOOT_ERROR)?;
