@@ -132,6 +132,49 @@ fn an_app_that_starts_a_thread_at_import_is_served_by_executed_workers() {
     );
 }
 
+/// An import longer than the 15 s the master gives the zygote for any other answer is waited
+/// for as long as a worker's boot may take (`--timeout`): the workers are forked from the zygote
+/// that imported it. It used to be given up on at 15 s, and each worker was then started by exec
+/// and imported the app again.
+#[test]
+fn a_preload_import_longer_than_15_s_is_waited_for_up_to_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("slow.py"),
+        "import json, os, time\ntime.sleep(16)\nIMPORTED_IN = os.getpid()\n\n\
+         def app(environ, start_response):\n    \
+         start_response('200 OK', [('Content-Type', 'application/json')])\n    \
+         return [json.dumps({'pid': os.getpid(), 'imported_in': IMPORTED_IN}).encode()]\n",
+    )
+    .unwrap();
+    let path = dir.path().to_str().unwrap();
+    let s = Server::start_booting_within(
+        &[
+            "-w",
+            "2",
+            "--preload",
+            "--timeout",
+            "25",
+            "--pythonpath",
+            path,
+            "slow:app",
+        ],
+        Duration::from_secs(40),
+    );
+    let zygote = zygotes(&s);
+    assert_eq!(zygote.len(), 1, "{zygote:?}\n{}", s.log());
+    for _ in 0..4 {
+        let a = answer(&s);
+        assert_eq!(
+            a["imported_in"].as_u64(),
+            Some(u64::from(zygote[0])),
+            "{a}\n{}",
+            s.log()
+        );
+    }
+    assert!(!s.log().contains("could not fork"), "{}", s.log());
+}
+
 /// What cannot take an app imported before the fork is refused at start (status 2), naming
 /// --preload and why.
 #[test]

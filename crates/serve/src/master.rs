@@ -700,7 +700,7 @@ impl Master {
                 }
             }
         }
-        let zygote = self.zygote.as_ref()?;
+        let zygote = self.zygote.as_mut()?;
         match zygote.fork_worker(slot) {
             Ok(pid) => {
                 self.zygote_failures = 0;
@@ -736,7 +736,15 @@ impl Master {
             .context("cannot start the zygote")?;
         let pid = child.id() as i32;
         tracing::debug!(pid, "zygote started");
-        Ok(Zygote::new(pid, ours))
+        // It prepares the runtime before its first answer, which under `--preload` imports the
+        // application: as long as a worker's boot may take (`--timeout`, see `murder_stuck`).
+        // The master waits for that answer (signals included), so `--timeout 0` does not make
+        // it wait forever: 15 s then, as for every other answer.
+        Ok(Zygote::new(
+            pid,
+            ours,
+            Duration::from_secs_f64(self.config.timeout),
+        ))
     }
 
     /// Stops the zygote, if one runs, and returns its pid; `reap` collects it.

@@ -17,7 +17,8 @@
 //! parent, sets its death signal (which a change of parent would otherwise fire), and goes on
 //! with a worker's boot in that slot.
 //!
-//! **When it fails.** A zygote that cannot prepare the runtime, dies, or does not answer is
+//! **When it fails.** A zygote that cannot prepare the runtime, dies, or does not answer (within
+//! 15 s; its first answer, after the runtime's start, within `--timeout` if that is longer) is
 //! stopped, and the master starts that worker by exec as it does without a zygote: the worker's
 //! own boot then says what is wrong. The master stops a zygote when it stops, at each rolling
 //! restart (`HUP`), whose configuration and listeners the old one would still hold, and at
@@ -32,7 +33,8 @@ use anyhow::Context;
 /// The environment variable that makes a started process a zygote: its control socket's
 /// descriptor.
 pub(crate) const ENV_ZYGOTE: &str = "C10K_ZYGOTE_FD";
-/// How long the master waits for a worker's pid, the zygote's start included.
+/// How long the master waits for a worker's pid; for the first, the zygote's start included,
+/// at least (see [`Zygote::new`]).
 const REPLY_WAIT: Duration = Duration::from_secs(15);
 /// How long a forked worker waits to be re-parented to the master.
 const REPARENT_WAIT: Duration = Duration::from_secs(5);
@@ -63,6 +65,8 @@ pub(crate) fn is_zygote() -> bool {
 pub(crate) struct Zygote {
     pid: i32,
     control: OwnedFd,
+    /// How long the next answer may take.
+    next_wait: Duration,
 }
 
 /// A connected pair of control sockets (close-on-exec): the master keeps the first and hands
@@ -87,8 +91,15 @@ pub(crate) fn control_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 impl Zygote {
-    pub(crate) fn new(pid: i32, control: OwnedFd) -> Zygote {
-        Zygote { pid, control }
+    /// `start_wait` is how long its first answer may take beyond [`REPLY_WAIT`]: the zygote
+    /// prepares the runtime first, and that includes the application's import under
+    /// `--preload`, which may take as long as a worker's boot.
+    pub(crate) fn new(pid: i32, control: OwnedFd, start_wait: Duration) -> Zygote {
+        Zygote {
+            pid,
+            control,
+            next_wait: start_wait.max(REPLY_WAIT),
+        }
     }
 
     pub(crate) fn pid(&self) -> i32 {
@@ -96,10 +107,11 @@ impl Zygote {
     }
 
     /// Asks for a worker in `slot` and returns its pid, once it is forked (it may still be
-    /// waiting to be re-parented). Waits at most [`REPLY_WAIT`], the zygote's start included.
-    pub(crate) fn fork_worker(&self, slot: usize) -> io::Result<i32> {
+    /// waiting to be re-parented). Waits at most [`REPLY_WAIT`], or for the first worker the
+    /// `start_wait` given to [`Zygote::new`] if that is longer.
+    pub(crate) fn fork_worker(&mut self, slot: usize) -> io::Result<i32> {
         send(self.control.as_raw_fd(), slot as i64, 0)?;
-        let deadline = Instant::now() + REPLY_WAIT;
+        let deadline = Instant::now() + std::mem::replace(&mut self.next_wait, REPLY_WAIT);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {

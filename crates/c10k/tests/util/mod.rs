@@ -248,10 +248,21 @@ pub struct Server {
     ready: String,
 }
 
+/// How long [`Server::start`] waits for the workers to answer.
+pub const BOOT_WAIT: Duration = Duration::from_secs(15);
+
 impl Server {
     /// Starts `c10k serve --bind 127.0.0.1:0 ARGS` and waits until every worker answers.
     pub fn start(args: &[&str]) -> Server {
         Server::start_env(args, &[])
+    }
+
+    /// [`Server::start`] for an app whose workers take up to `boot` to answer.
+    pub fn start_booting_within(args: &[&str], boot: Duration) -> Server {
+        let mut all = vec!["--bind", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let exe = Path::new(env!("CARGO_BIN_EXE_c10k"));
+        Server::start_args(exe, None, &all, &[], DataDir::Chosen, boot)
     }
 
     /// [`Server::start`] with more environment variables; `-w` in `args`, else a
@@ -264,14 +275,14 @@ impl Server {
     pub fn start_exe(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut all = vec!["--bind", "127.0.0.1:0"];
         all.extend_from_slice(args);
-        Server::start_args(exe, None, &all, env, DataDir::Chosen)
+        Server::start_args(exe, None, &all, env, DataDir::Chosen, BOOT_WAIT)
     }
 
     /// `c10k serve ARGS` with no `--bind` of the test's: a `--config` file's `bind` counts (a
     /// command line's would win over it), and its first address must be an HTTP one on TCP.
     pub fn start_unbound(args: &[&str]) -> Server {
         let exe = Path::new(env!("CARGO_BIN_EXE_c10k"));
-        Server::start_args(exe, None, args, &[], DataDir::Chosen)
+        Server::start_args(exe, None, args, &[], DataDir::Chosen, BOOT_WAIT)
     }
 
     /// [`Server::start_env`] in the working directory `dir` (where `./gunicorn.conf.py` is).
@@ -279,7 +290,7 @@ impl Server {
         let mut all = vec!["--bind", "127.0.0.1:0"];
         all.extend_from_slice(args);
         let exe = Path::new(env!("CARGO_BIN_EXE_c10k"));
-        Server::start_args(exe, Some(dir), &all, env, DataDir::Chosen)
+        Server::start_args(exe, Some(dir), &all, env, DataDir::Chosen, BOOT_WAIT)
     }
 
     /// [`Server::start`] with no `--data-dir` chosen, as a user who gives neither it nor
@@ -290,7 +301,7 @@ impl Server {
         let mut all = vec!["--bind", "127.0.0.1:0"];
         all.extend_from_slice(args);
         let exe = Path::new(env!("CARGO_BIN_EXE_c10k"));
-        Server::start_args(exe, None, &all, &[], DataDir::Default)
+        Server::start_args(exe, None, &all, &[], DataDir::Default, BOOT_WAIT)
     }
 
     fn start_args(
@@ -299,6 +310,7 @@ impl Server {
         args: &[&str],
         env: &[(&str, &str)],
         data_dir: DataDir,
+        boot: Duration,
     ) -> Server {
         let data = tempfile::tempdir().expect("data dir");
         let mut cmd = Command::new(exe);
@@ -377,7 +389,7 @@ impl Server {
                     .and_then(|(_, v)| v.parse().ok())
             })
             .unwrap_or(1);
-        server.wait_for_workers(workers);
+        server.wait_for_workers_within(workers, boot);
         server
     }
 
@@ -407,7 +419,12 @@ impl Server {
     /// Waits until `n` workers have reported ready (each logs its boot), then until a request
     /// succeeds.
     pub fn wait_for_workers(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        self.wait_for_workers_within(n, BOOT_WAIT);
+    }
+
+    /// [`Server::wait_for_workers`] for an app whose boot takes longer than [`BOOT_WAIT`].
+    pub fn wait_for_workers_within(&self, n: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
         while self.worker_pids().len() < n {
             assert!(
                 Instant::now() < deadline,
