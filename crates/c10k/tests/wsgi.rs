@@ -1360,19 +1360,27 @@ fn boot_errors_stop_the_server_with_status_3_and_the_reason() {
         assert!(err.contains(needle), "{app}: no {needle:?} in:\n{err}");
         assert!(err.contains("failed to boot"), "{app}:\n{err}");
     }
-    // The same with --preload: the zygote's import fails, and the worker started by exec
-    // instead reports it.
-    let (code, err) = boot_failure(&["--preload", "broken_import:app"]);
+    // The same with --preload: the zygote's import fails, and the workers started by exec
+    // instead report it.
+    let (code, err) = boot_failure(&["--preload", "-w", "3", "broken_import:app"]);
     assert_eq!(code, Some(3), "--preload:\n{err}");
     assert!(
         err.contains("ZeroDivisionError") && err.contains("failed to boot"),
         "{err}"
     );
-    // The master's warning says what happened to the zygote (it said "Connection reset by peer").
+    // The master's warning says what happened to the zygote (it said "Connection reset by
+    // peer", then "the zygote exited"), and it starts no other zygote to import the app again
+    // (it started one per worker, 3 in all).
     assert!(
-        err.contains("the zygote could not fork a worker (the zygote exited)"),
+        err.contains("the zygote could not start the application's runtime"),
         "{err}"
     );
+    assert_eq!(
+        err.matches("preloading broken_import:app").count(),
+        1,
+        "{err}"
+    );
+    assert!(!err.contains("could not fork"), "{err}");
     // Usage errors are status 2, before any Python runs.
     let (code, err) = boot_failure(&["--root-path", "api", "probe:app"]);
     assert_eq!(code, Some(2), "{err}");

@@ -40,7 +40,7 @@ use crate::listener::{Listener, SocketFile};
 use crate::rebind::{Listening, Shape};
 use crate::scoreboard::{self, ConnState, Scoreboard, ENTRIES_PER_SLOT, MAX_SLOTS};
 use crate::status::{Admin, Status, View};
-use crate::zygote::Zygote;
+use crate::zygote::{ForkError, Zygote};
 
 /// Exit status of a worker whose application could not be built (gunicorn's WORKER_BOOT_ERROR).
 pub const BOOT_ERROR: i32 = 3;
@@ -706,7 +706,21 @@ impl Master {
                 self.zygote_failures = 0;
                 Some(pid)
             }
-            Err(e) => {
+            Err(ForkError::NotPrepared) => {
+                // The same configuration fails the same way in every zygote (a `--preload`
+                // import error): none is started again before `HUP`, and the worker started by
+                // exec reports the error.
+                self.zygote_failures = ZYGOTE_TRIES;
+                tracing::warn!(
+                    zygote = zygote.pid(),
+                    slot,
+                    "the zygote could not start the application's runtime: workers are \
+                     started by exec until the next SIGHUP"
+                );
+                self.stop_zygote();
+                None
+            }
+            Err(ForkError::Io(e)) => {
                 self.zygote_failures += 1;
                 tracing::warn!(
                     zygote = zygote.pid(),

@@ -36,6 +36,8 @@ pub(crate) const ENV_ZYGOTE: &str = "C10K_ZYGOTE_FD";
 /// How long the master waits for a worker's pid; for the first, the zygote's start included,
 /// at least (see [`Zygote::new`]).
 const REPLY_WAIT: Duration = Duration::from_secs(15);
+/// The zygote's answer when it could not start the runtime ([`Forking::prepare`] failed).
+const NOT_PREPARED: i64 = i64::MIN;
 /// How long a forked worker waits to be re-parented to the master.
 const REPARENT_WAIT: Duration = Duration::from_secs(5);
 
@@ -109,7 +111,16 @@ impl Zygote {
     /// Asks for a worker in `slot` and returns its pid, once it is forked (it may still be
     /// waiting to be re-parented). Waits at most [`REPLY_WAIT`], or for the first worker the
     /// `start_wait` given to [`Zygote::new`] if that is longer.
-    pub(crate) fn fork_worker(&mut self, slot: usize) -> io::Result<i32> {
+    pub(crate) fn fork_worker(&mut self, slot: usize) -> Result<i32, ForkError> {
+        match self.ask(slot)? {
+            pid if pid > 0 => Ok(pid as i32),
+            NOT_PREPARED => Err(ForkError::NotPrepared),
+            errno => Err(io::Error::from_raw_os_error(-errno as i32).into()),
+        }
+    }
+
+    /// Sends the request for `slot` and returns the zygote's answer to it.
+    fn ask(&mut self, slot: usize) -> io::Result<i64> {
         send(self.control.as_raw_fd(), slot as i64, 0)?;
         let deadline = Instant::now() + std::mem::replace(&mut self.next_wait, REPLY_WAIT);
         loop {
@@ -140,19 +151,29 @@ impl Zygote {
             }
             let exited = || io::Error::new(io::ErrorKind::UnexpectedEof, "the zygote exited");
             // A zygote that exits with our request unread resets the connection.
-            let (got, pid) = match recv(self.control.as_raw_fd()) {
+            let (got, value) = match recv(self.control.as_raw_fd()) {
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Err(exited()),
                 other => other?.ok_or_else(exited)?,
             };
-            return match (got == slot as i64, pid) {
-                (false, _) => Err(io::Error::other(format!(
+            if got != slot as i64 {
+                return Err(io::Error::other(format!(
                     "the zygote answered for slot {got}, not {slot}"
-                ))),
-                (true, pid) if pid > 0 => Ok(pid as i32),
-                (true, errno) => Err(io::Error::from_raw_os_error(-errno as i32)),
-            };
+                )));
+            }
+            return Ok(value);
         }
     }
+}
+
+/// Why the zygote gave no worker.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ForkError {
+    /// It could not start the runtime: any zygote started with this configuration would fail
+    /// the same way.
+    #[error("the zygote could not start the application's runtime")]
+    NotPrepared,
+    #[error(transparent)]
+    Io(#[from] io::Error),
 }
 
 /// One message: two little-endian i64 (the slot, and a pid or 0 or `-errno`).
@@ -233,8 +254,13 @@ pub(crate) fn serve(forking: Forking, boot_error: i32) -> anyhow::Result<usize> 
     let name = crate::proc_name::current();
     crate::proc_name::set(b"c10k-zygote");
     if let Err(e) = (forking.prepare)() {
-        // The worker the master then starts by exec meets the same error and reports it.
+        // The worker the master then starts by exec meets the same error and reports it. The
+        // master is told (it has asked for a worker already) so that it starts no other zygote
+        // to meet it again.
         tracing::debug!("the zygote cannot start the runtime: {e:#}");
+        if let Ok(Some((slot, _))) = recv(control.as_raw_fd()) {
+            let _ = send(control.as_raw_fd(), slot, NOT_PREPARED);
+        }
         std::process::exit(boot_error);
     }
     tracing::debug!("zygote ready");
