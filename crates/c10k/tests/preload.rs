@@ -132,6 +132,20 @@ fn an_app_that_starts_a_thread_at_import_is_served_by_executed_workers() {
     );
 }
 
+/// A module that sleeps `secs` at import, then says which process imported it.
+fn write_slow(dir: &std::path::Path, secs: u32) {
+    std::fs::write(
+        dir.join("slow.py"),
+        format!(
+            "import json, os, time\ntime.sleep({secs})\nIMPORTED_IN = os.getpid()\n\n\
+             def app(environ, start_response):\n    \
+             start_response('200 OK', [('Content-Type', 'application/json')])\n    \
+             return [json.dumps({{'pid': os.getpid(), 'imported_in': IMPORTED_IN}}).encode()]\n"
+        ),
+    )
+    .unwrap();
+}
+
 /// An import longer than the 15 s the master gives the zygote for any other answer is waited
 /// for as long as a worker's boot may take (`--timeout`): the workers are forked from the zygote
 /// that imported it. It used to be given up on at 15 s, and each worker was then started by exec
@@ -139,14 +153,7 @@ fn an_app_that_starts_a_thread_at_import_is_served_by_executed_workers() {
 #[test]
 fn a_preload_import_longer_than_15_s_is_waited_for_up_to_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("slow.py"),
-        "import json, os, time\ntime.sleep(16)\nIMPORTED_IN = os.getpid()\n\n\
-         def app(environ, start_response):\n    \
-         start_response('200 OK', [('Content-Type', 'application/json')])\n    \
-         return [json.dumps({'pid': os.getpid(), 'imported_in': IMPORTED_IN}).encode()]\n",
-    )
-    .unwrap();
+    write_slow(dir.path(), 16);
     let path = dir.path().to_str().unwrap();
     let s = Server::start_booting_within(
         &[
@@ -173,6 +180,41 @@ fn a_preload_import_longer_than_15_s_is_waited_for_up_to_timeout() {
         );
     }
     assert!(!s.log().contains("could not fork"), "{}", s.log());
+}
+
+/// The master waits for the zygote's import, and a `TERM` or Ctrl-C (`INT`) meanwhile stops the
+/// server at once, with no worker started: before, the signal waited for the import to end (up
+/// to 15 s), and a worker was then started by exec, to import the app again, only to be stopped.
+#[test]
+fn a_stop_signal_during_a_slow_preload_import_stops_the_server_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    write_slow(dir.path(), 20);
+    let path = dir.path().to_str().unwrap();
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let log = dir.path().join("err.log");
+        let mut child = util::serve_command()
+            .args(["-w", "2", "--preload", "--pythonpath", path, "slow:app"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let read = || std::fs::read_to_string(&log).unwrap_or_default();
+        util::admin::wait_until(Duration::from_secs(10), "the zygote's import", || {
+            read().contains("preloading slow:app")
+        });
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let status = util::exit_within(&mut child, Duration::from_secs(5));
+        let err = read();
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(0),
+            "signal {sig}: {err}"
+        );
+        assert!(!err.contains("Booting worker"), "signal {sig}: {err}");
+        assert!(err.contains("graceful stop"), "signal {sig}: {err}");
+    }
 }
 
 /// What cannot take an app imported before the fork is refused at start (status 2), naming

@@ -96,6 +96,13 @@ impl Signals {
         Ok(Signals { flags, wake: read })
     }
 
+    /// Whether a signal to stop (`TERM`, `INT`, `QUIT`) came and waits for [`Signals::wait`].
+    fn stop_pending(&self) -> bool {
+        self.flags
+            .iter()
+            .any(|(s, f)| matches!(*s, SIGTERM | SIGINT | SIGQUIT) && f.load(Relaxed))
+    }
+
     /// Waits up to `timeout` for a signal (or for one of `extra` to be ready), then returns
     /// the signals recorded.
     fn wait(&mut self, timeout: Duration, extra: &[libc::pollfd]) -> Vec<i32> {
@@ -106,7 +113,12 @@ impl Signals {
             revents: 0,
         });
         pfds.extend_from_slice(extra);
-        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+        // A signal whose wake-up was read already (by `Zygote::fork_worker`) is not waited for.
+        let ms = if self.flags.iter().any(|(_, f)| f.load(Relaxed)) {
+            0
+        } else {
+            timeout.as_millis().min(i32::MAX as u128) as libc::c_int
+        };
         // SAFETY: a valid array of pollfds of the given length.
         unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
         let mut sink = [0u8; 64];
@@ -655,8 +667,15 @@ impl Master {
     }
 
     fn spawn(&mut self, slot: usize) -> anyhow::Result<()> {
+        // The zygote's start may take long (`--preload` imports the application), and the
+        // master waits for it: a signal to stop that came meanwhile is handled before any other
+        // worker is started.
+        if self.signals.stop_pending() {
+            return Ok(());
+        }
         let pid = match self.fork_from_zygote(slot) {
             Some(pid) => pid,
+            None if self.signals.stop_pending() => return Ok(()),
             None => {
                 let child = self
                     .command(Some(slot), None)
@@ -701,7 +720,8 @@ impl Master {
             }
         }
         let zygote = self.zygote.as_mut()?;
-        match zygote.fork_worker(slot) {
+        let signals = &self.signals;
+        match zygote.fork_worker(slot, signals.wake.as_raw_fd(), || signals.stop_pending()) {
             Ok(pid) => {
                 self.zygote_failures = 0;
                 Some(pid)
@@ -717,6 +737,11 @@ impl Master {
                     "the zygote could not start the application's runtime: workers are \
                      started by exec until the next SIGHUP"
                 );
+                self.stop_zygote();
+                None
+            }
+            Err(ForkError::Stopping) => {
+                // `run` stops the server when it sees the signal; `spawn` starts no worker.
                 self.stop_zygote();
                 None
             }

@@ -110,9 +110,16 @@ impl Zygote {
 
     /// Asks for a worker in `slot` and returns its pid, once it is forked (it may still be
     /// waiting to be re-parented). Waits at most [`REPLY_WAIT`], or for the first worker the
-    /// `start_wait` given to [`Zygote::new`] if that is longer.
-    pub(crate) fn fork_worker(&mut self, slot: usize) -> Result<i32, ForkError> {
-        match self.ask(slot)? {
+    /// `start_wait` given to [`Zygote::new`] if that is longer. Gives up early, with
+    /// [`ForkError::Stopping`], when `wake` (the master's signal pipe, which this drains) is
+    /// readable and `stopping()` says a signal to stop came.
+    pub(crate) fn fork_worker(
+        &mut self,
+        slot: usize,
+        wake: RawFd,
+        stopping: impl Fn() -> bool,
+    ) -> Result<i32, ForkError> {
+        match self.ask(slot, wake, stopping)? {
             pid if pid > 0 => Ok(pid as i32),
             NOT_PREPARED => Err(ForkError::NotPrepared),
             errno => Err(io::Error::from_raw_os_error(-errno as i32).into()),
@@ -120,45 +127,56 @@ impl Zygote {
     }
 
     /// Sends the request for `slot` and returns the zygote's answer to it.
-    fn ask(&mut self, slot: usize) -> io::Result<i64> {
+    fn ask(
+        &mut self,
+        slot: usize,
+        wake: RawFd,
+        stopping: impl Fn() -> bool,
+    ) -> Result<i64, ForkError> {
         send(self.control.as_raw_fd(), slot as i64, 0)?;
         let deadline = Instant::now() + std::mem::replace(&mut self.next_wait, REPLY_WAIT);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the zygote did not answer",
-                ));
+                return Err(
+                    io::Error::new(io::ErrorKind::TimedOut, "the zygote did not answer").into(),
+                );
             }
-            let mut pfd = libc::pollfd {
-                fd: self.control.as_raw_fd(),
+            let mut pfds = [self.control.as_raw_fd(), wake].map(|fd| libc::pollfd {
+                fd,
                 events: libc::POLLIN,
                 revents: 0,
-            };
+            });
             let ms = left.as_millis().min(i32::MAX as u128) as i32;
-            // SAFETY: one valid pollfd.
-            let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+            // SAFETY: a valid array of two pollfds.
+            let n = unsafe { libc::poll(pfds.as_mut_ptr(), 2, ms) };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                return Err(e);
+                return Err(e.into());
             }
-            if n == 0 {
+            if pfds[1].revents != 0 {
+                drain(wake);
+                if stopping() {
+                    return Err(ForkError::Stopping);
+                }
+            }
+            if pfds[0].revents == 0 {
                 continue;
             }
             let exited = || io::Error::new(io::ErrorKind::UnexpectedEof, "the zygote exited");
             // A zygote that exits with our request unread resets the connection.
             let (got, value) = match recv(self.control.as_raw_fd()) {
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Err(exited()),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Err(exited().into()),
                 other => other?.ok_or_else(exited)?,
             };
             if got != slot as i64 {
                 return Err(io::Error::other(format!(
                     "the zygote answered for slot {got}, not {slot}"
-                )));
+                ))
+                .into());
             }
             return Ok(value);
         }
@@ -172,8 +190,18 @@ pub(crate) enum ForkError {
     /// the same way.
     #[error("the zygote could not start the application's runtime")]
     NotPrepared,
+    /// A signal to stop came while the master waited.
+    #[error("a signal to stop came")]
+    Stopping,
     #[error(transparent)]
     Io(#[from] io::Error),
+}
+
+/// Reads whatever a non-blocking descriptor holds.
+fn drain(fd: RawFd) {
+    let mut sink = [0u8; 64];
+    // SAFETY: reads into a live buffer of its length.
+    while unsafe { libc::read(fd, sink.as_mut_ptr().cast(), sink.len()) } > 0 {}
 }
 
 /// One message: two little-endian i64 (the slot, and a pid or 0 or `-errno`).
