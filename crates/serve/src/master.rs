@@ -779,11 +779,8 @@ impl Master {
         // application: as long as a worker's boot may take (`--timeout`, see `murder_stuck`).
         // The master waits for that answer (signals included), so `--timeout 0` does not make
         // it wait forever: 15 s then, as for every other answer.
-        Ok(Zygote::new(
-            pid,
-            ours,
-            Duration::from_secs_f64(self.config.timeout),
-        ))
+        let boot = Duration::try_from_secs_f64(self.config.timeout).unwrap_or_default();
+        Ok(Zygote::new(pid, ours, boot))
     }
 
     /// Stops the zygote, if one runs, and returns its pid; `reap` collects it.

@@ -93,8 +93,8 @@ pub(crate) fn control_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 impl Zygote {
-    /// `start_wait` is how long its first answer may take beyond [`REPLY_WAIT`]: the zygote
-    /// prepares the runtime first, and that includes the application's import under
+    /// Its first answer may take `start_wait` where that is longer than [`REPLY_WAIT`]: the
+    /// zygote prepares the runtime first, and that includes the application's import under
     /// `--preload`, which may take as long as a worker's boot.
     pub(crate) fn new(pid: i32, control: OwnedFd, start_wait: Duration) -> Zygote {
         Zygote {
