@@ -6,7 +6,7 @@
 # Every generator sends the same request: wrk is given the two headers c10k bench sends (as ab
 # does), `User-Agent` and `Accept`, which it does not send by itself (the server parses them).
 # Prints median requests/s, CPU-seconds per request and peak RSS, and the ratio c10k/wrk.
-# Writes runs/<date>-bench/{raw.csv,results.md}.
+# Writes runs/<date>-bench/{raw.csv,results.md} (or OUT=DIR).
 #
 # Usage: scripts/bench-vs-peers.sh [CONNECTIONS=50] [SECONDS=5] [REPEATS=3]
 set -euo pipefail
@@ -27,7 +27,7 @@ C10K=$PWD/target/release/c10k
 # The headers c10k bench sends beside Host, for wrk to send too.
 UA="c10k-bench/$("$C10K" --version | awk '{print $2}')"
 
-OUT=runs/$(date -u +%Y-%m-%d)-bench
+OUT=${OUT:-runs/$(date -u +%Y-%m-%d)-bench}
 mkdir -p "$OUT"
 TMP=$(mktemp -d)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

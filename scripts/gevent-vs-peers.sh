@@ -19,7 +19,7 @@
 # Usage: scripts/gevent-vs-peers.sh [SECONDS=5] [REPEATS=3]     (SECONDS: wrk duration of part 2)
 # Apps: crates/wsgi/tests/apps/flask_app.py. The venv (flask, gevent, gunicorn, uwsgi) is
 # $C10K_TEST_VENV, else made by python-venv.sh. Loopback only. Writes
-# runs/<date>-gevent/{raw.csv,results.md}.
+# runs/<date>-gevent/{raw.csv,results.md} (or OUT=DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,7 +36,7 @@ peers_venv gunicorn uwsgi
 "$VENV/bin/python" -c 'import gevent' || { echo "no gevent in $VENV" >&2; exit 1; }
 peers_build
 
-OUT=runs/$(date -u +%Y-%m-%d)-gevent
+OUT=${OUT:-runs/$(date -u +%Y-%m-%d)-gevent}
 mkdir -p "$OUT"
 
 # server_cmd NAME PORT WORKERS CONNECTIONS: each server's command line, gevent class, the Flask app.

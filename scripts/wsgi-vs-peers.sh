@@ -18,7 +18,7 @@
 # server cannot beat floor + app: the ceiling is 1 / (1/floor + 1/limit) requests/s, and the
 # largest lead any server can have over a peer is ceiling / peer. Measured in the bare pass only
 # and used for both apps.
-# Writes runs/<date>-wsgi/{raw.csv,results.md}.
+# Writes runs/<date>-wsgi/{raw.csv,results.md} (or OUT=DIR).
 #
 # Usage: scripts/wsgi-vs-peers.sh [SECONDS=5] [CONNECTIONS=50] [REPEATS=1]
 # The venv (flask, granian, gunicorn, uwsgi) is $C10K_TEST_VENV, else made by python-venv.sh.
@@ -38,7 +38,7 @@ peers_need wrk taskset curl
 peers_venv granian gunicorn uwsgi
 peers_build
 
-OUT=runs/$(date -u +%Y-%m-%d)-wsgi
+OUT=${OUT:-runs/$(date -u +%Y-%m-%d)-wsgi}
 mkdir -p "$OUT"
 
 # server NAME APP PORT: the command line of each server for app module APP.
