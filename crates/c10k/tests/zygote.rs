@@ -49,6 +49,13 @@ fn zygote(s: &Server) -> u32 {
 }
 
 /// `field` of `/proc/PID/smaps_rollup`, in kB.
+/// A signal mask of `/proc/PID/status` (`SigBlk:`, `SigIgn:`): bit N-1 is signal N.
+fn signal_mask(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    u64::from_str_radix(line[field.len()..].trim(), 16).unwrap()
+}
+
 fn smaps_kb(pid: u32, field: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
     text.lines()
@@ -89,6 +96,25 @@ fn python_workers_are_forked_children_of_the_master_that_share_the_interpreter()
         // the master's (not `exe`, after the `/proc/self/exe` the master starts the zygote by).
         let comm = |p: u32| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap();
         assert_eq!(comm(z), "c10k-zygote\n", "{class}");
+        // The zygote blocks HUP and TERM, and does not ignore them: a worker forked from it
+        // inherits the mask, so a HUP (a rolling restart retiring it) sent before it has its
+        // handlers waits for them. Ignored, such a HUP was lost and the rolling restart waited
+        // for that worker forever. Each worker unblocks them once its handlers are in place.
+        let hup_term = (1u64 << (libc::SIGHUP - 1)) | (1u64 << (libc::SIGTERM - 1));
+        assert_eq!(signal_mask(z, "SigBlk:") & hup_term, hup_term, "{class}");
+        assert_eq!(signal_mask(z, "SigIgn:") & hup_term, 0, "{class}");
+        for &w in &workers {
+            assert_eq!(
+                signal_mask(w, "SigBlk:") & hup_term,
+                0,
+                "{class}: worker {w}"
+            );
+            assert_eq!(
+                signal_mask(w, "SigIgn:") & hup_term,
+                0,
+                "{class}: worker {w}"
+            );
+        }
         assert_eq!(comm(master), "c10k\n", "{class}");
         for &w in &workers {
             assert_eq!(comm(w), "c10k\n", "{class}: worker {w}");

@@ -197,6 +197,27 @@ pub(crate) enum ForkError {
     Io(#[from] io::Error),
 }
 
+/// Blocks (`SIG_BLOCK`) or unblocks (`SIG_UNBLOCK`) HUP and TERM for the calling thread.
+fn block_signals(how: libc::c_int) {
+    // SAFETY: the set is initialised by sigemptyset before use, and pthread_sigmask reads it
+    // from a live local; a null old-set pointer is allowed.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
+}
+
+/// In a worker, once its signal handlers are installed: delivers a HUP or TERM that came while
+/// they were blocked (a worker forked from the zygote inherits the zygote's mask), and lets the
+/// threads the worker starts from here, and the processes the application starts, receive them.
+/// Nothing is blocked in a worker started by exec.
+pub(crate) fn unblock_signals() {
+    block_signals(libc::SIG_UNBLOCK);
+}
+
 /// Reads whatever a non-blocking descriptor holds.
 fn drain(fd: RawFd) {
     let mut sink = [0u8; 64];
@@ -270,13 +291,12 @@ pub(crate) fn serve(forking: Forking, boot_error: i32) -> anyhow::Result<usize> 
     // A SIGHUP or SIGTERM sent to every process of the server (a process group, systemd's
     // `KillMode=control-group`) must not end the zygote: the master stops it (SIGKILL) when it
     // is done with it, and its control socket's end of stream stops it if the master dies.
-    // SIGINT is ignored already, as by every worker. A worker installs its own HUP handler over
-    // the inherited SIG_IGN, and takes back TERM's default at once (see `adopted_by`).
-    // SAFETY: setting a disposition to SIG_IGN has no memory-safety preconditions.
-    unsafe {
-        libc::signal(libc::SIGHUP, libc::SIG_IGN);
-        libc::signal(libc::SIGTERM, libc::SIG_IGN);
-    }
+    // SIGINT is ignored already, as by every worker. They are blocked, not ignored: a worker
+    // forked from here inherits the mask, so a HUP (the master retires a worker with it) or a
+    // TERM sent before the worker has its handlers waits for them ([`unblock_signals`]). An
+    // ignored HUP was lost, and a rolling restart that retired a worker just forked waited for
+    // it forever.
+    block_signals(libc::SIG_BLOCK);
     // `ps -o comm`, `top` and `pgrep c10k-zygote` tell it from the workers; a worker takes back
     // the name it had.
     let name = crate::proc_name::current();
@@ -399,12 +419,11 @@ fn adopted_by(master: libc::pid_t, boot_error: i32) {
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    // SAFETY: signal, prctl with PR_SET_PDEATHSIG and a signal number, and getppid have no
+    // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number, and getppid have no
     // memory-safety preconditions.
     unsafe {
-        // The zygote ignores TERM; a worker must not, or the death signal would do nothing
-        // until the worker installs its handler (an app's import can take seconds).
-        libc::signal(libc::SIGTERM, libc::SIG_DFL);
+        // TERM is blocked until the worker has its handlers (`unblock_signals`), which it
+        // installs before the application's import: the death signal then stops it gracefully.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
         if libc::getppid() != master {
             libc::_exit(0);

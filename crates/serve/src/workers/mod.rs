@@ -578,6 +578,7 @@ where
     let scoreboard = Arc::new(unsafe { Scoreboard::from_raw_fd(sb_fd) }.context("scoreboard")?);
     let server = Server::from_listeners(listeners, config);
     spawn_signal_thread(server.shutdown_handle())?;
+    crate::zygote::unblock_signals();
     // Before the factory, which starts `--reload`'s watcher.
     let _ = WORKER_SHUTDOWN.set(server.shutdown_handle());
     let hosted = match factory(&server.worker_info(slot)) {
