@@ -18,7 +18,9 @@
 # server cannot beat floor + app: the ceiling is 1 / (1/floor + 1/limit) requests/s, and the
 # largest lead any server can have over a peer is ceiling / peer. Measured in the bare pass only
 # and used for both apps.
-# Writes runs/<date>-wsgi/{raw.csv,results.md} (or OUT=DIR).
+# Ends with issue 13's goals (bare: ≥ 1.5× Granian, ≥ 3× gunicorn gthread; Flask: ≥ 1.2× Granian,
+# aiming at ≥ 75 % of the in-process limit), each judged on the medians with the same-round ratios
+# beside it. Writes runs/<date>-wsgi/{raw.csv,results.md} (or OUT=DIR).
 #
 # Usage: scripts/wsgi-vs-peers.sh [SECONDS=5] [CONNECTIONS=50] [REPEATS=1]
 # The venv (flask, granian, gunicorn, uwsgi) is $C10K_TEST_VENV, else made by python-venv.sh.
@@ -126,7 +128,9 @@ FLASK_LIMIT=$(limit flask_app app /hello)
 echo "bare,in-process-limit,0,$BARE_LIMIT,0" >>"$OUT/raw.csv"
 echo "flask,in-process-limit,0,$FLASK_LIMIT,0" >>"$OUT/raw.csv"
 
-python3 - "$OUT/raw.csv" "$SECS" "$CONNS" >"$OUT/results.md" <<'EOF'
+COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- crates 2>/dev/null || echo ' (with uncommitted changes)')"
+MACHINE="$(nproc) CPUs, $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1), kernel $(uname -r)"
+python3 - "$OUT/raw.csv" "$SECS" "$CONNS" "$REPEATS" "$COMMIT" "$MACHINE" >"$OUT/results.md" <<'EOF'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 fig = {}
@@ -134,6 +138,9 @@ for r in rows:
     fig.setdefault((r["app"], r["server"]), []).append(float(r["rps"]))
 med = {k: statistics.median(v) for k, v in fig.items()}
 print(f"# WSGI hosting vs peers (1 worker on cpu 0; wrk -t1 -c{sys.argv[3]} -d{sys.argv[2]}s on cpu 1)\n")
+print(f"Command: `scripts/wsgi-vs-peers.sh {sys.argv[2]} {sys.argv[3]} {sys.argv[4]}`  ")
+print(f"Commit: {sys.argv[5]}  ")
+print(f"Machine: {sys.argv[6]}\n")
 for app in ("bare", "flask"):
     limit = med.get((app, "in-process-limit"), 0)
     print(f"## {app} hello (in-process limit {limit:,.0f} calls/s)\n")
@@ -165,5 +172,35 @@ for app in ("bare", "flask"):
         if g:
             print(f" The largest lead any server could have over granian here: **{ceiling / g:.2f}x**.", end="")
     print("\n")
+
+# Issue 13's goals, judged on the medians, with the same-round ratios beside them (each round runs
+# every server once, in the same order), so a verdict near its line shows how the rounds fell.
+by_round = {}
+for r in rows:
+    by_round.setdefault((r["app"], r["server"]), {})[r["round"]] = float(r["rps"])
+GOALS = {"bare": [("granian", 1.5), ("gunicorn-gthread", 3.0)], "flask": [("granian", 1.2)]}
+print("## Goals (issue 13)\n")
+for app, goals in GOALS.items():
+    shipped = lambda s: s.startswith("c10k") and not s.endswith("-normal") and s != "c10k-rust"
+    best = max((v for (a, s), v in med.items() if a == app and shipped(s)), default=0)
+    name = next((s for (a, s), v in med.items() if a == app and shipped(s) and v == best), "c10k")
+    for peer, goal in goals:
+        p = med.get((app, peer), 0)
+        if not (p and best):
+            print(f"- {app}: {peer} not measured")
+            continue
+        ours, theirs = by_round.get((app, name), {}), by_round.get((app, peer), {})
+        rounds = sorted(k for k in ours if k in theirs and theirs[k] > 0)
+        ratios = [ours[k] / theirs[k] for k in rounds]
+        ahead = sum(x >= goal for x in ratios)
+        spread = f"round ratios {min(ratios):.2f}–{max(ratios):.2f}, at or above {goal}× in {ahead} of {len(ratios)}" if ratios else "no complete round"
+        verdict = "met" if best / p >= goal else "NOT met"
+        print(f"- {app} hello: {name} / {peer} = {best / p:.2f}× (goal ≥ {goal}×; {spread}): **{verdict}**")
+limit = med.get(("flask", "in-process-limit"), 0)
+best = max((v for (a, s), v in med.items() if a == "flask" and s.startswith("c10k") and not s.endswith("-normal")), default=0)
+if limit and best:
+    share = best / limit
+    print(f"- flask hello: c10k at {100 * share:.0f} % of the in-process limit (aim ≥ 75 %): **{'met' if share >= 0.75 else 'NOT met'}**")
+print()
 EOF
 cat "$OUT/results.md"
