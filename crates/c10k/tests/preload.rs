@@ -182,9 +182,9 @@ fn a_preload_import_longer_than_15_s_is_waited_for_up_to_timeout() {
     assert!(!s.log().contains("could not fork"), "{}", s.log());
 }
 
-/// The master waits for the zygote's import, and a `TERM` or Ctrl-C (`INT`) meanwhile stops the
-/// server at once, with no worker started: before, the signal waited for the import to end (up
-/// to 15 s), and a worker was then started by exec, to import the app again, only to be stopped.
+/// A `TERM` or Ctrl-C (`INT`) during the zygote's import stops the server at once, with no
+/// worker started: it once waited for the import to end (up to 15 s), and a worker was then
+/// started by exec, to import the app again, only to be stopped.
 #[test]
 fn a_stop_signal_during_a_slow_preload_import_stops_the_server_at_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -215,6 +215,68 @@ fn a_stop_signal_during_a_slow_preload_import_stops_the_server_at_once() {
         assert!(!err.contains("Booting worker"), "signal {sig}: {err}");
         assert!(err.contains("graceful stop"), "signal {sig}: {err}");
     }
+}
+
+/// The master does not wait for the zygote's import: a signal that comes meanwhile is handled
+/// at once (here `TTIN`, one more worker), and once the app is imported every worker, the added
+/// one too, is forked from the zygote. Before, the master waited for the import and handled no
+/// signal but a stop until it ended (nor its admin endpoint, nor the workers of a `HUP`).
+#[test]
+fn the_master_handles_signals_while_the_zygote_imports_the_app() {
+    let dir = tempfile::tempdir().unwrap();
+    write_slow(dir.path(), 8);
+    let path = dir.path().to_str().unwrap();
+    let log = dir.path().join("err.log");
+    let mut child = util::serve_command()
+        .args(["-w", "1", "--preload", "--pythonpath", path, "slow:app"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let wait = |child: &mut std::process::Child,
+                limit: Duration,
+                what: &str,
+                done: &dyn Fn(&str) -> bool| {
+        let deadline = std::time::Instant::now() + limit;
+        while !done(&read()) {
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("timed out waiting for {what}:\n{}", read());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait(
+        &mut child,
+        Duration::from_secs(10),
+        "the zygote's import",
+        &|l| l.contains("preloading slow:app"),
+    );
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTTIN) };
+    wait(
+        &mut child,
+        Duration::from_secs(3),
+        "SIGTTIN handled",
+        &|l| l.contains("SIGTTIN: one more worker"),
+    );
+    assert!(!read().contains("serving the preloaded"), "{}", read());
+    wait(
+        &mut child,
+        Duration::from_secs(30),
+        "two forked workers",
+        &|l| l.matches("serving the preloaded slow:app").count() == 2,
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = util::exit_within(&mut child, Duration::from_secs(10));
+    let err = read();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{err}");
+    assert_eq!(err.matches("preloading slow:app").count(), 1, "{err}");
+    assert!(!err.contains("could not fork"), "{err}");
 }
 
 /// What cannot take an app imported before the fork is refused at start (status 2), naming

@@ -256,11 +256,23 @@ impl Master {
         let mut drain_until: Option<Instant> = None;
         loop {
             let mut timeout = Duration::from_secs(1);
-            let (next, extra) = self.status.wake();
-            for d in next.into_iter().chain(drain_until) {
+            let (next, mut extra) = self.status.wake();
+            // A zygote preparing the runtime (a `--preload` import) answers on its socket.
+            let preparing = self.zygote.as_ref().and_then(Zygote::preparing);
+            if let Some((fd, _)) = preparing {
+                extra.push(libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+            }
+            let deadlines = next.into_iter().chain(drain_until);
+            for d in deadlines.chain(preparing.map(|(_, d)| d)) {
                 timeout = timeout.min(d.saturating_duration_since(Instant::now()));
             }
             let signals = self.signals.wait(timeout, &extra);
+            // Before `reap`: a zygote that answers "not prepared" exits right after.
+            self.collect_zygote()?;
             self.reap()?;
             let oldest = self.workers.values().map(|w| w.listeners).min();
             self.listening.release(oldest);
@@ -667,24 +679,36 @@ impl Master {
     }
 
     fn spawn(&mut self, slot: usize) -> anyhow::Result<()> {
-        // The zygote's start may take long (`--preload` imports the application), and the
-        // master waits for it: a signal to stop that came meanwhile is handled before any other
-        // worker is started.
+        // A fork waits for the zygote (briefly: see `fork_from_zygote`): a signal to stop that
+        // came meanwhile is handled before any other worker is started.
         if self.signals.stop_pending() {
             return Ok(());
         }
-        let pid = match self.fork_from_zygote(slot) {
-            Some(pid) => pid,
-            None if self.signals.stop_pending() => return Ok(()),
-            None => {
-                let child = self
-                    .command(Some(slot), None)
-                    .spawn()
-                    .context("cannot start a worker process")?;
-                // The child is reaped with waitpid in `reap`; the handle itself is not needed.
-                child.id() as i32
+        match self.fork_from_zygote(slot) {
+            Forked::Worker(pid) => {
+                self.register(slot, pid);
+                Ok(())
             }
-        };
+            // Its slot fills when the zygote answers (`collect_zygote`).
+            Forked::Later => Ok(()),
+            Forked::No if self.signals.stop_pending() => Ok(()),
+            Forked::No => self.exec_worker(slot),
+        }
+    }
+
+    /// Starts a worker in `slot` by executing this program, as without a zygote.
+    fn exec_worker(&mut self, slot: usize) -> anyhow::Result<()> {
+        let child = self
+            .command(Some(slot), None)
+            .spawn()
+            .context("cannot start a worker process")?;
+        // The child is reaped with waitpid in `reap`; the handle itself is not needed.
+        self.register(slot, child.id() as i32);
+        Ok(())
+    }
+
+    /// Takes the worker `pid`, just started in `slot`, into the master's books.
+    fn register(&mut self, slot: usize, pid: i32) {
         if self.scoreboard.slot(slot).generation.load(Relaxed) > 0 {
             self.status.respawned();
         }
@@ -700,55 +724,96 @@ impl Master {
                 listeners: self.listening.generation(),
             },
         );
-        Ok(())
     }
 
-    /// A worker forked by the zygote, which is started first if none runs; `None` when workers
-    /// are not forked, or the zygote failed (it is then stopped, and the caller executes one).
-    fn fork_from_zygote(&mut self, slot: usize) -> Option<i32> {
+    /// A worker forked by the zygote. A new zygote is started if none runs, and its first
+    /// worker comes [`Forked::Later`]: the master does not wait while it prepares the runtime
+    /// (under `--preload` the application's import, up to `--timeout`), and the other slots
+    /// wait for it. Later forks take milliseconds, and the master waits for them.
+    fn fork_from_zygote(&mut self, slot: usize) -> Forked {
         if !self.forking || self.zygote_failures >= ZYGOTE_TRIES {
-            return None;
+            return Forked::No;
         }
-        if self.zygote.is_none() {
-            match self.start_zygote() {
-                Ok(zygote) => self.zygote = Some(zygote),
+        let Some(zygote) = self.zygote.as_mut() else {
+            return match self.start_zygote() {
+                Ok(zygote) => {
+                    let zygote = self.zygote.insert(zygote);
+                    match zygote.begin(slot) {
+                        Ok(()) => Forked::Later,
+                        Err(e) => {
+                            self.zygote_failed(slot, e.into());
+                            Forked::No
+                        }
+                    }
+                }
                 Err(e) => {
                     self.zygote_failures += 1;
                     tracing::warn!("cannot start the zygote ({e:#}); starting the worker by exec");
-                    return None;
+                    Forked::No
                 }
-            }
+            };
+        };
+        if zygote.preparing().is_some() {
+            return Forked::Later;
         }
-        let zygote = self.zygote.as_mut()?;
         let signals = &self.signals;
         match zygote.fork_worker(slot, signals.wake.as_raw_fd(), || signals.stop_pending()) {
             Ok(pid) => {
                 self.zygote_failures = 0;
-                Some(pid)
+                Forked::Worker(pid)
             }
-            Err(ForkError::NotPrepared) => {
+            Err(e) => {
+                self.zygote_failed(slot, e);
+                Forked::No
+            }
+        }
+    }
+
+    /// Takes the zygote's answer to its first request, once it has come: the worker joins its
+    /// slot, or, if the zygote failed, that worker is started by exec.
+    fn collect_zygote(&mut self) -> anyhow::Result<()> {
+        let Some((slot, answer)) = self.zygote.as_mut().and_then(Zygote::answer) else {
+            return Ok(());
+        };
+        match answer {
+            Ok(pid) => {
+                self.zygote_failures = 0;
+                self.register(slot, pid);
+                Ok(())
+            }
+            Err(e) => {
+                self.zygote_failed(slot, e);
+                // As `spawn` would; a slot above a lowered target is left empty.
+                if self.signals.stop_pending() || slot >= self.target {
+                    return Ok(());
+                }
+                self.exec_worker(slot)
+            }
+        }
+    }
+
+    /// The zygote gave no worker for `slot`: says why, counts the failure, and stops it.
+    fn zygote_failed(&mut self, slot: usize, e: ForkError) {
+        let pid = self.zygote.as_ref().map_or(0, Zygote::pid);
+        match e {
+            ForkError::NotPrepared => {
                 // The same configuration fails the same way in every zygote (a `--preload`
                 // import error): none is started again before `HUP`, and the worker started by
                 // exec reports the error.
                 self.zygote_failures = ZYGOTE_TRIES;
                 tracing::warn!(
-                    zygote = zygote.pid(),
+                    zygote = pid,
                     slot,
                     "the zygote could not start the application's runtime: workers are \
                      started by exec until the next SIGHUP"
                 );
-                self.stop_zygote();
-                None
             }
-            Err(ForkError::Stopping) => {
-                // `run` stops the server when it sees the signal; `spawn` starts no worker.
-                self.stop_zygote();
-                None
-            }
-            Err(ForkError::Io(e)) => {
+            // `run` stops the server when it sees the signal; `spawn` starts no worker.
+            ForkError::Stopping => {}
+            ForkError::Io(e) => {
                 self.zygote_failures += 1;
                 tracing::warn!(
-                    zygote = zygote.pid(),
+                    zygote = pid,
                     slot,
                     "the zygote could not fork a worker ({e}); starting it by exec"
                 );
@@ -758,10 +823,9 @@ impl Master {
                          until the next SIGHUP"
                     );
                 }
-                self.stop_zygote();
-                None
             }
         }
+        self.stop_zygote();
     }
 
     /// Starts a zygote the way a worker is started, with the control socket beside the
@@ -777,8 +841,8 @@ impl Master {
         tracing::debug!(pid, "zygote started");
         // It prepares the runtime before its first answer, which under `--preload` imports the
         // application: as long as a worker's boot may take (`--timeout`, see `murder_stuck`).
-        // The master waits for that answer (signals included), so `--timeout 0` does not make
-        // it wait forever: 15 s then, as for every other answer.
+        // With `--timeout 0` the master still gives up on that answer: after 15 s, as for every
+        // other answer.
         let boot = Duration::try_from_secs_f64(self.config.timeout).unwrap_or_default();
         Ok(Zygote::new(pid, ours, boot))
     }
@@ -877,7 +941,13 @@ impl Master {
             }
             let Some(worker) = self.workers.remove(&pid) else {
                 if self.zygote.as_ref().is_some_and(|z| z.pid() == pid) {
-                    self.zygote = None;
+                    // Before its first answer (`collect_zygote` looks first, so it said
+                    // nothing): a failure like any other, or a zygote that dies at every
+                    // start would be started again for ever. Its slot is empty and
+                    // `reconcile` fills it.
+                    if self.zygote.take().and_then(|mut z| z.abandon()).is_some() {
+                        self.zygote_failures += 1;
+                    }
                     tracing::warn!(
                         pid,
                         "the zygote exited ({}); the next worker starts a new one",
@@ -1034,6 +1104,16 @@ impl Master {
             }
         }
     }
+}
+
+/// What [`Master::fork_from_zygote`] got for a slot.
+enum Forked {
+    /// A worker, forked.
+    Worker(i32),
+    /// Nothing yet: the zygote prepares the runtime, and its first answer fills a slot.
+    Later,
+    /// Nothing: workers are not forked, or the zygote failed; the caller executes one.
+    No,
 }
 
 fn signal(pid: i32, sig: i32) {

@@ -20,7 +20,10 @@
 //! **When it fails.** A zygote that cannot prepare the runtime, dies, or does not answer (within
 //! 15 s; its first answer, after the runtime's start, within `--timeout` if that is longer) is
 //! stopped, and the master starts that worker by exec as it does without a zygote: the worker's
-//! own boot then says what is wrong. The master stops a zygote when it stops, at each rolling
+//! own boot then says what is wrong. The master does not wait for that first answer: it sends
+//! the request ([`Zygote::begin`]) and goes on with its loop (signals, its admin endpoint, the
+//! workers that serve meanwhile) until the answer comes ([`Zygote::answer`]); later requests
+//! are quick forks, which it waits for. The master stops a zygote when it stops, at each rolling
 //! restart (`HUP`), whose configuration and listeners the old one would still hold, and at
 //! `USR1`, whose reopened log files it would not have (it ignores the signal).
 
@@ -69,6 +72,15 @@ pub(crate) struct Zygote {
     control: OwnedFd,
     /// How long the next answer may take.
     next_wait: Duration,
+    /// The first request, sent by [`Zygote::begin`], while its answer has not come.
+    pending: Option<Pending>,
+}
+
+/// A request whose answer the master collects from its loop instead of waiting for it.
+#[derive(Debug)]
+struct Pending {
+    slot: usize,
+    deadline: Instant,
 }
 
 /// A connected pair of control sockets (close-on-exec): the master keeps the first and hands
@@ -101,7 +113,58 @@ impl Zygote {
             pid,
             control,
             next_wait: start_wait.max(REPLY_WAIT),
+            pending: None,
         }
+    }
+
+    /// Asks for the first worker, in `slot`, without waiting: the zygote answers once it has
+    /// prepared the runtime, which under `--preload` is the application's import. Until
+    /// [`Zygote::answer`] returns it, [`Zygote::preparing`] says what to poll and how long.
+    pub(crate) fn begin(&mut self, slot: usize) -> io::Result<()> {
+        send(self.control.as_raw_fd(), slot as i64, 0)?;
+        let wait = std::mem::replace(&mut self.next_wait, REPLY_WAIT);
+        self.pending = Some(Pending {
+            slot,
+            deadline: Instant::now() + wait,
+        });
+        Ok(())
+    }
+
+    /// While the answer to [`Zygote::begin`]'s request has not come: the control socket, which
+    /// becomes readable with it, and when the master stops waiting for it.
+    pub(crate) fn preparing(&self) -> Option<(RawFd, Instant)> {
+        let p = self.pending.as_ref()?;
+        Some((self.control.as_raw_fd(), p.deadline))
+    }
+
+    /// The answer to [`Zygote::begin`]'s request, once it has come or its time is up: the slot
+    /// asked for and its worker's pid, or why there is none. `None` while the zygote prepares
+    /// (and when nothing is pending). Does not block.
+    pub(crate) fn answer(&mut self) -> Option<(usize, Result<i32, ForkError>)> {
+        let p = self.pending.as_ref()?;
+        let mut pfd = libc::pollfd {
+            fd: self.control.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; a zero timeout only looks.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        if n <= 0 || pfd.revents == 0 {
+            if Instant::now() < p.deadline {
+                return None;
+            }
+            let slot = self.pending.take()?.slot;
+            let late = io::Error::new(io::ErrorKind::TimedOut, "the zygote did not answer");
+            return Some((slot, Err(late.into())));
+        }
+        let slot = self.pending.take()?.slot;
+        Some((slot, self.read_answer(slot).and_then(worker_pid)))
+    }
+
+    /// The slot whose request [`Zygote::begin`] sent, taken back (the zygote exited before it
+    /// answered).
+    pub(crate) fn abandon(&mut self) -> Option<usize> {
+        self.pending.take().map(|p| p.slot)
     }
 
     pub(crate) fn pid(&self) -> i32 {
@@ -119,11 +182,7 @@ impl Zygote {
         wake: RawFd,
         stopping: impl Fn() -> bool,
     ) -> Result<i32, ForkError> {
-        match self.ask(slot, wake, stopping)? {
-            pid if pid > 0 => Ok(pid as i32),
-            NOT_PREPARED => Err(ForkError::NotPrepared),
-            errno => Err(io::Error::from_raw_os_error(-errno as i32).into()),
-        }
+        worker_pid(self.ask(slot, wake, stopping)?)
     }
 
     /// Sends the request for `slot` and returns the zygote's answer to it.
@@ -166,20 +225,34 @@ impl Zygote {
             if pfds[0].revents == 0 {
                 continue;
             }
-            let exited = || io::Error::new(io::ErrorKind::UnexpectedEof, "the zygote exited");
-            // A zygote that exits with our request unread resets the connection.
-            let (got, value) = match recv(self.control.as_raw_fd()) {
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Err(exited().into()),
-                other => other?.ok_or_else(exited)?,
-            };
-            if got != slot as i64 {
-                return Err(io::Error::other(format!(
-                    "the zygote answered for slot {got}, not {slot}"
-                ))
-                .into());
-            }
-            return Ok(value);
+            return self.read_answer(slot);
         }
+    }
+
+    /// Reads the zygote's answer to the request for `slot` (the control socket is readable).
+    fn read_answer(&self, slot: usize) -> Result<i64, ForkError> {
+        let exited = || io::Error::new(io::ErrorKind::UnexpectedEof, "the zygote exited");
+        // A zygote that exits with our request unread resets the connection.
+        let (got, value) = match recv(self.control.as_raw_fd()) {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Err(exited().into()),
+            other => other?.ok_or_else(exited)?,
+        };
+        if got != slot as i64 {
+            return Err(io::Error::other(format!(
+                "the zygote answered for slot {got}, not {slot}"
+            ))
+            .into());
+        }
+        Ok(value)
+    }
+}
+
+/// A worker's pid from the zygote's answer, or why it forked none.
+fn worker_pid(answer: i64) -> Result<i32, ForkError> {
+    match answer {
+        pid if pid > 0 => Ok(pid as i32),
+        NOT_PREPARED => Err(ForkError::NotPrepared),
+        errno => Err(io::Error::from_raw_os_error(-errno as i32).into()),
     }
 }
 
