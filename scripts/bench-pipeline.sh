@@ -2,7 +2,7 @@
 # c10k bench vs wrk against `c10k serve` (which answers pipelined requests in one write per
 # batch): wrk -t1 -c50, c10k bench -k -c50 --threads 1, and c10k bench --pipeline 16, server on
 # CPU 0, load generators on CPU 1, alternating rounds. Prints medians and ratios to wrk and writes
-# runs/<date>-bench-pipeline/results.md. wrk is given the two headers c10k bench sends beside
+# runs/<date>-bench-pipeline/results.md (or OUT=DIR). wrk is given the two headers c10k bench sends beside
 # Host (`User-Agent`, `Accept`, as ab does): the server is the bottleneck here, and parsing two
 # more headers costs it a few per cent (ad hoc, 4 rounds: wrk 171k req/s with them, 177k
 # without), which was counted against c10k bench.
@@ -31,7 +31,7 @@ for i in $(seq "$rounds"); do
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 w=$(median "${wrk_r[@]}"); c=$(median "${c10k_r[@]}"); p=$(median "${pipe_r[@]}")
-out="runs/$(date -u +%Y-%m-%d)-bench-pipeline"; mkdir -p "$out"
+out=${OUT:-runs/$(date -u +%Y-%m-%d)-bench-pipeline}; mkdir -p "$out"
 {
   echo "# c10k bench vs wrk against c10k serve (hello), 50 connections, ${secs} s, $rounds rounds"
   echo

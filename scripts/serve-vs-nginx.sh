@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # c10k serve (async, 1 worker) beside nginx (1 worker, `return 200 "hello\n"`), both pinned to
 # CPU 0, each loaded by wrk pinned to CPU 1, in the same run. Prints requests/s medians and the
-# ratio c10k / nginx, and writes them under runs/.
+# ratio c10k / nginx, and writes them under runs/ (or OUT=DIR).
 #
 # usage: scripts/serve-vs-nginx.sh [REPEATS] [DURATION_SECONDS] [CONNECTIONS]
 set -euo pipefail
@@ -74,7 +74,7 @@ pair_ratio=$(for i in "${!c10k_rps[@]}"; do
   awk -v a="${c10k_rps[$i]}" -v b="${nginx_rps[$i]}" 'BEGIN {print a/b}'; done | median)
 pair_ratio=$(printf '%.2f' "$pair_ratio")
 
-out="runs/$(date -u +%Y-%m-%d)-serve-vs-nginx"
+out=${OUT:-runs/$(date -u +%Y-%m-%d)-serve-vs-nginx}
 mkdir -p "$out"
 {
   echo "# c10k serve vs nginx: hello, wrk -t1 -c$conns -d${duration}s, $repeats rounds"

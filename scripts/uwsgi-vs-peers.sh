@@ -53,7 +53,7 @@
 # HTTP rows, a keep-alive check in their first round: of nginx's connections to the upstream,
 # how many were still open 0.2 s later (all when the upstream keeps them alive, none when it
 # closes after each answer). nginx's error log, after start-up, is counted and quoted.
-# Writes runs/<date>-uwsgi-vs-peers/results.md.
+# Writes runs/<date>-uwsgi-vs-peers/results.md (or OUT=DIR).
 #
 # usage: scripts/uwsgi-vs-peers.sh [REPEATS] [DURATION_SECONDS] [CONNECTIONS] [WORKERS] [CLASS] [PY_CLASS] [HTTP_PY_CLASS]
 # (CLASS: c10k's --worker-class for the built-in rows C and D, async by default; PY_CLASS: for
@@ -381,7 +381,7 @@ pair() {
   printf '%.2f' "$(for i in "${!xs[@]}"; do awk -v x="${xs[$i]}" -v y="${ys[$i]}" 'BEGIN {print (y > 0 ? x/y : 0)}'; done | median)"
 }
 
-out="runs/$(date -u +%Y-%m-%d)-uwsgi-vs-peers"
+out=${OUT:-runs/$(date -u +%Y-%m-%d)-uwsgi-vs-peers}
 mkdir -p "$out"
 report="$tmp/report.md"
 version_f="skipped, $skip_f"; version_g="skipped, $skip_g"
