@@ -146,6 +146,18 @@ fn write_slow(dir: &std::path::Path, secs: u32) {
     .unwrap();
 }
 
+/// `c10k serve --preload` with `workers` workers on the app [`write_slow`] wrote in `path`, its
+/// log in `log`; started, not waited for.
+fn serve_slow(path: &str, workers: &str, log: &std::path::Path) -> std::process::Child {
+    util::serve_command()
+        .args(["-w", workers, "--preload", "--pythonpath", path, "slow:app"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
 /// An import longer than the 15 s the master gives the zygote for any other answer is waited
 /// for as long as a worker's boot may take (`--timeout`): the workers are forked from the zygote
 /// that imported it. It used to be given up on at 15 s, and each worker was then started by exec
@@ -192,13 +204,7 @@ fn a_stop_signal_during_a_slow_preload_import_stops_the_server_at_once() {
     let path = dir.path().to_str().unwrap();
     for sig in [libc::SIGTERM, libc::SIGINT] {
         let log = dir.path().join("err.log");
-        let mut child = util::serve_command()
-            .args(["-w", "2", "--preload", "--pythonpath", path, "slow:app"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let mut child = serve_slow(path, "2", &log);
         let read = || std::fs::read_to_string(&log).unwrap_or_default();
         util::admin::wait_until(Duration::from_secs(10), "the zygote's import", || {
             read().contains("preloading slow:app")
@@ -227,13 +233,7 @@ fn the_master_handles_signals_while_the_zygote_imports_the_app() {
     write_slow(dir.path(), 8);
     let path = dir.path().to_str().unwrap();
     let log = dir.path().join("err.log");
-    let mut child = util::serve_command()
-        .args(["-w", "1", "--preload", "--pythonpath", path, "slow:app"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = serve_slow(path, "1", &log);
     let read = || std::fs::read_to_string(&log).unwrap_or_default();
     let wait = |child: &mut std::process::Child,
                 limit: Duration,
