@@ -70,8 +70,8 @@ pub(crate) fn is_zygote() -> bool {
 pub(crate) struct Zygote {
     pid: i32,
     control: OwnedFd,
-    /// How long the next answer may take.
-    next_wait: Duration,
+    /// How long the answer to the first request ([`Zygote::begin`]) may take.
+    start_wait: Duration,
     /// The first request, sent by [`Zygote::begin`], while its answer has not come.
     pending: Option<Pending>,
 }
@@ -112,7 +112,7 @@ impl Zygote {
         Zygote {
             pid,
             control,
-            next_wait: start_wait.max(REPLY_WAIT),
+            start_wait: start_wait.max(REPLY_WAIT),
             pending: None,
         }
     }
@@ -122,10 +122,9 @@ impl Zygote {
     /// [`Zygote::answer`] returns it, [`Zygote::preparing`] says what to poll and how long.
     pub(crate) fn begin(&mut self, slot: usize) -> io::Result<()> {
         send(self.control.as_raw_fd(), slot as i64, 0)?;
-        let wait = std::mem::replace(&mut self.next_wait, REPLY_WAIT);
         self.pending = Some(Pending {
             slot,
-            deadline: Instant::now() + wait,
+            deadline: Instant::now() + self.start_wait,
         });
         Ok(())
     }
@@ -172,12 +171,12 @@ impl Zygote {
     }
 
     /// Asks for a worker in `slot` and returns its pid, once it is forked (it may still be
-    /// waiting to be re-parented). Waits at most [`REPLY_WAIT`], or for the first worker the
-    /// `start_wait` given to [`Zygote::new`] if that is longer. Gives up early, with
+    /// waiting to be re-parented). Waits at most [`REPLY_WAIT`]: only after the answer to
+    /// [`Zygote::begin`]'s first request, which waits for the runtime's start. Gives up early, with
     /// [`ForkError::Stopping`], when `wake` (the master's signal pipe, which this drains) is
     /// readable and `stopping()` says a signal to stop came.
     pub(crate) fn fork_worker(
-        &mut self,
+        &self,
         slot: usize,
         wake: RawFd,
         stopping: impl Fn() -> bool,
@@ -186,14 +185,9 @@ impl Zygote {
     }
 
     /// Sends the request for `slot` and returns the zygote's answer to it.
-    fn ask(
-        &mut self,
-        slot: usize,
-        wake: RawFd,
-        stopping: impl Fn() -> bool,
-    ) -> Result<i64, ForkError> {
+    fn ask(&self, slot: usize, wake: RawFd, stopping: impl Fn() -> bool) -> Result<i64, ForkError> {
         send(self.control.as_raw_fd(), slot as i64, 0)?;
-        let deadline = Instant::now() + std::mem::replace(&mut self.next_wait, REPLY_WAIT);
+        let deadline = Instant::now() + REPLY_WAIT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
