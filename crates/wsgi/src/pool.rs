@@ -144,7 +144,7 @@ impl Pool {
     fn send(&self, task: Task) {
         // Counted before the push, so a thread that finishes this task at once never makes the
         // count wrap below zero.
-        let pending = self.shared.pending.fetch_add(1, Ordering::AcqRel) + 1;
+        self.shared.pending.fetch_add(1, Ordering::AcqRel);
         // The queue closes only when the last handle is gone, and `self` is one; were it closed,
         // dropping the job would drop its answer's sender, and its waiter would answer 500.
         if self.shared.queue.push(task).is_err() {
@@ -152,13 +152,24 @@ impl Pool {
             tracing::error!("the Python pool's queue is closed; a request was dropped");
             return;
         }
-        self.grow(pending);
+        self.grow(false);
     }
 
-    /// Starts a thread when fewer than `pending` are live and the non-stuck ones are fewer than
-    /// the pool size.
-    fn grow(&self, pending: usize) {
+    /// Starts a thread when fewer are live than tasks pending (or, `replacing` a stuck thread,
+    /// in any case) and the non-stuck ones are fewer than the pool size. The pending count is
+    /// read under the counts' lock, not taken from the caller: requests submitted from several
+    /// threads at once (the `thread` class's connections) reach here in any order, and a
+    /// submitter that brought its own, older count after a later one had started a thread for
+    /// the larger count started none, so a burst of N ran on fewer than N threads. Read here,
+    /// the k-th call sees at least k pending with at most k - 1 threads started by the calls
+    /// before it, so each call starts one until the pool is full.
+    fn grow(&self, replacing: bool) {
         let mut c = self.shared.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let pending = if replacing {
+            usize::MAX
+        } else {
+            self.shared.pending.load(Ordering::Acquire)
+        };
         if c.live >= pending {
             return;
         }
@@ -229,7 +240,7 @@ impl Pool {
                 "request passed --request-timeout; its Python thread keeps running until the app \
                  returns (it cannot be interrupted) and a replacement thread takes its place"
             );
-            self.grow(usize::MAX);
+            self.grow(true);
         }
     }
 

@@ -881,3 +881,48 @@ fn a_start_response_the_app_keeps_is_never_handed_to_another_request() {
         assert_eq!(text(block(&app, get("/kept_is_mine"))).1, "no");
     }
 }
+
+/// Requests submitted to the pool from many threads at once (`-k thread --request-timeout`: each
+/// connection thread submits its own) each get a thread, up to the pool's size, whatever order
+/// the submitting threads run in. Before, a submitter that counted its request and was then
+/// overtaken by a later one (which started a thread for the larger count) started none when it
+/// came back to the smaller count, so a burst of N could run on fewer than N threads: here the
+/// N requests that must all be in the app at once answered "alone" (seen in a full-suite run).
+#[test]
+fn requests_submitted_from_many_threads_at_once_each_get_a_thread() {
+    const N: usize = 12;
+    const ROUNDS: usize = 15;
+    let mut cfg = config("probe:app");
+    // Threads retire quickly, so that every round starts from no thread at all.
+    cfg.pool_thread_idle = Some(Duration::from_millis(50));
+    let app = Arc::new(WsgiApp::boot(&cfg, &info(Wait::Block, 64)).unwrap());
+    for round in 0..ROUNDS {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while threads_named("c10k-python") > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: pool threads stay"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let start = Arc::new(std::sync::Barrier::new(N));
+        let burst: Vec<_> = (0..N)
+            .map(|_| {
+                let (app, start) = (app.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    let ctx = Ctx::new(Wait::Block)
+                        .with_deadline(Some(Instant::now() + Duration::from_secs(10)));
+                    let target = format!("/meet?n={N}&token=round{round}&timeout=3");
+                    body_text(pollster::block_on(app.call(get(&target), ctx)))
+                })
+            })
+            .collect();
+        let met = burst
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|answer| answer == "met")
+            .count();
+        assert_eq!(met, N, "round {round}: {met} of {N} requests met");
+    }
+}
