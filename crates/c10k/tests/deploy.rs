@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use util::get;
+use util::ports::free_addr;
 
 fn deploy(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -323,13 +324,6 @@ fn kubernetes_probes_ports_and_stop_timing_match_the_args() {
     assert!(admin_ip.is_loopback() || from_secret("C10K_ADMIN_TOKEN"));
 }
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 /// `args` with `--NAME V` / `--NAME=V` replaced by `--NAME=value`.
 fn with_flag(args: &[String], name: &str, value: &str) -> Vec<String> {
     let eq = format!("{name}=");
@@ -577,5 +571,26 @@ fn nginx_sites_front_a_real_c10k() {
         }
         drop(nginx);
         drop(c10k);
+    }
+}
+
+/// The ports these tests pick for nginx and the servers they aim it at lie below the kernel's
+/// ephemeral range, so no other test's `bind(:0)` (a c10k admin listener, a peer) takes one
+/// between the pick and nginx's bind, and no port is picked twice.
+#[test]
+fn picked_ports_are_never_handed_out_for_port_0_nor_picked_twice() {
+    let picked: Vec<u16> = (0..50).map(|_| free_addr().port()).collect();
+    let distinct: std::collections::HashSet<u16> = picked.iter().copied().collect();
+    assert_eq!(distinct.len(), picked.len(), "picked twice: {picked:?}");
+    let (lo, hi) = util::ports::pick_range();
+    for p in &picked {
+        assert!((lo..hi).contains(p), "{p} is not in {lo}..{hi}");
+    }
+    let held: Vec<TcpListener> = (0..500)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    for l in &held {
+        let port = l.local_addr().unwrap().port();
+        assert!(!distinct.contains(&port), "port 0 got picked port {port}");
     }
 }

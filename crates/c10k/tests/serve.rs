@@ -7,6 +7,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use util::load::{finish_load, steady_load};
+use util::ports::free_addr;
 use util::{concurrent_gets, connect, get, threads, Reader, Server};
 
 /// `c10k serve -k CLASS` with the class's usual thread count, plus `extra`.
@@ -971,13 +972,6 @@ fn hup_with_a_broken_config_file_keeps_the_old_one() {
     s.signal(libc::SIGHUP);
     s.wait_log("rolling restart done", Duration::from_secs(15));
     assert_eq!(get(s.addr, "/").unwrap().status, 200, "{}", s.log());
-}
-
-/// A free port on 127.0.0.1, for an address a reload adds: bound, read and closed (another
-/// process may take it in between; unlikely in a test's second).
-fn free_addr() -> std::net::SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
 }
 
 /// Writes a `--config` file that sets only `bind`.

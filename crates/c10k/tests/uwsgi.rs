@@ -7,7 +7,7 @@
 mod util;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -34,11 +34,7 @@ uwsgi_param  SERVER_NAME        $server_name;
 ";
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    util::ports::free_addr().port()
 }
 
 /// The port of the `uwsgi://` listener, from the server's log.

@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -16,12 +16,7 @@ use std::time::{Duration, Instant};
 
 mod util;
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
+use util::ports::free_addr;
 
 /// A server started in its own process group, which goes down with it when dropped (a test that
 /// failed half-way, a server that never came up), so no test leaves a server behind.

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod held_reads;
 pub mod load;
+pub mod ports;
 pub mod python;
 pub mod reload;
 
