@@ -7,7 +7,7 @@
 mod util;
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -571,26 +571,5 @@ fn nginx_sites_front_a_real_c10k() {
         }
         drop(nginx);
         drop(c10k);
-    }
-}
-
-/// The ports these tests pick for nginx and the servers they aim it at lie below the kernel's
-/// ephemeral range, so no other test's `bind(:0)` (a c10k admin listener, a peer) takes one
-/// between the pick and nginx's bind, and no port is picked twice.
-#[test]
-fn picked_ports_are_never_handed_out_for_port_0_nor_picked_twice() {
-    let picked: Vec<u16> = (0..50).map(|_| free_addr().port()).collect();
-    let distinct: std::collections::HashSet<u16> = picked.iter().copied().collect();
-    assert_eq!(distinct.len(), picked.len(), "picked twice: {picked:?}");
-    let (lo, hi) = util::ports::pick_range();
-    for p in &picked {
-        assert!((lo..hi).contains(p), "{p} is not in {lo}..{hi}");
-    }
-    let held: Vec<TcpListener> = (0..500)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    for l in &held {
-        let port = l.local_addr().unwrap().port();
-        assert!(!distinct.contains(&port), "port 0 got picked port {port}");
     }
 }

@@ -8,6 +8,7 @@
 //! `c10k lab render DIR` redoes it from a finished run.
 
 pub mod matrix;
+pub mod ports;
 pub mod record;
 pub mod render;
 pub mod servers;
@@ -204,7 +205,7 @@ impl<'a> Lab<'a> {
             .prefix("c10k-lab-")
             .tempdir()
             .context("cannot create a temporary directory")?;
-        let port = servers::free_port()?;
+        let port = ports::free_port()?;
         let uwsgi = front == Front::NginxUwsgi;
         let mut server = self.start_server(spec, port, tmp.path(), uwsgi)?;
         let ready_path = "/";
@@ -220,7 +221,7 @@ impl<'a> Lab<'a> {
                 .nginx
                 .as_ref()
                 .context("nginx is not installed (apt-get install nginx-light)")?;
-            let listen = servers::free_port()?;
+            let listen = ports::free_port()?;
             let ndir = tmp.path().join("nginx");
             let upstream = if uwsgi {
                 servers::Upstream::Uwsgi(port)

@@ -5,7 +5,7 @@
 //! machine has two or more, so they do not fight over one core and the figures are repeatable.
 
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -176,12 +176,6 @@ fn answers(addr: SocketAddr, path: &str) -> bool {
     }
     let mut buf = [0u8; 12];
     matches!(s.read(&mut buf), Ok(n) if n >= 9 && buf.starts_with(b"HTTP/1."))
-}
-
-/// A free loopback port (bound then released; the server binds it right after).
-pub fn free_port() -> anyhow::Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
-    Ok(l.local_addr()?.port())
 }
 
 /// Pins the calling thread (and what it later spawns) to one CPU.
