@@ -431,7 +431,8 @@ fn serve_python(
             python.to_toml().trim_end().replace('\n', ", ")
         );
     }
-    let forking = crate::python::forking(python);
+    let gevent = config.worker_class == c10k_serve::WorkerClass::Gevent;
+    let forking = crate::python::forking(python, gevent);
     c10k_serve::run_forking(config, reload, Some(forking), |info| {
         crate::python::factory(python, info)
     })

@@ -266,12 +266,12 @@ mod enabled {
 
     /// How the workers are forked: the zygote starts the interpreter (the venv's, as a worker
     /// would) and forks them with Python's fork hooks; each worker then imports the app itself,
-    /// as gunicorn's workers do without `--preload`. With it, the zygote imports the app and
-    /// the workers take it from there.
-    pub fn forking(args: &PythonArgs) -> Forking {
+    /// as gunicorn's workers do without `--preload`. With it, the zygote imports the app (for
+    /// `gevent` workers, patched) and the workers take it from there.
+    pub fn forking(args: &PythonArgs, gevent: bool) -> Forking {
         let prepare: Box<dyn FnOnce() -> anyhow::Result<()>> = if args.preload_app {
             let config = config(args);
-            Box::new(move || Ok(WsgiApp::preload(&config)?))
+            Box::new(move || Ok(WsgiApp::preload(&config, gevent)?))
         } else {
             let venv = args.venv.clone();
             Box::new(move || Ok(WsgiApp::prestart(venv.as_deref())?))

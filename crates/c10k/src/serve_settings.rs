@@ -92,7 +92,7 @@ pub fn build(sub: &ArgMatches, config: Option<&Path>) -> anyhow::Result<Settings
 impl Settings {
     /// What serving needs beyond [`build`]'s checks (`--check-config` prints gevent with the
     /// built-in app, as it prints any class): the gevent class, `--reload` and `--preload` are
-    /// for Python apps only, and `--preload` goes with neither gevent nor `--reload`.
+    /// for Python apps only, and `--preload` does not go with `--reload`.
     pub fn check_servable(&self) -> anyhow::Result<()> {
         if self.python.spec().is_none()
             && self.serve.worker_class == c10k_serve::WorkerClass::Gevent
@@ -119,12 +119,6 @@ impl Settings {
                     "it imports a hosted Python application once, before the workers are \
                      forked (c10k serve --preload MODULE:APP); the built-in application has \
                      nothing to import",
-                )
-            } else if self.serve.worker_class == c10k_serve::WorkerClass::Gevent {
-                Some(
-                    "-k gevent patches the standard library in each worker before the \
-                     application is imported, and a preloaded one was imported unpatched: drop \
-                     --preload (gunicorn's gevent workers have the same problem with it)",
                 )
             } else if self.python.reload {
                 Some(

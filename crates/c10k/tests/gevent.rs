@@ -217,6 +217,64 @@ fn request_timeout_is_504_and_kills_the_greenlet() {
     assert_eq!(r.status, 200, "{}\n{}", r.text(), s.log());
 }
 
+/// `--preload` with `-k gevent` (a common gunicorn config: `worker_class = "gevent"`,
+/// `preload_app = True`): the zygote patches the standard library and then imports the app, once;
+/// the worker serves that app, its sleeping views overlap on the hub, and a view can still run a
+/// subprocess (the zygote left no hub behind, so the worker's hub has gevent's default loop).
+#[test]
+fn preload_imports_the_app_patched_once_and_the_hub_serves_it() {
+    let Some(venv) = venv() else { return };
+    let s = serve(&venv, "gevent", "1", &["--preload"], "gevent_app:app");
+    let r = get(s.addr, "/imported").unwrap();
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), s.log());
+    let a: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(a["patched"], true, "{a}");
+    assert_ne!(a["imported_in"], a["pid"], "imported by the zygote: {a}");
+    let (answers, took) = concurrent(s.addr, "/sleep?s=0.3", 50);
+    assert!(answers.iter().all(|r| r.text() == "slept\n"), "{}", s.log());
+    // One after another would be 15 s. Loose bound.
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let r = get(s.addr, "/subprocess").unwrap();
+    assert_eq!(r.text(), "from a child fork exit 7", "{}", s.log());
+    let log = s.log();
+    assert_eq!(log.matches("preloading gevent_app:app").count(), 1, "{log}");
+    assert!(
+        log.contains("serving the preloaded gevent_app:app"),
+        "{log}"
+    );
+}
+
+/// A thread the app starts at import (a greenlet, once patched) would not run in a worker forked
+/// from the zygote: as with a real thread at import, the log says so and the worker is started
+/// by exec, imports the app itself, and the thread runs there.
+#[test]
+fn under_preload_a_thread_started_at_import_runs_in_each_worker() {
+    let Some(venv) = venv() else { return };
+    let s = serve(
+        &venv,
+        "gevent",
+        "1",
+        &["--preload", "--env", "GEVENT_APP_THREAD_AT_IMPORT=1"],
+        "gevent_app:app",
+    );
+    let mut a = Value::Null;
+    wait_until(
+        Duration::from_secs(5),
+        "the thread runs in the worker",
+        || {
+            a = serde_json::from_slice(&get(s.addr, "/imported").unwrap().body).unwrap();
+            a["ran_in"].as_array().unwrap().contains(&a["pid"])
+        },
+    );
+    assert_eq!(a["imported_in"], a["pid"], "{a}");
+    assert_eq!(a["patched"], true, "{a}");
+    let log = s.log();
+    assert!(
+        log.contains("started 1 greenlet(s)") && log.contains("started by exec"),
+        "{log}"
+    );
+}
+
 #[test]
 fn no_monkey_patch_leaves_the_standard_library_alone() {
     let Some(venv) = venv() else { return };

@@ -1,7 +1,8 @@
 //! `--preload` (gunicorn's `preload_app`): the app is imported once, in the zygote the workers
 //! are forked from, and the workers serve it without importing it; `HUP` imports it again; an app
 //! that starts a thread at import is served by workers started by exec; and what cannot take a
-//! preloaded app (gevent, `--reload`, the built-in app) is refused at start.
+//! preloaded app (`--reload`, the built-in app) is refused at start. (`-k gevent --preload`:
+//! gevent.rs.)
 
 #![cfg(feature = "python")]
 
@@ -285,8 +286,10 @@ fn the_master_handles_signals_while_the_zygote_imports_the_app() {
 fn preload_is_refused_where_it_cannot_work() {
     let apps = apps();
     for (args, needle) in [
-        (&["-k", "gevent", "forked:app"][..], "-k gevent patches"),
-        (&["--reload", "forked:app"], "--reload restarts a worker"),
+        (
+            &["--reload", "forked:app"][..],
+            "--reload restarts a worker",
+        ),
         (&[], "the built-in application has nothing to import"),
     ] {
         let dir = tempfile::tempdir().unwrap();

@@ -192,13 +192,12 @@ impl WsgiApp {
     }
 
     /// `--preload`: what [`WsgiApp::prestart`] does, and then the import of the application, as
-    /// [`WsgiApp::boot`] does it (`--chdir`, `--pythonpath`, `--env`): for a zygote whose
-    /// workers then boot with this app instead of importing it. Not for `gevent`, whose workers
-    /// must patch the standard library before the app is imported, nor with `--reload` (a worker
-    /// started after a change would be forked with the old code). Starts no thread unless the
-    /// app does.
-    pub fn preload(config: &WsgiConfig) -> Result<(), BootError> {
-        crate::preload::run(config, absolute_venv(config.venv.as_deref())?)
+    /// [`WsgiApp::boot`] does it (`--chdir`, `--pythonpath`, `--env`; for `gevent` workers,
+    /// `gevent.monkey.patch_all()` first): for a zygote whose workers then boot with this app
+    /// instead of importing it. Not with `--reload` (a worker started after a change would be
+    /// forked with the old code). Starts no thread unless the app does.
+    pub fn preload(config: &WsgiConfig, gevent: bool) -> Result<(), BootError> {
+        crate::preload::run(config, absolute_venv(config.venv.as_deref())?, gevent)
     }
 
     /// Starts the interpreter (once per process), applies `--chdir`, `--pythonpath` and `--env`,
@@ -211,11 +210,10 @@ impl WsgiApp {
         // interpreter's `sys.path` and `os.environ`, and the current directory after --chdir.
         let preloaded = crate::preload::is_preloaded(&config.app);
         let gevent = info.class == "gevent";
-        if preloaded && (gevent || config.reload.is_some()) {
+        if preloaded && config.reload.is_some() {
             return Err(BootError::Environment(
-                "--preload: the application was imported before the fork, and neither -k \
-                 gevent (which patches the standard library before the import) nor --reload \
-                 (whose new workers must import the changed code) can take it"
+                "--preload: the application was imported before the fork, and --reload's new \
+                 workers must import the changed code"
                     .to_owned(),
             ));
         }
@@ -246,9 +244,12 @@ impl WsgiApp {
             several_workers: info.workers > 1,
         };
         let (state, broken, hub) = if gevent {
-            interp::attach(|py| -> Result<(), BootError> {
-                // Before anything else is imported: the app must see the patched modules.
-                crate::gevent::prepare(py, !config.no_monkey_patch)?;
+            interp::attach(|py| -> Result<bool, BootError> {
+                // Before anything else is imported: the app must see the patched modules. A
+                // preloaded app was imported patched, in the zygote (preload.rs).
+                if !preloaded {
+                    crate::gevent::prepare(py, !config.no_monkey_patch)?;
+                }
                 crate::gevent::note_main_hub(py)
             })?;
             tracing::info!(

@@ -16,6 +16,15 @@
 //! refuse to fork (the workers are then started by exec and import the app themselves), and a
 //! socket (a database connection) would be shared by every worker, so it must be opened later,
 //! as under gunicorn's `--preload`.
+//!
+//! Under `-k gevent` the zygote patches the standard library before the import, as each gevent
+//! worker does without `--preload`, so the app is imported patched and the workers inherit the
+//! patched modules. (gunicorn's master imports a preloaded app unpatched, and its gevent workers
+//! patch only after the fork: locks and sockets made at import are then the blocking kind.) The
+//! zygote then destroys the gevent hub the import may have made, so that a worker inherits none
+//! and makes its own on the thread that serves. A greenlet (a patched thread) the app started at
+//! import would not run in a forked worker: then, as with a real thread, the log says so and
+//! the workers are started by exec and import the app themselves.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -36,9 +45,14 @@ struct Preloaded {
 static PRELOADED: OnceLock<Preloaded> = OnceLock::new();
 
 /// Starts the interpreter, applies `--chdir`, `--pythonpath` and `--env`, and imports the app,
-/// as a worker's boot does, then freezes the garbage collector's objects. Call it once, in a
-/// process with no other thread that is going to fork the workers.
-pub(crate) fn run(config: &WsgiConfig, venv: Option<PathBuf>) -> Result<(), BootError> {
+/// as a worker's boot does (for `gevent` workers, after patching the standard library), then
+/// freezes the garbage collector's objects. Call it once, in a process with no other thread
+/// that is going to fork the workers.
+pub(crate) fn run(
+    config: &WsgiConfig,
+    venv: Option<PathBuf>,
+    gevent: bool,
+) -> Result<(), BootError> {
     let cwd = loader::enter_dir(config.chdir.as_deref())?;
     let started = interp::start(venv.as_deref())?;
     tracing::info!(
@@ -52,8 +66,29 @@ pub(crate) fn run(config: &WsgiConfig, venv: Option<PathBuf>) -> Result<(), Boot
             spec: config.app.clone(),
             traceback: format_exception(py, &e),
         };
+        if gevent {
+            crate::gevent::prepare(py, !config.no_monkey_patch)?;
+            crate::gevent::note_main_hub(py)?;
+        }
         loader::setup(py, config, &cwd).map_err(exception)?;
         let app = loader::load(py, &config.app).map_err(|f| f.error)?;
+        if gevent {
+            let started = crate::gevent::started_at_import(py)?;
+            if started > 0 {
+                // As with a real thread at import (zygote.rs): the workers are started by exec
+                // and import the app themselves, so that what it starts runs in each.
+                let why = format!(
+                    "--preload: importing {} started {started} greenlet(s) (a thread, under \
+                     gevent's patching), which would not run in workers forked from the \
+                     zygote: they are started by exec and import the application themselves \
+                     (start it at the first request to keep --preload)",
+                    config.app
+                );
+                tracing::warn!("{why}");
+                return Err(BootError::Environment(why));
+            }
+            crate::gevent::note_main_hub(py)?;
+        }
         freeze_objects(py).map_err(exception)?;
         let preloaded = Preloaded {
             spec: config.app.clone(),

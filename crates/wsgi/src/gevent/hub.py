@@ -131,12 +131,37 @@ def note_main_hub():
     gevent worker the hub is the main thread's, on that loop. If patching made the main thread's
     hub, it would hold the default loop and never run (the main thread runs no greenlet), so it is
     destroyed here with its loop, and the hub's thread makes the default loop again
-    (`own_hub`)."""
+    (`own_hub`). Returns whether there was a hub to destroy.
+
+    Under `--preload` the zygote calls it too, after patching and again after the import, so that
+    the workers it forks inherit no hub: a hub there after the import was made by the app (a
+    greenlet or patched thread it started, a gevent wait), and what it started would never run."""
     from gevent._hub_local import get_hub_if_exists
 
     hub = get_hub_if_exists()
-    if hub is not None:
-        hub.destroy(destroy_loop=True)
+    if hub is None:
+        return False
+    hub.destroy(destroy_loop=True)
+    return True
+
+
+def started_at_import():
+    """How many greenlets are alive or waiting to start besides the hub and this one: under
+    `--preload`, what the import started (a patched thread, `gevent.spawn`). They belong to the
+    zygote's hub and would never run in a forked worker."""
+    import greenlet
+    from gevent import Greenlet
+    from gevent.hub import Hub
+
+    me = greenlet.getcurrent()
+    return sum(
+        1
+        for g in gc.get_objects()
+        if isinstance(g, greenlet.greenlet)
+        and g is not me
+        and not isinstance(g, Hub)
+        and (bool(g) or (isinstance(g, Greenlet) and not g.dead))
+    )
 
 
 # The app is imported on the hub's thread (so that what it starts at import runs on the hub that

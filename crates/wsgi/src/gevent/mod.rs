@@ -129,9 +129,27 @@ fn boot_step(py: Python<'_>, name: &str, spec: &str) -> Result<(), BootError> {
 }
 
 /// On the main thread, after gevent is imported and before the hub's thread starts: frees
-/// gevent's default loop for the hub (`hub.py`'s `note_main_hub` and `own_hub`).
-pub(crate) fn note_main_hub(py: Python<'_>) -> Result<(), BootError> {
-    boot_step(py, "note_main_hub", "gevent")
+/// gevent's default loop for the hub (`hub.py`'s `note_main_hub` and `own_hub`). Under
+/// `--preload` the zygote calls it after patching and after the import; it returns whether
+/// there was a hub to destroy.
+pub(crate) fn note_main_hub(py: Python<'_>) -> Result<bool, BootError> {
+    module(py)
+        .and_then(|m| m.getattr("note_main_hub")?.call0()?.extract::<bool>())
+        .map_err(|e| BootError::Exception {
+            spec: "gevent".into(),
+            traceback: format_exception(py, &e),
+        })
+}
+
+/// Under `--preload`, after the import in the zygote: how many greenlets the import started that
+/// are alive or waiting to start (`hub.py`'s `started_at_import`).
+pub(crate) fn started_at_import(py: Python<'_>) -> Result<usize, BootError> {
+    module(py)
+        .and_then(|m| m.getattr("started_at_import")?.call0()?.extract::<usize>())
+        .map_err(|e| BootError::Exception {
+            spec: "gevent".into(),
+            traceback: format_exception(py, &e),
+        })
 }
 
 /// On the main thread, once the hub's thread has imported the app: the `signal.signal` calls

@@ -9,7 +9,9 @@ one); `/contextvar` shows a context variable an
 earlier request set and never reset; `/sleep?s=` waits and `/stacks` lists how much C stack each
 waiting greenlet has saved; `/gc` shows the garbage collector's thresholds, which the app
 sets itself at import when `GEVENT_APP_GC_THRESHOLDS` says so (e.g. `--env
-GEVENT_APP_GC_THRESHOLDS=500,5,5`).
+GEVENT_APP_GC_THRESHOLDS=500,5,5`). `/imported` says which process imported the app and whether
+`time` and `socket` were patched then (`--preload`), and in which processes a thread that the app
+starts at import when `GEVENT_APP_THREAD_AT_IMPORT` is set (a scheduler's, say) has run.
 """
 
 import contextvars
@@ -22,7 +24,31 @@ import time
 import requests
 from flask import Flask, Response, jsonify, request
 
+from gevent import monkey
+
 app = Flask(__name__)
+
+IMPORTED_IN = os.getpid()
+PATCHED_AT_IMPORT = monkey.is_module_patched("time") and monkey.is_module_patched("socket")
+# The processes the thread started at import has run in.
+RAN_IN = set()
+
+
+def tick():
+    while True:
+        RAN_IN.add(os.getpid())
+        time.sleep(0.05)
+
+
+if os.environ.get("GEVENT_APP_THREAD_AT_IMPORT"):
+    threading.Thread(target=tick, daemon=True).start()
+
+
+@app.route("/imported")
+def imported():
+    return jsonify(
+        pid=os.getpid(), imported_in=IMPORTED_IN, patched=PATCHED_AT_IMPORT, ran_in=sorted(RAN_IN)
+    )
 
 if os.environ.get("GEVENT_APP_GC_THRESHOLDS"):
     gc.set_threshold(*(int(t) for t in os.environ["GEVENT_APP_GC_THRESHOLDS"].split(",")))
