@@ -19,7 +19,8 @@
 //!   request (target, framing, `Host`, `Expect`, a trusted proxy's headers, keep-alive), then
 //!   its body; [`ConnInfo`], [`Incoming`], [`RequestMeta`].
 //! - `chunked`: chunked request bodies: chunk sizes, extensions and the trailer section.
-//! - `framing`: [`Persist`] and [`BodyFraming`], how a response body is delimited on the wire.
+//! - `framing`: [`Persist`] and [`BodyFraming`], how a response body is delimited on the wire,
+//!   and [`body_framing`], which picks it (and the `Content-Length`) for HTTP and uwsgi alike.
 //! - `encode`: [`encode_head`] and [`encode_response`], with the per-thread `Date` cache.
 //! - `decoded`: [`decode_chunks`], a byte stream decoded piece by piece into a comparable
 //!   [`Decoded`], for the split-equivalence tests and the fuzz target.
@@ -35,6 +36,6 @@ pub(crate) use decode::secure_scheme_header;
 pub use decode::{ConnInfo, Decoder, Incoming, LogFields, RequestMeta};
 pub use decoded::{decode_chunks, Decoded, DecodedRequest};
 pub use encode::{encode_head, encode_response, has_content, CONTINUE};
-pub use framing::{BodyFraming, LengthMismatch, Persist};
+pub use framing::{body_framing, BodyFraming, LengthMismatch, Persist};
 pub(crate) use limits::BodySink;
 pub use limits::{forwarder_names, HttpError, Limits};

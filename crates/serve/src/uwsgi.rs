@@ -62,7 +62,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use c10k_http::{is_tchar, Body, Headers, Method, Request, RequestBody, Response, Scheme, Version};
 
 use crate::allow::AllowFrom;
-use crate::proto::BodySink;
+use crate::proto::{body_framing, has_content, BodySink};
 pub use crate::proto::{BodyFraming, ConnInfo};
 
 /// modifier1 of a plain WSGI/HTTP request (what `uwsgi_pass` sends by default).
@@ -761,33 +761,20 @@ fn local_addr(cgi: &Cgi<'_>, conn: &ConnInfo) -> Option<SocketAddr> {
 /// framed by the caller. A complete body gets its `Content-Length`; a stream keeps the handler's
 /// own one if it set one, and is otherwise close-delimited, never chunked (nginx passes a uwsgi
 /// upstream's body through as it is). `head_only` (HEAD) drops the body but keeps its length.
+/// The length and framing are [`body_framing`]'s, as over HTTP, with a stream's fallback `Close`.
 pub fn encode_head(out: &mut Vec<u8>, resp: &Response, head_only: bool) -> BodyFraming {
     let announced: Option<u64> = resp
         .header("content-length")
         .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| v.trim().parse().ok());
-    let no_body = resp.status < 200 || resp.status == 204 || resp.status == 304;
-    // A 205 has no content and says so (RFC 9110 §15.3.6), as over HTTP.
-    let reset = resp.status == 205;
-    let (length, framing) = match &resp.body {
-        _ if reset => (Some(0), BodyFraming::Empty),
-        Body::Full(b) => {
-            // A HEAD answer may announce the length of the body it would have sent.
-            let len = match announced {
-                Some(n) if head_only && b.is_empty() => n,
-                _ => b.len() as u64,
-            };
-            (Some(len), BodyFraming::Length { left: len })
-        }
-        // A file's length is known: framed like a complete body, its bytes sent by the driver.
-        Body::File(_) if no_body => (Some(0), BodyFraming::Empty),
-        Body::File(f) => (Some(f.len), BodyFraming::Length { left: f.len }),
-        Body::Stream(_) if no_body => (Some(0), BodyFraming::Empty),
-        Body::Stream(_) => match announced {
-            Some(n) => (Some(n), BodyFraming::Length { left: n }),
-            None => (None, BodyFraming::Close),
-        },
-    };
+    // One request per connection: a stream of unknown length ends at the close, never chunked.
+    let (length, framing) = body_framing(
+        resp.status,
+        &resp.body,
+        announced,
+        head_only,
+        BodyFraming::Close,
+    );
     out.extend_from_slice(b"HTTP/1.1 ");
     let mut num = itoa::Buffer::new();
     out.extend_from_slice(num.format(resp.status).as_bytes());
@@ -812,19 +799,17 @@ pub fn encode_head(out: &mut Vec<u8>, resp: &Response, head_only: bool) -> BodyF
         out.extend(value.iter().copied().filter(|&b| b != b'\r' && b != b'\n'));
         out.extend_from_slice(b"\r\n");
     }
-    if let Some(len) = length.filter(|_| !no_body) {
+    if let Some(len) = length {
         out.extend_from_slice(b"Content-Length: ");
         out.extend_from_slice(num.format(len).as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    if head_only || reset {
+    if head_only || !has_content(resp.status) {
         return BodyFraming::Empty;
     }
     if let Body::Full(b) = &resp.body {
-        if !no_body {
-            out.extend_from_slice(b);
-        }
+        out.extend_from_slice(b);
         return BodyFraming::Empty;
     }
     framing

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use c10k_http::{Body, Response};
 
-use super::framing::{BodyFraming, Persist};
+use super::framing::{body_framing, BodyFraming, Persist};
 
 /// Header fields the server writes itself: a handler's own copy is dropped, so a response never
 /// carries two framings (or an application-chosen `Connection`).
@@ -50,33 +50,19 @@ pub fn encode_head(
             has_server = true;
         }
     }
-    let no_body = resp.status < 200 || resp.status == 204 || resp.status == 304;
-    // What the head says about the body, and how the body bytes go out. A 1xx, 204 or 304 has
-    // no body whatever the handler returned (RFC 9112 §6.3): its bytes would be read as the
-    // next response on a keep-alive connection. It gets no `Content-Length` either (RFC 9110
-    // §8.6: never in a 1xx or 204; in a 304 only the 200's length, which is not known here).
-    // A 205 has no content either, but unlike a 204 it says so: `Content-Length: 0` (RFC 9110
-    // §15.3.6), else the client would read to the close.
-    let reset = resp.status == 205;
-    let (length, framing) = match &resp.body {
-        _ if no_body => (None, BodyFraming::Empty),
-        _ if reset => (Some(0), BodyFraming::Empty),
-        Body::Full(b) => {
-            // A HEAD answer may announce the length of the body it would have sent.
-            let len = match announced {
-                Some(n) if head_only && b.is_empty() => n,
-                _ => b.len() as u64,
-            };
-            (Some(len), BodyFraming::Length { left: len })
-        }
-        // A file's length is known: framed like a complete body, its bytes sent by the driver.
-        Body::File(f) => (Some(f.len), BodyFraming::Length { left: f.len }),
-        Body::Stream(_) => match announced {
-            Some(n) => (Some(n), BodyFraming::Length { left: n }),
-            None if minor_version >= 1 => (None, BodyFraming::Chunked),
-            None => (None, BodyFraming::Close),
-        },
+    // An HTTP/1.0 client cannot read chunks: a stream of unknown length ends at the close.
+    let unsized_stream = if minor_version >= 1 {
+        BodyFraming::Chunked
+    } else {
+        BodyFraming::Close
     };
+    let (length, framing) = body_framing(
+        resp.status,
+        &resp.body,
+        announced,
+        head_only,
+        unsized_stream,
+    );
     let persist = if framing == BodyFraming::Close && !head_only {
         Persist::Close
     } else {
@@ -133,7 +119,7 @@ pub fn encode_head(
         (Persist::KeepAlive, _) => {}
     }
     out.extend_from_slice(b"\r\n");
-    if head_only || no_body || reset {
+    if head_only || !has_content(resp.status) {
         return BodyFraming::Empty;
     }
     if let Body::Full(b) = &resp.body {
@@ -394,6 +380,27 @@ mod tests {
         for bad in [&b"OK\r\nX-Evil: 1"[..], b"OK\n", b"a\x00b", b"\x7f", b""] {
             let resp = Response::new(200).with_reason(Bytes::copy_from_slice(bad));
             assert_eq!(line(resp), b"HTTP/1.1 200 OK", "{bad:?}");
+        }
+    }
+
+    /// The rule [`body_framing`] keeps for HEAD: an app that answers HEAD with no body and the
+    /// length GET would have (Flask) gets that length out; a GET keeps the body's own length.
+    #[test]
+    fn a_head_answer_keeps_the_handlers_length_without_its_body() {
+        let resp = Response::new(200).with_header("Content-Length", "12");
+        for (head_only, length) in [
+            (true, "Content-Length: 12\r\n"),
+            (false, "Content-Length: 0\r\n"),
+        ] {
+            let mut out = Vec::new();
+            let framing = encode_head(&mut out, &resp, 1, Persist::KeepAlive, head_only);
+            let s = String::from_utf8(out).unwrap();
+            assert_eq!(framing, BodyFraming::Empty);
+            assert!(s.contains(length), "{head_only}: {s}");
+            assert!(
+                s.ends_with("\r\n\r\n"),
+                "{head_only}: a body was sent: {s:?}"
+            );
         }
     }
 

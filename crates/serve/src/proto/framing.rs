@@ -1,6 +1,10 @@
 //! How a response body goes out on a connection: whether the connection persists after it
 //! ([`Persist`]), and how a streamed body is delimited ([`BodyFraming`]: nothing, a
 //! `Content-Length`, chunked or close-delimited), which frames each chunk the driver sends.
+//! [`body_framing`] decides the length a head announces and the framing from the response's
+//! status and body, once for both heads that need it: HTTP's and uwsgi's `encode_head`.
+
+use c10k_http::Body;
 
 /// Whether the connection stays open after this response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -9,8 +13,8 @@ pub enum Persist {
     Close,
 }
 
-/// How a streamed response body is delimited on the wire, decided by
-/// [`encode_head`](super::encode_head); it frames each chunk the driver pulls from the stream.
+/// How a streamed response body is delimited on the wire, decided by [`body_framing`]; it
+/// frames each chunk the driver pulls from the stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BodyFraming {
     /// No body bytes are sent (`HEAD`, 204, 304).
@@ -21,6 +25,49 @@ pub enum BodyFraming {
     Chunked,
     /// Delimited by closing the connection (HTTP/1.0 clients).
     Close,
+}
+
+/// The `Content-Length` a response's head announces (`None`: no such header) and how its body
+/// goes out, from its `status` and `body`; `announced` is the handler's own `Content-Length`,
+/// if it set a valid one. A stream of unknown length goes out as `unsized_stream`: chunked or
+/// close-delimited is the caller's choice, as an HTTP/1.0 client cannot read chunks and nginx's
+/// uwsgi module does not de-chunk.
+///
+/// A 1xx, 204 or 304 has no body whatever the handler returned (RFC 9112 §6.3): its bytes would
+/// be read as the next response on a keep-alive connection. It gets no `Content-Length` either
+/// (RFC 9110 §8.6: never in a 1xx or 204; in a 304 only the 200's length, which is not known
+/// here). A 205 has no content either, but unlike a 204 it says so: `Content-Length: 0` (RFC
+/// 9110 §15.3.6), else the client would read to the close.
+///
+/// `head_only` (HEAD) changes one thing: an empty complete body may announce the length the
+/// handler gave, the one of the body it would have sent (Flask answers HEAD so). Leaving a
+/// complete body's bytes out (HEAD, and a status without content: see
+/// [`has_content`](super::has_content)) is the caller's part.
+pub fn body_framing(
+    status: u16,
+    body: &Body,
+    announced: Option<u64>,
+    head_only: bool,
+    unsized_stream: BodyFraming,
+) -> (Option<u64>, BodyFraming) {
+    let no_body = status < 200 || status == 204 || status == 304;
+    match body {
+        _ if no_body => (None, BodyFraming::Empty),
+        _ if status == 205 => (Some(0), BodyFraming::Empty),
+        Body::Full(b) => {
+            let len = match announced {
+                Some(n) if head_only && b.is_empty() => n,
+                _ => b.len() as u64,
+            };
+            (Some(len), BodyFraming::Length { left: len })
+        }
+        // A file's length is known: framed like a complete body, its bytes sent by the driver.
+        Body::File(f) => (Some(f.len), BodyFraming::Length { left: f.len }),
+        Body::Stream(_) => match announced {
+            Some(n) => (Some(n), BodyFraming::Length { left: n }),
+            None => (None, unsized_stream),
+        },
+    }
 }
 
 /// A streamed body did not match the `Content-Length` its handler announced.

@@ -819,3 +819,15 @@ fn encodes_like_uwsgi() {
         assert_eq!(framing, BodyFraming::Empty);
     }
 }
+
+/// The HEAD rule over uwsgi as over HTTP: an app that answers HEAD with no body and the length
+/// GET would have (Flask) gets that length through nginx; a GET keeps the body's own length.
+#[test]
+fn a_head_answer_keeps_the_handlers_length_without_its_body() {
+    let resp = || Response::new(200).with_header("Content-Length", "12");
+    let (s, framing) = encode(resp(), true);
+    assert_eq!(framing, BodyFraming::Empty);
+    assert_eq!(s, "HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n");
+    let (s, _) = encode(resp(), false);
+    assert_eq!(s, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+}
