@@ -5,8 +5,9 @@
 # Apps (crates/wsgi/tests/apps): Flask (`flask_app:app`, warmed on /hello and /stream) and Django
 # (`djangoproj.wsgi:application` on SQLite, warmed on / and /notes). Servers, W=4 worker processes
 # each, T=4 threads where the class has threads:
-#   c10k sync, thread, gthread ×T, async ×T, gevent, sync --preload; gunicorn sync, gthread ×T,
-#   gevent, sync --preload; uWSGI W×T threads (which imports the app before it forks, by default).
+#   c10k sync, thread, gthread ×T, async ×T, gevent, sync --preload, gevent --preload; gunicorn
+#   sync, gthread ×T, gevent, sync --preload, gevent --preload; uWSGI W×T threads (which imports
+#   the app before it forks, by default).
 # Each server is started, warmed with `ab -n WARM -c 2T` on every warm-up path (so every thread of
 # every worker has run requests), then for every worker process (the master's children) the script
 # reads VmRSS and Threads from /proc/PID/status and Pss from /proc/PID/smaps_rollup. RSS counts
@@ -61,6 +62,8 @@ server_cmd() {
     c10k-async) echo "$c10k -k async --threads $THREADS $app" ;;
     c10k-gevent) echo "$c10k -k gevent $app" ;;
     c10k-sync-preload) echo "$c10k -k sync --preload $app" ;;
+    c10k-gevent-preload) echo "$c10k -k gevent --preload $app" ;;
+    gunicorn-gevent-preload) echo "$VENV/bin/gunicorn --bind 127.0.0.1:$port --workers $WORKERS -k gevent --preload --chdir $dir --log-level warning $app" ;;
     gunicorn-sync-preload) echo "$VENV/bin/gunicorn --bind 127.0.0.1:$port --workers $WORKERS -k sync --preload --chdir $dir --log-level warning $app" ;;
     gunicorn-sync) echo "$VENV/bin/gunicorn --bind 127.0.0.1:$port --workers $WORKERS -k sync --chdir $dir --log-level warning $app" ;;
     gunicorn-gthread) echo "$VENV/bin/gunicorn --bind 127.0.0.1:$port --workers $WORKERS -k gthread --threads $THREADS --chdir $dir --log-level warning $app" ;;
@@ -68,7 +71,7 @@ server_cmd() {
     uwsgi-threads) echo "$VENV/bin/uwsgi --http-socket 127.0.0.1:$port --master --processes $WORKERS --threads $THREADS --disable-logging --die-on-term --chdir $dir --module $app --virtualenv $VENV" ;;
   esac
 }
-SERVERS=(c10k-sync c10k-thread c10k-gthread c10k-async c10k-gevent c10k-sync-preload gunicorn-sync gunicorn-gthread gunicorn-gevent gunicorn-sync-preload uwsgi-threads)
+SERVERS=(c10k-sync c10k-thread c10k-gthread c10k-async c10k-gevent c10k-sync-preload c10k-gevent-preload gunicorn-sync gunicorn-gthread gunicorn-gevent gunicorn-sync-preload gunicorn-gevent-preload uwsgi-threads)
 
 # workers MASTER: the master's children. The master is the process setsid started (taskset execs
 # into it); its children are the workers, and c10k's zygote (`sample` tells it apart).
@@ -145,7 +148,8 @@ def mib(v):
 
 # Each c10k class against gunicorn's class of the same model, then against gthread.
 model = {"c10k-sync": "gunicorn-sync", "c10k-gevent": "gunicorn-gevent",
-         "c10k-sync-preload": "gunicorn-sync-preload"}
+         "c10k-sync-preload": "gunicorn-sync-preload",
+         "c10k-gevent-preload": "gunicorn-gevent-preload"}
 for app in apps:
     print(f"## {app}")
     print()
