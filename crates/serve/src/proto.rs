@@ -21,7 +21,8 @@
 //! - `chunked`: chunked request bodies: chunk sizes, extensions and the trailer section.
 //! - `framing`: [`Persist`] and [`BodyFraming`], how a response body is delimited on the wire,
 //!   and [`body_framing`], which picks it (and the `Content-Length`) for HTTP and uwsgi alike.
-//! - `encode`: [`encode_head`] and [`encode_response`], with the per-thread `Date` cache.
+//! - `encode`: [`encode_head`] and [`encode_response`], with the per-thread `Date` cache, and
+//!   [`end_head`], the end of a head and its complete body for HTTP and uwsgi alike.
 //! - `decoded`: [`decode_chunks`], a byte stream decoded piece by piece into a comparable
 //!   [`Decoded`], for the split-equivalence tests and the fuzz target.
 
@@ -35,7 +36,7 @@ mod limits;
 pub(crate) use decode::secure_scheme_header;
 pub use decode::{ConnInfo, Decoder, Incoming, LogFields, RequestMeta};
 pub use decoded::{decode_chunks, Decoded, DecodedRequest};
-pub use encode::{encode_head, encode_response, has_content, CONTINUE};
+pub use encode::{encode_head, encode_response, end_head, has_content, CONTINUE};
 pub use framing::{body_framing, BodyFraming, LengthMismatch, Persist};
 pub(crate) use limits::BodySink;
 pub use limits::{forwarder_names, HttpError, Limits};

@@ -59,10 +59,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
-use c10k_http::{is_tchar, Body, Headers, Method, Request, RequestBody, Response, Scheme, Version};
+use c10k_http::{is_tchar, Headers, Method, Request, RequestBody, Response, Scheme, Version};
 
 use crate::allow::AllowFrom;
-use crate::proto::{body_framing, has_content, BodySink};
+use crate::proto::{body_framing, end_head, BodySink};
 pub use crate::proto::{BodyFraming, ConnInfo};
 
 /// modifier1 of a plain WSGI/HTTP request (what `uwsgi_pass` sends by default).
@@ -804,15 +804,7 @@ pub fn encode_head(out: &mut Vec<u8>, resp: &Response, head_only: bool) -> BodyF
         out.extend_from_slice(num.format(len).as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"\r\n");
-    if head_only || !has_content(resp.status) {
-        return BodyFraming::Empty;
-    }
-    if let Body::Full(b) = &resp.body {
-        out.extend_from_slice(b);
-        return BodyFraming::Empty;
-    }
-    framing
+    end_head(out, resp, head_only, framing)
 }
 
 #[cfg(test)]

@@ -118,6 +118,19 @@ pub fn encode_head(
         (Persist::KeepAlive, 0) => out.extend_from_slice(b"Connection: keep-alive\r\n"),
         (Persist::KeepAlive, _) => {}
     }
+    end_head(out, resp, head_only, framing)
+}
+
+/// Ends a head with its blank line, then appends a complete body unless the answer has none
+/// (HEAD, or a status without content); returns how the driver frames what is left to send:
+/// `framing` for a file or a stream, [`BodyFraming::Empty`] when everything is in `out`. For
+/// HTTP's head and uwsgi's alike.
+pub fn end_head(
+    out: &mut Vec<u8>,
+    resp: &Response,
+    head_only: bool,
+    framing: BodyFraming,
+) -> BodyFraming {
     out.extend_from_slice(b"\r\n");
     if head_only || !has_content(resp.status) {
         return BodyFraming::Empty;
